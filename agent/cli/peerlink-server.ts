@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+/** peerlink-server [run] [--config FILE] | check-config [--config FILE] */
+import { parseArgs } from 'node:util';
+import { createLogger } from '../common/logger.js';
+import { ConfigError, ErrorCodes } from '../common/errors.js';
+import { createRendezvousServer } from '../server/server.js';
+import { loadServerSecrets, loadServerSettings } from '../server/settings.js';
+import { onceSignal, reportAndExit } from './run-main.js';
+
+const PROGRAM = 'peerlink-server';
+const DEFAULT_CONFIG = '/etc/peerlink/server.toml';
+const USAGE = `usage: ${PROGRAM} [run] [--config FILE]      run the rendezvous server (default config ${DEFAULT_CONFIG})
+       ${PROGRAM} check-config [--config FILE]  validate the settings and the files they name, then exit`;
+
+async function main(): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({ options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
+  } catch (err) {
+    throw new ConfigError([`${(err as Error).message}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
+  }
+  if (parsed.values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const command = parsed.positionals[0] ?? 'run';
+  if (!['run', 'check-config'].includes(command) || parsed.positionals.length > 1) {
+    throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
+  }
+  const file = parsed.values.config ?? DEFAULT_CONFIG;
+  const settings = await loadServerSettings(file);
+  const secrets = await loadServerSecrets(settings);
+  if (command === 'check-config') {
+    process.stdout.write(`${file}: ok\n`);
+    return;
+  }
+  const logger = createLogger({ name: PROGRAM, level: settings.logLevel });
+  const server = createRendezvousServer({
+    udpHost: settings.udp.host,
+    udpPort: settings.udp.port,
+    tlsHost: settings.tls.host,
+    tlsPort: settings.tls.port,
+    certPem: secrets.certPem,
+    keyPem: secrets.keyPem,
+    masterKey: secrets.masterKey,
+    logger,
+    staleAfterMs: settings.registry.staleAfterMs,
+    forgetAfterMs: settings.registry.forgetAfterMs,
+    clockWindowMs: settings.registry.clockWindowMs,
+    attachTimeoutMs: settings.requests.attachTimeoutMs,
+    notifyRetryMs: settings.requests.notifyRetryMs,
+    maxPendingPerDevice: settings.requests.maxPendingPerDevice,
+  });
+  await server.start();
+  logger.info({ udp: server.udpAddress(), tls: server.tlsAddress() }, 'rendezvous server listening');
+  // SIGUSR2 prints the equipment list (patent Fig. 9) to the log, for operators and the lab.
+  process.on('SIGUSR2', () => {
+    const list = [...server.registry.entries()].map(([id, e]) => ({ id, address: e.address, port: e.port, lastSeenMs: e.lastSeenMs }));
+    logger.info({ equipmentList: list, counters: server.registration.counters.snapshot() }, 'equipment list');
+  });
+  const sig = await onceSignal(['SIGTERM', 'SIGINT']);
+  logger.info({ signal: sig }, 'stopping');
+  await server.stop();
+  logger.info('stopped');
+}
+
+main().catch((err) => reportAndExit(PROGRAM, err));

@@ -1,0 +1,121 @@
+#!/usr/bin/env node
+/**
+ * peerlink connect <equipment-id> --server HOST:PORT --ca CA.pem --password-file FILE
+ *                  --service NAME (--listen HOST:PORT | --stdio)
+ *                  [--accept HOST:PORT] [--advertise-port N] [--server-name NAME] [--log-level L]
+ */
+import { readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { createClient } from '../client/client.js';
+import { createLocalForward } from '../client/local-forward.js';
+import { parseHostPort } from '../common/endpoint-parse.js';
+import { createLogger } from '../common/logger.js';
+import { ConfigError, ErrorCodes } from '../common/errors.js';
+import { onceSignal, reportAndExit } from './run-main.js';
+
+const PROGRAM = 'peerlink';
+const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca CA.pem --password-file FILE
+                --service NAME (--listen HOST:PORT | --stdio)
+                [--accept HOST:PORT] [--advertise-port N] [--server-name NAME] [--log-level LEVEL]
+
+  --server          the rendezvous server's TLS endpoint
+  --ca              the CA certificate that signs the server's certificate
+  --password-file   file whose first line is the device's access password
+  --service         the device service to reach (must be in the device's allow-list)
+  --listen          serve the tunnel on this local TCP port (like ssh -L); one tunnel per connection
+  --stdio           serve one tunnel on stdin/stdout (ssh -o ProxyCommand="peerlink connect ... --stdio")
+  --accept          local address where the device's direct connection arrives (default 0.0.0.0:0)
+  --advertise-port  the public port the device should dial (your NAT's static or UPnP mapping of --accept)
+  --server-name     name expected in the server certificate (default: the --server host)
+  --log-level       fatal|error|warn|info|debug (default warn; logs go to stderr)`;
+
+function usage(message: string): ConfigError {
+  return new ConfigError([`${message}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
+}
+
+async function main(): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      options: {
+        server: { type: 'string' },
+        ca: { type: 'string' },
+        'password-file': { type: 'string' },
+        service: { type: 'string' },
+        listen: { type: 'string' },
+        stdio: { type: 'boolean' },
+        accept: { type: 'string' },
+        'advertise-port': { type: 'string' },
+        'server-name': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      allowPositionals: true,
+    });
+  } catch (err) {
+    throw usage((err as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const [command, equipmentId, ...extra] = parsed.positionals;
+  if (command !== 'connect' || !equipmentId || extra.length) throw usage('expected: connect <equipment-id>');
+  for (const k of ['server', 'ca', 'password-file', 'service'] as const) if (!v[k]) throw usage(`--${k} is required`);
+  if (Boolean(v.listen) === Boolean(v.stdio)) throw usage('give exactly one of --listen HOST:PORT or --stdio');
+  const advertisePort = v['advertise-port'] === undefined ? undefined : Number(v['advertise-port']);
+  if (advertisePort !== undefined && !(Number.isInteger(advertisePort) && advertisePort > 0 && advertisePort < 65536)) {
+    throw usage(`--advertise-port: expected 1-65535, found ${JSON.stringify(v['advertise-port'])}`);
+  }
+  const server = parseHostPort(v.server!, '--server');
+  const readText = async (file: string, flag: string): Promise<string> => {
+    try {
+      return await readFile(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError([`${flag} ${file}: ${(err as Error).message}`]);
+    }
+  };
+  const caPem = await readText(v.ca!, '--ca');
+  const password = (await readText(v['password-file']!, '--password-file')).split('\n')[0]!.trim();
+  if (!password) throw new ConfigError([`--password-file ${v['password-file']}: the first line is empty`]);
+
+  const logger = createLogger({ name: PROGRAM, level: v['log-level'] ?? 'warn', destination: 2 });
+  const client = createClient({
+    server,
+    caPem,
+    equipmentId,
+    password,
+    service: v.service!,
+    accept: v.accept ? parseHostPort(v.accept, '--accept') : { host: '0.0.0.0', port: 0 },
+    ...(v['server-name'] ? { serverName: v['server-name'] } : {}),
+    ...(advertisePort ? { advertisePort } : {}),
+    logger,
+  });
+  const aborter = new AbortController();
+  const stopSignals = onceSignal(['SIGINT', 'SIGTERM']).then(() => aborter.abort());
+  void stopSignals;
+  try {
+    const first = await client.open(aborter.signal);
+    process.stderr.write(`${PROGRAM}: ${first.path} in ${Math.round(first.connectMs)} ms\n`);
+    if (v.stdio) {
+      // stdin -> tunnel (half-close passed on at EOF), tunnel -> stdout; done when the tunnel closes.
+      process.stdin.pipe(first.stream);
+      first.stream.pipe(process.stdout);
+      await new Promise<void>((resolve) => first.stream.once('close', () => resolve()));
+      return;
+    }
+    const forward = createLocalForward({ client, listen: parseHostPort(v.listen!, '--listen'), logger, first });
+    const at = await forward.start();
+    process.stderr.write(`${PROGRAM}: serving ${equipmentId}/${v.service} on ${at.address}:${at.port}\n`);
+    await new Promise<void>((resolve) => aborter.signal.addEventListener('abort', () => resolve(), { once: true }));
+    await forward.stop();
+  } finally {
+    await client.stop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => reportAndExit(PROGRAM, err),
+);

@@ -1,0 +1,25 @@
+/** Shared CLI plumbing: print an error plainly (with every config problem) and exit with its code. */
+import { ConfigError, isPeerlinkError } from '../common/errors.js';
+import { exitCodeFor } from './exit-codes.js';
+
+export function reportAndExit(program: string, err: unknown): never {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`${program}: invalid configuration:\n${err.problems.map((p) => `  - ${p}`).join('\n')}\n`);
+  } else if (isPeerlinkError(err)) {
+    process.stderr.write(`${program}: ${err.message} [${err.code}]\n`);
+  } else {
+    process.stderr.write(`${program}: ${(err as Error)?.message ?? String(err)}\n`);
+  }
+  process.exit(exitCodeFor(err));
+}
+
+/** Resolve once on the first of the given signals. */
+export function onceSignal(signals: readonly NodeJS.Signals[]): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const handler = (s: NodeJS.Signals): void => {
+      for (const sig of signals) process.off(sig, handler);
+      resolve(s);
+    };
+    for (const sig of signals) process.on(sig, handler);
+  });
+}

@@ -1,0 +1,62 @@
+/**
+ * S207: decide whether a forwarded request may be served. The request must carry a valid tag
+ * under the device's access key (the client knows the password), be addressed to this device
+ * and the advertised port the server relayed, be fresh, be new, name an allowed service, and
+ * the address to dial must be one the settings allow (P3). Only then does the device dial.
+ */
+import { mayDial, type DialPolicy } from '../common/address-policy.js';
+import type { HostPort } from '../common/endpoint-parse.js';
+import type { Endpoint } from '../protocol/address.js';
+import { deriveRequestTagKey } from '../protocol/keys.js';
+import { parseRequest, verifyRequestTag, type ConnectRequest } from '../protocol/request.js';
+import { Status, type StatusValue } from '../protocol/status.js';
+import type { ReplayCache } from './replay-cache.js';
+
+export interface AuthorizerOptions {
+  readonly equipmentId: string;
+  readonly accessKey: Buffer;
+  readonly freshnessMs: number;
+  readonly replayCache: ReplayCache;
+  readonly services: () => ReadonlyMap<string, HostPort>;
+  readonly dialPolicy: () => DialPolicy;
+}
+
+export type Decision =
+  | { readonly status: typeof Status.OK; readonly request: ConnectRequest; readonly target: HostPort; readonly dial: Endpoint }
+  | { readonly status: Exclude<StatusValue, typeof Status.OK>; readonly reason: string };
+
+export interface Forwarded {
+  readonly client: Endpoint;
+  readonly advertisedPort: number;
+  readonly sealedRequest: Buffer;
+}
+
+export function createAuthorizer(options: AuthorizerOptions): (fwd: Forwarded, serverNowMs: number) => Decision {
+  const tagKey = deriveRequestTagKey(options.accessKey);
+  return (fwd, now) => {
+    let parsed;
+    try {
+      parsed = parseRequest(fwd.sealedRequest);
+    } catch (err) {
+      return { status: Status.BAD_REQUEST, reason: `malformed request: ${(err as Error).message}` };
+    }
+    if (!verifyRequestTag(parsed, tagKey)) return { status: Status.AUTH_FAILED, reason: 'request tag does not verify (wrong password)' };
+    const req = parsed.request;
+    if (req.equipmentId !== options.equipmentId) return { status: Status.BAD_REQUEST, reason: `request is for ${req.equipmentId}` };
+    if (req.advertisedPort !== fwd.advertisedPort) return { status: Status.BAD_REQUEST, reason: 'advertised port altered in transit' };
+    const skew = req.timestampMs - now;
+    if (Math.abs(skew) > options.freshnessMs) {
+      return { status: Status.REQUEST_EXPIRED, reason: `request timestamp is ${Math.round(skew / 1000)} s from server time` };
+    }
+    const target = options.services().get(req.service);
+    if (!target) return { status: Status.SERVICE_REFUSED, reason: `service ${req.service} is not in the allow-list` };
+    if (!mayDial(fwd.client.address, options.dialPolicy())) {
+      return { status: Status.DIAL_REFUSED, reason: `address ${fwd.client.address} is not allowed by dial settings` };
+    }
+    // Remembered last, so a refused request does not use up its nonce.
+    const seen = options.replayCache.check(req.clientNonce, req.timestampMs + options.freshnessMs, now);
+    if (seen === 'replayed') return { status: Status.REQUEST_REPLAYED, reason: 'nonce already used' };
+    if (seen === 'full') return { status: Status.DEVICE_BUSY, reason: 'replay cache full' };
+    return { status: Status.OK, request: req, target, dial: { address: fwd.client.address, port: fwd.advertisedPort } };
+  };
+}

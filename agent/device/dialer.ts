@@ -1,0 +1,87 @@
+/**
+ * S208/S209: dial the client directly and join the connection to the local service.
+ * The direct channel is TLS 1.3 with an external PSK derived from the access key and both
+ * nonces (P4): only a holder of the password can complete it, so neither the server nor
+ * anyone on the path can read it or stand in the middle.
+ */
+import { randomBytes } from 'node:crypto';
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
+import type { HostPort } from '../common/endpoint-parse.js';
+import type { Endpoint } from '../protocol/address.js';
+import { TUNNEL_CIPHER, TUNNEL_PSK_IDENTITY_PREFIX } from '../protocol/constants.js';
+import { deriveTunnelPsk, NONCE_BYTES } from '../protocol/keys.js';
+
+export interface DialOptions {
+  readonly to: Endpoint;
+  readonly accessKey: Buffer;
+  readonly clientNonce: Buffer;
+  readonly equipmentId: string;
+  readonly service: string;
+  readonly timeoutMs: number;
+  readonly signal?: AbortSignal;
+}
+
+export function pskIdentity(clientNonce: Uint8Array, deviceNonce: Uint8Array): string {
+  return `${TUNNEL_PSK_IDENTITY_PREFIX}${Buffer.from(clientNonce).toString('hex')}:${Buffer.from(deviceNonce).toString('hex')}`;
+}
+
+/** Open the end-to-end channel to the client (the device is the TLS client: it dials). */
+export function dialClient(o: DialOptions): Promise<TLSSocket> {
+  const deviceNonce = randomBytes(NONCE_BYTES);
+  const psk = deriveTunnelPsk(o.accessKey, o.clientNonce, deviceNonce, o.equipmentId, o.service);
+  const identity = pskIdentity(o.clientNonce, deviceNonce);
+  return new Promise((resolve, reject) => {
+    if (o.signal?.aborted) return reject(abortError(o.signal));
+    const sock = tlsConnect({
+      host: o.to.address,
+      port: o.to.port,
+      pskCallback: () => ({ psk, identity }),
+      ciphers: TUNNEL_CIPHER,
+      minVersion: 'TLSv1.3',
+      maxVersion: 'TLSv1.3',
+      // Authentication is the PSK itself; there is no certificate on this channel.
+      checkServerIdentity: () => undefined,
+    });
+    const timer = setTimeout(() => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `no connection to the client within ${o.timeoutMs} ms`)), o.timeoutMs);
+    const onAbort = (): void => fail(abortError(o.signal!));
+    o.signal?.addEventListener('abort', onAbort, { once: true });
+    function done(): void {
+      clearTimeout(timer);
+      o.signal?.removeEventListener('abort', onAbort);
+    }
+    function fail(err: Error): void {
+      done();
+      sock.destroy();
+      reject(err);
+    }
+    sock.once('secureConnect', () => {
+      done();
+      sock.off('error', fail);
+      resolve(sock);
+    });
+    sock.once('error', fail);
+  });
+}
+
+/** Connect to the appliance's local service (before answering, so a dead service is reported). */
+export function connectService(target: HostPort, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = netConnect({ host: target.host, port: target.port });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new PeerlinkError(ErrorCodes.SERVICE_UNAVAILABLE, `local service ${target.host}:${target.port} did not accept within ${timeoutMs} ms`));
+    }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      s.pause();
+      resolve(s);
+    });
+    s.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new PeerlinkError(ErrorCodes.SERVICE_UNAVAILABLE, `local service ${target.host}:${target.port}: ${err.message}`, { cause: err }));
+    });
+  });
+}

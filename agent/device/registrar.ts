@@ -1,0 +1,247 @@
+/**
+ * The agent's UDP side (S201/S202A): registers from one socket on a fixed interval so the NAT
+ * mapping stays open and the server's list stays current (also after the router's public
+ * address changes), learns its public mapping and the server's clock from each ack, and
+ * receives the server's connection-request notifications (packet 205) on the same socket,
+ * i.e. through the same NAT mapping.
+ */
+import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
+import { randomBytes } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import type { Logger } from 'pino';
+import type { Clock } from '../common/clock.js';
+import { Counters } from '../common/counters.js';
+import { normalizeAddress, type Endpoint } from '../protocol/address.js';
+import { REGISTER_ACK_TIMEOUT_MS, UDP_TYPE_NOTIFY, UDP_TYPE_REGISTER_ACK } from '../protocol/constants.js';
+import { equalBytes } from '../protocol/keys.js';
+import {
+  AckStatus,
+  encodeRegister,
+  parseUdpPacket,
+  REGISTER_NONCE_BYTES,
+  verifyTag,
+  type Notify,
+  type RegisterAck,
+} from '../protocol/udp-packets.js';
+
+export const REGISTRAR_COUNTERS = ['sent', 'acked', 'ackTimeouts', 'malformed', 'badTag', 'foreignSource', 'notifications', 'duplicateNotifications'] as const;
+export type RegistrarCounter = (typeof REGISTRAR_COUNTERS)[number];
+
+/** After a lost ack, retry sooner than the interval: 1 s, 2 s, 4 s ... up to the interval. */
+export const RETRY_BASE_MS = 1_000;
+const NOTIFY_DEDUP_MS = 60_000;
+
+export type RegistrationState = 'starting' | 'registered' | 'unreachable';
+
+export interface RegistrarStatus {
+  readonly state: RegistrationState;
+  readonly publicEndpoint: Endpoint | null;
+  readonly server: Endpoint | null;
+  readonly lastAckMs: number | null;
+  readonly clockOffsetMs: number;
+}
+
+export interface RegistrarOptions {
+  readonly equipmentId: string;
+  readonly registrationKey: Buffer;
+  readonly serverHost: string;
+  readonly serverPort: number;
+  readonly intervalMs: number;
+  readonly localPort: number;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly onNotify: (requestId: Buffer) => void;
+  readonly onStatus?: (status: RegistrarStatus) => void;
+  readonly ackTimeoutMs?: number;
+}
+
+export interface Registrar {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  status(): RegistrarStatus;
+  /** The device's estimate of the server's clock (used for request freshness). */
+  serverNow(): number;
+  /** Adopt a server time learnt over an authenticated channel. */
+  observeServerTime(serverTimeMs: number, localMs: number): void;
+  /** Register now (e.g. after a settings reload). */
+  registerNow(): void;
+  readonly counters: Counters<RegistrarCounter>;
+}
+
+export function createRegistrar(options: RegistrarOptions): Registrar {
+  const { clock, logger } = options;
+  const ackTimeoutMs = options.ackTimeoutMs ?? REGISTER_ACK_TIMEOUT_MS;
+  const counters = new Counters(REGISTRAR_COUNTERS);
+  let socket: Socket | null = null;
+  let server: Endpoint | null = null;
+  let state: RegistrationState = 'starting';
+  let publicEndpoint: Endpoint | null = null;
+  let lastAckMs: number | null = null;
+  let offsetMs = 0;
+  let lastTimestamp = 0;
+  let outstanding: { nonce: Buffer; sentAt: number } | null = null;
+  let failures = 0;
+  let skewRetried = false;
+  let nextTimer: NodeJS.Timeout | undefined;
+  let ackTimer: NodeJS.Timeout | undefined;
+  const seenNotifies = new Map<string, number>();
+  let stopped = false;
+
+  const status = (): RegistrarStatus => Object.freeze({ state, publicEndpoint, server, lastAckMs, clockOffsetMs: offsetMs });
+  const setState = (s: RegistrationState): void => {
+    if (s !== state) {
+      state = s;
+      options.onStatus?.(status());
+    }
+  };
+
+  function schedule(delayMs: number): void {
+    clearTimeout(nextTimer);
+    if (stopped) return;
+    nextTimer = setTimeout(() => void sendRegistration(), delayMs);
+  }
+
+  async function resolveServer(): Promise<Endpoint | null> {
+    try {
+      // Resolved on every round: a server that moves is followed without a restart.
+      const r = await lookup(options.serverHost, { family: 4 });
+      return { address: r.address, port: options.serverPort };
+    } catch (err) {
+      logger.warn({ host: options.serverHost, err: (err as Error).message }, 'cannot resolve the rendezvous server');
+      return null;
+    }
+  }
+
+  async function sendRegistration(): Promise<void> {
+    if (stopped || !socket) return;
+    const target = await resolveServer();
+    if (stopped || !socket) return;
+    if (!target) {
+      onAckTimeout();
+      return;
+    }
+    server = target;
+    const now = clock.now();
+    // Strictly increasing, in server time: the server rejects anything not newer (replay defence).
+    const timestampMs = Math.max(now + offsetMs, lastTimestamp + 1);
+    lastTimestamp = timestampMs;
+    const nonce = randomBytes(REGISTER_NONCE_BYTES);
+    outstanding = { nonce, sentAt: now };
+    const packet = encodeRegister({ equipmentId: options.equipmentId, timestampMs, nonce }, options.registrationKey);
+    socket.send(packet, target.port, target.address, (err) => {
+      if (err) logger.debug({ err: err.message }, 'registration send failed');
+    });
+    counters.inc('sent');
+    logger.debug({ server: `${target.address}:${target.port}` }, 'S201 registration sent');
+    clearTimeout(ackTimer);
+    ackTimer = setTimeout(onAckTimeout, ackTimeoutMs);
+  }
+
+  function onAckTimeout(): void {
+    outstanding = null;
+    counters.inc('ackTimeouts');
+    failures++;
+    if (state !== 'unreachable') logger.warn({ failures }, 'no acknowledgement from the rendezvous server');
+    setState('unreachable');
+    schedule(Math.min(options.intervalMs, RETRY_BASE_MS * 2 ** Math.min(failures - 1, 10)));
+  }
+
+  function onAck(ack: RegisterAck): void {
+    if (!outstanding || !equalBytes(ack.nonce, outstanding.nonce)) return; // late or foreign ack
+    const now = clock.now();
+    clearTimeout(ackTimer);
+    const rttMs = now - outstanding.sentAt;
+    // The server stamped its time roughly half way through the round trip.
+    offsetMs = ack.serverTimeMs - (outstanding.sentAt + rttMs / 2);
+    outstanding = null;
+    if (ack.status === AckStatus.CLOCK_SKEW) {
+      logger.warn({ offsetMs: Math.round(offsetMs) }, 'clock differs from the server; adopting server time');
+      lastTimestamp = 0;
+      if (!skewRetried) {
+        skewRetried = true;
+        schedule(0);
+      } else schedule(Math.min(options.intervalMs, RETRY_BASE_MS));
+      return;
+    }
+    skewRetried = false;
+    counters.inc('acked');
+    failures = 0;
+    lastAckMs = now;
+    const changed = !publicEndpoint || publicEndpoint.address !== ack.observed.address || publicEndpoint.port !== ack.observed.port;
+    publicEndpoint = ack.observed;
+    if (changed) {
+      logger.info({ publicEndpoint: `${ack.observed.address}:${ack.observed.port}`, rttMs }, 'S202 registered; server sees us at this public address');
+      options.onStatus?.(status());
+    }
+    setState('registered');
+    schedule(options.intervalMs);
+  }
+
+  function onNotify(n: Notify): void {
+    const key = n.requestId.toString('hex');
+    const now = clock.now();
+    for (const [k, t] of seenNotifies) if (t < now) seenNotifies.delete(k);
+    if (seenNotifies.has(key)) {
+      counters.inc('duplicateNotifications'); // the server repeats notifications until we connect
+      return;
+    }
+    seenNotifies.set(key, now + NOTIFY_DEDUP_MS);
+    counters.inc('notifications');
+    logger.info({ requestId: key.slice(0, 12) }, 'S205 connection-request notification received');
+    options.onNotify(n.requestId);
+  }
+
+  function onMessage(msg: Buffer, rinfo: RemoteInfo): void {
+    if (!server || normalizeAddress(rinfo.address) !== server.address || rinfo.port !== server.port) {
+      counters.inc('foreignSource');
+      return;
+    }
+    let parsed;
+    try {
+      parsed = parseUdpPacket(msg);
+    } catch {
+      counters.inc('malformed');
+      return;
+    }
+    if (!verifyTag(parsed, options.registrationKey)) {
+      counters.inc('badTag');
+      return;
+    }
+    if (parsed.packet.type === UDP_TYPE_REGISTER_ACK) onAck(parsed.packet);
+    else if (parsed.packet.type === UDP_TYPE_NOTIFY) onNotify(parsed.packet);
+    else counters.inc('malformed');
+  }
+
+  return {
+    counters,
+    status,
+    serverNow: () => clock.now() + offsetMs,
+    observeServerTime(serverTimeMs, localMs) {
+      offsetMs = serverTimeMs - localMs;
+    },
+    registerNow: () => schedule(0),
+    async start() {
+      stopped = false;
+      const s = createSocket({ type: 'udp4' });
+      s.on('message', onMessage);
+      s.on('error', (err) => logger.error({ err: err.message }, 'udp socket error'));
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.bind(options.localPort, () => {
+          s.off('error', reject);
+          resolve();
+        });
+      });
+      socket = s;
+      schedule(0);
+    },
+    async stop() {
+      stopped = true;
+      clearTimeout(nextTimer);
+      clearTimeout(ackTimer);
+      const s = socket;
+      socket = null;
+      if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+    },
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * TLS connection from the device (or client) to the rendezvous server, verifying the server's
+ * certificate against the CA bundled with the device (P5). Anything else is refused.
+ */
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
+import { TLS_HANDSHAKE_TIMEOUT_MS } from '../protocol/constants.js';
+
+export interface ServerTlsOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly serverName: string;
+  readonly caPem: string;
+  readonly timeoutMs?: number;
+  readonly signal?: AbortSignal;
+}
+
+const CERT_ERRORS = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+]);
+
+export function connectToServer(o: ServerTlsOptions): Promise<TLSSocket> {
+  const timeoutMs = o.timeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS;
+  return new Promise((resolve, reject) => {
+    if (o.signal?.aborted) return reject(abortError(o.signal));
+    const sock = tlsConnect({
+      host: o.host,
+      port: o.port,
+      servername: o.serverName,
+      ca: o.caPem,
+      minVersion: 'TLSv1.2',
+      rejectUnauthorized: true,
+    });
+    const timer = setTimeout(
+      () => fail(new PeerlinkError(ErrorCodes.SERVER_UNREACHABLE, `rendezvous server ${o.host}:${o.port} did not complete TLS within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const onAbort = (): void => fail(abortError(o.signal!));
+    o.signal?.addEventListener('abort', onAbort, { once: true });
+    function fail(err: Error): void {
+      clearTimeout(timer);
+      o.signal?.removeEventListener('abort', onAbort);
+      sock.destroy();
+      reject(err);
+    }
+    sock.once('secureConnect', () => {
+      clearTimeout(timer);
+      o.signal?.removeEventListener('abort', onAbort);
+      sock.removeAllListeners('error');
+      resolve(sock);
+    });
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      const code = err.code ?? '';
+      if (CERT_ERRORS.has(code)) {
+        fail(new PeerlinkError(ErrorCodes.UNTRUSTED_CERTIFICATE, `rendezvous server certificate refused (${code}): not signed by the configured CA or not for ${o.serverName}`, { cause: err }));
+      } else {
+        fail(new PeerlinkError(ErrorCodes.SERVER_UNREACHABLE, `cannot reach rendezvous server ${o.host}:${o.port}: ${err.message}`, { cause: err }));
+      }
+    });
+  });
+}

@@ -1,0 +1,93 @@
+/**
+ * The agent's settings file (TOML), edited by field technicians. See config/agent.example.toml.
+ * Identity keys (equipment ID, keys, CA) belong in the identity file and are rejected here.
+ */
+import { dirname, resolve } from 'node:path';
+import { LOG_LEVELS, readTomlFile, SettingsChecker, type LogLevel } from '../common/settings-checker.js';
+import { REGISTER_INTERVAL_MS, SERVICE_NAME_PATTERN, PEER_CONNECT_TIMEOUT_MS } from '../protocol/constants.js';
+import { parseHostPort, type HostPort } from '../common/endpoint-parse.js';
+import { ConfigError } from '../common/errors.js';
+
+/** RFC 8085: keepalives more often than every 15 s are abusive. */
+export const MIN_REGISTER_INTERVAL_MS = 15_000;
+
+export interface AgentSettings {
+  readonly identityFile: string;
+  readonly logLevel: LogLevel;
+  readonly server: { readonly host: string; readonly udpPort: number; readonly tlsPort: number; readonly serverName: string };
+  readonly registration: { readonly intervalMs: number; readonly localPort: number };
+  readonly dial: {
+    readonly allowLoopback: boolean;
+    readonly allowLinkLocal: boolean;
+    readonly connectTimeoutMs: number;
+    readonly maxConcurrent: number;
+  };
+  /** The allow-list: service name -> local host:port. */
+  readonly services: ReadonlyMap<string, HostPort>;
+}
+
+const IDENTITY_KEYS = new Set(['equipment_id', 'registration_key', 'access_key', 'ca_cert', 'secret', 'password']);
+const TOP = ['identity_file', 'log_level', 'server', 'registration', 'dial', 'services'] as const;
+
+export function checkAgentSettings(doc: Record<string, unknown>, file: string, opts: { minIntervalMs?: number } = {}): AgentSettings {
+  const c = new SettingsChecker(file);
+  c.unknownKeys(doc, '', TOP, (k) => (IDENTITY_KEYS.has(k) ? ' (identity keys belong in the factory identity file, not in settings)' : undefined));
+  const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name']);
+  const reg = c.table(doc, 'registration', 'registration', ['interval_ms', 'local_port']);
+  const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'connect_timeout_ms', 'max_concurrent']);
+  const svc = c.table(doc, 'services', 'services', Object.keys((doc.services as object | undefined) ?? {}));
+  const host = c.str(server, 'host', 'server.host', { expect: 'the rendezvous server host name or address' });
+  const services = new Map<string, HostPort>();
+  for (const [name, target] of Object.entries(svc)) {
+    if (!SERVICE_NAME_PATTERN.test(name)) {
+      c.problem(`services.${name}`, 'a service name of 1-32 characters a-z 0-9 . _ - (starting with a letter or digit)', name);
+      continue;
+    }
+    if (typeof target !== 'string') {
+      c.problem(`services.${name}`, 'a local "host:port" string', target);
+      continue;
+    }
+    try {
+      const hp = parseHostPort(target, `services.${name}`);
+      if (hp.port === 0) throw new Error('port 0');
+      services.set(name, hp);
+    } catch {
+      c.problem(`services.${name}`, 'a local "host:port" string such as "127.0.0.1:80"', target);
+    }
+  }
+  const minInterval = opts.minIntervalMs ?? MIN_REGISTER_INTERVAL_MS;
+  const settings: AgentSettings = {
+    identityFile: resolve(dirname(file), c.str(doc, 'identity_file', 'identity_file', { expect: 'the path of the factory identity file' })),
+    logLevel: c.enumOf(doc, 'log_level', 'log_level', LOG_LEVELS, 'info'),
+    server: {
+      host,
+      udpPort: c.int(server, 'udp_port', 'server.udp_port', { default: 7400, min: 1, max: 65535 }),
+      tlsPort: c.int(server, 'tls_port', 'server.tls_port', { default: 7443, min: 1, max: 65535 }),
+      serverName: c.str(server, 'server_name', 'server.server_name', { default: host }),
+    },
+    registration: {
+      intervalMs: c.int(reg, 'interval_ms', 'registration.interval_ms', { default: REGISTER_INTERVAL_MS, min: minInterval, max: 3_600_000 }),
+      localPort: c.int(reg, 'local_port', 'registration.local_port', { default: 0, min: 0, max: 65535 }),
+    },
+    dial: {
+      allowLoopback: c.bool(dial, 'allow_loopback', 'dial.allow_loopback', false),
+      allowLinkLocal: c.bool(dial, 'allow_link_local', 'dial.allow_link_local', false),
+      connectTimeoutMs: c.int(dial, 'connect_timeout_ms', 'dial.connect_timeout_ms', { default: PEER_CONNECT_TIMEOUT_MS, min: 100, max: 120_000 }),
+      maxConcurrent: c.int(dial, 'max_concurrent', 'dial.max_concurrent', { default: 16, min: 1, max: 1024 }),
+    },
+    services,
+  };
+  if (services.size === 0 && !c.problems.some((p) => p.includes('services'))) {
+    c.problems.push(`${file}: services: expected at least one service (e.g. http = "127.0.0.1:80"), found none`);
+  }
+  c.throwIfAny();
+  return Object.freeze(settings);
+}
+
+export async function loadAgentSettings(file: string): Promise<AgentSettings> {
+  const abs = resolve(file);
+  const doc = await readTomlFile(abs);
+  return checkAgentSettings(doc, abs);
+}
+
+export { ConfigError };

@@ -1,0 +1,66 @@
+/** Socket addresses on the wire: family byte (4 or 6), 4 or 16 address bytes, u16 port. */
+import { isIPv4, isIPv6, SocketAddress } from 'node:net';
+import { ProtocolError } from '../common/errors.js';
+import type { ByteReader, ByteWriter } from './bytes.js';
+
+export interface Endpoint {
+  readonly address: string;
+  readonly port: number;
+}
+
+/** "::ffff:1.2.3.4" -> "1.2.3.4", so policy and equality see one form of an IPv4 address. */
+export function normalizeAddress(address: string): string {
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  return m ? m[1]! : address;
+}
+
+function ipv6Bytes(address: string): Buffer {
+  // Expand "::" and embedded IPv4, then pack 8 groups.
+  let addr = address;
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(addr);
+  if (v4) {
+    const o = v4[1]!.split('.').map(Number);
+    addr = addr.slice(0, -v4[1]!.length) + `${((o[0]! << 8) | o[1]!).toString(16)}:${((o[2]! << 8) | o[3]!).toString(16)}`;
+  }
+  const [head, tail] = addr.includes('::') ? addr.split('::') : [addr, undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail !== undefined && tail !== '' ? tail.split(':') : [];
+  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+  const out = Buffer.alloc(16);
+  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  return out;
+}
+
+export function writeEndpoint(w: ByteWriter, ep: Endpoint): void {
+  const address = normalizeAddress(ep.address);
+  if (isIPv4(address)) {
+    w.u8(4).bytes(Buffer.from(address.split('.').map(Number)));
+  } else if (isIPv6(address)) {
+    w.u8(6).bytes(ipv6Bytes(address.replace(/%.*$/, '')));
+  } else {
+    throw new RangeError(`not an IP address: ${address}`);
+  }
+  w.u16(ep.port);
+}
+
+export function readEndpoint(r: ByteReader, field: string): Endpoint {
+  const family = r.u8(`${field}.family`);
+  let address: string;
+  if (family === 4) {
+    address = [...r.bytes(4, `${field}.address`)].join('.');
+  } else if (family === 6) {
+    const b = r.bytes(16, `${field}.address`);
+    const groups: string[] = [];
+    for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
+    // Let Node produce the canonical compressed form.
+    address = new SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address;
+  } else {
+    throw new ProtocolError(`${field}.family`, `expected 4 or 6, found ${family}`);
+  }
+  const port = r.u16(`${field}.port`);
+  return { address: normalizeAddress(address), port };
+}
+
+export function formatEndpoint(ep: Endpoint): string {
+  return isIPv6(ep.address) ? `[${ep.address}]:${ep.port}` : `${ep.address}:${ep.port}`;
+}

@@ -1,0 +1,46 @@
+/** Wire-protocol constants shared by server, agent and client. */
+
+export const PROTOCOL_VERSION = 1;
+
+/** Equipment IDs: 1-64 characters, printable and safe in logs, file names and URLs. */
+export const EQUIPMENT_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+export const EQUIPMENT_ID_MAX_BYTES = 64;
+
+/** Service names in the device's allow-list. */
+export const SERVICE_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,31}$/;
+export const SERVICE_NAME_MAX_BYTES = 32;
+
+// --- UDP (registration, acknowledgement, notification) ---
+export const UDP_MAGIC = 0x504c; // "PL"
+export const UDP_TYPE_REGISTER = 1;
+export const UDP_TYPE_REGISTER_ACK = 2;
+export const UDP_TYPE_NOTIFY = 3;
+/** Registrations are padded to at least this size so that no ack is larger (P6: no amplification). */
+export const REGISTER_MIN_BYTES = 64;
+export const UDP_MAX_BYTES = 256;
+
+// --- TLS frames (client <-> server, device <-> server) ---
+export const FRAME_HEADER_BYTES = 4;
+export const FRAME_MAX_PAYLOAD_BYTES = 4096;
+
+export const REQUEST_ID_BYTES = 16;
+
+// --- Timing defaults ---
+export const REGISTER_INTERVAL_MS = 25_000;
+export const REGISTER_ACK_TIMEOUT_MS = 3_000;
+/** A registration timestamp may differ from the server's clock by this much. */
+export const REGISTER_CLOCK_WINDOW_MS = 60_000;
+/** A client's request is fresh for this long either side of the device's estimate of server time. */
+export const REQUEST_FRESHNESS_MS = 30_000;
+/** A device not heard from for this long is reported stale. */
+export const DEVICE_STALE_AFTER_MS = 90_000;
+/** A device not heard from for this long is removed from the list. */
+export const DEVICE_FORGET_AFTER_MS = 24 * 60 * 60_000;
+export const NOTIFY_RETRY_MS = 500;
+export const DEVICE_ATTACH_TIMEOUT_MS = 8_000;
+export const PEER_CONNECT_TIMEOUT_MS = 10_000;
+export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** The TLS 1.3 suite of the direct channel: Node 20 negotiates external PSKs with it. */
+export const TUNNEL_CIPHER = 'TLS_AES_128_GCM_SHA256';
+export const TUNNEL_PSK_IDENTITY_PREFIX = 'pl1:';

@@ -1,0 +1,92 @@
+/**
+ * A frame conversation over one TLS socket: send frames, await the next one with a deadline.
+ * A protocol error, a close or the deadline rejects the wait; nothing is left dangling.
+ */
+import type { Duplex } from 'node:stream';
+import { ErrorCodes, PeerlinkError, ProtocolError, abortError } from '../common/errors.js';
+import { encodeFrame, FrameDecoder, type Frame } from './frames.js';
+
+export class FrameChannel {
+  private readonly decoder = new FrameDecoder();
+  private readonly queue: Frame[] = [];
+  private failure: Error | null = null;
+  private waiter: { resolve: (f: Frame) => void; reject: (e: Error) => void } | null = null;
+
+  constructor(readonly socket: Duplex) {
+    socket.on('data', (chunk: Buffer) => {
+      if (this.failure) return;
+      try {
+        for (const f of this.decoder.push(chunk)) this.deliver(f);
+      } catch (err) {
+        this.fail(err as Error);
+        socket.destroy();
+      }
+    });
+    socket.once('close', () => this.fail(new PeerlinkError(ErrorCodes.PROTOCOL, 'connection closed')));
+    socket.once('error', (err) => this.fail(err));
+  }
+
+  private deliver(f: Frame): void {
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.resolve(f);
+    } else {
+      this.queue.push(f);
+      if (this.queue.length > 4) this.fail(new ProtocolError('frame', 'peer sent frames nobody asked for'));
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    const w = this.waiter;
+    this.waiter = null;
+    w?.reject(err);
+  }
+
+  send(frame: Frame): void {
+    if (!this.socket.destroyed) this.socket.write(encodeFrame(frame));
+  }
+
+  /** The next frame; rejects after `timeoutMs`, on abort, on close or on a malformed frame. */
+  next(timeoutMs: number, signal?: AbortSignal): Promise<Frame> {
+    const queued = this.queue.shift();
+    if (queued) return Promise.resolve(queued);
+    if (this.failure) return Promise.reject(this.failure);
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    return new Promise<Frame>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = null;
+        cleanup();
+        reject(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const onAbort = (): void => {
+        this.waiter = null;
+        cleanup();
+        reject(abortError(signal!));
+      };
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiter = {
+        resolve: (f) => {
+          cleanup();
+          resolve(f);
+        },
+        reject: (e) => {
+          cleanup();
+          reject(e);
+        },
+      };
+    });
+  }
+
+  close(): void {
+    this.socket.end();
+    // Do not wait forever for a peer that never closes its side.
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * Frames on the TLS connections to the rendezvous server.
+ * Frame: version (u8) | type (u8) | payload length (u16) | payload.
+ *
+ *   HELLO            server -> any     server time ms (u64)
+ *   CONNECT_REQUEST  client -> server  id (u8 len) | advertised port (u16) | sealed request (u16 len)   [S203, 217]
+ *   CONNECT_RESULT   server -> client  status (u8) | detail (u16 len, UTF-8)
+ *   DEVICE_ATTACH    device -> server  id (u8 len) | request id (16) | proof (32)                      [S206]
+ *   FORWARD_REQUEST  server -> device  request id (16) | client endpoint as observed by the server
+ *                                      | advertised port (u16) | sealed request (u16 len)             [226]
+ *   DEVICE_VERDICT   device -> server  request id (16) | status (u8)                                   [S207]
+ */
+import { ProtocolError } from '../common/errors.js';
+import { ByteReader, ByteWriter } from './bytes.js';
+import {
+  EQUIPMENT_ID_MAX_BYTES,
+  EQUIPMENT_ID_PATTERN,
+  FRAME_HEADER_BYTES,
+  FRAME_MAX_PAYLOAD_BYTES,
+  PROTOCOL_VERSION,
+  REQUEST_ID_BYTES,
+} from './constants.js';
+import { readEndpoint, writeEndpoint, type Endpoint } from './address.js';
+import { isStatus, type StatusValue } from './status.js';
+import { KEY_BYTES } from './keys.js';
+
+export const FrameType = {
+  HELLO: 1,
+  CONNECT_REQUEST: 0x10,
+  CONNECT_RESULT: 0x11,
+  DEVICE_ATTACH: 0x20,
+  FORWARD_REQUEST: 0x21,
+  DEVICE_VERDICT: 0x22,
+} as const;
+
+export const SEALED_REQUEST_MAX_BYTES = 512;
+export const DETAIL_MAX_BYTES = 1024;
+
+export type Frame =
+  | { readonly type: typeof FrameType.HELLO; readonly serverTimeMs: number }
+  | {
+      readonly type: typeof FrameType.CONNECT_REQUEST;
+      readonly equipmentId: string;
+      readonly advertisedPort: number;
+      readonly sealedRequest: Buffer;
+    }
+  | { readonly type: typeof FrameType.CONNECT_RESULT; readonly status: StatusValue; readonly detail: string }
+  | {
+      readonly type: typeof FrameType.DEVICE_ATTACH;
+      readonly equipmentId: string;
+      readonly requestId: Buffer;
+      readonly proof: Buffer;
+    }
+  | {
+      readonly type: typeof FrameType.FORWARD_REQUEST;
+      readonly requestId: Buffer;
+      readonly client: Endpoint;
+      readonly advertisedPort: number;
+      readonly sealedRequest: Buffer;
+    }
+  | { readonly type: typeof FrameType.DEVICE_VERDICT; readonly requestId: Buffer; readonly status: StatusValue };
+
+function port(r: ByteReader, field: string): number {
+  const p = r.u16(field);
+  if (p === 0) throw new ProtocolError(`frame.${field}`, 'port 0 is not allowed');
+  return p;
+}
+
+function status(r: ByteReader): StatusValue {
+  const s = r.u8('status');
+  if (!isStatus(s)) throw new ProtocolError('frame.status', `unknown status ${s}`);
+  return s;
+}
+
+export function encodeFrame(f: Frame): Buffer {
+  const w = new ByteWriter();
+  switch (f.type) {
+    case FrameType.HELLO:
+      w.u64(f.serverTimeMs);
+      break;
+    case FrameType.CONNECT_REQUEST:
+      w.shortString(f.equipmentId).u16(f.advertisedPort).longBytes(f.sealedRequest);
+      break;
+    case FrameType.CONNECT_RESULT: {
+      const detail = Buffer.from(f.detail, 'utf8').subarray(0, DETAIL_MAX_BYTES);
+      w.u8(f.status).longBytes(detail);
+      break;
+    }
+    case FrameType.DEVICE_ATTACH:
+      w.shortString(f.equipmentId).bytes(f.requestId).bytes(f.proof);
+      break;
+    case FrameType.FORWARD_REQUEST:
+      w.bytes(f.requestId);
+      writeEndpoint(w, f.client);
+      w.u16(f.advertisedPort).longBytes(f.sealedRequest);
+      break;
+    case FrameType.DEVICE_VERDICT:
+      w.bytes(f.requestId).u8(f.status);
+      break;
+  }
+  const payload = w.toBuffer();
+  if (payload.length > FRAME_MAX_PAYLOAD_BYTES) throw new RangeError('frame payload too large');
+  return Buffer.concat([new ByteWriter().u8(PROTOCOL_VERSION).u8(f.type).u16(payload.length).toBuffer(), payload]);
+}
+
+/** Decode one frame's payload given its type. */
+export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
+  const r = new ByteReader(payload, 'frame');
+  let f: Frame;
+  switch (type) {
+    case FrameType.HELLO:
+      f = { type, serverTimeMs: r.timeMs('serverTime') };
+      break;
+    case FrameType.CONNECT_REQUEST:
+      f = {
+        type,
+        equipmentId: r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN),
+        advertisedPort: port(r, 'advertisedPort'),
+        sealedRequest: r.longBytes('sealedRequest', SEALED_REQUEST_MAX_BYTES),
+      };
+      break;
+    case FrameType.CONNECT_RESULT:
+      f = { type, status: status(r), detail: r.longBytes('detail', DETAIL_MAX_BYTES).toString('utf8') };
+      break;
+    case FrameType.DEVICE_ATTACH:
+      f = {
+        type,
+        equipmentId: r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN),
+        requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'),
+        proof: r.bytes(KEY_BYTES, 'proof'),
+      };
+      break;
+    case FrameType.FORWARD_REQUEST:
+      f = {
+        type,
+        requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'),
+        client: readEndpoint(r, 'client'),
+        advertisedPort: port(r, 'advertisedPort'),
+        sealedRequest: r.longBytes('sealedRequest', SEALED_REQUEST_MAX_BYTES),
+      };
+      break;
+    case FrameType.DEVICE_VERDICT:
+      f = { type, requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'), status: status(r) };
+      break;
+    default:
+      throw new ProtocolError('frame.type', `unknown type ${type}`);
+  }
+  r.end();
+  return f;
+}
+
+/**
+ * Incremental frame decoder for a byte stream: push chunks, get whole frames.
+ * Rejects a bad version or an oversized length before buffering the payload.
+ */
+export class FrameDecoder {
+  private buf: Buffer = Buffer.alloc(0);
+
+  push(chunk: Uint8Array): Frame[] {
+    this.buf = this.buf.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.buf, chunk]);
+    const out: Frame[] = [];
+    while (this.buf.length >= FRAME_HEADER_BYTES) {
+      const version = this.buf[0]!;
+      if (version !== PROTOCOL_VERSION) throw new ProtocolError('frame.version', `unsupported version ${version}`);
+      const type = this.buf[1]!;
+      const len = this.buf.readUInt16BE(2);
+      if (len > FRAME_MAX_PAYLOAD_BYTES) throw new ProtocolError('frame.length', `${len} > ${FRAME_MAX_PAYLOAD_BYTES}`);
+      if (this.buf.length < FRAME_HEADER_BYTES + len) break;
+      const payload = this.buf.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + len);
+      this.buf = this.buf.subarray(FRAME_HEADER_BYTES + len);
+      out.push(decodeFramePayload(type, payload));
+    }
+    return out;
+  }
+
+  /** Bytes received after the last whole frame (a partial frame). */
+  get pending(): number {
+    return this.buf.length;
+  }
+}

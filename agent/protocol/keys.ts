@@ -1,0 +1,95 @@
+/**
+ * Key derivations. Each key has one purpose, fixed by its label (domain separation).
+ *
+ *  registrationKey = HMAC-SHA256(registrationMasterKey, "peerlink/v1/registration-key\0" || id)
+ *      Proves "I am device <id>" to the rendezvous server (UDP registrations, TLS attach).
+ *      The server derives it from its master key; it is independent of the access secret.
+ *  accessKey       = scrypt(NFKC(password), "peerlink/v1/access-key\0" || id, N=2^14, r=8, p=1)
+ *      What a client proves knowledge of to the device. The device stores only this key,
+ *      never the password; the server never sees either.
+ *  requestTagKey   = HKDF-SHA256(accessKey, salt="", info="peerlink/v1/request-tag")
+ *      Authenticates a client's connect request end to end (client -> device).
+ *  tunnelPsk       = HKDF-SHA256(accessKey, salt=clientNonce||deviceNonce,
+ *                                info="peerlink/v1/tunnel-psk\0" || id || "\0" || service)
+ *      The TLS 1.3 external PSK of the direct channel: fresh per session, bound to the device,
+ *      the service and both nonces.
+ */
+import { createHmac, hkdfSync, scrypt, timingSafeEqual } from 'node:crypto';
+import { abortError } from '../common/errors.js';
+
+export const KEY_BYTES = 32;
+export const MAC_BYTES = 16;
+export const NONCE_BYTES = 16;
+
+/** scrypt cost: ~50 ms and 16 MiB per guess, paid once per client connect, never by the device. */
+export const ACCESS_KEY_SCRYPT = Object.freeze({ N: 1 << 14, r: 8, p: 1, maxmem: 64 * 1024 * 1024 });
+
+const enc = (s: string): Buffer => Buffer.from(s, 'utf8');
+
+export function deriveRegistrationKey(masterKey: Uint8Array, equipmentId: string): Buffer {
+  if (masterKey.length < KEY_BYTES) throw new RangeError('registration master key must be at least 32 bytes');
+  return createHmac('sha256', masterKey)
+    .update(enc('peerlink/v1/registration-key\0'))
+    .update(enc(equipmentId))
+    .digest();
+}
+
+/** Normalise what a person typed: NFKC, no spaces or dashes (labels group the secret), upper case. */
+export function normalizePassword(password: string): string {
+  return password.normalize('NFKC').replace(/[\s-]+/g, '').toUpperCase();
+}
+
+export function deriveAccessKey(password: string, equipmentId: string, signal?: AbortSignal): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(abortError(signal));
+      return;
+    }
+    scrypt(
+      enc(normalizePassword(password)),
+      enc(`peerlink/v1/access-key\0${equipmentId}`),
+      KEY_BYTES,
+      ACCESS_KEY_SCRYPT,
+      (err, key) => {
+        if (err) reject(err);
+        else if (signal?.aborted) reject(abortError(signal));
+        else resolve(key);
+      },
+    );
+  });
+}
+
+export function deriveRequestTagKey(accessKey: Uint8Array): Buffer {
+  return Buffer.from(hkdfSync('sha256', accessKey, Buffer.alloc(0), enc('peerlink/v1/request-tag'), KEY_BYTES));
+}
+
+export function deriveTunnelPsk(
+  accessKey: Uint8Array,
+  clientNonce: Uint8Array,
+  deviceNonce: Uint8Array,
+  equipmentId: string,
+  service: string,
+): Buffer {
+  const salt = Buffer.concat([clientNonce, deviceNonce]);
+  const info = enc(`peerlink/v1/tunnel-psk\0${equipmentId}\0${service}`);
+  return Buffer.from(hkdfSync('sha256', accessKey, salt, info, KEY_BYTES));
+}
+
+/** HMAC-SHA256 over the parts, truncated to `bytes`. */
+export function mac(key: Uint8Array, parts: readonly Uint8Array[], bytes: number = MAC_BYTES): Buffer {
+  const h = createHmac('sha256', key);
+  for (const p of parts) h.update(p);
+  return h.digest().subarray(0, bytes);
+}
+
+/** Constant-time comparison; false (not a throw) on length mismatch. */
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** The proof a device gives on its TLS connection to the server (S206), bound to that TLS session. */
+export function attachProof(registrationKey: Uint8Array, requestId: Uint8Array, tlsExporter: Uint8Array): Buffer {
+  return mac(registrationKey, [enc('peerlink/v1/attach\0'), requestId, tlsExporter], KEY_BYTES);
+}
+
+export const ATTACH_EXPORTER_LABEL = 'EXPORTER-peerlink-attach';

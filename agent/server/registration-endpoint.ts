@@ -1,0 +1,162 @@
+/**
+ * The server's UDP side: takes registrations (S201/S202/S202A), answers each with an ack that
+ * echoes the observed public address, and sends connection-request notifications (packet 205)
+ * to a device's NAT mapping.
+ *
+ * A registration is accepted only with a valid tag under the device's registration key (P1),
+ * a timestamp within the clock window, and a timestamp newer than the last accepted one
+ * (so a captured registration replayed from elsewhere cannot redirect the device).
+ * Anything malformed is dropped and counted; nothing here throws out of the socket handler.
+ */
+import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
+import { isIPv6 } from 'node:net';
+import type { Logger } from 'pino';
+import type { Clock } from '../common/clock.js';
+import { Counters } from '../common/counters.js';
+import { ProtocolError } from '../common/errors.js';
+import { normalizeAddress } from '../protocol/address.js';
+import { REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_REGISTER } from '../protocol/constants.js';
+import { deriveRegistrationKey } from '../protocol/keys.js';
+import {
+  AckStatus,
+  encodeNotify,
+  encodeRegisterAck,
+  parseUdpPacket,
+  verifyTag,
+  type Register,
+} from '../protocol/udp-packets.js';
+import type { Registry } from './registry.js';
+
+export const REGISTRATION_COUNTERS = [
+  'accepted',
+  'addressChanged',
+  'malformed',
+  'badTag',
+  'replayed',
+  'clockSkew',
+  'unexpectedType',
+  'notificationsSent',
+] as const;
+export type RegistrationCounter = (typeof REGISTRATION_COUNTERS)[number];
+
+export interface RegistrationEndpointOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly masterKey: Buffer;
+  readonly registry: Registry;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly clockWindowMs?: number;
+  /** Called after each accepted registration (tests, metrics). */
+  readonly onRegistered?: (equipmentId: string, from: RemoteInfo) => void;
+}
+
+export interface RegistrationEndpoint {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  address(): { address: string; port: number };
+  /** Send a notification to the device's mapping; false if the device has no entry. */
+  notify(equipmentId: string, requestId: Buffer): boolean;
+  readonly counters: Counters<RegistrationCounter>;
+}
+
+export function createRegistrationEndpoint(options: RegistrationEndpointOptions): RegistrationEndpoint {
+  const { registry, clock, logger, masterKey } = options;
+  const windowMs = options.clockWindowMs ?? REGISTER_CLOCK_WINDOW_MS;
+  const counters = new Counters(REGISTRATION_COUNTERS);
+  let socket: Socket | null = null;
+
+  function onMessage(msg: Buffer, rinfo: RemoteInfo): void {
+    let parsed;
+    try {
+      parsed = parseUdpPacket(msg);
+    } catch (err) {
+      counters.inc('malformed');
+      logger.debug({ from: rinfo.address, field: (err as ProtocolError).field }, 'dropped malformed packet');
+      return;
+    }
+    if (parsed.packet.type !== UDP_TYPE_REGISTER) {
+      counters.inc('unexpectedType');
+      return;
+    }
+    const reg = parsed.packet as Register;
+    const key = deriveRegistrationKey(masterKey, reg.equipmentId);
+    if (!verifyTag(parsed, key)) {
+      // Silent: a forger learns nothing, and we send nothing to an unverified source (P6).
+      counters.inc('badTag');
+      logger.debug({ equipmentId: reg.equipmentId, from: rinfo.address }, 'dropped registration with a bad tag');
+      return;
+    }
+    const now = clock.now();
+    const observed = { address: normalizeAddress(rinfo.address), port: rinfo.port };
+    if (Math.abs(reg.timestampMs - now) > windowMs) {
+      counters.inc('clockSkew');
+      // The ack is no larger than the registration (P6) and tells the device the server's time.
+      send(encodeRegisterAck({ status: AckStatus.CLOCK_SKEW, nonce: reg.nonce, serverTimeMs: now, observed }, key), rinfo);
+      return;
+    }
+    const prev = registry.get(reg.equipmentId);
+    if (prev && reg.timestampMs <= prev.lastTimestampMs) {
+      counters.inc('replayed');
+      logger.debug({ equipmentId: reg.equipmentId, from: rinfo.address }, 'dropped registration not newer than the last');
+      return;
+    }
+    registry.set(reg.equipmentId, {
+      address: observed.address,
+      port: observed.port,
+      lastSeenMs: now,
+      lastTimestampMs: reg.timestampMs,
+    });
+    counters.inc('accepted');
+    if (!prev || prev.address !== observed.address || prev.port !== observed.port) {
+      counters.inc('addressChanged');
+      logger.info(
+        { equipmentId: reg.equipmentId, mapping: `${observed.address}:${observed.port}`, previous: prev ? `${prev.address}:${prev.port}` : null },
+        'S202 device registered',
+      );
+    }
+    send(encodeRegisterAck({ status: AckStatus.OK, nonce: reg.nonce, serverTimeMs: now, observed }, key), rinfo);
+    options.onRegistered?.(reg.equipmentId, rinfo);
+  }
+
+  function send(buf: Buffer, to: { address: string; port: number }): void {
+    socket?.send(buf, to.port, to.address, (err) => {
+      if (err) logger.debug({ err: err.message, to: to.address }, 'udp send failed');
+    });
+  }
+
+  return {
+    counters,
+    async start() {
+      const s = createSocket({ type: isIPv6(options.host) ? 'udp6' : 'udp4' });
+      s.on('message', onMessage);
+      s.on('error', (err) => logger.error({ err: err.message }, 'udp socket error'));
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.bind(options.port, options.host, () => {
+          s.off('error', reject);
+          resolve();
+        });
+      });
+      socket = s;
+    },
+    async stop() {
+      const s = socket;
+      socket = null;
+      if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+    },
+    address() {
+      if (!socket) throw new Error('not started');
+      const a = socket.address();
+      return { address: a.address, port: a.port };
+    },
+    notify(equipmentId, requestId) {
+      const entry = registry.get(equipmentId);
+      if (!entry || !socket) return false;
+      const key = deriveRegistrationKey(masterKey, equipmentId);
+      send(encodeNotify({ requestId, serverTimeMs: clock.now() }, key), entry);
+      counters.inc('notificationsSent');
+      return true;
+    },
+  };
+}

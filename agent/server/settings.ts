@@ -1,0 +1,103 @@
+/**
+ * The rendezvous server's settings file (TOML). See config/server.example.toml.
+ * Relative paths are resolved against the settings file's directory.
+ */
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { ConfigError } from '../common/errors.js';
+import { LOG_LEVELS, readTomlFile, SettingsChecker, type LogLevel } from '../common/settings-checker.js';
+import {
+  DEVICE_ATTACH_TIMEOUT_MS,
+  DEVICE_FORGET_AFTER_MS,
+  DEVICE_STALE_AFTER_MS,
+  NOTIFY_RETRY_MS,
+  REGISTER_CLOCK_WINDOW_MS,
+} from '../protocol/constants.js';
+import { KEY_BYTES } from '../protocol/keys.js';
+
+export const DEFAULT_UDP_PORT = 7400;
+export const DEFAULT_TLS_PORT = 7443;
+
+export interface ServerSettings {
+  readonly logLevel: LogLevel;
+  readonly udp: { readonly host: string; readonly port: number };
+  readonly tls: { readonly host: string; readonly port: number; readonly certFile: string; readonly keyFile: string };
+  readonly registrationMasterKeyFile: string;
+  readonly registry: { readonly staleAfterMs: number; readonly forgetAfterMs: number; readonly clockWindowMs: number };
+  readonly requests: { readonly attachTimeoutMs: number; readonly notifyRetryMs: number; readonly maxPendingPerDevice: number };
+}
+
+const TOP = ['log_level', 'registration_master_key_file', 'udp', 'tls', 'registry', 'requests'] as const;
+
+export function checkServerSettings(doc: Record<string, unknown>, file: string): ServerSettings {
+  const c = new SettingsChecker(file);
+  const base = dirname(file);
+  c.unknownKeys(doc, '', TOP);
+  const udp = c.table(doc, 'udp', 'udp', ['host', 'port']);
+  const tls = c.table(doc, 'tls', 'tls', ['host', 'port', 'cert_file', 'key_file']);
+  const reg = c.table(doc, 'registry', 'registry', ['stale_after_ms', 'forget_after_ms', 'clock_window_ms']);
+  const req = c.table(doc, 'requests', 'requests', ['attach_timeout_ms', 'notify_retry_ms', 'max_pending_per_device']);
+  const settings: ServerSettings = {
+    logLevel: c.enumOf(doc, 'log_level', 'log_level', LOG_LEVELS, 'info'),
+    udp: {
+      host: c.str(udp, 'host', 'udp.host', { default: '0.0.0.0' }),
+      port: c.int(udp, 'port', 'udp.port', { default: DEFAULT_UDP_PORT, min: 0, max: 65535 }),
+    },
+    tls: {
+      host: c.str(tls, 'host', 'tls.host', { default: '0.0.0.0' }),
+      port: c.int(tls, 'port', 'tls.port', { default: DEFAULT_TLS_PORT, min: 0, max: 65535 }),
+      certFile: resolve(base, c.str(tls, 'cert_file', 'tls.cert_file', { expect: 'the path of the server certificate (PEM)' })),
+      keyFile: resolve(base, c.str(tls, 'key_file', 'tls.key_file', { expect: 'the path of the server private key (PEM)' })),
+    },
+    registrationMasterKeyFile: resolve(
+      base,
+      c.str(doc, 'registration_master_key_file', 'registration_master_key_file', { expect: 'the path of the registration master key' }),
+    ),
+    registry: {
+      staleAfterMs: c.int(reg, 'stale_after_ms', 'registry.stale_after_ms', { default: DEVICE_STALE_AFTER_MS, min: 1000, max: 86_400_000 }),
+      forgetAfterMs: c.int(reg, 'forget_after_ms', 'registry.forget_after_ms', { default: DEVICE_FORGET_AFTER_MS, min: 1000, max: 30 * 86_400_000 }),
+      clockWindowMs: c.int(reg, 'clock_window_ms', 'registry.clock_window_ms', { default: REGISTER_CLOCK_WINDOW_MS, min: 1000, max: 3_600_000 }),
+    },
+    requests: {
+      attachTimeoutMs: c.int(req, 'attach_timeout_ms', 'requests.attach_timeout_ms', { default: DEVICE_ATTACH_TIMEOUT_MS, min: 100, max: 120_000 }),
+      notifyRetryMs: c.int(req, 'notify_retry_ms', 'requests.notify_retry_ms', { default: NOTIFY_RETRY_MS, min: 50, max: 60_000 }),
+      maxPendingPerDevice: c.int(req, 'max_pending_per_device', 'requests.max_pending_per_device', { default: 8, min: 1, max: 1000 }),
+    },
+  };
+  c.throwIfAny();
+  return Object.freeze(settings);
+}
+
+export async function loadServerSettings(file: string): Promise<ServerSettings> {
+  return checkServerSettings(await readTomlFile(file), resolve(file));
+}
+
+export interface ServerSecrets {
+  readonly certPem: string;
+  readonly keyPem: string;
+  readonly masterKey: Buffer;
+}
+
+/** Read the files the settings name; every unreadable or malformed one is reported. */
+export async function loadServerSecrets(s: ServerSettings): Promise<ServerSecrets> {
+  const problems: string[] = [];
+  const read = async (file: string, what: string): Promise<string> => {
+    try {
+      return await readFile(file, 'utf8');
+    } catch (err) {
+      problems.push(`${file}: cannot read ${what}: ${(err as Error).message}`);
+      return '';
+    }
+  };
+  const [certPem, keyPem, masterText] = await Promise.all([
+    read(s.tls.certFile, 'tls.cert_file'),
+    read(s.tls.keyFile, 'tls.key_file'),
+    read(s.registrationMasterKeyFile, 'registration_master_key_file'),
+  ]);
+  const masterKey = Buffer.from(masterText.trim(), 'base64');
+  if (masterText && masterKey.length !== KEY_BYTES) {
+    problems.push(`${s.registrationMasterKeyFile}: expected base64 of ${KEY_BYTES} bytes, found ${masterKey.length} bytes`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { certPem, keyPem, masterKey };
+}

@@ -1,0 +1,107 @@
+/**
+ * A throwaway PKI, server settings, device identity and agent settings in one directory, for
+ * the loopback demo and the integration tests. Nothing here is for production: real devices
+ * get their identity from the factory (scripts/provision.ts).
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createCa } from '../../agent/pki/ca.js';
+import { issueServerCert } from '../../agent/pki/server-cert.js';
+import { createRegistrationMasterKey, formatMasterKey } from '../../agent/pki/master-key.js';
+import { createDeviceIdentity, writeDeviceIdentity } from '../../agent/pki/device.js';
+import { writeFileAtomic } from '../../agent/common/files.js';
+import { freePort } from './free-port.js';
+
+export interface LoopbackSetupOptions {
+  readonly dir: string;
+  readonly equipmentId?: string;
+  readonly password?: string;
+  /** service name -> "host:port" */
+  readonly services: Readonly<Record<string, string>>;
+  /** Extra lines appended to the agent's settings file (TOML). */
+  readonly agentExtra?: string;
+  /** Extra lines appended to the server's settings file (TOML). */
+  readonly serverExtra?: string;
+  readonly registerIntervalMs?: number;
+}
+
+export interface LoopbackSetup {
+  readonly dir: string;
+  readonly equipmentId: string;
+  readonly password: string;
+  readonly passwordFile: string;
+  readonly caFile: string;
+  readonly caPem: string;
+  readonly serverConfig: string;
+  readonly agentConfig: string;
+  readonly identityFile: string;
+  readonly udpPort: number;
+  readonly tlsPort: number;
+  readonly masterKey: Buffer;
+  readonly certPem: string;
+  readonly keyPem: string;
+}
+
+export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<LoopbackSetup> {
+  const dir = o.dir;
+  await mkdir(dir, { recursive: true });
+  const equipmentId = o.equipmentId ?? 'DEMO-TV-0001';
+  const ca = createCa({ commonName: 'peerlink throwaway CA' });
+  const server = issueServerCert({ caCertPem: ca.certPem, caKeyPem: ca.keyPem, hosts: ['localhost', '127.0.0.1'] });
+  const masterKey = createRegistrationMasterKey();
+  const device = await createDeviceIdentity({ equipmentId, masterKey, caCertPem: ca.certPem, ...(o.password ? { password: o.password } : {}) });
+  const [udpPort, tlsPort] = [await freePort(), await freePort()];
+  const caFile = join(dir, 'ca.pem');
+  const identityFile = join(dir, 'identity.toml');
+  const passwordFile = join(dir, 'password.txt');
+  await writeFile(caFile, ca.certPem, { mode: 0o644 });
+  await writeFileAtomic(join(dir, 'server.pem'), server.certPem, 0o644);
+  await writeFileAtomic(join(dir, 'server.key'), server.keyPem);
+  await writeFileAtomic(join(dir, 'registration-master.key'), formatMasterKey(masterKey));
+  await writeDeviceIdentity(identityFile, device.identity);
+  await writeFileAtomic(passwordFile, `${device.password}\n`);
+  const serverConfig = join(dir, 'server.toml');
+  await writeFile(
+    serverConfig,
+    [
+      'log_level = "info"',
+      'registration_master_key_file = "registration-master.key"',
+      '[udp]',
+      'host = "127.0.0.1"',
+      `port = ${udpPort}`,
+      '[tls]',
+      'host = "127.0.0.1"',
+      `port = ${tlsPort}`,
+      'cert_file = "server.pem"',
+      'key_file = "server.key"',
+      o.serverExtra ?? '',
+      '',
+    ].join('\n'),
+  );
+  const agentConfig = join(dir, 'agent.toml');
+  await writeFile(
+    agentConfig,
+    [
+      'identity_file = "identity.toml"',
+      'log_level = "info"',
+      '[server]',
+      'host = "127.0.0.1"',
+      `udp_port = ${udpPort}`,
+      `tls_port = ${tlsPort}`,
+      'server_name = "localhost"',
+      '[registration]',
+      `interval_ms = ${o.registerIntervalMs ?? 15000}`,
+      '[dial]',
+      '# loopback only because this is a demo/test on one machine',
+      'allow_loopback = true',
+      '[services]',
+      ...Object.entries(o.services).map(([k, v]) => `${k} = "${v}"`),
+      o.agentExtra ?? '',
+      '',
+    ].join('\n'),
+  );
+  return {
+    dir, equipmentId, password: device.password, passwordFile, caFile, caPem: ca.certPem, serverConfig, agentConfig,
+    identityFile, udpPort, tlsPort, masterKey, certPem: server.certPem, keyPem: server.keyPem,
+  };
+}

@@ -1,0 +1,285 @@
+#!/usr/bin/env node
+/**
+ * peerlink-provision: the factory / operator tool that creates the CA, the rendezvous
+ * server's certificate, the registration master key and device identities.
+ *
+ * Secrets go to files only (keys 0600, certificates 0644). The single exception is the
+ * `device` command's label password, printed once on stdout as "password: ..." because
+ * nothing on the device may keep it.
+ *
+ * Exit codes: 0 done, 1 failed, 2 usage error.
+ */
+import { realpathSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { pathToFileURL } from 'node:url';
+import { ErrorCodes, isPeerlinkError } from '../agent/common/errors.js';
+import { fileExists, writeFileAtomic } from '../agent/common/files.js';
+import { EQUIPMENT_ID_PATTERN } from '../agent/protocol/constants.js';
+import { CA_VALIDITY_DAYS, CERT_MAX_VALIDITY_DAYS, createCa } from '../agent/pki/ca.js';
+import { SERVER_CERT_VALIDITY_DAYS, issueServerCert, normalizeServerHosts } from '../agent/pki/server-cert.js';
+import { createRegistrationMasterKey, formatMasterKey, loadMasterKey } from '../agent/pki/master-key.js';
+import { createDeviceIdentity, writeDeviceIdentity } from '../agent/pki/device.js';
+
+const PROGRAM = 'peerlink-provision';
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+const CERT_FILE_MODE = 0o644;
+const SECRET_FILE_MODE = 0o600;
+/** Directories we create hold private keys: owner only. Existing directories are left as they are. */
+const CREATED_DIR_MODE = 0o700;
+
+export const USAGE = `Usage: ${PROGRAM} <command> [options]
+
+Commands:
+  ca --out-dir DIR [--cn NAME] [--days N] [--force]
+      Create the CA that signs the rendezvous server: DIR/ca.pem (0644), DIR/ca.key (0600).
+      Refuses to replace an existing DIR/ca.key without --force. Default validity ${CA_VALIDITY_DAYS} days.
+
+  server-cert --ca-dir DIR --host HOST [--host HOST ...] --out-dir DIR2 [--days N]
+      Issue the rendezvous server's certificate for each HOST (DNS name or IP address):
+      DIR2/server.pem (0644), DIR2/server.key (0600). Default validity ${SERVER_CERT_VALIDITY_DAYS} days.
+
+  master-key --out FILE [--force]
+      Create the server's registration master key: FILE (0600). Refuses to replace FILE without --force.
+
+  device --id ID --master-key FILE --ca-cert FILE --out FILE [--password-file F] [--force]
+      Write a device identity: FILE (0600). Prints the label password on stdout as
+      "password: XXXX-XXXX-XXXX-XXXX-XXXX", or, with --password-file, uses the first line of F
+      and prints nothing. Refuses to replace FILE without --force.
+
+Options:
+  -h, --help  Show this help.
+
+Exit status: 0 done, 1 failed, 2 usage error.
+`;
+
+export interface ProvisionIo {
+  readonly stdout: (text: string) => void;
+  readonly stderr: (text: string) => void;
+}
+
+const processIo: ProvisionIo = {
+  stdout: (text) => process.stdout.write(text),
+  stderr: (text) => process.stderr.write(text),
+};
+
+/** Bad command line: exit 2 and a hint to --help. */
+class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** A refusal or failure that is not a usage error: exit 1. */
+class ProvisionError extends Error {
+  override name = 'ProvisionError';
+}
+
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+function required(values: Values, name: string): string {
+  const v = values[name];
+  if (typeof v !== 'string' || v === '') throw new UsageError(`--${name} is required`);
+  return v;
+}
+
+function optionalString(values: Values, name: string): string | undefined {
+  const v = values[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || v === '') throw new UsageError(`--${name} needs a value`);
+  return v;
+}
+
+function days(values: Values): number | undefined {
+  const v = optionalString(values, 'days');
+  if (v === undefined) return undefined;
+  const n = /^[1-9][0-9]*$/.test(v) ? Number(v) : NaN;
+  if (!(n <= CERT_MAX_VALIDITY_DAYS)) throw new UsageError(`--days must be an integer from 1 to ${CERT_MAX_VALIDITY_DAYS}, found ${JSON.stringify(v)}`);
+  return n;
+}
+
+async function refuseOverwrite(path: string, force: boolean, consequence: string): Promise<void> {
+  if (!force && (await fileExists(path))) {
+    throw new ProvisionError(`${path} already exists; use --force to replace it (${consequence})`);
+  }
+}
+
+async function readText(path: string, what: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    throw new ProvisionError(`${path}: cannot read ${what}: ${(err as Error).message}`);
+  }
+}
+
+async function cmdCa(args: readonly string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: [...args],
+    strict: true,
+    allowPositionals: false,
+    options: {
+      'out-dir': { type: 'string' },
+      cn: { type: 'string' },
+      days: { type: 'string' },
+      force: { type: 'boolean', default: false },
+    },
+  });
+  const outDir = required(values, 'out-dir');
+  const commonName = optionalString(values, 'cn');
+  const validityDays = days(values);
+  const keyPath = join(outDir, 'ca.key');
+  await refuseOverwrite(keyPath, values.force === true, 'everything issued by the old CA would stop being trusted');
+
+  const ca = createCa({ commonName, validityDays });
+  await mkdir(outDir, { recursive: true, mode: CREATED_DIR_MODE });
+  // Certificate first: a failure in between leaves no ca.key, so a rerun is not refused.
+  await writeFileAtomic(join(outDir, 'ca.pem'), ca.certPem, CERT_FILE_MODE);
+  await writeFileAtomic(keyPath, ca.keyPem, SECRET_FILE_MODE);
+}
+
+async function cmdServerCert(args: readonly string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: [...args],
+    strict: true,
+    allowPositionals: false,
+    options: {
+      'ca-dir': { type: 'string' },
+      host: { type: 'string', multiple: true },
+      'out-dir': { type: 'string' },
+      days: { type: 'string' },
+    },
+  });
+  const caDir = required(values, 'ca-dir');
+  const outDir = required(values, 'out-dir');
+  if (values.host === undefined || values.host.length === 0) throw new UsageError('--host is required (repeat it for each name)');
+  let hosts: string[];
+  try {
+    hosts = normalizeServerHosts(values.host);
+  } catch (err) {
+    if (isPeerlinkError(err, ErrorCodes.OPTIONS_INVALID)) throw new UsageError(`--host: ${err.message.replace(/^issueServerCert: /, '')}`);
+    throw err;
+  }
+  const validityDays = days(values);
+
+  const caCertPem = await readText(join(caDir, 'ca.pem'), 'the CA certificate');
+  const caKeyPem = await readText(join(caDir, 'ca.key'), 'the CA key');
+  const server = issueServerCert({ caCertPem, caKeyPem, hosts, validityDays });
+  await mkdir(outDir, { recursive: true, mode: CREATED_DIR_MODE });
+  // Two atomic writes, not one: a crash between them can leave a new key beside the old
+  // certificate (Node refuses such a pair: "key values mismatch"); rerun to fix.
+  await writeFileAtomic(join(outDir, 'server.key'), server.keyPem, SECRET_FILE_MODE);
+  await writeFileAtomic(join(outDir, 'server.pem'), server.certPem, CERT_FILE_MODE);
+}
+
+async function cmdMasterKey(args: readonly string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: [...args],
+    strict: true,
+    allowPositionals: false,
+    options: {
+      out: { type: 'string' },
+      force: { type: 'boolean', default: false },
+    },
+  });
+  const out = required(values, 'out');
+  await refuseOverwrite(out, values.force === true, 'every provisioned device would fail to register');
+  await writeFileAtomic(out, formatMasterKey(createRegistrationMasterKey()), SECRET_FILE_MODE);
+}
+
+async function cmdDevice(args: readonly string[], io: ProvisionIo): Promise<void> {
+  const { values } = parseArgs({
+    args: [...args],
+    strict: true,
+    allowPositionals: false,
+    options: {
+      id: { type: 'string' },
+      'master-key': { type: 'string' },
+      'ca-cert': { type: 'string' },
+      out: { type: 'string' },
+      'password-file': { type: 'string' },
+      force: { type: 'boolean', default: false },
+    },
+  });
+  const equipmentId = required(values, 'id');
+  if (!EQUIPMENT_ID_PATTERN.test(equipmentId)) {
+    throw new UsageError(`--id must be 1-64 characters of A-Z a-z 0-9 . _ -, found ${JSON.stringify(equipmentId)}`);
+  }
+  const masterKeyFile = required(values, 'master-key');
+  const caCertFile = required(values, 'ca-cert');
+  const out = required(values, 'out');
+  const passwordFile = optionalString(values, 'password-file');
+  await refuseOverwrite(out, values.force === true, 'the device would lose its current identity and label password');
+
+  const masterKey = await loadMasterKey(masterKeyFile);
+  const caCertPem = await readText(caCertFile, 'the CA certificate');
+  let password: string | undefined;
+  if (passwordFile !== undefined) {
+    password = (await readText(passwordFile, 'the password')).split(/\r?\n/, 1)[0]?.trim() ?? '';
+    if (password === '') throw new ProvisionError(`${passwordFile}: the first line is empty; expected the device password`);
+  }
+  const device = await createDeviceIdentity({ equipmentId, masterKey, caCertPem, password });
+  await writeDeviceIdentity(out, device.identity);
+  if (passwordFile === undefined) io.stdout(`password: ${device.password}\n`);
+}
+
+/** Run the CLI with `argv` (without node and script); resolves to the exit status. */
+export async function main(argv: readonly string[], io: ProvisionIo = processIo): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === undefined) throw new UsageError('a command is required');
+    if (argv.includes('--help') || argv.includes('-h') || command === 'help') {
+      io.stdout(USAGE);
+      return EXIT_OK;
+    }
+    switch (command) {
+      case 'ca':
+        await cmdCa(rest);
+        break;
+      case 'server-cert':
+        await cmdServerCert(rest);
+        break;
+      case 'master-key':
+        await cmdMasterKey(rest);
+        break;
+      case 'device':
+        await cmdDevice(rest, io);
+        break;
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+    }
+    return EXIT_OK;
+  } catch (err) {
+    // parseArgs reports bad options as TypeErrors with ERR_PARSE_ARGS_* codes.
+    const code = (err as { code?: unknown }).code;
+    const usage = err instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_'));
+    const message = err instanceof Error ? err.message : String(err);
+    for (const line of message.split('\n')) io.stderr(`${PROGRAM}: ${line}\n`);
+    if (usage) io.stderr(`${PROGRAM}: run '${PROGRAM} --help' for usage\n`);
+    return usage ? EXIT_USAGE : EXIT_FAILURE;
+  }
+}
+
+/** True when this file is the program being run, also through an npm bin symlink. */
+function isEntryPoint(): boolean {
+  const entry = process.argv[1];
+  if (entry === undefined) return false;
+  try {
+    return import.meta.url === pathToFileURL(realpathSync(entry)).href;
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  main(process.argv.slice(2)).then(
+    (status) => {
+      process.exitCode = status;
+    },
+    (err: unknown) => {
+      process.stderr.write(`${PROGRAM}: internal error: ${(err as Error)?.message ?? String(err)}\n`);
+      process.exitCode = EXIT_FAILURE;
+    },
+  );
+}
