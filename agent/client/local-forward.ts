@@ -49,7 +49,7 @@ export function createLocalForward(o: LocalForwardOptions): LocalForward {
 
   return {
     async start() {
-      const s = createServer((sock) => void serve(sock));
+      const s = createServer({ allowHalfOpen: true }, (sock) => void serve(sock));
       await new Promise<void>((resolve, reject) => {
         s.once('error', reject);
         s.listen(o.listen.port, o.listen.host, () => {

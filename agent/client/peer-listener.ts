@@ -52,6 +52,8 @@ export function createPeerListener(opts: { readonly host: string; readonly port:
     },
     async start() {
       const s = createServer({
+        // Half-close must cross the tunnel: a client that shuts down writing still reads the answer.
+        allowHalfOpen: true,
         ciphers: TUNNEL_CIPHER,
         minVersion: 'TLSv1.3',
         maxVersion: 'TLSv1.3',

@@ -29,8 +29,12 @@ export function join(a: Duplex, b: Duplex): Promise<JoinResult> {
     b.once('error', fail);
     a.once('close', done);
     b.once('close', done);
-    // When one side has finished both reading and writing, the other must not linger half-open.
-    a.once('close', () => b.end());
-    b.once('close', () => a.end());
+    // A side that closes without having ended cleanly (reset, destroy) takes the other with it.
+    a.once('close', () => {
+      if (!a.readableEnded) b.destroy();
+    });
+    b.once('close', () => {
+      if (!b.readableEnded) a.destroy();
+    });
   });
 }

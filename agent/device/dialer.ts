@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import type { HostPort } from '../common/endpoint-parse.js';
 import type { Endpoint } from '../protocol/address.js';
@@ -34,7 +34,9 @@ export function dialClient(o: DialOptions): Promise<TLSSocket> {
   const identity = pskIdentity(o.clientNonce, deviceNonce);
   return new Promise((resolve, reject) => {
     if (o.signal?.aborted) return reject(abortError(o.signal));
-    const sock = tlsConnect({
+    const options: ConnectionOptions & { allowHalfOpen: boolean } = {
+      // Half-close must cross the tunnel (Node honours it; its type definitions lag).
+      allowHalfOpen: true,
       host: o.to.address,
       port: o.to.port,
       pskCallback: () => ({ psk, identity }),
@@ -43,7 +45,8 @@ export function dialClient(o: DialOptions): Promise<TLSSocket> {
       maxVersion: 'TLSv1.3',
       // Authentication is the PSK itself; there is no certificate on this channel.
       checkServerIdentity: () => undefined,
-    });
+    };
+    const sock = tlsConnect(options);
     const timer = setTimeout(() => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `no connection to the client within ${o.timeoutMs} ms`)), o.timeoutMs);
     const onAbort = (): void => fail(abortError(o.signal!));
     o.signal?.addEventListener('abort', onAbort, { once: true });
@@ -68,7 +71,7 @@ export function dialClient(o: DialOptions): Promise<TLSSocket> {
 /** Connect to the appliance's local service (before answering, so a dead service is reported). */
 export function connectService(target: HostPort, timeoutMs: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const s = netConnect({ host: target.host, port: target.port });
+    const s = netConnect({ host: target.host, port: target.port, allowHalfOpen: true });
     const timer = setTimeout(() => {
       s.destroy();
       reject(new PeerlinkError(ErrorCodes.SERVICE_UNAVAILABLE, `local service ${target.host}:${target.port} did not accept within ${timeoutMs} ms`));

@@ -13,7 +13,7 @@ import {
   NOTIFY_RETRY_MS,
   REGISTER_CLOCK_WINDOW_MS,
 } from '../protocol/constants.js';
-import { KEY_BYTES } from '../protocol/keys.js';
+import { loadMasterKey } from '../pki/master-key.js';
 
 export const DEFAULT_UDP_PORT = 7400;
 export const DEFAULT_TLS_PORT = 7443;
@@ -89,15 +89,15 @@ export async function loadServerSecrets(s: ServerSettings): Promise<ServerSecret
       return '';
     }
   };
-  const [certPem, keyPem, masterText] = await Promise.all([
+  const [certPem, keyPem, masterKey] = await Promise.all([
     read(s.tls.certFile, 'tls.cert_file'),
     read(s.tls.keyFile, 'tls.key_file'),
-    read(s.registrationMasterKeyFile, 'registration_master_key_file'),
+    // The master key file must be 0600 and exact base64 of 32 bytes (see pki/master-key.ts).
+    loadMasterKey(s.registrationMasterKeyFile).catch((err: unknown) => {
+      problems.push(...(err instanceof ConfigError ? err.problems : [String(err)]));
+      return Buffer.alloc(0);
+    }),
   ]);
-  const masterKey = Buffer.from(masterText.trim(), 'base64');
-  if (masterText && masterKey.length !== KEY_BYTES) {
-    problems.push(`${s.registrationMasterKeyFile}: expected base64 of ${KEY_BYTES} bytes, found ${masterKey.length} bytes`);
-  }
   if (problems.length > 0) throw new ConfigError(problems);
   return { certPem, keyPem, masterKey };
 }
