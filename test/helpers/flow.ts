@@ -2,13 +2,28 @@
  * Test fixture: a throwaway setup with the real server and agent programs running and the
  * device registered. Everything is torn down by ava's teardown, also when the test fails.
  */
-import type { ExecutionContext } from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer, type Server } from 'node:net';
 import { createLoopbackSetup, type LoopbackSetup, type LoopbackSetupOptions } from '../../scripts/lib/loopback-setup.js';
 import { startProgram, type Program } from '../../scripts/lib/program.js';
+
+/** Something that runs clean-ups later: an ava test context, or a shared scope (see sharedScope). */
+export interface Scope {
+  teardown(fn: () => unknown): void;
+}
+
+/** A scope for hooks (ava forbids t.teardown there): call close() in test.after.always. */
+export function sharedScope(): Scope & { close(): Promise<void> } {
+  const fns: (() => unknown)[] = [];
+  return {
+    teardown: (fn) => void fns.push(fn),
+    async close() {
+      for (const fn of fns.reverse()) await fn();
+    },
+  };
+}
 
 export interface Flow {
   readonly setup: LoopbackSetup;
@@ -18,14 +33,14 @@ export interface Flow {
   clientArgs(service: string, extra?: readonly string[]): string[];
 }
 
-export async function tempDir(t: ExecutionContext, prefix = 'peerlink-test-'): Promise<string> {
+export async function tempDir(t: Scope, prefix = 'peerlink-test-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   return dir;
 }
 
 export async function startFlow(
-  t: ExecutionContext,
+  t: Scope,
   opts: Omit<LoopbackSetupOptions, 'dir'> & { startAgent?: boolean },
 ): Promise<Flow> {
   const dir = await tempDir(t);
@@ -48,7 +63,7 @@ export async function startFlow(
 }
 
 /** A TCP echo service on loopback (the appliance's "service"), closed at teardown. */
-export async function echoService(t: ExecutionContext): Promise<{ port: number; server: Server }> {
+export async function echoService(t: Scope): Promise<{ port: number; server: Server }> {
   const server = createServer((s) => {
     s.on('error', () => undefined); // a peer reset is not the service's failure
     s.pipe(s);
