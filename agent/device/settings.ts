@@ -6,7 +6,6 @@ import { dirname, resolve } from 'node:path';
 import { LOG_LEVELS, readTomlFile, SettingsChecker, type LogLevel } from '../common/settings-checker.js';
 import { REGISTER_INTERVAL_MS, SERVICE_NAME_PATTERN, PEER_CONNECT_TIMEOUT_MS } from '../protocol/constants.js';
 import { parseHostPort, type HostPort } from '../common/endpoint-parse.js';
-import { ConfigError } from '../common/errors.js';
 
 /** RFC 8085: keepalives more often than every 15 s are abusive. */
 export const MIN_REGISTER_INTERVAL_MS = 15_000;
@@ -38,6 +37,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
   const svc = c.table(doc, 'services', 'services', Object.keys((doc.services as object | undefined) ?? {}));
   const host = c.str(server, 'host', 'server.host', { expect: 'the rendezvous server host name or address' });
   const services = new Map<string, HostPort>();
+  const problemsBeforeServices = c.problems.length;
   for (const [name, target] of Object.entries(svc)) {
     if (!SERVICE_NAME_PATTERN.test(name)) {
       c.problem(`services.${name}`, 'a service name of 1-32 characters a-z 0-9 . _ - (starting with a letter or digit)', name);
@@ -55,6 +55,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       c.problem(`services.${name}`, 'a local "host:port" string such as "127.0.0.1:80"', target);
     }
   }
+  const serviceEntriesInvalid = c.problems.length > problemsBeforeServices;
   const minInterval = opts.minIntervalMs ?? MIN_REGISTER_INTERVAL_MS;
   const settings: AgentSettings = {
     identityFile: resolve(dirname(file), c.str(doc, 'identity_file', 'identity_file', { expect: 'the path of the factory identity file' })),
@@ -77,7 +78,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
     },
     services,
   };
-  if (services.size === 0 && !c.problems.some((p) => p.includes('services'))) {
+  if (services.size === 0 && !serviceEntriesInvalid) {
     c.problems.push(`${file}: services: expected at least one service (e.g. http = "127.0.0.1:80"), found none`);
   }
   c.throwIfAny();
@@ -90,4 +91,3 @@ export async function loadAgentSettings(file: string): Promise<AgentSettings> {
   return checkAgentSettings(doc, abs);
 }
 
-export { ConfigError };

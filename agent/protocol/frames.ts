@@ -82,8 +82,10 @@ export function encodeFrame(f: Frame): Buffer {
       w.shortString(f.equipmentId).u16(f.advertisedPort).longBytes(f.sealedRequest);
       break;
     case FrameType.CONNECT_RESULT: {
-      const detail = Buffer.from(f.detail, 'utf8').subarray(0, DETAIL_MAX_BYTES);
-      w.u8(f.status).longBytes(detail);
+      // encodeInto never splits a character, so a cut detail is still valid UTF-8.
+      const detail = new Uint8Array(DETAIL_MAX_BYTES);
+      const { written } = new TextEncoder().encodeInto(f.detail, detail);
+      w.u8(f.status).longBytes(detail.subarray(0, written));
       break;
     }
     case FrameType.DEVICE_ATTACH:

@@ -1,0 +1,204 @@
+import test from 'ava';
+import { fc, testProp } from '@fast-check/ava';
+import { SocketAddress } from 'node:net';
+import { classifyAddress, mayDial, type AddressClass, type DialPolicy } from '../../agent/common/address-policy.js';
+import { formatEndpoint, normalizeAddress, readEndpoint, writeEndpoint, type Endpoint } from '../../agent/protocol/address.js';
+import { ByteReader, ByteWriter } from '../../agent/protocol/bytes.js';
+import { ipBytes, ipv4Arb, ipv6Arb, isV4Mapped, portArb, throwsProtocolError } from '../helpers/protocol-arbitraries.js';
+
+function roundTrip(ep: Endpoint): { bytes: Buffer; out: Endpoint } {
+  const w = new ByteWriter();
+  writeEndpoint(w, ep);
+  const bytes = w.toBuffer();
+  const r = new ByteReader(bytes, 'test');
+  const out = readEndpoint(r, 'ep');
+  r.end();
+  return { bytes, out };
+}
+
+// --- wire form ---
+
+testProp('IPv4 endpoints round-trip: family 4, 4 address bytes, u16 port', [ipv4Arb, portArb], (t, address, port) => {
+  const { bytes, out } = roundTrip({ address, port });
+  t.deepEqual(out, { address, port });
+  t.is(bytes.length, 7);
+  t.is(bytes[0], 4);
+  t.deepEqual(bytes.subarray(1, 5), ipBytes(address));
+  t.is(bytes.readUInt16BE(5), port);
+});
+
+testProp(
+  'IPv6 endpoints in any text form (compressed, leading zeros, embedded IPv4) round-trip to the same 16 bytes',
+  [ipv6Arb, portArb],
+  (t, address, port) => {
+    const { bytes, out } = roundTrip({ address, port });
+    const want = ipBytes(address);
+    t.is(out.port, port);
+    if (isV4Mapped(want)) {
+      t.is(bytes[0], 4);
+      t.is(out.address, [...want.subarray(12)].join('.'));
+    } else {
+      t.is(bytes.length, 19);
+      t.is(bytes[0], 6);
+      t.deepEqual(bytes.subarray(1, 17), want);
+      t.deepEqual(ipBytes(out.address), want);
+      // Read back in the canonical compressed form, which is a fixed point.
+      t.is(out.address, new SocketAddress({ address, family: 'ipv6' }).address);
+      t.deepEqual(roundTrip(out).out, out);
+    }
+  },
+);
+
+test('IPv6 examples: compression and canonical form', (t) => {
+  const cases: Array<[string, string]> = [
+    ['::', '::'],
+    ['::1', '::1'],
+    ['0:0:0:0:0:0:0:1', '::1'],
+    ['2001:0db8:0000:0000:0000:0000:0000:0001', '2001:db8::1'],
+    ['2001:DB8::A:B', '2001:db8::a:b'],
+    ['fe80::1%eth0', 'fe80::1'],
+    ['1::', '1::'],
+    ['1:2:3:4:5:6:7:8', '1:2:3:4:5:6:7:8'],
+    ['64:ff9b::192.0.2.33', '64:ff9b::c000:221'],
+    ['::ffff:10.1.2.3', '10.1.2.3'],
+    ['::FFFF:10.1.2.3', '10.1.2.3'],
+    ['::ffff:a01:203', '10.1.2.3'],
+  ];
+  for (const [input, expected] of cases) t.is(roundTrip({ address: input, port: 1 }).out.address, expected, input);
+});
+
+test('a bad family byte is a ProtocolError naming the field', (t) => {
+  for (const family of [0, 5, 46, 255]) {
+    const err = throwsProtocolError(t, () => readEndpoint(new ByteReader(Buffer.of(family, 1, 2, 3, 4, 0, 80), 'x'), 'client'));
+    t.is(err?.field, 'client.family', `family ${family}`);
+  }
+});
+
+test('truncated endpoints are ProtocolErrors', (t) => {
+  for (const ep of [{ address: '192.0.2.1', port: 80 }, { address: '2001:db8::1', port: 80 }]) {
+    const { bytes } = roundTrip(ep);
+    for (let n = 0; n < bytes.length; n++) throwsProtocolError(t, () => readEndpoint(new ByteReader(bytes.subarray(0, n), 'x'), 'ep'), `${ep.address} prefix ${n}`);
+  }
+});
+
+test('writeEndpoint refuses something that is not an IP address', (t) => {
+  t.throws(() => writeEndpoint(new ByteWriter(), { address: 'example.com', port: 1 }), { instanceOf: RangeError });
+  t.throws(() => writeEndpoint(new ByteWriter(), { address: '1.2.3.256', port: 1 }), { instanceOf: RangeError });
+});
+
+test('normalizeAddress and formatEndpoint', (t) => {
+  t.is(normalizeAddress('::ffff:127.0.0.1'), '127.0.0.1');
+  t.is(normalizeAddress('::FFFF:1.2.3.4'), '1.2.3.4');
+  t.is(normalizeAddress('2001:db8::1'), '2001:db8::1');
+  t.is(normalizeAddress('1.2.3.4'), '1.2.3.4');
+  t.is(formatEndpoint({ address: '2001:db8::1', port: 443 }), '[2001:db8::1]:443');
+  t.is(formatEndpoint({ address: '192.0.2.1', port: 443 }), '192.0.2.1:443');
+});
+
+// --- address policy (P3) ---
+
+test('classifyAddress', (t) => {
+  const cases: Array<[string, AddressClass]> = [
+    ['127.0.0.1', 'loopback'],
+    ['127.255.255.254', 'loopback'],
+    ['127.1.2.3', 'loopback'],
+    ['::1', 'loopback'],
+    ['0:0:0:0:0:0:0:1', 'loopback'],
+    ['::ffff:127.0.0.1', 'loopback'],
+    ['::ffff:7f00:1', 'loopback'],
+    ['169.254.0.1', 'link-local'],
+    ['169.254.169.254', 'link-local'],
+    ['::ffff:169.254.1.1', 'link-local'],
+    ['fe80::1', 'link-local'],
+    ['febf:ffff::1', 'link-local'],
+    ['224.0.0.1', 'multicast'],
+    ['239.255.255.250', 'multicast'],
+    ['ff02::1', 'multicast'],
+    ['ff05::fb', 'multicast'],
+    ['0.0.0.0', 'unspecified'],
+    ['0.1.2.3', 'unspecified'],
+    ['::', 'unspecified'],
+    ['255.255.255.255', 'broadcast'],
+    ['8.8.8.8', 'ordinary'],
+    ['192.168.1.10', 'ordinary'],
+    ['10.0.0.1', 'ordinary'],
+    ['128.0.0.1', 'ordinary'],
+    ['169.253.255.255', 'ordinary'],
+    ['223.255.255.255', 'ordinary'],
+    ['255.255.255.254', 'ordinary'],
+    ['2001:db8::1', 'ordinary'],
+    ['fec0::1', 'ordinary'],
+    ['::2', 'ordinary'],
+    ['::ffff:8.8.8.8', 'ordinary'],
+    ['example.com', 'invalid'],
+    ['', 'invalid'],
+    ['1.2.3', 'invalid'],
+  ];
+  for (const [address, cls] of cases) t.is(classifyAddress(address), cls, address);
+});
+
+const policies: DialPolicy[] = [
+  { allowLoopback: false, allowLinkLocal: false },
+  { allowLoopback: true, allowLinkLocal: false },
+  { allowLoopback: false, allowLinkLocal: true },
+  { allowLoopback: true, allowLinkLocal: true },
+];
+
+test('mayDial: ordinary always; loopback only with allowLoopback; link-local only with allowLinkLocal; never the rest', (t) => {
+  for (const policy of policies) {
+    const tag = JSON.stringify(policy);
+    t.true(mayDial('203.0.113.7', policy), tag);
+    t.true(mayDial('2001:db8::7', policy), tag);
+    t.is(mayDial('127.0.0.1', policy), policy.allowLoopback, `loopback ${tag}`);
+    t.is(mayDial('::1', policy), policy.allowLoopback, `::1 ${tag}`);
+    t.is(mayDial('::ffff:127.0.0.1', policy), policy.allowLoopback, `mapped loopback ${tag}`);
+    t.is(mayDial('169.254.10.10', policy), policy.allowLinkLocal, `link-local ${tag}`);
+    t.is(mayDial('fe80::1', policy), policy.allowLinkLocal, `fe80 ${tag}`);
+    for (const never of ['224.0.0.1', 'ff02::1', '0.0.0.0', '::', '255.255.255.255', 'not-an-ip']) t.false(mayDial(never, policy), `${never} ${tag}`);
+  }
+});
+
+/** The tests' own classifier, on the address bytes. */
+function expectedClass(address: string): AddressClass {
+  let b = ipBytes(address);
+  if (isV4Mapped(b)) b = b.subarray(12);
+  if (b.length === 4) {
+    if (b[0] === 127) return 'loopback';
+    if (b[0] === 169 && b[1] === 254) return 'link-local';
+    if (b[0]! >= 224 && b[0]! <= 239) return 'multicast';
+    if (b[0] === 0) return 'unspecified';
+    if (b.every((x) => x === 255)) return 'broadcast';
+    return 'ordinary';
+  }
+  if (b.subarray(0, 15).every((x) => x === 0) && b[15] === 1) return 'loopback';
+  if (b[0] === 0xfe && (b[1]! & 0xc0) === 0x80) return 'link-local';
+  if (b[0] === 0xff) return 'multicast';
+  if (b.every((x) => x === 0)) return 'unspecified';
+  return 'ordinary';
+}
+
+const anyAddressArb = fc.oneof(
+  ipv4Arb,
+  ipv6Arb,
+  ipv4Arb.map((a) => `::ffff:${a}`),
+  // Addresses near the special ranges, so each class is hit often.
+  fc.tuple(fc.constantFrom('127', '169', '224', '239', '0', '255', '240'), fc.nat(255), fc.nat(255), fc.nat(255)).map((o) => o.join('.')),
+  fc.tuple(fc.constantFrom('fe80', 'febf', 'fec0', 'ff02', 'ff00', '0', '1'), fc.nat(0xffff)).map(([a, b]) => `${a}::${b.toString(16)}`),
+  fc.constantFrom('::', '::1', '255.255.255.255', '0.0.0.0'),
+);
+
+testProp(
+  'classifyAddress and mayDial agree with an independent byte-level classification, for any policy',
+  [anyAddressArb, fc.boolean(), fc.boolean()],
+  (t, address, allowLoopback, allowLinkLocal) => {
+    const cls = expectedClass(address);
+    t.is(classifyAddress(address), cls, address);
+    const expected = cls === 'ordinary' || (cls === 'loopback' && allowLoopback) || (cls === 'link-local' && allowLinkLocal);
+    t.is(mayDial(address, { allowLoopback, allowLinkLocal }), expected, address);
+  },
+);
+
+testProp('every 127.x.y.z is loopback and every 169.254.x.y link-local', [fc.nat(0xffffff), fc.nat(0xffff)], (t, low24, low16) => {
+  t.is(classifyAddress(`127.${low24 >> 16}.${(low24 >> 8) & 255}.${low24 & 255}`), 'loopback');
+  t.is(classifyAddress(`169.254.${low16 >> 8}.${low16 & 255}`), 'link-local');
+});
