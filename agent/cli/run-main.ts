@@ -4,7 +4,7 @@ import { exitCodeFor } from './exit-codes.js';
 
 export function reportAndExit(program: string, err: unknown): never {
   if (err instanceof ConfigError) {
-    process.stderr.write(`${program}: invalid configuration:\n${err.problems.map((p) => `  - ${p}`).join('\n')}\n`);
+    process.stderr.write(`${program}: invalid configuration [${err.code}]:\n${err.problems.map((p) => `  - ${p}`).join('\n')}\n`);
   } else if (isPeerlinkError(err)) {
     process.stderr.write(`${program}: ${err.message} [${err.code}]\n`);
   } else {
