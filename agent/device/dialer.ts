@@ -43,8 +43,9 @@ export function dialClient(o: DialOptions): Promise<TLSSocket> {
       ciphers: TUNNEL_CIPHER,
       minVersion: 'TLSv1.3',
       maxVersion: 'TLSv1.3',
-      // Authentication is the PSK itself; there is no certificate on this channel.
-      checkServerIdentity: () => undefined,
+      // Authentication is the PSK alone. A peer that declines the PSK and shows a certificate
+      // (even a publicly trusted one) must be refused: Node calls this only for certificates.
+      checkServerIdentity: () => new Error('the direct channel accepts only the pre-shared key, never a certificate'),
     };
     const sock = tlsConnect(options);
     const timer = setTimeout(() => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `no connection to the client within ${o.timeoutMs} ms`)), o.timeoutMs);
@@ -60,6 +61,11 @@ export function dialClient(o: DialOptions): Promise<TLSSocket> {
       reject(err);
     }
     sock.once('secureConnect', () => {
+      // Belt and braces: a session with a peer certificate did not use our PSK.
+      if (Object.keys(sock.getPeerCertificate() ?? {}).length > 0) {
+        fail(new PeerlinkError(ErrorCodes.AUTH_FAILED, 'the client presented a certificate instead of the pre-shared key'));
+        return;
+      }
       done();
       sock.off('error', fail);
       resolve(sock);

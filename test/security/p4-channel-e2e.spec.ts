@@ -4,14 +4,26 @@
  * (client side) and the real dialer (device side) are used; a TCP relay records the wire.
  */
 import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import { connect as netConnect, createServer as createTcpServer, type Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { createPeerListener, type PeerListener } from '../../agent/client/peer-listener.js';
 import { dialClient } from '../../agent/device/dialer.js';
-import { deriveRegistrationKey, deriveTunnelPsk, NONCE_BYTES } from '../../agent/protocol/keys.js';
+import { connectToServer } from '../../agent/device/server-channel.js';
+import { createRendezvousServer } from '../../agent/server/server.js';
+import { FrameChannel } from '../../agent/protocol/frame-channel.js';
+import { FrameType } from '../../agent/protocol/frames.js';
+import { deriveAccessKey, deriveRegistrationKey, deriveRequestTagKey, deriveTunnelPsk, NONCE_BYTES } from '../../agent/protocol/keys.js';
+import { sealRequest } from '../../agent/protocol/request.js';
+import { Status } from '../../agent/protocol/status.js';
 import { createRegistrationMasterKey } from '../../agent/pki/master-key.js';
-import { findSecrets, LOOPBACK, listenTcp, sleep, waitUntil } from './lib/helpers.js';
+import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
+import { DIST, startProgram } from '../../scripts/lib/program.js';
+import { createServerPki, findSecrets, LOOPBACK, listenTcp, sleep, tempDir, waitUntil, type Cleanup, type ServerPki } from './lib/helpers.js';
 
 const EQUIPMENT_ID = 'P4-DEVICE';
 const SERVICE = 'http';
@@ -196,4 +208,142 @@ test('P4d: a PSK identity for a nonce the client does not expect is refused, als
   await waitUntil(() => p.resolved.length === 1, 'the expected connection', 2000);
   await assertDialRefused(t, p, { accessKey: p.accessKey, clientNonce: p.clientNonce, port }, 'second use of the nonce');
   t.is(p.listener.counters.get('accepted'), 1);
+});
+
+// ---------------------------------------------------------------------------------------------
+// P4e: a certificate instead of the PSK.
+//
+// SECURITY BUG (agent/device/dialer.ts, dialClient, the tlsConnect options at lines ~37-48):
+// the device's TLS client offers the PSK but does not insist on it. A TLS 1.3 server may
+// decline the PSK and authenticate with a certificate instead; dialClient then verifies that
+// certificate against Node's DEFAULT root store (no `ca` option, rejectUnauthorized defaults to
+// true) and `checkServerIdentity: () => undefined` turns off the name check. So whoever answers
+// at the address the device dials with ANY certificate from a publicly trusted CA (any domain,
+// e.g. a free ACME certificate) completes the handshake without knowing the access key, and the
+// device joins that stream to its local service (S209). Who can be there: a malicious rendezvous
+// server (it chooses the client address in FORWARD_REQUEST; the threat model says "the handshake
+// there fails without A" - it does not), or a network attacker on the path to the client's
+// address. Impact: full access to the appliance's service without the password (breaks P4, and
+// with it what P2/P3 protect). The tests below simulate "publicly trusted" by adding a throwaway
+// CA through NODE_EXTRA_CA_CERTS, which extends the same default store.
+// Suggested fix: refuse any handshake in which the peer presented a certificate (e.g. make
+// checkServerIdentity return an Error, and/or check on 'secureConnect' that
+// getPeerCertificate() is empty), so only the PSK can authenticate the channel.
+// ---------------------------------------------------------------------------------------------
+
+/** A TLS 1.3 server that authenticates with a certificate (no PSK), recording what it receives. */
+async function certificateServer(t: Cleanup, pki: Pick<ServerPki, 'certPem' | 'keyPem'>) {
+  let secured = 0;
+  const received: Buffer[] = [];
+  const sockets = new Set<TLSSocket>();
+  const s = createTlsServer({ cert: pki.certPem, key: pki.keyPem, minVersion: 'TLSv1.3' }, (sock) => {
+    secured++;
+    sockets.add(sock);
+    sock.on('error', () => undefined);
+    sock.on('data', (d: Buffer) => received.push(Buffer.from(d)));
+    sock.write('GET /admin HTTP/1.0\r\n\r\n');
+  });
+  s.on('tlsClientError', () => undefined);
+  await new Promise<void>((resolve) => s.listen(0, LOOPBACK, () => resolve()));
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const sock of sockets) sock.destroy();
+        s.close(() => resolve());
+      }),
+  );
+  return { port: (s.address() as { port: number }).port, secured: () => secured, received: () => Buffer.concat(received) };
+}
+
+/** dialClient run in a child process whose default trust store includes `extraCaFile`. */
+function dialInChild(port: number, extraCaFile: string): Promise<string> {
+  const dialer = pathToFileURL(join(DIST, 'agent', 'device', 'dialer.js')).href;
+  const code = `
+    import { dialClient } from ${JSON.stringify(dialer)};
+    import { randomBytes } from 'node:crypto';
+    try {
+      const s = await dialClient({ to: { address: '127.0.0.1', port: ${port} }, accessKey: randomBytes(32),
+        clientNonce: randomBytes(16), equipmentId: 'P4-DEVICE', service: 'http', timeoutMs: 3000 });
+      process.stdout.write('RESOLVED ' + s.getProtocol());
+      s.destroy();
+    } catch (err) {
+      process.stdout.write('REJECTED ' + (err.code ?? err.message));
+    }`;
+  return new Promise((resolve, reject) =>
+    execFile(process.execPath, ['--input-type=module', '-e', code], { env: { ...process.env, NODE_EXTRA_CA_CERTS: extraCaFile }, timeout: 10_000 }, (err, stdout) =>
+      err ? reject(err) : resolve(stdout),
+    ),
+  );
+}
+
+test('P4e control: a certificate-based server whose certificate no trusted CA signed is refused by the dialer', async (t) => {
+  const attacker = await certificateServer(t, createServerPki(['attacker.example', LOOPBACK]));
+  const err = await t.throwsAsync(dial({ accessKey: randomBytes(32), clientNonce: randomBytes(NONCE_BYTES), port: attacker.port }));
+  t.truthy(err);
+  t.is(attacker.received().length, 0);
+});
+
+test('P4e BUG: the dialer accepts a certificate (from a trusted CA, any name) instead of the PSK', async (t) => {
+  const dir = await tempDir(t, 'peerlink-p4e-');
+  const publicCa = createServerPki(['attacker.example']);
+  const rootsFile = join(dir, 'public-roots.pem');
+  await writeFile(rootsFile, publicCa.caPem);
+  const attacker = await certificateServer(t, publicCa);
+  const outcome = await dialInChild(attacker.port, rootsFile);
+  // Today: "RESOLVED TLSv1.3" - the dial succeeds without the access key. (Whether the attacker's
+  // side sees the handshake complete before the device hangs up depends on the fix; not asserted.)
+  t.true(outcome.startsWith('REJECTED'), outcome);
+});
+
+test('P4e BUG end to end: the real agent joins its service to an attacker holding a trusted certificate', async (t) => {
+  t.timeout(30_000);
+  const dir = await tempDir(t, 'peerlink-p4e-');
+  // The appliance's service: greets with a secret banner, then echoes.
+  const banner = `APPLIANCE-ADMIN-${randomBytes(8).toString('hex')}\n`;
+  const servicePort = await listenTcp(
+    t,
+    createTcpServer((s) => {
+      s.on('error', () => undefined);
+      s.write(banner);
+      s.pipe(s);
+    }),
+  );
+  const setup = await createLoopbackSetup({ dir, equipmentId: 'P4E-DEVICE', services: { http: `${LOOPBACK}:${servicePort}` } });
+  // A throwaway CA standing in for any public CA in the default store, and the attacker's cert.
+  const publicCa = createServerPki(['attacker.example']);
+  const rootsFile = join(dir, 'public-roots.pem');
+  await writeFile(rootsFile, publicCa.caPem);
+  const attacker = await certificateServer(t, publicCa);
+
+  const server = createRendezvousServer({
+    udpHost: LOOPBACK, udpPort: setup.udpPort, tlsHost: LOOPBACK, tlsPort: setup.tlsPort,
+    certPem: setup.certPem, keyPem: setup.keyPem, masterKey: setup.masterKey,
+  });
+  await server.start();
+  t.teardown(() => server.stop());
+  const agent = startProgram('agent', ['--config', setup.agentConfig], { env: { ...process.env, NODE_EXTRA_CA_CERTS: rootsFile } });
+  t.teardown(() => agent.stop(2000));
+  await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
+
+  // A genuine request from the legitimate user (who knows the password). The device's dial to
+  // the client's address is answered by the attacker: here its port stands for that address
+  // (a malicious server would put the attacker's address in FORWARD_REQUEST instead).
+  const tagKey = deriveRequestTagKey(await deriveAccessKey(setup.password, setup.equipmentId));
+  const tls = await connectToServer({ host: LOOPBACK, port: setup.tlsPort, serverName: 'localhost', caPem: setup.caPem });
+  const channel = new FrameChannel(tls);
+  t.teardown(() => tls.destroy());
+  const hello = await channel.next(5000);
+  if (hello.type !== FrameType.HELLO) return t.fail('no HELLO');
+  const sealed = sealRequest(
+    { clientNonce: randomBytes(NONCE_BYTES), timestampMs: hello.serverTimeMs, equipmentId: setup.equipmentId, service: 'http', advertisedPort: attacker.port },
+    tagKey,
+  );
+  channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: setup.equipmentId, advertisedPort: attacker.port, sealedRequest: sealed });
+  const result = await channel.next(15_000);
+  t.true(result.type === FrameType.CONNECT_RESULT && result.status === Status.OK, 'the device authorised the genuine request');
+  await sleep(1000);
+  // Today: the attacker reads the service's banner and the echo of its own "GET /admin": full
+  // two-way access to the appliance's service without the password.
+  t.false(attacker.received().includes(Buffer.from(banner)), "the attacker received the appliance service's bytes");
+  t.is(attacker.received().length, 0, 'the attacker received bytes from the device');
 });

@@ -57,6 +57,14 @@ const rogue = {
   selfSigned: selfSignedServerCert(),
 };
 type RogueKind = keyof typeof rogue;
+
+/** connectToServer that must fail; if it wrongly succeeds, the socket is closed so nothing hangs. */
+function dialServer(o: { port: number; serverName?: string; caPem?: string }): Promise<TLSSocket> {
+  return connectToServer({ host: LOOPBACK, port: o.port, serverName: o.serverName ?? 'localhost', caPem: o.caPem ?? real.caPem, timeoutMs: 3000 }).then((sock) => {
+    sock.destroy();
+    return sock;
+  });
+}
 const KINDS: [RogueKind, string][] = [
   ['otherCa', 'a certificate for the right names from another CA'],
   ['wrongName', 'a certificate from the right CA for another name'],
@@ -115,7 +123,7 @@ for (const [kind, what] of KINDS) {
 
   test(`P5 agent: connectToServer (with the device's CA) refuses ${what} (UNTRUSTED_CERTIFICATE)`, async (t) => {
     const srv = await rogueServer(t, rogue[kind]);
-    const err = await t.throwsAsync(connectToServer({ host: LOOPBACK, port: srv.port, serverName: 'localhost', caPem: real.caPem, timeoutMs: 3000 }));
+    const err = await t.throwsAsync(dialServer({ port: srv.port }));
     t.true(isPeerlinkError(err, ErrorCodes.UNTRUSTED_CERTIFICATE), `got ${(err as { code?: string } | undefined)?.code}`);
     t.is(srv.bytes(), 0);
   });
@@ -126,7 +134,7 @@ test('P5 client: the server name is checked, not only the CA (default name = the
   // serverName must be refused, and asking for "localhost" accepted (control).
   const onlyLocalhost = issueServerCert({ caCertPem: real.caPem, caKeyPem: real.caKeyPem, hosts: ['localhost'] });
   const srv = await rogueServer(t, onlyLocalhost);
-  const err = await t.throwsAsync(connectToServer({ host: LOOPBACK, port: srv.port, serverName: LOOPBACK, caPem: real.caPem, timeoutMs: 3000 }));
+  const err = await t.throwsAsync(dialServer({ port: srv.port, serverName: LOOPBACK }));
   t.true(isPeerlinkError(err, ErrorCodes.UNTRUSTED_CERTIFICATE), `got ${(err as { code?: string } | undefined)?.code}`);
   const ok = await connectToServer({ host: LOOPBACK, port: srv.port, serverName: 'localhost', caPem: real.caPem, timeoutMs: 3000 });
   ok.destroy();
@@ -185,22 +193,20 @@ test('P5 agent end to end: notified by the real UDP side, the agent refuses a ro
   t.is(srv.bytes(), 0, 'no DEVICE_ATTACH (or anything else) reached the rogue server');
 });
 
-// A CA certificate (keyCertSign only, no serverAuth) presented as the server's certificate.
-// OpenSSL rejects it with INVALID_PURPOSE, which server-channel.ts does not list among
-// CERT_ERRORS: the connection IS refused (P5 holds, checked by the passing test below), but
-// the error is reported as SERVER_UNREACHABLE ("cannot reach"), which hides a rogue server
-// behind a network-error message. Reported as a minor finding; the failing test pins it.
+// A CA certificate (keyCertSign only, no serverAuth) presented as the server's certificate:
+// OpenSSL rejects it with INVALID_PURPOSE. It must be refused, and reported as an untrusted
+// certificate, not as SERVER_UNREACHABLE (which would hide a rogue server behind a
+// network-error message; server-channel.ts once missed that code in CERT_ERRORS).
 test('P5: a CA certificate presented as server certificate is refused and receives nothing', async (t) => {
   const srv = await rogueServer(t, { certPem: otherCa.certPem, keyPem: otherCa.keyPem });
-  const err = await t.throwsAsync(connectToServer({ host: LOOPBACK, port: srv.port, serverName: 'localhost', caPem: real.caPem, timeoutMs: 3000 }));
+  const err = await t.throwsAsync(dialServer({ port: srv.port }));
   t.true(isPeerlinkError(err), 'refused with a peerlink error');
   t.is(srv.secured(), 0, 'no TLS session was established');
   t.is(srv.bytes(), 0);
 });
 
-test('P5 (minor, diagnostics): a CA certificate as server certificate is reported as UNTRUSTED_CERTIFICATE', async (t) => {
+test('P5: a CA certificate as server certificate is reported as UNTRUSTED_CERTIFICATE', async (t) => {
   const srv = await rogueServer(t, { certPem: otherCa.certPem, keyPem: otherCa.keyPem });
-  const err = await t.throwsAsync(connectToServer({ host: LOOPBACK, port: srv.port, serverName: 'localhost', caPem: real.caPem, timeoutMs: 3000 }));
-  // Today: PEERLINK_ERR_SERVER_UNREACHABLE (tls error code INVALID_PURPOSE is not in CERT_ERRORS).
+  const err = await t.throwsAsync(dialServer({ port: srv.port }));
   t.is((err as { code?: string } | undefined)?.code, ErrorCodes.UNTRUSTED_CERTIFICATE);
 });
