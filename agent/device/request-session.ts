@@ -12,7 +12,7 @@ import { formatEndpoint } from '../protocol/address.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { FrameType } from '../protocol/frames.js';
 import { ATTACH_EXPORTER_LABEL, attachProof, equalBytes, KEY_BYTES } from '../protocol/keys.js';
-import { Status, STATUS_TEXT } from '../protocol/status.js';
+import { Status } from '../protocol/status.js';
 import type { DeviceIdentity } from './identity.js';
 import type { Decision, Forwarded } from './authorizer.js';
 import { connectService, dialClient } from './dialer.js';
@@ -105,4 +105,3 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
   }
 }
 
-export { STATUS_TEXT };

@@ -1,21 +1,14 @@
 /** Each failure a user meets gives a distinct error code and exit code (README: exit codes). */
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createCa } from '../../agent/pki/ca.js';
 import { PROGRAMS } from '../../scripts/lib/program.js';
 import { freePort } from '../../scripts/lib/free-port.js';
 import { echoService, sharedScope, startFlow, tempDir, type Flow } from '../helpers/flow.js';
+import { runNode, type Run } from '../helpers/run-process.js';
 
-function run(program: string, args: readonly string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [program, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('exit', (code) => resolve({ code, stderr }));
-  });
-}
+const run = (program: string, args: readonly string[]): Promise<Run> => runNode(program, args);
 
 const connectArgs = (flow: Flow, service: string, patch: (a: string[]) => string[] = (a) => a): string[] =>
   patch(flow.clientArgs(service, ['--stdio']));

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
 import { connect, type Tunnel } from '../../agent/client/client.js';
 import { createAgent } from '../../agent/device/agent.js';
 import { createAuthorizer } from '../../agent/device/authorizer.js';
@@ -28,7 +28,7 @@ import { deriveAccessKey, deriveRegistrationKey, deriveRequestTagKey, KEY_BYTES,
 import { parseRequest, sealRequest } from '../../agent/protocol/request.js';
 import { Status } from '../../agent/protocol/status.js';
 import { createLoopbackSetup, type LoopbackSetup } from '../../scripts/lib/loopback-setup.js';
-import { echoService, findSecrets, LOOPBACK, memoryLogger, tempDir, waitUntil, type Secrets } from './lib/helpers.js';
+import { echoService, findSecrets, listenTcp, LOOPBACK, memoryLogger, recordingRelay, tempDir, waitUntil, type Secrets } from './lib/helpers.js';
 
 const EQUIPMENT_ID = 'P2-DEVICE';
 const here = dirname(fileURLToPath(import.meta.url));
@@ -59,9 +59,7 @@ async function fixture(t: ExecutionContext, servicePort = 9): Promise<Fixture> {
 async function recordingFakeServer(t: ExecutionContext, setup: LoopbackSetup): Promise<{ port: number; bytes: Buffer[]; frames: Frame[] }> {
   const bytes: Buffer[] = [];
   const frames: Frame[] = [];
-  const sockets = new Set<TLSSocket>();
   const s = createTlsServer({ cert: setup.certPem, key: setup.keyPem }, (sock) => {
-    sockets.add(sock);
     sock.on('error', () => undefined);
     const decoder = new FrameDecoder();
     sock.on('data', (d: Buffer) => {
@@ -73,15 +71,8 @@ async function recordingFakeServer(t: ExecutionContext, setup: LoopbackSetup): P
     });
     sock.write(encodeFrame({ type: FrameType.HELLO, serverTimeMs: Date.now() }));
   });
-  await new Promise<void>((resolve) => s.listen(0, LOOPBACK, () => resolve()));
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const sock of sockets) sock.destroy();
-        s.close(() => resolve());
-      }),
-  );
-  return { port: (s.address() as { port: number }).port, bytes, frames };
+  const port = await listenTcp(t, s);
+  return { port, bytes, frames };
 }
 
 test('P2: the CONNECT_REQUEST a real client sends carries neither the password, nor the access key, nor the tag key', async (t) => {
@@ -120,34 +111,12 @@ test('P2: the CONNECT_REQUEST a real client sends carries neither the password, 
 async function recordingProxy(t: ExecutionContext, setup: LoopbackSetup, upstreamPort: number) {
   const toServer: Buffer[] = [];
   const toClient: Buffer[] = [];
-  const sockets = new Set<TLSSocket>();
   const s = createTlsServer({ cert: setup.certPem, key: setup.keyPem }, (down) => {
     const up = tlsConnect({ host: LOOPBACK, port: upstreamPort, servername: 'localhost', ca: setup.caPem });
-    sockets.add(down).add(up);
-    down.on('data', (d: Buffer) => {
-      toServer.push(Buffer.from(d));
-      up.write(d);
-    });
-    up.on('data', (d: Buffer) => {
-      toClient.push(Buffer.from(d));
-      down.write(d);
-    });
-    const end = (): void => {
-      down.destroy();
-      up.destroy();
-    };
-    down.on('error', end).on('close', end);
-    up.on('error', end).on('close', end);
+    recordingRelay(down, up, toServer, toClient);
   });
-  await new Promise<void>((resolve) => s.listen(0, LOOPBACK, () => resolve()));
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const sock of sockets) sock.destroy();
-        s.close(() => resolve());
-      }),
-  );
-  return { port: (s.address() as { port: number }).port, toServer, toClient };
+  const port = await listenTcp(t, s);
+  return { port, toServer, toClient };
 }
 
 test('P2: in a full connect, no byte the server receives from the client, and no server log line, holds a secret', async (t) => {

@@ -24,7 +24,7 @@ import {
 import { issueServerCert } from '../../agent/pki/server-cert.js';
 import { encodeFrame, FrameType } from '../../agent/protocol/frames.js';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
-import { createServerPki, LOOPBACK, startServer, waitUntil, type ServerPki } from './lib/helpers.js';
+import { createServerPki, listenTcp, LOOPBACK, startServer, waitUntil, type ServerPki } from './lib/helpers.js';
 
 const EQUIPMENT_ID = 'P5-DEVICE';
 
@@ -82,24 +82,15 @@ interface RogueServer {
 async function rogueServer(t: ExecutionContext, cert: { certPem: string; keyPem: string }): Promise<RogueServer> {
   let secured = 0;
   let bytes = 0;
-  const sockets = new Set<TLSSocket>();
   const s = createTlsServer({ cert: cert.certPem, key: cert.keyPem }, (sock) => {
     secured++;
-    sockets.add(sock);
     sock.on('error', () => undefined);
     sock.on('data', (d: Buffer) => (bytes += d.length));
     sock.write(encodeFrame({ type: FrameType.HELLO, serverTimeMs: Date.now() }));
   });
   s.on('tlsClientError', () => undefined);
-  await new Promise<void>((resolve) => s.listen(0, LOOPBACK, () => resolve()));
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const sock of sockets) sock.destroy();
-        s.close(() => resolve());
-      }),
-  );
-  return { port: (s.address() as { port: number }).port, secured: () => secured, bytes: () => bytes };
+  const port = await listenTcp(t, s);
+  return { port, secured: () => secured, bytes: () => bytes };
 }
 
 for (const [kind, what] of KINDS) {

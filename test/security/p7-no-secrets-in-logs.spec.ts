@@ -6,7 +6,6 @@
  * The identity file written by provisioning is 0600, and the agent refuses one that is 0644.
  */
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { connect as netConnect } from 'node:net';
@@ -21,20 +20,13 @@ import { deriveAccessKey, deriveRegistrationKey, deriveRequestTagKey } from '../
 import { encodeRegister } from '../../agent/protocol/udp-packets.js';
 import { createRendezvousServer } from '../../agent/server/server.js';
 import { echoService, findSecrets, LOOPBACK, recordingUdp, sleep, tempDir, type Cleanup, type Secrets } from './lib/helpers.js';
+import { runProcess, type Run } from '../helpers/run-process.js';
 
 const EQUIPMENT_ID = 'P7-DEVICE';
 
 /** Run a program to completion under umask 000 (so only the program's own chmod protects files). */
-function runUnderUmask0(script: string, args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', 'umask 000 && exec "$@"', 'sh', process.execPath, script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function runUnderUmask0(script: string, args: readonly string[]): Promise<Run> {
+  return runProcess('/bin/sh', ['-c', 'umask 000 && exec "$@"', 'sh', process.execPath, script, ...args]);
 }
 
 /** The exit code, or 'running' if the program is still up after `ms` (it must not hang the test). */

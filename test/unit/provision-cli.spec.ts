@@ -1,5 +1,4 @@
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,27 +9,12 @@ import { deriveAccessKey, deriveRegistrationKey } from '../../agent/protocol/key
 import { loadMasterKey } from '../../agent/pki/master-key.js';
 import { PASSWORD_ALPHABET } from '../../agent/pki/password.js';
 import { EXIT_USAGE, USAGE, main } from '../../scripts/provision.js';
+import { runNode, type Run } from '../helpers/run-process.js';
 
 const SCRIPT = fileURLToPath(new URL('../../scripts/provision.js', import.meta.url));
 const PASSWORD_LINE = new RegExp(`^password: [${PASSWORD_ALPHABET}]{4}(-[${PASSWORD_ALPHABET}]{4}){4}\\n$`);
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function run(args: readonly string[], cwd: string, script = SCRIPT): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const run = (args: readonly string[], cwd: string, script = SCRIPT): Promise<Run> => runNode(script, args, { cwd });
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-provision-'));

@@ -147,6 +147,24 @@ export async function listenTcp(t: Cleanup, server: TcpServer, port = 0): Promis
   return a.port;
 }
 
+/** Join two sockets both ways, recording each direction; an end or error on either closes both. */
+export function recordingRelay(a: Socket, b: Socket, aToB: Buffer[], bToA: Buffer[]): void {
+  a.on('data', (d: Buffer) => {
+    aToB.push(Buffer.from(d));
+    b.write(d);
+  });
+  b.on('data', (d: Buffer) => {
+    bToA.push(Buffer.from(d));
+    a.write(d);
+  });
+  const end = (): void => {
+    a.destroy();
+    b.destroy();
+  };
+  a.on('error', end).on('close', end);
+  b.on('error', end).on('close', end);
+}
+
 /** A TCP echo service on loopback; returns its port. */
 export async function echoService(t: Cleanup): Promise<number> {
   return listenTcp(
