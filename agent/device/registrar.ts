@@ -123,7 +123,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     server = target;
     const now = clock.now();
     // Strictly increasing, in server time: the server rejects anything not newer (replay defence).
-    const timestampMs = Math.max(now + offsetMs, lastTimestamp + 1);
+    const timestampMs = Math.max(Math.floor(now + offsetMs), lastTimestamp + 1);
     lastTimestamp = timestampMs;
     const nonce = randomBytes(REGISTER_NONCE_BYTES);
     outstanding = { nonce, sentAt: now };
@@ -141,7 +141,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     outstanding = null;
     counters.inc('ackTimeouts');
     failures++;
-    if (state !== 'unreachable') logger.warn({ failures }, 'no acknowledgement from the rendezvous server');
+    if (state !== 'unreachable') logger.warn({ failures, counters: counters.snapshot() }, 'no acknowledgement from the rendezvous server');
     setState('unreachable');
     schedule(Math.min(options.intervalMs, RETRY_BASE_MS * 2 ** Math.min(failures - 1, 10)));
   }
@@ -152,7 +152,8 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     clearTimeout(ackTimer);
     const rttMs = now - outstanding.sentAt;
     // The server stamped its time roughly half way through the round trip.
-    offsetMs = ack.serverTimeMs - (outstanding.sentAt + rttMs / 2);
+    // Whole milliseconds: timestamps go on the wire as integers (a fractional one once crashed the agent).
+    offsetMs = Math.round(ack.serverTimeMs - (outstanding.sentAt + rttMs / 2));
     outstanding = null;
     if (ack.status === AckStatus.CLOCK_SKEW) {
       logger.warn({ offsetMs: Math.round(offsetMs) }, 'clock differs from the server; adopting server time');
@@ -217,7 +218,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     status,
     serverNow: () => clock.now() + offsetMs,
     observeServerTime(serverTimeMs, localMs) {
-      offsetMs = serverTimeMs - localMs;
+      offsetMs = Math.round(serverTimeMs - localMs);
     },
     registerNow: () => schedule(0),
     async start() {

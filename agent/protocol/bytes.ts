@@ -106,6 +106,11 @@ export class ByteWriter {
     return this.push(b);
   }
 
+  /** A millisecond timestamp as u64: whole milliseconds, so any clock (even a fractional one) encodes. */
+  timeMs(v: number): this {
+    return this.u64(Math.floor(v));
+  }
+
   bytes(b: Uint8Array): this {
     return this.push(Buffer.from(b));
   }

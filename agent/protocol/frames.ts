@@ -76,7 +76,7 @@ export function encodeFrame(f: Frame): Buffer {
   const w = new ByteWriter();
   switch (f.type) {
     case FrameType.HELLO:
-      w.u64(f.serverTimeMs);
+      w.timeMs(f.serverTimeMs);
       break;
     case FrameType.CONNECT_REQUEST:
       w.shortString(f.equipmentId).u16(f.advertisedPort).longBytes(f.sealedRequest);

@@ -37,7 +37,7 @@ export function sealRequest(req: ConnectRequest, requestTagKey: Uint8Array): Buf
   const body = new ByteWriter()
     .u8(PROTOCOL_VERSION)
     .bytes(req.clientNonce)
-    .u64(req.timestampMs)
+    .timeMs(req.timestampMs)
     .shortString(req.equipmentId)
     .shortString(req.service)
     .u16(req.advertisedPort)

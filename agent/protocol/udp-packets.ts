@@ -79,20 +79,20 @@ function seal(w: ByteWriter, key: Uint8Array): Buffer {
 }
 
 export function encodeRegister(p: Omit<Register, 'type'>, key: Uint8Array): Buffer {
-  const w = header(UDP_TYPE_REGISTER).shortString(p.equipmentId).u64(p.timestampMs).bytes(p.nonce);
+  const w = header(UDP_TYPE_REGISTER).shortString(p.equipmentId).timeMs(p.timestampMs).bytes(p.nonce);
   const pad = REGISTER_MIN_BYTES - MAC_BYTES - w.length;
   if (pad > 0) w.zeros(pad);
   return seal(w, key);
 }
 
 export function encodeRegisterAck(p: Omit<RegisterAck, 'type'>, key: Uint8Array): Buffer {
-  const w = header(UDP_TYPE_REGISTER_ACK).u8(p.status).bytes(p.nonce).u64(p.serverTimeMs);
+  const w = header(UDP_TYPE_REGISTER_ACK).u8(p.status).bytes(p.nonce).timeMs(p.serverTimeMs);
   writeEndpoint(w, p.observed);
   return seal(w, key);
 }
 
 export function encodeNotify(p: Omit<Notify, 'type'>, key: Uint8Array): Buffer {
-  return seal(header(UDP_TYPE_NOTIFY).bytes(p.requestId).u64(p.serverTimeMs), key);
+  return seal(header(UDP_TYPE_NOTIFY).bytes(p.requestId).timeMs(p.serverTimeMs), key);
 }
 
 /** Parse any UDP packet's structure. Throws ProtocolError naming the bad field. */
