@@ -17,6 +17,7 @@ const PROGRAM = 'peerlink';
 const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca CA.pem --password-file FILE
                 --service NAME (--listen HOST:PORT | --stdio)
                 [--accept HOST:PORT] [--advertise-port N] [--server-name NAME] [--log-level LEVEL]
+                [--peer-timeout-ms MS]
 
   --server          the rendezvous server's TLS endpoint
   --ca              the CA certificate that signs the server's certificate
@@ -27,7 +28,8 @@ const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca 
   --accept          local address where the device's direct connection arrives (default 0.0.0.0:0)
   --advertise-port  the public port the device should dial (your NAT's static or UPnP mapping of --accept)
   --server-name     name expected in the server certificate (default: the --server host)
-  --log-level       fatal|error|warn|info|debug (default warn; logs go to stderr)`;
+  --log-level       fatal|error|warn|info|debug (default warn; logs go to stderr)
+  --peer-timeout-ms how long to wait for the device's direct connection once it accepted (default 10000)`;
 
 function usage(message: string): ConfigError {
   return new ConfigError([`${message}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
@@ -48,6 +50,7 @@ async function main(): Promise<void> {
         'advertise-port': { type: 'string' },
         'server-name': { type: 'string' },
         'log-level': { type: 'string' },
+        'peer-timeout-ms': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       allowPositionals: true,
@@ -67,6 +70,10 @@ async function main(): Promise<void> {
   const advertisePort = v['advertise-port'] === undefined ? undefined : Number(v['advertise-port']);
   if (advertisePort !== undefined && !(Number.isInteger(advertisePort) && advertisePort > 0 && advertisePort < 65536)) {
     throw usage(`--advertise-port: expected 1-65535, found ${JSON.stringify(v['advertise-port'])}`);
+  }
+  const peerTimeoutMs = v['peer-timeout-ms'] === undefined ? undefined : Number(v['peer-timeout-ms']);
+  if (peerTimeoutMs !== undefined && !(Number.isInteger(peerTimeoutMs) && peerTimeoutMs >= 100 && peerTimeoutMs <= 600_000)) {
+    throw usage(`--peer-timeout-ms: expected 100-600000, found ${JSON.stringify(v['peer-timeout-ms'])}`);
   }
   const server = parseHostPort(v.server!, '--server');
   const readText = async (file: string, flag: string): Promise<string> => {
@@ -90,6 +97,7 @@ async function main(): Promise<void> {
     accept: v.accept ? parseHostPort(v.accept, '--accept') : { host: '0.0.0.0', port: 0 },
     ...(v['server-name'] ? { serverName: v['server-name'] } : {}),
     ...(advertisePort ? { advertisePort } : {}),
+    ...(peerTimeoutMs ? { peerTimeoutMs } : {}),
     logger,
   });
   const aborter = new AbortController();

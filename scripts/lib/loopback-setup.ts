@@ -23,6 +23,10 @@ export interface LoopbackSetupOptions {
   /** Extra lines appended to the server's settings file (TOML). */
   readonly serverExtra?: string;
   readonly registerIntervalMs?: number;
+  /** Where the server listens and the agent finds it; default 127.0.0.1 (the NAT lab uses a WAN address). */
+  readonly serverAddress?: string;
+  /** Fixed ports instead of free loopback ports (the NAT lab's server has its own namespace). */
+  readonly ports?: { readonly udp: number; readonly tls: number };
 }
 
 export interface LoopbackSetup {
@@ -47,10 +51,12 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
   await mkdir(dir, { recursive: true });
   const equipmentId = o.equipmentId ?? 'DEMO-TV-0001';
   const ca = createCa({ commonName: 'peerlink throwaway CA' });
-  const server = issueServerCert({ caCertPem: ca.certPem, caKeyPem: ca.keyPem, hosts: ['localhost', '127.0.0.1'] });
+  const serverAddress = o.serverAddress ?? '127.0.0.1';
+  const loopback = serverAddress === '127.0.0.1';
+  const server = issueServerCert({ caCertPem: ca.certPem, caKeyPem: ca.keyPem, hosts: ['localhost', serverAddress] });
   const masterKey = createRegistrationMasterKey();
   const device = await createDeviceIdentity({ equipmentId, masterKey, caCertPem: ca.certPem, ...(o.password ? { password: o.password } : {}) });
-  const [udpPort, tlsPort] = [await freePort(), await freePort()];
+  const [udpPort, tlsPort] = o.ports ? [o.ports.udp, o.ports.tls] : [await freePort(), await freePort()];
   const caFile = join(dir, 'ca.pem');
   const identityFile = join(dir, 'identity.toml');
   const passwordFile = join(dir, 'password.txt');
@@ -67,10 +73,10 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
       'log_level = "info"',
       'registration_master_key_file = "registration-master.key"',
       '[udp]',
-      'host = "127.0.0.1"',
+      `host = "${loopback ? serverAddress : '0.0.0.0'}"`,
       `port = ${udpPort}`,
       '[tls]',
-      'host = "127.0.0.1"',
+      `host = "${loopback ? serverAddress : '0.0.0.0'}"`,
       `port = ${tlsPort}`,
       'cert_file = "server.pem"',
       'key_file = "server.key"',
@@ -85,15 +91,15 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
       'identity_file = "identity.toml"',
       'log_level = "info"',
       '[server]',
-      'host = "127.0.0.1"',
+      `host = "${serverAddress}"`,
       `udp_port = ${udpPort}`,
       `tls_port = ${tlsPort}`,
       'server_name = "localhost"',
       '[registration]',
       `interval_ms = ${o.registerIntervalMs ?? 15000}`,
       '[dial]',
-      '# loopback only because this is a demo/test on one machine',
-      'allow_loopback = true',
+      loopback ? '# loopback only because this is a demo/test on one machine' : '',
+      `allow_loopback = ${loopback}`,
       '[services]',
       ...Object.entries(o.services).map(([k, v]) => `${k} = "${v}"`),
       o.agentExtra ?? '',

@@ -33,9 +33,12 @@ export interface Program {
 export function startProgram(
   which: keyof typeof PROGRAMS,
   args: readonly string[],
-  opts: { onLine?: (l: LogLine) => void; stdio?: SpawnOptions['stdio']; env?: NodeJS.ProcessEnv } = {},
+  opts: { onLine?: (l: LogLine) => void; stdio?: SpawnOptions['stdio']; env?: NodeJS.ProcessEnv; netns?: string } = {},
 ): Program {
-  const child = spawn(process.execPath, [PROGRAMS[which], ...args], {
+  const command = [process.execPath, PROGRAMS[which], ...args];
+  // In the NAT lab, each program runs inside its host's network namespace.
+  const argv = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...command] : command;
+  const child = spawn(argv[0]!, argv.slice(1), {
     stdio: opts.stdio ?? ['ignore', 'pipe', 'pipe'],
     env: opts.env ?? process.env,
   });

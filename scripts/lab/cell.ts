@@ -1,0 +1,180 @@
+/**
+ * One lab run: build the topology for a client-side and a device-side NAT (and UPnP), start the
+ * real server, agent and an echo service in their namespaces, make the client's port mapping
+ * the way a user would (UPnP/NAT-PMP client, when a gateway offers it), connect with the real
+ * client over --stdio, push bytes through and verify them. Everything is removed afterwards.
+ */
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLoopbackSetup, type LoopbackSetup } from '../lib/loopback-setup.js';
+import { DIST, PROGRAMS, startProgram, type LogLine, type Program } from '../lib/program.js';
+import type { NatKind } from './nat.js';
+import { ADDR, createLab, type Lab, type SideSpec } from './topology.js';
+import { mapPort, startGateway, type Gateway, type UpnpKind } from './upnp.js';
+
+export const SERVER_UDP_PORT = 7400;
+export const SERVER_TLS_PORT = 7443;
+export const CLIENT_PORT = 5000;
+export const SERVICE_PORT = 7000;
+export const CELL_PAYLOAD_BYTES = 256 * 1024;
+
+export interface CellSpec {
+  readonly client: SideSpec;
+  readonly device: SideSpec;
+  readonly upnp: UpnpKind;
+  readonly peerTimeoutMs?: number;
+  readonly payloadBytes?: number;
+  readonly registerIntervalMs?: number;
+  /** Print each log line of the programs (trace mode). */
+  readonly onLine?: (who: 'server' | 'agent' | 'client', l: LogLine) => void;
+  /** Run between the device's registration and the client's connect (trace, renumbering). */
+  readonly beforeConnect?: (ctx: CellContext) => Promise<void>;
+  /** Run after the client's run, before tear-down (trace: the NAPT tables of the connection). */
+  readonly afterConnect?: (ctx: CellContext) => Promise<void>;
+}
+
+export interface CellContext {
+  readonly lab: Lab;
+  readonly setup: LoopbackSetup;
+  readonly server: Program;
+  readonly agent: Program;
+}
+
+export interface CellResult {
+  readonly clientNat: NatKind;
+  readonly deviceNat: NatKind;
+  readonly upnp: UpnpKind;
+  readonly connected: boolean;
+  /** "device dialled the client" (the patent's S208), or "none". */
+  readonly path: string;
+  readonly connectMs: number | null;
+  readonly bytesVerified: number;
+  /** The device's address as the server's equipment list holds it. */
+  readonly registeredAs: string;
+  readonly devicePublicAddress: string;
+  readonly clientMapping: string;
+  readonly error: string | null;
+}
+
+interface ClientRun {
+  readonly code: number | null;
+  readonly stdoutSha: string;
+  readonly stdoutBytes: number;
+  readonly stderr: string;
+}
+
+function runClient(ns: string, args: readonly string[], input: Buffer, timeoutMs: number): Promise<ClientRun> {
+  return new Promise((resolve) => {
+    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, PROGRAMS.client, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const hash = createHash('sha256');
+    let bytes = 0;
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      hash.update(d);
+      bytes += d.length;
+    });
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdin.on('error', () => undefined);
+    // Send only once connected: stdin waits in the pipe until the tunnel reads it.
+    child.stdin.end(input);
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdoutSha: hash.digest('hex'), stdoutBytes: bytes, stderr });
+    });
+  });
+}
+
+export async function runCell(spec: CellSpec): Promise<CellResult> {
+  const dir = await mkdtemp(join(tmpdir(), 'peerlink-lab-'));
+  const programs: Program[] = [];
+  const gateways: Gateway[] = [];
+  let lab: Lab | null = null;
+  const base = { clientNat: spec.client.nat, deviceNat: spec.device.nat, upnp: spec.upnp };
+  try {
+    lab = await createLab({ client: spec.client, device: spec.device });
+    const setup = await createLoopbackSetup({
+      dir,
+      serverAddress: ADDR.server,
+      ports: { udp: SERVER_UDP_PORT, tls: SERVER_TLS_PORT },
+      services: { echo: `127.0.0.1:${SERVICE_PORT}` },
+      registerIntervalMs: spec.registerIntervalMs ?? 15_000,
+    });
+    const echo = spawn('ip', ['netns', 'exec', lab.device.host, process.execPath, join(DIST, 'scripts', 'lab', 'echo-service.js'), String(SERVICE_PORT)], {
+      stdio: 'ignore',
+    });
+    const server = startProgram('server', ['--config', setup.serverConfig], { netns: lab.server, onLine: (l) => spec.onLine?.('server', l) });
+    programs.push(server);
+    await server.waitFor((l) => l.msg === 'rendezvous server listening');
+    const agent = startProgram('agent', ['--config', setup.agentConfig], { netns: lab.device.host, onLine: (l) => spec.onLine?.('agent', l) });
+    programs.push(agent);
+    const registered = await server.waitFor((l) => l.msg === 'S202 device registered', 15_000);
+    await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'), 15_000).catch((err: Error) => {
+      const seen = agent.lines.map((l) => `${String(l.msg)}${l.counters ? ` ${JSON.stringify(l.counters)}` : ''}`).join(' | ');
+      throw new Error(`${err.message.split(';')[0]}; agent said: ${seen || 'nothing'}; agent exit ${agent.child.exitCode}`);
+    });
+
+    // The user's side: a UPnP/NAT-PMP mapping of the client's port where a gateway offers one.
+    let clientMapping = 'none';
+    for (const side of [lab.client, lab.device]) {
+      if (spec.upnp !== 'none' && side.router) {
+        gateways.push(await startGateway({ router: side.router, kind: spec.upnp, dir, lanCidr: ADDR.lanCidr }));
+      }
+    }
+    if (spec.upnp !== 'none' && lab.client.router) {
+      try {
+        await mapPort({ host: lab.client.host, hostAddress: lab.client.hostAddress, port: CLIENT_PORT, kind: spec.upnp });
+        clientMapping = `${spec.upnp} ${CLIENT_PORT}->${lab.client.hostAddress}:${CLIENT_PORT}`;
+      } catch (err) {
+        clientMapping = `failed: ${(err as Error).message.split('\n')[0]!.slice(0, 80)}`;
+      }
+    } else if (!lab.client.router) clientMapping = 'public host';
+
+    await spec.beforeConnect?.({ lab, setup, server, agent });
+
+    const payload = randomBytes(spec.payloadBytes ?? CELL_PAYLOAD_BYTES);
+    const want = createHash('sha256').update(payload).digest('hex');
+    const args = [
+      'connect', setup.equipmentId, '--server', `${ADDR.server}:${SERVER_TLS_PORT}`, '--ca', setup.caFile,
+      '--password-file', setup.passwordFile, '--service', 'echo', '--stdio',
+      '--accept', `0.0.0.0:${CLIENT_PORT}`, '--advertise-port', String(CLIENT_PORT),
+      '--peer-timeout-ms', String(spec.peerTimeoutMs ?? 4000), '--log-level', 'info',
+    ];
+    const r = await runClient(lab.client.host, args, payload, 30_000);
+    await spec.afterConnect?.({ lab, setup, server, agent });
+    for (const line of r.stderr.split('\n')) {
+      try {
+        spec.onLine?.('client', JSON.parse(line) as LogLine);
+      } catch {
+        /* plain text line */
+      }
+    }
+    const connectMs = /connected directly: .* in (\d+) ms/.exec(r.stderr)?.[1];
+    const verified = r.code === 0 && r.stdoutSha === want ? r.stdoutBytes : 0;
+    const err = /peerlink: (.*\[PEERLINK_ERR_[A-Z_]+\])/.exec(r.stderr)?.[1] ?? (r.code === 0 ? null : `exit ${r.code}`);
+    return {
+      ...base,
+      connected: r.code === 0 && verified === payload.length,
+      path: /connected directly/.test(r.stderr) ? 'device dialled the client' : 'none',
+      connectMs: connectMs ? Number(connectMs) : null,
+      bytesVerified: verified,
+      registeredAs: String(registered.mapping ?? ''),
+      devicePublicAddress: lab.device.publicAddress,
+      clientMapping,
+      error: verified === payload.length ? null : err,
+    };
+  } catch (err) {
+    return {
+      ...base, connected: false, path: 'none', connectMs: null, bytesVerified: 0, registeredAs: '',
+      devicePublicAddress: lab?.device.publicAddress ?? '', clientMapping: 'n/a', error: (err as Error).message,
+    };
+  } finally {
+    await Promise.all(programs.map((p) => p.stop(2000)));
+    await Promise.all(gateways.map((g) => g.stop()));
+    await lab?.destroy();
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+/**
+ * npm run lab -- trace | matrix [--out FILE] [--jobs N] | renumber
+ * The patent's Fig. 1 for real: network namespaces, nftables NAPT routers, miniupnpd, and the
+ * real programs. Needs root and the packages of scripts/lab/setup.sh.
+ */
+import { writeFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import type { LogLine } from '../lib/program.js';
+import { runCell, SERVER_UDP_PORT, type CellResult } from './cell.js';
+import { translations } from './conntrack.js';
+import { isRoot } from './exec.js';
+import { NAT_KINDS, type NatKind } from './nat.js';
+import { sweepStaleLabs } from './topology.js';
+import { UPNP_KINDS, type UpnpKind } from './upnp.js';
+import { renumberScenario } from './renumber.js';
+
+const t0 = Date.now();
+/** Time since start; log lines carry their own time (pino's epoch ms), so late-printed lines stay true. */
+const stamp = (at = Date.now()): string => `+${String(at - t0).padStart(6)} ms`;
+const out = (s: string): void => void process.stdout.write(`${s}\n`);
+
+async function trace(): Promise<boolean> {
+  out('Fig. 1 in network namespaces: client 192.168.1.11 behind router A (4.17.168.2, NAPT, UPnP IGD v2),');
+  out('device 192.168.1.3 behind router B (202.204.16.13, NAPT), rendezvous server 130.74.23.6 on the WAN.\n');
+  const show = (who: string) => (l: LogLine): void => {
+    if (typeof l.msg === 'string' && /^S2\d\d/.test(l.msg)) out(`${stamp(typeof l.time === 'number' ? l.time : Date.now())}  ${who.padEnd(6)} ${l.msg}`);
+  };
+  const r = await runCell({
+    client: { nat: 'port-restricted' },
+    device: { nat: 'port-restricted' },
+    upnp: 'igd2',
+    onLine: (who, l) => show(who)(l),
+    async beforeConnect({ lab, server }) {
+      out(`\n${stamp()}  Registration packet 201 through router B's NAPT (conntrack, Fig. 7A -> 7B):`);
+      for (const t of (await translations(lab.device.router!, 'udp')).filter((x) => x.before.dst.endsWith(`:${SERVER_UDP_PORT}`))) {
+        out(`            LAN side  SA:SP ${t.before.src.padEnd(22)} DA:DP ${t.before.dst}`);
+        out(`            WAN side  SA:SP ${t.after.src.padEnd(22)} DA:DP ${t.after.dst}`);
+      }
+      server.child.kill('SIGUSR2');
+      const list = await server.waitFor((l) => l.msg === 'equipment list');
+      out(`\n${stamp()}  Equipment information list at the server (Fig. 9):`);
+      out('            equipment ID        IP address        port   last seen');
+      for (const e of list.equipmentList as { id: string; address: string; port: number; lastSeenMs: number }[]) {
+        out(`            ${e.id.padEnd(19)} ${e.address.padEnd(17)} ${String(e.port).padEnd(6)} ${new Date(e.lastSeenMs).toISOString()}`);
+      }
+      out('');
+    },
+    async afterConnect({ lab }) {
+      out(`\n${stamp()}  The device's TCP connection 208 through both NAPTs (conntrack, Fig. 8C/8D and Fig. 6):`);
+      for (const t of (await translations(lab.device.router!, 'tcp')).filter((x) => x.before.dst.endsWith(':5000'))) {
+        out(`            router B  LAN side ${t.before.src} -> ${t.before.dst}   WAN side ${t.after.src} -> ${t.after.dst}`);
+      }
+      for (const t of (await translations(lab.client.router!, 'tcp')).filter((x) => x.before.dst.endsWith(':5000'))) {
+        out(`            router A  WAN side ${t.before.src} -> ${t.before.dst}   LAN side ${t.after.src} -> ${t.after.dst}`);
+      }
+    },
+  });
+  out(`\n${stamp()}  result: ${r.connected ? 'connected' : 'FAILED'}; path: ${r.path}; time to connect ${r.connectMs ?? '-'} ms; ${r.bytesVerified} bytes verified; client mapping ${r.clientMapping}${r.error ? `; error ${r.error}` : ''}`);
+  return r.connected;
+}
+
+export function matrixTable(results: readonly CellResult[]): string {
+  const lines = [
+    '| client NAT | device NAT | UPnP/NAT-PMP | connected | path | time to connect | bytes verified | device registered as | error |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const r of results) {
+    lines.push(
+      `| ${r.clientNat} | ${r.deviceNat} | ${r.upnp} | ${r.connected ? 'yes' : '**no**'} | ${r.path} | ${r.connectMs === null ? '-' : `${r.connectMs} ms`} | ${r.bytesVerified} | ${r.registeredAs || '-'} | ${r.connected ? '' : (/PEERLINK_ERR_[A-Z_]+/.exec(r.error ?? '')?.[0] ?? (r.error ?? '').replace(/\|/g, '/').slice(0, 80))} |`,
+    );
+  }
+  const ok = results.filter((r) => r.connected).length;
+  lines.push('', `${ok} of ${results.length} cells connected.`);
+  return lines.join('\n');
+}
+
+async function matrix(opts: { out?: string; jobs: number; quick: boolean }): Promise<boolean> {
+  const nats: readonly NatKind[] = NAT_KINDS;
+  const upnps: readonly UpnpKind[] = opts.quick ? ['none', 'igd2'] : UPNP_KINDS;
+  const cells: { client: NatKind; device: NatKind; upnp: UpnpKind }[] = [];
+  for (const upnp of upnps) for (const client of nats) for (const device of nats) cells.push({ client, device, upnp });
+  const results: CellResult[] = new Array(cells.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < cells.length) {
+      const i = next++;
+      const c = cells[i]!;
+      results[i] = await runCell({ client: { nat: c.client }, device: { nat: c.device }, upnp: c.upnp });
+      const r = results[i]!;
+      process.stderr.write(`${stamp()}  [${i + 1}/${cells.length}] client ${c.client}, device ${c.device}, upnp ${c.upnp}: ${r.connected ? `connected in ${r.connectMs} ms` : `no (${r.error})`}\n`);
+    }
+  };
+  await Promise.all(Array.from({ length: opts.jobs }, worker));
+  const table = matrixTable(results);
+  out(table);
+  if (opts.out) await writeFile(opts.out, `${table}\n`);
+  return true;
+}
+
+async function main(): Promise<number> {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: { out: { type: 'string' }, jobs: { type: 'string' }, quick: { type: 'boolean' } },
+  });
+  if (!isRoot()) {
+    process.stderr.write('lab: needs root (network namespaces, nftables, miniupnpd); run as root after scripts/lab/setup.sh\n');
+    return 2;
+  }
+  const swept = await sweepStaleLabs();
+  if (swept) process.stderr.write(`lab: removed ${swept} namespaces left by an interrupted run\n`);
+  const stop = (): void => {
+    // Cells remove their own namespaces in finally blocks; a second signal forces the exit.
+    process.stderr.write('lab: interrupted, cleaning up\n');
+    process.once('SIGINT', () => process.exit(130));
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const cmd = positionals[0];
+  if (cmd === 'trace') return (await trace()) ? 0 : 1;
+  if (cmd === 'matrix') return (await matrix({ out: values.out, jobs: Number(values.jobs ?? 2), quick: values.quick ?? false })) ? 0 : 1;
+  if (cmd === 'renumber') {
+    const r = await renumberScenario({ log: (s) => out(`${stamp()}  ${s}`) });
+    return r.connected ? 0 : 1;
+  }
+  process.stderr.write('usage: npm run lab -- trace | matrix [--out FILE] [--jobs N] [--quick] | renumber\n');
+  return 2;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`lab: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);
