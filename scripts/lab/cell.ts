@@ -20,6 +20,8 @@ export const SERVER_TLS_PORT = 7443;
 export const CLIENT_PORT = 5000;
 export const SERVICE_PORT = 7000;
 export const CELL_PAYLOAD_BYTES = 256 * 1024;
+/** Registration retries back off 1, 2, 4, 8 s after 3 s ack timeouts: room for five tries on a lossy link. */
+export const REGISTER_WAIT_MS = 30_000;
 
 export interface CellSpec {
   readonly client: SideSpec;
@@ -111,8 +113,8 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
     await server.waitFor((l) => l.msg === 'rendezvous server listening');
     const agent = startProgram('agent', ['--config', setup.agentConfig], { netns: lab.device.host, onLine: (l) => spec.onLine?.('agent', l) });
     programs.push(agent);
-    const registered = await server.waitFor((l) => l.msg === 'S202 device registered', 15_000);
-    await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'), 15_000).catch((err: Error) => {
+    const registered = await server.waitFor((l) => l.msg === 'S202 device registered', REGISTER_WAIT_MS);
+    await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'), REGISTER_WAIT_MS).catch((err: Error) => {
       const seen = agent.lines.map((l) => `${String(l.msg)}${l.counters ? ` ${JSON.stringify(l.counters)}` : ''}`).join(' | ');
       throw new Error(`${err.message.split(';')[0]}; agent said: ${seen || 'nothing'}; agent exit ${agent.child.exitCode}`);
     });

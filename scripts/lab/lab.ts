@@ -11,7 +11,7 @@ import { runCell, SERVER_UDP_PORT, type CellResult } from './cell.js';
 import { translations } from './conntrack.js';
 import { isRoot } from './exec.js';
 import { NAT_KINDS, type NatKind } from './nat.js';
-import { sweepStaleLabs } from './topology.js';
+import { removeOwnNamespaces, sweepStaleLabs, type SideSpec } from './topology.js';
 import { UPNP_KINDS, type UpnpKind } from './upnp.js';
 import { renumberScenario } from './renumber.js';
 
@@ -75,7 +75,9 @@ export function matrixTable(results: readonly CellResult[]): string {
   return lines.join('\n');
 }
 
-async function matrix(opts: { out?: string; jobs: number; quick: boolean }): Promise<boolean> {
+let interrupted = false;
+
+async function matrix(opts: { out?: string; jobs: number; quick: boolean; side: Omit<SideSpec, 'nat'> }): Promise<boolean> {
   const nats: readonly NatKind[] = NAT_KINDS;
   const upnps: readonly UpnpKind[] = opts.quick ? ['none', 'igd2'] : UPNP_KINDS;
   const cells: { client: NatKind; device: NatKind; upnp: UpnpKind }[] = [];
@@ -83,16 +85,16 @@ async function matrix(opts: { out?: string; jobs: number; quick: boolean }): Pro
   const results: CellResult[] = new Array(cells.length);
   let next = 0;
   const worker = async (): Promise<void> => {
-    while (next < cells.length) {
+    while (next < cells.length && !interrupted) {
       const i = next++;
       const c = cells[i]!;
-      results[i] = await runCell({ client: { nat: c.client }, device: { nat: c.device }, upnp: c.upnp });
+      results[i] = await runCell({ client: { ...opts.side, nat: c.client }, device: { ...opts.side, nat: c.device }, upnp: c.upnp });
       const r = results[i]!;
       process.stderr.write(`${stamp()}  [${i + 1}/${cells.length}] client ${c.client}, device ${c.device}, upnp ${c.upnp}: ${r.connected ? `connected in ${r.connectMs} ms` : `no (${r.error})`}\n`);
     }
   };
   await Promise.all(Array.from({ length: opts.jobs }, worker));
-  const table = matrixTable(results);
+  const table = matrixTable(results.filter(Boolean));
   out(table);
   if (opts.out) await writeFile(opts.out, `${table}\n`);
   return true;
@@ -101,7 +103,7 @@ async function matrix(opts: { out?: string; jobs: number; quick: boolean }): Pro
 async function main(): Promise<number> {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
-    options: { out: { type: 'string' }, jobs: { type: 'string' }, quick: { type: 'boolean' } },
+    options: { out: { type: 'string' }, jobs: { type: 'string' }, quick: { type: 'boolean' }, loss: { type: 'string' }, 'udp-timeout': { type: 'string' } },
   });
   if (!isRoot()) {
     process.stderr.write('lab: needs root (network namespaces, nftables, miniupnpd); run as root after scripts/lab/setup.sh\n');
@@ -110,20 +112,33 @@ async function main(): Promise<number> {
   const swept = await sweepStaleLabs();
   if (swept) process.stderr.write(`lab: removed ${swept} namespaces left by an interrupted run\n`);
   const stop = (): void => {
-    // Cells remove their own namespaces in finally blocks; a second signal forces the exit.
-    process.stderr.write('lab: interrupted, cleaning up\n');
-    process.once('SIGINT', () => process.exit(130));
+    // No new cells; running ones remove their namespaces in their finally blocks. A second
+    // signal removes whatever this run still has and exits at once.
+    interrupted = true;
+    process.stderr.write('lab: interrupted; finishing the running cells and cleaning up (again to force)\n');
+    const force = (): void => {
+      void removeOwnNamespaces().finally(() => process.exit(130));
+    };
+    process.once('SIGINT', force);
+    process.once('SIGTERM', force);
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   const cmd = positionals[0];
   if (cmd === 'trace') return (await trace()) ? 0 : 1;
-  if (cmd === 'matrix') return (await matrix({ out: values.out, jobs: Number(values.jobs ?? 2), quick: values.quick ?? false })) ? 0 : 1;
+  const side: Omit<SideSpec, 'nat'> = {
+    ...(values.loss ? { lossPercent: Number(values.loss) } : {}),
+    ...(values['udp-timeout'] ? { udpTimeoutS: Number(values['udp-timeout']) } : {}),
+  };
+  if (cmd === 'matrix') {
+    await matrix({ out: values.out, jobs: Number(values.jobs ?? 2), quick: values.quick ?? false, side });
+    return interrupted ? 130 : 0;
+  }
   if (cmd === 'renumber') {
     const r = await renumberScenario({ log: (s) => out(`${stamp()}  ${s}`) });
     return r.connected ? 0 : 1;
   }
-  process.stderr.write('usage: npm run lab -- trace | matrix [--out FILE] [--jobs N] [--quick] | renumber\n');
+  process.stderr.write('usage: npm run lab -- trace | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] | renumber\n');
   return 2;
 }
 

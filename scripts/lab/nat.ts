@@ -15,7 +15,7 @@ export interface NatRules {
 
 export function natRuleset(r: NatRules): string {
   const masq = r.kind === 'symmetric' ? 'masquerade fully-random' : 'masquerade';
-  const loss = r.lossPercent > 0 ? `    iifname "wan0" numgen random mod 100 < ${r.lossPercent} drop\n    oifname "wan0" numgen random mod 100 < ${r.lossPercent} drop\n` : '';
+  const loss = r.lossPercent > 0 ? `    iifname "wan0" numgen random mod 100 < ${r.lossPercent} counter drop\n    oifname "wan0" numgen random mod 100 < ${r.lossPercent} counter drop\n` : '';
   const fullCone = r.kind === 'full-cone';
   return `
 table ip lab_nat {
@@ -40,8 +40,13 @@ ${fullCone ? `    iifname "lan0" oifname "wan0" meta l4proto udp update @fc { ud
 export function lossRuleset(lossPercent: number, ifname: string): string {
   return `
 table inet lab_loss {
-  chain input { type filter hook input priority filter; policy accept; iifname "${ifname}" numgen random mod 100 < ${lossPercent} drop; }
-  chain output { type filter hook output priority filter; policy accept; oifname "${ifname}" numgen random mod 100 < ${lossPercent} drop; }
+  chain input { type filter hook input priority filter; policy accept; iifname "${ifname}" numgen random mod 100 < ${lossPercent} counter drop; }
+  chain output { type filter hook output priority filter; policy accept; oifname "${ifname}" numgen random mod 100 < ${lossPercent} counter drop; }
 }
 `;
+}
+
+/** Packets the loss rules of a namespace have dropped so far (their nftables counters). */
+export function droppedPackets(rulesetListing: string): number {
+  return [...rulesetListing.matchAll(/counter packets (\d+) bytes \d+ drop/g)].reduce((n, m) => n + Number(m[1]), 0);
 }

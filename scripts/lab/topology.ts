@@ -159,10 +159,18 @@ export async function removeNamespaces(names: readonly string[]): Promise<void> 
   }
 }
 
+async function labNamespaceNames(): Promise<string[]> {
+  return (await run(['ip', 'netns', 'list'])).split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.startsWith(LAB_PREFIX));
+}
+
+/** Every namespace this process made (forced clean-up on a second interrupt). */
+export async function removeOwnNamespaces(): Promise<void> {
+  await removeNamespaces((await labNamespaceNames()).filter((n) => n.startsWith(`${LAB_PREFIX}${process.pid}x`)));
+}
+
 /** Namespaces left by earlier runs whose process is gone (an interrupted run). */
 export async function sweepStaleLabs(): Promise<number> {
-  const names = (await run(['ip', 'netns', 'list'])).split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
-  const stale = names.filter((n) => {
+  const stale = (await labNamespaceNames()).filter((n) => {
     const m = new RegExp(`^${LAB_PREFIX}(\\d+)x`).exec(n);
     if (!m) return false;
     try {

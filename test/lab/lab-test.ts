@@ -4,9 +4,13 @@
  */
 import test from 'ava';
 import { isRoot } from '../../scripts/lab/exec.js';
+import { sweepStaleLabs } from '../../scripts/lab/topology.js';
 
 const root = isRoot();
-if (!root) {
+if (root) {
+  // Leftovers of a lab run that was killed (e.g. a timed-out test worker) go first.
+  await sweepStaleLabs();
+} else {
   process.stderr.write('\n*** NAT lab specs SKIPPED: they need root (ip netns, nft, miniupnpd). Run `npm test` as root after `npm run lab:setup`. ***\n\n');
 }
 

@@ -1,0 +1,27 @@
+/**
+ * Packet loss on a WAN link (nftables random drop): the flow still connects, and the drops
+ * really happened (the rule's counter), so the test measures a lossy link, not a clean one.
+ */
+import { runCell } from '../../scripts/lab/cell.js';
+import { inNs } from '../../scripts/lab/exec.js';
+import { droppedPackets } from '../../scripts/lab/nat.js';
+import { labTest } from './lab-test.js';
+
+const LOSS_PERCENT = 15;
+
+labTest(`${LOSS_PERCENT}% loss on the device's WAN link: registration, notification and connection still succeed`, async (t) => {
+  let dropped = 0;
+  const r = await runCell({
+    client: { nat: 'none' },
+    device: { nat: 'port-restricted', lossPercent: LOSS_PERCENT },
+    upnp: 'none',
+    peerTimeoutMs: 20_000,
+    payloadBytes: 16 * 1024,
+    async afterConnect({ lab }) {
+      dropped = droppedPackets(await inNs(lab.device.router!, ['nft', 'list', 'table', 'ip', 'lab_nat']));
+    },
+  });
+  t.log(`connected in ${r.connectMs} ms; ${dropped} packets dropped on the link; error ${r.error}`);
+  t.true(dropped > 0, 'the loss rule dropped nothing');
+  t.true(r.connected, r.error ?? '');
+});
