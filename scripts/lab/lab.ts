@@ -47,7 +47,12 @@ async function trace(): Promise<boolean> {
       out('');
     },
     async afterConnect({ lab }) {
-      out(`\n${stamp()}  The device's TCP connection 208 through both NAPTs (conntrack, Fig. 8C/8D and Fig. 6):`);
+      out(`\n${stamp()}  Notification packet 205 came back through the registration's mapping (Fig. 8B -> 8A):`);
+      for (const t of (await translations(lab.device.router!, 'udp')).filter((x) => x.before.dst.endsWith(`:${SERVER_UDP_PORT}`))) {
+        out(`            WAN side  SA:SP ${t.after.dst.padEnd(22)} DA:DP ${t.after.src}`);
+        out(`            LAN side  SA:SP ${t.before.dst.padEnd(22)} DA:DP ${t.before.src}`);
+      }
+      out(`\n${stamp()}  The device's TCP connection 208 through both NAPTs (conntrack; router A's entry is Fig. 6's second row):`);
       for (const t of (await translations(lab.device.router!, 'tcp')).filter((x) => x.before.dst.endsWith(':5000'))) {
         out(`            router B  LAN side ${t.before.src} -> ${t.before.dst}   WAN side ${t.after.src} -> ${t.after.dst}`);
       }
