@@ -50,6 +50,7 @@ async function main(): Promise<void> {
     attachTimeoutMs: settings.requests.attachTimeoutMs,
     notifyRetryMs: settings.requests.notifyRetryMs,
     maxPendingPerDevice: settings.requests.maxPendingPerDevice,
+    relay: settings.relay,
   });
   await server.start();
   logger.info({ udp: server.udpAddress(), tls: server.tlsAddress() }, 'rendezvous server listening');

@@ -111,6 +111,8 @@ async function main(): Promise<void> {
       process.stdin.pipe(first.stream);
       first.stream.pipe(process.stdout);
       await new Promise<void>((resolve) => first.stream.once('close', () => resolve()));
+      // stdout is asynchronous on a pipe: let what is queued reach it before the process exits.
+      await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
       return;
     }
     const forward = createLocalForward({ client, listen: parseHostPort(v.listen!, '--listen'), logger, first });

@@ -29,6 +29,7 @@ import { deriveAccessKey, deriveRequestTagKey, NONCE_BYTES } from '../protocol/k
 import { sealRequest } from '../protocol/request.js';
 import { Status, STATUS_ERROR, STATUS_TEXT } from '../protocol/status.js';
 import { createPeerListener, type PeerListener } from './peer-listener.js';
+import { relayTunnel } from './relay-tunnel.js';
 
 export interface ClientOptions {
   /** The rendezvous server's TLS endpoint. */
@@ -130,6 +131,7 @@ export function createClient(input: ClientOptions): Client {
       const channel = new FrameChannel(tls);
       let status: number;
       let detail: string;
+      let relayOffer: Buffer | null = null;
       try {
         const hello = await channel.next(o.resultTimeoutMs, signal);
         // Use the server's clock so a client with a wrong clock still makes fresh requests.
@@ -140,7 +142,11 @@ export function createClient(input: ClientOptions): Client {
         );
         channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: o.equipmentId, advertisedPort, sealedRequest });
         log.info({ equipmentId: o.equipmentId, service: o.service, advertisedPort }, 'S203 connection request sent');
-        const result = await channel.next(o.resultTimeoutMs, signal);
+        let result = await channel.next(o.resultTimeoutMs, signal);
+        if (result.type === FrameType.RELAY_OFFER) {
+          relayOffer = result.requestId;
+          result = await channel.next(o.resultTimeoutMs, signal);
+        }
         if (result.type !== FrameType.CONNECT_RESULT) throw new PeerlinkError(ErrorCodes.PROTOCOL, 'server answered out of turn');
         status = result.status;
         detail = result.detail;
@@ -152,16 +158,40 @@ export function createClient(input: ClientOptions): Client {
         throw new PeerlinkError(code, detail || STATUS_TEXT[status as keyof typeof STATUS_TEXT]);
       }
       log.info('S207 device accepted the request; waiting for its direct connection (S208)');
-      const stream = await withDeadline(peer, o.peerTimeoutMs, signal, () =>
-        new PeerlinkError(
-          ErrorCodes.PEER_TIMEOUT,
-          `the device accepted but its connection did not arrive within ${o.peerTimeoutMs} ms: is port ${advertisedPort} reachable from the device (NAT port mapping)?`,
-        ),
-      );
+      // Race the device's direct dial against the relay: the first channel up wins, the other
+      // is cancelled, so nobody waits for a dead path.
+      const loser = new AbortController();
+      const onOuterAbort = (): void => loser.abort(signal?.reason);
+      signal?.addEventListener('abort', onOuterAbort, { once: true });
+      const direct = peer.then((stream) => ({ stream, via: 'direct' as const }));
+      const attempts: Promise<{ stream: TLSSocket; via: 'direct' | 'relay' }>[] = [direct];
+      if (relayOffer) {
+        const server = { host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem };
+        const expected = { clientNonce, accessKey: key, equipmentId: o.equipmentId, service: o.service };
+        attempts.push(relayTunnel(server, relayOffer, expected, o.peerTimeoutMs, loser.signal).then((stream) => ({ stream, via: 'relay' as const })));
+      }
+      let won: { stream: TLSSocket; via: 'direct' | 'relay' };
+      try {
+        won = await withDeadline(firstFulfilled(attempts), o.peerTimeoutMs, signal, () =>
+          new PeerlinkError(
+            ErrorCodes.PEER_TIMEOUT,
+            `the device accepted but no channel came up within ${o.peerTimeoutMs} ms: neither its direct connection to port ${advertisedPort}${relayOffer ? ' nor the relay' : ''}`,
+          ),
+        );
+      } finally {
+        signal?.removeEventListener('abort', onOuterAbort);
+      }
+      if (won.via === 'direct') loser.abort();
+      // A channel that came up a moment too late is closed, not leaked.
+      for (const a of attempts) void a.then((r) => r !== won && r.stream.destroy(), () => undefined);
+      const { stream } = won;
       const connectMs = performance.now() - t0;
       const from = `${stream.remoteAddress}:${stream.remotePort}`;
-      const path = `connected directly: device dialled port ${advertisedPort} (from ${from})`;
-      log.info({ connectMs: Math.round(connectMs), from }, 'S208 direct channel up; S209 data');
+      const path =
+        won.via === 'direct'
+          ? `connected directly: device dialled port ${advertisedPort} (from ${from})`
+          : `relayed via server: the device could not dial port ${advertisedPort} directly (end-to-end encrypted; the server sees ciphertext only)`;
+      log.info({ connectMs: Math.round(connectMs), via: won.via }, won.via === 'direct' ? 'S208 direct channel up; S209 data' : 'channel up through the relay; S209 data');
       return { stream, path, connectMs };
     } finally {
       unexpect();
@@ -177,6 +207,18 @@ export function createClient(input: ClientOptions): Client {
     },
     acceptAddress: () => listener.address(),
   };
+}
+
+/** The first promise to fulfil; rejects only when all have rejected (with the last reason). */
+function firstFulfilled<T>(ps: readonly Promise<T>[]): Promise<T> {
+  return new Promise((resolve, reject) => {
+    let failed = 0;
+    for (const p of ps) {
+      p.then(resolve, (err) => {
+        if (++failed === ps.length) reject(err);
+      });
+    }
+  });
 }
 
 function withDeadline<T>(p: Promise<T>, ms: number, signal: AbortSignal | undefined, onTimeout: () => Error): Promise<T> {

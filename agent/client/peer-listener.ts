@@ -34,6 +34,13 @@ export function parsePskIdentity(identity: string): { clientNonce: Buffer; devic
   return { clientNonce: Buffer.from(c, 'hex'), deviceNonce: Buffer.from(d, 'hex') };
 }
 
+/** The session PSK for a device's identity, if it names this expected request; else null. */
+export function pskFor(e: Pick<Expected, 'clientNonce' | 'accessKey' | 'equipmentId' | 'service'>, identity: string): Buffer | null {
+  const ids = parsePskIdentity(identity);
+  if (!ids || !ids.clientNonce.equals(e.clientNonce)) return null;
+  return deriveTunnelPsk(e.accessKey, e.clientNonce, ids.deviceNonce, e.equipmentId, e.service);
+}
+
 export function createPeerListener(opts: { readonly host: string; readonly port: number }): PeerListener {
   const expected = new Map<string, Expected>();
   const matched = new WeakMap<Socket, Expected>();

@@ -84,6 +84,7 @@ export function createAgent(input: AgentOptions): Agent {
       serverNow: () => registrar.serverNow(),
       observeServerTime: (t, local) => registrar.observeServerTime(t, local),
       dialTimeoutMs: settings.dial.connectTimeoutMs,
+      directTimeoutMs: settings.dial.directTimeoutMs,
       logger,
       signal: aborter.signal,
     })

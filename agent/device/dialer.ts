@@ -5,6 +5,7 @@
  * anyone on the path can read it or stand in the middle.
  */
 import { randomBytes } from 'node:crypto';
+import type { Duplex } from 'node:stream';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
@@ -12,6 +13,7 @@ import type { HostPort } from '../common/endpoint-parse.js';
 import type { Endpoint } from '../protocol/address.js';
 import { TUNNEL_CIPHER, TUNNEL_PSK_IDENTITY_PREFIX } from '../protocol/constants.js';
 import { deriveTunnelPsk, NONCE_BYTES } from '../protocol/keys.js';
+import { carrierStream } from '../common/carrier.js';
 
 export interface DialOptions {
   readonly to: Endpoint;
@@ -21,6 +23,8 @@ export interface DialOptions {
   readonly service: string;
   readonly timeoutMs: number;
   readonly signal?: AbortSignal;
+  /** Run the channel over this stream (a relay connection) instead of dialling `to`. */
+  readonly over?: Duplex;
 }
 
 export function pskIdentity(clientNonce: Uint8Array, deviceNonce: Uint8Array): string {
@@ -37,8 +41,7 @@ export function dialClient(o: DialOptions): Promise<TLSSocket> {
     const options: ConnectionOptions & { allowHalfOpen: boolean } = {
       // Half-close must cross the tunnel (Node honours it; its type definitions lag).
       allowHalfOpen: true,
-      host: o.to.address,
-      port: o.to.port,
+      ...(o.over ? { socket: carrierStream(o.over) } : { host: o.to.address, port: o.to.port }),
       pskCallback: () => ({ psk, identity }),
       ciphers: TUNNEL_CIPHER,
       minVersion: 'TLSv1.3',

@@ -6,8 +6,10 @@
  */
 import type { Logger } from 'pino';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { join } from '../common/pipe.js';
-import { isPeerlinkError } from '../common/errors.js';
+import { ErrorCodes, isPeerlinkError, PeerlinkError } from '../common/errors.js';
+import { RELAY_PAIR_TIMEOUT_MS } from '../protocol/constants.js';
 import { formatEndpoint } from '../protocol/address.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { FrameType } from '../protocol/frames.js';
@@ -25,6 +27,8 @@ export interface SessionContext {
   readonly serverNow: () => number;
   readonly observeServerTime: (serverTimeMs: number, localMs: number) => void;
   readonly dialTimeoutMs: number;
+  /** The direct dial's budget before falling back to the relay. */
+  readonly directTimeoutMs: number;
   readonly logger: Logger;
   readonly signal: AbortSignal;
 }
@@ -33,6 +37,28 @@ export interface SessionOutcome {
   readonly status: number;
   readonly bytesToClient: number;
   readonly bytesFromClient: number;
+}
+
+/** Meet the client at the server's relay for this request; resolves with the paired stream. */
+async function joinRelay(requestId: Buffer, ctx: SessionContext): Promise<TLSSocket> {
+  const tls = await connectToServer({ ...ctx.server, caPem: ctx.identity.caCert, signal: ctx.signal });
+  const channel = new FrameChannel(tls);
+  try {
+    await channel.next(ctx.dialTimeoutMs, ctx.signal); // HELLO
+    const exporter = tls.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
+    channel.send({
+      type: FrameType.RELAY_JOIN_DEVICE,
+      equipmentId: ctx.identity.equipmentId,
+      requestId,
+      proof: attachProof(ctx.identity.registrationKey, requestId, exporter),
+    });
+    const paired = await channel.next(RELAY_PAIR_TIMEOUT_MS, ctx.signal);
+    if (paired.type !== FrameType.RELAY_PAIRED) throw new PeerlinkError(ErrorCodes.PROTOCOL, 'relay answered out of turn');
+    return tls;
+  } catch (err) {
+    tls.destroy();
+    throw err;
+  }
 }
 
 export async function runRequestSession(requestId: Buffer, ctx: SessionContext): Promise<SessionOutcome> {
@@ -74,16 +100,25 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       return { status, bytesToClient: 0, bytesFromClient: 0 };
     }
     log.info({ service: decision.request.service, client: formatEndpoint(decision.dial) }, 'S207 request authorised; S208 dialling the client');
-    const tunnel = await dialClient({
+    const channelOptions = {
       to: decision.dial,
       accessKey: ctx.identity.accessKey,
       clientNonce: decision.request.clientNonce,
       equipmentId: ctx.identity.equipmentId,
       service: decision.request.service,
-      timeoutMs: ctx.dialTimeoutMs,
       signal: ctx.signal,
-    });
-    log.info('S208 direct channel up (TLS 1.3 PSK); S209 forwarding data');
+    };
+    let tunnel: TLSSocket;
+    try {
+      tunnel = await dialClient({ ...channelOptions, timeoutMs: ctx.directTimeoutMs });
+      log.info('S208 direct channel up (TLS 1.3 PSK); S209 forwarding data');
+    } catch (err) {
+      if (ctx.signal.aborted) throw err;
+      log.info({ reason: (err as Error).message }, 'direct dial failed; meeting the client at the relay');
+      const relayed = await joinRelay(requestId, ctx);
+      tunnel = await dialClient({ ...channelOptions, over: relayed, timeoutMs: ctx.dialTimeoutMs });
+      log.info('end-to-end channel up through the relay (TLS 1.3 PSK; the server sees ciphertext only); S209 forwarding data');
+    }
     const svc = service;
     service = null;
     const onAbort = (): void => {

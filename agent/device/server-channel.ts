@@ -2,7 +2,7 @@
  * TLS connection from the device (or client) to the rendezvous server, verifying the server's
  * certificate against the CA bundled with the device (P5). Anything else is refused.
  */
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { TLS_HANDSHAKE_TIMEOUT_MS } from '../protocol/constants.js';
 
@@ -40,14 +40,17 @@ export function connectToServer(o: ServerTlsOptions): Promise<TLSSocket> {
   const timeoutMs = o.timeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
     if (o.signal?.aborted) return reject(abortError(o.signal));
-    const sock = tlsConnect({
+    const options: ConnectionOptions & { allowHalfOpen: boolean } = {
+      // A relayed channel half-closes through this connection: a FIN must not end our writing.
+      allowHalfOpen: true,
       host: o.host,
       port: o.port,
       servername: o.serverName,
       ca: o.caPem,
       minVersion: 'TLSv1.2',
       rejectUnauthorized: true,
-    });
+    };
+    const sock = tlsConnect(options);
     const timer = setTimeout(
       () => fail(new PeerlinkError(ErrorCodes.SERVER_UNREACHABLE, `rendezvous server ${o.host}:${o.port} did not complete TLS within ${timeoutMs} ms`)),
       timeoutMs,

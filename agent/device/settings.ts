@@ -9,6 +9,8 @@ import { parseHostPort, type HostPort } from '../common/endpoint-parse.js';
 
 /** RFC 8085: keepalives more often than every 15 s are abusive. */
 export const MIN_REGISTER_INTERVAL_MS = 15_000;
+/** A direct dial that has not connected by then is given up for the relay (the user must not wait long). */
+export const DIRECT_DIAL_TIMEOUT_MS = 3_000;
 
 export interface AgentSettings {
   readonly identityFile: string;
@@ -19,6 +21,8 @@ export interface AgentSettings {
     readonly allowLoopback: boolean;
     readonly allowLinkLocal: boolean;
     readonly connectTimeoutMs: number;
+    /** How long the direct dial may take before the relay is used. */
+    readonly directTimeoutMs: number;
     readonly maxConcurrent: number;
   };
   /** The allow-list: service name -> local host:port. */
@@ -33,7 +37,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
   c.unknownKeys(doc, '', TOP, (k) => (IDENTITY_KEYS.has(k) ? ' (identity keys belong in the factory identity file, not in settings)' : undefined));
   const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name']);
   const reg = c.table(doc, 'registration', 'registration', ['interval_ms', 'local_port']);
-  const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'connect_timeout_ms', 'max_concurrent']);
+  const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'connect_timeout_ms', 'direct_timeout_ms', 'max_concurrent']);
   const svc = c.table(doc, 'services', 'services', Object.keys((doc.services as object | undefined) ?? {}));
   const host = c.str(server, 'host', 'server.host', { expect: 'the rendezvous server host name or address' });
   const services = new Map<string, HostPort>();
@@ -74,6 +78,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       allowLoopback: c.bool(dial, 'allow_loopback', 'dial.allow_loopback', false),
       allowLinkLocal: c.bool(dial, 'allow_link_local', 'dial.allow_link_local', false),
       connectTimeoutMs: c.int(dial, 'connect_timeout_ms', 'dial.connect_timeout_ms', { default: PEER_CONNECT_TIMEOUT_MS, min: 100, max: 120_000 }),
+      directTimeoutMs: c.int(dial, 'direct_timeout_ms', 'dial.direct_timeout_ms', { default: DIRECT_DIAL_TIMEOUT_MS, min: 100, max: 120_000 }),
       maxConcurrent: c.int(dial, 'max_concurrent', 'dial.max_concurrent', { default: 16, min: 1, max: 1024 }),
     },
     services,

@@ -40,6 +40,8 @@ export const NOTIFY_RETRY_MS = 500;
 export const DEVICE_ATTACH_TIMEOUT_MS = 8_000;
 export const PEER_CONNECT_TIMEOUT_MS = 10_000;
 export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** How long a side waits at the relay for the other. */
+export const RELAY_PAIR_TIMEOUT_MS = 15_000;
 
 /** The TLS 1.3 suite of the direct channel: Node 20 negotiates external PSKs with it. */
 export const TUNNEL_CIPHER = 'TLS_AES_128_GCM_SHA256';

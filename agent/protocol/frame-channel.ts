@@ -4,7 +4,7 @@
  */
 import type { Duplex } from 'node:stream';
 import { ErrorCodes, PeerlinkError, ProtocolError, abortError } from '../common/errors.js';
-import { encodeFrame, FrameDecoder, type Frame } from './frames.js';
+import { encodeFrame, FrameDecoder, FrameType, type Frame } from './frames.js';
 
 export class FrameChannel {
   private readonly decoder = new FrameDecoder();
@@ -12,16 +12,25 @@ export class FrameChannel {
   private failure: Error | null = null;
   private waiter: { resolve: (f: Frame) => void; reject: (e: Error) => void } | null = null;
 
-  constructor(readonly socket: Duplex) {
-    socket.on('data', (chunk: Buffer) => {
-      if (this.failure) return;
-      try {
-        for (const f of this.decoder.push(chunk)) this.deliver(f);
-      } catch (err) {
-        this.fail(err as Error);
-        socket.destroy();
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.failure) return;
+    try {
+      for (const f of this.decoder.push(chunk)) {
+        this.deliver(f);
+        // After RELAY_PAIRED the connection carries the peer's raw bytes: stop decoding frames.
+        if (f.type === FrameType.RELAY_PAIRED) {
+          this.release();
+          return;
+        }
       }
-    });
+    } catch (err) {
+      this.fail(err as Error);
+      this.socket.destroy();
+    }
+  };
+
+  constructor(readonly socket: Duplex) {
+    socket.on('data', this.onData);
     socket.once('close', () => this.fail(new PeerlinkError(ErrorCodes.PROTOCOL, 'connection closed')));
     socket.once('error', (err) => this.fail(err));
   }
@@ -43,6 +52,17 @@ export class FrameChannel {
     const w = this.waiter;
     this.waiter = null;
     w?.reject(err);
+  }
+
+  /**
+   * Stop reading frames: the socket now carries raw bytes. It is left paused, with any bytes
+   * already read past the last frame put back, for the next reader.
+   */
+  release(): void {
+    this.socket.off('data', this.onData);
+    this.socket.pause();
+    const rest = this.decoder.takeRest();
+    if (rest.length > 0) this.socket.unshift(rest);
   }
 
   send(frame: Frame): void {

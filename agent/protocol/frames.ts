@@ -9,6 +9,13 @@
  *   FORWARD_REQUEST  server -> device  request id (16) | client endpoint as observed by the server
  *                                      | advertised port (u16) | sealed request (u16 len)             [226]
  *   DEVICE_VERDICT   device -> server  request id (16) | status (u8)                                   [S207]
+ *
+ * Relay, the last resort when the device's direct dial fails (beyond the patent):
+ *   RELAY_OFFER         server -> client  request id (16): where to meet the device if no direct connection comes
+ *   RELAY_JOIN_CLIENT   client -> server  request id (16)
+ *   RELAY_JOIN_DEVICE   device -> server  id (u8 len) | request id (16) | proof (32), as DEVICE_ATTACH
+ *   RELAY_PAIRED        server -> both    (empty); from here on the connection carries the peer's bytes:
+ *                                         the end-to-end TLS-PSK channel, which the relay cannot read
  */
 import { ProtocolError } from '../common/errors.js';
 import { ByteReader, ByteWriter } from './bytes.js';
@@ -31,6 +38,10 @@ export const FrameType = {
   DEVICE_ATTACH: 0x20,
   FORWARD_REQUEST: 0x21,
   DEVICE_VERDICT: 0x22,
+  RELAY_OFFER: 0x12,
+  RELAY_JOIN_CLIENT: 0x30,
+  RELAY_JOIN_DEVICE: 0x31,
+  RELAY_PAIRED: 0x32,
 } as const;
 
 export const SEALED_REQUEST_MAX_BYTES = 512;
@@ -58,7 +69,16 @@ export type Frame =
       readonly advertisedPort: number;
       readonly sealedRequest: Buffer;
     }
-  | { readonly type: typeof FrameType.DEVICE_VERDICT; readonly requestId: Buffer; readonly status: StatusValue };
+  | { readonly type: typeof FrameType.DEVICE_VERDICT; readonly requestId: Buffer; readonly status: StatusValue }
+  | { readonly type: typeof FrameType.RELAY_OFFER; readonly requestId: Buffer }
+  | { readonly type: typeof FrameType.RELAY_JOIN_CLIENT; readonly requestId: Buffer }
+  | {
+      readonly type: typeof FrameType.RELAY_JOIN_DEVICE;
+      readonly equipmentId: string;
+      readonly requestId: Buffer;
+      readonly proof: Buffer;
+    }
+  | { readonly type: typeof FrameType.RELAY_PAIRED };
 
 function port(r: ByteReader, field: string): number {
   const p = r.u16(field);
@@ -98,6 +118,15 @@ export function encodeFrame(f: Frame): Buffer {
       break;
     case FrameType.DEVICE_VERDICT:
       w.bytes(f.requestId).u8(f.status);
+      break;
+    case FrameType.RELAY_OFFER:
+    case FrameType.RELAY_JOIN_CLIENT:
+      w.bytes(f.requestId);
+      break;
+    case FrameType.RELAY_JOIN_DEVICE:
+      w.shortString(f.equipmentId).bytes(f.requestId).bytes(f.proof);
+      break;
+    case FrameType.RELAY_PAIRED:
       break;
   }
   const payload = w.toBuffer();
@@ -144,6 +173,21 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
     case FrameType.DEVICE_VERDICT:
       f = { type, requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'), status: status(r) };
       break;
+    case FrameType.RELAY_OFFER:
+    case FrameType.RELAY_JOIN_CLIENT:
+      f = { type, requestId: r.bytes(REQUEST_ID_BYTES, 'requestId') };
+      break;
+    case FrameType.RELAY_JOIN_DEVICE:
+      f = {
+        type,
+        equipmentId: r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN),
+        requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'),
+        proof: r.bytes(KEY_BYTES, 'proof'),
+      };
+      break;
+    case FrameType.RELAY_PAIRED:
+      f = { type };
+      break;
     default:
       throw new ProtocolError('frame.type', `unknown type ${type}`);
   }
@@ -178,5 +222,12 @@ export class FrameDecoder {
   /** Bytes received after the last whole frame (a partial frame). */
   get pending(): number {
     return this.buf.length;
+  }
+
+  /** Hand over what is buffered beyond the last frame (the connection now carries raw bytes). */
+  takeRest(): Buffer {
+    const rest = this.buf;
+    this.buf = Buffer.alloc(0);
+    return rest;
   }
 }

@@ -19,6 +19,7 @@ import { Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
 import { PendingRequests, type PendingRequest } from './pending-requests.js';
 import type { RegistrationEndpoint } from './registration-endpoint.js';
 import type { Registry } from './registry.js';
+import type { Relay } from './relay.js';
 
 export const BROKER_COUNTERS = [
   'requests',
@@ -49,6 +50,7 @@ export interface ConnectionBrokerOptions {
   readonly notifyRetryMs: number;
   readonly firstFrameTimeoutMs: number;
   readonly maxPendingPerDevice: number;
+  readonly relay: Relay;
 }
 
 export interface ConnectionBroker {
@@ -81,7 +83,15 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     }
     if (first.type === FrameType.CONNECT_REQUEST) await serveClient(channel, socket, first);
     else if (first.type === FrameType.DEVICE_ATTACH) serveDevice(channel, socket, first);
-    else {
+    else if (first.type === FrameType.RELAY_JOIN_CLIENT) options.relay.join('client', first.requestId, null, { channel, socket });
+    else if (first.type === FrameType.RELAY_JOIN_DEVICE) {
+      if (deviceProofValid(socket, first.equipmentId, first.requestId, first.proof)) {
+        options.relay.join('device', first.requestId, first.equipmentId, { channel, socket });
+      } else {
+        counters.inc('attachRejected');
+        socket.destroy();
+      }
+    } else {
       counters.inc('badFirstFrame');
       socket.destroy();
     }
@@ -177,10 +187,21 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       counters.inc('refusedByDevice');
       return finish(client, Status.INTERNAL, 'the device answered out of turn');
     }
-    if (verdict.status === Status.OK) counters.inc('connected');
-    else counters.inc('refusedByDevice');
+    if (verdict.status === Status.OK) {
+      counters.inc('connected');
+      // Should the device's direct dial fail, both sides may meet at the relay for this request.
+      options.relay.offer(requestId, req.equipmentId);
+      client.send({ type: FrameType.RELAY_OFFER, requestId });
+    } else counters.inc('refusedByDevice');
     log.info({ status: verdict.status }, 'S207 device verdict relayed to the client');
     finish(client, verdict.status);
+  }
+
+  /** The device's proof for a request, bound to this TLS session (attach and relay join). */
+  function deviceProofValid(socket: TLSSocket, equipmentId: string, requestId: Buffer, proof: Buffer): boolean {
+    const key = deriveRegistrationKey(masterKey, equipmentId);
+    const exporter = socket.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
+    return equalBytes(attachProof(key, requestId, exporter), proof);
   }
 
   function serveDevice(
@@ -189,9 +210,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     attach: Extract<Frame, { type: typeof FrameType.DEVICE_ATTACH }>,
   ): void {
     const p = pending.peek(attach.requestId);
-    const key = deriveRegistrationKey(masterKey, attach.equipmentId);
-    const exporter = socket.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, attach.requestId);
-    const ok = p !== undefined && p.equipmentId === attach.equipmentId && equalBytes(attachProof(key, attach.requestId, exporter), attach.proof);
+    const ok = p !== undefined && p.equipmentId === attach.equipmentId && deviceProofValid(socket, attach.equipmentId, attach.requestId, attach.proof);
     if (!ok || !p) {
       counters.inc('attachRejected');
       logger.info({ equipmentId: attach.equipmentId }, 'device attach rejected (unknown request or bad proof)');
@@ -205,7 +224,8 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
   return {
     counters,
     async start() {
-      const s = createServer({ cert: options.certPem, key: options.keyPem, minVersion: 'TLSv1.2' });
+      // allowHalfOpen: a relayed end-to-end channel half-closes through these connections.
+      const s = createServer({ cert: options.certPem, key: options.keyPem, minVersion: 'TLSv1.2', allowHalfOpen: true });
       s.on('secureConnection', (sock) => void onSecure(sock));
       s.on('tlsClientError', () => counters.inc('handshakeFailed'));
       s.on('error', (err) => logger.error({ err: err.message }, 'tls server error'));
@@ -223,6 +243,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       server = null;
       if (!s) return;
       const closed = new Promise<void>((resolve) => s.close(() => resolve()));
+      options.relay.stop();
       for (const sock of sockets) sock.destroy();
       await closed;
     },

@@ -18,6 +18,15 @@ import {
 import { createConnectionBroker, type ConnectionBroker } from './connection-broker.js';
 import { createRegistrationEndpoint, type RegistrationEndpoint } from './registration-endpoint.js';
 import { createMemoryRegistry, type Registry } from './registry.js';
+import {
+  createRelay,
+  RELAY_BYTES_PER_SECOND,
+  RELAY_JOIN_TIMEOUT_MS,
+  RELAY_MAX_DURATION_MS,
+  RELAY_MAX_SESSIONS,
+  type Relay,
+  type RelayLimits,
+} from './relay.js';
 
 export const SWEEP_INTERVAL_MS = 60_000;
 
@@ -38,11 +47,12 @@ export interface RendezvousServerOptions {
   readonly attachTimeoutMs?: number;
   readonly notifyRetryMs?: number;
   readonly maxPendingPerDevice?: number;
+  readonly relay?: Partial<RelayLimits>;
 }
 
 const OPTION_KEYS = [
   'udpHost', 'udpPort', 'tlsHost', 'tlsPort', 'certPem', 'keyPem', 'masterKey', 'registry', 'clock', 'logger',
-  'staleAfterMs', 'forgetAfterMs', 'clockWindowMs', 'attachTimeoutMs', 'notifyRetryMs', 'maxPendingPerDevice',
+  'staleAfterMs', 'forgetAfterMs', 'clockWindowMs', 'attachTimeoutMs', 'notifyRetryMs', 'maxPendingPerDevice', 'relay',
 ] as const;
 
 export interface RendezvousServer {
@@ -53,6 +63,7 @@ export interface RendezvousServer {
   readonly registry: Registry;
   readonly registration: RegistrationEndpoint;
   readonly broker: ConnectionBroker;
+  readonly relay: Relay;
 }
 
 export function createRendezvousServer(input: RendezvousServerOptions): RendezvousServer {
@@ -74,6 +85,12 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     attachTimeoutMs: input.attachTimeoutMs ?? DEVICE_ATTACH_TIMEOUT_MS,
     notifyRetryMs: input.notifyRetryMs ?? NOTIFY_RETRY_MS,
     maxPendingPerDevice: input.maxPendingPerDevice ?? 8,
+    relay: Object.freeze({
+      maxSessions: input.relay?.maxSessions ?? RELAY_MAX_SESSIONS,
+      bytesPerSecond: input.relay?.bytesPerSecond ?? RELAY_BYTES_PER_SECOND,
+      maxDurationMs: input.relay?.maxDurationMs ?? RELAY_MAX_DURATION_MS,
+      joinTimeoutMs: input.relay?.joinTimeoutMs ?? RELAY_JOIN_TIMEOUT_MS,
+    }),
   });
   const registration = createRegistrationEndpoint({
     host: opts.udpHost,
@@ -84,6 +101,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     logger: opts.logger,
     clockWindowMs: opts.clockWindowMs,
   });
+  const relay = createRelay(opts.relay, opts.logger);
   const broker = createConnectionBroker({
     host: opts.tlsHost,
     port: opts.tlsPort,
@@ -99,6 +117,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     notifyRetryMs: opts.notifyRetryMs,
     firstFrameTimeoutMs: TLS_HANDSHAKE_TIMEOUT_MS,
     maxPendingPerDevice: opts.maxPendingPerDevice,
+    relay,
   });
   let sweeper: NodeJS.Timeout | undefined;
 
@@ -106,6 +125,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     registry: opts.registry,
     registration,
     broker,
+    relay,
     async start() {
       await registration.start();
       try {

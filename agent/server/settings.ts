@@ -14,6 +14,7 @@ import {
   REGISTER_CLOCK_WINDOW_MS,
 } from '../protocol/constants.js';
 import { loadMasterKey } from '../pki/master-key.js';
+import { RELAY_BYTES_PER_SECOND, RELAY_JOIN_TIMEOUT_MS, RELAY_MAX_DURATION_MS, RELAY_MAX_SESSIONS } from './relay.js';
 
 export const DEFAULT_UDP_PORT = 7400;
 export const DEFAULT_TLS_PORT = 7443;
@@ -25,9 +26,10 @@ export interface ServerSettings {
   readonly registrationMasterKeyFile: string;
   readonly registry: { readonly staleAfterMs: number; readonly forgetAfterMs: number; readonly clockWindowMs: number };
   readonly requests: { readonly attachTimeoutMs: number; readonly notifyRetryMs: number; readonly maxPendingPerDevice: number };
+  readonly relay: { readonly maxSessions: number; readonly bytesPerSecond: number; readonly maxDurationMs: number; readonly joinTimeoutMs: number };
 }
 
-const TOP = ['log_level', 'registration_master_key_file', 'udp', 'tls', 'registry', 'requests'] as const;
+const TOP = ['log_level', 'registration_master_key_file', 'udp', 'tls', 'registry', 'requests', 'relay'] as const;
 
 export function checkServerSettings(doc: Record<string, unknown>, file: string): ServerSettings {
   const c = new SettingsChecker(file);
@@ -37,6 +39,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
   const tls = c.table(doc, 'tls', 'tls', ['host', 'port', 'cert_file', 'key_file']);
   const reg = c.table(doc, 'registry', 'registry', ['stale_after_ms', 'forget_after_ms', 'clock_window_ms']);
   const req = c.table(doc, 'requests', 'requests', ['attach_timeout_ms', 'notify_retry_ms', 'max_pending_per_device']);
+  const rel = c.table(doc, 'relay', 'relay', ['max_sessions', 'bytes_per_second', 'max_duration_ms', 'join_timeout_ms']);
   const settings: ServerSettings = {
     logLevel: c.enumOf(doc, 'log_level', 'log_level', LOG_LEVELS, 'info'),
     udp: {
@@ -62,6 +65,12 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
       attachTimeoutMs: c.int(req, 'attach_timeout_ms', 'requests.attach_timeout_ms', { default: DEVICE_ATTACH_TIMEOUT_MS, min: 100, max: 120_000 }),
       notifyRetryMs: c.int(req, 'notify_retry_ms', 'requests.notify_retry_ms', { default: NOTIFY_RETRY_MS, min: 50, max: 60_000 }),
       maxPendingPerDevice: c.int(req, 'max_pending_per_device', 'requests.max_pending_per_device', { default: 8, min: 1, max: 1000 }),
+    },
+    relay: {
+      maxSessions: c.int(rel, 'max_sessions', 'relay.max_sessions', { default: RELAY_MAX_SESSIONS, min: 0, max: 1_000_000 }),
+      bytesPerSecond: c.int(rel, 'bytes_per_second', 'relay.bytes_per_second', { default: RELAY_BYTES_PER_SECOND, min: 1024, max: 10_000_000_000 }),
+      maxDurationMs: c.int(rel, 'max_duration_ms', 'relay.max_duration_ms', { default: RELAY_MAX_DURATION_MS, min: 1000, max: 7 * 86_400_000 }),
+      joinTimeoutMs: c.int(rel, 'join_timeout_ms', 'relay.join_timeout_ms', { default: RELAY_JOIN_TIMEOUT_MS, min: 1000, max: 600_000 }),
     },
   };
   c.throwIfAny();

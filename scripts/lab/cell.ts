@@ -154,13 +154,13 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
         /* plain text line */
       }
     }
-    const connectMs = /connected directly: .* in (\d+) ms/.exec(r.stderr)?.[1];
+    const connectMs = /(?:connected directly|relayed via server): .* in (\d+) ms/.exec(r.stderr)?.[1];
     const verified = r.code === 0 && r.stdoutSha === want ? r.stdoutBytes : 0;
     const err = /peerlink: (.*\[PEERLINK_ERR_[A-Z_]+\])/.exec(r.stderr)?.[1] ?? (r.code === 0 ? null : `exit ${r.code}`);
     return {
       ...base,
       connected: r.code === 0 && verified === payload.length,
-      path: /connected directly/.test(r.stderr) ? 'device dialled the client' : 'none',
+      path: /connected directly/.test(r.stderr) ? 'device dialled the client' : /relayed via server/.test(r.stderr) ? 'relayed via server' : 'none',
       connectMs: connectMs ? Number(connectMs) : null,
       bytesVerified: verified,
       registeredAs: String(registered.mapping ?? ''),

@@ -56,6 +56,10 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
     sealedRequest: sealedArb,
   }),
   fc.record({ type: fc.constant(FrameType.DEVICE_VERDICT), requestId: bytesArb(16), status: statusArb }),
+  fc.record({ type: fc.constant(FrameType.RELAY_OFFER), requestId: bytesArb(16) }),
+  fc.record({ type: fc.constant(FrameType.RELAY_JOIN_CLIENT), requestId: bytesArb(16) }),
+  fc.record({ type: fc.constant(FrameType.RELAY_JOIN_DEVICE), equipmentId: equipmentIdArb, requestId: bytesArb(16), proof: bytesArb(32) }),
+  fc.record({ type: fc.constant(FrameType.RELAY_PAIRED) }),
 );
 
 /** Split `buf` at the given (unsorted, possibly repeated) cut points. */
@@ -141,7 +145,7 @@ test('an unknown version is rejected from the header alone; an unknown type once
     const err = throwsProtocolError(t, () => new FrameDecoder().push(Buffer.of(version, FrameType.HELLO, 0, 8)), `version ${version}`);
     t.is(err?.field, 'frame.version');
   }
-  for (const type of [0, 2, 0x12, 0x23, 0xff]) {
+  for (const type of [0, 2, 0x13, 0x23, 0x33, 0xff]) {
     t.is(throwsProtocolError(t, () => new FrameDecoder().push(Buffer.of(PROTOCOL_VERSION, type, 0, 0)))?.field, 'frame.type');
     t.is(throwsProtocolError(t, () => decodeFramePayload(type, Buffer.alloc(8)))?.field, 'frame.type');
   }
