@@ -105,7 +105,8 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       services: { echo: `127.0.0.1:${SERVICE_PORT}` },
       registerIntervalMs: spec.registerIntervalMs ?? 15_000,
     });
-    const echo = spawn('ip', ['netns', 'exec', lab.device.host, process.execPath, join(DIST, 'scripts', 'lab', 'echo-service.js'), String(SERVICE_PORT)], {
+    // Killed with the namespace's other processes when the lab is removed.
+    spawn('ip', ['netns', 'exec', lab.device.host, process.execPath, join(DIST, 'scripts', 'lab', 'echo-service.js'), String(SERVICE_PORT)], {
       stdio: 'ignore',
     });
     const server = startProgram('server', ['--config', setup.serverConfig], { netns: lab.server, onLine: (l) => spec.onLine?.('server', l) });

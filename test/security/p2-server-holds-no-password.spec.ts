@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
+import { createServer as createTlsServer } from 'node:tls';
 import { connect, type Tunnel } from '../../agent/client/client.js';
 import { createAgent } from '../../agent/device/agent.js';
 import { createAuthorizer } from '../../agent/device/authorizer.js';
@@ -28,7 +28,7 @@ import { deriveAccessKey, deriveRegistrationKey, deriveRequestTagKey, KEY_BYTES,
 import { parseRequest, sealRequest } from '../../agent/protocol/request.js';
 import { Status } from '../../agent/protocol/status.js';
 import { createLoopbackSetup, type LoopbackSetup } from '../../scripts/lib/loopback-setup.js';
-import { echoService, findSecrets, listenTcp, LOOPBACK, memoryLogger, recordingRelay, tempDir, waitUntil, type Secrets } from './lib/helpers.js';
+import { echoService, findSecrets, listenTcp, LOOPBACK, memoryLogger, recordingProxy, tempDir, waitUntil, type Secrets } from './lib/helpers.js';
 
 const EQUIPMENT_ID = 'P2-DEVICE';
 const here = dirname(fileURLToPath(import.meta.url));
@@ -103,21 +103,6 @@ test('P2: the CONNECT_REQUEST a real client sends carries neither the password, 
   t.true(all.length >= req.sealedRequest.length);
   t.deepEqual(findSecrets(all, secrets), [], 'secrets found in the bytes the server receives');
 });
-
-/**
- * A TLS-terminating proxy with the server's own certificate in front of the real server: the
- * client talks to it as to the server; it records the plaintext both ways.
- */
-async function recordingProxy(t: ExecutionContext, setup: LoopbackSetup, upstreamPort: number) {
-  const toServer: Buffer[] = [];
-  const toClient: Buffer[] = [];
-  const s = createTlsServer({ cert: setup.certPem, key: setup.keyPem }, (down) => {
-    const up = tlsConnect({ host: LOOPBACK, port: upstreamPort, servername: 'localhost', ca: setup.caPem });
-    recordingRelay(down, up, toServer, toClient);
-  });
-  const port = await listenTcp(t, s);
-  return { port, toServer, toClient };
-}
 
 test('P2: in a full connect, no byte the server receives from the client, and no server log line, holds a secret', async (t) => {
   const servicePort = await echoService(t);

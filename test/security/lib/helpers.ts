@@ -6,6 +6,7 @@
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -239,4 +240,19 @@ export function findSecrets(hay: Buffer | string, secrets: Secrets): string[] {
     }
   }
   return found;
+}
+
+/**
+ * A TLS-terminating proxy with the server's own certificate in front of the real server: the
+ * client talks to it as to the server; it records the plaintext both ways.
+ */
+export async function recordingProxy(t: Cleanup, setup: Pick<ServerPki, 'certPem' | 'keyPem' | 'caPem'>, upstreamPort: number) {
+  const toServer: Buffer[] = [];
+  const toClient: Buffer[] = [];
+  const s = createTlsServer({ cert: setup.certPem, key: setup.keyPem }, (down) => {
+    const up = tlsConnect({ host: LOOPBACK, port: upstreamPort, servername: 'localhost', ca: setup.caPem });
+    recordingRelay(down, up, toServer, toClient);
+  });
+  const port = await listenTcp(t, s);
+  return { port, toServer, toClient };
 }
