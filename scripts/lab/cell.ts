@@ -30,6 +30,8 @@ export interface CellSpec {
   readonly peerTimeoutMs?: number;
   readonly payloadBytes?: number;
   readonly registerIntervalMs?: number;
+  /** Extra server settings (TOML), e.g. relay limits. */
+  readonly serverExtra?: string;
   /** Print each log line of the programs (trace mode). */
   readonly onLine?: (who: 'server' | 'agent' | 'client', l: LogLine) => void;
   /** Run between the device's registration and the client's connect (trace, renumbering). */
@@ -104,6 +106,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       ports: { udp: SERVER_UDP_PORT, tls: SERVER_TLS_PORT },
       services: { echo: `127.0.0.1:${SERVICE_PORT}` },
       registerIntervalMs: spec.registerIntervalMs ?? 15_000,
+      ...(spec.serverExtra ? { serverExtra: spec.serverExtra } : {}),
     });
     // Killed with the namespace's other processes when the lab is removed.
     spawn('ip', ['netns', 'exec', lab.device.host, process.execPath, join(DIST, 'scripts', 'lab', 'echo-service.js'), String(SERVICE_PORT)], {

@@ -28,7 +28,8 @@ labTest('a lab namespace with a link to the host namespace is refused before any
 
 labTest('a failing run removes every namespace and process it made', async (t) => {
   const before = await labNamespaces(`${LAB_PREFIX}${process.pid}x`);
-  const r = await runCell({ client: { nat: 'symmetric' }, device: { nat: 'double' }, upnp: 'none', peerTimeoutMs: 1000 });
+  // No mapping and no relay: this run cannot connect.
+  const r = await runCell({ client: { nat: 'symmetric' }, device: { nat: 'double' }, upnp: 'none', peerTimeoutMs: 1000, serverExtra: '[relay]\nmax_sessions = 0' });
   t.false(r.connected);
   t.deepEqual(await labNamespaces(`${LAB_PREFIX}${process.pid}x`), before);
   const stray = (await run(['pgrep', '-f', `miniupnpd-${LAB_PREFIX}${process.pid}x`]).catch(() => '')).trim();
