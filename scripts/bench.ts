@@ -1,0 +1,112 @@
+#!/usr/bin/env node
+/**
+ * npm run bench [-- tunnel]: throughput through the real programs on loopback, as ratios against
+ * a baseline measured in the same run (plain TCP to the same echo service), never as absolute
+ * targets (the machines are noisy). Prints a table and writes bench-results.json (--out FILE).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { connect, createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { createLoopbackSetup } from './lib/loopback-setup.js';
+import { freePort } from './lib/free-port.js';
+import { startProgram, type Program } from './lib/program.js';
+
+const PAYLOAD_BYTES = 32 * 1024 * 1024;
+const ROUNDS = 3;
+
+function roundTrip(port: number, data: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const hash = createHash('sha256');
+    let got = 0;
+    const s = connect(port, '127.0.0.1', () => s.end(data));
+    s.on('data', (d: Buffer) => {
+      hash.update(d);
+      got += d.length;
+    });
+    s.on('close', () => (got === data.length ? resolve(performance.now() - t0) : reject(new Error(`got ${got} of ${data.length} bytes`))));
+    s.on('error', reject);
+  });
+}
+
+/** Best of ROUNDS, in Mbit/s counting both directions. */
+async function measure(port: number, data: Buffer): Promise<number> {
+  let best = Infinity;
+  for (let i = 0; i < ROUNDS; i++) best = Math.min(best, await roundTrip(port, data));
+  return (2 * data.length * 8) / (best / 1000) / 1e6;
+}
+
+async function waitServing(p: Program): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (p.stderr.some((l) => /serving/.test(l))) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`client did not start: ${p.stderr.join(' | ')}`);
+}
+
+async function tunnelBench(): Promise<Record<string, number>> {
+  const dir = await mkdtemp(join(tmpdir(), 'peerlink-bench-'));
+  const programs: Program[] = [];
+  const echo: Server = createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => undefined);
+    s.pipe(s);
+  });
+  try {
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    const echoPort = (echo.address() as { port: number }).port;
+    const setup = await createLoopbackSetup({
+      dir,
+      services: { echo: `127.0.0.1:${echoPort}` },
+      serverExtra: '[relay]\nbytes_per_second = 10000000000',
+    });
+    const server = startProgram('server', ['--config', setup.serverConfig]);
+    programs.push(server);
+    await server.waitFor((l) => l.msg === 'rendezvous server listening');
+    const agent = startProgram('agent', ['--config', setup.agentConfig]);
+    programs.push(agent);
+    await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
+    const base = [
+      'connect', setup.equipmentId, '--server', `127.0.0.1:${setup.tlsPort}`, '--server-name', 'localhost',
+      '--ca', setup.caFile, '--password-file', setup.passwordFile, '--service', 'echo',
+    ];
+    const directPort = await freePort();
+    const relayPort = await freePort();
+    const direct = startProgram('client', [...base, '--listen', `127.0.0.1:${directPort}`]);
+    // A closed advertised port: the device's dial is refused, so every tunnel is relayed.
+    const relayed = startProgram('client', [...base, '--listen', `127.0.0.1:${relayPort}`, '--advertise-port', String(await freePort())]);
+    programs.push(direct, relayed);
+    await Promise.all([waitServing(direct), waitServing(relayed)]);
+    const data = randomBytes(PAYLOAD_BYTES);
+    const plain = await measure(echoPort, data);
+    const tunnel = await measure(directPort, data);
+    const relay = await measure(relayPort, data);
+    return { plainTcpMbps: plain, directTunnelMbps: tunnel, relayedTunnelMbps: relay };
+  } finally {
+    await Promise.all(programs.map((p) => p.stop()));
+    await new Promise<void>((r) => echo.close(() => r()));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ allowPositionals: true, options: { out: { type: 'string' } } });
+  const r = await tunnelBench();
+  const rows = [
+    ['plain TCP to the echo service (baseline)', r.plainTcpMbps!, 1],
+    ['direct tunnel (client -> TLS 1.3 PSK -> agent)', r.directTunnelMbps!, r.directTunnelMbps! / r.plainTcpMbps!],
+    ['relayed tunnel (+ TLS to and from the server)', r.relayedTunnelMbps!, r.relayedTunnelMbps! / r.plainTcpMbps!],
+  ] as const;
+  process.stdout.write(`tunnel throughput on loopback, ${PAYLOAD_BYTES / 1024 / 1024} MiB each way, best of ${ROUNDS}\n\n`);
+  process.stdout.write('| path | Mbit/s (both directions) | ratio to baseline |\n|---|---|---|\n');
+  for (const [name, mbps, ratio] of rows) process.stdout.write(`| ${name} | ${mbps.toFixed(0)} | ${ratio.toFixed(2)} |\n`);
+  process.stdout.write(`\nrelayed / direct: ${(r.relayedTunnelMbps! / r.directTunnelMbps!).toFixed(2)}\n`);
+  await writeFile(values.out ?? 'bench-results.json', `${JSON.stringify({ date: new Date().toISOString(), payloadBytes: PAYLOAD_BYTES, ...r }, null, 2)}\n`);
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});
