@@ -109,6 +109,7 @@ export function encodeFrame(f: Frame): Buffer {
       break;
     }
     case FrameType.DEVICE_ATTACH:
+    case FrameType.RELAY_JOIN_DEVICE:
       w.shortString(f.equipmentId).bytes(f.requestId).bytes(f.proof);
       break;
     case FrameType.FORWARD_REQUEST:
@@ -122,9 +123,6 @@ export function encodeFrame(f: Frame): Buffer {
     case FrameType.RELAY_OFFER:
     case FrameType.RELAY_JOIN_CLIENT:
       w.bytes(f.requestId);
-      break;
-    case FrameType.RELAY_JOIN_DEVICE:
-      w.shortString(f.equipmentId).bytes(f.requestId).bytes(f.proof);
       break;
     case FrameType.RELAY_PAIRED:
       break;
@@ -154,6 +152,7 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
       f = { type, status: status(r), detail: r.longBytes('detail', DETAIL_MAX_BYTES).toString('utf8') };
       break;
     case FrameType.DEVICE_ATTACH:
+    case FrameType.RELAY_JOIN_DEVICE:
       f = {
         type,
         equipmentId: r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN),
@@ -176,14 +175,6 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
     case FrameType.RELAY_OFFER:
     case FrameType.RELAY_JOIN_CLIENT:
       f = { type, requestId: r.bytes(REQUEST_ID_BYTES, 'requestId') };
-      break;
-    case FrameType.RELAY_JOIN_DEVICE:
-      f = {
-        type,
-        equipmentId: r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN),
-        requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'),
-        proof: r.bytes(KEY_BYTES, 'proof'),
-      };
       break;
     case FrameType.RELAY_PAIRED:
       f = { type };

@@ -1,5 +1,6 @@
 /** Run a command to completion and collect its exit code and output (tests of whole programs). */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 
 export interface Run {
   readonly code: number | null;
@@ -22,4 +23,31 @@ export function runProcess(command: string, args: readonly string[], opts: { cwd
 /** Run a Node script with this process's node. */
 export function runNode(script: string, args: readonly string[], opts: { cwd?: string } = {}): Promise<Run> {
   return runProcess(process.execPath, [script, ...args], opts);
+}
+
+export interface StdioRun {
+  readonly code: number | null;
+  readonly stderr: string;
+  readonly bytes: number;
+  readonly sha256: string;
+}
+
+/** Run a Node script, feed `input` to its stdin (then EOF), and checksum what comes out. */
+export function runNodeStdio(script: string, args: readonly string[], input: Buffer, onChild?: (kill: () => void) => void): Promise<StdioRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    onChild?.(() => child.kill('SIGKILL'));
+    const hash = createHash('sha256');
+    let bytes = 0;
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      hash.update(d);
+      bytes += d.length;
+    });
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input);
+    child.once('close', (code) => resolve({ code, stderr, bytes, sha256: hash.digest('hex') }));
+  });
 }
