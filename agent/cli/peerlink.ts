@@ -12,12 +12,13 @@ import { parseHostPort } from '../common/endpoint-parse.js';
 import { createLogger } from '../common/logger.js';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
 import { onceSignal, reportAndExit } from './run-main.js';
+import { MAPPING_MODES, type MappingMode } from '../nat/port-mapping.js';
 
 const PROGRAM = 'peerlink';
 const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca CA.pem --password-file FILE
                 --service NAME (--listen HOST:PORT | --stdio)
                 [--accept HOST:PORT] [--advertise-port N] [--server-name NAME] [--log-level LEVEL]
-                [--peer-timeout-ms MS]
+                [--peer-timeout-ms MS] [--map-port off|auto|upnp|natpmp]
 
   --server          the rendezvous server's TLS endpoint
   --ca              the CA certificate that signs the server's certificate
@@ -29,7 +30,8 @@ const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca 
   --advertise-port  the public port the device should dial (your NAT's static or UPnP mapping of --accept)
   --server-name     name expected in the server certificate (default: the --server host)
   --log-level       fatal|error|warn|info|debug (default warn; logs go to stderr)
-  --peer-timeout-ms how long to wait for the device's direct connection once it accepted (default 10000)`;
+  --peer-timeout-ms how long to wait for the device's direct connection once it accepted (default 10000)
+  --map-port        ask the router to forward the --accept port: UPnP IGD v1/v2 or NAT-PMP (default off)`;
 
 function usage(message: string): ConfigError {
   return new ConfigError([`${message}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
@@ -51,6 +53,7 @@ async function main(): Promise<void> {
         'server-name': { type: 'string' },
         'log-level': { type: 'string' },
         'peer-timeout-ms': { type: 'string' },
+        'map-port': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       allowPositionals: true,
@@ -75,6 +78,8 @@ async function main(): Promise<void> {
   if (peerTimeoutMs !== undefined && !(Number.isInteger(peerTimeoutMs) && peerTimeoutMs >= 100 && peerTimeoutMs <= 600_000)) {
     throw usage(`--peer-timeout-ms: expected 100-600000, found ${JSON.stringify(v['peer-timeout-ms'])}`);
   }
+  const mapPort = (v['map-port'] ?? 'off') as MappingMode;
+  if (!MAPPING_MODES.includes(mapPort)) throw usage(`--map-port: expected one of ${MAPPING_MODES.join(', ')}, found ${JSON.stringify(v['map-port'])}`);
   const server = parseHostPort(v.server!, '--server');
   const readText = async (file: string, flag: string): Promise<string> => {
     try {
@@ -98,6 +103,7 @@ async function main(): Promise<void> {
     ...(v['server-name'] ? { serverName: v['server-name'] } : {}),
     ...(advertisePort ? { advertisePort } : {}),
     ...(peerTimeoutMs ? { peerTimeoutMs } : {}),
+    mapPort,
     logger,
   });
   const aborter = new AbortController();

@@ -30,6 +30,7 @@ import { sealRequest } from '../protocol/request.js';
 import { Status, STATUS_ERROR, STATUS_TEXT } from '../protocol/status.js';
 import { createPeerListener, type PeerListener } from './peer-listener.js';
 import { relayTunnel } from './relay-tunnel.js';
+import { mapTcpPort, type MappingMode, type PortMapping } from '../nat/port-mapping.js';
 
 export interface ClientOptions {
   /** The rendezvous server's TLS endpoint. */
@@ -48,6 +49,8 @@ export interface ClientOptions {
   readonly accept?: HostPort;
   /** The public port the device should dial (a static NAPT or UPnP mapping); default: the accept port. */
   readonly advertisePort?: number;
+  /** Ask the router to forward the accept port (UPnP IGD v1/v2, NAT-PMP); default 'off'. */
+  readonly mapPort?: MappingMode;
   readonly resultTimeoutMs?: number;
   readonly peerTimeoutMs?: number;
   readonly clock?: Clock;
@@ -55,7 +58,7 @@ export interface ClientOptions {
 }
 
 const OPTION_KEYS = [
-  'server', 'serverName', 'caPem', 'equipmentId', 'password', 'accessKey', 'service', 'accept', 'advertisePort',
+  'server', 'serverName', 'caPem', 'equipmentId', 'password', 'accessKey', 'service', 'accept', 'advertisePort', 'mapPort',
   'resultTimeoutMs', 'peerTimeoutMs', 'clock', 'logger',
 ] as const;
 
@@ -73,6 +76,8 @@ export interface Client {
   stop(): Promise<void>;
   /** Where the device's connection is accepted. */
   acceptAddress(): { address: string; port: number };
+  /** The router's mapping of the accept port, if one was made. */
+  portMapping(): { externalHost: string; externalPort: number; via: 'upnp' | 'natpmp' } | null;
 }
 
 function validate(input: ClientOptions) {
@@ -95,6 +100,7 @@ function validate(input: ClientOptions) {
     service: input.service,
     accept: input.accept ?? { host: '0.0.0.0', port: 0 },
     advertisePort: input.advertisePort,
+    mapPort: input.mapPort ?? 'off',
     resultTimeoutMs: input.resultTimeoutMs ?? DEVICE_ATTACH_TIMEOUT_MS * 2 + 2000,
     peerTimeoutMs: input.peerTimeoutMs ?? PEER_CONNECT_TIMEOUT_MS,
     clock: input.clock ?? systemClock,
@@ -107,11 +113,16 @@ export function createClient(input: ClientOptions): Client {
   const listener: PeerListener = createPeerListener(o.accept);
   let accessKey: Buffer | null = o.accessKey ?? null;
   let started = false;
+  let mapping: PortMapping | null = null;
 
   async function ensureStarted(signal?: AbortSignal): Promise<void> {
     if (started) return;
     if (!accessKey) accessKey = await deriveAccessKey(o.password!, o.equipmentId, signal);
     await listener.start();
+    if (o.mapPort !== 'off') {
+      mapping = await mapTcpPort({ port: listener.address().port, mode: o.mapPort, logger: o.logger, ...(signal ? { signal } : {}) });
+      if (!mapping) o.logger.warn({ mode: o.mapPort }, 'no gateway mapped the accept port; the device may not reach us directly (the relay remains)');
+    }
     started = true;
   }
 
@@ -120,7 +131,7 @@ export function createClient(input: ClientOptions): Client {
     const key = accessKey!;
     const t0 = performance.now();
     const log = o.logger;
-    const advertisedPort = o.advertisePort ?? listener.address().port;
+    const advertisedPort = o.advertisePort ?? mapping?.externalPort ?? listener.address().port;
     const clientNonce = randomBytes(NONCE_BYTES);
 
     let resolvePeer!: (s: TLSSocket) => void;
@@ -202,9 +213,12 @@ export function createClient(input: ClientOptions): Client {
     start: ensureStarted,
     open,
     async stop() {
+      await mapping?.release().catch(() => undefined);
+      mapping = null;
       await listener.stop();
       started = false;
     },
+    portMapping: () => (mapping ? { externalHost: mapping.externalHost, externalPort: mapping.externalPort, via: mapping.via } : null),
     acceptAddress: () => listener.address(),
   };
 }

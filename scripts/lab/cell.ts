@@ -27,6 +27,8 @@ export interface CellSpec {
   readonly client: SideSpec;
   readonly device: SideSpec;
   readonly upnp: UpnpKind;
+  /** Who maps the client's port where a gateway offers it: the client itself (--map-port auto, default) or the upnpc/natpmpc tools. */
+  readonly clientMaps?: 'self' | 'tool';
   readonly peerTimeoutMs?: number;
   readonly payloadBytes?: number;
   readonly registerIntervalMs?: number;
@@ -130,7 +132,8 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
         gateways.push(await startGateway({ router: side.router, kind: spec.upnp, dir, lanCidr: ADDR.lanCidr }));
       }
     }
-    if (spec.upnp !== 'none' && lab.client.router) {
+    const selfMapping = (spec.clientMaps ?? 'self') === 'self';
+    if (spec.upnp !== 'none' && lab.client.router && !selfMapping) {
       try {
         await mapPort({ host: lab.client.host, hostAddress: lab.client.hostAddress, port: CLIENT_PORT, kind: spec.upnp });
         clientMapping = `${spec.upnp} ${CLIENT_PORT}->${lab.client.hostAddress}:${CLIENT_PORT}`;
@@ -148,15 +151,19 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       '--password-file', setup.passwordFile, '--service', 'echo', '--stdio',
       '--accept', `0.0.0.0:${CLIENT_PORT}`, '--advertise-port', String(CLIENT_PORT),
       '--peer-timeout-ms', String(spec.peerTimeoutMs ?? 4000), '--log-level', 'info',
+      ...(selfMapping && spec.upnp !== 'none' ? ['--map-port', 'auto'] : []),
     ];
     const r = await runClient(lab.client.host, args, payload, 30_000);
     await spec.afterConnect?.({ lab, setup, server, agent });
     for (const line of r.stderr.split('\n')) {
+      let l: LogLine;
       try {
-        spec.onLine?.('client', JSON.parse(line) as LogLine);
+        l = JSON.parse(line) as LogLine;
       } catch {
-        /* plain text line */
+        continue; // a plain text line
       }
+      spec.onLine?.('client', l);
+      if (l.msg === 'port mapped') clientMapping = `client mapped it (${String(l.via)}): ${String(l.external)}`;
     }
     const connectMs = /(?:connected directly|relayed via server): .* in (\d+) ms/.exec(r.stderr)?.[1];
     const verified = r.code === 0 && r.stdoutSha === want ? r.stdoutBytes : 0;

@@ -1,7 +1,7 @@
 /**
  * The cells where the patent's flow must work, across real NAPT routers: the client's port is
- * reachable (UPnP IGD v2/v1 or NAT-PMP mapping, or a public host) and the device is behind any
- * NAT. Each also proves the registration crossed the NAT: the server's list holds router B's
+ * reachable (the client maps it itself through UPnP IGD or NAT-PMP, or it is a public host) and
+ * the device is behind any NAT. Each also proves the registration crossed the NAT: the server's list holds router B's
  * public address, never the device's private one.
  */
 import { runCell } from '../../scripts/lab/cell.js';
@@ -29,5 +29,7 @@ for (const c of CASES) {
     // The registration crossed the NAT: the list holds the public side, not 192.168.1.3.
     t.true(r.registeredAs.startsWith(`${r.devicePublicAddress}:`), r.registeredAs);
     t.false(r.registeredAs.startsWith(ADDR.device));
+    // Where the client's router offers UPnP or NAT-PMP, the client mapped its own port.
+    if (c.upnp !== 'none' && c.client !== 'none') t.regex(r.clientMapping, /^client mapped it \((upnp|natpmp)\): 4\.17\.168\.2:5000$/);
   });
 }
