@@ -13,7 +13,7 @@ import { createLoopbackSetup, type LoopbackSetup } from '../lib/loopback-setup.j
 import { DIST, PROGRAMS, startProgram, type LogLine, type Program } from '../lib/program.js';
 import type { NatKind } from './nat.js';
 import { ADDR, createLab, type Lab, type SideSpec } from './topology.js';
-import { mapPort, startGateway, type Gateway, type UpnpKind } from './upnp.js';
+import { startGateway, type Gateway, type UpnpKind } from './upnp.js';
 
 export const SERVER_UDP_PORT = 7400;
 export const SERVER_TLS_PORT = 7443;
@@ -27,8 +27,6 @@ export interface CellSpec {
   readonly client: SideSpec;
   readonly device: SideSpec;
   readonly upnp: UpnpKind;
-  /** Who maps the client's port where a gateway offers it: the client itself (--map-port auto, default) or the upnpc/natpmpc tools. */
-  readonly clientMaps?: 'self' | 'tool';
   readonly peerTimeoutMs?: number;
   readonly payloadBytes?: number;
   readonly registerIntervalMs?: number;
@@ -125,22 +123,13 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       throw new Error(`${err.message.split(';')[0]}; agent said: ${seen || 'nothing'}; agent exit ${agent.child.exitCode}`);
     });
 
-    // The user's side: a UPnP/NAT-PMP mapping of the client's port where a gateway offers one.
-    let clientMapping = 'none';
+    // Where a gateway offers UPnP or NAT-PMP, the client maps its own port (--map-port auto).
+    let clientMapping = lab.client.router ? 'none' : 'public host';
     for (const side of [lab.client, lab.device]) {
       if (spec.upnp !== 'none' && side.router) {
         gateways.push(await startGateway({ router: side.router, kind: spec.upnp, dir, lanCidr: ADDR.lanCidr }));
       }
     }
-    const selfMapping = (spec.clientMaps ?? 'self') === 'self';
-    if (spec.upnp !== 'none' && lab.client.router && !selfMapping) {
-      try {
-        await mapPort({ host: lab.client.host, hostAddress: lab.client.hostAddress, port: CLIENT_PORT, kind: spec.upnp });
-        clientMapping = `${spec.upnp} ${CLIENT_PORT}->${lab.client.hostAddress}:${CLIENT_PORT}`;
-      } catch (err) {
-        clientMapping = `failed: ${(err as Error).message.split('\n')[0]!.slice(0, 80)}`;
-      }
-    } else if (!lab.client.router) clientMapping = 'public host';
 
     await spec.beforeConnect?.({ lab, setup, server, agent });
 
@@ -151,7 +140,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       '--password-file', setup.passwordFile, '--service', 'echo', '--stdio',
       '--accept', `0.0.0.0:${CLIENT_PORT}`, '--advertise-port', String(CLIENT_PORT),
       '--peer-timeout-ms', String(spec.peerTimeoutMs ?? 4000), '--log-level', 'info',
-      ...(selfMapping && spec.upnp !== 'none' ? ['--map-port', 'auto'] : []),
+      ...(spec.upnp !== 'none' ? ['--map-port', 'auto'] : []),
     ];
     const r = await runClient(lab.client.host, args, payload, 30_000);
     await spec.afterConnect?.({ lab, setup, server, agent });

@@ -6,8 +6,6 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
 command -v conntrack >/dev/null || need+=(conntrack)
 command -v miniupnpd >/dev/null || need+=(miniupnpd miniupnpd-nftables)
-command -v upnpc >/dev/null || need+=(miniupnpc)
-command -v natpmpc >/dev/null || need+=(natpmpc)
 if [ ${#need[@]} -eq 0 ]; then echo "lab: all packages present"; exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then echo "lab: need root to install ${need[*]}" >&2; exit 1; fi
 echo "lab: installing ${need[*]}"

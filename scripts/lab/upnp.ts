@@ -65,11 +65,3 @@ export async function startGateway(o: { router: string; kind: Exclude<UpnpKind, 
     },
   };
 }
-
-/** Map external TCP `port` to the host's same port, as a user's UPnP or NAT-PMP client would. */
-export async function mapPort(o: { host: string; hostAddress: string; port: number; kind: Exclude<UpnpKind, 'none'> }): Promise<string> {
-  if (o.kind === 'natpmp') {
-    return inNs(o.host, ['natpmpc', '-g', '192.168.1.1', '-a', String(o.port), String(o.port), 'tcp', '3600']);
-  }
-  return inNs(o.host, ['upnpc', '-e', 'peerlink', '-a', o.hostAddress, String(o.port), String(o.port), 'TCP', '3600']);
-}
