@@ -156,7 +156,9 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
     }
     const connectMs = /(?:connected directly|relayed via server): .* in (\d+) ms/.exec(r.stderr)?.[1];
     const verified = r.code === 0 && r.stdoutSha === want ? r.stdoutBytes : 0;
-    const err = /peerlink: (.*\[PEERLINK_ERR_[A-Z_]+\])/.exec(r.stderr)?.[1] ?? (r.code === 0 ? null : `exit ${r.code}`);
+    const err =
+      /peerlink: (.*\[PEERLINK_ERR_[A-Z_]+\])/.exec(r.stderr)?.[1] ??
+      (r.code !== 0 ? `exit ${r.code}` : verified === payload.length ? null : `returned ${r.stdoutBytes} of ${payload.length} bytes${r.stdoutBytes === payload.length ? ' (different bytes)' : ''}`);
     return {
       ...base,
       connected: r.code === 0 && verified === payload.length,
