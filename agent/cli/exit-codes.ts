@@ -23,6 +23,7 @@ export const EXIT_CODES: Readonly<Partial<Record<ErrorCode, number>>> = Object.f
   [ErrorCodes.PEER_TIMEOUT]: 19,
   [ErrorCodes.DIAL_REFUSED]: 20,
   [ErrorCodes.DEVICE_BUSY]: 21,
+  [ErrorCodes.TUNNEL_BROKEN]: 22,
 });
 
 export function exitCodeFor(err: unknown): number {

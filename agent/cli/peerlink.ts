@@ -10,7 +10,7 @@ import { createClient } from '../client/client.js';
 import { createLocalForward } from '../client/local-forward.js';
 import { parseHostPort } from '../common/endpoint-parse.js';
 import { createLogger } from '../common/logger.js';
-import { ConfigError, ErrorCodes } from '../common/errors.js';
+import { ConfigError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { onceSignal, reportAndExit } from './run-main.js';
 import { MAPPING_MODES, type MappingMode } from '../nat/port-mapping.js';
 
@@ -116,7 +116,13 @@ async function main(): Promise<void> {
       // stdin -> tunnel (half-close passed on at EOF), tunnel -> stdout; done when the tunnel closes.
       process.stdin.pipe(first.stream);
       first.stream.pipe(process.stdout);
+      let failure: Error | null = null;
+      first.stream.once('error', (err) => (failure = err));
       await new Promise<void>((resolve) => first.stream.once('close', () => resolve()));
+      // A tunnel that closed without the device's orderly end (TLS close_notify) lost data: say so.
+      if (failure !== null || !first.stream.readableEnded) {
+        throw new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the tunnel broke before the device finished${failure ? `: ${(failure as Error).message}` : ''}`);
+      }
       // stdout is asynchronous on a pipe: let what is queued reach it before the process exits.
       await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
       return;

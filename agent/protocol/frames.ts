@@ -192,11 +192,12 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
  */
 export class FrameDecoder {
   private buf: Buffer = Buffer.alloc(0);
+  private done = false;
 
   push(chunk: Uint8Array): Frame[] {
     this.buf = this.buf.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.buf, chunk]);
     const out: Frame[] = [];
-    while (this.buf.length >= FRAME_HEADER_BYTES) {
+    while (!this.done && this.buf.length >= FRAME_HEADER_BYTES) {
       const version = this.buf[0]!;
       if (version !== PROTOCOL_VERSION) throw new ProtocolError('frame.version', `unsupported version ${version}`);
       const type = this.buf[1]!;
@@ -205,7 +206,13 @@ export class FrameDecoder {
       if (this.buf.length < FRAME_HEADER_BYTES + len) break;
       const payload = this.buf.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + len);
       this.buf = this.buf.subarray(FRAME_HEADER_BYTES + len);
-      out.push(decodeFramePayload(type, payload));
+      const frame = decodeFramePayload(type, payload);
+      out.push(frame);
+      // What follows RELAY_PAIRED is the peer's raw bytes, not frames: leave it for takeRest().
+      if (frame.type === FrameType.RELAY_PAIRED) {
+        this.done = true;
+        break;
+      }
     }
     return out;
   }

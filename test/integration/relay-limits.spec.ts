@@ -64,5 +64,6 @@ test('max_duration_ms ends a relayed session', async (t) => {
   const code = await Promise.race([c.exit, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 10_000))]);
   t.not(code, 'hung', `the session outlived the relay duration limit; client: ${c.err()}; server: ${flow.server.lines.map((l) => l.msg).join(' / ')}`);
   t.true(performance.now() - t0 >= 1000);
+  t.is(code, 22, 'a cut session is reported as PEERLINK_ERR_TUNNEL_BROKEN, not as success');
   t.true(flow.server.lines.some((l) => l.msg === 'relay session cut at its duration limit'));
 });

@@ -90,8 +90,11 @@ testProp(
     const decoder = new FrameDecoder();
     const out: Frame[] = [];
     for (const chunk of split(stream, cuts)) out.push(...decoder.push(chunk));
-    t.deepEqual(out, frames);
-    t.is(decoder.pending, 0);
+    // Frames end at RELAY_PAIRED: what follows it is raw relayed bytes, handed over untouched.
+    const paired = frames.findIndex((f) => f.type === FrameType.RELAY_PAIRED);
+    const expected = paired === -1 ? frames : frames.slice(0, paired + 1);
+    t.deepEqual(out, expected);
+    t.deepEqual(decoder.takeRest(), Buffer.concat(frames.slice(expected.length).map(encodeFrame)));
   },
 );
 
@@ -232,4 +235,13 @@ test('ProtocolError from the decoder is a PeerlinkError with the protocol code',
   const err = t.throws(() => new FrameDecoder().push(Buffer.of(9, 9, 9, 9)));
   t.true(err instanceof ProtocolError);
   t.is((err as ProtocolError).code, 'PEERLINK_ERR_PROTOCOL');
+});
+
+test('FrameDecoder stops at RELAY_PAIRED: the bytes after it are handed over, not parsed as frames', (t) => {
+  const decoder = new FrameDecoder();
+  // A TLS ClientHello's first bytes right behind the frame, in the same chunk (the peer was quick).
+  const raw = Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
+  const frames = decoder.push(Buffer.concat([encodeFrame({ type: FrameType.RELAY_PAIRED }), raw]));
+  t.deepEqual(frames, [{ type: FrameType.RELAY_PAIRED }]);
+  t.deepEqual(decoder.takeRest(), raw);
 });
