@@ -18,6 +18,7 @@ import type { Endpoint } from '../protocol/address.js';
 import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, equalBytes, KEY_BYTES } from '../protocol/keys.js';
 import { Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
 import { PendingRequests, type PendingRequest } from './pending-requests.js';
+import { checkListenCandidates } from './candidate-check.js';
 import type { RegistrationEndpoint } from './registration-endpoint.js';
 import type { Registry } from './registry.js';
 import type { Relay } from './relay.js';
@@ -190,7 +191,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     try {
       verdict = await device.next(options.attachTimeoutMs);
       while (verdict.type === FrameType.CANDIDATES && listen.length < CANDIDATES_MAX) {
-        listen.push(...checkedListenCandidates(verdict.candidates, deviceEndpoint));
+        listen.push(...checkListenCandidates(verdict.candidates, deviceEndpoint));
         verdict = await device.next(options.attachTimeoutMs);
       }
     } catch (err) {
@@ -220,23 +221,6 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     } else counters.inc('refusedByDevice');
     log.info({ status: verdict.status }, 'S207 device verdict relayed to the client');
     finish(client, verdict.status);
-  }
-
-  /**
-   * A device may only send the client to its own public address: a router mapping on the address
-   * the server sees it from, or 0.0.0.0 meaning exactly that address. Anything else (a mapping made
-   * by an inner router of a double NAT, or an attempt to point the client elsewhere) is dropped.
-   */
-  function checkedListenCandidates(cands: readonly Candidate[], seen: Endpoint | undefined): Candidate[] {
-    if (!seen) return [];
-    const out: Candidate[] = [];
-    for (const c of cands) {
-      if (c.kind !== CandidateKind.LISTEN) continue;
-      const address = c.endpoint.address === '0.0.0.0' || c.endpoint.address === '::' ? seen.address : c.endpoint.address;
-      if (address !== seen.address) continue;
-      if (!out.some((o) => o.endpoint.address === address && o.endpoint.port === c.endpoint.port)) out.push({ kind: CandidateKind.LISTEN, endpoint: { address, port: c.endpoint.port } });
-    }
-    return out;
   }
 
   /** The device's proof for a request, bound to this TLS session (attach and relay join). */
