@@ -80,6 +80,7 @@ export function createAgent(input: AgentOptions): Agent {
   let reverseListener: ReverseListener | null = null;
   let mapping: PortMapping | null = null;
   let mappingDone: Promise<void> = Promise.resolve();
+  let renewTimer: NodeJS.Timeout | undefined;
   const reverseOffer = (): ReverseOffer | undefined => {
     const listener = reverseListener;
     if (!listener) return undefined;
@@ -110,6 +111,34 @@ export function createAgent(input: AgentOptions): Agent {
     } catch (err) {
       if (!aborter.signal.aborted) logger.warn({ err: (err as Error).message }, 'port mapping failed');
     }
+    scheduleRenewal(port);
+  }
+
+  /**
+   * Renew on a timer: the gateway may have restarted and forgotten the mapping (or have gone, or
+   * a new one appeared). A renewal that fails drops the mapping and searches again next time.
+   */
+  function scheduleRenewal(port: number): void {
+    if (aborter.signal.aborted) return;
+    renewTimer = setTimeout(() => {
+      const m = mapping;
+      const attempt = m
+        ? m.renew(AbortSignal.any([aborter.signal, AbortSignal.timeout(10_000)])).then(
+            () => logger.info({ external: `${m.externalHost}:${m.externalPort}`, via: m.via }, 'port mapping renewed'),
+            (err: Error) => {
+              if (aborter.signal.aborted) return;
+              logger.warn({ err: err.message }, 'port mapping lost; searching for a gateway again');
+              mapping = null;
+              void m.release().catch(() => undefined);
+              return mapReversePort(port).then(() => undefined);
+            },
+          )
+        : mapReversePort(port).then(() => undefined);
+      mappingDone = attempt.then(() => {
+        if (m && mapping === m) scheduleRenewal(port);
+      });
+    }, settings.reverse.mappingRenewMs);
+    renewTimer.unref();
   }
 
   function onNotify(requestId: Buffer): void {
@@ -157,6 +186,7 @@ export function createAgent(input: AgentOptions): Agent {
     },
     async stop() {
       aborter.abort();
+      clearTimeout(renewTimer);
       await registrar.stop();
       await Promise.allSettled([...active]);
       await mappingDone;

@@ -12,6 +12,8 @@ import { MAPPING_MODES, type MappingMode } from '../nat/port-mapping.js';
 export const MIN_REGISTER_INTERVAL_MS = 15_000;
 /** A direct dial that has not connected by then is given up for the relay (the user must not wait long). */
 export const DIRECT_DIAL_TIMEOUT_MS = 3_000;
+/** Renew the router's forwarding of the reverse port this often (well inside its one-hour lease). */
+export const MAPPING_RENEW_MS = 600_000;
 
 export interface AgentSettings {
   readonly identityFile: string;
@@ -37,6 +39,8 @@ export interface AgentSettings {
     readonly listenPort: number;
     /** Ask the router to forward it (UPnP IGD v1/v2, NAT-PMP). */
     readonly portMapping: MappingMode;
+    /** Ask again this often: a gateway that restarted gets the mapping back. */
+    readonly mappingRenewMs: number;
   };
   /** The allow-list: service name -> local host:port. */
   readonly services: ReadonlyMap<string, HostPort>;
@@ -51,7 +55,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
   const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name']);
   const reg = c.table(doc, 'registration', 'registration', ['interval_ms', 'local_port']);
   const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'connect_timeout_ms', 'direct_timeout_ms', 'relay_after_ms', 'hole_punch', 'max_concurrent']);
-  const rev = c.table(doc, 'reverse', 'reverse', ['enabled', 'listen_port', 'port_mapping']);
+  const rev = c.table(doc, 'reverse', 'reverse', ['enabled', 'listen_port', 'port_mapping', 'mapping_renew_ms']);
   const svc = c.table(doc, 'services', 'services', Object.keys((doc.services as object | undefined) ?? {}));
   const host = c.str(server, 'host', 'server.host', { expect: 'the rendezvous server host name or address' });
   const services = new Map<string, HostPort>();
@@ -101,6 +105,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       enabled: c.bool(rev, 'enabled', 'reverse.enabled', true),
       listenPort: c.int(rev, 'listen_port', 'reverse.listen_port', { default: 0, min: 0, max: 65535 }),
       portMapping: c.enumOf(rev, 'port_mapping', 'reverse.port_mapping', MAPPING_MODES, 'auto'),
+      mappingRenewMs: c.int(rev, 'mapping_renew_ms', 'reverse.mapping_renew_ms', { default: MAPPING_RENEW_MS, min: 1_000, max: 3_000_000 }),
     },
     services,
   };

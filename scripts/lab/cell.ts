@@ -14,6 +14,7 @@ import { DIST, PROGRAMS, startProgram, type LogLine, type Program } from '../lib
 import type { NatKind } from './nat.js';
 import { ADDR, createLab, type Lab, type SideSpec } from './topology.js';
 import { startGateway, type Gateway, type UpnpKind } from './upnp.js';
+import { inNs } from './exec.js';
 
 export const SERVER_UDP_PORT = 7400;
 export const SERVER_TLS_PORT = 7443;
@@ -33,6 +34,8 @@ export interface CellSpec {
   readonly upnpOn?: UpnpSide;
   /** 'patent': the device's dial and the relay only (no hole punch, no reverse port). Default 'all'. */
   readonly strategies?: 'all' | 'patent';
+  /** Extra lines for the agent's [reverse] table, e.g. "mapping_renew_ms = 2000". */
+  readonly agentReverse?: string;
   readonly peerTimeoutMs?: number;
   readonly payloadBytes?: number;
   readonly registerIntervalMs?: number;
@@ -51,6 +54,8 @@ export interface CellContext {
   readonly setup: LoopbackSetup;
   readonly server: Program;
   readonly agent: Program;
+  /** Restart a side's gateway with its forwarding rules flushed (a router reboot: it forgets every mapping). */
+  restartGateway(side: 'client' | 'device'): Promise<void>;
 }
 
 export interface CellResult {
@@ -134,6 +139,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-lab-'));
   const programs: Program[] = [];
   const gateways: Gateway[] = [];
+  const gatewayBySide = new Map<'client' | 'device', { gateway: Gateway; router: string }>();
   let lab: Lab | null = null;
   const on = spec.upnpOn ?? 'both';
   const base = {
@@ -154,13 +160,18 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       // The agent maps its reverse port where a gateway offers it (on by default in real settings).
       portMapping: gatewayOn('device') ? 'auto' : 'off',
       directDialOnly: spec.strategies === 'patent',
+      ...(spec.agentReverse ? { reverseExtra: spec.agentReverse } : {}),
       ...(spec.serverExtra ? { serverExtra: spec.serverExtra } : {}),
     });
     // The gateways first: the agent asks its router for a mapping as it starts.
     if (spec.upnp !== 'none') {
       const kind = spec.upnp;
       for (const [name, side] of [['client', lab.client], ['device', lab.device]] as const) {
-        if (gatewayOn(name) && side.router) gateways.push(await startGateway({ router: side.router, kind, dir, lanCidr: ADDR.lanCidr }));
+        if (gatewayOn(name) && side.router) {
+          const gateway = await startGateway({ router: side.router, kind, dir, lanCidr: ADDR.lanCidr });
+          gateways.push(gateway);
+          gatewayBySide.set(name, { gateway, router: side.router });
+        }
       }
     }
     // Killed with the namespace's other processes when the lab is removed.
@@ -181,7 +192,18 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
     // Where a gateway offers UPnP or NAT-PMP, the client maps its own port (--map-port auto).
     let clientMapping = lab.client.router ? 'none' : 'public host';
 
-    await spec.beforeConnect?.({ lab, setup, server, agent });
+    const restartGateway = async (side: 'client' | 'device'): Promise<void> => {
+      const g = gatewayBySide.get(side);
+      if (!g || spec.upnp === 'none') throw new Error(`no gateway on the ${side} side`);
+      await g.gateway.stop();
+      await inNs(g.router, ['nft', 'flush', 'chain', 'inet', 'filter', 'miniupnpd']);
+      await inNs(g.router, ['nft', 'flush', 'chain', 'inet', 'filter', 'prerouting_miniupnpd']);
+      await inNs(g.router, ['nft', 'flush', 'chain', 'inet', 'filter', 'postrouting_miniupnpd']);
+      const gateway = await startGateway({ router: g.router, kind: spec.upnp, dir, lanCidr: ADDR.lanCidr });
+      gateways.push(gateway);
+      gatewayBySide.set(side, { gateway, router: g.router });
+    };
+    await spec.beforeConnect?.({ lab, setup, server, agent, restartGateway });
 
     const payload = randomBytes(spec.payloadBytes ?? CELL_PAYLOAD_BYTES);
     const want = createHash('sha256').update(payload).digest('hex');
@@ -193,7 +215,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       ...(gatewayOn('client') ? ['--map-port', 'auto'] : []),
     ];
     const r = await runClient(lab.client.host, args, payload, 30_000);
-    await spec.afterConnect?.({ lab, setup, server, agent });
+    await spec.afterConnect?.({ lab, setup, server, agent, restartGateway });
     for (const line of r.stderr.split('\n')) {
       let l: LogLine;
       try {

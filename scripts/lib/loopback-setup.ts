@@ -24,6 +24,8 @@ export interface LoopbackSetupOptions {
   readonly portMapping?: 'off' | 'auto' | 'upnp' | 'natpmp';
   /** Extra lines in the agent's [dial] table, e.g. "direct_timeout_ms = 2000". */
   readonly dialExtra?: string;
+  /** Extra lines in the agent's [reverse] table, e.g. "mapping_renew_ms = 2000". */
+  readonly reverseExtra?: string;
   /** Only the patent's path and the relay: no hole punch, no reverse port (tests that force the relay). */
   readonly directDialOnly?: boolean;
   /** Extra lines appended to the server's settings file (TOML). */
@@ -111,6 +113,7 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
       '[reverse]',
       o.directDialOnly ? 'enabled = false' : '',
       `port_mapping = "${o.portMapping ?? 'off'}"`,
+      o.reverseExtra ?? '',
       '[services]',
       ...Object.entries(o.services).map(([k, v]) => `${k} = "${v}"`),
       o.agentExtra ?? '',
