@@ -113,8 +113,17 @@ async function matrix(opts: { out?: string; jobs: number; quick: boolean; side: 
     while (next < cells.length && !interrupted) {
       const i = next++;
       const c = cells[i]!;
-      results[i] = await runCell({ client: { ...opts.side, nat: c.client }, device: { ...opts.side, nat: c.device }, upnp: c.upnp, upnpOn: c.upnpOn });
+      const lines: string[] = [];
+      results[i] = await runCell({
+        client: { ...opts.side, nat: c.client },
+        device: { ...opts.side, nat: c.device },
+        upnp: c.upnp,
+        upnpOn: c.upnpOn,
+        onLine: (who, l) => lines.push(`${typeof l.time === 'number' ? new Date(l.time).toISOString() : '-'} ${who.padEnd(6)} ${String(l.msg)}${lineDetail(l)}`),
+      });
       const r = results[i]!;
+      // A failed cell's program logs, for looking into it afterwards.
+      if (!r.connected && opts.out) await writeFile(`${opts.out}.cell-${i + 1}.log`, `${JSON.stringify(r)}\n${lines.join('\n')}\n`);
       process.stderr.write(`${stamp()}  [${i + 1}/${cells.length}] client ${c.client}, device ${c.device}, upnp ${r.upnp}: ${r.connected ? `connected in ${r.connectMs} ms` : `no (${r.error})`}\n`);
     }
   };
