@@ -15,6 +15,8 @@ export type MappingMode = (typeof MAPPING_MODES)[number];
 /** UPnP discovery (SSDP) answers in milliseconds on a LAN; a gateway that has not by then is absent. */
 export const UPNP_DISCOVERY_MS = 2_000;
 export const NATPMP_TIMEOUT_MS = 2_000;
+/** A UPnP gateway that was found but does not answer a mapping request (seen: miniupnpd behind a CGN). */
+export const UPNP_MAP_TIMEOUT_MS = 3_000;
 /** The lease asked for (the library's UPnP minimum is one hour); renew() runs well inside it. */
 export const MAPPING_LEASE_MS = 3_600_000;
 
@@ -61,10 +63,11 @@ export async function mapTcpPort(o: { port: number; mode: Exclude<MappingMode, '
         if (gateway.family !== 'IPv4') continue;
         try {
           const local = await localAddressTowards(gateway.host);
-          const m = await gateway.map(o.port, local, { protocol: 'TCP', externalPort: o.port });
+          const mapSignal = AbortSignal.any([AbortSignal.timeout(UPNP_MAP_TIMEOUT_MS), ...(o.signal ? [o.signal] : [])]);
+          const m = await gateway.map(o.port, local, { protocol: 'TCP', externalPort: o.port, signal: mapSignal });
           o.logger.info({ via: 'upnp', gateway: gateway.host, external: `${m.externalHost}:${m.externalPort}` }, 'port mapped');
           const renew = async (signal?: AbortSignal): Promise<void> => {
-            await gateway.map(o.port, local, { protocol: 'TCP', externalPort: m.externalPort, ...(signal ? { signal } : {}) });
+            await gateway.map(o.port, local, { protocol: 'TCP', externalPort: m.externalPort, signal: signal ?? AbortSignal.timeout(UPNP_MAP_TIMEOUT_MS) });
             keepLatestMapping(gateway, o.port);
           };
           return { externalHost: m.externalHost, externalPort: m.externalPort, via: 'upnp', renew, release: () => gateway.stop() };
