@@ -37,14 +37,14 @@ export async function buildBundle(outDir: string): Promise<BundleResult> {
   await mkdir(join(dir, 'config'), { recursive: true });
   const files: Array<{ file: string; bytes: number; gzipBytes: number }> = [];
   for (const [name, entry] of Object.entries(BUNDLE_PROGRAMS)) {
-    const outfile = join(dir, `${name}.js`);
+    const outfile = join(dir, `${name}.cjs`);
     await esbuild.build({
       entryPoints: [join(REPO_ROOT, entry)],
       outfile,
       bundle: true,
       platform: 'node',
       target: 'node20',
-      // CommonJS: a lone .js file with no package.json beside it is loaded as CommonJS.
+      // CommonJS in a .cjs file: loaded as CommonJS wherever it lies, whatever package.json is near.
       format: 'cjs',
       minify: true,
       keepNames: true,
@@ -53,7 +53,7 @@ export async function buildBundle(outDir: string): Promise<BundleResult> {
       // The source's shebang is kept by esbuild.
     });
     const bytes = (await stat(outfile)).size;
-    files.push({ file: `${name}.js`, bytes, gzipBytes: gzipSync(readFileSync(outfile)).length });
+    files.push({ file: `${name}.cjs`, bytes, gzipBytes: gzipSync(readFileSync(outfile)).length });
   }
   for (const [from, to] of BUNDLE_EXTRAS) {
     await copyFile(join(REPO_ROOT, from), join(dir, to));

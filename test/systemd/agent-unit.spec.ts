@@ -28,14 +28,14 @@ R=/results
 A=${A}
 now() { date +%s%3N; }
 show() { systemctl show -p ActiveState,SubState,Result,StatusText,MainPID,NRestarts,ExecMainStatus,ExecMainCode $A > $R/$1.props 2>&1; }
-st() { node /usr/lib/peerlink/peerlink-agent.js status --json > $R/$1.status.json 2>&1; echo $? > $R/$1.status.rc; }
+st() { node /usr/lib/peerlink/peerlink-agent.cjs status --json > $R/$1.status.json 2>&1; echo $? > $R/$1.status.rc; }
 waitreload() { for i in $(seq 1 50); do st $1; grep -q "\"reloads\": $2" $R/$1.status.json && return; sleep 0.2; done; }
 systemd-analyze verify $A peerlink-server.service > $R/verify.txt 2>&1; echo $? > $R/verify.rc
 systemd-analyze security --no-pager $A > $R/security-agent.txt 2>&1
 systemd-analyze security --no-pager peerlink-server.service > $R/security-server.txt 2>&1
 t=$(now); timeout 40 systemctl start $A; echo $? > $R/start.rc; echo $(( $(now) - t )) > $R/start.ms
 show 1-started; st 1-started
-node /usr/lib/peerlink/peerlink-agent.js status > $R/1-started.status.txt 2>&1
+node /usr/lib/peerlink/peerlink-agent.cjs status > $R/1-started.status.txt 2>&1
 cp /etc/peerlink/agent.reload.toml /etc/peerlink/agent.toml
 systemctl reload $A; echo $? > $R/reload.rc
 waitreload 2-reloaded 1; show 2-reloaded
