@@ -15,7 +15,7 @@ import { STATE_FORMAT, statusLine, type AgentState } from './agent-state.js';
 import { writeStateFile } from './state-file.js';
 
 /** How often the snapshot is refreshed (written only when it changed). */
-export const STATE_TICK_MS = 2_000;
+export const STATE_TICK_MS = 5_000;
 /** Without a registration by then, READY=1 is sent anyway with a STATUS saying why. */
 export const READY_GRACE_MS = 10_000;
 /** Slack on top of two registration intervals before the loop counts as dead. */
