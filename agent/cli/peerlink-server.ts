@@ -59,7 +59,8 @@ async function main(): Promise<void> {
   // systemd (Type=notify): ready once listening; the watchdog pings prove the event loop turns.
   const notifier = createNotifier({ logger });
   const watchdog = createWatchdog({ notifier, health: () => ({ ok: true }), logger });
-  const listening = `listening on udp ${JSON.stringify(server.udpAddress())} tls ${JSON.stringify(server.tlsAddress())}`;
+  const at = (a: { address: string; port: number }): string => `${a.address}:${a.port}`;
+  const listening = `listening on udp ${at(server.udpAddress())}, tls ${at(server.tlsAddress())}`;
   void notifier.send({ READY: '1', STATUS: listening });
   watchdog.start();
   // SIGUSR2 prints the equipment list (patent Fig. 9) to the log, for operators and the lab.

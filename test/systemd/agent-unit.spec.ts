@@ -6,7 +6,8 @@
  * - systemctl reload applies a new service without a restart or a new registration;
  *   a broken settings file on reload is refused and the old settings keep running;
  * - SIGSTOP: the watchdog kills the hung agent and systemd restarts it (NRestarts grows);
- * - systemctl stop: clean exit (Result=success, status 0), not a timeout kill.
+ * - systemctl stop: clean exit (Result=success, status 0), not a timeout kill;
+ * - the server's unit starts (its secrets as credentials), says where it listens, stops cleanly.
  * The unit's WatchdogSec is shortened to 4 s by a drop-in so the run stays short.
  */
 import { execFile } from 'node:child_process';
@@ -16,6 +17,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { buildBundle, REPO_ROOT } from '../../scripts/bundle.js';
 import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
+import { freePort } from '../../scripts/lib/free-port.js';
 import { startProgram, type Program } from '../../scripts/lib/program.js';
 import { runInNspawn } from './nspawn.js';
 import { systemdTest } from './systemd-test.js';
@@ -55,6 +57,12 @@ show 3-restarted; st 3-restarted
 t=$(now); timeout 30 systemctl stop $A; echo $? > $R/stop.rc; echo $(( $(now) - t )) > $R/stop.ms
 show 4-stopped
 journalctl -b --no-pager -o short-monotonic -u $A > $R/journal.txt 2>&1
+S=peerlink-server.service
+timeout 40 systemctl start $S; echo $? > $R/server-start.rc
+systemctl show -p ActiveState,StatusText,NRestarts $S > $R/server-started.props 2>&1
+timeout 30 systemctl stop $S; echo $? > $R/server-stop.rc
+systemctl show -p ActiveState,Result,ExecMainStatus $S > $R/server-stopped.props 2>&1
+journalctl -b --no-pager -o short-monotonic -u $S > $R/server-journal.txt 2>&1
 echo ok > $R/done
 `;
 
@@ -62,7 +70,7 @@ function props(text: string): Record<string, string> {
   return Object.fromEntries(text.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
 }
 
-systemdTest('the agent unit under systemd 252: ready, reload, watchdog restart, clean stop', async (t) => {
+systemdTest('the agent and server units under systemd 252: ready, reload, watchdog restart, clean stop', async (t) => {
   t.timeout(150_000);
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-systemd-'));
   let server: Program | undefined;
@@ -81,10 +89,21 @@ systemdTest('the agent unit under systemd 252: ready, reload, watchdog restart, 
     await writeFile(join(etc, 'agent.broken.toml'), broken);
     await copyFile(join(etc, 'identity.toml'), join(etc, 'identity.toml.bak'));
     await chmod(etc, 0o755);
+    // The host's server keeps its own copy; /etc/peerlink/server.toml becomes the unit's.
+    const hostServerConfig = join(etc, 'host-server.toml');
+    await copyFile(setup.serverConfig, hostServerConfig);
+    // The server unit's own settings: its secrets arrive as credentials (root-only files on the host).
+    const [sUdp, sTls] = [await freePort(), await freePort()];
+    const cred = '/run/credentials/peerlink-server.service';
+    await writeFile(
+      join(etc, 'server.toml'),
+      `registration_master_key_file = "${cred}/registration-master.key"\n[udp]\nhost = "127.0.0.1"\nport = ${sUdp}\n` +
+        `[tls]\nhost = "127.0.0.1"\nport = ${sTls}\ncert_file = "/etc/peerlink/server.pem"\nkey_file = "${cred}/tls.key"\n`,
+    );
     const dropIn = join(dir, 'watchdog.conf');
     await writeFile(dropIn, '[Service]\n# test only: a short watchdog so the SIGSTOP case finishes quickly\nWatchdogSec=4s\n');
 
-    server = startProgram('server', ['--config', setup.serverConfig]);
+    server = startProgram('server', ['--config', hostServerConfig]);
     await server.waitFor((l) => l.msg === 'rendezvous server listening');
 
     const r = await runInNspawn({
@@ -161,6 +180,18 @@ systemdTest('the agent unit under systemd 252: ready, reload, watchdog restart, 
     t.regex(journal, /"msg":"stopped"/);
     t.notRegex(journal, /systemd notification failed/, 'every notification reached systemd');
     t.log(`systemctl stop: ${(await get('stop.ms')).trim()} ms`);
+
+    // the server's unit
+    const serverJournal = await get('server-journal.txt');
+    t.is((await get('server-start.rc')).trim(), '0', serverJournal);
+    const sp = props(await get('server-started.props'));
+    t.is(sp.ActiveState, 'active');
+    t.is(sp.StatusText, `listening on udp 127.0.0.1:${sUdp}, tls 127.0.0.1:${sTls}`);
+    t.is((await get('server-stop.rc')).trim(), '0');
+    const ss = props(await get('server-stopped.props'));
+    t.is(ss.Result, 'success');
+    t.is(ss.ExecMainStatus, '0');
+    t.notRegex(serverJournal, /systemd notification failed/);
   } finally {
     await server?.stop();
     if (process.env.PEERLINK_KEEP_TEST_DIR) t.log(`kept ${dir}`);
