@@ -75,7 +75,10 @@ export function createAgentMonitor(options: AgentMonitorOptions): AgentMonitor {
   let lastReload: AgentState['lastReload'] = null;
   let served = agent.counters.get('sessionsServed');
   let lastServedAt: number | null = null;
-  let sent = agent.registrar.counters.get('sent');
+  // A round of the registration loop ends in a send or in a failure (no ack, or the server's
+  // name did not resolve): either proves the loop alive. No network is not a reason to restart.
+  const rounds = (): number => agent.registrar.counters.get('sent') + agent.registrar.counters.get('ackTimeouts');
+  let sent = rounds();
   let lastSendSeenAt = startedAt;
   let writing: Promise<unknown> = Promise.resolve();
   let writeFailed = false;
@@ -152,7 +155,7 @@ export function createAgentMonitor(options: AgentMonitorOptions): AgentMonitor {
   }
 
   function tick(): void {
-    const n = agent.registrar.counters.get('sent');
+    const n = rounds();
     if (n !== sent) {
       sent = n;
       lastSendSeenAt = clock.now();
@@ -181,7 +184,7 @@ export function createAgentMonitor(options: AgentMonitorOptions): AgentMonitor {
       tick();
       const budget = 2 * options.settings().registration.intervalMs + LOOP_SLACK_MS;
       const quietMs = clock.now() - lastSendSeenAt;
-      if (quietMs > budget) return { ok: false, reason: `registration loop sent nothing for ${quietMs} ms (budget ${budget} ms)` };
+      if (quietMs > budget) return { ok: false, reason: `registration loop made no attempt for ${quietMs} ms (budget ${budget} ms)` };
       return { ok: true };
     },
     async reloading() {
