@@ -1,7 +1,8 @@
 /**
  * What a settings reload (SIGHUP) can apply at once, and what needs a restart. Hot: the
  * services allow-list and the dial policy (read per request). Restart: everything the
- * registration loop and the logger were built with; a change there is reported, not applied.
+ * registration loop, the reverse port (and its router mapping) and the logger were built with;
+ * a change there is reported, not applied.
  */
 import type { AgentSettings } from './settings.js';
 
@@ -15,6 +16,10 @@ export const RESTART_REQUIRED_KEYS = [
   'server.server_name',
   'registration.interval_ms',
   'registration.local_port',
+  'reverse.enabled',
+  'reverse.listen_port',
+  'reverse.port_mapping',
+  'reverse.mapping_renew_ms',
 ] as const;
 
 const read: Record<(typeof RESTART_REQUIRED_KEYS)[number], (s: AgentSettings) => unknown> = {
@@ -26,6 +31,10 @@ const read: Record<(typeof RESTART_REQUIRED_KEYS)[number], (s: AgentSettings) =>
   'server.server_name': (s) => s.server.serverName,
   'registration.interval_ms': (s) => s.registration.intervalMs,
   'registration.local_port': (s) => s.registration.localPort,
+  'reverse.enabled': (s) => s.reverse.enabled,
+  'reverse.listen_port': (s) => s.reverse.listenPort,
+  'reverse.port_mapping': (s) => s.reverse.portMapping,
+  'reverse.mapping_renew_ms': (s) => s.reverse.mappingRenewMs,
 };
 
 /** The restart-required keys whose value differs between the running and the new settings. */
@@ -44,5 +53,6 @@ export function hotReloadable(running: AgentSettings, next: AgentSettings): Agen
     logLevel: running.logLevel,
     server: running.server,
     registration: running.registration,
+    reverse: running.reverse,
   });
 }

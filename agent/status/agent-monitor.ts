@@ -11,7 +11,7 @@ import type { Agent } from '../device/agent.js';
 import type { AgentSettings } from '../device/settings.js';
 import type { Notifier } from '../systemd/notify.js';
 import type { Health } from '../systemd/watchdog.js';
-import { STATE_FORMAT, statusLine, type AgentState } from './agent-state.js';
+import { STATE_FORMAT, statusLine, type AgentState, type PortMappingState } from './agent-state.js';
 import { writeStateFile } from './state-file.js';
 
 /** How often the snapshot is refreshed (written only when it changed). */
@@ -55,6 +55,19 @@ export interface AgentMonitor {
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
+/** The reverse port and the router's forwarding of it, as `status` and STATUS= show them. */
+function portMappingState(settings: AgentSettings, agent: Agent): PortMappingState {
+  if (!settings.reverse.enabled) return null;
+  const m = agent.portMapping();
+  const mode = settings.reverse.portMapping;
+  return {
+    state: mode === 'off' ? 'off' : m ? 'mapped' : 'none',
+    reversePort: agent.reversePort(),
+    external: m ? `${m.externalHost}:${m.externalPort}` : null,
+    via: m?.via ?? null,
+  };
+}
+
 export function createAgentMonitor(options: AgentMonitorOptions): AgentMonitor {
   rejectUnknownKeys('agent monitor options', options, [
     'agent', 'settings', 'equipmentId', 'configFile', 'notifier', 'stateFile', 'clock', 'logger', 'tickMs', 'readyGraceMs',
@@ -97,8 +110,7 @@ export function createAgentMonitor(options: AgentMonitorOptions): AgentMonitor {
       server: { host: settings.server.host, udpPort: settings.server.udpPort, tlsPort: settings.server.tlsPort },
       publicEndpoint: st.publicEndpoint,
       lastReload,
-      // The agent's own port mapping reports itself in its status when it exists.
-      portMapping: (st as { portMapping?: unknown }).portMapping ?? null,
+      portMapping: portMappingState(settings, agent),
     };
     return {
       format: STATE_FORMAT,

@@ -6,6 +6,14 @@ import type { Endpoint } from '../protocol/address.js';
 
 export const STATE_FORMAT = 1;
 
+export type PortMappingState = {
+  /** mapped: the router forwards it; none: no gateway did (or the mapping was lost: searching again); off: not asked. */
+  readonly state: 'mapped' | 'none' | 'off';
+  readonly reversePort: number | null;
+  readonly external: string | null;
+  readonly via: 'upnp' | 'natpmp' | null;
+} | null;
+
 export interface AgentState {
   readonly format: typeof STATE_FORMAT;
   readonly pid: number;
@@ -19,8 +27,8 @@ export interface AgentState {
   readonly registration: string;
   readonly publicEndpoint: Endpoint | null;
   readonly lastAckAt: string | null;
-  /** The agent's router port mapping, when the agent reports one; null otherwise. */
-  readonly portMapping: unknown;
+  /** The reverse port and the router's forwarding of it; null when the reverse port is disabled. */
+  readonly portMapping: PortMappingState;
   readonly services: readonly string[];
   readonly sessions: Readonly<Record<string, number>>;
   readonly lastConnectionServedAt: string | null;
@@ -39,23 +47,19 @@ export function statusLine(s: Pick<AgentState, 'registration' | 'server' | 'publ
     line = `registered with ${server}${pub}`;
   } else if (s.registration === 'unreachable') line = `not registered: server ${server} unreachable (no acknowledgement), retrying`;
   else line = `registering with ${server}`;
-  const pm = describePortMapping(s.portMapping);
-  if (pm) line += `; port mapping ${pm}`;
+  // Only a mapping worth knowing about: one that holds, or one asked for that is missing (lost).
+  if (s.portMapping?.state === 'mapped') line += `; port mapping ${s.portMapping.external} via ${s.portMapping.via}`;
+  else if (s.portMapping?.state === 'none') line += '; no port mapping';
   if (s.lastReload && !s.lastReload.ok) line += `; last reload refused (${s.lastReload.problems.length} problem(s)), old settings kept`;
   else if (s.lastReload && s.lastReload.restartRequired.length > 0) line += `; restart needed for ${s.lastReload.restartRequired.join(', ')}`;
   return line;
 }
 
-/** A short human form of whatever port-mapping status the agent reports (its shape is the agent's). */
-export function describePortMapping(pm: unknown): string | null {
-  if (pm === null || pm === undefined) return null;
-  if (typeof pm === 'string') return pm;
-  if (typeof pm === 'object') {
-    const o = pm as Record<string, unknown>;
-    const parts = ['state', 'protocol', 'method', 'external', 'externalAddress', 'externalPort', 'error']
-      .filter((k) => o[k] !== undefined && o[k] !== null)
-      .map((k) => (typeof o[k] === 'object' ? `${k}=${JSON.stringify(o[k])}` : `${k}=${String(o[k])}`));
-    return parts.length > 0 ? parts.join(' ') : JSON.stringify(pm);
-  }
-  return String(pm);
+/** The port mapping in words (null: nothing to say, the reverse port is disabled). */
+export function describePortMapping(pm: PortMappingState): string | null {
+  if (!pm) return null;
+  const port = pm.reversePort === null ? '' : ` (reverse port ${pm.reversePort})`;
+  if (pm.state === 'mapped') return `${pm.external} via ${pm.via}${port}`;
+  if (pm.state === 'off') return `off${port}`;
+  return `none: no gateway forwards the reverse port${port}`;
 }

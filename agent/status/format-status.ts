@@ -33,7 +33,7 @@ export function formatStatus(v: StatusView): string {
     ['server', `${s.server.host} udp ${s.server.udpPort} / tls ${s.server.tlsPort}`],
     ['public address', s.publicEndpoint ? `${s.publicEndpoint.address}:${s.publicEndpoint.port} (as the server sees us)` : 'unknown (no acknowledgement yet)'],
     ['last ack', ago(s.lastAckAt, v.nowMs)],
-    ['port mapping', describePortMapping(s.portMapping) ?? 'none'],
+    ['port mapping', describePortMapping(s.portMapping) ?? 'none (the reverse port is disabled)'],
     ['uptime', v.running ? duration(v.nowMs - Date.parse(s.startedAt)) : '-'],
     ['services', s.services.join(', ')],
     ['sessions', Object.entries(s.sessions).map(([k, n]) => `${k}=${n}`).join(' ')],

@@ -33,13 +33,14 @@ test('status shows the registered agent, then says it is not running once stoppe
     t.deepEqual(json.server, { host: '127.0.0.1', udpPort: setup.udpPort, tlsPort: setup.tlsPort });
     t.is(`${json.publicEndpoint.address}:${json.publicEndpoint.port}`, String(reg.publicEndpoint));
     t.truthy(json.lastAckAt);
-    t.is(json.portMapping, null);
+    t.is(json.portMapping.state, 'off');
+    t.is(typeof json.portMapping.reversePort, 'number');
     t.is(json.lastConnectionServedAt, null);
     t.regex(json.statusText, /^registered with 127\.0\.0\.1:\d+ as /);
 
     const text = await runNode(PROGRAMS.agent, ['status', '--state', state]);
     t.is(text.code, 0);
-    for (const row of [/^agent\s+running \(pid \d+\)/m, /^registered\s+yes$/m, /^public address\s+127\.0\.0\.1:\d+ \(as the server sees us\)/m, /^last ack\s+\S+ \(\d+ s ago\)/m, /^uptime\s+0h 0m \d+s/m, /^port mapping\s+none/m, /^last connection served\s+never/m]) {
+    for (const row of [/^agent\s+running \(pid \d+\)/m, /^registered\s+yes$/m, /^public address\s+127\.0\.0\.1:\d+ \(as the server sees us\)/m, /^last ack\s+\S+ \(\d+ s ago\)/m, /^uptime\s+0h 0m \d+s/m, /^port mapping\s+off \(reverse port \d+\)/m, /^last connection served\s+never/m]) {
       t.regex(text.stdout, row);
     }
 

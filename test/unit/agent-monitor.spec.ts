@@ -7,12 +7,21 @@ import { checkAgentSettings } from '../../agent/device/settings.js';
 import { createAgentMonitor } from '../../agent/status/agent-monitor.js';
 import { createNotifier } from '../../agent/systemd/notify.js';
 
-function fixture(readyGraceMs = 60_000) {
+type Mapping = { externalHost: string; externalPort: number; via: 'upnp' | 'natpmp' } | null;
+
+function fixture(readyGraceMs = 60_000, portMapping: 'off' | 'auto' = 'off') {
+  let mapping: Mapping = null;
   let now = 1_000_000;
   let st: RegistrarStatus = { state: 'starting', publicEndpoint: null, server: null, lastAckMs: null, clockOffsetMs: 0 };
   const registrarCounters = new Counters(REGISTRAR_COUNTERS);
-  const agent = { status: () => st, counters: new Counters(AGENT_COUNTERS), registrar: { counters: registrarCounters } } as unknown as Agent;
-  const settings = checkAgentSettings({ identity_file: 'id.toml', server: { host: 'rv.example' }, services: { http: '127.0.0.1:80' } }, '/a.toml');
+  const agent = {
+    status: () => st, counters: new Counters(AGENT_COUNTERS), registrar: { counters: registrarCounters },
+    portMapping: () => mapping, reversePort: () => 40000,
+  } as unknown as Agent;
+  const settings = checkAgentSettings(
+    { identity_file: 'id.toml', server: { host: 'rv.example' }, reverse: { port_mapping: portMapping }, services: { http: '127.0.0.1:80' } },
+    '/a.toml',
+  );
   const sent: string[][] = [];
   const notifier = createNotifier({ env: { NOTIFY_SOCKET: '@x' }, spawnNotify: async (args) => void sent.push([...args]) });
   const monitor = createAgentMonitor({
@@ -23,6 +32,7 @@ function fixture(readyGraceMs = 60_000) {
     monitor, sent, registrarCounters, settings,
     advance: (ms: number) => (now += ms),
     setStatus: (s: Partial<RegistrarStatus>) => (st = { ...st, ...s }),
+    setMapping: (m: Mapping) => (mapping = m),
   };
 }
 
@@ -66,4 +76,18 @@ test('health: fails when the registration loop made no attempt for two intervals
   f.advance(30_000);
   f.registrarCounters.inc('sent');
   t.true(f.monitor.health().ok);
+});
+
+test('the port mapping shows in STATUS and the snapshot; a lost one says so', async (t) => {
+  const f = fixture(60_000, 'auto');
+  f.setStatus({ state: 'registered', publicEndpoint: { address: '202.204.16.13', port: 41924 } });
+  f.setMapping({ externalHost: '202.204.16.13', externalPort: 5000, via: 'upnp' });
+  await f.monitor.refresh();
+  t.is(f.sent.at(-1)?.[0], 'STATUS=registered with rv.example:7400 as 202.204.16.13:41924; port mapping 202.204.16.13:5000 via upnp');
+  t.deepEqual(f.monitor.snapshot().portMapping, { state: 'mapped', reversePort: 40000, external: '202.204.16.13:5000', via: 'upnp' });
+  f.setMapping(null); // the gateway forgot it; the agent searches again
+  await f.monitor.refresh();
+  t.is(f.sent.at(-1)?.[0], 'STATUS=registered with rv.example:7400 as 202.204.16.13:41924; no port mapping');
+  t.is(f.monitor.snapshot().portMapping?.state, 'none');
+  await f.monitor.stop();
 });
