@@ -4,8 +4,8 @@
  * `node` without node_modules, for firmware images; plus the systemd units and the example
  * settings. Output: bundle/ (or --out DIR). Prints the sizes.
  */
-import { copyFile, mkdir, rm, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { copyFile, mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { gzipSync } from 'node:zlib';
@@ -27,6 +27,33 @@ export interface BundleResult {
   readonly dir: string;
   readonly files: ReadonlyArray<{ readonly file: string; readonly bytes: number; readonly gzipBytes: number }>;
 }
+
+/**
+ * A CommonJS bundle has no import.meta. Dependencies that read a file next to themselves through
+ * `createRequire(import.meta.url)` (e.g. @achingbrain/ssdp reading its package.json for the SSDP
+ * signature) get that JSON inlined at build time instead; anything else using import.meta fails
+ * the build rather than the device at run time.
+ */
+const inlineCreateRequireJson = {
+  name: 'inline-create-require-json',
+  setup(build: { onLoad: (o: { filter: RegExp }, cb: (a: { path: string }) => Promise<{ contents: string; loader: 'js' } | undefined>) => void }) {
+    build.onLoad({ filter: /node_modules[\\/].*\.js$/ }, async ({ path }) => {
+      const source = await readFile(path, 'utf8');
+      if (!source.includes('import.meta')) return undefined;
+      const m = /const (\w+) = createRequire\(import\.meta\.url\);/.exec(source);
+      if (!m) throw new Error(`${path}: uses import.meta, which a CommonJS bundle lacks`);
+      const req = m[1]!;
+      let contents = source.replace(m[0], '');
+      contents = contents.replace(new RegExp(`\\b${req}\\('(\\.{1,2}/[^']+\\.json)'\\)`, 'g'), (_all, rel: string) =>
+        JSON.stringify(JSON.parse(readFileSync(join(dirname(path), rel), 'utf8'))),
+      );
+      if (contents.includes('import.meta') || new RegExp(`\\b${req}\\(`).test(contents)) {
+        throw new Error(`${path}: import.meta / ${req}() left after inlining; extend scripts/bundle.ts`);
+      }
+      return { contents, loader: 'js' };
+    });
+  },
+};
 
 export async function buildBundle(outDir: string): Promise<BundleResult> {
   // esbuild is a dev dependency: loaded here only, never by the programs.
@@ -50,9 +77,11 @@ export async function buildBundle(outDir: string): Promise<BundleResult> {
       keepNames: true,
       legalComments: 'eof',
       logLevel: 'warning',
+      plugins: [inlineCreateRequireJson],
       // The source's shebang is kept by esbuild.
     });
     const bytes = (await stat(outfile)).size;
+    if (readFileSync(outfile, 'utf8').includes('import.meta')) throw new Error(`${outfile}: import.meta left in a CommonJS bundle`);
     files.push({ file: `${name}.cjs`, bytes, gzipBytes: gzipSync(readFileSync(outfile)).length });
   }
   for (const [from, to] of BUNDLE_EXTRAS) {

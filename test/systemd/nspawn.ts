@@ -34,6 +34,8 @@ export interface NspawnOptions {
   /** [host path, container path] read-only binds (units, drop-ins). */
   readonly bindsRo?: ReadonlyArray<readonly [string, string]>;
   readonly timeoutMs: number;
+  /** Run the container inside this network namespace (a NAT lab host) instead of the host's network. */
+  readonly netns?: string;
 }
 
 export async function runInNspawn(o: NspawnOptions): Promise<NspawnRun> {
@@ -53,6 +55,7 @@ export async function runInNspawn(o: NspawnOptions): Promise<NspawnRun> {
     `--bind-ro=${unit}:/etc/systemd/system/peerlink-test.service`,
     ...(o.binds ?? []).map(([h, c]) => `--bind=${h}:${c}`),
     ...(o.bindsRo ?? []).map(([h, c]) => `--bind-ro=${h}:${c}`),
+    ...(o.netns ? [`--network-namespace-path=/run/netns/${o.netns}`] : []),
     '-b',
     'systemd.firstboot=off',
     // The host's nftables.service would run `flush ruleset` on the shared host network: never start it.
