@@ -7,7 +7,9 @@
  *   a broken settings file on reload is refused and the old settings keep running;
  * - SIGSTOP: the watchdog kills the hung agent and systemd restarts it (NRestarts grows);
  * - systemctl stop: clean exit (Result=success, status 0), not a timeout kill;
- * - the server's unit starts (its secrets as credentials), says where it listens, stops cleanly.
+ * - the server's unit starts (its secrets as credentials), says where it listens, stops cleanly;
+ * - with no server answering, the agent still becomes active (after its grace period) and its
+ *   StatusText says why it is not registered.
  * The unit's WatchdogSec is shortened to 4 s by a drop-in so the run stays short.
  */
 import { execFile } from 'node:child_process';
@@ -63,6 +65,11 @@ systemctl show -p ActiveState,StatusText,NRestarts $S > $R/server-started.props 
 timeout 30 systemctl stop $S; echo $? > $R/server-stop.rc
 systemctl show -p ActiveState,Result,ExecMainStatus $S > $R/server-stopped.props 2>&1
 journalctl -b --no-pager -o short-monotonic -u $S > $R/server-journal.txt 2>&1
+# no server answers: the unit still comes up (READY=1 after the grace period) and says why it is not registered
+cp /etc/peerlink/agent.unreachable.toml /etc/peerlink/agent.toml
+timeout 40 systemctl start $A; echo $? > $R/unreachable-start.rc
+show 5-unreachable
+timeout 30 systemctl stop $A
 echo ok > $R/done
 `;
 
@@ -70,7 +77,7 @@ function props(text: string): Record<string, string> {
   return Object.fromEntries(text.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
 }
 
-systemdTest('the agent and server units under systemd 252: ready, reload, watchdog restart, clean stop', async (t) => {
+systemdTest('the agent and server units under systemd 252: ready, reload, watchdog restart, clean stop, unreachable server', async (t) => {
   t.timeout(150_000);
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-systemd-'));
   let server: Program | undefined;
@@ -87,7 +94,7 @@ systemdTest('the agent and server units under systemd 252: ready, reload, watchd
     const broken = `bogus_key = 1\n${base.replace(/^interval_ms = \d+$/m, 'interval_ms = "often"')}`;
     t.not(broken, `bogus_key = 1\n${base}`);
     await writeFile(join(etc, 'agent.broken.toml'), broken);
-    await copyFile(join(etc, 'identity.toml'), join(etc, 'identity.toml.bak'));
+    await writeFile(join(etc, 'agent.unreachable.toml'), base.replace(/^udp_port = \d+$/m, `udp_port = ${await freePort()}`));
     await chmod(etc, 0o755);
     // The host's server keeps its own copy; /etc/peerlink/server.toml becomes the unit's.
     const hostServerConfig = join(etc, 'host-server.toml');
@@ -192,6 +199,13 @@ systemdTest('the agent and server units under systemd 252: ready, reload, watchd
     t.is(ss.Result, 'success');
     t.is(ss.ExecMainStatus, '0');
     t.notRegex(serverJournal, /systemd notification failed/);
+
+    // no answer from the server: active anyway, with a STATUS that says why
+    t.is((await get('unreachable-start.rc')).trim(), '0');
+    const p5 = props(await get('5-unreachable.props'));
+    t.is(p5.ActiveState, 'active');
+    t.regex(p5.StatusText ?? '', /^not registered: server 127\.0\.0\.1:\d+ unreachable \(no acknowledgement\), retrying$/);
+    t.log(`unreachable server: StatusText: ${p5.StatusText}`);
   } finally {
     await server?.stop();
     if (process.env.PEERLINK_KEEP_TEST_DIR) t.log(`kept ${dir}`);
