@@ -15,6 +15,10 @@ export type MappingMode = (typeof MAPPING_MODES)[number];
 /** UPnP discovery (SSDP) answers in milliseconds on a LAN; a gateway that has not by then is absent. */
 export const UPNP_DISCOVERY_MS = 2_000;
 export const NATPMP_TIMEOUT_MS = 2_000;
+/** Removing a mapping on exit must not hold the exit up (systemd stop, Ctrl-C). */
+export const RELEASE_TIMEOUT_MS = 3_000;
+/** A UPnP gateway that was found but does not answer a mapping request (seen: miniupnpd behind a CGN). */
+export const UPNP_MAP_TIMEOUT_MS = 3_000;
 /** The lease asked for (the library's UPnP minimum is one hour); renew() runs well inside it. */
 export const MAPPING_LEASE_MS = 3_600_000;
 
@@ -61,16 +65,17 @@ export async function mapTcpPort(o: { port: number; mode: Exclude<MappingMode, '
         if (gateway.family !== 'IPv4') continue;
         try {
           const local = await localAddressTowards(gateway.host);
-          const m = await gateway.map(o.port, local, { protocol: 'TCP', externalPort: o.port });
+          const mapSignal = AbortSignal.any([AbortSignal.timeout(UPNP_MAP_TIMEOUT_MS), ...(o.signal ? [o.signal] : [])]);
+          const m = await gateway.map(o.port, local, { protocol: 'TCP', externalPort: o.port, signal: mapSignal });
           o.logger.info({ via: 'upnp', gateway: gateway.host, external: `${m.externalHost}:${m.externalPort}` }, 'port mapped');
           const renew = async (signal?: AbortSignal): Promise<void> => {
-            await gateway.map(o.port, local, { protocol: 'TCP', externalPort: m.externalPort, ...(signal ? { signal } : {}) });
+            await gateway.map(o.port, local, { protocol: 'TCP', externalPort: m.externalPort, signal: signal ?? AbortSignal.timeout(UPNP_MAP_TIMEOUT_MS) });
             keepLatestMapping(gateway, o.port);
           };
-          return { externalHost: m.externalHost, externalPort: m.externalPort, via: 'upnp', renew, release: () => gateway.stop() };
+          return { externalHost: m.externalHost, externalPort: m.externalPort, via: 'upnp', renew, release: () => gateway.stop({ signal: AbortSignal.timeout(RELEASE_TIMEOUT_MS) }) };
         } catch (err) {
           o.logger.info({ gateway: gateway.host, err: (err as Error).message }, 'UPnP gateway refused the mapping');
-          await gateway.stop().catch(() => undefined);
+          await gateway.stop({ signal: AbortSignal.timeout(RELEASE_TIMEOUT_MS) }).catch(() => undefined);
         }
       }
     } catch (err) {
@@ -89,10 +94,10 @@ export async function mapTcpPort(o: { port: number; mode: Exclude<MappingMode, '
         const renew = async (signal?: AbortSignal): Promise<void> => {
           await gateway.map(o.port, local, { protocol: 'TCP', externalPort: m.externalPort, signal: signal ?? AbortSignal.timeout(NATPMP_TIMEOUT_MS) });
         };
-        return { externalHost: m.externalHost, externalPort: m.externalPort, via: 'natpmp', renew, release: () => gateway.stop() };
+        return { externalHost: m.externalHost, externalPort: m.externalPort, via: 'natpmp', renew, release: () => gateway.stop({ signal: AbortSignal.timeout(RELEASE_TIMEOUT_MS) }) };
       } catch (err) {
         o.logger.info({ gateway: gw, err: (err as Error).message }, 'NAT-PMP gateway did not map the port');
-        await gateway.stop().catch(() => undefined);
+        await gateway.stop({ signal: AbortSignal.timeout(RELEASE_TIMEOUT_MS) }).catch(() => undefined);
       }
     }
   }

@@ -76,7 +76,7 @@ export function matrixTable(results: readonly CellResult[]): string {
     '|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of results) {
-    const target = r.directRequired ? (r.path === 'relayed via server' ? '**direct required**' : 'direct required: met') : 'relay allowed';
+    const target = r.directRequired ? (r.connected && r.path !== 'relayed via server' ? 'direct required: met' : '**direct required: missed**') : 'relay allowed';
     lines.push(
       `| ${r.clientNat} | ${r.deviceNat} | ${r.upnp} | ${r.connected ? 'yes' : '**no**'} | ${r.path} | ${target} | ${r.connectMs === null ? '-' : `${r.connectMs} ms`} | ${r.bytesVerified} | ${r.registeredAs || '-'} | ${r.connected ? '' : (/PEERLINK_ERR_[A-Z_]+/.exec(r.error ?? '')?.[0] ?? (r.error ?? '').replace(/\|/g, '/').slice(0, 80))} |`,
     );
