@@ -1,6 +1,7 @@
 /** `peerlink-agent status [--json]` reads the running daemon's state file: registered, server, public address, last ack, uptime. */
 import test from 'ava';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { loadIdentity } from '../../agent/device/identity.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
@@ -37,6 +38,14 @@ test('status shows the registered agent, then says it is not running once stoppe
     t.is(typeof json.portMapping.reversePort, 'number');
     t.is(json.lastConnectionServedAt, null);
     t.regex(json.statusText, /^registered with 127\.0\.0\.1:\d+ as /);
+
+    // The state file is world-readable (0644): it must hold no secret (P7).
+    const identity = await loadIdentity(setup.identityFile);
+    const raw = await readFile(state, 'utf8');
+    t.is((await stat(state)).mode & 0o777, 0o644);
+    for (const secret of [identity.registrationKey.toString('base64'), identity.accessKey.toString('base64'), setup.password, setup.masterKey.toString('base64')]) {
+      t.false(raw.includes(secret), 'a secret in the state file');
+    }
 
     const text = await runNode(PROGRAMS.agent, ['status', '--state', state]);
     t.is(text.code, 0);
