@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * npm run bench [-- tunnel]: throughput through the real programs on loopback, as ratios against
+ * npm run bench [-- tunnel | agent]: (agent: scripts/bench/agent.ts) throughput through the real programs on loopback, as ratios against
  * a baseline measured in the same run (plain TCP to the same echo service), never as absolute
  * targets (the machines are noisy). Prints a table and writes bench-results.json (--out FILE).
  */
@@ -94,6 +94,8 @@ async function tunnelBench(): Promise<Record<string, number>> {
 }
 
 async function main(): Promise<void> {
+  // npm run bench -- agent: the agent's footprint (scripts/bench/agent.ts).
+  if (process.argv[2] === 'agent') return (await import('./bench/agent.js')).runAgentBench(process.argv.slice(3));
   const { values } = parseArgs({ allowPositionals: true, options: { out: { type: 'string' } } });
   const r = await tunnelBench();
   const rows = [
