@@ -13,9 +13,9 @@ import { createAuthorizer } from './authorizer.js';
 import type { DeviceIdentity } from './identity.js';
 import { createRegistrar, type Registrar, type RegistrarStatus } from './registrar.js';
 import { ReplayCache } from './replay-cache.js';
-import { runRequestSession, type ReverseOffer } from './request-session.js';
+import type { ReverseOffer } from './request-session.js';
 import { createReverseListener, type ReverseListener } from './reverse-listener.js';
-import { mapTcpPort, type PortMapping } from '../nat/port-mapping.js';
+import type { PortMapping } from '../nat/port-mapping.js';
 import type { Endpoint } from '../protocol/address.js';
 import type { AgentSettings } from './settings.js';
 
@@ -77,6 +77,8 @@ export function createAgent(input: AgentOptions): Agent {
     ...(input.onStatus ? { onStatus: input.onStatus } : {}),
   });
 
+  let sessionModule: Promise<typeof import('./request-session.js')> | null = null;
+  const loadSession = (): Promise<typeof import('./request-session.js')> => (sessionModule ??= import('./request-session.js'));
   let reverseListener: ReverseListener | null = null;
   let mapping: PortMapping | null = null;
   let mappingDone: Promise<void> = Promise.resolve();
@@ -101,6 +103,7 @@ export function createAgent(input: AgentOptions): Agent {
     const mode = settings.reverse.portMapping;
     if (mode === 'off') return;
     try {
+      const { mapTcpPort } = await import('../nat/port-mapping.js');
       const m = await mapTcpPort({ port, mode, logger, signal: aborter.signal });
       if (aborter.signal.aborted) {
         await m?.release().catch(() => undefined);
@@ -148,7 +151,9 @@ export function createAgent(input: AgentOptions): Agent {
       return;
     }
     counters.inc('sessions');
-    const p = runRequestSession(requestId, {
+    // Loaded at the first request, not at start-up: TLS and the session code are most of the
+    // agent's start-up cost, and an appliance may go days between requests (start -> READY budget).
+    const p = loadSession().then(({ runRequestSession }) => runRequestSession(requestId, {
       identity,
       server: { host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName },
       authorize,
@@ -161,7 +166,7 @@ export function createAgent(input: AgentOptions): Agent {
       ...(reverseListener ? { reverse: reverseOffer()! } : {}),
       logger,
       signal: aborter.signal,
-    })
+    }))
       .then((o) => counters.inc(o.status === 0 ? 'sessionsServed' : 'sessionsRefused'))
       .catch(() => counters.inc('sessionsFailed'))
       .finally(() => active.delete(p));
