@@ -38,6 +38,8 @@ export interface CellSpec {
   readonly agentReverse?: string;
   readonly peerTimeoutMs?: number;
   readonly payloadBytes?: number;
+  /** The client's whole run (connect and echo), default 30 s. */
+  readonly clientTimeoutMs?: number;
   readonly registerIntervalMs?: number;
   /** Extra server settings (TOML), e.g. relay limits. */
   readonly serverExtra?: string;
@@ -214,7 +216,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       '--peer-timeout-ms', String(spec.peerTimeoutMs ?? 4000), '--log-level', 'info',
       ...(gatewayOn('client') ? ['--map-port', 'auto'] : []),
     ];
-    const r = await runClient(lab.client.host, args, payload, 30_000);
+    const r = await runClient(lab.client.host, args, payload, spec.clientTimeoutMs ?? 30_000);
     await spec.afterConnect?.({ lab, setup, server, agent, restartGateway });
     for (const line of r.stderr.split('\n')) {
       let l: LogLine;

@@ -119,6 +119,9 @@ async function matrix(opts: { out?: string; jobs: number; quick: boolean; side: 
         device: { ...opts.side, nat: c.device },
         upnp: c.upnp,
         upnpOn: c.upnpOn,
+        // On lossy links: a connect may take retransmissions, and TCP through 20% loss is slow,
+        // so a small payload and longer budgets (the target there is that connect succeeds).
+        ...(opts.side.lossPercent ? { peerTimeoutMs: 20_000, payloadBytes: 16 * 1024, clientTimeoutMs: 90_000 } : {}),
         onLine: (who, l) => lines.push(`${typeof l.time === 'number' ? new Date(l.time).toISOString() : '-'} ${who.padEnd(6)} ${String(l.msg)}${lineDetail(l)}`),
       });
       const r = results[i]!;
