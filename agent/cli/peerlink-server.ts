@@ -51,16 +51,30 @@ async function main(): Promise<void> {
     notifyRetryMs: settings.requests.notifyRetryMs,
     maxPendingPerDevice: settings.requests.maxPendingPerDevice,
     relay: settings.relay,
+    limits: settings.limits,
+    shutdownGraceMs: settings.shutdown.graceMs,
+    ...(settings.redis
+      ? { redis: { url: settings.redis.url, keyPrefix: settings.redis.keyPrefix }, ...(settings.redis.nodeId ? { nodeId: settings.redis.nodeId } : {}) }
+      : {}),
+    ...(settings.metrics.enabled ? { metrics: { host: settings.metrics.host, port: settings.metrics.port } } : {}),
   });
   await server.start();
-  logger.info({ udp: server.udpAddress(), tls: server.tlsAddress() }, 'rendezvous server listening');
+  logger.info(
+    { udp: server.udpAddress(), tls: server.tlsAddress(), metrics: server.metricsAddress(), node: server.nodeId, backend: server.backend.kind },
+    'rendezvous server listening',
+  );
   // SIGUSR2 prints the equipment list (patent Fig. 9) to the log, for operators and the lab.
   process.on('SIGUSR2', () => {
     const list = [...server.registry.entries()].map(([id, e]) => ({ id, address: e.address, port: e.port, lastSeenMs: e.lastSeenMs }));
     logger.info({ equipmentList: list, counters: server.registration.counters.snapshot() }, 'equipment list');
   });
   const sig = await onceSignal(['SIGTERM', 'SIGINT']);
-  logger.info({ signal: sig }, 'stopping');
+  logger.info({ signal: sig, graceMs: settings.shutdown.graceMs }, 'stopping: no new requests; finishing those in flight');
+  // A second signal cuts the drain short.
+  void onceSignal(['SIGTERM', 'SIGINT']).then(() => {
+    logger.warn('second signal: exiting without waiting');
+    process.exit(0);
+  });
   await server.stop();
   logger.info('stopped');
 }
