@@ -56,6 +56,8 @@ export interface RedisRegistryOptions {
 export interface RedisRegistry extends RegistryBackend {
   readonly kind: 'redis';
   readonly nodeId: string;
+  lookup(equipmentId: string): Promise<RegistryEntry | undefined>;
+  record(equipmentId: string, entry: RegistryEntry): Promise<RecordResult>;
   /** Connected and answering. */
   readonly up: boolean;
   onState(listener: (up: boolean) => void): void;

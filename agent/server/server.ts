@@ -164,6 +164,27 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
   const logger = cluster ? opts.logger.child({ node: nodeId }) : opts.logger;
   let metrics: MetricsListener | null = null;
   let draining = false;
+  // When Redis comes back (restarted, maybe empty), this node writes its own devices there again
+  // at once instead of waiting up to one registration interval for each device to re-register.
+  let redisWasUp = false;
+  cluster?.onState((up) => {
+    if (up && redisWasUp) void republish(cluster);
+    if (up) redisWasUp = true;
+  });
+  async function republish(c: RedisRegistry): Promise<void> {
+    let written = 0;
+    let batch: Promise<unknown>[] = [];
+    for (const [id, e] of opts.registry.entries()) {
+      // The compare-and-set keeps a newer entry (the device may have moved to another node since).
+      batch.push(c.record(id, { ...e, node: nodeId }).then(() => written++, () => undefined));
+      if (batch.length >= 1000) {
+        await Promise.all(batch);
+        batch = [];
+      }
+    }
+    await Promise.all(batch);
+    logger.info({ devices: written }, "redis back: this node's devices are in the shared registry again");
+  }
   const registration = createRegistrationEndpoint({
     host: opts.udpHost,
     port: opts.udpPort,
