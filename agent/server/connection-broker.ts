@@ -226,7 +226,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       return done(Status.DEVICE_BUSY);
     }
     const owner = cluster && entry.node && entry.node !== cluster.nodeId ? entry.node : null;
-    log.info({ mapping: `${entry.address}:${entry.port}`, ...(owner ? { node: owner } : {}) }, 'S204 device found in the equipment list');
+    log.info({ mapping: `${entry.address}:${entry.port}`, ...(owner ? { deviceNode: owner } : {}) }, 'S204 device found in the equipment list');
 
     if (shared && cluster) {
       // So the device may attach at any node, the request waits in Redis as well as here.
@@ -282,7 +282,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       sendNotify();
       if (owner) {
         counters.inc('routedToNode');
-        log.info({ node: owner }, 'S205 request routed to the node holding the device, which notifies it');
+        log.info({ deviceNode: owner }, 'S205 request routed to the node holding the device, which notifies it');
       } else log.info('S205 notification sent to the device mapping');
       notifyTimer = setInterval(sendNotify, options.notifyRetryMs);
       deadline = setTimeout(() => resolve(null), options.attachTimeoutMs);
@@ -306,7 +306,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       }
       if (got.kind === 'gone') {
         counters.inc('nodeUnavailable');
-        log.warn({ node: owner }, 'the node holding the device is not running');
+        log.warn({ deviceNode: owner }, 'the node holding the device is not running');
         return done(
           Status.SERVER_DEGRADED,
           'the server node the device registered with is not running; the device re-registers with another node within its interval; try again shortly',
@@ -318,7 +318,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         log.info('S206 device connected over TLS; forwarding the request');
         verdict = await exchange(got.device, requestId, clientEndpoint, req.advertisedPort, req.sealedRequest, log);
       } else {
-        log.info({ node: got.node }, 'S206 device connected to another node, which forwards the request');
+        log.info({ attachedAt: got.node }, 'S206 device connected to another node, which forwards the request');
         const timer = new Promise<Verdict>((resolve) => {
           const t = setTimeout(() => resolve({ status: Status.DEVICE_NO_ANSWER }), options.attachTimeoutMs + 1000);
           socket.once('close', () => clearTimeout(t));
@@ -420,12 +420,12 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     counters.inc('attachedForNode');
     options.onTiming?.('notifyRoundTrip', Date.now() - rec.at, Status.OK);
     const tell = (m: NodeMessage): Promise<unknown> =>
-      cluster!.send(rec.o, m).catch((err: Error) => log.warn({ err: err.message, node: rec.o }, 'could not tell the node holding the client'));
+      cluster!.send(rec.o, m).catch((err: Error) => log.warn({ err: err.message, clientNode: rec.o }, 'could not tell the node holding the client'));
     await tell({ t: 'attached', r: hex, by: cluster!.nodeId });
-    log.info({ node: rec.o }, 'S206 device connected over TLS for a request held by another node; forwarding the request');
+    log.info({ clientNode: rec.o }, 'S206 device connected over TLS for a request held by another node; forwarding the request');
     const v = await exchange(channel, attach.requestId, { address: rec.ca, port: rec.cp }, rec.ap, Buffer.from(rec.s, 'base64'), log);
     await tell({ t: 'verdict', r: hex, s: v.status, by: cluster!.nodeId });
-    log.info({ status: v.status, node: rec.o }, 'S207 device verdict sent to the node holding the client');
+    log.info({ status: v.status, clientNode: rec.o }, 'S207 device verdict sent to the node holding the client');
   }
 
   return {
