@@ -74,7 +74,7 @@ export function createMetricsListener(o: { host: string; port: number; source: M
     const prom = await import('prom-client');
     const register = new prom.Registry();
     register.setDefaultLabels({ node: source.nodeId });
-    prom.collectDefaultMetrics({ register, prefix: 'peerlink_process_' });
+    prom.collectDefaultMetrics({ register, prefix: 'peerlink_' });
     const fromCounters = <K extends string>(name: string, help: string, label: string, counters: Counters<K>, map: readonly [K, string][]): void => {
       new prom.Counter({
         name,
