@@ -453,7 +453,8 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       server = null;
       if (!s) return;
       draining = true;
-      const closed = new Promise<void>((resolve) => s.close(() => resolve()));
+      // While draining the listener stays open: devices must still attach for the requests in
+      // flight; new client requests get SERVER_DEGRADED ("shutting down") instead.
       if (graceMs > 0 && (inFlight > 0 || options.relay.active > 0)) {
         logger.info({ inFlight, relaySessions: options.relay.active, graceMs }, 'draining: no new requests; finishing those in flight');
         const until = Date.now() + graceMs;
@@ -466,7 +467,14 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         idle = null;
         if (inFlight > 0 || options.relay.active > 0) logger.warn({ inFlight, relaySessions: options.relay.active }, 'grace period over; closing what is left');
       }
+      const closed = new Promise<void>((resolve) => s.close(() => resolve()));
       options.relay.stop();
+      if (graceMs > 0) {
+        // Let the last answers (CONNECT_RESULT) reach their clients before the sockets go.
+        for (const sock of sockets) sock.end();
+        const until = Date.now() + Math.min(graceMs, 1000);
+        while (sockets.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      }
       for (const sock of sockets) sock.destroy();
       await closed;
     },
