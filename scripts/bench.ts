@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
- * npm run bench [-- tunnel]: throughput through the real programs on loopback, as ratios against
+ * npm run bench [-- tunnel | server]: throughput through the real programs on loopback, as ratios against
  * a baseline measured in the same run (plain TCP to the same echo service), never as absolute
  * targets (the machines are noisy). Prints a table and writes bench-results.json (--out FILE).
+ * `server`: the rendezvous server against its limits (scripts/bench/server.ts).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -92,6 +93,7 @@ async function tunnelBench(): Promise<Record<string, number>> {
 }
 
 async function main(): Promise<void> {
+  if (process.argv[2] === 'server') return (await import('./bench/server.js')).serverBench(process.argv.slice(3));
   const { values } = parseArgs({ allowPositionals: true, options: { out: { type: 'string' } } });
   const r = await tunnelBench();
   const rows = [
