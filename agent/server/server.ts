@@ -48,8 +48,8 @@ export const SHUTDOWN_GRACE_MS = 10_000;
  */
 export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   registrationsPerSource: Object.freeze({ perSecond: 1000, burst: 2000 }),
-  requestsPerSource: Object.freeze({ perSecond: 2, burst: 30 }),
-  requestsPerDevice: Object.freeze({ perSecond: 1, burst: 10 }),
+  requestsPerSource: Object.freeze({ perSecond: 2, burst: 60 }),
+  requestsPerDevice: Object.freeze({ perSecond: 1, burst: 30 }),
 });
 
 export interface ServerLimits {
