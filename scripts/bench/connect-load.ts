@@ -10,6 +10,7 @@
 import { readFile } from 'node:fs/promises';
 import { connect as tlsConnect } from 'node:tls';
 import { createClient } from '../../agent/client/client.js';
+import { cpuSeconds } from './cpu-time.js';
 
 interface Job {
   readonly tlsPort: number;
@@ -20,6 +21,8 @@ interface Job {
   readonly rounds: number;
   readonly concurrency: number;
   readonly seconds: number;
+  readonly serverPid: number;
+  readonly agentPid: number;
 }
 
 export function percentile(sorted: readonly number[], p: number): number {
@@ -47,7 +50,9 @@ function tlsOnce(job: Job): Promise<number> {
 async function main(): Promise<void> {
   const job = JSON.parse(await readFile(process.argv[2]!, 'utf8')) as Job;
   const tls: number[] = [];
+  const tlsCpu0 = cpuSeconds(job.serverPid);
   for (let i = 0; i < job.rounds; i++) tls.push(await tlsOnce(job));
+  const serverCpuMsPerTlsConnect = ((cpuSeconds(job.serverPid) - tlsCpu0) * 1000) / job.rounds;
   const client = createClient({
     server: { host: '127.0.0.1', port: job.tlsPort },
     serverName: 'localhost',
@@ -71,6 +76,7 @@ async function main(): Promise<void> {
   const concurrent: number[] = [];
   let failures = 0;
   const until = performance.now() + job.seconds * 1000;
+  const cpu0 = { server: cpuSeconds(job.serverPid), agent: cpuSeconds(job.agentPid), client: cpuSeconds(process.pid) };
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: job.concurrency }, async () => {
@@ -84,12 +90,18 @@ async function main(): Promise<void> {
     }),
   );
   const elapsed = (performance.now() - t0) / 1000;
+  const n = Math.max(1, concurrent.length);
+  const cpuMs = {
+    serverCpuMsPerRequest: ((cpuSeconds(job.serverPid) - cpu0.server) * 1000) / n,
+    agentCpuMsPerRequest: ((cpuSeconds(job.agentPid) - cpu0.agent) * 1000) / n,
+    clientCpuMsPerRequest: ((cpuSeconds(process.pid) - cpu0.client) * 1000) / n,
+  };
   await client.stop();
   process.stdout.write(
     `${JSON.stringify({
-      tlsConnect: summary(tls),
+      tlsConnect: { ...summary(tls), serverCpuMsPerTlsConnect },
       sequential: summary(sequential),
-      concurrent: { ...summary(concurrent), concurrency: job.concurrency, requestsPerSecond: concurrent.length / elapsed, failures },
+      concurrent: { ...summary(concurrent), concurrency: job.concurrency, requestsPerSecond: concurrent.length / elapsed, failures, ...cpuMs },
     })}\n`,
   );
 }

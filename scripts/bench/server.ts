@@ -72,14 +72,20 @@ function run(core: number | null, args: readonly string[]): Running {
   };
 }
 
-async function udpRun(mode: 'echo' | 'register' | 'register-redis', seconds: number, master: Buffer, redisUrl?: string): Promise<number> {
+interface UdpFigure {
+  readonly perSecond: number;
+  readonly perCpuSecond: number;
+  readonly cpuShare: number;
+}
+
+async function udpRun(mode: 'echo' | 'register' | 'register-redis', seconds: number, master: Buffer, redisUrl?: string): Promise<UdpFigure> {
   const target = run(0, [script('udp-target'), mode, master.toString('base64'), ...(redisUrl ? [redisUrl] : [])]);
   try {
-    const { port } = (await target.first) as { port: number };
-    const load = run(1, [script('udp-load'), String(port), mode === 'echo' ? 'echo' : 'register', String(seconds), '256', master.toString('base64'), '20000']);
-    const r = (await load.first) as { answersPerSecond: number; exhausted: boolean };
+    const { port, pid } = (await target.first) as { port: number; pid: number };
+    const load = run(1, [script('udp-load'), String(port), mode === 'echo' ? 'echo' : 'register', String(seconds), '256', master.toString('base64'), '20000', String(pid)]);
+    const r = (await load.first) as { answersPerSecond: number; answersPerCpuSecond: number; targetCpuShare: number; exhausted: boolean };
     if (r.exhausted) process.stderr.write(`bench: ${mode}: the generator ran out of packets; the figure is a lower bound\n`);
-    return r.answersPerSecond;
+    return { perSecond: r.answersPerSecond, perCpuSecond: r.answersPerCpuSecond, cpuShare: r.targetCpuShare };
   } finally {
     await target.stop();
   }
@@ -87,12 +93,15 @@ async function udpRun(mode: 'echo' | 'register' | 'register-redis', seconds: num
 
 async function registrations(o: { seconds: number; rounds: number }): Promise<Record<string, number>> {
   const master = randomBytes(32);
-  let echo = 0;
-  let mem = 0;
+  const best = (a: UdpFigure | null, b: UdpFigure): UdpFigure => (a === null ? b : {
+    perSecond: Math.max(a.perSecond, b.perSecond), perCpuSecond: Math.max(a.perCpuSecond, b.perCpuSecond), cpuShare: Math.max(a.cpuShare, b.cpuShare),
+  });
+  let echo: UdpFigure | null = null;
+  let mem: UdpFigure | null = null;
   // Alternate, best of each: noise from other tenants hits both alike.
   for (let i = 0; i < o.rounds; i++) {
-    echo = Math.max(echo, await udpRun('echo', o.seconds, master));
-    mem = Math.max(mem, await udpRun('register', o.seconds, master));
+    echo = best(echo, await udpRun('echo', o.seconds, master));
+    mem = best(mem, await udpRun('register', o.seconds, master));
   }
   const redis = await startRedis();
   try {
@@ -104,7 +113,12 @@ async function registrations(o: { seconds: number; rounds: number }): Promise<Re
     const keys = await c.dbsize();
     const perDevice = (await used()) - before;
     c.disconnect();
-    return { echoPerSecond: echo, memoryBackendPerSecond: mem, redisBackendPerSecond: withRedis, redisBytesPerDevice: perDevice / Math.max(1, keys), redisDevices: keys };
+    return {
+      echoPerSecond: echo!.perSecond, echoPerCpuSecond: echo!.perCpuSecond, echoCpuShare: echo!.cpuShare,
+      memoryBackendPerSecond: mem!.perSecond, memoryBackendPerCpuSecond: mem!.perCpuSecond, memoryBackendCpuShare: mem!.cpuShare,
+      redisBackendPerSecond: withRedis.perSecond, redisBackendPerCpuSecond: withRedis.perCpuSecond,
+      redisBytesPerDevice: perDevice / Math.max(1, keys), redisDevices: keys,
+    };
   } finally {
     await redis.stop();
   }
@@ -152,7 +166,7 @@ async function waitServing(p: Program): Promise<void> {
   throw new Error(`client did not start: ${p.stderr.join(' | ')}`);
 }
 
-async function endToEnd(o: { quick: boolean }): Promise<{ connect: Record<string, unknown>; tunnel: Record<string, number> }> {
+async function endToEnd(o: { quick: boolean; concurrency: number; tunnel: boolean }): Promise<{ connect: Record<string, unknown>; tunnel?: Record<string, number> }> {
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-bench-server-'));
   const programs: Program[] = [];
   const stoppers: (() => Promise<unknown>)[] = [];
@@ -195,12 +209,13 @@ async function endToEnd(o: { quick: boolean }): Promise<{ connect: Record<string
       job,
       JSON.stringify({
         tlsPort: setup.tlsPort, caPem: setup.caPem, equipmentId: setup.equipmentId, password: setup.password, service: 'echo',
-        rounds: o.quick ? 30 : 100, concurrency: 8, seconds: o.quick ? 3 : 8,
+        rounds: o.quick ? 30 : 100, concurrency: o.concurrency, seconds: o.quick ? 3 : 8, serverPid: server.child.pid, agentPid: agent.child.pid,
       }),
     );
     const load = run(null, [script('connect-load'), job]);
     const connect = await load.first;
     await load.stop();
+    if (!o.tunnel) return { connect };
 
     const tlsEcho = run(null, [script('tls-echo'), join(dir, 'server.pem'), join(dir, 'server.key')]);
     stoppers.push(() => tlsEcho.stop());
@@ -241,36 +256,62 @@ const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : '-');
 const f2 = (n: number): string => (Number.isFinite(n) ? n.toFixed(2) : '-');
 
 export async function serverBench(argv: readonly string[]): Promise<void> {
-  const { values } = parseArgs({ args: [...argv], allowPositionals: true, options: { out: { type: 'string' }, quick: { type: 'boolean' } } });
+  const { values } = parseArgs({
+    args: [...argv],
+    allowPositionals: true,
+    options: { out: { type: 'string' }, quick: { type: 'boolean' }, only: { type: 'string' }, concurrency: { type: 'string' } },
+  });
   const quick = values.quick ?? false;
+  const only = values.only;
+  const want = (s: string): boolean => only === undefined || only === s;
   const say = (s: string): void => void process.stderr.write(`bench: ${s}\n`);
-  say(`registrations (UDP, ${HAVE_TASKSET ? 'target on core 0, load on core 1' : 'not pinned: no taskset or one core'}) ...`);
-  const reg = await registrations({ seconds: quick ? 2 : 5, rounds: quick ? 1 : 2 });
-  say('memory per device (100k, 1M) ...');
-  const mem = await memory([100_000, 1_000_000]);
-  say('connection requests and tunnel throughput (real server, agent and clients) ...');
-  const e2e = await endToEnd({ quick });
+  const NONE = { n: 0, p50Ms: NaN, p99Ms: NaN };
+  let reg: Record<string, number> = {};
+  if (want('udp')) {
+    say(`registrations (UDP, ${HAVE_TASKSET ? 'target on core 0, load on core 1' : 'not pinned: no taskset or one core'}) ...`);
+    reg = await registrations({ seconds: quick ? 2 : 5, rounds: quick ? 1 : 2 });
+  }
+  let mem: Record<string, Record<string, number>> = {};
+  if (want('memory')) {
+    say('memory per device (100k, 1M) ...');
+    mem = await memory([100_000, 1_000_000]);
+  }
+  let e2e: { connect: Record<string, unknown>; tunnel?: Record<string, number> } = {
+    connect: { tlsConnect: NONE, sequential: NONE, concurrent: { ...NONE, requestsPerSecond: NaN, concurrency: 0, failures: 0 } },
+  };
+  if (want('connect') || want('tunnel')) {
+    say('connection requests and tunnel throughput (real server, agent and clients) ...');
+    e2e = await endToEnd({ quick, concurrency: Number(values.concurrency ?? 8), tunnel: want('tunnel') });
+  }
   const c = e2e.connect as {
-    tlsConnect: { p50Ms: number; p99Ms: number };
+    tlsConnect: { p50Ms: number; p99Ms: number; serverCpuMsPerTlsConnect: number };
     sequential: { p50Ms: number; p99Ms: number; n: number };
-    concurrent: { p50Ms: number; p99Ms: number; requestsPerSecond: number; concurrency: number; failures: number; n: number };
+    concurrent: {
+      p50Ms: number; p99Ms: number; requestsPerSecond: number; concurrency: number; failures: number; n: number;
+      serverCpuMsPerRequest: number; agentCpuMsPerRequest: number; clientCpuMsPerRequest: number;
+    };
   };
   const tls = c.tlsConnect;
-  const t = e2e.tunnel;
+  const t = e2e.tunnel ?? { plainTlsMbps: NaN, directTunnelMbps: NaN, relayedTunnelMbps: NaN };
+  const m = (k: string, f: string): number => mem[k]?.[f] ?? NaN;
+  const r = (k: string): number => reg[k] ?? NaN;
   const rows: [string, string, string, string][] = [
-    ['registrations/s, one core (bare UDP echo server)', f0(reg.echoPerSecond!), 'baseline', '1.00'],
-    ['registrations/s, one core (authenticated, in-memory)', f0(reg.memoryBackendPerSecond!), '>= 0.8', f2(reg.memoryBackendPerSecond! / reg.echoPerSecond!)],
-    ['registrations/s, one core (authenticated, Redis backend)', f0(reg.redisBackendPerSecond!), 'report', f2(reg.redisBackendPerSecond! / reg.echoPerSecond!)],
-    ['Redis memory per device (bytes)', f0(reg.redisBytesPerDevice!), 'report', '-'],
-    ['memory per device at 100k, live heap (bytes)', f0(mem['compact-100000']!.heapBytesPerDevice!), '<= 200', '-'],
-    ['memory per device at 100k, RSS (bytes)', f0(mem['compact-100000']!.rssBytesPerDevice!), '<= 200', '-'],
-    ['memory per device at 1M, live heap (bytes)', f0(mem['compact-1000000']!.heapBytesPerDevice!), '<= 200', '-'],
-    ['memory per device at 1M, RSS (bytes)', f0(mem['compact-1000000']!.rssBytesPerDevice!), '<= 200', '-'],
-    ['(for scale: Map of objects at 100k, live heap / RSS)', `${f0(mem['map-100000']!.heapBytesPerDevice!)} / ${f0(mem['map-100000']!.rssBytesPerDevice!)}`, '-', '-'],
+    ['UDP answers/s, one core: bare Node UDP echo server (per wall second / per CPU-second)', `${f0(r('echoPerSecond'))} / ${f0(r('echoPerCpuSecond'))}`, 'baseline', '1.00'],
+    ['registrations/s, one core: authenticated, in-memory (per wall s / per CPU-s)', `${f0(r('memoryBackendPerSecond'))} / ${f0(r('memoryBackendPerCpuSecond'))}`, '>= 0.8', `${f2(r('memoryBackendPerSecond') / r('echoPerSecond'))} / ${f2(r('memoryBackendPerCpuSecond') / r('echoPerCpuSecond'))}`],
+    ['registrations/s, one core: authenticated, Redis backend (per wall s / per CPU-s of the node)', `${f0(r('redisBackendPerSecond'))} / ${f0(r('redisBackendPerCpuSecond'))}`, 'report', `${f2(r('redisBackendPerSecond') / r('echoPerSecond'))} / ${f2(r('redisBackendPerCpuSecond') / r('echoPerCpuSecond'))}`],
+    ['Redis memory per device (bytes)', f0(r('redisBytesPerDevice')), 'report', '-'],
+    ['memory per device at 100k, live heap (bytes)', f0(m('compact-100000', 'heapBytesPerDevice')), '<= 200', '-'],
+    ['memory per device at 100k, RSS (bytes)', f0(m('compact-100000', 'rssBytesPerDevice')), '<= 200', '-'],
+    ['memory per device at 1M, live heap (bytes)', f0(m('compact-1000000', 'heapBytesPerDevice')), '<= 200', '-'],
+    ['memory per device at 1M, RSS (bytes)', f0(m('compact-1000000', 'rssBytesPerDevice')), '<= 200', '-'],
+    ['(for scale: Map of objects at 100k, live heap / RSS)', `${f0(m('map-100000', 'heapBytesPerDevice'))} / ${f0(m('map-100000', 'rssBytesPerDevice'))}`, '-', '-'],
     ['direct TLS connect to the server, p50 / p99 (ms)', `${f1(tls.p50Ms)} / ${f1(tls.p99Ms)}`, 'baseline', '1.00'],
     ['time to connect, one request at a time, p50 / p99 (ms)', `${f1(c.sequential.p50Ms)} / ${f1(c.sequential.p99Ms)}`, 'report', `${f1(c.sequential.p50Ms / tls.p50Ms)} / ${f1(c.sequential.p99Ms / tls.p99Ms)}`],
     [`time to connect, ${c.concurrent.concurrency} in flight, p50 / p99 (ms)`, `${f1(c.concurrent.p50Ms)} / ${f1(c.concurrent.p99Ms)}`, 'report', `${f1(c.concurrent.p50Ms / tls.p50Ms)} / ${f1(c.concurrent.p99Ms / tls.p99Ms)}`],
     [`connection requests/s end to end (${c.concurrent.concurrency} in flight, one device)`, f1(c.concurrent.requestsPerSecond), 'report', `${f2(c.concurrent.requestsPerSecond / (1000 / tls.p50Ms))} of sequential TLS connects/s`],
+    ['server CPU per request vs per direct TLS connect (ms)', `${f2(c.concurrent.serverCpuMsPerRequest)} vs ${f2(tls.serverCpuMsPerTlsConnect)}`, 'report', f1(c.concurrent.serverCpuMsPerRequest / tls.serverCpuMsPerTlsConnect)],
+    ['connection requests per server CPU-second (one core)', f0(1000 / c.concurrent.serverCpuMsPerRequest), 'report', '-'],
+    ['agent / client CPU per request (ms)', `${f2(c.concurrent.agentCpuMsPerRequest)} / ${f2(c.concurrent.clientCpuMsPerRequest)}`, 'report', '-'],
     ['tunnel throughput: plain TLS (Mbit/s, both directions)', f0(t.plainTlsMbps!), 'baseline', '1.00'],
     ['tunnel throughput: direct tunnel', f0(t.directTunnelMbps!), 'report', f2(t.directTunnelMbps! / t.plainTlsMbps!)],
     ['tunnel throughput: relayed tunnel', f0(t.relayedTunnelMbps!), 'report', f2(t.relayedTunnelMbps! / t.plainTlsMbps!)],

@@ -5,17 +5,20 @@
  * registrations (pre-computed before the clock starts: DEVICES ids x rounds, timestamps rising per
  * device), so the target does the full work (parse, HMAC key derivation and check, freshness,
  * registry update, tagged ack). Mode `echo` sends 64-byte datagrams of the same size.
- * argv: PORT MODE SECONDS WINDOW MASTER_KEY_B64 DEVICES
+ * Also reports the target's CPU seconds over the window (answers per CPU-second of the target).
+ * argv: PORT MODE SECONDS WINDOW MASTER_KEY_B64 DEVICES TARGET_PID
  */
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
 import { encodeRegister, REGISTER_NONCE_BYTES } from '../../agent/protocol/udp-packets.js';
+import { cpuSeconds } from './cpu-time.js';
 
 const WARMUP_MS = 1000;
 
 async function main(): Promise<void> {
-  const [portS, mode, secondsS, windowS, masterB64, devicesS] = process.argv.slice(2);
+  const [portS, mode, secondsS, windowS, masterB64, devicesS, pidS] = process.argv.slice(2);
+  const targetPid = Number(pidS);
   const port = Number(portS);
   const seconds = Number(secondsS);
   const window = Number(windowS);
@@ -60,12 +63,14 @@ async function main(): Promise<void> {
   }, 20);
   await new Promise((r) => setTimeout(r, WARMUP_MS));
   answersAtStart = answers;
+  const cpu0 = cpuSeconds(targetPid);
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const elapsed = (performance.now() - t0) / 1000;
   const n = answers - answersAtStart;
+  const cpu = cpuSeconds(targetPid) - cpu0;
   clearInterval(refill);
-  process.stdout.write(`${JSON.stringify({ mode, answersPerSecond: n / elapsed, answers: n, sent: next, exhausted: next >= packets.length })}\n`);
+  process.stdout.write(`${JSON.stringify({ mode, answersPerSecond: n / elapsed, answersPerCpuSecond: n / cpu, targetCpuShare: cpu / elapsed, answers: n, sent: next, exhausted: next >= packets.length })}\n`);
   s.close();
 }
 

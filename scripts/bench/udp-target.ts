@@ -19,7 +19,7 @@ async function main(): Promise<void> {
     const s = createSocket('udp4');
     s.on('message', (msg, r) => s.send(msg, r.port, r.address));
     await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
-    process.stdout.write(`${JSON.stringify({ port: s.address().port })}\n`);
+    process.stdout.write(`${JSON.stringify({ port: s.address().port, pid: process.pid })}\n`);
     process.once('SIGTERM', () => process.exit(0));
     return;
   }
@@ -39,7 +39,7 @@ async function main(): Promise<void> {
     ...(backend ? { backend } : {}),
   });
   await ep.start();
-  process.stdout.write(`${JSON.stringify({ port: ep.address().port })}\n`);
+  process.stdout.write(`${JSON.stringify({ port: ep.address().port, pid: process.pid })}\n`);
   process.once('SIGTERM', () => {
     process.stdout.write(`${JSON.stringify({ stats: ep.counters.snapshot(), devices: registry.size })}\n`);
     process.exit(0);
