@@ -49,6 +49,7 @@ const REGISTRATION_OUTCOMES: readonly [RegistrationCounter, string][] = [
   ['replayed', 'replayed'],
   ['clockSkew', 'clock_skew'],
   ['unexpectedType', 'unexpected_type'],
+  ['overloaded', 'overloaded'],
 ];
 
 const REQUEST_OUTCOMES: readonly [BrokerCounter, string][] = [

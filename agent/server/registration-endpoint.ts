@@ -45,8 +45,15 @@ export const REGISTRATION_COUNTERS = [
   'notificationsSent',
   'rateLimited',
   'registryUnavailable',
+  'overloaded',
 ] as const;
 export type RegistrationCounter = (typeof REGISTRATION_COUNTERS)[number];
+
+/**
+ * Writes to the shared registry in flight at once; past this a registration is dropped (the device
+ * retries) instead of queueing without bound behind a slow Redis.
+ */
+export const MAX_PENDING_REGISTRY_WRITES = 10_000;
 
 export interface RegistrationEndpointOptions {
   readonly host: string;
@@ -81,6 +88,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
   const limiter = options.sourceLimiter;
   let socket: Socket | null = null;
   let backendFailing = false;
+  let pendingWrites = 0;
 
   function onMessage(msg: Buffer, rinfo: RemoteInfo): void {
     if (limiter && !limiter.take(rinfo.address)) {
@@ -125,8 +133,14 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       accept(reg, { outcome: 'replayed' }, key, now, observed, rinfo);
       return;
     }
+    if (pendingWrites >= MAX_PENDING_REGISTRY_WRITES) {
+      counters.inc('overloaded');
+      return;
+    }
+    pendingWrites++;
     Promise.resolve(backend.record(reg.equipmentId, entry)).then(
       (r) => {
+        pendingWrites--;
         if (backendFailing) {
           backendFailing = false;
           logger.info('registrations reach the shared registry again');
@@ -135,6 +149,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
         accept(reg, r, key, now, observed, rinfo);
       },
       (err: unknown) => {
+        pendingWrites--;
         counters.inc('registryUnavailable');
         if (!backendFailing) {
           backendFailing = true;

@@ -19,6 +19,8 @@ const WARMUP_MS = 1000;
 async function main(): Promise<void> {
   const [portS, mode, secondsS, windowS, masterB64, devicesS, pidS] = process.argv.slice(2);
   const targetPid = Number(pidS);
+  // A further process whose CPU time counts too (the redis-server behind the target).
+  const extraPid = process.argv[9] ? Number(process.argv[9]) : null;
   const port = Number(portS);
   const seconds = Number(secondsS);
   const window = Number(windowS);
@@ -56,21 +58,24 @@ async function main(): Promise<void> {
     send();
   });
   for (let i = 0; i < window; i++) send();
-  // Lost datagrams shrink the window: refill it when answers stall.
+  // Lost datagrams shrink the window: refill it when answers stall for a while (not sooner: a
+  // slow target would otherwise be flooded with ever more outstanding requests).
   const refill = setInterval(() => {
     if (answers === lastAnswers) for (let i = 0; i < window; i++) send();
     lastAnswers = answers;
-  }, 20);
+  }, 250);
   await new Promise((r) => setTimeout(r, WARMUP_MS));
   answersAtStart = answers;
   const cpu0 = cpuSeconds(targetPid);
+  const extra0 = extraPid === null ? 0 : cpuSeconds(extraPid);
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const elapsed = (performance.now() - t0) / 1000;
   const n = answers - answersAtStart;
   const cpu = cpuSeconds(targetPid) - cpu0;
+  const extraCpu = extraPid === null ? null : cpuSeconds(extraPid) - extra0;
   clearInterval(refill);
-  process.stdout.write(`${JSON.stringify({ mode, answersPerSecond: n / elapsed, answersPerCpuSecond: n / cpu, targetCpuShare: cpu / elapsed, answers: n, sent: next, exhausted: next >= packets.length })}\n`);
+  process.stdout.write(`${JSON.stringify({ mode, answersPerSecond: n / elapsed, answersPerCpuSecond: n / cpu, targetCpuShare: cpu / elapsed, ...(extraCpu === null ? {} : { answersPerExtraCpuSecond: n / extraCpu }), answers: n, sent: next, exhausted: next >= packets.length })}\n`);
   s.close();
 }
 

@@ -13,6 +13,8 @@ export interface RedisProcess {
   start(): Promise<void>;
   stop(): Promise<void>;
   readonly running: boolean;
+  /** The redis-server process ID while running (benchmarks read its CPU time). */
+  readonly pid: number | undefined;
 }
 
 export const REDIS_MISSING = 'redis-server is not installed: run `bash scripts/server-setup.sh` (as root; CI does)';
@@ -25,6 +27,9 @@ export async function startRedis(): Promise<RedisProcess> {
     url: `redis://127.0.0.1:${port}`,
     get running() {
       return child !== null;
+    },
+    get pid() {
+      return child?.pid;
     },
     async start() {
       const c = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], {
