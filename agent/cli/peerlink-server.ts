@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     limits: settings.limits,
     shutdownGraceMs: settings.shutdown.graceMs,
     ...(settings.redis
-      ? { redis: { url: settings.redis.url, keyPrefix: settings.redis.keyPrefix }, ...(settings.redis.nodeId ? { nodeId: settings.redis.nodeId } : {}) }
+      ? { redis: { url: settings.redis.url, keyPrefix: settings.redis.keyPrefix, ...(settings.redis.tlsAddress ? { tlsAddress: settings.redis.tlsAddress } : {}) }, ...(settings.redis.nodeId ? { nodeId: settings.redis.nodeId } : {}) }
       : {}),
     ...(settings.metrics.enabled ? { metrics: { host: settings.metrics.host, port: settings.metrics.port } } : {}),
   });

@@ -29,6 +29,7 @@ import type { NodeMessage, RedisRegistry } from './redis-registry.js';
 import type { RegistrationEndpoint } from './registration-endpoint.js';
 import type { Registry, RegistryBackend, RegistryEntry } from './registry.js';
 import type { Relay } from './relay.js';
+import type { RelayBridge } from './relay-bridge.js';
 
 export const BROKER_COUNTERS = [
   'requests',
@@ -72,6 +73,8 @@ export interface ConnectionBrokerOptions {
   readonly backend?: RegistryBackend;
   /** Set with the Redis backend: requests waiting in Redis, messages between nodes. */
   readonly cluster?: RedisRegistry;
+  /** With Redis: relayed sessions whose client joined at another node. */
+  readonly relayBridge?: RelayBridge;
   /** Connection requests per client source address and per target equipment ID. */
   readonly sourceLimiter?: RateLimiter;
   readonly targetLimiter?: RateLimiter;
@@ -144,6 +147,11 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     else if (first.type === FrameType.RELAY_JOIN_CLIENT) options.relay.join('client', first.requestId, null, { channel, socket });
     else if (first.type === FrameType.RELAY_JOIN_DEVICE) {
       if (deviceProofValid(socket, first.equipmentId, first.requestId, first.proof)) {
+        // The client may have joined at another node (the one that offered the relay).
+        if (!options.relay.has(first.requestId) && options.relayBridge) {
+          socket.pause();
+          if (await options.relayBridge.bridge({ channel, socket }, first.equipmentId, first.requestId)) return;
+        }
         options.relay.join('device', first.requestId, first.equipmentId, { channel, socket });
       } else {
         counters.inc('attachRejected');
@@ -333,6 +341,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       counters.inc('connected');
       // Should the device's direct dial fail, both sides may meet at the relay for this request.
       options.relay.offer(requestId, req.equipmentId);
+      options.relayBridge?.offered(hex);
       client.send({ type: FrameType.RELAY_OFFER, requestId });
     } else if (verdict.status === Status.DEVICE_NO_ANSWER) counters.inc('noAnswer');
     else counters.inc('refusedByDevice');

@@ -68,6 +68,9 @@ export interface RedisRegistry extends RegistryBackend {
   getPending(requestIdHex: string): Promise<PendingRecord | undefined>;
   /** Remove the request; true for the one caller that removed it (so a request is served once). */
   claimPending(requestIdHex: string): Promise<boolean>;
+  /** A short-lived value under <prefix><key> (the key must carry its own hash tag). */
+  putValue(key: string, value: string, ttlMs: number): Promise<void>;
+  getValue(key: string): Promise<string | undefined>;
   /** Connect (does not fail when Redis is down: the node starts degraded and keeps retrying). */
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -170,6 +173,12 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     },
     async claimPending(hex) {
       return (await c().del(requestKey(hex))) === 1;
+    },
+    async putValue(key, value, ttlMs) {
+      await c().set(`${o.keyPrefix}${key}`, value, 'PX', ttlMs);
+    },
+    async getValue(key) {
+      return (await c().get(`${o.keyPrefix}${key}`)) ?? undefined;
     },
     async start() {
       const { Redis } = await import('ioredis');

@@ -26,6 +26,7 @@ import { createConnectionBroker, type ConnectionBroker } from './connection-brok
 import { createRegistrationEndpoint, type RegistrationEndpoint } from './registration-endpoint.js';
 import { createMetricsListener, type MetricsListener } from './metrics.js';
 import { createRateLimiter, type RateLimit } from './rate-limiter.js';
+import { createRelayBridge } from './relay-bridge.js';
 import { createRedisRegistry, type RedisRegistry } from './redis-registry.js';
 import { createMemoryRegistry, type Registry, type RegistryBackend } from './registry.js';
 import {
@@ -63,6 +64,8 @@ export interface RedisOptions {
   /** Prefix of every key and channel (several fleets on one Redis). */
   readonly keyPrefix?: string;
   readonly commandTimeoutMs?: number;
+  /** Where the other nodes reach this node's TLS port, for relayed sessions across nodes ("host:port"). */
+  readonly tlsAddress?: string;
 }
 
 export interface RendezvousServerOptions {
@@ -206,6 +209,23 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     registry: opts.registry,
     backend,
     ...(cluster ? { cluster } : {}),
+    ...(cluster
+      ? {
+          relayBridge: createRelayBridge({
+            cluster,
+            certPem: opts.certPem,
+            masterKey: opts.masterKey,
+            joinTimeoutMs: opts.relay.joinTimeoutMs,
+            logger,
+            tlsAddress: () => {
+              if (input.redis?.tlsAddress) return input.redis.tlsAddress;
+              const a = broker.address();
+              const host = a.address === '0.0.0.0' || a.address === '::' ? hostname() : a.address;
+              return `${host.includes(':') ? `[${host}]` : host}:${a.port}`;
+            },
+          }),
+        }
+      : {}),
     sourceLimiter: createRateLimiter(opts.limits.requestsPerSource, opts.clock),
     targetLimiter: createRateLimiter(opts.limits.requestsPerDevice, opts.clock),
     onTiming: (what, ms, status) => metrics?.observe(what, ms, status),

@@ -31,7 +31,7 @@ export interface ServerSettings {
   readonly requests: { readonly attachTimeoutMs: number; readonly notifyRetryMs: number; readonly maxPendingPerDevice: number };
   readonly relay: { readonly maxSessions: number; readonly bytesPerSecond: number; readonly maxDurationMs: number; readonly joinTimeoutMs: number };
   /** Present: this is one node of several sharing the registry through Redis. */
-  readonly redis: { readonly url: string; readonly nodeId: string | undefined; readonly keyPrefix: string } | null;
+  readonly redis: { readonly url: string; readonly nodeId: string | undefined; readonly keyPrefix: string; readonly tlsAddress: string | undefined } | null;
   readonly limits: ServerLimits;
   readonly metrics: { readonly enabled: boolean; readonly host: string; readonly port: number };
   readonly shutdown: { readonly graceMs: number };
@@ -56,7 +56,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
   const reg = c.table(doc, 'registry', 'registry', ['stale_after_ms', 'forget_after_ms', 'clock_window_ms']);
   const req = c.table(doc, 'requests', 'requests', ['attach_timeout_ms', 'notify_retry_ms', 'max_pending_per_device']);
   const rel = c.table(doc, 'relay', 'relay', ['max_sessions', 'bytes_per_second', 'max_duration_ms', 'join_timeout_ms']);
-  const red = c.table(doc, 'redis', 'redis', ['url', 'node_id', 'key_prefix']);
+  const red = c.table(doc, 'redis', 'redis', ['url', 'node_id', 'key_prefix', 'tls_address']);
   const lim = c.table(doc, 'limits', 'limits', LIMIT_KEYS);
   const met = c.table(doc, 'metrics', 'metrics', ['enabled', 'host', 'port']);
   const shut = c.table(doc, 'shutdown', 'shutdown', ['grace_ms']);
@@ -104,6 +104,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
         : {
             url: c.str(red, 'url', 'redis.url', { pattern: REDIS_URL, expect: 'a redis:// or rediss:// URL' }),
             nodeId: red.node_id === undefined ? undefined : c.str(red, 'node_id', 'redis.node_id', { pattern: NODE_ID, expect: '1-64 of A-Z a-z 0-9 . _ : / -' }),
+            tlsAddress: red.tls_address === undefined ? undefined : c.str(red, 'tls_address', 'redis.tls_address', { pattern: /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, expect: '"host:port" where the other nodes reach this node\'s TLS port' }),
             keyPrefix: c.str(red, 'key_prefix', 'redis.key_prefix', { default: 'pl:', pattern: /^[A-Za-z0-9._:-]{0,32}$/, expect: 'up to 32 of A-Z a-z 0-9 . _ : -' }),
           },
     limits: Object.freeze({

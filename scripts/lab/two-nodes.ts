@@ -49,10 +49,10 @@ export async function runTwoNodeCell(o: { client: NatKind; device: NatKind; payl
       ports: { udp: SERVER_UDP_PORT, tls: SERVER_TLS_PORT },
       services: { echo: `127.0.0.1:${SERVICE_PORT}` },
       registerIntervalMs: 15_000,
-      serverExtra: `[redis]\nurl = "${redisUrl}"\nnode_id = "node-1"`,
+      serverExtra: `[redis]\nurl = "${redisUrl}"\nnode_id = "node-1"\ntls_address = "${ADDR.server}:${SERVER_TLS_PORT}"`,
     });
     const config2 = join(dir, 'server-2.toml');
-    await writeFile(config2, (await readFile(setup.serverConfig, 'utf8')).replace('node_id = "node-1"', 'node_id = "node-2"'));
+    await writeFile(config2, (await readFile(setup.serverConfig, 'utf8')).replace('node_id = "node-1"', 'node_id = "node-2"').replace(`tls_address = "${ADDR.server}:`, `tls_address = "${ADDR.server2}:`));
     spawn('ip', ['netns', 'exec', lab.device.host, process.execPath, join(DIST, 'scripts', 'lab', 'echo-service.js'), String(SERVICE_PORT)], { stdio: 'ignore' });
     const nodes = [
       startProgram('server', ['--config', setup.serverConfig], { netns: lab.server }),

@@ -22,3 +22,11 @@ labTest('device registered with node 1 behind a port-restricted NAT, client asks
   t.truthy(n1.lines.find((l) => l.requestId === routed!.requestId && l.msg === 'S207 device verdict sent to the node holding the client'));
   t.falsy(n2.lines.find((l) => l.msg === 'S202 device registered'), 'node 2 never heard from the device itself');
 });
+
+labTest('client behind a NAT without a mapping asks node 2: relayed across the two nodes, bytes intact', async (t) => {
+  const r = await runTwoNodeCell({ client: 'port-restricted', device: 'port-restricted' });
+  t.is(r.client.code, 0, r.client.stderr);
+  t.is(r.client.stdoutSha, r.payloadSha);
+  t.regex(r.client.stderr, /relayed via server/);
+  t.truthy(r.nodes[0].lines.find((l) => l.msg === 'relay session bridged to the node holding the client (end-to-end encrypted; ciphertext only)'));
+});

@@ -21,7 +21,7 @@ test('a [redis] table makes the node one of several; limits per minute become pe
   const s = check(
     '[redis]\nurl = "redis://10.0.0.5:6379"\nnode_id = "rdv-1"\n[limits]\nrequests_per_device_per_min = 30\nrequests_per_device_burst = 5\nregistrations_per_source_per_s = 0\n[metrics]\nenabled = true\nport = 0\n',
   );
-  t.deepEqual(s.redis, { url: 'redis://10.0.0.5:6379', nodeId: 'rdv-1', keyPrefix: 'pl:' });
+  t.deepEqual(s.redis, { url: 'redis://10.0.0.5:6379', nodeId: 'rdv-1', keyPrefix: 'pl:', tlsAddress: undefined });
   t.deepEqual(s.limits.requestsPerDevice, { perSecond: 0.5, burst: 5 });
   t.is(s.limits.registrationsPerSource.perSecond, 0);
   t.deepEqual(s.metrics, { enabled: true, host: '127.0.0.1', port: 0 });

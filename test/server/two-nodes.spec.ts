@@ -7,6 +7,7 @@
  */
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
+import { freePort } from '../../scripts/lib/free-port.js';
 import { PROGRAMS } from '../../scripts/lib/program.js';
 import { startRedis, type RedisProcess } from '../../scripts/lib/redis-process.js';
 import { echoService, sharedScope } from '../helpers/flow.js';
@@ -74,6 +75,18 @@ test.serial('client asks node 1, where the device registered: connected without 
   const r = await runNodeStdio(PROGRAMS.client, f.clientArgs(0, 'echo', ['--stdio']), data, (kill) => t.teardown(kill));
   t.is(r.code, 0, r.stderr);
   t.is(r.sha256, sha(data));
+});
+
+test.serial('relayed across nodes: the device cannot dial the client, joins the relay at its node, which bridges to the client\'s node', async (t) => {
+  const closedPort = await freePort();
+  const data = randomBytes(256 * 1024);
+  const r = await runNodeStdio(PROGRAMS.client, f.clientArgs(1, 'echo', ['--stdio', '--advertise-port', String(closedPort)]), data, (kill) => t.teardown(kill));
+  t.is(r.code, 0, r.stderr);
+  t.is(r.sha256, sha(data));
+  t.regex(r.stderr, /relayed via server/);
+  const bridged = f.nodes[0].lines.find((l) => l.msg === 'relay session bridged to the node holding the client (end-to-end encrypted; ciphertext only)');
+  t.truthy(bridged, 'node 1 bridged the device to node 2');
+  t.truthy(f.nodes[1].lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('relay session paired')), 'node 2 paired client and bridge');
 });
 
 test.serial('an unknown device is unknown at every node (exit 10)', async (t) => {
