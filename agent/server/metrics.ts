@@ -27,6 +27,8 @@ export interface MetricsSource {
   readonly draining: () => boolean;
   readonly limits: Readonly<Record<string, RateLimit>>;
   readonly nodeId: string;
+  /** Relayed sessions this node bridged to the node holding the client. */
+  readonly relayBridged: () => number;
 }
 
 export interface MetricsListener {
@@ -157,6 +159,15 @@ export function createMetricsListener(o: { host: string; port: number; source: M
       ['refusedUnknown', 'refused_unknown'],
       ['cutForDuration', 'cut_for_duration'],
     ]);
+    new prom.Counter({
+      name: 'peerlink_relay_bridged_total',
+      help: 'Relayed sessions bridged from this node (the device) to the node holding the client',
+      registers: [register],
+      collect() {
+        this.reset();
+        this.inc(source.relayBridged());
+      },
+    });
     new prom.Counter({
       name: 'peerlink_relay_bytes_total',
       help: 'Bytes copied by the relay (both directions)',

@@ -200,6 +200,21 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     sourceLimiter: createRateLimiter(opts.limits.registrationsPerSource, opts.clock),
   });
   const relay = createRelay(opts.relay, logger);
+  const relayBridge = cluster
+    ? createRelayBridge({
+        cluster,
+        certPem: opts.certPem,
+        masterKey: opts.masterKey,
+        joinTimeoutMs: opts.relay.joinTimeoutMs,
+        logger,
+        tlsAddress: () => {
+          if (input.redis?.tlsAddress) return input.redis.tlsAddress;
+          const a = broker.address();
+          const host = a.address === '0.0.0.0' || a.address === '::' ? hostname() : a.address;
+          return `${host.includes(':') ? `[${host}]` : host}:${a.port}`;
+        },
+      })
+    : undefined;
   const broker = createConnectionBroker({
     host: opts.tlsHost,
     port: opts.tlsPort,
@@ -209,23 +224,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     registry: opts.registry,
     backend,
     ...(cluster ? { cluster } : {}),
-    ...(cluster
-      ? {
-          relayBridge: createRelayBridge({
-            cluster,
-            certPem: opts.certPem,
-            masterKey: opts.masterKey,
-            joinTimeoutMs: opts.relay.joinTimeoutMs,
-            logger,
-            tlsAddress: () => {
-              if (input.redis?.tlsAddress) return input.redis.tlsAddress;
-              const a = broker.address();
-              const host = a.address === '0.0.0.0' || a.address === '::' ? hostname() : a.address;
-              return `${host.includes(':') ? `[${host}]` : host}:${a.port}`;
-            },
-          }),
-        }
-      : {}),
+    ...(relayBridge ? { relayBridge } : {}),
     sourceLimiter: createRateLimiter(opts.limits.requestsPerSource, opts.clock),
     targetLimiter: createRateLimiter(opts.limits.requestsPerDevice, opts.clock),
     onTiming: (what, ms, status) => metrics?.observe(what, ms, status),
@@ -268,6 +267,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
             draining: () => draining,
             limits: opts.limits,
             nodeId,
+            relayBridged: () => relayBridge?.bridged ?? 0,
           },
         });
         await metrics.start();

@@ -87,6 +87,7 @@ test.serial('relayed across nodes: the device cannot dial the client, joins the 
   const bridged = f.nodes[0].lines.find((l) => l.msg === 'relay session bridged to the node holding the client (end-to-end encrypted; ciphertext only)');
   t.truthy(bridged, 'node 1 bridged the device to node 2');
   t.truthy(f.nodes[1].lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('relay session paired')), 'node 2 paired client and bridge');
+  t.is(sample((await httpGet(f.metricsPorts[0], '/metrics')).body, /^peerlink_relay_bridged_total/), 1);
 });
 
 test.serial('an unknown device is unknown at every node (exit 10)', async (t) => {
