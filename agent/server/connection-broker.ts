@@ -118,8 +118,14 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
   cluster?.onMessage((m) => {
     if (m.t === 'notify') {
       // A node holding a client asks this one (the device's) to wake the device through its NAT.
+      // The address is this node's own entry for the device, not one a message names: nothing that
+      // can write to Redis can make a node send datagrams to an arbitrary address.
       const requestId = Buffer.from(m.r, 'hex');
-      if (udp.notify(m.d, requestId, { address: m.a, port: m.p })) counters.inc('notifiedForNode');
+      if (!registry.get(m.d)) {
+        logger.debug({ requestId: m.r.slice(0, 12), equipmentId: m.d }, 'asked to notify a device not registered at this node');
+        return;
+      }
+      if (udp.notify(m.d, requestId)) counters.inc('notifiedForNode');
       if (!notifiedFor.has(m.r)) {
         notifiedFor.add(m.r);
         if (notifiedFor.size > 10_000) notifiedFor.delete(notifiedFor.values().next().value as string);
