@@ -1,6 +1,8 @@
 /**
- * The compact in-memory registry behaves like a Map of entries (model-based property test), keeps
- * the newest registration (P1's replay rule lives in `record`), and reuses slots after deletion.
+ * The compact in-memory registry (arena of ID bytes, open-addressing table, typed arrays) behaves
+ * like a Map of entries (model-based property test, with enough keys for the table to grow and
+ * deletions to shift probe chains, and non-ASCII IDs), keeps the newest registration (P1's replay
+ * rule lives in `record`), and reuses slots after deletion.
  */
 import test from 'ava';
 import fc from 'fast-check';
@@ -14,7 +16,11 @@ const entry = fc.record({
   lastSeenMs: fc.integer({ min: 0, max: 2 ** 47 }),
   lastTimestampMs: fc.integer({ min: 0, max: 2 ** 47 }),
 });
-const id = fc.constantFrom('A', 'B', 'TV-000123', 'REC-9', 'x'.repeat(64), 'id.with-dots_1');
+const id = fc.oneof(
+  fc.constantFrom('A', 'B', 'TV-000123', 'REC-9', 'x'.repeat(64), 'id.with-dots_1', 'é', 'Aé', '日本-1', 'AA'),
+  // Many keys: the hash table grows, probe chains collide, deletions shift entries back.
+  fc.integer({ min: 0, max: 3000 }).map((n) => `ID-${n}`),
+);
 const op = fc.oneof(
   fc.record({ kind: fc.constant('set' as const), id, e: entry }),
   fc.record({ kind: fc.constant('record' as const), id, e: entry }),
@@ -24,7 +30,7 @@ const op = fc.oneof(
 
 test('behaves like a Map of entries under any sequence of set/record/delete/sweep', (t) => {
   fc.assert(
-    fc.property(fc.array(op, { maxLength: 200 }), (ops) => {
+    fc.property(fc.array(op, { minLength: 1, maxLength: 3000, size: 'max' }), (ops) => {
       const reg = createMemoryRegistry();
       const model = new Map<string, RegistryEntry>();
       for (const o of ops) {
@@ -49,11 +55,13 @@ test('behaves like a Map of entries under any sequence of set/record/delete/swee
           if (reg.sweep(o.before) !== n) return false;
         }
         if (reg.size !== model.size) return false;
-        for (const [k, e] of model) if (JSON.stringify(reg.get(k)) !== JSON.stringify(e)) return false;
+        if ('id' in o && JSON.stringify(reg.get(o.id)) !== JSON.stringify(model.get(o.id))) return false;
       }
-      return [...reg.entries()].length === model.size;
+      for (const [k, e] of model) if (JSON.stringify(reg.get(k)) !== JSON.stringify(e)) return false;
+      const listed = new Map(reg.entries());
+      return listed.size === model.size && [...model.keys()].every((k) => listed.has(k));
     }),
-    { numRuns: 300 },
+    { numRuns: 60 },
   );
   t.pass();
 });
@@ -69,4 +77,18 @@ test('holds 50,000 devices, grows, and reuses the slots of deleted ones', (t) =>
   t.is(reg.get('DEV-49999')?.port, 49999 % 65536);
   t.is(reg.get('NEW-24999')?.address, '192.0.2.1');
   t.is(reg.get('DEV-1'), undefined);
+});
+
+test('the ID arena is compacted after many deletions, and every entry stays findable', (t) => {
+  const reg = createMemoryRegistry();
+  const e = (i: number) => ({ address: '198.51.100.7', port: i % 65536, lastSeenMs: i, lastTimestampMs: i });
+  for (let i = 0; i < 5000; i++) reg.set(`FIRST-WAVE-DEVICE-${i}`, e(i));
+  for (let i = 0; i < 4500; i++) t.true(reg.delete(`FIRST-WAVE-DEVICE-${i}`));
+  for (let i = 0; i < 20_000; i++) reg.set(`SECOND-${i}`, e(i));
+  t.is(reg.size, 20_500);
+  for (let i = 4500; i < 5000; i++) t.is(reg.get(`FIRST-WAVE-DEVICE-${i}`)?.port, i);
+  for (let i = 0; i < 20_000; i += 997) t.is(reg.get(`SECOND-${i}`)?.lastSeenMs, i);
+  t.is(reg.get('FIRST-WAVE-DEVICE-1'), undefined);
+  t.is([...reg.entries()].length, 20_500);
+  t.deepEqual(new Set([...reg.entries()].map(([id]) => id)).size, 20_500);
 });
