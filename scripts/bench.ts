@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
- * npm run bench [-- tunnel | agent]: (agent: scripts/bench/agent.ts) throughput through the real programs on loopback, as ratios against
+ * npm run bench [-- tunnel | agent | server]: throughput through the real programs on loopback, as ratios against
  * a baseline measured in the same run (plain TCP to the same echo service), never as absolute
  * targets (the machines are noisy). Prints a table and writes bench-results.json (--out FILE).
+ * `server`: the rendezvous server against its limits (scripts/bench/server.ts).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -94,8 +95,9 @@ async function tunnelBench(): Promise<Record<string, number>> {
 }
 
 async function main(): Promise<void> {
-  // npm run bench -- agent: the agent's footprint (scripts/bench/agent.ts).
+  // npm run bench -- agent: the agent's footprint (scripts/bench/agent.ts); -- server: scripts/bench/server.ts.
   if (process.argv[2] === 'agent') return (await import('./bench/agent.js')).runAgentBench(process.argv.slice(3));
+  if (process.argv[2] === 'server') return (await import('./bench/server.js')).serverBench(process.argv.slice(3));
   const { values } = parseArgs({ allowPositionals: true, options: { out: { type: 'string' } } });
   const r = await tunnelBench();
   const rows = [

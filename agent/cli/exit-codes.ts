@@ -24,6 +24,8 @@ export const EXIT_CODES: Readonly<Partial<Record<ErrorCode, number>>> = Object.f
   [ErrorCodes.DIAL_REFUSED]: 20,
   [ErrorCodes.DEVICE_BUSY]: 21,
   [ErrorCodes.TUNNEL_BROKEN]: 22,
+  [ErrorCodes.RATE_LIMITED]: 23,
+  [ErrorCodes.SERVER_DEGRADED]: 24,
 });
 
 export function exitCodeFor(err: unknown): number {

@@ -53,9 +53,18 @@ async function main(): Promise<void> {
     notifyRetryMs: settings.requests.notifyRetryMs,
     maxPendingPerDevice: settings.requests.maxPendingPerDevice,
     relay: settings.relay,
+    limits: settings.limits,
+    shutdownGraceMs: settings.shutdown.graceMs,
+    ...(settings.redis
+      ? { redis: { url: settings.redis.url, keyPrefix: settings.redis.keyPrefix, ...(settings.redis.tlsAddress ? { tlsAddress: settings.redis.tlsAddress } : {}) }, ...(settings.redis.nodeId ? { nodeId: settings.redis.nodeId } : {}) }
+      : {}),
+    ...(settings.metrics.enabled ? { metrics: { host: settings.metrics.host, port: settings.metrics.port } } : {}),
   });
   await server.start();
-  logger.info({ udp: server.udpAddress(), tls: server.tlsAddress() }, 'rendezvous server listening');
+  logger.info(
+    { udp: server.udpAddress(), tls: server.tlsAddress(), metrics: server.metricsAddress(), node: server.nodeId, backend: server.backend.kind },
+    'rendezvous server listening',
+  );
   // systemd (Type=notify): ready once listening; the watchdog pings prove the event loop turns.
   const notifier = createNotifier({ logger });
   const watchdog = createWatchdog({ notifier, health: () => ({ ok: true }), logger });
@@ -69,9 +78,14 @@ async function main(): Promise<void> {
     logger.info({ equipmentList: list, counters: server.registration.counters.snapshot() }, 'equipment list');
   });
   const sig = await onceSignal(['SIGTERM', 'SIGINT']);
-  logger.info({ signal: sig }, 'stopping');
+  logger.info({ signal: sig, graceMs: settings.shutdown.graceMs }, 'stopping: no new requests; finishing those in flight');
   watchdog.stop();
-  await notifier.send({ STOPPING: '1', STATUS: 'stopping' });
+  await notifier.send({ STOPPING: '1', STATUS: 'stopping: finishing requests in flight' });
+  // A second signal cuts the drain short.
+  void onceSignal(['SIGTERM', 'SIGINT']).then(() => {
+    logger.warn('second signal: exiting without waiting');
+    process.exit(0);
+  });
   await server.stop();
   logger.info('stopped');
 }

@@ -18,6 +18,8 @@ export const Status = {
   DEVICE_BUSY: 10,
   INTERNAL: 11,
   SERVICE_UNAVAILABLE: 12,
+  RATE_LIMITED: 13,
+  SERVER_DEGRADED: 14,
 } as const;
 export type StatusValue = (typeof Status)[keyof typeof Status];
 
@@ -40,6 +42,8 @@ export const STATUS_ERROR: Readonly<Record<StatusValue, ErrorCode | null>> = Obj
   [Status.DEVICE_BUSY]: ErrorCodes.DEVICE_BUSY,
   [Status.INTERNAL]: ErrorCodes.INTERNAL,
   [Status.SERVICE_UNAVAILABLE]: ErrorCodes.SERVICE_UNAVAILABLE,
+  [Status.RATE_LIMITED]: ErrorCodes.RATE_LIMITED,
+  [Status.SERVER_DEGRADED]: ErrorCodes.SERVER_DEGRADED,
 });
 
 export const STATUS_TEXT: Readonly<Record<StatusValue, string>> = Object.freeze({
@@ -56,4 +60,6 @@ export const STATUS_TEXT: Readonly<Record<StatusValue, string>> = Object.freeze(
   [Status.DEVICE_BUSY]: 'the device is busy; try again shortly',
   [Status.INTERNAL]: 'internal error',
   [Status.SERVICE_UNAVAILABLE]: 'the device offers this service but it is not running',
+  [Status.RATE_LIMITED]: 'too many requests from your address or for this device; try again later',
+  [Status.SERVER_DEGRADED]: 'the server cannot do this now (shared registry unreachable, or shutting down); try again shortly',
 });

@@ -4,9 +4,17 @@
  * retry interval, not the whole request), takes the device's TLS connection (S206), hands it
  * the sealed request with the client's observed address, and relays the device's verdict (S207)
  * back to the client. The server never sees the access secret: the request is sealed end to end.
+ *
+ * Several nodes (Redis backend, see redis-registry.ts): the device's NAT lets in notifications
+ * only from the node it registered with, so a request for a device held by another node is routed
+ * there (pub/sub) and that node sends the notification. The request waits in Redis too, so the
+ * device may attach at any node; the node it attaches at forwards the request and sends the
+ * device's verdict back to the node holding the client. The request ID is in every log line on
+ * every node. Without Redis a node serves the devices registered with it and says what it cannot.
  */
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
+import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
@@ -15,13 +23,16 @@ import { formatEndpoint, normalizeAddress } from '../protocol/address.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } from '../protocol/frames.js';
 import type { Endpoint } from '../protocol/address.js';
-import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, equalBytes, KEY_BYTES } from '../protocol/keys.js';
-import { Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
-import { PendingRequests, type PendingRequest } from './pending-requests.js';
 import { checkListenCandidates } from './candidate-check.js';
+import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, equalBytes, KEY_BYTES } from '../protocol/keys.js';
+import { isStatus as isStatusValue, Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
+import { PendingRequests, type PendingRequest } from './pending-requests.js';
+import type { RateLimiter } from './rate-limiter.js';
+import type { NodeMessage, RedisRegistry } from './redis-registry.js';
 import type { RegistrationEndpoint } from './registration-endpoint.js';
-import type { Registry } from './registry.js';
+import type { Registry, RegistryBackend, RegistryEntry } from './registry.js';
 import type { Relay } from './relay.js';
+import type { RelayBridge } from './relay-bridge.js';
 
 export const BROKER_COUNTERS = [
   'requests',
@@ -34,6 +45,14 @@ export const BROKER_COUNTERS = [
   'attachRejected',
   'badFirstFrame',
   'handshakeFailed',
+  'rateLimitedSource',
+  'rateLimitedTarget',
+  'registryUnavailable',
+  'nodeUnavailable',
+  'shuttingDown',
+  'routedToNode',
+  'notifiedForNode',
+  'attachedForNode',
 ] as const;
 export type BrokerCounter = (typeof BROKER_COUNTERS)[number];
 
@@ -53,23 +72,72 @@ export interface ConnectionBrokerOptions {
   readonly firstFrameTimeoutMs: number;
   readonly maxPendingPerDevice: number;
   readonly relay: Relay;
+  /** The shared list (Redis) when this is one node of several; default: `registry`. */
+  readonly backend?: RegistryBackend;
+  /** Set with the Redis backend: requests waiting in Redis, messages between nodes. */
+  readonly cluster?: RedisRegistry;
+  /** With Redis: relayed sessions whose client joined at another node. */
+  readonly relayBridge?: RelayBridge;
+  /** Connection requests per client source address and per target equipment ID. */
+  readonly sourceLimiter?: RateLimiter;
+  readonly targetLimiter?: RateLimiter;
+  /** Timings for metrics: server-side time to connect (request to verdict), notification round trip. */
+  readonly onTiming?: (what: 'connect' | 'notifyRoundTrip', ms: number, status: StatusValue) => void;
 }
 
 export interface ConnectionBroker {
   start(): Promise<void>;
-  stop(): Promise<void>;
+  /** Stop taking connections; with graceMs, let requests in flight finish for up to that long. */
+  stop(graceMs?: number): Promise<void>;
+  /** Requests being served now (client conversations and device attaches). */
+  readonly inFlight: number;
   address(): { address: string; port: number };
   readonly counters: Counters<BrokerCounter>;
 }
 
 export function createConnectionBroker(options: ConnectionBrokerOptions): ConnectionBroker {
-  const { registry, udp, clock, logger, masterKey } = options;
+  const { registry, udp, clock, logger, masterKey, cluster } = options;
+  const backend = options.backend ?? registry;
   const counters = new Counters(BROKER_COUNTERS);
   const pending = new PendingRequests();
   const sockets = new Set<TLSSocket>();
   /** Where each attached device's TLS connection comes from (its NAT mapping for a hole punch). */
   const deviceSeenAt = new WeakMap<FrameChannel, Endpoint>();
+  /** Requests held here whose device attached at another node: that node's messages land here. */
+  const remoteWaiters = new Map<string, (m: NodeMessage) => void>();
+  /** Requests of other nodes this node has notified for (log the first notification only). */
+  const notifiedFor = new Set<string>();
   let server: Server | null = null;
+  let draining = false;
+  let inFlight = 0;
+  let idle: (() => void) | null = null;
+  const track = async <T>(work: Promise<T>): Promise<T> => {
+    inFlight++;
+    try {
+      return await work;
+    } finally {
+      if (--inFlight === 0) idle?.();
+    }
+  };
+
+  cluster?.onMessage((m) => {
+    if (m.t === 'notify') {
+      // A node holding a client asks this one (the device's) to wake the device through its NAT.
+      // The address is this node's own entry for the device, not one a message names: nothing that
+      // can write to Redis can make a node send datagrams to an arbitrary address.
+      const requestId = Buffer.from(m.r, 'hex');
+      if (!registry.get(m.d)) {
+        logger.debug({ requestId: m.r.slice(0, 12), equipmentId: m.d }, 'asked to notify a device not registered at this node');
+        return;
+      }
+      if (udp.notify(m.d, requestId)) counters.inc('notifiedForNode');
+      if (!notifiedFor.has(m.r)) {
+        notifiedFor.add(m.r);
+        if (notifiedFor.size > 10_000) notifiedFor.delete(notifiedFor.values().next().value as string);
+        logger.info({ requestId: m.r.slice(0, 12), equipmentId: m.d, for: m.from }, 'S205 notification sent for a request held by another node');
+      }
+    } else remoteWaiters.get(m.r)?.(m);
+  });
 
   async function onSecure(socket: TLSSocket): Promise<void> {
     sockets.add(socket);
@@ -85,11 +153,16 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       socket.destroy();
       return;
     }
-    if (first.type === FrameType.CONNECT_REQUEST) await serveClient(channel, socket, first);
-    else if (first.type === FrameType.DEVICE_ATTACH) serveDevice(channel, socket, first);
+    if (first.type === FrameType.CONNECT_REQUEST) await track(serveClient(channel, socket, first));
+    else if (first.type === FrameType.DEVICE_ATTACH) await track(serveDevice(channel, socket, first));
     else if (first.type === FrameType.RELAY_JOIN_CLIENT) options.relay.join('client', first.requestId, null, { channel, socket });
     else if (first.type === FrameType.RELAY_JOIN_DEVICE) {
       if (deviceProofValid(socket, first.equipmentId, first.requestId, first.proof)) {
+        // The client may have joined at another node (the one that offered the relay).
+        if (!options.relay.has(first.requestId) && options.relayBridge) {
+          socket.pause();
+          if (await options.relayBridge.bridge({ channel, socket }, first.equipmentId, first.requestId)) return;
+        }
         options.relay.join('device', first.requestId, first.equipmentId, { channel, socket });
       } else {
         counters.inc('attachRejected');
@@ -106,70 +179,201 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     channel.close();
   }
 
+  /** With an ok verdict, the device's path candidates for the client (hole punch, reverse port). */
+  type Verdict = { readonly status: StatusValue; readonly detail?: string; readonly candidates?: readonly Candidate[] };
+  type Attached = { readonly kind: 'local'; readonly device: FrameChannel } | { readonly kind: 'remote'; readonly node: string } | { readonly kind: 'gone' } | null;
+
   async function serveClient(
     client: FrameChannel,
     socket: TLSSocket,
     req: Extract<Frame, { type: typeof FrameType.CONNECT_REQUEST }>,
   ): Promise<void> {
     counters.inc('requests');
+    const startedMs = performance.now();
     const requestId = randomBytes(16);
+    const hex = requestId.toString('hex');
     const clientEndpoint = { address: normalizeAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 };
-    const log = logger.child({ requestId: requestId.toString('hex').slice(0, 12), equipmentId: req.equipmentId });
+    const log = logger.child({ requestId: hex.slice(0, 12), equipmentId: req.equipmentId });
     log.info({ client: formatEndpoint(clientEndpoint), advertisedPort: req.advertisedPort }, 'S203 connection request received');
+    const done = (status: StatusValue, detail?: string): void => {
+      options.onTiming?.('connect', performance.now() - startedMs, status);
+      finish(client, status, detail);
+    };
 
-    const entry = registry.get(req.equipmentId);
+    if (draining) {
+      counters.inc('shuttingDown');
+      return done(Status.SERVER_DEGRADED, 'this server node is shutting down; try again (another node will answer)');
+    }
+    if (options.sourceLimiter && !options.sourceLimiter.take(clientEndpoint.address)) {
+      counters.inc('rateLimitedSource');
+      log.info({ client: clientEndpoint.address }, 'connection request refused: rate limit per source address');
+      return done(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (limit per source address)`);
+    }
+    if (options.targetLimiter && !options.targetLimiter.take(req.equipmentId)) {
+      counters.inc('rateLimitedTarget');
+      log.info('connection request refused: rate limit per device');
+      return done(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (limit per device)`);
+    }
+
+    // S204, against the shared list; when it cannot be reached, against this node's own list.
+    let entry: RegistryEntry | undefined;
+    let shared = backend !== registry;
+    try {
+      entry = await backend.lookup(req.equipmentId);
+    } catch (err) {
+      shared = false;
+      entry = registry.get(req.equipmentId);
+      if (!entry) {
+        counters.inc('registryUnavailable');
+        log.warn({ err: (err as Error).message }, 'S204 shared registry unreachable and the device is not registered at this node');
+        return done(Status.SERVER_DEGRADED, 'the server cannot reach its shared registry now, and the device is not registered at this node; try again shortly');
+      }
+      log.warn('S204 shared registry unreachable; the device is registered at this node, serving it from the local list');
+    }
     if (!entry) {
       counters.inc('unknownDevice');
       log.info('S204 device not in the equipment list');
-      return finish(client, Status.UNKNOWN_DEVICE);
+      return done(Status.UNKNOWN_DEVICE);
     }
     const ageMs = clock.now() - entry.lastSeenMs;
     if (ageMs > options.staleAfterMs) {
       counters.inc('staleDevice');
       log.info({ ageMs }, 'S204 device entry is stale');
-      return finish(client, Status.DEVICE_STALE, `${STATUS_TEXT[Status.DEVICE_STALE]}: last seen ${Math.round(ageMs / 1000)} s ago`);
+      return done(Status.DEVICE_STALE, `${STATUS_TEXT[Status.DEVICE_STALE]}: last seen ${Math.round(ageMs / 1000)} s ago`);
     }
     if (pending.countFor(req.equipmentId) >= options.maxPendingPerDevice) {
       counters.inc('busy');
-      return finish(client, Status.DEVICE_BUSY);
+      return done(Status.DEVICE_BUSY);
     }
-    log.info({ mapping: `${entry.address}:${entry.port}` }, 'S204 device found in the equipment list');
+    const owner = cluster && entry.node && entry.node !== cluster.nodeId ? entry.node : null;
+    log.info({ mapping: `${entry.address}:${entry.port}`, ...(owner ? { deviceNode: owner } : {}) }, 'S204 device found in the equipment list');
 
-    let device: FrameChannel | null = null;
+    if (shared && cluster) {
+      // So the device may attach at any node, the request waits in Redis as well as here.
+      try {
+        await cluster.putPending(
+          hex,
+          { d: req.equipmentId, o: cluster.nodeId, ca: clientEndpoint.address, cp: clientEndpoint.port, ap: req.advertisedPort, s: req.sealedRequest.toString('base64'), at: Date.now() },
+          options.attachTimeoutMs,
+        );
+      } catch (err) {
+        if (owner) {
+          counters.inc('registryUnavailable');
+          log.warn({ err: (err as Error).message }, 'cannot route the request to the node holding the device (Redis unreachable)');
+          return done(Status.SERVER_DEGRADED, `the device is registered at another server node, which this node cannot reach now; try again shortly`);
+        }
+        log.warn({ err: (err as Error).message }, 'Redis unreachable: the request waits at this node only');
+      }
+    }
+
     let notifyTimer: NodeJS.Timeout | undefined;
     let deadline: NodeJS.Timeout | undefined;
     let entryInTable: PendingRequest | undefined;
-    const attached = new Promise<FrameChannel | null>((resolve) => {
+    let verdictFromNode: ((v: Verdict) => void) | undefined;
+    const remoteVerdict = new Promise<Verdict>((resolve) => (verdictFromNode = resolve));
+    const notifiedAtMs = Date.now();
+    const attached = new Promise<Attached>((resolve) => {
       const p = {
         requestId,
         equipmentId: req.equipmentId,
-        attach: (ch: FrameChannel) => resolve(ch),
+        attach: (ch: FrameChannel) => resolve({ kind: 'local', device: ch }),
       };
       entryInTable = p;
       pending.add(p);
+      if (cluster) {
+        remoteWaiters.set(hex, (m) => {
+          if (m.t === 'attached') resolve({ kind: 'remote', node: m.by });
+          else if (m.t === 'verdict') verdictFromNode?.({ status: isStatusValue(m.s) ? m.s : Status.INTERNAL, candidates: candidatesFromNode(m.c) });
+        });
+      }
+      const target = { address: entry.address, port: entry.port };
       const sendNotify = (): void => {
-        if (udp.notify(req.equipmentId, requestId)) log.debug('S205 notification sent');
+        if (!owner) {
+          if (udp.notify(req.equipmentId, requestId, target)) log.debug('S205 notification sent');
+          return;
+        }
+        cluster!
+          .send(owner, { t: 'notify', r: hex, d: req.equipmentId, a: entry.address, p: entry.port, from: cluster!.nodeId })
+          .then((receivers) => {
+            if (receivers === 0) resolve({ kind: 'gone' });
+          })
+          .catch((err: Error) => log.debug({ err: err.message }, 'routing the notification failed; retrying'));
       };
       sendNotify();
-      log.info('S205 notification sent to the device mapping');
+      if (owner) {
+        counters.inc('routedToNode');
+        log.info({ deviceNode: owner }, 'S205 request routed to the node holding the device, which notifies it');
+      } else log.info('S205 notification sent to the device mapping');
       notifyTimer = setInterval(sendNotify, options.notifyRetryMs);
       deadline = setTimeout(() => resolve(null), options.attachTimeoutMs);
       socket.once('close', () => resolve(null));
     });
+    let got: Attached;
     try {
-      device = await attached;
+      got = await attached;
     } finally {
       clearInterval(notifyTimer);
       clearTimeout(deadline);
       if (entryInTable) pending.remove(entryInTable);
     }
-    if (!device) {
-      if (socket.destroyed) return;
-      counters.inc('noAnswer');
-      log.info('device did not connect in time');
-      return finish(client, Status.DEVICE_NO_ANSWER);
+    let verdict: Verdict;
+    try {
+      if (got === null) {
+        if (socket.destroyed) return;
+        counters.inc('noAnswer');
+        log.info('device did not connect in time');
+        return done(Status.DEVICE_NO_ANSWER);
+      }
+      if (got.kind === 'gone') {
+        counters.inc('nodeUnavailable');
+        log.warn({ deviceNode: owner }, 'the node holding the device is not running');
+        return done(
+          Status.SERVER_DEGRADED,
+          'the server node the device registered with is not running; the device re-registers with another node within its interval; try again shortly',
+        );
+      }
+      if (got.kind === 'local') {
+        options.onTiming?.('notifyRoundTrip', Date.now() - notifiedAtMs, Status.OK);
+        if (cluster && shared) void cluster.claimPending(hex).catch(() => undefined);
+        log.info('S206 device connected over TLS; forwarding the request');
+        verdict = await exchange(got.device, requestId, clientEndpoint, req.advertisedPort, req.sealedRequest, log);
+      } else {
+        log.info({ attachedAt: got.node }, 'S206 device connected to another node, which forwards the request');
+        const timer = new Promise<Verdict>((resolve) => {
+          const t = setTimeout(() => resolve({ status: Status.DEVICE_NO_ANSWER }), options.attachTimeoutMs + 1000);
+          socket.once('close', () => clearTimeout(t));
+          void remoteVerdict.then(() => clearTimeout(t));
+        });
+        verdict = await Promise.race([remoteVerdict, timer]);
+      }
+    } finally {
+      remoteWaiters.delete(hex);
     }
-    log.info('S206 device connected over TLS; forwarding the request');
+    if (verdict.status === Status.OK) {
+      counters.inc('connected');
+      // Should the device's direct dial fail, both sides may meet at the relay for this request.
+      options.relay.offer(requestId, req.equipmentId);
+      options.relayBridge?.offered(hex);
+      client.send({ type: FrameType.RELAY_OFFER, requestId });
+      client.send({
+        type: FrameType.CANDIDATES,
+        candidates: [...(verdict.candidates ?? []).slice(0, CANDIDATES_MAX - 1), { kind: CandidateKind.OBSERVED, endpoint: clientEndpoint }],
+      });
+    } else if (verdict.status === Status.DEVICE_NO_ANSWER) counters.inc('noAnswer');
+    else counters.inc('refusedByDevice');
+    log.info({ status: verdict.status }, 'S207 device verdict relayed to the client');
+    done(verdict.status, verdict.detail);
+  }
+
+  /** S206/S207 with an attached device: hand it the request, return its verdict. */
+  async function exchange(
+    device: FrameChannel,
+    requestId: Buffer,
+    clientEndpoint: { address: string; port: number },
+    advertisedPort: number,
+    sealedRequest: Buffer,
+    log: Logger,
+  ): Promise<Verdict> {
     const deviceEndpoint = deviceSeenAt.get(device);
     // Where the client's request came from: the device may punch towards it from its own attach port.
     device.send({
@@ -179,13 +383,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         ...(deviceEndpoint ? [{ kind: CandidateKind.OBSERVED, endpoint: deviceEndpoint }] : []),
       ],
     });
-    device.send({
-      type: FrameType.FORWARD_REQUEST,
-      requestId,
-      client: clientEndpoint,
-      advertisedPort: req.advertisedPort,
-      sealedRequest: req.sealedRequest,
-    });
+    device.send({ type: FrameType.FORWARD_REQUEST, requestId, client: clientEndpoint, advertisedPort, sealedRequest });
     let verdict: Frame;
     const listen: Candidate[] = [];
     try {
@@ -195,32 +393,33 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         verdict = await device.next(options.attachTimeoutMs);
       }
     } catch (err) {
-      counters.inc('noAnswer');
       log.info({ err: isPeerlinkError(err) ? err.code : String(err) }, 'device gave no verdict');
       device.close();
-      return finish(client, Status.DEVICE_NO_ANSWER);
+      return { status: Status.DEVICE_NO_ANSWER };
     }
     device.close();
     if (verdict.type !== FrameType.DEVICE_VERDICT || !equalBytes(verdict.requestId, requestId)) {
-      counters.inc('refusedByDevice');
-      return finish(client, Status.INTERNAL, 'the device answered out of turn');
+      return { status: Status.INTERNAL, detail: 'the device answered out of turn' };
     }
-    if (verdict.status === Status.OK) {
-      counters.inc('connected');
-      // Should the device's direct dial fail, both sides may meet at the relay for this request.
-      options.relay.offer(requestId, req.equipmentId);
-      client.send({ type: FrameType.RELAY_OFFER, requestId });
-      client.send({
-        type: FrameType.CANDIDATES,
-        candidates: [
-          ...(deviceEndpoint ? [{ kind: CandidateKind.PUNCH, endpoint: deviceEndpoint }] : []),
-          ...listen.slice(0, CANDIDATES_MAX - 2),
-          { kind: CandidateKind.OBSERVED, endpoint: clientEndpoint },
-        ],
-      });
-    } else counters.inc('refusedByDevice');
-    log.info({ status: verdict.status }, 'S207 device verdict relayed to the client');
-    finish(client, verdict.status);
+    if (verdict.status !== Status.OK) return { status: verdict.status };
+    return { status: verdict.status, candidates: [...(deviceEndpoint ? [{ kind: CandidateKind.PUNCH, endpoint: deviceEndpoint }] : []), ...listen] };
+  }
+
+  /**
+   * Candidates another node relayed with a verdict. Only well-formed PUNCH/LISTEN endpoints pass:
+   * a message read from Redis is less trusted than a frame from a device's verified connection.
+   */
+  function candidatesFromNode(c: unknown): Candidate[] {
+    if (!Array.isArray(c)) return [];
+    const out: Candidate[] = [];
+    for (const x of c.slice(0, CANDIDATES_MAX)) {
+      if (!Array.isArray(x) || x.length !== 3) continue;
+      const [kind, address, port] = x as [unknown, unknown, unknown];
+      if ((kind !== CandidateKind.PUNCH && kind !== CandidateKind.LISTEN) || typeof address !== 'string' || !isIP(address)) continue;
+      if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) continue;
+      out.push({ kind, endpoint: { address, port } });
+    }
+    return out;
   }
 
   /** The device's proof for a request, bound to this TLS session (attach and relay join). */
@@ -230,22 +429,62 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     return equalBytes(attachProof(key, requestId, exporter), proof);
   }
 
-  function serveDevice(
+  async function serveDevice(
     channel: FrameChannel,
     socket: TLSSocket,
     attach: Extract<Frame, { type: typeof FrameType.DEVICE_ATTACH }>,
-  ): void {
+  ): Promise<void> {
     const p = pending.peek(attach.requestId);
-    const ok = p !== undefined && p.equipmentId === attach.equipmentId && deviceProofValid(socket, attach.equipmentId, attach.requestId, attach.proof);
-    if (!ok || !p) {
-      counters.inc('attachRejected');
-      logger.info({ equipmentId: attach.equipmentId }, 'device attach rejected (unknown request or bad proof)');
-      socket.destroy();
+    if (p) {
+      if (p.equipmentId === attach.equipmentId && deviceProofValid(socket, attach.equipmentId, attach.requestId, attach.proof)) {
+        pending.take(attach.requestId);
+        deviceSeenAt.set(channel, { address: normalizeAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 });
+        p.attach(channel);
+        return;
+      }
+    } else if (cluster) {
+      await serveDeviceForNode(channel, socket, attach);
       return;
     }
-    pending.take(attach.requestId);
+    counters.inc('attachRejected');
+    logger.info({ equipmentId: attach.equipmentId }, 'device attach rejected (unknown request or bad proof)');
+    socket.destroy();
+  }
+
+  /** The device attached here for a request held by another node (or waiting in Redis). */
+  async function serveDeviceForNode(
+    channel: FrameChannel,
+    socket: TLSSocket,
+    attach: Extract<Frame, { type: typeof FrameType.DEVICE_ATTACH }>,
+  ): Promise<void> {
+    const hex = attach.requestId.toString('hex');
+    const log = logger.child({ requestId: hex.slice(0, 12), equipmentId: attach.equipmentId });
+    const reject = (why: string): void => {
+      counters.inc('attachRejected');
+      log.info(why);
+      socket.destroy();
+    };
+    let rec;
+    try {
+      rec = await cluster!.getPending(hex);
+    } catch {
+      return reject('device attach rejected: Redis unreachable, the request cannot be found');
+    }
+    if (!rec || rec.d !== attach.equipmentId || !deviceProofValid(socket, attach.equipmentId, attach.requestId, attach.proof)) {
+      return reject('device attach rejected (unknown request or bad proof)');
+    }
+    // Exactly one node serves the attach (a device could attach twice, at two nodes).
+    if (!(await cluster!.claimPending(hex).catch(() => false))) return reject('device attach rejected (request already taken)');
+    counters.inc('attachedForNode');
+    options.onTiming?.('notifyRoundTrip', Date.now() - rec.at, Status.OK);
+    const tell = (m: NodeMessage): Promise<unknown> =>
+      cluster!.send(rec.o, m).catch((err: Error) => log.warn({ err: err.message, clientNode: rec.o }, 'could not tell the node holding the client'));
+    await tell({ t: 'attached', r: hex, by: cluster!.nodeId });
+    log.info({ clientNode: rec.o }, 'S206 device connected over TLS for a request held by another node; forwarding the request');
     deviceSeenAt.set(channel, { address: normalizeAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 });
-    p.attach(channel);
+    const v = await exchange(channel, attach.requestId, { address: rec.ca, port: rec.cp }, rec.ap, Buffer.from(rec.s, 'base64'), log);
+    await tell({ t: 'verdict', r: hex, s: v.status, by: cluster!.nodeId, c: (v.candidates ?? []).map((c) => [c.kind, c.endpoint.address, c.endpoint.port] as const) });
+    log.info({ status: v.status, clientNode: rec.o }, 'S207 device verdict sent to the node holding the client');
   }
 
   return {
@@ -265,12 +504,36 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       });
       server = s;
     },
-    async stop() {
+    get inFlight() {
+      return inFlight;
+    },
+    async stop(graceMs = 0) {
       const s = server;
       server = null;
       if (!s) return;
+      draining = true;
+      // While draining the listener stays open: devices must still attach for the requests in
+      // flight; new client requests get SERVER_DEGRADED ("shutting down") instead.
+      if (graceMs > 0 && (inFlight > 0 || options.relay.active > 0)) {
+        logger.info({ inFlight, relaySessions: options.relay.active, graceMs }, 'draining: no new requests; finishing those in flight');
+        const until = Date.now() + graceMs;
+        while ((inFlight > 0 || options.relay.active > 0) && Date.now() < until) {
+          await new Promise<void>((r) => {
+            idle = r;
+            setTimeout(r, 100).unref();
+          });
+        }
+        idle = null;
+        if (inFlight > 0 || options.relay.active > 0) logger.warn({ inFlight, relaySessions: options.relay.active }, 'grace period over; closing what is left');
+      }
       const closed = new Promise<void>((resolve) => s.close(() => resolve()));
       options.relay.stop();
+      if (graceMs > 0) {
+        // Let the last answers (CONNECT_RESULT) reach their clients before the sockets go.
+        for (const sock of sockets) sock.end();
+        const until = Date.now() + Math.min(graceMs, 1000);
+        while (sockets.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      }
       for (const sock of sockets) sock.destroy();
       await closed;
     },

@@ -7,6 +7,11 @@
  * a timestamp within the clock window, and a timestamp newer than the last accepted one
  * (so a captured registration replayed from elsewhere cannot redirect the device).
  * Anything malformed is dropped and counted; nothing here throws out of the socket handler.
+ *
+ * With a shared backend (Redis, several nodes) the entry is written there with this node's ID and
+ * kept in the node's local list too; when the backend is unreachable the registration is still
+ * verified, acknowledged and kept locally (this node can still wake the device), and counted as
+ * `registryUnavailable`. Devices re-register every interval, so the shared list refills by itself.
  */
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
 import { isIPv6 } from 'node:net';
@@ -25,7 +30,9 @@ import {
   verifyTag,
   type Register,
 } from '../protocol/udp-packets.js';
-import type { Registry } from './registry.js';
+import type { Endpoint } from '../protocol/address.js';
+import type { RateLimiter } from './rate-limiter.js';
+import type { RecordResult, Registry, RegistryBackend, RegistryEntry } from './registry.js';
 
 export const REGISTRATION_COUNTERS = [
   'accepted',
@@ -36,8 +43,17 @@ export const REGISTRATION_COUNTERS = [
   'clockSkew',
   'unexpectedType',
   'notificationsSent',
+  'rateLimited',
+  'registryUnavailable',
+  'overloaded',
 ] as const;
 export type RegistrationCounter = (typeof REGISTRATION_COUNTERS)[number];
+
+/**
+ * Writes to the shared registry in flight at once; past this a registration is dropped (the device
+ * retries) instead of queueing without bound behind a slow Redis.
+ */
+export const MAX_PENDING_REGISTRY_WRITES = 10_000;
 
 export interface RegistrationEndpointOptions {
   readonly host: string;
@@ -47,6 +63,10 @@ export interface RegistrationEndpointOptions {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly clockWindowMs?: number;
+  /** The shared list (Redis) when this is one node of several; default: `registry` itself. */
+  readonly backend?: RegistryBackend;
+  /** Per source address, checked before any cryptography. */
+  readonly sourceLimiter?: RateLimiter;
   /** Called after each accepted registration (tests, metrics). */
   readonly onRegistered?: (equipmentId: string, from: RemoteInfo) => void;
 }
@@ -55,8 +75,8 @@ export interface RegistrationEndpoint {
   start(): Promise<void>;
   stop(): Promise<void>;
   address(): { address: string; port: number };
-  /** Send a notification to the device's mapping; false if the device has no entry. */
-  notify(equipmentId: string, requestId: Buffer): boolean;
+  /** Send a notification to the device's mapping (`to`, else its local entry); false if none. */
+  notify(equipmentId: string, requestId: Buffer, to?: Endpoint): boolean;
   readonly counters: Counters<RegistrationCounter>;
 }
 
@@ -64,9 +84,17 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
   const { registry, clock, logger, masterKey } = options;
   const windowMs = options.clockWindowMs ?? REGISTER_CLOCK_WINDOW_MS;
   const counters = new Counters(REGISTRATION_COUNTERS);
+  const backend = options.backend ?? registry;
+  const limiter = options.sourceLimiter;
   let socket: Socket | null = null;
+  let backendFailing = false;
+  let pendingWrites = 0;
 
   function onMessage(msg: Buffer, rinfo: RemoteInfo): void {
+    if (limiter && !limiter.take(rinfo.address)) {
+      counters.inc('rateLimited');
+      return;
+    }
     let parsed;
     try {
       parsed = parseUdpPacket(msg);
@@ -95,18 +123,50 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       send(encodeRegisterAck({ status: AckStatus.CLOCK_SKEW, nonce: reg.nonce, serverTimeMs: now, observed }, key), rinfo);
       return;
     }
-    const prev = registry.get(reg.equipmentId);
-    if (prev && reg.timestampMs <= prev.lastTimestampMs) {
+    const entry: RegistryEntry = { address: observed.address, port: observed.port, lastSeenMs: now, lastTimestampMs: reg.timestampMs };
+    if (backend === registry) {
+      accept(reg, registry.record(reg.equipmentId, entry), key, now, observed, rinfo);
+      return;
+    }
+    const local = registry.get(reg.equipmentId);
+    if (local && reg.timestampMs <= local.lastTimestampMs) {
+      accept(reg, { outcome: 'replayed' }, key, now, observed, rinfo);
+      return;
+    }
+    if (pendingWrites >= MAX_PENDING_REGISTRY_WRITES) {
+      counters.inc('overloaded');
+      return;
+    }
+    pendingWrites++;
+    Promise.resolve(backend.record(reg.equipmentId, entry)).then(
+      (r) => {
+        pendingWrites--;
+        if (backendFailing) {
+          backendFailing = false;
+          logger.info('registrations reach the shared registry again');
+        }
+        if (r.outcome === 'accepted') registry.set(reg.equipmentId, entry);
+        accept(reg, r, key, now, observed, rinfo);
+      },
+      (err: unknown) => {
+        pendingWrites--;
+        counters.inc('registryUnavailable');
+        if (!backendFailing) {
+          backendFailing = true;
+          logger.error({ err: (err as Error).message }, 'shared registry unavailable: registrations are kept at this node only');
+        }
+        accept(reg, registry.record(reg.equipmentId, entry), key, now, observed, rinfo);
+      },
+    );
+  }
+
+  function accept(reg: Register, r: RecordResult, key: Buffer, now: number, observed: Endpoint, rinfo: RemoteInfo): void {
+    if (r.outcome === 'replayed') {
       counters.inc('replayed');
       logger.debug({ equipmentId: reg.equipmentId, from: rinfo.address }, 'dropped registration not newer than the last');
       return;
     }
-    registry.set(reg.equipmentId, {
-      address: observed.address,
-      port: observed.port,
-      lastSeenMs: now,
-      lastTimestampMs: reg.timestampMs,
-    });
+    const prev = r.previous;
     counters.inc('accepted');
     if (!prev || prev.address !== observed.address || prev.port !== observed.port) {
       counters.inc('addressChanged');
@@ -150,8 +210,8 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       const a = socket.address();
       return { address: a.address, port: a.port };
     },
-    notify(equipmentId, requestId) {
-      const entry = registry.get(equipmentId);
+    notify(equipmentId, requestId, to) {
+      const entry = to ?? registry.get(equipmentId);
       if (!entry || !socket) return false;
       const key = deriveRegistrationKey(masterKey, equipmentId);
       send(encodeNotify({ requestId, serverTimeMs: clock.now() }, key), entry);

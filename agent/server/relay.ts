@@ -42,6 +42,8 @@ interface Slot {
 export interface Relay {
   offer(requestId: Buffer, equipmentId: string): void;
   join(role: 'client' | 'device', requestId: Buffer, equipmentId: string | null, side: Side): void;
+  /** An offer for this request is waiting here. */
+  has(requestId: Buffer): boolean;
   readonly active: number;
   stop(): void;
   readonly counters: Counters<(typeof RELAY_COUNTERS)[number]>;
@@ -171,6 +173,7 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
       timer.unref();
       slots.set(key, { equipmentId, timer });
     },
+    has: (requestId) => slots.has(requestId.toString('hex')),
     join(role, requestId, equipmentId, side) {
       const key = requestId.toString('hex');
       const slot = slots.get(key);

@@ -2,7 +2,14 @@
  * The rendezvous server (patent: server apparatus 101): the UDP registration endpoint, the TLS
  * connection broker and the equipment list, composed. Also sweeps entries of devices that have
  * stopped registering.
+ *
+ * One node of several when `redis` is given: the equipment list, waiting requests and messages
+ * between nodes go through Redis (redis-registry.ts); the node keeps its own devices in its local
+ * list as well, to serve them while Redis is away. Optional: a metrics and health listener
+ * (metrics.ts), rate limits (rate-limiter.ts). `stop(graceMs)` drains: no new requests, those in
+ * flight finish (up to graceMs), then everything closes.
  */
+import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../common/clock.js';
 import { silentLogger } from '../common/logger.js';
@@ -17,7 +24,11 @@ import {
 } from '../protocol/constants.js';
 import { createConnectionBroker, type ConnectionBroker } from './connection-broker.js';
 import { createRegistrationEndpoint, type RegistrationEndpoint } from './registration-endpoint.js';
-import { createMemoryRegistry, type Registry } from './registry.js';
+import { createMetricsListener, type MetricsListener } from './metrics.js';
+import { createRateLimiter, type RateLimit } from './rate-limiter.js';
+import { createRelayBridge } from './relay-bridge.js';
+import { createRedisRegistry, type RedisRegistry } from './redis-registry.js';
+import { createMemoryRegistry, type Registry, type RegistryBackend } from './registry.js';
 import {
   createRelay,
   RELAY_BYTES_PER_SECOND,
@@ -29,6 +40,33 @@ import {
 } from './relay.js';
 
 export const SWEEP_INTERVAL_MS = 60_000;
+export const SHUTDOWN_GRACE_MS = 10_000;
+
+/**
+ * Default limits. Registrations: generous per source address, because thousands of devices can sit
+ * behind one carrier-grade NAT address. Connection requests: a client retrying is fine, a script
+ * waking a device endlessly is not (each request makes the device open a TLS connection).
+ */
+export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
+  registrationsPerSource: Object.freeze({ perSecond: 1000, burst: 2000 }),
+  requestsPerSource: Object.freeze({ perSecond: 2, burst: 60 }),
+  requestsPerDevice: Object.freeze({ perSecond: 1, burst: 30 }),
+});
+
+export interface ServerLimits {
+  readonly registrationsPerSource: RateLimit;
+  readonly requestsPerSource: RateLimit;
+  readonly requestsPerDevice: RateLimit;
+}
+
+export interface RedisOptions {
+  readonly url: string;
+  /** Prefix of every key and channel (several fleets on one Redis). */
+  readonly keyPrefix?: string;
+  readonly commandTimeoutMs?: number;
+  /** Where the other nodes reach this node's TLS port, for relayed sessions across nodes ("host:port"). */
+  readonly tlsAddress?: string;
+}
 
 export interface RendezvousServerOptions {
   readonly udpHost?: string;
@@ -48,19 +86,35 @@ export interface RendezvousServerOptions {
   readonly notifyRetryMs?: number;
   readonly maxPendingPerDevice?: number;
   readonly relay?: Partial<RelayLimits>;
+  /** This node's name among several (in Redis and in logs); default hostname/udp-port. */
+  readonly nodeId?: string;
+  /** Share the registry with other nodes through Redis; default: in memory, this node only. */
+  readonly redis?: RedisOptions;
+  readonly limits?: Partial<ServerLimits>;
+  /** Metrics and health listener (off unless given). */
+  readonly metrics?: { readonly host: string; readonly port: number };
+  readonly shutdownGraceMs?: number;
 }
 
 const OPTION_KEYS = [
   'udpHost', 'udpPort', 'tlsHost', 'tlsPort', 'certPem', 'keyPem', 'masterKey', 'registry', 'clock', 'logger',
   'staleAfterMs', 'forgetAfterMs', 'clockWindowMs', 'attachTimeoutMs', 'notifyRetryMs', 'maxPendingPerDevice', 'relay',
+  'nodeId', 'redis', 'limits', 'metrics', 'shutdownGraceMs',
 ] as const;
 
 export interface RendezvousServer {
   start(): Promise<void>;
-  stop(): Promise<void>;
+  /** Drain for up to graceMs (default: the shutdownGraceMs option, 0 unless set), then close. */
+  stop(graceMs?: number): Promise<void>;
   udpAddress(): { address: string; port: number };
   tlsAddress(): { address: string; port: number };
+  metricsAddress(): { address: string; port: number } | null;
+  readonly nodeId: string;
+  /** This node's own list (with Redis: the devices registered at this node). */
   readonly registry: Registry;
+  /** The list requests are looked up in: `registry`, or the shared Redis one. */
+  readonly backend: RegistryBackend;
+  readonly draining: boolean;
   readonly registration: RegistrationEndpoint;
   readonly broker: ConnectionBroker;
   readonly relay: Relay;
@@ -91,7 +145,49 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
       maxDurationMs: input.relay?.maxDurationMs ?? RELAY_MAX_DURATION_MS,
       joinTimeoutMs: input.relay?.joinTimeoutMs ?? RELAY_JOIN_TIMEOUT_MS,
     }),
+    limits: Object.freeze({
+      registrationsPerSource: input.limits?.registrationsPerSource ?? DEFAULT_LIMITS.registrationsPerSource,
+      requestsPerSource: input.limits?.requestsPerSource ?? DEFAULT_LIMITS.requestsPerSource,
+      requestsPerDevice: input.limits?.requestsPerDevice ?? DEFAULT_LIMITS.requestsPerDevice,
+    }),
+    shutdownGraceMs: input.shutdownGraceMs ?? 0,
   });
+  const nodeId = input.nodeId ?? `${hostname()}/${opts.udpPort}`;
+  const cluster: RedisRegistry | undefined = input.redis
+    ? createRedisRegistry({
+        url: input.redis.url,
+        nodeId,
+        keyPrefix: input.redis.keyPrefix ?? 'pl:',
+        forgetAfterMs: opts.forgetAfterMs,
+        logger: opts.logger,
+        ...(input.redis.commandTimeoutMs !== undefined ? { commandTimeoutMs: input.redis.commandTimeoutMs } : {}),
+      })
+    : undefined;
+  const backend: RegistryBackend = cluster ?? opts.registry;
+  const logger = cluster ? opts.logger.child({ node: nodeId }) : opts.logger;
+  let metrics: MetricsListener | null = null;
+  let draining = false;
+  // When Redis comes back (restarted, maybe empty), this node writes its own devices there again
+  // at once instead of waiting up to one registration interval for each device to re-register.
+  let redisWasUp = false;
+  cluster?.onState((up) => {
+    if (up && redisWasUp) void republish(cluster);
+    if (up) redisWasUp = true;
+  });
+  async function republish(c: RedisRegistry): Promise<void> {
+    let written = 0;
+    let batch: Promise<unknown>[] = [];
+    for (const [id, e] of opts.registry.entries()) {
+      // The compare-and-set keeps a newer entry (the device may have moved to another node since).
+      batch.push(c.record(id, { ...e, node: nodeId }).then(() => written++, () => undefined));
+      if (batch.length >= 1000) {
+        await Promise.all(batch);
+        batch = [];
+      }
+    }
+    await Promise.all(batch);
+    logger.info({ devices: written }, "redis back: this node's devices are in the shared registry again");
+  }
   const registration = createRegistrationEndpoint({
     host: opts.udpHost,
     port: opts.udpPort,
@@ -100,8 +196,25 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     clock: opts.clock,
     logger: opts.logger,
     clockWindowMs: opts.clockWindowMs,
+    backend,
+    sourceLimiter: createRateLimiter(opts.limits.registrationsPerSource, opts.clock),
   });
-  const relay = createRelay(opts.relay, opts.logger);
+  const relay = createRelay(opts.relay, logger);
+  const relayBridge = cluster
+    ? createRelayBridge({
+        cluster,
+        certPem: opts.certPem,
+        masterKey: opts.masterKey,
+        joinTimeoutMs: opts.relay.joinTimeoutMs,
+        logger,
+        tlsAddress: () => {
+          if (input.redis?.tlsAddress) return input.redis.tlsAddress;
+          const a = broker.address();
+          const host = a.address === '0.0.0.0' || a.address === '::' ? hostname() : a.address;
+          return `${host.includes(':') ? `[${host}]` : host}:${a.port}`;
+        },
+      })
+    : undefined;
   const broker = createConnectionBroker({
     host: opts.tlsHost,
     port: opts.tlsPort,
@@ -109,9 +222,15 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     keyPem: opts.keyPem,
     masterKey: opts.masterKey,
     registry: opts.registry,
+    backend,
+    ...(cluster ? { cluster } : {}),
+    ...(relayBridge ? { relayBridge } : {}),
+    sourceLimiter: createRateLimiter(opts.limits.requestsPerSource, opts.clock),
+    targetLimiter: createRateLimiter(opts.limits.requestsPerDevice, opts.clock),
+    onTiming: (what, ms, status) => metrics?.observe(what, ms, status),
     udp: registration,
     clock: opts.clock,
-    logger: opts.logger,
+    logger,
     staleAfterMs: opts.staleAfterMs,
     attachTimeoutMs: opts.attachTimeoutMs,
     notifyRetryMs: opts.notifyRetryMs,
@@ -126,12 +245,41 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     registration,
     broker,
     relay,
+    backend,
+    nodeId,
+    get draining() {
+      return draining;
+    },
+    metricsAddress: () => metrics?.address() ?? null,
     async start() {
+      if (input.metrics) {
+        metrics = createMetricsListener({
+          host: input.metrics.host,
+          port: input.metrics.port,
+          logger,
+          source: {
+            registration: registration.counters,
+            broker: broker.counters,
+            relay,
+            localDevices: () => opts.registry.size,
+            backend: backend.kind,
+            registryUp: () => cluster?.up ?? true,
+            draining: () => draining,
+            limits: opts.limits,
+            nodeId,
+            relayBridged: () => relayBridge?.bridged ?? 0,
+          },
+        });
+        await metrics.start();
+      }
+      await cluster?.start();
       await registration.start();
       try {
         await broker.start();
       } catch (err) {
         await registration.stop();
+        await cluster?.stop();
+        await metrics?.stop();
         throw err;
       }
       sweeper = setInterval(() => {
@@ -140,9 +288,14 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
       }, Math.min(SWEEP_INTERVAL_MS, opts.forgetAfterMs));
       sweeper.unref();
     },
-    async stop() {
+    async stop(graceMs = opts.shutdownGraceMs) {
+      draining = true;
       clearInterval(sweeper);
-      await Promise.all([broker.stop(), registration.stop()]);
+      // The broker drains first: its requests in flight still need UDP (notifications) and Redis.
+      await broker.stop(graceMs);
+      await registration.stop();
+      await cluster?.stop();
+      await metrics?.stop();
     },
     udpAddress: () => registration.address(),
     tlsAddress: () => broker.address(),

@@ -14,10 +14,13 @@ import {
   REGISTER_CLOCK_WINDOW_MS,
 } from '../protocol/constants.js';
 import { loadMasterKey } from '../pki/master-key.js';
+import type { RateLimit } from './rate-limiter.js';
 import { RELAY_BYTES_PER_SECOND, RELAY_JOIN_TIMEOUT_MS, RELAY_MAX_DURATION_MS, RELAY_MAX_SESSIONS } from './relay.js';
+import { DEFAULT_LIMITS, SHUTDOWN_GRACE_MS, type ServerLimits } from './server.js';
 
 export const DEFAULT_UDP_PORT = 7400;
 export const DEFAULT_TLS_PORT = 7443;
+export const DEFAULT_METRICS_PORT = 9464;
 
 export interface ServerSettings {
   readonly logLevel: LogLevel;
@@ -27,9 +30,22 @@ export interface ServerSettings {
   readonly registry: { readonly staleAfterMs: number; readonly forgetAfterMs: number; readonly clockWindowMs: number };
   readonly requests: { readonly attachTimeoutMs: number; readonly notifyRetryMs: number; readonly maxPendingPerDevice: number };
   readonly relay: { readonly maxSessions: number; readonly bytesPerSecond: number; readonly maxDurationMs: number; readonly joinTimeoutMs: number };
+  /** Present: this is one node of several sharing the registry through Redis. */
+  readonly redis: { readonly url: string; readonly nodeId: string | undefined; readonly keyPrefix: string; readonly tlsAddress: string | undefined } | null;
+  readonly limits: ServerLimits;
+  readonly metrics: { readonly enabled: boolean; readonly host: string; readonly port: number };
+  readonly shutdown: { readonly graceMs: number };
 }
 
-const TOP = ['log_level', 'registration_master_key_file', 'udp', 'tls', 'registry', 'requests', 'relay'] as const;
+const REDIS_URL = /^rediss?:\/\/[^\s]+$/;
+const NODE_ID = /^[A-Za-z0-9._:/-]{1,64}$/;
+
+const TOP = ['log_level', 'registration_master_key_file', 'udp', 'tls', 'registry', 'requests', 'relay', 'redis', 'limits', 'metrics', 'shutdown'] as const;
+const LIMIT_KEYS = [
+  'registrations_per_source_per_s', 'registrations_per_source_burst',
+  'requests_per_source_per_min', 'requests_per_source_burst',
+  'requests_per_device_per_min', 'requests_per_device_burst',
+] as const;
 
 export function checkServerSettings(doc: Record<string, unknown>, file: string): ServerSettings {
   const c = new SettingsChecker(file);
@@ -40,6 +56,16 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
   const reg = c.table(doc, 'registry', 'registry', ['stale_after_ms', 'forget_after_ms', 'clock_window_ms']);
   const req = c.table(doc, 'requests', 'requests', ['attach_timeout_ms', 'notify_retry_ms', 'max_pending_per_device']);
   const rel = c.table(doc, 'relay', 'relay', ['max_sessions', 'bytes_per_second', 'max_duration_ms', 'join_timeout_ms']);
+  const red = c.table(doc, 'redis', 'redis', ['url', 'node_id', 'key_prefix', 'tls_address']);
+  const lim = c.table(doc, 'limits', 'limits', LIMIT_KEYS);
+  const met = c.table(doc, 'metrics', 'metrics', ['enabled', 'host', 'port']);
+  const shut = c.table(doc, 'shutdown', 'shutdown', ['grace_ms']);
+  const limit = (key: string, per: 's' | 'min', def: RateLimit): RateLimit => {
+    const scale = per === 's' ? 1 : 60;
+    const rate = c.int(lim, `${key}_per_${per}`, `limits.${key}_per_${per}`, { default: Math.round(def.perSecond * scale), min: 0, max: 10_000_000 });
+    const burst = c.int(lim, `${key}_burst`, `limits.${key}_burst`, { default: def.burst, min: 1, max: 10_000_000 });
+    return Object.freeze({ perSecond: rate / scale, burst });
+  };
   const settings: ServerSettings = {
     logLevel: c.enumOf(doc, 'log_level', 'log_level', LOG_LEVELS, 'info'),
     udp: {
@@ -72,6 +98,26 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
       maxDurationMs: c.int(rel, 'max_duration_ms', 'relay.max_duration_ms', { default: RELAY_MAX_DURATION_MS, min: 1000, max: 7 * 86_400_000 }),
       joinTimeoutMs: c.int(rel, 'join_timeout_ms', 'relay.join_timeout_ms', { default: RELAY_JOIN_TIMEOUT_MS, min: 1000, max: 600_000 }),
     },
+    redis:
+      doc.redis === undefined
+        ? null
+        : {
+            url: c.str(red, 'url', 'redis.url', { pattern: REDIS_URL, expect: 'a redis:// or rediss:// URL' }),
+            nodeId: red.node_id === undefined ? undefined : c.str(red, 'node_id', 'redis.node_id', { pattern: NODE_ID, expect: '1-64 of A-Z a-z 0-9 . _ : / -' }),
+            tlsAddress: red.tls_address === undefined ? undefined : c.str(red, 'tls_address', 'redis.tls_address', { pattern: /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, expect: '"host:port" where the other nodes reach this node\'s TLS port' }),
+            keyPrefix: c.str(red, 'key_prefix', 'redis.key_prefix', { default: 'pl:', pattern: /^[A-Za-z0-9._:-]{0,32}$/, expect: 'up to 32 of A-Z a-z 0-9 . _ : -' }),
+          },
+    limits: Object.freeze({
+      registrationsPerSource: limit('registrations_per_source', 's', DEFAULT_LIMITS.registrationsPerSource),
+      requestsPerSource: limit('requests_per_source', 'min', DEFAULT_LIMITS.requestsPerSource),
+      requestsPerDevice: limit('requests_per_device', 'min', DEFAULT_LIMITS.requestsPerDevice),
+    }),
+    metrics: {
+      enabled: c.bool(met, 'enabled', 'metrics.enabled', false),
+      host: c.str(met, 'host', 'metrics.host', { default: '127.0.0.1' }),
+      port: c.int(met, 'port', 'metrics.port', { default: DEFAULT_METRICS_PORT, min: 0, max: 65535 }),
+    },
+    shutdown: { graceMs: c.int(shut, 'grace_ms', 'shutdown.grace_ms', { default: SHUTDOWN_GRACE_MS, min: 0, max: 600_000 }) },
   };
   c.throwIfAny();
   return Object.freeze(settings);

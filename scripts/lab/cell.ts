@@ -79,14 +79,14 @@ export interface CellResult {
   readonly error: string | null;
 }
 
-interface ClientRun {
+export interface ClientRun {
   readonly code: number | null;
   readonly stdoutSha: string;
   readonly stdoutBytes: number;
   readonly stderr: string;
 }
 
-function runClient(ns: string, args: readonly string[], input: Buffer, timeoutMs: number): Promise<ClientRun> {
+export function runClient(ns: string, args: readonly string[], input: Buffer, timeoutMs: number): Promise<ClientRun> {
   return new Promise((resolve) => {
     const child = spawn('ip', ['netns', 'exec', ns, process.execPath, PROGRAMS.client, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     const hash = createHash('sha256');

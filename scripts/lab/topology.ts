@@ -11,6 +11,8 @@ import { lossRuleset, natRuleset, type NatKind } from './nat.js';
 /** The patent's example addresses (ordinary unicast: miniupnpd refuses reserved ones). */
 export const ADDR = Object.freeze({
   server: '130.74.23.6',
+  /** A second rendezvous server node (multi-node labs), on the same WAN. */
+  server2: '130.74.23.7',
   routerA: '4.17.168.2',
   routerB: '202.204.16.13',
   routerBRenumbered: '202.204.16.14',
@@ -51,6 +53,8 @@ export interface Lab {
   readonly server: string;
   readonly client: Side;
   readonly device: Side;
+  /** The second server node's namespace, when asked for (`secondServer`). */
+  readonly server2?: string;
   readonly namespaces: readonly string[];
   /** Give router B a new WAN address (the patent's PPP/DHCP re-addressing), dropping its mappings. */
   renumberDeviceRouter(address: string): Promise<void>;
@@ -184,7 +188,7 @@ export async function sweepStaleLabs(): Promise<number> {
   return stale.length;
 }
 
-export async function createLab(spec: { client: SideSpec; device: SideSpec }): Promise<Lab> {
+export async function createLab(spec: { client: SideSpec; device: SideSpec; secondServer?: boolean }): Promise<Lab> {
   // pid + random: two runs at once never collide, and a dead run's leftovers are recognisable.
   const id = `${LAB_PREFIX}${process.pid}x${randomBytes(2).toString('hex')}`;
   const created: string[] = [];
@@ -196,6 +200,11 @@ export async function createLab(spec: { client: SideSpec; device: SideSpec }): P
     const server = `${id}-server`;
     await addNs(server, created);
     await plugWan({ wan }, server, 'srv', 'eth0', ADDR.server);
+    const server2 = spec.secondServer ? `${id}-server2` : undefined;
+    if (server2) {
+      await addNs(server2, created);
+      await plugWan({ wan }, server2, 'srv2', 'eth0', ADDR.server2);
+    }
     const client = await buildSide({ id, wan }, 'a', spec.client, created);
     const device = await buildSide({ id, wan }, 'b', spec.device, created);
     const lab: Lab = {
@@ -204,6 +213,7 @@ export async function createLab(spec: { client: SideSpec; device: SideSpec }): P
       server,
       client,
       device,
+      ...(server2 ? { server2 } : {}),
       namespaces: created,
       async renumberDeviceRouter(address) {
         const ns = device.cgn ?? device.router;

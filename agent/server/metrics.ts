@@ -1,0 +1,264 @@
+/**
+ * Prometheus text metrics (prom-client) and a health endpoint, on their own HTTP listener
+ * (off by default; meant for a loopback or management address, never the public one).
+ *   GET /metrics  the metrics below, plus the process's default metrics
+ *   GET /healthz  200 {"status":"ok"} | 503 {"status":"draining"|"registry-unreachable"} for load balancers
+ * Counts are kept by the components themselves (cheap `Counters`) and read at scrape time, so the
+ * hot paths do not change with metrics on or off. prom-client is imported only when enabled.
+ */
+import { createServer, type Server } from 'node:http';
+import type { Logger } from 'pino';
+import type { Counters } from '../common/counters.js';
+import { Status, type StatusValue } from '../protocol/status.js';
+import type { BrokerCounter } from './connection-broker.js';
+import type { RateLimit } from './rate-limiter.js';
+import type { RegistrationCounter } from './registration-endpoint.js';
+import type { RELAY_COUNTERS } from './relay.js';
+
+export interface MetricsSource {
+  readonly registration: Counters<RegistrationCounter>;
+  readonly broker: Counters<BrokerCounter>;
+  readonly relay: { readonly counters: Counters<(typeof RELAY_COUNTERS)[number]>; readonly active: number };
+  /** Devices in this node's own list (those registered at this node). */
+  readonly localDevices: () => number;
+  readonly backend: 'memory' | 'redis';
+  /** Redis reachable (always true with the in-memory backend). */
+  readonly registryUp: () => boolean;
+  readonly draining: () => boolean;
+  readonly limits: Readonly<Record<string, RateLimit>>;
+  readonly nodeId: string;
+  /** Relayed sessions this node bridged to the node holding the client. */
+  readonly relayBridged: () => number;
+}
+
+export interface MetricsListener {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  address(): { address: string; port: number };
+  observe(what: 'connect' | 'notifyRoundTrip', ms: number, status: StatusValue): void;
+}
+
+const STATUS_NAME: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(Status).map(([k, v]) => [v, k.toLowerCase()]),
+);
+
+/** Registration counters as the issue names the outcomes (plus the ones the protocol adds). */
+const REGISTRATION_OUTCOMES: readonly [RegistrationCounter, string][] = [
+  ['accepted', 'accepted'],
+  ['badTag', 'bad_credential'],
+  ['malformed', 'malformed'],
+  ['rateLimited', 'rate_limited'],
+  ['replayed', 'replayed'],
+  ['clockSkew', 'clock_skew'],
+  ['unexpectedType', 'unexpected_type'],
+  ['overloaded', 'overloaded'],
+];
+
+const REQUEST_OUTCOMES: readonly [BrokerCounter, string][] = [
+  ['connected', 'connected'],
+  ['unknownDevice', 'unknown_device'],
+  ['staleDevice', 'stale_device'],
+  ['noAnswer', 'no_answer'],
+  ['refusedByDevice', 'refused_by_device'],
+  ['busy', 'busy'],
+  ['rateLimitedSource', 'rate_limited_source'],
+  ['rateLimitedTarget', 'rate_limited_device'],
+  ['registryUnavailable', 'registry_unavailable'],
+  ['nodeUnavailable', 'node_unavailable'],
+  ['shuttingDown', 'shutting_down'],
+];
+
+export function createMetricsListener(o: { host: string; port: number; source: MetricsSource; logger: Logger }): MetricsListener {
+  const { source } = o;
+  let server: Server | null = null;
+  let observe: MetricsListener['observe'] = () => undefined;
+
+  async function build(): Promise<{ text: () => Promise<string>; contentType: string }> {
+    const prom = await import('prom-client');
+    const register = new prom.Registry();
+    register.setDefaultLabels({ node: source.nodeId });
+    prom.collectDefaultMetrics({ register, prefix: 'peerlink_' });
+    const fromCounters = <K extends string>(name: string, help: string, label: string, counters: Counters<K>, map: readonly [K, string][]): void => {
+      new prom.Counter({
+        name,
+        help,
+        labelNames: [label],
+        registers: [register],
+        collect() {
+          this.reset();
+          for (const [k, v] of map) this.inc({ [label]: v }, counters.get(k));
+        },
+      });
+    };
+    fromCounters('peerlink_registrations_total', 'UDP registrations by outcome', 'outcome', source.registration, REGISTRATION_OUTCOMES);
+    new prom.Counter({
+      name: 'peerlink_registrations_local_only_total',
+      help: 'Registrations accepted while the shared registry (Redis) was unreachable: kept at this node only',
+      registers: [register],
+      collect() {
+        this.reset();
+        this.inc(source.registration.get('registryUnavailable'));
+      },
+    });
+    new prom.Gauge({
+      name: 'peerlink_registered_devices',
+      help: "Devices in this node's own list (registered at this node and not yet forgotten)",
+      registers: [register],
+      collect() {
+        this.set(source.localDevices());
+      },
+    });
+    fromCounters('peerlink_connection_requests_total', 'Connection requests by outcome', 'outcome', source.broker, REQUEST_OUTCOMES);
+    fromCounters('peerlink_cross_node_total', 'Requests routed between server nodes', 'event', source.broker, [
+      ['routedToNode', 'routed_to_owner'],
+      ['notifiedForNode', 'notifications_sent_for_other_node'],
+      ['attachedForNode', 'device_attached_for_other_node'],
+    ]);
+    fromCounters('peerlink_device_attach_rejected_total', 'Device TLS attaches refused (unknown request or bad proof)', 'reason', source.broker, [
+      ['attachRejected', 'rejected'],
+    ]);
+    new prom.Counter({
+      name: 'peerlink_notifications_sent_total',
+      help: 'UDP notifications sent (each retry counts)',
+      registers: [register],
+      collect() {
+        this.reset();
+        this.inc(source.registration.get('notificationsSent'));
+      },
+    });
+    const connect = new prom.Histogram({
+      name: 'peerlink_connect_duration_seconds',
+      help: "Server-side time to connect: from the client's request to the device's verdict relayed to the client",
+      labelNames: ['status'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [register],
+    });
+    const roundTrip = new prom.Histogram({
+      name: 'peerlink_notification_round_trip_seconds',
+      help: "From the first UDP notification to the device's TLS attach (at any node)",
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [register],
+    });
+    observe = (what, ms, status) => {
+      if (what === 'connect') connect.observe({ status: STATUS_NAME[status] ?? String(status) }, ms / 1000);
+      else roundTrip.observe(ms / 1000);
+    };
+    new prom.Gauge({
+      name: 'peerlink_relay_sessions',
+      help: 'Relay sessions now',
+      registers: [register],
+      collect() {
+        this.set(source.relay.active);
+      },
+    });
+    fromCounters('peerlink_relay_sessions_total', 'Relay sessions by outcome', 'outcome', source.relay.counters, [
+      ['offered', 'offered'],
+      ['paired', 'paired'],
+      ['expired', 'expired'],
+      ['refusedFull', 'refused_full'],
+      ['refusedUnknown', 'refused_unknown'],
+      ['cutForDuration', 'cut_for_duration'],
+    ]);
+    new prom.Counter({
+      name: 'peerlink_relay_bridged_total',
+      help: 'Relayed sessions bridged from this node (the device) to the node holding the client',
+      registers: [register],
+      collect() {
+        this.reset();
+        this.inc(source.relayBridged());
+      },
+    });
+    new prom.Counter({
+      name: 'peerlink_relay_bytes_total',
+      help: 'Bytes copied by the relay (both directions)',
+      registers: [register],
+      collect() {
+        this.reset();
+        this.inc(source.relay.counters.get('bytes'));
+      },
+    });
+    new prom.Gauge({
+      name: 'peerlink_rate_limit_per_second',
+      help: 'Configured rate limits (sustained events per second; 0 = off)',
+      labelNames: ['limit'],
+      registers: [register],
+      collect() {
+        for (const [k, v] of Object.entries(source.limits)) this.set({ limit: k }, v.perSecond);
+      },
+    });
+    new prom.Gauge({
+      name: 'peerlink_rate_limit_burst',
+      help: 'Configured rate limit bursts',
+      labelNames: ['limit'],
+      registers: [register],
+      collect() {
+        for (const [k, v] of Object.entries(source.limits)) this.set({ limit: k }, v.burst);
+      },
+    });
+    fromCounters('peerlink_rate_limited_total', 'Events refused by a rate limit', 'limit', source.broker, [
+      ['rateLimitedSource', 'requests_per_source'],
+      ['rateLimitedTarget', 'requests_per_device'],
+    ]);
+    new prom.Counter({
+      name: 'peerlink_registrations_rate_limited_total',
+      help: 'Registrations dropped by the per-source limit',
+      registers: [register],
+      collect() {
+        this.reset();
+        this.inc(source.registration.get('rateLimited'));
+      },
+    });
+    new prom.Gauge({
+      name: 'peerlink_registry_up',
+      help: 'The registry backend answers (1) or not (0)',
+      labelNames: ['backend'],
+      registers: [register],
+      collect() {
+        this.set({ backend: source.backend }, source.registryUp() ? 1 : 0);
+      },
+    });
+    return { text: () => register.metrics(), contentType: register.contentType };
+  }
+
+  return {
+    observe: (what, ms, status) => observe(what, ms, status),
+    async start() {
+      const metrics = await build();
+      const s = createServer((req, res) => {
+        const path = (req.url ?? '/').split('?')[0];
+        if (req.method !== 'GET') {
+          res.writeHead(405).end();
+        } else if (path === '/metrics') {
+          metrics.text().then(
+            (t) => res.writeHead(200, { 'content-type': metrics.contentType }).end(t),
+            (err: Error) => res.writeHead(500).end(err.message),
+          );
+        } else if (path === '/healthz') {
+          const status = source.draining() ? 'draining' : source.registryUp() ? 'ok' : 'registry-unreachable';
+          res.writeHead(status === 'ok' ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify({ status, node: source.nodeId, backend: source.backend })}\n`);
+        } else res.writeHead(404).end();
+      });
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.listen(o.port, o.host, () => {
+          s.off('error', reject);
+          resolve();
+        });
+      });
+      server = s;
+    },
+    async stop() {
+      const s = server;
+      server = null;
+      if (s) {
+        s.closeAllConnections();
+        await new Promise<void>((r) => s.close(() => r()));
+      }
+    },
+    address() {
+      const a = server?.address();
+      if (!a || typeof a === 'string') throw new Error('not started');
+      return { address: a.address, port: a.port };
+    },
+  };
+}

@@ -1,0 +1,114 @@
+/**
+ * Relayed sessions across nodes. The client joins the relay at the node that holds its request
+ * (it got the offer there); the device joins at its own node. That node finds, in Redis, which
+ * node offered the relay, joins it there on the device's behalf — a TLS connection to that node's
+ * TLS port, proving itself with the attach proof it can compute (it holds the master key), bound
+ * to that TLS session — and then copies bytes between the device and that connection. What
+ * crosses both nodes is the end-to-end TLS 1.3 PSK channel: neither node can read it (P4).
+ * The nodes share one server certificate; the joining node accepts exactly that certificate.
+ */
+import { X509Certificate } from 'node:crypto';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import { join } from '../common/pipe.js';
+import { RELAY_PAIR_TIMEOUT_MS } from '../protocol/constants.js';
+import { FrameChannel } from '../protocol/frame-channel.js';
+import { FrameType } from '../protocol/frames.js';
+import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, KEY_BYTES } from '../protocol/keys.js';
+import type { RedisRegistry } from './redis-registry.js';
+
+export interface RelayBridgeOptions {
+  readonly cluster: RedisRegistry;
+  readonly certPem: string;
+  readonly masterKey: Buffer;
+  /** Where other nodes reach this node's TLS port ("host:port"; known once listening). */
+  readonly tlsAddress: () => string;
+  readonly joinTimeoutMs: number;
+  readonly logger: Logger;
+}
+
+export interface RelayBridge {
+  /** Record that this node offered a relay for the request (other nodes may bridge to it). */
+  offered(requestIdHex: string): void;
+  /** The device joined here for a relay another node offered: bridge it; false if none is known. */
+  bridge(device: { channel: FrameChannel; socket: TLSSocket }, equipmentId: string, requestId: Buffer): Promise<boolean>;
+  readonly bridged: number;
+}
+
+interface Offer {
+  readonly node: string;
+  readonly tls: string;
+}
+
+export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
+  const fingerprint = new X509Certificate(o.certPem).fingerprint256;
+  const offerKey = (hex: string): string => `{o:${hex}}`;
+  let bridged = 0;
+  return {
+    get bridged() {
+      return bridged;
+    },
+    offered(hex) {
+      void o.cluster
+        .putValue(offerKey(hex), JSON.stringify({ node: o.cluster.nodeId, tls: o.tlsAddress() } satisfies Offer), o.joinTimeoutMs)
+        .catch((err: Error) => o.logger.debug({ err: err.message }, 'could not record the relay offer in Redis'));
+    },
+    async bridge(device, equipmentId, requestId) {
+      const hex = requestId.toString('hex');
+      const log = o.logger.child({ requestId: hex.slice(0, 12), equipmentId });
+      let offer: Offer;
+      try {
+        const v = await o.cluster.getValue(offerKey(hex));
+        if (!v) return false;
+        offer = JSON.parse(v) as Offer;
+      } catch {
+        return false;
+      }
+      if (offer.node === o.cluster.nodeId) return false;
+      const at = /^(.*):(\d+)$/.exec(offer.tls);
+      if (!at) return false;
+      const host = at[1]!.replace(/^\[(.*)\]$/, '$1');
+      const upstream = await new Promise<TLSSocket | null>((resolve) => {
+        // allowHalfOpen: the end-to-end channel half-closes through the bridge (as through the relay).
+        const options: ConnectionOptions & { allowHalfOpen: boolean } = { host, port: Number(at[2]), rejectUnauthorized: false, allowHalfOpen: true };
+        const s = tlsConnect(options, () => {
+          // Only another node of this fleet: the same certificate as ours.
+          if (s.getPeerX509Certificate()?.fingerprint256 !== fingerprint) {
+            s.destroy();
+            resolve(null);
+          } else resolve(s);
+        });
+        s.once('error', () => resolve(null));
+        s.setTimeout(o.joinTimeoutMs, () => s.destroy());
+      });
+      if (!upstream) {
+        log.warn({ node: offer.node, at: offer.tls }, 'relay across nodes: cannot reach the node that offered it');
+        return false;
+      }
+      upstream.setTimeout(0);
+      const up = new FrameChannel(upstream);
+      try {
+        await up.next(RELAY_PAIR_TIMEOUT_MS); // HELLO
+        const exporter = upstream.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
+        up.send({ type: FrameType.RELAY_JOIN_DEVICE, equipmentId, requestId, proof: attachProof(deriveRegistrationKey(o.masterKey, equipmentId), requestId, exporter) });
+        const paired = await up.next(RELAY_PAIR_TIMEOUT_MS);
+        if (paired.type !== FrameType.RELAY_PAIRED) throw new Error('the other node answered out of turn');
+      } catch (err) {
+        log.warn({ node: offer.node, err: (err as Error).message }, 'relay across nodes: the other node did not pair');
+        upstream.destroy();
+        return false;
+      }
+      device.channel.send({ type: FrameType.RELAY_PAIRED });
+      device.channel.release();
+      up.release();
+      bridged++;
+      log.info({ node: offer.node }, 'relay session bridged to the node holding the client (end-to-end encrypted; ciphertext only)');
+      device.socket.resume();
+      upstream.resume();
+      void join(device.socket, upstream).then((r) =>
+        log.info({ bytesToClient: r.bytesAtoB, bytesFromClient: r.bytesBtoA }, 'bridged relay session ended'),
+      );
+      return true;
+    },
+  };
+}

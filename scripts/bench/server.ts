@@ -1,0 +1,348 @@
+/**
+ * npm run bench -- server [--out FILE] [--quick]: the rendezvous server against its limits, each
+ * figure a ratio to a baseline measured in the same run (the machines are shared and noisy):
+ *   - registrations per second on one core (authenticated, in-memory registry; also with Redis)
+ *     vs a bare Node UDP echo server on the same core;
+ *   - memory per registered device at 100k and 1M devices (in-memory registry);
+ *   - connection requests per second end to end, p50/p99 time to connect vs one direct TLS connect;
+ *   - tunnel throughput vs plain TLS, direct and through the relay.
+ * Targets and load generators run in their own processes; pinned to cores with taskset when present.
+ * Prints a table; writes the figures to bench-server-results.json (or --out FILE).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect as netConnect, createServer, type Server } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { connect as tlsConnect } from 'node:tls';
+import { parseArgs } from 'node:util';
+import { createLoopbackSetup } from '../lib/loopback-setup.js';
+import { freePort } from '../lib/free-port.js';
+import { startProgram, type Program } from '../lib/program.js';
+import { startRedis } from '../lib/redis-process.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const script = (name: string): string => join(here, `${name}.js`);
+const HAVE_TASKSET = spawnSync('taskset', ['--version']).status === 0 && cpus().length >= 2;
+
+/** argv for a node script, pinned to one core when possible (the target on 0, its load on 1). */
+function nodeArgv(core: number | null, args: readonly string[]): [string, string[]] {
+  if (core !== null && HAVE_TASKSET) return ['taskset', ['-c', String(core), process.execPath, ...args]];
+  return [process.execPath, [...args]];
+}
+
+interface Running {
+  readonly first: Promise<Record<string, unknown>>;
+  stop(): Promise<Record<string, unknown> | null>;
+}
+
+/** Spawn a node script that prints JSON lines; `first` is its first line. */
+function run(core: number | null, args: readonly string[]): Running {
+  const [cmd, argv] = nodeArgv(core, args);
+  const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: Record<string, unknown>[] = [];
+  let err = '';
+  let buf = '';
+  const waiters: ((l: Record<string, unknown>) => void)[] = [];
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const l = JSON.parse(buf.slice(0, i)) as Record<string, unknown>;
+      buf = buf.slice(i + 1);
+      lines.push(l);
+      waiters.shift()?.(l);
+    }
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  const first = new Promise<Record<string, unknown>>((resolve, reject) => {
+    waiters.push(resolve);
+    void exited.then((c) => (lines.length ? undefined : reject(new Error(`${args.join(' ')} exited ${c}: ${err}`))));
+  });
+  return {
+    first,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+      return lines.length > 1 ? lines[lines.length - 1]! : null;
+    },
+  };
+}
+
+interface UdpFigure {
+  readonly perSecond: number;
+  readonly perCpuSecond: number;
+  readonly cpuShare: number;
+  /** Answers per CPU-second of the redis-server behind the target. */
+  readonly perRedisCpuSecond?: number;
+  /** Registrations the target could not write to Redis (acked from its own list instead). */
+  readonly registryUnavailable: number;
+}
+
+async function udpRun(mode: 'echo' | 'register' | 'register-redis', seconds: number, master: Buffer, redisUrl?: string, redisPid?: number): Promise<UdpFigure> {
+  const target = run(0, [script('udp-target'), mode, master.toString('base64'), ...(redisUrl ? [redisUrl] : [])]);
+  let registryUnavailable = 0;
+  let figure: Omit<UdpFigure, 'registryUnavailable'>;
+  try {
+    const { port, pid } = (await target.first) as { port: number; pid: number };
+    const load = run(1, [script('udp-load'), String(port), mode === 'echo' ? 'echo' : 'register', String(seconds), '256', master.toString('base64'), '20000', String(pid), ...(redisPid ? [String(redisPid)] : [])]);
+    const r = (await load.first) as { answersPerSecond: number; answersPerCpuSecond: number; targetCpuShare: number; answersPerExtraCpuSecond?: number; exhausted: boolean };
+    if (r.exhausted) process.stderr.write(`bench: ${mode}: the generator ran out of packets; the figure is a lower bound\n`);
+    figure = {
+      perSecond: r.answersPerSecond, perCpuSecond: r.answersPerCpuSecond, cpuShare: r.targetCpuShare,
+      ...(r.answersPerExtraCpuSecond !== undefined ? { perRedisCpuSecond: r.answersPerExtraCpuSecond } : {}),
+    };
+  } finally {
+    const end = (await target.stop()) as { stats?: Record<string, number> } | null;
+    registryUnavailable = end?.stats?.registryUnavailable ?? 0;
+  }
+  if (registryUnavailable > 0) {
+    process.stderr.write(`bench: ${mode}: ${registryUnavailable} registrations could not reach Redis (acked from the node's own list); the Redis figures are not valid\n`);
+  }
+  return { ...figure, registryUnavailable };
+}
+
+async function registrations(o: { seconds: number; rounds: number }): Promise<Record<string, number>> {
+  const master = randomBytes(32);
+  const best = (a: UdpFigure | null, b: UdpFigure): UdpFigure => (a === null ? b : {
+    perSecond: Math.max(a.perSecond, b.perSecond), perCpuSecond: Math.max(a.perCpuSecond, b.perCpuSecond), cpuShare: Math.max(a.cpuShare, b.cpuShare),
+    registryUnavailable: a.registryUnavailable + b.registryUnavailable,
+  });
+  let echo: UdpFigure | null = null;
+  let mem: UdpFigure | null = null;
+  // Alternate, best of each: noise from other tenants hits both alike.
+  for (let i = 0; i < o.rounds; i++) {
+    echo = best(echo, await udpRun('echo', o.seconds, master));
+    mem = best(mem, await udpRun('register', o.seconds, master));
+  }
+  const redis = await startRedis();
+  try {
+    const { Redis } = await import('ioredis');
+    const c = new Redis(redis.url);
+    const used = async (): Promise<number> => Number(/used_memory:(\d+)/.exec(await c.info('memory'))![1]);
+    const before = await used();
+    const measured = await udpRun('register-redis', o.seconds, master, redis.url, redis.pid);
+    const invalid = measured.registryUnavailable > 0;
+    const withRedis = invalid ? { perSecond: NaN, perCpuSecond: NaN, perRedisCpuSecond: NaN } : measured;
+    const keys = await c.dbsize();
+    const perDevice = invalid ? NaN : (await used()) - before;
+    c.disconnect();
+    return {
+      echoPerSecond: echo!.perSecond, echoPerCpuSecond: echo!.perCpuSecond, echoCpuShare: echo!.cpuShare,
+      memoryBackendPerSecond: mem!.perSecond, memoryBackendPerCpuSecond: mem!.perCpuSecond, memoryBackendCpuShare: mem!.cpuShare,
+      redisBackendPerSecond: withRedis.perSecond, redisBackendPerCpuSecond: withRedis.perCpuSecond,
+      registrationsPerRedisCpuSecond: withRedis.perRedisCpuSecond ?? NaN,
+      redisWriteFailures: measured.registryUnavailable,
+      redisBytesPerDevice: perDevice / Math.max(1, keys), redisDevices: keys,
+    };
+  } finally {
+    await redis.stop();
+  }
+}
+
+async function memory(sizes: readonly number[]): Promise<Record<string, Record<string, number>>> {
+  const out: Record<string, Record<string, number>> = {};
+  for (const n of sizes) {
+    for (const kind of ['compact', 'map'] as const) {
+      if (kind === 'map' && n > 100_000) continue;
+      const r = run(null, ['--expose-gc', script('registry-memory'), String(n), kind]);
+      out[`${kind}-${n}`] = (await r.first) as Record<string, number>;
+      await r.stop();
+    }
+  }
+  return out;
+}
+
+function roundTrip(open: () => import('node:net').Socket, data: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const hash = createHash('sha256');
+    let got = 0;
+    const s = open();
+    s.on('data', (d: Buffer) => {
+      hash.update(d);
+      got += d.length;
+    });
+    s.on('close', () => (got === data.length ? resolve(performance.now() - t0) : reject(new Error(`got ${got} of ${data.length} bytes`))));
+    s.on('error', reject);
+  });
+}
+
+async function bestMbps(open: () => import('node:net').Socket, data: Buffer, rounds: number): Promise<number> {
+  let best = Infinity;
+  for (let i = 0; i < rounds; i++) best = Math.min(best, await roundTrip(open, data));
+  return (2 * data.length * 8) / (best / 1000) / 1e6;
+}
+
+async function waitServing(p: Program): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (p.stderr.some((l) => /serving/.test(l))) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`client did not start: ${p.stderr.join(' | ')}`);
+}
+
+async function endToEnd(o: { quick: boolean; concurrency: number; tunnel: boolean }): Promise<{ connect: Record<string, unknown>; tunnel?: Record<string, number> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'peerlink-bench-server-'));
+  const programs: Program[] = [];
+  const stoppers: (() => Promise<unknown>)[] = [];
+  const echo: Server = createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => undefined);
+    s.pipe(s);
+  });
+  try {
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    const echoPort = (echo.address() as { port: number }).port;
+    const setup = await createLoopbackSetup({
+      dir,
+      services: { echo: `127.0.0.1:${echoPort}` },
+      serverExtra: [
+        '[requests]\nmax_pending_per_device = 64',
+        '[relay]\nbytes_per_second = 10000000000',
+        '[limits]\nrequests_per_source_per_min = 0\nrequests_per_device_per_min = 0',
+      ].join('\n'),
+    });
+    // A log line per request costs the server time; this measures the server, not pino. And the
+    // agent takes 32 sessions at once (the default is 16).
+    await writeFile(setup.serverConfig, (await readFile(setup.serverConfig, 'utf8')).replace('log_level = "info"', 'log_level = "warn"'));
+    await writeFile(setup.agentConfig, (await readFile(setup.agentConfig, 'utf8')).replace('log_level = "info"', 'log_level = "warn"').replace('[dial]\n', '[dial]\nmax_concurrent = 32\n'));
+    const server = startProgram('server', ['--config', setup.serverConfig]);
+    programs.push(server);
+    for (let i = 0; i < 100 && server.child.exitCode === null; i++) {
+      // Listening at warn level logs nothing: wait for the TLS port instead.
+      const up = await new Promise<boolean>((r) => {
+        const s = netConnect(setup.tlsPort, '127.0.0.1', () => (s.destroy(), r(true)));
+        s.once('error', () => r(false));
+      });
+      if (up) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const agent = startProgram('agent', ['--config', setup.agentConfig]);
+    programs.push(agent);
+    await new Promise((r) => setTimeout(r, 1500)); // first registration
+    const job = join(dir, 'job.json');
+    await writeFile(
+      job,
+      JSON.stringify({
+        tlsPort: setup.tlsPort, caPem: setup.caPem, equipmentId: setup.equipmentId, password: setup.password, service: 'echo',
+        rounds: o.quick ? 30 : 100, concurrency: o.concurrency, seconds: o.quick ? 3 : 8, serverPid: server.child.pid, agentPid: agent.child.pid,
+      }),
+    );
+    const load = run(null, [script('connect-load'), job]);
+    const connect = await load.first;
+    await load.stop();
+    if (!o.tunnel) return { connect };
+
+    const tlsEcho = run(null, [script('tls-echo'), join(dir, 'server.pem'), join(dir, 'server.key')]);
+    stoppers.push(() => tlsEcho.stop());
+    const { port: tlsEchoPort } = (await tlsEcho.first) as { port: number };
+    const base = [
+      'connect', setup.equipmentId, '--server', `127.0.0.1:${setup.tlsPort}`, '--server-name', 'localhost',
+      '--ca', setup.caFile, '--password-file', setup.passwordFile, '--service', 'echo',
+    ];
+    const directPort = await freePort();
+    const relayPort = await freePort();
+    const direct = startProgram('client', [...base, '--listen', `127.0.0.1:${directPort}`]);
+    const relayed = startProgram('client', [...base, '--listen', `127.0.0.1:${relayPort}`, '--advertise-port', String(await freePort())]);
+    programs.push(direct, relayed);
+    await Promise.all([waitServing(direct), waitServing(relayed)]);
+    const data = randomBytes(o.quick ? 8 * 1024 * 1024 : 32 * 1024 * 1024);
+    const rounds = o.quick ? 2 : 3;
+    const plainTls = await bestMbps(() => {
+      const s = tlsConnect({ host: '127.0.0.1', port: tlsEchoPort, ca: setup.caPem, servername: 'localhost' }, () => s.end(data));
+      return s;
+    }, data, rounds);
+    const viaTcp = (port: number) => () => {
+      const s = netConnect(port, '127.0.0.1', () => s.end(data));
+      return s;
+    };
+    const directMbps = await bestMbps(viaTcp(directPort), data, rounds);
+    const relayMbps = await bestMbps(viaTcp(relayPort), data, rounds);
+    return { connect, tunnel: { payloadBytes: data.length, plainTlsMbps: plainTls, directTunnelMbps: directMbps, relayedTunnelMbps: relayMbps } };
+  } finally {
+    await Promise.all(programs.map((p) => p.stop()));
+    await Promise.all(stoppers.map((s) => s()));
+    await new Promise<void>((r) => echo.close(() => r()));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const f0 = (n: number): string => (Number.isFinite(n) ? n.toFixed(0) : '-');
+const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : '-');
+const f2 = (n: number): string => (Number.isFinite(n) ? n.toFixed(2) : '-');
+
+export async function serverBench(argv: readonly string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: [...argv],
+    allowPositionals: true,
+    options: { out: { type: 'string' }, quick: { type: 'boolean' }, only: { type: 'string' }, concurrency: { type: 'string' } },
+  });
+  const quick = values.quick ?? false;
+  const only = values.only;
+  const want = (s: string): boolean => only === undefined || only === s;
+  const say = (s: string): void => void process.stderr.write(`bench: ${s}\n`);
+  const NONE = { n: 0, p50Ms: NaN, p99Ms: NaN };
+  let reg: Record<string, number> = {};
+  if (want('udp')) {
+    say(`registrations (UDP, ${HAVE_TASKSET ? 'target on core 0, load on core 1' : 'not pinned: no taskset or one core'}) ...`);
+    reg = await registrations({ seconds: quick ? 2 : 5, rounds: quick ? 1 : 2 });
+  }
+  let mem: Record<string, Record<string, number>> = {};
+  if (want('memory')) {
+    say('memory per device (100k, 1M) ...');
+    mem = await memory([100_000, 1_000_000]);
+  }
+  let e2e: { connect: Record<string, unknown>; tunnel?: Record<string, number> } = {
+    connect: { tlsConnect: NONE, sequential: NONE, concurrent: { ...NONE, requestsPerSecond: NaN, concurrency: 0, failures: 0 } },
+  };
+  if (want('connect') || want('tunnel')) {
+    say('connection requests and tunnel throughput (real server, agent and clients) ...');
+    e2e = await endToEnd({ quick, concurrency: Number(values.concurrency ?? 8), tunnel: want('tunnel') });
+  }
+  const c = e2e.connect as {
+    tlsConnect: { p50Ms: number; p99Ms: number; serverCpuMsPerTlsConnect: number };
+    sequential: { p50Ms: number; p99Ms: number; n: number };
+    concurrent: {
+      p50Ms: number; p99Ms: number; requestsPerSecond: number; concurrency: number; failures: number; n: number;
+      serverCpuMsPerRequest: number; agentCpuMsPerRequest: number; clientCpuMsPerRequest: number;
+    };
+  };
+  const tls = c.tlsConnect;
+  const t = e2e.tunnel ?? { plainTlsMbps: NaN, directTunnelMbps: NaN, relayedTunnelMbps: NaN };
+  const m = (k: string, f: string): number => mem[k]?.[f] ?? NaN;
+  const r = (k: string): number => reg[k] ?? NaN;
+  const rows: [string, string, string, string][] = [
+    ['UDP answers/s, one core: bare Node UDP echo server (per wall second / per CPU-second)', `${f0(r('echoPerSecond'))} / ${f0(r('echoPerCpuSecond'))}`, 'baseline', '1.00'],
+    ['registrations/s, one core: authenticated, in-memory (per wall s / per CPU-s)', `${f0(r('memoryBackendPerSecond'))} / ${f0(r('memoryBackendPerCpuSecond'))}`, '>= 0.8', `${f2(r('memoryBackendPerSecond') / r('echoPerSecond'))} / ${f2(r('memoryBackendPerCpuSecond') / r('echoPerCpuSecond'))}`],
+    ['registrations/s, one core: authenticated, Redis backend (per wall s / per CPU-s of the node)', `${f0(r('redisBackendPerSecond'))} / ${f0(r('redisBackendPerCpuSecond'))}`, 'report', `${f2(r('redisBackendPerSecond') / r('echoPerSecond'))} / ${f2(r('redisBackendPerCpuSecond') / r('echoPerCpuSecond'))}`],
+    ['registrations per CPU-second of redis-server (Lua compare-and-set)', f0(r('registrationsPerRedisCpuSecond')), 'report', '-'],
+    ['Redis memory per device (bytes)', f0(r('redisBytesPerDevice')), 'report', '-'],
+    ['memory per device at 100k, live heap (bytes)', f0(m('compact-100000', 'heapBytesPerDevice')), '<= 200', '-'],
+    ['memory per device at 100k, RSS (bytes)', f0(m('compact-100000', 'rssBytesPerDevice')), '<= 200', '-'],
+    ['memory per device at 1M, live heap (bytes)', f0(m('compact-1000000', 'heapBytesPerDevice')), '<= 200', '-'],
+    ['memory per device at 1M, RSS (bytes)', f0(m('compact-1000000', 'rssBytesPerDevice')), '<= 200', '-'],
+    ['(for scale: Map of objects at 100k, live heap / RSS)', `${f0(m('map-100000', 'heapBytesPerDevice'))} / ${f0(m('map-100000', 'rssBytesPerDevice'))}`, '-', '-'],
+    ['direct TLS connect to the server, p50 / p99 (ms)', `${f1(tls.p50Ms)} / ${f1(tls.p99Ms)}`, 'baseline', '1.00'],
+    ['time to connect, one request at a time, p50 / p99 (ms)', `${f1(c.sequential.p50Ms)} / ${f1(c.sequential.p99Ms)}`, 'report', `${f1(c.sequential.p50Ms / tls.p50Ms)} / ${f1(c.sequential.p99Ms / tls.p99Ms)}`],
+    [`time to connect, ${c.concurrent.concurrency} in flight, p50 / p99 (ms)`, `${f1(c.concurrent.p50Ms)} / ${f1(c.concurrent.p99Ms)}`, 'report', `${f1(c.concurrent.p50Ms / tls.p50Ms)} / ${f1(c.concurrent.p99Ms / tls.p99Ms)}`],
+    [`connection requests/s end to end (${c.concurrent.concurrency} in flight, one device)`, f1(c.concurrent.requestsPerSecond), 'report', `${f2(c.concurrent.requestsPerSecond / (1000 / tls.p50Ms))} of sequential TLS connects/s`],
+    ['server CPU per request vs per direct TLS connect (ms)', `${f2(c.concurrent.serverCpuMsPerRequest)} vs ${f2(tls.serverCpuMsPerTlsConnect)}`, 'report', f1(c.concurrent.serverCpuMsPerRequest / tls.serverCpuMsPerTlsConnect)],
+    ['connection requests per server CPU-second (one core)', f0(1000 / c.concurrent.serverCpuMsPerRequest), 'report', '-'],
+    ['agent / client CPU per request (ms)', `${f2(c.concurrent.agentCpuMsPerRequest)} / ${f2(c.concurrent.clientCpuMsPerRequest)}`, 'report', '-'],
+    ['tunnel throughput: plain TLS (Mbit/s, both directions)', f0(t.plainTlsMbps!), 'baseline', '1.00'],
+    ['tunnel throughput: direct tunnel', f0(t.directTunnelMbps!), 'report', f2(t.directTunnelMbps! / t.plainTlsMbps!)],
+    ['tunnel throughput: relayed tunnel', f0(t.relayedTunnelMbps!), 'report', f2(t.relayedTunnelMbps! / t.plainTlsMbps!)],
+  ];
+  process.stdout.write('\n| figure | measured | target | ratio to baseline |\n|---|---|---|---|\n');
+  for (const r of rows) process.stdout.write(`| ${r.join(' | ')} |\n`);
+  if (c.concurrent.failures > 0) process.stdout.write(`\n${c.concurrent.failures} of the concurrent requests failed\n`);
+  const out = values.out ?? 'bench-server-results.json';
+  await writeFile(
+    out,
+    `${JSON.stringify({ date: new Date().toISOString(), cpus: cpus().length, pinned: HAVE_TASKSET, quick, registrations: reg, memory: mem, ...e2e }, null, 2)}\n`,
+  );
+  process.stdout.write(`\nfigures written to ${out}\n`);
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+/** A plain TLS echo server (its own process): the baseline of tunnel throughput. argv: cert.pem key.pem */
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:tls';
+
+const s = createServer({ cert: readFileSync(process.argv[2]!), key: readFileSync(process.argv[3]!), allowHalfOpen: true }, (c) => {
+  c.on('error', () => undefined);
+  c.pipe(c);
+});
+s.listen(0, '127.0.0.1', () => process.stdout.write(`${JSON.stringify({ port: (s.address() as { port: number }).port })}\n`));
+process.once('SIGTERM', () => process.exit(0));

@@ -1,0 +1,85 @@
+#!/usr/bin/env node
+/**
+ * UDP load generator (its own process): keeps WINDOW requests outstanding against PORT for SECONDS
+ * after a warm-up, and reports answers per second. Mode `register` sends genuine, distinct
+ * registrations (pre-computed before the clock starts: DEVICES ids x rounds, timestamps rising per
+ * device), so the target does the full work (parse, HMAC key derivation and check, freshness,
+ * registry update, tagged ack). Mode `echo` sends 64-byte datagrams of the same size.
+ * Also reports the target's CPU seconds over the window (answers per CPU-second of the target).
+ * argv: PORT MODE SECONDS WINDOW MASTER_KEY_B64 DEVICES TARGET_PID
+ */
+import { randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
+import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
+import { encodeRegister, REGISTER_NONCE_BYTES } from '../../agent/protocol/udp-packets.js';
+import { cpuSeconds } from './cpu-time.js';
+
+const WARMUP_MS = 1000;
+
+async function main(): Promise<void> {
+  const [portS, mode, secondsS, windowS, masterB64, devicesS, pidS] = process.argv.slice(2);
+  const targetPid = Number(pidS);
+  // A further process whose CPU time counts too (the redis-server behind the target).
+  const extraPid = process.argv[9] ? Number(process.argv[9]) : null;
+  const port = Number(portS);
+  const seconds = Number(secondsS);
+  const window = Number(windowS);
+  const devices = Number(devicesS);
+  // Enough packets for ~150k answers/s over warm-up plus run.
+  const needed = Math.ceil(150_000 * (seconds + WARMUP_MS / 1000 + 1));
+  const packets: Buffer[] = [];
+  if (mode === 'register') {
+    const master = Buffer.from(masterB64!, 'base64');
+    const ids = Array.from({ length: devices }, (_, i) => `BENCH-${i.toString(16).padStart(10, '0')}`);
+    const keys = ids.map((id) => deriveRegistrationKey(master, id));
+    const base = Date.now();
+    for (let round = 0; packets.length < needed; round++) {
+      for (let i = 0; i < devices && packets.length < needed; i++) {
+        packets.push(encodeRegister({ equipmentId: ids[i]!, timestampMs: base + round, nonce: randomBytes(REGISTER_NONCE_BYTES) }, keys[i]!));
+      }
+    }
+  } else {
+    const p = randomBytes(64);
+    for (let i = 0; i < needed; i++) packets.push(p);
+  }
+  const s = createSocket('udp4');
+  s.on('error', () => undefined);
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+  let next = 0;
+  let answers = 0;
+  let answersAtStart = 0;
+  let lastAnswers = 0;
+  const send = (): void => {
+    if (next >= packets.length) return;
+    s.send(packets[next++]!, port, '127.0.0.1');
+  };
+  s.on('message', () => {
+    answers++;
+    send();
+  });
+  for (let i = 0; i < window; i++) send();
+  // Lost datagrams shrink the window: refill it when answers stall for a while (not sooner: a
+  // slow target would otherwise be flooded with ever more outstanding requests).
+  const refill = setInterval(() => {
+    if (answers === lastAnswers) for (let i = 0; i < window; i++) send();
+    lastAnswers = answers;
+  }, 250);
+  await new Promise((r) => setTimeout(r, WARMUP_MS));
+  answersAtStart = answers;
+  const cpu0 = cpuSeconds(targetPid);
+  const extra0 = extraPid === null ? 0 : cpuSeconds(extraPid);
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const elapsed = (performance.now() - t0) / 1000;
+  const n = answers - answersAtStart;
+  const cpu = cpuSeconds(targetPid) - cpu0;
+  const extraCpu = extraPid === null ? null : cpuSeconds(extraPid) - extra0;
+  clearInterval(refill);
+  process.stdout.write(`${JSON.stringify({ mode, answersPerSecond: n / elapsed, answersPerCpuSecond: n / cpu, targetCpuShare: cpu / elapsed, ...(extraCpu === null ? {} : { answersPerExtraCpuSecond: n / extraCpu }), answers: n, sent: next, exhausted: next >= packets.length })}\n`);
+  s.close();
+}
+
+main().catch((err) => {
+  process.stderr.write(`udp-load: ${(err as Error).stack}\n`);
+  process.exit(1);
+});

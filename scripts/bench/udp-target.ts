@@ -1,0 +1,52 @@
+#!/usr/bin/env node
+/**
+ * Benchmark target (its own process, pinned to one core by the orchestrator):
+ *   echo                    a bare Node UDP echo server: the practical limit of Node's UDP
+ *   register                the server's real registration endpoint, in-memory registry
+ *   register-redis URL      the same with the Redis backend
+ * Prints {"port":P} on stdout when ready; on SIGTERM prints {"stats":...} and exits.
+ */
+import { createSocket } from 'node:dgram';
+import { systemClock } from '../../agent/common/clock.js';
+import { silentLogger } from '../../agent/common/logger.js';
+import { createRedisRegistry } from '../../agent/server/redis-registry.js';
+import { createRegistrationEndpoint } from '../../agent/server/registration-endpoint.js';
+import { createMemoryRegistry } from '../../agent/server/registry.js';
+
+async function main(): Promise<void> {
+  const [mode, masterB64, redisUrl] = process.argv.slice(2);
+  if (mode === 'echo') {
+    const s = createSocket('udp4');
+    s.on('message', (msg, r) => s.send(msg, r.port, r.address));
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+    process.stdout.write(`${JSON.stringify({ port: s.address().port, pid: process.pid })}\n`);
+    process.once('SIGTERM', () => process.exit(0));
+    return;
+  }
+  const registry = createMemoryRegistry();
+  const backend =
+    mode === 'register-redis'
+      ? createRedisRegistry({ url: redisUrl!, nodeId: 'bench', keyPrefix: 'bench:', forgetAfterMs: 600_000, logger: silentLogger(), commandTimeoutMs: 5000 })
+      : undefined;
+  await backend?.start();
+  const ep = createRegistrationEndpoint({
+    host: '127.0.0.1',
+    port: 0,
+    masterKey: Buffer.from(masterB64!, 'base64'),
+    registry,
+    clock: systemClock,
+    logger: silentLogger(),
+    ...(backend ? { backend } : {}),
+  });
+  await ep.start();
+  process.stdout.write(`${JSON.stringify({ port: ep.address().port, pid: process.pid })}\n`);
+  process.once('SIGTERM', () => {
+    process.stdout.write(`${JSON.stringify({ stats: ep.counters.snapshot(), devices: registry.size })}\n`);
+    process.exit(0);
+  });
+}
+
+main().catch((err) => {
+  process.stderr.write(`udp-target: ${(err as Error).stack}\n`);
+  process.exit(1);
+});

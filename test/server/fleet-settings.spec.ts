@@ -1,0 +1,37 @@
+/** The fleet settings ([redis], [limits], [metrics], [shutdown]): defaults, values, and errors that name the key. */
+import test from 'ava';
+import { parse } from 'smol-toml';
+import { ConfigError } from '../../agent/common/errors.js';
+import { DEFAULT_LIMITS } from '../../agent/server/server.js';
+import { checkServerSettings } from '../../agent/server/settings.js';
+
+const FILE = '/etc/peerlink/server.toml';
+const BASE = `registration_master_key_file = "m.key"\n[tls]\ncert_file = "c.pem"\nkey_file = "k.pem"\n`;
+const check = (extra: string) => checkServerSettings(parse(BASE + extra) as Record<string, unknown>, FILE);
+
+test('defaults: in memory (no [redis]), default limits, metrics off, 10 s drain', (t) => {
+  const s = check('');
+  t.is(s.redis, null);
+  t.deepEqual(s.limits, DEFAULT_LIMITS);
+  t.deepEqual(s.metrics, { enabled: false, host: '127.0.0.1', port: 9464 });
+  t.deepEqual(s.shutdown, { graceMs: 10_000 });
+});
+
+test('a [redis] table makes the node one of several; limits per minute become per second; 0 disables', (t) => {
+  const s = check(
+    '[redis]\nurl = "redis://10.0.0.5:6379"\nnode_id = "rdv-1"\n[limits]\nrequests_per_device_per_min = 30\nrequests_per_device_burst = 5\nregistrations_per_source_per_s = 0\n[metrics]\nenabled = true\nport = 0\n',
+  );
+  t.deepEqual(s.redis, { url: 'redis://10.0.0.5:6379', nodeId: 'rdv-1', keyPrefix: 'pl:', tlsAddress: undefined });
+  t.deepEqual(s.limits.requestsPerDevice, { perSecond: 0.5, burst: 5 });
+  t.is(s.limits.registrationsPerSource.perSecond, 0);
+  t.deepEqual(s.metrics, { enabled: true, host: '127.0.0.1', port: 0 });
+});
+
+test('every problem is reported at once, naming the key', (t) => {
+  const err = t.throws(() => check('[redis]\nurl = "http://x"\nnode_id = "has space"\ncolour = 1\n[limits]\nrequests_per_source_burst = 0\n[metrics]\nport = 70000\n'), {
+    instanceOf: ConfigError,
+  });
+  for (const key of ['redis.url', 'redis.node_id', 'colour', 'limits.requests_per_source_burst', 'metrics.port']) {
+    t.true(err!.problems.some((p) => p.includes(key)), `${key} in ${err!.problems.join(' | ')}`);
+  }
+});

@@ -1,0 +1,87 @@
+/**
+ * The Redis backend against a real redis-server (started on a free port, stopped after):
+ * newest-registration-wins is atomic across nodes, entries expire by themselves, every key carries
+ * a hash tag (Redis Cluster), a waiting request is claimed exactly once, and nodes reach each other.
+ */
+import test from 'ava';
+import { createRedisRegistry, type NodeMessage, type RedisRegistry } from '../../agent/server/redis-registry.js';
+import { silentLogger } from '../../agent/common/logger.js';
+import { startRedis, type RedisProcess } from '../../scripts/lib/redis-process.js';
+
+let redis: RedisProcess;
+const open: RedisRegistry[] = [];
+test.before(async () => {
+  redis = await startRedis();
+});
+test.after.always(async () => {
+  await Promise.all(open.map((r) => r.stop()));
+  await redis?.stop();
+});
+
+async function node(nodeId: string, forgetAfterMs = 60_000, keyPrefix = 'pl:'): Promise<RedisRegistry> {
+  const r = createRedisRegistry({ url: redis.url, nodeId, keyPrefix, forgetAfterMs, logger: silentLogger() });
+  open.push(r);
+  await r.start();
+  return r;
+}
+
+const entry = (ts: number, port = 4000) => ({ address: '202.204.16.13', port, lastSeenMs: ts, lastTimestampMs: ts });
+
+test('record keeps only newer registrations and reports the previous mapping and node', async (t) => {
+  const a = await node('node-a', 60_000, 't1:');
+  const b = await node('node-b', 60_000, 't1:');
+  t.deepEqual(await a.record('TV-1', entry(1000)), { outcome: 'accepted', previous: undefined });
+  t.deepEqual(await b.record('TV-1', entry(1000, 5000)), { outcome: 'replayed' }, 'same timestamp at another node: replay');
+  t.deepEqual(await b.record('TV-1', entry(999, 5000)), { outcome: 'replayed' }, 'older: replay');
+  const r = await b.record('TV-1', entry(2000, 5000));
+  t.deepEqual(r, { outcome: 'accepted', previous: { ...entry(1000), node: 'node-a' } });
+  t.deepEqual(await a.lookup('TV-1'), { ...entry(2000, 5000), node: 'node-b' }, 'the entry names the node that holds the mapping');
+  t.is(await a.lookup('NOPE'), undefined);
+});
+
+test('concurrent registrations of one device at two nodes: exactly the newest wins', async (t) => {
+  const a = await node('node-a', 60_000, 't2:');
+  const b = await node('node-b', 60_000, 't2:');
+  const writes = [];
+  for (let ts = 1; ts <= 200; ts++) writes.push((ts % 2 ? a : b).record('TV-2', entry(ts, ts)));
+  const results = await Promise.all(writes);
+  t.true(results.filter((r) => r.outcome === 'accepted').length >= 1);
+  t.deepEqual(await a.lookup('TV-2'), { ...entry(200, 200), node: 'node-b' }, 'timestamp 200 was written by node-b');
+});
+
+test('entries expire by themselves; every key has a hash tag (Redis Cluster-compatible)', async (t) => {
+  const a = await node('node-a', 300, 't3:');
+  await a.record('TV-3', entry(1));
+  await a.putPending('00ff', { d: 'TV-3', o: 'node-a', ca: '4.17.168.2', cp: 1, ap: 5000, s: '', at: 0 }, 300);
+  const keys = await a.client.keys('t3:*');
+  t.is(keys.length, 2);
+  for (const k of keys) t.regex(k, /^t3:\{[dr]:[^{}]+\}$/, `${k} pins its slot with a hash tag`);
+  const ttl = await a.client.pttl('t3:{d:TV-3}');
+  t.true(ttl > 0 && ttl <= 300, `TTL ${ttl}`);
+  await new Promise((r) => setTimeout(r, 500));
+  t.is(await a.lookup('TV-3'), undefined, 'gone after forget_after_ms');
+  t.is(await a.getPending('00ff'), undefined);
+});
+
+test('a waiting request can be claimed once, whichever node tries', async (t) => {
+  const a = await node('node-a', 60_000, 't4:');
+  const b = await node('node-b', 60_000, 't4:');
+  const rec = { d: 'TV-4', o: 'node-a', ca: '4.17.168.2', cp: 40000, ap: 5000, s: Buffer.from('sealed').toString('base64'), at: 1 };
+  await a.putPending('abcd', rec, 10_000);
+  t.deepEqual(await b.getPending('abcd'), rec);
+  const claims = await Promise.all([a.claimPending('abcd'), b.claimPending('abcd'), b.claimPending('abcd')]);
+  t.deepEqual(claims.filter(Boolean).length, 1);
+});
+
+test('nodes message each other; a message to a node that is not running reaches nobody', async (t) => {
+  const a = await node('node-a', 60_000, 't5:');
+  const b = await node('node-b', 60_000, 't5:');
+  const got: NodeMessage[] = [];
+  b.onMessage((m) => got.push(m));
+  await new Promise((r) => setTimeout(r, 200)); // subscription settles
+  const msg: NodeMessage = { t: 'notify', r: 'aa'.repeat(16), d: 'TV-5', a: '202.204.16.13', p: 4000, from: 'node-a' };
+  t.is(await a.send('node-b', msg), 1);
+  for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  t.deepEqual(got, [msg]);
+  t.is(await a.send('node-gone', msg), 0);
+});

@@ -1,0 +1,94 @@
+/**
+ * The compact in-memory registry (arena of ID bytes, open-addressing table, typed arrays) behaves
+ * like a Map of entries (model-based property test, with enough keys for the table to grow and
+ * deletions to shift probe chains, and non-ASCII IDs), keeps the newest registration (P1's replay
+ * rule lives in `record`), and reuses slots after deletion.
+ */
+import test from 'ava';
+import fc from 'fast-check';
+import { createMemoryRegistry, type RegistryEntry } from '../../agent/server/registry.js';
+
+const ipv4 = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255)).map((o) => o.join('.'));
+const ipv6 = fc.constantFrom('2001:db8::1', '::1', 'fe80::1:2', '2a00:1450:4001:81c::200e');
+const entry = fc.record({
+  address: fc.oneof(ipv4, ipv6),
+  port: fc.nat(65535),
+  lastSeenMs: fc.integer({ min: 0, max: 2 ** 47 }),
+  lastTimestampMs: fc.integer({ min: 0, max: 2 ** 47 }),
+});
+const id = fc.oneof(
+  fc.constantFrom('A', 'B', 'TV-000123', 'REC-9', 'x'.repeat(64), 'id.with-dots_1', 'é', 'Aé', '日本-1', 'AA'),
+  // Many keys: the hash table grows, probe chains collide, deletions shift entries back.
+  fc.integer({ min: 0, max: 3000 }).map((n) => `ID-${n}`),
+);
+const op = fc.oneof(
+  fc.record({ kind: fc.constant('set' as const), id, e: entry }),
+  fc.record({ kind: fc.constant('record' as const), id, e: entry }),
+  fc.record({ kind: fc.constant('delete' as const), id }),
+  fc.record({ kind: fc.constant('sweep' as const), before: fc.integer({ min: 0, max: 2 ** 47 }) }),
+);
+
+test('behaves like a Map of entries under any sequence of set/record/delete/sweep', (t) => {
+  fc.assert(
+    fc.property(fc.array(op, { minLength: 1, maxLength: 3000, size: 'max' }), (ops) => {
+      const reg = createMemoryRegistry();
+      const model = new Map<string, RegistryEntry>();
+      for (const o of ops) {
+        if (o.kind === 'set') {
+          reg.set(o.id, o.e);
+          model.set(o.id, o.e);
+        } else if (o.kind === 'record') {
+          const prev = model.get(o.id);
+          const r = reg.record(o.id, o.e);
+          if (prev && o.e.lastTimestampMs <= prev.lastTimestampMs) {
+            if (r.outcome !== 'replayed') return false;
+          } else {
+            if (r.outcome !== 'accepted') return false;
+            if (JSON.stringify(r.previous) !== JSON.stringify(prev)) return false;
+            model.set(o.id, o.e);
+          }
+        } else if (o.kind === 'delete') {
+          if (reg.delete(o.id) !== model.delete(o.id)) return false;
+        } else {
+          let n = 0;
+          for (const [k, e] of model) if (e.lastSeenMs < o.before) (model.delete(k), n++);
+          if (reg.sweep(o.before) !== n) return false;
+        }
+        if (reg.size !== model.size) return false;
+        if ('id' in o && JSON.stringify(reg.get(o.id)) !== JSON.stringify(model.get(o.id))) return false;
+      }
+      for (const [k, e] of model) if (JSON.stringify(reg.get(k)) !== JSON.stringify(e)) return false;
+      const listed = new Map(reg.entries());
+      return listed.size === model.size && [...model.keys()].every((k) => listed.has(k));
+    }),
+    { numRuns: 60 },
+  );
+  t.pass();
+});
+
+test('holds 50,000 devices, grows, and reuses the slots of deleted ones', (t) => {
+  const reg = createMemoryRegistry();
+  for (let i = 0; i < 50_000; i++) reg.set(`DEV-${i}`, { address: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, port: i % 65536, lastSeenMs: i, lastTimestampMs: i });
+  t.is(reg.size, 50_000);
+  t.deepEqual(reg.get('DEV-40000'), { address: '10.0.156.64', port: 40000, lastSeenMs: 40000, lastTimestampMs: 40000 });
+  t.is(reg.sweep(25_000), 25_000);
+  for (let i = 0; i < 25_000; i++) reg.set(`NEW-${i}`, { address: '192.0.2.1', port: 1, lastSeenMs: 1, lastTimestampMs: 1 });
+  t.is(reg.size, 50_000);
+  t.is(reg.get('DEV-49999')?.port, 49999 % 65536);
+  t.is(reg.get('NEW-24999')?.address, '192.0.2.1');
+  t.is(reg.get('DEV-1'), undefined);
+});
+
+test('the ID arena is compacted after many deletions, and every entry stays findable', (t) => {
+  const reg = createMemoryRegistry();
+  const e = (i: number) => ({ address: '198.51.100.7', port: i % 65536, lastSeenMs: i, lastTimestampMs: i });
+  for (let i = 0; i < 5000; i++) reg.set(`FIRST-WAVE-DEVICE-${i}`, e(i));
+  for (let i = 0; i < 4500; i++) t.true(reg.delete(`FIRST-WAVE-DEVICE-${i}`));
+  for (let i = 0; i < 20_000; i++) reg.set(`SECOND-${i}`, e(i));
+  t.is(reg.size, 20_500);
+  for (let i = 4500; i < 5000; i++) t.is(reg.get(`FIRST-WAVE-DEVICE-${i}`)?.port, i);
+  for (let i = 0; i < 20_000; i += 997) t.is(reg.get(`SECOND-${i}`)?.lastSeenMs, i);
+  t.is(reg.get('FIRST-WAVE-DEVICE-1'), undefined);
+  t.is([...reg.entries()].length, 20_500);
+  t.deepEqual(new Set([...reg.entries()].map(([id]) => id)).size, 20_500);
+});
