@@ -22,13 +22,13 @@ export interface TwoNodes {
 
 export async function startTwoNodes(
   t: Scope,
-  o: { redis: RedisProcess; services: Readonly<Record<string, string>>; serverExtra?: string },
+  o: { redis: RedisProcess; services: Readonly<Record<string, string>>; serverExtra?: string; directDialOnly?: boolean },
 ): Promise<TwoNodes> {
   const dir = await tempDir(t, 'peerlink-nodes-');
   const metricsPorts = [await freePort(), await freePort()] as const;
   const nodeTable = (i: number): string =>
     `[redis]\nurl = "${o.redis.url}"\nnode_id = "node-${i + 1}"\n[metrics]\nenabled = true\nhost = "127.0.0.1"\nport = ${metricsPorts[i]}\n${o.serverExtra ?? ''}`;
-  const setup = await createLoopbackSetup({ dir, services: o.services, serverExtra: nodeTable(0) });
+  const setup = await createLoopbackSetup({ dir, services: o.services, serverExtra: nodeTable(0), ...(o.directDialOnly ? { directDialOnly: true } : {}) });
   // Node 2: the same settings on other ports, under another node ID.
   const [udp2, tls2] = [await freePort(), await freePort()];
   const text = (await readFile(setup.serverConfig, 'utf8'))
