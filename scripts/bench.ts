@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * npm run bench [-- tunnel]: throughput through the real programs on loopback, as ratios against
+ * npm run bench [-- tunnel | provision]: throughput through the real programs on loopback, as ratios against
  * a baseline measured in the same run (plain TCP to the same echo service), never as absolute
  * targets (the machines are noisy). Prints a table and writes bench-results.json (--out FILE).
  */
@@ -92,7 +92,13 @@ async function tunnelBench(): Promise<Record<string, number>> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ allowPositionals: true, options: { out: { type: 'string' } } });
+  const { values, positionals } = parseArgs({ allowPositionals: true, options: { out: { type: 'string' }, devices: { type: 'string' }, jobs: { type: 'string' } } });
+  if (positionals[0] === 'provision') {
+    const { provisionBench } = await import('./bench/provision.js');
+    const num = (v: string | undefined): number | undefined => (v === undefined ? undefined : Number(v));
+    await provisionBench({ devices: num(values.devices), jobs: num(values.jobs), out: values.out });
+    return;
+  }
   const r = await tunnelBench();
   const rows = [
     ['plain TCP to the echo service (baseline)', r.plainTcpMbps!, 1],
