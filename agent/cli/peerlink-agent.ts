@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** peerlink-agent [run] [--config FILE] | check-config [--config FILE] */
+/** peerlink-agent [run] [--config FILE] | check-config [--config FILE] | diagnose [--json] [--config FILE] */
 import { parseArgs } from 'node:util';
 import { createLogger } from '../common/logger.js';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
@@ -11,12 +11,13 @@ import { reportAndExit } from './run-main.js';
 const PROGRAM = 'peerlink-agent';
 const DEFAULT_CONFIG = '/etc/peerlink/agent.toml';
 const USAGE = `usage: ${PROGRAM} [run] [--config FILE]      run the appliance agent (default config ${DEFAULT_CONFIG})
-       ${PROGRAM} check-config [--config FILE]  validate settings and identity, then exit`;
+       ${PROGRAM} check-config [--config FILE]  validate settings and identity, then exit
+       ${PROGRAM} diagnose [--json] [--config FILE]  check settings, identity, server, NAT, UPnP and clock; say what to fix`;
 
 async function main(): Promise<void> {
   let parsed;
   try {
-    parsed = parseArgs({ options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
+    parsed = parseArgs({ options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' } }, allowPositionals: true });
   } catch (err) {
     throw new ConfigError([`${(err as Error).message}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   }
@@ -25,10 +26,15 @@ async function main(): Promise<void> {
     return;
   }
   const command = parsed.positionals[0] ?? 'run';
-  if (!['run', 'check-config'].includes(command) || parsed.positionals.length > 1) {
+  if (!['run', 'check-config', 'diagnose'].includes(command) || parsed.positionals.length > 1) {
     throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   }
   const file = parsed.values.config ?? DEFAULT_CONFIG;
+  if (command === 'diagnose') {
+    const { diagnoseCommand } = await import('../diagnose/cli.js');
+    process.exitCode = await diagnoseCommand(file, { json: parsed.values.json === true });
+    return;
+  }
   const settings = await loadAgentSettings(file);
   const identity = await loadIdentity(settings.identityFile);
   if (command === 'check-config') {

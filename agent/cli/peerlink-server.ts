@@ -51,6 +51,7 @@ async function main(): Promise<void> {
     notifyRetryMs: settings.requests.notifyRetryMs,
     maxPendingPerDevice: settings.requests.maxPendingPerDevice,
     relay: settings.relay,
+    probePort: settings.probe.port,
   });
   await server.start();
   logger.info({ udp: server.udpAddress(), tls: server.tlsAddress() }, 'rendezvous server listening');

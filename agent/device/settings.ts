@@ -15,7 +15,14 @@ export const DIRECT_DIAL_TIMEOUT_MS = 3_000;
 export interface AgentSettings {
   readonly identityFile: string;
   readonly logLevel: LogLevel;
-  readonly server: { readonly host: string; readonly udpPort: number; readonly tlsPort: number; readonly serverName: string };
+  readonly server: {
+    readonly host: string;
+    readonly udpPort: number;
+    readonly tlsPort: number;
+    readonly serverName: string;
+    /** The server's probe port (diagnose's NAT mapping test); 0 = the server offers none. */
+    readonly probePort: number;
+  };
   readonly registration: { readonly intervalMs: number; readonly localPort: number };
   readonly dial: {
     readonly allowLoopback: boolean;
@@ -35,7 +42,7 @@ const TOP = ['identity_file', 'log_level', 'server', 'registration', 'dial', 'se
 export function checkAgentSettings(doc: Record<string, unknown>, file: string, opts: { minIntervalMs?: number } = {}): AgentSettings {
   const c = new SettingsChecker(file);
   c.unknownKeys(doc, '', TOP, (k) => (IDENTITY_KEYS.has(k) ? ' (identity keys belong in the factory identity file, not in settings)' : undefined));
-  const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name']);
+  const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name', 'probe_port']);
   const reg = c.table(doc, 'registration', 'registration', ['interval_ms', 'local_port']);
   const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'connect_timeout_ms', 'direct_timeout_ms', 'max_concurrent']);
   const svc = c.table(doc, 'services', 'services', Object.keys((doc.services as object | undefined) ?? {}));
@@ -69,6 +76,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       udpPort: c.int(server, 'udp_port', 'server.udp_port', { default: 7400, min: 1, max: 65535 }),
       tlsPort: c.int(server, 'tls_port', 'server.tls_port', { default: 7443, min: 1, max: 65535 }),
       serverName: c.str(server, 'server_name', 'server.server_name', { default: host }),
+      probePort: c.int(server, 'probe_port', 'server.probe_port', { default: 0, min: 0, max: 65535 }),
     },
     registration: {
       intervalMs: c.int(reg, 'interval_ms', 'registration.interval_ms', { default: REGISTER_INTERVAL_MS, min: minInterval, max: 3_600_000 }),

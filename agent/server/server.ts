@@ -18,6 +18,7 @@ import {
 import { createConnectionBroker, type ConnectionBroker } from './connection-broker.js';
 import { createRegistrationEndpoint, type RegistrationEndpoint } from './registration-endpoint.js';
 import { createMemoryRegistry, type Registry } from './registry.js';
+import { createProbeEndpoint } from './probe-responder.js';
 import {
   createRelay,
   RELAY_BYTES_PER_SECOND,
@@ -48,11 +49,13 @@ export interface RendezvousServerOptions {
   readonly notifyRetryMs?: number;
   readonly maxPendingPerDevice?: number;
   readonly relay?: Partial<RelayLimits>;
+  /** A second UDP port that answers probes (diagnose's NAT mapping test); absent or 0 = none. */
+  readonly probePort?: number;
 }
 
 const OPTION_KEYS = [
   'udpHost', 'udpPort', 'tlsHost', 'tlsPort', 'certPem', 'keyPem', 'masterKey', 'registry', 'clock', 'logger',
-  'staleAfterMs', 'forgetAfterMs', 'clockWindowMs', 'attachTimeoutMs', 'notifyRetryMs', 'maxPendingPerDevice', 'relay',
+  'staleAfterMs', 'forgetAfterMs', 'clockWindowMs', 'attachTimeoutMs', 'notifyRetryMs', 'maxPendingPerDevice', 'relay', 'probePort',
 ] as const;
 
 export interface RendezvousServer {
@@ -102,6 +105,9 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     clockWindowMs: opts.clockWindowMs,
   });
   const relay = createRelay(opts.relay, opts.logger);
+  const probe = input.probePort
+    ? createProbeEndpoint({ host: opts.udpHost, port: input.probePort, masterKey: opts.masterKey, clock: opts.clock, logger: opts.logger, clockWindowMs: opts.clockWindowMs })
+    : null;
   const broker = createConnectionBroker({
     host: opts.tlsHost,
     port: opts.tlsPort,
@@ -129,9 +135,10 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     async start() {
       await registration.start();
       try {
+        await probe?.start();
         await broker.start();
       } catch (err) {
-        await registration.stop();
+        await Promise.all([registration.stop(), probe?.stop()]);
         throw err;
       }
       sweeper = setInterval(() => {
@@ -142,7 +149,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     },
     async stop() {
       clearInterval(sweeper);
-      await Promise.all([broker.stop(), registration.stop()]);
+      await Promise.all([broker.stop(), registration.stop(), probe?.stop()]);
     },
     udpAddress: () => registration.address(),
     tlsAddress: () => broker.address(),

@@ -26,10 +26,12 @@ export interface ServerSettings {
   readonly registrationMasterKeyFile: string;
   readonly registry: { readonly staleAfterMs: number; readonly forgetAfterMs: number; readonly clockWindowMs: number };
   readonly requests: { readonly attachTimeoutMs: number; readonly notifyRetryMs: number; readonly maxPendingPerDevice: number };
+  /** The second UDP port that answers probes (diagnose's NAT test); 0 = off. */
+  readonly probe: { readonly port: number };
   readonly relay: { readonly maxSessions: number; readonly bytesPerSecond: number; readonly maxDurationMs: number; readonly joinTimeoutMs: number };
 }
 
-const TOP = ['log_level', 'registration_master_key_file', 'udp', 'tls', 'registry', 'requests', 'relay'] as const;
+const TOP = ['log_level', 'registration_master_key_file', 'udp', 'tls', 'registry', 'requests', 'relay', 'probe'] as const;
 
 export function checkServerSettings(doc: Record<string, unknown>, file: string): ServerSettings {
   const c = new SettingsChecker(file);
@@ -40,6 +42,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
   const reg = c.table(doc, 'registry', 'registry', ['stale_after_ms', 'forget_after_ms', 'clock_window_ms']);
   const req = c.table(doc, 'requests', 'requests', ['attach_timeout_ms', 'notify_retry_ms', 'max_pending_per_device']);
   const rel = c.table(doc, 'relay', 'relay', ['max_sessions', 'bytes_per_second', 'max_duration_ms', 'join_timeout_ms']);
+  const probe = c.table(doc, 'probe', 'probe', ['port']);
   const settings: ServerSettings = {
     logLevel: c.enumOf(doc, 'log_level', 'log_level', LOG_LEVELS, 'info'),
     udp: {
@@ -66,6 +69,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
       notifyRetryMs: c.int(req, 'notify_retry_ms', 'requests.notify_retry_ms', { default: NOTIFY_RETRY_MS, min: 50, max: 60_000 }),
       maxPendingPerDevice: c.int(req, 'max_pending_per_device', 'requests.max_pending_per_device', { default: 8, min: 1, max: 1000 }),
     },
+    probe: { port: c.int(probe, 'port', 'probe.port', { default: 0, min: 0, max: 65535 }) },
     relay: {
       maxSessions: c.int(rel, 'max_sessions', 'relay.max_sessions', { default: RELAY_MAX_SESSIONS, min: 0, max: 1_000_000 }),
       bytesPerSecond: c.int(rel, 'bytes_per_second', 'relay.bytes_per_second', { default: RELAY_BYTES_PER_SECOND, min: 1024, max: 10_000_000_000 }),
