@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * npm run lab -- trace | matrix [--out FILE] [--jobs N] | renumber
+ * npm run lab -- trace | matrix [--out FILE] [--jobs N] | renumber | keepalive [--minutes N]
  * The patent's Fig. 1 for real: network namespaces, nftables NAPT routers, miniupnpd, and the
  * real programs. Needs root and the packages of scripts/lab/setup.sh.
  */
@@ -108,7 +108,7 @@ async function matrix(opts: { out?: string; jobs: number; quick: boolean; side: 
 async function main(): Promise<number> {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
-    options: { out: { type: 'string' }, jobs: { type: 'string' }, quick: { type: 'boolean' }, loss: { type: 'string' }, 'udp-timeout': { type: 'string' } },
+    options: { out: { type: 'string' }, jobs: { type: 'string' }, quick: { type: 'boolean' }, loss: { type: 'string' }, 'udp-timeout': { type: 'string' }, minutes: { type: 'string' } },
   });
   if (!isRoot()) {
     process.stderr.write('lab: needs root (network namespaces, nftables, miniupnpd); run as root after scripts/lab/setup.sh\n');
@@ -143,7 +143,14 @@ async function main(): Promise<number> {
     const r = await renumberScenario({ log: (s) => out(`${stamp()}  ${s}`) });
     return r.connected ? 0 : 1;
   }
-  process.stderr.write('usage: npm run lab -- trace | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] | renumber\n');
+  if (cmd === 'keepalive') {
+    const { keepaliveFullRun } = await import('./keepalive.js');
+    const table = await keepaliveFullRun(Number(values.minutes ?? 40), (l) => out(`${stamp()}  ${l}`));
+    out(table);
+    if (values.out) await writeFile(values.out, `${table}\n`);
+    return 0;
+  }
+  process.stderr.write('usage: npm run lab -- trace | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] | renumber | keepalive [--minutes N]\n');
   return 2;
 }
 
