@@ -21,6 +21,8 @@ export const UDP_TYPE_PROBE = 4;
 export const UDP_TYPE_MAPPING_CHECK = 5;
 /** PROBE flag: also send a MAPPING_CHECK to the mapping registered for this ID. */
 export const PROBE_FLAG_CHECK_MAPPING = 0x01;
+/** A probe asking for a mapping check is padded so that the ack and the check together are no larger (P6). */
+export const PROBE_WITH_CHECK_MIN_BYTES = 112;
 /** Registrations are padded to at least this size so that no ack is larger (P6: no amplification). */
 export const REGISTER_MIN_BYTES = 64;
 export const UDP_MAX_BYTES = 256;

@@ -23,6 +23,8 @@ import { ByteReader, ByteWriter } from './bytes.js';
 import {
   EQUIPMENT_ID_MAX_BYTES,
   EQUIPMENT_ID_PATTERN,
+  PROBE_FLAG_CHECK_MAPPING,
+  PROBE_WITH_CHECK_MIN_BYTES,
   PROTOCOL_VERSION,
   REGISTER_MIN_BYTES,
   REQUEST_ID_BYTES,
@@ -108,7 +110,8 @@ export function encodeRegister(p: Omit<Register, 'type'>, key: Uint8Array): Buff
 
 export function encodeProbe(p: Omit<Probe, 'type'>, key: Uint8Array): Buffer {
   const w = header(UDP_TYPE_PROBE).u8(p.flags).shortString(p.equipmentId).timeMs(p.timestampMs).bytes(p.nonce);
-  const pad = REGISTER_MIN_BYTES - MAC_BYTES - w.length;
+  const min = (p.flags & PROBE_FLAG_CHECK_MAPPING) !== 0 ? PROBE_WITH_CHECK_MIN_BYTES : REGISTER_MIN_BYTES;
+  const pad = min - MAC_BYTES - w.length;
   if (pad > 0) w.zeros(pad);
   return seal(w, key);
 }

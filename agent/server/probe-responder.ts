@@ -19,7 +19,8 @@ import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
 import { normalizeAddress } from '../protocol/address.js';
-import { PROBE_FLAG_CHECK_MAPPING, REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE } from '../protocol/constants.js';
+import { PROBE_FLAG_CHECK_MAPPING, PROBE_WITH_CHECK_MIN_BYTES, REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE } from '../protocol/constants.js';
+import { MAC_BYTES } from '../protocol/keys.js';
 import { deriveRegistrationKey } from '../protocol/keys.js';
 import { AckStatus, encodeMappingCheck, encodeRegisterAck, parseUdpPacket, verifyTag, type Parsed, type Probe, type UdpPacket } from '../protocol/udp-packets.js';
 import type { Registry } from './registry.js';
@@ -48,7 +49,10 @@ export function answerProbe(parsed: Parsed<UdpPacket>, from: RemoteInfo, ctx: Pr
   const skewed = Math.abs(probe.timestampMs - now) > (ctx.clockWindowMs ?? REGISTER_CLOCK_WINDOW_MS);
   const observed = { address: normalizeAddress(from.address), port: from.port };
   const ack = encodeRegisterAck({ status: skewed ? AckStatus.CLOCK_SKEW : AckStatus.OK, nonce: probe.nonce, serverTimeMs: now, observed }, key);
-  if (skewed || (probe.flags & PROBE_FLAG_CHECK_MAPPING) === 0 || !ctx.registry) return { ack };
+  // The check goes only to the mapping this ID registered, and only for a probe at least as
+  // large as the ack and the check together: no amplification, no reflection elsewhere (P6).
+  const bigEnough = parsed.signed.length + MAC_BYTES >= PROBE_WITH_CHECK_MIN_BYTES;
+  if (skewed || (probe.flags & PROBE_FLAG_CHECK_MAPPING) === 0 || !bigEnough || !ctx.registry) return { ack };
   const entry = ctx.registry.get(probe.equipmentId);
   if (!entry) return { ack };
   return { ack, check: { packet: encodeMappingCheck({ nonce: probe.nonce, serverTimeMs: now }, key), address: entry.address, port: entry.port } };
