@@ -61,6 +61,8 @@ async function tunnelBench(): Promise<Record<string, number>> {
       dir,
       services: { echo: `127.0.0.1:${echoPort}` },
       serverExtra: '[relay]\nbytes_per_second = 10000000000',
+      // The patent's dial and the relay only, so the closed-port client below is really relayed.
+      directDialOnly: true,
     });
     const server = startProgram('server', ['--config', setup.serverConfig]);
     programs.push(server);

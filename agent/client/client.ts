@@ -9,6 +9,7 @@
  * connection (S208) on the peer listener. One client serves many tunnels (e.g. --listen mode).
  */
 import { randomBytes } from 'node:crypto';
+import { connect as netConnect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../common/clock.js';
@@ -24,8 +25,12 @@ import {
   SERVICE_NAME_PATTERN,
 } from '../protocol/constants.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
-import { FrameType } from '../protocol/frames.js';
-import { deriveAccessKey, deriveRequestTagKey, NONCE_BYTES } from '../protocol/keys.js';
+import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate } from '../protocol/frames.js';
+import { deriveAccessKey, deriveRequestTagKey, NONCE_BYTES, reverseToken } from '../protocol/keys.js';
+import { formatEndpoint, type Endpoint } from '../protocol/address.js';
+import { awaitChosen } from '../protocol/tunnel-choice.js';
+import { punchTcp } from '../nat/tcp-punch.js';
+import { acceptTunnel } from './tunnel-server.js';
 import { sealRequest } from '../protocol/request.js';
 import { Status, STATUS_ERROR, STATUS_TEXT } from '../protocol/status.js';
 import { createPeerListener, type PeerListener } from './peer-listener.js';
@@ -62,9 +67,13 @@ const OPTION_KEYS = [
   'resultTimeoutMs', 'peerTimeoutMs', 'clock', 'logger',
 ] as const;
 
+/** dial: the device dialled us (S208); punch: TCP simultaneous open; reverse: we dialled the device; relay: via the server. */
+export type TunnelPath = 'dial' | 'punch' | 'reverse' | 'relay';
+
 export interface Tunnel {
   /** The end-to-end encrypted stream to the device's service. */
   readonly stream: TLSSocket;
+  readonly via: TunnelPath;
   /** How the connection was made, for people: e.g. "connected directly: device dialled 4.17.168.2:5000". */
   readonly path: string;
   readonly connectMs: number;
@@ -133,16 +142,20 @@ export function createClient(input: ClientOptions): Client {
     const log = o.logger;
     const advertisedPort = o.advertisePort ?? mapping?.externalPort ?? listener.address().port;
     const clientNonce = randomBytes(NONCE_BYTES);
+    const expected = { clientNonce, accessKey: key, equipmentId: o.equipmentId, service: o.service };
 
     let resolvePeer!: (s: TLSSocket) => void;
     const peer = new Promise<TLSSocket>((r) => (resolvePeer = r));
-    const unexpect = listener.expect({ clientNonce, accessKey: key, equipmentId: o.equipmentId, service: o.service, resolve: resolvePeer });
+    const unexpect = listener.expect({ ...expected, resolve: resolvePeer });
     try {
-      const tls = await connectToServer({ host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem, signal });
+      // Bound explicitly: a hole punch leaves later from this port, whose NAT mapping the server sees.
+      const tls = await connectToServer({ host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem, signal, bindLocal: true });
+      const requestLocalPort = tls.localPort ?? 0;
       const channel = new FrameChannel(tls);
       let status: number;
       let detail: string;
       let relayOffer: Buffer | null = null;
+      const candidates: Candidate[] = [];
       try {
         const hello = await channel.next(o.resultTimeoutMs, signal);
         // Use the server's clock so a client with a wrong clock still makes fresh requests.
@@ -154,8 +167,9 @@ export function createClient(input: ClientOptions): Client {
         channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: o.equipmentId, advertisedPort, sealedRequest });
         log.info({ equipmentId: o.equipmentId, service: o.service, advertisedPort }, 'S203 connection request sent');
         let result = await channel.next(o.resultTimeoutMs, signal);
-        if (result.type === FrameType.RELAY_OFFER) {
-          relayOffer = result.requestId;
+        while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) {
+          if (result.type === FrameType.RELAY_OFFER) relayOffer = result.requestId;
+          else candidates.push(...result.candidates.slice(0, CANDIDATES_MAX - candidates.length));
           result = await channel.next(o.resultTimeoutMs, signal);
         }
         if (result.type !== FrameType.CONNECT_RESULT) throw new PeerlinkError(ErrorCodes.PROTOCOL, 'server answered out of turn');
@@ -168,42 +182,79 @@ export function createClient(input: ClientOptions): Client {
         const code = STATUS_ERROR[status as keyof typeof STATUS_ERROR] ?? ErrorCodes.INTERNAL;
         throw new PeerlinkError(code, detail || STATUS_TEXT[status as keyof typeof STATUS_TEXT]);
       }
-      log.info('S207 device accepted the request; waiting for its direct connection (S208)');
-      // Race the device's direct dial against the relay: the first channel up wins, the other
-      // is cancelled, so nobody waits for a dead path.
+      const seenAs = candidates.find((c) => c.kind === CandidateKind.OBSERVED)?.endpoint;
+      const punch = candidates.find((c) => c.kind === CandidateKind.PUNCH)?.endpoint;
+      const listen = candidates.filter((c) => c.kind === CandidateKind.LISTEN).map((c) => c.endpoint);
+      log.info(
+        { punch: punch ? formatEndpoint(punch) : null, deviceListens: listen.map(formatEndpoint), relay: relayOffer !== null },
+        'S207 device accepted the request; waiting for its direct connection (S208) and trying the other paths',
+      );
+      // Every path at once; the device keeps the first end-to-end channel and says which (the
+      // chosen byte), so nobody waits for a dead path and both ends keep the same one.
       const loser = new AbortController();
       const onOuterAbort = (): void => loser.abort(signal?.reason);
       signal?.addEventListener('abort', onOuterAbort, { once: true });
-      const direct = peer.then((stream) => ({ stream, via: 'direct' as const }));
-      const attempts: Promise<{ stream: TLSSocket; via: 'direct' | 'relay' }>[] = [direct];
+      const failures: string[] = [];
+      const note = (what: string) => (err: unknown): never => {
+        if (!loser.signal.aborted) failures.push(`${what}: ${(err as Error).message}`);
+        throw err;
+      };
+      const chosen = (s: TLSSocket): Promise<TLSSocket> => awaitChosen(s, o.peerTimeoutMs, loser.signal);
+      const attempts: Promise<Won>[] = [
+        peer.then(chosen).then((stream) => ({ stream, via: 'dial' as const, to: null }), note('device dial')),
+      ];
+      if (punch && requestLocalPort) {
+        attempts.push(
+          punchTcp({ localPort: requestLocalPort, remote: punch, timeoutMs: o.peerTimeoutMs, signal: loser.signal })
+            .then((sock) => acceptTunnel(sock, expected, o.peerTimeoutMs, loser.signal, 'over the punched connection'))
+            .then(chosen)
+            .then((stream) => ({ stream, via: 'punch' as const, to: punch }), note('hole punch')),
+        );
+      }
+      const token = reverseToken(key, clientNonce);
+      for (const ep of listen) {
+        attempts.push(
+          dialDevice(ep, token, o.peerTimeoutMs, loser.signal)
+            .then((sock) => acceptTunnel(sock, expected, o.peerTimeoutMs, loser.signal, `with ${formatEndpoint(ep)}`))
+            .then(chosen)
+            .then((stream) => ({ stream, via: 'reverse' as const, to: ep }), note(`dial to the device's ${formatEndpoint(ep)}`)),
+        );
+      }
       if (relayOffer) {
         const server = { host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem };
-        const expected = { clientNonce, accessKey: key, equipmentId: o.equipmentId, service: o.service };
-        attempts.push(relayTunnel(server, relayOffer, expected, o.peerTimeoutMs, loser.signal).then((stream) => ({ stream, via: 'relay' as const })));
+        attempts.push(
+          relayTunnel(server, relayOffer, expected, o.peerTimeoutMs, loser.signal)
+            .then(chosen)
+            .then((stream) => ({ stream, via: 'relay' as const, to: null }), note('relay')),
+        );
       }
-      let won: { stream: TLSSocket; via: 'direct' | 'relay' };
+      let won: Won;
       try {
         won = await withDeadline(firstFulfilled(attempts), o.peerTimeoutMs, signal, () =>
           new PeerlinkError(
             ErrorCodes.PEER_TIMEOUT,
-            `the device accepted but no channel came up within ${o.peerTimeoutMs} ms: neither its direct connection to port ${advertisedPort}${relayOffer ? ' nor the relay' : ''}`,
+            `the device accepted but no channel came up within ${o.peerTimeoutMs} ms: neither its direct connection to port ${advertisedPort}${relayOffer ? ' nor the relay' : ''}${failures.length ? ` (${failures.join('; ')})` : ''}`,
           ),
         );
       } finally {
         signal?.removeEventListener('abort', onOuterAbort);
+        loser.abort();
       }
-      if (won.via === 'direct') loser.abort();
       // A channel that came up a moment too late is closed, not leaked.
       for (const a of attempts) void a.then((r) => r !== won && r.stream.destroy(), () => undefined);
       const { stream } = won;
       const connectMs = performance.now() - t0;
-      const from = `${stream.remoteAddress}:${stream.remotePort}`;
+      const me = seenAs ? seenAs.address : 'our address';
       const path =
-        won.via === 'direct'
-          ? `connected directly: device dialled port ${advertisedPort} (from ${from})`
-          : `relayed via server: the device could not dial port ${advertisedPort} directly (end-to-end encrypted; the server sees ciphertext only)`;
-      log.info({ connectMs: Math.round(connectMs), via: won.via }, won.via === 'direct' ? 'S208 direct channel up; S209 data' : 'channel up through the relay; S209 data');
-      return { stream, path, connectMs };
+        won.via === 'dial'
+          ? `connected directly: device dialled ${mapping ? `${mapping.externalHost}:${mapping.externalPort} (our router's mapping)` : `${me}:${advertisedPort}`}`
+          : won.via === 'punch'
+            ? `connected directly: TCP hole punch between ${seenAs ? formatEndpoint(seenAs) : me} and the device's ${formatEndpoint(won.to!)}`
+            : won.via === 'reverse'
+              ? `connected directly: we dialled the device's open port ${formatEndpoint(won.to!)}`
+              : `relayed via server: direct attempts failed (${relayReason(failures, advertisedPort, me)}); end-to-end encrypted, the server sees ciphertext only`;
+      log.info({ connectMs: Math.round(connectMs), via: won.via }, won.via === 'relay' ? 'channel up through the relay; S209 data' : 'S208 direct channel up; S209 data');
+      return { stream, path, via: won.via, connectMs };
     } finally {
       unexpect();
     }
@@ -221,6 +272,43 @@ export function createClient(input: ClientOptions): Client {
     portMapping: () => (mapping ? { externalHost: mapping.externalHost, externalPort: mapping.externalPort, via: mapping.via } : null),
     acceptAddress: () => listener.address(),
   };
+}
+
+interface Won {
+  readonly stream: TLSSocket;
+  readonly via: TunnelPath;
+  readonly to: Endpoint | null;
+}
+
+/** Why no direct path came up, for people: the attempts that failed, and the one that never came. */
+function relayReason(failures: readonly string[], advertisedPort: number, me: string): string {
+  const parts = [`the device's dial to ${me}:${advertisedPort} did not arrive`, ...failures.filter((f) => !f.startsWith('device dial') && !f.startsWith('relay'))];
+  return parts.join('; ');
+}
+
+/** Reverse strategy: open TCP to the device's listening port and name the request. */
+function dialDevice(to: Endpoint, token: Buffer, timeoutMs: number, signal: AbortSignal): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(abortError(signal));
+    const s = netConnect({ host: to.address, port: to.port, allowHalfOpen: true });
+    const timer = setTimeout(() => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `no answer within ${timeoutMs} ms`)), timeoutMs);
+    const onAbort = (): void => fail(abortError(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    function fail(err: Error): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      s.destroy();
+      reject(err);
+    }
+    s.once('connect', () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      s.removeAllListeners('error');
+      s.write(token);
+      resolve(s);
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, err.code ?? err.message, { cause: err })));
+  });
 }
 
 /** The first promise to fulfil; rejects only when all have rejected (with the last reason). */

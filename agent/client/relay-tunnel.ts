@@ -3,13 +3,13 @@
  * paired with the device, then run the end-to-end TLS-PSK channel over it as the TLS server
  * (as on the direct path). The relay only ever carries this channel's ciphertext (P4).
  */
-import { TLSSocket } from 'node:tls';
-import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
+import type { TLSSocket } from 'node:tls';
+import { ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { connectToServer, type ServerTlsOptions } from '../device/server-channel.js';
-import { TUNNEL_CIPHER } from '../protocol/constants.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { FrameType } from '../protocol/frames.js';
-import { pskFor, type Expected } from './peer-listener.js';
+import type { Expected } from './peer-listener.js';
+import { acceptTunnel } from './tunnel-server.js';
 import { carrierStream } from '../common/carrier.js';
 
 export async function relayTunnel(
@@ -28,27 +28,8 @@ export async function relayTunnel(
     channel.send({ type: FrameType.RELAY_JOIN_CLIENT, requestId });
     const paired = await channel.next(timeoutMs, signal);
     if (paired.type !== FrameType.RELAY_PAIRED) throw new PeerlinkError(ErrorCodes.PROTOCOL, 'relay answered out of turn');
-    const inner = new TLSSocket(carrierStream(outer), {
-      isServer: true,
-      ciphers: TUNNEL_CIPHER,
-      minVersion: 'TLSv1.3',
-      maxVersion: 'TLSv1.3',
-      pskCallback: (_socket: TLSSocket, identity: string) => pskFor(expected, identity),
-    } as ConstructorParameters<typeof TLSSocket>[1]);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, 'no end-to-end handshake through the relay')), timeoutMs);
-      inner.once('secure', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      inner.once('error', (err) => {
-        clearTimeout(timer);
-        reject(new PeerlinkError(ErrorCodes.AUTH_FAILED, `end-to-end handshake through the relay failed: ${err.message}`, { cause: err }));
-      });
-      signal.addEventListener('abort', () => reject(abortError(signal)), { once: true });
-    });
     signal.removeEventListener('abort', onAbort);
-    return inner;
+    return await acceptTunnel(carrierStream(outer), expected, timeoutMs, signal, 'through the relay');
   } catch (err) {
     outer.destroy();
     throw err;

@@ -14,7 +14,10 @@ import type { DeviceIdentity } from './identity.js';
 import { createRegistrar, type Registrar, type RegistrarStatus } from './registrar.js';
 import { createAdaptiveKeepalive } from './adaptive-keepalive.js';
 import { ReplayCache } from './replay-cache.js';
-import { runRequestSession } from './request-session.js';
+import { runRequestSession, type ReverseOffer } from './request-session.js';
+import { createReverseListener, type ReverseListener } from './reverse-listener.js';
+import { mapTcpPort, type PortMapping } from '../nat/port-mapping.js';
+import type { Endpoint } from '../protocol/address.js';
 import type { AgentSettings } from './settings.js';
 
 export const AGENT_COUNTERS = ['sessions', 'sessionsServed', 'sessionsRefused', 'sessionsFailed', 'droppedBusy'] as const;
@@ -34,6 +37,10 @@ export interface Agent {
   status(): RegistrarStatus;
   /** Apply new settings: services and dial policy at once; server and intervals need a restart. */
   applySettings(settings: AgentSettings): void;
+  /** The router's forwarding of the reverse port, if one was made. */
+  portMapping(): { readonly externalHost: string; readonly externalPort: number; readonly via: 'upnp' | 'natpmp' } | null;
+  /** The reverse listener's local port, or null when the strategy is off. */
+  reversePort(): number | null;
   readonly registrar: Registrar;
   readonly counters: Counters<(typeof AGENT_COUNTERS)[number]>;
 }
@@ -82,6 +89,70 @@ export function createAgent(input: AgentOptions): Agent {
       : {}),
   });
 
+  let reverseListener: ReverseListener | null = null;
+  let mapping: PortMapping | null = null;
+  let mappingDone: Promise<void> = Promise.resolve();
+  let renewTimer: NodeJS.Timeout | undefined;
+  const reverseOffer = (): ReverseOffer | undefined => {
+    const listener = reverseListener;
+    if (!listener) return undefined;
+    return {
+      listener,
+      endpoints: () => {
+        const out: Endpoint[] = [];
+        if (mapping) out.push({ address: mapping.externalHost, port: mapping.externalPort });
+        // "The address you see me from": right when the device has a public address itself.
+        out.push({ address: '0.0.0.0', port: listener.port() });
+        return out;
+      },
+    };
+  };
+
+  /** In the background: start-up must not wait for gateway discovery. */
+  async function mapReversePort(port: number): Promise<void> {
+    const mode = settings.reverse.portMapping;
+    if (mode === 'off') return;
+    try {
+      const m = await mapTcpPort({ port, mode, logger, signal: aborter.signal });
+      if (aborter.signal.aborted) {
+        await m?.release().catch(() => undefined);
+        return;
+      }
+      mapping = m;
+      if (!m) logger.info({ mode }, 'no gateway forwards the reverse port; clients reach us by the other paths');
+    } catch (err) {
+      if (!aborter.signal.aborted) logger.warn({ err: (err as Error).message }, 'port mapping failed');
+    }
+    scheduleRenewal(port);
+  }
+
+  /**
+   * Renew on a timer: the gateway may have restarted and forgotten the mapping (or have gone, or
+   * a new one appeared). A renewal that fails drops the mapping and searches again next time.
+   */
+  function scheduleRenewal(port: number): void {
+    if (aborter.signal.aborted) return;
+    renewTimer = setTimeout(() => {
+      const m = mapping;
+      const attempt = m
+        ? m.renew(AbortSignal.any([aborter.signal, AbortSignal.timeout(10_000)])).then(
+            () => logger.info({ external: `${m.externalHost}:${m.externalPort}`, via: m.via }, 'port mapping renewed'),
+            (err: Error) => {
+              if (aborter.signal.aborted) return;
+              logger.warn({ err: err.message }, 'port mapping lost; searching for a gateway again');
+              mapping = null;
+              void m.release().catch(() => undefined);
+              return mapReversePort(port).then(() => undefined);
+            },
+          )
+        : mapReversePort(port).then(() => undefined);
+      mappingDone = attempt.then(() => {
+        if (m && mapping === m) scheduleRenewal(port);
+      });
+    }, settings.reverse.mappingRenewMs);
+    renewTimer.unref();
+  }
+
   function onNotify(requestId: Buffer): void {
     if (active.size >= settings.dial.maxConcurrent) {
       counters.inc('droppedBusy');
@@ -97,6 +168,9 @@ export function createAgent(input: AgentOptions): Agent {
       observeServerTime: (t, local) => registrar.observeServerTime(t, local),
       dialTimeoutMs: settings.dial.connectTimeoutMs,
       directTimeoutMs: settings.dial.directTimeoutMs,
+      relayAfterMs: settings.dial.relayAfterMs,
+      holePunch: settings.dial.holePunch,
+      ...(reverseListener ? { reverse: reverseOffer()! } : {}),
       logger,
       signal: aborter.signal,
     })
@@ -113,13 +187,33 @@ export function createAgent(input: AgentOptions): Agent {
     async start() {
       aborter = new AbortController();
       logger.info({ server: settings.server.host, services: [...settings.services.keys()] }, 'agent starting');
+      if (settings.reverse.enabled) {
+        const listener = createReverseListener({ port: settings.reverse.listenPort, logger });
+        await listener.start();
+        reverseListener = listener;
+        logger.info({ port: listener.port() }, 'reverse port listening');
+        mappingDone = mapReversePort(listener.port());
+      }
       await registrar.start();
     },
     async stop() {
       aborter.abort();
+      clearTimeout(renewTimer);
       await registrar.stop();
       await Promise.allSettled([...active]);
+      await mappingDone;
+      // Remove the router's forwarding on a clean exit (the lease would otherwise linger).
+      const m = mapping;
+      mapping = null;
+      if (m) {
+        await m.release().catch((err: Error) => logger.warn({ err: err.message }, 'could not remove the port mapping'));
+        logger.info({ external: `${m.externalHost}:${m.externalPort}` }, 'port mapping removed');
+      }
+      await reverseListener?.stop();
+      reverseListener = null;
     },
+    portMapping: () => (mapping ? { externalHost: mapping.externalHost, externalPort: mapping.externalPort, via: mapping.via } : null),
+    reversePort: () => reverseListener?.port() ?? null,
     applySettings(next) {
       settings = next;
       logger.info({ services: [...next.services.keys()] }, 'settings applied');

@@ -5,6 +5,7 @@
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { TLS_HANDSHAKE_TIMEOUT_MS } from '../protocol/constants.js';
+import { anyAddressFor } from '../nat/tcp-punch.js';
 
 export interface ServerTlsOptions {
   readonly host: string;
@@ -13,6 +14,11 @@ export interface ServerTlsOptions {
   readonly caPem: string;
   readonly timeoutMs?: number;
   readonly signal?: AbortSignal;
+  /**
+   * Bind the local end explicitly (an ephemeral port, with SO_REUSEADDR) so that a hole punch can
+   * later connect from the same port: its NAT mapping is what the server observed.
+   */
+  readonly bindLocal?: boolean;
 }
 
 const CERT_ERRORS = new Set([
@@ -49,6 +55,7 @@ export function connectToServer(o: ServerTlsOptions): Promise<TLSSocket> {
       ca: o.caPem,
       minVersion: 'TLSv1.2',
       rejectUnauthorized: true,
+      ...(o.bindLocal ? { localAddress: anyAddressFor(o.host) } : {}),
     };
     const sock = tlsConnect(options);
     const timer = setTimeout(

@@ -4,13 +4,16 @@
  */
 import { dirname, resolve } from 'node:path';
 import { LOG_LEVELS, readTomlFile, SettingsChecker, type LogLevel } from '../common/settings-checker.js';
-import { REGISTER_INTERVAL_MS, SERVICE_NAME_PATTERN, PEER_CONNECT_TIMEOUT_MS } from '../protocol/constants.js';
+import { REGISTER_INTERVAL_MS, RELAY_AFTER_MS, SERVICE_NAME_PATTERN, PEER_CONNECT_TIMEOUT_MS } from '../protocol/constants.js';
 import { parseHostPort, type HostPort } from '../common/endpoint-parse.js';
+import { MAPPING_MODES, type MappingMode } from '../nat/port-mapping.js';
 
 /** RFC 8085: keepalives more often than every 15 s are abusive. */
 export const MIN_REGISTER_INTERVAL_MS = 15_000;
 /** A direct dial that has not connected by then is given up for the relay (the user must not wait long). */
 export const DIRECT_DIAL_TIMEOUT_MS = 3_000;
+/** Renew the router's forwarding of the reverse port this often (well inside its one-hour lease). */
+export const MAPPING_RENEW_MS = 600_000;
 
 export interface AgentSettings {
   readonly identityFile: string;
@@ -35,14 +38,28 @@ export interface AgentSettings {
     readonly connectTimeoutMs: number;
     /** How long the direct dial may take before the relay is used. */
     readonly directTimeoutMs: number;
+    /** When the relay is tried while direct attempts go on (sooner if they all fail). */
+    readonly relayAfterMs: number;
+    /** Try TCP simultaneous open towards the client's observed endpoint. */
+    readonly holePunch: boolean;
     readonly maxConcurrent: number;
+  };
+  /** The device's own listening port, which clients may dial (reverse strategy). */
+  readonly reverse: {
+    readonly enabled: boolean;
+    /** 0 = any free port. */
+    readonly listenPort: number;
+    /** Ask the router to forward it (UPnP IGD v1/v2, NAT-PMP). */
+    readonly portMapping: MappingMode;
+    /** Ask again this often: a gateway that restarted gets the mapping back. */
+    readonly mappingRenewMs: number;
   };
   /** The allow-list: service name -> local host:port. */
   readonly services: ReadonlyMap<string, HostPort>;
 }
 
 const IDENTITY_KEYS = new Set(['equipment_id', 'registration_key', 'access_key', 'ca_cert', 'secret', 'password']);
-const TOP = ['identity_file', 'log_level', 'server', 'registration', 'keepalive', 'dial', 'services'] as const;
+const TOP = ['identity_file', 'log_level', 'server', 'registration', 'keepalive', 'dial', 'reverse', 'services'] as const;
 export const KEEPALIVE_MODES = ['fixed', 'adaptive'] as const;
 /** Below the server's default registry.stale_after_ms (90 s): a longer interval needs that raised too. */
 export const KEEPALIVE_MAX_INTERVAL_MS = 80_000;
@@ -54,7 +71,8 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
   const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name', 'probe_port']);
   const reg = c.table(doc, 'registration', 'registration', ['interval_ms', 'local_port']);
   const ka = c.table(doc, 'keepalive', 'keepalive', ['mode', 'min_interval_ms', 'max_interval_ms']);
-  const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'connect_timeout_ms', 'direct_timeout_ms', 'max_concurrent']);
+  const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'connect_timeout_ms', 'direct_timeout_ms', 'relay_after_ms', 'hole_punch', 'max_concurrent']);
+  const rev = c.table(doc, 'reverse', 'reverse', ['enabled', 'listen_port', 'port_mapping', 'mapping_renew_ms']);
   const svc = c.table(doc, 'services', 'services', Object.keys((doc.services as object | undefined) ?? {}));
   const host = c.str(server, 'host', 'server.host', { expect: 'the rendezvous server host name or address' });
   const services = new Map<string, HostPort>();
@@ -102,7 +120,15 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       allowLinkLocal: c.bool(dial, 'allow_link_local', 'dial.allow_link_local', false),
       connectTimeoutMs: c.int(dial, 'connect_timeout_ms', 'dial.connect_timeout_ms', { default: PEER_CONNECT_TIMEOUT_MS, min: 100, max: 120_000 }),
       directTimeoutMs: c.int(dial, 'direct_timeout_ms', 'dial.direct_timeout_ms', { default: DIRECT_DIAL_TIMEOUT_MS, min: 100, max: 120_000 }),
+      relayAfterMs: c.int(dial, 'relay_after_ms', 'dial.relay_after_ms', { default: RELAY_AFTER_MS, min: 0, max: 120_000 }),
+      holePunch: c.bool(dial, 'hole_punch', 'dial.hole_punch', true),
       maxConcurrent: c.int(dial, 'max_concurrent', 'dial.max_concurrent', { default: 16, min: 1, max: 1024 }),
+    },
+    reverse: {
+      enabled: c.bool(rev, 'enabled', 'reverse.enabled', true),
+      listenPort: c.int(rev, 'listen_port', 'reverse.listen_port', { default: 0, min: 0, max: 65535 }),
+      portMapping: c.enumOf(rev, 'port_mapping', 'reverse.port_mapping', MAPPING_MODES, 'auto'),
+      mappingRenewMs: c.int(rev, 'mapping_renew_ms', 'reverse.mapping_renew_ms', { default: MAPPING_RENEW_MS, min: 1_000, max: 3_000_000 }),
     },
     services,
   };

@@ -54,3 +54,14 @@ export const RELAY_PAIR_TIMEOUT_MS = 15_000;
 /** The TLS 1.3 suite of the direct channel: Node 20 negotiates external PSKs with it. */
 export const TUNNEL_CIPHER = 'TLS_AES_128_GCM_SHA256';
 export const TUNNEL_PSK_IDENTITY_PREFIX = 'pl1:';
+/**
+ * Several paths may complete the end-to-end handshake at once (device dial, reverse dial, hole
+ * punch, relay). The device keeps the first and says so with this byte, sent first inside the
+ * channel; the client takes the stream that carries it and drops the others. One decider, so the
+ * two ends never keep different paths.
+ */
+export const TUNNEL_CHOSEN_BYTE = 0x01;
+/** The device starts the relay this long after the verdict while its direct attempts go on. */
+export const RELAY_AFTER_MS = 1_500;
+/** A reverse connection must name its request (the token) within this time. */
+export const REVERSE_TOKEN_TIMEOUT_MS = 5_000;

@@ -16,6 +16,15 @@
  *   RELAY_JOIN_DEVICE   device -> server  id (u8 len) | request id (16) | proof (32), as DEVICE_ATTACH
  *   RELAY_PAIRED        server -> both    (empty); from here on the connection carries the peer's bytes:
  *                                         the end-to-end TLS-PSK channel, which the relay cannot read
+ *
+ * Path candidates, for the strategies beyond the patent's S208 (reverse dial, hole punching):
+ *   CANDIDATES          count (u8, at most 8) | count x (kind (u8) | endpoint)
+ *       device -> server  before DEVICE_VERDICT: LISTEN endpoints it accepts on (a router mapping,
+ *                         or address 0.0.0.0 = "the address you see me from", for a public host)
+ *       server -> device  after FORWARD_REQUEST: PUNCH = the client's request connection as observed
+ *       server -> client  before CONNECT_RESULT: PUNCH = the device's attach connection as observed,
+ *                         and the device's LISTEN endpoints the server checked
+ *       server -> either  OBSERVED = the receiver's own address and port as the server sees them
  */
 import { ProtocolError } from '../common/errors.js';
 import { ByteReader, ByteWriter } from './bytes.js';
@@ -42,7 +51,20 @@ export const FrameType = {
   RELAY_JOIN_CLIENT: 0x30,
   RELAY_JOIN_DEVICE: 0x31,
   RELAY_PAIRED: 0x32,
+  CANDIDATES: 0x13,
 } as const;
+
+/**
+ * PUNCH: the source of the peer's rendezvous connection (for TCP simultaneous open from the same local port).
+ * LISTEN: a port that accepts TCP. OBSERVED: the receiver's own address as the server sees it (for reports).
+ */
+export const CandidateKind = { PUNCH: 1, LISTEN: 2, OBSERVED: 3 } as const;
+export type CandidateKindValue = (typeof CandidateKind)[keyof typeof CandidateKind];
+export interface Candidate {
+  readonly kind: CandidateKindValue;
+  readonly endpoint: Endpoint;
+}
+export const CANDIDATES_MAX = 8;
 
 export const SEALED_REQUEST_MAX_BYTES = 512;
 export const DETAIL_MAX_BYTES = 1024;
@@ -78,7 +100,8 @@ export type Frame =
       readonly requestId: Buffer;
       readonly proof: Buffer;
     }
-  | { readonly type: typeof FrameType.RELAY_PAIRED };
+  | { readonly type: typeof FrameType.RELAY_PAIRED }
+  | { readonly type: typeof FrameType.CANDIDATES; readonly candidates: readonly Candidate[] };
 
 function port(r: ByteReader, field: string): number {
   const p = r.u16(field);
@@ -125,6 +148,14 @@ export function encodeFrame(f: Frame): Buffer {
       w.bytes(f.requestId);
       break;
     case FrameType.RELAY_PAIRED:
+      break;
+    case FrameType.CANDIDATES:
+      if (f.candidates.length > CANDIDATES_MAX) throw new RangeError(`at most ${CANDIDATES_MAX} candidates`);
+      w.u8(f.candidates.length);
+      for (const c of f.candidates) {
+        w.u8(c.kind);
+        writeEndpoint(w, c.endpoint);
+      }
       break;
   }
   const payload = w.toBuffer();
@@ -179,6 +210,22 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
     case FrameType.RELAY_PAIRED:
       f = { type };
       break;
+    case FrameType.CANDIDATES: {
+      const n = r.u8('candidates.count');
+      if (n > CANDIDATES_MAX) throw new ProtocolError('frame.candidates.count', `at most ${CANDIDATES_MAX}, found ${n}`);
+      const candidates: Candidate[] = [];
+      for (let i = 0; i < n; i++) {
+        const kind = r.u8(`candidates[${i}].kind`);
+        if (kind !== CandidateKind.PUNCH && kind !== CandidateKind.LISTEN && kind !== CandidateKind.OBSERVED) {
+          throw new ProtocolError(`frame.candidates[${i}].kind`, `expected 1, 2 or 3, found ${kind}`);
+        }
+        const endpoint = readEndpoint(r, `candidates[${i}]`);
+        if (endpoint.port === 0) throw new ProtocolError(`frame.candidates[${i}].port`, 'port 0 is not allowed');
+        candidates.push({ kind, endpoint });
+      }
+      f = { type, candidates };
+      break;
+    }
     default:
       throw new ProtocolError('frame.type', `unknown type ${type}`);
   }

@@ -81,6 +81,16 @@ export function deriveTunnelPsk(
   return Buffer.from(hkdfSync('sha256', accessKey, salt, info, KEY_BYTES));
 }
 
+/**
+ * What a client sends first on a reverse connection (it dialled the device's listening port), so
+ * the device can tell which authorised request it is for. Only the two ends can compute it; it
+ * grants nothing by itself (the TLS-PSK handshake that follows is what authenticates).
+ */
+export function reverseToken(accessKey: Uint8Array, clientNonce: Uint8Array): Buffer {
+  return mac(accessKey, [enc('peerlink/v1/reverse-token\0'), clientNonce], REVERSE_TOKEN_BYTES);
+}
+export const REVERSE_TOKEN_BYTES = 16;
+
 /** HMAC-SHA256 over the parts, truncated to `bytes`. */
 export function mac(key: Uint8Array, parts: readonly Uint8Array[], bytes: number = MAC_BYTES): Buffer {
   const h = createHmac('sha256', key);

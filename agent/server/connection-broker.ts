@@ -13,10 +13,12 @@ import { Counters } from '../common/counters.js';
 import { isPeerlinkError } from '../common/errors.js';
 import { formatEndpoint, normalizeAddress } from '../protocol/address.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
-import { FrameType, type Frame } from '../protocol/frames.js';
+import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } from '../protocol/frames.js';
+import type { Endpoint } from '../protocol/address.js';
 import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, equalBytes, KEY_BYTES } from '../protocol/keys.js';
 import { Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
 import { PendingRequests, type PendingRequest } from './pending-requests.js';
+import { checkListenCandidates } from './candidate-check.js';
 import type { RegistrationEndpoint } from './registration-endpoint.js';
 import type { Registry } from './registry.js';
 import type { Relay } from './relay.js';
@@ -65,6 +67,8 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
   const counters = new Counters(BROKER_COUNTERS);
   const pending = new PendingRequests();
   const sockets = new Set<TLSSocket>();
+  /** Where each attached device's TLS connection comes from (its NAT mapping for a hole punch). */
+  const deviceSeenAt = new WeakMap<FrameChannel, Endpoint>();
   let server: Server | null = null;
 
   async function onSecure(socket: TLSSocket): Promise<void> {
@@ -166,6 +170,15 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       return finish(client, Status.DEVICE_NO_ANSWER);
     }
     log.info('S206 device connected over TLS; forwarding the request');
+    const deviceEndpoint = deviceSeenAt.get(device);
+    // Where the client's request came from: the device may punch towards it from its own attach port.
+    device.send({
+      type: FrameType.CANDIDATES,
+      candidates: [
+        { kind: CandidateKind.PUNCH, endpoint: clientEndpoint },
+        ...(deviceEndpoint ? [{ kind: CandidateKind.OBSERVED, endpoint: deviceEndpoint }] : []),
+      ],
+    });
     device.send({
       type: FrameType.FORWARD_REQUEST,
       requestId,
@@ -174,8 +187,13 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       sealedRequest: req.sealedRequest,
     });
     let verdict: Frame;
+    const listen: Candidate[] = [];
     try {
       verdict = await device.next(options.attachTimeoutMs);
+      while (verdict.type === FrameType.CANDIDATES && listen.length < CANDIDATES_MAX) {
+        listen.push(...checkListenCandidates(verdict.candidates, deviceEndpoint));
+        verdict = await device.next(options.attachTimeoutMs);
+      }
     } catch (err) {
       counters.inc('noAnswer');
       log.info({ err: isPeerlinkError(err) ? err.code : String(err) }, 'device gave no verdict');
@@ -192,6 +210,14 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       // Should the device's direct dial fail, both sides may meet at the relay for this request.
       options.relay.offer(requestId, req.equipmentId);
       client.send({ type: FrameType.RELAY_OFFER, requestId });
+      client.send({
+        type: FrameType.CANDIDATES,
+        candidates: [
+          ...(deviceEndpoint ? [{ kind: CandidateKind.PUNCH, endpoint: deviceEndpoint }] : []),
+          ...listen.slice(0, CANDIDATES_MAX - 2),
+          { kind: CandidateKind.OBSERVED, endpoint: clientEndpoint },
+        ],
+      });
     } else counters.inc('refusedByDevice');
     log.info({ status: verdict.status }, 'S207 device verdict relayed to the client');
     finish(client, verdict.status);
@@ -218,6 +244,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       return;
     }
     pending.take(attach.requestId);
+    deviceSeenAt.set(channel, { address: normalizeAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 });
     p.attach(channel);
   }
 

@@ -14,6 +14,7 @@ import { DIST, PROGRAMS, startProgram, type LogLine, type Program } from '../lib
 import type { NatKind } from './nat.js';
 import { ADDR, createLab, type Lab, type SideSpec } from './topology.js';
 import { startGateway, type Gateway, type UpnpKind } from './upnp.js';
+import { inNs } from './exec.js';
 
 export const SERVER_UDP_PORT = 7400;
 export const SERVER_TLS_PORT = 7443;
@@ -23,10 +24,18 @@ export const CELL_PAYLOAD_BYTES = 256 * 1024;
 /** Registration retries back off 1, 2, 4, 8 s after 3 s ack timeouts: room for five tries on a lossy link. */
 export const REGISTER_WAIT_MS = 30_000;
 
+export type UpnpSide = 'both' | 'client' | 'device';
+
 export interface CellSpec {
   readonly client: SideSpec;
   readonly device: SideSpec;
   readonly upnp: UpnpKind;
+  /** Which routers run the gateway (default both). */
+  readonly upnpOn?: UpnpSide;
+  /** 'patent': the device's dial and the relay only (no hole punch, no reverse port). Default 'all'. */
+  readonly strategies?: 'all' | 'patent';
+  /** Extra lines for the agent's [reverse] table, e.g. "mapping_renew_ms = 2000". */
+  readonly agentReverse?: string;
   readonly peerTimeoutMs?: number;
   readonly payloadBytes?: number;
   readonly registerIntervalMs?: number;
@@ -45,14 +54,19 @@ export interface CellContext {
   readonly setup: LoopbackSetup;
   readonly server: Program;
   readonly agent: Program;
+  /** Restart a side's gateway with its forwarding rules flushed (a router reboot: it forgets every mapping). */
+  restartGateway(side: 'client' | 'device'): Promise<void>;
 }
 
 export interface CellResult {
   readonly clientNat: NatKind;
   readonly deviceNat: NatKind;
-  readonly upnp: UpnpKind;
+  /** e.g. "igd2", or "igd2 (device side)" when only one router runs the gateway. */
+  readonly upnp: string;
+  /** The traversal target: a direct path is required here (not the relay). */
+  readonly directRequired: boolean;
   readonly connected: boolean;
-  /** "device dialled the client" (the patent's S208), or "none". */
+  /** "device dialled the client" (the patent's S208), "client dialled the device", "TCP hole punch", "relayed via server" or "none". */
   readonly path: string;
   readonly connectMs: number | null;
   readonly bytesVerified: number;
@@ -92,12 +106,49 @@ function runClient(ns: string, args: readonly string[], input: Buffer, timeoutMs
   });
 }
 
+/** Endpoint-independent mapping (Linux masquerade without random ports; a CGN of two such NATs too). */
+const EI_MAPPING: ReadonlySet<NatKind> = new Set(['full-cone', 'port-restricted', 'double']);
+
+/**
+ * The traversal issue's target: no relay where either side has a public address or a usable
+ * UPnP/NAT-PMP gateway (not the inner router of a double NAT), or both NATs map endpoint-independently.
+ */
+export function directRequired(spec: Pick<CellSpec, 'client' | 'device' | 'upnp' | 'upnpOn'>): boolean {
+  const on = spec.upnpOn ?? 'both';
+  const usableGateway = (nat: NatKind, side: 'client' | 'device'): boolean =>
+    spec.upnp !== 'none' && (on === 'both' || on === side) && nat !== 'none' && nat !== 'double';
+  return (
+    spec.client.nat === 'none' ||
+    spec.device.nat === 'none' ||
+    usableGateway(spec.client.nat, 'client') ||
+    usableGateway(spec.device.nat, 'device') ||
+    (EI_MAPPING.has(spec.client.nat) && EI_MAPPING.has(spec.device.nat))
+  );
+}
+
+/** The client's own report of its path, in the matrix's words. */
+export function pathOf(stderr: string): string {
+  if (/connected directly: device dialled/.test(stderr)) return 'device dialled the client';
+  if (/connected directly: we dialled the device/.test(stderr)) return 'client dialled the device';
+  if (/connected directly: TCP hole punch/.test(stderr)) return 'TCP hole punch';
+  if (/relayed via server/.test(stderr)) return 'relayed via server';
+  return 'none';
+}
+
 export async function runCell(spec: CellSpec): Promise<CellResult> {
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-lab-'));
   const programs: Program[] = [];
   const gateways: Gateway[] = [];
+  const gatewayBySide = new Map<'client' | 'device', { gateway: Gateway; router: string }>();
   let lab: Lab | null = null;
-  const base = { clientNat: spec.client.nat, deviceNat: spec.device.nat, upnp: spec.upnp };
+  const on = spec.upnpOn ?? 'both';
+  const base = {
+    clientNat: spec.client.nat,
+    deviceNat: spec.device.nat,
+    upnp: spec.upnp === 'none' || on === 'both' ? spec.upnp : `${spec.upnp} (${on} side)`,
+    directRequired: directRequired(spec),
+  };
+  const gatewayOn = (side: 'client' | 'device'): boolean => spec.upnp !== 'none' && (on === 'both' || on === side);
   try {
     lab = await createLab({ client: spec.client, device: spec.device });
     const setup = await createLoopbackSetup({
@@ -106,15 +157,30 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       ports: { udp: SERVER_UDP_PORT, tls: SERVER_TLS_PORT },
       services: { echo: `127.0.0.1:${SERVICE_PORT}` },
       registerIntervalMs: spec.registerIntervalMs ?? 15_000,
+      // The agent maps its reverse port where a gateway offers it (on by default in real settings).
+      portMapping: gatewayOn('device') ? 'auto' : 'off',
+      directDialOnly: spec.strategies === 'patent',
+      ...(spec.agentReverse ? { reverseExtra: spec.agentReverse } : {}),
       ...(spec.serverExtra ? { serverExtra: spec.serverExtra } : {}),
     });
+    // The gateways first: the agent asks its router for a mapping as it starts.
+    if (spec.upnp !== 'none') {
+      const kind = spec.upnp;
+      for (const [name, side] of [['client', lab.client], ['device', lab.device]] as const) {
+        if (gatewayOn(name) && side.router) {
+          const gateway = await startGateway({ router: side.router, kind, dir, lanCidr: ADDR.lanCidr });
+          gateways.push(gateway);
+          gatewayBySide.set(name, { gateway, router: side.router });
+        }
+      }
+    }
     // Killed with the namespace's other processes when the lab is removed.
     spawn('ip', ['netns', 'exec', lab.device.host, process.execPath, join(DIST, 'scripts', 'lab', 'echo-service.js'), String(SERVICE_PORT)], {
       stdio: 'ignore',
     });
     const server = startProgram('server', ['--config', setup.serverConfig], { netns: lab.server, onLine: (l) => spec.onLine?.('server', l) });
     programs.push(server);
-    await server.waitFor((l) => l.msg === 'rendezvous server listening');
+    await server.waitFor((l) => l.msg === 'rendezvous server listening', 30_000);
     const agent = startProgram('agent', ['--config', setup.agentConfig], { netns: lab.device.host, onLine: (l) => spec.onLine?.('agent', l) });
     programs.push(agent);
     const registered = await server.waitFor((l) => l.msg === 'S202 device registered', REGISTER_WAIT_MS);
@@ -125,13 +191,19 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
 
     // Where a gateway offers UPnP or NAT-PMP, the client maps its own port (--map-port auto).
     let clientMapping = lab.client.router ? 'none' : 'public host';
-    for (const side of [lab.client, lab.device]) {
-      if (spec.upnp !== 'none' && side.router) {
-        gateways.push(await startGateway({ router: side.router, kind: spec.upnp, dir, lanCidr: ADDR.lanCidr }));
-      }
-    }
 
-    await spec.beforeConnect?.({ lab, setup, server, agent });
+    const restartGateway = async (side: 'client' | 'device'): Promise<void> => {
+      const g = gatewayBySide.get(side);
+      if (!g || spec.upnp === 'none') throw new Error(`no gateway on the ${side} side`);
+      await g.gateway.stop();
+      await inNs(g.router, ['nft', 'flush', 'chain', 'inet', 'filter', 'miniupnpd']);
+      await inNs(g.router, ['nft', 'flush', 'chain', 'inet', 'filter', 'prerouting_miniupnpd']);
+      await inNs(g.router, ['nft', 'flush', 'chain', 'inet', 'filter', 'postrouting_miniupnpd']);
+      const gateway = await startGateway({ router: g.router, kind: spec.upnp, dir, lanCidr: ADDR.lanCidr });
+      gateways.push(gateway);
+      gatewayBySide.set(side, { gateway, router: g.router });
+    };
+    await spec.beforeConnect?.({ lab, setup, server, agent, restartGateway });
 
     const payload = randomBytes(spec.payloadBytes ?? CELL_PAYLOAD_BYTES);
     const want = createHash('sha256').update(payload).digest('hex');
@@ -140,10 +212,10 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       '--password-file', setup.passwordFile, '--service', 'echo', '--stdio',
       '--accept', `0.0.0.0:${CLIENT_PORT}`, '--advertise-port', String(CLIENT_PORT),
       '--peer-timeout-ms', String(spec.peerTimeoutMs ?? 4000), '--log-level', 'info',
-      ...(spec.upnp !== 'none' ? ['--map-port', 'auto'] : []),
+      ...(gatewayOn('client') ? ['--map-port', 'auto'] : []),
     ];
     const r = await runClient(lab.client.host, args, payload, 30_000);
-    await spec.afterConnect?.({ lab, setup, server, agent });
+    await spec.afterConnect?.({ lab, setup, server, agent, restartGateway });
     for (const line of r.stderr.split('\n')) {
       let l: LogLine;
       try {
@@ -162,7 +234,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
     return {
       ...base,
       connected: r.code === 0 && verified === payload.length,
-      path: /connected directly/.test(r.stderr) ? 'device dialled the client' : /relayed via server/.test(r.stderr) ? 'relayed via server' : 'none',
+      path: pathOf(r.stderr),
       connectMs: connectMs ? Number(connectMs) : null,
       bytesVerified: verified,
       registeredAs: String(registered.mapping ?? ''),

@@ -7,7 +7,7 @@
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import type { LogLine } from '../lib/program.js';
-import { runCell, SERVER_UDP_PORT, type CellResult } from './cell.js';
+import { runCell, SERVER_UDP_PORT, type CellResult, type UpnpSide } from './cell.js';
 import { translations } from './conntrack.js';
 import { isRoot } from './exec.js';
 import { NAT_KINDS, type NatKind } from './nat.js';
@@ -19,6 +19,11 @@ const t0 = Date.now();
 /** Time since start; log lines carry their own time (pino's epoch ms), so late-printed lines stay true. */
 const stamp = (at = Date.now()): string => `+${String(at - t0).padStart(6)} ms`;
 const out = (s: string): void => void process.stdout.write(`${s}\n`);
+/** A log line's fields beyond the usual ones, compactly. */
+const lineDetail = (l: LogLine): string => {
+  const { level: _l, time: _t, pid: _p, hostname: _h, name: _n, msg: _m, ...rest } = l as Record<string, unknown>;
+  return Object.keys(rest).length ? ` ${JSON.stringify(rest)}` : '';
+};
 
 async function trace(): Promise<boolean> {
   out('Fig. 1 in network namespaces: client 192.168.1.11 behind router A (4.17.168.2, NAPT, UPnP IGD v2),');
@@ -67,16 +72,28 @@ async function trace(): Promise<boolean> {
 
 export function matrixTable(results: readonly CellResult[]): string {
   const lines = [
-    '| client NAT | device NAT | UPnP/NAT-PMP | connected | path | time to connect | bytes verified | device registered as | error |',
-    '|---|---|---|---|---|---|---|---|---|',
+    '| client NAT | device NAT | UPnP/NAT-PMP | connected | path | target | time to connect | bytes verified | device registered as | error |',
+    '|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of results) {
+    const target = r.directRequired ? (r.path === 'relayed via server' ? '**direct required**' : 'direct required: met') : 'relay allowed';
     lines.push(
-      `| ${r.clientNat} | ${r.deviceNat} | ${r.upnp} | ${r.connected ? 'yes' : '**no**'} | ${r.path} | ${r.connectMs === null ? '-' : `${r.connectMs} ms`} | ${r.bytesVerified} | ${r.registeredAs || '-'} | ${r.connected ? '' : (/PEERLINK_ERR_[A-Z_]+/.exec(r.error ?? '')?.[0] ?? (r.error ?? '').replace(/\|/g, '/').slice(0, 80))} |`,
+      `| ${r.clientNat} | ${r.deviceNat} | ${r.upnp} | ${r.connected ? 'yes' : '**no**'} | ${r.path} | ${target} | ${r.connectMs === null ? '-' : `${r.connectMs} ms`} | ${r.bytesVerified} | ${r.registeredAs || '-'} | ${r.connected ? '' : (/PEERLINK_ERR_[A-Z_]+/.exec(r.error ?? '')?.[0] ?? (r.error ?? '').replace(/\|/g, '/').slice(0, 80))} |`,
     );
   }
   const ok = results.filter((r) => r.connected).length;
-  lines.push('', `${ok} of ${results.length} cells connected.`);
+  const required = results.filter((r) => r.directRequired);
+  const missed = required.filter((r) => r.path === 'relayed via server' || !r.connected).length;
+  const byPath = new Map<string, number>();
+  for (const r of results) byPath.set(r.path, (byPath.get(r.path) ?? 0) + 1);
+  const direct = results.filter((r) => r.connected && r.path !== 'relayed via server' && r.connectMs !== null).map((r) => r.connectMs!);
+  const relayed = results.filter((r) => r.connected && r.path === 'relayed via server' && r.connectMs !== null).map((r) => r.connectMs!);
+  const median = (xs: number[]): string => (xs.length ? `${[...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]} ms` : '-');
+  lines.push(
+    '',
+    `${ok} of ${results.length} cells connected; ${required.length - missed} of ${required.length} cells that require a direct path got one.`,
+    `Paths: ${[...byPath].map(([p, n]) => `${p} ${n}`).join(', ')}. Median time to connect: direct ${median(direct)}, relayed ${median(relayed)}.`,
+  );
   return lines.join('\n');
 }
 
@@ -84,18 +101,21 @@ let interrupted = false;
 
 async function matrix(opts: { out?: string; jobs: number; quick: boolean; side: Omit<SideSpec, 'nat'> }): Promise<boolean> {
   const nats: readonly NatKind[] = NAT_KINDS;
-  const upnps: readonly UpnpKind[] = opts.quick ? ['none', 'igd2'] : UPNP_KINDS;
-  const cells: { client: NatKind; device: NatKind; upnp: UpnpKind }[] = [];
-  for (const upnp of upnps) for (const client of nats) for (const device of nats) cells.push({ client, device, upnp });
+  // Gateways on both routers for each kind, then IGDv2 on one side only (who maps matters).
+  const variants: readonly { upnp: UpnpKind; upnpOn: UpnpSide }[] = opts.quick
+    ? [{ upnp: 'none', upnpOn: 'both' }, { upnp: 'igd2', upnpOn: 'both' }]
+    : [...UPNP_KINDS.map((upnp) => ({ upnp, upnpOn: 'both' as const })), { upnp: 'igd2', upnpOn: 'client' }, { upnp: 'igd2', upnpOn: 'device' }];
+  const cells: { client: NatKind; device: NatKind; upnp: UpnpKind; upnpOn: UpnpSide }[] = [];
+  for (const v of variants) for (const client of nats) for (const device of nats) cells.push({ client, device, ...v });
   const results: CellResult[] = new Array(cells.length);
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < cells.length && !interrupted) {
       const i = next++;
       const c = cells[i]!;
-      results[i] = await runCell({ client: { ...opts.side, nat: c.client }, device: { ...opts.side, nat: c.device }, upnp: c.upnp });
+      results[i] = await runCell({ client: { ...opts.side, nat: c.client }, device: { ...opts.side, nat: c.device }, upnp: c.upnp, upnpOn: c.upnpOn });
       const r = results[i]!;
-      process.stderr.write(`${stamp()}  [${i + 1}/${cells.length}] client ${c.client}, device ${c.device}, upnp ${c.upnp}: ${r.connected ? `connected in ${r.connectMs} ms` : `no (${r.error})`}\n`);
+      process.stderr.write(`${stamp()}  [${i + 1}/${cells.length}] client ${c.client}, device ${c.device}, upnp ${r.upnp}: ${r.connected ? `connected in ${r.connectMs} ms` : `no (${r.error})`}\n`);
     }
   };
   await Promise.all(Array.from({ length: opts.jobs }, worker));
@@ -108,7 +128,10 @@ async function matrix(opts: { out?: string; jobs: number; quick: boolean; side: 
 async function main(): Promise<number> {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
-    options: { out: { type: 'string' }, jobs: { type: 'string' }, quick: { type: 'boolean' }, loss: { type: 'string' }, 'udp-timeout': { type: 'string' }, minutes: { type: 'string' } },
+    options: {
+      out: { type: 'string' }, jobs: { type: 'string' }, quick: { type: 'boolean' }, loss: { type: 'string' }, 'udp-timeout': { type: 'string' },
+      client: { type: 'string' }, device: { type: 'string' }, upnp: { type: 'string' }, 'upnp-on': { type: 'string' }, minutes: { type: 'string' },
+    },
   });
   if (!isRoot()) {
     process.stderr.write('lab: needs root (network namespaces, nftables, miniupnpd); run as root after scripts/lab/setup.sh\n');
@@ -139,6 +162,18 @@ async function main(): Promise<number> {
     await matrix({ out: values.out, jobs: Number(values.jobs ?? 2), quick: values.quick ?? false, side });
     return interrupted ? 130 : 0;
   }
+  if (cmd === 'cell') {
+    // One cell with every program's log lines: for looking into a single combination.
+    const r = await runCell({
+      client: { ...side, nat: (values.client ?? 'port-restricted') as NatKind },
+      device: { ...side, nat: (values.device ?? 'port-restricted') as NatKind },
+      upnp: (values.upnp ?? 'none') as UpnpKind,
+      upnpOn: (values['upnp-on'] ?? 'both') as UpnpSide,
+      onLine: (who, l) => out(`${stamp()}  ${who.padEnd(6)} ${String(l.msg)}${lineDetail(l)}`),
+    });
+    out(`${stamp()}  result: ${r.connected ? 'connected' : 'FAILED'}; path: ${r.path}; ${r.connectMs ?? '-'} ms; ${r.bytesVerified} bytes verified${r.error ? `; error ${r.error}` : ''}`);
+    return r.connected ? 0 : 1;
+  }
   if (cmd === 'renumber') {
     const r = await renumberScenario({ log: (s) => out(`${stamp()}  ${s}`) });
     return r.connected ? 0 : 1;
@@ -150,7 +185,7 @@ async function main(): Promise<number> {
     if (values.out) await writeFile(values.out, `${table}\n`);
     return 0;
   }
-  process.stderr.write('usage: npm run lab -- trace | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] | renumber | keepalive [--minutes N]\n');
+  process.stderr.write('usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] | renumber | keepalive [--minutes N]\n');
   return 2;
 }
 

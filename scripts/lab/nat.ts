@@ -27,6 +27,12 @@ ${fullCone ? `    iifname "wan0" ip daddr ${r.wanAddress} meta l4proto udp dnat 
     type nat hook postrouting priority srcnat; policy accept;
     oifname "wan0" ip saddr ${r.lanCidr} ${masq}
   }
+  chain input {
+    # Stealth, as most home routers: an unsolicited packet to the router itself is dropped, not
+    # answered with a reset. (A reset would refuse a hole-punch SYN that arrives a moment early.)
+    type filter hook input priority filter; policy accept;
+    iifname "wan0" ct state new drop
+  }
   chain forward {
     type filter hook forward priority filter; policy drop;
 ${loss}    ct state established,related accept

@@ -18,8 +18,16 @@ export interface LoopbackSetupOptions {
   readonly password?: string;
   /** service name -> "host:port" */
   readonly services: Readonly<Record<string, string>>;
-  /** Extra lines appended to the agent's settings file (TOML). */
+  /** Extra lines appended to the agent's settings file (TOML; start with a [table] header). */
   readonly agentExtra?: string;
+  /** The agent's [reverse] port_mapping; default "off" (a loopback demo has no gateway to ask). */
+  readonly portMapping?: 'off' | 'auto' | 'upnp' | 'natpmp';
+  /** Extra lines in the agent's [dial] table, e.g. "direct_timeout_ms = 2000". */
+  readonly dialExtra?: string;
+  /** Extra lines in the agent's [reverse] table, e.g. "mapping_renew_ms = 2000". */
+  readonly reverseExtra?: string;
+  /** Only the patent's path and the relay: no hole punch, no reverse port (tests that force the relay). */
+  readonly directDialOnly?: boolean;
   /** Extra lines appended to the server's settings file (TOML). */
   readonly serverExtra?: string;
   readonly registerIntervalMs?: number;
@@ -100,6 +108,12 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
       '[dial]',
       loopback ? '# loopback only because this is a demo/test on one machine' : '',
       `allow_loopback = ${loopback}`,
+      o.dialExtra ?? '',
+      o.directDialOnly ? 'hole_punch = false' : '',
+      '[reverse]',
+      o.directDialOnly ? 'enabled = false' : '',
+      `port_mapping = "${o.portMapping ?? 'off'}"`,
+      o.reverseExtra ?? '',
       '[services]',
       ...Object.entries(o.services).map(([k, v]) => `${k} = "${v}"`),
       o.agentExtra ?? '',

@@ -24,7 +24,7 @@ function collect(child: ChildProcessWithoutNullStreams): { out: () => number; er
 
 test('max_sessions = 0 refuses the relay: the client reports PEER_TIMEOUT', async (t) => {
   const echo = await echoService(t);
-  const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` }, serverExtra: '[relay]\nmax_sessions = 0' });
+  const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` }, directDialOnly: true, serverExtra: '[relay]\nmax_sessions = 0' });
   const child = await relayedClient(flow, ['--peer-timeout-ms', '6000']);
   t.teardown(() => void child.kill('SIGKILL'));
   const c = collect(child);
@@ -38,7 +38,7 @@ test('bytes_per_second caps each direction of a relayed session', async (t) => {
   const LIMIT = 64 * 1024;
   const SIZE = 256 * 1024;
   const echo = await echoService(t);
-  const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` }, serverExtra: `[relay]\nbytes_per_second = ${LIMIT}` });
+  const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` }, directDialOnly: true, serverExtra: `[relay]\nbytes_per_second = ${LIMIT}` });
   const child = await relayedClient(flow);
   t.teardown(() => void child.kill('SIGKILL'));
   const c = collect(child);
@@ -55,7 +55,7 @@ test('bytes_per_second caps each direction of a relayed session', async (t) => {
 
 test('max_duration_ms ends a relayed session', async (t) => {
   const echo = await echoService(t);
-  const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` }, serverExtra: '[relay]\nmax_duration_ms = 1500' });
+  const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` }, directDialOnly: true, serverExtra: '[relay]\nmax_duration_ms = 1500' });
   const child = await relayedClient(flow);
   t.teardown(() => void child.kill('SIGKILL'));
   const c = collect(child);

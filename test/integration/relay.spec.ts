@@ -11,7 +11,7 @@ import { runNodeStdio } from '../helpers/run-process.js';
 
 test('a failed direct dial falls back to the relay within the direct-dial budget, and data flows end to end', async (t) => {
   const echo = await echoService(t);
-  const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` } });
+  const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` }, directDialOnly: true });
   const closedPort = await freePort();
   const data = randomBytes(1024 * 1024);
   const r = await runNodeStdio(PROGRAMS.client, flow.clientArgs('echo', ['--stdio', '--advertise-port', String(closedPort)]), data, (kill) => t.teardown(kill));

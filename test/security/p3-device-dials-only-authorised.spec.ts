@@ -131,8 +131,8 @@ async function request(w: World, acc: Acceptor, build: Buffer | RequestSpec): Pr
     }
     channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: EQUIPMENT_ID, advertisedPort: acc.port, sealedRequest: sealed });
     let result = await channel.next(15_000);
-    // An accepted request is preceded by the server's relay offer (the fallback path).
-    if (result.type === FrameType.RELAY_OFFER) result = await channel.next(15_000);
+    // An accepted request is preceded by the server's relay offer and path candidates.
+    while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) result = await channel.next(15_000);
     if (result.type !== FrameType.CONNECT_RESULT) throw new Error(`expected CONNECT_RESULT, got frame type ${result.type}`);
     return { status: result.status, sealed };
   } finally {

@@ -4,6 +4,8 @@ import { SocketAddress } from 'node:net';
 import { ProtocolError } from '../../agent/common/errors.js';
 import { FRAME_HEADER_BYTES, FRAME_MAX_PAYLOAD_BYTES, PROTOCOL_VERSION } from '../../agent/protocol/constants.js';
 import {
+  CANDIDATES_MAX,
+  CandidateKind,
   decodeFramePayload,
   DETAIL_MAX_BYTES,
   encodeFrame,
@@ -60,6 +62,16 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant(FrameType.RELAY_JOIN_CLIENT), requestId: bytesArb(16) }),
   fc.record({ type: fc.constant(FrameType.RELAY_JOIN_DEVICE), equipmentId: equipmentIdArb, requestId: bytesArb(16), proof: bytesArb(32) }),
   fc.record({ type: fc.constant(FrameType.RELAY_PAIRED) }),
+  fc.record({
+    type: fc.constant(FrameType.CANDIDATES),
+    candidates: fc.array(
+      fc.record({
+        kind: fc.constantFrom(CandidateKind.PUNCH, CandidateKind.LISTEN, CandidateKind.OBSERVED),
+        endpoint: canonicalEndpointArb.filter((e) => e.port !== 0),
+      }),
+      { maxLength: CANDIDATES_MAX },
+    ),
+  }),
 );
 
 /** Split `buf` at the given (unsorted, possibly repeated) cut points. */
@@ -148,7 +160,7 @@ test('an unknown version is rejected from the header alone; an unknown type once
     const err = throwsProtocolError(t, () => new FrameDecoder().push(Buffer.of(version, FrameType.HELLO, 0, 8)), `version ${version}`);
     t.is(err?.field, 'frame.version');
   }
-  for (const type of [0, 2, 0x13, 0x23, 0x33, 0xff]) {
+  for (const type of [0, 2, 0x14, 0x23, 0x33, 0xff]) {
     t.is(throwsProtocolError(t, () => new FrameDecoder().push(Buffer.of(PROTOCOL_VERSION, type, 0, 0)))?.field, 'frame.type');
     t.is(throwsProtocolError(t, () => decodeFramePayload(type, Buffer.alloc(8)))?.field, 'frame.type');
   }

@@ -1,0 +1,43 @@
+/**
+ * The client's end of the end-to-end channel over any carrier (a punched or reverse-dialled TCP
+ * connection, or the relay): the client is always the TLS-PSK server, whatever direction the TCP
+ * connection was opened in, so one handshake and one key schedule serve every path (P4).
+ */
+import type { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
+import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
+import { TUNNEL_CIPHER } from '../protocol/constants.js';
+import { pskFor, type Expected } from './peer-listener.js';
+
+export type ExpectedTunnel = Pick<Expected, 'clientNonce' | 'accessKey' | 'equipmentId' | 'service'>;
+
+export function acceptTunnel(carrier: Duplex, expected: ExpectedTunnel, timeoutMs: number, signal: AbortSignal, what: string): Promise<TLSSocket> {
+  const inner = new TLSSocket(carrier, {
+    isServer: true,
+    ciphers: TUNNEL_CIPHER,
+    minVersion: 'TLSv1.3',
+    maxVersion: 'TLSv1.3',
+    pskCallback: (_socket: TLSSocket, identity: string) => pskFor(expected, identity),
+  } as ConstructorParameters<typeof TLSSocket>[1]);
+  return new Promise<TLSSocket>((resolve, reject) => {
+    const timer = setTimeout(() => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `no end-to-end handshake ${what} within ${timeoutMs} ms`)), timeoutMs);
+    const onAbort = (): void => fail(abortError(signal));
+    function fail(err: Error): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      inner.destroy();
+      carrier.destroy();
+      reject(err);
+    }
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    inner.once('secure', () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      inner.removeAllListeners('error');
+      inner.on('error', () => undefined); // reported by whoever reads the stream next
+      resolve(inner);
+    });
+    inner.once('error', (err) => fail(new PeerlinkError(ErrorCodes.AUTH_FAILED, `end-to-end handshake ${what} failed: ${err.message}`, { cause: err })));
+  });
+}

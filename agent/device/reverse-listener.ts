@@ -1,0 +1,126 @@
+/**
+ * The device's own listening port, for the reverse strategy: when the device's router forwards a
+ * port to it (UPnP / NAT-PMP) or the device has a public address, the client dials it. A client
+ * names its request with a token only the two ends can compute (keys.reverseToken); the device
+ * then runs the same TLS-PSK channel over that connection as over its own dial. Connections that
+ * do not name an awaited request within the token timeout are dropped and counted.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { Counters } from '../common/counters.js';
+import { abortError } from '../common/errors.js';
+import { rejectUnknownKeys } from '../common/options.js';
+import { REVERSE_TOKEN_TIMEOUT_MS } from '../protocol/constants.js';
+import { REVERSE_TOKEN_BYTES } from '../protocol/keys.js';
+
+export const REVERSE_COUNTERS = ['accepted', 'unknownToken', 'noToken'] as const;
+
+export interface ReverseListenerOptions {
+  readonly host?: string;
+  /** 0 = any free port. */
+  readonly port: number;
+  readonly logger: Logger;
+  readonly tokenTimeoutMs?: number;
+}
+
+export interface ReverseListener {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  port(): number;
+  /** Wait for the client's connection naming this token (until the signal aborts). */
+  await(token: Buffer, signal: AbortSignal): Promise<Socket>;
+  readonly counters: Counters<(typeof REVERSE_COUNTERS)[number]>;
+}
+
+export function createReverseListener(input: ReverseListenerOptions): ReverseListener {
+  rejectUnknownKeys('reverse listener options', input, ['host', 'port', 'logger', 'tokenTimeoutMs']);
+  const o = Object.freeze({ host: input.host ?? '0.0.0.0', port: input.port, logger: input.logger, tokenTimeoutMs: input.tokenTimeoutMs ?? REVERSE_TOKEN_TIMEOUT_MS });
+  const counters = new Counters(REVERSE_COUNTERS);
+  const waiting = new Map<string, (s: Socket) => void>();
+  const open = new Set<Socket>();
+  let server: Server | null = null;
+
+  function onConnection(sock: Socket): void {
+    open.add(sock);
+    sock.once('close', () => open.delete(sock));
+    sock.on('error', () => undefined);
+    sock.pause();
+    let got = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      counters.inc('noToken');
+      sock.destroy();
+    }, o.tokenTimeoutMs);
+    const onReadable = (): void => {
+      let chunk: Buffer | null;
+      while (got.length < REVERSE_TOKEN_BYTES && (chunk = sock.read(REVERSE_TOKEN_BYTES - got.length) as Buffer | null) !== null) got = Buffer.concat([got, chunk]);
+      if (got.length < REVERSE_TOKEN_BYTES) return;
+      clearTimeout(timer);
+      sock.off('readable', onReadable);
+      const key = got.toString('hex');
+      const hand = waiting.get(key);
+      if (!hand) {
+        counters.inc('unknownToken');
+        sock.destroy();
+        return;
+      }
+      waiting.delete(key);
+      open.delete(sock);
+      counters.inc('accepted');
+      hand(sock);
+    };
+    sock.on('readable', onReadable);
+    sock.once('end', () => {
+      clearTimeout(timer);
+      if (got.length < REVERSE_TOKEN_BYTES) counters.inc('noToken');
+    });
+  }
+
+  return {
+    counters,
+    async start() {
+      const s = createServer({ allowHalfOpen: true, pauseOnConnect: true }, onConnection);
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.listen(o.port, o.host, () => {
+          s.off('error', reject);
+          resolve();
+        });
+      });
+      s.on('error', (err) => o.logger.warn({ err: err.message }, 'reverse listener error'));
+      server = s;
+    },
+    async stop() {
+      const s = server;
+      server = null;
+      if (!s) return;
+      const closed = new Promise<void>((resolve) => s.close(() => resolve()));
+      for (const sock of open) sock.destroy();
+      await closed;
+    },
+    port() {
+      const a = server?.address();
+      if (!a || typeof a === 'string') throw new Error('reverse listener not started');
+      return a.port;
+    },
+    await(token, signal) {
+      return new Promise<Socket>((resolve, reject) => {
+        if (signal.aborted) return reject(abortError(signal));
+        const key = token.toString('hex');
+        const onAbort = (): void => {
+          if (waiting.get(key) === hand) waiting.delete(key);
+          reject(abortError(signal));
+        };
+        const hand = (s: Socket): void => {
+          signal.removeEventListener('abort', onAbort);
+          if (signal.aborted) {
+            s.destroy();
+            return;
+          }
+          resolve(s);
+        };
+        waiting.set(key, hand);
+        signal.addEventListener('abort', onAbort, { once: true });
+      });
+    },
+  };
+}

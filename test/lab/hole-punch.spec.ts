@@ -1,0 +1,25 @@
+/**
+ * TCP hole punching: where both NATs map endpoint-independently and neither side can take an
+ * unsolicited connection (no UPnP, no public address), the two ends connect from the ports their
+ * rendezvous connections used and the crossing SYNs open one TCP connection. Without it these
+ * cells went through the relay (the NAT lab's matrix before this strategy).
+ */
+import { runCell } from '../../scripts/lab/cell.js';
+import type { NatKind } from '../../scripts/lab/nat.js';
+import { labTest } from './lab-test.js';
+
+const CASES: readonly { client: NatKind; device: NatKind }[] = [
+  { client: 'port-restricted', device: 'port-restricted' },
+  { client: 'double', device: 'double' },
+];
+
+for (const c of CASES) {
+  labTest(`client behind ${c.client}, device behind ${c.device}, no UPnP: connected by a TCP hole punch, not the relay`, async (t) => {
+    const r = await runCell({ client: { nat: c.client }, device: { nat: c.device }, upnp: 'none', peerTimeoutMs: 10_000 });
+    t.log(`connected in ${r.connectMs} ms via ${r.path}`);
+    t.true(r.directRequired, 'the traversal target requires a direct path here');
+    t.true(r.connected, r.error ?? '');
+    t.is(r.path, 'TCP hole punch');
+    t.true(r.bytesVerified > 0);
+  });
+}
