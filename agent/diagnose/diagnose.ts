@@ -61,7 +61,10 @@ export async function runDiagnose(o: DiagnoseOptions): Promise<DiagnoseReport> {
     const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
     checks.push({
       id: 'settings', title: 'settings', verdict: 'fail', summary: problems.join('; '),
-      fix: `edit ${o.configFile} as each message says (see config/agent.example.toml), then run diagnose again`, data: { problems },
+      fix: problems.some((p) => p.includes('ENOENT'))
+        ? `the settings file is missing: start from config/agent.example.toml, save it as ${o.configFile}, edit server.host and identity_file`
+        : `edit ${o.configFile} as each message says (see config/agent.example.toml), then run diagnose again`,
+      data: { problems },
     });
   }
 
@@ -117,6 +120,8 @@ export async function runDiagnose(o: DiagnoseOptions): Promise<DiagnoseReport> {
     }
   } else if (settings && identity === null) {
     checks.push(skip('server-udp', 'server (UDP)', 'no usable identity (registrations are signed with it)'));
+  } else if (!settings) {
+    checks.push(skip('server-udp', 'server (UDP)', 'the settings are not valid'));
   }
 
   // 4. TLS and the certificate
