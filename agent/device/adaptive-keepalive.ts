@@ -82,7 +82,7 @@ export function createAdaptiveKeepalive(o: AdaptiveKeepaliveOptions): Keepalive 
       });
       counters.inc('probesSent');
       const answer = await probe.probe(server, { flags: PROBE_FLAG_CHECK_MAPPING, tries: 1, timeoutMs: REGISTER_ACK_TIMEOUT_MS, nonce });
-      if (answer !== null && !seen) {
+      if (answer !== null && !seen && probe) {
         // The check left the server with the answer; give it a moment to cross the NAT.
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, MAPPING_CHECK_WAIT_MS);

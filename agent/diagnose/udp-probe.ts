@@ -43,28 +43,41 @@ export async function openProbeSocket(o: { equipmentId: string; registrationKey:
     s.bind(o.localPort ?? 0, () => resolve());
   });
   let offsetMs = 0;
+  let closed = false;
+  /** Pending waits, ended at once by close(): stop() must not leave timers behind. */
+  const pending = new Set<() => void>();
   const once = (target: Endpoint, flags: number, timeoutMs: number, nonce: Buffer): Promise<ProbeReply | null> =>
     new Promise((resolve) => {
+      if (closed) return resolve(null);
       const key = nonce.toString('hex');
       const sentAt = Date.now();
-      const timer = setTimeout(() => {
+      const giveUp = (): void => {
+        clearTimeout(timer);
+        pending.delete(giveUp);
         waiting.delete(key);
         resolve(null);
-      }, timeoutMs);
+      };
+      const timer = setTimeout(giveUp, timeoutMs);
+      pending.add(giveUp);
       waiting.set(key, (ack, from) => {
         if (from.port !== target.port || !equalBytes(ack.nonce, nonce)) return;
         clearTimeout(timer);
+        pending.delete(giveUp);
         waiting.delete(key);
         const rttMs = Date.now() - sentAt;
         resolve({ observed: ack.observed, serverTimeMs: ack.serverTimeMs, rttMs, offsetMs: Math.round(ack.serverTimeMs - (sentAt + rttMs / 2)), clockSkew: ack.status === AckStatus.CLOCK_SKEW });
       });
       const packet = encodeProbe({ flags, equipmentId: o.equipmentId, timestampMs: Math.floor(Date.now() + offsetMs), nonce }, o.registrationKey);
-      s.send(packet, target.port, target.address, () => undefined);
+      try {
+        s.send(packet, target.port, target.address, () => undefined);
+      } catch {
+        giveUp(); // the socket was closed meanwhile
+      }
     });
   return {
     async probe(target, p = {}) {
       const tries = p.tries ?? 3;
-      for (let i = 0; i < tries; i++) {
+      for (let i = 0; i < tries && !closed; i++) {
         const r = await once(target, p.flags ?? 0, p.timeoutMs ?? 1000, i === 0 && p.nonce ? p.nonce : randomBytes(REGISTER_NONCE_BYTES));
         if (r === null) continue;
         offsetMs = r.offsetMs;
@@ -78,6 +91,10 @@ export async function openProbeSocket(o: { equipmentId: string; registrationKey:
       return null;
     },
     localPort: () => s.address().port,
-    close: () => new Promise<void>((resolve) => s.close(() => resolve())),
+    close() {
+      closed = true;
+      for (const giveUp of [...pending]) giveUp();
+      return new Promise<void>((resolve) => s.close(() => resolve()));
+    },
   };
 }
