@@ -1,23 +1,53 @@
 #!/usr/bin/env node
-/** peerlink-agent [run] [--config FILE] | check-config [--config FILE] | diagnose [--json] [--config FILE] */
+/** peerlink-agent [run] [--config FILE] | check-config [--config FILE] | status [--json] | diagnose [--json] [--config FILE] */
 import { parseArgs } from 'node:util';
-import { createLogger } from '../common/logger.js';
+import { dirname } from 'node:path';
+import { createLogger, type Logger } from '../common/logger.js';
+import { fileExists } from '../common/files.js';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
 import { createAgent } from '../device/agent.js';
 import { loadIdentity } from '../device/identity.js';
-import { loadAgentSettings } from '../device/settings.js';
+import { hotReloadable, restartRequiredChanges } from '../device/reload-plan.js';
+import { loadAgentSettings, type AgentSettings } from '../device/settings.js';
+import { createAgentMonitor } from '../status/agent-monitor.js';
+import { defaultStateFile } from '../status/state-file.js';
+import { statusCommand } from '../status/status-command.js';
+import { createNotifier } from '../systemd/notify.js';
+import { createWatchdog } from '../systemd/watchdog.js';
 import { reportAndExit } from './run-main.js';
 
 const PROGRAM = 'peerlink-agent';
 const DEFAULT_CONFIG = '/etc/peerlink/agent.toml';
-const USAGE = `usage: ${PROGRAM} [run] [--config FILE]      run the appliance agent (default config ${DEFAULT_CONFIG})
-       ${PROGRAM} check-config [--config FILE]  validate settings and identity, then exit
-       ${PROGRAM} diagnose [--json] [--config FILE]  check settings, identity, server, NAT, UPnP and clock; say what to fix`;
+const USAGE = `usage: ${PROGRAM} [run] [--config FILE] [--identity FILE] [--state FILE]
+                                          run the appliance agent (default config ${DEFAULT_CONFIG});
+                                          --identity overrides the settings' identity_file (systemd: %d/identity)
+       ${PROGRAM} check-config [--config FILE] [--identity FILE]
+                                          validate settings and identity, then exit
+       ${PROGRAM} status [--json] [--state FILE]
+                                          the running agent's state (default state file ${defaultStateFile({})})`;
+
+/** --state, else the runtime directory systemd made; outside systemd only if /run/peerlink exists. */
+async function chooseStateFile(explicit: string | undefined, logger: Logger): Promise<string | null> {
+  if (explicit) return explicit;
+  const file = defaultStateFile();
+  if (process.env.RUNTIME_DIRECTORY || (await fileExists(dirname(file)))) return file;
+  logger.info({ wouldBe: file }, 'no state file written (its directory does not exist; pass --state FILE); `status` will not see this agent');
+  return null;
+}
 
 async function main(): Promise<void> {
   let parsed;
   try {
-    parsed = parseArgs({ options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' } }, allowPositionals: true });
+    parsed = parseArgs({
+      options: {
+        config: { type: 'string', short: 'c' },
+        identity: { type: 'string' },
+        state: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      allowPositionals: true,
+    });
   } catch (err) {
     throw new ConfigError([`${(err as Error).message}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   }
@@ -26,8 +56,12 @@ async function main(): Promise<void> {
     return;
   }
   const command = parsed.positionals[0] ?? 'run';
-  if (!['run', 'check-config', 'diagnose'].includes(command) || parsed.positionals.length > 1) {
+  if (!['run', 'check-config', 'status', 'diagnose'].includes(command) || parsed.positionals.length > 1) {
     throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
+  }
+  if (command === 'status') {
+    process.exitCode = await statusCommand({ file: parsed.values.state ?? defaultStateFile(), json: parsed.values.json ?? false, out: process.stdout });
+    return;
   }
   const file = parsed.values.config ?? DEFAULT_CONFIG;
   if (command === 'diagnose') {
@@ -35,31 +69,69 @@ async function main(): Promise<void> {
     process.exitCode = await diagnoseCommand(file, { json: parsed.values.json === true });
     return;
   }
-  const settings = await loadAgentSettings(file);
+  const identityOverride = parsed.values.identity;
+  const load = async (): Promise<AgentSettings> => {
+    const s = await loadAgentSettings(file);
+    return identityOverride ? Object.freeze({ ...s, identityFile: identityOverride }) : s;
+  };
+  let settings = await load();
   const identity = await loadIdentity(settings.identityFile);
   if (command === 'check-config') {
     process.stdout.write(`${file}: ok (equipment ${identity.equipmentId}, services ${[...settings.services.keys()].join(', ')})\n`);
     return;
   }
   const logger = createLogger({ name: PROGRAM, level: settings.logLevel });
-  const agent = createAgent({ identity, settings, logger });
+  const notifier = createNotifier({ logger });
+  let monitor: ReturnType<typeof createAgentMonitor> | null = null;
+  const agent = createAgent({ identity, settings, logger, onStatus: () => void monitor?.refresh() });
+  monitor = createAgentMonitor({
+    agent,
+    settings: () => settings,
+    equipmentId: identity.equipmentId,
+    configFile: file,
+    notifier,
+    stateFile: await chooseStateFile(parsed.values.state, logger),
+    logger,
+  });
+  const watchdog = createWatchdog({ notifier, health: () => monitor.health(), logger });
   await agent.start();
+  monitor.start();
+  watchdog.start();
+  if (notifier.enabled) logger.info({ watchdogPingMs: watchdog.intervalMs }, 'systemd notification enabled');
 
-  // SIGHUP: re-read and validate the settings; apply them, or keep the old ones on error.
+  // SIGHUP: re-read and validate the settings; apply the hot ones, or keep the old ones on error.
+  let reloading = Promise.resolve();
   process.on('SIGHUP', () => {
-    loadAgentSettings(file).then(
-      (next) => agent.applySettings(next),
-      (err) => logger.error({ problems: err instanceof ConfigError ? err.problems : [String(err)] }, 'reload refused; keeping the running settings'),
-    );
+    reloading = reloading.then(async () => {
+      await monitor.reloading();
+      try {
+        const next = await load();
+        const restartRequired = restartRequiredChanges(settings, next);
+        settings = hotReloadable(settings, next);
+        agent.applySettings(settings);
+        if (restartRequired.length > 0) logger.warn({ restartRequired }, 'these settings changed but apply only after a restart');
+        await monitor.reloaded({ ok: true, problems: [], restartRequired });
+      } catch (err) {
+        const problems = err instanceof ConfigError ? err.problems : [String(err)];
+        logger.error({ problems }, 'reload refused; keeping the running settings');
+        await monitor.reloaded({ ok: false, problems, restartRequired: [] });
+      }
+    });
   });
   await new Promise<void>((resolve) => {
     const stop = (sig: NodeJS.Signals): void => {
       logger.info({ signal: sig }, 'stopping');
-      void agent.stop().then(resolve);
+      watchdog.stop();
+      void monitor
+        .stopping()
+        .then(() => agent.stop())
+        .then(() => monitor.stop())
+        .then(resolve);
     };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });
+  await notifier.flush();
   logger.info('stopped');
 }
 

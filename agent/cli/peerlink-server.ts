@@ -5,6 +5,8 @@ import { createLogger } from '../common/logger.js';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
 import { createRendezvousServer } from '../server/server.js';
 import { loadServerSecrets, loadServerSettings } from '../server/settings.js';
+import { createNotifier } from '../systemd/notify.js';
+import { createWatchdog } from '../systemd/watchdog.js';
 import { onceSignal, reportAndExit } from './run-main.js';
 
 const PROGRAM = 'peerlink-server';
@@ -55,6 +57,13 @@ async function main(): Promise<void> {
   });
   await server.start();
   logger.info({ udp: server.udpAddress(), tls: server.tlsAddress() }, 'rendezvous server listening');
+  // systemd (Type=notify): ready once listening; the watchdog pings prove the event loop turns.
+  const notifier = createNotifier({ logger });
+  const watchdog = createWatchdog({ notifier, health: () => ({ ok: true }), logger });
+  const at = (a: { address: string; port: number }): string => `${a.address}:${a.port}`;
+  const listening = `listening on udp ${at(server.udpAddress())}, tls ${at(server.tlsAddress())}`;
+  void notifier.send({ READY: '1', STATUS: listening });
+  watchdog.start();
   // SIGUSR2 prints the equipment list (patent Fig. 9) to the log, for operators and the lab.
   process.on('SIGUSR2', () => {
     const list = [...server.registry.entries()].map(([id, e]) => ({ id, address: e.address, port: e.port, lastSeenMs: e.lastSeenMs }));
@@ -62,6 +71,8 @@ async function main(): Promise<void> {
   });
   const sig = await onceSignal(['SIGTERM', 'SIGINT']);
   logger.info({ signal: sig }, 'stopping');
+  watchdog.stop();
+  await notifier.send({ STOPPING: '1', STATUS: 'stopping' });
   await server.stop();
   logger.info('stopped');
 }

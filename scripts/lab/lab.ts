@@ -76,7 +76,7 @@ export function matrixTable(results: readonly CellResult[]): string {
     '|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of results) {
-    const target = r.directRequired ? (r.path === 'relayed via server' ? '**direct required**' : 'direct required: met') : 'relay allowed';
+    const target = r.directRequired ? (r.connected && r.path !== 'relayed via server' ? 'direct required: met' : '**direct required: missed**') : 'relay allowed';
     lines.push(
       `| ${r.clientNat} | ${r.deviceNat} | ${r.upnp} | ${r.connected ? 'yes' : '**no**'} | ${r.path} | ${target} | ${r.connectMs === null ? '-' : `${r.connectMs} ms`} | ${r.bytesVerified} | ${r.registeredAs || '-'} | ${r.connected ? '' : (/PEERLINK_ERR_[A-Z_]+/.exec(r.error ?? '')?.[0] ?? (r.error ?? '').replace(/\|/g, '/').slice(0, 80))} |`,
     );
@@ -113,8 +113,17 @@ async function matrix(opts: { out?: string; jobs: number; quick: boolean; side: 
     while (next < cells.length && !interrupted) {
       const i = next++;
       const c = cells[i]!;
-      results[i] = await runCell({ client: { ...opts.side, nat: c.client }, device: { ...opts.side, nat: c.device }, upnp: c.upnp, upnpOn: c.upnpOn });
+      const lines: string[] = [];
+      results[i] = await runCell({
+        client: { ...opts.side, nat: c.client },
+        device: { ...opts.side, nat: c.device },
+        upnp: c.upnp,
+        upnpOn: c.upnpOn,
+        onLine: (who, l) => lines.push(`${typeof l.time === 'number' ? new Date(l.time).toISOString() : '-'} ${who.padEnd(6)} ${String(l.msg)}${lineDetail(l)}`),
+      });
       const r = results[i]!;
+      // A failed cell's program logs, for looking into it afterwards.
+      if (!r.connected && opts.out) await writeFile(`${opts.out}.cell-${i + 1}.log`, `${JSON.stringify(r)}\n${lines.join('\n')}\n`);
       process.stderr.write(`${stamp()}  [${i + 1}/${cells.length}] client ${c.client}, device ${c.device}, upnp ${r.upnp}: ${r.connected ? `connected in ${r.connectMs} ms` : `no (${r.error})`}\n`);
     }
   };

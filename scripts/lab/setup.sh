@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs what the NAT lab needs (Debian packages). Needs root; a no-op when all is present.
+# Installs what the NAT lab and the systemd specs need (Debian packages). Needs root; a no-op when all is present.
 set -euo pipefail
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
 command -v conntrack >/dev/null || need+=(conntrack)
 command -v miniupnpd >/dev/null || need+=(miniupnpd miniupnpd-nftables)
+# systemd-nspawn boots a real systemd for test/systemd/ (the agent's unit).
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 if [ ${#need[@]} -eq 0 ]; then echo "lab: all packages present"; exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then echo "lab: need root to install ${need[*]}" >&2; exit 1; fi
 echo "lab: installing ${need[*]}"

@@ -14,6 +14,7 @@ const CASES: readonly { client: NatKind; device: NatKind; upnp: UpnpKind; why: s
   { client: 'symmetric', device: 'none', upnp: 'none', why: 'the device has a public address' },
   { client: 'double', device: 'symmetric', upnp: 'igd2', why: "the device's router forwards a port (UPnP IGD v2)" },
   { client: 'symmetric', device: 'port-restricted', upnp: 'natpmp', why: "the device's router forwards a port (NAT-PMP)" },
+  { client: 'symmetric', device: 'symmetric', upnp: 'igd1', why: "the device's router forwards a port (UPnP IGD v1)" },
 ];
 
 for (const c of CASES) {
@@ -36,6 +37,9 @@ for (const c of CASES) {
       const mapped = agentLines.find((l) => l.msg === 'port mapped');
       t.truthy(mapped, 'the agent mapped its reverse port');
       t.regex(String(mapped?.external), /^202\.204\.16\.13:\d+$/);
+      // Each gateway kind through its own protocol (IGD v1 is not silently served by NAT-PMP).
+      t.is(mapped?.via, c.upnp === 'natpmp' ? 'natpmp' : 'upnp');
+      if (c.upnp !== 'natpmp') t.is(mapped?.igd, `urn:schemas-upnp-org:service:WANIPConnection:${c.upnp === 'igd1' ? 1 : 2}`);
       t.truthy(agentLines.find((l) => l.msg === 'port mapping removed'), 'the agent removed its mapping on a clean exit');
     }
   });

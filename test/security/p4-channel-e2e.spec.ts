@@ -65,7 +65,8 @@ function dial(d: DialAs): Promise<TLSSocket> {
     clientNonce: d.clientNonce,
     equipmentId: d.equipmentId ?? EQUIPMENT_ID,
     service: d.service ?? SERVICE,
-    timeoutMs: 3000,
+    // Generous: a loaded CI machine (load ~10 seen) must not turn a slow handshake into a failure.
+    timeoutMs: 10_000,
   });
 }
 

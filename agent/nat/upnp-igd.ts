@@ -1,0 +1,121 @@
+/**
+ * A UPnP Internet Gateway Device client, v1 and v2: read the description document, find the
+ * WANIPConnection (v2 or v1) or WANPPPConnection:1 service, and call its SOAP actions
+ * GetExternalIPAddress, AddPortMapping and DeletePortMapping. These three actions are the same in
+ * both versions (v2 only forbids an unlimited lease, so a lease is always given).
+ */
+import { abortError } from '../common/errors.js';
+
+export const WAN_SERVICE_TYPES = [
+  'urn:schemas-upnp-org:service:WANIPConnection:2',
+  'urn:schemas-upnp-org:service:WANIPConnection:1',
+  'urn:schemas-upnp-org:service:WANPPPConnection:1',
+] as const;
+const MAX_XML_BYTES = 256 * 1024;
+
+export interface IgdService {
+  readonly controlUrl: URL;
+  readonly serviceType: string;
+  /** 1 or 2, from the service type. */
+  readonly version: number;
+}
+
+export class UpnpError extends Error {
+  constructor(
+    message: string,
+    readonly upnpCode?: number,
+  ) {
+    super(message);
+  }
+}
+
+const xmlText = (s: string): string => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
+const xmlEscape = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+const tag = (xml: string, name: string): string | undefined => new RegExp(`<(?:[\\w-]+:)?${name}>([\\s\\S]*?)</(?:[\\w-]+:)?${name}>`).exec(xml)?.[1];
+
+/** The best WAN connection service of a description document, or null when it has none. */
+export function findWanService(descriptionXml: string, location: URL): IgdService | null {
+  const base = tag(descriptionXml, 'URLBase')?.trim();
+  const services = [...descriptionXml.matchAll(/<service>([\s\S]*?)<\/service>/g)].map((m) => m[1]!);
+  for (const type of WAN_SERVICE_TYPES) {
+    const s = services.find((x) => tag(x, 'serviceType')?.trim() === type);
+    const control = s ? tag(s, 'controlURL')?.trim() : undefined;
+    if (!control) continue;
+    try {
+      return { controlUrl: new URL(xmlText(control), base ? new URL(base) : location), serviceType: type, version: Number(type.slice(-1)) };
+    } catch {
+      continue;
+    }
+  }
+  return null;
+}
+
+async function readBounded(res: Response): Promise<string> {
+  const text = await res.text();
+  if (text.length > MAX_XML_BYTES) throw new UpnpError(`answer larger than ${MAX_XML_BYTES} bytes`);
+  return text;
+}
+
+export async function describeGateway(location: URL, signal: AbortSignal): Promise<IgdService> {
+  if (signal.aborted) throw abortError(signal);
+  const res = await fetch(location, { signal });
+  if (!res.ok) throw new UpnpError(`description ${location.href}: HTTP ${res.status}`);
+  const service = findWanService(await readBounded(res), location);
+  if (!service) throw new UpnpError(`description ${location.href}: no WANIPConnection or WANPPPConnection service`);
+  return service;
+}
+
+/** One SOAP action; resolves with the response's body XML, rejects with the gateway's UPnP error. */
+export async function soapCall(s: IgdService, action: string, args: Readonly<Record<string, string | number>>, signal: AbortSignal): Promise<string> {
+  const body =
+    '<?xml version="1.0"?>\r\n<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body>' +
+    `<u:${action} xmlns:u="${s.serviceType}">` +
+    Object.entries(args).map(([k, v]) => `<${k}>${xmlEscape(String(v))}</${k}>`).join('') +
+    `</u:${action}></s:Body></s:Envelope>\r\n`;
+  const res = await fetch(s.controlUrl, {
+    method: 'POST',
+    headers: { 'Content-Type': 'text/xml; charset="utf-8"', SOAPAction: `"${s.serviceType}#${action}"` },
+    body,
+    signal,
+  });
+  const text = await readBounded(res);
+  if (!res.ok) {
+    const code = Number(tag(text, 'errorCode') ?? NaN);
+    const description = tag(text, 'errorDescription') ?? `HTTP ${res.status}`;
+    throw new UpnpError(`${action}: ${Number.isFinite(code) ? `${code} ` : ''}${xmlText(description)}`, Number.isFinite(code) ? code : undefined);
+  }
+  return text;
+}
+
+export async function externalAddress(s: IgdService, signal: AbortSignal): Promise<string> {
+  const xml = await soapCall(s, 'GetExternalIPAddress', {}, signal);
+  const ip = tag(xml, 'NewExternalIPAddress')?.trim();
+  if (!ip) throw new UpnpError('GetExternalIPAddress: no address in the answer');
+  return ip;
+}
+
+export function addPortMapping(
+  s: IgdService,
+  m: { externalPort: number; internalPort: number; internalClient: string; description: string; leaseS: number },
+  signal: AbortSignal,
+): Promise<string> {
+  return soapCall(
+    s,
+    'AddPortMapping',
+    {
+      NewRemoteHost: '',
+      NewExternalPort: m.externalPort,
+      NewProtocol: 'TCP',
+      NewInternalPort: m.internalPort,
+      NewInternalClient: m.internalClient,
+      NewEnabled: 1,
+      NewPortMappingDescription: m.description,
+      NewLeaseDuration: m.leaseS,
+    },
+    signal,
+  );
+}
+
+export function deletePortMapping(s: IgdService, externalPort: number, signal: AbortSignal): Promise<string> {
+  return soapCall(s, 'DeletePortMapping', { NewRemoteHost: '', NewExternalPort: externalPort, NewProtocol: 'TCP' }, signal);
+}
