@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * npm run bench [-- tunnel | agent | server]: throughput through the real programs on loopback, as ratios against
+ * npm run bench [-- tunnel | agent | server | provision]: throughput through the real programs on loopback, as ratios against
  * a baseline measured in the same run (plain TCP to the same echo service), never as absolute
  * targets (the machines are noisy). Prints a table and writes bench-results.json (--out FILE).
  * `server`: the rendezvous server against its limits (scripts/bench/server.ts).
@@ -98,7 +98,14 @@ async function main(): Promise<void> {
   // npm run bench -- agent: the agent's footprint (scripts/bench/agent.ts); -- server: scripts/bench/server.ts.
   if (process.argv[2] === 'agent') return (await import('./bench/agent.js')).runAgentBench(process.argv.slice(3));
   if (process.argv[2] === 'server') return (await import('./bench/server.js')).serverBench(process.argv.slice(3));
-  const { values } = parseArgs({ allowPositionals: true, options: { out: { type: 'string' } } });
+  const { values, positionals } = parseArgs({ allowPositionals: true, options: { out: { type: 'string' }, devices: { type: 'string' }, jobs: { type: 'string' } } });
+  // npm run bench -- provision: a factory batch of 10,000 devices (scripts/bench/provision.ts).
+  if (positionals[0] === 'provision') {
+    const { provisionBench } = await import('./bench/provision.js');
+    const num = (v: string | undefined): number | undefined => (v === undefined ? undefined : Number(v));
+    await provisionBench({ devices: num(values.devices), jobs: num(values.jobs), out: values.out });
+    return;
+  }
   const r = await tunnelBench();
   const rows = [
     ['plain TCP to the echo service (baseline)', r.plainTcpMbps!, 1],

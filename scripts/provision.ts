@@ -21,6 +21,9 @@ import { CA_VALIDITY_DAYS, CERT_MAX_VALIDITY_DAYS, createCa } from '../agent/pki
 import { SERVER_CERT_VALIDITY_DAYS, issueServerCert, normalizeServerHosts } from '../agent/pki/server-cert.js';
 import { createRegistrationMasterKey, formatMasterKey, loadMasterKey } from '../agent/pki/master-key.js';
 import { createDeviceIdentity, writeDeviceIdentity } from '../agent/pki/device.js';
+import { ID_SCHEMES, type IdScheme, parseDeviceCsv, serialRange } from '../agent/pki/device-id.js';
+import { progressBar, runBatch } from './provision/batch.js';
+import { X509Certificate } from 'node:crypto';
 
 const PROGRAM = 'peerlink-provision';
 export const EXIT_OK = 0;
@@ -50,6 +53,19 @@ Commands:
       Write a device identity: FILE (0600). Prints the label password on stdout as
       "password: XXXX-XXXX-XXXX-XXXX-XXXX", or, with --password-file, uses the first line of F
       and prints nothing. Refuses to replace FILE without --force.
+
+  batch --master-key FILE --ca-cert FILE --out-dir DIR (--csv FILE | --range START-END [--digits N])
+        [--id-scheme serial|mac] [--prefix P] [--server HOST:PORT] [--product NAME] [--rotate] [--jobs N]
+      Provision many devices: DIR/<ID>/identity.toml (0600, for the device) and DIR/<ID>/label.svg
+      (0600 until printed: it shows the password and a QR code of peerlink://connect?...).
+      The CSV has a header row with a "serial" column and, for --id-scheme mac, a "mac" column.
+      IDs are P + serial, or P + the MAC's 12 hex digits. Re-runs keep existing devices unless
+      --rotate (new password and keys). Each device is written whole or not at all.
+      DIR/manifest.csv lists what each run created. The server needs nothing new: the
+      registration master key is its one artefact for every device.
+
+  renew-server-cert --ca-dir DIR --dir DIR2 [--days N]
+      Re-issue DIR2/server.pem for the same names with a fresh key (DIR2/server.key).
 
 Options:
   -h, --help  Show this help.
@@ -224,6 +240,136 @@ async function cmdDevice(args: readonly string[], io: ProvisionIo): Promise<void
   if (passwordFile === undefined) io.stdout(`password: ${device.password}\n`);
 }
 
+function readCaCertOnly(pem: string, file: string): string {
+  // The CA key stays on the provisioning station: refuse a file that carries it.
+  if (/PRIVATE KEY-----/.test(pem)) throw new ProvisionError(`${file}: contains a private key; pass the CA certificate alone (the CA key never goes into a device identity)`);
+  return pem;
+}
+
+async function cmdBatch(args: readonly string[], io: ProvisionIo): Promise<boolean> {
+  const { values } = parseArgs({
+    args: [...args],
+    strict: true,
+    allowPositionals: false,
+    options: {
+      'master-key': { type: 'string' },
+      'ca-cert': { type: 'string' },
+      'out-dir': { type: 'string' },
+      csv: { type: 'string' },
+      range: { type: 'string' },
+      digits: { type: 'string' },
+      'id-scheme': { type: 'string' },
+      prefix: { type: 'string' },
+      server: { type: 'string' },
+      product: { type: 'string' },
+      rotate: { type: 'boolean', default: false },
+      jobs: { type: 'string' },
+    },
+  });
+  const outDir = required(values, 'out-dir');
+  const masterKeyFile = required(values, 'master-key');
+  const caCertFile = required(values, 'ca-cert');
+  const csv = optionalString(values, 'csv');
+  const range = optionalString(values, 'range');
+  if ((csv === undefined) === (range === undefined)) throw new UsageError('give exactly one of --csv FILE or --range START-END');
+  const scheme = (optionalString(values, 'id-scheme') ?? 'serial') as IdScheme;
+  if (!ID_SCHEMES.includes(scheme)) throw new UsageError(`--id-scheme must be one of ${ID_SCHEMES.join(', ')}, found ${JSON.stringify(scheme)}`);
+  if (range !== undefined && scheme === 'mac') throw new UsageError('--id-scheme mac needs --csv with a mac column');
+  const intOpt = (name: string, min: number, max: number): number | undefined => {
+    const v = optionalString(values, name);
+    if (v === undefined) return undefined;
+    const n = /^[0-9]+$/.test(v) ? Number(v) : NaN;
+    if (!(n >= min && n <= max)) throw new UsageError(`--${name} must be an integer from ${min} to ${max}, found ${JSON.stringify(v)}`);
+    return n;
+  };
+  const digits = intOpt('digits', 1, 15);
+  const jobs = intOpt('jobs', 0, 256);
+  const server = optionalString(values, 'server');
+  if (server !== undefined && !/^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$/.test(server)) throw new UsageError(`--server must be HOST:PORT, found ${JSON.stringify(server)}`);
+  let records;
+  try {
+    records = csv !== undefined ? parseDeviceCsv(await readText(csv, 'the device list'), csv) : serialRange(range!, digits);
+  } catch (err) {
+    if (isPeerlinkError(err, ErrorCodes.OPTIONS_INVALID)) throw new UsageError(err.message);
+    throw err;
+  }
+  const list = Array.isArray(records) && typeof records[0] === 'string' ? (records as string[]).map((serial) => ({ serial })) : (records as { serial: string; mac?: string }[]);
+  const masterKey = await loadMasterKey(masterKeyFile);
+  const caCertPem = readCaCertOnly(await readText(caCertFile, 'the CA certificate'), caCertFile);
+  const t0 = performance.now();
+  const tty = (process.stderr as { isTTY?: boolean }).isTTY === true && io === processIo;
+  let lastDraw = 0;
+  let lastDecile = -1;
+  let summary;
+  try {
+    summary = await runBatch({
+      outDir, masterKey, caCertPem, rotate: values.rotate === true, records: list, scheme, prefix: optionalString(values, 'prefix') ?? '',
+      ...(server ? { server } : {}), ...(values.product ? { productName: String(values.product) } : {}), ...(jobs !== undefined ? { jobs } : {}),
+      onProgress(done, total) {
+        const now = performance.now();
+        if (tty) {
+          if (now - lastDraw > 100 || done === total) {
+            lastDraw = now;
+            io.stderr(`\r${progressBar(done, total, now - t0)}`);
+            if (done === total) io.stderr('\n');
+          }
+        } else {
+          const decile = Math.floor((done / total) * 10);
+          if (decile !== lastDecile) {
+            lastDecile = decile;
+            io.stderr(`${progressBar(done, total, now - t0)}\n`);
+          }
+        }
+      },
+    });
+  } catch (err) {
+    if (isPeerlinkError(err, ErrorCodes.OPTIONS_INVALID)) throw new UsageError(err.message);
+    throw err;
+  }
+  const secs = summary.elapsedMs / 1000;
+  io.stdout(
+    `batch: ${summary.total} devices in ${secs.toFixed(1)} s (${(summary.total / secs).toFixed(0)}/s): ` +
+      `${summary.created} created, ${summary.rotated} rotated, ${summary.kept} kept (already provisioned), ${summary.failed.length} failed\n` +
+      `devices: ${outDir}/<ID>/identity.toml (to the device), ${outDir}/<ID>/label.svg (to the printer)\n` +
+      `server: nothing new; ${masterKeyFile} (the registration master key) authenticates every device\n`,
+  );
+  for (const f of summary.failed.slice(0, 20)) io.stderr(`${PROGRAM}: ${f.equipmentId} (serial ${f.serial}): ${f.error}\n`);
+  if (summary.failed.length > 20) io.stderr(`${PROGRAM}: ... and ${summary.failed.length - 20} more failures\n`);
+  return summary.failed.length === 0;
+}
+
+async function cmdRenewServerCert(args: readonly string[], io: ProvisionIo): Promise<void> {
+  const { values } = parseArgs({
+    args: [...args],
+    strict: true,
+    allowPositionals: false,
+    options: { 'ca-dir': { type: 'string' }, dir: { type: 'string' }, days: { type: 'string' } },
+  });
+  const caDir = required(values, 'ca-dir');
+  const dir = required(values, 'dir');
+  const validityDays = days(values);
+  const certFile = join(dir, 'server.pem');
+  let old: X509Certificate;
+  try {
+    old = new X509Certificate(await readText(certFile, 'the current server certificate'));
+  } catch (err) {
+    if (err instanceof ProvisionError) throw err;
+    throw new ProvisionError(`${certFile}: not a readable PEM certificate (${(err as Error).message})`);
+  }
+  // "DNS:a.example, IP Address:1.2.3.4": the same names go into the new certificate.
+  const hosts = (old.subjectAltName ?? '')
+    .split(/,\s*/)
+    .map((e) => /^(?:DNS|IP Address):(.+)$/.exec(e.trim())?.[1])
+    .filter((h): h is string => h !== undefined);
+  if (hosts.length === 0) throw new ProvisionError(`${certFile}: has no DNS or IP subjectAltName to renew; use server-cert --host`);
+  const caCertPem = await readText(join(caDir, 'ca.pem'), 'the CA certificate');
+  const caKeyPem = await readText(join(caDir, 'ca.key'), 'the CA key');
+  const server = issueServerCert({ caCertPem, caKeyPem, hosts, validityDays });
+  await writeFileAtomic(join(dir, 'server.key'), server.keyPem, SECRET_FILE_MODE);
+  await writeFileAtomic(certFile, server.certPem, CERT_FILE_MODE);
+  io.stdout(`renewed ${certFile} for ${hosts.join(', ')}: was valid to ${old.validTo}, now to ${new X509Certificate(server.certPem).validTo}\n`);
+}
+
 /** Run the CLI with `argv` (without node and script); resolves to the exit status. */
 export async function main(argv: readonly string[], io: ProvisionIo = processIo): Promise<number> {
   const [command, ...rest] = argv;
@@ -245,6 +391,12 @@ export async function main(argv: readonly string[], io: ProvisionIo = processIo)
         break;
       case 'device':
         await cmdDevice(rest, io);
+        break;
+      case 'batch':
+        if (!(await cmdBatch(rest, io))) return EXIT_FAILURE;
+        break;
+      case 'renew-server-cert':
+        await cmdRenewServerCert(rest, io);
         break;
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);

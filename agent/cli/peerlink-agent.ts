@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** peerlink-agent [run] [--config FILE] | check-config [--config FILE] | status [--json] */
+/** peerlink-agent [run] [--config FILE] | check-config [--config FILE] | status [--json] | diagnose [--json] [--config FILE] */
 import { parseArgs } from 'node:util';
 import { dirname } from 'node:path';
 import { createLogger, type Logger } from '../common/logger.js';
@@ -56,7 +56,7 @@ async function main(): Promise<void> {
     return;
   }
   const command = parsed.positionals[0] ?? 'run';
-  if (!['run', 'check-config', 'status'].includes(command) || parsed.positionals.length > 1) {
+  if (!['run', 'check-config', 'status', 'diagnose'].includes(command) || parsed.positionals.length > 1) {
     throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   }
   if (command === 'status') {
@@ -64,6 +64,11 @@ async function main(): Promise<void> {
     return;
   }
   const file = parsed.values.config ?? DEFAULT_CONFIG;
+  if (command === 'diagnose') {
+    const { diagnoseCommand } = await import('../diagnose/cli.js');
+    process.exitCode = await diagnoseCommand(file, { json: parsed.values.json === true });
+    return;
+  }
   const identityOverride = parsed.values.identity;
   const load = async (): Promise<AgentSettings> => {
     const s = await loadAgentSettings(file);

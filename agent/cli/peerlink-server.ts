@@ -59,6 +59,7 @@ async function main(): Promise<void> {
       ? { redis: { url: settings.redis.url, keyPrefix: settings.redis.keyPrefix, ...(settings.redis.tlsAddress ? { tlsAddress: settings.redis.tlsAddress } : {}) }, ...(settings.redis.nodeId ? { nodeId: settings.redis.nodeId } : {}) }
       : {}),
     ...(settings.metrics.enabled ? { metrics: { host: settings.metrics.host, port: settings.metrics.port } } : {}),
+    probePort: settings.probe.port,
   });
   await server.start();
   logger.info(

@@ -12,6 +12,7 @@ import { REQUEST_FRESHNESS_MS } from '../protocol/constants.js';
 import { createAuthorizer } from './authorizer.js';
 import type { DeviceIdentity } from './identity.js';
 import { createRegistrar, type Registrar, type RegistrarStatus } from './registrar.js';
+import { createAdaptiveKeepalive } from './adaptive-keepalive.js';
 import { ReplayCache } from './replay-cache.js';
 import type { ReverseOffer } from './request-session.js';
 import { createReverseListener, type ReverseListener } from './reverse-listener.js';
@@ -75,6 +76,17 @@ export function createAgent(input: AgentOptions): Agent {
     logger,
     onNotify,
     ...(input.onStatus ? { onStatus: input.onStatus } : {}),
+    ...(settings.keepalive.mode === 'adaptive'
+      ? {
+          keepalive: createAdaptiveKeepalive({
+            equipmentId: identity.equipmentId,
+            registrationKey: identity.registrationKey,
+            minIntervalMs: settings.keepalive.minIntervalMs,
+            maxIntervalMs: settings.keepalive.maxIntervalMs,
+            logger,
+          }),
+        }
+      : {}),
   });
 
   let sessionModule: Promise<typeof import('./request-session.js')> | null = null;

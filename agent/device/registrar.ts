@@ -12,7 +12,8 @@ import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
 import { normalizeAddress, type Endpoint } from '../protocol/address.js';
-import { REGISTER_ACK_TIMEOUT_MS, UDP_TYPE_NOTIFY, UDP_TYPE_REGISTER_ACK } from '../protocol/constants.js';
+import { REGISTER_ACK_TIMEOUT_MS, UDP_TYPE_MAPPING_CHECK, UDP_TYPE_NOTIFY, UDP_TYPE_REGISTER_ACK } from '../protocol/constants.js';
+import type { Keepalive } from './adaptive-keepalive.js';
 import { equalBytes } from '../protocol/keys.js';
 import {
   AckStatus,
@@ -53,6 +54,8 @@ export interface RegistrarOptions {
   readonly onNotify: (requestId: Buffer) => void;
   readonly onStatus?: (status: RegistrarStatus) => void;
   readonly ackTimeoutMs?: number;
+  /** Adaptive keepalive (adaptive-keepalive.ts): decides the interval instead of `intervalMs`. */
+  readonly keepalive?: Keepalive;
 }
 
 export interface Registrar {
@@ -121,6 +124,10 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
       return;
     }
     server = target;
+    if (options.keepalive) {
+      await options.keepalive.beforeRefresh(target);
+      if (stopped || !socket) return;
+    }
     const now = clock.now();
     // Strictly increasing, in server time: the server rejects anything not newer (replay defence).
     const timestampMs = Math.max(Math.floor(now + offsetMs), lastTimestamp + 1);
@@ -175,7 +182,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
       options.onStatus?.(status());
     }
     setState('registered');
-    schedule(options.intervalMs);
+    schedule(options.keepalive ? options.keepalive.afterAck(ack.observed) : options.intervalMs);
   }
 
   function onNotify(n: Notify): void {
@@ -210,6 +217,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     }
     if (parsed.packet.type === UDP_TYPE_REGISTER_ACK) onAck(parsed.packet);
     else if (parsed.packet.type === UDP_TYPE_NOTIFY) onNotify(parsed.packet);
+    else if (parsed.packet.type === UDP_TYPE_MAPPING_CHECK) options.keepalive?.onMappingCheck(parsed.packet.nonce);
     else counters.inc('malformed');
   }
 
@@ -234,6 +242,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
         });
       });
       socket = s;
+      await options.keepalive?.start();
       schedule(0);
     },
     async stop() {
@@ -242,6 +251,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
       clearTimeout(ackTimer);
       const s = socket;
       socket = null;
+      await options.keepalive?.stop();
       if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
     },
   };

@@ -16,6 +16,9 @@ export const RESTART_REQUIRED_KEYS = [
   'server.server_name',
   'registration.interval_ms',
   'registration.local_port',
+  'keepalive.mode',
+  'keepalive.min_interval_ms',
+  'keepalive.max_interval_ms',
   'reverse.enabled',
   'reverse.listen_port',
   'reverse.port_mapping',
@@ -31,6 +34,9 @@ const read: Record<(typeof RESTART_REQUIRED_KEYS)[number], (s: AgentSettings) =>
   'server.server_name': (s) => s.server.serverName,
   'registration.interval_ms': (s) => s.registration.intervalMs,
   'registration.local_port': (s) => s.registration.localPort,
+  'keepalive.mode': (s) => s.keepalive.mode,
+  'keepalive.min_interval_ms': (s) => s.keepalive.minIntervalMs,
+  'keepalive.max_interval_ms': (s) => s.keepalive.maxIntervalMs,
   'reverse.enabled': (s) => s.reverse.enabled,
   'reverse.listen_port': (s) => s.reverse.listenPort,
   'reverse.port_mapping': (s) => s.reverse.portMapping,
@@ -53,6 +59,7 @@ export function hotReloadable(running: AgentSettings, next: AgentSettings): Agen
     logLevel: running.logLevel,
     server: running.server,
     registration: running.registration,
+    keepalive: running.keepalive,
     reverse: running.reverse,
   });
 }

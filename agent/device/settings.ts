@@ -18,8 +18,20 @@ export const MAPPING_RENEW_MS = 600_000;
 export interface AgentSettings {
   readonly identityFile: string;
   readonly logLevel: LogLevel;
-  readonly server: { readonly host: string; readonly udpPort: number; readonly tlsPort: number; readonly serverName: string };
+  readonly server: {
+    readonly host: string;
+    readonly udpPort: number;
+    readonly tlsPort: number;
+    readonly serverName: string;
+    /** The server's probe port (diagnose's NAT mapping test); 0 = the server offers none. */
+    readonly probePort: number;
+  };
   readonly registration: { readonly intervalMs: number; readonly localPort: number };
+  /**
+   * "fixed": register every registration.interval_ms. "adaptive": learn the longest interval the
+   * NAT keeps the mapping for, within [minIntervalMs, maxIntervalMs] (device/keepalive-policy.ts).
+   */
+  readonly keepalive: { readonly mode: 'fixed' | 'adaptive'; readonly minIntervalMs: number; readonly maxIntervalMs: number };
   readonly dial: {
     readonly allowLoopback: boolean;
     readonly allowLinkLocal: boolean;
@@ -47,13 +59,18 @@ export interface AgentSettings {
 }
 
 const IDENTITY_KEYS = new Set(['equipment_id', 'registration_key', 'access_key', 'ca_cert', 'secret', 'password']);
-const TOP = ['identity_file', 'log_level', 'server', 'registration', 'dial', 'reverse', 'services'] as const;
+const TOP = ['identity_file', 'log_level', 'server', 'registration', 'keepalive', 'dial', 'reverse', 'services'] as const;
+export const KEEPALIVE_MODES = ['fixed', 'adaptive'] as const;
+/** Below the server's default registry.stale_after_ms (90 s): a longer interval needs that raised too. */
+export const KEEPALIVE_MAX_INTERVAL_MS = 80_000;
+export const KEEPALIVE_MIN_INTERVAL_MS = 20_000;
 
 export function checkAgentSettings(doc: Record<string, unknown>, file: string, opts: { minIntervalMs?: number } = {}): AgentSettings {
   const c = new SettingsChecker(file);
   c.unknownKeys(doc, '', TOP, (k) => (IDENTITY_KEYS.has(k) ? ' (identity keys belong in the factory identity file, not in settings)' : undefined));
-  const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name']);
+  const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name', 'probe_port']);
   const reg = c.table(doc, 'registration', 'registration', ['interval_ms', 'local_port']);
+  const ka = c.table(doc, 'keepalive', 'keepalive', ['mode', 'min_interval_ms', 'max_interval_ms']);
   const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'connect_timeout_ms', 'direct_timeout_ms', 'relay_after_ms', 'hole_punch', 'max_concurrent']);
   const rev = c.table(doc, 'reverse', 'reverse', ['enabled', 'listen_port', 'port_mapping', 'mapping_renew_ms']);
   const svc = c.table(doc, 'services', 'services', Object.keys((doc.services as object | undefined) ?? {}));
@@ -87,10 +104,16 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       udpPort: c.int(server, 'udp_port', 'server.udp_port', { default: 7400, min: 1, max: 65535 }),
       tlsPort: c.int(server, 'tls_port', 'server.tls_port', { default: 7443, min: 1, max: 65535 }),
       serverName: c.str(server, 'server_name', 'server.server_name', { default: host }),
+      probePort: c.int(server, 'probe_port', 'server.probe_port', { default: 0, min: 0, max: 65535 }),
     },
     registration: {
       intervalMs: c.int(reg, 'interval_ms', 'registration.interval_ms', { default: REGISTER_INTERVAL_MS, min: minInterval, max: 3_600_000 }),
       localPort: c.int(reg, 'local_port', 'registration.local_port', { default: 0, min: 0, max: 65535 }),
+    },
+    keepalive: {
+      mode: c.enumOf(ka, 'mode', 'keepalive.mode', KEEPALIVE_MODES, 'fixed'),
+      minIntervalMs: c.int(ka, 'min_interval_ms', 'keepalive.min_interval_ms', { default: Math.max(KEEPALIVE_MIN_INTERVAL_MS, minInterval), min: minInterval, max: 3_600_000 }),
+      maxIntervalMs: c.int(ka, 'max_interval_ms', 'keepalive.max_interval_ms', { default: KEEPALIVE_MAX_INTERVAL_MS, min: minInterval, max: 3_600_000 }),
     },
     dial: {
       allowLoopback: c.bool(dial, 'allow_loopback', 'dial.allow_loopback', false),
@@ -109,6 +132,9 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
     },
     services,
   };
+  if (settings.keepalive.maxIntervalMs < settings.keepalive.minIntervalMs) {
+    c.problems.push(`${file}: keepalive.max_interval_ms: expected at least keepalive.min_interval_ms (${settings.keepalive.minIntervalMs}), found ${settings.keepalive.maxIntervalMs}`);
+  }
   if (services.size === 0 && !serviceEntriesInvalid) {
     c.problems.push(`${file}: services: expected at least one service (e.g. http = "127.0.0.1:80"), found none`);
   }

@@ -15,6 +15,14 @@ export const UDP_MAGIC = 0x504c; // "PL"
 export const UDP_TYPE_REGISTER = 1;
 export const UDP_TYPE_REGISTER_ACK = 2;
 export const UDP_TYPE_NOTIFY = 3;
+/** A tagged "what do you see?" that changes nothing at the server (diagnose, keepalive learning). */
+export const UDP_TYPE_PROBE = 4;
+/** Server -> the device's registered mapping, on request by a PROBE: "is that mapping still open?" */
+export const UDP_TYPE_MAPPING_CHECK = 5;
+/** PROBE flag: also send a MAPPING_CHECK to the mapping registered for this ID. */
+export const PROBE_FLAG_CHECK_MAPPING = 0x01;
+/** A probe asking for a mapping check is padded so that the ack and the check together are no larger (P6). */
+export const PROBE_WITH_CHECK_MIN_BYTES = 112;
 /** Registrations are padded to at least this size so that no ack is larger (P6: no amplification). */
 export const REGISTER_MIN_BYTES = 64;
 export const UDP_MAX_BYTES = 256;

@@ -9,6 +9,11 @@
  *   REGISTER_ACK server -> device  header | status (u8) | echoed nonce (8) | server time ms (u64)
  *                                  | observed endpoint (family, address, port) | tag (16)
  *   NOTIFY       server -> device  header | request id (16) | server time ms (u64) | tag (16)
+ *   PROBE        device -> server  header | flags (u8) | id (u8 len + bytes) | timestamp ms (u64) | nonce (8)
+ *                                  | zero padding to >= 64 bytes in all | tag (16); answered with a
+ *                                  REGISTER_ACK, but changes nothing at the server
+ *   MAPPING_CHECK server -> device header | echoed probe nonce (8) | server time ms (u64) | tag (16),
+ *                                  sent to the registered mapping when the probe asks for it
  *
  * The ack is never longer than the registration it answers (P6). Decoding is split in two:
  * `peek*` parses the structure without a key (to find the ID), `verify*` checks the tag.
@@ -18,12 +23,16 @@ import { ByteReader, ByteWriter } from './bytes.js';
 import {
   EQUIPMENT_ID_MAX_BYTES,
   EQUIPMENT_ID_PATTERN,
+  PROBE_FLAG_CHECK_MAPPING,
+  PROBE_WITH_CHECK_MIN_BYTES,
   PROTOCOL_VERSION,
   REGISTER_MIN_BYTES,
   REQUEST_ID_BYTES,
   UDP_MAGIC,
   UDP_MAX_BYTES,
+  UDP_TYPE_MAPPING_CHECK,
   UDP_TYPE_NOTIFY,
+  UDP_TYPE_PROBE,
   UDP_TYPE_REGISTER,
   UDP_TYPE_REGISTER_ACK,
 } from './constants.js';
@@ -60,7 +69,21 @@ export interface Notify {
   readonly serverTimeMs: number;
 }
 
-export type UdpPacket = Register | RegisterAck | Notify;
+export interface Probe {
+  readonly type: typeof UDP_TYPE_PROBE;
+  readonly flags: number;
+  readonly equipmentId: string;
+  readonly timestampMs: number;
+  readonly nonce: Buffer;
+}
+
+export interface MappingCheck {
+  readonly type: typeof UDP_TYPE_MAPPING_CHECK;
+  readonly nonce: Buffer;
+  readonly serverTimeMs: number;
+}
+
+export type UdpPacket = Register | RegisterAck | Notify | Probe | MappingCheck;
 
 /** A parsed packet with what its tag covers, so the tag can be checked once the key is known. */
 export interface Parsed<T extends UdpPacket> {
@@ -83,6 +106,18 @@ export function encodeRegister(p: Omit<Register, 'type'>, key: Uint8Array): Buff
   const pad = REGISTER_MIN_BYTES - MAC_BYTES - w.length;
   if (pad > 0) w.zeros(pad);
   return seal(w, key);
+}
+
+export function encodeProbe(p: Omit<Probe, 'type'>, key: Uint8Array): Buffer {
+  const w = header(UDP_TYPE_PROBE).u8(p.flags).shortString(p.equipmentId).timeMs(p.timestampMs).bytes(p.nonce);
+  const min = (p.flags & PROBE_FLAG_CHECK_MAPPING) !== 0 ? PROBE_WITH_CHECK_MIN_BYTES : REGISTER_MIN_BYTES;
+  const pad = min - MAC_BYTES - w.length;
+  if (pad > 0) w.zeros(pad);
+  return seal(w, key);
+}
+
+export function encodeMappingCheck(p: Omit<MappingCheck, 'type'>, key: Uint8Array): Buffer {
+  return seal(header(UDP_TYPE_MAPPING_CHECK).bytes(p.nonce).timeMs(p.serverTimeMs), key);
 }
 
 export function encodeRegisterAck(p: Omit<RegisterAck, 'type'>, key: Uint8Array): Buffer {
@@ -134,6 +169,24 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
       const serverTimeMs = r.timeMs('serverTime');
       r.end();
       packet = { type, requestId, serverTimeMs };
+      break;
+    }
+    case UDP_TYPE_PROBE: {
+      if (buf.length < REGISTER_MIN_BYTES) throw new ProtocolError('udp.probe', `shorter than ${REGISTER_MIN_BYTES} bytes`);
+      const flags = r.u8('flags');
+      const equipmentId = r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN);
+      const timestampMs = r.timeMs('timestamp');
+      const nonce = r.bytes(REGISTER_NONCE_BYTES, 'nonce');
+      const padding = r.bytes(r.remaining, 'padding');
+      if (padding.some((b) => b !== 0)) throw new ProtocolError('udp.padding', 'must be zero');
+      packet = { type, flags, equipmentId, timestampMs, nonce };
+      break;
+    }
+    case UDP_TYPE_MAPPING_CHECK: {
+      const nonce = r.bytes(REGISTER_NONCE_BYTES, 'nonce');
+      const serverTimeMs = r.timeMs('serverTime');
+      r.end();
+      packet = { type, nonce, serverTimeMs };
       break;
     }
     default:

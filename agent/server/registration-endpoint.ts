@@ -20,7 +20,7 @@ import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
 import { ProtocolError } from '../common/errors.js';
 import { normalizeAddress } from '../protocol/address.js';
-import { REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_REGISTER } from '../protocol/constants.js';
+import { REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE, UDP_TYPE_REGISTER } from '../protocol/constants.js';
 import { deriveRegistrationKey } from '../protocol/keys.js';
 import {
   AckStatus,
@@ -33,6 +33,7 @@ import {
 import type { Endpoint } from '../protocol/address.js';
 import type { RateLimiter } from './rate-limiter.js';
 import type { RecordResult, Registry, RegistryBackend, RegistryEntry } from './registry.js';
+import { answerProbe } from './probe-responder.js';
 
 export const REGISTRATION_COUNTERS = [
   'accepted',
@@ -46,6 +47,8 @@ export const REGISTRATION_COUNTERS = [
   'rateLimited',
   'registryUnavailable',
   'overloaded',
+  'probes',
+  'mappingChecks',
 ] as const;
 export type RegistrationCounter = (typeof REGISTRATION_COUNTERS)[number];
 
@@ -101,6 +104,17 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     } catch (err) {
       counters.inc('malformed');
       logger.debug({ from: rinfo.address, field: (err as ProtocolError).field }, 'dropped malformed packet');
+      return;
+    }
+    if (parsed.packet.type === UDP_TYPE_PROBE) {
+      const answer = answerProbe(parsed, rinfo, { masterKey, clock, registry, clockWindowMs: windowMs });
+      if (!answer) return void counters.inc('badTag');
+      counters.inc('probes');
+      send(answer.ack, rinfo);
+      if (answer.check) {
+        counters.inc('mappingChecks');
+        send(answer.check.packet, answer.check);
+      }
       return;
     }
     if (parsed.packet.type !== UDP_TYPE_REGISTER) {

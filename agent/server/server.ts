@@ -29,6 +29,7 @@ import { createRateLimiter, type RateLimit } from './rate-limiter.js';
 import { createRelayBridge } from './relay-bridge.js';
 import { createRedisRegistry, type RedisRegistry } from './redis-registry.js';
 import { createMemoryRegistry, type Registry, type RegistryBackend } from './registry.js';
+import { createProbeEndpoint } from './probe-responder.js';
 import {
   createRelay,
   RELAY_BYTES_PER_SECOND,
@@ -94,12 +95,14 @@ export interface RendezvousServerOptions {
   /** Metrics and health listener (off unless given). */
   readonly metrics?: { readonly host: string; readonly port: number };
   readonly shutdownGraceMs?: number;
+  /** A second UDP port that answers probes (diagnose's NAT mapping test); absent or 0 = none. */
+  readonly probePort?: number;
 }
 
 const OPTION_KEYS = [
   'udpHost', 'udpPort', 'tlsHost', 'tlsPort', 'certPem', 'keyPem', 'masterKey', 'registry', 'clock', 'logger',
   'staleAfterMs', 'forgetAfterMs', 'clockWindowMs', 'attachTimeoutMs', 'notifyRetryMs', 'maxPendingPerDevice', 'relay',
-  'nodeId', 'redis', 'limits', 'metrics', 'shutdownGraceMs',
+  'nodeId', 'redis', 'limits', 'metrics', 'shutdownGraceMs', 'probePort',
 ] as const;
 
 export interface RendezvousServer {
@@ -215,6 +218,9 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
         },
       })
     : undefined;
+  const probe = input.probePort
+    ? createProbeEndpoint({ host: opts.udpHost, port: input.probePort, masterKey: opts.masterKey, clock: opts.clock, logger: opts.logger, clockWindowMs: opts.clockWindowMs })
+    : null;
   const broker = createConnectionBroker({
     host: opts.tlsHost,
     port: opts.tlsPort,
@@ -275,11 +281,13 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
       await cluster?.start();
       await registration.start();
       try {
+        await probe?.start();
         await broker.start();
       } catch (err) {
         await registration.stop();
         await cluster?.stop();
         await metrics?.stop();
+        await probe?.stop();
         throw err;
       }
       sweeper = setInterval(() => {
@@ -296,6 +304,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
       await registration.stop();
       await cluster?.stop();
       await metrics?.stop();
+      await probe?.stop();
     },
     udpAddress: () => registration.address(),
     tlsAddress: () => broker.address(),

@@ -29,6 +29,8 @@ export interface ServerSettings {
   readonly registrationMasterKeyFile: string;
   readonly registry: { readonly staleAfterMs: number; readonly forgetAfterMs: number; readonly clockWindowMs: number };
   readonly requests: { readonly attachTimeoutMs: number; readonly notifyRetryMs: number; readonly maxPendingPerDevice: number };
+  /** The second UDP port that answers probes (diagnose's NAT test); 0 = off. */
+  readonly probe: { readonly port: number };
   readonly relay: { readonly maxSessions: number; readonly bytesPerSecond: number; readonly maxDurationMs: number; readonly joinTimeoutMs: number };
   /** Present: this is one node of several sharing the registry through Redis. */
   readonly redis: { readonly url: string; readonly nodeId: string | undefined; readonly keyPrefix: string; readonly tlsAddress: string | undefined } | null;
@@ -40,7 +42,7 @@ export interface ServerSettings {
 const REDIS_URL = /^rediss?:\/\/[^\s]+$/;
 const NODE_ID = /^[A-Za-z0-9._:/-]{1,64}$/;
 
-const TOP = ['log_level', 'registration_master_key_file', 'udp', 'tls', 'registry', 'requests', 'relay', 'redis', 'limits', 'metrics', 'shutdown'] as const;
+const TOP = ['log_level', 'registration_master_key_file', 'udp', 'tls', 'registry', 'requests', 'relay', 'redis', 'limits', 'metrics', 'shutdown', 'probe'] as const;
 const LIMIT_KEYS = [
   'registrations_per_source_per_s', 'registrations_per_source_burst',
   'requests_per_source_per_min', 'requests_per_source_burst',
@@ -66,6 +68,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
     const burst = c.int(lim, `${key}_burst`, `limits.${key}_burst`, { default: def.burst, min: 1, max: 10_000_000 });
     return Object.freeze({ perSecond: rate / scale, burst });
   };
+  const probe = c.table(doc, 'probe', 'probe', ['port']);
   const settings: ServerSettings = {
     logLevel: c.enumOf(doc, 'log_level', 'log_level', LOG_LEVELS, 'info'),
     udp: {
@@ -92,6 +95,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
       notifyRetryMs: c.int(req, 'notify_retry_ms', 'requests.notify_retry_ms', { default: NOTIFY_RETRY_MS, min: 50, max: 60_000 }),
       maxPendingPerDevice: c.int(req, 'max_pending_per_device', 'requests.max_pending_per_device', { default: 8, min: 1, max: 1000 }),
     },
+    probe: { port: c.int(probe, 'port', 'probe.port', { default: 0, min: 0, max: 65535 }) },
     relay: {
       maxSessions: c.int(rel, 'max_sessions', 'relay.max_sessions', { default: RELAY_MAX_SESSIONS, min: 0, max: 1_000_000 }),
       bytesPerSecond: c.int(rel, 'bytes_per_second', 'relay.bytes_per_second', { default: RELAY_BYTES_PER_SECOND, min: 1024, max: 10_000_000_000 }),

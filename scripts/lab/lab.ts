@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * npm run lab -- trace | matrix [--out FILE] [--jobs N] | renumber
+ * npm run lab -- trace | matrix [--out FILE] [--jobs N] | renumber | keepalive [--minutes N]
  * The patent's Fig. 1 for real: network namespaces, nftables NAPT routers, miniupnpd, and the
  * real programs. Needs root and the packages of scripts/lab/setup.sh.
  */
@@ -142,7 +142,7 @@ async function main(): Promise<number> {
     allowPositionals: true,
     options: {
       out: { type: 'string' }, jobs: { type: 'string' }, quick: { type: 'boolean' }, loss: { type: 'string' }, 'udp-timeout': { type: 'string' },
-      client: { type: 'string' }, device: { type: 'string' }, upnp: { type: 'string' }, 'upnp-on': { type: 'string' },
+      client: { type: 'string' }, device: { type: 'string' }, upnp: { type: 'string' }, 'upnp-on': { type: 'string' }, minutes: { type: 'string' },
     },
   });
   if (!isRoot()) {
@@ -190,7 +190,14 @@ async function main(): Promise<number> {
     const r = await renumberScenario({ log: (s) => out(`${stamp()}  ${s}`) });
     return r.connected ? 0 : 1;
   }
-  process.stderr.write('usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] | renumber\n');
+  if (cmd === 'keepalive') {
+    const { keepaliveFullRun } = await import('./keepalive.js');
+    const table = await keepaliveFullRun(Number(values.minutes ?? 40), (l) => out(`${stamp()}  ${l}`));
+    out(table);
+    if (values.out) await writeFile(values.out, `${table}\n`);
+    return 0;
+  }
+  process.stderr.write('usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] | renumber | keepalive [--minutes N]\n');
   return 2;
 }
 

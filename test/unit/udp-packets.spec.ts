@@ -320,3 +320,18 @@ testProp(
     t.true(ack.length <= reg.length, `ack ${ack.length} > registration ${reg.length}`);
   },
 );
+
+test('PROBE and MAPPING_CHECK round-trip; a probe is padded like a registration (P6) and a check is smaller', async (t) => {
+  const { encodeProbe, encodeMappingCheck } = await import('../../agent/protocol/udp-packets.js');
+  const { UDP_TYPE_PROBE, UDP_TYPE_MAPPING_CHECK, REGISTER_MIN_BYTES } = await import('../../agent/protocol/constants.js');
+  const key = Buffer.alloc(32, 7);
+  const nonce = Buffer.alloc(8, 9);
+  const probe = encodeProbe({ flags: 1, equipmentId: 'dev', timestampMs: 123, nonce }, key);
+  t.true(probe.length >= REGISTER_MIN_BYTES);
+  const p = parseUdpPacket(probe);
+  t.deepEqual(p.packet, { type: UDP_TYPE_PROBE, flags: 1, equipmentId: 'dev', timestampMs: 123, nonce });
+  t.true(verifyTag(p, key));
+  const check = encodeMappingCheck({ nonce, serverTimeMs: 5 }, key);
+  t.true(check.length < probe.length);
+  t.deepEqual(parseUdpPacket(check).packet, { type: UDP_TYPE_MAPPING_CHECK, nonce, serverTimeMs: 5 });
+});

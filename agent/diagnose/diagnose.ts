@@ -1,0 +1,233 @@
+/**
+ * `peerlink-agent diagnose`: what a field technician needs to know when a device "cannot be
+ * reached", checked for real and said in plain words, like `tailscale netcheck`. Each check has
+ * a verdict and a suggested fix; later checks are skipped when what they need failed.
+ * It runs beside a running agent: probes change nothing at the server (agent/server/probe-responder.ts),
+ * and the test port mapping is removed again.
+ */
+import { lookup } from 'node:dns/promises';
+import { createSocket } from 'node:dgram';
+import { X509Certificate } from 'node:crypto';
+import type { Logger } from 'pino';
+import { ConfigError, ErrorCodes, isPeerlinkError } from '../common/errors.js';
+import { silentLogger } from '../common/logger.js';
+import { loadIdentity, type DeviceIdentity } from '../device/identity.js';
+import { connectToServer } from '../device/server-channel.js';
+import { loadAgentSettings, type AgentSettings } from '../device/settings.js';
+import { mapTcpPort } from '../nat/port-mapping.js';
+import type { Endpoint } from '../protocol/address.js';
+import { REQUEST_FRESHNESS_MS } from '../protocol/constants.js';
+import type { CheckResult, DiagnoseReport } from './report.js';
+import { openProbeSocket, type ProbeReply } from './udp-probe.js';
+
+/** Certificates closer to expiry than this get a warning. */
+export const CERT_EXPIRY_WARN_DAYS = 30;
+/** A clock this far off the server's is worth fixing, though the agent adopts server time. */
+export const CLOCK_WARN_MS = 5_000;
+const DAY_MS = 86_400_000;
+
+export interface DiagnoseOptions {
+  readonly configFile: string;
+  readonly logger?: Logger;
+  /** Skip the UPnP/NAT-PMP test (it takes up to 4 s when there is no gateway). */
+  readonly skipPortMapping?: boolean;
+}
+
+function localAddressTowards(remote: string): Promise<string | null> {
+  return new Promise((resolve) => {
+    const s = createSocket('udp4');
+    s.once('error', () => resolve(null));
+    s.connect(9, remote, () => {
+      const { address } = s.address();
+      s.close();
+      resolve(address);
+    });
+  });
+}
+
+const skip = (id: string, title: string, why: string): CheckResult => ({ id, title, verdict: 'skip', summary: `not checked: ${why}` });
+
+export async function runDiagnose(o: DiagnoseOptions): Promise<DiagnoseReport> {
+  const logger = o.logger ?? silentLogger();
+  const checks: CheckResult[] = [];
+  let settings: AgentSettings | null = null;
+  let identity: DeviceIdentity | null = null;
+
+  // 1. settings
+  try {
+    settings = await loadAgentSettings(o.configFile);
+    checks.push({ id: 'settings', title: 'settings', verdict: 'ok', summary: `${o.configFile} is valid (services: ${[...settings.services.keys()].join(', ')})` });
+  } catch (err) {
+    const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
+    checks.push({
+      id: 'settings', title: 'settings', verdict: 'fail', summary: problems.join('; '),
+      fix: problems.some((p) => p.includes('ENOENT'))
+        ? `the settings file is missing: start from config/agent.example.toml, save it as ${o.configFile}, edit server.host and identity_file`
+        : `edit ${o.configFile} as each message says (see config/agent.example.toml), then run diagnose again`,
+      data: { problems },
+    });
+  }
+
+  // 2. identity
+  if (settings) {
+    try {
+      identity = await loadIdentity(settings.identityFile);
+      checks.push({ id: 'identity', title: 'identity', verdict: 'ok', summary: `${settings.identityFile}: equipment ${identity.equipmentId}, mode 600, well-formed` });
+    } catch (err) {
+      const perms = isPeerlinkError(err, ErrorCodes.IDENTITY_PERMISSIONS);
+      checks.push({
+        id: 'identity', title: 'identity', verdict: 'fail', summary: (err as Error).message.replace(/\n/g, '; '),
+        fix: perms ? `chmod 600 ${settings.identityFile}` : 'the factory identity file is missing or damaged: restore it from the factory records (peerlink-provision batch output); never edit it by hand',
+      });
+    }
+  } else checks.push(skip('identity', 'identity', 'the settings are not valid'));
+
+  const serverName = settings ? settings.server.host : null;
+  let serverAddr: string | null = null;
+  if (settings) {
+    try {
+      serverAddr = (await lookup(settings.server.host, { family: 4 })).address;
+    } catch (err) {
+      checks.push({
+        id: 'server-udp', title: 'server (UDP)', verdict: 'fail', summary: `cannot resolve ${settings.server.host}: ${(err as Error).message}`,
+        fix: 'check the device\'s DNS settings and server.host in the settings',
+      });
+    }
+  }
+
+  // 3. server over UDP, public address, clock, NAT mapping behaviour
+  let reply: ProbeReply | null = null;
+  let mappingReply: ProbeReply | null = null;
+  if (settings && identity && serverAddr) {
+    const sock = await openProbeSocket({ equipmentId: identity.equipmentId, registrationKey: identity.registrationKey });
+    try {
+      const main: Endpoint = { address: serverAddr, port: settings.server.udpPort };
+      reply = await sock.probe(main, { tries: 3, timeoutMs: 1000 });
+      if (reply) {
+        checks.push({ id: 'server-udp', title: 'server (UDP)', verdict: 'ok', summary: `${serverAddr}:${main.port} answered in ${reply.rttMs} ms`, data: { rttMs: reply.rttMs } });
+      } else {
+        checks.push({
+          id: 'server-udp', title: 'server (UDP)', verdict: 'fail', summary: `no answer from ${serverAddr}:${main.port} after 3 tries`,
+          fix: `check that the router and any firewall let outgoing UDP to port ${main.port} through, that server.host/udp_port are right, and that the server runs; ` +
+            'a server with a different registration master key also stays silent (the device would need its identity from the same factory batch)',
+        });
+      }
+      if (settings.server.probePort && reply) {
+        mappingReply = await sock.probe({ address: serverAddr, port: settings.server.probePort }, { tries: 3, timeoutMs: 1000 });
+      }
+    } finally {
+      await sock.close();
+    }
+  } else if (settings && identity === null) {
+    checks.push(skip('server-udp', 'server (UDP)', 'no usable identity (registrations are signed with it)'));
+  } else if (!settings) {
+    checks.push(skip('server-udp', 'server (UDP)', 'the settings are not valid'));
+  }
+
+  // 4. TLS and the certificate
+  if (settings && identity) {
+    try {
+      const tls = await connectToServer({ host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName, caPem: identity.caCert, timeoutMs: 5000 });
+      const raw = tls.getPeerX509Certificate?.();
+      tls.destroy();
+      const cert = raw ?? null;
+      const daysLeft = cert ? Math.floor((new Date(cert.validTo).getTime() - Date.now()) / DAY_MS) : null;
+      const issuer = new X509Certificate(identity.caCert).subject.replace(/^CN=/, '');
+      const soon = daysLeft !== null && daysLeft < CERT_EXPIRY_WARN_DAYS;
+      checks.push({
+        id: 'server-tls', title: 'server (TLS)', verdict: soon ? 'warn' : 'ok',
+        summary: `${settings.server.host}:${settings.server.tlsPort} certificate valid for ${settings.server.serverName}, issued by the bundled CA (${issuer}), expires in ${daysLeft} days`,
+        ...(soon ? { fix: 'the server operator must renew it: peerlink-provision renew-server-cert --ca-dir <station> --dir <server dir>, then restart peerlink-server' } : {}),
+        data: { daysToExpiry: daysLeft },
+      });
+    } catch (err) {
+      const untrusted = isPeerlinkError(err, ErrorCodes.UNTRUSTED_CERTIFICATE);
+      checks.push({
+        id: 'server-tls', title: 'server (TLS)', verdict: 'fail', summary: (err as Error).message,
+        fix: untrusted
+          ? `the server's certificate is not from the CA in this device's identity, expired, or not for "${settings.server.serverName}": check server.server_name, or have the operator renew the certificate from the right CA`
+          : `check that outgoing TCP to port ${settings.server.tlsPort} is allowed and that the server runs`,
+      });
+    }
+  } else checks.push(skip('server-tls', 'server (TLS)', 'no valid settings and identity'));
+
+  // 5. public address
+  if (reply && serverAddr) {
+    const local = await localAddressTowards(serverAddr);
+    const natted = local !== reply.observed.address;
+    checks.push({
+      id: 'public-address', title: 'public address', verdict: 'ok',
+      summary: natted ? `${reply.observed.address}:${reply.observed.port} (behind a NAT: this device is ${local} locally)` : `${reply.observed.address}:${reply.observed.port} (no NAT: the device has a public address)`,
+      data: { public: reply.observed, local, behindNat: natted },
+    });
+  } else checks.push(skip('public-address', 'public address', 'the server did not answer over UDP'));
+
+  // 6. NAT mapping behaviour
+  if (reply && settings?.server.probePort && mappingReply) {
+    const same = mappingReply.observed.port === reply.observed.port && mappingReply.observed.address === reply.observed.address;
+    checks.push(
+      same
+        ? { id: 'nat-mapping', title: 'NAT mapping', verdict: 'ok', summary: `endpoint-independent: the same external port ${reply.observed.port} towards two server ports, so the server's notifications reach the device`, data: { behaviour: 'endpoint-independent', ports: [reply.observed.port, mappingReply.observed.port] } }
+        : {
+            id: 'nat-mapping', title: 'NAT mapping', verdict: 'warn',
+            summary: `symmetric (address-and-port-dependent): external port ${reply.observed.port} towards port ${settings.server.udpPort}, ${mappingReply.observed.port} towards port ${settings.server.probePort}`,
+            fix: 'notifications still work through the registration\'s own mapping, but peers cannot reuse it; enable UPnP/NAT-PMP on the router, or set its NAT to "endpoint-independent"/"full cone" if it offers that; connections otherwise use the relay',
+            data: { behaviour: 'symmetric', ports: [reply.observed.port, mappingReply.observed.port] },
+          },
+    );
+  } else if (reply && settings?.server.probePort) {
+    checks.push({ id: 'nat-mapping', title: 'NAT mapping', verdict: 'warn', summary: `the server's probe port ${settings.server.probePort} did not answer`, fix: 'check server.probe_port against the server\'s [probe] port, and that outgoing UDP to it is allowed' });
+  } else if (reply) {
+    checks.push({ id: 'nat-mapping', title: 'NAT mapping', verdict: 'skip', summary: 'not checked: server.probe_port is not set', fix: 'to test it, enable [probe] port on the server (e.g. 7401) and set server.probe_port to it' });
+  } else checks.push(skip('nat-mapping', 'NAT mapping', 'the server did not answer over UDP'));
+
+  // 7. UPnP / NAT-PMP
+  if (o.skipPortMapping) checks.push(skip('port-mapping', 'UPnP/NAT-PMP', 'skipped on request'));
+  else if (!settings) checks.push(skip('port-mapping', 'UPnP/NAT-PMP', 'fix the settings first'));
+  else {
+    const probePort = 20_000 + Math.floor(Math.random() * 20_000);
+    try {
+      const m = await mapTcpPort({ port: probePort, mode: 'auto', logger });
+      if (m) {
+        await m.release().catch(() => undefined);
+        const mismatch = reply && m.externalHost !== reply.observed.address;
+        checks.push({
+          id: 'port-mapping', title: 'UPnP/NAT-PMP', verdict: mismatch ? 'warn' : 'ok',
+          summary: `gateway found (${m.via}); external address ${m.externalHost}; a test mapping of TCP port ${m.externalPort} was made and removed`,
+          ...(mismatch ? { fix: `the gateway's external address ${m.externalHost} is not the address the server sees (${reply!.observed.address}): there is a second NAT (carrier-grade NAT) in front of it, so mappings on this router cannot help` } : {}),
+          data: { via: m.via, externalAddress: m.externalHost, mapped: true },
+        });
+      } else {
+        checks.push({ id: 'port-mapping', title: 'UPnP/NAT-PMP', verdict: 'warn', summary: 'no UPnP IGD or NAT-PMP gateway answered on this network', fix: 'optional: enable UPnP or NAT-PMP on the router; the device stays reachable without it (notifications and the relay)', data: { mapped: false } });
+      }
+    } catch (err) {
+      checks.push({ id: 'port-mapping', title: 'UPnP/NAT-PMP', verdict: 'warn', summary: `port mapping test failed: ${(err as Error).message}`, data: { mapped: false } });
+    }
+  }
+
+  // 8. clock
+  if (reply) {
+    const off = reply.offsetMs;
+    const abs = Math.abs(off);
+    const words = `${abs < 1000 ? `${abs} ms` : `${(abs / 1000).toFixed(1)} s`} ${off >= 0 ? 'behind' : 'ahead of'} the server`;
+    checks.push(
+      abs < CLOCK_WARN_MS
+        ? { id: 'clock', title: 'clock', verdict: 'ok', summary: `this device's clock is ${words}`, data: { offsetMs: off } }
+        : {
+            id: 'clock', title: 'clock', verdict: 'warn',
+            summary: `this device's clock is ${words}${abs >= REQUEST_FRESHNESS_MS ? ' (more than the 30 s freshness window; the agent adopts the server time, but other software on the device may suffer)' : ''}`,
+            fix: 'enable time synchronisation on the device (e.g. timedatectl set-ntp true)',
+            data: { offsetMs: off },
+          },
+    );
+  } else checks.push(skip('clock', 'clock', 'the server did not answer over UDP'));
+
+  const order = ['settings', 'identity', 'server-udp', 'server-tls', 'public-address', 'nat-mapping', 'port-mapping', 'clock'];
+  checks.sort((a, b) => order.indexOf(a.id) - order.indexOf(b.id));
+  return {
+    equipmentId: identity?.equipmentId ?? null,
+    server: serverName,
+    checks,
+    ok: checks.every((c) => c.verdict !== 'fail'),
+  };
+}
