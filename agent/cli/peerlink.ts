@@ -13,9 +13,11 @@ import { createLogger } from '../common/logger.js';
 import { ConfigError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { onceSignal, reportAndExit } from './run-main.js';
 import { MAPPING_MODES, type MappingMode } from '../nat/port-mapping.js';
+import { CONNECT_URI_SCHEME, parseConnectUri } from '../protocol/connect-uri.js';
 
 const PROGRAM = 'peerlink';
 const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca CA.pem --password-file FILE
+       ${PROGRAM} connect 'peerlink://connect?v=1&id=...&pw=...[&server=...]' --ca CA.pem   (the label's QR code)
                 --service NAME (--listen HOST:PORT | --stdio)
                 [--accept HOST:PORT] [--advertise-port N] [--server-name NAME] [--log-level LEVEL]
                 [--peer-timeout-ms MS] [--map-port off|auto|upnp|natpmp]
@@ -66,9 +68,15 @@ async function main(): Promise<void> {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
-  const [command, equipmentId, ...extra] = parsed.positionals;
-  if (command !== 'connect' || !equipmentId || extra.length) throw usage('expected: connect <equipment-id>');
-  for (const k of ['server', 'ca', 'password-file', 'service'] as const) if (!v[k]) throw usage(`--${k} is required`);
+  const [command, target, ...extra] = parsed.positionals;
+  if (command !== 'connect' || !target || extra.length) throw usage('expected: connect <equipment-id | peerlink://connect?...>');
+  // The label's QR code: ID, password and (when the factory knew it) the server, in one URI.
+  // (A command line is visible to other local users: on a shared machine prefer --password-file.)
+  const uri = target.startsWith(CONNECT_URI_SCHEME) ? parseConnectUri(target) : null;
+  const equipmentId = uri?.equipmentId ?? target;
+  if (!v.server && uri?.server) v.server = uri.server;
+  for (const k of ['server', 'ca', 'service'] as const) if (!v[k]) throw usage(`--${k} is required`);
+  if (!uri && !v['password-file']) throw usage('--password-file is required (or give the label\'s peerlink:// URI)');
   if (Boolean(v.listen) === Boolean(v.stdio)) throw usage('give exactly one of --listen HOST:PORT or --stdio');
   const advertisePort = v['advertise-port'] === undefined ? undefined : Number(v['advertise-port']);
   if (advertisePort !== undefined && !(Number.isInteger(advertisePort) && advertisePort > 0 && advertisePort < 65536)) {
@@ -89,7 +97,7 @@ async function main(): Promise<void> {
     }
   };
   const caPem = await readText(v.ca!, '--ca');
-  const password = (await readText(v['password-file']!, '--password-file')).split('\n')[0]!.trim();
+  const password = uri && !v['password-file'] ? uri.password : (await readText(v['password-file']!, '--password-file')).split('\n')[0]!.trim();
   if (!password) throw new ConfigError([`--password-file ${v['password-file']}: the first line is empty`]);
 
   const logger = createLogger({ name: PROGRAM, level: v['log-level'] ?? 'warn', destination: 2 });
