@@ -27,6 +27,9 @@ for (const c of CASES) {
       upnpOn: 'device',
       peerTimeoutMs: 10_000,
       onLine: (who, l) => who === 'agent' && agentLines.push(l),
+      // The agent maps in the background after it starts (UPnP discovery first: up to 2 s before
+      // NAT-PMP is asked); connect once the mapping exists, as a client arriving later would.
+      ...(c.upnp !== 'none' ? { beforeConnect: async ({ agent }) => void (await agent.waitFor((l) => l.msg === 'port mapped', 15_000)) } : {}),
     });
     t.log(`connected in ${r.connectMs} ms via ${r.path}`);
     t.true(r.directRequired);
