@@ -111,7 +111,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       localPort: c.int(reg, 'local_port', 'registration.local_port', { default: 0, min: 0, max: 65535 }),
     },
     keepalive: {
-      mode: c.enumOf(ka, 'mode', 'keepalive.mode', KEEPALIVE_MODES, 'fixed'),
+      mode: c.enumOf(ka, 'mode', 'keepalive.mode', KEEPALIVE_MODES, 'adaptive'),
       minIntervalMs: c.int(ka, 'min_interval_ms', 'keepalive.min_interval_ms', { default: Math.max(KEEPALIVE_MIN_INTERVAL_MS, minInterval), min: minInterval, max: 3_600_000 }),
       maxIntervalMs: c.int(ka, 'max_interval_ms', 'keepalive.max_interval_ms', { default: KEEPALIVE_MAX_INTERVAL_MS, min: minInterval, max: 3_600_000 }),
     },

@@ -194,7 +194,10 @@ export function createAgentMonitor(options: AgentMonitorOptions): AgentMonitor {
     },
     health() {
       tick();
-      const budget = 2 * options.settings().registration.intervalMs + LOOP_SLACK_MS;
+      // The longest gap the registrar may leave: the adaptive keepalive may stretch up to its maximum.
+      const st = options.settings();
+      const longest = st.keepalive.mode === 'adaptive' ? Math.max(st.registration.intervalMs, st.keepalive.maxIntervalMs) : st.registration.intervalMs;
+      const budget = 2 * longest + LOOP_SLACK_MS;
       const quietMs = clock.now() - lastSendSeenAt;
       if (quietMs > budget) return { ok: false, reason: `registration loop made no attempt for ${quietMs} ms (budget ${budget} ms)` };
       return { ok: true };

@@ -105,6 +105,8 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
       'server_name = "localhost"',
       '[registration]',
       `interval_ms = ${o.registerIntervalMs ?? 15000}`,
+      // Tests and the demo register on a fixed beat (their timings assume it); devices default to adaptive.
+      o.agentExtra?.includes('[keepalive]') ? '' : '[keepalive]\nmode = "fixed"',
       '[dial]',
       loopback ? '# loopback only because this is a demo/test on one machine' : '',
       `allow_loopback = ${loopback}`,

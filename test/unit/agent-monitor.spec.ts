@@ -9,7 +9,7 @@ import { createNotifier } from '../../agent/systemd/notify.js';
 
 type Mapping = { externalHost: string; externalPort: number; via: 'upnp' | 'natpmp' } | null;
 
-function fixture(readyGraceMs = 60_000, portMapping: 'off' | 'auto' = 'off') {
+function fixture(readyGraceMs = 60_000, portMapping: 'off' | 'auto' = 'off', keepalive: 'fixed' | 'adaptive' = 'fixed') {
   let mapping: Mapping = null;
   let now = 1_000_000;
   let st: RegistrarStatus = { state: 'starting', publicEndpoint: null, server: null, lastAckMs: null, clockOffsetMs: 0 };
@@ -19,7 +19,7 @@ function fixture(readyGraceMs = 60_000, portMapping: 'off' | 'auto' = 'off') {
     portMapping: () => mapping, reversePort: () => 40000,
   } as unknown as Agent;
   const settings = checkAgentSettings(
-    { identity_file: 'id.toml', server: { host: 'rv.example' }, reverse: { port_mapping: portMapping }, services: { http: '127.0.0.1:80' } },
+    { identity_file: 'id.toml', server: { host: 'rv.example' }, keepalive: { mode: keepalive }, reverse: { port_mapping: portMapping }, services: { http: '127.0.0.1:80' } },
     '/a.toml',
   );
   const sent: string[][] = [];
@@ -76,6 +76,14 @@ test('health: fails when the registration loop made no attempt for two intervals
   f.advance(30_000);
   f.registrarCounters.inc('sent');
   t.true(f.monitor.health().ok);
+});
+
+test('health with the adaptive keepalive: a gap up to two maximum intervals is not a dead loop (no watchdog restart)', (t) => {
+  const f = fixture(60_000, 'off', 'adaptive');
+  f.advance(2 * f.settings.registration.intervalMs + 16_000);
+  t.true(f.monitor.health().ok, 'a learnt 80 s interval is normal, not a hang');
+  f.advance(2 * f.settings.keepalive.maxIntervalMs);
+  t.false(f.monitor.health().ok);
 });
 
 test('the port mapping shows in STATUS and the snapshot; a lost one says so', async (t) => {

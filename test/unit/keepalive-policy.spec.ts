@@ -66,8 +66,8 @@ test('once learnt, one round in CHECK_EVERY_ROUNDS is checked', (t) => {
 
 const baseAgent = () => ({ identity_file: 'id.toml', server: { host: 'rv.example.net' }, services: { http: '127.0.0.1:80' } });
 
-test('settings: [keepalive] defaults to fixed; adaptive bounds are validated (15 s floor, max >= min, unknown keys)', (t) => {
-  t.like(checkAgentSettings(baseAgent(), '/etc/a.toml').keepalive, { mode: 'fixed', minIntervalMs: 20_000, maxIntervalMs: 80_000 });
+test('settings: [keepalive] defaults to adaptive; adaptive bounds are validated (15 s floor, max >= min, unknown keys)', (t) => {
+  t.like(checkAgentSettings(baseAgent(), '/etc/a.toml').keepalive, { mode: 'adaptive', minIntervalMs: 20_000, maxIntervalMs: 80_000 });
   t.like(checkAgentSettings({ ...baseAgent(), keepalive: { mode: 'adaptive', min_interval_ms: 15_000, max_interval_ms: 600_000 } }, '/etc/a.toml').keepalive, {
     mode: 'adaptive', minIntervalMs: 15_000, maxIntervalMs: 600_000,
   });
