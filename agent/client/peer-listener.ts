@@ -7,7 +7,7 @@
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import { Counters } from '../common/counters.js';
-import { TUNNEL_CIPHER, TUNNEL_PSK_IDENTITY_PREFIX } from '../protocol/constants.js';
+import { TUNNEL_CIPHER, TUNNEL_KEEPALIVE_MS, TUNNEL_PSK_IDENTITY_PREFIX } from '../protocol/constants.js';
 import { deriveTunnelPsk, NONCE_BYTES } from '../protocol/keys.js';
 
 export interface Expected {
@@ -89,6 +89,7 @@ export function createPeerListener(opts: { readonly host: string; readonly port:
         }
         expected.delete(e.clientNonce.toString('hex'));
         counters.inc('accepted');
+        sock.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
         e.resolve(sock);
       });
       s.on('tlsClientError', () => counters.inc('handshakeFailed'));

@@ -7,6 +7,7 @@ import type { TLSSocket } from 'node:tls';
 import { ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { connectToServer, type ServerTlsOptions } from '../device/server-channel.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
+import { TUNNEL_KEEPALIVE_MS } from '../protocol/constants.js';
 import { FrameType } from '../protocol/frames.js';
 import type { Expected } from './peer-listener.js';
 import { acceptTunnel } from './tunnel-server.js';
@@ -29,6 +30,7 @@ export async function relayTunnel(
     const paired = await channel.next(timeoutMs, signal);
     if (paired.type !== FrameType.RELAY_PAIRED) throw new PeerlinkError(ErrorCodes.PROTOCOL, 'relay answered out of turn');
     signal.removeEventListener('abort', onAbort);
+    outer.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
     return await acceptTunnel(carrierStream(outer), expected, timeoutMs, signal, 'through the relay');
   } catch (err) {
     outer.destroy();

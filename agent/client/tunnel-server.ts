@@ -6,7 +6,8 @@
 import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
-import { TUNNEL_CIPHER } from '../protocol/constants.js';
+import type { Socket } from 'node:net';
+import { TUNNEL_CIPHER, TUNNEL_KEEPALIVE_MS } from '../protocol/constants.js';
 import { pskFor, type Expected } from './peer-listener.js';
 
 export type ExpectedTunnel = Pick<Expected, 'clientNonce' | 'accessKey' | 'equipmentId' | 'service'>;
@@ -32,6 +33,7 @@ export function acceptTunnel(carrier: Duplex, expected: ExpectedTunnel, timeoutM
     if (signal.aborted) return onAbort();
     signal.addEventListener('abort', onAbort, { once: true });
     inner.once('secure', () => {
+      (carrier as Partial<Socket>).setKeepAlive?.(true, TUNNEL_KEEPALIVE_MS);
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
       inner.removeAllListeners('error');

@@ -11,7 +11,7 @@ import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'n
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import type { HostPort } from '../common/endpoint-parse.js';
 import type { Endpoint } from '../protocol/address.js';
-import { TUNNEL_CIPHER, TUNNEL_PSK_IDENTITY_PREFIX } from '../protocol/constants.js';
+import { TUNNEL_CIPHER, TUNNEL_KEEPALIVE_MS, TUNNEL_PSK_IDENTITY_PREFIX } from '../protocol/constants.js';
 import { deriveTunnelPsk, NONCE_BYTES } from '../protocol/keys.js';
 import { carrierStream } from '../common/carrier.js';
 
@@ -71,6 +71,9 @@ export function dialClient(o: DialOptions): Promise<TLSSocket> {
       }
       done();
       sock.off('error', fail);
+      // On the TCP connection that carries the channel: ours, or the punched / reverse / relay one.
+      const carrier = (o.over as Partial<Socket> | undefined) ?? sock;
+      carrier.setKeepAlive?.(true, TUNNEL_KEEPALIVE_MS);
       resolve(sock);
     });
     sock.once('error', fail);

@@ -61,6 +61,12 @@ export const TUNNEL_PSK_IDENTITY_PREFIX = 'pl1:';
  * two ends never keep different paths.
  */
 export const TUNNEL_CHOSEN_BYTE = 0x01;
+/**
+ * TCP keepalive on every tunnel connection: an idle session (an ssh prompt) keeps its NAT mappings
+ * (home routers drop idle TCP entries after minutes to hours), and a peer that vanished without a
+ * FIN or RST is noticed instead of waited on forever.
+ */
+export const TUNNEL_KEEPALIVE_MS = 30_000;
 /** The device starts the relay this long after the verdict while its direct attempts go on. */
 export const RELAY_AFTER_MS = 1_500;
 /** A reverse connection must name its request (the token) within this time. */
