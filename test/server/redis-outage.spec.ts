@@ -45,8 +45,13 @@ test('outage: the device node still serves its device, the other says it cannot;
   t.is(sample(m2, /^peerlink_connection_requests_total\{outcome="registry_unavailable"/), 1);
   t.is(sample(m2, /^peerlink_registry_up\{backend="redis"/), 0);
 
+  const seenBefore = f.nodes.map((n) => n.lines.length);
   await redis.start(); // same port, empty store
-  await f.nodes[0].waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('redis back'), 15_000);
+  // Each node reconnects on its own back-off: wait for both (node 2's health is read next), and
+  // only for lines logged after the restart (waitFor also matches lines already seen).
+  await Promise.all(
+    f.nodes.map((n, i) => n.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('redis back') && n.lines.indexOf(l) >= seenBefore[i]!, 15_000)),
+  );
   const h = await httpGet(f.metricsPorts[1], '/healthz');
   t.is(h.status, 200);
   const after = await viaNode(1);
