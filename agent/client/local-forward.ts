@@ -3,6 +3,7 @@
  * to the device's service (like `ssh -L`). The first tunnel may be opened ahead of time, so
  * that a wrong password or an offline device is reported at start, not at first use.
  */
+import { listenOn } from '../common/listen.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { join } from '../common/pipe.js';
@@ -50,13 +51,7 @@ export function createLocalForward(o: LocalForwardOptions): LocalForward {
   return {
     async start() {
       const s = createServer({ allowHalfOpen: true }, (sock) => void serve(sock));
-      await new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
-        s.listen(o.listen.port, o.listen.host, () => {
-          s.off('error', reject);
-          resolve();
-        });
-      });
+      await listenOn(s, o.listen.port, o.listen.host);
       server = s;
       const a = s.address();
       return typeof a === 'object' && a ? { address: a.address, port: a.port } : { address: o.listen.host, port: o.listen.port };

@@ -4,6 +4,7 @@
  * nonce and the device's own, from which the session key is derived (P4). Anything else (port
  * scans, a stranger, a wrong key) fails the handshake and is dropped.
  */
+import { listenOn } from '../common/listen.js';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import { Counters } from '../common/counters.js';
@@ -93,13 +94,7 @@ export function createPeerListener(opts: { readonly host: string; readonly port:
         e.resolve(sock);
       });
       s.on('tlsClientError', () => counters.inc('handshakeFailed'));
-      await new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
-        s.listen(opts.port, opts.host, () => {
-          s.off('error', reject);
-          resolve();
-        });
-      });
+      await listenOn(s, opts.port, opts.host);
       server = s;
     },
     async stop() {

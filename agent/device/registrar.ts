@@ -5,6 +5,7 @@
  * receives the server's connection-request notifications (packet 205) on the same socket,
  * i.e. through the same NAT mapping.
  */
+import { bindUdp } from '../common/listen.js';
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
@@ -234,13 +235,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
       const s = createSocket({ type: 'udp4' });
       s.on('message', onMessage);
       s.on('error', (err) => logger.error({ err: err.message }, 'udp socket error'));
-      await new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
-        s.bind(options.localPort, () => {
-          s.off('error', reject);
-          resolve();
-        });
-      });
+      await bindUdp(s, options.localPort);
       socket = s;
       await options.keepalive?.start();
       schedule(0);

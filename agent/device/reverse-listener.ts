@@ -5,6 +5,7 @@
  * then runs the same TLS-PSK channel over that connection as over its own dial. Connections that
  * do not name an awaited request within the token timeout are dropped and counted.
  */
+import { listenOn } from '../common/listen.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { Counters } from '../common/counters.js';
@@ -79,13 +80,7 @@ export function createReverseListener(input: ReverseListenerOptions): ReverseLis
     counters,
     async start() {
       const s = createServer({ allowHalfOpen: true, pauseOnConnect: true }, onConnection);
-      await new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
-        s.listen(o.port, o.host, () => {
-          s.off('error', reject);
-          resolve();
-        });
-      });
+      await listenOn(s, o.port, o.host);
       s.on('error', (err) => o.logger.warn({ err: err.message }, 'reverse listener error'));
       server = s;
     },

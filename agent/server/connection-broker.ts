@@ -12,6 +12,7 @@
  * device's verdict back to the node holding the client. The request ID is in every log line on
  * every node. Without Redis a node serves the devices registered with it and says what it cannot.
  */
+import { listenOn } from '../common/listen.js';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { isIP } from 'node:net';
@@ -495,13 +496,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       s.on('secureConnection', (sock) => void onSecure(sock));
       s.on('tlsClientError', () => counters.inc('handshakeFailed'));
       s.on('error', (err) => logger.error({ err: err.message }, 'tls server error'));
-      await new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
-        s.listen(options.port, options.host, () => {
-          s.off('error', reject);
-          resolve();
-        });
-      });
+      await listenOn(s, options.port, options.host);
       server = s;
     },
     get inFlight() {

@@ -6,6 +6,7 @@
  * Counts are kept by the components themselves (cheap `Counters`) and read at scrape time, so the
  * hot paths do not change with metrics on or off. prom-client is imported only when enabled.
  */
+import { listenOn } from '../common/listen.js';
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import type { Counters } from '../common/counters.js';
@@ -238,13 +239,7 @@ export function createMetricsListener(o: { host: string; port: number; source: M
           res.writeHead(status === 'ok' ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify({ status, node: source.nodeId, backend: source.backend })}\n`);
         } else res.writeHead(404).end();
       });
-      await new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
-        s.listen(o.port, o.host, () => {
-          s.off('error', reject);
-          resolve();
-        });
-      });
+      await listenOn(s, o.port, o.host);
       server = s;
     },
     async stop() {

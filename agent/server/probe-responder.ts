@@ -13,6 +13,7 @@
  *
  * P6 holds: nothing is sent for a bad tag; the ack and the check are each smaller than the probe.
  */
+import { bindUdp } from '../common/listen.js';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
@@ -97,13 +98,7 @@ export function createProbeEndpoint(o: { host: string; port: number; masterKey: 
       const s = createSocket({ type: isIPv6(o.host) ? 'udp6' : 'udp4' });
       s.on('message', onMessage);
       s.on('error', (err) => o.logger.error({ err: err.message }, 'probe socket error'));
-      await new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
-        s.bind(o.port, o.host, () => {
-          s.off('error', reject);
-          resolve();
-        });
-      });
+      await bindUdp(s, o.port, o.host);
       socket = s;
     },
     async stop() {

@@ -13,6 +13,7 @@
  * verified, acknowledged and kept locally (this node can still wake the device), and counted as
  * `registryUnavailable`. Devices re-register every interval, so the shared list refills by itself.
  */
+import { bindUdp } from '../common/listen.js';
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
@@ -205,13 +206,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       const s = createSocket({ type: isIPv6(options.host) ? 'udp6' : 'udp4' });
       s.on('message', onMessage);
       s.on('error', (err) => logger.error({ err: err.message }, 'udp socket error'));
-      await new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
-        s.bind(options.port, options.host, () => {
-          s.off('error', reject);
-          resolve();
-        });
-      });
+      await bindUdp(s, options.port, options.host);
       socket = s;
     },
     async stop() {
