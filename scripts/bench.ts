@@ -5,48 +5,20 @@
  * targets (the machines are noisy). Prints a table and writes bench-results.json (--out FILE).
  * `server`: the rendezvous server against its limits (scripts/bench/server.ts).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { connect, createServer, type Server } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLoopbackSetup } from './lib/loopback-setup.js';
 import { freePort } from './lib/free-port.js';
 import { startProgram, type Program } from './lib/program.js';
+import { bestMbps, viaTcp, waitServing } from './bench/throughput.js';
 
 const PAYLOAD_BYTES = 32 * 1024 * 1024;
 const ROUNDS = 3;
 
-function roundTrip(port: number, data: Buffer): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const hash = createHash('sha256');
-    let got = 0;
-    const s = connect(port, '127.0.0.1', () => s.end(data));
-    s.on('data', (d: Buffer) => {
-      hash.update(d);
-      got += d.length;
-    });
-    s.on('close', () => (got === data.length ? resolve(performance.now() - t0) : reject(new Error(`got ${got} of ${data.length} bytes`))));
-    s.on('error', reject);
-  });
-}
-
-/** Best of ROUNDS, in Mbit/s counting both directions. */
-async function measure(port: number, data: Buffer): Promise<number> {
-  let best = Infinity;
-  for (let i = 0; i < ROUNDS; i++) best = Math.min(best, await roundTrip(port, data));
-  return (2 * data.length * 8) / (best / 1000) / 1e6;
-}
-
-async function waitServing(p: Program): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    if (p.stderr.some((l) => /serving/.test(l))) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`client did not start: ${p.stderr.join(' | ')}`);
-}
 
 async function tunnelBench(): Promise<Record<string, number>> {
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-bench-'));
@@ -83,9 +55,9 @@ async function tunnelBench(): Promise<Record<string, number>> {
     programs.push(direct, relayed);
     await Promise.all([waitServing(direct), waitServing(relayed)]);
     const data = randomBytes(PAYLOAD_BYTES);
-    const plain = await measure(echoPort, data);
-    const tunnel = await measure(directPort, data);
-    const relay = await measure(relayPort, data);
+    const plain = await bestMbps(viaTcp(echoPort, data), data, ROUNDS);
+    const tunnel = await bestMbps(viaTcp(directPort, data), data, ROUNDS);
+    const relay = await bestMbps(viaTcp(relayPort, data), data, ROUNDS);
     return { plainTcpMbps: plain, directTunnelMbps: tunnel, relayedTunnelMbps: relay };
   } finally {
     await Promise.all(programs.map((p) => p.stop()));

@@ -10,7 +10,7 @@
  * Prints a table; writes the figures to bench-server-results.json (or --out FILE).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect as netConnect, createServer, type Server } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
@@ -22,6 +22,7 @@ import { createLoopbackSetup } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type Program } from '../lib/program.js';
 import { startRedis } from '../lib/redis-process.js';
+import { bestMbps, viaTcp, waitServing } from './throughput.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const script = (name: string): string => join(here, `${name}.js`);
@@ -156,34 +157,6 @@ async function memory(sizes: readonly number[]): Promise<Record<string, Record<s
   return out;
 }
 
-function roundTrip(open: () => import('node:net').Socket, data: Buffer): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const hash = createHash('sha256');
-    let got = 0;
-    const s = open();
-    s.on('data', (d: Buffer) => {
-      hash.update(d);
-      got += d.length;
-    });
-    s.on('close', () => (got === data.length ? resolve(performance.now() - t0) : reject(new Error(`got ${got} of ${data.length} bytes`))));
-    s.on('error', reject);
-  });
-}
-
-async function bestMbps(open: () => import('node:net').Socket, data: Buffer, rounds: number): Promise<number> {
-  let best = Infinity;
-  for (let i = 0; i < rounds; i++) best = Math.min(best, await roundTrip(open, data));
-  return (2 * data.length * 8) / (best / 1000) / 1e6;
-}
-
-async function waitServing(p: Program): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    if (p.stderr.some((l) => /serving/.test(l))) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`client did not start: ${p.stderr.join(' | ')}`);
-}
 
 async function endToEnd(o: { quick: boolean; concurrency: number; tunnel: boolean }): Promise<{ connect: Record<string, unknown>; tunnel?: Record<string, number> }> {
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-bench-server-'));
@@ -255,12 +228,8 @@ async function endToEnd(o: { quick: boolean; concurrency: number; tunnel: boolea
       const s = tlsConnect({ host: '127.0.0.1', port: tlsEchoPort, ca: setup.caPem, servername: 'localhost' }, () => s.end(data));
       return s;
     }, data, rounds);
-    const viaTcp = (port: number) => () => {
-      const s = netConnect(port, '127.0.0.1', () => s.end(data));
-      return s;
-    };
-    const directMbps = await bestMbps(viaTcp(directPort), data, rounds);
-    const relayMbps = await bestMbps(viaTcp(relayPort), data, rounds);
+    const directMbps = await bestMbps(viaTcp(directPort, data), data, rounds);
+    const relayMbps = await bestMbps(viaTcp(relayPort, data), data, rounds);
     return { connect, tunnel: { payloadBytes: data.length, plainTlsMbps: plainTls, directTunnelMbps: directMbps, relayedTunnelMbps: relayMbps } };
   } finally {
     await Promise.all(programs.map((p) => p.stop()));
