@@ -172,6 +172,9 @@ async function endToEnd(o: { quick: boolean; concurrency: number; tunnel: boolea
     const setup = await createLoopbackSetup({
       dir,
       services: { echo: `127.0.0.1:${echoPort}` },
+      // The patent's dial and the relay only, so the closed-port client below is really relayed
+      // (with the reverse port or a punch it would get a direct path on loopback).
+      directDialOnly: true,
       serverExtra: [
         '[requests]\nmax_pending_per_device = 64',
         '[relay]\nbytes_per_second = 10000000000',
