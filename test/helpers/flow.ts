@@ -41,14 +41,14 @@ export async function tempDir(t: Scope, prefix = 'peerlink-test-'): Promise<stri
 
 export async function startFlow(
   t: Scope,
-  opts: Omit<LoopbackSetupOptions, 'dir'> & { startAgent?: boolean },
+  opts: Omit<LoopbackSetupOptions, 'dir'> & { startAgent?: boolean; agentArgs?: (setup: LoopbackSetup) => readonly string[] },
 ): Promise<Flow> {
   const dir = await tempDir(t);
   const setup = await createLoopbackSetup({ dir, ...opts });
   const server = startProgram('server', ['--config', setup.serverConfig]);
   t.teardown(() => server.stop().then(() => undefined));
   await server.waitFor((l) => l.msg === 'rendezvous server listening');
-  const agent = startProgram('agent', ['--config', setup.agentConfig]);
+  const agent = startProgram('agent', ['--config', setup.agentConfig, ...(opts.agentArgs?.(setup) ?? [])]);
   t.teardown(() => agent.stop().then(() => undefined));
   if (opts.startAgent !== false) await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
   return {
