@@ -163,6 +163,7 @@ export function createAgent(input: AgentOptions): Agent {
       return;
     }
     counters.inc('sessions');
+    const reverse = reverseOffer();
     // Loaded at the first request, not at start-up: TLS and the session code are most of the
     // agent's start-up cost, and an appliance may go days between requests (start -> READY budget).
     const p = loadSession().then(({ runRequestSession }) => runRequestSession(requestId, {
@@ -175,7 +176,7 @@ export function createAgent(input: AgentOptions): Agent {
       directTimeoutMs: settings.dial.directTimeoutMs,
       relayAfterMs: settings.dial.relayAfterMs,
       holePunch: settings.dial.holePunch,
-      ...(reverseListener ? { reverse: reverseOffer()! } : {}),
+      ...(reverse ? { reverse } : {}),
       logger,
       signal: aborter.signal,
     }))

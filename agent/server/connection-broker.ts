@@ -15,7 +15,6 @@
 import { listenOn } from '../common/listen.js';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
-import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
@@ -24,7 +23,7 @@ import { formatEndpoint, normalizeAddress } from '../protocol/address.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } from '../protocol/frames.js';
 import type { Endpoint } from '../protocol/address.js';
-import { checkListenCandidates } from './candidate-check.js';
+import { candidatesForNode, candidatesFromNode, checkListenCandidates } from './candidate-check.js';
 import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, equalBytes, KEY_BYTES } from '../protocol/keys.js';
 import { isStatus as isStatusValue, Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
 import { PendingRequests, type PendingRequest } from './pending-requests.js';
@@ -406,23 +405,6 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     return { status: verdict.status, candidates: [...(deviceEndpoint ? [{ kind: CandidateKind.PUNCH, endpoint: deviceEndpoint }] : []), ...listen] };
   }
 
-  /**
-   * Candidates another node relayed with a verdict. Only well-formed PUNCH/LISTEN endpoints pass:
-   * a message read from Redis is less trusted than a frame from a device's verified connection.
-   */
-  function candidatesFromNode(c: unknown): Candidate[] {
-    if (!Array.isArray(c)) return [];
-    const out: Candidate[] = [];
-    for (const x of c.slice(0, CANDIDATES_MAX)) {
-      if (!Array.isArray(x) || x.length !== 3) continue;
-      const [kind, address, port] = x as [unknown, unknown, unknown];
-      if ((kind !== CandidateKind.PUNCH && kind !== CandidateKind.LISTEN) || typeof address !== 'string' || !isIP(address)) continue;
-      if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) continue;
-      out.push({ kind, endpoint: { address, port } });
-    }
-    return out;
-  }
-
   /** The device's proof for a request, bound to this TLS session (attach and relay join). */
   function deviceProofValid(socket: TLSSocket, equipmentId: string, requestId: Buffer, proof: Buffer): boolean {
     const key = deriveRegistrationKey(masterKey, equipmentId);
@@ -484,7 +466,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     log.info({ clientNode: rec.o }, 'S206 device connected over TLS for a request held by another node; forwarding the request');
     deviceSeenAt.set(channel, { address: normalizeAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 });
     const v = await exchange(channel, attach.requestId, { address: rec.ca, port: rec.cp }, rec.ap, Buffer.from(rec.s, 'base64'), log);
-    await tell({ t: 'verdict', r: hex, s: v.status, by: cluster!.nodeId, c: (v.candidates ?? []).map((c) => [c.kind, c.endpoint.address, c.endpoint.port] as const) });
+    await tell({ t: 'verdict', r: hex, s: v.status, by: cluster!.nodeId, c: candidatesForNode(v.candidates ?? []) });
     log.info({ status: v.status, clientNode: rec.o }, 'S207 device verdict sent to the node holding the client');
   }
 
