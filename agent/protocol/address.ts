@@ -34,7 +34,17 @@ function ipv6Bytes(address: string): Buffer {
 export function writeEndpoint(w: ByteWriter, ep: Endpoint): void {
   const address = normalizeAddress(ep.address);
   if (isIPv4(address)) {
-    w.u8(4).bytes(Buffer.from(address.split('.').map(Number)));
+    w.u8(4);
+    // Octet by octet, without split/map: the server writes one of these in every registration ack.
+    let octet = 0;
+    for (let i = 0; i < address.length; i++) {
+      const c = address.charCodeAt(i);
+      if (c === 0x2e) {
+        w.u8(octet);
+        octet = 0;
+      } else octet = octet * 10 + (c - 0x30);
+    }
+    w.u8(octet);
   } else if (isIPv6(address)) {
     w.u8(6).bytes(ipv6Bytes(address.replace(/%.*$/, '')));
   } else {

@@ -2,7 +2,8 @@
  * UDP packets between device and rendezvous server (S201/S202, packet 205).
  *
  * Common header: magic "PL" (u16) | version (u8) | type (u8). Every packet ends with a
- * 16-byte HMAC-SHA256 tag keyed with the device's registration key, over all bytes before it.
+ * 16-byte tag: keyed BLAKE2s with a 16-byte output (RFC 7693; blake2s.ts says why not HMAC), keyed
+ * with the device's registration key, over all bytes before it.
  *
  *   REGISTER     device -> server  header | id (u8 len + bytes) | timestamp ms (u64) | nonce (8)
  *                                  | zero padding to >= 64 bytes in all | tag (16)
@@ -36,7 +37,8 @@ import {
   UDP_TYPE_REGISTER,
   UDP_TYPE_REGISTER_ACK,
 } from './constants.js';
-import { equalBytes, mac, MAC_BYTES } from './keys.js';
+import { MAC_BYTES } from './keys.js';
+import { blake2sKey, blake2sMac, type Blake2sKey } from './blake2s.js';
 import { readEndpoint, writeEndpoint, type Endpoint } from './address.js';
 
 export const REGISTER_NONCE_BYTES = 8;
@@ -85,30 +87,46 @@ export interface MappingCheck {
 
 export type UdpPacket = Register | RegisterAck | Notify | Probe | MappingCheck;
 
-/** A parsed packet with what its tag covers, so the tag can be checked once the key is known. */
+/** A parsed packet and its datagram, so the tag can be checked once the key is known. */
 export interface Parsed<T extends UdpPacket> {
   readonly packet: T;
-  readonly signed: Buffer;
-  readonly tag: Buffer;
+  /** The whole datagram: its last MAC_BYTES are the tag over all bytes before them. */
+  readonly datagram: Buffer;
 }
+
+/** A device's registration key: its bytes, or prepared once (`udpKey`; the server keeps these). */
+export type UdpKey = Uint8Array | Blake2sKey;
+
+/** Prepare a registration key for the packet tags: the key block compressed once. */
+export function udpKey(registrationKey: Uint8Array): Blake2sKey {
+  return blake2sKey(registrationKey, MAC_BYTES);
+}
+
+/** Raw key bytes are a Uint8Array; a prepared key is the Int32Array of its state. */
+const prepared = (key: UdpKey): Blake2sKey => (key instanceof Int32Array ? key : udpKey(key));
+
+const tagScratch = new Uint8Array(MAC_BYTES);
 
 function header(type: number): ByteWriter {
   return new ByteWriter().u16(UDP_MAGIC).u8(PROTOCOL_VERSION).u8(type);
 }
 
-function seal(w: ByteWriter, key: Uint8Array): Buffer {
-  const body = w.toBuffer();
-  return Buffer.concat([body, mac(key, [body])]);
+/** Append the tag over everything written so far. */
+function seal(w: ByteWriter, key: UdpKey): Buffer {
+  const signedBytes = w.length;
+  const out = w.zeros(MAC_BYTES).toBuffer();
+  blake2sMac(prepared(key), out, out, signedBytes, signedBytes);
+  return out;
 }
 
-export function encodeRegister(p: Omit<Register, 'type'>, key: Uint8Array): Buffer {
+export function encodeRegister(p: Omit<Register, 'type'>, key: UdpKey): Buffer {
   const w = header(UDP_TYPE_REGISTER).shortString(p.equipmentId).timeMs(p.timestampMs).bytes(p.nonce);
   const pad = REGISTER_MIN_BYTES - MAC_BYTES - w.length;
   if (pad > 0) w.zeros(pad);
   return seal(w, key);
 }
 
-export function encodeProbe(p: Omit<Probe, 'type'>, key: Uint8Array): Buffer {
+export function encodeProbe(p: Omit<Probe, 'type'>, key: UdpKey): Buffer {
   const w = header(UDP_TYPE_PROBE).u8(p.flags).shortString(p.equipmentId).timeMs(p.timestampMs).bytes(p.nonce);
   const min = (p.flags & PROBE_FLAG_CHECK_MAPPING) !== 0 ? PROBE_WITH_CHECK_MIN_BYTES : REGISTER_MIN_BYTES;
   const pad = min - MAC_BYTES - w.length;
@@ -116,27 +134,34 @@ export function encodeProbe(p: Omit<Probe, 'type'>, key: Uint8Array): Buffer {
   return seal(w, key);
 }
 
-export function encodeMappingCheck(p: Omit<MappingCheck, 'type'>, key: Uint8Array): Buffer {
+export function encodeMappingCheck(p: Omit<MappingCheck, 'type'>, key: UdpKey): Buffer {
   return seal(header(UDP_TYPE_MAPPING_CHECK).bytes(p.nonce).timeMs(p.serverTimeMs), key);
 }
 
-export function encodeRegisterAck(p: Omit<RegisterAck, 'type'>, key: Uint8Array): Buffer {
+export function encodeRegisterAck(p: Omit<RegisterAck, 'type'>, key: UdpKey): Buffer {
   const w = header(UDP_TYPE_REGISTER_ACK).u8(p.status).bytes(p.nonce).timeMs(p.serverTimeMs);
   writeEndpoint(w, p.observed);
   return seal(w, key);
 }
 
-export function encodeNotify(p: Omit<Notify, 'type'>, key: Uint8Array): Buffer {
+export function encodeNotify(p: Omit<Notify, 'type'>, key: UdpKey): Buffer {
   return seal(header(UDP_TYPE_NOTIFY).bytes(p.requestId).timeMs(p.serverTimeMs), key);
 }
 
-/** Parse any UDP packet's structure. Throws ProtocolError naming the bad field. */
+function zeroPadding(r: ByteReader): void {
+  if (!r.zeros()) throw new ProtocolError('udp.padding', 'must be zero');
+}
+
+/**
+ * Parse any UDP packet's structure. Throws ProtocolError naming the bad field. The result's
+ * fields are views into `buf`: do not reuse it while they are in use.
+ */
 export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
   if (buf.length > UDP_MAX_BYTES) throw new ProtocolError('udp', `oversized: ${buf.length} bytes > ${UDP_MAX_BYTES}`);
   if (buf.length < 4 + MAC_BYTES) throw new ProtocolError('udp', `truncated: ${buf.length} bytes`);
-  const signed = Buffer.from(buf.subarray(0, buf.length - MAC_BYTES));
-  const tag = Buffer.from(buf.subarray(buf.length - MAC_BYTES));
-  const r = new ByteReader(signed, 'udp');
+  // Views, not copies: a datagram's buffer is the receiver's own (dgram allocates one per message).
+  const datagram = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.length);
+  const r = new ByteReader(datagram, 'udp', datagram.length - MAC_BYTES);
   const magic = r.u16('magic');
   if (magic !== UDP_MAGIC) throw new ProtocolError('udp.magic', `expected 0x${UDP_MAGIC.toString(16)}, found 0x${magic.toString(16)}`);
   const version = r.u8('version');
@@ -148,16 +173,15 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
       if (buf.length < REGISTER_MIN_BYTES) throw new ProtocolError('udp.register', `shorter than ${REGISTER_MIN_BYTES} bytes`);
       const equipmentId = r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN);
       const timestampMs = r.timeMs('timestamp');
-      const nonce = r.bytes(REGISTER_NONCE_BYTES, 'nonce');
-      const padding = r.bytes(r.remaining, 'padding');
-      if (padding.some((b) => b !== 0)) throw new ProtocolError('udp.padding', 'must be zero');
+      const nonce = r.view(REGISTER_NONCE_BYTES, 'nonce');
+      zeroPadding(r);
       packet = { type, equipmentId, timestampMs, nonce };
       break;
     }
     case UDP_TYPE_REGISTER_ACK: {
       const status = r.u8('status');
       if (status !== AckStatus.OK && status !== AckStatus.CLOCK_SKEW) throw new ProtocolError('udp.status', `unknown status ${status}`);
-      const nonce = r.bytes(REGISTER_NONCE_BYTES, 'nonce');
+      const nonce = r.view(REGISTER_NONCE_BYTES, 'nonce');
       const serverTimeMs = r.timeMs('serverTime');
       const observed = readEndpoint(r, 'observed');
       r.end();
@@ -165,7 +189,7 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
       break;
     }
     case UDP_TYPE_NOTIFY: {
-      const requestId = r.bytes(REQUEST_ID_BYTES, 'requestId');
+      const requestId = r.view(REQUEST_ID_BYTES, 'requestId');
       const serverTimeMs = r.timeMs('serverTime');
       r.end();
       packet = { type, requestId, serverTimeMs };
@@ -176,14 +200,13 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
       const flags = r.u8('flags');
       const equipmentId = r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN);
       const timestampMs = r.timeMs('timestamp');
-      const nonce = r.bytes(REGISTER_NONCE_BYTES, 'nonce');
-      const padding = r.bytes(r.remaining, 'padding');
-      if (padding.some((b) => b !== 0)) throw new ProtocolError('udp.padding', 'must be zero');
+      const nonce = r.view(REGISTER_NONCE_BYTES, 'nonce');
+      zeroPadding(r);
       packet = { type, flags, equipmentId, timestampMs, nonce };
       break;
     }
     case UDP_TYPE_MAPPING_CHECK: {
-      const nonce = r.bytes(REGISTER_NONCE_BYTES, 'nonce');
+      const nonce = r.view(REGISTER_NONCE_BYTES, 'nonce');
       const serverTimeMs = r.timeMs('serverTime');
       r.end();
       packet = { type, nonce, serverTimeMs };
@@ -192,9 +215,15 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
     default:
       throw new ProtocolError('udp.type', `unknown type ${type}`);
   }
-  return { packet, signed, tag };
+  return { packet, datagram };
 }
 
-export function verifyTag(parsed: Parsed<UdpPacket>, key: Uint8Array): boolean {
-  return equalBytes(mac(key, [parsed.signed]), parsed.tag);
+export function verifyTag(parsed: Parsed<UdpPacket>, key: UdpKey): boolean {
+  const d = parsed.datagram;
+  const signedBytes = d.length - MAC_BYTES;
+  blake2sMac(prepared(key), d, tagScratch, signedBytes);
+  // Constant time: every byte is compared whatever the first difference.
+  let diff = 0;
+  for (let i = 0; i < MAC_BYTES; i++) diff |= tagScratch[i]! ^ d[signedBytes + i]!;
+  return diff === 0;
 }

@@ -13,17 +13,16 @@
  *
  * P6 holds: nothing is sent for a bad tag; the ack and the check are each smaller than the probe.
  */
-import { bindUdp } from '../common/listen.js';
-import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import { bindUdp, createServerUdpSocket } from '../common/listen.js';
+import type { RemoteInfo, Socket } from 'node:dgram';
 import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
 import { normalizeAddress } from '../protocol/address.js';
 import { PROBE_FLAG_CHECK_MAPPING, PROBE_WITH_CHECK_MIN_BYTES, REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE } from '../protocol/constants.js';
-import { MAC_BYTES } from '../protocol/keys.js';
 import { deriveRegistrationKey } from '../protocol/keys.js';
-import { AckStatus, encodeMappingCheck, encodeRegisterAck, parseUdpPacket, verifyTag, type Parsed, type Probe, type UdpPacket } from '../protocol/udp-packets.js';
+import type { Blake2sKey } from '../protocol/blake2s.js';
+import { AckStatus, encodeMappingCheck, encodeRegisterAck, parseUdpPacket, udpKey, verifyTag, type Parsed, type Probe, type UdpPacket } from '../protocol/udp-packets.js';
 import type { Registry } from './registry.js';
 
 export const PROBE_COUNTERS = ['probes', 'badTag', 'malformed', 'mappingChecks'] as const;
@@ -35,7 +34,8 @@ export interface ProbeAnswer {
 }
 
 export interface ProbeContext {
-  readonly masterKey: Buffer;
+  /** The device's registration key, prepared (`udpKey` of `deriveRegistrationKey`). */
+  readonly deviceKey: (equipmentId: string) => Blake2sKey;
   readonly clock: Clock;
   readonly registry?: Registry;
   readonly clockWindowMs?: number;
@@ -44,7 +44,7 @@ export interface ProbeContext {
 /** The answer to a parsed PROBE, or null (bad tag: silence). */
 export function answerProbe(parsed: Parsed<UdpPacket>, from: RemoteInfo, ctx: ProbeContext): ProbeAnswer | null {
   const probe = parsed.packet as Probe;
-  const key = deriveRegistrationKey(ctx.masterKey, probe.equipmentId);
+  const key = ctx.deviceKey(probe.equipmentId);
   if (!verifyTag(parsed, key)) return null;
   const now = ctx.clock.now();
   const skewed = Math.abs(probe.timestampMs - now) > (ctx.clockWindowMs ?? REGISTER_CLOCK_WINDOW_MS);
@@ -52,7 +52,7 @@ export function answerProbe(parsed: Parsed<UdpPacket>, from: RemoteInfo, ctx: Pr
   const ack = encodeRegisterAck({ status: skewed ? AckStatus.CLOCK_SKEW : AckStatus.OK, nonce: probe.nonce, serverTimeMs: now, observed }, key);
   // The check goes only to the mapping this ID registered, and only for a probe at least as
   // large as the ack and the check together: no amplification, no reflection elsewhere (P6).
-  const bigEnough = parsed.signed.length + MAC_BYTES >= PROBE_WITH_CHECK_MIN_BYTES;
+  const bigEnough = parsed.datagram.length >= PROBE_WITH_CHECK_MIN_BYTES;
   if (skewed || (probe.flags & PROBE_FLAG_CHECK_MAPPING) === 0 || !bigEnough || !ctx.registry) return { ack };
   const entry = ctx.registry.get(probe.equipmentId);
   if (!entry) return { ack };
@@ -70,6 +70,7 @@ export interface ProbeEndpoint {
 export function createProbeEndpoint(o: { host: string; port: number; masterKey: Buffer; clock: Clock; logger: Logger; clockWindowMs?: number }): ProbeEndpoint {
   const counters = new Counters(PROBE_COUNTERS);
   let socket: Socket | null = null;
+  const deviceKey = (id: string): Blake2sKey => udpKey(deriveRegistrationKey(o.masterKey, id));
   const onMessage = (msg: Buffer, rinfo: RemoteInfo): void => {
     let parsed;
     try {
@@ -82,7 +83,7 @@ export function createProbeEndpoint(o: { host: string; port: number; masterKey: 
       counters.inc('malformed');
       return;
     }
-    const answer = answerProbe(parsed, rinfo, { masterKey: o.masterKey, clock: o.clock, ...(o.clockWindowMs ? { clockWindowMs: o.clockWindowMs } : {}) });
+    const answer = answerProbe(parsed, rinfo, { deviceKey, clock: o.clock, ...(o.clockWindowMs ? { clockWindowMs: o.clockWindowMs } : {}) });
     if (!answer) {
       counters.inc('badTag');
       return;
@@ -95,7 +96,7 @@ export function createProbeEndpoint(o: { host: string; port: number; masterKey: 
   return {
     counters,
     async start() {
-      const s = createSocket({ type: isIPv6(o.host) ? 'udp6' : 'udp4' });
+      const s = createServerUdpSocket(o.host);
       s.on('message', onMessage);
       s.on('error', (err) => o.logger.error({ err: err.message }, 'probe socket error'));
       await bindUdp(s, o.port, o.host);
