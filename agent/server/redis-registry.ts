@@ -157,9 +157,10 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     async record(id, e): Promise<RecordResult> {
       const r = await c().plRecord(deviceKey(id), e.address, e.port, e.lastSeenMs, e.lastTimestampMs, e.node ?? o.nodeId, o.forgetAfterMs);
       if (r === '0') return { outcome: 'replayed' };
-      if (r === '1') return { outcome: 'accepted', previous: undefined };
+      if (r === '1') return { outcome: 'accepted', moved: true, previous: undefined };
       const [, a, p, s, t, n] = r.split('|');
-      return { outcome: 'accepted', previous: { address: a!, port: Number(p), lastSeenMs: Number(s), lastTimestampMs: Number(t), node: n ?? '' } };
+      const previous = { address: a!, port: Number(p), lastSeenMs: Number(s), lastTimestampMs: Number(t), node: n ?? '' };
+      return { outcome: 'accepted', moved: previous.address !== e.address || previous.port !== e.port, previous };
     },
     sweep: () => 0,
     async send(node, m) {

@@ -13,9 +13,8 @@
  * verified, acknowledged and kept locally (this node can still wake the device), and counted as
  * `registryUnavailable`. Devices re-register every interval, so the shared list refills by itself.
  */
-import { bindUdp } from '../common/listen.js';
-import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import { bindUdp, createServerUdpSocket } from '../common/listen.js';
+import type { Socket, RemoteInfo } from 'node:dgram';
 import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
@@ -23,11 +22,13 @@ import { ProtocolError } from '../common/errors.js';
 import { normalizeAddress } from '../protocol/address.js';
 import { REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE, UDP_TYPE_REGISTER } from '../protocol/constants.js';
 import { deriveRegistrationKey } from '../protocol/keys.js';
+import type { Blake2sKey } from '../protocol/blake2s.js';
 import {
   AckStatus,
   encodeNotify,
   encodeRegisterAck,
   parseUdpPacket,
+  udpKey,
   verifyTag,
   type Register,
 } from '../protocol/udp-packets.js';
@@ -90,6 +91,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
   const counters = new Counters(REGISTRATION_COUNTERS);
   const backend = options.backend ?? registry;
   const limiter = options.sourceLimiter;
+  const deviceKey = (id: string): Blake2sKey => udpKey(deriveRegistrationKey(masterKey, id));
   let socket: Socket | null = null;
   let backendFailing = false;
   let pendingWrites = 0;
@@ -108,10 +110,10 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       return;
     }
     if (parsed.packet.type === UDP_TYPE_PROBE) {
-      const answer = answerProbe(parsed, rinfo, { masterKey, clock, registry, clockWindowMs: windowMs });
+      const answer = answerProbe(parsed, rinfo, { deviceKey, clock, registry, clockWindowMs: windowMs });
       if (!answer) return void counters.inc('badTag');
       counters.inc('probes');
-      send(answer.ack, rinfo);
+      reply(answer.ack, rinfo);
       if (answer.check) {
         counters.inc('mappingChecks');
         send(answer.check.packet, answer.check);
@@ -123,7 +125,9 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       return;
     }
     const reg = parsed.packet as Register;
-    const key = deriveRegistrationKey(masterKey, reg.equipmentId);
+    // The key kept with the device's entry, else derived (first registration, or a new node).
+    const kept = registry.keyOf(reg.equipmentId);
+    const key = kept ?? deviceKey(reg.equipmentId);
     if (!verifyTag(parsed, key)) {
       // Silent: a forger learns nothing, and we send nothing to an unverified source (P6).
       counters.inc('badTag');
@@ -135,12 +139,12 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     if (Math.abs(reg.timestampMs - now) > windowMs) {
       counters.inc('clockSkew');
       // The ack is no larger than the registration (P6) and tells the device the server's time.
-      send(encodeRegisterAck({ status: AckStatus.CLOCK_SKEW, nonce: reg.nonce, serverTimeMs: now, observed }, key), rinfo);
+      reply(encodeRegisterAck({ status: AckStatus.CLOCK_SKEW, nonce: reg.nonce, serverTimeMs: now, observed }, key), rinfo);
       return;
     }
     const entry: RegistryEntry = { address: observed.address, port: observed.port, lastSeenMs: now, lastTimestampMs: reg.timestampMs };
     if (backend === registry) {
-      accept(reg, registry.record(reg.equipmentId, entry), key, now, observed, rinfo);
+      accept(reg, registry.record(reg.equipmentId, entry, kept ? undefined : key), key, now, observed, rinfo);
       return;
     }
     const local = registry.get(reg.equipmentId);
@@ -160,7 +164,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
           backendFailing = false;
           logger.info('registrations reach the shared registry again');
         }
-        if (r.outcome === 'accepted') registry.set(reg.equipmentId, entry);
+        if (r.outcome === 'accepted') registry.set(reg.equipmentId, entry, key);
         accept(reg, r, key, now, observed, rinfo);
       },
       (err: unknown) => {
@@ -170,12 +174,12 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
           backendFailing = true;
           logger.error({ err: (err as Error).message }, 'shared registry unavailable: registrations are kept at this node only');
         }
-        accept(reg, registry.record(reg.equipmentId, entry), key, now, observed, rinfo);
+        accept(reg, registry.record(reg.equipmentId, entry, key), key, now, observed, rinfo);
       },
     );
   }
 
-  function accept(reg: Register, r: RecordResult, key: Buffer, now: number, observed: Endpoint, rinfo: RemoteInfo): void {
+  function accept(reg: Register, r: RecordResult, key: Blake2sKey, now: number, observed: Endpoint, rinfo: RemoteInfo): void {
     if (r.outcome === 'replayed') {
       counters.inc('replayed');
       logger.debug({ equipmentId: reg.equipmentId, from: rinfo.address }, 'dropped registration not newer than the last');
@@ -183,27 +187,37 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     }
     const prev = r.previous;
     counters.inc('accepted');
-    if (!prev || prev.address !== observed.address || prev.port !== observed.port) {
+    if (r.moved) {
       counters.inc('addressChanged');
       logger.info(
         { equipmentId: reg.equipmentId, mapping: `${observed.address}:${observed.port}`, previous: prev ? `${prev.address}:${prev.port}` : null },
         'S202 device registered',
       );
     }
-    send(encodeRegisterAck({ status: AckStatus.OK, nonce: reg.nonce, serverTimeMs: now, observed }, key), rinfo);
+    reply(encodeRegisterAck({ status: AckStatus.OK, nonce: reg.nonce, serverTimeMs: now, observed }, key), rinfo);
     options.onRegistered?.(reg.equipmentId, rinfo);
   }
 
+  /** Notifications and mapping checks: a failure is logged. */
   function send(buf: Buffer, to: { address: string; port: number }): void {
     socket?.send(buf, to.port, to.address, (err) => {
       if (err) logger.debug({ err: err.message, to: to.address }, 'udp send failed');
     });
   }
 
+  /**
+   * An answer (ack) to the datagram just received. No completion callback: it costs a request
+   * object and a callback per packet on the fleet's hot path, and a lost ack is answered again at
+   * the device's next registration (a failed send was only ever logged at debug level).
+   */
+  function reply(buf: Buffer, to: RemoteInfo): void {
+    socket?.send(buf, to.port, to.address);
+  }
+
   return {
     counters,
     async start() {
-      const s = createSocket({ type: isIPv6(options.host) ? 'udp6' : 'udp4' });
+      const s = createServerUdpSocket(options.host);
       s.on('message', onMessage);
       s.on('error', (err) => logger.error({ err: err.message }, 'udp socket error'));
       await bindUdp(s, options.port, options.host);
@@ -222,8 +236,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     notify(equipmentId, requestId, to) {
       const entry = to ?? registry.get(equipmentId);
       if (!entry || !socket) return false;
-      const key = deriveRegistrationKey(masterKey, equipmentId);
-      send(encodeNotify({ requestId, serverTimeMs: clock.now() }, key), entry);
+      send(encodeNotify({ requestId, serverTimeMs: clock.now() }, deviceKey(equipmentId)), entry);
       counters.inc('notificationsSent');
       return true;
     },

@@ -30,13 +30,15 @@ const entry = (ts: number, port = 4000) => ({ address: '202.204.16.13', port, la
 test('record keeps only newer registrations and reports the previous mapping and node', async (t) => {
   const a = await node('node-a', 60_000, 't1:');
   const b = await node('node-b', 60_000, 't1:');
-  t.deepEqual(await a.record('TV-1', entry(1000)), { outcome: 'accepted', previous: undefined });
+  t.deepEqual(await a.record('TV-1', entry(1000)), { outcome: 'accepted', moved: true, previous: undefined });
   t.deepEqual(await b.record('TV-1', entry(1000, 5000)), { outcome: 'replayed' }, 'same timestamp at another node: replay');
   t.deepEqual(await b.record('TV-1', entry(999, 5000)), { outcome: 'replayed' }, 'older: replay');
   const r = await b.record('TV-1', entry(2000, 5000));
-  t.deepEqual(r, { outcome: 'accepted', previous: { ...entry(1000), node: 'node-a' } });
+  t.deepEqual(r, { outcome: 'accepted', moved: true, previous: { ...entry(1000), node: 'node-a' } });
   t.deepEqual(await a.lookup('TV-1'), { ...entry(2000, 5000), node: 'node-b' }, 'the entry names the node that holds the mapping');
   t.is(await a.lookup('NOPE'), undefined);
+  const same = await a.record('TV-1', entry(3000, 5000));
+  t.like(same, { outcome: 'accepted', moved: false }, 'same address and port: not moved');
 });
 
 test('concurrent registrations of one device at two nodes: exactly the newest wins', async (t) => {
