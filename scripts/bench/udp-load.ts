@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
 import { encodeRegister, REGISTER_NONCE_BYTES } from '../../agent/protocol/udp-packets.js';
-import { cpuSeconds } from './cpu-time.js';
+import { cpuSeconds, cpuTimes } from './cpu-time.js';
 
 const WARMUP_MS = 1000;
 
@@ -60,12 +60,23 @@ async function main(): Promise<void> {
   for (let i = 0; i < window; i++) send();
   // Lost datagrams shrink the window: refill it when answers stall for a while (not sooner: a
   // slow target would otherwise be flooded with ever more outstanding requests).
+  // Poll instead of sleeping: a generator that sleeps between answers makes every answer the
+  // target sends pay for waking it (try_to_wake_up and an IPI in the target's sendmsg), which a
+  // slower target pays and the echo baseline (never idle) does not. A busy generator never
+  // sleeps, so the target's kernel time is its own work in every mode.
+  let polling = true;
+  const poll = (): void => {
+    if (polling) setImmediate(poll);
+  };
+  poll();
   const refill = setInterval(() => {
     if (answers === lastAnswers) for (let i = 0; i < window; i++) send();
     lastAnswers = answers;
   }, 250);
   await new Promise((r) => setTimeout(r, WARMUP_MS));
   answersAtStart = answers;
+  const times0 = cpuTimes(targetPid);
+  const own0 = process.cpuUsage();
   const cpu0 = cpuSeconds(targetPid);
   const extra0 = extraPid === null ? 0 : cpuSeconds(extraPid);
   const t0 = performance.now();
@@ -73,9 +84,18 @@ async function main(): Promise<void> {
   const elapsed = (performance.now() - t0) / 1000;
   const n = answers - answersAtStart;
   const cpu = cpuSeconds(targetPid) - cpu0;
+  const times1 = cpuTimes(targetPid);
+  const own = process.cpuUsage(own0);
+  // Microseconds of CPU per answer: the target's user and kernel time, and the generator's own.
+  const perAnswerUs = {
+    targetUser: ((times1.user - times0.user) * 1e6) / n,
+    targetSystem: ((times1.system - times0.system) * 1e6) / n,
+    generator: (own.user + own.system) / n,
+  };
   const extraCpu = extraPid === null ? null : cpuSeconds(extraPid) - extra0;
   clearInterval(refill);
-  process.stdout.write(`${JSON.stringify({ mode, answersPerSecond: n / elapsed, answersPerCpuSecond: n / cpu, targetCpuShare: cpu / elapsed, ...(extraCpu === null ? {} : { answersPerExtraCpuSecond: n / extraCpu }), answers: n, sent: next, exhausted: next >= packets.length })}\n`);
+  polling = false;
+  process.stdout.write(`${JSON.stringify({ mode, answersPerSecond: n / elapsed, answersPerCpuSecond: n / cpu, targetCpuShare: cpu / elapsed, perAnswerUs, ...(extraCpu === null ? {} : { answersPerExtraCpuSecond: n / extraCpu }), answers: n, sent: next, exhausted: next >= packets.length })}\n`);
   s.close();
 }
 
