@@ -10,6 +10,8 @@ export interface Endpoint {
 
 /** "::ffff:1.2.3.4" -> "1.2.3.4", so policy and equality see one form of an IPv4 address. */
 export function normalizeAddress(address: string): string {
+  // Most addresses are plain IPv4: skip the pattern for anything not starting with ':'.
+  if (address.charCodeAt(0) !== 0x3a) return address;
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   return m ? m[1]! : address;
 }

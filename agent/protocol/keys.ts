@@ -1,9 +1,11 @@
 /**
  * Key derivations. Each key has one purpose, fixed by its label (domain separation).
  *
- *  registrationKey = HMAC-SHA256(registrationMasterKey, "peerlink/v1/registration-key\0" || id)
+ *  registrationKey = BLAKE2s-256(key = registrationMasterKey, "peerlink/v1/registration-key\0" || id)
  *      Proves "I am device <id>" to the rendezvous server (UDP registrations, TLS attach).
- *      The server derives it from its master key; it is independent of the access secret.
+ *      The server derives it from its master key for every registration (no per-device store:
+ *      keyed BLAKE2s with the master key's block precomputed costs one compression, ~0.3 us;
+ *      an HMAC through createHmac cost ~3.8 us). It is independent of the access secret.
  *  accessKey       = scrypt(NFKC(password), "peerlink/v1/access-key\0" || id, N=2^10, r=8, p=1)
  *      What a client proves knowledge of to the device. The device stores only this key,
  *      never the password; the server never sees either.
@@ -16,6 +18,7 @@
  */
 import { createHmac, hkdfSync, scrypt, timingSafeEqual } from 'node:crypto';
 import { abortError } from '../common/errors.js';
+import { blake2sKey, blake2sMac } from './blake2s.js';
 
 export const KEY_BYTES = 32;
 export const MAC_BYTES = 16;
@@ -32,12 +35,27 @@ export const ACCESS_KEY_SCRYPT = Object.freeze({ N: 1 << 10, r: 8, p: 1, maxmem:
 
 const enc = (s: string): Buffer => Buffer.from(s, 'utf8');
 
+const REGISTRATION_KEY_LABEL = enc('peerlink/v1/registration-key\0');
+const MAX_ID_BYTES = 255;
+
+/**
+ * The registration keys of one master key, derived with the master key's block compressed once:
+ * what the server runs for every registration it takes.
+ */
+export function registrationKeyDeriver(masterKey: Uint8Array): (equipmentId: string, out?: Uint8Array) => Uint8Array {
+  if (masterKey.length !== KEY_BYTES) throw new RangeError('registration master key must be 32 bytes');
+  const master = blake2sKey(masterKey, KEY_BYTES);
+  const input = Buffer.alloc(REGISTRATION_KEY_LABEL.length + MAX_ID_BYTES);
+  REGISTRATION_KEY_LABEL.copy(input);
+  return (equipmentId, out = Buffer.allocUnsafe(KEY_BYTES)) => {
+    if (Buffer.byteLength(equipmentId, 'utf8') > MAX_ID_BYTES) throw new RangeError(`equipment ID longer than ${MAX_ID_BYTES} bytes`);
+    const n = input.write(equipmentId, REGISTRATION_KEY_LABEL.length, 'utf8');
+    return blake2sMac(master, input, out, REGISTRATION_KEY_LABEL.length + n);
+  };
+}
+
 export function deriveRegistrationKey(masterKey: Uint8Array, equipmentId: string): Buffer {
-  if (masterKey.length < KEY_BYTES) throw new RangeError('registration master key must be at least 32 bytes');
-  return createHmac('sha256', masterKey)
-    .update(enc('peerlink/v1/registration-key\0'))
-    .update(enc(equipmentId))
-    .digest();
+  return registrationKeyDeriver(masterKey)(equipmentId) as Buffer;
 }
 
 /** Normalise what a person typed: NFKC, no spaces or dashes (labels group the secret), upper case. */

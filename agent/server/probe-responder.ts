@@ -20,7 +20,7 @@ import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
 import { normalizeAddress } from '../protocol/address.js';
 import { PROBE_FLAG_CHECK_MAPPING, PROBE_WITH_CHECK_MIN_BYTES, REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE } from '../protocol/constants.js';
-import { deriveRegistrationKey } from '../protocol/keys.js';
+import { registrationKeyDeriver } from '../protocol/keys.js';
 import type { Blake2sKey } from '../protocol/blake2s.js';
 import { AckStatus, encodeMappingCheck, encodeRegisterAck, parseUdpPacket, udpKey, verifyTag, type Parsed, type Probe, type UdpPacket } from '../protocol/udp-packets.js';
 import type { Registry } from './registry.js';
@@ -34,7 +34,7 @@ export interface ProbeAnswer {
 }
 
 export interface ProbeContext {
-  /** The device's registration key, prepared (`udpKey` of `deriveRegistrationKey`). */
+  /** The device's registration key, prepared (`udpKey` of the registration key). */
   readonly deviceKey: (equipmentId: string) => Blake2sKey;
   readonly clock: Clock;
   readonly registry?: Registry;
@@ -70,7 +70,9 @@ export interface ProbeEndpoint {
 export function createProbeEndpoint(o: { host: string; port: number; masterKey: Buffer; clock: Clock; logger: Logger; clockWindowMs?: number }): ProbeEndpoint {
   const counters = new Counters(PROBE_COUNTERS);
   let socket: Socket | null = null;
-  const deviceKey = (id: string): Blake2sKey => udpKey(deriveRegistrationKey(o.masterKey, id));
+  const registrationKey = registrationKeyDeriver(o.masterKey);
+  const keyScratch = new Uint8Array(32);
+  const deviceKey = (id: string): Blake2sKey => udpKey(registrationKey(id, keyScratch));
   const onMessage = (msg: Buffer, rinfo: RemoteInfo): void => {
     let parsed;
     try {

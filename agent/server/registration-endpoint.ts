@@ -21,7 +21,7 @@ import { Counters } from '../common/counters.js';
 import { ProtocolError } from '../common/errors.js';
 import { normalizeAddress } from '../protocol/address.js';
 import { REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE, UDP_TYPE_REGISTER } from '../protocol/constants.js';
-import { deriveRegistrationKey } from '../protocol/keys.js';
+import { registrationKeyDeriver } from '../protocol/keys.js';
 import type { Blake2sKey } from '../protocol/blake2s.js';
 import {
   AckStatus,
@@ -91,7 +91,10 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
   const counters = new Counters(REGISTRATION_COUNTERS);
   const backend = options.backend ?? registry;
   const limiter = options.sourceLimiter;
-  const deviceKey = (id: string): Blake2sKey => udpKey(deriveRegistrationKey(masterKey, id));
+  // The device's key is derived for every packet (one BLAKE2s compression), never stored.
+  const registrationKey = registrationKeyDeriver(masterKey);
+  const keyScratch = new Uint8Array(32);
+  const deviceKey = (id: string): Blake2sKey => udpKey(registrationKey(id, keyScratch));
   let socket: Socket | null = null;
   let backendFailing = false;
   let pendingWrites = 0;
@@ -125,9 +128,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       return;
     }
     const reg = parsed.packet as Register;
-    // The key kept with the device's entry, else derived (first registration, or a new node).
-    const kept = registry.keyOf(reg.equipmentId);
-    const key = kept ?? deviceKey(reg.equipmentId);
+    const key = deviceKey(reg.equipmentId);
     if (!verifyTag(parsed, key)) {
       // Silent: a forger learns nothing, and we send nothing to an unverified source (P6).
       counters.inc('badTag');
@@ -144,7 +145,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     }
     const entry: RegistryEntry = { address: observed.address, port: observed.port, lastSeenMs: now, lastTimestampMs: reg.timestampMs };
     if (backend === registry) {
-      accept(reg, registry.record(reg.equipmentId, entry, kept ? undefined : key), key, now, observed, rinfo);
+      accept(reg, registry.record(reg.equipmentId, entry), key, now, observed, rinfo);
       return;
     }
     const local = registry.get(reg.equipmentId);
@@ -164,7 +165,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
           backendFailing = false;
           logger.info('registrations reach the shared registry again');
         }
-        if (r.outcome === 'accepted') registry.set(reg.equipmentId, entry, key);
+        if (r.outcome === 'accepted') registry.set(reg.equipmentId, entry);
         accept(reg, r, key, now, observed, rinfo);
       },
       (err: unknown) => {
@@ -174,7 +175,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
           backendFailing = true;
           logger.error({ err: (err as Error).message }, 'shared registry unavailable: registrations are kept at this node only');
         }
-        accept(reg, registry.record(reg.equipmentId, entry, key), key, now, observed, rinfo);
+        accept(reg, registry.record(reg.equipmentId, entry), key, now, observed, rinfo);
       },
     );
   }

@@ -14,15 +14,8 @@
  * the IDs' bytes sit in one arena buffer, an open-addressing hash table maps them to slot numbers,
  * and a slot's fields live in typed arrays (IPv4 as a u32, port u16, two f64 times). See
  * `npm run bench -- server` for the bytes per device, against ~274 for a Map of objects.
- *
- * The node-local list also keeps each device's registration key, prepared for the packet tags
- * (40 bytes, `Blake2sKey`): the server derives it from its master key (an HMAC, ~4 us) at the
- * device's first registration and reuses it for every later one, against ~17 us for all the rest
- * of a registration. It is the same key the master key derives at any time, so keeping it adds
- * nothing for an attacker who can read the process's memory.
+
  */
-import { isIPv4 } from 'node:net';
-import { BLAKE2S_KEY_WORDS, type Blake2sKey } from '../protocol/blake2s.js';
 
 export interface RegistryEntry {
   readonly address: string;
@@ -62,35 +55,45 @@ export interface RegistryBackend {
 /** The synchronous, node-local list (also the local cache of the Redis backend). */
 export interface Registry extends RegistryBackend {
   get(equipmentId: string): RegistryEntry | undefined;
-  /** The entry, and the device's prepared registration key when given (`keyOf`). */
-  set(equipmentId: string, entry: RegistryEntry, key?: Blake2sKey): void;
-  /** A copy of the registration key kept with the entry, if any. */
-  keyOf(equipmentId: string): Blake2sKey | undefined;
+  set(equipmentId: string, entry: RegistryEntry): void;
   delete(equipmentId: string): boolean;
   readonly size: number;
   entries(): IterableIterator<[string, RegistryEntry]>;
   sweep(olderThanMs: number): number;
   lookup(equipmentId: string): RegistryEntry | undefined;
-  record(equipmentId: string, entry: RegistryEntry, key?: Blake2sKey): RecordResult;
+  record(equipmentId: string, entry: RegistryEntry): RecordResult;
 }
 
 const INITIAL_SLOTS = 1024;
-/** Int32 words of a prepared packet-tag key (blake2s.ts). */
-const KEY_WORDS = BLAKE2S_KEY_WORDS;
 const INITIAL_ARENA_BYTES = 16 * 1024;
 /** Equipment IDs are at most 64 bytes on the wire; the length is kept in a u8. */
 const MAX_ID_BYTES = 255;
 
+/**
+ * A dotted-quad IPv4 address in the form Node writes it (no leading zeros) as a u32, or -1 for
+ * anything else (kept as a string). One pass, no pattern: it runs for every registration.
+ */
 function ipv4ToU32(a: string): number {
   let n = 0;
   let part = 0;
+  let digits = 0;
+  let dots = 0;
   for (let i = 0; i < a.length; i++) {
     const c = a.charCodeAt(i);
     if (c === 46) {
+      if (digits === 0 || dots === 3) return -1;
       n = n * 256 + part;
       part = 0;
-    } else part = part * 10 + (c - 48);
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return -1; // a leading zero
+      part = part * 10 + (c - 48);
+      if (part > 255) return -1;
+      digits++;
+    } else return -1;
   }
+  if (digits === 0 || dots !== 3) return -1;
   return n * 256 + part;
 }
 
@@ -135,29 +138,16 @@ class CompactRegistry implements Registry {
   private port = new Uint16Array(INITIAL_SLOTS);
   private seen = new Float64Array(INITIAL_SLOTS);
   private stamp = new Float64Array(INITIAL_SLOTS);
-  private keys = new Int32Array(INITIAL_SLOTS * KEY_WORDS);
-  /** 1 when `keys` holds the slot's key. */
-  private keyed = new Uint8Array(INITIAL_SLOTS);
-
-  /**
-   * The last ID `keyOf` looked up and its slot (-1: absent): a registration looks its device up
-   * twice (key, then record), and this makes the second lookup free. Cleared by insert and delete.
-   */
-  private lastId: string | null = null;
-  private lastSlot = -1;
 
   get size(): number {
     return this.count;
   }
 
-  private slotOf(id: string): number {
-    return id === this.lastId ? this.lastSlot : this.find(id, hashId(id));
-  }
 
   private growSlots(): void {
     const n = Math.ceil(this.addr.length * 1.5);
-    const grow = <T extends Uint8Array | Uint16Array | Uint32Array | Int32Array | Float64Array>(a: T, make: (n: number) => T, perSlot = 1): T => {
-      const b = make(n * perSlot);
+    const grow = <T extends Uint8Array | Uint16Array | Uint32Array | Float64Array>(a: T, make: (n: number) => T): T => {
+      const b = make(n);
       b.set(a);
       return b;
     };
@@ -168,8 +158,6 @@ class CompactRegistry implements Registry {
     this.port = grow(this.port, (k) => new Uint16Array(k));
     this.seen = grow(this.seen, (k) => new Float64Array(k));
     this.stamp = grow(this.stamp, (k) => new Float64Array(k));
-    this.keys = grow(this.keys, (k) => new Int32Array(k), KEY_WORDS);
-    this.keyed = grow(this.keyed, (k) => new Uint8Array(k));
   }
 
   private growTable(): void {
@@ -223,7 +211,6 @@ class CompactRegistry implements Registry {
   }
 
   private insert(id: string, h: number): number {
-    this.lastId = null;
     const bytes = Buffer.byteLength(id, 'utf8');
     if (bytes === 0 || bytes > MAX_ID_BYTES) throw new RangeError(`equipment ID must be 1-${MAX_ID_BYTES} bytes`);
     if ((this.count + 1) * 2 > this.table.length) this.growTable();
@@ -265,16 +252,17 @@ class CompactRegistry implements Registry {
     return node === undefined ? e : { ...e, node };
   }
 
-  private write(slot: number, e: RegistryEntry): void {
-    if (isIPv4(e.address)) {
-      this.addr[slot] = ipv4ToU32(e.address);
-      this.otherAddress.delete(slot);
+  private write(slot: number, e: RegistryEntry, v4: number = ipv4ToU32(e.address)): void {
+    if (v4 >= 0) {
+      this.addr[slot] = v4;
+      // The maps are empty on a single node with IPv4 devices: skip a delete per registration.
+      if (this.otherAddress.size !== 0) this.otherAddress.delete(slot);
     } else this.otherAddress.set(slot, e.address);
     this.port[slot] = e.port;
     this.seen[slot] = e.lastSeenMs;
     this.stamp[slot] = e.lastTimestampMs;
-    if (e.node === undefined) this.nodeOf.delete(slot);
-    else this.nodeOf.set(slot, e.node);
+    if (e.node !== undefined) this.nodeOf.set(slot, e.node);
+    else if (this.nodeOf.size !== 0) this.nodeOf.delete(slot);
   }
 
   get(id: string): RegistryEntry | undefined {
@@ -286,57 +274,38 @@ class CompactRegistry implements Registry {
     return this.get(id);
   }
 
-  private writeKey(slot: number, key: Blake2sKey | undefined): void {
-    if (key === undefined) return;
-    this.keys.set(key, slot * KEY_WORDS);
-    this.keyed[slot] = 1;
-  }
-
-  keyOf(id: string): Blake2sKey | undefined {
-    const slot = this.find(id, hashId(id));
-    this.lastId = id;
-    this.lastSlot = slot;
-    if (slot < 0 || this.keyed[slot] === 0) return undefined;
-    // A copy: the slab moves when it grows, and a slot is reused after a delete.
-    const key = new Int32Array(KEY_WORDS) as Blake2sKey;
-    const at = slot * KEY_WORDS;
-    for (let i = 0; i < KEY_WORDS; i++) key[i] = this.keys[at + i]!;
-    return key;
-  }
-
-  set(id: string, e: RegistryEntry, key?: Blake2sKey): void {
+  set(id: string, e: RegistryEntry): void {
     const h = hashId(id);
     let slot = this.find(id, h);
     if (slot < 0) slot = this.insert(id, h);
     this.write(slot, e);
-    this.writeKey(slot, key);
   }
 
-  record(id: string, e: RegistryEntry, key?: Blake2sKey): RecordResult {
-    let slot = this.slotOf(id);
+  record(id: string, e: RegistryEntry): RecordResult {
+    const h = hashId(id);
+    let slot = this.find(id, h);
     if (slot >= 0 && e.lastTimestampMs <= this.stamp[slot]!) return REPLAYED;
+    const v4 = ipv4ToU32(e.address);
     let result = ACCEPTED_IN_PLACE;
     if (slot < 0) {
-      slot = this.insert(id, hashId(id));
+      slot = this.insert(id, h);
       result = { outcome: 'accepted', moved: true, previous: undefined };
-    } else if (!this.sameMapping(slot, e)) {
+    } else if (!this.sameMapping(slot, e, v4)) {
       result = { outcome: 'accepted', moved: true, previous: this.read(slot) };
     }
-    this.write(slot, e);
-    this.writeKey(slot, key);
+    this.write(slot, e, v4);
     return result;
   }
 
   /** Whether the slot already holds e's address and port (no string built for IPv4). */
-  private sameMapping(slot: number, e: RegistryEntry): boolean {
+  private sameMapping(slot: number, e: RegistryEntry, v4: number): boolean {
     if (this.port[slot] !== e.port) return false;
-    const other = this.otherAddress.get(slot);
+    const other = this.otherAddress.size === 0 ? undefined : this.otherAddress.get(slot);
     if (other !== undefined) return other === e.address;
-    return isIPv4(e.address) && this.addr[slot] === ipv4ToU32(e.address);
+    return v4 >= 0 && this.addr[slot] === v4;
   }
 
   delete(id: string): boolean {
-    this.lastId = null;
     const h = hashId(id);
     const mask = this.table.length - 1;
     let i = h & mask;
@@ -359,8 +328,6 @@ class CompactRegistry implements Registry {
     }
     this.arenaGarbage += this.idLen[slot]!;
     this.idLen[slot] = 0;
-    this.keyed[slot] = 0;
-    this.keys.fill(0, slot * KEY_WORDS, (slot + 1) * KEY_WORDS);
     this.otherAddress.delete(slot);
     this.nodeOf.delete(slot);
     this.free.push(slot);

@@ -2,11 +2,9 @@
 /**
  * Memory per registered device (run with --expose-gc, one process per size): the process after
  * creating the empty in-memory registry is the baseline; then N devices are registered through
- * `record` (IDs built as fresh strings, as parsed from packets; IPv4 mappings; each with its
- * prepared packet-tag key, as the server keeps it), garbage is collected, and the growth is
- * divided by N. Prints JSON. argv: N [map-of-objects]
+ * `record` (IDs built as fresh strings, as parsed from packets; IPv4 mappings), garbage is
+ * collected, and the growth is divided by N. Prints JSON. argv: N [map-of-objects]
  */
-import { BLAKE2S_KEY_WORDS, type Blake2sKey } from '../../agent/protocol/blake2s.js';
 import { createMemoryRegistry } from '../../agent/server/registry.js';
 
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -29,9 +27,7 @@ function main(): void {
     const id = `TV-${(0x1000000000000 + i * 7919).toString(16).toUpperCase().slice(-13)}`;
     const address = `${100 + (i & 63)}.${(i >> 6) & 255}.${(i >> 14) & 255}.${i & 255}`;
     const e = { address, port: 1024 + (i % 60000), lastSeenMs: now + i, lastTimestampMs: now + i };
-    // Any 40 bytes do for memory (deriving real keys would only slow the bench down).
-    const key = new Int32Array(BLAKE2S_KEY_WORDS).fill(i) as Blake2sKey;
-    if (kind === 'compact') reg.record(id, e, key);
+    if (kind === 'compact') reg.record(id, e);
     else map.set(id, e);
   }
   const after = settle();

@@ -49,8 +49,7 @@ test('P1a: forged registrations (wrong key, altered after signing) leave the ent
   t.is(entry?.port, genuine.port);
 
   const forger = await recordingUdp(t);
-  // The other device registers too, so the server keeps both devices' keys (registry.ts): a key
-  // kept for one ID must verify that ID's registrations only.
+  // The other device registers too: its key, valid at the server, must not verify this ID.
   await registerGenuinely(server, await recordingUdp(t), to, 'P1A-OTHER');
   let ts = Date.now() + 1000; // newer than the genuine one and inside the window: only the tag stands in the way
   const wrongKeys: [string, Buffer][] = [

@@ -11,6 +11,7 @@ import {
   attachProof,
   deriveAccessKey,
   deriveRegistrationKey,
+  registrationKeyDeriver,
   deriveRequestTagKey,
   deriveTunnelPsk,
   equalBytes,
@@ -18,6 +19,7 @@ import {
   mac,
   normalizePassword,
 } from '../../agent/protocol/keys.js';
+import { blake2sKey, blake2sMac } from '../../agent/protocol/blake2s.js';
 import { equipmentIdArb, keyArb, serviceNameArb } from '../helpers/protocol-arbitraries.js';
 
 const MASTER = Buffer.from('000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f', 'hex');
@@ -28,11 +30,12 @@ const DEVICE_NONCE = Buffer.alloc(16, 0x22);
 
 /** The same values computed outside Node (Python hashlib/hmac, RFC 5869 HKDF by hand) for these inputs. */
 const KAT = {
-  registration: '0bc4ef91a3dcc0e804e64937033dff7bbc252cf645d27a2c4bfbe2cfdd264538',
+  // Computed with CPython: hashlib.blake2s(label + id, key=MASTER, digest_size=32).
+  registration: '903ba4c0eb832f3f07a64ee8b0ac0996d02f04d07acce76301bd4659492c85a1',
   access: 'a5f6793d956c10643b97fd7eb42e06f9294e969f8af809880ecb38e406560b3d', // password '7KQ2-M9XD-4HPR'
   requestTag: 'b2f518db2d2c5735dc1f199316d60b790e807fa2934440c38d4c2c1ab01dbd7b',
   tunnelPsk: '8c16e079e5cf96918002cefdb4ba9f82cb94a4b0502fc5626491b5d3a3b895ed', // service 'ssh'
-  attach: 'b9a82f5ecf8483805dcd9535a9dc98231102733a73611f8b2b2ffb9b772502e8', // requestId 0x33*16, exporter 0x44*32
+  attach: '1c4dc798201eceeeee9f10c7760f09cc56c19cd166d373cb91c060abf744a908', // requestId 0x33*16, exporter 0x44*32
 };
 
 const hmac = (key: Uint8Array, ...parts: Array<string | Uint8Array>): Buffer => {
@@ -50,15 +53,20 @@ const scryptAccess = (normalized: string, id: string): Buffer =>
 
 // --- known answers ---
 
-test('deriveRegistrationKey = HMAC-SHA256(master, "peerlink/v1/registration-key\\0" || id)', (t) => {
-  const expected = hmac(MASTER, 'peerlink/v1/registration-key\0', ID);
+test('deriveRegistrationKey = BLAKE2s-256(key = master, "peerlink/v1/registration-key\\0" || id)', (t) => {
+  const expected = Buffer.from(blake2sMac(blake2sKey(MASTER, 32), Buffer.from(`peerlink/v1/registration-key\0${ID}`), new Uint8Array(32)));
   t.deepEqual(deriveRegistrationKey(MASTER, ID), expected);
-  t.is(expected.length, 32);
   t.is(deriveRegistrationKey(MASTER, ID).toString('hex'), KAT.registration);
+  const derive = registrationKeyDeriver(MASTER);
+  t.deepEqual(derive(ID), expected, 'the server-side deriver gives the same key');
+  t.deepEqual(derive('unit-0043'), deriveRegistrationKey(MASTER, 'unit-0043'), 'and again for another ID (its scratch input is reused)');
+  t.deepEqual(derive(ID), expected);
+  t.notDeepEqual(derive('unit-0043'), expected);
 });
 
-test('deriveRegistrationKey refuses a master key shorter than 32 bytes', (t) => {
+test('deriveRegistrationKey refuses a master key that is not 32 bytes', (t) => {
   t.throws(() => deriveRegistrationKey(Buffer.alloc(31), ID), { instanceOf: RangeError });
+  t.throws(() => deriveRegistrationKey(Buffer.alloc(33), ID), { instanceOf: RangeError });
   t.notThrows(() => deriveRegistrationKey(Buffer.alloc(32), ID));
 });
 
@@ -99,7 +107,7 @@ test('deriveTunnelPsk = HKDF-SHA256(accessKey, clientNonce||deviceNonce, "peerli
 });
 
 test('attachProof = HMAC-SHA256(registrationKey, "peerlink/v1/attach\\0" || requestId || exporter), 32 bytes', (t) => {
-  const regKey = hmac(MASTER, 'peerlink/v1/registration-key\0', ID);
+  const regKey = deriveRegistrationKey(MASTER, ID);
   const requestId = Buffer.alloc(16, 0x33);
   const exporter = Buffer.alloc(32, 0x44);
   const expected = hmac(regKey, 'peerlink/v1/attach\0', requestId, exporter);
