@@ -12,8 +12,9 @@
  *
  * Memory: a fleet server holds millions of entries, so an entry is neither an object nor a string:
  * the IDs' bytes sit in one arena buffer, an open-addressing hash table maps them to slot numbers,
- * and a slot's fields live in typed arrays (IPv4 as a u32, port u16, two f64 times). See
- * `npm run bench -- server` for the bytes per device, against ~274 for a Map of objects.
+ * and a slot's fields share one 32-byte record in one typed array (IPv4 as a u32, port u16, two
+ * f64 times). See `npm run bench -- server` for the bytes per device, against ~274 for a Map of
+ * objects.
 
  */
 
@@ -65,6 +66,19 @@ export interface Registry extends RegistryBackend {
 }
 
 const INITIAL_SLOTS = 1024;
+/** One slot's record (see `CompactRegistry`): its size, and each field's index in its own view. */
+const SLOT_BYTES = 32;
+const F64_PER_SLOT = SLOT_BYTES / 8;
+const F64_SEEN = 0;
+const F64_STAMP = 1;
+const U32_PER_SLOT = SLOT_BYTES / 4;
+const U32_ADDRESS = 4;
+const U32_ID_HASH = 5;
+const U32_ID_OFFSET = 6;
+const U16_PER_SLOT = SLOT_BYTES / 2;
+const U16_PORT = 14;
+/** 0 = the slot is free. */
+const U8_ID_LENGTH = 30;
 const INITIAL_ARENA_BYTES = 16 * 1024;
 /** Equipment IDs are at most 64 bytes on the wire; the length is kept in a u8. */
 const MAX_ID_BYTES = 255;
@@ -130,14 +144,17 @@ class CompactRegistry implements Registry {
   private readonly nodeOf = new Map<number, string>();
   private free: number[] = [];
   private next = 0;
-  private idOff = new Uint32Array(INITIAL_SLOTS);
-  /** ID byte length; 0 = slot free. */
-  private idLen = new Uint8Array(INITIAL_SLOTS);
-  private hashOf = new Uint32Array(INITIAL_SLOTS);
-  private addr = new Uint32Array(INITIAL_SLOTS);
-  private port = new Uint16Array(INITIAL_SLOTS);
-  private seen = new Float64Array(INITIAL_SLOTS);
-  private stamp = new Float64Array(INITIAL_SLOTS);
+  /**
+   * One record of SLOT_BYTES per slot (array of structures), so a lookup and update touch one
+   * cache line, not one per field: at a million devices that halves the cost of a registration's
+   * record. Layout, in bytes: seen f64 @0, newest timestamp f64 @8, IPv4 u32 @16, ID hash u32 @20,
+   * ID offset in the arena u32 @24, port u16 @28, ID length u8 @30 (0 = slot free).
+   */
+  private capacity = INITIAL_SLOTS;
+  private f64 = new Float64Array(INITIAL_SLOTS * F64_PER_SLOT);
+  private u32 = new Uint32Array(this.f64.buffer);
+  private u16 = new Uint16Array(this.f64.buffer);
+  private u8 = new Uint8Array(this.f64.buffer);
 
   get size(): number {
     return this.count;
@@ -145,27 +162,21 @@ class CompactRegistry implements Registry {
 
 
   private growSlots(): void {
-    const n = Math.ceil(this.addr.length * 1.5);
-    const grow = <T extends Uint8Array | Uint16Array | Uint32Array | Float64Array>(a: T, make: (n: number) => T): T => {
-      const b = make(n);
-      b.set(a);
-      return b;
-    };
-    this.idOff = grow(this.idOff, (k) => new Uint32Array(k));
-    this.idLen = grow(this.idLen, (k) => new Uint8Array(k));
-    this.hashOf = grow(this.hashOf, (k) => new Uint32Array(k));
-    this.addr = grow(this.addr, (k) => new Uint32Array(k));
-    this.port = grow(this.port, (k) => new Uint16Array(k));
-    this.seen = grow(this.seen, (k) => new Float64Array(k));
-    this.stamp = grow(this.stamp, (k) => new Float64Array(k));
+    this.capacity = Math.ceil(this.capacity * 1.5);
+    const f64 = new Float64Array(this.capacity * F64_PER_SLOT);
+    f64.set(this.f64);
+    this.f64 = f64;
+    this.u32 = new Uint32Array(f64.buffer);
+    this.u16 = new Uint16Array(f64.buffer);
+    this.u8 = new Uint8Array(f64.buffer);
   }
 
   private growTable(): void {
     const t = new Int32Array(this.table.length * 2);
     const mask = t.length - 1;
     for (let s = 0; s < this.next; s++) {
-      if (this.idLen[s] === 0) continue;
-      let i = this.hashOf[s]! & mask;
+      if (this.u8[s * SLOT_BYTES + U8_ID_LENGTH] === 0) continue;
+      let i = this.u32[s * U32_PER_SLOT + U32_ID_HASH]! & mask;
       while (t[i] !== 0) i = (i + 1) & mask;
       t[i] = s + 1;
     }
@@ -177,10 +188,10 @@ class CompactRegistry implements Registry {
     const a = Buffer.alloc(Math.max(INITIAL_ARENA_BYTES, (this.arenaUsed - this.arenaGarbage + minBytes) * 2));
     let used = 0;
     for (let s = 0; s < this.next; s++) {
-      const len = this.idLen[s]!;
+      const len = this.u8[s * SLOT_BYTES + U8_ID_LENGTH]!;
       if (len === 0) continue;
-      this.arena.copy(a, used, this.idOff[s]!, this.idOff[s]! + len);
-      this.idOff[s] = used;
+      this.arena.copy(a, used, this.u32[s * U32_PER_SLOT + U32_ID_OFFSET]!, this.u32[s * U32_PER_SLOT + U32_ID_OFFSET]! + len);
+      this.u32[s * U32_PER_SLOT + U32_ID_OFFSET] = used;
       used += len;
     }
     this.arena = a;
@@ -189,8 +200,8 @@ class CompactRegistry implements Registry {
   }
 
   private sameId(s: number, id: string): boolean {
-    const off = this.idOff[s]!;
-    const len = this.idLen[s]!;
+    const off = this.u32[s * U32_PER_SLOT + U32_ID_OFFSET]!;
+    const len = this.u8[s * SLOT_BYTES + U8_ID_LENGTH]!;
     if (len === id.length) {
       // ASCII fast path; a stored non-ASCII byte (>= 0x80) never equals an ASCII code unit.
       for (let k = 0; k < len; k++) if (this.arena[off + k] !== id.charCodeAt(k)) return false;
@@ -206,7 +217,7 @@ class CompactRegistry implements Registry {
       const v = this.table[i]!;
       if (v === 0) return -1;
       const s = v - 1;
-      if (this.hashOf[s] === h && this.sameId(s, id)) return s;
+      if (this.u32[s * U32_PER_SLOT + U32_ID_HASH] === h && this.sameId(s, id)) return s;
     }
   }
 
@@ -216,7 +227,7 @@ class CompactRegistry implements Registry {
     if ((this.count + 1) * 2 > this.table.length) this.growTable();
     let s = this.free.pop();
     if (s === undefined) {
-      if (this.next === this.addr.length) this.growSlots();
+      if (this.next === this.capacity) this.growSlots();
       s = this.next++;
     }
     if (this.arenaUsed + bytes > this.arena.length) {
@@ -228,10 +239,10 @@ class CompactRegistry implements Registry {
       }
     }
     this.arena.write(id, this.arenaUsed, bytes, 'utf8');
-    this.idOff[s] = this.arenaUsed;
-    this.idLen[s] = bytes;
+    this.u32[s * U32_PER_SLOT + U32_ID_OFFSET] = this.arenaUsed;
+    this.u8[s * SLOT_BYTES + U8_ID_LENGTH] = bytes;
     this.arenaUsed += bytes;
-    this.hashOf[s] = h;
+    this.u32[s * U32_PER_SLOT + U32_ID_HASH] = h;
     const mask = this.table.length - 1;
     let i = h & mask;
     while (this.table[i] !== 0) i = (i + 1) & mask;
@@ -244,23 +255,23 @@ class CompactRegistry implements Registry {
     const other = this.otherAddress.get(slot);
     const node = this.nodeOf.get(slot);
     const e = {
-      address: other ?? u32ToIpv4(this.addr[slot]!),
-      port: this.port[slot]!,
-      lastSeenMs: this.seen[slot]!,
-      lastTimestampMs: this.stamp[slot]!,
+      address: other ?? u32ToIpv4(this.u32[slot * U32_PER_SLOT + U32_ADDRESS]!),
+      port: this.u16[slot * U16_PER_SLOT + U16_PORT]!,
+      lastSeenMs: this.f64[slot * F64_PER_SLOT + F64_SEEN]!,
+      lastTimestampMs: this.f64[slot * F64_PER_SLOT + F64_STAMP]!,
     };
     return node === undefined ? e : { ...e, node };
   }
 
   private write(slot: number, e: RegistryEntry, v4: number = ipv4ToU32(e.address)): void {
     if (v4 >= 0) {
-      this.addr[slot] = v4;
+      this.u32[slot * U32_PER_SLOT + U32_ADDRESS] = v4;
       // The maps are empty on a single node with IPv4 devices: skip a delete per registration.
       if (this.otherAddress.size !== 0) this.otherAddress.delete(slot);
     } else this.otherAddress.set(slot, e.address);
-    this.port[slot] = e.port;
-    this.seen[slot] = e.lastSeenMs;
-    this.stamp[slot] = e.lastTimestampMs;
+    this.u16[slot * U16_PER_SLOT + U16_PORT] = e.port;
+    this.f64[slot * F64_PER_SLOT + F64_SEEN] = e.lastSeenMs;
+    this.f64[slot * F64_PER_SLOT + F64_STAMP] = e.lastTimestampMs;
     if (e.node !== undefined) this.nodeOf.set(slot, e.node);
     else if (this.nodeOf.size !== 0) this.nodeOf.delete(slot);
   }
@@ -284,7 +295,7 @@ class CompactRegistry implements Registry {
   record(id: string, e: RegistryEntry): RecordResult {
     const h = hashId(id);
     let slot = this.find(id, h);
-    if (slot >= 0 && e.lastTimestampMs <= this.stamp[slot]!) return REPLAYED;
+    if (slot >= 0 && e.lastTimestampMs <= this.f64[slot * F64_PER_SLOT + F64_STAMP]!) return REPLAYED;
     const v4 = ipv4ToU32(e.address);
     let result = ACCEPTED_IN_PLACE;
     if (slot < 0) {
@@ -299,10 +310,10 @@ class CompactRegistry implements Registry {
 
   /** Whether the slot already holds e's address and port (no string built for IPv4). */
   private sameMapping(slot: number, e: RegistryEntry, v4: number): boolean {
-    if (this.port[slot] !== e.port) return false;
+    if (this.u16[slot * U16_PER_SLOT + U16_PORT] !== e.port) return false;
     const other = this.otherAddress.size === 0 ? undefined : this.otherAddress.get(slot);
     if (other !== undefined) return other === e.address;
-    return v4 >= 0 && this.addr[slot] === v4;
+    return v4 >= 0 && this.u32[slot * U32_PER_SLOT + U32_ADDRESS] === v4;
   }
 
   delete(id: string): boolean {
@@ -312,13 +323,13 @@ class CompactRegistry implements Registry {
     for (;; i = (i + 1) & mask) {
       const v = this.table[i]!;
       if (v === 0) return false;
-      if (this.hashOf[v - 1] === h && this.sameId(v - 1, id)) break;
+      if (this.u32[(v - 1) * U32_PER_SLOT + U32_ID_HASH] === h && this.sameId(v - 1, id)) break;
     }
     const slot = this.table[i]! - 1;
     // Backward-shift deletion keeps every probe chain unbroken without tombstones.
     this.table[i] = 0;
     for (let j = (i + 1) & mask; this.table[j] !== 0; j = (j + 1) & mask) {
-      const home = this.hashOf[this.table[j]! - 1]! & mask;
+      const home = this.u32[(this.table[j]! - 1) * U32_PER_SLOT + U32_ID_HASH]! & mask;
       const between = i <= j ? home > i && home <= j : home > i || home <= j;
       if (!between) {
         this.table[i] = this.table[j]!;
@@ -326,8 +337,8 @@ class CompactRegistry implements Registry {
         i = j;
       }
     }
-    this.arenaGarbage += this.idLen[slot]!;
-    this.idLen[slot] = 0;
+    this.arenaGarbage += this.u8[slot * SLOT_BYTES + U8_ID_LENGTH]!;
+    this.u8[slot * SLOT_BYTES + U8_ID_LENGTH] = 0;
     this.otherAddress.delete(slot);
     this.nodeOf.delete(slot);
     this.free.push(slot);
@@ -336,17 +347,17 @@ class CompactRegistry implements Registry {
   }
 
   private idAt(slot: number): string {
-    return this.arena.toString('utf8', this.idOff[slot]!, this.idOff[slot]! + this.idLen[slot]!);
+    return this.arena.toString('utf8', this.u32[slot * U32_PER_SLOT + U32_ID_OFFSET]!, this.u32[slot * U32_PER_SLOT + U32_ID_OFFSET]! + this.u8[slot * SLOT_BYTES + U8_ID_LENGTH]!);
   }
 
   *entries(): IterableIterator<[string, RegistryEntry]> {
-    for (let s = 0; s < this.next; s++) if (this.idLen[s] !== 0) yield [this.idAt(s), this.read(s)];
+    for (let s = 0; s < this.next; s++) if (this.u8[s * SLOT_BYTES + U8_ID_LENGTH] !== 0) yield [this.idAt(s), this.read(s)];
   }
 
   sweep(olderThanMs: number): number {
     let n = 0;
     for (let s = 0; s < this.next; s++) {
-      if (this.idLen[s] !== 0 && this.seen[s]! < olderThanMs) {
+      if (this.u8[s * SLOT_BYTES + U8_ID_LENGTH] !== 0 && this.f64[s * F64_PER_SLOT + F64_SEEN]! < olderThanMs) {
         this.delete(this.idAt(s));
         n++;
       }
