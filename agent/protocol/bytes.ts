@@ -89,7 +89,9 @@ export class ByteReader {
 
   /** u8 length then that many bytes of UTF-8 matching `pattern`. */
   shortString(field: string, maxBytes: number, pattern: RegExp): string {
-    const len = this.u8(`${field}.length`);
+    // The field's name is built only for an error: this runs for every registration.
+    if (this.remaining < 1) throw new ProtocolError(`${this.what}.${field}.length`, `truncated: need 1 byte, ${this.remaining} left`);
+    const len = this.buf[this.offset++]!;
     if (len === 0 || len > maxBytes) throw new ProtocolError(`${this.what}.${field}.length`, `expected 1-${maxBytes}, found ${len}`);
     this.need(len, field);
     const s = this.buf.toString('utf8', this.offset, this.offset + len);

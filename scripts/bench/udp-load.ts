@@ -3,7 +3,7 @@
  * UDP load generator (its own process): keeps WINDOW requests outstanding against PORT for SECONDS
  * after a warm-up, and reports answers per second. Mode `register` sends genuine, distinct
  * registrations (pre-computed before the clock starts: DEVICES ids x rounds, timestamps rising per
- * device), so the target does the full work (parse, HMAC key derivation and check, freshness,
+ * device), so the target does the full work (parse, key derivation and tag check, freshness,
  * registry update, tagged ack). Mode `echo` sends 64-byte datagrams of the same size.
  * Also reports the target's CPU seconds over the window (answers per CPU-second of the target).
  * argv: PORT MODE SECONDS WINDOW MASTER_KEY_B64 DEVICES TARGET_PID

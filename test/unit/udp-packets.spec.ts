@@ -41,7 +41,6 @@ const KEY = Buffer.alloc(32, 7);
 const nonceArb = bytesArb(REGISTER_NONCE_BYTES);
 const ackStatusArb = fc.constantFrom(AckStatus.OK, AckStatus.CLOCK_SKEW);
 
-/** HMAC-SHA256 truncated to 16 bytes, computed independently of the code under test. */
 /** The tag computed directly with keyed BLAKE2s-128 (blake2s.spec.ts checks that against references). */
 function tag16(key: Uint8Array, body: Uint8Array): Buffer {
   return Buffer.from(blake2sMac(blake2sKey(key, 16), body, new Uint8Array(16)));
