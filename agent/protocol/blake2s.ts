@@ -251,9 +251,10 @@ export function blake2sKey(key: Uint8Array, outBytes: number): Blake2sKey {
   h[0] = h[0]! ^ (0x01010000 | (key.length << 8) | outBytes);
   const prepared = new Int32Array(BLAKE2S_KEY_WORDS) as Blake2sKey;
   if (key.length > 0) {
-    for (let i = 0; i < BLOCK_BYTES; i++) block[i] = i < key.length ? key[i]! : 0;
+    block.set(key);
+    block.fill(0, key.length);
     compress(BLOCK_BYTES, false);
-    for (let i = 0; i < BLOCK_BYTES; i++) block[i] = 0;
+    block.fill(0);
     prepared[9] = BLOCK_BYTES;
   }
   for (let i = 0; i < 8; i++) {
