@@ -269,8 +269,8 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
   let reg: Record<string, number> = {};
   if (want('udp')) {
     say(`registrations (UDP, ${HAVE_TASKSET ? 'target on core 0, load on core 1' : 'not pinned: no taskset or one core'}) ...`);
-    // Best of 3 alternating rounds: the machines are shared, and a neighbour's burst only ever slows a run.
-    reg = await registrations({ seconds: quick ? 2 : 5, rounds: quick ? 1 : 3 });
+    // Best of 5 alternating rounds: the machines are shared, and a neighbour's burst only ever slows a run.
+    reg = await registrations({ seconds: quick ? 2 : 5, rounds: quick ? 1 : 5 });
   }
   let mem: Record<string, Record<string, number>> = {};
   if (want('memory')) {
