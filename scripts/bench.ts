@@ -7,14 +7,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLoopbackSetup } from './lib/loopback-setup.js';
 import { freePort } from './lib/free-port.js';
 import { startProgram, type Program } from './lib/program.js';
-import { bestMbps, viaTcp, waitServing } from './bench/throughput.js';
+import { bestMbps, startEchoServer, viaTcp, waitServing } from './bench/throughput.js';
 
 const PAYLOAD_BYTES = 32 * 1024 * 1024;
 const ROUNDS = 3;
@@ -23,13 +22,9 @@ const ROUNDS = 3;
 async function tunnelBench(): Promise<Record<string, number>> {
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-bench-'));
   const programs: Program[] = [];
-  const echo: Server = createServer({ allowHalfOpen: true }, (s) => {
-    s.on('error', () => undefined);
-    s.pipe(s);
-  });
+  const echo = await startEchoServer();
   try {
-    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
-    const echoPort = (echo.address() as { port: number }).port;
+    const echoPort = echo.port;
     const setup = await createLoopbackSetup({
       dir,
       services: { echo: `127.0.0.1:${echoPort}` },
@@ -61,7 +56,7 @@ async function tunnelBench(): Promise<Record<string, number>> {
     return { plainTcpMbps: plain, directTunnelMbps: tunnel, relayedTunnelMbps: relay };
   } finally {
     await Promise.all(programs.map((p) => p.stop()));
-    await new Promise<void>((r) => echo.close(() => r()));
+    await echo.close();
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -36,6 +36,7 @@ import { Status, STATUS_ERROR, STATUS_TEXT } from '../protocol/status.js';
 import { createPeerListener, type PeerListener } from './peer-listener.js';
 import { relayTunnel } from './relay-tunnel.js';
 import { mapTcpPort, type MappingMode, type PortMapping } from '../nat/port-mapping.js';
+import { firstFulfilled } from '../common/first-fulfilled.js';
 
 export interface ClientOptions {
   /** The rendezvous server's TLS endpoint. */
@@ -308,18 +309,6 @@ function dialDevice(to: Endpoint, token: Buffer, timeoutMs: number, signal: Abor
       resolve(s);
     });
     s.once('error', (err: NodeJS.ErrnoException) => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, err.code ?? err.message, { cause: err })));
-  });
-}
-
-/** The first promise to fulfil; rejects only when all have rejected (with the last reason). */
-function firstFulfilled<T>(ps: readonly Promise<T>[]): Promise<T> {
-  return new Promise((resolve, reject) => {
-    let failed = 0;
-    for (const p of ps) {
-      p.then(resolve, (err) => {
-        if (++failed === ps.length) reject(err);
-      });
-    }
   });
 }
 

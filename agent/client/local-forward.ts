@@ -3,7 +3,7 @@
  * to the device's service (like `ssh -L`). The first tunnel may be opened ahead of time, so
  * that a wrong password or an offline device is reported at start, not at first use.
  */
-import { listenOn } from '../common/listen.js';
+import { closeServer, listenOn } from '../common/listen.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { join } from '../common/pipe.js';
@@ -61,11 +61,7 @@ export function createLocalForward(o: LocalForwardOptions): LocalForward {
       spare?.stream.destroy();
       const s = server;
       server = null;
-      if (s) {
-        const closed = new Promise<void>((resolve) => s.close(() => resolve()));
-        for (const c of conns) c.destroy();
-        await closed;
-      }
+      if (s) await closeServer(s, conns);
     },
   };
 }

@@ -4,7 +4,7 @@
  * nonce and the device's own, from which the session key is derived (P4). Anything else (port
  * scans, a stranger, a wrong key) fails the handshake and is dropped.
  */
-import { listenOn } from '../common/listen.js';
+import { closeServer, listenOn } from '../common/listen.js';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import { Counters } from '../common/counters.js';
@@ -101,9 +101,7 @@ export function createPeerListener(opts: { readonly host: string; readonly port:
       const s = server;
       server = null;
       if (!s) return;
-      const closed = new Promise<void>((resolve) => s.close(() => resolve()));
-      for (const sock of open) sock.destroy();
-      await closed;
+      await closeServer(s, open);
     },
     address() {
       const a = server?.address();

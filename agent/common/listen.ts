@@ -1,10 +1,12 @@
 /**
  * Bind a server or a UDP socket and wait until it is bound. A bind error (the port is taken, the
  * address does not exist) rejects the start instead of surfacing later as an 'error' event.
+ * And the other end: close a server or a socket and wait until it is closed.
  */
-import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { lookup as dnsLookup, type LookupOneOptions } from 'node:dns';
 import { isIP, type Server } from 'node:net';
+import type { Logger } from 'pino';
 
 export function listenOn(server: Server, port: number, host: string): Promise<void> {
   return new Promise<void>((resolve, reject) => {
@@ -43,6 +45,42 @@ function literalLookup(host: string, options: LookupOneOptions, callback: Lookup
 }
 
 /** A UDP socket for a server bound to `host` (its family follows the host's). */
-export function createServerUdpSocket(host: string): UdpSocket {
+function createServerUdpSocket(host: string): UdpSocket {
   return createSocket({ type: isIP(host) === 6 ? 'udp6' : 'udp4', lookup: literalLookup as never });
+}
+
+/**
+ * A server's UDP socket, bound, handing each datagram to `onMessage`; socket errors are logged
+ * (`what` names the socket) and never thrown.
+ */
+export async function openServerUdp(
+  host: string,
+  port: number,
+  onMessage: (msg: Buffer, rinfo: RemoteInfo) => void,
+  logger: Logger,
+  what: string,
+): Promise<UdpSocket> {
+  const s = createServerUdpSocket(host);
+  s.on('message', onMessage);
+  s.on('error', (err) => logger.error({ err: err.message }, `${what} error`));
+  await bindUdp(s, port, host);
+  return s;
+}
+
+/** The address a started UDP socket is bound to; throws when there is none (not started). */
+export function boundAddress(socket: UdpSocket | null): { address: string; port: number } {
+  if (!socket) throw new Error('not started');
+  const a = socket.address();
+  return { address: a.address, port: a.port };
+}
+
+export function closeUdp(socket: UdpSocket): Promise<void> {
+  return new Promise<void>((resolve) => socket.close(() => resolve()));
+}
+
+/** Stop accepting, end the connections still open (`open`), and wait until the server is closed. */
+export async function closeServer(server: Server, open: Iterable<{ destroy(): void }> = []): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  for (const c of open) c.destroy();
+  await closed;
 }

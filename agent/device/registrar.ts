@@ -5,7 +5,7 @@
  * receives the server's connection-request notifications (packet 205) on the same socket,
  * i.e. through the same NAT mapping.
  */
-import { bindUdp } from '../common/listen.js';
+import { bindUdp, closeUdp } from '../common/listen.js';
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
@@ -247,7 +247,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
       const s = socket;
       socket = null;
       await options.keepalive?.stop();
-      if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+      if (s) await closeUdp(s);
     },
   };
 }

@@ -25,6 +25,7 @@ import type { DeviceIdentity } from './identity.js';
 import type { Decision, Forwarded } from './authorizer.js';
 import { connectService, dialClient, type DialOptions } from './dialer.js';
 import { connectToServer } from './server-channel.js';
+import { firstFulfilled } from '../common/first-fulfilled.js';
 
 export interface SessionContext {
   readonly identity: DeviceIdentity;
@@ -256,14 +257,3 @@ async function racePaths(
   }
 }
 
-/** The first promise to fulfil; rejects only when all have rejected (with the last reason). */
-function firstFulfilled<T>(ps: readonly Promise<T>[]): Promise<T> {
-  return new Promise((resolve, reject) => {
-    let failed = 0;
-    for (const p of ps) {
-      p.then(resolve, (err) => {
-        if (++failed === ps.length) reject(err);
-      });
-    }
-  });
-}

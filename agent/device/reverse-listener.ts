@@ -5,7 +5,7 @@
  * then runs the same TLS-PSK channel over that connection as over its own dial. Connections that
  * do not name an awaited request within the token timeout are dropped and counted.
  */
-import { listenOn } from '../common/listen.js';
+import { closeServer, listenOn } from '../common/listen.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { Counters } from '../common/counters.js';
@@ -88,9 +88,7 @@ export function createReverseListener(input: ReverseListenerOptions): ReverseLis
       const s = server;
       server = null;
       if (!s) return;
-      const closed = new Promise<void>((resolve) => s.close(() => resolve()));
-      for (const sock of open) sock.destroy();
-      await closed;
+      await closeServer(s, open);
     },
     port() {
       const a = server?.address();

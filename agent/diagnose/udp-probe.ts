@@ -5,6 +5,7 @@
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
+import { closeUdp } from '../common/listen.js';
 import type { Endpoint } from '../protocol/address.js';
 import { UDP_TYPE_REGISTER_ACK } from '../protocol/constants.js';
 import { equalBytes } from '../protocol/keys.js';
@@ -94,7 +95,7 @@ export async function openProbeSocket(o: { equipmentId: string; registrationKey:
     close() {
       closed = true;
       for (const giveUp of [...pending]) giveUp();
-      return new Promise<void>((resolve) => s.close(() => resolve()));
+      return closeUdp(s);
     },
   };
 }

@@ -1,5 +1,5 @@
 /** Socket addresses on the wire: family byte (4 or 6), 4 or 16 address bytes, u16 port. */
-import { isIPv4, isIPv6, SocketAddress } from 'node:net';
+import { isIPv6, SocketAddress } from 'node:net';
 import { ProtocolError } from '../common/errors.js';
 import type { ByteReader, ByteWriter } from './bytes.js';
 
@@ -14,6 +14,34 @@ export function normalizeAddress(address: string): string {
   if (address.charCodeAt(0) !== 0x3a) return address;
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   return m ? m[1]! : address;
+}
+
+/**
+ * A dotted-quad IPv4 address in the form Node writes it (no leading zeros) as a u32, or -1 for
+ * anything else (not IPv4, or not in that form). One pass, no pattern: it runs for every registration.
+ */
+export function ipv4ToU32(a: string): number {
+  let n = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < a.length; i++) {
+    const c = a.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) return -1;
+      n = n * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return -1; // a leading zero
+      part = part * 10 + (c - 48);
+      if (part > 255) return -1;
+      digits++;
+    } else return -1;
+  }
+  if (digits === 0 || dots !== 3) return -1;
+  return n * 256 + part;
 }
 
 function ipv6Bytes(address: string): Buffer {
@@ -35,18 +63,9 @@ function ipv6Bytes(address: string): Buffer {
 
 export function writeEndpoint(w: ByteWriter, ep: Endpoint): void {
   const address = normalizeAddress(ep.address);
-  if (isIPv4(address)) {
-    w.u8(4);
-    // Octet by octet, without split/map: the server writes one of these in every registration ack.
-    let octet = 0;
-    for (let i = 0; i < address.length; i++) {
-      const c = address.charCodeAt(i);
-      if (c === 0x2e) {
-        w.u8(octet);
-        octet = 0;
-      } else octet = octet * 10 + (c - 0x30);
-    }
-    w.u8(octet);
+  const v4 = ipv4ToU32(address);
+  if (v4 >= 0) {
+    w.u8(4).u32(v4);
   } else if (isIPv6(address)) {
     w.u8(6).bytes(ipv6Bytes(address.replace(/%.*$/, '')));
   } else {

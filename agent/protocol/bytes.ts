@@ -48,13 +48,6 @@ export class ByteReader {
     return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
   }
 
-  u64(field: string): bigint {
-    this.need(8, field);
-    const v = Buffer.from(this.buf.buffer, this.buf.byteOffset + this.offset, 8).readBigUInt64BE(0);
-    this.offset += 8;
-    return v;
-  }
-
   /** A u64 millisecond timestamp; must fit a JS number. */
   timeMs(field: string): number {
     this.need(8, field);
@@ -152,12 +145,6 @@ export class ByteWriter {
   u32(v: number): this {
     const at = this.room(4);
     this.buf.writeUInt32BE(v >>> 0, at);
-    return this;
-  }
-
-  u64(v: number | bigint): this {
-    const at = this.room(8);
-    this.buf.writeBigUInt64BE(BigInt(v), at);
     return this;
   }
 

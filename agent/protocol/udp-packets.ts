@@ -37,7 +37,7 @@ import {
   UDP_TYPE_REGISTER,
   UDP_TYPE_REGISTER_ACK,
 } from './constants.js';
-import { MAC_BYTES } from './keys.js';
+import { KEY_BYTES, MAC_BYTES, registrationKeyDeriver } from './keys.js';
 import { blake2sKey, blake2sMac, type Blake2sKey } from './blake2s.js';
 import { readEndpoint, writeEndpoint, type Endpoint } from './address.js';
 
@@ -100,6 +100,16 @@ export type UdpKey = Uint8Array | Blake2sKey;
 /** Prepare a registration key for the packet tags: the key block compressed once. */
 export function udpKey(registrationKey: Uint8Array): Blake2sKey {
   return blake2sKey(registrationKey, MAC_BYTES);
+}
+
+/**
+ * The server's side: each device's prepared tag key, derived from the master key for every
+ * packet (two BLAKE2s compressions; keys.ts `registrationKeyDeriver`), never stored.
+ */
+export function deviceUdpKeys(masterKey: Uint8Array): (equipmentId: string) => Blake2sKey {
+  const registrationKey = registrationKeyDeriver(masterKey);
+  const scratch = new Uint8Array(KEY_BYTES);
+  return (equipmentId) => udpKey(registrationKey(equipmentId, scratch));
 }
 
 /** Raw key bytes are a Uint8Array; a prepared key is the Int32Array of its state. */

@@ -13,16 +13,15 @@
  *
  * P6 holds: nothing is sent for a bad tag; the ack and the check are each smaller than the probe.
  */
-import { bindUdp, createServerUdpSocket } from '../common/listen.js';
+import { boundAddress, closeUdp, openServerUdp } from '../common/listen.js';
 import type { RemoteInfo, Socket } from 'node:dgram';
 import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
 import { normalizeAddress } from '../protocol/address.js';
 import { PROBE_FLAG_CHECK_MAPPING, PROBE_WITH_CHECK_MIN_BYTES, REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE } from '../protocol/constants.js';
-import { registrationKeyDeriver } from '../protocol/keys.js';
 import type { Blake2sKey } from '../protocol/blake2s.js';
-import { AckStatus, encodeMappingCheck, encodeRegisterAck, parseUdpPacket, udpKey, verifyTag, type Parsed, type Probe, type UdpPacket } from '../protocol/udp-packets.js';
+import { AckStatus, deviceUdpKeys, encodeMappingCheck, encodeRegisterAck, parseUdpPacket, verifyTag, type Parsed, type Probe, type UdpPacket } from '../protocol/udp-packets.js';
 import type { Registry } from './registry.js';
 
 export const PROBE_COUNTERS = ['probes', 'badTag', 'malformed', 'mappingChecks'] as const;
@@ -34,7 +33,7 @@ export interface ProbeAnswer {
 }
 
 export interface ProbeContext {
-  /** The device's registration key, prepared (`udpKey` of the registration key). */
+  /** The device's registration key, prepared (udp-packets.ts `deviceUdpKeys`). */
   readonly deviceKey: (equipmentId: string) => Blake2sKey;
   readonly clock: Clock;
   readonly registry?: Registry;
@@ -70,9 +69,7 @@ export interface ProbeEndpoint {
 export function createProbeEndpoint(o: { host: string; port: number; masterKey: Buffer; clock: Clock; logger: Logger; clockWindowMs?: number }): ProbeEndpoint {
   const counters = new Counters(PROBE_COUNTERS);
   let socket: Socket | null = null;
-  const registrationKey = registrationKeyDeriver(o.masterKey);
-  const keyScratch = new Uint8Array(32);
-  const deviceKey = (id: string): Blake2sKey => udpKey(registrationKey(id, keyScratch));
+  const deviceKey = deviceUdpKeys(o.masterKey);
   const onMessage = (msg: Buffer, rinfo: RemoteInfo): void => {
     let parsed;
     try {
@@ -98,21 +95,13 @@ export function createProbeEndpoint(o: { host: string; port: number; masterKey: 
   return {
     counters,
     async start() {
-      const s = createServerUdpSocket(o.host);
-      s.on('message', onMessage);
-      s.on('error', (err) => o.logger.error({ err: err.message }, 'probe socket error'));
-      await bindUdp(s, o.port, o.host);
-      socket = s;
+      socket = await openServerUdp(o.host, o.port, onMessage, o.logger, 'probe socket');
     },
     async stop() {
       const s = socket;
       socket = null;
-      if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+      if (s) await closeUdp(s);
     },
-    address() {
-      if (!socket) throw new Error('not started');
-      const a = socket.address();
-      return { address: a.address, port: a.port };
-    },
+    address: () => boundAddress(socket),
   };
 }

@@ -13,7 +13,7 @@
  * verified, acknowledged and kept locally (this node can still wake the device), and counted as
  * `registryUnavailable`. Devices re-register every interval, so the shared list refills by itself.
  */
-import { bindUdp, createServerUdpSocket } from '../common/listen.js';
+import { boundAddress, closeUdp, openServerUdp } from '../common/listen.js';
 import type { Socket, RemoteInfo } from 'node:dgram';
 import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
@@ -21,14 +21,13 @@ import { Counters } from '../common/counters.js';
 import { ProtocolError } from '../common/errors.js';
 import { normalizeAddress } from '../protocol/address.js';
 import { REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE, UDP_TYPE_REGISTER } from '../protocol/constants.js';
-import { registrationKeyDeriver } from '../protocol/keys.js';
 import type { Blake2sKey } from '../protocol/blake2s.js';
 import {
   AckStatus,
   encodeNotify,
   encodeRegisterAck,
   parseUdpPacket,
-  udpKey,
+  deviceUdpKeys,
   verifyTag,
   type Register,
 } from '../protocol/udp-packets.js';
@@ -91,10 +90,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
   const counters = new Counters(REGISTRATION_COUNTERS);
   const backend = options.backend ?? registry;
   const limiter = options.sourceLimiter;
-  // The device's key is derived for every packet (one BLAKE2s compression), never stored.
-  const registrationKey = registrationKeyDeriver(masterKey);
-  const keyScratch = new Uint8Array(32);
-  const deviceKey = (id: string): Blake2sKey => udpKey(registrationKey(id, keyScratch));
+  const deviceKey = deviceUdpKeys(masterKey);
   let socket: Socket | null = null;
   let backendFailing = false;
   let pendingWrites = 0;
@@ -218,22 +214,14 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
   return {
     counters,
     async start() {
-      const s = createServerUdpSocket(options.host);
-      s.on('message', onMessage);
-      s.on('error', (err) => logger.error({ err: err.message }, 'udp socket error'));
-      await bindUdp(s, options.port, options.host);
-      socket = s;
+      socket = await openServerUdp(options.host, options.port, onMessage, logger, 'udp socket');
     },
     async stop() {
       const s = socket;
       socket = null;
-      if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+      if (s) await closeUdp(s);
     },
-    address() {
-      if (!socket) throw new Error('not started');
-      const a = socket.address();
-      return { address: a.address, port: a.port };
-    },
+    address: () => boundAddress(socket),
     notify(equipmentId, requestId, to) {
       const entry = to ?? registry.get(equipmentId);
       if (!entry || !socket) return false;

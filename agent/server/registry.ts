@@ -17,6 +17,7 @@
  * objects.
 
  */
+import { ipv4ToU32 } from '../protocol/address.js';
 
 export interface RegistryEntry {
   readonly address: string;
@@ -82,34 +83,6 @@ const U8_ID_LENGTH = 30;
 const INITIAL_ARENA_BYTES = 16 * 1024;
 /** Equipment IDs are at most 64 bytes on the wire; the length is kept in a u8. */
 const MAX_ID_BYTES = 255;
-
-/**
- * A dotted-quad IPv4 address in the form Node writes it (no leading zeros) as a u32, or -1 for
- * anything else (kept as a string). One pass, no pattern: it runs for every registration.
- */
-function ipv4ToU32(a: string): number {
-  let n = 0;
-  let part = 0;
-  let digits = 0;
-  let dots = 0;
-  for (let i = 0; i < a.length; i++) {
-    const c = a.charCodeAt(i);
-    if (c === 46) {
-      if (digits === 0 || dots === 3) return -1;
-      n = n * 256 + part;
-      part = 0;
-      digits = 0;
-      dots++;
-    } else if (c >= 48 && c <= 57) {
-      if (digits > 0 && part === 0) return -1; // a leading zero
-      part = part * 10 + (c - 48);
-      if (part > 255) return -1;
-      digits++;
-    } else return -1;
-  }
-  if (digits === 0 || dots !== 3) return -1;
-  return n * 256 + part;
-}
 
 function u32ToIpv4(n: number): string {
   return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;

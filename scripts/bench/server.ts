@@ -12,7 +12,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { connect as netConnect, createServer, type Server } from 'node:net';
+import { connect as netConnect } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,7 +22,7 @@ import { createLoopbackSetup } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type Program } from '../lib/program.js';
 import { startRedis } from '../lib/redis-process.js';
-import { bestMbps, viaTcp, waitServing } from './throughput.js';
+import { bestMbps, startEchoServer, viaTcp, waitServing } from './throughput.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const script = (name: string): string => join(here, `${name}.js`);
@@ -171,13 +171,9 @@ async function endToEnd(o: { quick: boolean; concurrency: number; tunnel: boolea
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-bench-server-'));
   const programs: Program[] = [];
   const stoppers: (() => Promise<unknown>)[] = [];
-  const echo: Server = createServer({ allowHalfOpen: true }, (s) => {
-    s.on('error', () => undefined);
-    s.pipe(s);
-  });
+  const echo = await startEchoServer();
   try {
-    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
-    const echoPort = (echo.address() as { port: number }).port;
+    const echoPort = echo.port;
     const setup = await createLoopbackSetup({
       dir,
       services: { echo: `127.0.0.1:${echoPort}` },
@@ -246,7 +242,7 @@ async function endToEnd(o: { quick: boolean; concurrency: number; tunnel: boolea
   } finally {
     await Promise.all(programs.map((p) => p.stop()));
     await Promise.all(stoppers.map((s) => s()));
-    await new Promise<void>((r) => echo.close(() => r()));
+    await echo.close();
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -3,8 +3,19 @@
  * `npm run bench -- server`: one round trip of `data`, best of N in Mbit/s counting both directions.
  */
 import { createHash } from 'node:crypto';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
+import { closeServer, listenOn } from '../../agent/common/listen.js';
 import type { Program } from '../lib/program.js';
+
+/** The service the benches measure through: a TCP echo on 127.0.0.1, listening. */
+export async function startEchoServer(): Promise<{ readonly port: number; close(): Promise<void> }> {
+  const server = createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => undefined);
+    s.pipe(s);
+  });
+  await listenOn(server, 0, '127.0.0.1');
+  return { port: (server.address() as { port: number }).port, close: () => closeServer(server) };
+}
 
 /** A TCP connection to 127.0.0.1:port that sends `data` and half-closes. */
 export const viaTcp = (port: number, data: Buffer) => (): Socket => {

@@ -77,14 +77,13 @@ async function main(): Promise<void> {
   answersAtStart = answers;
   const times0 = cpuTimes(targetPid);
   const own0 = process.cpuUsage();
-  const cpu0 = cpuSeconds(targetPid);
   const extra0 = extraPid === null ? 0 : cpuSeconds(extraPid);
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const elapsed = (performance.now() - t0) / 1000;
   const n = answers - answersAtStart;
-  const cpu = cpuSeconds(targetPid) - cpu0;
   const times1 = cpuTimes(targetPid);
+  const cpu = times1.user + times1.system - (times0.user + times0.system);
   const own = process.cpuUsage(own0);
   // Microseconds of CPU per answer: the target's user and kernel time, and the generator's own.
   const perAnswerUs = {
