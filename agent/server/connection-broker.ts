@@ -9,8 +9,9 @@
  * only from the node it registered with, so a request for a device held by another node is routed
  * there (pub/sub) and that node sends the notification. The request waits in Redis too, so the
  * device may attach at any node; the node it attaches at forwards the request and sends the
- * device's verdict back to the node holding the client. The request ID is in every log line on
- * every node. Without Redis a node serves the devices registered with it and says what it cannot.
+ * device's verdict back to the node holding the client (node-routing.ts). The request ID is in
+ * every log line on every node. Without Redis a node serves the devices registered with it and says
+ * what it cannot. The device's side of the exchange is device-exchange.ts.
  */
 import { listenOn } from '../common/listen.js';
 import { randomBytes } from 'node:crypto';
@@ -18,17 +19,16 @@ import { createServer, type Server, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
-import { isPeerlinkError } from '../common/errors.js';
 import { formatEndpoint, normalizeAddress } from '../protocol/address.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } from '../protocol/frames.js';
-import type { Endpoint } from '../protocol/address.js';
-import { candidatesForNode, candidatesFromNode, checkListenCandidates } from './candidate-check.js';
-import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, equalBytes, KEY_BYTES } from '../protocol/keys.js';
+import { candidatesFromNode } from './candidate-check.js';
 import { isStatus as isStatusValue, Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
 import { PendingRequests, type PendingRequest } from './pending-requests.js';
 import type { RateLimiter } from './rate-limiter.js';
-import type { NodeMessage, RedisRegistry } from './redis-registry.js';
+import { createDeviceExchange } from './device-exchange.js';
+import { createNodeRouting } from './node-routing.js';
+import type { RedisRegistry } from './redis-registry.js';
 import type { RegistrationEndpoint } from './registration-endpoint.js';
 import type { Registry, RegistryBackend, RegistryEntry } from './registry.js';
 import type { Relay } from './relay.js';
@@ -85,6 +85,9 @@ export interface ConnectionBrokerOptions {
   readonly onTiming?: (what: 'connect' | 'notifyRoundTrip', ms: number, status: StatusValue) => void;
 }
 
+/** With an ok verdict, the device's path candidates for the client (hole punch, reverse port). */
+export type Verdict = { readonly status: StatusValue; readonly detail?: string; readonly candidates?: readonly Candidate[] };
+
 export interface ConnectionBroker {
   start(): Promise<void>;
   /** Stop taking connections; with graceMs, let requests in flight finish for up to that long. */
@@ -101,12 +104,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
   const counters = new Counters(BROKER_COUNTERS);
   const pending = new PendingRequests();
   const sockets = new Set<TLSSocket>();
-  /** Where each attached device's TLS connection comes from (its NAT mapping for a hole punch). */
-  const deviceSeenAt = new WeakMap<FrameChannel, Endpoint>();
-  /** Requests held here whose device attached at another node: that node's messages land here. */
-  const remoteWaiters = new Map<string, (m: NodeMessage) => void>();
-  /** Requests of other nodes this node has notified for (log the first notification only). */
-  const notifiedFor = new Set<string>();
+  const { exchange, deviceAttached, proofValid: deviceProofValid } = createDeviceExchange({ masterKey, attachTimeoutMs: options.attachTimeoutMs });
   let server: Server | null = null;
   let draining = false;
   let inFlight = 0;
@@ -120,24 +118,19 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     }
   };
 
-  cluster?.onMessage((m) => {
-    if (m.t === 'notify') {
-      // A node holding a client asks this one (the device's) to wake the device through its NAT.
-      // The address is this node's own entry for the device, not one a message names: nothing that
-      // can write to Redis can make a node send datagrams to an arbitrary address.
-      const requestId = Buffer.from(m.r, 'hex');
-      if (!registry.get(m.d)) {
-        logger.debug({ requestId: m.r.slice(0, 12), equipmentId: m.d }, 'asked to notify a device not registered at this node');
-        return;
-      }
-      if (udp.notify(m.d, requestId)) counters.inc('notifiedForNode');
-      if (!notifiedFor.has(m.r)) {
-        notifiedFor.add(m.r);
-        if (notifiedFor.size > 10_000) notifiedFor.delete(notifiedFor.values().next().value as string);
-        logger.info({ requestId: m.r.slice(0, 12), equipmentId: m.d, for: m.from }, 'S205 notification sent for a request held by another node');
-      }
-    } else remoteWaiters.get(m.r)?.(m);
-  });
+  const routing = cluster
+    ? createNodeRouting({
+        cluster,
+        registry,
+        udp,
+        counters,
+        logger,
+        proofValid: (socket, attach) => deviceProofValid(socket, attach.equipmentId, attach.requestId, attach.proof),
+        deviceAttached,
+        exchange,
+        ...(options.onTiming ? { onTiming: options.onTiming } : {}),
+      })
+    : null;
 
   async function onSecure(socket: TLSSocket): Promise<void> {
     sockets.add(socket);
@@ -179,8 +172,6 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     channel.close();
   }
 
-  /** With an ok verdict, the device's path candidates for the client (hole punch, reverse port). */
-  type Verdict = { readonly status: StatusValue; readonly detail?: string; readonly candidates?: readonly Candidate[] };
   type Attached = { readonly kind: 'local'; readonly device: FrameChannel } | { readonly kind: 'remote'; readonly node: string } | { readonly kind: 'gone' } | null;
 
   async function serveClient(
@@ -280,8 +271,8 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       };
       entryInTable = p;
       pending.add(p);
-      if (cluster) {
-        remoteWaiters.set(hex, (m) => {
+      if (routing) {
+        routing.waitFor(hex, (m) => {
           if (m.t === 'attached') resolve({ kind: 'remote', node: m.by });
           else if (m.t === 'verdict') verdictFromNode?.({ status: isStatusValue(m.s) ? m.s : Status.INTERNAL, candidates: candidatesFromNode(m.c) });
         });
@@ -347,7 +338,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         verdict = await Promise.race([remoteVerdict, timer]);
       }
     } finally {
-      remoteWaiters.delete(hex);
+      routing?.stopWaiting(hex);
     }
     if (verdict.status === Status.OK) {
       counters.inc('connected');
@@ -365,53 +356,6 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     done(verdict.status, verdict.detail);
   }
 
-  /** S206/S207 with an attached device: hand it the request, return its verdict. */
-  async function exchange(
-    device: FrameChannel,
-    requestId: Buffer,
-    clientEndpoint: { address: string; port: number },
-    advertisedPort: number,
-    sealedRequest: Buffer,
-    log: Logger,
-  ): Promise<Verdict> {
-    const deviceEndpoint = deviceSeenAt.get(device);
-    // Where the client's request came from: the device may punch towards it from its own attach port.
-    device.send({
-      type: FrameType.CANDIDATES,
-      candidates: [
-        { kind: CandidateKind.PUNCH, endpoint: clientEndpoint },
-        ...(deviceEndpoint ? [{ kind: CandidateKind.OBSERVED, endpoint: deviceEndpoint }] : []),
-      ],
-    });
-    device.send({ type: FrameType.FORWARD_REQUEST, requestId, client: clientEndpoint, advertisedPort, sealedRequest });
-    let verdict: Frame;
-    const listen: Candidate[] = [];
-    try {
-      verdict = await device.next(options.attachTimeoutMs);
-      while (verdict.type === FrameType.CANDIDATES && listen.length < CANDIDATES_MAX) {
-        listen.push(...checkListenCandidates(verdict.candidates, deviceEndpoint));
-        verdict = await device.next(options.attachTimeoutMs);
-      }
-    } catch (err) {
-      log.info({ err: isPeerlinkError(err) ? err.code : String(err) }, 'device gave no verdict');
-      device.close();
-      return { status: Status.DEVICE_NO_ANSWER };
-    }
-    device.close();
-    if (verdict.type !== FrameType.DEVICE_VERDICT || !equalBytes(verdict.requestId, requestId)) {
-      return { status: Status.INTERNAL, detail: 'the device answered out of turn' };
-    }
-    if (verdict.status !== Status.OK) return { status: verdict.status };
-    return { status: verdict.status, candidates: [...(deviceEndpoint ? [{ kind: CandidateKind.PUNCH, endpoint: deviceEndpoint }] : []), ...listen] };
-  }
-
-  /** The device's proof for a request, bound to this TLS session (attach and relay join). */
-  function deviceProofValid(socket: TLSSocket, equipmentId: string, requestId: Buffer, proof: Buffer): boolean {
-    const key = deriveRegistrationKey(masterKey, equipmentId);
-    const exporter = socket.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
-    return equalBytes(attachProof(key, requestId, exporter), proof);
-  }
-
   async function serveDevice(
     channel: FrameChannel,
     socket: TLSSocket,
@@ -421,53 +365,17 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     if (p) {
       if (p.equipmentId === attach.equipmentId && deviceProofValid(socket, attach.equipmentId, attach.requestId, attach.proof)) {
         pending.take(attach.requestId);
-        deviceSeenAt.set(channel, { address: normalizeAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 });
+        deviceAttached(channel, socket);
         p.attach(channel);
         return;
       }
-    } else if (cluster) {
-      await serveDeviceForNode(channel, socket, attach);
+    } else if (routing) {
+      await routing.serveAttach(channel, socket, attach);
       return;
     }
     counters.inc('attachRejected');
     logger.info({ equipmentId: attach.equipmentId }, 'device attach rejected (unknown request or bad proof)');
     socket.destroy();
-  }
-
-  /** The device attached here for a request held by another node (or waiting in Redis). */
-  async function serveDeviceForNode(
-    channel: FrameChannel,
-    socket: TLSSocket,
-    attach: Extract<Frame, { type: typeof FrameType.DEVICE_ATTACH }>,
-  ): Promise<void> {
-    const hex = attach.requestId.toString('hex');
-    const log = logger.child({ requestId: hex.slice(0, 12), equipmentId: attach.equipmentId });
-    const reject = (why: string): void => {
-      counters.inc('attachRejected');
-      log.info(why);
-      socket.destroy();
-    };
-    let rec;
-    try {
-      rec = await cluster!.getPending(hex);
-    } catch {
-      return reject('device attach rejected: Redis unreachable, the request cannot be found');
-    }
-    if (!rec || rec.d !== attach.equipmentId || !deviceProofValid(socket, attach.equipmentId, attach.requestId, attach.proof)) {
-      return reject('device attach rejected (unknown request or bad proof)');
-    }
-    // Exactly one node serves the attach (a device could attach twice, at two nodes).
-    if (!(await cluster!.claimPending(hex).catch(() => false))) return reject('device attach rejected (request already taken)');
-    counters.inc('attachedForNode');
-    options.onTiming?.('notifyRoundTrip', Date.now() - rec.at, Status.OK);
-    const tell = (m: NodeMessage): Promise<unknown> =>
-      cluster!.send(rec.o, m).catch((err: Error) => log.warn({ err: err.message, clientNode: rec.o }, 'could not tell the node holding the client'));
-    await tell({ t: 'attached', r: hex, by: cluster!.nodeId });
-    log.info({ clientNode: rec.o }, 'S206 device connected over TLS for a request held by another node; forwarding the request');
-    deviceSeenAt.set(channel, { address: normalizeAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 });
-    const v = await exchange(channel, attach.requestId, { address: rec.ca, port: rec.cp }, rec.ap, Buffer.from(rec.s, 'base64'), log);
-    await tell({ t: 'verdict', r: hex, s: v.status, by: cluster!.nodeId, c: candidatesForNode(v.candidates ?? []) });
-    log.info({ status: v.status, clientNode: rec.o }, 'S207 device verdict sent to the node holding the client');
   }
 
   return {

@@ -1,0 +1,82 @@
+/**
+ * The device's side of a request at the server: the proof that a TLS connection is the notified
+ * device's (bound to that TLS session), where that connection comes from (its NAT mapping, a hole
+ * punch candidate), and the exchange itself: hand the device the sealed request (S206) and take
+ * its verdict with the addresses it listens on (S207). Used for a device attached here, whether
+ * this node or another one holds the client (node-routing.ts).
+ */
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import { isPeerlinkError } from '../common/errors.js';
+import { normalizeAddress, type Endpoint } from '../protocol/address.js';
+import type { FrameChannel } from '../protocol/frame-channel.js';
+import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } from '../protocol/frames.js';
+import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, equalBytes, KEY_BYTES } from '../protocol/keys.js';
+import { Status } from '../protocol/status.js';
+import { checkListenCandidates } from './candidate-check.js';
+import type { Verdict } from './connection-broker.js';
+
+export interface DeviceExchange {
+  /** The device's proof for a request, bound to this TLS session (attach and relay join). */
+  proofValid(socket: TLSSocket, equipmentId: string, requestId: Buffer, proof: Buffer): boolean;
+  /** Note where the device's TLS connection comes from, for the exchange's candidates. */
+  deviceAttached(channel: FrameChannel, socket: TLSSocket): void;
+  exchange(device: FrameChannel, requestId: Buffer, clientEndpoint: Endpoint, advertisedPort: number, sealedRequest: Buffer, log: Logger): Promise<Verdict>;
+}
+
+export function createDeviceExchange(o: { readonly masterKey: Buffer; readonly attachTimeoutMs: number }): DeviceExchange {
+  /** Where each attached device's TLS connection comes from (its NAT mapping for a hole punch). */
+  const deviceSeenAt = new WeakMap<FrameChannel, Endpoint>();
+
+  /** S206/S207 with an attached device: hand it the request, return its verdict. */
+  async function exchange(
+    device: FrameChannel,
+    requestId: Buffer,
+    clientEndpoint: { address: string; port: number },
+    advertisedPort: number,
+    sealedRequest: Buffer,
+    log: Logger,
+  ): Promise<Verdict> {
+    const deviceEndpoint = deviceSeenAt.get(device);
+    // Where the client's request came from: the device may punch towards it from its own attach port.
+    device.send({
+      type: FrameType.CANDIDATES,
+      candidates: [
+        { kind: CandidateKind.PUNCH, endpoint: clientEndpoint },
+        ...(deviceEndpoint ? [{ kind: CandidateKind.OBSERVED, endpoint: deviceEndpoint }] : []),
+      ],
+    });
+    device.send({ type: FrameType.FORWARD_REQUEST, requestId, client: clientEndpoint, advertisedPort, sealedRequest });
+    let verdict: Frame;
+    const listen: Candidate[] = [];
+    try {
+      verdict = await device.next(o.attachTimeoutMs);
+      while (verdict.type === FrameType.CANDIDATES && listen.length < CANDIDATES_MAX) {
+        listen.push(...checkListenCandidates(verdict.candidates, deviceEndpoint));
+        verdict = await device.next(o.attachTimeoutMs);
+      }
+    } catch (err) {
+      log.info({ err: isPeerlinkError(err) ? err.code : String(err) }, 'device gave no verdict');
+      device.close();
+      return { status: Status.DEVICE_NO_ANSWER };
+    }
+    device.close();
+    if (verdict.type !== FrameType.DEVICE_VERDICT || !equalBytes(verdict.requestId, requestId)) {
+      return { status: Status.INTERNAL, detail: 'the device answered out of turn' };
+    }
+    if (verdict.status !== Status.OK) return { status: verdict.status };
+    return { status: verdict.status, candidates: [...(deviceEndpoint ? [{ kind: CandidateKind.PUNCH, endpoint: deviceEndpoint }] : []), ...listen] };
+  }
+
+  return {
+    proofValid(socket, equipmentId, requestId, proof) {
+      const key = deriveRegistrationKey(o.masterKey, equipmentId);
+      const exporter = socket.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
+      return equalBytes(attachProof(key, requestId, exporter), proof);
+    },
+    deviceAttached(channel, socket) {
+      deviceSeenAt.set(channel, { address: normalizeAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 });
+    },
+    exchange,
+  };
+}

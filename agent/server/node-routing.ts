@@ -1,0 +1,118 @@
+/**
+ * The broker's traffic between server nodes (Redis pub/sub, see redis-registry.ts and the README's
+ * "Several server nodes"):
+ *  - a node asked to notify a device registered with it sends the notification (S205) to the
+ *    device's mapping in its own list, never to an address a message names;
+ *  - the node holding a client waits for "attached" and "verdict" messages about its request;
+ *  - a device that attaches here for a request held by another node (or waiting in Redis) gets the
+ *    request forwarded (S206), and its verdict (S207) goes back to the node holding the client.
+ */
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import type { Counters } from '../common/counters.js';
+import type { FrameChannel } from '../protocol/frame-channel.js';
+import type { Frame, FrameType } from '../protocol/frames.js';
+import { Status } from '../protocol/status.js';
+import { candidatesForNode } from './candidate-check.js';
+import type { BrokerCounter, Verdict } from './connection-broker.js';
+import type { NodeMessage, RedisRegistry } from './redis-registry.js';
+import type { RegistrationEndpoint } from './registration-endpoint.js';
+import type { Registry } from './registry.js';
+
+/** Requests of other nodes this node notified for, remembered to log the first notification only. */
+const NOTIFIED_REMEMBERED = 10_000;
+
+type DeviceAttach = Extract<Frame, { type: typeof FrameType.DEVICE_ATTACH }>;
+
+export interface NodeRoutingOptions {
+  readonly cluster: RedisRegistry;
+  readonly registry: Registry;
+  readonly udp: RegistrationEndpoint;
+  readonly counters: Counters<BrokerCounter>;
+  readonly logger: Logger;
+  /** The device's proof for the request, bound to its TLS session (the broker's check). */
+  readonly proofValid: (socket: TLSSocket, attach: DeviceAttach) => boolean;
+  /** Note where the device's TLS connection comes from (its NAT mapping, for a hole punch). */
+  readonly deviceAttached: (channel: FrameChannel, socket: TLSSocket) => void;
+  /** S206/S207 with the attached device: hand it the request, return its verdict. */
+  readonly exchange: (
+    device: FrameChannel,
+    requestId: Buffer,
+    client: { address: string; port: number },
+    advertisedPort: number,
+    sealedRequest: Buffer,
+    log: Logger,
+  ) => Promise<Verdict>;
+  readonly onTiming?: (what: 'notifyRoundTrip', ms: number, status: typeof Status.OK) => void;
+}
+
+export interface NodeRouting {
+  /** Messages about request `hex` (from the node the device attached at) go to `onMessage`. */
+  waitFor(hex: string, onMessage: (m: NodeMessage) => void): void;
+  stopWaiting(hex: string): void;
+  /** The device attached here for a request this node does not hold. */
+  serveAttach(channel: FrameChannel, socket: TLSSocket, attach: DeviceAttach): Promise<void>;
+}
+
+export function createNodeRouting(o: NodeRoutingOptions): NodeRouting {
+  const { cluster, counters, logger } = o;
+  const waiters = new Map<string, (m: NodeMessage) => void>();
+  const notifiedFor = new Set<string>();
+
+  cluster.onMessage((m) => {
+    if (m.t !== 'notify') {
+      waiters.get(m.r)?.(m);
+      return;
+    }
+    // A node holding a client asks this one (the device's) to wake the device through its NAT.
+    // The address is this node's own entry for the device, not one a message names: nothing that
+    // can write to Redis can make a node send datagrams to an arbitrary address.
+    if (!o.registry.get(m.d)) {
+      logger.debug({ requestId: m.r.slice(0, 12), equipmentId: m.d }, 'asked to notify a device not registered at this node');
+      return;
+    }
+    if (o.udp.notify(m.d, Buffer.from(m.r, 'hex'))) counters.inc('notifiedForNode');
+    if (!notifiedFor.has(m.r)) {
+      notifiedFor.add(m.r);
+      if (notifiedFor.size > NOTIFIED_REMEMBERED) notifiedFor.delete(notifiedFor.values().next().value as string);
+      logger.info({ requestId: m.r.slice(0, 12), equipmentId: m.d, for: m.from }, 'S205 notification sent for a request held by another node');
+    }
+  });
+
+  async function serveAttach(channel: FrameChannel, socket: TLSSocket, attach: DeviceAttach): Promise<void> {
+    const hex = attach.requestId.toString('hex');
+    const log = logger.child({ requestId: hex.slice(0, 12), equipmentId: attach.equipmentId });
+    const reject = (why: string): void => {
+      counters.inc('attachRejected');
+      log.info(why);
+      socket.destroy();
+    };
+    let rec;
+    try {
+      rec = await cluster.getPending(hex);
+    } catch {
+      return reject('device attach rejected: Redis unreachable, the request cannot be found');
+    }
+    if (!rec || rec.d !== attach.equipmentId || !o.proofValid(socket, attach)) {
+      return reject('device attach rejected (unknown request or bad proof)');
+    }
+    // Exactly one node serves the attach (a device could attach twice, at two nodes).
+    if (!(await cluster.claimPending(hex).catch(() => false))) return reject('device attach rejected (request already taken)');
+    counters.inc('attachedForNode');
+    o.onTiming?.('notifyRoundTrip', Date.now() - rec.at, Status.OK);
+    const tell = (m: NodeMessage): Promise<unknown> =>
+      cluster.send(rec.o, m).catch((err: Error) => log.warn({ err: err.message, clientNode: rec.o }, 'could not tell the node holding the client'));
+    await tell({ t: 'attached', r: hex, by: cluster.nodeId });
+    log.info({ clientNode: rec.o }, 'S206 device connected over TLS for a request held by another node; forwarding the request');
+    o.deviceAttached(channel, socket);
+    const v = await o.exchange(channel, attach.requestId, { address: rec.ca, port: rec.cp }, rec.ap, Buffer.from(rec.s, 'base64'), log);
+    await tell({ t: 'verdict', r: hex, s: v.status, by: cluster.nodeId, c: candidatesForNode(v.candidates ?? []) });
+    log.info({ status: v.status, clientNode: rec.o }, 'S207 device verdict sent to the node holding the client');
+  }
+
+  return {
+    waitFor: (hex, onMessage) => void waiters.set(hex, onMessage),
+    stopWaiting: (hex) => void waiters.delete(hex),
+    serveAttach,
+  };
+}
