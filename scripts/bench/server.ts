@@ -22,6 +22,7 @@ import { createLoopbackSetup } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type Program } from '../lib/program.js';
 import { startRedis } from '../lib/redis-process.js';
+import { ensureGroups } from '../lib/prerequisites.js';
 import { bestMbps, startEchoServer, viaTcp, waitServing } from './throughput.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -127,6 +128,9 @@ async function registrations(o: { seconds: number; rounds: number }): Promise<Re
     echo = best(echo, await udpRun('echo', o.seconds, master));
     mem = best(mem, await udpRun('register', o.seconds, master));
   }
+  // redis-server (Debian) is installed here when missing and this runs as root.
+  const installed = ensureGroups(['redis'], (l) => process.stderr.write(`bench: ${l}\n`));
+  if (!installed.ok) process.stderr.write(`bench: apt-get failed:\n${installed.output.trim().split('\n').slice(-10).join('\n')}\n`);
   const redis = await startRedis();
   try {
     const { Redis } = await import('ioredis');

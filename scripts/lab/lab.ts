@@ -2,7 +2,7 @@
 /**
  * npm run lab -- trace | matrix [--out FILE] [--jobs N] | renumber | keepalive [--minutes N]
  * The patent's Fig. 1 for real: network namespaces, nftables NAPT routers, miniupnpd, and the
- * real programs. Needs root and the packages of scripts/lab/setup.sh.
+ * real programs. Needs root; installs its Debian packages (scripts/lib/prerequisites.ts) when missing.
  */
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -10,6 +10,7 @@ import type { LogLine } from '../lib/program.js';
 import { runCell, SERVER_UDP_PORT, type CellResult, type UpnpSide } from './cell.js';
 import { translations } from './conntrack.js';
 import { isRoot } from './exec.js';
+import { ensureGroups, unmetReason } from '../lib/prerequisites.js';
 import { NAT_KINDS, type NatKind } from './nat.js';
 import { removeOwnNamespaces, sweepStaleLabs, type SideSpec } from './topology.js';
 import { UPNP_KINDS, type UpnpKind } from './upnp.js';
@@ -146,7 +147,13 @@ async function main(): Promise<number> {
     },
   });
   if (!isRoot()) {
-    process.stderr.write('lab: needs root (network namespaces, nftables, miniupnpd); run as root after scripts/lab/setup.sh\n');
+    process.stderr.write('lab: needs root (network namespaces, nftables, miniupnpd); run it as root, which installs what it lacks\n');
+    return 2;
+  }
+  const installed = ensureGroups(['lab'], (l) => process.stderr.write(`lab: ${l}\n`));
+  const lacking = unmetReason('lab');
+  if (lacking !== null) {
+    process.stderr.write(`lab: ${lacking}${installed.ok ? '' : `; apt-get failed:\n${installed.output.trim().split('\n').slice(-10).join('\n')}`}\n`);
     return 2;
   }
   const swept = await sweepStaleLabs();

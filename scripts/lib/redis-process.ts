@@ -17,7 +17,7 @@ export interface RedisProcess {
   readonly pid: number | undefined;
 }
 
-export const REDIS_MISSING = 'redis-server is not installed: run `bash scripts/server-setup.sh` (as root; CI does)';
+export const REDIS_MISSING = 'redis-server is not installed (Debian package redis-server): `npm test` or `npm run bench -- server` as root installs it';
 
 export async function startRedis(): Promise<RedisProcess> {
   const port = await freePort();

@@ -1,18 +1,20 @@
 /**
- * The NAT lab specs need root (network namespaces, nftables, miniupnpd). Without it they are
- * skipped, loudly, with the reason; CI runs as root and runs them.
+ * The NAT lab specs need root (network namespaces) and the lab's Debian packages (nftables,
+ * conntrack, miniupnpd, redis-server), which `npm test` installs as root. Without them they are
+ * skipped, loudly, with the reason; the test runner's summary names the command that runs them.
  */
 import test from 'ava';
-import { isRoot } from '../../scripts/lab/exec.js';
+import { GROUPS, unmetReason } from '../../scripts/lib/prerequisites.js';
 import { sweepStaleLabs } from '../../scripts/lab/topology.js';
 
-const root = isRoot();
-if (root) {
+const reason = unmetReason('lab');
+if (reason === null) {
   // Leftovers of a lab run that was killed (e.g. a timed-out test worker) go first.
   await sweepStaleLabs();
 } else {
-  process.stderr.write('\n*** NAT lab specs SKIPPED: they need root (ip netns, nft, miniupnpd). Run `npm test` as root after `npm run lab:setup`. ***\n\n');
+  process.stderr.write(`\n*** ${GROUPS.lab.name} specs SKIPPED: ${reason}. Run \`npm test\` as root: it installs them. ***\n\n`);
 }
 
 /** Lab specs run one at a time within a file (each builds its own namespaces and programs). */
-export const labTest = root ? test.serial : test.skip;
+export const labTest = reason === null ? test.serial : test.skip;
+export const labAvailable = reason === null;

@@ -4,7 +4,7 @@
  * client; an error in the node's log; /healthz 503), and recovers on its own when Redis returns —
  * empty, as after a restart without persistence — without waiting for devices to re-register.
  */
-import test from 'ava';
+import { redisTest } from '../helpers/redis-test.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { PROGRAMS } from '../../scripts/lib/program.js';
 import { startRedis } from '../../scripts/lib/redis-process.js';
@@ -14,7 +14,7 @@ import { runNode, runNodeStdio } from '../helpers/run-process.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-test('outage: the device node still serves its device, the other says it cannot; both recover after a restart', async (t) => {
+redisTest('outage: the device node still serves its device, the other says it cannot; both recover after a restart', async (t) => {
   const redis = await startRedis();
   t.teardown(() => redis.stop());
   const echo = await echoService(t);

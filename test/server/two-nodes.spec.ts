@@ -6,6 +6,7 @@
  * follows the connection through both nodes' logs.
  */
 import test from 'ava';
+import { redisAvailable, redisSerialTest } from '../helpers/redis-test.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { freePort } from '../../scripts/lib/free-port.js';
 import { PROGRAMS } from '../../scripts/lib/program.js';
@@ -19,6 +20,7 @@ let redis: RedisProcess;
 let f: TwoNodes;
 
 test.before(async () => {
+  if (!redisAvailable) return;
   redis = await startRedis();
   ctx.teardown(() => redis.stop());
   const echo = await echoService(ctx);
@@ -32,7 +34,7 @@ const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const withRequest = (lines: readonly Record<string, unknown>[], id: string): string[] =>
   lines.filter((l) => l.requestId === id).map((l) => String(l.msg));
 
-test.serial('device registered with node 1, client asks node 2: connected, data verified, one request ID across both nodes', async (t) => {
+redisSerialTest('device registered with node 1, client asks node 2: connected, data verified, one request ID across both nodes', async (t) => {
   const data = randomBytes(256 * 1024);
   const r = await runNodeStdio(PROGRAMS.client, f.clientArgs(1, 'echo', ['--stdio']), data, (kill) => t.teardown(kill));
   t.is(r.code, 0, r.stderr);
@@ -72,14 +74,14 @@ test.serial('device registered with node 1, client asks node 2: connected, data 
   t.true((sample(m1, /^peerlink_notification_round_trip_seconds_count/) ?? 0) >= 1);
 });
 
-test.serial('client asks node 1, where the device registered: connected without leaving the node', async (t) => {
+redisSerialTest('client asks node 1, where the device registered: connected without leaving the node', async (t) => {
   const data = randomBytes(64 * 1024);
   const r = await runNodeStdio(PROGRAMS.client, f.clientArgs(0, 'echo', ['--stdio']), data, (kill) => t.teardown(kill));
   t.is(r.code, 0, r.stderr);
   t.is(r.sha256, sha(data));
 });
 
-test.serial('relayed across nodes: the device cannot dial the client, joins the relay at its node, which bridges to the client\'s node', async (t) => {
+redisSerialTest('relayed across nodes: the device cannot dial the client, joins the relay at its node, which bridges to the client\'s node', async (t) => {
   const closedPort = await freePort();
   const data = randomBytes(256 * 1024);
   const r = await runNodeStdio(PROGRAMS.client, f.clientArgs(1, 'echo', ['--stdio', '--advertise-port', String(closedPort)]), data, (kill) => t.teardown(kill));
@@ -92,14 +94,14 @@ test.serial('relayed across nodes: the device cannot dial the client, joins the 
   t.is(sample((await httpGet(f.metricsPorts[0], '/metrics')).body, /^peerlink_relay_bridged_total/), 1);
 });
 
-test.serial('an unknown device is unknown at every node (exit 10)', async (t) => {
+redisSerialTest('an unknown device is unknown at every node (exit 10)', async (t) => {
   const args = f.clientArgs(1, 'echo', ['--stdio']).map((a) => (a === f.setup.equipmentId ? 'NO-SUCH-DEVICE' : a));
   const r = await runNode(PROGRAMS.client, args);
   t.is(r.code, 10, r.stderr);
   t.regex(r.stderr, /PEERLINK_ERR_UNKNOWN_DEVICE/);
 });
 
-test.serial('health endpoints answer ok while Redis is up', async (t) => {
+redisSerialTest('health endpoints answer ok while Redis is up', async (t) => {
   for (const port of f.metricsPorts) {
     const h = await httpGet(port, '/healthz');
     t.is(h.status, 200);

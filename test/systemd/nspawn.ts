@@ -4,17 +4,9 @@
  * unit that runs a script and powers the container off. The host network is shared (no
  * --private-network), so a server the test starts on 127.0.0.1 is reachable from inside.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-
-export function nspawnAvailable(): boolean {
-  return spawnSync('systemd-nspawn', ['--version'], { stdio: 'ignore' }).status === 0;
-}
-
-export function isRoot(): boolean {
-  return process.getuid?.() === 0;
-}
 
 export interface NspawnRun {
   readonly code: number | null;
