@@ -23,7 +23,8 @@ const skipped = GROUP_NAMES.map((g) => [g, unmetReason(g)] as const).filter((e):
 for (const [g, reason] of skipped) say(`skipping ${GROUPS[g].name} specs (${GROUPS[g].specs}): ${reason}`);
 
 const require = createRequire(import.meta.url);
-const avaCli = join(dirname(require.resolve('ava/package.json')), 'entrypoints', 'cli.mjs');
+// ava exports only its entry points; the CLI sits beside the main one.
+const avaCli = join(dirname(require.resolve('ava')), 'cli.mjs');
 const ava = spawn(process.execPath, [avaCli, ...process.argv.slice(2)], { stdio: 'inherit' });
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => ava.kill(signal));
 
