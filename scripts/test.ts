@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { ensureGroups, GROUP_NAMES, GROUPS, commandToRun, unmetReason, type GroupName } from './lib/prerequisites.js';
+import { ensureGroups, GROUP_NAMES, GROUPS, commandToRun, RUNNER_ENV, unmetReason, type GroupName } from './lib/prerequisites.js';
 
 const say = (line: string): void => void process.stdout.write(`test: ${line}\n`);
 const AVA_OUTPUT_TAIL_LINES = 30;
@@ -25,7 +25,7 @@ for (const [g, reason] of skipped) say(`skipping ${GROUPS[g].name} specs (${GROU
 const require = createRequire(import.meta.url);
 // ava exports only its entry points; the CLI sits beside the main one.
 const avaCli = join(dirname(require.resolve('ava')), 'cli.mjs');
-const ava = spawn(process.execPath, [avaCli, ...process.argv.slice(2)], { stdio: 'inherit' });
+const ava = spawn(process.execPath, [avaCli, ...process.argv.slice(2)], { stdio: 'inherit', env: { ...process.env, [RUNNER_ENV]: '1' } });
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => ava.kill(signal));
 
 ava.once('exit', (code, signal) => {

@@ -4,11 +4,11 @@
  * runs them, and under CI a skipped group fails the run.
  */
 import test from 'ava';
-import { GROUPS, unmetReason } from '../../scripts/lib/prerequisites.js';
+import { announceSkip, unmetReason } from '../../scripts/lib/prerequisites.js';
 
 const reason = unmetReason('redis');
 if (reason !== null) {
-  process.stderr.write(`\n*** ${GROUPS.redis.name} specs SKIPPED: ${reason}. Run \`npm test\` as root: it installs them. ***\n\n`);
+  announceSkip('redis', reason);
 }
 
 export const redisAvailable = reason === null;

@@ -4,7 +4,7 @@
  * skipped, loudly, with the reason; the test runner's summary names the command that runs them.
  */
 import test from 'ava';
-import { GROUPS, unmetReason } from '../../scripts/lib/prerequisites.js';
+import { announceSkip, unmetReason } from '../../scripts/lib/prerequisites.js';
 import { sweepStaleLabs } from '../../scripts/lab/topology.js';
 
 const reason = unmetReason('lab');
@@ -12,7 +12,7 @@ if (reason === null) {
   // Leftovers of a lab run that was killed (e.g. a timed-out test worker) go first.
   await sweepStaleLabs();
 } else {
-  process.stderr.write(`\n*** ${GROUPS.lab.name} specs SKIPPED: ${reason}. Run \`npm test\` as root: it installs them. ***\n\n`);
+  announceSkip('lab', reason);
 }
 
 /** Lab specs run one at a time within a file (each builds its own namespaces and programs). */

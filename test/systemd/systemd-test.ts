@@ -4,11 +4,11 @@
  * command that runs them, and under CI a skipped group fails the run.
  */
 import test from 'ava';
-import { GROUPS, unmetReason } from '../../scripts/lib/prerequisites.js';
+import { announceSkip, unmetReason } from '../../scripts/lib/prerequisites.js';
 
 const reason = unmetReason('systemd');
 if (reason !== null) {
-  process.stderr.write(`\n*** ${GROUPS.systemd.name} specs SKIPPED: ${reason}. Run \`npm test\` as root: it installs them. ***\n\n`);
+  announceSkip('systemd', reason);
 }
 
 export const systemdTest = reason === null ? test.serial : test.skip;
