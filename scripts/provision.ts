@@ -21,6 +21,7 @@ import { CA_VALIDITY_DAYS, CERT_MAX_VALIDITY_DAYS, createCa } from '../agent/pki
 import { SERVER_CERT_VALIDITY_DAYS, issueServerCert, normalizeServerHosts } from '../agent/pki/server-cert.js';
 import { createRegistrationMasterKey, formatMasterKey, loadMasterKey } from '../agent/pki/master-key.js';
 import { createDeviceIdentity, writeDeviceIdentity } from '../agent/pki/device.js';
+import { checkPasswordStrength } from '../agent/pki/password-strength.js';
 import { ID_SCHEMES, type IdScheme, parseDeviceCsv, serialRange } from '../agent/pki/device-id.js';
 import { progressBar, runBatch } from './provision/batch.js';
 import { X509Certificate } from 'node:crypto';
@@ -52,7 +53,8 @@ Commands:
   device --id ID --master-key FILE --ca-cert FILE --out FILE [--password-file F] [--force]
       Write a device identity: FILE (0600). Prints the label password on stdout as
       "password: XXXX-XXXX-XXXX-XXXX-XXXX", or, with --password-file, uses the first line of F
-      and prints nothing. Refuses to replace FILE without --force.
+      and prints nothing; a chosen password needs at least 12 characters and about 64 bits
+      (e.g. 14 random letters and digits), or it is refused. Refuses to replace FILE without --force.
 
   batch --master-key FILE --ca-cert FILE --out-dir DIR (--csv FILE | --range START-END [--digits N])
         [--id-scheme serial|mac] [--prefix P] [--server HOST:PORT] [--product NAME] [--rotate] [--jobs N]
@@ -234,6 +236,7 @@ async function cmdDevice(args: readonly string[], io: ProvisionIo): Promise<void
   if (passwordFile !== undefined) {
     password = (await readText(passwordFile, 'the password')).split(/\r?\n/, 1)[0]?.trim() ?? '';
     if (password === '') throw new ProvisionError(`${passwordFile}: the first line is empty; expected the device password`);
+    checkPasswordStrength(password, passwordFile);
   }
   const device = await createDeviceIdentity({ equipmentId, masterKey, caCertPem, password });
   await writeDeviceIdentity(out, device.identity);

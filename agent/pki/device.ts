@@ -10,6 +10,7 @@ import { type DeviceIdentity, formatIdentity } from '../device/identity.js';
 import { EQUIPMENT_ID_PATTERN } from '../protocol/constants.js';
 import { KEY_BYTES, deriveAccessKey, deriveRegistrationKey, normalizePassword } from '../protocol/keys.js';
 import { generatePassword } from './password.js';
+import { checkPasswordStrength } from './password-strength.js';
 
 export const IDENTITY_FILE_MODE = 0o600;
 
@@ -19,7 +20,7 @@ export interface CreateDeviceIdentityOptions {
   readonly masterKey: Uint8Array;
   /** PEM of the CA that signs the rendezvous server's certificate. */
   readonly caCertPem: string;
-  /** The label password; a fresh one (generatePassword) when omitted. */
+  /** The label password; a fresh one (generatePassword) when omitted. A given one must pass checkPasswordStrength. */
   readonly password?: string;
 }
 
@@ -56,6 +57,8 @@ export async function createDeviceIdentity(options: CreateDeviceIdentityOptions)
   const caCert = checkCaCert(options.caCertPem);
   const password = options.password ?? generatePassword();
   if (typeof password !== 'string' || normalizePassword(password) === '') throw invalid('password is empty');
+  // A chosen password must resist offline guessing as a generated one does.
+  if (options.password !== undefined) checkPasswordStrength(password, `createDeviceIdentity: password of ${equipmentId}`);
 
   const identity: DeviceIdentity = Object.freeze({
     equipmentId,

@@ -84,18 +84,24 @@ test('device --password-file: uses the first line and prints nothing', async (t)
   await withTempDir(async (dir) => {
     const { masterKey, caCert } = await provisionServer(t, dir);
     const pwFile = join(dir, 'pw.txt');
-    await writeFile(pwFile, '  abcd-efgh-jkmn-pqrs-tvwx  \nsecond line\n');
+    await writeFile(pwFile, '  q7km-2zx9-tw4h-rc8n-3vbp  \nsecond line\n');
     const out = join(dir, 'identity.toml');
     const r = await run(['device', '--id', 'dev1', '--master-key', masterKey, '--ca-cert', caCert, '--out', out, '--password-file', pwFile], dir);
     t.is(r.code, 0, r.stderr);
     t.is(r.stdout, '');
     t.is(r.stderr, '');
-    t.deepEqual((await loadIdentity(out)).accessKey, await deriveAccessKey('ABCD-EFGH-JKMN-PQRS-TVWX', 'dev1'));
+    t.deepEqual((await loadIdentity(out)).accessKey, await deriveAccessKey('Q7KM-2ZX9-TW4H-RC8N-3VBP', 'dev1'));
 
     await writeFile(pwFile, '\nlater\n');
     const empty = await run(['device', '--id', 'dev2', '--master-key', masterKey, '--ca-cert', caCert, '--out', join(dir, 'id2.toml'), '--password-file', pwFile], dir);
     t.is(empty.code, 1);
     t.regex(empty.stderr, /^peerlink-provision: /);
+
+    // A 4-digit PIN falls to offline guessing in seconds: refused, naming the file.
+    await writeFile(pwFile, '1234\n');
+    const weak = await run(['device', '--id', 'dev3', '--master-key', masterKey, '--ca-cert', caCert, '--out', join(dir, 'id3.toml'), '--password-file', pwFile], dir);
+    t.is(weak.code, 1);
+    t.true(weak.stderr.startsWith(`peerlink-provision: ${pwFile}: the password is too weak`), weak.stderr);
   });
 });
 

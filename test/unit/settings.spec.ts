@@ -243,7 +243,7 @@ test('server: a table that is not a table is reported', (t) => {
 // --- identity ---
 
 const ca = createCa();
-const provisioned = createDeviceIdentity({ equipmentId: 'unit-0042', masterKey: Buffer.alloc(32, 5), caCertPem: ca.certPem, password: 'ABCD-EFGH' });
+const provisioned = createDeviceIdentity({ equipmentId: 'unit-0042', masterKey: Buffer.alloc(32, 5), caCertPem: ca.certPem, password: 'Q7KM-2ZX9-TW4H-RC8N' });
 
 test('identity: formatIdentity output parses back to the same identity', async (t) => {
   const { identity } = await provisioned;
