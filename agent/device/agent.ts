@@ -9,7 +9,9 @@ import { Counters } from '../common/counters.js';
 import { silentLogger } from '../common/logger.js';
 import { rejectUnknownKeys, requireOption } from '../common/options.js';
 import { REQUEST_FRESHNESS_MS } from '../protocol/constants.js';
-import { createAuthorizer } from './authorizer.js';
+import { createAuthorizer, type Decision, type Forwarded } from './authorizer.js';
+import { openReplayMark, type ReplayMark } from './replay-mark.js';
+import { Status } from '../protocol/status.js';
 import type { DeviceIdentity } from './identity.js';
 import { createRegistrar, type Registrar, type RegistrarStatus } from './registrar.js';
 import { createAdaptiveKeepalive } from './adaptive-keepalive.js';
@@ -63,7 +65,15 @@ export function createAgent(input: AgentOptions): Agent {
     replayCache,
     services: () => settings.services,
     dialPolicy: () => settings.dial,
+    replayBarrierMs: () => replayMark?.barrierMs ?? 0,
   });
+  let replayMark: ReplayMark | null = null;
+  /** S207, then the accepted request's timestamp on disk before the device acts on it (P12). */
+  const authorizeAndMark = async (fwd: Forwarded, serverNowMs: number): Promise<Decision> => {
+    const d = authorize(fwd, serverNowMs);
+    if (d.status === Status.OK) await replayMark?.accept(d.request.timestampMs);
+    return d;
+  };
 
   const registrar = createRegistrar({
     equipmentId: identity.equipmentId,
@@ -169,7 +179,7 @@ export function createAgent(input: AgentOptions): Agent {
     const p = loadSession().then(({ runRequestSession }) => runRequestSession(requestId, {
       identity,
       server: { host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName },
-      authorize,
+      authorize: authorizeAndMark,
       serverNow: () => registrar.serverNow(),
       observeServerTime: (t, local) => registrar.observeServerTime(t, local),
       dialTimeoutMs: settings.dial.connectTimeoutMs,
@@ -193,6 +203,7 @@ export function createAgent(input: AgentOptions): Agent {
     async start() {
       aborter = new AbortController();
       logger.info({ server: settings.server.host, services: [...settings.services.keys()] }, 'agent starting');
+      replayMark ??= await openReplayMark({ stateDir: settings.stateDir, logger });
       if (settings.reverse.enabled) {
         const listener = createReverseListener({ port: settings.reverse.listenPort, logger });
         await listener.start();

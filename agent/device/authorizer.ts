@@ -19,6 +19,8 @@ export interface AuthorizerOptions {
   readonly replayCache: ReplayCache;
   readonly services: () => ReadonlyMap<string, HostPort>;
   readonly dialPolicy: () => DialPolicy;
+  /** Requests not newer than this were accepted before the agent restarted (replay-mark.ts). */
+  readonly replayBarrierMs?: () => number;
 }
 
 export type Decision =
@@ -47,6 +49,10 @@ export function createAuthorizer(options: AuthorizerOptions): (fwd: Forwarded, s
     const skew = req.timestampMs - now;
     if (Math.abs(skew) > options.freshnessMs) {
       return { status: Status.REQUEST_EXPIRED, reason: `request timestamp is ${Math.round(skew / 1000)} s from server time` };
+    }
+    // The server sets our idea of time: after a restart only the persisted mark stops a replay.
+    if (req.timestampMs <= (options.replayBarrierMs?.() ?? 0)) {
+      return { status: Status.REQUEST_REPLAYED, reason: 'request is not newer than one accepted before the agent restarted' };
     }
     const target = options.services().get(req.service);
     if (!target) return { status: Status.SERVICE_REFUSED, reason: `service ${req.service} is not in the allow-list` };

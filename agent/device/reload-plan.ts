@@ -9,6 +9,7 @@ import type { AgentSettings } from './settings.js';
 /** Setting key paths (as in the TOML file) a running agent cannot change. */
 export const RESTART_REQUIRED_KEYS = [
   'identity_file',
+  'state_dir',
   'log_level',
   'server.host',
   'server.udp_port',
@@ -27,6 +28,7 @@ export const RESTART_REQUIRED_KEYS = [
 
 const read: Record<(typeof RESTART_REQUIRED_KEYS)[number], (s: AgentSettings) => unknown> = {
   identity_file: (s) => s.identityFile,
+  state_dir: (s) => s.stateDir,
   log_level: (s) => s.logLevel,
   'server.host': (s) => s.server.host,
   'server.udp_port': (s) => s.server.udpPort,
@@ -56,6 +58,7 @@ export function hotReloadable(running: AgentSettings, next: AgentSettings): Agen
   return Object.freeze({
     ...next,
     identityFile: running.identityFile,
+    stateDir: running.stateDir,
     logLevel: running.logLevel,
     server: running.server,
     registration: running.registration,

@@ -30,7 +30,7 @@ import { firstFulfilled } from '../common/first-fulfilled.js';
 export interface SessionContext {
   readonly identity: DeviceIdentity;
   readonly server: { readonly host: string; readonly port: number; readonly serverName: string };
-  readonly authorize: (fwd: Forwarded, serverNowMs: number) => Decision;
+  readonly authorize: (fwd: Forwarded, serverNowMs: number) => Decision | Promise<Decision>;
   readonly serverNow: () => number;
   readonly observeServerTime: (serverTimeMs: number, localMs: number) => void;
   readonly dialTimeoutMs: number;
@@ -114,7 +114,7 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       log.warn('server sent something other than the forwarded request');
       return { status: Status.BAD_REQUEST, bytesToClient: 0, bytesFromClient: 0 };
     }
-    const decision = ctx.authorize(fwd, ctx.serverNow());
+    const decision = await ctx.authorize(fwd, ctx.serverNow());
     let status: number = decision.status;
     if (decision.status !== Status.OK) {
       log.warn({ status: decision.status, reason: decision.reason, client: formatEndpoint(fwd.client) }, 'S207 request refused');

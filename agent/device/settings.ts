@@ -7,6 +7,7 @@ import { LOG_LEVELS, readTomlFile, SettingsChecker, type LogLevel } from '../com
 import { REGISTER_INTERVAL_MS, RELAY_AFTER_MS, SERVICE_NAME_PATTERN, PEER_CONNECT_TIMEOUT_MS } from '../protocol/constants.js';
 import { parseHostPort, type HostPort } from '../common/endpoint-parse.js';
 import { MAPPING_MODES, type MappingMode } from '../nat/port-mapping.js';
+import { defaultStateDir } from './replay-mark.js';
 
 /** RFC 8085: keepalives more often than every 15 s are abusive. */
 export const MIN_REGISTER_INTERVAL_MS = 15_000;
@@ -17,6 +18,8 @@ export const MAPPING_RENEW_MS = 600_000;
 
 export interface AgentSettings {
   readonly identityFile: string;
+  /** Persistent state (the replay mark, P12); STATE_DIRECTORY under systemd, else /var/lib/peerlink. */
+  readonly stateDir: string;
   readonly logLevel: LogLevel;
   readonly server: {
     readonly host: string;
@@ -59,7 +62,7 @@ export interface AgentSettings {
 }
 
 const IDENTITY_KEYS = new Set(['equipment_id', 'registration_key', 'access_key', 'ca_cert', 'secret', 'password']);
-const TOP = ['identity_file', 'log_level', 'server', 'registration', 'keepalive', 'dial', 'reverse', 'services'] as const;
+const TOP = ['identity_file', 'state_dir', 'log_level', 'server', 'registration', 'keepalive', 'dial', 'reverse', 'services'] as const;
 export const KEEPALIVE_MODES = ['fixed', 'adaptive'] as const;
 /** Below the server's default registry.stale_after_ms (90 s): a longer interval needs that raised too. */
 export const KEEPALIVE_MAX_INTERVAL_MS = 80_000;
@@ -98,6 +101,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
   const minInterval = opts.minIntervalMs ?? MIN_REGISTER_INTERVAL_MS;
   const settings: AgentSettings = {
     identityFile: resolve(dirname(file), c.str(doc, 'identity_file', 'identity_file', { expect: 'the path of the factory identity file' })),
+    stateDir: resolve(dirname(file), c.str(doc, 'state_dir', 'state_dir', { default: defaultStateDir() })),
     logLevel: c.enumOf(doc, 'log_level', 'log_level', LOG_LEVELS, 'info'),
     server: {
       host,

@@ -97,6 +97,7 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
     agentConfig,
     [
       'identity_file = "identity.toml"',
+      'state_dir = "state"',
       'log_level = "info"',
       '[server]',
       `host = "${serverAddress}"`,

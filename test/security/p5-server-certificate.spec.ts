@@ -6,6 +6,9 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { connect } from '../../agent/client/client.js';
 import { createAgent } from '../../agent/device/agent.js';
@@ -162,6 +165,7 @@ test('P5 agent end to end: notified by the real UDP side, the agent refuses a ro
   const settings = checkAgentSettings(
     {
       identity_file: 'identity.toml',
+      state_dir: mkdtempSync(join(tmpdir(), 'peerlink-p5-state-')),
       server: { host: LOOPBACK, udp_port: server.udpAddress().port, tls_port: srv.port, server_name: 'localhost' },
       dial: { allow_loopback: true, connect_timeout_ms: 2000 },
       services: { http: `${LOOPBACK}:9` },

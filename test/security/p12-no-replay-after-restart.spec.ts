@@ -1,0 +1,61 @@
+/**
+ * P12: a request the device accepted is never accepted again, also after the agent restarts.
+ * The replay cache is in memory and the server sets the device's idea of time (HELLO), so after a
+ * restart a malicious server could replay a captured request as fresh; the persisted replay mark
+ * (agent/device/replay-mark.ts) refuses it. Here the replay comes within the freshness window, so
+ * even an honest server's clock lets it through without the mark.
+ */
+import test from 'ava';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createAgent } from '../../agent/device/agent.js';
+import { REPLAY_MARK_FILE_NAME } from '../../agent/device/replay-mark.js';
+import { Status } from '../../agent/protocol/status.js';
+import { acceptor, request, world, type World } from './lib/fake-client.js';
+import { Scope, sleep, waitUntil } from './lib/helpers.js';
+
+const QUIET_MS = 300;
+const scope = new Scope();
+test.after.always(() => scope.run());
+
+/** Stop the world's agent and start a new one on the same settings and identity: a restart. */
+async function restartAgent(w: World, t: { teardown(fn: () => unknown): void }): Promise<void> {
+  await w.agent.stop();
+  const again = createAgent({ identity: w.identity, settings: w.settings });
+  await again.start();
+  t.teardown(() => again.stop());
+  await waitUntil(() => again.status().state === 'registered', 'the restarted agent to register', 5000);
+}
+
+test.serial('P12: a request accepted before a restart is refused after it (REQUEST_REPLAYED), and no dial happens', async (t) => {
+  const w = await world(scope);
+  const acc = await acceptor(t);
+  const first = await request(w, acc, {});
+  t.is(first.status, Status.OK);
+  await waitUntil(() => acc.dials() === 1, 'the device to dial', 3000);
+  const mark = JSON.parse(await readFile(join(w.settings.stateDir, REPLAY_MARK_FILE_NAME), 'utf8')) as { acceptedUpToMs: number };
+  t.true(mark.acceptedUpToMs > 0, 'the mark is on disk before the device dials');
+
+  await restartAgent(w, t);
+  const replay = await request(w, acc, first.sealed);
+  t.is(replay.status, Status.REQUEST_REPLAYED);
+  await sleep(QUIET_MS);
+  t.is(acc.dials(), 1, 'the replayed request made the device dial nothing');
+
+  const fresh = await request(w, acc, {});
+  t.is(fresh.status, Status.OK, 'a new request after the restart is served');
+  await waitUntil(() => acc.dials() === 2, 'the device to dial the new request', 3000);
+});
+
+test.serial('P12: a state directory that cannot be written does not stop the device serving', async (t) => {
+  // A regular file where the directory's parent should be: unusable for root too.
+  const dir = await mkdtemp(join(tmpdir(), 'peerlink-p12-'));
+  scope.teardown(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(join(dir, 'not-a-directory'), 'x');
+  const w = await world(scope, { stateDir: join(dir, 'not-a-directory', 'state') });
+  const acc = await acceptor(t);
+  const r = await request(w, acc, {});
+  t.is(r.status, Status.OK);
+  await waitUntil(() => acc.dials() === 1, 'the device to dial', 3000);
+});
