@@ -72,16 +72,26 @@ export function createAdaptiveKeepalive(o: AdaptiveKeepaliveOptions): Keepalive 
     async beforeRefresh(server) {
       checkedThisRound = false;
       if (!probe || lastObserved === null || !policy.roundWantsCheck()) return;
-      const nonce = randomBytes(REGISTER_NONCE_BYTES);
-      const key = nonce.toString('hex');
       let seen = false;
       let wake: (() => void) | null = null;
-      arrived.set(key, () => {
-        seen = true;
-        wake?.();
-      });
+      // Every nonce the probe goes out with (a cookie answer makes it send again with a new one).
+      const keys: string[] = [];
+      const watch = (n: Buffer): void => {
+        const key = n.toString('hex');
+        keys.push(key);
+        arrived.set(key, () => {
+          seen = true;
+          wake?.();
+        });
+      };
       counters.inc('probesSent');
-      const answer = await probe.probe(server, { flags: PROBE_FLAG_CHECK_MAPPING, tries: 1, timeoutMs: REGISTER_ACK_TIMEOUT_MS, nonce });
+      const answer = await probe.probe(server, {
+        flags: PROBE_FLAG_CHECK_MAPPING,
+        tries: 1,
+        timeoutMs: REGISTER_ACK_TIMEOUT_MS,
+        nonce: randomBytes(REGISTER_NONCE_BYTES),
+        onNonce: watch,
+      });
       if (answer !== null && !seen && probe) {
         // The check left the server with the answer; give it a moment to cross the NAT.
         await new Promise<void>((resolve) => {
@@ -93,7 +103,7 @@ export function createAdaptiveKeepalive(o: AdaptiveKeepaliveOptions): Keepalive 
         });
       }
       const checkArrived = seen;
-      arrived.delete(key);
+      for (const key of keys) arrived.delete(key);
       if (answer === null && !checkArrived) {
         counters.inc('checksInconclusive');
         return;

@@ -15,7 +15,7 @@ import { Status } from '../protocol/status.js';
 import type { DeviceIdentity } from './identity.js';
 import { createRegistrar, type Registrar, type RegistrarStatus } from './registrar.js';
 import { createAdaptiveKeepalive } from './adaptive-keepalive.js';
-import { ReplayCache } from './replay-cache.js';
+import { ReplayCache } from '../common/replay-cache.js';
 import type { ReverseOffer } from './request-session.js';
 import { createReverseListener, type ReverseListener } from './reverse-listener.js';
 import type { PortMapping } from '../nat/port-mapping.js';
@@ -85,6 +85,10 @@ export function createAgent(input: AgentOptions): Agent {
     clock,
     logger,
     onNotify,
+    fetchServerTime: (signal) =>
+      import('./server-time.js').then(({ readServerTime }) =>
+        readServerTime({ host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName, caPem: identity.caCert }, signal),
+      ),
     ...(input.onStatus ? { onStatus: input.onStatus } : {}),
     ...(settings.keepalive.mode === 'adaptive'
       ? {

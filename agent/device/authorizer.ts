@@ -10,7 +10,7 @@ import type { Endpoint } from '../protocol/address.js';
 import { deriveRequestTagKey } from '../protocol/keys.js';
 import { parseRequest, verifyRequestTag, type ConnectRequest } from '../protocol/request.js';
 import { Status, type StatusValue } from '../protocol/status.js';
-import type { ReplayCache } from './replay-cache.js';
+import type { ReplayCache } from '../common/replay-cache.js';
 
 export interface AuthorizerOptions {
   readonly equipmentId: string;

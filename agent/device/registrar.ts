@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
 import { normalizeAddress, type Endpoint } from '../protocol/address.js';
-import { REGISTER_ACK_TIMEOUT_MS, UDP_TYPE_MAPPING_CHECK, UDP_TYPE_NOTIFY, UDP_TYPE_REGISTER_ACK } from '../protocol/constants.js';
+import { REGISTER_ACK_TIMEOUT_MS, REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_COOKIE, UDP_TYPE_MAPPING_CHECK, UDP_TYPE_NOTIFY, UDP_TYPE_REGISTER_ACK } from '../protocol/constants.js';
 import type { Keepalive } from './adaptive-keepalive.js';
 import { equalBytes } from '../protocol/keys.js';
 import {
@@ -22,16 +22,23 @@ import {
   parseUdpPacket,
   REGISTER_NONCE_BYTES,
   verifyTag,
+  type Cookie,
   type Notify,
   type RegisterAck,
 } from '../protocol/udp-packets.js';
 
-export const REGISTRAR_COUNTERS = ['sent', 'acked', 'ackTimeouts', 'malformed', 'badTag', 'foreignSource', 'notifications', 'duplicateNotifications'] as const;
+export const REGISTRAR_COUNTERS = ['sent', 'acked', 'ackTimeouts', 'cookies', 'timeFetched', 'malformed', 'badTag', 'foreignSource', 'notifications', 'duplicateNotifications'] as const;
 export type RegistrarCounter = (typeof REGISTRAR_COUNTERS)[number];
 
 /** After a lost ack, retry sooner than the interval: 1 s, 2 s, 4 s ... up to the interval. */
 export const RETRY_BASE_MS = 1_000;
 const NOTIFY_DEDUP_MS = 60_000;
+/** A cookie is answered at once this many times in a row; then at the normal pace (a server that keeps asking). */
+export const COOKIE_RETRIES_AT_ONCE = 3;
+/** Unanswered registrations in a row after which the server's time is asked over TLS. */
+export const TIME_FETCH_AFTER_TIMEOUTS = 2;
+/** At most one TLS time fetch per this interval. */
+export const TIME_FETCH_MIN_INTERVAL_MS = 60_000;
 
 export type RegistrationState = 'starting' | 'registered' | 'unreachable';
 
@@ -57,6 +64,13 @@ export interface RegistrarOptions {
   readonly ackTimeoutMs?: number;
   /** Adaptive keepalive (adaptive-keepalive.ts): decides the interval instead of `intervalMs`. */
   readonly keepalive?: Keepalive;
+  /**
+   * The server's time over its CA-verified TLS port (the HELLO), asked when registrations go
+   * unanswered: the server stays silent to a new source whose timestamp is older than the last
+   * one it accepted (it could be a replay, P6), which is what a device whose clock fell behind
+   * sends. Default: none.
+   */
+  readonly fetchServerTime?: (signal: AbortSignal) => Promise<number>;
 }
 
 export interface Registrar {
@@ -83,7 +97,12 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
   let lastAckMs: number | null = null;
   let offsetMs = 0;
   let lastTimestamp = 0;
-  let outstanding: { nonce: Buffer; sentAt: number } | null = null;
+  let outstanding: { nonce: Buffer; sentAt: number; timestampMs: number } | null = null;
+  /** The server's cookie for our mapping (return routability, P6); sent with every registration. */
+  let cookie: Buffer | undefined;
+  let cookiesInARow = 0;
+  let lastTimeFetchMs = -Infinity;
+  let timeFetch = new AbortController();
   let failures = 0;
   let skewRetried = false;
   let nextTimer: NodeJS.Timeout | undefined;
@@ -134,8 +153,8 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     const timestampMs = Math.max(Math.floor(now + offsetMs), lastTimestamp + 1);
     lastTimestamp = timestampMs;
     const nonce = randomBytes(REGISTER_NONCE_BYTES);
-    outstanding = { nonce, sentAt: now };
-    const packet = encodeRegister({ equipmentId: options.equipmentId, timestampMs, nonce }, options.registrationKey);
+    outstanding = { nonce, sentAt: now, timestampMs };
+    const packet = encodeRegister({ equipmentId: options.equipmentId, timestampMs, nonce, ...(cookie ? { cookie } : {}) }, options.registrationKey);
     socket.send(packet, target.port, target.address, (err) => {
       if (err) logger.debug({ err: err.message }, 'registration send failed');
     });
@@ -152,6 +171,46 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     if (state !== 'unreachable') logger.warn({ failures, counters: counters.snapshot() }, 'no acknowledgement from the rendezvous server');
     setState('unreachable');
     schedule(Math.min(options.intervalMs, RETRY_BASE_MS * 2 ** Math.min(failures - 1, 10)));
+    if (failures >= TIME_FETCH_AFTER_TIMEOUTS) void fetchTime();
+  }
+
+  /** Ask the server's time over TLS (see `fetchServerTime`), then register again at once. */
+  async function fetchTime(): Promise<void> {
+    const now = clock.now();
+    if (!options.fetchServerTime || stopped || now - lastTimeFetchMs < TIME_FETCH_MIN_INTERVAL_MS) return;
+    lastTimeFetchMs = now;
+    try {
+      const serverTimeMs = await options.fetchServerTime(timeFetch.signal);
+      if (stopped) return;
+      counters.inc('timeFetched');
+      const next = Math.round(serverTimeMs - clock.now());
+      if (Math.abs(next - offsetMs) > REGISTER_CLOCK_WINDOW_MS / 2) {
+        logger.warn({ offsetMs: next }, 'registrations unanswered and our clock differs from the server (time read over TLS); adopting server time');
+        lastTimestamp = 0;
+      }
+      offsetMs = next;
+      schedule(0);
+    } catch (err) {
+      logger.debug({ err: (err as Error).message }, 'could not read the server time over TLS');
+    }
+  }
+
+  /**
+   * The server does not yet trust our mapping (new, or moved): adopt its time, keep its cookie and
+   * register again with it at once (return routability, P6).
+   */
+  function onCookie(c: Cookie): void {
+    if (!outstanding || !equalBytes(c.nonce, outstanding.nonce)) return;
+    clearTimeout(ackTimer);
+    const rttMs = clock.now() - outstanding.sentAt;
+    offsetMs = Math.round(c.serverTimeMs - (outstanding.sentAt + rttMs / 2));
+    // Our timestamp was outside the server's window: start again from server time.
+    if (Math.abs(outstanding.timestampMs - c.serverTimeMs) > REGISTER_CLOCK_WINDOW_MS) lastTimestamp = 0;
+    outstanding = null;
+    cookie = Buffer.from(c.cookie); // a copy: the parsed field is a view into the datagram
+    counters.inc('cookies');
+    cookiesInARow++;
+    schedule(cookiesInARow <= COOKIE_RETRIES_AT_ONCE ? 0 : Math.min(options.intervalMs, RETRY_BASE_MS * 2 ** Math.min(cookiesInARow, 10)));
   }
 
   function onAck(ack: RegisterAck): void {
@@ -173,6 +232,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
       return;
     }
     skewRetried = false;
+    cookiesInARow = 0;
     counters.inc('acked');
     failures = 0;
     lastAckMs = now;
@@ -217,6 +277,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
       return;
     }
     if (parsed.packet.type === UDP_TYPE_REGISTER_ACK) onAck(parsed.packet);
+    else if (parsed.packet.type === UDP_TYPE_COOKIE) onCookie(parsed.packet);
     else if (parsed.packet.type === UDP_TYPE_NOTIFY) onNotify(parsed.packet);
     else if (parsed.packet.type === UDP_TYPE_MAPPING_CHECK) options.keepalive?.onMappingCheck(parsed.packet.nonce);
     else counters.inc('malformed');
@@ -232,6 +293,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     registerNow: () => schedule(0),
     async start() {
       stopped = false;
+      timeFetch = new AbortController();
       const s = createSocket({ type: 'udp4' });
       s.on('message', onMessage);
       s.on('error', (err) => logger.error({ err: err.message }, 'udp socket error'));
@@ -242,6 +304,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     },
     async stop() {
       stopped = true;
+      timeFetch.abort();
       clearTimeout(nextTimer);
       clearTimeout(ackTimer);
       const s = socket;

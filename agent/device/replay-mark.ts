@@ -1,7 +1,7 @@
 /**
  * The replay mark (P12): the newest request timestamp this device ever accepted, kept on disk.
  *
- * The replay cache (replay-cache.ts) lives in memory, and the device's idea of the current time
+ * The replay cache (common/replay-cache.ts) lives in memory, and the device's idea of the current time
  * comes from the server (HELLO). So after a restart a malicious server could set the time back to
  * that of a request it captured and replay it: the cache is empty and the request looks fresh.
  * With the mark, a request not newer than one accepted before the restart is a replay. The mark

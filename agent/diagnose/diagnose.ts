@@ -19,6 +19,7 @@ import type { Endpoint } from '../protocol/address.js';
 import { REQUEST_FRESHNESS_MS } from '../protocol/constants.js';
 import type { CheckResult, DiagnoseReport } from './report.js';
 import { openProbeSocket, type ProbeReply } from './udp-probe.js';
+import { readServerTime } from '../device/server-time.js';
 
 /** Certificates closer to expiry than this get a warning. */
 export const CERT_EXPIRY_WARN_DAYS = 30;
@@ -103,6 +104,18 @@ export async function runDiagnose(o: DiagnoseOptions): Promise<DiagnoseReport> {
     try {
       const main: Endpoint = { address: serverAddr, port: settings.server.udpPort };
       reply = await sock.probe(main, { tries: 3, timeoutMs: 1000 });
+      if (!reply) {
+        // The server stays silent to a probe far outside its clock window from a new source (P6):
+        // read its time over TLS and ask again in it.
+        const serverTimeMs = await readServerTime(
+          { host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName, caPem: identity.caCert },
+          AbortSignal.timeout(5000),
+        ).catch(() => null);
+        if (serverTimeMs !== null) {
+          sock.setOffsetMs(serverTimeMs - Date.now());
+          reply = await sock.probe(main, { tries: 2, timeoutMs: 1000 });
+        }
+      }
       if (reply) {
         checks.push({ id: 'server-udp', title: 'server (UDP)', verdict: 'ok', summary: `${serverAddr}:${main.port} answered in ${reply.rttMs} ms`, data: { rttMs: reply.rttMs } });
       } else {

@@ -19,6 +19,15 @@ export const UDP_TYPE_NOTIFY = 3;
 export const UDP_TYPE_PROBE = 4;
 /** Server -> the device's registered mapping, on request by a PROBE: "is that mapping still open?" */
 export const UDP_TYPE_MAPPING_CHECK = 5;
+/**
+ * Server -> a source not yet shown to receive: "send that again with this cookie" (return
+ * routability, P6). Carries the server time, so a device with a wrong clock learns it too.
+ */
+export const UDP_TYPE_COOKIE = 6;
+/** The cookie field of REGISTER and PROBE, and of COOKIE; all zero: none. */
+export const COOKIE_BYTES = 16;
+/** Cookies are keyed per epoch of this length; one of the current or the previous epoch is valid. */
+export const COOKIE_EPOCH_MS = 120_000;
 /** PROBE flag: also send a MAPPING_CHECK to the mapping registered for this ID. */
 export const PROBE_FLAG_CHECK_MAPPING = 0x01;
 /** A probe asking for a mapping check is padded so that the ack and the check together are no larger (P6). */

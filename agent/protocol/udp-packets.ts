@@ -6,15 +6,18 @@
  * with the device's registration key, over all bytes before it.
  *
  *   REGISTER     device -> server  header | id (u8 len + bytes) | timestamp ms (u64) | nonce (8)
- *                                  | zero padding to >= 64 bytes in all | tag (16)
+ *                                  | cookie (16, zero: none) | zero padding to >= 64 bytes in all | tag (16)
  *   REGISTER_ACK server -> device  header | status (u8) | echoed nonce (8) | server time ms (u64)
  *                                  | observed endpoint (family, address, port) | tag (16)
  *   NOTIFY       server -> device  header | request id (16) | server time ms (u64) | tag (16)
  *   PROBE        device -> server  header | flags (u8) | id (u8 len + bytes) | timestamp ms (u64) | nonce (8)
- *                                  | zero padding to >= 64 bytes in all | tag (16); answered with a
- *                                  REGISTER_ACK, but changes nothing at the server
+ *                                  | cookie (16) | zero padding to >= 64 bytes in all | tag (16); answered
+ *                                  with a REGISTER_ACK, but changes nothing at the server
  *   MAPPING_CHECK server -> device header | echoed probe nonce (8) | server time ms (u64) | tag (16),
  *                                  sent to the registered mapping when the probe asks for it
+ *   COOKIE       server -> device  header | echoed nonce (8) | server time ms (u64) | cookie (16) | tag (16):
+ *                                  the answer to a REGISTER or PROBE from a source not yet shown to
+ *                                  receive (return routability, P6); send it again with the cookie
  *
  * The ack is never longer than the registration it answers (P6). Decoding is split in two:
  * `peek*` parses the structure without a key (to find the ID), `verify*` checks the tag.
@@ -22,6 +25,7 @@
 import { ProtocolError } from '../common/errors.js';
 import { ByteReader, ByteWriter } from './bytes.js';
 import {
+  COOKIE_BYTES,
   EQUIPMENT_ID_MAX_BYTES,
   EQUIPMENT_ID_PATTERN,
   PROBE_FLAG_CHECK_MAPPING,
@@ -31,6 +35,7 @@ import {
   REQUEST_ID_BYTES,
   UDP_MAGIC,
   UDP_MAX_BYTES,
+  UDP_TYPE_COOKIE,
   UDP_TYPE_MAPPING_CHECK,
   UDP_TYPE_NOTIFY,
   UDP_TYPE_PROBE,
@@ -55,6 +60,8 @@ export interface Register {
   readonly equipmentId: string;
   readonly timestampMs: number;
   readonly nonce: Buffer;
+  /** The server's cookie for this source (all zero: none yet). */
+  readonly cookie: Buffer;
 }
 
 export interface RegisterAck {
@@ -77,6 +84,14 @@ export interface Probe {
   readonly equipmentId: string;
   readonly timestampMs: number;
   readonly nonce: Buffer;
+  readonly cookie: Buffer;
+}
+
+export interface Cookie {
+  readonly type: typeof UDP_TYPE_COOKIE;
+  readonly nonce: Buffer;
+  readonly serverTimeMs: number;
+  readonly cookie: Buffer;
 }
 
 export interface MappingCheck {
@@ -85,7 +100,12 @@ export interface MappingCheck {
   readonly serverTimeMs: number;
 }
 
-export type UdpPacket = Register | RegisterAck | Notify | Probe | MappingCheck;
+export type UdpPacket = Register | RegisterAck | Notify | Probe | MappingCheck | Cookie;
+
+/** What a sender gives: the cookie may be left out (none yet). */
+export type WithOptionalCookie<T extends { cookie: Buffer }> = Omit<T, 'type' | 'cookie'> & { readonly cookie?: Uint8Array };
+
+export const NO_COOKIE: Buffer = Buffer.alloc(COOKIE_BYTES);
 
 /** A parsed packet and its datagram, so the tag can be checked once the key is known. */
 export interface Parsed<T extends UdpPacket> {
@@ -129,15 +149,21 @@ function seal(w: ByteWriter, key: UdpKey): Buffer {
   return out;
 }
 
-export function encodeRegister(p: Omit<Register, 'type'>, key: UdpKey): Buffer {
-  const w = header(UDP_TYPE_REGISTER).shortString(p.equipmentId).timeMs(p.timestampMs).bytes(p.nonce);
+export function encodeRegister(p: WithOptionalCookie<Register>, key: UdpKey): Buffer {
+  const w = header(UDP_TYPE_REGISTER).shortString(p.equipmentId).timeMs(p.timestampMs).bytes(p.nonce).bytes(cookieBytes(p.cookie));
   const pad = REGISTER_MIN_BYTES - MAC_BYTES - w.length;
   if (pad > 0) w.zeros(pad);
   return seal(w, key);
 }
 
-export function encodeProbe(p: Omit<Probe, 'type'>, key: UdpKey): Buffer {
-  const w = header(UDP_TYPE_PROBE).u8(p.flags).shortString(p.equipmentId).timeMs(p.timestampMs).bytes(p.nonce);
+function cookieBytes(cookie: Uint8Array | undefined): Uint8Array {
+  if (cookie === undefined) return NO_COOKIE;
+  if (cookie.length !== COOKIE_BYTES) throw new RangeError(`cookie must be ${COOKIE_BYTES} bytes`);
+  return cookie;
+}
+
+export function encodeProbe(p: WithOptionalCookie<Probe>, key: UdpKey): Buffer {
+  const w = header(UDP_TYPE_PROBE).u8(p.flags).shortString(p.equipmentId).timeMs(p.timestampMs).bytes(p.nonce).bytes(cookieBytes(p.cookie));
   const min = (p.flags & PROBE_FLAG_CHECK_MAPPING) !== 0 ? PROBE_WITH_CHECK_MIN_BYTES : REGISTER_MIN_BYTES;
   const pad = min - MAC_BYTES - w.length;
   if (pad > 0) w.zeros(pad);
@@ -152,6 +178,10 @@ export function encodeRegisterAck(p: Omit<RegisterAck, 'type'>, key: UdpKey): Bu
   const w = header(UDP_TYPE_REGISTER_ACK).u8(p.status).bytes(p.nonce).timeMs(p.serverTimeMs);
   writeEndpoint(w, p.observed);
   return seal(w, key);
+}
+
+export function encodeCookie(p: Omit<Cookie, 'type'>, key: UdpKey): Buffer {
+  return seal(header(UDP_TYPE_COOKIE).bytes(p.nonce).timeMs(p.serverTimeMs).bytes(cookieBytes(p.cookie)), key);
 }
 
 export function encodeNotify(p: Omit<Notify, 'type'>, key: UdpKey): Buffer {
@@ -184,8 +214,9 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
       const equipmentId = r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN);
       const timestampMs = r.timeMs('timestamp');
       const nonce = r.view(REGISTER_NONCE_BYTES, 'nonce');
+      const cookie = r.view(COOKIE_BYTES, 'cookie');
       zeroPadding(r);
-      packet = { type, equipmentId, timestampMs, nonce };
+      packet = { type, equipmentId, timestampMs, nonce, cookie };
       break;
     }
     case UDP_TYPE_REGISTER_ACK: {
@@ -211,8 +242,9 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
       const equipmentId = r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN);
       const timestampMs = r.timeMs('timestamp');
       const nonce = r.view(REGISTER_NONCE_BYTES, 'nonce');
+      const cookie = r.view(COOKIE_BYTES, 'cookie');
       zeroPadding(r);
-      packet = { type, flags, equipmentId, timestampMs, nonce };
+      packet = { type, flags, equipmentId, timestampMs, nonce, cookie };
       break;
     }
     case UDP_TYPE_MAPPING_CHECK: {
@@ -220,6 +252,14 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
       const serverTimeMs = r.timeMs('serverTime');
       r.end();
       packet = { type, nonce, serverTimeMs };
+      break;
+    }
+    case UDP_TYPE_COOKIE: {
+      const nonce = r.view(REGISTER_NONCE_BYTES, 'nonce');
+      const serverTimeMs = r.timeMs('serverTime');
+      const cookie = r.view(COOKIE_BYTES, 'cookie');
+      r.end();
+      packet = { type, nonce, serverTimeMs, cookie };
       break;
     }
     default:

@@ -51,6 +51,7 @@ const REGISTRATION_OUTCOMES: readonly [RegistrationCounter, string][] = [
   ['rateLimited', 'rate_limited'],
   ['replayed', 'replayed'],
   ['clockSkew', 'clock_skew'],
+  ['challenged', 'cookie_challenged'],
   ['unexpectedType', 'unexpected_type'],
   ['overloaded', 'overloaded'],
 ];

@@ -11,51 +11,95 @@
  * comparing the external port seen by both ports tells a symmetric NAT from an
  * endpoint-independent one.
  *
- * P6 holds: nothing is sent for a bad tag; the ack and the check are each smaller than the probe.
+ * P6 holds: nothing is sent for a bad tag, a replayed nonce or a stale probe from a source that
+ * has not echoed its cookie; the ack and the check are each smaller than the probe, and a source
+ * must echo a cookie (cookie-jar.ts) before it gets an ack.
  */
 import { boundAddress, closeUdp, openServerUdp } from '../common/listen.js';
 import type { RemoteInfo, Socket } from 'node:dgram';
 import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
+import { ReplayCache } from '../common/replay-cache.js';
 import { normalizeAddress } from '../protocol/address.js';
 import { PROBE_FLAG_CHECK_MAPPING, PROBE_WITH_CHECK_MIN_BYTES, REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE } from '../protocol/constants.js';
 import type { Blake2sKey } from '../protocol/blake2s.js';
-import { AckStatus, deviceUdpKeys, encodeMappingCheck, encodeRegisterAck, parseUdpPacket, verifyTag, type Parsed, type Probe, type UdpPacket } from '../protocol/udp-packets.js';
+import {
+  AckStatus,
+  deviceUdpKeys,
+  encodeCookie,
+  encodeMappingCheck,
+  encodeRegisterAck,
+  parseUdpPacket,
+  verifyTag,
+  type Parsed,
+  type Probe,
+  type UdpPacket,
+} from '../protocol/udp-packets.js';
+import { createCookieJar, type CookieJar } from './cookie-jar.js';
+import type { RateLimiter } from './rate-limiter.js';
 import type { Registry } from './registry.js';
 
-export const PROBE_COUNTERS = ['probes', 'badTag', 'malformed', 'mappingChecks'] as const;
+export const PROBE_COUNTERS = ['probes', 'challenged', 'replayed', 'stale', 'badTag', 'malformed', 'rateLimited', 'mappingChecks'] as const;
+/** Probe nonces remembered at once per port (a minute's worth); when full, probes go unanswered (fail closed). */
+export const PROBE_NONCES_MAX = 100_000;
 
-export interface ProbeAnswer {
-  readonly ack: Buffer;
-  /** A MAPPING_CHECK and where to send it (the registered mapping), when asked for and known. */
-  readonly check?: { readonly packet: Buffer; readonly address: string; readonly port: number };
-}
+export type ProbeAnswer =
+  | {
+      readonly outcome: 'ack' | 'challenge';
+      /** An ack, or a COOKIE for a source not yet shown to receive. */
+      readonly reply: Buffer;
+      /** A MAPPING_CHECK and where to send it (the registered mapping), when asked for and known. */
+      readonly check?: { readonly packet: Buffer; readonly address: string; readonly port: number };
+    }
+  /** Nothing is sent: a bad tag, a nonce seen before, or a stale probe from an unproven source. */
+  | { readonly outcome: 'badTag' | 'replayed' | 'stale' };
 
 export interface ProbeContext {
   /** The device's registration key, prepared (udp-packets.ts `deviceUdpKeys`). */
   readonly deviceKey: (equipmentId: string) => Blake2sKey;
+  readonly cookies: CookieJar;
+  /** Probe nonces seen within the clock window. */
+  readonly seen: ReplayCache;
   readonly clock: Clock;
   readonly registry?: Registry;
   readonly clockWindowMs?: number;
 }
 
-/** The answer to a parsed PROBE, or null (bad tag: silence). */
-export function answerProbe(parsed: Parsed<UdpPacket>, from: RemoteInfo, ctx: ProbeContext): ProbeAnswer | null {
+/**
+ * The answer to a parsed PROBE (P6): only a source that echoes its cookie gets an ack (and a
+ * mapping check may go to the registered mapping); a fresh probe without one gets a COOKIE; a
+ * replayed nonce, a stale probe from an unproven source and a bad tag get nothing.
+ */
+export function answerProbe(parsed: Parsed<UdpPacket>, from: RemoteInfo, ctx: ProbeContext): ProbeAnswer {
   const probe = parsed.packet as Probe;
   const key = ctx.deviceKey(probe.equipmentId);
-  if (!verifyTag(parsed, key)) return null;
+  if (!verifyTag(parsed, key)) return { outcome: 'badTag' };
   const now = ctx.clock.now();
-  const skewed = Math.abs(probe.timestampMs - now) > (ctx.clockWindowMs ?? REGISTER_CLOCK_WINDOW_MS);
+  const windowMs = ctx.clockWindowMs ?? REGISTER_CLOCK_WINDOW_MS;
+  const skewed = Math.abs(probe.timestampMs - now) > windowMs;
   const observed = { address: normalizeAddress(from.address), port: from.port };
-  const ack = encodeRegisterAck({ status: skewed ? AckStatus.CLOCK_SKEW : AckStatus.OK, nonce: probe.nonce, serverTimeMs: now, observed }, key);
+  const proven = ctx.cookies.valid(probe.cookie, probe.equipmentId, observed, now);
+  // A stale probe's nonce cannot be remembered for ever: only a proven source hears about its clock.
+  if (skewed && !proven) return { outcome: 'stale' };
+  if (!skewed && ctx.seen.check(probe.nonce, Math.max(probe.timestampMs, now) + windowMs, now) !== 'fresh') return { outcome: 'replayed' };
+  if (!proven) {
+    return { outcome: 'challenge', reply: encodeCookie({ nonce: probe.nonce, serverTimeMs: now, cookie: ctx.cookies.issue(probe.equipmentId, observed, now) }, key) };
+  }
+  const reply = encodeRegisterAck({ status: skewed ? AckStatus.CLOCK_SKEW : AckStatus.OK, nonce: probe.nonce, serverTimeMs: now, observed }, key);
   // The check goes only to the mapping this ID registered, and only for a probe at least as
   // large as the ack and the check together: no amplification, no reflection elsewhere (P6).
   const bigEnough = parsed.datagram.length >= PROBE_WITH_CHECK_MIN_BYTES;
-  if (skewed || (probe.flags & PROBE_FLAG_CHECK_MAPPING) === 0 || !bigEnough || !ctx.registry) return { ack };
+  if (skewed || (probe.flags & PROBE_FLAG_CHECK_MAPPING) === 0 || !bigEnough || !ctx.registry) return { outcome: 'ack', reply };
   const entry = ctx.registry.get(probe.equipmentId);
-  if (!entry) return { ack };
-  return { ack, check: { packet: encodeMappingCheck({ nonce: probe.nonce, serverTimeMs: now }, key), address: entry.address, port: entry.port } };
+  if (!entry) return { outcome: 'ack', reply };
+  return { outcome: 'ack', reply, check: { packet: encodeMappingCheck({ nonce: probe.nonce, serverTimeMs: now }, key), address: entry.address, port: entry.port } };
+}
+
+/** Counts an answer's outcome; true when something is to be sent. */
+export function countProbe(answer: ProbeAnswer, counters: Counters<(typeof PROBE_COUNTERS)[number]>): answer is Extract<ProbeAnswer, { reply: Buffer }> {
+  counters.inc(answer.outcome === 'ack' ? 'probes' : answer.outcome === 'challenge' ? 'challenged' : answer.outcome);
+  return answer.outcome === 'ack' || answer.outcome === 'challenge';
 }
 
 export interface ProbeEndpoint {
@@ -66,11 +110,32 @@ export interface ProbeEndpoint {
 }
 
 /** The second UDP port: answers probes only (never sends mapping checks, never touches the registry). */
-export function createProbeEndpoint(o: { host: string; port: number; masterKey: Buffer; clock: Clock; logger: Logger; clockWindowMs?: number }): ProbeEndpoint {
+export function createProbeEndpoint(o: {
+  host: string;
+  port: number;
+  masterKey: Buffer;
+  clock: Clock;
+  logger: Logger;
+  clockWindowMs?: number;
+  /** Per source address, before any cryptography (P6: every UDP port has one). */
+  sourceLimiter?: RateLimiter;
+  /** Probe nonces seen, shared with the registration port so a probe replayed to the other port is known too. */
+  seen?: ReplayCache;
+}): ProbeEndpoint {
   const counters = new Counters(PROBE_COUNTERS);
   let socket: Socket | null = null;
-  const deviceKey = deviceUdpKeys(o.masterKey);
+  const ctx: ProbeContext = {
+    deviceKey: deviceUdpKeys(o.masterKey),
+    cookies: createCookieJar(o.masterKey),
+    seen: o.seen ?? new ReplayCache(PROBE_NONCES_MAX),
+    clock: o.clock,
+    ...(o.clockWindowMs ? { clockWindowMs: o.clockWindowMs } : {}),
+  };
   const onMessage = (msg: Buffer, rinfo: RemoteInfo): void => {
+    if (o.sourceLimiter && !o.sourceLimiter.take(rinfo.address)) {
+      counters.inc('rateLimited');
+      return;
+    }
     let parsed;
     try {
       parsed = parseUdpPacket(msg);
@@ -82,13 +147,9 @@ export function createProbeEndpoint(o: { host: string; port: number; masterKey: 
       counters.inc('malformed');
       return;
     }
-    const answer = answerProbe(parsed, rinfo, { deviceKey, clock: o.clock, ...(o.clockWindowMs ? { clockWindowMs: o.clockWindowMs } : {}) });
-    if (!answer) {
-      counters.inc('badTag');
-      return;
-    }
-    counters.inc('probes');
-    socket?.send(answer.ack, rinfo.port, rinfo.address, (err) => {
+    const answer = answerProbe(parsed, rinfo, ctx);
+    if (!countProbe(answer, counters)) return;
+    socket?.send(answer.reply, rinfo.port, rinfo.address, (err) => {
       if (err) o.logger.debug({ err: err.message }, 'probe answer not sent');
     });
   };

@@ -24,6 +24,7 @@ import { REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE, UDP_TYPE_REGISTER } from '../
 import type { Blake2sKey } from '../protocol/blake2s.js';
 import {
   AckStatus,
+  encodeCookie,
   encodeNotify,
   encodeRegisterAck,
   parseUdpPacket,
@@ -34,7 +35,11 @@ import {
 import type { Endpoint } from '../protocol/address.js';
 import type { RateLimiter } from './rate-limiter.js';
 import type { RecordResult, Registry, RegistryBackend, RegistryEntry } from './registry.js';
-import { answerProbe } from './probe-responder.js';
+import { answerProbe, PROBE_NONCES_MAX, type ProbeContext } from './probe-responder.js';
+import { ReplayCache } from '../common/replay-cache.js';
+import { createCookieJar, type CookieJar } from './cookie-jar.js';
+
+const sameMapping = (e: RegistryEntry, at: Endpoint): boolean => e.address === at.address && e.port === at.port;
 
 export const REGISTRATION_COUNTERS = [
   'accepted',
@@ -43,12 +48,16 @@ export const REGISTRATION_COUNTERS = [
   'badTag',
   'replayed',
   'clockSkew',
+  'challenged',
   'unexpectedType',
   'notificationsSent',
   'rateLimited',
   'registryUnavailable',
   'overloaded',
   'probes',
+  'probesChallenged',
+  /** Replayed nonces and stale probes from sources without a cookie: nothing sent. */
+  'probesDropped',
   'mappingChecks',
 ] as const;
 export type RegistrationCounter = (typeof REGISTRATION_COUNTERS)[number];
@@ -71,6 +80,10 @@ export interface RegistrationEndpointOptions {
   readonly backend?: RegistryBackend;
   /** Per source address, checked before any cryptography. */
   readonly sourceLimiter?: RateLimiter;
+  /** Probe nonces seen (shared with the probe port); default: this port's own. */
+  readonly probeNonces?: ReplayCache;
+  /** Return routability (P6); default: one from the master key. */
+  readonly cookieJar?: CookieJar;
   /** Called after each accepted registration (tests, metrics). */
   readonly onRegistered?: (equipmentId: string, from: RemoteInfo) => void;
 }
@@ -91,6 +104,8 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
   const backend = options.backend ?? registry;
   const limiter = options.sourceLimiter;
   const deviceKey = deviceUdpKeys(masterKey);
+  const cookies = options.cookieJar ?? createCookieJar(masterKey);
+  const probeContext: ProbeContext = { deviceKey, cookies, seen: options.probeNonces ?? new ReplayCache(PROBE_NONCES_MAX), clock, registry, clockWindowMs: windowMs };
   let socket: Socket | null = null;
   let backendFailing = false;
   let pendingWrites = 0;
@@ -109,10 +124,11 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       return;
     }
     if (parsed.packet.type === UDP_TYPE_PROBE) {
-      const answer = answerProbe(parsed, rinfo, { deviceKey, clock, registry, clockWindowMs: windowMs });
-      if (!answer) return void counters.inc('badTag');
-      counters.inc('probes');
-      reply(answer.ack, rinfo);
+      const answer = answerProbe(parsed, rinfo, probeContext);
+      if (answer.outcome === 'badTag') return void counters.inc('badTag');
+      if (answer.outcome !== 'ack' && answer.outcome !== 'challenge') return void counters.inc('probesDropped');
+      counters.inc(answer.outcome === 'ack' ? 'probes' : 'probesChallenged');
+      reply(answer.reply, rinfo);
       if (answer.check) {
         counters.inc('mappingChecks');
         send(answer.check.packet, answer.check);
@@ -133,21 +149,23 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     }
     const now = clock.now();
     const observed = { address: normalizeAddress(rinfo.address), port: rinfo.port };
-    if (Math.abs(reg.timestampMs - now) > windowMs) {
-      counters.inc('clockSkew');
-      // The ack is no larger than the registration (P6) and tells the device the server's time.
-      reply(encodeRegisterAck({ status: AckStatus.CLOCK_SKEW, nonce: reg.nonce, serverTimeMs: now, observed }, key), rinfo);
-      return;
-    }
+    if (Math.abs(reg.timestampMs - now) > windowMs) return onSkewed(reg, key, now, observed, rinfo);
     const entry: RegistryEntry = { address: observed.address, port: observed.port, lastSeenMs: now, lastTimestampMs: reg.timestampMs };
     if (backend === registry) {
-      accept(reg, registry.record(reg.equipmentId, entry), key, now, observed, rinfo);
-      return;
+      // One lookup on the hot path: the same mapping as before is recorded at once; a new one
+      // only once its source has echoed a cookie (P6).
+      const r = registry.record(reg.equipmentId, entry, false);
+      if (r.outcome !== 'unverified') return accept(reg, r, key, now, observed, rinfo);
+      if (!cookies.valid(reg.cookie, reg.equipmentId, observed, now)) return challenge(reg, key, now, observed, rinfo);
+      return accept(reg, registry.record(reg.equipmentId, entry), key, now, observed, rinfo);
     }
     const local = registry.get(reg.equipmentId);
     if (local && reg.timestampMs <= local.lastTimestampMs) {
       accept(reg, { outcome: 'replayed' }, key, now, observed, rinfo);
       return;
+    }
+    if (!(local && sameMapping(local, observed)) && !cookies.valid(reg.cookie, reg.equipmentId, observed, now)) {
+      return challenge(reg, key, now, observed, rinfo);
     }
     if (pendingWrites >= MAX_PENDING_REGISTRY_WRITES) {
       counters.inc('overloaded');
@@ -176,7 +194,35 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     );
   }
 
+  /**
+   * A registration outside the clock window. Its source gets the server time (a CLOCK_SKEW ack)
+   * only once it has shown that it receives; a new source whose timestamp is newer than the last
+   * accepted one gets a cookie (which carries the time too); anything else draws nothing, so a
+   * registration replayed from a spoofed source is never answered (P6).
+   */
+  function onSkewed(reg: Register, key: Blake2sKey, now: number, observed: Endpoint, rinfo: RemoteInfo): void {
+    const local = registry.get(reg.equipmentId);
+    if ((local && sameMapping(local, observed)) || cookies.valid(reg.cookie, reg.equipmentId, observed, now)) {
+      counters.inc('clockSkew');
+      // The ack is no larger than the registration (P6) and tells the device the server's time.
+      reply(encodeRegisterAck({ status: AckStatus.CLOCK_SKEW, nonce: reg.nonce, serverTimeMs: now, observed }, key), rinfo);
+      return;
+    }
+    if (local && reg.timestampMs <= local.lastTimestampMs) {
+      counters.inc('replayed');
+      return;
+    }
+    challenge(reg, key, now, observed, rinfo);
+  }
+
+  /** Ask the source to show it receives: a COOKIE (52 bytes, smaller than any registration). */
+  function challenge(reg: Register, key: Blake2sKey, now: number, observed: Endpoint, rinfo: RemoteInfo): void {
+    counters.inc('challenged');
+    reply(encodeCookie({ nonce: reg.nonce, serverTimeMs: now, cookie: cookies.issue(reg.equipmentId, observed, now) }, key), rinfo);
+  }
+
   function accept(reg: Register, r: RecordResult, key: Blake2sKey, now: number, observed: Endpoint, rinfo: RemoteInfo): void {
+    if (r.outcome === 'unverified') return challenge(reg, key, now, observed, rinfo);
     if (r.outcome === 'replayed') {
       counters.inc('replayed');
       logger.debug({ equipmentId: reg.equipmentId, from: rinfo.address }, 'dropped registration not newer than the last');

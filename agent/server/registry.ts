@@ -39,17 +39,25 @@ export type RecordResult =
       /** The entry before, when it moved from one (undefined otherwise, to spare the hot path). */
       readonly previous: RegistryEntry | undefined;
     }
-  | { readonly outcome: 'replayed' };
+  | { readonly outcome: 'replayed' }
+  /** New or moved, and the caller had not verified the new mapping (`record(…, false)`): nothing written. */
+  | { readonly outcome: 'unverified' };
 
 const ACCEPTED_IN_PLACE: RecordResult = Object.freeze({ outcome: 'accepted', moved: false, previous: undefined });
 const REPLAYED: RecordResult = Object.freeze({ outcome: 'replayed' });
+const UNVERIFIED: RecordResult = Object.freeze({ outcome: 'unverified' });
 
 /** The interface the server's components use; both backends implement it. */
 export interface RegistryBackend {
   readonly kind: 'memory' | 'redis';
   lookup(equipmentId: string): MaybePromise<RegistryEntry | undefined>;
-  /** Store the entry unless its registration timestamp is not newer than the stored one (atomic). */
-  record(equipmentId: string, entry: RegistryEntry): MaybePromise<RecordResult>;
+  /**
+   * Store the entry unless its registration timestamp is not newer than the stored one (atomic).
+   * With `mayMove` false a new or moved mapping is not stored ('unverified'): the caller has not
+   * yet checked that the new source receives (cookie-jar.ts). The shared (Redis) list is only
+   * written after that check, so it always moves.
+   */
+  record(equipmentId: string, entry: RegistryEntry, mayMove?: boolean): MaybePromise<RecordResult>;
   /** Remove entries not heard from since `olderThanMs` (Redis expires them by itself: 0). */
   sweep(olderThanMs: number): MaybePromise<number>;
 }
@@ -63,7 +71,7 @@ export interface Registry extends RegistryBackend {
   entries(): IterableIterator<[string, RegistryEntry]>;
   sweep(olderThanMs: number): number;
   lookup(equipmentId: string): RegistryEntry | undefined;
-  record(equipmentId: string, entry: RegistryEntry): RecordResult;
+  record(equipmentId: string, entry: RegistryEntry, mayMove?: boolean): RecordResult;
 }
 
 const INITIAL_SLOTS = 1024;
@@ -265,12 +273,13 @@ class CompactRegistry implements Registry {
     this.write(slot, e);
   }
 
-  record(id: string, e: RegistryEntry): RecordResult {
+  record(id: string, e: RegistryEntry, mayMove = true): RecordResult {
     const h = hashId(id);
     let slot = this.find(id, h);
     if (slot >= 0 && e.lastTimestampMs <= this.f64[slot * F64_PER_SLOT + F64_STAMP]!) return REPLAYED;
     const v4 = ipv4ToU32(e.address);
     let result = ACCEPTED_IN_PLACE;
+    if (!mayMove && (slot < 0 || !this.sameMapping(slot, e, v4))) return UNVERIFIED;
     if (slot < 0) {
       slot = this.insert(id, h);
       result = { outcome: 'accepted', moved: true, previous: undefined };

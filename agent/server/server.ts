@@ -29,7 +29,8 @@ import { createRateLimiter, type RateLimit } from './rate-limiter.js';
 import { createRelayBridge } from './relay-bridge.js';
 import { createRedisRegistry, type RedisRegistry } from './redis-registry.js';
 import { createMemoryRegistry, type Registry, type RegistryBackend } from './registry.js';
-import { createProbeEndpoint } from './probe-responder.js';
+import { createProbeEndpoint, PROBE_NONCES_MAX } from './probe-responder.js';
+import { ReplayCache } from '../common/replay-cache.js';
 import {
   createRelay,
   RELAY_BYTES_PER_SECOND,
@@ -191,6 +192,8 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     await Promise.all(batch);
     logger.info({ devices: written }, "redis back: this node's devices are in the shared registry again");
   }
+  // One memory of probe nonces for both UDP ports: a probe replayed to the other port is known too (P6).
+  const probeNonces = new ReplayCache(PROBE_NONCES_MAX);
   const registration = createRegistrationEndpoint({
     host: opts.udpHost,
     port: opts.udpPort,
@@ -201,6 +204,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     clockWindowMs: opts.clockWindowMs,
     backend,
     sourceLimiter: createRateLimiter(opts.limits.registrationsPerSource, opts.clock),
+    probeNonces,
   });
   const relay = createRelay(opts.relay, logger);
   const relayBridge = cluster
@@ -219,7 +223,17 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
       })
     : undefined;
   const probe = input.probePort
-    ? createProbeEndpoint({ host: opts.udpHost, port: input.probePort, masterKey: opts.masterKey, clock: opts.clock, logger: opts.logger, clockWindowMs: opts.clockWindowMs })
+    ? createProbeEndpoint({
+        host: opts.udpHost,
+        port: input.probePort,
+        masterKey: opts.masterKey,
+        clock: opts.clock,
+        logger: opts.logger,
+        clockWindowMs: opts.clockWindowMs,
+        // Its own bucket per source, at the registration port's rate (P6: every UDP port is limited).
+        sourceLimiter: createRateLimiter(opts.limits.registrationsPerSource, opts.clock),
+        seen: probeNonces,
+      })
     : null;
   const broker = createConnectionBroker({
     host: opts.tlsHost,

@@ -8,10 +8,11 @@ import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
 import type { RendezvousServer } from '../../agent/server/server.js';
 import type { RegistrationCounter } from '../../agent/server/registration-endpoint.js';
-import { UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
+import { UDP_TYPE_COOKIE, UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
-import { AckStatus, encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES, verifyTag } from '../../agent/protocol/udp-packets.js';
+import { AckStatus, encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES, verifyTag, type UdpPacket } from '../../agent/protocol/udp-packets.js';
 import { createServerPki, recordingUdp, sleep, startServer, waitUntil, type RecordingUdp } from './lib/helpers.js';
+import { answerTo, registerThroughCookie } from './lib/udp-register.js';
 
 const pki = createServerPki();
 const master = pki.masterKey;
@@ -30,11 +31,10 @@ function counter(server: RendezvousServer, name: RegistrationCounter): number {
   return server.registration.counters.get(name);
 }
 
-/** Send a genuine registration for `id` from `from` and wait until the server has accepted it. */
+/** Send a genuine registration for `id` from `from` (with the cookie a new source is asked for) and wait until the server has accepted it. */
 async function registerGenuinely(server: RendezvousServer, from: RecordingUdp, to: { port: number }, id: string, timestampMs = Date.now()): Promise<Buffer> {
   const before = counter(server, 'accepted');
-  const packet = registration(id, deriveRegistrationKey(master, id), timestampMs);
-  await from.send(packet, to);
+  const { packet } = await registerThroughCookie(from, to, id, deriveRegistrationKey(master, id), timestampMs);
   await waitUntil(() => counter(server, 'accepted') === before + 1, 'the genuine registration to be accepted');
   return packet;
 }
@@ -115,35 +115,52 @@ test('P1b: a captured registration replayed from another socket does not move th
   t.is(server.registry.get(id)?.port, b.port, 'a fresh genuine registration from B does move the entry');
 });
 
-test('P1c: a registration with a timestamp far outside the window gets a CLOCK_SKEW ack and changes nothing', async (t) => {
+test('P1c: a registration far outside the window changes nothing; only a source that has shown it receives learns the server time', async (t) => {
   const { server, to } = await setup(t);
   const id = 'P1C-DEVICE';
   const key = deriveRegistrationKey(master, id);
   const a = await recordingUdp(t);
   await registerGenuinely(server, a, to, id);
   const entry = server.registry.get(id);
+  const tagged = (p: { msg: Buffer }, forId: string): UdpPacket => {
+    const parsed = parseUdpPacket(p.msg);
+    t.true(verifyTag(parsed, deriveRegistrationKey(master, forId)), "answers are tagged with the device's key");
+    return parsed.packet;
+  };
 
+  // The registered mapping (it showed it receives) gets a CLOCK_SKEW ack with the server time.
+  const fromA = a.received.length;
+  const skewedNonce = randomBytes(REGISTER_NONCE_BYTES);
+  await a.send(encodeRegister({ equipmentId: id, timestampMs: Date.now() + 10 * MINUTE, nonce: skewedNonce }, key), to);
+  const skewAck = await answerTo(a, skewedNonce);
+  t.is(skewAck.type, UDP_TYPE_REGISTER_ACK);
+  if (skewAck.type === UDP_TYPE_REGISTER_ACK) t.is(skewAck.status, AckStatus.CLOCK_SKEW);
+  t.true(Math.abs(skewAck.serverTimeMs - Date.now()) < 5000, 'the ack carries the server time');
+  t.is(a.received.length, fromA + 1);
+
+  // Another source: an old timestamp (what a replay carries) draws nothing; a newer one only a cookie.
   const b = await recordingUdp(t);
-  const skewed = [registration(id, key, Date.now() - 10 * MINUTE), registration(id, key, Date.now() + 10 * MINUTE)];
-  for (const p of skewed) await b.send(p, to);
-  // Also for an ID without an entry: none may be created.
+  await b.send(registration(id, key, Date.now() - 10 * MINUTE), to);
   const otherId = 'P1C-UNLISTED';
+  await b.send(registration(id, key, Date.now() + 10 * MINUTE), to);
   await b.send(registration(otherId, deriveRegistrationKey(master, otherId), Date.now() + 10 * MINUTE), to);
-  await waitUntil(() => b.received.length === 3, 'three CLOCK_SKEW acks', 3000);
-
-  t.is(counter(server, 'clockSkew'), 3);
+  await waitUntil(() => b.received.length === 2 && counter(server, 'replayed') === 1, 'two cookies and one silent drop', 3000);
+  await sleep(100);
+  t.is(b.received.length, 2, 'nothing for the old timestamp');
+  const [c1, c2] = [tagged(b.received[0]!, id), tagged(b.received[1]!, otherId)];
+  t.is(c1.type, UDP_TYPE_COOKIE);
+  t.is(c2.type, UDP_TYPE_COOKIE);
+  if (c1.type === UDP_TYPE_COOKIE) {
+    t.true(Math.abs(c1.serverTimeMs - Date.now()) < 5000, 'the cookie carries the server time');
+    // With the cookie, the skewed source is told the time in a CLOCK_SKEW ack.
+    const n = randomBytes(REGISTER_NONCE_BYTES);
+    await b.send(encodeRegister({ equipmentId: id, timestampMs: Date.now() + 10 * MINUTE, nonce: n, cookie: c1.cookie }, key), to);
+    const ack = await answerTo(b, n);
+    t.is(ack.type, UDP_TYPE_REGISTER_ACK);
+  }
   t.is(counter(server, 'accepted'), 1);
   t.deepEqual(server.registry.get(id), entry, 'the entry is unchanged');
   t.is(server.registry.get(otherId), undefined, 'no entry is created from a skewed registration');
-  for (const [i, { msg }] of b.received.entries()) {
-    const parsed = parseUdpPacket(msg);
-    t.is(parsed.packet.type, UDP_TYPE_REGISTER_ACK);
-    if (parsed.packet.type !== UDP_TYPE_REGISTER_ACK) continue;
-    t.is(parsed.packet.status, AckStatus.CLOCK_SKEW, `ack ${i} says CLOCK_SKEW`);
-    const forId = i < 2 ? id : otherId;
-    t.true(verifyTag(parsed, deriveRegistrationKey(master, forId)), `ack ${i} is tagged with the device's key`);
-    t.true(Math.abs(parsed.packet.serverTimeMs - Date.now()) < 5000, 'the ack carries the server time');
-  }
 });
 
 test('P1d: the server sends not a single byte to the source of a bad-tag registration', async (t) => {
@@ -163,8 +180,8 @@ test('P1d: the server sends not a single byte to the source of a bad-tag registr
   t.is(forger.received.length, 0, `received ${forger.bytesReceived()} bytes`);
   t.is(server.registry.size, 0);
 
-  // Control: the same socket does hear an ack for a genuine registration, so silence above is meaningful.
-  await forger.send(registration(id, deriveRegistrationKey(master, id)), to);
-  await waitUntil(() => forger.received.length === 1, 'an ack for the genuine registration', 3000);
+  // Control: the same socket does hear answers to a genuine registration, so silence above is meaningful.
+  await registerThroughCookie(forger, to, id, deriveRegistrationKey(master, id));
+  t.true(forger.received.length >= 1);
   t.is(server.registry.get(id)?.port, forger.port);
 });

@@ -18,7 +18,7 @@ import { connect, type Tunnel } from '../../agent/client/client.js';
 import { createAgent } from '../../agent/device/agent.js';
 import { createAuthorizer } from '../../agent/device/authorizer.js';
 import { loadIdentity } from '../../agent/device/identity.js';
-import { ReplayCache } from '../../agent/device/replay-cache.js';
+import { ReplayCache } from '../../agent/common/replay-cache.js';
 import { loadAgentSettings } from '../../agent/device/settings.js';
 import { createRendezvousServer } from '../../agent/server/server.js';
 import { loadServerSecrets, loadServerSettings } from '../../agent/server/settings.js';

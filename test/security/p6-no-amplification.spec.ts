@@ -2,12 +2,12 @@
  * P6: the rendezvous server's UDP port is no amplifier. Whatever one source sends (noise,
  * malformed packets, forgeries, genuine and skewed registrations, replays, packets of the
  * server's own types), the server sends back at most as many bytes as it received, and each
- * ack is no longer than the registration it answers.
+ * ack or cookie request is no longer than the registration it answers.
  */
 import test from 'ava';
 import { randomBytes, randomInt } from 'node:crypto';
 import type { RendezvousServer } from '../../agent/server/server.js';
-import { PROTOCOL_VERSION, UDP_MAGIC, UDP_MAX_BYTES, UDP_TYPE_REGISTER, UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
+import { PROTOCOL_VERSION, UDP_MAGIC, UDP_MAX_BYTES, UDP_TYPE_COOKIE, UDP_TYPE_REGISTER, UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
 import { deriveRegistrationKey, mac } from '../../agent/protocol/keys.js';
 import {
   AckStatus,
@@ -19,15 +19,17 @@ import {
   verifyTag,
 } from '../../agent/protocol/udp-packets.js';
 import { createServerPki, recordingUdp, sleep, startServer, waitUntil } from './lib/helpers.js';
+import { registerThroughCookie } from './lib/udp-register.js';
 
 const pki = createServerPki();
 const master = pki.masterKey;
 const MINUTE = 60_000;
+const IDS = ['A', 'P6-DEVICE', 'X'.repeat(64)];
 
 /** Counters that together count every datagram the endpoint has handled. */
 function handled(server: RendezvousServer): number {
   const c = server.registration.counters.snapshot();
-  return c.accepted + c.malformed + c.badTag + c.replayed + c.clockSkew + c.unexpectedType;
+  return c.accepted + c.malformed + c.badTag + c.replayed + c.clockSkew + c.challenged + c.unexpectedType;
 }
 
 interface Sent {
@@ -38,9 +40,13 @@ interface Sent {
   readonly id?: string;
 }
 
+/** The cookie each ID's genuine registrations carry (the source showed it receives, P6). */
+const cookies = new Map<string, Buffer>();
+
 function register(id: string, key: Buffer, timestampMs: number, what: string): Sent {
   const nonce = randomBytes(REGISTER_NONCE_BYTES);
-  return { what, bytes: encodeRegister({ equipmentId: id, timestampMs, nonce }, key), nonce, id };
+  const cookie = cookies.get(id);
+  return { what, bytes: encodeRegister({ equipmentId: id, timestampMs, nonce, ...(cookie ? { cookie } : {}) }, key), nonce, id };
 }
 
 /** A header-valid packet of the given type with a random body and a tag under `key` over it. */
@@ -60,8 +66,7 @@ function corpus(): Sent[] {
   // Noise of every length up to past the maximum datagram the server parses.
   for (let i = 0; i < 150; i++) out.push({ what: 'random bytes', bytes: randomBytes(randomInt(1, UDP_MAX_BYTES + 64)) });
   // Genuine registrations: the shortest ID (smallest packet, 64 bytes) and the longest (64 characters).
-  const ids = ['A', 'P6-DEVICE', 'X'.repeat(64)];
-  for (const id of ids) {
+  for (const id of IDS) {
     const key = deriveRegistrationKey(master, id);
     for (let i = 0; i < 5; i++) out.push(register(id, key, ts++, 'genuine registration'));
     out.push(register(id, key, now - 10 * MINUTE, 'genuine but skewed (past)'));
@@ -102,14 +107,21 @@ test('P6: bytes sent back to a source never exceed the bytes it sent; each ack <
   const server = await startServer(t, pki);
   const to = { port: server.udpAddress().port };
   const src = await recordingUdp(t);
-  const sent = corpus();
   let bytesSent = 0;
+  const send = src.send;
+  src.send = async (buf, dest) => {
+    bytesSent += buf.length;
+    await send(buf, dest);
+  };
+  // The source shows it receives first (a cookie for each ID), as a device does; those bytes count too.
+  for (const id of IDS) cookies.set(id, (await registerThroughCookie(src, to, id, deriveRegistrationKey(master, id), Date.now() - 60_000)).cookie!);
+  const before = handled(server);
+  const sent = corpus();
   // In batches, waiting for each to be handled: a burst could overflow the socket's receive
   // buffer, and dropped datagrams would make the comparison meaningless.
   for (let i = 0; i < sent.length; i++) {
     await src.send(sent[i]!.bytes, to);
-    bytesSent += sent[i]!.bytes.length;
-    if (i % 16 === 15 || i === sent.length - 1) await waitUntil(() => handled(server) === i + 1, `datagram ${i + 1} handled`, 3000, 2);
+    if (i % 16 === 15 || i === sent.length - 1) await waitUntil(() => handled(server) === before + i + 1, `datagram ${i + 1} handled`, 3000, 2);
   }
   await sleep(200); // let any answer arrive
 
@@ -118,13 +130,14 @@ test('P6: bytes sent back to a source never exceed the bytes it sent; each ack <
   t.true(server.registration.counters.get('accepted') > 0, 'the corpus did include accepted registrations');
   t.true(src.received.length > 0, 'and the server did answer some of them (the property is not vacuous)');
 
-  // Every answer is an ack to a registration with a valid tag, matched by nonce, and no larger.
+  // Every answer to the corpus is an ack (or a cookie) to a registration with a valid tag, matched by nonce, and no larger.
   const byNonce = new Map(sent.filter((s) => s.nonce).map((s) => [s.nonce!.toString('hex'), s] as const));
   const validTagged = sent.filter((s) => s.nonce && s.what !== 'forged').length;
-  t.true(src.received.length <= validTagged, 'no more answers than registrations with a valid tag');
-  for (const { msg } of src.received) {
+  const answers = src.received.slice(2 * IDS.length);
+  t.true(answers.length <= validTagged, 'no more answers than registrations with a valid tag');
+  for (const { msg } of answers) {
     const parsed = parseUdpPacket(msg);
-    if (parsed.packet.type !== UDP_TYPE_REGISTER_ACK) {
+    if (parsed.packet.type !== UDP_TYPE_REGISTER_ACK && parsed.packet.type !== UDP_TYPE_COOKIE) {
       t.fail(`unexpected answer of type ${parsed.packet.type}`);
       continue;
     }
@@ -149,8 +162,15 @@ test('P6: the smallest possible registration (64 bytes) still gets an ack no lar
   t.is(ok.length, 64);
   await src.send(ok, to);
   await src.send(skew, to);
-  await waitUntil(() => src.received.length === 2, 'two acks', 3000);
-  for (const { msg } of src.received) t.true(msg.length <= 64, `ack is ${msg.length} bytes`);
+  // A new source: each draws a cookie request, no larger than the registration either.
+  await waitUntil(() => src.received.length === 2, 'two answers', 3000);
+  for (const { msg } of src.received) t.true(msg.length <= 64, `answer is ${msg.length} bytes`);
+  const { cookie } = await registerThroughCookie(src, to, id, key);
+  const skewWithCookie = encodeRegister({ equipmentId: id, timestampMs: Date.now() + 10 * MINUTE, nonce: randomBytes(REGISTER_NONCE_BYTES), cookie: cookie! }, key);
+  t.is(skewWithCookie.length, 64);
+  await src.send(skewWithCookie, to);
+  await waitUntil(() => src.received.length === 5, 'the clock-skew ack', 3000);
+  for (const { msg } of src.received) t.true(msg.length <= 64, `answer is ${msg.length} bytes`);
   // The ack encodes the observed endpoint: an IPv6 source is the worst case (19 bytes of endpoint).
   const worst = encodeRegisterAck(
     { status: AckStatus.OK, nonce: randomBytes(8), serverTimeMs: Date.now(), observed: { address: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', port: 65535 } },

@@ -1,61 +1,81 @@
 /**
- * P6 for probes: a probe changes nothing at the server; a bad tag gets no answer; the mapping
- * check goes only to the mapping the ID registered, never to the probe's source, and only for a
- * probe as large as the ack and the check together; the probe port never sends checks.
+ * P6 for probes: a probe changes nothing at the server; a bad tag, a replayed nonce and a stale
+ * probe from a source without a cookie get no answer; a fresh probe from a new source gets only a
+ * cookie request; the mapping check goes only to the mapping the ID registered, never to the
+ * probe's source, and only for a probe as large as the ack and the check together; the probe port
+ * never sends checks.
  */
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { PROBE_FLAG_CHECK_MAPPING, UDP_TYPE_MAPPING_CHECK, UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
+import { PROBE_FLAG_CHECK_MAPPING, UDP_TYPE_COOKIE, UDP_TYPE_MAPPING_CHECK, UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
-import { encodeProbe, encodeRegister, parseUdpPacket, verifyTag } from '../../agent/protocol/udp-packets.js';
+import { encodeProbe, parseUdpPacket, verifyTag } from '../../agent/protocol/udp-packets.js';
 import { freePort } from '../../scripts/lib/free-port.js';
 import { createServerPki, recordingUdp, sleep, startServer, waitUntil } from './lib/helpers.js';
+import { registerThroughCookie } from './lib/udp-register.js';
 
 const pki = createServerPki();
 const ID = 'P6-PROBE';
 const key = deriveRegistrationKey(pki.masterKey, ID);
-const probe = (flags: number, k = key) => encodeProbe({ flags, equipmentId: ID, timestampMs: Date.now(), nonce: randomBytes(8) }, k);
+const probe = (flags: number, o: { k?: Buffer; cookie?: Uint8Array; timestampMs?: number } = {}) =>
+  encodeProbe({ flags, equipmentId: ID, timestampMs: o.timestampMs ?? Date.now(), nonce: randomBytes(8), ...(o.cookie ? { cookie: o.cookie } : {}) }, o.k ?? key);
+const typeOf = (msg: Buffer): number => parseUdpPacket(msg).packet.type;
 
-test('probes: no registry change, bad tags unanswered, checks only to the registered mapping and never more bytes than received', async (t) => {
+test('probes: no registry change, bad tags and replays unanswered, a cookie first, checks only to the registered mapping, never more bytes than received', async (t) => {
   const probePort = await freePort();
   const server = await startServer(t, pki, { probePort });
   const udp = server.udpAddress().port;
   const device = await recordingUdp(t);
-  const attacker = await recordingUdp(t);
+  const prober = await recordingUdp(t);
 
-  // A probe before any registration: answered, but nothing is registered and no check is sent.
-  await attacker.send(probe(PROBE_FLAG_CHECK_MAPPING), { port: udp });
-  await waitUntil(() => attacker.received.length === 1, 'probe answered');
+  // A probe from a new source: only a cookie request (smaller than the probe); nothing registered.
+  const first = probe(PROBE_FLAG_CHECK_MAPPING);
+  await prober.send(first, { port: udp });
+  await waitUntil(() => prober.received.length === 1, 'cookie request');
   t.is(server.registry.get(ID), undefined);
-  t.is(parseUdpPacket(attacker.received[0]!.msg).packet.type, UDP_TYPE_REGISTER_ACK);
+  const c = parseUdpPacket(prober.received[0]!.msg).packet;
+  t.is(c.type, UDP_TYPE_COOKIE);
+  t.true(prober.received[0]!.msg.length <= first.length);
+  const cookie = c.type === UDP_TYPE_COOKIE ? Buffer.from(c.cookie) : Buffer.alloc(16);
 
-  // Forged probes (wrong key): silence.
-  await attacker.send(probe(0, randomBytes(32)), { port: udp });
-  await attacker.send(probe(PROBE_FLAG_CHECK_MAPPING, randomBytes(32)), { port: probePort });
+  // Forged probes (wrong key), a replay of the first probe, a stale probe without a cookie: silence.
+  await prober.send(probe(0, { k: randomBytes(32) }), { port: udp });
+  await prober.send(probe(PROBE_FLAG_CHECK_MAPPING, { k: randomBytes(32) }), { port: probePort });
+  await prober.send(first, { port: udp });
+  await prober.send(probe(0, { timestampMs: Date.now() - 10 * 60_000 }), { port: udp });
   await sleep(150);
-  t.is(attacker.received.length, 1);
+  t.is(prober.received.length, 1);
+
+  // With the cookie: an ack. Before any registration, no check is sent.
+  await prober.send(probe(PROBE_FLAG_CHECK_MAPPING, { cookie }), { port: udp });
+  await waitUntil(() => prober.received.length === 2, 'probe acked');
+  t.is(typeOf(prober.received[1]!.msg), UDP_TYPE_REGISTER_ACK);
 
   // The device registers; a probe from elsewhere asking for a check: the check goes to the device only.
-  await device.send(encodeRegister({ equipmentId: ID, timestampMs: Date.now(), nonce: randomBytes(8) }, key), { port: udp });
-  await waitUntil(() => device.received.length === 1, 'registration acked');
-  const p = probe(PROBE_FLAG_CHECK_MAPPING);
-  await attacker.send(p, { port: udp });
-  await waitUntil(() => device.received.length === 2 && attacker.received.length === 2, 'ack and check');
-  const check = parseUdpPacket(device.received[1]!.msg);
+  await registerThroughCookie(device, { port: udp }, ID, key);
+  const fromDevice = device.received.length;
+  const p = probe(PROBE_FLAG_CHECK_MAPPING, { cookie });
+  await prober.send(p, { port: udp });
+  await waitUntil(() => device.received.length === fromDevice + 1 && prober.received.length === 3, 'ack and check');
+  const check = parseUdpPacket(device.received[fromDevice]!.msg);
   t.is(check.packet.type, UDP_TYPE_MAPPING_CHECK);
   t.true(verifyTag(check, key));
-  t.is(parseUdpPacket(attacker.received[1]!.msg).packet.type, UDP_TYPE_REGISTER_ACK, 'the prober gets only the ack');
-  t.true(attacker.received[1]!.msg.length + device.received[1]!.msg.length <= p.length, 'ack + check <= probe (P6)');
+  t.is(typeOf(prober.received[2]!.msg), UDP_TYPE_REGISTER_ACK, 'the prober gets only the ack');
+  t.true(prober.received[2]!.msg.length + device.received[fromDevice]!.msg.length <= p.length, 'ack + check <= probe (P6)');
   t.like(server.registry.get(ID), { port: device.port }, 'the probe did not move the registration');
+  // Its replay draws nothing, not even another check.
+  await prober.send(p, { port: udp });
 
-  // A probe with the flag but without the padding (hand-made): answered, no check.
-  const short = probe(0);
-  short[4] = PROBE_FLAG_CHECK_MAPPING; // the flags byte; the tag no longer verifies, so: silence
-  await attacker.send(short, { port: udp });
-  // The probe port answers but never sends checks.
-  await attacker.send(probe(PROBE_FLAG_CHECK_MAPPING), { port: probePort });
-  await waitUntil(() => attacker.received.length === 3, 'probe port answered');
+  // A probe with the flag but without the padding (hand-made): the tag no longer verifies, so silence.
+  const short = probe(0, { cookie });
+  short[4] = PROBE_FLAG_CHECK_MAPPING;
+  await prober.send(short, { port: udp });
+  // The probe port answers (a cookie request first: the cookie binds the source and ID, so the
+  // same cookie works there) but never sends checks.
+  await prober.send(probe(PROBE_FLAG_CHECK_MAPPING, { cookie }), { port: probePort });
+  await waitUntil(() => prober.received.length === 4, 'probe port answered');
+  t.is(typeOf(prober.received[3]!.msg), UDP_TYPE_REGISTER_ACK);
   await sleep(150);
-  t.is(device.received.length, 2, 'no check from the probe port, none for the tampered probe');
-  t.is(attacker.received.length, 3);
+  t.is(device.received.length, fromDevice + 1, 'no check from the probe port, none for the replay or the tampered probe');
+  t.is(prober.received.length, 4);
 });

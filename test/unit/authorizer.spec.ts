@@ -3,7 +3,7 @@ import { fc, testProp } from '@fast-check/ava';
 import type { DialPolicy } from '../../agent/common/address-policy.js';
 import type { HostPort } from '../../agent/common/endpoint-parse.js';
 import { createAuthorizer, type Forwarded } from '../../agent/device/authorizer.js';
-import { ReplayCache } from '../../agent/device/replay-cache.js';
+import { ReplayCache } from '../../agent/common/replay-cache.js';
 import { deriveRequestTagKey } from '../../agent/protocol/keys.js';
 import { sealRequest, type ConnectRequest } from '../../agent/protocol/request.js';
 import { Status } from '../../agent/protocol/status.js';

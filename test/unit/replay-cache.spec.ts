@@ -1,6 +1,6 @@
 import test from 'ava';
 import { fc, testProp } from '@fast-check/ava';
-import { REPLAY_CACHE_MAX_ENTRIES, ReplayCache } from '../../agent/device/replay-cache.js';
+import { REPLAY_CACHE_MAX_ENTRIES, ReplayCache } from '../../agent/common/replay-cache.js';
 
 const n = (i: number): Buffer => Buffer.alloc(16, i);
 

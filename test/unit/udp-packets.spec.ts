@@ -14,6 +14,7 @@ import {
 } from '../../agent/protocol/constants.js';
 import {
   AckStatus,
+  encodeCookie,
   encodeNotify,
   encodeRegister,
   encodeRegisterAck,
@@ -70,17 +71,20 @@ const anyPacketArb = fc.oneof(
   fc
     .record({ requestId: bytesArb(16), serverTimeMs: timestampArb, key: keyArb })
     .map(({ key, ...p }) => ({ key, bytes: encodeNotify(p, key) })),
+  fc
+    .record({ nonce: nonceArb, serverTimeMs: timestampArb, cookie: bytesArb(16), key: keyArb })
+    .map(({ key, ...p }) => ({ key, bytes: encodeCookie(p, key) })),
 );
 
 // --- round trips ---
 
 testProp(
-  'REGISTER round-trips: id, timestamp, nonce; tag verifies; layout is header|id|ts|nonce|zero pad|tag',
-  [equipmentIdArb, timestampArb, nonceArb, keyArb],
-  (t, equipmentId, timestampMs, nonce, key) => {
-    const bytes = encodeRegister({ equipmentId, timestampMs, nonce }, key);
+  'REGISTER round-trips: id, timestamp, nonce, cookie; tag verifies; layout is header|id|ts|nonce|cookie|zero pad|tag',
+  [equipmentIdArb, timestampArb, nonceArb, keyArb, fc.option(bytesArb(16), { nil: undefined })],
+  (t, equipmentId, timestampMs, nonce, key, cookie) => {
+    const bytes = encodeRegister({ equipmentId, timestampMs, nonce, ...(cookie ? { cookie } : {}) }, key);
     const parsed = parseUdpPacket(bytes);
-    t.deepEqual(parsed.packet, { type: UDP_TYPE_REGISTER, equipmentId, timestampMs, nonce });
+    t.deepEqual(parsed.packet, { type: UDP_TYPE_REGISTER, equipmentId, timestampMs, nonce, cookie: cookie ?? Buffer.alloc(16) });
     t.true(verifyTag(parsed, key));
     // Independent layout check.
     t.is(bytes.readUInt16BE(0), UDP_MAGIC);
@@ -89,7 +93,8 @@ testProp(
     t.is(bytes[4], equipmentId.length);
     t.is(bytes.subarray(5, 5 + equipmentId.length).toString('latin1'), equipmentId);
     t.is(bytes.readBigUInt64BE(5 + equipmentId.length), BigInt(timestampMs));
-    const unpadded = 4 + 1 + equipmentId.length + 8 + 8 + 16;
+    t.deepEqual(bytes.subarray(5 + equipmentId.length + 16, 5 + equipmentId.length + 32), cookie ?? Buffer.alloc(16));
+    const unpadded = 4 + 1 + equipmentId.length + 8 + 8 + 16 + 16;
     t.is(bytes.length, Math.max(REGISTER_MIN_BYTES, unpadded));
     t.true(bytes.subarray(unpadded - 16, bytes.length - 16).every((b) => b === 0), 'padding is zero');
     t.deepEqual(bytes.subarray(bytes.length - 16), tag16(key, bytes.subarray(0, bytes.length - 16)));
@@ -329,9 +334,24 @@ test('PROBE and MAPPING_CHECK round-trip; a probe is padded like a registration 
   const probe = encodeProbe({ flags: 1, equipmentId: 'dev', timestampMs: 123, nonce }, key);
   t.true(probe.length >= REGISTER_MIN_BYTES);
   const p = parseUdpPacket(probe);
-  t.deepEqual(p.packet, { type: UDP_TYPE_PROBE, flags: 1, equipmentId: 'dev', timestampMs: 123, nonce });
+  t.deepEqual(p.packet, { type: UDP_TYPE_PROBE, flags: 1, equipmentId: 'dev', timestampMs: 123, nonce, cookie: Buffer.alloc(16) });
   t.true(verifyTag(p, key));
   const check = encodeMappingCheck({ nonce, serverTimeMs: 5 }, key);
   t.true(check.length < probe.length);
   t.deepEqual(parseUdpPacket(check).packet, { type: UDP_TYPE_MAPPING_CHECK, nonce, serverTimeMs: 5 });
+});
+
+test('COOKIE round-trips and is smaller than the smallest registration or probe (P6)', async (t) => {
+  const { encodeCookie } = await import('../../agent/protocol/udp-packets.js');
+  const { UDP_TYPE_COOKIE, REGISTER_MIN_BYTES } = await import('../../agent/protocol/constants.js');
+  const key = Buffer.alloc(32, 7);
+  const nonce = Buffer.alloc(8, 9);
+  const cookie = Buffer.alloc(16, 3);
+  const bytes = encodeCookie({ nonce, serverTimeMs: 77, cookie }, key);
+  t.is(bytes.length, 4 + 8 + 8 + 16 + 16);
+  t.true(bytes.length < REGISTER_MIN_BYTES);
+  const parsed = parseUdpPacket(bytes);
+  t.deepEqual(parsed.packet, { type: UDP_TYPE_COOKIE, nonce, serverTimeMs: 77, cookie });
+  t.true(verifyTag(parsed, key));
+  t.throws(() => encodeCookie({ nonce, serverTimeMs: 77, cookie: Buffer.alloc(15) }, key), { instanceOf: RangeError });
 });

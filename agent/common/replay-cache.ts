@@ -1,5 +1,6 @@
 /**
- * Nonces of requests already accepted, kept until the request could no longer be fresh (P3).
+ * Nonces already used (requests at the device, P3; probes at the server, P6), each kept until
+ * its packet could no longer be fresh.
  * Bounded: when full it refuses new requests (fail closed) rather than forget a live nonce.
  */
 export const REPLAY_CACHE_MAX_ENTRIES = 10_000;
