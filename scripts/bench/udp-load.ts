@@ -9,12 +9,54 @@
  * argv: PORT MODE SECONDS WINDOW MASTER_KEY_B64 DEVICES TARGET_PID
  */
 import { randomBytes } from 'node:crypto';
-import { createSocket } from 'node:dgram';
+import { createSocket, type Socket } from 'node:dgram';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
-import { encodeRegister, REGISTER_NONCE_BYTES } from '../../agent/protocol/udp-packets.js';
+import { UDP_TYPE_COOKIE } from '../../agent/protocol/constants.js';
+import { encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES } from '../../agent/protocol/udp-packets.js';
 import { cpuSeconds, cpuTimes } from './cpu-time.js';
 
 const WARMUP_MS = 1000;
+
+/** Cookie requests answered at once per device while fetching cookies (a window, so none is dropped). */
+const COOKIE_WINDOW = 256;
+const COOKIE_FETCH_TIMEOUT_MS = 30_000;
+
+/** Each device's cookie for this socket: a cookie-less registration draws a COOKIE; resent until every one has answered. */
+async function fetchCookies(s: Socket, port: number, ids: readonly string[], keys: readonly Buffer[], timestampMs: number): Promise<Buffer[]> {
+  const cookies: (Buffer | undefined)[] = new Array(ids.length);
+  const byNonce = new Map<string, number>();
+  let got = 0;
+  let next = 0;
+  const ask = (i: number): void => {
+    const nonce = randomBytes(REGISTER_NONCE_BYTES);
+    byNonce.set(nonce.toString('hex'), i);
+    s.send(encodeRegister({ equipmentId: ids[i]!, timestampMs, nonce }, keys[i]!), port, '127.0.0.1');
+  };
+  const onMessage = (msg: Buffer): void => {
+    try {
+      const p = parseUdpPacket(msg).packet;
+      if (p.type !== UDP_TYPE_COOKIE) return;
+      const i = byNonce.get(p.nonce.toString('hex'));
+      if (i === undefined || cookies[i]) return;
+      cookies[i] = Buffer.from(p.cookie);
+      got++;
+      if (next < ids.length) ask(next++);
+    } catch {
+      /* not a cookie */
+    }
+  };
+  s.on('message', onMessage);
+  const deadline = Date.now() + COOKIE_FETCH_TIMEOUT_MS;
+  while (next < Math.min(COOKIE_WINDOW, ids.length)) ask(next++);
+  while (got < ids.length) {
+    if (Date.now() > deadline) throw new Error(`udp-load: only ${got} of ${ids.length} cookies after ${COOKIE_FETCH_TIMEOUT_MS} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+    // Lost ones are asked again.
+    if (next >= ids.length) for (let i = 0; i < ids.length; i++) if (!cookies[i]) ask(i);
+  }
+  s.off('message', onMessage);
+  return cookies as Buffer[];
+}
 
 async function main(): Promise<void> {
   const [portS, mode, secondsS, windowS, masterB64, devicesS, pidS] = process.argv.slice(2);
@@ -28,23 +70,26 @@ async function main(): Promise<void> {
   // Enough packets for ~150k answers/s over warm-up plus run.
   const needed = Math.ceil(150_000 * (seconds + WARMUP_MS / 1000 + 1));
   const packets: Buffer[] = [];
+  const s = createSocket('udp4');
+  s.on('error', () => undefined);
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
   if (mode === 'register') {
     const master = Buffer.from(masterB64!, 'base64');
     const ids = Array.from({ length: devices }, (_, i) => `BENCH-${i.toString(16).padStart(10, '0')}`);
     const keys = ids.map((id) => deriveRegistrationKey(master, id));
     const base = Date.now();
+    // The devices' mapping (this socket) must first show it receives: one cookie per device,
+    // fetched before the clock starts, as each real device does once per mapping (P6).
+    const cookies = await fetchCookies(s, port, ids, keys, base - 1);
     for (let round = 0; packets.length < needed; round++) {
       for (let i = 0; i < devices && packets.length < needed; i++) {
-        packets.push(encodeRegister({ equipmentId: ids[i]!, timestampMs: base + round, nonce: randomBytes(REGISTER_NONCE_BYTES) }, keys[i]!));
+        packets.push(encodeRegister({ equipmentId: ids[i]!, timestampMs: base + round, nonce: randomBytes(REGISTER_NONCE_BYTES), cookie: cookies[i]! }, keys[i]!));
       }
     }
   } else {
     const p = randomBytes(64);
     for (let i = 0; i < needed; i++) packets.push(p);
   }
-  const s = createSocket('udp4');
-  s.on('error', () => undefined);
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
   let next = 0;
   let answers = 0;
   let answersAtStart = 0;

@@ -12,6 +12,7 @@ import { encodeRegister, REGISTER_NONCE_BYTES } from '../../agent/protocol/udp-p
 import type { RendezvousServer, ServerLimits } from '../../agent/server/server.js';
 import { httpGet, sample } from '../helpers/multi-node.js';
 import { createServerPki, recordingUdp, startServer, waitUntil } from '../security/lib/helpers.js';
+import { registerThroughCookie } from '../security/lib/udp-register.js';
 
 const pki = createServerPki();
 const OFF = { perSecond: 0, burst: 1 };
@@ -67,27 +68,29 @@ test('requests per source address: past the burst the source is refused whatever
 });
 
 test('registrations per source address, and registrations by outcome in the metrics', async (t) => {
-  const s = await server(t, { registrationsPerSource: SLOW(4) });
+  const s = await server(t, { registrationsPerSource: SLOW(6) });
   const udp = await recordingUdp(t);
   const to = { port: s.udpAddress().port };
   const reg = (id: string, key = deriveRegistrationKey(pki.masterKey, id)) =>
     encodeRegister({ equipmentId: id, timestampMs: Date.now(), nonce: randomBytes(REGISTER_NONCE_BYTES) }, key);
-  await udp.send(reg('DEV-1'), to);
+  await registerThroughCookie(udp, to, 'DEV-1', deriveRegistrationKey(pki.masterKey, 'DEV-1')); // a cookie request, then accepted
   await udp.send(reg('DEV-2', randomBytes(32)), to); // bad credential
   await udp.send(Buffer.from('not a registration at all'), to); // malformed
-  await udp.send(reg('DEV-3'), to);
-  for (let i = 4; i <= 6; i++) await udp.send(reg(`DEV-${i}`), to); // over the burst of 4
+  await udp.send(reg('DEV-3'), to); // a new mapping: a cookie request
+  await udp.send(reg('DEV-4'), to); // likewise: the burst of 6 is used up
+  for (let i = 5; i <= 7; i++) await udp.send(reg(`DEV-${i}`), to); // over the burst
   await waitUntil(() => s.registration.counters.get('rateLimited') === 3, 'three registrations over the limit');
-  t.is(s.registration.counters.get('accepted'), 2);
-  await waitUntil(() => udp.received.length >= 2, 'two acks');
+  t.is(s.registration.counters.get('accepted'), 1);
+  await waitUntil(() => udp.received.length >= 4, 'an ack and three cookie requests');
   await new Promise((r) => setTimeout(r, 100));
-  t.is(udp.received.length, 2, 'only accepted registrations are answered');
+  t.is(udp.received.length, 4, 'only genuine registrations are answered');
   const m = await metrics(s);
-  t.is(sample(m, /^peerlink_registrations_total\{outcome="accepted"/), 2);
+  t.is(sample(m, /^peerlink_registrations_total\{outcome="accepted"/), 1);
+  t.is(sample(m, /^peerlink_registrations_total\{outcome="cookie_challenged"/), 3);
   t.is(sample(m, /^peerlink_registrations_total\{outcome="bad_credential"/), 1);
   t.is(sample(m, /^peerlink_registrations_total\{outcome="malformed"/), 1);
   t.is(sample(m, /^peerlink_registrations_total\{outcome="rate_limited"/), 3);
-  t.is(sample(m, /^peerlink_registered_devices/), 2);
+  t.is(sample(m, /^peerlink_registered_devices/), 1);
   t.regex(m, /peerlink_process_resident_memory_bytes/, 'process metrics too');
   t.is((await httpGet(s.metricsAddress()!.port, '/healthz')).status, 200);
   t.is((await httpGet(s.metricsAddress()!.port, '/nope')).status, 404);
