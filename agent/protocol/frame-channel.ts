@@ -32,6 +32,8 @@ export class FrameChannel {
   constructor(readonly socket: Duplex) {
     socket.on('data', this.onData);
     socket.once('close', () => this.fail(new PeerlinkError(ErrorCodes.PROTOCOL, 'connection closed')));
+    // A peer that half-closed sends no more frames: waiting for one would only run out the deadline.
+    socket.once('end', () => this.fail(new PeerlinkError(ErrorCodes.PROTOCOL, 'connection closed by the peer')));
     socket.once('error', (err) => this.fail(err));
   }
 

@@ -30,6 +30,8 @@ export interface MetricsSource {
   readonly nodeId: string;
   /** Relayed sessions this node bridged to the node holding the client. */
   readonly relayBridged: () => number;
+  /** Open connections on the TLS listener, by kind (handshake, unidentified, client, device, relay). */
+  readonly openConnections: () => Readonly<Record<string, number>>;
 }
 
 export interface MetricsListener {
@@ -118,6 +120,21 @@ export function createMetricsListener(o: { host: string; port: number; source: M
     fromCounters('peerlink_device_attach_rejected_total', 'Device TLS attaches refused (unknown request or bad proof)', 'reason', source.broker, [
       ['attachRejected', 'rejected'],
     ]);
+    fromCounters('peerlink_tls_connections_dropped_total', 'TLS connections dropped before they said what they are', 'reason', source.broker, [
+      ['handshakeFailed', 'handshake_failed'],
+      ['handshakeTimeout', 'handshake_timeout'],
+      ['badFirstFrame', 'bad_first_frame'],
+      ['unidentifiedOverCap', 'unidentified_over_cap'],
+    ]);
+    new prom.Gauge({
+      name: 'peerlink_tls_connections',
+      help: 'Open connections on the TLS port, by what they are so far',
+      labelNames: ['kind'],
+      registers: [register],
+      collect() {
+        for (const [k, v] of Object.entries(source.openConnections())) this.set({ kind: k }, v);
+      },
+    });
     new prom.Counter({
       name: 'peerlink_notifications_sent_total',
       help: 'UDP notifications sent (each retry counts)',
