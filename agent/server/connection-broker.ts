@@ -461,10 +461,11 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       const closed = new Promise<void>((resolve) => s.close(() => resolve()));
       options.relay.stop();
       if (graceMs > 0 && left > 0) {
-        // Let the last answers (CONNECT_RESULT) reach their clients before the sockets go.
+        // Let the last answers (CONNECT_RESULT) reach their clients before the sockets go. Only
+        // secure connections can have any; those still in the handshake are destroyed below.
         tracker.endAll();
         const until = Date.now() + Math.min(graceMs, STOP_LAST_WORDS_MS);
-        while (tracker.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+        while (tracker.secureSize > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       }
       tracker.destroyAll();
       await closed;

@@ -35,6 +35,8 @@ export interface ConnectionTracker {
   counts(): Record<ConnectionKind, number>;
   /** Open TCP connections, whatever their kind. */
   readonly size: number;
+  /** Open connections past their TLS handshake. */
+  readonly secureSize: number;
   /** FIN every secure connection (their last frames still go out), then destroy after the bound. */
   endAll(): void;
   destroyAll(): void;
@@ -93,6 +95,9 @@ export function createConnectionTracker(input: ConnectionTrackerOptions = {}): C
     },
     get size() {
       return raw.size;
+    },
+    get secureSize() {
+      return secure.size;
     },
     endAll() {
       for (const s of secure.keys()) endThenDestroy(s, o.closeAfterEndMs);
