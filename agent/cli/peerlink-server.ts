@@ -7,7 +7,7 @@ import { createRendezvousServer } from '../server/server.js';
 import { loadServerSecrets, loadServerSettings } from '../server/settings.js';
 import { createNotifier } from '../systemd/notify.js';
 import { createWatchdog } from '../systemd/watchdog.js';
-import { onceSignal, reportAndExit } from './run-main.js';
+import { exitIfStopHangs, onceSignal, reportAndExit } from './run-main.js';
 
 const PROGRAM = 'peerlink-server';
 /** How long past shutdown.grace_ms a SIGTERM may take before the process exits anyway. */
@@ -92,10 +92,7 @@ async function main(): Promise<void> {
   });
   // The stop destroys every connection once the grace is over; this is the backstop should some
   // close still hang (a Redis quit, a socket nobody tracks): the process ends regardless.
-  setTimeout(() => {
-    logger.error({ graceMs: settings.shutdown.graceMs, overrunMs: SHUTDOWN_OVERRUN_MS }, 'stop overran the grace period; exiting');
-    process.exit(0);
-  }, settings.shutdown.graceMs + SHUTDOWN_OVERRUN_MS).unref();
+  exitIfStopHangs(settings.shutdown.graceMs + SHUTDOWN_OVERRUN_MS, logger);
   await server.stop();
   logger.info('stopped');
 }
