@@ -41,6 +41,11 @@ export interface MetricsListener {
   observe(what: 'connect' | 'notifyRoundTrip', ms: number, status: StatusValue): void;
 }
 
+/** How long a metrics or health request may take to arrive. */
+export const METRICS_REQUEST_TIMEOUT_MS = 10_000;
+/** How long an idle keep-alive connection to the metrics listener stays open. */
+export const METRICS_KEEP_ALIVE_MS = 5_000;
+
 const STATUS_NAME: Readonly<Record<number, string>> = Object.fromEntries(
   Object.entries(Status).map(([k, v]) => [v, k.toLowerCase()]),
 );
@@ -242,7 +247,9 @@ export function createMetricsListener(o: { host: string; port: number; source: M
     observe: (what, ms, status) => observe(what, ms, status),
     async start() {
       const metrics = await build();
-      const s = createServer((req, res) => {
+      // A scrape is one short request: a connection that does not send one in time is closed
+      // (Node's defaults let it sit 60-300 s), and an idle keep-alive one soon after.
+      const s = createServer({ headersTimeout: METRICS_REQUEST_TIMEOUT_MS, requestTimeout: METRICS_REQUEST_TIMEOUT_MS, keepAliveTimeout: METRICS_KEEP_ALIVE_MS }, (req, res) => {
         const path = (req.url ?? '/').split('?')[0];
         if (req.method !== 'GET') {
           res.writeHead(405).end();
