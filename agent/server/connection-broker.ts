@@ -13,7 +13,7 @@
  * every log line on every node. Without Redis a node serves the devices registered with it and says
  * what it cannot. The device's side of the exchange is device-exchange.ts.
  */
-import { listenOn } from '../common/listen.js';
+import { endThenDestroy, listenOn } from '../common/listen.js';
 import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
@@ -27,7 +27,7 @@ import { candidatesFromNode } from './candidate-check.js';
 import { isStatus as isStatusValue, Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
 import { PendingRequests, type PendingRequest } from './pending-requests.js';
 import type { RateLimiter } from './rate-limiter.js';
-import { createConnectionTracker, endThenDestroy, type ConnectionKind } from './connection-tracker.js';
+import { createConnectionTracker, type ConnectionKind } from './connection-tracker.js';
 import { createDeviceExchange } from './device-exchange.js';
 import { createNodeRouting } from './node-routing.js';
 import type { RedisRegistry } from './redis-registry.js';

@@ -7,7 +7,9 @@
  */
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { endThenDestroy } from '../common/listen.js';
 import { rejectUnknownKeys } from '../common/options.js';
+import { CLOSE_AFTER_END_MS } from '../protocol/constants.js';
 
 export const CONNECTION_KINDS = ['handshake', 'unidentified', 'client', 'device', 'relay'] as const;
 export type ConnectionKind = (typeof CONNECTION_KINDS)[number];
@@ -15,8 +17,6 @@ export type IdentifiedKind = Exclude<ConnectionKind, 'handshake' | 'unidentified
 
 /** Default cap on connections in the handshake or before their first frame, together. */
 export const MAX_UNIDENTIFIED_CONNECTIONS = 1_000;
-/** After the server's FIN, how long a peer has to close its side before the socket is destroyed. */
-export const CLOSE_AFTER_END_MS = 2_000;
 
 export interface ConnectionTrackerOptions {
   readonly maxUnidentified?: number;
@@ -40,15 +40,6 @@ export interface ConnectionTracker {
   /** FIN every secure connection (their last frames still go out), then destroy after the bound. */
   endAll(): void;
   destroyAll(): void;
-}
-
-/** End our side; a peer that does not close its own within `afterMs` is destroyed (the timer must not hold the process). */
-export function endThenDestroy(socket: Socket, afterMs: number = CLOSE_AFTER_END_MS): void {
-  if (socket.destroyed) return;
-  socket.end();
-  const t = setTimeout(() => socket.destroy(), afterMs);
-  t.unref();
-  socket.once('close', () => clearTimeout(t));
 }
 
 export function createConnectionTracker(input: ConnectionTrackerOptions = {}): ConnectionTracker {

@@ -3,7 +3,7 @@
  * deadline (silent or half-closed mid-handshake, the connection is closed then, not left in
  * CLOSE_WAIT); connections not yet identified (in the handshake or before their first frame) are
  * capped, the excess dropped at once and counted; a peer that half-closes before saying what it
- * is gets closed at once; after a refusal the server ends and then destroys the connection, also
+ * is, or while it waits at the relay, gets closed at once; after a refusal the server ends and then destroys the connection, also
  * when the peer never closes its side.
  */
 import test from 'ava';
@@ -98,6 +98,19 @@ test('a secure connection that half-closes before its first frame is closed at o
   await waitUntil(() => socket.readableEnded || socket.destroyed, 'the server closes its side', 5_000);
   await waitUntil(() => total(s) === 0, 'the server holds no connection');
   t.is(s.broker.counters.get('badFirstFrame'), 1);
+});
+
+test('a relay side that half-closes before it is paired is closed at once, not at the join deadline', async (t) => {
+  const s = await startServer(t, pki, { handshakeTimeoutMs: LONG_MS, relay: { joinTimeoutMs: LONG_MS } });
+  const requestId = randomBytes(16);
+  s.relay.offer(requestId, 'TV-1');
+  const { socket, channel } = await secure(t, s.tlsAddress().port);
+  channel.send({ type: FrameType.RELAY_JOIN_CLIENT, requestId });
+  await waitUntil(() => s.broker.open.relay === 1, 'the client waits at the relay');
+  socket.end();
+  await waitUntil(() => socket.readableEnded || socket.destroyed, 'the server closes its side', 5_000);
+  await waitUntil(() => total(s) === 0, 'the server holds no connection');
+  t.is(s.relay.counters.get('paired'), 0);
 });
 
 test('after a refusal the server ends the connection and destroys it, also when the peer never closes its side', async (t) => {
