@@ -60,8 +60,13 @@ export const BROKER_COUNTERS = [
 ] as const;
 export type BrokerCounter = (typeof BROKER_COUNTERS)[number];
 
-/** At shutdown, after the drain: how long the last answers may take to reach their peers. */
-export const STOP_LAST_WORDS_MS = 1_000;
+const SHUTTING_DOWN = 'this server node is shutting down; try again (another node will answer)';
+
+/**
+ * At shutdown, after the drain: how long peers get to close once the last answers are sent. Then
+ * the sockets are destroyed; what is queued in the kernel still goes out (nothing unread: a FIN, not a reset).
+ */
+export const STOP_LAST_WORDS_MS = 500;
 
 export interface ConnectionBrokerOptions {
   readonly host: string;
@@ -196,7 +201,14 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     channel.close();
   }
 
-  type Attached = { readonly kind: 'local'; readonly device: FrameChannel } | { readonly kind: 'remote'; readonly node: string } | { readonly kind: 'gone' } | null;
+  type Attached =
+    | { readonly kind: 'local'; readonly device: FrameChannel }
+    | { readonly kind: 'remote'; readonly node: string }
+    | { readonly kind: 'gone' }
+    | { readonly kind: 'shutdown' }
+    | null;
+  /** Requests still waiting for their device when the grace period ends get an answer, not just a FIN. */
+  const waitingForDevice = new Set<() => void>();
 
   async function serveClient(
     client: FrameChannel,
@@ -217,7 +229,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
 
     if (draining) {
       counters.inc('shuttingDown');
-      return done(Status.SERVER_DEGRADED, 'this server node is shutting down; try again (another node will answer)');
+      return done(Status.SERVER_DEGRADED, SHUTTING_DOWN);
     }
     if (options.sourceLimiter && !options.sourceLimiter.take(clientEndpoint.address)) {
       counters.inc('rateLimitedSource');
@@ -284,6 +296,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     let notifyTimer: NodeJS.Timeout | undefined;
     let deadline: NodeJS.Timeout | undefined;
     let entryInTable: PendingRequest | undefined;
+    let onShutdown: (() => void) | undefined;
     let verdictFromNode: ((v: Verdict) => void) | undefined;
     const remoteVerdict = new Promise<Verdict>((resolve) => (verdictFromNode = resolve));
     const notifiedAtMs = Date.now();
@@ -322,6 +335,8 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       notifyTimer = setInterval(sendNotify, options.notifyRetryMs);
       deadline = setTimeout(() => resolve(null), options.attachTimeoutMs);
       socket.once('close', () => resolve(null));
+      onShutdown = () => resolve({ kind: 'shutdown' });
+      waitingForDevice.add(onShutdown);
     });
     let got: Attached;
     try {
@@ -329,6 +344,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     } finally {
       clearInterval(notifyTimer);
       clearTimeout(deadline);
+      if (onShutdown) waitingForDevice.delete(onShutdown);
       if (entryInTable) pending.remove(entryInTable);
     }
     let verdict: Verdict;
@@ -338,6 +354,11 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         counters.inc('noAnswer');
         log.info('device did not connect in time');
         return done(Status.DEVICE_NO_ANSWER);
+      }
+      if (got.kind === 'shutdown') {
+        counters.inc('shuttingDown');
+        log.info('grace period over before the device attached');
+        return done(Status.SERVER_DEGRADED, SHUTTING_DOWN);
       }
       if (got.kind === 'gone') {
         counters.inc('nodeUnavailable');
@@ -452,6 +473,10 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
           });
         }
         idle = null;
+      }
+      if (waitingForDevice.size > 0) {
+        for (const answer of waitingForDevice) answer();
+        await new Promise((r) => setImmediate(r)); // their CONNECT_RESULT is written before the FINs below
       }
       // One line for what the drain leaves behind (peers gone silent, half-closed, mid-handshake,
       // idle relay sessions): all of it is closed now, whatever the peers do.

@@ -2,8 +2,8 @@
  * Issue 20: one SIGTERM ends the server within shutdown.grace_ms plus a small bound, whatever its
  * connections do: a request in flight whose device never attaches (frozen), an idle relay
  * session, peers silent or half-closed mid-handshake, secure connections that never send a frame.
- * What is still open at the end of the grace period is listed in one log line, by kind, and closed;
- * the process exits 0.
+ * What is still open at the end of the grace period is listed in one log line, by kind, and closed
+ * (a request still waiting for its device is answered "shutting down" first); the process exits 0.
  */
 import test from 'ava';
 import { freePort } from '../../scripts/lib/free-port.js';
@@ -42,7 +42,7 @@ test('one SIGTERM ends the server within grace + 2 s, exit 0, with what was left
       /* gone */
     }
   });
-  void runNodeStdio(PROGRAMS.client, f.clientArgs('echo', ['--stdio']), Buffer.from('hello'), (kill) => t.teardown(kill));
+  const inFlight = runNodeStdio(PROGRAMS.client, f.clientArgs('echo', ['--stdio']), Buffer.from('hello'), (kill) => t.teardown(kill));
   // The second notification: the first was the relay client's request.
   let notified = 0;
   await f.server.waitFor((l) => l.msg === 'S205 notification sent to the device mapping' && ++notified === 2, 15_000);
@@ -64,4 +64,5 @@ test('one SIGTERM ends the server within grace + 2 s, exit 0, with what was left
   const open = closing[0]!.open as Record<string, number>;
   t.true(open.handshake! >= 2 && open.unidentified! >= 2, 'the silent handshakes and secure connections are listed');
   t.truthy(f.server.lines.find((l) => l.msg === 'stopped'), 'the stop completed (not the backstop)');
+  t.is((await inFlight).code, 24, 'the request still waiting for its device is told the node is shutting down (SERVER_DEGRADED)');
 });
