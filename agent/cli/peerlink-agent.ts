@@ -14,7 +14,7 @@ import { defaultStateFile } from '../status/state-file.js';
 import { statusCommand } from '../status/status-command.js';
 import { createNotifier } from '../systemd/notify.js';
 import { createWatchdog } from '../systemd/watchdog.js';
-import { reportAndExit } from './run-main.js';
+import { exitIfStopHangs, reportAndExit, STOP_BACKSTOP_MS } from './run-main.js';
 
 const PROGRAM = 'peerlink-agent';
 const DEFAULT_CONFIG = '/etc/peerlink/agent.toml';
@@ -121,6 +121,7 @@ async function main(): Promise<void> {
   await new Promise<void>((resolve) => {
     const stop = (sig: NodeJS.Signals): void => {
       logger.info({ signal: sig }, 'stopping');
+      exitIfStopHangs(STOP_BACKSTOP_MS, logger);
       watchdog.stop();
       void monitor
         .stopping()

@@ -7,9 +7,11 @@ import { createRendezvousServer } from '../server/server.js';
 import { loadServerSecrets, loadServerSettings } from '../server/settings.js';
 import { createNotifier } from '../systemd/notify.js';
 import { createWatchdog } from '../systemd/watchdog.js';
-import { onceSignal, reportAndExit } from './run-main.js';
+import { exitIfStopHangs, onceSignal, reportAndExit } from './run-main.js';
 
 const PROGRAM = 'peerlink-server';
+/** How long past shutdown.grace_ms a SIGTERM may take before the process exits anyway. */
+const SHUTDOWN_OVERRUN_MS = 1_500;
 const DEFAULT_CONFIG = '/etc/peerlink/server.toml';
 const USAGE = `usage: ${PROGRAM} [run] [--config FILE]      run the rendezvous server (default config ${DEFAULT_CONFIG})
        ${PROGRAM} check-config [--config FILE]  validate the settings and the files they name, then exit`;
@@ -42,6 +44,7 @@ async function main(): Promise<void> {
     udpPort: settings.udp.port,
     tlsHost: settings.tls.host,
     tlsPort: settings.tls.port,
+    maxUnidentifiedConnections: settings.tls.maxUnidentifiedConnections,
     certPem: secrets.certPem,
     keyPem: secrets.keyPem,
     masterKey: secrets.masterKey,
@@ -87,6 +90,9 @@ async function main(): Promise<void> {
     logger.warn('second signal: exiting without waiting');
     process.exit(0);
   });
+  // The stop destroys every connection once the grace is over; this is the backstop should some
+  // close still hang (a Redis quit, a socket nobody tracks): the process ends regardless.
+  exitIfStopHangs(settings.shutdown.graceMs + SHUTDOWN_OVERRUN_MS, logger);
   await server.stop();
   logger.info('stopped');
 }

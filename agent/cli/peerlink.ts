@@ -11,7 +11,7 @@ import { createLocalForward } from '../client/local-forward.js';
 import { parseHostPort } from '../common/endpoint-parse.js';
 import { createLogger } from '../common/logger.js';
 import { ConfigError, ErrorCodes, PeerlinkError } from '../common/errors.js';
-import { onceSignal, reportAndExit } from './run-main.js';
+import { exitIfStopHangs, onceSignal, reportAndExit, STOP_BACKSTOP_MS } from './run-main.js';
 import { MAPPING_MODES, type MappingMode } from '../nat/port-mapping.js';
 import { CONNECT_URI_SCHEME, parseConnectUri } from '../protocol/connect-uri.js';
 
@@ -115,7 +115,10 @@ async function main(): Promise<void> {
     logger,
   });
   const aborter = new AbortController();
-  const stopSignals = onceSignal(['SIGINT', 'SIGTERM']).then(() => aborter.abort());
+  const stopSignals = onceSignal(['SIGINT', 'SIGTERM']).then(() => {
+    exitIfStopHangs(STOP_BACKSTOP_MS, logger);
+    aborter.abort();
+  });
   void stopSignals;
   try {
     const first = await client.open(aborter.signal);
@@ -126,7 +129,12 @@ async function main(): Promise<void> {
       first.stream.pipe(process.stdout);
       let failure: Error | null = null;
       first.stream.once('error', (err) => (failure = err));
+      // SIGINT/SIGTERM: the user ends the session; the tunnel must not keep the process alive.
+      const onSignal = (): void => void first.stream.destroy();
+      aborter.signal.addEventListener('abort', onSignal, { once: true });
       await new Promise<void>((resolve) => first.stream.once('close', () => resolve()));
+      aborter.signal.removeEventListener('abort', onSignal);
+      if (aborter.signal.aborted) return;
       // A tunnel that closed without the device's orderly end (TLS close_notify) lost data: say so.
       if (failure !== null || !first.stream.readableEnded) {
         throw new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the tunnel broke before the device finished${failure ? `: ${(failure as Error).message}` : ''}`);

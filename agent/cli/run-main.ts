@@ -1,4 +1,5 @@
 /** Shared CLI plumbing: print an error plainly (with every config problem) and exit with its code. */
+import type { Logger } from 'pino';
 import { ConfigError, isPeerlinkError } from '../common/errors.js';
 import { exitCodeFor } from './exit-codes.js';
 
@@ -22,4 +23,19 @@ export function onceSignal(signals: readonly NodeJS.Signals[]): Promise<NodeJS.S
     };
     for (const sig of signals) process.on(sig, handler);
   });
+}
+
+/** How long the agent's and the client's orderly stop may take after a signal before they exit anyway. */
+export const STOP_BACKSTOP_MS = 5_000;
+
+/**
+ * After a stop signal: should the orderly stop hang (a router that does not answer the port
+ * mapping's release, a close that never completes), exit 0 anyway after `ms`, saying so. The
+ * timer does not hold the process: a stop that completes exits as before.
+ */
+export function exitIfStopHangs(ms: number, logger: Logger): void {
+  setTimeout(() => {
+    logger.error({ afterMs: ms }, 'stop did not complete in time; exiting');
+    process.exit(0);
+  }, ms).unref();
 }

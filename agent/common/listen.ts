@@ -6,6 +6,8 @@
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { lookup as dnsLookup, type LookupOneOptions } from 'node:dns';
 import { isIP, type Server } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { CLOSE_AFTER_END_MS } from '../protocol/constants.js';
 import type { Logger } from 'pino';
 
 export function listenOn(server: Server, port: number, host: string): Promise<void> {
@@ -76,6 +78,18 @@ export function boundAddress(socket: UdpSocket | null): { address: string; port:
 
 export function closeUdp(socket: UdpSocket): Promise<void> {
   return new Promise<void>((resolve) => socket.close(() => resolve()));
+}
+
+/**
+ * End our side of a connection; a peer that does not close its own within `afterMs` gets it
+ * destroyed, so no connection waits on its peer for ever (the timer does not hold the process).
+ */
+export function endThenDestroy(socket: Duplex, afterMs: number = CLOSE_AFTER_END_MS): void {
+  if (socket.destroyed) return;
+  socket.end();
+  const t = setTimeout(() => socket.destroy(), afterMs);
+  t.unref();
+  socket.once('close', () => clearTimeout(t));
 }
 
 /** Stop accepting, end the connections still open (`open`), and wait until the server is closed. */

@@ -4,6 +4,7 @@
  */
 import type { Duplex } from 'node:stream';
 import { ErrorCodes, PeerlinkError, ProtocolError, abortError } from '../common/errors.js';
+import { endThenDestroy } from '../common/listen.js';
 import { encodeFrame, FrameDecoder, FrameType, type Frame } from './frames.js';
 
 export class FrameChannel {
@@ -32,6 +33,8 @@ export class FrameChannel {
   constructor(readonly socket: Duplex) {
     socket.on('data', this.onData);
     socket.once('close', () => this.fail(new PeerlinkError(ErrorCodes.PROTOCOL, 'connection closed')));
+    // A peer that half-closed sends no more frames: waiting for one would only run out the deadline.
+    socket.once('end', () => this.fail(new PeerlinkError(ErrorCodes.PROTOCOL, 'connection closed by the peer')));
     socket.once('error', (err) => this.fail(err));
   }
 
@@ -105,8 +108,7 @@ export class FrameChannel {
   }
 
   close(): void {
-    this.socket.end();
-    // Do not wait forever for a peer that never closes its side.
-    setTimeout(() => this.socket.destroy(), 2000).unref();
+    // Do not wait for ever for a peer that never closes its side.
+    endThenDestroy(this.socket);
   }
 }

@@ -13,7 +13,8 @@
  * every log line on every node. Without Redis a node serves the devices registered with it and says
  * what it cannot. The device's side of the exchange is device-exchange.ts.
  */
-import { listenOn } from '../common/listen.js';
+import { endThenDestroy, listenOn } from '../common/listen.js';
+import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
@@ -26,6 +27,7 @@ import { candidatesFromNode } from './candidate-check.js';
 import { isStatus as isStatusValue, Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
 import { PendingRequests, type PendingRequest } from './pending-requests.js';
 import type { RateLimiter } from './rate-limiter.js';
+import { createConnectionTracker, type ConnectionKind } from './connection-tracker.js';
 import { createDeviceExchange } from './device-exchange.js';
 import { createNodeRouting } from './node-routing.js';
 import type { RedisRegistry } from './redis-registry.js';
@@ -45,6 +47,8 @@ export const BROKER_COUNTERS = [
   'attachRejected',
   'badFirstFrame',
   'handshakeFailed',
+  'handshakeTimeout',
+  'unidentifiedOverCap',
   'rateLimitedSource',
   'rateLimitedTarget',
   'registryUnavailable',
@@ -55,6 +59,14 @@ export const BROKER_COUNTERS = [
   'attachedForNode',
 ] as const;
 export type BrokerCounter = (typeof BROKER_COUNTERS)[number];
+
+const SHUTTING_DOWN = 'this server node is shutting down; try again (another node will answer)';
+
+/**
+ * At shutdown, after the drain: how long peers get to close once the last answers are sent. Then
+ * the sockets are destroyed; what is queued in the kernel still goes out (nothing unread: a FIN, not a reset).
+ */
+export const STOP_LAST_WORDS_MS = 500;
 
 export interface ConnectionBrokerOptions {
   readonly host: string;
@@ -70,6 +82,10 @@ export interface ConnectionBrokerOptions {
   readonly attachTimeoutMs: number;
   readonly notifyRetryMs: number;
   readonly firstFrameTimeoutMs: number;
+  /** A TLS handshake not done by then is dropped (Node's default is 120 s). */
+  readonly handshakeTimeoutMs: number;
+  /** Connections in the handshake or before their first frame, together; past it new ones are dropped at once. */
+  readonly maxUnidentifiedConnections: number;
   readonly maxPendingPerDevice: number;
   readonly relay: Relay;
   /** The shared list (Redis) when this is one node of several; default: `registry`. */
@@ -94,6 +110,8 @@ export interface ConnectionBroker {
   stop(graceMs?: number): Promise<void>;
   /** Requests being served now (client conversations and device attaches). */
   readonly inFlight: number;
+  /** Open connections on the TLS listener, by kind. */
+  readonly open: Readonly<Record<ConnectionKind, number>>;
   address(): { address: string; port: number };
   readonly counters: Counters<BrokerCounter>;
 }
@@ -103,7 +121,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
   const backend = options.backend ?? registry;
   const counters = new Counters(BROKER_COUNTERS);
   const pending = new PendingRequests();
-  const sockets = new Set<TLSSocket>();
+  const tracker = createConnectionTracker({ maxUnidentified: options.maxUnidentifiedConnections });
   const { exchange, deviceAttached, proofValid: deviceProofValid } = createDeviceExchange({ masterKey, attachTimeoutMs: options.attachTimeoutMs });
   let server: Server | null = null;
   let draining = false;
@@ -133,9 +151,13 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     : null;
 
   async function onSecure(socket: TLSSocket): Promise<void> {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
+    tracker.secured(socket);
     socket.on('error', () => undefined); // reported through the channel
+    // allowHalfOpen is for relayed sessions (relay.ts passes a half-close on). Anyone else who
+    // half-closes has nothing more to say: close our side too, instead of sitting in CLOSE_WAIT.
+    socket.once('end', () => {
+      if (tracker.kindOf(socket) !== 'relay') endThenDestroy(socket);
+    });
     const channel = new FrameChannel(socket);
     channel.send({ type: FrameType.HELLO, serverTimeMs: clock.now() });
     let first: Frame;
@@ -146,10 +168,17 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       socket.destroy();
       return;
     }
-    if (first.type === FrameType.CONNECT_REQUEST) await track(serveClient(channel, socket, first));
-    else if (first.type === FrameType.DEVICE_ATTACH) await track(serveDevice(channel, socket, first));
-    else if (first.type === FrameType.RELAY_JOIN_CLIENT) options.relay.join('client', first.requestId, null, { channel, socket });
-    else if (first.type === FrameType.RELAY_JOIN_DEVICE) {
+    if (first.type === FrameType.CONNECT_REQUEST) {
+      tracker.identified(socket, 'client');
+      await track(serveClient(channel, socket, first));
+    } else if (first.type === FrameType.DEVICE_ATTACH) {
+      tracker.identified(socket, 'device');
+      await track(serveDevice(channel, socket, first));
+    } else if (first.type === FrameType.RELAY_JOIN_CLIENT) {
+      tracker.identified(socket, 'relay');
+      options.relay.join('client', first.requestId, null, { channel, socket });
+    } else if (first.type === FrameType.RELAY_JOIN_DEVICE) {
+      tracker.identified(socket, 'relay');
       if (deviceProofValid(socket, first.equipmentId, first.requestId, first.proof)) {
         // The client may have joined at another node (the one that offered the relay).
         if (!options.relay.has(first.requestId) && options.relayBridge) {
@@ -172,7 +201,14 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     channel.close();
   }
 
-  type Attached = { readonly kind: 'local'; readonly device: FrameChannel } | { readonly kind: 'remote'; readonly node: string } | { readonly kind: 'gone' } | null;
+  type Attached =
+    | { readonly kind: 'local'; readonly device: FrameChannel }
+    | { readonly kind: 'remote'; readonly node: string }
+    | { readonly kind: 'gone' }
+    | { readonly kind: 'shutdown' }
+    | null;
+  /** Requests still waiting for their device when the grace period ends get an answer, not just a FIN. */
+  const waitingForDevice = new Set<() => void>();
 
   async function serveClient(
     client: FrameChannel,
@@ -193,7 +229,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
 
     if (draining) {
       counters.inc('shuttingDown');
-      return done(Status.SERVER_DEGRADED, 'this server node is shutting down; try again (another node will answer)');
+      return done(Status.SERVER_DEGRADED, SHUTTING_DOWN);
     }
     if (options.sourceLimiter && !options.sourceLimiter.take(clientEndpoint.address)) {
       counters.inc('rateLimitedSource');
@@ -260,6 +296,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     let notifyTimer: NodeJS.Timeout | undefined;
     let deadline: NodeJS.Timeout | undefined;
     let entryInTable: PendingRequest | undefined;
+    let onShutdown: (() => void) | undefined;
     let verdictFromNode: ((v: Verdict) => void) | undefined;
     const remoteVerdict = new Promise<Verdict>((resolve) => (verdictFromNode = resolve));
     const notifiedAtMs = Date.now();
@@ -298,6 +335,8 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       notifyTimer = setInterval(sendNotify, options.notifyRetryMs);
       deadline = setTimeout(() => resolve(null), options.attachTimeoutMs);
       socket.once('close', () => resolve(null));
+      onShutdown = () => resolve({ kind: 'shutdown' });
+      waitingForDevice.add(onShutdown);
     });
     let got: Attached;
     try {
@@ -305,6 +344,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     } finally {
       clearInterval(notifyTimer);
       clearTimeout(deadline);
+      if (onShutdown) waitingForDevice.delete(onShutdown);
       if (entryInTable) pending.remove(entryInTable);
     }
     let verdict: Verdict;
@@ -314,6 +354,11 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         counters.inc('noAnswer');
         log.info('device did not connect in time');
         return done(Status.DEVICE_NO_ANSWER);
+      }
+      if (got.kind === 'shutdown') {
+        counters.inc('shuttingDown');
+        log.info('grace period over before the device attached');
+        return done(Status.SERVER_DEGRADED, SHUTTING_DOWN);
       }
       if (got.kind === 'gone') {
         counters.inc('nodeUnavailable');
@@ -332,7 +377,11 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         log.info({ attachedAt: got.node }, 'S206 device connected to another node, which forwards the request');
         const timer = new Promise<Verdict>((resolve) => {
           const t = setTimeout(() => resolve({ status: Status.DEVICE_NO_ANSWER }), options.attachTimeoutMs + 1000);
-          socket.once('close', () => clearTimeout(t));
+          // The client gone, nobody waits for the verdict: end the request (it counts as in flight).
+          socket.once('close', () => {
+            clearTimeout(t);
+            resolve({ status: Status.DEVICE_NO_ANSWER });
+          });
           void remoteVerdict.then(() => clearTimeout(t));
         });
         verdict = await Promise.race([remoteVerdict, timer]);
@@ -382,9 +431,23 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     counters,
     async start() {
       // allowHalfOpen: a relayed end-to-end channel half-closes through these connections.
-      const s = createServer({ cert: options.certPem, key: options.keyPem, minVersion: 'TLSv1.2', allowHalfOpen: true });
+      const s = createServer({
+        cert: options.certPem,
+        key: options.keyPem,
+        minVersion: 'TLSv1.2',
+        allowHalfOpen: true,
+        handshakeTimeout: options.handshakeTimeoutMs,
+      });
+      s.on('connection', (raw: Socket) => {
+        if (!tracker.accepted(raw)) counters.inc('unidentifiedOverCap');
+      });
       s.on('secureConnection', (sock) => void onSecure(sock));
-      s.on('tlsClientError', () => counters.inc('handshakeFailed'));
+      // With a listener here Node leaves the failed socket open (also on ERR_TLS_HANDSHAKE_TIMEOUT,
+      // where it would sit in CLOSE_WAIT for good once its peer gave up): destroy it.
+      s.on('tlsClientError', (err: NodeJS.ErrnoException, sock: TLSSocket) => {
+        counters.inc(err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? 'handshakeTimeout' : 'handshakeFailed');
+        sock.destroy();
+      });
       s.on('error', (err) => logger.error({ err: err.message }, 'tls server error'));
       await listenOn(s, options.port, options.host);
       server = s;
@@ -399,28 +462,41 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       draining = true;
       // While draining the listener stays open: devices must still attach for the requests in
       // flight; new client requests get SERVER_DEGRADED ("shutting down") instead.
-      if (graceMs > 0 && (inFlight > 0 || options.relay.active > 0)) {
+      const busy = (): boolean => inFlight > 0 || options.relay.active > 0;
+      if (graceMs > 0 && busy()) {
         logger.info({ inFlight, relaySessions: options.relay.active, graceMs }, 'draining: no new requests; finishing those in flight');
         const until = Date.now() + graceMs;
-        while ((inFlight > 0 || options.relay.active > 0) && Date.now() < until) {
+        while (busy() && Date.now() < until) {
           await new Promise<void>((r) => {
             idle = r;
             setTimeout(r, 100).unref();
           });
         }
         idle = null;
-        if (inFlight > 0 || options.relay.active > 0) logger.warn({ inFlight, relaySessions: options.relay.active }, 'grace period over; closing what is left');
       }
+      if (waitingForDevice.size > 0) {
+        for (const answer of waitingForDevice) answer();
+        await new Promise((r) => setImmediate(r)); // their CONNECT_RESULT is written before the FINs below
+      }
+      // One line for what the drain leaves behind (peers gone silent, half-closed, mid-handshake,
+      // idle relay sessions): all of it is closed now, whatever the peers do.
+      const open = tracker.counts();
+      const left = Object.values(open).reduce((n, c) => n + c, 0);
+      logger[busy() ? 'warn' : 'info']({ open, inFlight, relaySessions: options.relay.active }, 'closing the connections still open');
       const closed = new Promise<void>((resolve) => s.close(() => resolve()));
       options.relay.stop();
-      if (graceMs > 0) {
-        // Let the last answers (CONNECT_RESULT) reach their clients before the sockets go.
-        for (const sock of sockets) sock.end();
-        const until = Date.now() + Math.min(graceMs, 1000);
-        while (sockets.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      if (graceMs > 0 && left > 0) {
+        // Let the last answers (CONNECT_RESULT) reach their clients before the sockets go. Only
+        // secure connections can have any; those still in the handshake are destroyed below.
+        tracker.endAll();
+        const until = Date.now() + Math.min(graceMs, STOP_LAST_WORDS_MS);
+        while (tracker.secureSize > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       }
-      for (const sock of sockets) sock.destroy();
+      tracker.destroyAll();
       await closed;
+    },
+    get open() {
+      return tracker.counts();
     },
     address() {
       const a = server?.address();

@@ -49,11 +49,15 @@ export function createDeviceExchange(o: { readonly masterKey: Buffer; readonly a
     device.send({ type: FrameType.FORWARD_REQUEST, requestId, client: clientEndpoint, advertisedPort, sealedRequest });
     let verdict: Frame;
     const listen: Candidate[] = [];
+    // One deadline for the whole exchange, from its start: frames the device sends meanwhile
+    // (CANDIDATES) do not extend it, or a device could hold the request open for ever.
+    const deadlineMs = performance.now() + o.attachTimeoutMs;
+    const left = (): number => Math.max(0, deadlineMs - performance.now());
     try {
-      verdict = await device.next(o.attachTimeoutMs);
+      verdict = await device.next(left());
       while (verdict.type === FrameType.CANDIDATES && listen.length < CANDIDATES_MAX) {
         listen.push(...checkListenCandidates(verdict.candidates, deviceEndpoint));
-        verdict = await device.next(o.attachTimeoutMs);
+        verdict = await device.next(left());
       }
     } catch (err) {
       log.info({ err: isPeerlinkError(err) ? err.code : String(err) }, 'device gave no verdict');

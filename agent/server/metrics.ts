@@ -30,6 +30,8 @@ export interface MetricsSource {
   readonly nodeId: string;
   /** Relayed sessions this node bridged to the node holding the client. */
   readonly relayBridged: () => number;
+  /** Open connections on the TLS listener, by kind (handshake, unidentified, client, device, relay). */
+  readonly openConnections: () => Readonly<Record<string, number>>;
 }
 
 export interface MetricsListener {
@@ -38,6 +40,11 @@ export interface MetricsListener {
   address(): { address: string; port: number };
   observe(what: 'connect' | 'notifyRoundTrip', ms: number, status: StatusValue): void;
 }
+
+/** How long a metrics or health request may take to arrive. */
+export const METRICS_REQUEST_TIMEOUT_MS = 10_000;
+/** How long an idle keep-alive connection to the metrics listener stays open. */
+export const METRICS_KEEP_ALIVE_MS = 5_000;
 
 const STATUS_NAME: Readonly<Record<number, string>> = Object.fromEntries(
   Object.entries(Status).map(([k, v]) => [v, k.toLowerCase()]),
@@ -119,6 +126,21 @@ export function createMetricsListener(o: { host: string; port: number; source: M
     fromCounters('peerlink_device_attach_rejected_total', 'Device TLS attaches refused (unknown request or bad proof)', 'reason', source.broker, [
       ['attachRejected', 'rejected'],
     ]);
+    fromCounters('peerlink_tls_connections_dropped_total', 'TLS connections dropped before they said what they are', 'reason', source.broker, [
+      ['handshakeFailed', 'handshake_failed'],
+      ['handshakeTimeout', 'handshake_timeout'],
+      ['badFirstFrame', 'bad_first_frame'],
+      ['unidentifiedOverCap', 'unidentified_over_cap'],
+    ]);
+    new prom.Gauge({
+      name: 'peerlink_tls_connections',
+      help: 'Open connections on the TLS port, by what they are so far',
+      labelNames: ['kind'],
+      registers: [register],
+      collect() {
+        for (const [k, v] of Object.entries(source.openConnections())) this.set({ kind: k }, v);
+      },
+    });
     new prom.Counter({
       name: 'peerlink_notifications_sent_total',
       help: 'UDP notifications sent (each retry counts)',
@@ -226,7 +248,9 @@ export function createMetricsListener(o: { host: string; port: number; source: M
     observe: (what, ms, status) => observe(what, ms, status),
     async start() {
       const metrics = await build();
-      const s = createServer((req, res) => {
+      // A scrape is one short request: a connection that does not send one in time is closed
+      // (Node's defaults let it sit 60-300 s), and an idle keep-alive one soon after.
+      const s = createServer({ headersTimeout: METRICS_REQUEST_TIMEOUT_MS, requestTimeout: METRICS_REQUEST_TIMEOUT_MS, keepAliveTimeout: METRICS_KEEP_ALIVE_MS }, (req, res) => {
         const path = (req.url ?? '/').split('?')[0];
         if (req.method !== 'GET') {
           res.writeHead(405).end();

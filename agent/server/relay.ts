@@ -182,9 +182,18 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
         side.socket.destroy();
         return;
       }
+      if (side.socket.readableEnded) {
+        side.socket.destroy();
+        return;
+      }
       slot[role] = side;
       side.socket.once('close', () => {
         if (slots.get(key) === slot && slot[role] === side) delete slot[role];
+      });
+      // A side that half-closes before it is paired has given up (the other path won): close it
+      // now; paired, it would not even pass its FIN on ('end' has been emitted already).
+      side.socket.once('end', () => {
+        if (slots.get(key) === slot && slot[role] === side) side.socket.destroy();
       });
       if (slot.client && slot.device) pair(key, slot);
     },

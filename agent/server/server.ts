@@ -23,6 +23,7 @@ import {
   TLS_HANDSHAKE_TIMEOUT_MS,
 } from '../protocol/constants.js';
 import { createConnectionBroker, type ConnectionBroker } from './connection-broker.js';
+import { MAX_UNIDENTIFIED_CONNECTIONS } from './connection-tracker.js';
 import { createRegistrationEndpoint, type RegistrationEndpoint } from './registration-endpoint.js';
 import { createMetricsListener, type MetricsListener } from './metrics.js';
 import { createRateLimiter, type RateLimit } from './rate-limiter.js';
@@ -96,6 +97,10 @@ export interface RendezvousServerOptions {
   /** Metrics and health listener (off unless given). */
   readonly metrics?: { readonly host: string; readonly port: number };
   readonly shutdownGraceMs?: number;
+  /** The TLS handshake's deadline, and then the first frame's (default TLS_HANDSHAKE_TIMEOUT_MS each). */
+  readonly handshakeTimeoutMs?: number;
+  /** Connections in the TLS handshake or before their first frame, together (default MAX_UNIDENTIFIED_CONNECTIONS). */
+  readonly maxUnidentifiedConnections?: number;
   /** A second UDP port that answers probes (diagnose's NAT mapping test); absent or 0 = none. */
   readonly probePort?: number;
 }
@@ -103,7 +108,7 @@ export interface RendezvousServerOptions {
 const OPTION_KEYS = [
   'udpHost', 'udpPort', 'tlsHost', 'tlsPort', 'certPem', 'keyPem', 'masterKey', 'registry', 'clock', 'logger',
   'staleAfterMs', 'forgetAfterMs', 'clockWindowMs', 'attachTimeoutMs', 'notifyRetryMs', 'maxPendingPerDevice', 'relay',
-  'nodeId', 'redis', 'limits', 'metrics', 'shutdownGraceMs', 'probePort',
+  'nodeId', 'redis', 'limits', 'metrics', 'shutdownGraceMs', 'probePort', 'handshakeTimeoutMs', 'maxUnidentifiedConnections',
 ] as const;
 
 export interface RendezvousServer {
@@ -155,6 +160,8 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
       requestsPerDevice: input.limits?.requestsPerDevice ?? DEFAULT_LIMITS.requestsPerDevice,
     }),
     shutdownGraceMs: input.shutdownGraceMs ?? 0,
+    handshakeTimeoutMs: input.handshakeTimeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS,
+    maxUnidentifiedConnections: input.maxUnidentifiedConnections ?? MAX_UNIDENTIFIED_CONNECTIONS,
   });
   const nodeId = input.nodeId ?? `${hostname()}/${opts.udpPort}`;
   const cluster: RedisRegistry | undefined = input.redis
@@ -254,7 +261,9 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     staleAfterMs: opts.staleAfterMs,
     attachTimeoutMs: opts.attachTimeoutMs,
     notifyRetryMs: opts.notifyRetryMs,
-    firstFrameTimeoutMs: TLS_HANDSHAKE_TIMEOUT_MS,
+    firstFrameTimeoutMs: opts.handshakeTimeoutMs,
+    handshakeTimeoutMs: opts.handshakeTimeoutMs,
+    maxUnidentifiedConnections: opts.maxUnidentifiedConnections,
     maxPendingPerDevice: opts.maxPendingPerDevice,
     relay,
   });
@@ -288,6 +297,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
             limits: opts.limits,
             nodeId,
             relayBridged: () => relayBridge?.bridged ?? 0,
+            openConnections: () => broker.open,
           },
         });
         await metrics.start();

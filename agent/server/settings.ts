@@ -14,6 +14,7 @@ import {
   REGISTER_CLOCK_WINDOW_MS,
 } from '../protocol/constants.js';
 import { loadMasterKey } from '../pki/master-key.js';
+import { MAX_UNIDENTIFIED_CONNECTIONS } from './connection-tracker.js';
 import type { RateLimit } from './rate-limiter.js';
 import { RELAY_BYTES_PER_SECOND, RELAY_JOIN_TIMEOUT_MS, RELAY_MAX_DURATION_MS, RELAY_MAX_SESSIONS } from './relay.js';
 import { DEFAULT_LIMITS, SHUTDOWN_GRACE_MS, type ServerLimits } from './server.js';
@@ -25,7 +26,14 @@ export const DEFAULT_METRICS_PORT = 9464;
 export interface ServerSettings {
   readonly logLevel: LogLevel;
   readonly udp: { readonly host: string; readonly port: number };
-  readonly tls: { readonly host: string; readonly port: number; readonly certFile: string; readonly keyFile: string };
+  readonly tls: {
+    readonly host: string;
+    readonly port: number;
+    readonly certFile: string;
+    readonly keyFile: string;
+    /** Connections in the TLS handshake or before their first frame, together; past it new ones are dropped. */
+    readonly maxUnidentifiedConnections: number;
+  };
   readonly registrationMasterKeyFile: string;
   readonly registry: { readonly staleAfterMs: number; readonly forgetAfterMs: number; readonly clockWindowMs: number };
   readonly requests: { readonly attachTimeoutMs: number; readonly notifyRetryMs: number; readonly maxPendingPerDevice: number };
@@ -54,7 +62,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
   const base = dirname(file);
   c.unknownKeys(doc, '', TOP);
   const udp = c.table(doc, 'udp', 'udp', ['host', 'port']);
-  const tls = c.table(doc, 'tls', 'tls', ['host', 'port', 'cert_file', 'key_file']);
+  const tls = c.table(doc, 'tls', 'tls', ['host', 'port', 'cert_file', 'key_file', 'max_unidentified_connections']);
   const reg = c.table(doc, 'registry', 'registry', ['stale_after_ms', 'forget_after_ms', 'clock_window_ms']);
   const req = c.table(doc, 'requests', 'requests', ['attach_timeout_ms', 'notify_retry_ms', 'max_pending_per_device']);
   const rel = c.table(doc, 'relay', 'relay', ['max_sessions', 'bytes_per_second', 'max_duration_ms', 'join_timeout_ms']);
@@ -80,6 +88,11 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
       port: c.int(tls, 'port', 'tls.port', { default: DEFAULT_TLS_PORT, min: 0, max: 65535 }),
       certFile: resolve(base, c.str(tls, 'cert_file', 'tls.cert_file', { expect: 'the path of the server certificate (PEM)' })),
       keyFile: resolve(base, c.str(tls, 'key_file', 'tls.key_file', { expect: 'the path of the server private key (PEM)' })),
+      maxUnidentifiedConnections: c.int(tls, 'max_unidentified_connections', 'tls.max_unidentified_connections', {
+        default: MAX_UNIDENTIFIED_CONNECTIONS,
+        min: 1,
+        max: 1_000_000,
+      }),
     },
     registrationMasterKeyFile: resolve(
       base,

@@ -206,7 +206,7 @@ test('server: a valid document passes, with relative paths resolved against the 
   const s = checkServerSettings(parse(SERVER_TOML) as Record<string, unknown>, SERVER_FILE);
   t.is(s.logLevel, 'warn');
   t.deepEqual(s.udp, { host: '0.0.0.0', port: 7400 });
-  t.deepEqual(s.tls, { host: '::', port: 7443, certFile: '/etc/peerlink/server.crt', keyFile: '/srv/tls/server.key' });
+  t.deepEqual(s.tls, { host: '::', port: 7443, certFile: '/etc/peerlink/server.crt', keyFile: '/srv/tls/server.key', maxUnidentifiedConnections: 1000 });
   t.is(s.registrationMasterKeyFile, '/etc/peerlink/master.key');
   t.deepEqual(s.registry, { staleAfterMs: 90000, forgetAfterMs: 86400000, clockWindowMs: 60000 });
   t.deepEqual(s.requests, { attachTimeoutMs: 8000, notifyRetryMs: 500, maxPendingPerDevice: 8 });
