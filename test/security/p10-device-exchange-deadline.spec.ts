@@ -1,5 +1,5 @@
 /**
- * P11: the device's side of a request has one deadline, counted from the start of the exchange.
+ * P10 (the device exchange): the device's side of a request has one deadline, counted from the start of the exchange.
  * A device (or anyone holding its identity) that keeps sending CANDIDATES frames instead of its
  * verdict cannot hold the request — and the client waiting on it — open: at the deadline the
  * client gets DEVICE_NO_ANSWER and the server closes the device's connection.
