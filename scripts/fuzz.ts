@@ -46,7 +46,7 @@ const SETTLE_BEFORE_MS = 1_000;
 const MIB_KIB = 1024;
 
 /** Shares of the packets, by target. UDP is cheap and gets the bulk; TCP targets cost a connection each. */
-const SHARES = { registrationUdp: 0.48, probeUdp: 0.24, agentUdp: 0.23, reversePort: 0.02, tlsRaw: 0.015, tlsFrames: 0.015 } as const;
+const SHARES = { registrationUdp: 0.49, probeUdp: 0.24, agentUdp: 0.25, reversePort: 0.008, tlsRaw: 0.006, tlsFrames: 0.006 } as const;
 const STREAM_MAX_BYTES = 2048;
 const FRAME_FUZZ_MAX_BYTES = FRAME_HEADER_BYTES + FRAME_MAX_PAYLOAD_BYTES + 64;
 const REVERSE_FUZZ_MAX_BYTES = REVERSE_TOKEN_BYTES * 4;
@@ -110,6 +110,11 @@ async function settledSamples(sys: SystemUnderFuzz, before: Record<ProgramName, 
   return last;
 }
 
+/** Sockets a program still holds after the peer closed them: CLOSE_WAIT, and those the kernel already closed. */
+function heldAfterPeerClosed(states: Readonly<Record<string, number>>): number {
+  return (states.CLOSE_WAIT ?? 0) + (states.UNLISTED ?? 0);
+}
+
 async function main(): Promise<number> {
   const args = parse(process.argv.slice(2));
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-fuzz-'));
@@ -150,6 +155,7 @@ async function main(): Promise<number> {
     await sleep(SETTLE_BEFORE_MS);
     const before = { server: sampleProcess(sys.pids.server), agent: sampleProcess(sys.pids.agent) };
     const regBefore = await snapshotRegistrations(sys);
+    const heldBefore = { server: heldAfterPeerClosed(tcpStatesOf(sys.pids.server)), agent: heldAfterPeerClosed(tcpStatesOf(sys.pids.agent)) };
     const prober = createClientProber({ setup: s, service: ECHO_SERVICE });
     prober.start();
     const killer = args.kill
@@ -193,6 +199,9 @@ async function main(): Promise<number> {
     }
     say(`  mutants by strategy (udp): ${JSON.stringify(mutators.udp.counts())}`);
     say(`  server registration outcomes (metrics, whole life): ${JSON.stringify(outcomes)}`);
+    const parsed = Object.values(outcomes).reduce((a, b) => a + b, 0);
+    // The rest never reached the program: the kernel drops datagrams when the server's socket buffer is full.
+    say(`  the server handled ${parsed} of the ${floodStats[0]!.packets} datagrams sent to its registration port`);
     const loss = regAfter ? registrationLoss(regBefore, regAfter) : null;
     say(`  real agent registrations: ${loss ? `sent ${loss.sent}, accepted ${loss.accepted}, no-ack warnings ${loss.noAck}, lost ${loss.lost}` : 'not measurable (a program crashed)'}`);
     const client = prober.stats();
@@ -206,9 +215,9 @@ async function main(): Promise<number> {
       for (const w of sys.logs(p).warnings.slice(0, 5)) say(`    ${p} warned: ${w.slice(0, 240)}`);
     }
     const crashes = sys.crashes();
-    const closeWait = (p: ProgramName): number => tcpStates[p].CLOSE_WAIT ?? 0;
+    const held = (p: ProgramName): number => heldAfterPeerClosed(tcpStates[p]) - heldBefore[p];
     // Sockets the peer closed and the program never did: the known leaks (server CLOSE_WAIT, reverse port half-closed).
-    say(`leaked half-closed sockets (CLOSE_WAIT): server ${closeWait('server')}, agent ${closeWait('agent')}`);
+    say(`leaked sockets the peer had closed (CLOSE_WAIT or closed, descriptor still held): server ${held('server')}, agent ${held('agent')}`);
     for (const c of crashes) say(`  CRASH: ${c.program} exited (code ${c.code}, signal ${c.signal}) at +${c.atMs} ms${args.kill === c.program ? ' (the --kill self-test)' : ''}`);
     const figures: FuzzFigures = {
       packets,

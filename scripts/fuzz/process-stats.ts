@@ -42,7 +42,11 @@ export function udpPortsOf(pid: number): number[] {
   return ports;
 }
 
-/** TCP sockets of the process by state name (CLOSE_WAIT is how a leaked half-closed socket shows). */
+/**
+ * TCP sockets of the process by state name (CLOSE_WAIT is how a leaked half-closed socket shows),
+ * and UNLISTED: socket descriptors in no TCP or UDP table, i.e. connections the kernel has already
+ * closed (reset, or fully closed) whose descriptor the program still holds (or unix sockets).
+ */
 export function tcpStatesOf(pid: number): Record<string, number> {
   const names: Record<string, string> = {
     '01': 'ESTABLISHED', '02': 'SYN_SENT', '03': 'SYN_RECV', '04': 'FIN_WAIT1', '05': 'FIN_WAIT2', '06': 'TIME_WAIT',
@@ -50,7 +54,8 @@ export function tcpStatesOf(pid: number): Record<string, number> {
   };
   const inodes = socketInodes(pid);
   const out: Record<string, number> = {};
-  for (const table of ['tcp', 'tcp6']) {
+  const listed = new Set<string>();
+  for (const table of ['tcp', 'tcp6', 'udp', 'udp6']) {
     let text = '';
     try {
       text = readFileSync(`/proc/${pid}/net/${table}`, 'utf8');
@@ -60,10 +65,14 @@ export function tcpStatesOf(pid: number): Record<string, number> {
     for (const line of text.split('\n').slice(1)) {
       const f = line.trim().split(/\s+/);
       if (f.length > 9 && inodes.has(f[9]!)) {
+        listed.add(f[9]!);
+        if (table.startsWith('udp')) continue;
         const state = names[f[3]!] ?? f[3]!;
         out[state] = (out[state] ?? 0) + 1;
       }
     }
   }
+  const unlisted = [...inodes].filter((i) => !listed.has(i)).length;
+  if (unlisted > 0) out.UNLISTED = unlisted;
   return out;
 }
