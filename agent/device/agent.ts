@@ -194,7 +194,12 @@ export function createAgent(input: AgentOptions): Agent {
       aborter = new AbortController();
       logger.info({ server: settings.server.host, services: [...settings.services.keys()] }, 'agent starting');
       if (settings.reverse.enabled) {
-        const listener = createReverseListener({ port: settings.reverse.listenPort, logger });
+        const listener = createReverseListener({
+          port: settings.reverse.listenPort,
+          logger,
+          tokenTimeoutMs: settings.reverse.tokenTimeoutMs,
+          maxPending: settings.reverse.maxPending,
+        });
         await listener.start();
         reverseListener = listener;
         logger.info({ port: listener.port() }, 'reverse port listening');
