@@ -35,6 +35,8 @@ export interface AgentSettings {
   readonly dial: {
     readonly allowLoopback: boolean;
     readonly allowLinkLocal: boolean;
+    /** Private, CGN and ULA clients even when the server is on a public address (address-policy.ts). */
+    readonly allowPrivate: boolean;
     readonly connectTimeoutMs: number;
     /** How long the direct dial may take before the relay is used. */
     readonly directTimeoutMs: number;
@@ -75,7 +77,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
   const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name', 'probe_port']);
   const reg = c.table(doc, 'registration', 'registration', ['interval_ms', 'local_port']);
   const ka = c.table(doc, 'keepalive', 'keepalive', ['mode', 'min_interval_ms', 'max_interval_ms']);
-  const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'connect_timeout_ms', 'direct_timeout_ms', 'relay_after_ms', 'hole_punch', 'max_concurrent']);
+  const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'allow_private', 'connect_timeout_ms', 'direct_timeout_ms', 'relay_after_ms', 'hole_punch', 'max_concurrent']);
   const rev = c.table(doc, 'reverse', 'reverse', ['enabled', 'listen_port', 'port_mapping', 'mapping_renew_ms', 'token_timeout_ms', 'max_pending']);
   const svc = c.table(doc, 'services', 'services', Object.keys((doc.services as object | undefined) ?? {}));
   const host = c.str(server, 'host', 'server.host', { expect: 'the rendezvous server host name or address' });
@@ -122,6 +124,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
     dial: {
       allowLoopback: c.bool(dial, 'allow_loopback', 'dial.allow_loopback', false),
       allowLinkLocal: c.bool(dial, 'allow_link_local', 'dial.allow_link_local', false),
+      allowPrivate: c.bool(dial, 'allow_private', 'dial.allow_private', false),
       connectTimeoutMs: c.int(dial, 'connect_timeout_ms', 'dial.connect_timeout_ms', { default: PEER_CONNECT_TIMEOUT_MS, min: 100, max: 120_000 }),
       directTimeoutMs: c.int(dial, 'direct_timeout_ms', 'dial.direct_timeout_ms', { default: DIRECT_DIAL_TIMEOUT_MS, min: 100, max: 120_000 }),
       relayAfterMs: c.int(dial, 'relay_after_ms', 'dial.relay_after_ms', { default: RELAY_AFTER_MS, min: 0, max: 120_000 }),
