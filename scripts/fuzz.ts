@@ -12,6 +12,7 @@
  * least this long, so that the real agent registers during the flood; 0 = flat out),
  * --kill server|agent (self-test: SIGKILL that program mid-run; the run must then fail).
  */
+import { TLS_HANDSHAKE_TIMEOUT_MS } from '../agent/protocol/constants.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,10 +39,12 @@ const MAX_FUZZ_MS = 10 * 60_000;
 /** Connect attempts the real client makes at the least, even in a short run. */
 const MIN_CONNECT_ATTEMPTS = 2;
 const MIN_CONNECTS_WAIT_MS = 45_000;
-/** After the run: how long descriptors may take to be released (timers, lingering closes). */
-const FD_SETTLE_MS = 5_000;
+/**
+ * After the run: how long descriptors may take to be released. The longest deadline of a listener
+ * is the TLS port's: a handshake (10 s) and then a first frame (10 s) before a connection is dropped.
+ */
+const FD_SETTLE_MS = 2 * TLS_HANDSHAKE_TIMEOUT_MS + 2_000;
 const FD_POLL_MS = 250;
-const FD_STABLE_MS = 1_500;
 const SETTLE_BEFORE_MS = 1_000;
 const MIB_KIB = 1024;
 
@@ -89,23 +92,16 @@ function trySample(pid: number): ProcessSample | null {
   }
 }
 
-/**
- * Poll until both programs' descriptor counts are back to the baseline or have not changed for
- * FD_STABLE_MS (a leak does not go back), within FD_SETTLE_MS.
- */
+/** Poll until both programs' descriptor counts are back to the baseline, within FD_SETTLE_MS (every listener's deadline). */
 async function settledSamples(sys: SystemUnderFuzz, before: Record<ProgramName, ProcessSample | null>): Promise<Record<ProgramName, ProcessSample | null>> {
   const sample = (): Record<ProgramName, ProcessSample | null> => ({ server: trySample(sys.pids.server), agent: trySample(sys.pids.agent) });
-  const fds = (s: Record<ProgramName, ProcessSample | null>): string => `${s.server?.fds}/${s.agent?.fds}`;
   const end = performance.now() + FD_SETTLE_MS;
   let last = sample();
-  let stableSince = performance.now();
   while (performance.now() < end) {
     const back = (['server', 'agent'] as const).every((p) => !last[p] || !before[p] || last[p]!.fds <= before[p]!.fds);
-    if (back || performance.now() - stableSince >= FD_STABLE_MS) break;
+    if (back) break;
     await sleep(FD_POLL_MS);
-    const next = sample();
-    if (fds(next) !== fds(last)) stableSince = performance.now();
-    last = next;
+    last = sample();
   }
   return last;
 }

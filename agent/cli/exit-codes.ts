@@ -9,6 +9,7 @@ export const EXIT_CODES: Readonly<Partial<Record<ErrorCode, number>>> = Object.f
   [ErrorCodes.CONFIG_INVALID]: 3,
   [ErrorCodes.IDENTITY_INVALID]: 3,
   [ErrorCodes.IDENTITY_PERMISSIONS]: 3,
+  [ErrorCodes.SECRET_FILE_PERMISSIONS]: 3,
   [ErrorCodes.OPTIONS_INVALID]: EXIT_USAGE,
   [ErrorCodes.UNKNOWN_DEVICE]: 10,
   [ErrorCodes.DEVICE_STALE]: 11,

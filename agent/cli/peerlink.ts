@@ -5,6 +5,7 @@
  *                  [--accept HOST:PORT] [--advertise-port N] [--server-name NAME] [--log-level L]
  */
 import { readFile } from 'node:fs/promises';
+import { readSecretFile } from '../common/secret-file.js';
 import { parseArgs } from 'node:util';
 import { createClient } from '../client/client.js';
 import { createLocalForward } from '../client/local-forward.js';
@@ -97,7 +98,10 @@ async function main(): Promise<void> {
     }
   };
   const caPem = await readText(v.ca!, '--ca');
-  const password = uri && !v['password-file'] ? uri.password : (await readText(v['password-file']!, '--password-file')).split('\n')[0]!.trim();
+  const password =
+    uri && !v['password-file']
+      ? uri.password
+      : (await readSecretFile(v['password-file']!, { what: 'the device password', label: `--password-file ${v['password-file']}` })).split('\n')[0]!.trim();
   if (!password) throw new ConfigError([`--password-file ${v['password-file']}: the first line is empty`]);
 
   const logger = createLogger({ name: PROGRAM, level: v['log-level'] ?? 'warn', destination: 2 });

@@ -2,11 +2,19 @@
  * `--listen`: a local TCP port that carries each accepted connection through its own tunnel
  * to the device's service (like `ssh -L`). The first tunnel may be opened ahead of time, so
  * that a wrong password or an offline device is reported at start, not at first use.
+ * P10: each local connection costs a request to the server until its tunnel is up, so at most
+ * `maxPending` wait at once (more are dropped at once) and each waits at most `openTimeoutMs`;
+ * one that closes meanwhile cancels its request. A half-close while waiting is kept (and passed on
+ * once the tunnel is up): `printf 'GET / ...' | nc -N` is a legitimate client.
  */
 import { closeServer, listenOn } from '../common/listen.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { Counters } from '../common/counters.js';
+import { rejectUnknownKeys } from '../common/options.js';
 import { join } from '../common/pipe.js';
+import { createPreAuthGate } from '../common/preauth-gate.js';
+import { LOCAL_FORWARD_MAX_PENDING_CONNECTIONS } from '../protocol/constants.js';
 import type { HostPort } from '../common/endpoint-parse.js';
 import type { Client, Tunnel } from './client.js';
 
@@ -16,39 +24,78 @@ export interface LocalForwardOptions {
   readonly logger: Logger;
   /** A tunnel already open, used for the first local connection. */
   readonly first?: Tunnel;
+  /** Local connections waiting for their tunnel at once; more are destroyed at once ('overCap'). */
+  readonly maxPending?: number;
+  /** From accept until the tunnel must be up. */
+  readonly openTimeoutMs?: number;
 }
+
+/** Longer than a client's own worst case (the server's answer, then the peer handshake). */
+export const LOCAL_FORWARD_OPEN_TIMEOUT_MS = 60_000;
+export const LOCAL_FORWARD_COUNTERS = ['served', 'openFailed', 'overCap'] as const;
 
 export interface LocalForward {
   start(): Promise<{ address: string; port: number }>;
   stop(): Promise<void>;
+  readonly counters: Counters<(typeof LOCAL_FORWARD_COUNTERS)[number]>;
 }
 
-export function createLocalForward(o: LocalForwardOptions): LocalForward {
-  let spare: Tunnel | undefined = o.first;
+export function createLocalForward(input: LocalForwardOptions): LocalForward {
+  rejectUnknownKeys('local forward options', input, ['client', 'listen', 'logger', 'first', 'maxPending', 'openTimeoutMs']);
+  const o = Object.freeze({
+    client: input.client,
+    listen: input.listen,
+    logger: input.logger,
+    maxPending: input.maxPending ?? LOCAL_FORWARD_MAX_PENDING_CONNECTIONS,
+    openTimeoutMs: input.openTimeoutMs ?? LOCAL_FORWARD_OPEN_TIMEOUT_MS,
+  });
+  let spare: Tunnel | undefined = input.first;
+  const counters = new Counters(LOCAL_FORWARD_COUNTERS);
+  const gate = createPreAuthGate({ maxPending: o.maxPending, deadlineMs: o.openTimeoutMs });
   const conns = new Set<Socket>();
   const aborter = new AbortController();
   let server: Server | null = null;
 
   async function serve(local: Socket): Promise<void> {
-    conns.add(local);
-    local.once('close', () => conns.delete(local));
+    local.on('error', () => undefined); // a reset while waiting; join() handles the rest
     local.pause();
+    // Cancelled when the deadline passes or the local end closes first.
+    const cancel = new AbortController();
+    const admission = gate.admit(local, () => cancel.abort());
+    if (!admission) {
+      counters.inc('overCap');
+      return;
+    }
+    conns.add(local);
+    local.once('close', () => {
+      conns.delete(local);
+      cancel.abort();
+    });
     let tunnel: Tunnel;
     try {
       if (spare && !spare.stream.destroyed) {
         tunnel = spare;
         spare = undefined;
-      } else tunnel = await o.client.open(aborter.signal);
+      } else tunnel = await o.client.open(AbortSignal.any([aborter.signal, cancel.signal]));
     } catch (err) {
-      o.logger.error({ err: (err as Error).message, code: (err as { code?: string }).code }, 'could not open a tunnel for a local connection');
+      counters.inc('openFailed');
+      if (!cancel.signal.aborted) o.logger.error({ err: (err as Error).message, code: (err as { code?: string }).code }, 'could not open a tunnel for a local connection');
       local.destroy();
       return;
+    } finally {
+      admission.done();
     }
+    if (local.destroyed) {
+      tunnel.stream.destroy();
+      return;
+    }
+    counters.inc('served');
     local.resume();
     await join(local, tunnel.stream);
   }
 
   return {
+    counters,
     async start() {
       const s = createServer({ allowHalfOpen: true }, (sock) => void serve(sock));
       await listenOn(s, o.listen.port, o.listen.host);

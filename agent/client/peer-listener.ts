@@ -2,13 +2,19 @@
  * Where the device's direct connection (S208) arrives: a TLS 1.3 PSK listener. Each expected
  * connection is registered under its client nonce; the PSK identity the device sends names that
  * nonce and the device's own, from which the session key is derived (P4). Anything else (port
- * scans, a stranger, a wrong key) fails the handshake and is dropped.
+ * scans, a stranger, a wrong key) fails the handshake and is dropped. P10: the handshake must
+ * complete within `handshakeTimeoutMs` of the accept, whatever the peer does (half-close, silence,
+ * a trickle), and at most `maxPending` connections may be before it at once; more are dropped.
+ * A plain TCP server wrapping each admitted socket itself (rather than tls.createServer), so that
+ * the gate holds the raw socket from its accept.
  */
 import { closeServer, listenOn } from '../common/listen.js';
-import { createServer, type Server, type TLSSocket } from 'node:tls';
-import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import { createServer, type Server, type Socket } from 'node:net';
 import { Counters } from '../common/counters.js';
-import { TUNNEL_CIPHER, TUNNEL_KEEPALIVE_MS, TUNNEL_PSK_IDENTITY_PREFIX } from '../protocol/constants.js';
+import { rejectUnknownKeys } from '../common/options.js';
+import { createPreAuthGate } from '../common/preauth-gate.js';
+import { PEER_MAX_PENDING_CONNECTIONS, TLS_HANDSHAKE_TIMEOUT_MS, TUNNEL_CIPHER, TUNNEL_KEEPALIVE_MS, TUNNEL_PSK_IDENTITY_PREFIX } from '../protocol/constants.js';
 import { deriveTunnelPsk, NONCE_BYTES } from '../protocol/keys.js';
 
 export interface Expected {
@@ -24,7 +30,18 @@ export interface PeerListener {
   stop(): Promise<void>;
   address(): { address: string; port: number };
   expect(e: Expected): () => void;
-  readonly counters: Counters<'accepted' | 'unexpected' | 'handshakeFailed'>;
+  readonly counters: Counters<(typeof PEER_COUNTERS)[number]>;
+}
+
+export const PEER_COUNTERS = ['accepted', 'unexpected', 'handshakeFailed', 'handshakeTimeout', 'overCap'] as const;
+
+export interface PeerListenerOptions {
+  readonly host: string;
+  readonly port: number;
+  /** From accept to a completed handshake. */
+  readonly handshakeTimeoutMs?: number;
+  /** Connections before their handshake at once; more are destroyed at once ('overCap'). */
+  readonly maxPending?: number;
 }
 
 export function parsePskIdentity(identity: string): { clientNonce: Buffer; deviceNonce: Buffer } | null {
@@ -42,12 +59,79 @@ export function pskFor(e: Pick<Expected, 'clientNonce' | 'accessKey' | 'equipmen
   return deriveTunnelPsk(e.accessKey, e.clientNonce, ids.deviceNonce, e.equipmentId, e.service);
 }
 
-export function createPeerListener(opts: { readonly host: string; readonly port: number }): PeerListener {
+export function createPeerListener(input: PeerListenerOptions): PeerListener {
+  rejectUnknownKeys('peer listener options', input, ['host', 'port', 'handshakeTimeoutMs', 'maxPending']);
+  const o = Object.freeze({
+    host: input.host,
+    port: input.port,
+    handshakeTimeoutMs: input.handshakeTimeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS,
+    maxPending: input.maxPending ?? PEER_MAX_PENDING_CONNECTIONS,
+  });
   const expected = new Map<string, Expected>();
-  const matched = new WeakMap<Socket, Expected>();
-  const counters = new Counters(['accepted', 'unexpected', 'handshakeFailed'] as const);
+  const counters = new Counters(PEER_COUNTERS);
+  const gate = createPreAuthGate({ maxPending: o.maxPending, deadlineMs: o.handshakeTimeoutMs });
   const open = new Set<Socket>();
   let server: Server | null = null;
+
+  function onConnection(raw: Socket): void {
+    raw.on('error', () => undefined);
+    const admission = gate.admit(raw, () => counters.inc('handshakeTimeout'));
+    if (!admission) {
+      counters.inc('overCap');
+      return;
+    }
+    open.add(raw);
+    raw.once('close', () => open.delete(raw));
+    let matched: Expected | undefined;
+    const sock = new TLSSocket(raw, {
+      isServer: true,
+      ciphers: TUNNEL_CIPHER,
+      minVersion: 'TLSv1.3',
+      maxVersion: 'TLSv1.3',
+      pskCallback: (_socket: TLSSocket, identity: string) => {
+        const ids = parsePskIdentity(identity);
+        const e = ids ? expected.get(ids.clientNonce.toString('hex')) : undefined;
+        if (!ids || !e) {
+          counters.inc('unexpected');
+          return null;
+        }
+        matched = e;
+        return deriveTunnelPsk(e.accessKey, e.clientNonce, ids.deviceNonce, e.equipmentId, e.service);
+      },
+    } as ConstructorParameters<typeof TLSSocket>[1]);
+    // Half-close must cross the tunnel once it is up: a client that shuts down writing still reads
+    // the answer. Before the handshake, an end means the peer gave up: drop it.
+    sock.allowHalfOpen = true;
+    const onEarlyEnd = (): void => {
+      counters.inc('handshakeFailed');
+      sock.destroy();
+      raw.destroy();
+    };
+    sock.once('end', onEarlyEnd);
+    sock.once('error', () => {
+      counters.inc('handshakeFailed');
+      sock.destroy();
+      raw.destroy();
+    });
+    raw.once('close', () => sock.destroy());
+    sock.once('secure', () => {
+      admission.done();
+      sock.off('end', onEarlyEnd);
+      sock.removeAllListeners('error');
+      sock.on('error', () => undefined); // reported by whoever reads the stream next
+      const e = matched;
+      // Single use: the first device connection for a nonce wins; later ones are refused.
+      if (!e || expected.get(e.clientNonce.toString('hex')) !== e) {
+        counters.inc('unexpected');
+        sock.destroy();
+        return;
+      }
+      expected.delete(e.clientNonce.toString('hex'));
+      counters.inc('accepted');
+      raw.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
+      e.resolve(sock);
+    });
+  }
 
   return {
     counters,
@@ -59,42 +143,8 @@ export function createPeerListener(opts: { readonly host: string; readonly port:
       };
     },
     async start() {
-      const s = createServer({
-        // Half-close must cross the tunnel: a client that shuts down writing still reads the answer.
-        allowHalfOpen: true,
-        ciphers: TUNNEL_CIPHER,
-        minVersion: 'TLSv1.3',
-        maxVersion: 'TLSv1.3',
-        pskCallback: (socket, identity) => {
-          const ids = parsePskIdentity(identity);
-          const e = ids ? expected.get(ids.clientNonce.toString('hex')) : undefined;
-          if (!ids || !e) {
-            counters.inc('unexpected');
-            return null;
-          }
-          matched.set(socket, e);
-          return deriveTunnelPsk(e.accessKey, e.clientNonce, ids.deviceNonce, e.equipmentId, e.service);
-        },
-      });
-      s.on('connection', (sock: Socket) => {
-        open.add(sock);
-        sock.once('close', () => open.delete(sock));
-      });
-      s.on('secureConnection', (sock: TLSSocket) => {
-        const e = matched.get(sock);
-        // Single use: the first device connection for a nonce wins; later ones are refused.
-        if (!e || expected.get(e.clientNonce.toString('hex')) !== e) {
-          counters.inc('unexpected');
-          sock.destroy();
-          return;
-        }
-        expected.delete(e.clientNonce.toString('hex'));
-        counters.inc('accepted');
-        sock.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
-        e.resolve(sock);
-      });
-      s.on('tlsClientError', () => counters.inc('handshakeFailed'));
-      await listenOn(s, opts.port, opts.host);
+      const s = createServer({ allowHalfOpen: true }, onConnection);
+      await listenOn(s, o.port, o.host);
       server = s;
     },
     async stop() {

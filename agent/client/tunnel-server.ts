@@ -36,10 +36,14 @@ export function acceptTunnel(carrier: Duplex, expected: ExpectedTunnel, timeoutM
       (carrier as Partial<Socket>).setKeepAlive?.(true, TUNNEL_KEEPALIVE_MS);
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
+      inner.off('end', onEarlyEnd);
       inner.removeAllListeners('error');
       inner.on('error', () => undefined); // reported by whoever reads the stream next
       resolve(inner);
     });
+    // P10: a carrier that ends before the handshake will never complete it: fail now, not at the timeout.
+    const onEarlyEnd = (): void => fail(new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the connection ${what} ended before the end-to-end handshake`));
+    inner.once('end', onEarlyEnd);
     inner.once('error', (err) => fail(new PeerlinkError(ErrorCodes.AUTH_FAILED, `end-to-end handshake ${what} failed: ${err.message}`, { cause: err })));
   });
 }

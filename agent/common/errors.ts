@@ -26,6 +26,12 @@ export const ErrorCodes = {
   RATE_LIMITED: 'PEERLINK_ERR_RATE_LIMITED',
   SERVER_DEGRADED: 'PEERLINK_ERR_SERVER_DEGRADED',
   ABORTED: 'PEERLINK_ERR_ABORTED',
+  /** A gateway (UPnP) answered with an error, or not as the protocol says. */
+  UPNP_FAILED: 'PEERLINK_ERR_UPNP_FAILED',
+  /** A peer's answer exceeded the bytes we read of it; the read was cut off there. */
+  RESPONSE_TOO_LARGE: 'PEERLINK_ERR_RESPONSE_TOO_LARGE',
+  /** A secret file (password, private key) that group or others may read. */
+  SECRET_FILE_PERMISSIONS: 'PEERLINK_ERR_SECRET_FILE_PERMISSIONS',
   INTERNAL: 'PEERLINK_ERR_INTERNAL',
 } as const;
 

@@ -69,8 +69,8 @@ export function createAgent(input: AgentOptions): Agent {
   });
   let replayMark: ReplayMark | null = null;
   /** S207, then the accepted request's timestamp on disk before the device acts on it (P12). */
-  const authorizeAndMark = async (fwd: Forwarded, serverNowMs: number): Promise<Decision> => {
-    const d = authorize(fwd, serverNowMs);
+  const authorizeAndMark = async (fwd: Forwarded, serverNowMs: number, serverAddress: string): Promise<Decision> => {
+    const d = authorize(fwd, serverNowMs, serverAddress);
     if (d.status === Status.OK) await replayMark?.accept(d.request.timestampMs);
     return d;
   };
@@ -209,7 +209,12 @@ export function createAgent(input: AgentOptions): Agent {
       logger.info({ server: settings.server.host, services: [...settings.services.keys()] }, 'agent starting');
       replayMark ??= await openReplayMark({ stateDir: settings.stateDir, logger });
       if (settings.reverse.enabled) {
-        const listener = createReverseListener({ port: settings.reverse.listenPort, logger });
+        const listener = createReverseListener({
+          port: settings.reverse.listenPort,
+          logger,
+          tokenTimeoutMs: settings.reverse.tokenTimeoutMs,
+          maxPending: settings.reverse.maxPending,
+        });
         await listener.start();
         reverseListener = listener;
         logger.info({ port: listener.port() }, 'reverse port listening');

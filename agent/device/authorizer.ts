@@ -2,7 +2,8 @@
  * S207: decide whether a forwarded request may be served. The request must carry a valid tag
  * under the device's access key (the client knows the password), be addressed to this device
  * and the advertised port the server relayed, be fresh, be new, name an allowed service, and
- * the address to dial must be one the settings allow (P3). Only then does the device dial.
+ * the address to dial must be one the settings allow, given where the device reached the server
+ * (P3, common/address-policy.ts). Only then does the device dial.
  */
 import { mayDial, type DialPolicy } from '../common/address-policy.js';
 import type { HostPort } from '../common/endpoint-parse.js';
@@ -33,9 +34,12 @@ export interface Forwarded {
   readonly sealedRequest: Buffer;
 }
 
-export function createAuthorizer(options: AuthorizerOptions): (fwd: Forwarded, serverNowMs: number) => Decision {
+/** `serverAddress`: the peer address of the TLS connection the request came over. */
+export type Authorize = (fwd: Forwarded, serverNowMs: number, serverAddress: string) => Decision;
+
+export function createAuthorizer(options: AuthorizerOptions): Authorize {
   const tagKey = deriveRequestTagKey(options.accessKey);
-  return (fwd, now) => {
+  return (fwd, now, serverAddress) => {
     let parsed;
     try {
       parsed = parseRequest(fwd.sealedRequest);
@@ -56,8 +60,8 @@ export function createAuthorizer(options: AuthorizerOptions): (fwd: Forwarded, s
     }
     const target = options.services().get(req.service);
     if (!target) return { status: Status.SERVICE_REFUSED, reason: `service ${req.service} is not in the allow-list` };
-    if (!mayDial(fwd.client.address, options.dialPolicy())) {
-      return { status: Status.DIAL_REFUSED, reason: `address ${fwd.client.address} is not allowed by dial settings` };
+    if (!mayDial(fwd.client.address, options.dialPolicy(), serverAddress)) {
+      return { status: Status.DIAL_REFUSED, reason: `address ${fwd.client.address} is not allowed by dial settings (server at ${serverAddress})` };
     }
     // Remembered last, so a refused request does not use up its nonce.
     const seen = options.replayCache.check(req.clientNonce, req.timestampMs + options.freshnessMs, now);

@@ -3,10 +3,10 @@
  * certificate that signs the rendezvous server. Written once at the factory (mode 0600),
  * never edited in the field. The agent refuses a file that group or others can read (P7).
  */
-import { readFile, stat } from 'node:fs/promises';
 import { X509Certificate } from 'node:crypto';
 import { parse as parseToml, stringify as stringifyToml } from 'smol-toml';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
+import { readSecretFile } from '../common/secret-file.js';
 import { KEY_BYTES } from '../protocol/keys.js';
 import { EQUIPMENT_ID_PATTERN } from '../protocol/constants.js';
 
@@ -87,24 +87,12 @@ export function parseIdentity(text: string, file: string): DeviceIdentity {
   return Object.freeze({ equipmentId: id as string, registrationKey, accessKey, caCert: caCert as string });
 }
 
-/** Read and check an identity file; refuses one that group or others may read (P7). */
+/** Read and check an identity file; refuses one that group or others may read (P7), checked on the descriptor read. */
 export async function loadIdentity(file: string): Promise<DeviceIdentity> {
-  let text: string;
-  try {
-    const st = await stat(file);
-    if ((st.mode & 0o077) !== 0) {
-      throw new ConfigError(
-        [`${file}: mode ${(st.mode & 0o777).toString(8)} lets group or others read the device secret; expected 600 (chmod 600 ${file})`],
-        { code: ErrorCodes.IDENTITY_PERMISSIONS },
-      );
-    }
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    throw new ConfigError([`${file}: cannot read identity file: ${(err as Error).message}`], {
-      cause: err,
-      code: ErrorCodes.IDENTITY_INVALID,
-    });
-  }
+  const text = await readSecretFile(file, {
+    what: 'the device secret',
+    permissionsCode: ErrorCodes.IDENTITY_PERMISSIONS,
+    readErrorCode: ErrorCodes.IDENTITY_INVALID,
+  });
   return parseIdentity(text, file);
 }

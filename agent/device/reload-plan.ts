@@ -24,6 +24,8 @@ export const RESTART_REQUIRED_KEYS = [
   'reverse.listen_port',
   'reverse.port_mapping',
   'reverse.mapping_renew_ms',
+  'reverse.token_timeout_ms',
+  'reverse.max_pending',
 ] as const;
 
 const read: Record<(typeof RESTART_REQUIRED_KEYS)[number], (s: AgentSettings) => unknown> = {
@@ -43,6 +45,8 @@ const read: Record<(typeof RESTART_REQUIRED_KEYS)[number], (s: AgentSettings) =>
   'reverse.listen_port': (s) => s.reverse.listenPort,
   'reverse.port_mapping': (s) => s.reverse.portMapping,
   'reverse.mapping_renew_ms': (s) => s.reverse.mappingRenewMs,
+  'reverse.token_timeout_ms': (s) => s.reverse.tokenTimeoutMs,
+  'reverse.max_pending': (s) => s.reverse.maxPending,
 };
 
 /** The restart-required keys whose value differs between the running and the new settings. */

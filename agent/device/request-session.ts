@@ -22,7 +22,7 @@ import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate } from '../pro
 import { ATTACH_EXPORTER_LABEL, attachProof, equalBytes, KEY_BYTES, reverseToken } from '../protocol/keys.js';
 import { Status } from '../protocol/status.js';
 import type { DeviceIdentity } from './identity.js';
-import type { Decision, Forwarded } from './authorizer.js';
+import type { Authorize, Decision } from './authorizer.js';
 import { connectService, dialClient, type DialOptions } from './dialer.js';
 import { connectToServer } from './server-channel.js';
 import { firstFulfilled } from '../common/first-fulfilled.js';
@@ -30,7 +30,8 @@ import { firstFulfilled } from '../common/first-fulfilled.js';
 export interface SessionContext {
   readonly identity: DeviceIdentity;
   readonly server: { readonly host: string; readonly port: number; readonly serverName: string };
-  readonly authorize: (fwd: Forwarded, serverNowMs: number) => Decision | Promise<Decision>;
+  /** S207 (authorizer.ts), then what must happen before the device acts (the replay mark, P12). */
+  readonly authorize: (...args: Parameters<Authorize>) => Decision | Promise<Decision>;
   readonly serverNow: () => number;
   readonly observeServerTime: (serverTimeMs: number, localMs: number) => void;
   readonly dialTimeoutMs: number;
@@ -114,7 +115,8 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       log.warn('server sent something other than the forwarded request');
       return { status: Status.BAD_REQUEST, bytesToClient: 0, bytesFromClient: 0 };
     }
-    const decision = await ctx.authorize(fwd, ctx.serverNow());
+    // Where we reached the server decides whether a private client address is plausible (P3).
+    const decision = await ctx.authorize(fwd, ctx.serverNow(), tls.remoteAddress ?? '');
     let status: number = decision.status;
     if (decision.status !== Status.OK) {
       log.warn({ status: decision.status, reason: decision.reason, client: formatEndpoint(fwd.client) }, 'S207 request refused');

@@ -3,7 +3,9 @@
  * port to it (UPnP / NAT-PMP) or the device has a public address, the client dials it. A client
  * names its request with a token only the two ends can compute (keys.reverseToken); the device
  * then runs the same TLS-PSK channel over that connection as over its own dial. Connections that
- * do not name an awaited request within the token timeout are dropped and counted.
+ * do not name an awaited request within the token timeout are dropped and counted (P10): also one
+ * that half-closes first (the server allows half-open connections for the tunnels that follow),
+ * and any beyond `maxPending` connections still before their token.
  */
 import { closeServer, listenOn } from '../common/listen.js';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -11,10 +13,11 @@ import type { Logger } from 'pino';
 import { Counters } from '../common/counters.js';
 import { abortError } from '../common/errors.js';
 import { rejectUnknownKeys } from '../common/options.js';
-import { REVERSE_TOKEN_TIMEOUT_MS } from '../protocol/constants.js';
+import { createPreAuthGate } from '../common/preauth-gate.js';
+import { REVERSE_MAX_PENDING_CONNECTIONS, REVERSE_TOKEN_TIMEOUT_MS } from '../protocol/constants.js';
 import { REVERSE_TOKEN_BYTES } from '../protocol/keys.js';
 
-export const REVERSE_COUNTERS = ['accepted', 'unknownToken', 'noToken'] as const;
+export const REVERSE_COUNTERS = ['accepted', 'unknownToken', 'noToken', 'overCap'] as const;
 
 export interface ReverseListenerOptions {
   readonly host?: string;
@@ -22,6 +25,8 @@ export interface ReverseListenerOptions {
   readonly port: number;
   readonly logger: Logger;
   readonly tokenTimeoutMs?: number;
+  /** Connections still before their token at once; more are destroyed at once ('overCap'). */
+  readonly maxPending?: number;
 }
 
 export interface ReverseListener {
@@ -34,29 +39,37 @@ export interface ReverseListener {
 }
 
 export function createReverseListener(input: ReverseListenerOptions): ReverseListener {
-  rejectUnknownKeys('reverse listener options', input, ['host', 'port', 'logger', 'tokenTimeoutMs']);
-  const o = Object.freeze({ host: input.host ?? '0.0.0.0', port: input.port, logger: input.logger, tokenTimeoutMs: input.tokenTimeoutMs ?? REVERSE_TOKEN_TIMEOUT_MS });
+  rejectUnknownKeys('reverse listener options', input, ['host', 'port', 'logger', 'tokenTimeoutMs', 'maxPending']);
+  const o = Object.freeze({
+    host: input.host ?? '0.0.0.0',
+    port: input.port,
+    logger: input.logger,
+    tokenTimeoutMs: input.tokenTimeoutMs ?? REVERSE_TOKEN_TIMEOUT_MS,
+    maxPending: input.maxPending ?? REVERSE_MAX_PENDING_CONNECTIONS,
+  });
   const counters = new Counters(REVERSE_COUNTERS);
+  const gate = createPreAuthGate({ maxPending: o.maxPending, deadlineMs: o.tokenTimeoutMs });
   const waiting = new Map<string, (s: Socket) => void>();
   const open = new Set<Socket>();
   let server: Server | null = null;
 
   function onConnection(sock: Socket): void {
+    sock.on('error', () => undefined);
+    const admission = gate.admit(sock, () => counters.inc('noToken'));
+    if (!admission) {
+      counters.inc('overCap');
+      return;
+    }
     open.add(sock);
     sock.once('close', () => open.delete(sock));
-    sock.on('error', () => undefined);
-    sock.pause();
     let got = Buffer.alloc(0);
-    const timer = setTimeout(() => {
-      counters.inc('noToken');
-      sock.destroy();
-    }, o.tokenTimeoutMs);
     const onReadable = (): void => {
       let chunk: Buffer | null;
       while (got.length < REVERSE_TOKEN_BYTES && (chunk = sock.read(REVERSE_TOKEN_BYTES - got.length) as Buffer | null) !== null) got = Buffer.concat([got, chunk]);
       if (got.length < REVERSE_TOKEN_BYTES) return;
-      clearTimeout(timer);
+      admission.done();
       sock.off('readable', onReadable);
+      sock.off('end', onEnd);
       const key = got.toString('hex');
       const hand = waiting.get(key);
       if (!hand) {
@@ -69,11 +82,14 @@ export function createReverseListener(input: ReverseListenerOptions): ReverseLis
       counters.inc('accepted');
       hand(sock);
     };
+    // The peer stopped writing before its token: it never will send one, so nothing to wait for.
+    const onEnd = (): void => {
+      admission.done();
+      counters.inc('noToken');
+      sock.destroy();
+    };
     sock.on('readable', onReadable);
-    sock.once('end', () => {
-      clearTimeout(timer);
-      if (got.length < REVERSE_TOKEN_BYTES) counters.inc('noToken');
-    });
+    sock.once('end', onEnd);
   }
 
   return {

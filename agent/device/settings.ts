@@ -4,7 +4,7 @@
  */
 import { dirname, resolve } from 'node:path';
 import { LOG_LEVELS, readTomlFile, SettingsChecker, type LogLevel } from '../common/settings-checker.js';
-import { REGISTER_INTERVAL_MS, RELAY_AFTER_MS, SERVICE_NAME_PATTERN, PEER_CONNECT_TIMEOUT_MS } from '../protocol/constants.js';
+import { REGISTER_INTERVAL_MS, RELAY_AFTER_MS, SERVICE_NAME_PATTERN, PEER_CONNECT_TIMEOUT_MS, REVERSE_MAX_PENDING_CONNECTIONS, REVERSE_TOKEN_TIMEOUT_MS } from '../protocol/constants.js';
 import { parseHostPort, type HostPort } from '../common/endpoint-parse.js';
 import { MAPPING_MODES, type MappingMode } from '../nat/port-mapping.js';
 import { defaultStateDir } from './replay-mark.js';
@@ -38,6 +38,8 @@ export interface AgentSettings {
   readonly dial: {
     readonly allowLoopback: boolean;
     readonly allowLinkLocal: boolean;
+    /** Private, CGN and ULA clients even when the server is on a public address (address-policy.ts). */
+    readonly allowPrivate: boolean;
     readonly connectTimeoutMs: number;
     /** How long the direct dial may take before the relay is used. */
     readonly directTimeoutMs: number;
@@ -56,6 +58,10 @@ export interface AgentSettings {
     readonly portMapping: MappingMode;
     /** Ask again this often: a gateway that restarted gets the mapping back. */
     readonly mappingRenewMs: number;
+    /** P10: a connection must name its request within this time of its accept. */
+    readonly tokenTimeoutMs: number;
+    /** P10: connections before their token at once; more are dropped at once. */
+    readonly maxPending: number;
   };
   /** The allow-list: service name -> local host:port. */
   readonly services: ReadonlyMap<string, HostPort>;
@@ -74,8 +80,8 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
   const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name', 'probe_port']);
   const reg = c.table(doc, 'registration', 'registration', ['interval_ms', 'local_port']);
   const ka = c.table(doc, 'keepalive', 'keepalive', ['mode', 'min_interval_ms', 'max_interval_ms']);
-  const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'connect_timeout_ms', 'direct_timeout_ms', 'relay_after_ms', 'hole_punch', 'max_concurrent']);
-  const rev = c.table(doc, 'reverse', 'reverse', ['enabled', 'listen_port', 'port_mapping', 'mapping_renew_ms']);
+  const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'allow_private', 'connect_timeout_ms', 'direct_timeout_ms', 'relay_after_ms', 'hole_punch', 'max_concurrent']);
+  const rev = c.table(doc, 'reverse', 'reverse', ['enabled', 'listen_port', 'port_mapping', 'mapping_renew_ms', 'token_timeout_ms', 'max_pending']);
   const svc = c.table(doc, 'services', 'services', Object.keys((doc.services as object | undefined) ?? {}));
   const host = c.str(server, 'host', 'server.host', { expect: 'the rendezvous server host name or address' });
   const services = new Map<string, HostPort>();
@@ -122,6 +128,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
     dial: {
       allowLoopback: c.bool(dial, 'allow_loopback', 'dial.allow_loopback', false),
       allowLinkLocal: c.bool(dial, 'allow_link_local', 'dial.allow_link_local', false),
+      allowPrivate: c.bool(dial, 'allow_private', 'dial.allow_private', false),
       connectTimeoutMs: c.int(dial, 'connect_timeout_ms', 'dial.connect_timeout_ms', { default: PEER_CONNECT_TIMEOUT_MS, min: 100, max: 120_000 }),
       directTimeoutMs: c.int(dial, 'direct_timeout_ms', 'dial.direct_timeout_ms', { default: DIRECT_DIAL_TIMEOUT_MS, min: 100, max: 120_000 }),
       relayAfterMs: c.int(dial, 'relay_after_ms', 'dial.relay_after_ms', { default: RELAY_AFTER_MS, min: 0, max: 120_000 }),
@@ -133,6 +140,8 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       listenPort: c.int(rev, 'listen_port', 'reverse.listen_port', { default: 0, min: 0, max: 65535 }),
       portMapping: c.enumOf(rev, 'port_mapping', 'reverse.port_mapping', MAPPING_MODES, 'auto'),
       mappingRenewMs: c.int(rev, 'mapping_renew_ms', 'reverse.mapping_renew_ms', { default: MAPPING_RENEW_MS, min: 1_000, max: 3_000_000 }),
+      tokenTimeoutMs: c.int(rev, 'token_timeout_ms', 'reverse.token_timeout_ms', { default: REVERSE_TOKEN_TIMEOUT_MS, min: 100, max: 60_000 }),
+      maxPending: c.int(rev, 'max_pending', 'reverse.max_pending', { default: REVERSE_MAX_PENDING_CONNECTIONS, min: 1, max: 4096 }),
     },
     services,
   };

@@ -95,13 +95,23 @@ async function mapWithNatPmp(gateway: string, port: number, logger: Logger, sign
 }
 
 export async function mapTcpPort(o: { port: number; mode: Exclude<MappingMode, 'off'>; logger: Logger; signal?: AbortSignal }): Promise<PortMapping | null> {
+  // Asked once: UPnP answers are accepted from it only (ssdp.ts acceptLocation), NAT-PMP talks to it.
+  const gw = await defaultGateway4();
   if (o.mode === 'auto' || o.mode === 'upnp') {
     const found: URL[] = [];
+    let ignoredLogged = false;
     let wake: (() => void) | null = null;
     let searching = true;
     const stopSearch = new AbortController();
     const search = searchGateways({
       timeoutMs: UPNP_DISCOVERY_MS,
+      gateway: gw,
+      // Once per search: any LAN host can send answers, as many as it likes.
+      onIgnored: (location, from) => {
+        if (ignoredLogged) return;
+        ignoredLogged = true;
+        o.logger.warn({ location: location.href, from, gateway: gw }, 'ignored a UPnP answer not from our default gateway');
+      },
       signal: AbortSignal.any([stopSearch.signal, ...(o.signal ? [o.signal] : [])]),
       onAnswer: (location) => {
         found.push(location);
@@ -134,7 +144,6 @@ export async function mapTcpPort(o: { port: number; mode: Exclude<MappingMode, '
     }
   }
   if (o.mode === 'auto' || o.mode === 'natpmp') {
-    const gw = await defaultGateway4();
     if (gw) {
       try {
         return await mapWithNatPmp(gw, o.port, o.logger, o.signal);

@@ -3,15 +3,21 @@
  * WANIPConnection (v2 or v1) or WANPPPConnection:1 service, and call its SOAP actions
  * GetExternalIPAddress, AddPortMapping and DeletePortMapping. These three actions are the same in
  * both versions (v2 only forbids an unlimited lease, so a lease is always given).
+ * Any host on the LAN can answer, so every answer is read as a stream with a hard byte limit
+ * (cut off there, RESPONSE_TOO_LARGE) under a deadline, and SOAP goes only to the host whose
+ * description we read (ssdp.ts decides which hosts that may be).
  */
-import { abortError } from '../common/errors.js';
+import { abortError, ErrorCodes, PeerlinkError, type ErrorCode } from '../common/errors.js';
 
 export const WAN_SERVICE_TYPES = [
   'urn:schemas-upnp-org:service:WANIPConnection:2',
   'urn:schemas-upnp-org:service:WANIPConnection:1',
   'urn:schemas-upnp-org:service:WANPPPConnection:1',
 ] as const;
-const MAX_XML_BYTES = 256 * 1024;
+/** A real description is a few kB; miniupnpd's is under 10 kB. */
+export const UPNP_MAX_BODY_BYTES = 256 * 1024;
+/** Each HTTP exchange with a gateway, whatever deadline the caller gave (a LAN answers in ms). */
+export const UPNP_HTTP_TIMEOUT_MS = 5_000;
 
 export interface IgdService {
   readonly controlUrl: URL;
@@ -20,12 +26,14 @@ export interface IgdService {
   readonly version: number;
 }
 
-export class UpnpError extends Error {
+export class UpnpError extends PeerlinkError {
   constructor(
     message: string,
     readonly upnpCode?: number,
+    code: ErrorCode = ErrorCodes.UPNP_FAILED,
   ) {
-    super(message);
+    super(code, message);
+    this.name = 'UpnpError';
   }
 }
 
@@ -50,18 +58,50 @@ export function findWanService(descriptionXml: string, location: URL): IgdServic
   return null;
 }
 
-async function readBounded(res: Response): Promise<string> {
-  const text = await res.text();
-  if (text.length > MAX_XML_BYTES) throw new UpnpError(`answer larger than ${MAX_XML_BYTES} bytes`);
-  return text;
+/**
+ * The body as text, read chunk by chunk: past `maxBytes` the stream is cancelled (the connection
+ * closed) and RESPONSE_TOO_LARGE thrown, so an endless or huge answer costs at most that much.
+ */
+export async function readBounded(res: Response, maxBytes = UPNP_MAX_BODY_BYTES): Promise<string> {
+  const declared = Number(res.headers.get('content-length') ?? NaN);
+  if (declared > maxBytes) {
+    await res.body?.cancel().catch(() => undefined);
+    throw new UpnpError(`answer of ${declared} bytes is larger than ${maxBytes}`, undefined, ErrorCodes.RESPONSE_TOO_LARGE);
+  }
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      await reader.cancel().catch(() => undefined);
+      throw new UpnpError(`answer larger than ${maxBytes} bytes`, undefined, ErrorCodes.RESPONSE_TOO_LARGE);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** fetch and read the bounded body, both under the caller's signal and UPNP_HTTP_TIMEOUT_MS. */
+async function exchange(url: URL, init: RequestInit, signal: AbortSignal): Promise<{ res: Response; text: string }> {
+  if (signal.aborted) throw abortError(signal);
+  const within = AbortSignal.any([signal, AbortSignal.timeout(UPNP_HTTP_TIMEOUT_MS)]);
+  const res = await fetch(url, { ...init, signal: within, redirect: 'error' });
+  return { res, text: await readBounded(res) };
 }
 
 export async function describeGateway(location: URL, signal: AbortSignal): Promise<IgdService> {
-  if (signal.aborted) throw abortError(signal);
-  const res = await fetch(location, { signal });
+  const { res, text } = await exchange(location, {}, signal);
   if (!res.ok) throw new UpnpError(`description ${location.href}: HTTP ${res.status}`);
-  const service = findWanService(await readBounded(res), location);
+  const service = findWanService(text, location);
   if (!service) throw new UpnpError(`description ${location.href}: no WANIPConnection or WANPPPConnection service`);
+  // SOAP goes to the host that described itself, not to one its document names (URLBase, controlURL).
+  if (service.controlUrl.hostname !== location.hostname || service.controlUrl.protocol !== 'http:') {
+    throw new UpnpError(`description ${location.href}: control URL ${service.controlUrl.href} is on another host`);
+  }
   return service;
 }
 
@@ -72,13 +112,11 @@ export async function soapCall(s: IgdService, action: string, args: Readonly<Rec
     `<u:${action} xmlns:u="${s.serviceType}">` +
     Object.entries(args).map(([k, v]) => `<${k}>${xmlEscape(String(v))}</${k}>`).join('') +
     `</u:${action}></s:Body></s:Envelope>\r\n`;
-  const res = await fetch(s.controlUrl, {
-    method: 'POST',
-    headers: { 'Content-Type': 'text/xml; charset="utf-8"', SOAPAction: `"${s.serviceType}#${action}"` },
-    body,
+  const { res, text } = await exchange(
+    s.controlUrl,
+    { method: 'POST', headers: { 'Content-Type': 'text/xml; charset="utf-8"', SOAPAction: `"${s.serviceType}#${action}"` }, body },
     signal,
-  });
-  const text = await readBounded(res);
+  );
   if (!res.ok) {
     const code = Number(tag(text, 'errorCode') ?? NaN);
     const description = tag(text, 'errorDescription') ?? `HTTP ${res.status}`;

@@ -5,8 +5,8 @@
  * impersonate any device to the server, so its file is mode 0600 and refused otherwise.
  */
 import { randomBytes } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
-import { ConfigError } from '../common/errors.js';
+import { ConfigError, ErrorCodes } from '../common/errors.js';
+import { readSecretFile } from '../common/secret-file.js';
 import { KEY_BYTES } from '../protocol/keys.js';
 
 export const MASTER_KEY_BYTES = KEY_BYTES;
@@ -34,20 +34,8 @@ export function parseMasterKey(text: string, file: string): Buffer {
   return key;
 }
 
-/** Read and check a master key file; refuses one that group or others may read. */
+/** Read and check a master key file; refuses one that group or others may read (checked on the descriptor read). */
 export async function loadMasterKey(file: string): Promise<Buffer> {
-  let text: string;
-  try {
-    const st = await stat(file);
-    if ((st.mode & 0o077) !== 0) {
-      throw new ConfigError([
-        `${file}: mode ${(st.mode & 0o777).toString(8)} lets group or others read the registration master key; expected 600 (chmod 600 ${file})`,
-      ]);
-    }
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    throw new ConfigError([`${file}: cannot read registration master key: ${(err as Error).message}`], { cause: err });
-  }
+  const text = await readSecretFile(file, { what: 'the registration master key', permissionsCode: ErrorCodes.CONFIG_INVALID });
   return parseMasterKey(text, file);
 }

@@ -82,3 +82,12 @@ export const TUNNEL_KEEPALIVE_MS = 30_000;
 export const RELAY_AFTER_MS = 1_500;
 /** A reverse connection must name its request (the token) within this time. */
 export const REVERSE_TOKEN_TIMEOUT_MS = 5_000;
+/**
+ * P10: connections to the reverse port still before their token, at once. Legitimate ones are one
+ * per request in progress (dial.max_concurrent, 16 by default); the rest is a stranger's.
+ */
+export const REVERSE_MAX_PENDING_CONNECTIONS = 64;
+/** P10: the client's accept port: device connections still before their PSK handshake, at once. */
+export const PEER_MAX_PENDING_CONNECTIONS = 64;
+/** P10: `--listen`: local connections waiting for their tunnel at once (each costs a request to the server). */
+export const LOCAL_FORWARD_MAX_PENDING_CONNECTIONS = 16;

@@ -4,7 +4,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { ConfigError } from '../common/errors.js';
+import { ConfigError, ErrorCodes, type ErrorCode } from '../common/errors.js';
+import { readSecretFile } from '../common/secret-file.js';
 import { LOG_LEVELS, readTomlFile, SettingsChecker, type LogLevel } from '../common/settings-checker.js';
 import {
   DEVICE_ATTACH_TIMEOUT_MS,
@@ -161,15 +162,21 @@ export async function loadServerSecrets(s: ServerSettings): Promise<ServerSecret
       return '';
     }
   };
+  let code: ErrorCode | undefined;
   const [certPem, keyPem, masterKey] = await Promise.all([
     read(s.tls.certFile, 'tls.cert_file'),
-    read(s.tls.keyFile, 'tls.key_file'),
+    // The private key is refused when group or others may read it (like ssh), checked on the descriptor read.
+    readSecretFile(s.tls.keyFile, { what: 'the server private key (tls.key_file)' }).catch((err: unknown) => {
+      if (err instanceof ConfigError && err.code === ErrorCodes.SECRET_FILE_PERMISSIONS) code = err.code;
+      problems.push(...(err instanceof ConfigError ? err.problems : [String(err)]));
+      return '';
+    }),
     // The master key file must be 0600 and exact base64 of 32 bytes (see pki/master-key.ts).
     loadMasterKey(s.registrationMasterKeyFile).catch((err: unknown) => {
       problems.push(...(err instanceof ConfigError ? err.problems : [String(err)]));
       return Buffer.alloc(0);
     }),
   ]);
-  if (problems.length > 0) throw new ConfigError(problems);
+  if (problems.length > 0) throw new ConfigError(problems, code ? { code } : undefined);
   return { certPem, keyPem, masterKey };
 }

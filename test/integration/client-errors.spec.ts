@@ -38,7 +38,7 @@ test('unknown equipment ID: exit 10, PEERLINK_ERR_UNKNOWN_DEVICE', async (t) => 
 
 test('wrong password: exit 13, PEERLINK_ERR_AUTH_FAILED', async (t) => {
   const wrong = join(dir, 'wrong-password.txt');
-  await writeFile(wrong, 'AAAA-BBBB-CCCC-DDDD-EEEE\n');
+  await writeFile(wrong, 'AAAA-BBBB-CCCC-DDDD-EEEE\n', { mode: 0o600 }); // a password file others can read is refused (P7b)
   const r = await run(PROGRAMS.client, connectArgs(flow, 'echo', (a) => a.map((x) => (x === flow.setup.passwordFile ? wrong : x))));
   t.is(r.code, 13, r.stderr);
   t.regex(r.stderr, /PEERLINK_ERR_AUTH_FAILED/);

@@ -199,8 +199,8 @@ test('P2: with everything the server knows, a recorded request cannot be altered
       freshnessMs: 30_000,
       replayCache: new ReplayCache(),
       services: () => new Map([['http', { host: LOOPBACK, port: 1 }], ['admin', { host: LOOPBACK, port: 2 }]]),
-      dialPolicy: () => ({ allowLoopback: true, allowLinkLocal: false }),
-    })({ client: { address: LOOPBACK, port: 40000 }, advertisedPort: parseRequest(sealed).request.advertisedPort, sealedRequest: sealed }, original.timestampMs);
+      dialPolicy: () => ({ allowLoopback: true, allowLinkLocal: false, allowPrivate: false }),
+    })({ client: { address: LOOPBACK, port: 40000 }, advertisedPort: parseRequest(sealed).request.advertisedPort, sealedRequest: sealed }, original.timestampMs, LOOPBACK);
 
   t.is(decide(recorded).status, Status.OK, 'control: the recorded request itself is accepted');
 

@@ -120,8 +120,21 @@ test('classifyAddress', (t) => {
     ['::', 'unspecified'],
     ['255.255.255.255', 'broadcast'],
     ['8.8.8.8', 'ordinary'],
-    ['192.168.1.10', 'ordinary'],
-    ['10.0.0.1', 'ordinary'],
+    ['192.168.1.10', 'private'],
+    ['10.0.0.1', 'private'],
+    ['10.255.255.255', 'private'],
+    ['172.16.0.1', 'private'],
+    ['172.31.255.255', 'private'],
+    ['172.15.255.255', 'ordinary'],
+    ['172.32.0.0', 'ordinary'],
+    ['100.64.0.1', 'private'],
+    ['100.127.255.255', 'private'],
+    ['100.63.255.255', 'ordinary'],
+    ['100.128.0.0', 'ordinary'],
+    ['::ffff:192.168.0.1', 'private'],
+    ['fd12:3456::1', 'private'],
+    ['fc00::1', 'private'],
+    ['fe00::1', 'ordinary'],
     ['128.0.0.1', 'ordinary'],
     ['169.253.255.255', 'ordinary'],
     ['223.255.255.255', 'ordinary'],
@@ -137,25 +150,45 @@ test('classifyAddress', (t) => {
   for (const [address, cls] of cases) t.is(classifyAddress(address), cls, address);
 });
 
-const policies: DialPolicy[] = [
-  { allowLoopback: false, allowLinkLocal: false },
-  { allowLoopback: true, allowLinkLocal: false },
-  { allowLoopback: false, allowLinkLocal: true },
-  { allowLoopback: true, allowLinkLocal: true },
-];
+const policies: DialPolicy[] = [false, true].flatMap((allowLoopback) =>
+  [false, true].flatMap((allowLinkLocal) => [false, true].map((allowPrivate) => ({ allowLoopback, allowLinkLocal, allowPrivate }))),
+);
+/** Where the device reached its server: on the Internet, in a private deployment, on this machine. */
+const SERVERS = { public: '130.74.23.6', private: '192.168.7.2', cgn: '100.70.0.1', ula: 'fd00::5', loopback: '127.0.0.1' } as const;
 
-test('mayDial: ordinary always; loopback only with allowLoopback; link-local only with allowLinkLocal; never the rest', (t) => {
+test('mayDial: ordinary always; never multicast, unspecified, broadcast; link-local only with allowLinkLocal', (t) => {
   for (const policy of policies) {
-    const tag = JSON.stringify(policy);
-    t.true(mayDial('203.0.113.7', policy), tag);
-    t.true(mayDial('2001:db8::7', policy), tag);
-    t.is(mayDial('127.0.0.1', policy), policy.allowLoopback, `loopback ${tag}`);
-    t.is(mayDial('::1', policy), policy.allowLoopback, `::1 ${tag}`);
-    t.is(mayDial('::ffff:127.0.0.1', policy), policy.allowLoopback, `mapped loopback ${tag}`);
-    t.is(mayDial('169.254.10.10', policy), policy.allowLinkLocal, `link-local ${tag}`);
-    t.is(mayDial('fe80::1', policy), policy.allowLinkLocal, `fe80 ${tag}`);
-    for (const never of ['224.0.0.1', 'ff02::1', '0.0.0.0', '::', '255.255.255.255', 'not-an-ip']) t.false(mayDial(never, policy), `${never} ${tag}`);
+    for (const server of Object.values(SERVERS)) {
+      const tag = `${JSON.stringify(policy)} server ${server}`;
+      t.true(mayDial('203.0.113.7', policy, server), tag);
+      t.true(mayDial('2001:db8::7', policy, server), tag);
+      t.is(mayDial('169.254.10.10', policy, server), policy.allowLinkLocal, `link-local ${tag}`);
+      t.is(mayDial('fe80::1', policy, server), policy.allowLinkLocal, `fe80 ${tag}`);
+      for (const never of ['224.0.0.1', 'ff02::1', '0.0.0.0', '::', '255.255.255.255', 'not-an-ip']) t.false(mayDial(never, policy, server), `${never} ${tag}`);
+    }
   }
+});
+
+test('mayDial: loopback only with allowLoopback and the server on loopback', (t) => {
+  for (const policy of policies) {
+    for (const [kind, server] of Object.entries(SERVERS)) {
+      const tag = `${JSON.stringify(policy)} server ${server}`;
+      const expected = policy.allowLoopback && kind === 'loopback';
+      for (const a of ['127.0.0.1', '::1', '::ffff:127.0.0.1', '127.9.9.9']) t.is(mayDial(a, policy, server), expected, `${a} ${tag}`);
+    }
+  }
+});
+
+test('mayDial: private, CGN and ULA only with the server on such an address or loopback, or with allowPrivate', (t) => {
+  for (const policy of policies) {
+    for (const [kind, server] of Object.entries(SERVERS)) {
+      const tag = `${JSON.stringify(policy)} server ${server}`;
+      const expected = policy.allowPrivate || kind !== 'public';
+      for (const a of ['10.0.0.5', '172.20.1.1', '192.168.1.1', '100.64.1.1', 'fd00::1', '::ffff:10.1.1.1']) t.is(mayDial(a, policy, server), expected, `${a} ${tag}`);
+    }
+  }
+  // An unknown server address counts as a public one (fail closed).
+  t.false(mayDial('192.168.1.1', { allowLoopback: true, allowLinkLocal: true, allowPrivate: false }, ''));
 });
 
 /** The tests' own classifier, on the address bytes. */
@@ -168,12 +201,14 @@ function expectedClass(address: string): AddressClass {
     if (b[0]! >= 224 && b[0]! <= 239) return 'multicast';
     if (b[0] === 0) return 'unspecified';
     if (b.every((x) => x === 255)) return 'broadcast';
+    if (b[0] === 10 || (b[0] === 172 && (b[1]! & 0xf0) === 16) || (b[0] === 192 && b[1] === 168) || (b[0] === 100 && (b[1]! & 0xc0) === 64)) return 'private';
     return 'ordinary';
   }
   if (b.subarray(0, 15).every((x) => x === 0) && b[15] === 1) return 'loopback';
   if (b[0] === 0xfe && (b[1]! & 0xc0) === 0x80) return 'link-local';
   if (b[0] === 0xff) return 'multicast';
   if (b.every((x) => x === 0)) return 'unspecified';
+  if ((b[0]! & 0xfe) === 0xfc) return 'private';
   return 'ordinary';
 }
 
@@ -182,19 +217,24 @@ const anyAddressArb = fc.oneof(
   ipv6Arb,
   ipv4Arb.map((a) => `::ffff:${a}`),
   // Addresses near the special ranges, so each class is hit often.
-  fc.tuple(fc.constantFrom('127', '169', '224', '239', '0', '255', '240'), fc.nat(255), fc.nat(255), fc.nat(255)).map((o) => o.join('.')),
-  fc.tuple(fc.constantFrom('fe80', 'febf', 'fec0', 'ff02', 'ff00', '0', '1'), fc.nat(0xffff)).map(([a, b]) => `${a}::${b.toString(16)}`),
+  fc.tuple(fc.constantFrom('127', '169', '224', '239', '0', '255', '240', '10', '172', '192', '100'), fc.nat(255), fc.nat(255), fc.nat(255)).map((o) => o.join('.')),
+  fc.tuple(fc.constantFrom('fe80', 'febf', 'fec0', 'ff02', 'ff00', '0', '1', 'fc00', 'fdff', 'fe00'), fc.nat(0xffff)).map(([a, b]) => `${a}::${b.toString(16)}`),
   fc.constantFrom('::', '::1', '255.255.255.255', '0.0.0.0'),
 );
 
 testProp(
   'classifyAddress and mayDial agree with an independent byte-level classification, for any policy',
-  [anyAddressArb, fc.boolean(), fc.boolean()],
-  (t, address, allowLoopback, allowLinkLocal) => {
+  [anyAddressArb, fc.boolean(), fc.boolean(), fc.boolean(), fc.constantFrom(...Object.values(SERVERS))],
+  (t, address, allowLoopback, allowLinkLocal, allowPrivate, server) => {
     const cls = expectedClass(address);
     t.is(classifyAddress(address), cls, address);
-    const expected = cls === 'ordinary' || (cls === 'loopback' && allowLoopback) || (cls === 'link-local' && allowLinkLocal);
-    t.is(mayDial(address, { allowLoopback, allowLinkLocal }), expected, address);
+    const serverCls = expectedClass(server);
+    const expected =
+      cls === 'ordinary' ||
+      (cls === 'loopback' && allowLoopback && serverCls === 'loopback') ||
+      (cls === 'link-local' && allowLinkLocal) ||
+      (cls === 'private' && (allowPrivate || serverCls === 'private' || serverCls === 'loopback'));
+    t.is(mayDial(address, { allowLoopback, allowLinkLocal, allowPrivate }, server), expected, `${address} server ${server}`);
   },
 );
 

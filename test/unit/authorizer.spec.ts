@@ -28,9 +28,12 @@ function forwarded(req: ConnectRequest, over: Partial<Forwarded> = {}, tagKey: B
   return { client: CLIENT, advertisedPort: req.advertisedPort, sealedRequest: sealRequest(req, tagKey), ...over };
 }
 
-function setup(policy: DialPolicy = { allowLoopback: false, allowLinkLocal: false }, cache = new ReplayCache()) {
-  const state = { policy, services: new Map<string, HostPort>([['http', HTTP]]) };
-  const authorize = createAuthorizer({
+/** Where the device reached its server in these tests (loopback unless a test says otherwise). */
+const SERVER_ADDRESS = '127.0.0.1';
+
+function setup(policy: DialPolicy = { allowLoopback: false, allowLinkLocal: false, allowPrivate: false }, cache = new ReplayCache()) {
+  const state = { policy, services: new Map<string, HostPort>([['http', HTTP]]), serverAddress: SERVER_ADDRESS };
+  const authorizeAt = createAuthorizer({
     equipmentId: ID,
     accessKey: ACCESS_KEY,
     freshnessMs: FRESH,
@@ -38,6 +41,7 @@ function setup(policy: DialPolicy = { allowLoopback: false, allowLinkLocal: fals
     services: () => state.services,
     dialPolicy: () => state.policy,
   });
+  const authorize = (fwd: Forwarded, now: number) => authorizeAt(fwd, now, state.serverAddress);
   return { authorize, state, cache };
 }
 
@@ -112,7 +116,7 @@ test('DIAL_REFUSED: a loopback client address with allowLoopback false', (t) => 
   for (const address of ['169.254.1.1', 'fe80::1', '224.0.0.1', '0.0.0.0', '255.255.255.255', '::']) {
     t.is(authorize(forwarded(request(), { client: { address, port: 1 } }), NOW).status, Status.DIAL_REFUSED, address);
   }
-  state.policy = { allowLoopback: true, allowLinkLocal: false };
+  state.policy = { allowLoopback: true, allowLinkLocal: false, allowPrivate: false };
   t.is(authorize(forwarded(request(), { client: { address: '127.0.0.1', port: 1 } }), NOW).status, Status.OK);
   t.is(authorize(forwarded(request(), { client: { address: '169.254.1.1', port: 1 } }), NOW).status, Status.DIAL_REFUSED);
 });
@@ -121,7 +125,7 @@ test('a refused request does not use up its nonce', (t) => {
   const { authorize, state } = setup();
   const fwd = forwarded(request(), { client: { address: '127.0.0.1', port: 1 } });
   t.is(authorize(fwd, NOW).status, Status.DIAL_REFUSED);
-  state.policy = { allowLoopback: true, allowLinkLocal: false };
+  state.policy = { allowLoopback: true, allowLinkLocal: false, allowPrivate: false };
   t.is(authorize(fwd, NOW).status, Status.OK);
   t.is(authorize(fwd, NOW).status, Status.REQUEST_REPLAYED);
 });
@@ -179,3 +183,15 @@ testProp(
     t.is(authorize(forwarded(req), NOW).status, Status.OK);
   },
 );
+
+test('DIAL_REFUSED: a private client address while the server is on a public address, unless allowPrivate', (t) => {
+  const { authorize, state } = setup();
+  state.serverAddress = '198.51.100.80';
+  const lan = forwarded(request(), { client: { address: '192.168.1.20', port: 1 } });
+  t.is(authorize(lan, NOW).status, Status.DIAL_REFUSED);
+  state.serverAddress = '192.168.1.2';
+  t.is(authorize(lan, NOW).status, Status.OK, 'the server is in the same private network');
+  state.serverAddress = '198.51.100.80';
+  state.policy = { allowLoopback: false, allowLinkLocal: false, allowPrivate: true };
+  t.is(authorize(forwarded(request(), { client: { address: '10.2.3.4', port: 1 } }), NOW).status, Status.OK);
+});

@@ -81,8 +81,8 @@ test('agent: a valid document passes, with values and relative paths resolved', 
   t.is(s.logLevel, 'debug');
   t.deepEqual(s.server, { host: 'rv.example.net', udpPort: 7500, tlsPort: 7543, serverName: 'rv.example.net', probePort: 0 });
   t.deepEqual(s.registration, { intervalMs: 30000, localPort: 40000 });
-  t.deepEqual(s.dial, { allowLoopback: true, allowLinkLocal: false, connectTimeoutMs: 5000, directTimeoutMs: 3000, relayAfterMs: 1500, holePunch: true, maxConcurrent: 4 });
-  t.deepEqual(s.reverse, { enabled: true, listenPort: 0, portMapping: "auto", mappingRenewMs: 600000 });
+  t.deepEqual(s.dial, { allowLoopback: true, allowLinkLocal: false, allowPrivate: false, connectTimeoutMs: 5000, directTimeoutMs: 3000, relayAfterMs: 1500, holePunch: true, maxConcurrent: 4 });
+  t.deepEqual(s.reverse, { enabled: true, listenPort: 0, portMapping: "auto", mappingRenewMs: 600000, tokenTimeoutMs: 5000, maxPending: 64 });
   t.deepEqual([...s.services], [
     ['http', { host: '127.0.0.1', port: 80 }],
     ['ssh', { host: '::1', port: 22 }],
@@ -94,8 +94,8 @@ test('agent: a minimal document gets the defaults', (t) => {
   t.is(s.logLevel, 'info');
   t.deepEqual(s.server, { host: 'rv.example.net', udpPort: 7400, tlsPort: 7443, serverName: 'rv.example.net', probePort: 0 });
   t.deepEqual(s.registration, { intervalMs: 25000, localPort: 0 });
-  t.deepEqual(s.dial, { allowLoopback: false, allowLinkLocal: false, connectTimeoutMs: 10000, directTimeoutMs: 3000, relayAfterMs: 1500, holePunch: true, maxConcurrent: 16 });
-  t.deepEqual(s.reverse, { enabled: true, listenPort: 0, portMapping: "auto", mappingRenewMs: 600000 });
+  t.deepEqual(s.dial, { allowLoopback: false, allowLinkLocal: false, allowPrivate: false, connectTimeoutMs: 10000, directTimeoutMs: 3000, relayAfterMs: 1500, holePunch: true, maxConcurrent: 16 });
+  t.deepEqual(s.reverse, { enabled: true, listenPort: 0, portMapping: "auto", mappingRenewMs: 600000, tokenTimeoutMs: 5000, maxPending: 64 });
 });
 
 test('agent: unknown keys are rejected, at the top level and in tables', (t) => {
