@@ -27,6 +27,7 @@ import {
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate } from '../protocol/frames.js';
 import { deriveAccessKey, deriveRequestTagKey, NONCE_BYTES, reverseToken } from '../protocol/keys.js';
+import { deriveWakeKey, makeWake } from '../protocol/wake.js';
 import { formatEndpoint, type Endpoint } from '../protocol/address.js';
 import { awaitChosen } from '../protocol/tunnel-choice.js';
 import { punchTcp } from '../nat/tcp-punch.js';
@@ -165,7 +166,9 @@ export function createClient(input: ClientOptions): Client {
           { clientNonce, timestampMs: serverNow, equipmentId: o.equipmentId, service: o.service, advertisedPort },
           deriveRequestTagKey(key),
         );
-        channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: o.equipmentId, advertisedPort, sealedRequest });
+        // The wake proof lets the device check the password before it does any TLS work (P9).
+        const wake = makeWake(deriveWakeKey(key), o.equipmentId, clientNonce, serverNow);
+        channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: o.equipmentId, advertisedPort, wake, sealedRequest });
         log.info({ equipmentId: o.equipmentId, service: o.service, advertisedPort }, 'S203 connection request sent');
         let result = await channel.next(o.resultTimeoutMs, signal);
         while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) {

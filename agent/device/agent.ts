@@ -12,6 +12,9 @@ import { REQUEST_FRESHNESS_MS } from '../protocol/constants.js';
 import { createAuthorizer, type Decision, type Forwarded } from './authorizer.js';
 import { openReplayMark, type ReplayMark } from './replay-mark.js';
 import { Status } from '../protocol/status.js';
+import { deriveWakeKey, verifyWake, type Wake } from '../protocol/wake.js';
+import { RefuseReason, type RefuseReasonValue } from '../protocol/udp-packets.js';
+import { equalBytes } from '../protocol/keys.js';
 import type { DeviceIdentity } from './identity.js';
 import { createRegistrar, type Registrar, type RegistrarStatus } from './registrar.js';
 import { createAdaptiveKeepalive } from './adaptive-keepalive.js';
@@ -22,7 +25,7 @@ import type { PortMapping } from '../nat/port-mapping.js';
 import type { Endpoint } from '../protocol/address.js';
 import type { AgentSettings } from './settings.js';
 
-export const AGENT_COUNTERS = ['sessions', 'sessionsServed', 'sessionsRefused', 'sessionsFailed', 'droppedBusy'] as const;
+export const AGENT_COUNTERS = ['sessions', 'sessionsServed', 'sessionsRefused', 'sessionsFailed', 'droppedBusy', 'wakeRefused'] as const;
 
 export interface AgentOptions {
   readonly identity: DeviceIdentity;
@@ -69,11 +72,29 @@ export function createAgent(input: AgentOptions): Agent {
   });
   let replayMark: ReplayMark | null = null;
   /** S207, then the accepted request's timestamp on disk before the device acts on it (P12). */
-  const authorizeAndMark = async (fwd: Forwarded, serverNowMs: number, serverAddress: string): Promise<Decision> => {
+  const authorizeAndMark = async (fwd: Forwarded, serverNowMs: number, serverAddress: string, wakeNonce: Buffer): Promise<Decision> => {
     const d = authorize(fwd, serverNowMs, serverAddress);
-    if (d.status === Status.OK) await replayMark?.accept(d.request.timestampMs);
+    if (d.status !== Status.OK) return d;
+    // The request must be the one whose wake proof made us connect (P9).
+    if (!equalBytes(d.request.clientNonce, wakeNonce)) return { status: Status.BAD_REQUEST, reason: 'the request is not the one its wake proof named' };
+    await replayMark?.accept(d.request.timestampMs);
     return d;
   };
+  const freshnessMs = input.freshnessMs ?? REQUEST_FRESHNESS_MS;
+  const wakeKey = deriveWakeKey(identity.accessKey);
+  const wakesSeen = new ReplayCache();
+
+  /**
+   * P9: before any TLS work, the notification's wake proof must verify under our wake key (the
+   * client knows the password), be fresh in server time, and be new. Otherwise the server is told
+   * (REFUSE) and ends the request at once; strangers flooding our ID cost us one HMAC each.
+   */
+  function wakeRefusal(wake: Wake): RefuseReasonValue | null {
+    if (!verifyWake(wakeKey, identity.equipmentId, wake)) return RefuseReason.BAD_TAG;
+    const now = registrar.serverNow();
+    if (Math.abs(wake.timestampMs - now) > freshnessMs) return RefuseReason.STALE;
+    return wakesSeen.check(wake.nonce, wake.timestampMs + freshnessMs, now) === 'fresh' ? null : RefuseReason.REPLAYED;
+  }
 
   const registrar = createRegistrar({
     equipmentId: identity.equipmentId,
@@ -170,7 +191,14 @@ export function createAgent(input: AgentOptions): Agent {
     renewTimer.unref();
   }
 
-  function onNotify(requestId: Buffer): void {
+  function onNotify(requestId: Buffer, wake: Wake): void {
+    const refusal = wakeRefusal(wake);
+    if (refusal !== null) {
+      counters.inc('wakeRefused');
+      logger.info({ requestId: requestId.toString('hex').slice(0, 12), reason: refusal }, 'notification refused before connecting: its wake proof does not verify (wrong password), is stale or was seen');
+      registrar.refuse(requestId, refusal);
+      return;
+    }
     if (active.size >= settings.dial.maxConcurrent) {
       counters.inc('droppedBusy');
       logger.warn({ active: active.size }, 'too many sessions; ignoring notification');
@@ -183,7 +211,7 @@ export function createAgent(input: AgentOptions): Agent {
     const p = loadSession().then(({ runRequestSession }) => runRequestSession(requestId, {
       identity,
       server: { host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName },
-      authorize: authorizeAndMark,
+      authorize: (fwd, now, serverAddress) => authorizeAndMark(fwd, now, serverAddress, wake.nonce),
       serverNow: () => registrar.serverNow(),
       observeServerTime: (t, local) => registrar.observeServerTime(t, local),
       dialTimeoutMs: settings.dial.connectTimeoutMs,

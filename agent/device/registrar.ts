@@ -15,19 +15,22 @@ import { Counters } from '../common/counters.js';
 import { normalizeAddress, type Endpoint } from '../protocol/address.js';
 import { REGISTER_ACK_TIMEOUT_MS, REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_COOKIE, UDP_TYPE_MAPPING_CHECK, UDP_TYPE_NOTIFY, UDP_TYPE_REGISTER_ACK } from '../protocol/constants.js';
 import type { Keepalive } from './adaptive-keepalive.js';
+import type { Wake } from '../protocol/wake.js';
 import { equalBytes } from '../protocol/keys.js';
 import {
   AckStatus,
+  encodeRefuse,
   encodeRegister,
   parseUdpPacket,
   REGISTER_NONCE_BYTES,
   verifyTag,
   type Cookie,
   type Notify,
+  type RefuseReasonValue,
   type RegisterAck,
 } from '../protocol/udp-packets.js';
 
-export const REGISTRAR_COUNTERS = ['sent', 'acked', 'ackTimeouts', 'cookies', 'timeFetched', 'malformed', 'badTag', 'foreignSource', 'notifications', 'duplicateNotifications'] as const;
+export const REGISTRAR_COUNTERS = ['sent', 'acked', 'ackTimeouts', 'cookies', 'timeFetched', 'refusals', 'malformed', 'badTag', 'foreignSource', 'notifications', 'duplicateNotifications'] as const;
 export type RegistrarCounter = (typeof REGISTRAR_COUNTERS)[number];
 
 /** After a lost ack, retry sooner than the interval: 1 s, 2 s, 4 s ... up to the interval. */
@@ -59,7 +62,8 @@ export interface RegistrarOptions {
   readonly localPort: number;
   readonly clock: Clock;
   readonly logger: Logger;
-  readonly onNotify: (requestId: Buffer) => void;
+  /** A new request's notification, with the client's wake proof (unchecked: the agent checks it, P9). */
+  readonly onNotify: (requestId: Buffer, wake: Wake) => void;
   readonly onStatus?: (status: RegistrarStatus) => void;
   readonly ackTimeoutMs?: number;
   /** Adaptive keepalive (adaptive-keepalive.ts): decides the interval instead of `intervalMs`. */
@@ -83,6 +87,8 @@ export interface Registrar {
   observeServerTime(serverTimeMs: number, localMs: number): void;
   /** Register now (e.g. after a settings reload). */
   registerNow(): void;
+  /** Tell the server we will not attach for this request (its wake proof failed, P9). */
+  refuse(requestId: Buffer, reason: RefuseReasonValue): void;
   readonly counters: Counters<RegistrarCounter>;
 }
 
@@ -257,7 +263,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     seenNotifies.set(key, now + NOTIFY_DEDUP_MS);
     counters.inc('notifications');
     logger.info({ requestId: key.slice(0, 12) }, 'S205 connection-request notification received');
-    options.onNotify(n.requestId);
+    options.onNotify(Buffer.from(n.requestId), n.wake);
   }
 
   function onMessage(msg: Buffer, rinfo: RemoteInfo): void {
@@ -291,6 +297,13 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
       offsetMs = Math.round(serverTimeMs - localMs);
     },
     registerNow: () => schedule(0),
+    refuse(requestId, reason) {
+      if (!socket || !server) return;
+      counters.inc('refusals');
+      socket.send(encodeRefuse({ equipmentId: options.equipmentId, requestId, reason }, options.registrationKey), server.port, server.address, (err) => {
+        if (err) logger.debug({ err: err.message }, 'refusal not sent');
+      });
+    },
     async start() {
       stopped = false;
       timeFetch = new AbortController();

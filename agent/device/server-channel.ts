@@ -19,6 +19,8 @@ export interface ServerTlsOptions {
    * later connect from the same port: its NAT mapping is what the server observed.
    */
   readonly bindLocal?: boolean;
+  /** The local address to connect from (a host with several addresses; specs use 127.0.0.x as many sources). */
+  readonly localAddress?: string;
 }
 
 const CERT_ERRORS = new Set([
@@ -55,7 +57,7 @@ export function connectToServer(o: ServerTlsOptions): Promise<TLSSocket> {
       ca: o.caPem,
       minVersion: 'TLSv1.2',
       rejectUnauthorized: true,
-      ...(o.bindLocal ? { localAddress: anyAddressFor(o.host) } : {}),
+      ...(o.localAddress ? { localAddress: o.localAddress } : o.bindLocal ? { localAddress: anyAddressFor(o.host) } : {}),
     };
     const sock = tlsConnect(options);
     const timer = setTimeout(

@@ -24,6 +24,8 @@ export const UDP_TYPE_MAPPING_CHECK = 5;
  * routability, P6). Carries the server time, so a device with a wrong clock learns it too.
  */
 export const UDP_TYPE_COOKIE = 6;
+/** Device -> server: "I will not wake for that request" (its wake proof failed, P9). */
+export const UDP_TYPE_REFUSE = 7;
 /** The cookie field of REGISTER and PROBE, and of COOKIE; all zero: none. */
 export const COOKIE_BYTES = 16;
 /** Cookies are keyed per epoch of this length; one of the current or the previous epoch is valid. */

@@ -3,7 +3,8 @@
  * Frame: version (u8) | type (u8) | payload length (u16) | payload.
  *
  *   HELLO            server -> any     server time ms (u64)
- *   CONNECT_REQUEST  client -> server  id (u8 len) | advertised port (u16) | sealed request (u16 len)   [S203, 217]
+ *   CONNECT_REQUEST  client -> server  id (u8 len) | advertised port (u16) | wake (40, wake.ts)
+ *                                      | sealed request (u16 len)                                      [S203, 217]
  *   CONNECT_RESULT   server -> client  status (u8) | detail (u16 len, UTF-8)
  *   DEVICE_ATTACH    device -> server  id (u8 len) | request id (16) | proof (32)                      [S206]
  *   FORWARD_REQUEST  server -> device  request id (16) | client endpoint as observed by the server
@@ -39,6 +40,7 @@ import {
 import { readEndpoint, writeEndpoint, type Endpoint } from './address.js';
 import { isStatus, type StatusValue } from './status.js';
 import { KEY_BYTES } from './keys.js';
+import { readWake, writeWake, type Wake } from './wake.js';
 
 export const FrameType = {
   HELLO: 1,
@@ -75,6 +77,8 @@ export type Frame =
       readonly type: typeof FrameType.CONNECT_REQUEST;
       readonly equipmentId: string;
       readonly advertisedPort: number;
+      /** The device checks it before it opens TLS (P9); the server passes it on in the NOTIFY. */
+      readonly wake: Wake;
       readonly sealedRequest: Buffer;
     }
   | { readonly type: typeof FrameType.CONNECT_RESULT; readonly status: StatusValue; readonly detail: string }
@@ -122,7 +126,7 @@ export function encodeFrame(f: Frame): Buffer {
       w.timeMs(f.serverTimeMs);
       break;
     case FrameType.CONNECT_REQUEST:
-      w.shortString(f.equipmentId).u16(f.advertisedPort).longBytes(f.sealedRequest);
+      writeWake(w.shortString(f.equipmentId).u16(f.advertisedPort), f.wake).longBytes(f.sealedRequest);
       break;
     case FrameType.CONNECT_RESULT: {
       // encodeInto never splits a character, so a cut detail is still valid UTF-8.
@@ -176,6 +180,7 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
         type,
         equipmentId: r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN),
         advertisedPort: port(r, 'advertisedPort'),
+        wake: readWake(r, 'wake'),
         sealedRequest: r.longBytes('sealedRequest', SEALED_REQUEST_MAX_BYTES),
       };
       break;

@@ -9,12 +9,14 @@
  *                                  | cookie (16, zero: none) | zero padding to >= 64 bytes in all | tag (16)
  *   REGISTER_ACK server -> device  header | status (u8) | echoed nonce (8) | server time ms (u64)
  *                                  | observed endpoint (family, address, port) | tag (16)
- *   NOTIFY       server -> device  header | request id (16) | server time ms (u64) | tag (16)
+ *   NOTIFY       server -> device  header | request id (16) | server time ms (u64) | wake (40, wake.ts) | tag (16)
  *   PROBE        device -> server  header | flags (u8) | id (u8 len + bytes) | timestamp ms (u64) | nonce (8)
  *                                  | cookie (16) | zero padding to >= 64 bytes in all | tag (16); answered
  *                                  with a REGISTER_ACK, but changes nothing at the server
  *   MAPPING_CHECK server -> device header | echoed probe nonce (8) | server time ms (u64) | tag (16),
  *                                  sent to the registered mapping when the probe asks for it
+ *   REFUSE       device -> server  header | id (u8 len + bytes) | request id (16) | reason (u8) | tag (16):
+ *                                  the wake proof of that request failed; the device will not attach (P9)
  *   COOKIE       server -> device  header | echoed nonce (8) | server time ms (u64) | cookie (16) | tag (16):
  *                                  the answer to a REGISTER or PROBE from a source not yet shown to
  *                                  receive (return routability, P6); send it again with the cookie
@@ -39,12 +41,14 @@ import {
   UDP_TYPE_MAPPING_CHECK,
   UDP_TYPE_NOTIFY,
   UDP_TYPE_PROBE,
+  UDP_TYPE_REFUSE,
   UDP_TYPE_REGISTER,
   UDP_TYPE_REGISTER_ACK,
 } from './constants.js';
 import { KEY_BYTES, MAC_BYTES, registrationKeyDeriver } from './keys.js';
 import { blake2sKey, blake2sMac, type Blake2sKey } from './blake2s.js';
 import { readEndpoint, writeEndpoint, type Endpoint } from './address.js';
+import { readWake, writeWake, type Wake } from './wake.js';
 
 export const REGISTER_NONCE_BYTES = 8;
 
@@ -76,6 +80,19 @@ export interface Notify {
   readonly type: typeof UDP_TYPE_NOTIFY;
   readonly requestId: Buffer;
   readonly serverTimeMs: number;
+  /** The client's wake proof, passed on unchecked by the server (P9). */
+  readonly wake: Wake;
+}
+
+/** Why a device refused a wake proof; the server answers the client with the matching status. */
+export const RefuseReason = { BAD_TAG: 1, STALE: 2, REPLAYED: 3 } as const;
+export type RefuseReasonValue = (typeof RefuseReason)[keyof typeof RefuseReason];
+
+export interface Refuse {
+  readonly type: typeof UDP_TYPE_REFUSE;
+  readonly equipmentId: string;
+  readonly requestId: Buffer;
+  readonly reason: RefuseReasonValue;
 }
 
 export interface Probe {
@@ -100,7 +117,7 @@ export interface MappingCheck {
   readonly serverTimeMs: number;
 }
 
-export type UdpPacket = Register | RegisterAck | Notify | Probe | MappingCheck | Cookie;
+export type UdpPacket = Register | RegisterAck | Notify | Probe | MappingCheck | Cookie | Refuse;
 
 /** What a sender gives: the cookie may be left out (none yet). */
 export type WithOptionalCookie<T extends { cookie: Buffer }> = Omit<T, 'type' | 'cookie'> & { readonly cookie?: Uint8Array };
@@ -185,7 +202,11 @@ export function encodeCookie(p: Omit<Cookie, 'type'>, key: UdpKey): Buffer {
 }
 
 export function encodeNotify(p: Omit<Notify, 'type'>, key: UdpKey): Buffer {
-  return seal(header(UDP_TYPE_NOTIFY).bytes(p.requestId).timeMs(p.serverTimeMs), key);
+  return seal(writeWake(header(UDP_TYPE_NOTIFY).bytes(p.requestId).timeMs(p.serverTimeMs), p.wake), key);
+}
+
+export function encodeRefuse(p: Omit<Refuse, 'type'>, key: UdpKey): Buffer {
+  return seal(header(UDP_TYPE_REFUSE).shortString(p.equipmentId).bytes(p.requestId).u8(p.reason), key);
 }
 
 function zeroPadding(r: ByteReader): void {
@@ -232,8 +253,18 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
     case UDP_TYPE_NOTIFY: {
       const requestId = r.view(REQUEST_ID_BYTES, 'requestId');
       const serverTimeMs = r.timeMs('serverTime');
+      const wake = readWake(r, 'wake');
       r.end();
-      packet = { type, requestId, serverTimeMs };
+      packet = { type, requestId, serverTimeMs, wake };
+      break;
+    }
+    case UDP_TYPE_REFUSE: {
+      const equipmentId = r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN);
+      const requestId = r.view(REQUEST_ID_BYTES, 'requestId');
+      const reason = r.u8('reason');
+      if (reason !== RefuseReason.BAD_TAG && reason !== RefuseReason.STALE && reason !== RefuseReason.REPLAYED) throw new ProtocolError('udp.reason', `unknown refusal reason ${reason}`);
+      r.end();
+      packet = { type, equipmentId, requestId, reason };
       break;
     }
     case UDP_TYPE_PROBE: {

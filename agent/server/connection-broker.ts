@@ -26,10 +26,14 @@ import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } 
 import { candidatesFromNode } from './candidate-check.js';
 import { isStatus as isStatusValue, Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
 import { PendingRequests, type PendingRequest } from './pending-requests.js';
-import type { RateLimiter } from './rate-limiter.js';
 import { createConnectionTracker, type ConnectionKind } from './connection-tracker.js';
 import { createDeviceExchange } from './device-exchange.js';
 import { createNodeRouting } from './node-routing.js';
+import { sourceKey, type RateLimiter } from './rate-limiter.js';
+import { wakeToHex } from '../protocol/wake.js';
+import { RefuseReason, type RefuseReasonValue } from '../protocol/udp-packets.js';
+
+const isRefuseReason = (v: unknown): v is RefuseReasonValue => v === RefuseReason.BAD_TAG || v === RefuseReason.STALE || v === RefuseReason.REPLAYED;
 import type { RedisRegistry } from './redis-registry.js';
 import type { RegistrationEndpoint } from './registration-endpoint.js';
 import type { Registry, RegistryBackend, RegistryEntry } from './registry.js';
@@ -38,6 +42,9 @@ import type { RelayBridge } from './relay-bridge.js';
 
 export const BROKER_COUNTERS = [
   'requests',
+  /** The device refused the request's wake proof (P9). */
+  'refusedWake',
+  'rateLimitedAuthFailures',
   'connected',
   'unknownDevice',
   'staleDevice',
@@ -96,7 +103,10 @@ export interface ConnectionBrokerOptions {
   readonly relayBridge?: RelayBridge;
   /** Connection requests per client source address and per target equipment ID. */
   readonly sourceLimiter?: RateLimiter;
+  /** Checked before the device is woken, charged when it attaches (P9). */
   readonly targetLimiter?: RateLimiter;
+  /** Requests the device refused (its wake proof failed), per source (P9). */
+  readonly authFailureLimiter?: RateLimiter;
   /** Timings for metrics: server-side time to connect (request to verdict), notification round trip. */
   readonly onTiming?: (what: 'connect' | 'notifyRoundTrip', ms: number, status: StatusValue) => void;
 }
@@ -113,8 +123,17 @@ export interface ConnectionBroker {
   /** Open connections on the TLS listener, by kind. */
   readonly open: Readonly<Record<ConnectionKind, number>>;
   address(): { address: string; port: number };
+  /** The device refused request `requestId` (a UDP REFUSE, P9): end it at once. */
+  refused(equipmentId: string, requestId: Buffer, reason: RefuseReasonValue): void;
   readonly counters: Counters<BrokerCounter>;
 }
+
+/**
+ * Requests one source address may have waiting for one device, so that one source cannot hold all
+ * of its slots (`requests.max_pending_per_device`, 32). Strangers' requests hold a slot only until
+ * the device's REFUSE arrives, one round trip (P9).
+ */
+export const MAX_PENDING_PER_SOURCE_PER_DEVICE = 8;
 
 export function createConnectionBroker(options: ConnectionBrokerOptions): ConnectionBroker {
   const { registry, udp, clock, logger, masterKey, cluster } = options;
@@ -206,6 +225,8 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     | { readonly kind: 'remote'; readonly node: string }
     | { readonly kind: 'gone' }
     | { readonly kind: 'shutdown' }
+    /** The device checked the wake proof and refused it (P9). */
+    | { readonly kind: 'refused'; readonly reason: RefuseReasonValue }
     | null;
   /** Requests still waiting for their device when the grace period ends get an answer, not just a FIN. */
   const waitingForDevice = new Set<() => void>();
@@ -231,12 +252,19 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       counters.inc('shuttingDown');
       return done(Status.SERVER_DEGRADED, SHUTTING_DOWN);
     }
-    if (options.sourceLimiter && !options.sourceLimiter.take(clientEndpoint.address)) {
+    const source = sourceKey(clientEndpoint.address);
+    if (options.sourceLimiter && !options.sourceLimiter.take(source)) {
       counters.inc('rateLimitedSource');
       log.info({ client: clientEndpoint.address }, 'connection request refused: rate limit per source address');
       return done(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (limit per source address)`);
     }
-    if (options.targetLimiter && !options.targetLimiter.take(req.equipmentId)) {
+    if (options.authFailureLimiter && !options.authFailureLimiter.peek(source)) {
+      counters.inc('rateLimitedAuthFailures');
+      log.info({ client: clientEndpoint.address }, 'connection request refused: too many requests from this address failed authentication');
+      return done(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (too many wrong passwords from this address)`);
+    }
+    // Only checked here: charged when the device attaches, so requests it refuses cost the owner nothing (P9).
+    if (options.targetLimiter && !options.targetLimiter.peek(req.equipmentId)) {
       counters.inc('rateLimitedTarget');
       log.info('connection request refused: rate limit per device');
       return done(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (limit per device)`);
@@ -268,7 +296,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       log.info({ ageMs }, 'S204 device entry is stale');
       return done(Status.DEVICE_STALE, `${STATUS_TEXT[Status.DEVICE_STALE]}: last seen ${Math.round(ageMs / 1000)} s ago`);
     }
-    if (pending.countFor(req.equipmentId) >= options.maxPendingPerDevice) {
+    if (pending.countForSource(req.equipmentId, source) >= MAX_PENDING_PER_SOURCE_PER_DEVICE || pending.countFor(req.equipmentId) >= options.maxPendingPerDevice) {
       counters.inc('busy');
       return done(Status.DEVICE_BUSY);
     }
@@ -304,24 +332,27 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       const p = {
         requestId,
         equipmentId: req.equipmentId,
+        source,
         attach: (ch: FrameChannel) => resolve({ kind: 'local', device: ch }),
+        refused: (reason: RefuseReasonValue) => resolve({ kind: 'refused', reason }),
       };
       entryInTable = p;
       pending.add(p);
       if (routing) {
         routing.waitFor(hex, (m) => {
           if (m.t === 'attached') resolve({ kind: 'remote', node: m.by });
+          else if (m.t === 'refused') resolve({ kind: 'refused', reason: isRefuseReason(m.why) ? m.why : RefuseReason.BAD_TAG });
           else if (m.t === 'verdict') verdictFromNode?.({ status: isStatusValue(m.s) ? m.s : Status.INTERNAL, candidates: candidatesFromNode(m.c) });
         });
       }
       const target = { address: entry.address, port: entry.port };
       const sendNotify = (): void => {
         if (!owner) {
-          if (udp.notify(req.equipmentId, requestId, target)) log.debug('S205 notification sent');
+          if (udp.notify(req.equipmentId, requestId, req.wake, target)) log.debug('S205 notification sent');
           return;
         }
         cluster!
-          .send(owner, { t: 'notify', r: hex, d: req.equipmentId, a: entry.address, p: entry.port, from: cluster!.nodeId })
+          .send(owner, { t: 'notify', r: hex, d: req.equipmentId, a: entry.address, p: entry.port, from: cluster!.nodeId, w: wakeToHex(req.wake) })
           .then((receivers) => {
             if (receivers === 0) resolve({ kind: 'gone' });
           })
@@ -360,6 +391,17 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         log.info('grace period over before the device attached');
         return done(Status.SERVER_DEGRADED, SHUTTING_DOWN);
       }
+      if (got.kind === 'refused') {
+        counters.inc('refusedWake');
+        log.info({ reason: got.reason }, 'device refused the request before connecting: its wake proof failed');
+        if (got.reason === RefuseReason.STALE) return done(Status.REQUEST_EXPIRED, 'the device refused the request before connecting: it is not fresh (check the clock)');
+        if (got.reason === RefuseReason.REPLAYED) return done(Status.REQUEST_REPLAYED, 'the device refused the request before connecting: it was seen before');
+        // Only a wrong password counts against the source (P9).
+        options.authFailureLimiter?.take(source);
+        return done(Status.AUTH_FAILED, 'the device refused the request before connecting: wrong password');
+      }
+      // A request the device serves: now it counts against the device's limit.
+      options.targetLimiter?.take(req.equipmentId);
       if (got.kind === 'gone') {
         counters.inc('nodeUnavailable');
         log.warn({ deviceNode: owner }, 'the node holding the device is not running');
@@ -454,6 +496,16 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     },
     get inFlight() {
       return inFlight;
+    },
+    refused(equipmentId, requestId, reason) {
+      const p = pending.peek(requestId);
+      if (p && p.equipmentId === equipmentId) {
+        pending.take(requestId);
+        p.refused(reason);
+        return;
+      }
+      // Notified here for a request another node holds: that node answers its client.
+      routing?.refused(requestId.toString('hex'), reason);
     },
     async stop(graceMs = 0) {
       const s = server;

@@ -69,6 +69,8 @@ const REQUEST_OUTCOMES: readonly [BrokerCounter, string][] = [
   ['staleDevice', 'stale_device'],
   ['noAnswer', 'no_answer'],
   ['refusedByDevice', 'refused_by_device'],
+  ['refusedWake', 'wake_refused_by_device'],
+  ['rateLimitedAuthFailures', 'rate_limited_auth_failures'],
   ['busy', 'busy'],
   ['rateLimitedSource', 'rate_limited_source'],
   ['rateLimitedTarget', 'rate_limited_device'],
@@ -222,6 +224,7 @@ export function createMetricsListener(o: { host: string; port: number; source: M
     fromCounters('peerlink_rate_limited_total', 'Events refused by a rate limit', 'limit', source.broker, [
       ['rateLimitedSource', 'requests_per_source'],
       ['rateLimitedTarget', 'requests_per_device'],
+      ['rateLimitedAuthFailures', 'auth_failures_per_source'],
     ]);
     new prom.Counter({
       name: 'peerlink_registrations_rate_limited_total',

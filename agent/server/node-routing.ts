@@ -7,6 +7,7 @@
  *  - a device that attaches here for a request held by another node (or waiting in Redis) gets the
  *    request forwarded (S206), and its verdict (S207) goes back to the node holding the client.
  */
+import { wakeFromHex } from '../protocol/wake.js';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Counters } from '../common/counters.js';
@@ -52,12 +53,15 @@ export interface NodeRouting {
   stopWaiting(hex: string): void;
   /** The device attached here for a request this node does not hold. */
   serveAttach(channel: FrameChannel, socket: TLSSocket, attach: DeviceAttach): Promise<void>;
+  /** The device refused a request this node notified it for on another node's behalf: tell that node (P9). */
+  refused(hex: string, reason: number): boolean;
 }
 
 export function createNodeRouting(o: NodeRoutingOptions): NodeRouting {
   const { cluster, counters, logger } = o;
   const waiters = new Map<string, (m: NodeMessage) => void>();
-  const notifiedFor = new Set<string>();
+  /** Requests this node notified a device for, and the node holding each (for a refusal, P9). */
+  const notifiedFor = new Map<string, string>();
 
   cluster.onMessage((m) => {
     if (m.t !== 'notify') {
@@ -71,9 +75,16 @@ export function createNodeRouting(o: NodeRoutingOptions): NodeRouting {
       logger.debug({ requestId: m.r.slice(0, 12), equipmentId: m.d }, 'asked to notify a device not registered at this node');
       return;
     }
-    if (o.udp.notify(m.d, Buffer.from(m.r, 'hex'))) counters.inc('notifiedForNode');
+    let wake;
+    try {
+      wake = wakeFromHex(m.w);
+    } catch {
+      logger.debug({ requestId: m.r.slice(0, 12) }, 'notify message without a well-formed wake proof: dropped');
+      return;
+    }
+    if (o.udp.notify(m.d, Buffer.from(m.r, 'hex'), wake)) counters.inc('notifiedForNode');
     if (!notifiedFor.has(m.r)) {
-      notifiedFor.add(m.r);
+      notifiedFor.set(m.r, m.from);
       if (notifiedFor.size > NOTIFIED_REMEMBERED) notifiedFor.delete(notifiedFor.values().next().value as string);
       logger.info({ requestId: m.r.slice(0, 12), equipmentId: m.d, for: m.from }, 'S205 notification sent for a request held by another node');
     }
@@ -114,5 +125,12 @@ export function createNodeRouting(o: NodeRoutingOptions): NodeRouting {
     waitFor: (hex, onMessage) => void waiters.set(hex, onMessage),
     stopWaiting: (hex) => void waiters.delete(hex),
     serveAttach,
+    refused(hex, reason) {
+      const holder = notifiedFor.get(hex);
+      if (!holder) return false;
+      notifiedFor.delete(hex);
+      cluster.send(holder, { t: 'refused', r: hex, by: cluster.nodeId, why: reason }).catch((err: Error) => logger.debug({ err: err.message }, 'routing a refusal failed'));
+      return true;
+    },
   };
 }

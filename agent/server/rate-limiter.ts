@@ -17,6 +17,8 @@ export const RATE_LIMITER_MAX_KEYS = 200_000;
 export interface RateLimiter {
   /** True if the event is allowed (and counted). */
   take(key: string): boolean;
+  /** True if `take` would allow the event now; counts nothing. */
+  peek(key: string): boolean;
   readonly limit: RateLimit;
   readonly enabled: boolean;
 }
@@ -29,6 +31,12 @@ export function createRateLimiter(limit: RateLimit, clock: Clock, maxKeys = RATE
   return {
     limit: Object.freeze({ ...limit }),
     enabled,
+    peek(key) {
+      if (!enabled) return true;
+      const now = clock.now();
+      const t = Math.max(tat.get(key) ?? now, now);
+      return t + intervalMs - now <= toleranceMs;
+    },
     take(key) {
       if (!enabled) return true;
       const now = clock.now();
@@ -41,4 +49,19 @@ export function createRateLimiter(limit: RateLimit, clock: Clock, maxKeys = RATE
       return true;
     },
   };
+}
+
+/**
+ * The key a source address is limited by: the address itself for IPv4, its /64 for IPv6 (one
+ * subscriber's prefix, from which an attacker could otherwise draw 2^64 fresh buckets).
+ */
+export function sourceKey(address: string): string {
+  if (!address.includes(':')) return address;
+  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (v4) return v4[1]!;
+  const [head, tail] = address.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail !== undefined && tail !== '' ? tail.split(':') : [];
+  const groups = tail === undefined ? left : [...left, ...new Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups.slice(0, 4).map((g) => (g || '0').toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
 }

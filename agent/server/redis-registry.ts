@@ -38,8 +38,10 @@ export interface PendingRecord {
 
 /** Messages between nodes; `r` is the request ID (hex), which also keys the logs on every node. */
 export type NodeMessage =
-  | { readonly t: 'notify'; readonly r: string; readonly d: string; readonly a: string; readonly p: number; readonly from: string }
+  | { readonly t: 'notify'; readonly r: string; readonly d: string; readonly a: string; readonly p: number; readonly from: string; readonly w: string }
   | { readonly t: 'attached'; readonly r: string; readonly by: string }
+  /** The device refused the request's wake proof at its node (P9). */
+  | { readonly t: 'refused'; readonly r: string; readonly by: string; readonly why: number }
   /** c: the device's path candidates for the client, as [kind, address, port] (hole punch, reverse port). */
   | { readonly t: 'verdict'; readonly r: string; readonly s: number; readonly by: string; readonly c?: readonly (readonly [number, string, number])[] };
 

@@ -20,7 +20,8 @@ import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
 import { ProtocolError } from '../common/errors.js';
 import { normalizeAddress } from '../protocol/address.js';
-import { REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE, UDP_TYPE_REGISTER } from '../protocol/constants.js';
+import { REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE, UDP_TYPE_REFUSE, UDP_TYPE_REGISTER } from '../protocol/constants.js';
+import type { Wake } from '../protocol/wake.js';
 import type { Blake2sKey } from '../protocol/blake2s.js';
 import {
   AckStatus,
@@ -30,6 +31,8 @@ import {
   parseUdpPacket,
   deviceUdpKeys,
   verifyTag,
+  type Refuse,
+  type RefuseReasonValue,
   type Register,
 } from '../protocol/udp-packets.js';
 import type { Endpoint } from '../protocol/address.js';
@@ -51,6 +54,8 @@ export const REGISTRATION_COUNTERS = [
   'challenged',
   'unexpectedType',
   'notificationsSent',
+  /** Devices refusing a request whose wake proof failed (P9). */
+  'refusals',
   'rateLimited',
   'registryUnavailable',
   'overloaded',
@@ -80,6 +85,8 @@ export interface RegistrationEndpointOptions {
   readonly backend?: RegistryBackend;
   /** Per source address, checked before any cryptography. */
   readonly sourceLimiter?: RateLimiter;
+  /** A device's REFUSE (tag verified): it will not attach for that request (P9). */
+  readonly onRefuse?: (equipmentId: string, requestId: Buffer, reason: RefuseReasonValue) => void;
   /** Probe nonces seen (shared with the probe port); default: this port's own. */
   readonly probeNonces?: ReplayCache;
   /** Return routability (P6); default: one from the master key. */
@@ -92,8 +99,8 @@ export interface RegistrationEndpoint {
   start(): Promise<void>;
   stop(): Promise<void>;
   address(): { address: string; port: number };
-  /** Send a notification to the device's mapping (`to`, else its local entry); false if none. */
-  notify(equipmentId: string, requestId: Buffer, to?: Endpoint): boolean;
+  /** Send a notification, with the client's wake proof, to the device's mapping (`to`, else its local entry); false if none. */
+  notify(equipmentId: string, requestId: Buffer, wake: Wake, to?: Endpoint): boolean;
   readonly counters: Counters<RegistrationCounter>;
 }
 
@@ -133,6 +140,13 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
         counters.inc('mappingChecks');
         send(answer.check.packet, answer.check);
       }
+      return;
+    }
+    if (parsed.packet.type === UDP_TYPE_REFUSE) {
+      const refuse = parsed.packet as Refuse;
+      if (!verifyTag(parsed, deviceKey(refuse.equipmentId))) return void counters.inc('badTag');
+      counters.inc('refusals');
+      options.onRefuse?.(refuse.equipmentId, Buffer.from(refuse.requestId), refuse.reason);
       return;
     }
     if (parsed.packet.type !== UDP_TYPE_REGISTER) {
@@ -268,10 +282,10 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       if (s) await closeUdp(s);
     },
     address: () => boundAddress(socket),
-    notify(equipmentId, requestId, to) {
+    notify(equipmentId, requestId, wake, to) {
       const entry = to ?? registry.get(equipmentId);
       if (!entry || !socket) return false;
-      send(encodeNotify({ requestId, serverTimeMs: clock.now() }, deviceKey(equipmentId)), entry);
+      send(encodeNotify({ requestId, serverTimeMs: clock.now(), wake }, deviceKey(equipmentId)), entry);
       counters.inc('notificationsSent');
       return true;
     },

@@ -44,22 +44,30 @@ import {
 
 export const SWEEP_INTERVAL_MS = 60_000;
 export const SHUTDOWN_GRACE_MS = 10_000;
+/** Requests waiting for one device at once (a stranger's holds a slot for one round trip, P9). */
+export const MAX_PENDING_PER_DEVICE = 32;
 
 /**
  * Default limits. Registrations: generous per source address, because thousands of devices can sit
  * behind one carrier-grade NAT address. Connection requests: a client retrying is fine, a script
- * waking a device endlessly is not (each request makes the device open a TLS connection).
+ * waking a device endlessly is not. The per-device limit is charged only for requests the device
+ * accepted to serve (its wake proof verified, P9), so strangers cannot use it up; a source whose
+ * requests the device refused runs into its own limit of failed authentications.
  */
 export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   registrationsPerSource: Object.freeze({ perSecond: 1000, burst: 2000 }),
   requestsPerSource: Object.freeze({ perSecond: 2, burst: 60 }),
   requestsPerDevice: Object.freeze({ perSecond: 1, burst: 30 }),
+  authFailuresPerSource: Object.freeze({ perSecond: 10 / 60, burst: 10 }),
 });
 
 export interface ServerLimits {
   readonly registrationsPerSource: RateLimit;
   readonly requestsPerSource: RateLimit;
+  /** Charged when the device attaches (P9). */
   readonly requestsPerDevice: RateLimit;
+  /** Requests the device refused (wrong password), per source (P9). */
+  readonly authFailuresPerSource: RateLimit;
 }
 
 export interface RedisOptions {
@@ -147,7 +155,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     clockWindowMs: input.clockWindowMs ?? REGISTER_CLOCK_WINDOW_MS,
     attachTimeoutMs: input.attachTimeoutMs ?? DEVICE_ATTACH_TIMEOUT_MS,
     notifyRetryMs: input.notifyRetryMs ?? NOTIFY_RETRY_MS,
-    maxPendingPerDevice: input.maxPendingPerDevice ?? 8,
+    maxPendingPerDevice: input.maxPendingPerDevice ?? MAX_PENDING_PER_DEVICE,
     relay: Object.freeze({
       maxSessions: input.relay?.maxSessions ?? RELAY_MAX_SESSIONS,
       bytesPerSecond: input.relay?.bytesPerSecond ?? RELAY_BYTES_PER_SECOND,
@@ -158,6 +166,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
       registrationsPerSource: input.limits?.registrationsPerSource ?? DEFAULT_LIMITS.registrationsPerSource,
       requestsPerSource: input.limits?.requestsPerSource ?? DEFAULT_LIMITS.requestsPerSource,
       requestsPerDevice: input.limits?.requestsPerDevice ?? DEFAULT_LIMITS.requestsPerDevice,
+      authFailuresPerSource: input.limits?.authFailuresPerSource ?? DEFAULT_LIMITS.authFailuresPerSource,
     }),
     shutdownGraceMs: input.shutdownGraceMs ?? 0,
     handshakeTimeoutMs: input.handshakeTimeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS,
@@ -212,6 +221,8 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     backend,
     sourceLimiter: createRateLimiter(opts.limits.registrationsPerSource, opts.clock),
     probeNonces,
+    // The device refused a request's wake proof (P9): the broker ends the request at once.
+    onRefuse: (equipmentId, requestId, reason) => broker.refused(equipmentId, requestId, reason),
   });
   const relay = createRelay(opts.relay, logger);
   const relayBridge = cluster
@@ -254,6 +265,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     ...(relayBridge ? { relayBridge } : {}),
     sourceLimiter: createRateLimiter(opts.limits.requestsPerSource, opts.clock),
     targetLimiter: createRateLimiter(opts.limits.requestsPerDevice, opts.clock),
+    authFailureLimiter: createRateLimiter(opts.limits.authFailuresPerSource, opts.clock),
     onTiming: (what, ms, status) => metrics?.observe(what, ms, status),
     udp: registration,
     clock: opts.clock,

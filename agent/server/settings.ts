@@ -18,7 +18,7 @@ import { loadMasterKey } from '../pki/master-key.js';
 import { MAX_UNIDENTIFIED_CONNECTIONS } from './connection-tracker.js';
 import type { RateLimit } from './rate-limiter.js';
 import { RELAY_BYTES_PER_SECOND, RELAY_JOIN_TIMEOUT_MS, RELAY_MAX_DURATION_MS, RELAY_MAX_SESSIONS } from './relay.js';
-import { DEFAULT_LIMITS, SHUTDOWN_GRACE_MS, type ServerLimits } from './server.js';
+import { DEFAULT_LIMITS, MAX_PENDING_PER_DEVICE, SHUTDOWN_GRACE_MS, type ServerLimits } from './server.js';
 
 export const DEFAULT_UDP_PORT = 7400;
 export const DEFAULT_TLS_PORT = 7443;
@@ -56,6 +56,7 @@ const LIMIT_KEYS = [
   'registrations_per_source_per_s', 'registrations_per_source_burst',
   'requests_per_source_per_min', 'requests_per_source_burst',
   'requests_per_device_per_min', 'requests_per_device_burst',
+  'auth_failures_per_source_per_min', 'auth_failures_per_source_burst',
 ] as const;
 
 export function checkServerSettings(doc: Record<string, unknown>, file: string): ServerSettings {
@@ -107,7 +108,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
     requests: {
       attachTimeoutMs: c.int(req, 'attach_timeout_ms', 'requests.attach_timeout_ms', { default: DEVICE_ATTACH_TIMEOUT_MS, min: 100, max: 120_000 }),
       notifyRetryMs: c.int(req, 'notify_retry_ms', 'requests.notify_retry_ms', { default: NOTIFY_RETRY_MS, min: 50, max: 60_000 }),
-      maxPendingPerDevice: c.int(req, 'max_pending_per_device', 'requests.max_pending_per_device', { default: 8, min: 1, max: 1000 }),
+      maxPendingPerDevice: c.int(req, 'max_pending_per_device', 'requests.max_pending_per_device', { default: MAX_PENDING_PER_DEVICE, min: 1, max: 1000 }),
     },
     probe: { port: c.int(probe, 'port', 'probe.port', { default: 0, min: 0, max: 65535 }) },
     relay: {
@@ -129,6 +130,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
       registrationsPerSource: limit('registrations_per_source', 's', DEFAULT_LIMITS.registrationsPerSource),
       requestsPerSource: limit('requests_per_source', 'min', DEFAULT_LIMITS.requestsPerSource),
       requestsPerDevice: limit('requests_per_device', 'min', DEFAULT_LIMITS.requestsPerDevice),
+      authFailuresPerSource: limit('auth_failures_per_source', 'min', DEFAULT_LIMITS.authFailuresPerSource),
     }),
     metrics: {
       enabled: c.bool(met, 'enabled', 'metrics.enabled', false),

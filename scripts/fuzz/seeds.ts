@@ -27,6 +27,7 @@ import { PROBE_FLAG_CHECK_MAPPING, REQUEST_ID_BYTES } from '../../agent/protocol
 import { CandidateKind, encodeFrame, FrameType, type Frame } from '../../agent/protocol/frames.js';
 import { sealRequest } from '../../agent/protocol/request.js';
 import { Status } from '../../agent/protocol/status.js';
+import type { Wake } from '../../agent/protocol/wake.js';
 
 /** An equipment ID no device owns: connect requests and badly keyed registrations name it. */
 export const DECOY_EQUIPMENT_ID = 'FUZZ-DECOY-0001';
@@ -91,7 +92,7 @@ export function udpSeeds(k: SeedKeys): Seed[] {
       name: 'register ack', ...UDP_HEADER, lengthFields: [], retag,
       bytes: encodeRegisterAck({ status: AckStatus.OK, nonce: nonce(), serverTimeMs: now, observed: { address: '127.0.0.1', port: 40000 } }, regKey),
     },
-    { name: 'notify', ...UDP_HEADER, lengthFields: [], retag, bytes: encodeNotify({ requestId: randomBytes(REQUEST_ID_BYTES), serverTimeMs: now }, regKey) },
+    { name: 'notify', ...UDP_HEADER, lengthFields: [], retag, bytes: encodeNotify({ requestId: randomBytes(REQUEST_ID_BYTES), serverTimeMs: now, wake: anyWake(now) }, regKey) },
     { name: 'mapping check', ...UDP_HEADER, lengthFields: [], retag, bytes: encodeMappingCheck({ nonce: nonce(), serverTimeMs: now }, regKey) },
   ];
   return seeds.map((s) => Object.freeze(s));
@@ -111,7 +112,7 @@ export async function frameSeeds(k: SeedKeys): Promise<Seed[]> {
   const client = { address: '127.0.0.1', port: 40000 };
   const frames: [string, Frame][] = [
     ['hello', { type: FrameType.HELLO, serverTimeMs: Date.now() }],
-    ['connect request (decoy)', { type: FrameType.CONNECT_REQUEST, equipmentId: DECOY_EQUIPMENT_ID, advertisedPort: 40000, sealedRequest: sealed }],
+    ['connect request (decoy)', { type: FrameType.CONNECT_REQUEST, equipmentId: DECOY_EQUIPMENT_ID, advertisedPort: 40000, wake: anyWake(Date.now()), sealedRequest: sealed }],
     ['connect result', { type: FrameType.CONNECT_RESULT, status: Status.OK, detail: 'fuzz' }],
     ['device attach', { type: FrameType.DEVICE_ATTACH, equipmentId: k.equipmentId, requestId: rid(), proof: randomBytes(32) }],
     ['forward request', { type: FrameType.FORWARD_REQUEST, requestId: rid(), client, advertisedPort: 40000, sealedRequest: sealed }],
@@ -162,4 +163,9 @@ export async function clientHelloSeed(): Promise<Seed> {
   // Record: type(1) | version(2) | length(2); handshake: type(1) | length(3, its low 2 bytes at 7).
   const seed: Seed = { name: 'TLS ClientHello', typeOffset: 5, lengthFields: [{ offset: 3, size: 2 }, { offset: 7, size: 2 }], bytes: hello };
   return Object.freeze(seed);
+}
+
+/** A well-formed wake proof whose tag verifies under no key (the fuzzer never holds a password's key). */
+function anyWake(timestampMs: number): Wake {
+  return { nonce: randomBytes(16), timestampMs, tag: randomBytes(16) };
 }

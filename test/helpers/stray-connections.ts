@@ -9,6 +9,7 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { FrameChannel } from '../../agent/protocol/frame-channel.js';
 import { FrameType } from '../../agent/protocol/frames.js';
 import type { Scope } from './flow.js';
+import { strangerWake } from './wake.js';
 
 /** The first bytes of a TLS ClientHello record, and no more. */
 export const PARTIAL_CLIENT_HELLO = Buffer.from('160301002c010000280303', 'hex');
@@ -50,7 +51,7 @@ export async function openStray(t: Scope, to: StrayTarget, kind: StrayKind): Pro
     const c = await secure(to);
     s = c.socket;
     if (kind === 'requestThenGone' || kind === 'requestThenHalfClosed') {
-      c.channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: to.equipmentId ?? 'TV-NONE', advertisedPort: 9, sealedRequest: randomBytes(64) });
+      c.channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: to.equipmentId ?? 'TV-NONE', advertisedPort: 9, wake: strangerWake(), sealedRequest: randomBytes(64) });
     }
     if (kind === 'halfClosedSecure' || kind === 'requestThenHalfClosed') s.end();
     if (kind === 'requestThenGone') await new Promise<void>((r) => s.end(() => (s.destroy(), r())));

@@ -24,6 +24,7 @@ import { createRegistrationMasterKey } from '../../agent/pki/master-key.js';
 import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
 import { DIST, startProgram } from '../../scripts/lib/program.js';
 import { createServerPki, findSecrets, LOOPBACK, listenTcp, recordingRelay, sleep, tempDir, waitUntil, type Cleanup, type ServerPki } from './lib/helpers.js';
+import { wakeFor } from '../helpers/wake.js';
 
 const EQUIPMENT_ID = 'P4-DEVICE';
 const SERVICE = 'http';
@@ -307,7 +308,7 @@ test('P4e end to end: the real agent does not join its service to an attacker ho
     { clientNonce: randomBytes(NONCE_BYTES), timestampMs: hello.serverTimeMs, equipmentId: setup.equipmentId, service: 'http', advertisedPort: attacker.port },
     tagKey,
   );
-  channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: setup.equipmentId, advertisedPort: attacker.port, sealedRequest: sealed });
+  channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: setup.equipmentId, advertisedPort: attacker.port, wake: wakeFor(await deriveAccessKey(setup.password, setup.equipmentId), setup.equipmentId, sealed), sealedRequest: sealed });
   let result = await channel.next(15_000);
   // An accepted request is preceded by the server's relay offer and path candidates.
   while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) result = await channel.next(15_000);

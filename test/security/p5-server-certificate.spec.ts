@@ -28,6 +28,7 @@ import { issueServerCert } from '../../agent/pki/server-cert.js';
 import { encodeFrame, FrameType } from '../../agent/protocol/frames.js';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
 import { createServerPki, listenTcp, LOOPBACK, startServer, waitUntil, type ServerPki } from './lib/helpers.js';
+import { deriveWakeKey, makeWake } from '../../agent/protocol/wake.js';
 
 const EQUIPMENT_ID = 'P5-DEVICE';
 
@@ -182,7 +183,7 @@ test('P5 agent end to end: notified by the real UDP side, the agent refuses a ro
   await agent.start();
   t.teardown(() => agent.stop());
   await waitUntil(() => agent.status().state === 'registered', 'the agent to register', 5000);
-  t.true(server.registration.notify(EQUIPMENT_ID, randomBytes(16)));
+  t.true(server.registration.notify(EQUIPMENT_ID, randomBytes(16), makeWake(deriveWakeKey(identity.accessKey), EQUIPMENT_ID, randomBytes(16), Date.now())));
   await waitUntil(() => agent.counters.get('sessionsFailed') === 1, 'the session to fail', 5000);
   t.is(agent.counters.get('sessionsServed') + agent.counters.get('sessionsRefused'), 0);
   t.is(srv.bytes(), 0, 'no DEVICE_ATTACH (or anything else) reached the rogue server');

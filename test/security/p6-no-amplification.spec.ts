@@ -20,6 +20,7 @@ import {
 } from '../../agent/protocol/udp-packets.js';
 import { createServerPki, recordingUdp, sleep, startServer, waitUntil } from './lib/helpers.js';
 import { registerThroughCookie } from './lib/udp-register.js';
+import { strangerWake } from '../helpers/wake.js';
 
 const pki = createServerPki();
 const master = pki.masterKey;
@@ -89,7 +90,7 @@ function corpus(): Sent[] {
   const key = deriveRegistrationKey(master, 'P6-DEVICE');
   for (let i = 0; i < 10; i++) {
     out.push({ what: 'tagged REGISTER_ACK', bytes: encodeRegisterAck({ status: AckStatus.OK, nonce: randomBytes(8), serverTimeMs: now, observed: { address: '127.0.0.1', port: 9 } }, key) });
-    out.push({ what: 'tagged NOTIFY', bytes: encodeNotify({ requestId: randomBytes(16), serverTimeMs: now }, key) });
+    out.push({ what: 'tagged NOTIFY', bytes: encodeNotify({ requestId: randomBytes(16), serverTimeMs: now, wake: strangerWake(now) }, key) });
     out.push({ what: 'tagged random ACK-typed', bytes: taggedRandom(UDP_TYPE_REGISTER_ACK, key, randomInt(0, 60)) });
     out.push({ what: 'tagged random REGISTER-typed', bytes: taggedRandom(UDP_TYPE_REGISTER, key, randomInt(0, 100)) });
     out.push({ what: 'unknown type', bytes: taggedRandom(0x7f, key, randomInt(0, 60)) });

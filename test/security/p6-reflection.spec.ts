@@ -14,6 +14,7 @@ import { encodeProbe, encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES } fro
 import { freePort } from '../../scripts/lib/free-port.js';
 import { createServerPki, recordingUdp, sleep, startServer, waitUntil } from './lib/helpers.js';
 import { answerTo, registerThroughCookie } from './lib/udp-register.js';
+import { strangerWake } from '../helpers/wake.js';
 
 const pki = createServerPki();
 const ID = 'P6-REFLECT';
@@ -76,7 +77,7 @@ test('P6: a device owner registering from a victim address gets no mapping there
   t.true(victim.received.every(({ msg }) => parseUdpPacket(msg).packet.type === UDP_TYPE_COOKIE), 'only cookie requests');
   t.true(victim.bytesReceived() <= sentBytes, `${victim.bytesReceived()} bytes to the victim for ${sentBytes} sent`);
   t.like(server.registry.get(ID), { port: device.port }, 'the mapping stays the device\'s');
-  t.true(server.registration.notify(ID, randomBytes(16)));
+  t.true(server.registration.notify(ID, randomBytes(16), strangerWake()));
   await waitUntil(() => device.received.length >= 2, 'the notification at the device');
   await sleep(100);
   t.true(victim.received.every(({ msg }) => parseUdpPacket(msg).packet.type !== UDP_TYPE_REGISTER_ACK), 'no ack and no notification reached the victim');

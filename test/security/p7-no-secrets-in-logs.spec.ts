@@ -148,13 +148,13 @@ test('P7: no log line of server, agent or client holds a secret (real programs, 
     t.is(echoed, payload, `round trip ${i} through the tunnel`);
   }
 
-  // A client with the wrong password: refused by the device (AUTH_FAILED), its own exit code.
+  // A client with the wrong password: refused by the device before it connects (its wake proof, P9), AUTH_FAILED.
   const wrongFile = join(dir, 'wrong-password.txt');
   await writeFile(wrongFile, `${wrongPassword}\n`, { mode: 0o600 });
   const bad = started(t, startProgram('client', clientArgs(setup, wrongFile, await freePort())));
   t.is(await exitWithin(bad, 20_000), EXIT_CODES[ErrorCodes.AUTH_FAILED] ?? -1);
   t.true(bad.stderr.join('\n').includes(`[${ErrorCodes.AUTH_FAILED}]`));
-  await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S207 request refused'));
+  await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('notification refused before connecting'));
 
   await client.stop();
   await agent.stop();

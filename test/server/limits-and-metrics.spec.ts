@@ -44,18 +44,18 @@ async function ask(s: RendezvousServer, equipmentId: string): Promise<string> {
 
 const metrics = async (s: RendezvousServer): Promise<string> => (await httpGet(s.metricsAddress()!.port, '/metrics')).body;
 
-test('requests per device: past the burst a device is not woken again, other devices are', async (t) => {
+test('requests per device: counted only when the device attaches (P9), so requests for an unknown device never use it up; the limits are in the metrics', async (t) => {
   const s = await server(t, { requestsPerDevice: SLOW(2), requestsPerSource: OFF });
   t.deepEqual(
     [await ask(s, 'TV-A'), await ask(s, 'TV-A'), await ask(s, 'TV-A'), await ask(s, 'TV-B')],
-    [ErrorCodes.UNKNOWN_DEVICE, ErrorCodes.UNKNOWN_DEVICE, ErrorCodes.RATE_LIMITED, ErrorCodes.UNKNOWN_DEVICE],
+    [ErrorCodes.UNKNOWN_DEVICE, ErrorCodes.UNKNOWN_DEVICE, ErrorCodes.UNKNOWN_DEVICE, ErrorCodes.UNKNOWN_DEVICE],
   );
   const m = await metrics(s);
-  t.is(sample(m, /^peerlink_connection_requests_total\{outcome="rate_limited_device"/), 1);
-  t.is(sample(m, /^peerlink_rate_limited_total\{limit="requests_per_device"/), 1);
+  t.is(sample(m, /^peerlink_connection_requests_total\{outcome="rate_limited_device"/), 0);
   t.is(sample(m, /^peerlink_rate_limit_burst\{limit="requestsPerDevice"/), 2);
   t.is(sample(m, /^peerlink_rate_limit_per_second\{limit="requestsPerDevice"/), 0.001);
   t.is(sample(m, /^peerlink_rate_limit_per_second\{limit="requestsPerSource"/), 0, 'a disabled limit shows as 0');
+  t.is(sample(m, /^peerlink_rate_limit_burst\{limit="authFailuresPerSource"/), 10);
 });
 
 test('requests per source address: past the burst the source is refused whatever device it asks for', async (t) => {

@@ -82,7 +82,7 @@ redisTest('nodes message each other; a message to a node that is not running rea
   const got: NodeMessage[] = [];
   b.onMessage((m) => got.push(m));
   await new Promise((r) => setTimeout(r, 200)); // subscription settles
-  const msg: NodeMessage = { t: 'notify', r: 'aa'.repeat(16), d: 'TV-5', a: '202.204.16.13', p: 4000, from: 'node-a' };
+  const msg: NodeMessage = { t: 'notify', r: 'aa'.repeat(16), d: 'TV-5', a: '202.204.16.13', p: 4000, from: 'node-a', w: 'bb'.repeat(40) };
   t.is(await a.send('node-b', msg), 1);
   for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
   t.deepEqual(got, [msg]);

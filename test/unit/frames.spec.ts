@@ -40,12 +40,15 @@ const canonicalEndpointArb = fc.record({
   port: portArb,
 });
 
+const WAKE = { nonce: Buffer.alloc(16, 1), timestampMs: 5, tag: Buffer.alloc(16, 2) };
+
 const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant(FrameType.HELLO), serverTimeMs: timestampArb }),
   fc.record({
     type: fc.constant(FrameType.CONNECT_REQUEST),
     equipmentId: equipmentIdArb,
     advertisedPort: nonZeroPortArb,
+    wake: fc.record({ nonce: bytesArb(16), timestampMs: timestampArb, tag: bytesArb(16) }),
     sealedRequest: sealedArb,
   }),
   fc.record({ type: fc.constant(FrameType.CONNECT_RESULT), status: statusArb, detail: detailArb }),
@@ -150,7 +153,7 @@ test('a length field above FRAME_MAX_PAYLOAD_BYTES is rejected from the header a
 
 test('encodeFrame refuses a payload above FRAME_MAX_PAYLOAD_BYTES', (t) => {
   t.throws(
-    () => encodeFrame({ type: FrameType.CONNECT_REQUEST, equipmentId: 'dev', advertisedPort: 1, sealedRequest: Buffer.alloc(FRAME_MAX_PAYLOAD_BYTES) }),
+    () => encodeFrame({ type: FrameType.CONNECT_REQUEST, equipmentId: 'dev', advertisedPort: 1, wake: WAKE, sealedRequest: Buffer.alloc(FRAME_MAX_PAYLOAD_BYTES) }),
     { instanceOf: RangeError },
   );
 });
@@ -167,7 +170,7 @@ test('an unknown version is rejected from the header alone; an unknown type once
 });
 
 test('field checks: port 0, unknown status, oversize sealed request, bad equipment id, bad endpoint family', (t) => {
-  const cr = encodeFrame({ type: FrameType.CONNECT_REQUEST, equipmentId: 'dev', advertisedPort: 1, sealedRequest: Buffer.alloc(4) }).subarray(4);
+  const cr = encodeFrame({ type: FrameType.CONNECT_REQUEST, equipmentId: 'dev', advertisedPort: 1, wake: WAKE, sealedRequest: Buffer.alloc(4) }).subarray(4);
   const port0 = Buffer.from(cr);
   port0.writeUInt16BE(0, 4);
   t.is(throwsProtocolError(t, () => decodeFramePayload(FrameType.CONNECT_REQUEST, port0))?.field, 'frame.advertisedPort');
@@ -177,7 +180,7 @@ test('field checks: port 0, unknown status, oversize sealed request, bad equipme
   badStatus[16] = 200;
   t.is(throwsProtocolError(t, () => decodeFramePayload(FrameType.DEVICE_VERDICT, badStatus))?.field, 'frame.status');
 
-  const sealedTooBig = Buffer.concat([Buffer.of(3), Buffer.from('dev'), Buffer.of(0, 1), Buffer.of(0x02, 0x01), Buffer.alloc(513)]);
+  const sealedTooBig = Buffer.concat([Buffer.of(3), Buffer.from('dev'), Buffer.of(0, 1), Buffer.alloc(40), Buffer.of(0x02, 0x01), Buffer.alloc(513)]);
   t.is(throwsProtocolError(t, () => decodeFramePayload(FrameType.CONNECT_REQUEST, sealedTooBig))?.field, 'frame.sealedRequest.length');
 
   const badId = Buffer.from(cr);

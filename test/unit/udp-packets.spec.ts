@@ -40,6 +40,8 @@ import {
 
 const KEY = Buffer.alloc(32, 7);
 const nonceArb = bytesArb(REGISTER_NONCE_BYTES);
+const ZERO_WAKE = { nonce: Buffer.alloc(16), timestampMs: 0, tag: Buffer.alloc(16) };
+const wakeArb = fc.record({ nonce: bytesArb(16), timestampMs: timestampArb, tag: bytesArb(16) });
 const ackStatusArb = fc.constantFrom(AckStatus.OK, AckStatus.CLOCK_SKEW);
 
 /** The tag computed directly with keyed BLAKE2s-128 (blake2s.spec.ts checks that against references). */
@@ -69,7 +71,7 @@ const anyPacketArb = fc.oneof(
     .record({ status: ackStatusArb, nonce: nonceArb, serverTimeMs: timestampArb, observed: endpointArb, key: keyArb })
     .map(({ key, ...p }) => ({ key, bytes: encodeRegisterAck(p, key) })),
   fc
-    .record({ requestId: bytesArb(16), serverTimeMs: timestampArb, key: keyArb })
+    .record({ requestId: bytesArb(16), serverTimeMs: timestampArb, wake: wakeArb, key: keyArb })
     .map(({ key, ...p }) => ({ key, bytes: encodeNotify(p, key) })),
   fc
     .record({ nonce: nonceArb, serverTimeMs: timestampArb, cookie: bytesArb(16), key: keyArb })
@@ -153,11 +155,11 @@ test('REGISTER_ACK: ::ffff:a.b.c.d is normalised to a.b.c.d and sent as IPv4', (
   t.like(hex.packet, { observed: { address: '192.0.2.33', port: 4242 } });
 });
 
-testProp('NOTIFY round-trips', [bytesArb(16), timestampArb, keyArb], (t, requestId, serverTimeMs, key) => {
-  const bytes = encodeNotify({ requestId, serverTimeMs }, key);
-  t.is(bytes.length, 4 + 16 + 8 + 16);
+testProp('NOTIFY round-trips, with the wake proof', [bytesArb(16), timestampArb, wakeArb, keyArb], (t, requestId, serverTimeMs, wake, key) => {
+  const bytes = encodeNotify({ requestId, serverTimeMs, wake }, key);
+  t.is(bytes.length, 4 + 16 + 8 + 40 + 16);
   const parsed = parseUdpPacket(bytes);
-  t.deepEqual(parsed.packet, { type: UDP_TYPE_NOTIFY, requestId, serverTimeMs });
+  t.deepEqual(parsed.packet, { type: UDP_TYPE_NOTIFY, requestId, serverTimeMs, wake });
   t.true(verifyTag(parsed, key));
 });
 
@@ -165,7 +167,7 @@ test('timestamps: MAX_SAFE_INTEGER is accepted, 2^53 is a ProtocolError', (t) =>
   const nonce = Buffer.alloc(8);
   const ok = parseUdpPacket(encodeRegister({ equipmentId: 'dev-1', timestampMs: Number.MAX_SAFE_INTEGER, nonce }, KEY));
   t.like(ok.packet, { timestampMs: Number.MAX_SAFE_INTEGER });
-  const err = throwsProtocolError(t, () => parseUdpPacket(encodeNotify({ requestId: Buffer.alloc(16), serverTimeMs: 2 ** 53 }, KEY)));
+  const err = throwsProtocolError(t, () => parseUdpPacket(encodeNotify({ requestId: Buffer.alloc(16), serverTimeMs: 2 ** 53, wake: ZERO_WAKE }, KEY)));
   t.is(err?.field, 'udp.serverTime');
 });
 
@@ -234,7 +236,7 @@ test('oversize packets are rejected; exactly UDP_MAX_BYTES is not', (t) => {
   const err = throwsProtocolError(t, () => parseUdpPacket(big));
   t.regex(err?.message ?? '', /oversized/);
   throwsProtocolError(t, () => parseUdpPacket(Buffer.alloc(4096)));
-  throwsProtocolError(t, () => parseUdpPacket(Buffer.concat([encodeNotify({ requestId: Buffer.alloc(16), serverTimeMs: 1 }, KEY), Buffer.alloc(UDP_MAX_BYTES)])));
+  throwsProtocolError(t, () => parseUdpPacket(Buffer.concat([encodeNotify({ requestId: Buffer.alloc(16), serverTimeMs: 1, wake: ZERO_WAKE }, KEY), Buffer.alloc(UDP_MAX_BYTES)])));
   const max = handRegister('dev', 1, Buffer.alloc(8), UDP_MAX_BYTES, KEY);
   const parsed = parseUdpPacket(max);
   t.like(parsed.packet, { type: UDP_TYPE_REGISTER, equipmentId: 'dev', timestampMs: 1 });

@@ -11,13 +11,15 @@ import { createAgent, type Agent } from '../../../agent/device/agent.js';
 import { loadIdentity, type DeviceIdentity } from '../../../agent/device/identity.js';
 import { connectToServer } from '../../../agent/device/server-channel.js';
 import { loadAgentSettings, type AgentSettings } from '../../../agent/device/settings.js';
-import { createRendezvousServer } from '../../../agent/server/server.js';
+import { createRendezvousServer, type RendezvousServer, type ServerLimits } from '../../../agent/server/server.js';
 import { FrameChannel } from '../../../agent/protocol/frame-channel.js';
 import { FrameType } from '../../../agent/protocol/frames.js';
 import { deriveRequestTagKey, NONCE_BYTES } from '../../../agent/protocol/keys.js';
 import { sealRequest } from '../../../agent/protocol/request.js';
 import type { StatusValue } from '../../../agent/protocol/status.js';
 import { echoService, LOOPBACK, listenTcp, tempDir, waitUntil, type Cleanup } from './helpers.js';
+import { wakeFor } from '../../helpers/wake.js';
+import type { Wake } from '../../../agent/protocol/wake.js';
 
 export const EQUIPMENT_ID = 'P3-DEVICE';
 export const SERVICE = 'svc';
@@ -30,6 +32,7 @@ export interface World {
   readonly masterKey: Buffer;
   /** The settings the agent runs with (a test may start another agent on them). */
   readonly settings: AgentSettings;
+  readonly server: RendezvousServer;
 }
 
 /** The stand-in for a client's accept port: counts the device's connection attempts. */
@@ -38,7 +41,14 @@ export interface Acceptor {
   dials(): number;
 }
 
-export async function world(scope: Cleanup, opts: { allowLoopback?: boolean; stateDir?: string } = {}): Promise<World> {
+export interface WorldOptions {
+  readonly allowLoopback?: boolean;
+  readonly stateDir?: string;
+  /** The server's limits; default: the per-source limit of failed authentications off (every spec request comes from 127.0.0.1). */
+  readonly limits?: Partial<ServerLimits>;
+}
+
+export async function world(scope: Cleanup, opts: WorldOptions = {}): Promise<World> {
   const dir = await tempDir(scope, 'peerlink-p3-');
   const servicePort = await echoService(scope);
   const setup = await createLoopbackSetup({ dir, equipmentId: EQUIPMENT_ID, services: { [SERVICE]: `${LOOPBACK}:${servicePort}` } });
@@ -55,6 +65,8 @@ export async function world(scope: Cleanup, opts: { allowLoopback?: boolean; sta
   const server = createRendezvousServer({
     udpHost: LOOPBACK, udpPort: setup.udpPort, tlsHost: LOOPBACK, tlsPort: setup.tlsPort,
     certPem: setup.certPem, keyPem: setup.keyPem, masterKey: setup.masterKey,
+    // Every spec request comes from 127.0.0.1, many with a wrong key on purpose.
+    limits: opts.limits ?? { authFailuresPerSource: { perSecond: 0, burst: 1 } },
   });
   await server.start();
   scope.teardown(() => server.stop());
@@ -64,7 +76,7 @@ export async function world(scope: Cleanup, opts: { allowLoopback?: boolean; sta
   await agent.start();
   scope.teardown(() => agent.stop());
   await waitUntil(() => agent.status().state === 'registered', 'the agent to register', 5000);
-  return { agent, identity, caPem: setup.caPem, tlsPort: setup.tlsPort, masterKey: setup.masterKey, settings: agentSettings };
+  return { agent, identity, caPem: setup.caPem, tlsPort: setup.tlsPort, masterKey: setup.masterKey, settings: agentSettings, server };
 }
 
 export async function acceptor(t: Cleanup): Promise<Acceptor> {
@@ -81,6 +93,8 @@ export async function acceptor(t: Cleanup): Promise<Acceptor> {
 }
 
 export interface RequestSpec {
+  /** The wake proof to send; default: one made with the same key as the request. */
+  readonly wake?: Wake;
   readonly tagKey?: Buffer;
   readonly service?: string;
   readonly equipmentId?: string;
@@ -93,8 +107,8 @@ export interface RequestSpec {
  * `acc.port` with `sealed` (or a request sealed from the HELLO's server time), then the
  * CONNECT_RESULT's status.
  */
-export async function request(w: World, acc: Acceptor, build: Buffer | RequestSpec): Promise<{ status: StatusValue; sealed: Buffer }> {
-  const tls = await connectToServer({ host: LOOPBACK, port: w.tlsPort, serverName: 'localhost', caPem: w.caPem });
+export async function request(w: World, acc: Acceptor, build: Buffer | RequestSpec, from?: string): Promise<{ status: StatusValue; sealed: Buffer }> {
+  const tls = await connectToServer({ host: LOOPBACK, port: w.tlsPort, serverName: 'localhost', caPem: w.caPem, ...(from ? { localAddress: from } : {}) });
   const channel = new FrameChannel(tls);
   try {
     const hello = await channel.next(5000);
@@ -113,7 +127,9 @@ export async function request(w: World, acc: Acceptor, build: Buffer | RequestSp
         build.tagKey ?? deriveRequestTagKey(w.identity.accessKey),
       );
     }
-    channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: EQUIPMENT_ID, advertisedPort: acc.port, sealedRequest: sealed });
+    // The wake a client with the spec's key sends with it (a replayed request: the same wake again).
+    const wake = Buffer.isBuffer(build) || !build.wake ? wakeFor(Buffer.isBuffer(build) || !build.tagKey ? w.identity.accessKey : build.tagKey, EQUIPMENT_ID, sealed) : build.wake;
+    channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: EQUIPMENT_ID, advertisedPort: acc.port, wake, sealedRequest: sealed });
     let result = await channel.next(15_000);
     // An accepted request is preceded by the server's relay offer and path candidates.
     while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) result = await channel.next(15_000);
