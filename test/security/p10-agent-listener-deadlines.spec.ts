@@ -8,11 +8,12 @@
  */
 import test from 'ava';
 import { readdirSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { echoService, startFlow } from '../helpers/flow.js';
 import { createReverseListener } from '../../agent/device/reverse-listener.js';
 import { silentLogger } from '../../agent/common/logger.js';
 import { LOOPBACK, sleep, waitUntil } from './lib/helpers.js';
+import { open, settle } from './lib/hostile-sockets.js';
 
 const HALF_CLOSERS = 2000;
 /** Below the agent's default cap (64), so that every connection of a batch reaches the token wait. */
@@ -21,25 +22,6 @@ const TOKEN_TIMEOUT_MS = 500;
 
 const fdCount = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
 
-function open(port: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: LOOPBACK, port }, () => resolve(s));
-    s.on('error', reject);
-  });
-}
-
-/** Resolves when the other end has closed this socket (we never destroy it ourselves before). */
-function closedByPeer(s: Socket): Promise<void> {
-  return new Promise((resolve) => (s.destroyed ? resolve() : s.once('close', () => resolve())));
-}
-
-/** Wait for every socket to be closed by the listener, up to `ms`; then close what is left from our side. */
-async function settle(socks: readonly Socket[], ms: number): Promise<number> {
-  await Promise.race([Promise.all(socks.map(closedByPeer)), sleep(ms)]);
-  const left = socks.filter((s) => !s.destroyed).length;
-  for (const s of socks) s.destroy();
-  return left;
-}
 
 test('P10: the real agent’s reverse port: 2000 half-closed, silent, trickling and reset connections leave no descriptor behind', async (t) => {
   const echo = await echoService(t);

@@ -7,35 +7,19 @@
  */
 import test from 'ava';
 import { readdirSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { acceptTunnel } from '../../agent/client/tunnel-server.js';
 import { ErrorCodes } from '../../agent/common/errors.js';
 import { createPeerListener } from '../../agent/client/peer-listener.js';
 import { createLocalForward } from '../../agent/client/local-forward.js';
 import type { Client, Tunnel } from '../../agent/client/client.js';
 import { silentLogger } from '../../agent/common/logger.js';
-import { LOOPBACK, sleep, waitUntil } from './lib/helpers.js';
+import { LOOPBACK, waitUntil } from './lib/helpers.js';
+import { open, settle } from './lib/hostile-sockets.js';
 
 const HANDSHAKE_TIMEOUT_MS = 300;
 const fdCount = (): number => readdirSync('/proc/self/fd').length;
 
-function open(port: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: LOOPBACK, port }, () => resolve(s));
-    s.on('error', reject);
-  });
-}
-
-function closedByPeer(s: Socket): Promise<void> {
-  return new Promise((resolve) => (s.destroyed ? resolve() : s.once('close', () => resolve())));
-}
-
-async function settle(socks: readonly Socket[], ms: number): Promise<number> {
-  await Promise.race([Promise.all(socks.map(closedByPeer)), sleep(ms)]);
-  const left = socks.filter((s) => !s.destroyed).length;
-  for (const s of socks) s.destroy();
-  return left;
-}
 
 async function peerListener(t: import('ava').ExecutionContext, opts: { handshakeTimeoutMs: number; maxPending?: number }) {
   const l = createPeerListener({ host: LOOPBACK, port: 0, ...opts });
