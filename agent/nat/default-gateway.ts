@@ -1,13 +1,19 @@
-/** The IPv4 default gateway, from the kernel's routing table (Linux /proc/net/route). */
+/** The IPv4 default gateway, from the kernel's routing table (Linux /proc/<pid>/net/route). */
 import { readFile } from 'node:fs/promises';
 
-export async function defaultGateway4(routeFile = '/proc/net/route'): Promise<string | null> {
-  let text: string;
-  try {
-    text = await readFile(routeFile, 'utf8');
-  } catch {
-    return null;
+/**
+ * The process's own view first: under systemd's ProcSubset=pid (the agent's unit) /proc/net is
+ * hidden, while /proc/self/net, inside our own /proc/<pid>, stays readable.
+ */
+export const ROUTE_FILES = ['/proc/self/net/route', '/proc/net/route'] as const;
+
+export async function defaultGateway4(routeFiles: string | readonly string[] = ROUTE_FILES): Promise<string | null> {
+  let text: string | null = null;
+  for (const file of typeof routeFiles === 'string' ? [routeFiles] : routeFiles) {
+    text = await readFile(file, 'utf8').catch(() => null);
+    if (text !== null) break;
   }
+  if (text === null) return null;
   for (const line of text.split('\n').slice(1)) {
     const [, destination, gateway, flags] = line.trim().split(/\s+/);
     // Destination 0.0.0.0 with the gateway flag (0x2): the default route. Fields are little-endian hex.
