@@ -101,7 +101,6 @@ labTest('P9 across real NATs: 50 strangers flood the device ID at >= 50 requests
     t.true(rate >= 50, `the flood ran at ${rate.toFixed(1)} requests/s`);
     t.true(strangerSyns >= flood.sent, `each stranger request reached the server (${strangerSyns} SYNs for ${flood.sent} requests)`);
     t.false(Status.OK in flood.statuses, 'no stranger got in');
-    t.true(ok / owners.length >= 0.95, `the owner got in ${ok} of ${owners.length} times`);
     // The strangers did reach the device (their notifications), and it refused them without TLS.
     t.true(refuses >= STRANGER_SOURCES, `the device refused strangers' notifications over UDP (${refuses} REFUSEs)`);
     // Every TLS connection the device opened was for the owner: one attach per owner run that got
@@ -110,6 +109,7 @@ labTest('P9 across real NATs: 50 strangers flood the device ID at >= 50 requests
     // when every owner run connects.
     t.true(syns >= ok + relayJoins && syns <= owners.length + relayJoins, `router B saw ${syns} device TLS connections; the owner connected ${ok} of ${owners.length} times, with ${relayJoins} relay joins`);
     t.true(relayJoins <= owners.length, 'at most one relay join per owner run');
+    t.true(ok / owners.length >= 0.95, `the owner got in ${ok} of ${owners.length} times`);
   } finally {
     await run?.stop();
   }
