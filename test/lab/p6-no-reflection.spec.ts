@@ -56,10 +56,10 @@ interface ReflectionLab {
   readonly deviceCookie: Buffer;
 }
 
-/** Sizes on the wire (UDP length) of the server's cookie request and notification. */
-const key = Buffer.alloc(32);
-const COOKIE_UDP_BYTES = UDP_HEADER_BYTES + encodeCookie({ nonce: Buffer.alloc(REGISTER_NONCE_BYTES), serverTimeMs: 0, cookie: Buffer.alloc(16) }, key).length;
-const NOTIFY_UDP_BYTES = UDP_HEADER_BYTES + encodeNotify({ requestId: Buffer.alloc(16), serverTimeMs: 0, wake: strangerWake(0) }, key).length;
+/** Sizes on the wire (UDP length) of the server's cookie request and notification (the key does not change them). */
+const SIZING_KEY = Buffer.alloc(32);
+const COOKIE_UDP_BYTES = UDP_HEADER_BYTES + encodeCookie({ nonce: Buffer.alloc(REGISTER_NONCE_BYTES), serverTimeMs: 0, cookie: Buffer.alloc(16) }, SIZING_KEY).length;
+const NOTIFY_UDP_BYTES = UDP_HEADER_BYTES + encodeNotify({ requestId: Buffer.alloc(16), serverTimeMs: 0, wake: strangerWake(0) }, SIZING_KEY).length;
 
 async function reflectionLab(): Promise<ReflectionLab> {
   const run = await startRunningLab({ client: { nat: 'port-restricted' }, device: { nat: 'port-restricted' } });
