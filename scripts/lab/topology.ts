@@ -56,6 +56,11 @@ export interface Lab {
   /** The second server node's namespace, when asked for (`secondServer`). */
   readonly server2?: string;
   readonly namespaces: readonly string[];
+  /**
+   * One more namespace of this lab, `<lab id>-<suffix>` (loopback up, nothing else), removed with
+   * the rest by destroy(). Whatever is plugged into it must keep assertIsolated passing.
+   */
+  addNamespace(suffix: string): Promise<string>;
   /** Give router B a new WAN address (the patent's PPP/DHCP re-addressing), dropping its mappings. */
   renumberDeviceRouter(address: string): Promise<void>;
   destroy(): Promise<void>;
@@ -77,7 +82,7 @@ async function link(nsA: string, ifA: string, nsB: string, ifB: string): Promise
 }
 
 /** Plug namespace `ns` into the WAN switch as interface `ifname` with a public /32. */
-async function plugWan(lab: { wan: string }, ns: string, port: string, ifname: string, address: string): Promise<void> {
+export async function plugWan(lab: { wan: string }, ns: string, port: string, ifname: string, address: string): Promise<void> {
   await link(lab.wan, port, ns, ifname);
   await run(['ip', '-n', lab.wan, 'link', 'set', port, 'master', 'br0']);
   await run(['ip', '-n', ns, 'addr', 'add', `${address}/32`, 'dev', ifname]);
@@ -215,6 +220,11 @@ export async function createLab(spec: { client: SideSpec; device: SideSpec; seco
       device,
       ...(server2 ? { server2 } : {}),
       namespaces: created,
+      async addNamespace(suffix) {
+        const ns = `${id}-${suffix}`;
+        await addNs(ns, created);
+        return ns;
+      },
       async renumberDeviceRouter(address) {
         const ns = device.cgn ?? device.router;
         if (!ns) throw new Error('the device has no router to renumber');

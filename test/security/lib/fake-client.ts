@@ -102,13 +102,36 @@ export interface RequestSpec {
   readonly ageMs?: number;
 }
 
+/** Where a fake client sends its request: a server anywhere (loopback, the NAT lab's WAN) and a device ID there. */
+export interface RequestTarget {
+  readonly host: string;
+  readonly tlsPort: number;
+  /** Name expected in the server certificate. */
+  readonly serverName: string;
+  readonly caPem: string;
+  readonly equipmentId: string;
+  /** The device's access key: requests are sealed and woken with it unless the spec gives a key and a wake. */
+  readonly accessKey?: Buffer;
+}
+
 /**
  * One fake-client conversation: TLS to the server (CA-checked), HELLO, CONNECT_REQUEST naming
  * `acc.port` with `sealed` (or a request sealed from the HELLO's server time), then the
  * CONNECT_RESULT's status.
  */
-export async function request(w: World, acc: Acceptor, build: Buffer | RequestSpec, from?: string): Promise<{ status: StatusValue; sealed: Buffer }> {
-  const tls = await connectToServer({ host: LOOPBACK, port: w.tlsPort, serverName: 'localhost', caPem: w.caPem, ...(from ? { localAddress: from } : {}) });
+export function request(w: World, acc: Acceptor, build: Buffer | RequestSpec, from?: string): Promise<{ status: StatusValue; sealed: Buffer }> {
+  const target = { host: LOOPBACK, tlsPort: w.tlsPort, serverName: 'localhost', caPem: w.caPem, equipmentId: EQUIPMENT_ID, accessKey: w.identity.accessKey };
+  return requestAt(target, acc.port, build, from);
+}
+
+/** The same conversation with any server, from local address `from` if given. */
+export async function requestAt(target: RequestTarget, advertisedPort: number, build: Buffer | RequestSpec, from?: string): Promise<{ status: StatusValue; sealed: Buffer }> {
+  const keyOf = (given: Buffer | undefined): Buffer => {
+    const key = given ?? target.accessKey;
+    if (!key) throw new Error('fake client: no key to seal or wake the request with (give tagKey and wake, or the target\'s accessKey)');
+    return key;
+  };
+  const tls = await connectToServer({ host: target.host, port: target.tlsPort, serverName: target.serverName, caPem: target.caPem, ...(from ? { localAddress: from } : {}) });
   const channel = new FrameChannel(tls);
   try {
     const hello = await channel.next(5000);
@@ -120,16 +143,16 @@ export async function request(w: World, acc: Acceptor, build: Buffer | RequestSp
         {
           clientNonce: randomBytes(NONCE_BYTES),
           timestampMs: hello.serverTimeMs - (build.ageMs ?? 0),
-          equipmentId: build.equipmentId ?? EQUIPMENT_ID,
+          equipmentId: build.equipmentId ?? target.equipmentId,
           service: build.service ?? SERVICE,
-          advertisedPort: acc.port,
+          advertisedPort,
         },
-        build.tagKey ?? deriveRequestTagKey(w.identity.accessKey),
+        build.tagKey ?? deriveRequestTagKey(keyOf(undefined)),
       );
     }
     // The wake a client with the spec's key sends with it (a replayed request: the same wake again).
-    const wake = Buffer.isBuffer(build) || !build.wake ? wakeFor(Buffer.isBuffer(build) || !build.tagKey ? w.identity.accessKey : build.tagKey, EQUIPMENT_ID, sealed) : build.wake;
-    channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: EQUIPMENT_ID, advertisedPort: acc.port, wake, sealedRequest: sealed });
+    const wake = Buffer.isBuffer(build) || !build.wake ? wakeFor(keyOf(Buffer.isBuffer(build) ? undefined : build.tagKey), target.equipmentId, sealed) : build.wake;
+    channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: target.equipmentId, advertisedPort, wake, sealedRequest: sealed });
     let result = await channel.next(15_000);
     // An accepted request is preceded by the server's relay offer and path candidates.
     while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) result = await channel.next(15_000);
