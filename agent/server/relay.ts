@@ -228,12 +228,14 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
     let closed = 0;
     const onClose = (s: TLSSocket, other: TLSSocket) => (hadError: boolean): void => {
       live.delete(s);
-      if (++closed === 1) {
+      // Read once: resetting the other side can emit its 'close' (this handler) synchronously.
+      const n = ++closed;
+      if (n === 1) {
         // An orderly close lets the other side finish what it is sending; an abrupt one ends it.
         if (hadError || !s.readableEnded) reset(other);
         else other.end();
       }
-      if (closed === 2) {
+      if (n === 2) {
         clearTimeout(cut);
         clearTimeout(idle);
         active--;
