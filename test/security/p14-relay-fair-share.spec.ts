@@ -28,6 +28,7 @@ import { createRendezvousServer, type RendezvousServer } from '../../agent/serve
 import { checkServerSettings } from '../../agent/server/settings.js';
 import { createLoopbackSetup, type LoopbackSetup } from '../../scripts/lib/loopback-setup.js';
 import { freePort } from '../../scripts/lib/free-port.js';
+import { httpGet, sample } from '../helpers/multi-node.js';
 import { createServerPki, echoService, LOOPBACK, startServer, tempDir, waitUntil, type Cleanup } from './lib/helpers.js';
 
 const pki = createServerPki();
@@ -131,7 +132,7 @@ test('per device: past its share no relay is offered (the client reports PEER_TI
 });
 
 test('per source, keyed like the request limits (IPv6 by /64): past its share no offer; an expired offer gives its place back', async (t) => {
-  const s = await startServer(t, pki, { relay: { maxSessionsPerSource: 2, maxSessionsPerDevice: 100, joinTimeoutMs: 300 } });
+  const s = await startServer(t, pki, { relay: { maxSessionsPerSource: 2, maxSessionsPerDevice: 100, joinTimeoutMs: 300 }, metrics: { host: LOOPBACK, port: 0 } });
   const offer = (address: string) => s.relay.offer(randomBytes(16), 'TV-1', address);
   t.true(offer('2001:db8:1:2::1').ok);
   t.true(offer('2001:db8:1:2:ffff::9').ok);
@@ -141,6 +142,8 @@ test('per source, keyed like the request limits (IPv6 by /64): past its share no
   t.true(offer('192.0.2.7').ok);
   t.like(offer('::ffff:192.0.2.7'), { ok: false, reason: 'per_source' }, 'an IPv4-mapped address is the IPv4 source');
   t.is(s.relay.counters.get('refusedPerSource'), 2);
+  const m = (await httpGet(s.metricsAddress()!.port, '/metrics')).body;
+  t.is(sample(m, /^peerlink_relay_sessions_total\{outcome="refused_per_source"/), 2);
   await waitUntil(() => s.relay.counters.get('expired') === 5, 'the offers to expire');
   t.true(offer('2001:db8:1:2::abcd').ok, 'an expired offer no longer holds a place');
 });
@@ -180,7 +183,7 @@ test('a paired session idle past relay.idle_timeout_ms is cut and counted; one t
 });
 
 test('the request ID alone, or a wrong token, does not join as the client; the real client still gets its session', async (t) => {
-  const s = await startServer(t, pki, { relay: { joinTimeoutMs: LONG_MS } });
+  const s = await startServer(t, pki, { relay: { joinTimeoutMs: LONG_MS }, metrics: { host: LOOPBACK, port: 0 } });
   const port = s.tlsAddress().port;
   const requestId = randomBytes(16);
   const o = s.relay.offer(requestId, 'TV-1', LOOPBACK);
@@ -195,6 +198,7 @@ test('the request ID alone, or a wrong token, does not join as the client; the r
   await waitUntil(() => closed(idOnly.socket) && closed(guessed.socket), 'the server to close both');
   t.is(s.broker.counters.get('badFirstFrame'), 1, 'the request ID alone is not a join');
   t.is(s.relay.counters.get('refusedToken'), 1);
+  t.is(sample((await httpGet(s.metricsAddress()!.port, '/metrics')).body, /^peerlink_relay_sessions_total\{outcome="refused_token"/), 1);
 
   const client = await secure(t, port);
   client.channel.send({ type: FrameType.RELAY_JOIN_CLIENT, requestId, joinToken: o.joinToken });
