@@ -156,7 +156,7 @@ export function createClient(input: ClientOptions): Client {
       const channel = new FrameChannel(tls);
       let status: number;
       let detail: string;
-      let relayOffer: Buffer | null = null;
+      let relayOffer: { readonly requestId: Buffer; readonly joinToken: Buffer } | null = null;
       const candidates: Candidate[] = [];
       try {
         const hello = await channel.next(o.resultTimeoutMs, signal);
@@ -172,7 +172,7 @@ export function createClient(input: ClientOptions): Client {
         log.info({ equipmentId: o.equipmentId, service: o.service, advertisedPort }, 'S203 connection request sent');
         let result = await channel.next(o.resultTimeoutMs, signal);
         while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) {
-          if (result.type === FrameType.RELAY_OFFER) relayOffer = result.requestId;
+          if (result.type === FrameType.RELAY_OFFER) relayOffer = { requestId: result.requestId, joinToken: result.joinToken };
           else candidates.push(...result.candidates.slice(0, CANDIDATES_MAX - candidates.length));
           result = await channel.next(o.resultTimeoutMs, signal);
         }
@@ -227,7 +227,7 @@ export function createClient(input: ClientOptions): Client {
       if (relayOffer) {
         const server = { host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem };
         attempts.push(
-          relayTunnel(server, relayOffer, expected, o.peerTimeoutMs, loser.signal)
+          relayTunnel(server, relayOffer.requestId, relayOffer.joinToken, expected, o.peerTimeoutMs, loser.signal)
             .then(chosen)
             .then((stream) => ({ stream, via: 'relay' as const, to: null }), note('relay')),
         );
@@ -237,7 +237,7 @@ export function createClient(input: ClientOptions): Client {
         won = await withDeadline(firstFulfilled(attempts), o.peerTimeoutMs, signal, () =>
           new PeerlinkError(
             ErrorCodes.PEER_TIMEOUT,
-            `the device accepted but no channel came up within ${o.peerTimeoutMs} ms: neither its direct connection to port ${advertisedPort}${relayOffer ? ' nor the relay' : ''}${failures.length ? ` (${failures.join('; ')})` : ''}`,
+            `the device accepted but no channel came up within ${o.peerTimeoutMs} ms: neither its direct connection to port ${advertisedPort}${relayOffer ? ' nor the relay' : ''}${!relayOffer && detail !== STATUS_TEXT[Status.OK] ? ` (server: ${detail})` : ''}${failures.length ? ` (${failures.join('; ')})` : ''}`,
           ),
         );
       } finally {

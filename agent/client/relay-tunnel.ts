@@ -16,6 +16,8 @@ import { carrierStream } from '../common/carrier.js';
 export async function relayTunnel(
   server: Omit<ServerTlsOptions, 'signal'>,
   requestId: Buffer,
+  /** From the server's RELAY_OFFER: without it the relay refuses the join. */
+  joinToken: Buffer,
   expected: Pick<Expected, 'clientNonce' | 'accessKey' | 'equipmentId' | 'service'>,
   timeoutMs: number,
   signal: AbortSignal,
@@ -26,7 +28,7 @@ export async function relayTunnel(
   try {
     const channel = new FrameChannel(outer);
     await channel.next(timeoutMs, signal); // HELLO
-    channel.send({ type: FrameType.RELAY_JOIN_CLIENT, requestId });
+    channel.send({ type: FrameType.RELAY_JOIN_CLIENT, requestId, joinToken });
     const paired = await channel.next(timeoutMs, signal);
     if (paired.type !== FrameType.RELAY_PAIRED) throw new PeerlinkError(ErrorCodes.PROTOCOL, 'relay answered out of turn');
     signal.removeEventListener('abort', onAbort);

@@ -43,6 +43,11 @@ export const FRAME_HEADER_BYTES = 4;
 export const FRAME_MAX_PAYLOAD_BYTES = 4096;
 
 export const REQUEST_ID_BYTES = 16;
+/**
+ * The client's relay join token: random per request, sent only in RELAY_OFFER over the client's
+ * TLS connection, so an observer of the NOTIFY (which carries the request ID) cannot join as the client.
+ */
+export const RELAY_JOIN_TOKEN_BYTES = 16;
 
 // --- Timing defaults ---
 export const REGISTER_INTERVAL_MS = 25_000;

@@ -12,8 +12,10 @@
  *   DEVICE_VERDICT   device -> server  request id (16) | status (u8)                                   [S207]
  *
  * Relay, the last resort when the device's direct dial fails (beyond the patent):
- *   RELAY_OFFER         server -> client  request id (16): where to meet the device if no direct connection comes
- *   RELAY_JOIN_CLIENT   client -> server  request id (16)
+ *   RELAY_OFFER         server -> client  request id (16) | join token (16): where to meet the device if no
+ *                                         direct connection comes; the token is random per request and
+ *                                         travels only here, never in the NOTIFY
+ *   RELAY_JOIN_CLIENT   client -> server  request id (16) | join token (16), as offered
  *   RELAY_JOIN_DEVICE   device -> server  id (u8 len) | request id (16) | proof (32), as DEVICE_ATTACH
  *   RELAY_PAIRED        server -> both    (empty); from here on the connection carries the peer's bytes:
  *                                         the end-to-end TLS-PSK channel, which the relay cannot read
@@ -35,6 +37,7 @@ import {
   FRAME_HEADER_BYTES,
   FRAME_MAX_PAYLOAD_BYTES,
   PROTOCOL_VERSION,
+  RELAY_JOIN_TOKEN_BYTES,
   REQUEST_ID_BYTES,
 } from './constants.js';
 import { readEndpoint, writeEndpoint, type Endpoint } from './address.js';
@@ -96,8 +99,8 @@ export type Frame =
       readonly sealedRequest: Buffer;
     }
   | { readonly type: typeof FrameType.DEVICE_VERDICT; readonly requestId: Buffer; readonly status: StatusValue }
-  | { readonly type: typeof FrameType.RELAY_OFFER; readonly requestId: Buffer }
-  | { readonly type: typeof FrameType.RELAY_JOIN_CLIENT; readonly requestId: Buffer }
+  | { readonly type: typeof FrameType.RELAY_OFFER; readonly requestId: Buffer; readonly joinToken: Buffer }
+  | { readonly type: typeof FrameType.RELAY_JOIN_CLIENT; readonly requestId: Buffer; readonly joinToken: Buffer }
   | {
       readonly type: typeof FrameType.RELAY_JOIN_DEVICE;
       readonly equipmentId: string;
@@ -149,7 +152,7 @@ export function encodeFrame(f: Frame): Buffer {
       break;
     case FrameType.RELAY_OFFER:
     case FrameType.RELAY_JOIN_CLIENT:
-      w.bytes(f.requestId);
+      w.bytes(f.requestId).bytes(f.joinToken);
       break;
     case FrameType.RELAY_PAIRED:
       break;
@@ -210,7 +213,7 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
       break;
     case FrameType.RELAY_OFFER:
     case FrameType.RELAY_JOIN_CLIENT:
-      f = { type, requestId: r.bytes(REQUEST_ID_BYTES, 'requestId') };
+      f = { type, requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'), joinToken: r.bytes(RELAY_JOIN_TOKEN_BYTES, 'joinToken') };
       break;
     case FrameType.RELAY_PAIRED:
       f = { type };

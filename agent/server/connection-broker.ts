@@ -40,6 +40,13 @@ import type { Registry, RegistryBackend, RegistryEntry } from './registry.js';
 import type { Relay } from './relay.js';
 import type { RelayBridge } from './relay-bridge.js';
 
+/** What the client is told when the relay is not offered (the request itself is accepted). */
+const RELAY_REFUSAL_TEXT = {
+  per_device: 'this device holds its share of relay sessions (relay.max_sessions_per_device)',
+  per_source: 'your address holds its share of relay sessions (relay.max_sessions_per_source)',
+  full: 'the relay is full',
+} as const;
+
 export const BROKER_COUNTERS = [
   'requests',
   /** The device refused the request's wake proof (P9). */
@@ -195,7 +202,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       await track(serveDevice(channel, socket, first));
     } else if (first.type === FrameType.RELAY_JOIN_CLIENT) {
       tracker.identified(socket, 'relay');
-      options.relay.join('client', first.requestId, null, { channel, socket });
+      options.relay.join('client', first.requestId, first.joinToken, { channel, socket });
     } else if (first.type === FrameType.RELAY_JOIN_DEVICE) {
       tracker.identified(socket, 'relay');
       if (deviceProofValid(socket, first.equipmentId, first.requestId, first.proof)) {
@@ -431,12 +438,19 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     } finally {
       routing?.stopWaiting(hex);
     }
+    let detail = verdict.detail;
     if (verdict.status === Status.OK) {
       counters.inc('connected');
-      // Should the device's direct dial fail, both sides may meet at the relay for this request.
-      options.relay.offer(requestId, req.equipmentId);
-      options.relayBridge?.offered(hex);
-      client.send({ type: FrameType.RELAY_OFFER, requestId });
+      // Should the device's direct dial fail, both sides may meet at the relay for this request,
+      // unless the device or the client's source holds its share of the relay already (P14).
+      const offer = options.relay.offer(requestId, req.equipmentId, clientEndpoint.address);
+      if (offer.ok) {
+        options.relayBridge?.offered(hex);
+        // The token goes to the client only, over this connection; the NOTIFY never carries it.
+        client.send({ type: FrameType.RELAY_OFFER, requestId, joinToken: offer.joinToken });
+      } else {
+        detail = `${STATUS_TEXT[Status.OK]}; no relay offered: ${RELAY_REFUSAL_TEXT[offer.reason]}`;
+      }
       client.send({
         type: FrameType.CANDIDATES,
         candidates: [...(verdict.candidates ?? []).slice(0, CANDIDATES_MAX - 1), { kind: CandidateKind.OBSERVED, endpoint: clientEndpoint }],
@@ -444,7 +458,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     } else if (verdict.status === Status.DEVICE_NO_ANSWER) counters.inc('noAnswer');
     else counters.inc('refusedByDevice');
     log.info({ status: verdict.status }, 'S207 device verdict relayed to the client');
-    done(verdict.status, verdict.detail);
+    done(verdict.status, detail);
   }
 
   async function serveDevice(

@@ -183,7 +183,12 @@ export function createMetricsListener(o: { host: string; port: number; source: M
       ['expired', 'expired'],
       ['refusedFull', 'refused_full'],
       ['refusedUnknown', 'refused_unknown'],
+      ['refusedPerDevice', 'refused_per_device'],
+      ['refusedPerSource', 'refused_per_source'],
+      ['refusedToken', 'refused_token'],
+      ['withdrawn', 'withdrawn'],
       ['cutForDuration', 'cut_for_duration'],
+      ['cutIdle', 'cut_idle'],
     ]);
     new prom.Counter({
       name: 'peerlink_relay_bridged_total',

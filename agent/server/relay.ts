@@ -3,21 +3,55 @@
  * improves on, kept because real networks need it). The server pairs the client's and the
  * device's TLS connections for one offered request and copies bytes between them. What it
  * copies is the end-to-end TLS-PSK channel (P4): the relay sees only ciphertext.
- * Limits (concurrent sessions, bytes per second each way, duration) are enforced here.
+ * Limits (concurrent sessions, per device, per source, bytes per second each way, duration, idle
+ * time) are enforced here, so that one password holder cannot fill the relay for everyone (P14).
+ * The client's join is bound to a token the server gave it over its own TLS connection: the
+ * request ID alone, which the UDP NOTIFY carries in the clear, does not let anyone join as it.
  */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { Counters } from '../common/counters.js';
+import { RELAY_JOIN_TOKEN_BYTES } from '../protocol/constants.js';
 import type { FrameChannel } from '../protocol/frame-channel.js';
 import { FrameType } from '../protocol/frames.js';
+import { sourceKey } from './rate-limiter.js';
 
 export const RELAY_MAX_SESSIONS = 100;
 /** Per direction, per session: enough for a remote control UI, not for hosting a video farm. */
 export const RELAY_BYTES_PER_SECOND = 2 * 1024 * 1024;
 export const RELAY_MAX_DURATION_MS = 60 * 60_000;
 export const RELAY_JOIN_TIMEOUT_MS = 20_000;
+/** Sessions (offered or paired) one device may hold: a few for its owner, not the whole relay. */
+export const RELAY_MAX_SESSIONS_PER_DEVICE = 4;
+/** Sessions (offered or paired) one client source (IPv4 address, IPv6 /64) may hold. */
+export const RELAY_MAX_SESSIONS_PER_SOURCE = 8;
+/**
+ * A paired session with no byte either way for this long is cut. TCP keepalives (30 s) are
+ * answered by the kernel and never reach the relay, so an idle ssh prompt counts as idle: ten
+ * minutes leaves it alone through an ordinary pause; ssh's ServerAliveInterval keeps it for longer.
+ */
+export const RELAY_IDLE_TIMEOUT_MS = 10 * 60_000;
+/** Offers waiting at once, whatever their sources: bounds the table. */
+export const RELAY_MAX_OFFERS = 10_000;
 
-export const RELAY_COUNTERS = ['offered', 'paired', 'expired', 'refusedFull', 'refusedUnknown', 'bytes', 'cutForDuration'] as const;
+export const RELAY_COUNTERS = [
+  'offered',
+  'paired',
+  'expired',
+  /** An offer the client left unpaired (another path won): its place is free at once. */
+  'withdrawn',
+  'refusedFull',
+  'refusedUnknown',
+  /** Offers not made: the device or the client's source holds its share already (P14). */
+  'refusedPerDevice',
+  'refusedPerSource',
+  /** Client joins without the offer's token (the request ID alone is in the clear in the NOTIFY). */
+  'refusedToken',
+  'bytes',
+  'cutForDuration',
+  'cutIdle',
+] as const;
 
 export interface RelayLimits {
   readonly maxSessions: number;
@@ -25,7 +59,19 @@ export interface RelayLimits {
   readonly maxDurationMs: number;
   /** How long an offer waits for both sides to join. */
   readonly joinTimeoutMs: number;
+  readonly maxSessionsPerDevice: number;
+  readonly maxSessionsPerSource: number;
+  readonly idleTimeoutMs: number;
 }
+
+export const RELAY_LIMIT_KEYS: readonly (keyof RelayLimits)[] = [
+  'maxSessions', 'bytesPerSecond', 'maxDurationMs', 'joinTimeoutMs', 'maxSessionsPerDevice', 'maxSessionsPerSource', 'idleTimeoutMs',
+];
+
+/** What the broker tells the client: a token to join with, or why no relay is offered. */
+export type RelayOffer =
+  | { readonly ok: true; readonly joinToken: Buffer }
+  | { readonly ok: false; readonly reason: 'per_device' | 'per_source' | 'full' };
 
 interface Side {
   readonly channel: FrameChannel;
@@ -34,14 +80,21 @@ interface Side {
 
 interface Slot {
   readonly equipmentId: string;
+  readonly source: string;
+  readonly joinToken: Buffer;
+  /** Its share (per device, per source) was given back. */
+  released: boolean;
   client?: Side;
   device?: Side;
   readonly timer: NodeJS.Timeout;
 }
 
 export interface Relay {
-  offer(requestId: Buffer, equipmentId: string): void;
-  join(role: 'client' | 'device', requestId: Buffer, equipmentId: string | null, side: Side): void;
+  /** `clientAddress`: as observed; the per-source share is keyed by sourceKey() (IPv6 by /64). */
+  offer(requestId: Buffer, equipmentId: string, clientAddress: string): RelayOffer;
+  /** A client must present the offer's token; a device has proved itself (equipmentId) already. */
+  join(role: 'client', requestId: Buffer, joinToken: Buffer, side: Side): void;
+  join(role: 'device', requestId: Buffer, equipmentId: string, side: Side): void;
   /** An offer for this request is waiting here. */
   has(requestId: Buffer): boolean;
   readonly active: number;
@@ -99,7 +152,23 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
   const counters = new Counters(RELAY_COUNTERS);
   const slots = new Map<string, Slot>();
   const live = new Set<TLSSocket>();
+  // Shares held (offers waiting + sessions paired), by device and by source. An entry lives only
+  // while its count is above zero, so these are bounded by the offers and sessions themselves.
+  const perDevice = new Map<string, number>();
+  const perSource = new Map<string, number>();
   let active = 0;
+
+  const add = (m: Map<string, number>, k: string, by: number): void => {
+    const n = (m.get(k) ?? 0) + by;
+    if (n > 0) m.set(k, n);
+    else m.delete(k);
+  };
+  function release(slot: Slot): void {
+    if (slot.released) return;
+    slot.released = true;
+    add(perDevice, slot.equipmentId, -1);
+    add(perSource, slot.source, -1);
+  }
 
   function pair(key: string, slot: Slot): void {
     clearTimeout(slot.timer);
@@ -108,6 +177,7 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
     const d = slot.device!;
     if (active >= limits.maxSessions) {
       counters.inc('refusedFull');
+      release(slot);
       logger.warn({ active, max: limits.maxSessions }, 'relay full; refusing a session');
       reset(c.socket);
       reset(d.socket);
@@ -122,8 +192,10 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
     }
     const started = Date.now();
     let bytes = 0;
+    let lastByteAtMs = started;
     const count = (n: number): void => {
       bytes += n;
+      lastByteAtMs = Date.now();
       counters.inc('bytes', n);
     };
     throttledCopy(c.socket, d.socket, limits.bytesPerSecond, count);
@@ -136,17 +208,38 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
       reset(c.socket);
       reset(d.socket);
     }, limits.maxDurationMs);
+    cut.unref(); // the sockets hold the process, not the limit
+    // Idle: checked when the quiet period could have run out, not reset on every chunk.
+    let idle: NodeJS.Timeout;
+    const checkIdle = (): void => {
+      const quietMs = Date.now() - lastByteAtMs;
+      if (quietMs < limits.idleTimeoutMs) {
+        idle = setTimeout(checkIdle, limits.idleTimeoutMs - quietMs);
+        idle.unref();
+        return;
+      }
+      counters.inc('cutIdle');
+      logger.info({ equipmentId: slot.equipmentId, idleTimeoutMs: limits.idleTimeoutMs }, 'relay session cut: idle too long');
+      reset(c.socket);
+      reset(d.socket);
+    };
+    idle = setTimeout(checkIdle, limits.idleTimeoutMs);
+    idle.unref();
     let closed = 0;
     const onClose = (s: TLSSocket, other: TLSSocket) => (hadError: boolean): void => {
       live.delete(s);
-      if (++closed === 1) {
+      // Read once: resetting the other side can emit its 'close' (this handler) synchronously.
+      const n = ++closed;
+      if (n === 1) {
         // An orderly close lets the other side finish what it is sending; an abrupt one ends it.
         if (hadError || !s.readableEnded) reset(other);
         else other.end();
       }
-      if (closed === 2) {
+      if (n === 2) {
         clearTimeout(cut);
+        clearTimeout(idle);
         active--;
+        release(slot);
         logger.info({ equipmentId: slot.equipmentId, bytes, durationMs: Date.now() - started }, 'relay session ended');
       }
     };
@@ -160,25 +253,51 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
     get active() {
       return active;
     },
-    offer(requestId, equipmentId) {
+    offer(requestId, equipmentId, clientAddress) {
       const key = requestId.toString('hex');
+      const source = sourceKey(clientAddress);
+      if ((perDevice.get(equipmentId) ?? 0) >= limits.maxSessionsPerDevice) {
+        counters.inc('refusedPerDevice');
+        logger.info({ equipmentId, max: limits.maxSessionsPerDevice }, 'relay not offered: the device holds its share of relay sessions');
+        return { ok: false, reason: 'per_device' };
+      }
+      if ((perSource.get(source) ?? 0) >= limits.maxSessionsPerSource) {
+        counters.inc('refusedPerSource');
+        logger.info({ equipmentId, source, max: limits.maxSessionsPerSource }, 'relay not offered: the client source holds its share of relay sessions');
+        return { ok: false, reason: 'per_source' };
+      }
+      if (slots.size >= RELAY_MAX_OFFERS || slots.has(key)) {
+        counters.inc('refusedFull');
+        return { ok: false, reason: 'full' };
+      }
       counters.inc('offered');
       const timer = setTimeout(() => {
         const slot = slots.get(key);
         slots.delete(key);
         counters.inc('expired');
+        if (slot) release(slot);
         slot?.client?.socket.destroy();
         slot?.device?.socket.destroy();
       }, limits.joinTimeoutMs);
       timer.unref();
-      slots.set(key, { equipmentId, timer });
+      const joinToken = randomBytes(RELAY_JOIN_TOKEN_BYTES);
+      slots.set(key, { equipmentId, source, joinToken, released: false, timer });
+      add(perDevice, equipmentId, 1);
+      add(perSource, source, 1);
+      return { ok: true, joinToken };
     },
     has: (requestId) => slots.has(requestId.toString('hex')),
-    join(role, requestId, equipmentId, side) {
+    join(role: 'client' | 'device', requestId: Buffer, proof: Buffer | string, side: Side) {
       const key = requestId.toString('hex');
       const slot = slots.get(key);
-      if (!slot || (role === 'device' && equipmentId !== slot.equipmentId) || slot[role]) {
+      if (!slot || (role === 'device' && proof !== slot.equipmentId) || slot[role]) {
         counters.inc('refusedUnknown');
+        side.socket.destroy();
+        return;
+      }
+      if (role === 'client' && !(Buffer.isBuffer(proof) && proof.length === slot.joinToken.length && timingSafeEqual(proof, slot.joinToken))) {
+        // Someone who saw the request ID (the NOTIFY) but was not given the token: not the client.
+        counters.inc('refusedToken');
         side.socket.destroy();
         return;
       }
@@ -188,7 +307,17 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
       }
       slot[role] = side;
       side.socket.once('close', () => {
-        if (slots.get(key) === slot && slot[role] === side) delete slot[role];
+        if (slots.get(key) !== slot || slot[role] !== side) return;
+        delete slot[role];
+        if (role === 'client') {
+          // The client joins once, at the offer; leaving unpaired, it has chosen another path:
+          // free its share now rather than at the join deadline.
+          clearTimeout(slot.timer);
+          slots.delete(key);
+          release(slot);
+          counters.inc('withdrawn');
+          slot.device?.socket.destroy();
+        }
       });
       // A side that half-closes before it is paired has given up (the other path won): close it
       // now; paired, it would not even pass its FIN on ('end' has been emitted already).
@@ -198,7 +327,10 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
       if (slot.client && slot.device) pair(key, slot);
     },
     stop() {
-      for (const slot of slots.values()) clearTimeout(slot.timer);
+      for (const slot of slots.values()) {
+        clearTimeout(slot.timer);
+        release(slot);
+      }
       slots.clear();
       for (const s of live) s.destroy();
     },

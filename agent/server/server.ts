@@ -37,7 +37,11 @@ import {
   RELAY_BYTES_PER_SECOND,
   RELAY_JOIN_TIMEOUT_MS,
   RELAY_MAX_DURATION_MS,
+  RELAY_IDLE_TIMEOUT_MS,
+  RELAY_LIMIT_KEYS,
   RELAY_MAX_SESSIONS,
+  RELAY_MAX_SESSIONS_PER_DEVICE,
+  RELAY_MAX_SESSIONS_PER_SOURCE,
   type Relay,
   type RelayLimits,
 } from './relay.js';
@@ -139,6 +143,7 @@ export interface RendezvousServer {
 
 export function createRendezvousServer(input: RendezvousServerOptions): RendezvousServer {
   rejectUnknownKeys('rendezvous server options', input, OPTION_KEYS);
+  if (input.relay) rejectUnknownKeys('rendezvous server options: relay', input.relay, RELAY_LIMIT_KEYS);
   const opts = Object.freeze({
     udpHost: input.udpHost ?? '0.0.0.0',
     udpPort: input.udpPort ?? 0,
@@ -161,6 +166,9 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
       bytesPerSecond: input.relay?.bytesPerSecond ?? RELAY_BYTES_PER_SECOND,
       maxDurationMs: input.relay?.maxDurationMs ?? RELAY_MAX_DURATION_MS,
       joinTimeoutMs: input.relay?.joinTimeoutMs ?? RELAY_JOIN_TIMEOUT_MS,
+      maxSessionsPerDevice: input.relay?.maxSessionsPerDevice ?? RELAY_MAX_SESSIONS_PER_DEVICE,
+      maxSessionsPerSource: input.relay?.maxSessionsPerSource ?? RELAY_MAX_SESSIONS_PER_SOURCE,
+      idleTimeoutMs: input.relay?.idleTimeoutMs ?? RELAY_IDLE_TIMEOUT_MS,
     }),
     limits: Object.freeze({
       registrationsPerSource: input.limits?.registrationsPerSource ?? DEFAULT_LIMITS.registrationsPerSource,

@@ -17,7 +17,16 @@ import {
 import { loadMasterKey } from '../pki/master-key.js';
 import { MAX_UNIDENTIFIED_CONNECTIONS } from './connection-tracker.js';
 import type { RateLimit } from './rate-limiter.js';
-import { RELAY_BYTES_PER_SECOND, RELAY_JOIN_TIMEOUT_MS, RELAY_MAX_DURATION_MS, RELAY_MAX_SESSIONS } from './relay.js';
+import {
+  RELAY_BYTES_PER_SECOND,
+  RELAY_IDLE_TIMEOUT_MS,
+  RELAY_JOIN_TIMEOUT_MS,
+  RELAY_MAX_DURATION_MS,
+  RELAY_MAX_SESSIONS,
+  RELAY_MAX_SESSIONS_PER_DEVICE,
+  RELAY_MAX_SESSIONS_PER_SOURCE,
+  type RelayLimits,
+} from './relay.js';
 import { DEFAULT_LIMITS, MAX_PENDING_PER_DEVICE, SHUTDOWN_GRACE_MS, type ServerLimits } from './server.js';
 
 export const DEFAULT_UDP_PORT = 7400;
@@ -40,7 +49,7 @@ export interface ServerSettings {
   readonly requests: { readonly attachTimeoutMs: number; readonly notifyRetryMs: number; readonly maxPendingPerDevice: number };
   /** The second UDP port that answers probes (diagnose's NAT test); 0 = off. */
   readonly probe: { readonly port: number };
-  readonly relay: { readonly maxSessions: number; readonly bytesPerSecond: number; readonly maxDurationMs: number; readonly joinTimeoutMs: number };
+  readonly relay: RelayLimits;
   /** Present: this is one node of several sharing the registry through Redis. */
   readonly redis: { readonly url: string; readonly nodeId: string | undefined; readonly keyPrefix: string; readonly tlsAddress: string | undefined } | null;
   readonly limits: ServerLimits;
@@ -67,7 +76,9 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
   const tls = c.table(doc, 'tls', 'tls', ['host', 'port', 'cert_file', 'key_file', 'max_unidentified_connections']);
   const reg = c.table(doc, 'registry', 'registry', ['stale_after_ms', 'forget_after_ms', 'clock_window_ms']);
   const req = c.table(doc, 'requests', 'requests', ['attach_timeout_ms', 'notify_retry_ms', 'max_pending_per_device']);
-  const rel = c.table(doc, 'relay', 'relay', ['max_sessions', 'bytes_per_second', 'max_duration_ms', 'join_timeout_ms']);
+  const rel = c.table(doc, 'relay', 'relay', [
+    'max_sessions', 'bytes_per_second', 'max_duration_ms', 'join_timeout_ms', 'max_sessions_per_device', 'max_sessions_per_source', 'idle_timeout_ms',
+  ]);
   const red = c.table(doc, 'redis', 'redis', ['url', 'node_id', 'key_prefix', 'tls_address']);
   const lim = c.table(doc, 'limits', 'limits', LIMIT_KEYS);
   const met = c.table(doc, 'metrics', 'metrics', ['enabled', 'host', 'port']);
@@ -116,6 +127,9 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
       bytesPerSecond: c.int(rel, 'bytes_per_second', 'relay.bytes_per_second', { default: RELAY_BYTES_PER_SECOND, min: 1024, max: 10_000_000_000 }),
       maxDurationMs: c.int(rel, 'max_duration_ms', 'relay.max_duration_ms', { default: RELAY_MAX_DURATION_MS, min: 1000, max: 7 * 86_400_000 }),
       joinTimeoutMs: c.int(rel, 'join_timeout_ms', 'relay.join_timeout_ms', { default: RELAY_JOIN_TIMEOUT_MS, min: 1000, max: 600_000 }),
+      maxSessionsPerDevice: c.int(rel, 'max_sessions_per_device', 'relay.max_sessions_per_device', { default: RELAY_MAX_SESSIONS_PER_DEVICE, min: 1, max: 1_000_000 }),
+      maxSessionsPerSource: c.int(rel, 'max_sessions_per_source', 'relay.max_sessions_per_source', { default: RELAY_MAX_SESSIONS_PER_SOURCE, min: 1, max: 1_000_000 }),
+      idleTimeoutMs: c.int(rel, 'idle_timeout_ms', 'relay.idle_timeout_ms', { default: RELAY_IDLE_TIMEOUT_MS, min: 1000, max: 7 * 86_400_000 }),
     },
     redis:
       doc.redis === undefined

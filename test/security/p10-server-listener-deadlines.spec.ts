@@ -104,9 +104,10 @@ test('a secure connection that half-closes before its first frame is closed at o
 test('a relay side that half-closes before it is paired is closed at once, not at the join deadline', async (t) => {
   const s = await startServer(t, pki, { handshakeTimeoutMs: LONG_MS, relay: { joinTimeoutMs: LONG_MS } });
   const requestId = randomBytes(16);
-  s.relay.offer(requestId, 'TV-1');
+  const offer = s.relay.offer(requestId, 'TV-1', LOOPBACK);
+  if (!offer.ok) throw new Error('the relay offer was refused');
   const { socket, channel } = await secure(t, s.tlsAddress().port);
-  channel.send({ type: FrameType.RELAY_JOIN_CLIENT, requestId });
+  channel.send({ type: FrameType.RELAY_JOIN_CLIENT, requestId, joinToken: offer.joinToken });
   await waitUntil(() => s.broker.open.relay === 1, 'the client waits at the relay');
   socket.end();
   await waitUntil(() => socket.readableEnded || socket.destroyed, 'the server closes its side', 5_000);

@@ -61,8 +61,8 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
     sealedRequest: sealedArb,
   }),
   fc.record({ type: fc.constant(FrameType.DEVICE_VERDICT), requestId: bytesArb(16), status: statusArb }),
-  fc.record({ type: fc.constant(FrameType.RELAY_OFFER), requestId: bytesArb(16) }),
-  fc.record({ type: fc.constant(FrameType.RELAY_JOIN_CLIENT), requestId: bytesArb(16) }),
+  fc.record({ type: fc.constant(FrameType.RELAY_OFFER), requestId: bytesArb(16), joinToken: bytesArb(16) }),
+  fc.record({ type: fc.constant(FrameType.RELAY_JOIN_CLIENT), requestId: bytesArb(16), joinToken: bytesArb(16) }),
   fc.record({ type: fc.constant(FrameType.RELAY_JOIN_DEVICE), equipmentId: equipmentIdArb, requestId: bytesArb(16), proof: bytesArb(32) }),
   fc.record({ type: fc.constant(FrameType.RELAY_PAIRED) }),
   fc.record({
