@@ -9,7 +9,7 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import { FrameChannel } from '../../agent/protocol/frame-channel.js';
 import { FrameType } from '../../agent/protocol/frames.js';
 import { Status } from '../../agent/protocol/status.js';
@@ -17,6 +17,7 @@ import type { RendezvousServer } from '../../agent/server/server.js';
 import { httpGet, sample } from '../helpers/multi-node.js';
 import { createServerPki, LOOPBACK, startServer, waitUntil, type Cleanup } from './lib/helpers.js';
 import { strangerWake } from '../helpers/wake.js';
+import { secureTo } from './lib/hostile-sockets.js';
 
 const pki = createServerPki();
 /** Far beyond any test here: what must happen earlier cannot be these deadlines at work. */
@@ -34,17 +35,7 @@ function tcp(t: Cleanup, port: number): Promise<Socket> {
   });
 }
 
-async function secure(t: Cleanup, port: number): Promise<{ socket: TLSSocket; channel: FrameChannel }> {
-  const socket = await new Promise<TLSSocket>((resolve, reject) => {
-    const s = tlsConnect({ host: LOOPBACK, port, servername: 'localhost', ca: pki.caPem, allowHalfOpen: true } as never, () => resolve(s));
-    s.once('error', reject);
-    t.teardown(() => s.destroy());
-  });
-  socket.on('error', () => undefined);
-  const channel = new FrameChannel(socket);
-  await channel.next(5_000); // HELLO
-  return { socket, channel };
-}
+const secure = (t: Cleanup, port: number): Promise<{ socket: TLSSocket; channel: FrameChannel }> => secureTo(t, port, pki.caPem);
 
 /** The server closed its side (its FIN or RST reached us). */
 const closedByServer = (s: Socket): Promise<void> =>

@@ -12,7 +12,7 @@
  */
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import { parse } from 'smol-toml';
 import { connect, type Tunnel } from '../../agent/client/client.js';
 import { ConfigError, ErrorCodes, isPeerlinkError } from '../../agent/common/errors.js';
@@ -30,22 +30,13 @@ import { createLoopbackSetup, type LoopbackSetup } from '../../scripts/lib/loopb
 import { freePort } from '../../scripts/lib/free-port.js';
 import { httpGet, sample } from '../helpers/multi-node.js';
 import { createServerPki, echoService, LOOPBACK, startServer, tempDir, waitUntil, type Cleanup } from './lib/helpers.js';
+import { secureTo } from './lib/hostile-sockets.js';
 
 const pki = createServerPki();
 /** Far beyond any test here: what happens earlier cannot be this deadline at work. */
 const LONG_MS = 120_000;
 
-async function secure(t: Cleanup, port: number): Promise<{ socket: TLSSocket; channel: FrameChannel }> {
-  const socket = await new Promise<TLSSocket>((resolve, reject) => {
-    const s = tlsConnect({ host: LOOPBACK, port, servername: 'localhost', ca: pki.caPem, allowHalfOpen: true } as never, () => resolve(s));
-    s.once('error', reject);
-    t.teardown(() => s.destroy());
-  });
-  socket.on('error', () => undefined);
-  const channel = new FrameChannel(socket);
-  await channel.next(5_000); // HELLO
-  return { socket, channel };
-}
+const secure = (t: Cleanup, port: number): Promise<{ socket: TLSSocket; channel: FrameChannel }> => secureTo(t, port, pki.caPem);
 
 /** The device's join, proved as the agent (or a bridging node) proves it: bound to this TLS session. */
 async function joinAsDevice(t: Cleanup, port: number, equipmentId: string, requestId: Buffer): Promise<{ socket: TLSSocket; channel: FrameChannel }> {

@@ -1,6 +1,8 @@
 /** Raw TCP connections a hostile peer opens against a listener, and waiting for the listener to close them (P10). */
 import { connect, type Socket } from 'node:net';
-import { LOOPBACK, sleep } from './helpers.js';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { FrameChannel } from '../../../agent/protocol/frame-channel.js';
+import { LOOPBACK, sleep, type Cleanup } from './helpers.js';
 
 export function open(port: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
@@ -20,4 +22,17 @@ export async function settle(socks: readonly Socket[], ms: number): Promise<numb
   const left = socks.filter((s) => !s.destroyed).length;
   for (const s of socks) s.destroy();
   return left;
+}
+
+/** A TLS connection to the server's port (CA-checked, half-open allowed), past its HELLO: a peer that has not yet said what it is. */
+export async function secureTo(t: Cleanup, port: number, caPem: string): Promise<{ socket: TLSSocket; channel: FrameChannel }> {
+  const socket = await new Promise<TLSSocket>((resolve, reject) => {
+    const s = tlsConnect({ host: LOOPBACK, port, servername: 'localhost', ca: caPem, allowHalfOpen: true } as never, () => resolve(s));
+    s.once('error', reject);
+    t.teardown(() => s.destroy());
+  });
+  socket.on('error', () => undefined);
+  const channel = new FrameChannel(socket);
+  await channel.next(5_000); // HELLO
+  return { socket, channel };
 }
