@@ -1,4 +1,4 @@
-/** One exit code per failure a user must tell apart (documented in the README). */
+/** One exit code per failure a user must tell apart (documented in docs/usage.md). */
 import { ErrorCodes, type ErrorCode } from '../common/errors.js';
 
 export const EXIT_OK = 0;

@@ -1,7 +1,7 @@
 /**
  * Ask the home router to forward a public TCP port to us: UPnP IGD (v1 and v2) or NAT-PMP.
  * Our own small clients (`upnp-igd.ts`, `nat-pmp.ts`, `ssdp.ts`) over Node's dgram and fetch: the
- * npm packages measured here fail one version or the other (README, Dependencies). The external
+ * npm packages measured here fail one version or the other (docs/dependencies.md). The external
  * address is learnt, a one-hour lease is asked for; renew() asks again (a gateway that restarted
  * and forgot the mapping gets it back; one that kept it extends the lease); release() removes it.
  */

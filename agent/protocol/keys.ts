@@ -29,7 +29,7 @@ export const NONCE_BYTES = 16;
  * factory, never by the device. Passwords are machine-generated with 98 bits of entropy
  * (pki/password.ts), so offline guessing is infeasible whatever the KDF cost (2^97 guesses on
  * average); the cost was lowered from N=2^14 (~70 ms here) so a factory can provision 10,000
- * devices in well under a minute (README "Factory"). Kept memory-hard as defence in depth.
+ * devices in well under a minute (docs/factory.md). Kept memory-hard as defence in depth.
  */
 export const ACCESS_KEY_SCRYPT = Object.freeze({ N: 1 << 10, r: 8, p: 1, maxmem: 64 * 1024 * 1024 });
 

@@ -1,5 +1,5 @@
 /**
- * The broker's traffic between server nodes (Redis pub/sub, see redis-registry.ts and the README's
+ * The broker's traffic between server nodes (Redis pub/sub, see redis-registry.ts and docs/fleet.md's
  * "Several server nodes"):
  *  - a node asked to notify a device registered with it sends the notification (S205) to the
  *    device's mapping in its own list, never to an address a message names;

@@ -1,7 +1,7 @@
 /**
  * sd_notify for a Node process. Node has no Unix datagram sockets, so each message is handed to
  * the `systemd-notify` CLI (part of systemd itself, present wherever the unit runs). Measured
- * under systemd 252 in systemd-nspawn (README, Dependencies): 0 of 1,200 messages lost, also
+ * under systemd 252 in systemd-nspawn (docs/dependencies.md): 0 of 1,200 messages lost, also
  * with 16 in flight, but ~25 ms of CPU per message. So messages are sent one at a time, fields
  * waiting behind a running child are merged (the newest STATUS wins), and callers send only
  * on a change of state (plus the watchdog's ping). The child runs in barrier mode (no

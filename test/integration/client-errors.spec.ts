@@ -1,4 +1,4 @@
-/** Each failure a user meets gives a distinct error code and exit code (README: exit codes). */
+/** Each failure a user meets gives a distinct error code and exit code (docs/usage.md: exit codes). */
 import test from 'ava';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

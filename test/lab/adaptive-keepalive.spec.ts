@@ -2,7 +2,7 @@
  * Adaptive keepalive against real NAT routers, with time scaled down 10x so the spec stays short
  * (routers forgetting after 3 s and 18 s stand for 30 s and 180 s; bounds 1.5-30 s for 15-300 s;
  * fixed 2.5 s for 25 s). The registration loop is the agent's own code; the full-length run
- * with the real agent is `npm run lab -- keepalive` (figures in the README).
+ * with the real agent is `npm run lab -- keepalive` (figures in docs/nat-lab.md).
  */
 import { keepaliveRun, keepaliveTable } from '../../scripts/lab/keepalive.js';
 import { labTest } from './lab-test.js';
