@@ -20,6 +20,7 @@ import { createRegistrar, type Registrar, type RegistrarStatus } from './registr
 import { createAdaptiveKeepalive } from './adaptive-keepalive.js';
 import { ReplayCache } from '../common/replay-cache.js';
 import type { ReverseOffer } from './request-session.js';
+import type * as RequestSession from './request-session.js';
 import { createReverseListener, type ReverseListener } from './reverse-listener.js';
 import type { PortMapping } from '../nat/port-mapping.js';
 import type { Endpoint } from '../protocol/address.js';
@@ -124,8 +125,8 @@ export function createAgent(input: AgentOptions): Agent {
       : {}),
   });
 
-  let sessionModule: Promise<typeof import('./request-session.js')> | null = null;
-  const loadSession = (): Promise<typeof import('./request-session.js')> => (sessionModule ??= import('./request-session.js'));
+  let sessionModule: Promise<typeof RequestSession> | null = null;
+  const loadSession = (): Promise<typeof RequestSession> => (sessionModule ??= import('./request-session.js'));
   let reverseListener: ReverseListener | null = null;
   let mapping: PortMapping | null = null;
   let mappingDone: Promise<void> = Promise.resolve();

@@ -106,7 +106,6 @@ export function commonNameAttributes(commonName: string): forge.pki.CertificateF
 
 function checkCommonName(value: string | undefined): string {
   const cn = value ?? CA_DEFAULT_COMMON_NAME;
-  // eslint-disable-next-line no-control-regex
   if (typeof cn !== 'string' || cn.trim() === '' || [...cn].length > COMMON_NAME_MAX_CHARS || /[\u0000-\u001f\u007f]/.test(cn)) {
     throw new PeerlinkError(
       ErrorCodes.OPTIONS_INVALID,

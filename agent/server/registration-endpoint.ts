@@ -18,7 +18,7 @@ import type { Socket, RemoteInfo } from 'node:dgram';
 import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
-import { ProtocolError } from '../common/errors.js';
+import type { ProtocolError } from '../common/errors.js';
 import { normalizeAddress } from '../protocol/address.js';
 import { REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE, UDP_TYPE_REFUSE, UDP_TYPE_REGISTER } from '../protocol/constants.js';
 import type { Wake } from '../protocol/wake.js';

@@ -5,7 +5,7 @@
  * `--listen` port bounds the connections waiting for their tunnel the same way, and a local
  * connection that goes away cancels its request.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { readdirSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { acceptTunnel } from '../../agent/client/tunnel-server.js';
@@ -21,7 +21,7 @@ const HANDSHAKE_TIMEOUT_MS = 300;
 const fdCount = (): number => readdirSync('/proc/self/fd').length;
 
 
-async function peerListener(t: import('ava').ExecutionContext, opts: { handshakeTimeoutMs: number; maxPending?: number }) {
+async function peerListener(t: ExecutionContext, opts: { handshakeTimeoutMs: number; maxPending?: number }) {
   const l = createPeerListener({ host: LOOPBACK, port: 0, ...opts });
   await l.start();
   t.teardown(() => l.stop());

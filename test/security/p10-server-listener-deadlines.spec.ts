@@ -10,7 +10,7 @@ import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { FrameChannel } from '../../agent/protocol/frame-channel.js';
+import type { FrameChannel } from '../../agent/protocol/frame-channel.js';
 import { FrameType } from '../../agent/protocol/frames.js';
 import { Status } from '../../agent/protocol/status.js';
 import type { RendezvousServer } from '../../agent/server/server.js';

@@ -5,7 +5,7 @@
  * description or SOAP answer holds, the agent reads at most UPNP_MAX_BODY_BYTES of it and then
  * cuts the connection (RESPONSE_TOO_LARGE): before the fix a 40 MiB body cost +158 MiB RSS.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { ErrorCodes } from '../../agent/common/errors.js';
@@ -18,7 +18,7 @@ const MiB = 1024 * 1024;
 const HUGE_BYTES = 64 * MiB;
 const RSS_GROWTH_BOUND_BYTES = 32 * MiB;
 
-async function httpServer(t: import('ava').ExecutionContext, handler: (res: ServerResponse) => void): Promise<{ url: (path: string) => URL; sent: () => number }> {
+async function httpServer(t: ExecutionContext, handler: (res: ServerResponse) => void): Promise<{ url: (path: string) => URL; sent: () => number }> {
   let sent = 0;
   const server: Server = createServer((_req, res) => {
     const write = res.write.bind(res);
@@ -88,7 +88,7 @@ test('P13: a description whose control URL is on another host is refused (no SOA
   t.is((err as { code?: string }).code, ErrorCodes.UPNP_FAILED);
 });
 
-async function udp(t: import('ava').ExecutionContext, address: string): Promise<UdpSocket> {
+async function udp(t: ExecutionContext, address: string): Promise<UdpSocket> {
   const s = createSocket('udp4');
   await new Promise<void>((resolve) => s.bind(0, address, resolve));
   t.teardown(() => new Promise<void>((resolve) => s.close(() => resolve())));

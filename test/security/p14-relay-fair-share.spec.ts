@@ -20,7 +20,7 @@ import { createAgent } from '../../agent/device/agent.js';
 import { loadIdentity } from '../../agent/device/identity.js';
 import { loadAgentSettings } from '../../agent/device/settings.js';
 import { PROTOCOL_VERSION } from '../../agent/protocol/constants.js';
-import { FrameChannel } from '../../agent/protocol/frame-channel.js';
+import type { FrameChannel } from '../../agent/protocol/frame-channel.js';
 import { FrameType } from '../../agent/protocol/frames.js';
 import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, KEY_BYTES } from '../../agent/protocol/keys.js';
 import type { RelayLimits } from '../../agent/server/relay.js';

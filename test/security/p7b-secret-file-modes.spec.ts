@@ -10,7 +10,7 @@ import { chmod, rename, writeFile } from 'node:fs/promises';
 import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { EXIT_CODES } from '../../agent/cli/exit-codes.js';
-import { ConfigError, ErrorCodes } from '../../agent/common/errors.js';
+import { ErrorCodes, type ConfigError } from '../../agent/common/errors.js';
 import { writeFileAtomic } from '../../agent/common/files.js';
 import { loadIdentity } from '../../agent/device/identity.js';
 import { createDeviceIdentity, writeDeviceIdentity } from '../../agent/pki/device.js';

@@ -5,7 +5,7 @@
  * counted, and silence is cut off at the token timeout. Even a correct token only leads to the
  * TLS-PSK handshake of P4, so it grants nothing by itself.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { createReverseListener } from '../../agent/device/reverse-listener.js';
@@ -13,7 +13,7 @@ import { silentLogger } from '../../agent/common/logger.js';
 import { REVERSE_TOKEN_BYTES, reverseToken } from '../../agent/protocol/keys.js';
 import { LOOPBACK, waitUntil } from './lib/helpers.js';
 
-async function listener(t: import('ava').ExecutionContext, tokenTimeoutMs = 5000) {
+async function listener(t: ExecutionContext, tokenTimeoutMs = 5000) {
   const l = createReverseListener({ host: LOOPBACK, port: 0, logger: silentLogger(), tokenTimeoutMs });
   await l.start();
   t.teardown(() => l.stop());

@@ -2,11 +2,11 @@
  * Path nomination: the client keeps only a stream on which the device sent the chosen byte, and
  * the bytes after it are the session's own (nothing is lost or swallowed).
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { createServer, connect, type Socket } from 'node:net';
 import { announceChosen, awaitChosen } from '../../agent/protocol/tunnel-choice.js';
 
-async function pair(t: import('ava').ExecutionContext): Promise<[Socket, Socket]> {
+async function pair(t: ExecutionContext): Promise<[Socket, Socket]> {
   const server = createServer();
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => server.close());
