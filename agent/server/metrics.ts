@@ -6,6 +6,7 @@
  * Counts are kept by the components themselves (cheap `Counters`) and read at scrape time, so the
  * hot paths do not change with metrics on or off. prom-client is imported only when enabled.
  */
+import type * as PromClient from 'prom-client';
 import { listenOn } from '../common/listen.js';
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
@@ -84,171 +85,17 @@ export function createMetricsListener(o: { host: string; port: number; source: M
   let server: Server | null = null;
   let observe: MetricsListener['observe'] = () => undefined;
 
+  /** The registry, with one group of metrics per part of the server. */
   async function build(): Promise<{ text: () => Promise<string>; contentType: string }> {
     const prom = await import('prom-client');
     const register = new prom.Registry();
     register.setDefaultLabels({ node: source.nodeId });
     prom.collectDefaultMetrics({ register, prefix: 'peerlink_' });
-    const fromCounters = <K extends string>(name: string, help: string, label: string, counters: Counters<K>, map: readonly [K, string][]): void => {
-      new prom.Counter({
-        name,
-        help,
-        labelNames: [label],
-        registers: [register],
-        collect() {
-          this.reset();
-          for (const [k, v] of map) this.inc({ [label]: v }, counters.get(k));
-        },
-      });
-    };
-    fromCounters('peerlink_registrations_total', 'UDP registrations by outcome', 'outcome', source.registration, REGISTRATION_OUTCOMES);
-    new prom.Counter({
-      name: 'peerlink_registrations_local_only_total',
-      help: 'Registrations accepted while the shared registry (Redis) was unreachable: kept at this node only',
-      registers: [register],
-      collect() {
-        this.reset();
-        this.inc(source.registration.get('registryUnavailable'));
-      },
-    });
-    new prom.Gauge({
-      name: 'peerlink_registered_devices',
-      help: "Devices in this node's own list (registered at this node and not yet forgotten)",
-      registers: [register],
-      collect() {
-        this.set(source.localDevices());
-      },
-    });
-    fromCounters('peerlink_connection_requests_total', 'Connection requests by outcome', 'outcome', source.broker, REQUEST_OUTCOMES);
-    fromCounters('peerlink_cross_node_total', 'Requests routed between server nodes', 'event', source.broker, [
-      ['routedToNode', 'routed_to_owner'],
-      ['notifiedForNode', 'notifications_sent_for_other_node'],
-      ['attachedForNode', 'device_attached_for_other_node'],
-    ]);
-    fromCounters('peerlink_device_attach_rejected_total', 'Device TLS attaches refused (unknown request or bad proof)', 'reason', source.broker, [
-      ['attachRejected', 'rejected'],
-    ]);
-    fromCounters('peerlink_tls_connections_dropped_total', 'TLS connections dropped before they said what they are', 'reason', source.broker, [
-      ['handshakeFailed', 'handshake_failed'],
-      ['handshakeTimeout', 'handshake_timeout'],
-      ['badFirstFrame', 'bad_first_frame'],
-      ['unidentifiedOverCap', 'unidentified_over_cap'],
-    ]);
-    new prom.Gauge({
-      name: 'peerlink_tls_connections',
-      help: 'Open connections on the TLS port, by what they are so far',
-      labelNames: ['kind'],
-      registers: [register],
-      collect() {
-        for (const [k, v] of Object.entries(source.openConnections())) this.set({ kind: k }, v);
-      },
-    });
-    new prom.Counter({
-      name: 'peerlink_notifications_sent_total',
-      help: 'UDP notifications sent (each retry counts)',
-      registers: [register],
-      collect() {
-        this.reset();
-        this.inc(source.registration.get('notificationsSent'));
-      },
-    });
-    const connect = new prom.Histogram({
-      name: 'peerlink_connect_duration_seconds',
-      help: "Server-side time to connect: from the client's request to the device's verdict relayed to the client",
-      labelNames: ['status'],
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers: [register],
-    });
-    const roundTrip = new prom.Histogram({
-      name: 'peerlink_notification_round_trip_seconds',
-      help: "From the first UDP notification to the device's TLS attach (at any node)",
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-      registers: [register],
-    });
-    observe = (what, ms, status) => {
-      if (what === 'connect') connect.observe({ status: STATUS_NAME[status] ?? String(status) }, ms / 1000);
-      else roundTrip.observe(ms / 1000);
-    };
-    new prom.Gauge({
-      name: 'peerlink_relay_sessions',
-      help: 'Relay sessions now',
-      registers: [register],
-      collect() {
-        this.set(source.relay.active);
-      },
-    });
-    fromCounters('peerlink_relay_sessions_total', 'Relay sessions by outcome', 'outcome', source.relay.counters, [
-      ['offered', 'offered'],
-      ['paired', 'paired'],
-      ['expired', 'expired'],
-      ['refusedFull', 'refused_full'],
-      ['refusedUnknown', 'refused_unknown'],
-      ['refusedPerDevice', 'refused_per_device'],
-      ['refusedPerSource', 'refused_per_source'],
-      ['refusedToken', 'refused_token'],
-      ['withdrawn', 'withdrawn'],
-      ['cutForDuration', 'cut_for_duration'],
-      ['cutIdle', 'cut_idle'],
-    ]);
-    new prom.Counter({
-      name: 'peerlink_relay_bridged_total',
-      help: 'Relayed sessions bridged from this node (the device) to the node holding the client',
-      registers: [register],
-      collect() {
-        this.reset();
-        this.inc(source.relayBridged());
-      },
-    });
-    new prom.Counter({
-      name: 'peerlink_relay_bytes_total',
-      help: 'Bytes copied by the relay (both directions)',
-      registers: [register],
-      collect() {
-        this.reset();
-        this.inc(source.relay.counters.get('bytes'));
-      },
-    });
-    new prom.Gauge({
-      name: 'peerlink_rate_limit_per_second',
-      help: 'Configured rate limits (sustained events per second; 0 = off)',
-      labelNames: ['limit'],
-      registers: [register],
-      collect() {
-        for (const [k, v] of Object.entries(source.limits)) this.set({ limit: k }, v.perSecond);
-      },
-    });
-    new prom.Gauge({
-      name: 'peerlink_rate_limit_burst',
-      help: 'Configured rate limit bursts',
-      labelNames: ['limit'],
-      registers: [register],
-      collect() {
-        for (const [k, v] of Object.entries(source.limits)) this.set({ limit: k }, v.burst);
-      },
-    });
-    fromCounters('peerlink_rate_limited_total', 'Events refused by a rate limit', 'limit', source.broker, [
-      ['rateLimitedSource', 'requests_per_source'],
-      ['rateLimitedTarget', 'requests_per_device'],
-      ['rateLimitedAuthFailures', 'auth_failures_per_source'],
-    ]);
-    new prom.Counter({
-      name: 'peerlink_registrations_rate_limited_total',
-      help: 'Registrations dropped by the per-source limit',
-      registers: [register],
-      collect() {
-        this.reset();
-        this.inc(source.registration.get('rateLimited'));
-      },
-    });
-    new prom.Gauge({
-      name: 'peerlink_registry_up',
-      help: 'The registry backend answers (1) or not (0)',
-      labelNames: ['backend'],
-      registers: [register],
-      collect() {
-        this.set({ backend: source.backend }, source.registryUp() ? 1 : 0);
-      },
-    });
+    const m = metricMakers(prom, register);
+    registrationMetrics(m, source);
+    observe = requestMetrics(m, prom, register, source);
+    relayMetrics(m, source);
+    limitMetrics(m, source);
     return { text: () => register.metrics(), contentType: register.contentType };
   }
 
@@ -289,4 +136,128 @@ export function createMetricsListener(o: { host: string; port: number; source: M
       return { address: a.address, port: a.port };
     },
   };
+}
+
+type Prom = typeof PromClient;
+
+/** Counters and gauges read from the components when scraped. */
+interface MetricMakers {
+  fromCounters<K extends string>(name: string, help: string, label: string, counters: Counters<K>, map: readonly [K, string][]): void;
+  counter(name: string, help: string, read: () => number): void;
+  gauge(name: string, help: string, read: () => number): void;
+  /** A gauge with one label, set from the entries `read` returns. */
+  labelledGauge(name: string, help: string, label: string, read: () => Iterable<[string, number]>): void;
+}
+
+function metricMakers(prom: Prom, register: InstanceType<Prom['Registry']>): MetricMakers {
+  const registers = [register];
+  return {
+    fromCounters(name, help, label, counters, map) {
+      new prom.Counter({
+        name, help, labelNames: [label], registers,
+        collect() {
+          this.reset();
+          for (const [k, v] of map) this.inc({ [label]: v }, counters.get(k));
+        },
+      });
+    },
+    counter(name, help, read) {
+      new prom.Counter({
+        name, help, registers,
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    },
+    gauge(name, help, read) {
+      new prom.Gauge({
+        name, help, registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    },
+    labelledGauge(name, help, label, read) {
+      new prom.Gauge({
+        name, help, labelNames: [label], registers,
+        collect() {
+          for (const [k, v] of read()) this.set({ [label]: k }, v);
+        },
+      });
+    },
+  };
+}
+
+function registrationMetrics(m: MetricMakers, source: MetricsSource): void {
+  m.fromCounters('peerlink_registrations_total', 'UDP registrations by outcome', 'outcome', source.registration, REGISTRATION_OUTCOMES);
+  m.counter('peerlink_registrations_local_only_total', 'Registrations accepted while the shared registry (Redis) was unreachable: kept at this node only', () => source.registration.get('registryUnavailable'));
+  m.gauge('peerlink_registered_devices', "Devices in this node's own list (registered at this node and not yet forgotten)", () => source.localDevices());
+  m.counter('peerlink_notifications_sent_total', 'UDP notifications sent (each retry counts)', () => source.registration.get('notificationsSent'));
+  m.labelledGauge('peerlink_registry_up', 'The registry backend answers (1) or not (0)', 'backend', () => [[source.backend, source.registryUp() ? 1 : 0]]);
+}
+
+/** Connection requests and the TLS port; returns where timings are observed. */
+function requestMetrics(m: MetricMakers, prom: Prom, register: InstanceType<Prom['Registry']>, source: MetricsSource): MetricsListener['observe'] {
+  m.fromCounters('peerlink_connection_requests_total', 'Connection requests by outcome', 'outcome', source.broker, REQUEST_OUTCOMES);
+  m.fromCounters('peerlink_cross_node_total', 'Requests routed between server nodes', 'event', source.broker, [
+    ['routedToNode', 'routed_to_owner'],
+    ['notifiedForNode', 'notifications_sent_for_other_node'],
+    ['attachedForNode', 'device_attached_for_other_node'],
+  ]);
+  m.fromCounters('peerlink_device_attach_rejected_total', 'Device TLS attaches refused (unknown request or bad proof)', 'reason', source.broker, [['attachRejected', 'rejected']]);
+  m.fromCounters('peerlink_tls_connections_dropped_total', 'TLS connections dropped before they said what they are', 'reason', source.broker, [
+    ['handshakeFailed', 'handshake_failed'],
+    ['handshakeTimeout', 'handshake_timeout'],
+    ['badFirstFrame', 'bad_first_frame'],
+    ['unidentifiedOverCap', 'unidentified_over_cap'],
+  ]);
+  m.labelledGauge('peerlink_tls_connections', 'Open connections on the TLS port, by what they are so far', 'kind', () => Object.entries(source.openConnections()));
+  const connect = new prom.Histogram({
+    name: 'peerlink_connect_duration_seconds',
+    help: "Server-side time to connect: from the client's request to the device's verdict relayed to the client",
+    labelNames: ['status'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [register],
+  });
+  const roundTrip = new prom.Histogram({
+    name: 'peerlink_notification_round_trip_seconds',
+    help: "From the first UDP notification to the device's TLS attach (at any node)",
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [register],
+  });
+  return (what, ms, status) => {
+    if (what === 'connect') connect.observe({ status: STATUS_NAME[status] ?? String(status) }, ms / 1000);
+    else roundTrip.observe(ms / 1000);
+  };
+}
+
+function relayMetrics(m: MetricMakers, source: MetricsSource): void {
+  m.gauge('peerlink_relay_sessions', 'Relay sessions now', () => source.relay.active);
+  m.fromCounters('peerlink_relay_sessions_total', 'Relay sessions by outcome', 'outcome', source.relay.counters, [
+    ['offered', 'offered'],
+    ['paired', 'paired'],
+    ['expired', 'expired'],
+    ['refusedFull', 'refused_full'],
+    ['refusedUnknown', 'refused_unknown'],
+    ['refusedPerDevice', 'refused_per_device'],
+    ['refusedPerSource', 'refused_per_source'],
+    ['refusedToken', 'refused_token'],
+    ['withdrawn', 'withdrawn'],
+    ['cutForDuration', 'cut_for_duration'],
+    ['cutIdle', 'cut_idle'],
+  ]);
+  m.counter('peerlink_relay_bridged_total', 'Relayed sessions bridged from this node (the device) to the node holding the client', () => source.relayBridged());
+  m.counter('peerlink_relay_bytes_total', 'Bytes copied by the relay (both directions)', () => source.relay.counters.get('bytes'));
+}
+
+function limitMetrics(m: MetricMakers, source: MetricsSource): void {
+  m.labelledGauge('peerlink_rate_limit_per_second', 'Configured rate limits (sustained events per second; 0 = off)', 'limit', () => Object.entries(source.limits).map(([k, v]) => [k, v.perSecond]));
+  m.labelledGauge('peerlink_rate_limit_burst', 'Configured rate limit bursts', 'limit', () => Object.entries(source.limits).map(([k, v]) => [k, v.burst]));
+  m.fromCounters('peerlink_rate_limited_total', 'Events refused by a rate limit', 'limit', source.broker, [
+    ['rateLimitedSource', 'requests_per_source'],
+    ['rateLimitedTarget', 'requests_per_device'],
+    ['rateLimitedAuthFailures', 'auth_failures_per_source'],
+  ]);
+  m.counter('peerlink_registrations_rate_limited_total', 'Registrations dropped by the per-source limit', () => source.registration.get('rateLimited'));
 }
