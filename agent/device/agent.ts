@@ -107,7 +107,7 @@ export function createAgent(input: AgentOptions): Agent {
     logger,
     onNotify,
     fetchServerTime: (signal) =>
-      import('./server-time.js').then(({ readServerTime }) =>
+      import('../rendezvous/server-time.js').then(({ readServerTime }) =>
         readServerTime({ host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName, caPem: identity.caCert }, signal),
       ),
     ...(input.onStatus ? { onStatus: input.onStatus } : {}),

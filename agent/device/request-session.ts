@@ -24,7 +24,7 @@ import { Status } from '../protocol/status.js';
 import type { DeviceIdentity } from './identity.js';
 import type { Authorize, Decision } from './authorizer.js';
 import { connectService, dialClient, type DialOptions } from './dialer.js';
-import { connectToServer } from './server-channel.js';
+import { connectToServer } from '../rendezvous/server-tls.js';
 import { firstFulfilled } from '../common/first-fulfilled.js';
 
 export interface SessionContext {

@@ -9,7 +9,7 @@ import { createServer as createTcpServer } from 'node:net';
 import { createLoopbackSetup } from '../../../scripts/lib/loopback-setup.js';
 import { createAgent, type Agent } from '../../../agent/device/agent.js';
 import { loadIdentity, type DeviceIdentity } from '../../../agent/device/identity.js';
-import { connectToServer } from '../../../agent/device/server-channel.js';
+import { connectToServer } from '../../../agent/rendezvous/server-tls.js';
 import { loadAgentSettings, type AgentSettings } from '../../../agent/device/settings.js';
 import { createRendezvousServer, type RendezvousServer, type ServerLimits } from '../../../agent/server/server.js';
 import { FrameChannel } from '../../../agent/protocol/frame-channel.js';
