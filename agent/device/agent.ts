@@ -15,7 +15,7 @@ import { Status } from '../protocol/status.js';
 import { deriveWakeKey, verifyWake, type Wake } from '../protocol/wake.js';
 import { RefuseReason, type RefuseReasonValue } from '../protocol/udp-packets.js';
 import { equalBytes } from '../protocol/keys.js';
-import type { DeviceIdentity } from './identity.js';
+import type { DeviceIdentity } from '../protocol/identity-file.js';
 import { createRegistrar, type Registrar, type RegistrarStatus } from './registrar.js';
 import { createAdaptiveKeepalive } from './adaptive-keepalive.js';
 import { ReplayCache } from '../common/replay-cache.js';
