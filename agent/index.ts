@@ -2,7 +2,8 @@
 export { connect, createClient, type Client, type ClientOptions, type Tunnel } from './client/client.js';
 export { createRendezvousServer, type RendezvousServer, type RendezvousServerOptions } from './server/server.js';
 export { createAgent, type Agent, type AgentOptions } from './device/agent.js';
-export { loadIdentity, parseIdentity, type DeviceIdentity } from './device/identity.js';
+export { loadIdentity } from './device/identity.js';
+export { parseIdentity, type DeviceIdentity } from './protocol/identity-file.js';
 export { loadAgentSettings, checkAgentSettings, type AgentSettings } from './device/settings.js';
 export { loadServerSettings, type ServerSettings } from './server/settings.js';
 export { PeerlinkError, ConfigError, ProtocolError, ErrorCodes, type ErrorCode } from './common/errors.js';

@@ -17,7 +17,7 @@ import { abortError, ConfigError, ErrorCodes, PeerlinkError } from '../common/er
 import { silentLogger } from '../common/logger.js';
 import { rejectUnknownKeys, requireOption } from '../common/options.js';
 import type { HostPort } from '../common/endpoint-parse.js';
-import { connectToServer } from '../device/server-channel.js';
+import { connectToServer } from '../rendezvous/server-tls.js';
 import {
   DEVICE_ATTACH_TIMEOUT_MS,
   EQUIPMENT_ID_PATTERN,

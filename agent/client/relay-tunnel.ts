@@ -5,7 +5,7 @@
  */
 import type { TLSSocket } from 'node:tls';
 import { ErrorCodes, PeerlinkError } from '../common/errors.js';
-import { connectToServer, type ServerTlsOptions } from '../device/server-channel.js';
+import { connectToServer, type ServerTlsOptions } from '../rendezvous/server-tls.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { TUNNEL_KEEPALIVE_MS } from '../protocol/constants.js';
 import { FrameType } from '../protocol/frames.js';

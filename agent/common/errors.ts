@@ -28,6 +28,8 @@ export const ErrorCodes = {
   ABORTED: 'PEERLINK_ERR_ABORTED',
   /** A gateway (UPnP) answered with an error, or not as the protocol says. */
   UPNP_FAILED: 'PEERLINK_ERR_UPNP_FAILED',
+  /** A gateway (NAT-PMP) refused a request (its result code is kept), did not answer in time, or the socket failed. */
+  NATPMP_FAILED: 'PEERLINK_ERR_NATPMP_FAILED',
   /** A peer's answer exceeded the bytes we read of it; the read was cut off there. */
   RESPONSE_TOO_LARGE: 'PEERLINK_ERR_RESPONSE_TOO_LARGE',
   /** A secret file (password, private key) that group or others may read. */

@@ -7,7 +7,6 @@ import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dg
 import { lookup as dnsLookup, type LookupOneOptions } from 'node:dns';
 import { isIP, type Server } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { CLOSE_AFTER_END_MS } from '../protocol/constants.js';
 import type { Logger } from 'pino';
 
 export function listenOn(server: Server, port: number, host: string): Promise<void> {
@@ -79,6 +78,12 @@ export function boundAddress(socket: UdpSocket | null): { address: string; port:
 export function closeUdp(socket: UdpSocket): Promise<void> {
   return new Promise<void>((resolve) => socket.close(() => resolve()));
 }
+
+/**
+ * After our FIN (a conversation's end, a refusal), how long the peer has to close its side before
+ * the connection is destroyed. Defined here, beside its one mechanism, so common/ imports nothing above it.
+ */
+export const CLOSE_AFTER_END_MS = 2_000;
 
 /**
  * End our side of a connection; a peer that does not close its own within `afterMs` gets it

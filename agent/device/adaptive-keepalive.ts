@@ -12,7 +12,7 @@
  */
 import type { Logger } from 'pino';
 import { Counters } from '../common/counters.js';
-import { openProbeSocket, type ProbeSocket } from '../diagnose/udp-probe.js';
+import { openProbeSocket, type ProbeSocket } from '../rendezvous/udp-probe.js';
 import type { Endpoint } from '../protocol/address.js';
 import { PROBE_FLAG_CHECK_MAPPING, REGISTER_ACK_TIMEOUT_MS } from '../protocol/constants.js';
 import { randomBytes } from 'node:crypto';

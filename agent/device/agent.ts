@@ -15,7 +15,7 @@ import { Status } from '../protocol/status.js';
 import { deriveWakeKey, verifyWake, type Wake } from '../protocol/wake.js';
 import { RefuseReason, type RefuseReasonValue } from '../protocol/udp-packets.js';
 import { equalBytes } from '../protocol/keys.js';
-import type { DeviceIdentity } from './identity.js';
+import type { DeviceIdentity } from '../protocol/identity-file.js';
 import { createRegistrar, type Registrar, type RegistrarStatus } from './registrar.js';
 import { createAdaptiveKeepalive } from './adaptive-keepalive.js';
 import { ReplayCache } from '../common/replay-cache.js';
@@ -108,7 +108,7 @@ export function createAgent(input: AgentOptions): Agent {
     logger,
     onNotify,
     fetchServerTime: (signal) =>
-      import('./server-time.js').then(({ readServerTime }) =>
+      import('../rendezvous/server-time.js').then(({ readServerTime }) =>
         readServerTime({ host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName, caPem: identity.caCert }, signal),
       ),
     ...(input.onStatus ? { onStatus: input.onStatus } : {}),

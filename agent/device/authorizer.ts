@@ -3,9 +3,9 @@
  * under the device's access key (the client knows the password), be addressed to this device
  * and the advertised port the server relayed, be fresh, be new, name an allowed service, and
  * the address to dial must be one the settings allow, given where the device reached the server
- * (P3, common/address-policy.ts). Only then does the device dial.
+ * (P3, address-policy.ts). Only then does the device dial.
  */
-import { mayDial, type DialPolicy } from '../common/address-policy.js';
+import { mayDial, type DialPolicy } from './address-policy.js';
 import type { HostPort } from '../common/endpoint-parse.js';
 import type { Endpoint } from '../protocol/address.js';
 import { deriveRequestTagKey } from '../protocol/keys.js';

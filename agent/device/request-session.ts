@@ -21,10 +21,10 @@ import { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate } from '../protocol/frames.js';
 import { ATTACH_EXPORTER_LABEL, attachProof, equalBytes, KEY_BYTES, reverseToken } from '../protocol/keys.js';
 import { Status } from '../protocol/status.js';
-import type { DeviceIdentity } from './identity.js';
+import type { DeviceIdentity } from '../protocol/identity-file.js';
 import type { Authorize, Decision } from './authorizer.js';
 import { connectService, dialClient, type DialOptions } from './dialer.js';
-import { connectToServer } from './server-channel.js';
+import { connectToServer } from '../rendezvous/server-tls.js';
 import { firstFulfilled } from '../common/first-fulfilled.js';
 
 export interface SessionContext {

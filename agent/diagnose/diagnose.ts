@@ -11,15 +11,16 @@ import { X509Certificate } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ConfigError, ErrorCodes, isPeerlinkError } from '../common/errors.js';
 import { silentLogger } from '../common/logger.js';
-import { loadIdentity, type DeviceIdentity } from '../device/identity.js';
-import { connectToServer } from '../device/server-channel.js';
+import { loadIdentity } from '../device/identity.js';
+import type { DeviceIdentity } from '../protocol/identity-file.js';
+import { connectToServer } from '../rendezvous/server-tls.js';
 import { loadAgentSettings, type AgentSettings } from '../device/settings.js';
 import { mapTcpPort } from '../nat/port-mapping.js';
 import type { Endpoint } from '../protocol/address.js';
 import { REQUEST_FRESHNESS_MS } from '../protocol/constants.js';
 import type { CheckResult, DiagnoseReport } from './report.js';
-import { openProbeSocket, type ProbeReply } from './udp-probe.js';
-import { readServerTime } from '../device/server-time.js';
+import { openProbeSocket, type ProbeReply } from '../rendezvous/udp-probe.js';
+import { readServerTime } from '../rendezvous/server-time.js';
 
 /** Certificates closer to expiry than this get a warning. */
 export const CERT_EXPIRY_WARN_DAYS = 30;

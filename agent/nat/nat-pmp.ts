@@ -4,7 +4,7 @@
  * deadline; answers must come from the gateway's port 5351 and match the request, others are ignored.
  */
 import { createSocket } from 'node:dgram';
-import { abortError } from '../common/errors.js';
+import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 
 export const NATPMP_PORT = 5351;
 const FIRST_RETRY_MS = 250;
@@ -16,12 +16,13 @@ const RESULT_TEXT: Readonly<Record<number, string>> = {
   5: 'unsupported opcode',
 };
 
-export class NatPmpError extends Error {
-  constructor(
-    message: string,
-    readonly resultCode?: number,
-  ) {
-    super(message);
+/** NATPMP_FAILED; `resultCode` is the gateway's own (RFC 6886 section 3.5) when it answered with one. */
+export class NatPmpError extends PeerlinkError {
+  readonly resultCode: number | undefined;
+  constructor(message: string, options: { resultCode?: number; cause?: unknown } = {}) {
+    super(ErrorCodes.NATPMP_FAILED, message, { cause: options.cause });
+    this.resultCode = options.resultCode;
+    this.name = 'NatPmpError';
   }
 }
 
@@ -37,15 +38,15 @@ function request(gateway: string, req: Buffer, expectOp: number, minBytes: numbe
       sock.close();
       f();
     };
-    const onAbort = (): void => finish(() => reject(new NatPmpError(`no answer from ${gateway}:${NATPMP_PORT}`)));
+    const onAbort = (): void => finish(() => reject(new NatPmpError(`no answer from ${gateway}:${NATPMP_PORT}`, { cause: signal.reason })));
     signal.addEventListener('abort', onAbort, { once: true });
-    sock.on('error', (err) => finish(() => reject(err)));
+    sock.on('error', (err) => finish(() => reject(new NatPmpError(`socket to ${gateway}:${NATPMP_PORT}: ${err.message}`, { cause: err }))));
     sock.on('message', (msg, rinfo) => {
       if (rinfo.address !== gateway || rinfo.port !== NATPMP_PORT) return;
       if (msg.length < minBytes || msg[0] !== 0 || msg[1] !== expectOp) return;
       const result = msg.readUInt16BE(2);
       if (result !== 0) {
-        finish(() => reject(new NatPmpError(`gateway answered result ${result}: ${RESULT_TEXT[result] ?? 'unknown'}`, result)));
+        finish(() => reject(new NatPmpError(`gateway answered result ${result}: ${RESULT_TEXT[result] ?? 'unknown'}`, { resultCode: result })));
         return;
       }
       finish(() => resolve(msg));

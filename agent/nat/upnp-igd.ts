@@ -26,25 +26,47 @@ export interface IgdService {
   readonly version: number;
 }
 
+/** UPNP_FAILED (or RESPONSE_TOO_LARGE); `upnpCode` is the gateway's own SOAP errorCode when it sent one. */
 export class UpnpError extends PeerlinkError {
-  constructor(
-    message: string,
-    readonly upnpCode?: number,
-    code: ErrorCode = ErrorCodes.UPNP_FAILED,
-  ) {
-    super(code, message);
+  readonly upnpCode: number | undefined;
+  constructor(message: string, options: { upnpCode?: number; code?: ErrorCode; cause?: unknown } = {}) {
+    super(options.code ?? ErrorCodes.UPNP_FAILED, message, { cause: options.cause });
+    this.upnpCode = options.upnpCode;
     this.name = 'UpnpError';
   }
 }
 
+// Regular expressions, not an XML parser: the documents are the gateway's own small description and
+// SOAP answers (only our default gateway's are fetched, ssdp.ts), read under UPNP_MAX_BODY_BYTES, and
+// only a few leaf elements are taken (serviceType, controlURL, URLBase, NewExternalIPAddress,
+// errorCode, errorDescription); what is taken is checked after (a control URL on the described host).
+// No entities are expanded, so a hostile document gets at worst "no mapping", and the agent carries no
+// parser. The scan is linear: a lazy `<x>([\s\S]*?)</x>` is retried from every opening tag, and
+// 256 KiB of unclosed openings cost seconds of CPU; here an opening without its close ends the search.
 const xmlText = (s: string): string => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
 const xmlEscape = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-const tag = (xml: string, name: string): string | undefined => new RegExp(`<(?:[\\w-]+:)?${name}>([\\s\\S]*?)</(?:[\\w-]+:)?${name}>`).exec(xml)?.[1];
+
+/** The text of each `name` element (any namespace prefix), in document order; `first` stops at one. */
+function elements(xml: string, name: string, first = false): string[] {
+  const open = new RegExp(`<(?:[\\w-]+:)?${name}>`, 'g');
+  const close = new RegExp(`</(?:[\\w-]+:)?${name}>`, 'g');
+  const found: string[] = [];
+  for (let o = open.exec(xml); o; o = open.exec(xml)) {
+    close.lastIndex = open.lastIndex;
+    const c = close.exec(xml);
+    if (!c) break;
+    found.push(xml.slice(open.lastIndex, c.index));
+    if (first) break;
+    open.lastIndex = close.lastIndex;
+  }
+  return found;
+}
+const tag = (xml: string, name: string): string | undefined => elements(xml, name, true)[0];
 
 /** The best WAN connection service of a description document, or null when it has none. */
 export function findWanService(descriptionXml: string, location: URL): IgdService | null {
   const base = tag(descriptionXml, 'URLBase')?.trim();
-  const services = [...descriptionXml.matchAll(/<service>([\s\S]*?)<\/service>/g)].map((m) => m[1]!);
+  const services = elements(descriptionXml, 'service');
   for (const type of WAN_SERVICE_TYPES) {
     const s = services.find((x) => tag(x, 'serviceType')?.trim() === type);
     const control = s ? tag(s, 'controlURL')?.trim() : undefined;
@@ -66,7 +88,7 @@ export async function readBounded(res: Response, maxBytes = UPNP_MAX_BODY_BYTES)
   const declared = Number(res.headers.get('content-length') ?? NaN);
   if (declared > maxBytes) {
     await res.body?.cancel().catch(() => undefined);
-    throw new UpnpError(`answer of ${declared} bytes is larger than ${maxBytes}`, undefined, ErrorCodes.RESPONSE_TOO_LARGE);
+    throw new UpnpError(`answer of ${declared} bytes is larger than ${maxBytes}`, { code: ErrorCodes.RESPONSE_TOO_LARGE });
   }
   if (!res.body) return '';
   const reader = res.body.getReader();
@@ -78,7 +100,7 @@ export async function readBounded(res: Response, maxBytes = UPNP_MAX_BODY_BYTES)
     total += value.byteLength;
     if (total > maxBytes) {
       await reader.cancel().catch(() => undefined);
-      throw new UpnpError(`answer larger than ${maxBytes} bytes`, undefined, ErrorCodes.RESPONSE_TOO_LARGE);
+      throw new UpnpError(`answer larger than ${maxBytes} bytes`, { code: ErrorCodes.RESPONSE_TOO_LARGE });
     }
     chunks.push(value);
   }
@@ -89,8 +111,17 @@ export async function readBounded(res: Response, maxBytes = UPNP_MAX_BODY_BYTES)
 async function exchange(url: URL, init: RequestInit, signal: AbortSignal): Promise<{ res: Response; text: string }> {
   if (signal.aborted) throw abortError(signal);
   const within = AbortSignal.any([signal, AbortSignal.timeout(UPNP_HTTP_TIMEOUT_MS)]);
-  const res = await fetch(url, { ...init, signal: within, redirect: 'error' });
-  return { res, text: await readBounded(res) };
+  try {
+    const res = await fetch(url, { ...init, signal: within, redirect: 'error' });
+    return { res, text: await readBounded(res) };
+  } catch (err) {
+    if (err instanceof PeerlinkError) throw err;
+    if (signal.aborted) throw abortError(signal);
+    // fetch says only "fetch failed"; the socket's own code (ECONNREFUSED, ...) is in its cause.
+    const why = (err as { cause?: { code?: unknown } }).cause?.code;
+    const what = within.aborted ? `no answer within ${UPNP_HTTP_TIMEOUT_MS} ms` : typeof why === 'string' ? why : (err as Error).message;
+    throw new UpnpError(`${url.href}: ${what}`, { cause: err });
+  }
 }
 
 export async function describeGateway(location: URL, signal: AbortSignal): Promise<IgdService> {
@@ -120,7 +151,7 @@ export async function soapCall(s: IgdService, action: string, args: Readonly<Rec
   if (!res.ok) {
     const code = Number(tag(text, 'errorCode') ?? NaN);
     const description = tag(text, 'errorDescription') ?? `HTTP ${res.status}`;
-    throw new UpnpError(`${action}: ${Number.isFinite(code) ? `${code} ` : ''}${xmlText(description)}`, Number.isFinite(code) ? code : undefined);
+    throw new UpnpError(`${action}: ${Number.isFinite(code) ? `${code} ` : ''}${xmlText(description)}`, Number.isFinite(code) ? { upnpCode: code } : {});
   }
   return text;
 }

@@ -6,7 +6,7 @@
 import { X509Certificate } from 'node:crypto';
 import { ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { writeFileAtomic } from '../common/files.js';
-import { type DeviceIdentity, formatIdentity } from '../device/identity.js';
+import { type DeviceIdentity, formatIdentity } from '../protocol/identity-file.js';
 import { EQUIPMENT_ID_PATTERN } from '../protocol/constants.js';
 import { KEY_BYTES, deriveAccessKey, deriveRegistrationKey, normalizePassword } from '../protocol/keys.js';
 import { generatePassword } from './password.js';

@@ -66,8 +66,6 @@ export const PEER_CONNECT_TIMEOUT_MS = 10_000;
 export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** How long a side waits at the relay for the other. */
 export const RELAY_PAIR_TIMEOUT_MS = 15_000;
-/** After our FIN (a conversation's end, a refusal), how long the peer has to close its side before the connection is destroyed. */
-export const CLOSE_AFTER_END_MS = 2_000;
 
 /** The TLS 1.3 suite of the direct channel: Node 20 negotiates external PSKs with it. */
 export const TUNNEL_CIPHER = 'TLS_AES_128_GCM_SHA256';

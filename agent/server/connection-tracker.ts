@@ -7,9 +7,8 @@
  */
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { endThenDestroy } from '../common/listen.js';
+import { CLOSE_AFTER_END_MS, endThenDestroy } from '../common/listen.js';
 import { rejectUnknownKeys } from '../common/options.js';
-import { CLOSE_AFTER_END_MS } from '../protocol/constants.js';
 
 export const CONNECTION_KINDS = ['handshake', 'unidentified', 'client', 'device', 'relay'] as const;
 export type ConnectionKind = (typeof CONNECTION_KINDS)[number];

@@ -13,7 +13,7 @@ import { mkdtemp, open, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createDeviceIdentity } from '../../agent/pki/device.js';
-import { formatIdentity } from '../../agent/device/identity.js';
+import { formatIdentity } from '../../agent/protocol/identity-file.js';
 import { renderLabelSvg } from '../../agent/pki/label.js';
 
 export const IDENTITY_FILE = 'identity.toml';

@@ -13,7 +13,8 @@
  * notifications went there: the victim's counters would not stay at 0.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { loadIdentity, type DeviceIdentity } from '../../agent/device/identity.js';
+import { loadIdentity } from '../../agent/device/identity.js';
+import type { DeviceIdentity } from '../../agent/protocol/identity-file.js';
 import { PROBE_FLAG_CHECK_MAPPING } from '../../agent/protocol/constants.js';
 import { encodeCookie, encodeNotify, encodeProbe, encodeRegister, REGISTER_NONCE_BYTES } from '../../agent/protocol/udp-packets.js';
 import { createCookieJar } from '../../agent/server/cookie-jar.js';

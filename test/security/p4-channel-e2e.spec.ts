@@ -13,7 +13,7 @@ import { pathToFileURL } from 'node:url';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { createPeerListener, type PeerListener } from '../../agent/client/peer-listener.js';
 import { dialClient } from '../../agent/device/dialer.js';
-import { connectToServer } from '../../agent/device/server-channel.js';
+import { connectToServer } from '../../agent/rendezvous/server-tls.js';
 import { createRendezvousServer } from '../../agent/server/server.js';
 import { FrameChannel } from '../../agent/protocol/frame-channel.js';
 import { FrameType } from '../../agent/protocol/frames.js';

@@ -13,7 +13,7 @@ import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { connect } from '../../agent/client/client.js';
 import { createAgent } from '../../agent/device/agent.js';
 import { checkAgentSettings } from '../../agent/device/settings.js';
-import { connectToServer } from '../../agent/device/server-channel.js';
+import { connectToServer } from '../../agent/rendezvous/server-tls.js';
 import { ErrorCodes, isPeerlinkError } from '../../agent/common/errors.js';
 import forge from 'node-forge';
 import {
@@ -192,7 +192,7 @@ test('P5 agent end to end: notified by the real UDP side, the agent refuses a ro
 // A CA certificate (keyCertSign only, no serverAuth) presented as the server's certificate:
 // OpenSSL rejects it with INVALID_PURPOSE. It must be refused, and reported as an untrusted
 // certificate, not as SERVER_UNREACHABLE (which would hide a rogue server behind a
-// network-error message; server-channel.ts once missed that code in CERT_ERRORS).
+// network-error message; server-tls.ts once missed that code in CERT_ERRORS).
 test('P5: a CA certificate presented as server certificate is refused and receives nothing', async (t) => {
   const srv = await rogueServer(t, { certPem: otherCa.certPem, keyPem: otherCa.keyPem });
   const err = await t.throwsAsync(dialServer({ port: srv.port }));

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { fc, testProp } from '@fast-check/ava';
 import { SocketAddress } from 'node:net';
-import { classifyAddress, mayDial, type AddressClass, type DialPolicy } from '../../agent/common/address-policy.js';
+import { classifyAddress, mayDial, type AddressClass, type DialPolicy } from '../../agent/device/address-policy.js';
 import { formatEndpoint, normalizeAddress, readEndpoint, writeEndpoint, type Endpoint } from '../../agent/protocol/address.js';
 import { ByteReader, ByteWriter } from '../../agent/protocol/bytes.js';
 import { ipBytes, ipv4Arb, ipv6Arb, isV4Mapped, portArb, throwsProtocolError } from '../helpers/protocol-arbitraries.js';

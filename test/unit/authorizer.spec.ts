@@ -1,6 +1,6 @@
 import test from 'ava';
 import { fc, testProp } from '@fast-check/ava';
-import type { DialPolicy } from '../../agent/common/address-policy.js';
+import type { DialPolicy } from '../../agent/device/address-policy.js';
 import type { HostPort } from '../../agent/common/endpoint-parse.js';
 import { createAuthorizer, type Forwarded } from '../../agent/device/authorizer.js';
 import { ReplayCache } from '../../agent/common/replay-cache.js';

@@ -47,3 +47,13 @@ test('description: none of the WAN services, or garbage, gives null', (t) => {
   t.is(findWanService('<<<not xml', loc), null);
   t.is(findWanService(description(service('urn:schemas-upnp-org:service:WANIPConnection:1', '')), loc), null);
 });
+
+test('description: 256 KiB of unclosed openings is read in linear time and gives null', (t) => {
+  const loc = new URL('http://192.168.1.1:5555/rootDesc.xml');
+  // A lazy pattern retried from each opening took seconds on this (quadratic); a linear scan takes milliseconds.
+  for (const hostile of ['<service>'.repeat(28_000), `<service>${'<serviceType>'.repeat(19_000)}`, '<URLBase>'.repeat(28_000)]) {
+    const started = performance.now();
+    t.is(findWanService(hostile, loc), null);
+    t.true(performance.now() - started < 250, `took ${Math.round(performance.now() - started)} ms`);
+  }
+});

@@ -3,7 +3,8 @@ import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, ErrorCodes } from '../../agent/common/errors.js';
-import { formatIdentity, loadIdentity, parseIdentity } from '../../agent/device/identity.js';
+import { loadIdentity } from '../../agent/device/identity.js';
+import { formatIdentity, parseIdentity } from '../../agent/protocol/identity-file.js';
 import { deriveAccessKey, deriveRegistrationKey, normalizePassword } from '../../agent/protocol/keys.js';
 import { createCa } from '../../agent/pki/ca.js';
 import { createDeviceIdentity, writeDeviceIdentity } from '../../agent/pki/device.js';

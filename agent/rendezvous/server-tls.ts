@@ -1,6 +1,7 @@
 /**
- * TLS connection from the device (or client) to the rendezvous server, verifying the server's
- * certificate against the CA bundled with the device (P5). Anything else is refused.
+ * TLS connection from the device, the client or diagnose to the rendezvous server, verifying the
+ * server's certificate against the configured CA (P5). Anything else is refused. Lives outside
+ * device/ so that the client library carries no agent code.
  */
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';

@@ -14,7 +14,7 @@ export interface ServerTimeSource {
 
 export async function readServerTime(server: ServerTimeSource, signal: AbortSignal): Promise<number> {
   const [{ connectToServer }, { FrameChannel }, { FrameType }] = await Promise.all([
-    import('./server-channel.js'),
+    import('./server-tls.js'),
     import('../protocol/frame-channel.js'),
     import('../protocol/frames.js'),
   ]);
