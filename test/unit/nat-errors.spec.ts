@@ -2,7 +2,7 @@
  * A failed port mapping is a PeerlinkError with a stable code, whichever protocol failed, and keeps
  * what the gateway said (its own result or error code) and what caused it.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { createServer } from 'node:http';
 import { createSocket } from 'node:dgram';
 import { randomInt } from 'node:crypto';
@@ -38,7 +38,7 @@ test('NAT-PMP: no answer is NATPMP_FAILED, caused by the deadline', async (t) =>
   t.truthy((err as Error).cause);
 });
 
-async function http(t: import('ava').ExecutionContext, status: number, body: string): Promise<URL> {
+async function http(t: ExecutionContext, status: number, body: string): Promise<URL> {
   const srv = createServer((_req, res) => res.writeHead(status, { 'Content-Type': 'text/xml' }).end(body));
   await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
   t.teardown(() => srv.close());
