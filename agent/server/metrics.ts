@@ -30,6 +30,8 @@ export interface MetricsSource {
   readonly nodeId: string;
   /** Relayed sessions this node bridged to the node holding the client. */
   readonly relayBridged: () => number;
+  /** Records read from Redis that did not decode and were dropped, by kind (node-messages.ts). */
+  readonly malformedFromRedis: () => Readonly<Record<'message' | 'pending' | 'offer', number>>;
   /** Open connections on the TLS listener, by kind (handshake, unidentified, client, device, relay). */
   readonly openConnections: () => Readonly<Record<string, number>>;
 }
@@ -197,6 +199,16 @@ export function createMetricsListener(o: { host: string; port: number; source: M
       collect() {
         this.reset();
         this.inc(source.relayBridged());
+      },
+    });
+    new prom.Counter({
+      name: 'peerlink_node_records_malformed_total',
+      help: 'Messages between nodes, pending requests and relay offers read from Redis that did not decode (dropped)',
+      labelNames: ['kind'],
+      registers: [register],
+      collect() {
+        this.reset();
+        for (const [kind, n] of Object.entries(source.malformedFromRedis())) this.inc({ kind }, n);
       },
     });
     new prom.Counter({
