@@ -8,6 +8,7 @@
  *                                n=node; PEXPIRE forget_after_ms, so it goes by itself when the
  *                                device stops registering
  *   <prefix>{r:<request ID hex>} string (JSON) of a request waiting for its device; PX attach timeout
+ *   <prefix>{o:<request ID hex>} string (JSON) of a relay offer (relay-bridge.ts, through putValue); PX join timeout
  *   <prefix>n:<node ID>          pub/sub channel of one node
  * Values and messages are decoded and checked by node-messages.ts; what fails is dropped and counted.
  * The compare-and-set of a registration (newer timestamp only, P1) is one Lua script, so two nodes
