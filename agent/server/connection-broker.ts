@@ -23,17 +23,13 @@ import { Counters } from '../common/counters.js';
 import { formatEndpoint, normalizeAddress } from '../protocol/address.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } from '../protocol/frames.js';
-import { candidatesFromNode } from './candidate-check.js';
-import { isStatus as isStatusValue, Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
+import { Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
 import { PendingRequests, type PendingRequest } from './pending-requests.js';
 import { createConnectionTracker, type ConnectionKind } from './connection-tracker.js';
 import { createDeviceExchange } from './device-exchange.js';
 import { createNodeRouting } from './node-routing.js';
 import { sourceKey, type RateLimiter } from './rate-limiter.js';
-import { wakeToHex } from '../protocol/wake.js';
 import { RefuseReason, type RefuseReasonValue } from '../protocol/udp-packets.js';
-
-const isRefuseReason = (v: unknown): v is RefuseReasonValue => v === RefuseReason.BAD_TAG || v === RefuseReason.STALE || v === RefuseReason.REPLAYED;
 import type { RedisRegistry } from './redis-registry.js';
 import type { RegistrationEndpoint } from './registration-endpoint.js';
 import type { Registry, RegistryBackend, RegistryEntry } from './registry.js';
@@ -315,7 +311,15 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       try {
         await cluster.putPending(
           hex,
-          { d: req.equipmentId, o: cluster.nodeId, ca: clientEndpoint.address, cp: clientEndpoint.port, ap: req.advertisedPort, s: req.sealedRequest.toString('base64'), at: Date.now() },
+          {
+            equipmentId: req.equipmentId,
+            clientNode: cluster.nodeId,
+            clientAddress: clientEndpoint.address,
+            clientPort: clientEndpoint.port,
+            advertisedPort: req.advertisedPort,
+            sealedRequest: req.sealedRequest,
+            notifiedAtMs: Date.now(),
+          },
           options.attachTimeoutMs,
         );
       } catch (err) {
@@ -347,9 +351,10 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       pending.add(p);
       if (routing) {
         routing.waitFor(hex, (m) => {
-          if (m.t === 'attached') resolve({ kind: 'remote', node: m.by });
-          else if (m.t === 'refused') resolve({ kind: 'refused', reason: isRefuseReason(m.why) ? m.why : RefuseReason.BAD_TAG });
-          else if (m.t === 'verdict') verdictFromNode?.({ status: isStatusValue(m.s) ? m.s : Status.INTERNAL, candidates: candidatesFromNode(m.c) });
+          // Decoded and checked at the boundary (node-messages.ts): reason, status and candidates are valid.
+          if (m.kind === 'attached') resolve({ kind: 'remote', node: m.byNode });
+          else if (m.kind === 'refused') resolve({ kind: 'refused', reason: m.reason });
+          else if (m.kind === 'verdict') verdictFromNode?.({ status: m.status, candidates: [...m.candidates] });
         });
       }
       const target = { address: entry.address, port: entry.port };
@@ -359,7 +364,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
           return;
         }
         cluster!
-          .send(owner, { t: 'notify', r: hex, d: req.equipmentId, a: entry.address, p: entry.port, from: cluster!.nodeId, w: wakeToHex(req.wake) })
+          .send(owner, { kind: 'notify', requestId: hex, equipmentId: req.equipmentId, deviceAddress: entry.address, devicePort: entry.port, fromNode: cluster!.nodeId, wake: req.wake })
           .then((receivers) => {
             if (receivers === 0) resolve({ kind: 'gone' });
           })

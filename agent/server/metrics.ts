@@ -31,6 +31,8 @@ export interface MetricsSource {
   readonly nodeId: string;
   /** Relayed sessions this node bridged to the node holding the client. */
   readonly relayBridged: () => number;
+  /** Records read from Redis that did not decode and were dropped, by kind (node-messages.ts). */
+  readonly malformedFromRedis: () => Readonly<Record<'message' | 'pending' | 'offer', number>>;
   /** Open connections on the TLS listener, by kind (handshake, unidentified, client, device, relay). */
   readonly openConnections: () => Readonly<Record<string, number>>;
 }
@@ -147,6 +149,8 @@ interface MetricMakers {
   gauge(name: string, help: string, read: () => number): void;
   /** A gauge with one label, set from the entries `read` returns. */
   labelledGauge(name: string, help: string, label: string, read: () => Iterable<[string, number]>): void;
+  /** A counter with one label, from the totals `read` returns. */
+  labelledCounter(name: string, help: string, label: string, read: () => Iterable<[string, number]>): void;
 }
 
 function metricMakers(prom: Prom, register: InstanceType<Prom['Registry']>): MetricMakers {
@@ -178,6 +182,15 @@ function metricMakers(prom: Prom, register: InstanceType<Prom['Registry']>): Met
         },
       });
     },
+    labelledCounter(name, help, label, read) {
+      new prom.Counter({
+        name, help, labelNames: [label], registers,
+        collect() {
+          this.reset();
+          for (const [k, v] of read()) this.inc({ [label]: k }, v);
+        },
+      });
+    },
     labelledGauge(name, help, label, read) {
       new prom.Gauge({
         name, help, labelNames: [label], registers,
@@ -195,6 +208,7 @@ function registrationMetrics(m: MetricMakers, source: MetricsSource): void {
   m.gauge('peerlink_registered_devices', "Devices in this node's own list (registered at this node and not yet forgotten)", () => source.localDevices());
   m.counter('peerlink_notifications_sent_total', 'UDP notifications sent (each retry counts)', () => source.registration.get('notificationsSent'));
   m.labelledGauge('peerlink_registry_up', 'The registry backend answers (1) or not (0)', 'backend', () => [[source.backend, source.registryUp() ? 1 : 0]]);
+  m.labelledCounter('peerlink_node_records_malformed_total', 'Messages between nodes, pending requests and relay offers read from Redis that did not decode (dropped)', 'kind', () => Object.entries(source.malformedFromRedis()));
 }
 
 /** Connection requests and the TLS port; returns where timings are observed. */

@@ -7,16 +7,16 @@
  *  - a device that attaches here for a request held by another node (or waiting in Redis) gets the
  *    request forwarded (S206), and its verdict (S207) goes back to the node holding the client.
  */
-import { wakeFromHex } from '../protocol/wake.js';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Counters } from '../common/counters.js';
 import type { FrameChannel } from '../protocol/frame-channel.js';
 import type { Frame, FrameType } from '../protocol/frames.js';
 import { Status } from '../protocol/status.js';
-import { candidatesForNode } from './candidate-check.js';
+import type { RefuseReasonValue } from '../protocol/udp-packets.js';
 import type { BrokerCounter, Verdict } from './connection-broker.js';
-import type { NodeMessage, RedisRegistry } from './redis-registry.js';
+import type { NodeMessage } from './node-messages.js';
+import type { RedisRegistry } from './redis-registry.js';
 import type { RegistrationEndpoint } from './registration-endpoint.js';
 import type { Registry } from './registry.js';
 
@@ -54,7 +54,7 @@ export interface NodeRouting {
   /** The device attached here for a request this node does not hold. */
   serveAttach(channel: FrameChannel, socket: TLSSocket, attach: DeviceAttach): Promise<void>;
   /** The device refused a request this node notified it for on another node's behalf: tell that node (P9). */
-  refused(hex: string, reason: number): boolean;
+  refused(hex: string, reason: RefuseReasonValue): boolean;
 }
 
 export function createNodeRouting(o: NodeRoutingOptions): NodeRouting {
@@ -64,29 +64,23 @@ export function createNodeRouting(o: NodeRoutingOptions): NodeRouting {
   const notifiedFor = new Map<string, string>();
 
   cluster.onMessage((m) => {
-    if (m.t !== 'notify') {
-      waiters.get(m.r)?.(m);
+    if (m.kind !== 'notify') {
+      waiters.get(m.requestId)?.(m);
       return;
     }
     // A node holding a client asks this one (the device's) to wake the device through its NAT.
     // The address is this node's own entry for the device, not one a message names: nothing that
     // can write to Redis can make a node send datagrams to an arbitrary address.
-    if (!o.registry.get(m.d)) {
-      logger.debug({ requestId: m.r.slice(0, 12), equipmentId: m.d }, 'asked to notify a device not registered at this node');
+    const requestId = m.requestId.slice(0, 12);
+    if (!o.registry.get(m.equipmentId)) {
+      logger.debug({ requestId, equipmentId: m.equipmentId }, 'asked to notify a device not registered at this node');
       return;
     }
-    let wake;
-    try {
-      wake = wakeFromHex(m.w);
-    } catch {
-      logger.debug({ requestId: m.r.slice(0, 12) }, 'notify message without a well-formed wake proof: dropped');
-      return;
-    }
-    if (o.udp.notify(m.d, Buffer.from(m.r, 'hex'), wake)) counters.inc('notifiedForNode');
-    if (!notifiedFor.has(m.r)) {
-      notifiedFor.set(m.r, m.from);
-      if (notifiedFor.size > NOTIFIED_REMEMBERED) notifiedFor.delete(notifiedFor.values().next().value as string);
-      logger.info({ requestId: m.r.slice(0, 12), equipmentId: m.d, for: m.from }, 'S205 notification sent for a request held by another node');
+    if (o.udp.notify(m.equipmentId, Buffer.from(m.requestId, 'hex'), m.wake)) counters.inc('notifiedForNode');
+    if (!notifiedFor.has(m.requestId)) {
+      notifiedFor.set(m.requestId, m.fromNode);
+      if (notifiedFor.size > NOTIFIED_REMEMBERED) notifiedFor.delete(notifiedFor.keys().next().value as string);
+      logger.info({ requestId, equipmentId: m.equipmentId, for: m.fromNode }, 'S205 notification sent for a request held by another node');
     }
   });
 
@@ -104,21 +98,22 @@ export function createNodeRouting(o: NodeRoutingOptions): NodeRouting {
     } catch {
       return reject('device attach rejected: Redis unreachable, the request cannot be found');
     }
-    if (!rec || rec.d !== attach.equipmentId || !o.proofValid(socket, attach)) {
+    if (!rec || rec.equipmentId !== attach.equipmentId || !o.proofValid(socket, attach)) {
       return reject('device attach rejected (unknown request or bad proof)');
     }
     // Exactly one node serves the attach (a device could attach twice, at two nodes).
     if (!(await cluster.claimPending(hex).catch(() => false))) return reject('device attach rejected (request already taken)');
     counters.inc('attachedForNode');
-    o.onTiming?.('notifyRoundTrip', Date.now() - rec.at, Status.OK);
+    o.onTiming?.('notifyRoundTrip', Date.now() - rec.notifiedAtMs, Status.OK);
+    const { clientNode } = rec;
     const tell = (m: NodeMessage): Promise<unknown> =>
-      cluster.send(rec.o, m).catch((err: Error) => log.warn({ err: err.message, clientNode: rec.o }, 'could not tell the node holding the client'));
-    await tell({ t: 'attached', r: hex, by: cluster.nodeId });
-    log.info({ clientNode: rec.o }, 'S206 device connected over TLS for a request held by another node; forwarding the request');
+      cluster.send(clientNode, m).catch((err: Error) => log.warn({ err: err.message, clientNode }, 'could not tell the node holding the client'));
+    await tell({ kind: 'attached', requestId: hex, byNode: cluster.nodeId });
+    log.info({ clientNode }, 'S206 device connected over TLS for a request held by another node; forwarding the request');
     o.deviceAttached(channel, socket);
-    const v = await o.exchange(channel, attach.requestId, { address: rec.ca, port: rec.cp }, rec.ap, Buffer.from(rec.s, 'base64'), log);
-    await tell({ t: 'verdict', r: hex, s: v.status, by: cluster.nodeId, c: candidatesForNode(v.candidates ?? []) });
-    log.info({ status: v.status, clientNode: rec.o }, 'S207 device verdict sent to the node holding the client');
+    const v = await o.exchange(channel, attach.requestId, { address: rec.clientAddress, port: rec.clientPort }, rec.advertisedPort, rec.sealedRequest, log);
+    await tell({ kind: 'verdict', requestId: hex, status: v.status, byNode: cluster.nodeId, candidates: v.candidates ?? [] });
+    log.info({ status: v.status, clientNode }, 'S207 device verdict sent to the node holding the client');
   }
 
   return {
@@ -129,7 +124,7 @@ export function createNodeRouting(o: NodeRoutingOptions): NodeRouting {
       const holder = notifiedFor.get(hex);
       if (!holder) return false;
       notifiedFor.delete(hex);
-      cluster.send(holder, { t: 'refused', r: hex, by: cluster.nodeId, why: reason }).catch((err: Error) => logger.debug({ err: err.message }, 'routing a refusal failed'));
+      cluster.send(holder, { kind: 'refused', requestId: hex, byNode: cluster.nodeId, reason }).catch((err: Error) => logger.debug({ err: err.message }, 'routing a refusal failed'));
       return true;
     },
   };

@@ -8,7 +8,9 @@
  *                                n=node; PEXPIRE forget_after_ms, so it goes by itself when the
  *                                device stops registering
  *   <prefix>{r:<request ID hex>} string (JSON) of a request waiting for its device; PX attach timeout
+ *   <prefix>{o:<request ID hex>} string (JSON) of a relay offer (relay-bridge.ts, through putValue); PX join timeout
  *   <prefix>n:<node ID>          pub/sub channel of one node
+ * Values and messages are decoded and checked by node-messages.ts; what fails is dropped and counted.
  * The compare-and-set of a registration (newer timestamp only, P1) is one Lua script, so two nodes
  * cannot both accept replays of each other's registrations.
  *
@@ -19,31 +21,15 @@
  */
 import type { Redis as RedisClient } from 'ioredis';
 import type { Logger } from 'pino';
+import { Counters } from '../common/counters.js';
+import { decodeNodeMessage, decodePendingRecord, droppedField, encodeNodeMessage, encodePendingRecord, type NodeMessage, type PendingRecord } from './node-messages.js';
 import type { RecordResult, RegistryBackend, RegistryEntry } from './registry.js';
 
-/** A connection request waiting for its device, as every node can read it. */
-export interface PendingRecord {
-  /** equipment ID */
-  readonly d: string;
-  /** the node holding the client's connection */
-  readonly o: string;
-  /** client address and port as observed, advertised port, sealed request (base64) */
-  readonly ca: string;
-  readonly cp: number;
-  readonly ap: number;
-  readonly s: string;
-  /** when the first notification went out (ms since epoch), for the round-trip metric */
-  readonly at: number;
-}
+export type { NodeMessage, PendingRecord } from './node-messages.js';
 
-/** Messages between nodes; `r` is the request ID (hex), which also keys the logs on every node. */
-export type NodeMessage =
-  | { readonly t: 'notify'; readonly r: string; readonly d: string; readonly a: string; readonly p: number; readonly from: string; readonly w: string }
-  | { readonly t: 'attached'; readonly r: string; readonly by: string }
-  /** The device refused the request's wake proof at its node (P9). */
-  | { readonly t: 'refused'; readonly r: string; readonly by: string; readonly why: number }
-  /** c: the device's path candidates for the client, as [kind, address, port] (hole punch, reverse port). */
-  | { readonly t: 'verdict'; readonly r: string; readonly s: number; readonly by: string; readonly c?: readonly (readonly [number, string, number])[] };
+/** What this node read from Redis and dropped because it did not decode (node-messages.ts). */
+export const MALFORMED_KINDS = ['message', 'pending'] as const;
+export type MalformedKind = (typeof MALFORMED_KINDS)[number];
 
 export interface RedisRegistryOptions {
   readonly url: string;
@@ -65,9 +51,12 @@ export interface RedisRegistry extends RegistryBackend {
   readonly up: boolean;
   onState(listener: (up: boolean) => void): void;
   onMessage(listener: (m: NodeMessage) => void): void;
+  /** Messages and pending records read from Redis that did not decode, dropped. */
+  readonly malformed: Counters<MalformedKind>;
   /** Publish to a node; resolves with how many subscribers got it (0: that node is not running). */
   send(node: string, m: NodeMessage): Promise<number>;
   putPending(requestIdHex: string, rec: PendingRecord, ttlMs: number): Promise<void>;
+  /** Undefined when there is none, or when what is stored does not decode (dropped and counted). */
   getPending(requestIdHex: string): Promise<PendingRecord | undefined>;
   /** Remove the request; true for the one caller that removed it (so a request is served once). */
   claimPending(requestIdHex: string): Promise<boolean>;
@@ -128,15 +117,16 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     else if (!stopping) log.error({ why }, 'redis unreachable: serving devices registered at this node only; retrying');
     for (const l of stateListeners) l(v);
   };
+  const malformed = new Counters<MalformedKind>(MALFORMED_KINDS);
   const onNodeMessage = (_ch: string, text: string): void => {
     let m: NodeMessage;
     try {
-      m = JSON.parse(text) as NodeMessage;
-    } catch {
-      log.warn('dropped a malformed message from another node');
+      m = decodeNodeMessage(text);
+    } catch (err) {
+      malformed.inc('message');
+      log.debug({ field: droppedField(err), err: (err as Error).message }, 'dropped a malformed message from another node');
       return;
     }
-    if (typeof m?.r !== 'string') return;
     for (const l of messageListeners) l(m);
   };
 
@@ -151,6 +141,7 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     },
     onState: (l) => void stateListeners.push(l),
     onMessage: (l) => void messageListeners.push(l),
+    malformed,
     async lookup(id): Promise<RegistryEntry | undefined> {
       const [a, p, s, t, n] = await c().hmget(deviceKey(id), 'a', 'p', 's', 't', 'n');
       if (a === null || a === undefined) return undefined;
@@ -166,14 +157,21 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     },
     sweep: () => 0,
     async send(node, m) {
-      return c().publish(`${o.keyPrefix}n:${node}`, JSON.stringify(m));
+      return c().publish(`${o.keyPrefix}n:${node}`, encodeNodeMessage(m));
     },
     async putPending(hex, rec, ttlMs) {
-      await c().set(requestKey(hex), JSON.stringify(rec), 'PX', ttlMs);
+      await c().set(requestKey(hex), encodePendingRecord(rec), 'PX', ttlMs);
     },
     async getPending(hex) {
       const v = await c().get(requestKey(hex));
-      return v === null ? undefined : (JSON.parse(v) as PendingRecord);
+      if (v === null) return undefined;
+      try {
+        return decodePendingRecord(v);
+      } catch (err) {
+        malformed.inc('pending');
+        log.debug({ requestId: hex.slice(0, 12), field: droppedField(err), err: (err as Error).message }, 'dropped a malformed pending request read from Redis');
+        return undefined;
+      }
     },
     async claimPending(hex) {
       return (await c().del(requestKey(hex))) === 1;

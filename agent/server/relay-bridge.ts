@@ -15,6 +15,7 @@ import { RELAY_PAIR_TIMEOUT_MS } from '../protocol/constants.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { FrameType } from '../protocol/frames.js';
 import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, KEY_BYTES } from '../protocol/keys.js';
+import { decodeRelayOffer, droppedField, encodeRelayOffer, parseTlsAddress, type RelayOffer } from './node-messages.js';
 import type { RedisRegistry } from './redis-registry.js';
 
 export interface RelayBridgeOptions {
@@ -33,44 +34,58 @@ export interface RelayBridge {
   /** The device joined here for a relay another node offered: bridge it; false if none is known. */
   bridge(device: { channel: FrameChannel; socket: TLSSocket }, equipmentId: string, requestId: Buffer): Promise<boolean>;
   readonly bridged: number;
-}
-
-interface Offer {
-  readonly node: string;
-  readonly tls: string;
+  /** Offers read from Redis that did not decode (node-messages.ts), dropped. */
+  readonly malformedOffers: number;
 }
 
 export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
   const fingerprint = new X509Certificate(o.certPem).fingerprint256;
   const offerKey = (hex: string): string => `{o:${hex}}`;
   let bridged = 0;
+  let malformedOffers = 0;
   return {
     get bridged() {
       return bridged;
     },
+    get malformedOffers() {
+      return malformedOffers;
+    },
     offered(hex) {
+      let offer: RelayOffer;
+      try {
+        const tls = parseTlsAddress(o.tlsAddress(), 'redis.tls_address');
+        offer = { node: o.cluster.nodeId, tlsHost: tls.host, tlsPort: tls.port };
+      } catch (err) {
+        o.logger.warn({ err: (err as Error).message }, 'cannot offer the relay to other nodes: this node\'s TLS address is not host:port');
+        return;
+      }
       void o.cluster
-        .putValue(offerKey(hex), JSON.stringify({ node: o.cluster.nodeId, tls: o.tlsAddress() } satisfies Offer), o.joinTimeoutMs)
+        .putValue(offerKey(hex), encodeRelayOffer(offer), o.joinTimeoutMs)
         .catch((err: Error) => o.logger.debug({ err: err.message }, 'could not record the relay offer in Redis'));
     },
     async bridge(device, equipmentId, requestId) {
       const hex = requestId.toString('hex');
       const log = o.logger.child({ requestId: hex.slice(0, 12), equipmentId });
-      let offer: Offer;
+      let v: string | undefined;
       try {
-        const v = await o.cluster.getValue(offerKey(hex));
-        if (!v) return false;
-        offer = JSON.parse(v) as Offer;
+        v = await o.cluster.getValue(offerKey(hex));
       } catch {
         return false;
       }
+      if (!v) return false;
+      let offer: RelayOffer;
+      try {
+        offer = decodeRelayOffer(v);
+      } catch (err) {
+        malformedOffers++;
+        log.debug({ field: droppedField(err), err: (err as Error).message }, 'dropped a malformed relay offer read from Redis');
+        return false;
+      }
       if (offer.node === o.cluster.nodeId) return false;
-      const at = /^(.*):(\d+)$/.exec(offer.tls);
-      if (!at) return false;
-      const host = at[1]!.replace(/^\[(.*)\]$/, '$1');
+      const tlsAt = `${offer.tlsHost.includes(':') ? `[${offer.tlsHost}]` : offer.tlsHost}:${offer.tlsPort}`;
       const upstream = await new Promise<TLSSocket | null>((resolve) => {
         // allowHalfOpen: the end-to-end channel half-closes through the bridge (as through the relay).
-        const options: ConnectionOptions & { allowHalfOpen: boolean } = { host, port: Number(at[2]), rejectUnauthorized: false, allowHalfOpen: true };
+        const options: ConnectionOptions & { allowHalfOpen: boolean } = { host: offer.tlsHost, port: offer.tlsPort, rejectUnauthorized: false, allowHalfOpen: true };
         const s = tlsConnect(options, () => {
           // Only another node of this fleet: the same certificate as ours.
           if (s.getPeerX509Certificate()?.fingerprint256 !== fingerprint) {
@@ -82,7 +97,7 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
         s.setTimeout(o.joinTimeoutMs, () => s.destroy());
       });
       if (!upstream) {
-        log.warn({ node: offer.node, at: offer.tls }, 'relay across nodes: cannot reach the node that offered it');
+        log.warn({ node: offer.node, at: tlsAt }, 'relay across nodes: cannot reach the node that offered it');
         return false;
       }
       upstream.setTimeout(0);

@@ -317,6 +317,11 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
             limits: opts.limits,
             nodeId,
             relayBridged: () => relayBridge?.bridged ?? 0,
+            malformedFromRedis: () => ({
+              message: cluster?.malformed.get('message') ?? 0,
+              pending: cluster?.malformed.get('pending') ?? 0,
+              offer: relayBridge?.malformedOffers ?? 0,
+            }),
             openConnections: () => broker.open,
           },
         });

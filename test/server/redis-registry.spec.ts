@@ -55,7 +55,11 @@ redisTest('concurrent registrations of one device at two nodes: exactly the newe
 redisTest('entries expire by themselves; every key has a hash tag (Redis Cluster-compatible)', async (t) => {
   const a = await node('node-a', 300, 't3:');
   await a.record('TV-3', entry(1));
-  await a.putPending('00ff', { d: 'TV-3', o: 'node-a', ca: '4.17.168.2', cp: 1, ap: 5000, s: '', at: 0 }, 300);
+  await a.putPending(
+    '00ff',
+    { equipmentId: 'TV-3', clientNode: 'node-a', clientAddress: '4.17.168.2', clientPort: 1, advertisedPort: 5000, sealedRequest: Buffer.alloc(0), notifiedAtMs: 0 },
+    300,
+  );
   const keys = await a.client.keys('t3:*');
   t.is(keys.length, 2);
   for (const k of keys) t.regex(k, /^t3:\{[dr]:[^{}]+\}$/, `${k} pins its slot with a hash tag`);
@@ -69,7 +73,15 @@ redisTest('entries expire by themselves; every key has a hash tag (Redis Cluster
 redisTest('a waiting request can be claimed once, whichever node tries', async (t) => {
   const a = await node('node-a', 60_000, 't4:');
   const b = await node('node-b', 60_000, 't4:');
-  const rec = { d: 'TV-4', o: 'node-a', ca: '4.17.168.2', cp: 40000, ap: 5000, s: Buffer.from('sealed').toString('base64'), at: 1 };
+  const rec = {
+    equipmentId: 'TV-4',
+    clientNode: 'node-a',
+    clientAddress: '4.17.168.2',
+    clientPort: 40000,
+    advertisedPort: 5000,
+    sealedRequest: Buffer.from('sealed'),
+    notifiedAtMs: 1,
+  };
   await a.putPending('abcd', rec, 10_000);
   t.deepEqual(await b.getPending('abcd'), rec);
   const claims = await Promise.all([a.claimPending('abcd'), b.claimPending('abcd'), b.claimPending('abcd')]);
@@ -82,9 +94,36 @@ redisTest('nodes message each other; a message to a node that is not running rea
   const got: NodeMessage[] = [];
   b.onMessage((m) => got.push(m));
   await new Promise((r) => setTimeout(r, 200)); // subscription settles
-  const msg: NodeMessage = { t: 'notify', r: 'aa'.repeat(16), d: 'TV-5', a: '202.204.16.13', p: 4000, from: 'node-a', w: 'bb'.repeat(40) };
+  const msg: NodeMessage = {
+    kind: 'notify',
+    requestId: 'aa'.repeat(16),
+    equipmentId: 'TV-5',
+    deviceAddress: '202.204.16.13',
+    devicePort: 4000,
+    fromNode: 'node-a',
+    wake: { nonce: Buffer.alloc(16, 0xbb), timestampMs: 1_700_000_000_000, tag: Buffer.alloc(16, 0xcc) },
+  };
   t.is(await a.send('node-b', msg), 1);
   for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
   t.deepEqual(got, [msg]);
   t.is(await a.send('node-gone', msg), 0);
+});
+
+redisTest('what does not decode is dropped and counted, never delivered: a message, a pending request', async (t) => {
+  const a = await node('node-a', 60_000, 't6:');
+  const b = await node('node-b', 60_000, 't6:');
+  const got: NodeMessage[] = [];
+  b.onMessage((m) => got.push(m));
+  await new Promise((r) => setTimeout(r, 200)); // subscription settles
+  // Straight onto b's channel, as anything with write access to Redis could.
+  const bad = ['not json', '{"t":"attached","r":"xyz","by":"node-a"}', '{"t":"verdict","r":"' + 'aa'.repeat(16) + '","s":0,"by":"node-a","c":[[2,"1.2.3.4",0]]}'];
+  for (const text of bad) t.is(await a.client.publish('t6:n:node-b', text), 1);
+  const good: NodeMessage = { kind: 'attached', requestId: 'cc'.repeat(16), byNode: 'node-a' };
+  await a.send('node-b', good);
+  for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  t.deepEqual(got, [good], 'only the well-formed message arrives, after the malformed ones');
+  t.is(b.malformed.get('message'), bad.length);
+  await a.client.set('t6:{r:dd}', JSON.stringify({ d: 'TV-6', o: 'node-a', ca: 'not-an-ip', cp: 1, ap: 5000, s: '', at: 0 }));
+  t.is(await b.getPending('dd'), undefined);
+  t.is(b.malformed.get('pending'), 1);
 });
