@@ -5,7 +5,7 @@
  * with the real agent is `npm run lab -- keepalive` (figures in docs/nat-lab.md).
  */
 import { keepaliveRun, keepaliveTable } from '../../scripts/lab/keepalive.js';
-import { labTest } from './lab-test.js';
+import { labTest } from '../helpers/lab-test.js';
 
 const SCALED = { durationMs: 150_000, intervalMs: 2_500, minIntervalMs: 1_500, maxIntervalMs: 30_000, device: 'loop' } as const;
 

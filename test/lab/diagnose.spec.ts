@@ -1,7 +1,7 @@
 /** diagnose in the NAT lab: tells a symmetric NAT from an endpoint-independent one, and finds the UPnP gateway. */
 import { diagnoseScenario } from '../../scripts/lab/diagnose.js';
 import { ADDR } from '../../scripts/lab/topology.js';
-import { labTest } from './lab-test.js';
+import { labTest } from '../helpers/lab-test.js';
 
 const check = (r: Awaited<ReturnType<typeof diagnoseScenario>>, id: string) => r.report.checks.find((c) => c.id === id)!;
 

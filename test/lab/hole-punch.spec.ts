@@ -6,7 +6,7 @@
  */
 import { runCell } from '../../scripts/lab/cell.js';
 import type { NatKind } from '../../scripts/lab/nat.js';
-import { labTest } from './lab-test.js';
+import { labTest } from '../helpers/lab-test.js';
 
 const CASES: readonly { client: NatKind; device: NatKind }[] = [
   { client: 'port-restricted', device: 'port-restricted' },

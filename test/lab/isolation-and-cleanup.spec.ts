@@ -2,7 +2,7 @@
 import { run } from '../../scripts/lab/exec.js';
 import { runCell } from '../../scripts/lab/cell.js';
 import { assertIsolated, createLab, LAB_PREFIX } from '../../scripts/lab/topology.js';
-import { labTest } from './lab-test.js';
+import { labTest } from '../helpers/lab-test.js';
 
 const labNamespaces = async (id: string): Promise<string[]> =>
   (await run(['ip', 'netns', 'list'])).split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.startsWith(id));

@@ -5,7 +5,7 @@
 import { runCell } from '../../scripts/lab/cell.js';
 import { inNs } from '../../scripts/lab/exec.js';
 import { droppedPackets } from '../../scripts/lab/nat.js';
-import { labTest } from './lab-test.js';
+import { labTest } from '../helpers/lab-test.js';
 
 const LOSS_PERCENT = 20;
 

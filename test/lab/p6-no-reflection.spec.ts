@@ -26,7 +26,7 @@ import { spoofSource } from '../../scripts/lab/spoof.js';
 import { ADDR } from '../../scripts/lab/topology.js';
 import { addWanHost } from '../../scripts/lab/wan-host.js';
 import { strangerWake } from '../helpers/wake.js';
-import { labTest } from './lab-test.js';
+import { labTest } from '../helpers/lab-test.js';
 
 /** Ordinary unicast, as every lab WAN address (the lab cannot reach beyond itself). */
 const VICTIM_ADDRESS = '62.210.0.9';

@@ -22,8 +22,8 @@ import { ADDR } from '../../scripts/lab/topology.js';
 import { addressRange, addWanHost } from '../../scripts/lab/wan-host.js';
 import { REGISTER_MIN_BYTES } from '../../agent/protocol/constants.js';
 import { Status } from '../../agent/protocol/status.js';
-import type { FloodPlan, FloodResult } from './lib/stranger-flood.js';
-import { labTest } from './lab-test.js';
+import type { FloodPlan, FloodResult } from '../helpers/stranger-flood.js';
+import { labTest } from '../helpers/lab-test.js';
 
 const STRANGER_SOURCES = 50;
 /** Ordinary unicast, as every lab WAN address (the lab cannot reach beyond itself). */
@@ -117,7 +117,7 @@ labTest('P9 across real NATs: 50 strangers flood the device ID at >= 50 requests
 
 function runFlood(ns: string, plan: FloodPlan): Promise<FloodResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, join(DIST, 'test', 'lab', 'lib', 'stranger-flood.js'), JSON.stringify(plan)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, join(DIST, 'test', 'helpers', 'stranger-flood.js'), JSON.stringify(plan)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));

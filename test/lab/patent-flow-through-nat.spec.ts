@@ -8,7 +8,7 @@ import { runCell } from '../../scripts/lab/cell.js';
 import type { NatKind } from '../../scripts/lab/nat.js';
 import { ADDR } from '../../scripts/lab/topology.js';
 import type { UpnpKind } from '../../scripts/lab/upnp.js';
-import { labTest } from './lab-test.js';
+import { labTest } from '../helpers/lab-test.js';
 
 const CASES: readonly { client: NatKind; device: NatKind; upnp: UpnpKind }[] = [
   { client: 'port-restricted', device: 'port-restricted', upnp: 'igd2' },

@@ -6,7 +6,7 @@
  */
 import { runCell } from '../../scripts/lab/cell.js';
 import { inNs } from '../../scripts/lab/exec.js';
-import { labTest } from './lab-test.js';
+import { labTest } from '../helpers/lab-test.js';
 
 const RENEW_MS = 2000;
 

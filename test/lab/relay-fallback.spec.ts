@@ -7,7 +7,7 @@
 import { runCell } from '../../scripts/lab/cell.js';
 import { RELAY_AFTER_MS } from '../../agent/protocol/constants.js';
 import type { LogLine } from '../../scripts/lib/program.js';
-import { labTest } from './lab-test.js';
+import { labTest } from '../helpers/lab-test.js';
 
 labTest('symmetric NAT on both sides, no UPnP: relayed via the server, the relay started after relay_after_ms', async (t) => {
   const agentLines: LogLine[] = [];

@@ -1,7 +1,7 @@
 /** Router B's public address changes while the agent runs (PPP/DHCP): reachable again within one interval. */
 import { renumberScenario } from '../../scripts/lab/renumber.js';
 import { ADDR } from '../../scripts/lab/topology.js';
-import { labTest } from './lab-test.js';
+import { labTest } from '../helpers/lab-test.js';
 
 /** Scheduling slack on top of the interval: the ack round trip and process wake-ups. */
 const SLACK_MS = 2000;

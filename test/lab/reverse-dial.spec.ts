@@ -8,7 +8,7 @@ import { runCell } from '../../scripts/lab/cell.js';
 import type { NatKind } from '../../scripts/lab/nat.js';
 import type { LogLine } from '../../scripts/lib/program.js';
 import type { UpnpKind } from '../../scripts/lab/upnp.js';
-import { labTest } from './lab-test.js';
+import { labTest } from '../helpers/lab-test.js';
 
 const CASES: readonly { client: NatKind; device: NatKind; upnp: UpnpKind; why: string }[] = [
   { client: 'symmetric', device: 'none', upnp: 'none', why: 'the device has a public address' },

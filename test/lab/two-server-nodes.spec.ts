@@ -5,7 +5,7 @@
  * notifies the device through its mapping; the connection is made and bytes arrive intact.
  */
 import { runTwoNodeCell } from '../../scripts/lab/two-nodes.js';
-import { labTest } from './lab-test.js';
+import { labTest } from '../helpers/lab-test.js';
 
 labTest('device registered with node 1 behind a port-restricted NAT, client asks node 2: connected, bytes intact', async (t) => {
   const r = await runTwoNodeCell({ client: 'none', device: 'port-restricted' });

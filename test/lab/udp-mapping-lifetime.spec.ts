@@ -2,7 +2,7 @@
 import { runCell } from '../../scripts/lab/cell.js';
 import { inNs } from '../../scripts/lab/exec.js';
 import { SERVER_UDP_PORT } from '../../scripts/lab/cell.js';
-import { labTest } from './lab-test.js';
+import { labTest } from '../helpers/lab-test.js';
 
 async function registrationMappingLifetimeS(udpTimeoutS: number): Promise<number> {
   let remaining = -1;

@@ -11,8 +11,8 @@ import type { RegistrationCounter } from '../../agent/server/registration-endpoi
 import { UDP_TYPE_COOKIE, UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
 import { AckStatus, encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES, verifyTag, type UdpPacket } from '../../agent/protocol/udp-packets.js';
-import { createServerPki, recordingUdp, sleep, startServer, waitUntil, type RecordingUdp } from './lib/helpers.js';
-import { answerTo, registerThroughCookie } from './lib/udp-register.js';
+import { createServerPki, recordingUdp, sleep, startServer, waitUntil, type RecordingUdp } from '../helpers/harness.js';
+import { answerTo, registerThroughCookie } from '../helpers/udp-register.js';
 
 const pki = createServerPki();
 const master = pki.masterKey;

@@ -12,8 +12,8 @@ import type { Socket } from 'node:net';
 import { echoService, startFlow } from '../helpers/flow.js';
 import { createReverseListener } from '../../agent/device/reverse-listener.js';
 import { silentLogger } from '../../agent/common/logger.js';
-import { LOOPBACK, sleep, waitUntil } from './lib/helpers.js';
-import { open, settle } from './lib/hostile-sockets.js';
+import { LOOPBACK, sleep, waitUntil } from '../helpers/harness.js';
+import { open, settle } from '../helpers/hostile-sockets.js';
 
 const HALF_CLOSERS = 2000;
 /** Below the agent's default cap (64), so that every connection of a batch reaches the token wait. */

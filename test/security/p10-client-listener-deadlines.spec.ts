@@ -14,8 +14,8 @@ import { createPeerListener } from '../../agent/client/peer-listener.js';
 import { createLocalForward } from '../../agent/client/local-forward.js';
 import type { Client, Tunnel } from '../../agent/client/client.js';
 import { silentLogger } from '../../agent/common/logger.js';
-import { LOOPBACK, waitUntil } from './lib/helpers.js';
-import { open, settle } from './lib/hostile-sockets.js';
+import { LOOPBACK, waitUntil } from '../helpers/harness.js';
+import { open, settle } from '../helpers/hostile-sockets.js';
 
 const HANDSHAKE_TIMEOUT_MS = 300;
 const fdCount = (): number => readdirSync('/proc/self/fd').length;

@@ -14,7 +14,7 @@ import { FrameType } from '../../agent/protocol/frames.js';
 import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, KEY_BYTES } from '../../agent/protocol/keys.js';
 import { UDP_TYPE_NOTIFY } from '../../agent/protocol/constants.js';
 import { parseUdpPacket } from '../../agent/protocol/udp-packets.js';
-import { createServerPki, LOOPBACK, recordingUdp, startServer, waitUntil } from './lib/helpers.js';
+import { createServerPki, LOOPBACK, recordingUdp, startServer, waitUntil } from '../helpers/harness.js';
 
 const pki = createServerPki();
 const ID = 'TV-CHATTY-1';

@@ -15,9 +15,9 @@ import { FrameType } from '../../agent/protocol/frames.js';
 import { Status } from '../../agent/protocol/status.js';
 import type { RendezvousServer } from '../../agent/server/server.js';
 import { httpGet, sample } from '../helpers/multi-node.js';
-import { createServerPki, LOOPBACK, startServer, waitUntil, type Cleanup } from './lib/helpers.js';
+import { createServerPki, LOOPBACK, startServer, waitUntil, type Cleanup } from '../helpers/harness.js';
 import { strangerWake } from '../helpers/wake.js';
-import { secureTo } from './lib/hostile-sockets.js';
+import { secureTo } from '../helpers/hostile-sockets.js';
 
 const pki = createServerPki();
 /** Far beyond any test here: what must happen earlier cannot be these deadlines at work. */

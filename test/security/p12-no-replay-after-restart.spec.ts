@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { createAgent } from '../../agent/device/agent.js';
 import { REPLAY_MARK_FILE_NAME } from '../../agent/device/replay-mark.js';
 import { Status } from '../../agent/protocol/status.js';
-import { acceptor, request, world, type World } from './lib/fake-client.js';
-import { Scope, sleep, waitUntil } from './lib/helpers.js';
+import { acceptor, request, world, type World } from '../helpers/fake-client.js';
+import { Scope, sleep, waitUntil } from '../helpers/harness.js';
 
 const QUIET_MS = 300;
 const scope = new Scope();

@@ -11,7 +11,7 @@ import { createServer, type Server, type ServerResponse } from 'node:http';
 import { ErrorCodes } from '../../agent/common/errors.js';
 import { searchGateways } from '../../agent/nat/ssdp.js';
 import { describeGateway, UPNP_MAX_BODY_BYTES } from '../../agent/nat/upnp-igd.js';
-import { LOOPBACK, sleep } from './lib/helpers.js';
+import { LOOPBACK, sleep } from '../helpers/harness.js';
 
 const MiB = 1024 * 1024;
 /** Well above the limit, far below what reading it whole would take in RSS. */

@@ -29,8 +29,8 @@ import { checkServerSettings } from '../../agent/server/settings.js';
 import { createLoopbackSetup, type LoopbackSetup } from '../../scripts/lib/loopback-setup.js';
 import { freePort } from '../../scripts/lib/free-port.js';
 import { httpGet, sample } from '../helpers/multi-node.js';
-import { createServerPki, echoService, LOOPBACK, startServer, tempDir, waitUntil, type Cleanup } from './lib/helpers.js';
-import { secureTo } from './lib/hostile-sockets.js';
+import { createServerPki, echoService, LOOPBACK, startServer, tempDir, waitUntil, type Cleanup } from '../helpers/harness.js';
+import { secureTo } from '../helpers/hostile-sockets.js';
 
 const pki = createServerPki();
 /** Far beyond any test here: what happens earlier cannot be this deadline at work. */

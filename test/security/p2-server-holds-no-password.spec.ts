@@ -28,7 +28,7 @@ import { deriveAccessKey, deriveRegistrationKey, deriveRequestTagKey, KEY_BYTES,
 import { parseRequest, sealRequest } from '../../agent/protocol/request.js';
 import { Status } from '../../agent/protocol/status.js';
 import { createLoopbackSetup, type LoopbackSetup } from '../../scripts/lib/loopback-setup.js';
-import { echoService, findSecrets, listenTcp, LOOPBACK, memoryLogger, recordingProxy, tempDir, waitUntil, type Secrets } from './lib/helpers.js';
+import { echoService, findSecrets, listenTcp, LOOPBACK, memoryLogger, recordingProxy, tempDir, waitUntil, type Secrets } from '../helpers/harness.js';
 
 const EQUIPMENT_ID = 'P2-DEVICE';
 const here = dirname(fileURLToPath(import.meta.url));

@@ -10,8 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { ErrorCodes } from '../../agent/common/errors.js';
 import { deriveRegistrationKey, deriveRequestTagKey } from '../../agent/protocol/keys.js';
 import { Status, STATUS_ERROR, type StatusValue } from '../../agent/protocol/status.js';
-import { acceptor, EQUIPMENT_ID, request, world, type Acceptor, type RequestSpec, type World } from './lib/fake-client.js';
-import { Scope, sleep, waitUntil } from './lib/helpers.js';
+import { acceptor, EQUIPMENT_ID, request, world, type Acceptor, type RequestSpec, type World } from '../helpers/fake-client.js';
+import { Scope, sleep, waitUntil } from '../helpers/harness.js';
 
 /** How long to keep watching for a dial after a refusal. The device would dial right after its verdict. */
 const QUIET_MS = 300;

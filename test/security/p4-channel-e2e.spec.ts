@@ -23,7 +23,7 @@ import { Status } from '../../agent/protocol/status.js';
 import { createRegistrationMasterKey } from '../../agent/pki/master-key.js';
 import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
 import { DIST, startProgram } from '../../scripts/lib/program.js';
-import { createServerPki, findSecrets, LOOPBACK, listenTcp, recordingRelay, sleep, tempDir, waitUntil, type Cleanup, type ServerPki } from './lib/helpers.js';
+import { createServerPki, findSecrets, LOOPBACK, listenTcp, recordingRelay, sleep, tempDir, waitUntil, type Cleanup, type ServerPki } from '../helpers/harness.js';
 import { wakeFor } from '../helpers/wake.js';
 
 const EQUIPMENT_ID = 'P4-DEVICE';

@@ -12,7 +12,7 @@ import { loadAgentSettings } from '../../agent/device/settings.js';
 import { createRendezvousServer } from '../../agent/server/server.js';
 import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
 import { freePort } from '../../scripts/lib/free-port.js';
-import { echoService, LOOPBACK, recordingProxy, tempDir, waitUntil } from './lib/helpers.js';
+import { echoService, LOOPBACK, recordingProxy, tempDir, waitUntil } from '../helpers/harness.js';
 
 test('P4: a relayed session shows the server only ciphertext', async (t) => {
   const servicePort = await echoService(t);

@@ -27,7 +27,7 @@ import {
 import { issueServerCert } from '../../agent/pki/server-cert.js';
 import { encodeFrame, FrameType } from '../../agent/protocol/frames.js';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
-import { createServerPki, listenTcp, LOOPBACK, startServer, waitUntil, type ServerPki } from './lib/helpers.js';
+import { createServerPki, listenTcp, LOOPBACK, startServer, waitUntil, type ServerPki } from '../helpers/harness.js';
 import { deriveWakeKey, makeWake } from '../../agent/protocol/wake.js';
 
 const EQUIPMENT_ID = 'P5-DEVICE';

@@ -18,8 +18,8 @@ import {
   REGISTER_NONCE_BYTES,
   verifyTag,
 } from '../../agent/protocol/udp-packets.js';
-import { createServerPki, recordingUdp, sleep, startServer, waitUntil } from './lib/helpers.js';
-import { registerThroughCookie } from './lib/udp-register.js';
+import { createServerPki, recordingUdp, sleep, startServer, waitUntil } from '../helpers/harness.js';
+import { registerThroughCookie } from '../helpers/udp-register.js';
 import { strangerWake } from '../helpers/wake.js';
 
 const pki = createServerPki();

@@ -11,8 +11,8 @@ import { PROBE_FLAG_CHECK_MAPPING, UDP_TYPE_COOKIE, UDP_TYPE_MAPPING_CHECK, UDP_
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
 import { encodeProbe, parseUdpPacket, verifyTag } from '../../agent/protocol/udp-packets.js';
 import { freePort } from '../../scripts/lib/free-port.js';
-import { createServerPki, recordingUdp, sleep, startServer, waitUntil } from './lib/helpers.js';
-import { registerThroughCookie } from './lib/udp-register.js';
+import { createServerPki, recordingUdp, sleep, startServer, waitUntil } from '../helpers/harness.js';
+import { registerThroughCookie } from '../helpers/udp-register.js';
 
 const pki = createServerPki();
 const ID = 'P6-PROBE';

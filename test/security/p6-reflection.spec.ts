@@ -12,8 +12,8 @@ import { PROBE_FLAG_CHECK_MAPPING, UDP_TYPE_COOKIE, UDP_TYPE_REGISTER_ACK } from
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
 import { encodeProbe, encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES } from '../../agent/protocol/udp-packets.js';
 import { freePort } from '../../scripts/lib/free-port.js';
-import { createServerPki, recordingUdp, sleep, startServer, waitUntil } from './lib/helpers.js';
-import { answerTo, registerThroughCookie } from './lib/udp-register.js';
+import { createServerPki, recordingUdp, sleep, startServer, waitUntil } from '../helpers/harness.js';
+import { answerTo, registerThroughCookie } from '../helpers/udp-register.js';
 import { strangerWake } from '../helpers/wake.js';
 
 const pki = createServerPki();

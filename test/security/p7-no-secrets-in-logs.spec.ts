@@ -19,7 +19,7 @@ import { loadIdentity } from '../../agent/device/identity.js';
 import { deriveAccessKey, deriveRegistrationKey, deriveRequestTagKey } from '../../agent/protocol/keys.js';
 import { encodeRegister } from '../../agent/protocol/udp-packets.js';
 import { createRendezvousServer } from '../../agent/server/server.js';
-import { echoService, findSecrets, LOOPBACK, recordingUdp, sleep, tempDir, type Cleanup, type Secrets } from './lib/helpers.js';
+import { echoService, findSecrets, LOOPBACK, recordingUdp, sleep, tempDir, type Cleanup, type Secrets } from '../helpers/harness.js';
 import { runProcess, type Run } from '../helpers/run-process.js';
 
 const EQUIPMENT_ID = 'P7-DEVICE';

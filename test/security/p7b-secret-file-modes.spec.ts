@@ -19,7 +19,7 @@ import { checkServerSettings, loadServerSecrets } from '../../agent/server/setti
 import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
 import { PROGRAMS } from '../../scripts/lib/program.js';
 import { runNode } from '../helpers/run-process.js';
-import { createServerPki, tempDir } from './lib/helpers.js';
+import { createServerPki, tempDir } from '../helpers/harness.js';
 
 const LOOSE_MODES = [0o644, 0o640, 0o604, 0o660];
 

@@ -11,7 +11,7 @@ import { connect, type Socket } from 'node:net';
 import { createReverseListener } from '../../agent/device/reverse-listener.js';
 import { silentLogger } from '../../agent/common/logger.js';
 import { REVERSE_TOKEN_BYTES, reverseToken } from '../../agent/protocol/keys.js';
-import { LOOPBACK, waitUntil } from './lib/helpers.js';
+import { LOOPBACK, waitUntil } from '../helpers/harness.js';
 
 async function listener(t: ExecutionContext, tokenTimeoutMs = 5000) {
   const l = createReverseListener({ host: LOOPBACK, port: 0, logger: silentLogger(), tokenTimeoutMs });

@@ -11,8 +11,8 @@ import { randomBytes } from 'node:crypto';
 import { connect } from '../../agent/client/client.js';
 import { Status, STATUS_ERROR } from '../../agent/protocol/status.js';
 import { strangerWake } from '../helpers/wake.js';
-import { acceptor, EQUIPMENT_ID, request, SERVICE, world, type Acceptor, type World } from './lib/fake-client.js';
-import { Scope, sleep, waitUntil } from './lib/helpers.js';
+import { acceptor, EQUIPMENT_ID, request, SERVICE, world, type Acceptor, type World } from '../helpers/fake-client.js';
+import { Scope, sleep, waitUntil } from '../helpers/harness.js';
 
 const scope = new Scope();
 test.after.always(() => scope.run());

@@ -11,8 +11,8 @@ import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
 import { encodeRegister, REGISTER_NONCE_BYTES } from '../../agent/protocol/udp-packets.js';
 import type { RendezvousServer, ServerLimits } from '../../agent/server/server.js';
 import { httpGet, sample } from '../helpers/multi-node.js';
-import { createServerPki, recordingUdp, startServer, waitUntil } from '../security/lib/helpers.js';
-import { registerThroughCookie } from '../security/lib/udp-register.js';
+import { createServerPki, recordingUdp, startServer, waitUntil } from '../helpers/harness.js';
+import { registerThroughCookie } from '../helpers/udp-register.js';
 
 const pki = createServerPki();
 const OFF = { perSecond: 0, burst: 1 };

@@ -16,8 +16,8 @@ import { ADDR, assertIsolated, createLab, type Lab } from '../../scripts/lab/top
 import { startGateway, type Gateway } from '../../scripts/lab/upnp.js';
 import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
 import { startProgram, type Program } from '../../scripts/lib/program.js';
-import { runInNspawn } from './nspawn.js';
-import { systemdTest } from './systemd-test.js';
+import { runInNspawn } from '../helpers/nspawn.js';
+import { systemdTest } from '../helpers/systemd-test.js';
 
 const run = promisify(execFile);
 const A = 'peerlink-agent.service';

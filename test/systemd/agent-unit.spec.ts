@@ -21,8 +21,8 @@ import { buildBundle, REPO_ROOT } from '../../scripts/bundle.js';
 import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
 import { freePort } from '../../scripts/lib/free-port.js';
 import { startProgram, type Program } from '../../scripts/lib/program.js';
-import { runInNspawn } from './nspawn.js';
-import { systemdTest } from './systemd-test.js';
+import { runInNspawn } from '../helpers/nspawn.js';
+import { systemdTest } from '../helpers/systemd-test.js';
 
 const run = promisify(execFile);
 const A = 'peerlink-agent.service';

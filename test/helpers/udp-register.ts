@@ -3,10 +3,10 @@
  * asked for a cookie (return routability, P6), then registers with it.
  */
 import { randomBytes } from 'node:crypto';
-import { UDP_TYPE_COOKIE, UDP_TYPE_REGISTER_ACK } from '../../../agent/protocol/constants.js';
-import { encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES, type Cookie, type RegisterAck } from '../../../agent/protocol/udp-packets.js';
-import type { RecordingUdp } from './helpers.js';
-import { waitUntil } from './helpers.js';
+import { UDP_TYPE_COOKIE, UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
+import { encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES, type Cookie, type RegisterAck } from '../../agent/protocol/udp-packets.js';
+import type { RecordingUdp } from './harness.js';
+import { waitUntil } from './harness.js';
 
 export interface Registered {
   /** The registration the server accepted (with the cookie when one was asked for). */

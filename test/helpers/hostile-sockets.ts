@@ -1,8 +1,8 @@
 /** Raw TCP connections a hostile peer opens against a listener, and waiting for the listener to close them (P10). */
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { FrameChannel } from '../../../agent/protocol/frame-channel.js';
-import { LOOPBACK, sleep, type Cleanup } from './helpers.js';
+import { FrameChannel } from '../../agent/protocol/frame-channel.js';
+import { LOOPBACK, sleep, type Cleanup } from './harness.js';
 
 export function open(port: number): Promise<Socket> {
   return new Promise((resolve, reject) => {

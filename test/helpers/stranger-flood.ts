@@ -8,8 +8,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { requestAt, type RequestTarget } from '../../security/lib/fake-client.js';
-import { strangerWake } from '../../helpers/wake.js';
+import { requestAt, type RequestTarget } from './fake-client.js';
+import { strangerWake } from './wake.js';
 
 export interface FloodPlan {
   readonly server: { readonly host: string; readonly tlsPort: number; readonly serverName: string };

@@ -10,11 +10,11 @@ import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { createLogger } from '../../../agent/common/logger.js';
-import { createCa } from '../../../agent/pki/ca.js';
-import { issueServerCert } from '../../../agent/pki/server-cert.js';
-import { createRegistrationMasterKey } from '../../../agent/pki/master-key.js';
-import { createRendezvousServer, type RendezvousServer, type RendezvousServerOptions } from '../../../agent/server/server.js';
+import { createLogger } from '../../agent/common/logger.js';
+import { createCa } from '../../agent/pki/ca.js';
+import { issueServerCert } from '../../agent/pki/server-cert.js';
+import { createRegistrationMasterKey } from '../../agent/pki/master-key.js';
+import { createRendezvousServer, type RendezvousServer, type RendezvousServerOptions } from '../../agent/server/server.js';
 
 export const LOOPBACK = '127.0.0.1';
 
