@@ -201,6 +201,16 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     }
   }
 
+  /** An answer (ack or cookie) to the outstanding registration: adopt its server time; returns the round trip. */
+  function answered(serverTimeMs: number, now: number): number {
+    const sentAt = outstanding!.sentAt;
+    const rttMs = now - sentAt;
+    // The server stamped its time roughly half way through the round trip.
+    // Whole milliseconds: timestamps go on the wire as integers (a fractional one once crashed the agent).
+    offsetMs = Math.round(serverTimeMs - (sentAt + rttMs / 2));
+    return rttMs;
+  }
+
   /**
    * The server does not yet trust our mapping (new, or moved): adopt its time, keep its cookie and
    * register again with it at once (return routability, P6).
@@ -208,8 +218,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
   function onCookie(c: Cookie): void {
     if (!outstanding || !equalBytes(c.nonce, outstanding.nonce)) return;
     clearTimeout(ackTimer);
-    const rttMs = clock.now() - outstanding.sentAt;
-    offsetMs = Math.round(c.serverTimeMs - (outstanding.sentAt + rttMs / 2));
+    answered(c.serverTimeMs, clock.now());
     // Our timestamp was outside the server's window: start again from server time.
     if (Math.abs(outstanding.timestampMs - c.serverTimeMs) > REGISTER_CLOCK_WINDOW_MS) lastTimestamp = 0;
     outstanding = null;
@@ -223,10 +232,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     if (!outstanding || !equalBytes(ack.nonce, outstanding.nonce)) return; // late or foreign ack
     const now = clock.now();
     clearTimeout(ackTimer);
-    const rttMs = now - outstanding.sentAt;
-    // The server stamped its time roughly half way through the round trip.
-    // Whole milliseconds: timestamps go on the wire as integers (a fractional one once crashed the agent).
-    offsetMs = Math.round(ack.serverTimeMs - (outstanding.sentAt + rttMs / 2));
+    const rttMs = answered(ack.serverTimeMs, now);
     outstanding = null;
     if (ack.status === AckStatus.CLOCK_SKEW) {
       logger.warn({ offsetMs: Math.round(offsetMs) }, 'clock differs from the server; adopting server time');

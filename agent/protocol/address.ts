@@ -44,7 +44,8 @@ export function ipv4ToU32(a: string): number {
   return n * 256 + part;
 }
 
-function ipv6Bytes(address: string): Buffer {
+/** The 16 bytes of an IPv6 address in any valid text form ("::" and an embedded IPv4 expanded). */
+export function ipv6Bytes(address: string): Buffer {
   // Expand "::" and embedded IPv4, then pack 8 groups.
   let addr = address;
   const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(addr);

@@ -28,11 +28,12 @@ import { PendingRequests, type PendingRequest } from './pending-requests.js';
 import { createConnectionTracker, type ConnectionKind } from './connection-tracker.js';
 import { createDeviceExchange } from './device-exchange.js';
 import { createNodeRouting } from './node-routing.js';
-import { sourceKey, type RateLimiter } from './rate-limiter.js';
+import type { RateLimiter } from './rate-limiter.js';
+import { admitRequest, type AdmissionContext } from './request-admission.js';
 import { RefuseReason, type RefuseReasonValue } from '../protocol/udp-packets.js';
 import type { RedisRegistry } from './redis-registry.js';
 import type { RegistrationEndpoint } from './registration-endpoint.js';
-import type { Registry, RegistryBackend, RegistryEntry } from './registry.js';
+import type { Registry, RegistryBackend } from './registry.js';
 import type { Relay } from './relay.js';
 import type { RelayBridge } from './relay-bridge.js';
 
@@ -131,13 +132,6 @@ export interface ConnectionBroker {
   readonly counters: Counters<BrokerCounter>;
 }
 
-/**
- * Requests one source address may have waiting for one device, so that one source cannot hold all
- * of its slots (`requests.max_pending_per_device`, 32). Strangers' requests hold a slot only until
- * the device's REFUSE arrives, one round trip (P9).
- */
-export const MAX_PENDING_PER_SOURCE_PER_DEVICE = 8;
-
 export function createConnectionBroker(options: ConnectionBrokerOptions): ConnectionBroker {
   const { registry, udp, clock, logger, masterKey, cluster } = options;
   const backend = options.backend ?? registry;
@@ -156,6 +150,19 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     } finally {
       if (--inFlight === 0) idle?.();
     }
+  };
+
+  const admissionContext: AdmissionContext = {
+    registry,
+    backend,
+    pending,
+    counters,
+    clock,
+    staleAfterMs: options.staleAfterMs,
+    maxPendingPerDevice: options.maxPendingPerDevice,
+    sourceLimiter: options.sourceLimiter,
+    targetLimiter: options.targetLimiter,
+    authFailureLimiter: options.authFailureLimiter,
   };
 
   const routing = cluster
@@ -255,54 +262,9 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       counters.inc('shuttingDown');
       return done(Status.SERVER_DEGRADED, SHUTTING_DOWN);
     }
-    const source = sourceKey(clientEndpoint.address);
-    if (options.sourceLimiter && !options.sourceLimiter.take(source)) {
-      counters.inc('rateLimitedSource');
-      log.info({ client: clientEndpoint.address }, 'connection request refused: rate limit per source address');
-      return done(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (limit per source address)`);
-    }
-    if (options.authFailureLimiter && !options.authFailureLimiter.peek(source)) {
-      counters.inc('rateLimitedAuthFailures');
-      log.info({ client: clientEndpoint.address }, 'connection request refused: too many requests from this address failed authentication');
-      return done(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (too many wrong passwords from this address)`);
-    }
-    // Only checked here: charged when the device attaches, so requests it refuses cost the owner nothing (P9).
-    if (options.targetLimiter && !options.targetLimiter.peek(req.equipmentId)) {
-      counters.inc('rateLimitedTarget');
-      log.info('connection request refused: rate limit per device');
-      return done(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (limit per device)`);
-    }
-
-    // S204, against the shared list; when it cannot be reached, against this node's own list.
-    let entry: RegistryEntry | undefined;
-    let shared = backend !== registry;
-    try {
-      entry = await backend.lookup(req.equipmentId);
-    } catch (err) {
-      shared = false;
-      entry = registry.get(req.equipmentId);
-      if (!entry) {
-        counters.inc('registryUnavailable');
-        log.warn({ err: (err as Error).message }, 'S204 shared registry unreachable and the device is not registered at this node');
-        return done(Status.SERVER_DEGRADED, 'the server cannot reach its shared registry now, and the device is not registered at this node; try again shortly');
-      }
-      log.warn('S204 shared registry unreachable; the device is registered at this node, serving it from the local list');
-    }
-    if (!entry) {
-      counters.inc('unknownDevice');
-      log.info('S204 device not in the equipment list');
-      return done(Status.UNKNOWN_DEVICE);
-    }
-    const ageMs = clock.now() - entry.lastSeenMs;
-    if (ageMs > options.staleAfterMs) {
-      counters.inc('staleDevice');
-      log.info({ ageMs }, 'S204 device entry is stale');
-      return done(Status.DEVICE_STALE, `${STATUS_TEXT[Status.DEVICE_STALE]}: last seen ${Math.round(ageMs / 1000)} s ago`);
-    }
-    if (pending.countForSource(req.equipmentId, source) >= MAX_PENDING_PER_SOURCE_PER_DEVICE || pending.countFor(req.equipmentId) >= options.maxPendingPerDevice) {
-      counters.inc('busy');
-      return done(Status.DEVICE_BUSY);
-    }
+    const admission = await admitRequest(admissionContext, req.equipmentId, clientEndpoint.address, log);
+    if (!admission.admitted) return done(admission.status, admission.detail);
+    const { source, entry, shared } = admission;
     const owner = cluster && entry.node && entry.node !== cluster.nodeId ? entry.node : null;
     log.info({ mapping: `${entry.address}:${entry.port}`, ...(owner ? { deviceNode: owner } : {}) }, 'S204 device found in the equipment list');
 

@@ -3,7 +3,9 @@
  * number per key, the "theoretical arrival time"), so a million keys cost a Map of numbers.
  * The table is bounded: past `maxKeys` the oldest key is forgotten (it gets a fresh bucket).
  */
+import { isIPv6 } from 'node:net';
 import type { Clock } from '../common/clock.js';
+import { ipv6Bytes, normalizeAddress } from '../protocol/address.js';
 
 export interface RateLimit {
   /** Sustained events per second; 0 disables the limit. */
@@ -56,12 +58,10 @@ export function createRateLimiter(limit: RateLimit, clock: Clock, maxKeys = RATE
  * subscriber's prefix, from which an attacker could otherwise draw 2^64 fresh buckets).
  */
 export function sourceKey(address: string): string {
-  if (!address.includes(':')) return address;
-  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (v4) return v4[1]!;
-  const [head, tail] = address.split('::');
-  const left = head ? head.split(':') : [];
-  const right = tail !== undefined && tail !== '' ? tail.split(':') : [];
-  const groups = tail === undefined ? left : [...left, ...new Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
-  return `${groups.slice(0, 4).map((g) => (g || '0').toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
+  const a = normalizeAddress(address);
+  if (!isIPv6(a)) return a;
+  const b = ipv6Bytes(a.replace(/%.*$/, ''));
+  const groups: string[] = [];
+  for (let i = 0; i < 8; i += 2) groups.push(b.readUInt16BE(i).toString(16));
+  return `${groups.join(':')}::/64`;
 }

@@ -1,0 +1,100 @@
+/**
+ * The first steps of a client's connection request, before the device is woken: the limits
+ * (per source, failed authentications per source, per device, P9) and S204 (look the device up:
+ * unknown, stale, busy). A request either gets its refusal, or what the rest of the broker needs.
+ */
+import type { Logger } from 'pino';
+import type { Clock } from '../common/clock.js';
+import type { Counters } from '../common/counters.js';
+import { Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
+import type { BrokerCounter } from './connection-broker.js';
+import type { PendingRequests } from './pending-requests.js';
+import { sourceKey, type RateLimiter } from './rate-limiter.js';
+import type { Registry, RegistryBackend, RegistryEntry } from './registry.js';
+
+/**
+ * Requests one source address may have waiting for one device, so that one source cannot hold all
+ * of its slots (`requests.max_pending_per_device`, 32). Strangers' requests hold a slot only until
+ * the device's REFUSE arrives, one round trip (P9).
+ */
+export const MAX_PENDING_PER_SOURCE_PER_DEVICE = 8;
+
+export interface AdmissionContext {
+  readonly registry: Registry;
+  readonly backend: RegistryBackend;
+  readonly pending: PendingRequests;
+  readonly counters: Counters<BrokerCounter>;
+  readonly clock: Clock;
+  readonly staleAfterMs: number;
+  readonly maxPendingPerDevice: number;
+  readonly sourceLimiter?: RateLimiter | undefined;
+  /** Checked here, charged when the device attaches (P9). */
+  readonly targetLimiter?: RateLimiter | undefined;
+  readonly authFailureLimiter?: RateLimiter | undefined;
+}
+
+export type Admission =
+  | {
+      readonly admitted: true;
+      /** The requester's limit key (rate-limiter.ts `sourceKey`). */
+      readonly source: string;
+      readonly entry: RegistryEntry;
+      /** The entry came from the shared list (not this node's own after a Redis failure). */
+      readonly shared: boolean;
+    }
+  | { readonly admitted: false; readonly status: StatusValue; readonly detail?: string };
+
+const refuse = (status: StatusValue, detail?: string): Admission => ({ admitted: false, status, ...(detail === undefined ? {} : { detail }) });
+
+export async function admitRequest(ctx: AdmissionContext, equipmentId: string, clientAddress: string, log: Logger): Promise<Admission> {
+  const { counters } = ctx;
+  const source = sourceKey(clientAddress);
+  if (ctx.sourceLimiter && !ctx.sourceLimiter.take(source)) {
+    counters.inc('rateLimitedSource');
+    log.info({ client: clientAddress }, 'connection request refused: rate limit per source address');
+    return refuse(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (limit per source address)`);
+  }
+  if (ctx.authFailureLimiter && !ctx.authFailureLimiter.peek(source)) {
+    counters.inc('rateLimitedAuthFailures');
+    log.info({ client: clientAddress }, 'connection request refused: too many requests from this address failed authentication');
+    return refuse(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (too many wrong passwords from this address)`);
+  }
+  // Only checked here: charged when the device attaches, so requests it refuses cost the owner nothing (P9).
+  if (ctx.targetLimiter && !ctx.targetLimiter.peek(equipmentId)) {
+    counters.inc('rateLimitedTarget');
+    log.info('connection request refused: rate limit per device');
+    return refuse(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (limit per device)`);
+  }
+
+  // S204, against the shared list; when it cannot be reached, against this node's own list.
+  let entry: RegistryEntry | undefined;
+  let shared = ctx.backend !== ctx.registry;
+  try {
+    entry = await ctx.backend.lookup(equipmentId);
+  } catch (err) {
+    shared = false;
+    entry = ctx.registry.get(equipmentId);
+    if (!entry) {
+      counters.inc('registryUnavailable');
+      log.warn({ err: (err as Error).message }, 'S204 shared registry unreachable and the device is not registered at this node');
+      return refuse(Status.SERVER_DEGRADED, 'the server cannot reach its shared registry now, and the device is not registered at this node; try again shortly');
+    }
+    log.warn('S204 shared registry unreachable; the device is registered at this node, serving it from the local list');
+  }
+  if (!entry) {
+    counters.inc('unknownDevice');
+    log.info('S204 device not in the equipment list');
+    return refuse(Status.UNKNOWN_DEVICE);
+  }
+  const ageMs = ctx.clock.now() - entry.lastSeenMs;
+  if (ageMs > ctx.staleAfterMs) {
+    counters.inc('staleDevice');
+    log.info({ ageMs }, 'S204 device entry is stale');
+    return refuse(Status.DEVICE_STALE, `${STATUS_TEXT[Status.DEVICE_STALE]}: last seen ${Math.round(ageMs / 1000)} s ago`);
+  }
+  if (ctx.pending.countForSource(equipmentId, source) >= MAX_PENDING_PER_SOURCE_PER_DEVICE || ctx.pending.countFor(equipmentId) >= ctx.maxPendingPerDevice) {
+    counters.inc('busy');
+    return refuse(Status.DEVICE_BUSY);
+  }
+  return { admitted: true, source, entry, shared };
+}
