@@ -37,7 +37,7 @@ import { Status, STATUS_ERROR, STATUS_TEXT } from '../protocol/status.js';
 import { createPeerListener, type PeerListener } from './peer-listener.js';
 import { relayTunnel } from './relay-tunnel.js';
 import { mapTcpPort, type MappingMode, type PortMapping } from '../nat/port-mapping.js';
-import { firstFulfilled } from '../common/first-fulfilled.js';
+import { racePaths, type PathAttempt, type PathKind } from '../paths/path-race.js';
 
 export interface ClientOptions {
   /** The rendezvous server's TLS endpoint. */
@@ -70,7 +70,7 @@ const OPTION_KEYS = [
 ] as const;
 
 /** dial: the device dialled us (S208); punch: TCP simultaneous open; reverse: we dialled the device; relay: via the server. */
-export type TunnelPath = 'dial' | 'punch' | 'reverse' | 'relay';
+export type TunnelPath = PathKind;
 
 export interface Tunnel {
   /** The end-to-end encrypted stream to the device's service. */
@@ -141,127 +141,137 @@ export function createClient(input: ClientOptions): Client {
     await ensureStarted(signal);
     const key = accessKey!;
     const t0 = performance.now();
-    const log = o.logger;
     const advertisedPort = o.advertisePort ?? mapping?.externalPort ?? listener.address().port;
     const clientNonce = randomBytes(NONCE_BYTES);
-    const expected = { clientNonce, accessKey: key, equipmentId: o.equipmentId, service: o.service };
+    const expected: Expected = { clientNonce, accessKey: key, equipmentId: o.equipmentId, service: o.service };
 
     let resolvePeer!: (s: TLSSocket) => void;
     const peer = new Promise<TLSSocket>((r) => (resolvePeer = r));
     const unexpect = listener.expect({ ...expected, resolve: resolvePeer });
     try {
-      // Bound explicitly: a hole punch leaves later from this port, whose NAT mapping the server sees.
-      const tls = await connectToServer({ host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem, signal, bindLocal: true });
-      const requestLocalPort = tls.localPort ?? 0;
-      const channel = new FrameChannel(tls);
-      let status: number;
-      let detail: string;
-      let relayOffer: { readonly requestId: Buffer; readonly joinToken: Buffer } | null = null;
-      const candidates: Candidate[] = [];
-      try {
-        const hello = await channel.next(o.resultTimeoutMs, signal);
-        // Use the server's clock so a client with a wrong clock still makes fresh requests.
-        const serverNow = hello.type === FrameType.HELLO ? hello.serverTimeMs : o.clock.now();
-        const sealedRequest = sealRequest(
-          { clientNonce, timestampMs: serverNow, equipmentId: o.equipmentId, service: o.service, advertisedPort },
-          deriveRequestTagKey(key),
-        );
-        // The wake proof lets the device check the password before it does any TLS work (P9).
-        const wake = makeWake(deriveWakeKey(key), o.equipmentId, clientNonce, serverNow);
-        channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: o.equipmentId, advertisedPort, wake, sealedRequest });
-        log.info({ equipmentId: o.equipmentId, service: o.service, advertisedPort }, 'S203 connection request sent');
-        let result = await channel.next(o.resultTimeoutMs, signal);
-        while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) {
-          if (result.type === FrameType.RELAY_OFFER) relayOffer = { requestId: result.requestId, joinToken: result.joinToken };
-          else candidates.push(...result.candidates.slice(0, CANDIDATES_MAX - candidates.length));
-          result = await channel.next(o.resultTimeoutMs, signal);
-        }
-        if (result.type !== FrameType.CONNECT_RESULT) throw new PeerlinkError(ErrorCodes.PROTOCOL, 'server answered out of turn');
-        status = result.status;
-        detail = result.detail;
-      } finally {
-        channel.close();
-      }
-      if (status !== Status.OK) {
-        const code = STATUS_ERROR[status as keyof typeof STATUS_ERROR] ?? ErrorCodes.INTERNAL;
-        throw new PeerlinkError(code, detail || STATUS_TEXT[status as keyof typeof STATUS_TEXT]);
-      }
-      const seenAs = candidates.find((c) => c.kind === CandidateKind.OBSERVED)?.endpoint;
-      const punch = candidates.find((c) => c.kind === CandidateKind.PUNCH)?.endpoint;
-      const listen = candidates.filter((c) => c.kind === CandidateKind.LISTEN).map((c) => c.endpoint);
-      log.info(
-        { punch: punch ? formatEndpoint(punch) : null, deviceListens: listen.map(formatEndpoint), relay: relayOffer !== null },
-        'S207 device accepted the request; waiting for its direct connection (S208) and trying the other paths',
-      );
-      // Every path at once; the device keeps the first end-to-end channel and says which (the
-      // chosen byte), so nobody waits for a dead path and both ends keep the same one.
-      const loser = new AbortController();
-      const onOuterAbort = (): void => loser.abort(signal?.reason);
-      signal?.addEventListener('abort', onOuterAbort, { once: true });
-      const failures: string[] = [];
-      const note = (what: string) => (err: unknown): never => {
-        if (!loser.signal.aborted) failures.push(`${what}: ${(err as Error).message}`);
-        throw err;
-      };
-      const chosen = (s: TLSSocket): Promise<TLSSocket> => awaitChosen(s, o.peerTimeoutMs, loser.signal);
-      const attempts: Promise<Won>[] = [
-        peer.then(chosen).then((stream) => ({ stream, via: 'dial' as const, to: null }), note('device dial')),
-      ];
-      if (punch && requestLocalPort) {
-        attempts.push(
-          punchTcp({ localPort: requestLocalPort, remote: punch, timeoutMs: o.peerTimeoutMs, signal: loser.signal })
-            .then((sock) => acceptTunnel(sock, expected, o.peerTimeoutMs, loser.signal, 'over the punched connection'))
-            .then(chosen)
-            .then((stream) => ({ stream, via: 'punch' as const, to: punch }), note('hole punch')),
-        );
-      }
-      const token = reverseToken(key, clientNonce);
-      for (const ep of listen) {
-        attempts.push(
-          dialDevice(ep, token, o.peerTimeoutMs, loser.signal)
-            .then((sock) => acceptTunnel(sock, expected, o.peerTimeoutMs, loser.signal, `with ${formatEndpoint(ep)}`))
-            .then(chosen)
-            .then((stream) => ({ stream, via: 'reverse' as const, to: ep }), note(`dial to the device's ${formatEndpoint(ep)}`)),
-        );
-      }
-      if (relayOffer) {
-        const server = { host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem };
-        attempts.push(
-          relayTunnel(server, relayOffer.requestId, relayOffer.joinToken, expected, o.peerTimeoutMs, loser.signal)
-            .then(chosen)
-            .then((stream) => ({ stream, via: 'relay' as const, to: null }), note('relay')),
-        );
-      }
-      let won: Won;
-      try {
-        won = await withDeadline(firstFulfilled(attempts), o.peerTimeoutMs, signal, () =>
+      const answer = await request(expected, advertisedPort, signal);
+      const seenAs = answer.candidates.find((c) => c.kind === CandidateKind.OBSERVED)?.endpoint;
+      const attempts = clientAttempts(peer, answer, expected);
+      const won = await racePaths<TLSSocket, ClientAttempt>({
+        attempts,
+        ...(signal ? { signal } : {}),
+        deadlineMs: o.peerTimeoutMs,
+        onDeadline: (failures) =>
           new PeerlinkError(
             ErrorCodes.PEER_TIMEOUT,
-            `the device accepted but no channel came up within ${o.peerTimeoutMs} ms: neither its direct connection to port ${advertisedPort}${relayOffer ? ' nor the relay' : ''}${!relayOffer && detail !== STATUS_TEXT[Status.OK] ? ` (server: ${detail})` : ''}${failures.length ? ` (${failures.join('; ')})` : ''}`,
+            `the device accepted but no channel came up within ${o.peerTimeoutMs} ms: neither its direct connection to port ${advertisedPort}${answer.relayOffer ? ' nor the relay' : ''}${!answer.relayOffer && answer.detail !== STATUS_TEXT[Status.OK] ? ` (server: ${answer.detail})` : ''}${failures.length ? ` (${failures.join('; ')})` : ''}`,
           ),
-        );
-      } finally {
-        signal?.removeEventListener('abort', onOuterAbort);
-        loser.abort();
-      }
-      // A channel that came up a moment too late is closed, not leaked.
-      for (const a of attempts) void a.then((r) => r !== won && r.stream.destroy(), () => undefined);
-      const { stream } = won;
+      });
+      const { via, to } = won.attempt;
       const connectMs = performance.now() - t0;
-      const me = seenAs ? seenAs.address : 'our address';
-      const path =
-        won.via === 'dial'
-          ? `connected directly: device dialled ${mapping ? `${mapping.externalHost}:${mapping.externalPort} (our router's mapping)` : `${me}:${advertisedPort}`}`
-          : won.via === 'punch'
-            ? `connected directly: TCP hole punch between ${seenAs ? formatEndpoint(seenAs) : me} and the device's ${formatEndpoint(won.to!)}`
-            : won.via === 'reverse'
-              ? `connected directly: we dialled the device's open port ${formatEndpoint(won.to!)}`
-              : `relayed via server: direct attempts failed (${relayReason(failures, advertisedPort, me)}); end-to-end encrypted, the server sees ciphertext only`;
-      log.info({ connectMs: Math.round(connectMs), via: won.via }, won.via === 'relay' ? 'channel up through the relay; S209 data' : 'S208 direct channel up; S209 data');
-      return { stream, path, via: won.via, connectMs };
+      const path = describePath(via, to, seenAs, advertisedPort, won.failures);
+      o.logger.info({ connectMs: Math.round(connectMs), via }, via === 'relay' ? 'channel up through the relay; S209 data' : 'S208 direct channel up; S209 data');
+      return { stream: won.stream, path, via, connectMs };
     } finally {
       unexpect();
     }
+  }
+
+  /** S203 to S207 with the server: the sealed request out; the relay offer, candidates and verdict back. */
+  async function request(expected: Expected, advertisedPort: number, signal: AbortSignal | undefined): Promise<ServerAnswer> {
+    const { clientNonce, accessKey: key } = expected;
+    // Bound explicitly: a hole punch leaves later from this port, whose NAT mapping the server sees.
+    const tls = await connectToServer({ host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem, signal, bindLocal: true });
+    const requestLocalPort = tls.localPort ?? 0;
+    const channel = new FrameChannel(tls);
+    let status: number;
+    let detail: string;
+    let relayOffer: RelayOfferFrame | null = null;
+    const candidates: Candidate[] = [];
+    try {
+      const hello = await channel.next(o.resultTimeoutMs, signal);
+      // Use the server's clock so a client with a wrong clock still makes fresh requests.
+      const serverNow = hello.type === FrameType.HELLO ? hello.serverTimeMs : o.clock.now();
+      const sealedRequest = sealRequest(
+        { clientNonce, timestampMs: serverNow, equipmentId: o.equipmentId, service: o.service, advertisedPort },
+        deriveRequestTagKey(key),
+      );
+      // The wake proof lets the device check the password before it does any TLS work (P9).
+      const wake = makeWake(deriveWakeKey(key), o.equipmentId, clientNonce, serverNow);
+      channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: o.equipmentId, advertisedPort, wake, sealedRequest });
+      o.logger.info({ equipmentId: o.equipmentId, service: o.service, advertisedPort }, 'S203 connection request sent');
+      let result = await channel.next(o.resultTimeoutMs, signal);
+      while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) {
+        if (result.type === FrameType.RELAY_OFFER) relayOffer = { requestId: result.requestId, joinToken: result.joinToken };
+        else candidates.push(...result.candidates.slice(0, CANDIDATES_MAX - candidates.length));
+        result = await channel.next(o.resultTimeoutMs, signal);
+      }
+      if (result.type !== FrameType.CONNECT_RESULT) throw new PeerlinkError(ErrorCodes.PROTOCOL, 'server answered out of turn');
+      status = result.status;
+      detail = result.detail;
+    } finally {
+      channel.close();
+    }
+    if (status !== Status.OK) {
+      const code = STATUS_ERROR[status as keyof typeof STATUS_ERROR] ?? ErrorCodes.INTERNAL;
+      throw new PeerlinkError(code, detail || STATUS_TEXT[status as keyof typeof STATUS_TEXT]);
+    }
+    return { detail, relayOffer, candidates, requestLocalPort };
+  }
+
+  /**
+   * The client's attempts in the path race (path-race.ts), all at once: the device may dial us
+   * (S208), we punch or dial its open ports, and the relay. The device keeps the first end-to-end
+   * channel and says which (the chosen byte), so both ends keep the same one.
+   */
+  function clientAttempts(peer: Promise<TLSSocket>, answer: ServerAnswer, expected: Expected): ClientAttempt[] {
+    const { candidates, relayOffer, requestLocalPort } = answer;
+    const punch = candidates.find((c) => c.kind === CandidateKind.PUNCH)?.endpoint;
+    const listen = candidates.filter((c) => c.kind === CandidateKind.LISTEN).map((c) => c.endpoint);
+    o.logger.info(
+      { punch: punch ? formatEndpoint(punch) : null, deviceListens: listen.map(formatEndpoint), relay: relayOffer !== null },
+      'S207 device accepted the request; waiting for its direct connection (S208) and trying the other paths',
+    );
+    const chosen = (signal: AbortSignal) => (s: TLSSocket): Promise<TLSSocket> => awaitChosen(s, o.peerTimeoutMs, signal);
+    const attempts: ClientAttempt[] = [{ via: 'dial', label: 'device dial', to: null, start: (signal) => peer.then(chosen(signal)) }];
+    if (punch && requestLocalPort) {
+      attempts.push({
+        via: 'punch',
+        label: 'hole punch',
+        to: punch,
+        start: (signal) =>
+          punchTcp({ localPort: requestLocalPort, remote: punch, timeoutMs: o.peerTimeoutMs, signal })
+            .then((sock) => acceptTunnel(sock, expected, o.peerTimeoutMs, signal, 'over the punched connection'))
+            .then(chosen(signal)),
+      });
+    }
+    const token = reverseToken(expected.accessKey, expected.clientNonce);
+    for (const ep of listen) {
+      attempts.push({
+        via: 'reverse',
+        label: `dial to the device's ${formatEndpoint(ep)}`,
+        to: ep,
+        start: (signal) =>
+          dialDevice(ep, token, o.peerTimeoutMs, signal)
+            .then((sock) => acceptTunnel(sock, expected, o.peerTimeoutMs, signal, `with ${formatEndpoint(ep)}`))
+            .then(chosen(signal)),
+      });
+    }
+    if (relayOffer) {
+      const server = { host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem };
+      attempts.push({
+        via: 'relay',
+        to: null,
+        start: (signal) => relayTunnel(server, relayOffer.requestId, relayOffer.joinToken, expected, o.peerTimeoutMs, signal).then(chosen(signal)),
+      });
+    }
+    return attempts;
+  }
+
+  /** How the connection was made, for people. */
+  function describePath(via: TunnelPath, to: Endpoint | null, seenAs: Endpoint | undefined, advertisedPort: number, failures: readonly string[]): string {
+    const me = seenAs ? seenAs.address : 'our address';
+    if (via === 'dial') {
+      return `connected directly: device dialled ${mapping ? `${mapping.externalHost}:${mapping.externalPort} (our router's mapping)` : `${me}:${advertisedPort}`}`;
+    }
+    if (via === 'punch') return `connected directly: TCP hole punch between ${seenAs ? formatEndpoint(seenAs) : me} and the device's ${formatEndpoint(to!)}`;
+    if (via === 'reverse') return `connected directly: we dialled the device's open port ${formatEndpoint(to!)}`;
+    return `relayed via server: direct attempts failed (${relayReason(failures, advertisedPort, me)}); end-to-end encrypted, the server sees ciphertext only`;
   }
 
   return {
@@ -278,9 +288,29 @@ export function createClient(input: ClientOptions): Client {
   };
 }
 
-interface Won {
-  readonly stream: TLSSocket;
-  readonly via: TunnelPath;
+/** What the device's channel must prove (the peer listener's and tunnel server's expectation). */
+interface Expected {
+  readonly clientNonce: Buffer;
+  readonly accessKey: Buffer;
+  readonly equipmentId: string;
+  readonly service: string;
+}
+
+interface RelayOfferFrame {
+  readonly requestId: Buffer;
+  readonly joinToken: Buffer;
+}
+
+/** The server's answer to an accepted request. */
+interface ServerAnswer {
+  readonly detail: string;
+  readonly relayOffer: RelayOfferFrame | null;
+  readonly candidates: readonly Candidate[];
+  /** The local port of the request's connection (a hole punch leaves from it). */
+  readonly requestLocalPort: number;
+}
+
+interface ClientAttempt extends PathAttempt<TLSSocket> {
   readonly to: Endpoint | null;
 }
 
@@ -312,24 +342,6 @@ function dialDevice(to: Endpoint, token: Buffer, timeoutMs: number, signal: Abor
       resolve(s);
     });
     s.once('error', (err: NodeJS.ErrnoException) => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, err.code ?? err.message, { cause: err })));
-  });
-}
-
-function withDeadline<T>(p: Promise<T>, ms: number, signal: AbortSignal | undefined, onTimeout: () => Error): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    if (signal?.aborted) return reject(abortError(signal));
-    const timer = setTimeout(() => finish(() => reject(onTimeout())), ms);
-    const onAbort = (): void => finish(() => reject(abortError(signal!)));
-    signal?.addEventListener('abort', onAbort, { once: true });
-    function finish(f: () => void): void {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      f();
-    }
-    p.then(
-      (v) => finish(() => resolve(v)),
-      (e) => finish(() => reject(e)),
-    );
   });
 }
 

@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { join } from '../common/pipe.js';
-import { abortError, ErrorCodes, isPeerlinkError, PeerlinkError } from '../common/errors.js';
+import { ErrorCodes, isPeerlinkError, PeerlinkError } from '../common/errors.js';
 import { punchTcp } from '../nat/tcp-punch.js';
 import type { Endpoint } from '../protocol/address.js';
 import { announceChosen } from '../protocol/tunnel-choice.js';
@@ -18,14 +18,14 @@ import type { ReverseListener } from './reverse-listener.js';
 import { RELAY_PAIR_TIMEOUT_MS } from '../protocol/constants.js';
 import { formatEndpoint } from '../protocol/address.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
-import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate } from '../protocol/frames.js';
+import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } from '../protocol/frames.js';
 import { ATTACH_EXPORTER_LABEL, attachProof, equalBytes, KEY_BYTES, reverseToken } from '../protocol/keys.js';
 import { Status } from '../protocol/status.js';
 import type { DeviceIdentity } from '../protocol/identity-file.js';
 import type { Authorize, Decision } from './authorizer.js';
 import { connectService, dialClient, type DialOptions } from './dialer.js';
 import { connectToServer } from '../rendezvous/server-tls.js';
-import { firstFulfilled } from '../common/first-fulfilled.js';
+import { racePaths, type PathAttempt, type PathKind, type PathRaceWinner } from '../paths/path-race.js';
 
 export interface SessionContext {
   readonly identity: DeviceIdentity;
@@ -81,11 +81,9 @@ export interface ReverseOffer {
   readonly endpoints: () => readonly Endpoint[];
 }
 
-type Path = 'dial' | 'punch' | 'reverse' | 'relay';
-interface Won {
-  readonly tunnel: TLSSocket;
-  readonly via: Path;
-}
+type DeviceAttempt = PathAttempt<TLSSocket>;
+
+type Forwarded = Extract<Frame, { type: typeof FrameType.FORWARD_REQUEST }>;
 
 export async function runRequestSession(requestId: Buffer, ctx: SessionContext): Promise<SessionOutcome> {
   const log = ctx.logger.child({ requestId: requestId.toString('hex').slice(0, 12) });
@@ -95,48 +93,14 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
   const channel = new FrameChannel(tls);
   let service: Socket | null = null;
   try {
-    const hello = await channel.next(ctx.dialTimeoutMs, ctx.signal);
-    if (hello.type === FrameType.HELLO) ctx.observeServerTime(hello.serverTimeMs, Date.now());
-    const exporter = tls.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
-    channel.send({
-      type: FrameType.DEVICE_ATTACH,
-      equipmentId: ctx.identity.equipmentId,
-      requestId,
-      proof: attachProof(ctx.identity.registrationKey, requestId, exporter),
-    });
-    log.info('S206 connected to the server over TLS (certificate verified against the bundled CA)');
-    let fwd = await channel.next(ctx.dialTimeoutMs, ctx.signal);
-    const told: Candidate[] = [];
-    while (fwd.type === FrameType.CANDIDATES && told.length < CANDIDATES_MAX) {
-      told.push(...fwd.candidates);
-      fwd = await channel.next(ctx.dialTimeoutMs, ctx.signal);
-    }
-    if (fwd.type !== FrameType.FORWARD_REQUEST || !equalBytes(fwd.requestId, requestId)) {
-      log.warn('server sent something other than the forwarded request');
-      return { status: Status.BAD_REQUEST, bytesToClient: 0, bytesFromClient: 0 };
-    }
-    // Where we reached the server decides whether a private client address is plausible (P3).
-    const decision = await ctx.authorize(fwd, ctx.serverNow(), tls.remoteAddress ?? '');
-    let status: number = decision.status;
-    if (decision.status !== Status.OK) {
-      log.warn({ status: decision.status, reason: decision.reason, client: formatEndpoint(fwd.client) }, 'S207 request refused');
-    } else {
-      try {
-        service = await connectService(decision.target, ctx.dialTimeoutMs);
-      } catch (err) {
-        status = Status.SERVICE_UNAVAILABLE;
-        log.warn({ err: (err as Error).message }, 'S207 request valid but the local service is down');
-      }
-    }
-    const reverse = status === Status.OK ? ctx.reverse : undefined;
-    const listen = reverse?.endpoints() ?? [];
-    if (listen.length > 0) {
-      channel.send({ type: FrameType.CANDIDATES, candidates: listen.slice(0, CANDIDATES_MAX).map((endpoint) => ({ kind: CandidateKind.LISTEN, endpoint })) });
-    }
-    channel.send({ type: FrameType.DEVICE_VERDICT, requestId, status: status as typeof Status.OK });
-    channel.close();
-    if (decision.status !== Status.OK || status !== Status.OK || !service) {
-      return { status, bytesToClient: 0, bytesFromClient: 0 };
+    const { fwd, told } = await attach(requestId, ctx, tls, channel, log);
+    if (!fwd) return { status: Status.BAD_REQUEST, bytesToClient: 0, bytesFromClient: 0 };
+    const verdict = await decide(ctx, tls, fwd, log);
+    service = verdict.service;
+    const listen = answer(requestId, ctx, channel, verdict.status);
+    const { decision } = verdict;
+    if (decision.status !== Status.OK || verdict.status !== Status.OK || !service) {
+      return { status: verdict.status, bytesToClient: 0, bytesFromClient: 0 };
     }
     // Punch only towards the address the dial policy just approved (the client's observed one).
     const punch = told.find((c) => c.kind === CandidateKind.PUNCH && c.endpoint.address === decision.dial.address)?.endpoint;
@@ -151,32 +115,15 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       equipmentId: ctx.identity.equipmentId,
       service: decision.request.service,
     };
-    const won = await racePaths(requestId, ctx, {
+    const won = await raceDevicePaths(requestId, ctx, {
       channelOptions,
       punch: punch && attachLocalPort && ctx.holePunch ? { localPort: attachLocalPort, remote: punch } : null,
-      reverse: reverse && listen.length > 0 ? { listener: reverse.listener, token: reverseToken(ctx.identity.accessKey, decision.request.clientNonce) } : null,
+      reverse: ctx.reverse && listen.length > 0 ? { listener: ctx.reverse.listener, token: reverseToken(ctx.identity.accessKey, decision.request.clientNonce) } : null,
       log,
     });
-    const tunnel = won.tunnel;
-    announceChosen(tunnel);
-    log.info(
-      { via: won.via },
-      won.via === 'relay'
-        ? 'end-to-end channel up through the relay (TLS 1.3 PSK; the server sees ciphertext only); S209 forwarding data'
-        : 'S208 direct channel up (TLS 1.3 PSK); S209 forwarding data',
-    );
     const svc = service;
     service = null;
-    const onAbort = (): void => {
-      tunnel.destroy();
-      svc.destroy();
-    };
-    ctx.signal.addEventListener('abort', onAbort, { once: true });
-    svc.resume();
-    const r = await join(tunnel, svc);
-    ctx.signal.removeEventListener('abort', onAbort);
-    log.info({ bytesFromClient: r.bytesAtoB, bytesToClient: r.bytesBtoA }, 'S209 session ended');
-    return { status: Status.OK, bytesToClient: r.bytesBtoA, bytesFromClient: r.bytesAtoB };
+    return await forward(won.stream, won.attempt.via, svc, ctx, log);
   } catch (err) {
     log.warn({ err: isPeerlinkError(err) ? err.code : (err as Error).message, detail: (err as Error).message }, 'request session failed');
     throw err;
@@ -186,12 +133,96 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
   }
 }
 
+/** S206: prove we are the device for this request; receive the forwarded request and the client's candidates. */
+async function attach(
+  requestId: Buffer,
+  ctx: SessionContext,
+  tls: TLSSocket,
+  channel: FrameChannel,
+  log: Logger,
+): Promise<{ fwd: Forwarded | null; told: Candidate[] }> {
+  const hello = await channel.next(ctx.dialTimeoutMs, ctx.signal);
+  if (hello.type === FrameType.HELLO) ctx.observeServerTime(hello.serverTimeMs, Date.now());
+  const exporter = tls.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
+  channel.send({
+    type: FrameType.DEVICE_ATTACH,
+    equipmentId: ctx.identity.equipmentId,
+    requestId,
+    proof: attachProof(ctx.identity.registrationKey, requestId, exporter),
+  });
+  log.info('S206 connected to the server over TLS (certificate verified against the bundled CA)');
+  let fwd = await channel.next(ctx.dialTimeoutMs, ctx.signal);
+  const told: Candidate[] = [];
+  while (fwd.type === FrameType.CANDIDATES && told.length < CANDIDATES_MAX) {
+    told.push(...fwd.candidates);
+    fwd = await channel.next(ctx.dialTimeoutMs, ctx.signal);
+  }
+  if (fwd.type !== FrameType.FORWARD_REQUEST || !equalBytes(fwd.requestId, requestId)) {
+    log.warn('server sent something other than the forwarded request');
+    return { fwd: null, told };
+  }
+  return { fwd, told };
+}
+
+/** S207: the authorizer's decision, and the local service connected when it says yes. */
+async function decide(
+  ctx: SessionContext,
+  tls: TLSSocket,
+  fwd: Forwarded,
+  log: Logger,
+): Promise<{ decision: Decision; status: number; service: Socket | null }> {
+  // Where we reached the server decides whether a private client address is plausible (P3).
+  const decision = await ctx.authorize(fwd, ctx.serverNow(), tls.remoteAddress ?? '');
+  if (decision.status !== Status.OK) {
+    log.warn({ status: decision.status, reason: decision.reason, client: formatEndpoint(fwd.client) }, 'S207 request refused');
+    return { decision, status: decision.status, service: null };
+  }
+  try {
+    return { decision, status: decision.status, service: await connectService(decision.target, ctx.dialTimeoutMs) };
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, 'S207 request valid but the local service is down');
+    return { decision, status: Status.SERVICE_UNAVAILABLE, service: null };
+  }
+}
+
+/** The verdict to the server (with our LISTEN candidates when we accept); returns those candidates. */
+function answer(requestId: Buffer, ctx: SessionContext, channel: FrameChannel, status: number): readonly Endpoint[] {
+  const reverse = status === Status.OK ? ctx.reverse : undefined;
+  const listen = reverse?.endpoints() ?? [];
+  if (listen.length > 0) {
+    channel.send({ type: FrameType.CANDIDATES, candidates: listen.slice(0, CANDIDATES_MAX).map((endpoint) => ({ kind: CandidateKind.LISTEN, endpoint })) });
+  }
+  channel.send({ type: FrameType.DEVICE_VERDICT, requestId, status: status as typeof Status.OK });
+  channel.close();
+  return listen;
+}
+
+/** S209: tell the client which channel we keep, then join it to the local service until either ends. */
+async function forward(tunnel: TLSSocket, via: PathKind, svc: Socket, ctx: SessionContext, log: Logger): Promise<SessionOutcome> {
+  announceChosen(tunnel);
+  log.info(
+    { via },
+    via === 'relay'
+      ? 'end-to-end channel up through the relay (TLS 1.3 PSK; the server sees ciphertext only); S209 forwarding data'
+      : 'S208 direct channel up (TLS 1.3 PSK); S209 forwarding data',
+  );
+  const onAbort = (): void => {
+    tunnel.destroy();
+    svc.destroy();
+  };
+  ctx.signal.addEventListener('abort', onAbort, { once: true });
+  svc.resume();
+  const r = await join(tunnel, svc);
+  ctx.signal.removeEventListener('abort', onAbort);
+  log.info({ bytesFromClient: r.bytesAtoB, bytesToClient: r.bytesBtoA }, 'S209 session ended');
+  return { status: Status.OK, bytesToClient: r.bytesBtoA, bytesFromClient: r.bytesAtoB };
+}
+
 /**
- * Every path at once: the patent's dial (S208), a hole punch, the client's reverse dial; the relay
- * after relayAfterMs, or at once when all of those have failed. The first end-to-end handshake
- * wins; the others are cancelled or closed.
+ * The device's attempts in the path race (path-race.ts): the patent's dial (S208), a hole punch,
+ * the client's reverse dial; the relay after relayAfterMs, or at once when all of those have failed.
  */
-async function racePaths(
+function raceDevicePaths(
   requestId: Buffer,
   ctx: SessionContext,
   p: {
@@ -200,62 +231,27 @@ async function racePaths(
     reverse: { listener: ReverseListener; token: Buffer } | null;
     log: Logger;
   },
-): Promise<Won> {
-  const paths = new AbortController();
-  const signal = AbortSignal.any([ctx.signal, paths.signal]);
-  const directSignal = AbortSignal.any([signal, AbortSignal.timeout(ctx.directTimeoutMs)]);
-  const failures: string[] = [];
-  const note = (via: Path) => (err: unknown): never => {
-    if (!signal.aborted) {
-      failures.push(`${via}: ${(err as Error).message}`);
-      p.log.info({ via, reason: (err as Error).message }, 'path failed');
-    }
-    throw err;
-  };
-  const over = (sock: Duplex): Promise<TLSSocket> => dialClient({ ...p.channelOptions, over: sock, timeoutMs: ctx.dialTimeoutMs, signal });
-  const direct: Promise<Won>[] = [
-    dialClient({ ...p.channelOptions, timeoutMs: ctx.directTimeoutMs, signal }).then((tunnel) => ({ tunnel, via: 'dial' as const }), note('dial')),
-  ];
-  if (p.punch) {
-    const { localPort, remote } = p.punch;
-    direct.push(
-      punchTcp({ localPort, remote, timeoutMs: ctx.directTimeoutMs, signal })
-        .then(over)
-        .then((tunnel) => ({ tunnel, via: 'punch' as const }), note('punch')),
-    );
-  }
-  if (p.reverse) {
-    direct.push(
-      p.reverse.listener
-        .await(p.reverse.token, directSignal)
-        .then(over)
-        .then((tunnel) => ({ tunnel, via: 'reverse' as const }), note('reverse')),
-    );
-  }
-  const allDirectFailed = Promise.allSettled(direct);
-  const relay: Promise<Won> = new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, ctx.relayAfterMs);
-    void allDirectFailed.then(() => {
-      clearTimeout(timer);
-      resolve();
+): Promise<PathRaceWinner<TLSSocket, DeviceAttempt>> {
+  const over = (signal: AbortSignal) => (sock: Duplex): Promise<TLSSocket> => dialClient({ ...p.channelOptions, over: sock, timeoutMs: ctx.dialTimeoutMs, signal });
+  const attempts: DeviceAttempt[] = [{ via: 'dial', start: (signal) => dialClient({ ...p.channelOptions, timeoutMs: ctx.directTimeoutMs, signal }) }];
+  const { punch, reverse } = p;
+  if (punch) {
+    attempts.push({
+      via: 'punch',
+      start: (signal) => punchTcp({ localPort: punch.localPort, remote: punch.remote, timeoutMs: ctx.directTimeoutMs, signal }).then(over(signal)),
     });
-    signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
-  })
-    .then(() => {
-      if (signal.aborted) throw abortError(signal);
-      p.log.info({ failures }, 'meeting the client at the relay');
-      return joinRelay(requestId, ctx, signal);
-    })
-    .then(over)
-    .then((tunnel) => ({ tunnel, via: 'relay' as const }), note('relay'));
-  const attempts = [...direct, relay];
-  try {
-    const won = await firstFulfilled(attempts);
-    // A path that completed a moment later is closed, not leaked.
-    for (const a of attempts) void a.then((r) => r !== won && r.tunnel.destroy(), () => undefined);
-    return won;
-  } finally {
-    paths.abort();
   }
+  if (reverse) {
+    attempts.push({
+      via: 'reverse',
+      start: (signal) => reverse.listener.await(reverse.token, AbortSignal.any([signal, AbortSignal.timeout(ctx.directTimeoutMs)])).then(over(signal)),
+    });
+  }
+  attempts.push({ via: 'relay', fallbackAfterMs: ctx.relayAfterMs, start: (signal) => joinRelay(requestId, ctx, signal).then(over(signal)) });
+  return racePaths<TLSSocket, DeviceAttempt>({
+    attempts,
+    signal: ctx.signal,
+    onFailure: (a, err) => p.log.info({ via: a.via, reason: err.message }, 'path failed'),
+    onFallback: (_a, failures) => p.log.info({ failures }, 'meeting the client at the relay'),
+  });
 }
-

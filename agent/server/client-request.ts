@@ -1,0 +1,249 @@
+/**
+ * One client's connection request at the server, as named steps: receive (S203) → admit and look up
+ * (S204, request-admission.ts) → share it with the other nodes (Redis) → notify and wait for the
+ * device (S205 to S206, device-wait.ts) → the device's verdict (S207, here or from another node) →
+ * answer the client: the relay offer, the path candidates, the verdict.
+ */
+import { randomBytes } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import type { Counters } from '../common/counters.js';
+import { formatEndpoint, normalizeAddress, type Endpoint } from '../protocol/address.js';
+import type { FrameChannel } from '../protocol/frame-channel.js';
+import { CANDIDATES_MAX, CandidateKind, FrameType, type Frame } from '../protocol/frames.js';
+import { Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
+import { RefuseReason } from '../protocol/udp-packets.js';
+import type { BrokerCounter, Verdict } from './connection-broker.js';
+import type { DeviceExchange } from './device-exchange.js';
+import { waitForDevice, type Attached, type DeviceWaitContext } from './device-wait.js';
+import type { NodeRouting } from './node-routing.js';
+import type { RateLimiter } from './rate-limiter.js';
+import type { RedisRegistry } from './redis-registry.js';
+import type { Relay } from './relay.js';
+import type { RelayBridge } from './relay-bridge.js';
+import { admitRequest, type AdmissionContext } from './request-admission.js';
+
+/** What the client is told when the relay is not offered (the request itself is accepted). */
+const RELAY_REFUSAL_TEXT = {
+  per_device: 'this device holds its share of relay sessions (relay.max_sessions_per_device)',
+  per_source: 'your address holds its share of relay sessions (relay.max_sessions_per_source)',
+  full: 'the relay is full',
+} as const;
+
+export const SHUTTING_DOWN = 'this server node is shutting down; try again (another node will answer)';
+
+type ConnectRequest = Extract<Frame, { type: typeof FrameType.CONNECT_REQUEST }>;
+
+export interface ClientRequestContext extends Omit<DeviceWaitContext, 'waitingForDevice'> {
+  readonly admission: AdmissionContext;
+  readonly logger: Logger;
+  readonly counters: Counters<BrokerCounter>;
+  readonly cluster: RedisRegistry | undefined;
+  readonly routing: NodeRouting | null;
+  readonly exchange: DeviceExchange['exchange'];
+  readonly relay: Relay;
+  readonly relayBridge: RelayBridge | undefined;
+  readonly targetLimiter: RateLimiter | undefined;
+  readonly authFailureLimiter: RateLimiter | undefined;
+  readonly onTiming: ((what: 'connect' | 'notifyRoundTrip', ms: number, status: StatusValue) => void) | undefined;
+  readonly draining: () => boolean;
+}
+
+export interface ClientRequests {
+  serve(client: FrameChannel, socket: TLSSocket, req: ConnectRequest): Promise<void>;
+  /** Answer every request still waiting for its device (the server is shutting down); how many there were. */
+  answerWaiting(): number;
+}
+
+/** One request in progress: who asked, its IDs and log, and how to answer it. */
+interface InProgress {
+  readonly client: FrameChannel;
+  readonly socket: TLSSocket;
+  readonly req: ConnectRequest;
+  readonly requestId: Buffer;
+  readonly hex: string;
+  readonly clientEndpoint: Endpoint;
+  readonly log: Logger;
+  readonly done: (status: StatusValue, detail?: string) => void;
+}
+
+export function createClientRequests(ctx: ClientRequestContext): ClientRequests {
+  const { counters, cluster } = ctx;
+  /** Requests still waiting for their device when the grace period ends get an answer, not just a FIN. */
+  const waitingForDevice = new Set<() => void>();
+
+  async function serve(client: FrameChannel, socket: TLSSocket, req: ConnectRequest): Promise<void> {
+    counters.inc('requests');
+    const r = receive(client, socket, req);
+    if (ctx.draining()) {
+      counters.inc('shuttingDown');
+      return r.done(Status.SERVER_DEGRADED, SHUTTING_DOWN);
+    }
+    const admission = await admitRequest(ctx.admission, req.equipmentId, r.clientEndpoint.address, r.log);
+    if (!admission.admitted) return r.done(admission.status, admission.detail);
+    const { source, entry, shared } = admission;
+    const owner = cluster && entry.node && entry.node !== cluster.nodeId ? entry.node : null;
+    r.log.info({ mapping: `${entry.address}:${entry.port}`, ...(owner ? { deviceNode: owner } : {}) }, 'S204 device found in the equipment list');
+    if (shared && cluster && !(await share(r, owner))) return;
+
+    const notifiedAtMs = Date.now();
+    const wait = waitForDevice(
+      { ...ctx, waitingForDevice },
+      { requestId: r.requestId, hex: r.hex, equipmentId: req.equipmentId, wake: req.wake, source, entry, owner, socket, log: r.log },
+    );
+    const got = await wait.attached;
+    let verdict: Verdict | null;
+    try {
+      verdict = await verdictOf(r, got, { source, owner, shared, notifiedAtMs, remoteVerdict: wait.remoteVerdict });
+    } finally {
+      ctx.routing?.stopWaiting(r.hex);
+    }
+    if (verdict) answer(r, verdict);
+  }
+
+  /** S203: the request's ID, its log, and the one way it is answered. */
+  function receive(client: FrameChannel, socket: TLSSocket, req: ConnectRequest): InProgress {
+    const startedMs = performance.now();
+    const requestId = randomBytes(16);
+    const hex = requestId.toString('hex');
+    const clientEndpoint = { address: normalizeAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 };
+    const log = ctx.logger.child({ requestId: hex.slice(0, 12), equipmentId: req.equipmentId });
+    log.info({ client: formatEndpoint(clientEndpoint), advertisedPort: req.advertisedPort }, 'S203 connection request received');
+    const done = (status: StatusValue, detail?: string): void => {
+      ctx.onTiming?.('connect', performance.now() - startedMs, status);
+      client.send({ type: FrameType.CONNECT_RESULT, status, detail: detail ?? STATUS_TEXT[status] });
+      client.close();
+    };
+    return { client, socket, req, requestId, hex, clientEndpoint, log, done };
+  }
+
+  /**
+   * So the device may attach at any node, the request waits in Redis as well as here. False when
+   * the request was answered: the device is at another node, which cannot be reached without Redis.
+   */
+  async function share(r: InProgress, owner: string | null): Promise<boolean> {
+    try {
+      await cluster!.putPending(
+        r.hex,
+        {
+          equipmentId: r.req.equipmentId,
+          clientNode: cluster!.nodeId,
+          clientAddress: r.clientEndpoint.address,
+          clientPort: r.clientEndpoint.port,
+          advertisedPort: r.req.advertisedPort,
+          sealedRequest: r.req.sealedRequest,
+          notifiedAtMs: Date.now(),
+        },
+        ctx.attachTimeoutMs,
+      );
+    } catch (err) {
+      if (owner) {
+        counters.inc('registryUnavailable');
+        r.log.warn({ err: (err as Error).message }, 'cannot route the request to the node holding the device (Redis unreachable)');
+        r.done(Status.SERVER_DEGRADED, `the device is registered at another server node, which this node cannot reach now; try again shortly`);
+        return false;
+      }
+      r.log.warn({ err: (err as Error).message }, 'Redis unreachable: the request waits at this node only');
+    }
+    return true;
+  }
+
+  /**
+   * S206 to S207: how the wait ended, to the device's verdict: the exchange with a device attached
+   * here, or the verdict the node it attached at sends. Null when the request is answered already
+   * (or its client is gone).
+   */
+  async function verdictOf(
+    r: InProgress,
+    got: Attached,
+    w: { source: string; owner: string | null; shared: boolean; notifiedAtMs: number; remoteVerdict: Promise<Verdict> },
+  ): Promise<Verdict | null> {
+    if (got === null) {
+      if (r.socket.destroyed) return null;
+      counters.inc('noAnswer');
+      r.log.info('device did not connect in time');
+      r.done(Status.DEVICE_NO_ANSWER);
+      return null;
+    }
+    if (got.kind === 'shutdown') {
+      counters.inc('shuttingDown');
+      r.log.info('grace period over before the device attached');
+      r.done(Status.SERVER_DEGRADED, SHUTTING_DOWN);
+      return null;
+    }
+    if (got.kind === 'refused') {
+      counters.inc('refusedWake');
+      r.log.info({ reason: got.reason }, 'device refused the request before connecting: its wake proof failed');
+      if (got.reason === RefuseReason.STALE) r.done(Status.REQUEST_EXPIRED, 'the device refused the request before connecting: it is not fresh (check the clock)');
+      else if (got.reason === RefuseReason.REPLAYED) r.done(Status.REQUEST_REPLAYED, 'the device refused the request before connecting: it was seen before');
+      else {
+        // Only a wrong password counts against the source (P9).
+        ctx.authFailureLimiter?.take(w.source);
+        r.done(Status.AUTH_FAILED, 'the device refused the request before connecting: wrong password');
+      }
+      return null;
+    }
+    // A request the device serves: now it counts against the device's limit.
+    ctx.targetLimiter?.take(r.req.equipmentId);
+    if (got.kind === 'gone') {
+      counters.inc('nodeUnavailable');
+      r.log.warn({ deviceNode: w.owner }, 'the node holding the device is not running');
+      r.done(
+        Status.SERVER_DEGRADED,
+        'the server node the device registered with is not running; the device re-registers with another node within its interval; try again shortly',
+      );
+      return null;
+    }
+    if (got.kind === 'local') {
+      ctx.onTiming?.('notifyRoundTrip', Date.now() - w.notifiedAtMs, Status.OK);
+      if (cluster && w.shared) void cluster.claimPending(r.hex).catch(() => undefined);
+      r.log.info('S206 device connected over TLS; forwarding the request');
+      return ctx.exchange(got.device, r.requestId, r.clientEndpoint, r.req.advertisedPort, r.req.sealedRequest, r.log);
+    }
+    r.log.info({ attachedAt: got.node }, 'S206 device connected to another node, which forwards the request');
+    const timer = new Promise<Verdict>((resolve) => {
+      const t = setTimeout(() => resolve({ status: Status.DEVICE_NO_ANSWER }), ctx.attachTimeoutMs + 1000);
+      // The client gone, nobody waits for the verdict: end the request (it counts as in flight).
+      r.socket.once('close', () => {
+        clearTimeout(t);
+        resolve({ status: Status.DEVICE_NO_ANSWER });
+      });
+      void w.remoteVerdict.then(() => clearTimeout(t));
+    });
+    return Promise.race([w.remoteVerdict, timer]);
+  }
+
+  /** S207 to the client; with an ok verdict first the relay offer and the path candidates. */
+  function answer(r: InProgress, verdict: Verdict): void {
+    let detail = verdict.detail;
+    if (verdict.status === Status.OK) {
+      counters.inc('connected');
+      // Should the device's direct dial fail, both sides may meet at the relay for this request,
+      // unless the device or the client's source holds its share of the relay already (P14).
+      const offer = ctx.relay.offer(r.requestId, r.req.equipmentId, r.clientEndpoint.address);
+      if (offer.ok) {
+        ctx.relayBridge?.offered(r.hex);
+        // The token goes to the client only, over this connection; the NOTIFY never carries it.
+        r.client.send({ type: FrameType.RELAY_OFFER, requestId: r.requestId, joinToken: offer.joinToken });
+      } else {
+        detail = `${STATUS_TEXT[Status.OK]}; no relay offered: ${RELAY_REFUSAL_TEXT[offer.reason]}`;
+      }
+      r.client.send({
+        type: FrameType.CANDIDATES,
+        candidates: [...(verdict.candidates ?? []).slice(0, CANDIDATES_MAX - 1), { kind: CandidateKind.OBSERVED, endpoint: r.clientEndpoint }],
+      });
+    } else if (verdict.status === Status.DEVICE_NO_ANSWER) counters.inc('noAnswer');
+    else counters.inc('refusedByDevice');
+    r.log.info({ status: verdict.status }, 'S207 device verdict relayed to the client');
+    r.done(verdict.status, detail);
+  }
+
+  return {
+    serve,
+    answerWaiting() {
+      const n = waitingForDevice.size;
+      for (const answerNow of waitingForDevice) answerNow();
+      return n;
+    },
+  };
+}

@@ -1,0 +1,124 @@
+/**
+ * Notify and attach (S205 to S206) for one client request: notify the device over UDP (packet 205,
+ * repeated every notifyRetryMs so a lost datagram costs one retry, not the request), or have the
+ * node holding it do so (pub/sub), and wait until the device attaches here or at another node,
+ * refuses the wake proof (P9), its node is gone, the server shuts down, the client leaves or time
+ * runs out. The request sits in the pending table meanwhile; whatever ends the wait removes it.
+ */
+import type { Logger } from 'pino';
+import type { TLSSocket } from 'node:tls';
+import type { Counters } from '../common/counters.js';
+import type { FrameChannel } from '../protocol/frame-channel.js';
+import type { Wake } from '../protocol/wake.js';
+import type { RefuseReasonValue } from '../protocol/udp-packets.js';
+import type { BrokerCounter, Verdict } from './connection-broker.js';
+import type { NodeRouting } from './node-routing.js';
+import type { PendingRequest, PendingRequests } from './pending-requests.js';
+import type { RedisRegistry } from './redis-registry.js';
+import type { RegistrationEndpoint } from './registration-endpoint.js';
+import type { RegistryEntry } from './registry.js';
+
+/** How the wait for the device ended; null: no answer in time, or the client left. */
+export type Attached =
+  | { readonly kind: 'local'; readonly device: FrameChannel }
+  | { readonly kind: 'remote'; readonly node: string }
+  | { readonly kind: 'gone' }
+  | { readonly kind: 'shutdown' }
+  /** The device checked the wake proof and refused it (P9). */
+  | { readonly kind: 'refused'; readonly reason: RefuseReasonValue }
+  | null;
+
+export interface DeviceWaitContext {
+  readonly udp: RegistrationEndpoint;
+  readonly pending: PendingRequests;
+  readonly counters: Counters<BrokerCounter>;
+  readonly cluster: RedisRegistry | undefined;
+  readonly routing: NodeRouting | null;
+  readonly notifyRetryMs: number;
+  readonly attachTimeoutMs: number;
+  /** Requests still waiting when the grace period ends: each answers when called. */
+  readonly waitingForDevice: Set<() => void>;
+}
+
+export interface DeviceWaitRequest {
+  readonly requestId: Buffer;
+  readonly hex: string;
+  readonly equipmentId: string;
+  readonly wake: Wake;
+  /** The requester's limit key. */
+  readonly source: string;
+  readonly entry: RegistryEntry;
+  /** The node holding the device's mapping, when not this one. */
+  readonly owner: string | null;
+  readonly socket: TLSSocket;
+  readonly log: Logger;
+}
+
+export interface DeviceWait {
+  readonly attached: Promise<Attached>;
+  /** The verdict, when the device attached at another node (which forwards it). */
+  readonly remoteVerdict: Promise<Verdict>;
+}
+
+export function waitForDevice(ctx: DeviceWaitContext, r: DeviceWaitRequest): DeviceWait {
+  let notifyTimer: NodeJS.Timeout | undefined;
+  let deadline: NodeJS.Timeout | undefined;
+  let entryInTable: PendingRequest | undefined;
+  let onShutdown: (() => void) | undefined;
+  let verdictFromNode: ((v: Verdict) => void) | undefined;
+  const remoteVerdict = new Promise<Verdict>((resolve) => (verdictFromNode = resolve));
+  const attached = new Promise<Attached>((resolve) => {
+    const p = {
+      requestId: r.requestId,
+      equipmentId: r.equipmentId,
+      source: r.source,
+      attach: (ch: FrameChannel) => resolve({ kind: 'local', device: ch }),
+      refused: (reason: RefuseReasonValue) => resolve({ kind: 'refused', reason }),
+    };
+    entryInTable = p;
+    ctx.pending.add(p);
+    if (ctx.routing) {
+      ctx.routing.waitFor(r.hex, (m) => {
+        // Decoded and checked at the boundary (node-messages.ts): reason, status and candidates are valid.
+        if (m.kind === 'attached') resolve({ kind: 'remote', node: m.byNode });
+        else if (m.kind === 'refused') resolve({ kind: 'refused', reason: m.reason });
+        else if (m.kind === 'verdict') verdictFromNode?.({ status: m.status, candidates: [...m.candidates] });
+      });
+    }
+    const sendNotify = notifier(ctx, r, () => resolve({ kind: 'gone' }));
+    sendNotify();
+    if (r.owner) {
+      ctx.counters.inc('routedToNode');
+      r.log.info({ deviceNode: r.owner }, 'S205 request routed to the node holding the device, which notifies it');
+    } else r.log.info('S205 notification sent to the device mapping');
+    notifyTimer = setInterval(sendNotify, ctx.notifyRetryMs);
+    deadline = setTimeout(() => resolve(null), ctx.attachTimeoutMs);
+    r.socket.once('close', () => resolve(null));
+    onShutdown = () => resolve({ kind: 'shutdown' });
+    ctx.waitingForDevice.add(onShutdown);
+  }).finally(() => {
+    clearInterval(notifyTimer);
+    clearTimeout(deadline);
+    if (onShutdown) ctx.waitingForDevice.delete(onShutdown);
+    if (entryInTable) ctx.pending.remove(entryInTable);
+  });
+  return { attached, remoteVerdict };
+}
+
+/** One notification: packet 205 to the device's mapping, or a message to the node holding it. */
+function notifier(ctx: DeviceWaitContext, r: DeviceWaitRequest, gone: () => void): () => void {
+  const target = { address: r.entry.address, port: r.entry.port };
+  return () => {
+    if (!r.owner) {
+      if (ctx.udp.notify(r.equipmentId, r.requestId, r.wake, target)) r.log.debug('S205 notification sent');
+      return;
+    }
+    const cluster = ctx.cluster!;
+    cluster
+      .send(r.owner, { kind: 'notify', requestId: r.hex, equipmentId: r.equipmentId, deviceAddress: r.entry.address, devicePort: r.entry.port, fromNode: cluster.nodeId, wake: r.wake })
+      .then((receivers) => {
+        if (receivers === 0) gone();
+      })
+      .catch((err: Error) => r.log.debug({ err: err.message }, 'routing the notification failed; retrying'));
+  };
+}
