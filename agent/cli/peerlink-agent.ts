@@ -7,6 +7,7 @@ import { fileExists } from '../common/files.js';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
 import { createAgent } from '../device/agent.js';
 import { loadIdentity } from '../device/identity.js';
+import type { DeviceIdentity } from '../protocol/identity-file.js';
 import { hotReloadable, restartRequiredChanges } from '../device/reload-plan.js';
 import { loadAgentSettings, type AgentSettings } from '../device/settings.js';
 import { createAgentMonitor } from '../status/agent-monitor.js';
@@ -35,7 +36,32 @@ async function chooseStateFile(explicit: string | undefined, logger: Logger): Pr
   return null;
 }
 
+const COMMANDS = ['run', 'check-config', 'status', 'diagnose'] as const;
+type Command = (typeof COMMANDS)[number];
+
+interface Flags {
+  readonly config?: string;
+  readonly identity?: string;
+  readonly state?: string;
+  readonly json?: boolean;
+}
+
 async function main(): Promise<void> {
+  const parsed = parse();
+  if (!parsed) return;
+  const { command, flags } = parsed;
+  if (command === 'status') return statusMain(flags);
+  const file = flags.config ?? DEFAULT_CONFIG;
+  if (command === 'diagnose') return diagnoseMain(file, flags);
+  const load = settingsLoader(file, flags.identity);
+  const settings = await load();
+  const identity = await loadIdentity(settings.identityFile);
+  if (command === 'check-config') return checkConfigMain(file, settings, identity);
+  await runMain(file, flags, load, settings, identity);
+}
+
+/** The command and its flags; null after --help. */
+function parse(): { command: Command; flags: Flags } | null {
   let parsed;
   try {
     parsed = parseArgs({
@@ -53,33 +79,39 @@ async function main(): Promise<void> {
   }
   if (parsed.values.help) {
     process.stdout.write(`${USAGE}\n`);
-    return;
+    return null;
   }
   const command = parsed.positionals[0] ?? 'run';
-  if (!['run', 'check-config', 'status', 'diagnose'].includes(command) || parsed.positionals.length > 1) {
+  if (!(COMMANDS as readonly string[]).includes(command) || parsed.positionals.length > 1) {
     throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   }
-  if (command === 'status') {
-    process.exitCode = await statusCommand({ file: parsed.values.state ?? defaultStateFile(), json: parsed.values.json ?? false, out: process.stdout });
-    return;
-  }
-  const file = parsed.values.config ?? DEFAULT_CONFIG;
-  if (command === 'diagnose') {
-    const { diagnoseCommand } = await import('../diagnose/cli.js');
-    process.exitCode = await diagnoseCommand(file, { json: parsed.values.json === true });
-    return;
-  }
-  const identityOverride = parsed.values.identity;
-  const load = async (): Promise<AgentSettings> => {
+  return { command: command as Command, flags: parsed.values };
+}
+
+async function statusMain(flags: Flags): Promise<void> {
+  process.exitCode = await statusCommand({ file: flags.state ?? defaultStateFile(), json: flags.json ?? false, out: process.stdout });
+}
+
+async function diagnoseMain(file: string, flags: Flags): Promise<void> {
+  const { diagnoseCommand } = await import('../diagnose/cli.js');
+  process.exitCode = await diagnoseCommand(file, { json: flags.json === true });
+}
+
+/** The settings file, read and checked (again at each SIGHUP); --identity overrides its identity_file. */
+function settingsLoader(file: string, identityOverride: string | undefined): () => Promise<AgentSettings> {
+  return async () => {
     const s = await loadAgentSettings(file);
     return identityOverride ? Object.freeze({ ...s, identityFile: identityOverride }) : s;
   };
-  let settings = await load();
-  const identity = await loadIdentity(settings.identityFile);
-  if (command === 'check-config') {
-    process.stdout.write(`${file}: ok (equipment ${identity.equipmentId}, services ${[...settings.services.keys()].join(', ')})\n`);
-    return;
-  }
+}
+
+function checkConfigMain(file: string, settings: AgentSettings, identity: DeviceIdentity): void {
+  process.stdout.write(`${file}: ok (equipment ${identity.equipmentId}, services ${[...settings.services.keys()].join(', ')})\n`);
+}
+
+/** run: the agent with its monitor (state file, STATUS=) and watchdog, until SIGTERM/SIGINT; SIGHUP reloads. */
+async function runMain(file: string, flags: Flags, load: () => Promise<AgentSettings>, initial: AgentSettings, identity: DeviceIdentity): Promise<void> {
+  let settings = initial;
   const logger = createLogger({ name: PROGRAM, level: settings.logLevel });
   const notifier = createNotifier({ logger });
   let monitor: ReturnType<typeof createAgentMonitor> | null = null;
@@ -90,7 +122,7 @@ async function main(): Promise<void> {
     equipmentId: identity.equipmentId,
     configFile: file,
     notifier,
-    stateFile: await chooseStateFile(parsed.values.state, logger),
+    stateFile: await chooseStateFile(flags.state, logger),
     logger,
   });
   const watchdog = createWatchdog({ notifier, health: () => monitor.health(), logger });

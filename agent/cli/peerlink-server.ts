@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 /** peerlink-server [run] [--config FILE] | check-config [--config FILE] */
 import { parseArgs } from 'node:util';
-import { createLogger } from '../common/logger.js';
+import { createLogger, type Logger } from '../common/logger.js';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
-import { createRendezvousServer } from '../server/server.js';
-import { loadServerSecrets, loadServerSettings } from '../server/settings.js';
+import { createRendezvousServer, type RendezvousServerOptions } from '../server/server.js';
+import { loadServerSecrets, loadServerSettings, type ServerSecrets, type ServerSettings } from '../server/settings.js';
 import { createNotifier } from '../systemd/notify.js';
 import { createWatchdog } from '../systemd/watchdog.js';
 import { exitIfStopHangs, onceSignal, reportAndExit } from './run-main.js';
@@ -17,6 +17,20 @@ const USAGE = `usage: ${PROGRAM} [run] [--config FILE]      run the rendezvous s
        ${PROGRAM} check-config [--config FILE]  validate the settings and the files they name, then exit`;
 
 async function main(): Promise<void> {
+  const parsed = parse();
+  if (!parsed) return;
+  const { command, file } = parsed;
+  const settings = await loadServerSettings(file);
+  const secrets = await loadServerSecrets(settings);
+  if (command === 'check-config') {
+    process.stdout.write(`${file}: ok\n`);
+    return;
+  }
+  await runMain(settings, secrets);
+}
+
+/** The command and the settings file; null after --help. */
+function parse(): { command: 'run' | 'check-config'; file: string } | null {
   let parsed;
   try {
     parsed = parseArgs({ options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
@@ -25,21 +39,18 @@ async function main(): Promise<void> {
   }
   if (parsed.values.help) {
     process.stdout.write(`${USAGE}\n`);
-    return;
+    return null;
   }
   const command = parsed.positionals[0] ?? 'run';
-  if (!['run', 'check-config'].includes(command) || parsed.positionals.length > 1) {
+  if ((command !== 'run' && command !== 'check-config') || parsed.positionals.length > 1) {
     throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   }
-  const file = parsed.values.config ?? DEFAULT_CONFIG;
-  const settings = await loadServerSettings(file);
-  const secrets = await loadServerSecrets(settings);
-  if (command === 'check-config') {
-    process.stdout.write(`${file}: ok\n`);
-    return;
-  }
-  const logger = createLogger({ name: PROGRAM, level: settings.logLevel });
-  const server = createRendezvousServer({
+  return { command, file: parsed.values.config ?? DEFAULT_CONFIG };
+}
+
+/** The settings file's sections as the server's options. */
+function serverOptions(settings: ServerSettings, secrets: ServerSecrets, logger: Logger): RendezvousServerOptions {
+  return {
     udpHost: settings.udp.host,
     udpPort: settings.udp.port,
     tlsHost: settings.tls.host,
@@ -63,7 +74,13 @@ async function main(): Promise<void> {
       : {}),
     ...(settings.metrics.enabled ? { metrics: { host: settings.metrics.host, port: settings.metrics.port } } : {}),
     probePort: settings.probe.port,
-  });
+  };
+}
+
+/** run: listen, tell systemd, and stop gracefully at SIGTERM/SIGINT (a second one exits at once). */
+async function runMain(settings: ServerSettings, secrets: ServerSecrets): Promise<void> {
+  const logger = createLogger({ name: PROGRAM, level: settings.logLevel });
+  const server = createRendezvousServer(serverOptions(settings, secrets, logger));
   await server.start();
   logger.info(
     { udp: server.udpAddress(), tls: server.tlsAddress(), metrics: server.metricsAddress(), node: server.nodeId, backend: server.backend.kind },

@@ -7,9 +7,9 @@
 import { readFile } from 'node:fs/promises';
 import { readSecretFile } from '../common/secret-file.js';
 import { parseArgs } from 'node:util';
-import { createClient } from '../client/client.js';
+import { createClient, type Tunnel } from '../client/client.js';
 import { createLocalForward } from '../client/local-forward.js';
-import { parseHostPort } from '../common/endpoint-parse.js';
+import { parseHostPort, type HostPort } from '../common/endpoint-parse.js';
 import { createLogger } from '../common/logger.js';
 import { ConfigError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { exitIfStopHangs, onceSignal, reportAndExit, STOP_BACKSTOP_MS } from './run-main.js';
@@ -40,36 +40,56 @@ function usage(message: string): ConfigError {
   return new ConfigError([`${message}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
 }
 
+const OPTIONS = {
+  server: { type: 'string' },
+  ca: { type: 'string' },
+  'password-file': { type: 'string' },
+  service: { type: 'string' },
+  listen: { type: 'string' },
+  stdio: { type: 'boolean' },
+  accept: { type: 'string' },
+  'advertise-port': { type: 'string' },
+  'server-name': { type: 'string' },
+  'log-level': { type: 'string' },
+  'peer-timeout-ms': { type: 'string' },
+  'map-port': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+
+/** The command line, checked: everything `connect` needs but the files' contents. */
+interface ConnectArgs {
+  readonly v: Values;
+  readonly equipmentId: string;
+  readonly uri: ReturnType<typeof parseConnectUri> | null;
+  readonly advertisePort: number | undefined;
+  readonly peerTimeoutMs: number | undefined;
+  readonly mapPort: MappingMode;
+  readonly server: HostPort;
+}
+
 async function main(): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      options: {
-        server: { type: 'string' },
-        ca: { type: 'string' },
-        'password-file': { type: 'string' },
-        service: { type: 'string' },
-        listen: { type: 'string' },
-        stdio: { type: 'boolean' },
-        accept: { type: 'string' },
-        'advertise-port': { type: 'string' },
-        'server-name': { type: 'string' },
-        'log-level': { type: 'string' },
-        'peer-timeout-ms': { type: 'string' },
-        'map-port': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      allowPositionals: true,
-    });
-  } catch (err) {
-    throw usage((err as Error).message);
-  }
-  const v = parsed.values;
-  if (v.help) {
+  const parsed = parse();
+  if (parsed.values.help) {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
-  const [command, target, ...extra] = parsed.positionals;
+  const args = checkConnect(parsed.values, parsed.positionals);
+  const { caPem, password } = await loadFiles(args);
+  await runConnect(args, caPem, password);
+}
+
+function parse() {
+  try {
+    return parseArgs({ options: OPTIONS, allowPositionals: true });
+  } catch (err) {
+    throw usage((err as Error).message);
+  }
+}
+
+function checkConnect(v: Values, positionals: readonly string[]): ConnectArgs {
+  const [command, target, ...extra] = positionals;
   if (command !== 'connect' || !target || extra.length) throw usage('expected: connect <equipment-id | peerlink://connect?...>');
   // The label's QR code: ID, password and (when the factory knew it) the server, in one URI.
   // (A command line is visible to other local users: on a shared machine prefer --password-file.)
@@ -90,6 +110,11 @@ async function main(): Promise<void> {
   const mapPort = (v['map-port'] ?? 'off') as MappingMode;
   if (!MAPPING_MODES.includes(mapPort)) throw usage(`--map-port: expected one of ${MAPPING_MODES.join(', ')}, found ${JSON.stringify(v['map-port'])}`);
   const server = parseHostPort(v.server!, '--server');
+  return { v, equipmentId, uri, advertisePort, peerTimeoutMs, mapPort, server };
+}
+
+/** The CA certificate, and the password (from its file, or the label's URI). */
+async function loadFiles({ v, uri }: ConnectArgs): Promise<{ caPem: string; password: string }> {
   const readText = async (file: string, flag: string): Promise<string> => {
     try {
       return await readFile(file, 'utf8');
@@ -103,7 +128,11 @@ async function main(): Promise<void> {
       ? uri.password
       : (await readSecretFile(v['password-file']!, { what: 'the device password', label: `--password-file ${v['password-file']}` })).split('\n')[0]!.trim();
   if (!password) throw new ConfigError([`--password-file ${v['password-file']}: the first line is empty`]);
+  return { caPem, password };
+}
 
+async function runConnect(args: ConnectArgs, caPem: string, password: string): Promise<void> {
+  const { v, equipmentId, advertisePort, peerTimeoutMs, mapPort, server } = args;
   const logger = createLogger({ name: PROGRAM, level: v['log-level'] ?? 'warn', destination: 2 });
   const client = createClient({
     server,
@@ -127,26 +156,7 @@ async function main(): Promise<void> {
   try {
     const first = await client.open(aborter.signal);
     process.stderr.write(`${PROGRAM}: ${first.path} in ${Math.round(first.connectMs)} ms\n`);
-    if (v.stdio) {
-      // stdin -> tunnel (half-close passed on at EOF), tunnel -> stdout; done when the tunnel closes.
-      process.stdin.pipe(first.stream);
-      first.stream.pipe(process.stdout);
-      let failure: Error | null = null;
-      first.stream.once('error', (err) => (failure = err));
-      // SIGINT/SIGTERM: the user ends the session; the tunnel must not keep the process alive.
-      const onSignal = (): void => void first.stream.destroy();
-      aborter.signal.addEventListener('abort', onSignal, { once: true });
-      await new Promise<void>((resolve) => first.stream.once('close', () => resolve()));
-      aborter.signal.removeEventListener('abort', onSignal);
-      if (aborter.signal.aborted) return;
-      // A tunnel that closed without the device's orderly end (TLS close_notify) lost data: say so.
-      if (failure !== null || !first.stream.readableEnded) {
-        throw new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the tunnel broke before the device finished${failure ? `: ${(failure as Error).message}` : ''}`);
-      }
-      // stdout is asynchronous on a pipe: let what is queued reach it before the process exits.
-      await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
-      return;
-    }
+    if (v.stdio) return await serveStdio(first, aborter.signal);
     const forward = createLocalForward({ client, listen: parseHostPort(v.listen!, '--listen'), logger, first });
     const at = await forward.start();
     process.stderr.write(`${PROGRAM}: serving ${equipmentId}/${v.service} on ${at.address}:${at.port}\n`);
@@ -155,6 +165,26 @@ async function main(): Promise<void> {
   } finally {
     await client.stop();
   }
+}
+
+/** --stdio: stdin -> tunnel (half-close passed on at EOF), tunnel -> stdout; done when the tunnel closes. */
+async function serveStdio(first: Tunnel, stop: AbortSignal): Promise<void> {
+  process.stdin.pipe(first.stream);
+  first.stream.pipe(process.stdout);
+  let failure: Error | null = null;
+  first.stream.once('error', (err) => (failure = err));
+  // SIGINT/SIGTERM: the user ends the session; the tunnel must not keep the process alive.
+  const onSignal = (): void => void first.stream.destroy();
+  stop.addEventListener('abort', onSignal, { once: true });
+  await new Promise<void>((resolve) => first.stream.once('close', () => resolve()));
+  stop.removeEventListener('abort', onSignal);
+  if (stop.aborted) return;
+  // A tunnel that closed without the device's orderly end (TLS close_notify) lost data: say so.
+  if (failure !== null || !first.stream.readableEnded) {
+    throw new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the tunnel broke before the device finished${failure ? `: ${(failure as Error).message}` : ''}`);
+  }
+  // stdout is asynchronous on a pipe: let what is queued reach it before the process exits.
+  await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
 }
 
 main().then(
