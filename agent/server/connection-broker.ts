@@ -19,8 +19,9 @@ import { createServer, type Server, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
+import { BROKER_COUNTERS, type BrokerCounter } from './broker-counters.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
-import { FrameType, type Candidate, type Frame } from '../protocol/frames.js';
+import { FrameType, type Frame } from '../protocol/frames.js';
 import type { StatusValue } from '../protocol/status.js';
 import { PendingRequests } from './pending-requests.js';
 import { createConnectionTracker, type ConnectionKind } from './connection-tracker.js';
@@ -37,32 +38,8 @@ import type { Registry, RegistryBackend } from './registry.js';
 import type { Relay } from './relay.js';
 import type { RelayBridge } from './relay-bridge.js';
 
-export const BROKER_COUNTERS = [
-  'requests',
-  /** The device refused the request's wake proof (P9). */
-  'refusedWake',
-  'rateLimitedAuthFailures',
-  'connected',
-  'unknownDevice',
-  'staleDevice',
-  'noAnswer',
-  'refusedByDevice',
-  'busy',
-  'attachRejected',
-  'badFirstFrame',
-  'handshakeFailed',
-  'handshakeTimeout',
-  'unidentifiedOverCap',
-  'rateLimitedSource',
-  'rateLimitedTarget',
-  'registryUnavailable',
-  'nodeUnavailable',
-  'shuttingDown',
-  'routedToNode',
-  'notifiedForNode',
-  'attachedForNode',
-] as const;
-export type BrokerCounter = (typeof BROKER_COUNTERS)[number];
+export { BROKER_COUNTERS, type BrokerCounter } from './broker-counters.js';
+export type { Verdict } from './device-exchange.js';
 
 export interface ConnectionBrokerOptions {
   readonly host: string;
@@ -100,8 +77,6 @@ export interface ConnectionBrokerOptions {
   readonly onTiming?: (what: 'connect' | 'notifyRoundTrip', ms: number, status: StatusValue) => void;
 }
 
-/** With an ok verdict, the device's path candidates for the client (hole punch, reverse port). */
-export type Verdict = { readonly status: StatusValue; readonly detail?: string; readonly candidates?: readonly Candidate[] };
 
 export interface ConnectionBroker {
   start(): Promise<void>;

@@ -12,9 +12,11 @@ import { normalizeAddress, type Endpoint } from '../protocol/address.js';
 import type { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } from '../protocol/frames.js';
 import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, equalBytes, KEY_BYTES } from '../protocol/keys.js';
-import { Status } from '../protocol/status.js';
+import { Status, type StatusValue } from '../protocol/status.js';
 import { checkListenCandidates } from './candidate-check.js';
-import type { Verdict } from './connection-broker.js';
+
+/** With an ok verdict, the device's path candidates for the client (hole punch, reverse port). */
+export type Verdict = { readonly status: StatusValue; readonly detail?: string; readonly candidates?: readonly Candidate[] };
 
 export interface DeviceExchange {
   /** The device's proof for a request, bound to this TLS session (attach and relay join). */

@@ -12,7 +12,7 @@ import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import type { Counters } from '../common/counters.js';
 import { Status, type StatusValue } from '../protocol/status.js';
-import type { BrokerCounter } from './connection-broker.js';
+import type { BrokerCounter } from './broker-counters.js';
 import type { RateLimit } from './rate-limiter.js';
 import type { RegistrationCounter } from './registration-endpoint.js';
 import type { RELAY_COUNTERS } from './relay.js';

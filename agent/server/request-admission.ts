@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import type { Counters } from '../common/counters.js';
 import { Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
-import type { BrokerCounter } from './connection-broker.js';
+import type { BrokerCounter } from './broker-counters.js';
 import type { PendingRequests } from './pending-requests.js';
 import { sourceKey, type RateLimiter } from './rate-limiter.js';
 import type { Registry, RegistryBackend, RegistryEntry } from './registry.js';

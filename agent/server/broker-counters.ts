@@ -1,0 +1,27 @@
+/** The connection broker's counters (connection-broker.ts and its steps), as the metrics name them. */
+export const BROKER_COUNTERS = [
+  'requests',
+  /** The device refused the request's wake proof (P9). */
+  'refusedWake',
+  'rateLimitedAuthFailures',
+  'connected',
+  'unknownDevice',
+  'staleDevice',
+  'noAnswer',
+  'refusedByDevice',
+  'busy',
+  'attachRejected',
+  'badFirstFrame',
+  'handshakeFailed',
+  'handshakeTimeout',
+  'unidentifiedOverCap',
+  'rateLimitedSource',
+  'rateLimitedTarget',
+  'registryUnavailable',
+  'nodeUnavailable',
+  'shuttingDown',
+  'routedToNode',
+  'notifiedForNode',
+  'attachedForNode',
+] as const;
+export type BrokerCounter = (typeof BROKER_COUNTERS)[number];
