@@ -9,11 +9,10 @@
  * connection (S208) on the peer listener. One client serves many tunnels (e.g. --listen mode).
  */
 import { randomBytes } from 'node:crypto';
-import { connect as netConnect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../common/clock.js';
-import { abortError, ConfigError, ErrorCodes, PeerlinkError } from '../common/errors.js';
+import { ConfigError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { silentLogger } from '../common/logger.js';
 import { rejectUnknownKeys, requireOption } from '../common/options.js';
 import type { HostPort } from '../common/endpoint-parse.js';
@@ -32,6 +31,7 @@ import { formatEndpoint, type Endpoint } from '../protocol/address.js';
 import { awaitChosen } from '../protocol/tunnel-choice.js';
 import { punchTcp } from '../nat/tcp-punch.js';
 import { acceptTunnel } from './tunnel-server.js';
+import { dialDevice } from './device-dial.js';
 import { sealRequest } from '../protocol/request.js';
 import { Status, STATUS_ERROR, STATUS_TEXT } from '../protocol/status.js';
 import { createPeerListener, type PeerListener } from './peer-listener.js';
@@ -318,31 +318,6 @@ interface ClientAttempt extends PathAttempt<TLSSocket> {
 function relayReason(failures: readonly string[], advertisedPort: number, me: string): string {
   const parts = [`the device's dial to ${me}:${advertisedPort} did not arrive`, ...failures.filter((f) => !f.startsWith('device dial') && !f.startsWith('relay'))];
   return parts.join('; ');
-}
-
-/** Reverse strategy: open TCP to the device's listening port and name the request. */
-function dialDevice(to: Endpoint, token: Buffer, timeoutMs: number, signal: AbortSignal): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(abortError(signal));
-    const s = netConnect({ host: to.address, port: to.port, allowHalfOpen: true });
-    const timer = setTimeout(() => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `no answer within ${timeoutMs} ms`)), timeoutMs);
-    const onAbort = (): void => fail(abortError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    function fail(err: Error): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
-      s.destroy();
-      reject(err);
-    }
-    s.once('connect', () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
-      s.removeAllListeners('error');
-      s.write(token);
-      resolve(s);
-    });
-    s.once('error', (err: NodeJS.ErrnoException) => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, err.code ?? err.message, { cause: err })));
-  });
 }
 
 /** One tunnel, then the client is stopped when the stream closes. The API's simplest form. */
