@@ -159,29 +159,8 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
     got: Attached,
     w: { source: string; owner: string | null; shared: boolean; notifiedAtMs: number; remoteVerdict: Promise<Verdict> },
   ): Promise<Verdict | null> {
-    if (got === null) {
-      if (r.socket.destroyed) return null;
-      counters.inc('noAnswer');
-      r.log.info('device did not connect in time');
-      r.done(Status.DEVICE_NO_ANSWER);
-      return null;
-    }
-    if (got.kind === 'shutdown') {
-      counters.inc('shuttingDown');
-      r.log.info('grace period over before the device attached');
-      r.done(Status.SERVER_DEGRADED, SHUTTING_DOWN);
-      return null;
-    }
-    if (got.kind === 'refused') {
-      counters.inc('refusedWake');
-      r.log.info({ reason: got.reason }, 'device refused the request before connecting: its wake proof failed');
-      if (got.reason === RefuseReason.STALE) r.done(Status.REQUEST_EXPIRED, 'the device refused the request before connecting: it is not fresh (check the clock)');
-      else if (got.reason === RefuseReason.REPLAYED) r.done(Status.REQUEST_REPLAYED, 'the device refused the request before connecting: it was seen before');
-      else {
-        // Only a wrong password counts against the source (P9).
-        ctx.authFailureLimiter?.take(w.source);
-        r.done(Status.AUTH_FAILED, 'the device refused the request before connecting: wrong password');
-      }
+    if (got === null || got.kind === 'shutdown' || got.kind === 'refused') {
+      endUnattached(r, got, w.source);
       return null;
     }
     // A request the device serves: now it counts against the device's limit.
@@ -202,6 +181,33 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
       return ctx.exchange(got.device, r.requestId, r.clientEndpoint, r.req.advertisedPort, r.req.sealedRequest, r.log);
     }
     r.log.info({ attachedAt: got.node }, 'S206 device connected to another node, which forwards the request');
+    return remoteVerdictOf(r, w.remoteVerdict);
+  }
+
+  /** The device never attached: no answer in time (or the client left), the server is stopping, or it refused the wake proof (P9). */
+  function endUnattached(r: InProgress, got: Extract<Attached, null | { kind: 'shutdown' | 'refused' }>, source: string): void {
+    if (got === null) {
+      if (r.socket.destroyed) return;
+      counters.inc('noAnswer');
+      r.log.info('device did not connect in time');
+      return r.done(Status.DEVICE_NO_ANSWER);
+    }
+    if (got.kind === 'shutdown') {
+      counters.inc('shuttingDown');
+      r.log.info('grace period over before the device attached');
+      return r.done(Status.SERVER_DEGRADED, SHUTTING_DOWN);
+    }
+    counters.inc('refusedWake');
+    r.log.info({ reason: got.reason }, 'device refused the request before connecting: its wake proof failed');
+    if (got.reason === RefuseReason.STALE) return r.done(Status.REQUEST_EXPIRED, 'the device refused the request before connecting: it is not fresh (check the clock)');
+    if (got.reason === RefuseReason.REPLAYED) return r.done(Status.REQUEST_REPLAYED, 'the device refused the request before connecting: it was seen before');
+    // Only a wrong password counts against the source (P9).
+    ctx.authFailureLimiter?.take(source);
+    r.done(Status.AUTH_FAILED, 'the device refused the request before connecting: wrong password');
+  }
+
+  /** The verdict from the node the device attached at; DEVICE_NO_ANSWER if it does not come, or the client leaves. */
+  function remoteVerdictOf(r: InProgress, remoteVerdict: Promise<Verdict>): Promise<Verdict> {
     const timer = new Promise<Verdict>((resolve) => {
       const t = setTimeout(() => resolve({ status: Status.DEVICE_NO_ANSWER }), ctx.attachTimeoutMs + 1000);
       // The client gone, nobody waits for the verdict: end the request (it counts as in flight).
@@ -209,9 +215,9 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
         clearTimeout(t);
         resolve({ status: Status.DEVICE_NO_ANSWER });
       });
-      void w.remoteVerdict.then(() => clearTimeout(t));
+      void remoteVerdict.then(() => clearTimeout(t));
     });
-    return Promise.race([w.remoteVerdict, timer]);
+    return Promise.race([remoteVerdict, timer]);
   }
 
   /** S207 to the client; with an ok verdict first the relay offer and the path candidates. */
