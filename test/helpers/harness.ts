@@ -46,10 +46,10 @@ export async function tempDir(t: Cleanup, prefix = 'peerlink-sec-'): Promise<str
   return dir;
 }
 
-/** Poll until `pred` holds; throws (failing the test) after `timeoutMs`. */
-export async function waitUntil(pred: () => boolean, what: string, timeoutMs = 5000, stepMs = 10): Promise<void> {
+/** Poll until `pred` holds (it may be async); throws (failing the test) after `timeoutMs`. */
+export async function waitUntil(pred: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000, stepMs = 10): Promise<void> {
   const end = Date.now() + timeoutMs;
-  while (!pred()) {
+  while (!(await pred())) {
     if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
     await sleep(stepMs);
   }
