@@ -100,13 +100,14 @@ export interface RecordingUdp {
   bytesReceived(): number;
 }
 
-export async function recordingUdp(t: Cleanup): Promise<RecordingUdp> {
+/** `address`: another loopback address (127.0.0.2...) is another source to the server's per-source limits. */
+export async function recordingUdp(t: Cleanup, address = LOOPBACK): Promise<RecordingUdp> {
   const socket = createSocket('udp4');
   const received: { msg: Buffer; from: RemoteInfo }[] = [];
   socket.on('message', (msg, from) => received.push({ msg, from }));
   await new Promise<void>((resolve, reject) => {
     socket.once('error', reject);
-    socket.bind(0, LOOPBACK, () => {
+    socket.bind(0, address, () => {
       socket.off('error', reject);
       resolve();
     });

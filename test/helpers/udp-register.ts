@@ -57,16 +57,24 @@ export async function registerThroughCookie(from: RecordingUdp, to: { port: numb
  * the server handles one socket's datagrams in order and answers each as it handles it, so once
  * the answer to a fresh registration sent now has arrived, any answer to what `from` sent before
  * has arrived too. The fence's own answer (a cookie request for a new ID, which makes no registry
- * entry) is taken out of `from.received`. The probe port takes a probe as the fence. Not for a
- * source the server is rate-limiting.
+ * entry) is taken out of `from.received`. The probe port takes a probe as the fence. For a source
+ * the server is rate-limiting, send the fence `via` a socket on another loopback address: its
+ * answer then leaves after any answer to `from`, and one more turn of the event loop reads those.
  */
-export async function udpFence(from: RecordingUdp, to: { port: number }, masterKey: Buffer, as: 'registration' | 'probe' = 'registration'): Promise<void> {
+export async function udpFence(
+  from: RecordingUdp,
+  to: { port: number },
+  masterKey: Buffer,
+  as: 'registration' | 'probe' = 'registration',
+  via: RecordingUdp = from,
+): Promise<void> {
   const id = `FENCE-${randomBytes(4).toString('hex')}`;
   const nonce = randomBytes(REGISTER_NONCE_BYTES);
   const fields = { equipmentId: id, timestampMs: Date.now(), nonce };
   const key = deriveRegistrationKey(masterKey, id);
-  await from.send(as === 'probe' ? encodeProbe({ flags: 0, ...fields }, key) : encodeRegister(fields, key), to);
-  await answerTo(from, nonce, 10_000);
+  await via.send(as === 'probe' ? encodeProbe({ flags: 0, ...fields }, key) : encodeRegister(fields, key), to);
+  await answerTo(via, nonce, 10_000);
+  if (via !== from) return new Promise((r) => setImmediate(r));
   const at = from.received.findIndex(({ msg }) => {
     try {
       const p = parseUdpPacket(msg).packet;
