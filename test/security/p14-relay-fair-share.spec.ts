@@ -125,7 +125,9 @@ test('per device: past its share no relay is offered (the client reports PEER_TI
 });
 
 test('per source, keyed like the request limits (IPv6 by /64): past its share no offer; an expired offer gives its place back', async (t) => {
-  const s = await startServer(t, pki, { relay: { maxSessionsPerSource: 2, maxSessionsPerDevice: 100, joinTimeoutMs: 300 }, metrics: { host: LOOPBACK, port: 0 } });
+  // The join deadline runs on a manual clock: no offer can expire while the shares are checked, however slow the machine.
+  const clock = new ManualClock();
+  const s = await startServer(t, pki, { relay: { maxSessionsPerSource: 2, maxSessionsPerDevice: 100, joinTimeoutMs: 300 }, metrics: { host: LOOPBACK, port: 0 }, timers: clock });
   const offer = (address: string) => s.relay.offer(randomBytes(16), 'TV-1', address);
   t.true(offer('2001:db8:1:2::1').ok);
   t.true(offer('2001:db8:1:2:ffff::9').ok);
@@ -137,7 +139,10 @@ test('per source, keyed like the request limits (IPv6 by /64): past its share no
   t.is(s.relay.counters.get('refusedPerSource'), 2);
   const m = (await httpGet(s.metricsAddress()!.port, '/metrics')).body;
   t.is(sample(m, /^peerlink_relay_sessions_total\{outcome="refused_per_source"/), 2);
-  await waitUntil(() => s.relay.counters.get('expired') === 5, 'the offers to expire');
+  await clock.advance(299);
+  t.is(s.relay.counters.get('expired'), 0, 'not before the join deadline');
+  await clock.advance(1);
+  t.is(s.relay.counters.get('expired'), 5, 'every offer expired at its join deadline');
   t.true(offer('2001:db8:1:2::abcd').ok, 'an expired offer no longer holds a place');
 });
 
