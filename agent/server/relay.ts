@@ -16,6 +16,7 @@ import { RELAY_JOIN_TOKEN_BYTES } from '../protocol/constants.js';
 import type { FrameChannel } from '../protocol/frame-channel.js';
 import { FrameType } from '../protocol/frames.js';
 import { sourceKey } from './rate-limiter.js';
+import { systemTimers, type TimerHandle, type Timers } from '../common/timers.js';
 
 export const RELAY_MAX_SESSIONS = 100;
 /** Per direction, per session: enough for a remote control UI, not for hosting a video farm. */
@@ -86,7 +87,7 @@ interface Slot {
   released: boolean;
   client?: Side;
   device?: Side;
-  readonly timer: NodeJS.Timeout;
+  readonly timer: TimerHandle;
 }
 
 export interface Relay {
@@ -148,7 +149,8 @@ function throttledCopy(a: TLSSocket, b: TLSSocket, bytesPerSecond: number, onByt
   a.once('close', () => clearTimeout(resumeTimer));
 }
 
-export function createRelay(limits: RelayLimits, logger: Logger): Relay {
+/** `timers` runs the join deadline and each session's duration and idle limits (default: the real clock). */
+export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers = systemTimers): Relay {
   const counters = new Counters(RELAY_COUNTERS);
   const slots = new Map<string, Slot>();
   const live = new Set<TLSSocket>();
@@ -171,7 +173,7 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
   }
 
   function pair(key: string, slot: Slot): void {
-    clearTimeout(slot.timer);
+    timers.clearTimeout(slot.timer);
     slots.delete(key);
     const c = slot.client!;
     const d = slot.device!;
@@ -190,19 +192,19 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
       s.channel.release();
       live.add(s.socket);
     }
-    const started = Date.now();
+    const started = timers.now();
     let bytes = 0;
     let lastByteAtMs = started;
     const count = (n: number): void => {
       bytes += n;
-      lastByteAtMs = Date.now();
+      lastByteAtMs = timers.now();
       counters.inc('bytes', n);
     };
     throttledCopy(c.socket, d.socket, limits.bytesPerSecond, count);
     throttledCopy(d.socket, c.socket, limits.bytesPerSecond, count);
     c.socket.resume();
     d.socket.resume();
-    const cut = setTimeout(() => {
+    const cut = timers.setTimeout(() => {
       counters.inc('cutForDuration');
       logger.info({ equipmentId: slot.equipmentId, maxDurationMs: limits.maxDurationMs }, 'relay session cut at its duration limit');
       reset(c.socket);
@@ -210,11 +212,11 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
     }, limits.maxDurationMs);
     cut.unref(); // the sockets hold the process, not the limit
     // Idle: checked when the quiet period could have run out, not reset on every chunk.
-    let idle: NodeJS.Timeout;
+    let idle: TimerHandle;
     const checkIdle = (): void => {
-      const quietMs = Date.now() - lastByteAtMs;
+      const quietMs = timers.now() - lastByteAtMs;
       if (quietMs < limits.idleTimeoutMs) {
-        idle = setTimeout(checkIdle, limits.idleTimeoutMs - quietMs);
+        idle = timers.setTimeout(checkIdle, limits.idleTimeoutMs - quietMs);
         idle.unref();
         return;
       }
@@ -223,7 +225,7 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
       reset(c.socket);
       reset(d.socket);
     };
-    idle = setTimeout(checkIdle, limits.idleTimeoutMs);
+    idle = timers.setTimeout(checkIdle, limits.idleTimeoutMs);
     idle.unref();
     let closed = 0;
     const onClose = (s: TLSSocket, other: TLSSocket) => (hadError: boolean): void => {
@@ -236,11 +238,11 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
         else other.end();
       }
       if (n === 2) {
-        clearTimeout(cut);
-        clearTimeout(idle);
+        timers.clearTimeout(cut);
+        timers.clearTimeout(idle);
         active--;
         release(slot);
-        logger.info({ equipmentId: slot.equipmentId, bytes, durationMs: Date.now() - started }, 'relay session ended');
+        logger.info({ equipmentId: slot.equipmentId, bytes, durationMs: timers.now() - started }, 'relay session ended');
       }
     };
     c.socket.once('close', onClose(c.socket, d.socket));
@@ -271,7 +273,7 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
         return { ok: false, reason: 'full' };
       }
       counters.inc('offered');
-      const timer = setTimeout(() => {
+      const timer = timers.setTimeout(() => {
         const slot = slots.get(key);
         slots.delete(key);
         counters.inc('expired');
@@ -312,7 +314,7 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
         if (role === 'client') {
           // The client joins once, at the offer; leaving unpaired, it has chosen another path:
           // free its share now rather than at the join deadline.
-          clearTimeout(slot.timer);
+          timers.clearTimeout(slot.timer);
           slots.delete(key);
           release(slot);
           counters.inc('withdrawn');
@@ -328,7 +330,7 @@ export function createRelay(limits: RelayLimits, logger: Logger): Relay {
     },
     stop() {
       for (const slot of slots.values()) {
-        clearTimeout(slot.timer);
+        timers.clearTimeout(slot.timer);
         release(slot);
       }
       slots.clear();

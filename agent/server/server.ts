@@ -12,6 +12,7 @@
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../common/clock.js';
+import { systemTimers, type Timers } from '../common/timers.js';
 import { silentLogger } from '../common/logger.js';
 import { rejectUnknownKeys, requireOption } from '../common/options.js';
 import {
@@ -93,6 +94,8 @@ export interface RendezvousServerOptions {
   readonly masterKey: Buffer;
   readonly registry?: Registry;
   readonly clock?: Clock;
+  /** Timers of the relay's sessions (join, duration, idle); default: the real clock. */
+  readonly timers?: Timers;
   readonly logger?: Logger;
   readonly staleAfterMs?: number;
   readonly forgetAfterMs?: number;
@@ -118,7 +121,7 @@ export interface RendezvousServerOptions {
 }
 
 const OPTION_KEYS = [
-  'udpHost', 'udpPort', 'tlsHost', 'tlsPort', 'certPem', 'keyPem', 'masterKey', 'registry', 'clock', 'logger',
+  'udpHost', 'udpPort', 'tlsHost', 'tlsPort', 'certPem', 'keyPem', 'masterKey', 'registry', 'clock', 'timers', 'logger',
   'staleAfterMs', 'forgetAfterMs', 'clockWindowMs', 'attachTimeoutMs', 'notifyRetryMs', 'maxPendingPerDevice', 'relay',
   'nodeId', 'redis', 'limits', 'metrics', 'shutdownGraceMs', 'probePort', 'handshakeTimeoutMs', 'maxUnidentifiedConnections',
 ] as const;
@@ -154,6 +157,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     masterKey: requireOption('rendezvous server options', 'masterKey', input.masterKey),
     registry: input.registry ?? createMemoryRegistry(),
     clock: input.clock ?? systemClock,
+    timers: input.timers ?? systemTimers,
     logger: input.logger ?? silentLogger(),
     staleAfterMs: input.staleAfterMs ?? DEVICE_STALE_AFTER_MS,
     forgetAfterMs: input.forgetAfterMs ?? DEVICE_FORGET_AFTER_MS,
@@ -232,7 +236,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     // The device refused a request's wake proof (P9): the broker ends the request at once.
     onRefuse: (equipmentId, requestId, reason) => broker.refused(equipmentId, requestId, reason),
   });
-  const relay = createRelay(opts.relay, logger);
+  const relay = createRelay(opts.relay, logger, opts.timers);
   const relayBridge = cluster
     ? createRelayBridge({
         cluster,

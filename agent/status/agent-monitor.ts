@@ -5,8 +5,9 @@
  * agent's health for the watchdog (registration loop still sending).
  */
 import type { Logger } from 'pino';
-import { systemClock, type Clock } from '../common/clock.js';
+import type { Clock } from '../common/clock.js';
 import { rejectUnknownKeys, requireOption } from '../common/options.js';
+import { systemTimers, type TimerHandle, type Timers } from '../common/timers.js';
 import type { Agent } from '../device/agent.js';
 import type { AgentSettings } from '../device/settings.js';
 import type { Notifier } from '../systemd/notify.js';
@@ -29,7 +30,10 @@ export interface AgentMonitorOptions {
   readonly notifier: Notifier;
   /** Where to write the state file; null: none. */
   readonly stateFile: string | null;
+  /** Wall time; default: `timers`. */
   readonly clock?: Clock;
+  /** The tick and the READY grace timer; default: the real clock. */
+  readonly timers?: Timers;
   readonly logger?: Logger;
   readonly tickMs?: number;
   readonly readyGraceMs?: number;
@@ -70,16 +74,17 @@ function portMappingState(settings: AgentSettings, agent: Agent): PortMappingSta
 
 export function createAgentMonitor(options: AgentMonitorOptions): AgentMonitor {
   rejectUnknownKeys('agent monitor options', options, [
-    'agent', 'settings', 'equipmentId', 'configFile', 'notifier', 'stateFile', 'clock', 'logger', 'tickMs', 'readyGraceMs',
+    'agent', 'settings', 'equipmentId', 'configFile', 'notifier', 'stateFile', 'clock', 'timers', 'logger', 'tickMs', 'readyGraceMs',
   ]);
   const agent = requireOption('agent monitor options', 'agent', options.agent);
   const notifier = requireOption('agent monitor options', 'notifier', options.notifier);
-  const clock = options.clock ?? systemClock;
+  const timers = options.timers ?? systemTimers;
+  const clock = options.clock ?? timers;
   const tickMs = options.tickMs ?? STATE_TICK_MS;
   const readyGraceMs = options.readyGraceMs ?? READY_GRACE_MS;
   const startedAt = clock.now();
-  let timer: NodeJS.Timeout | undefined;
-  let readyTimer: NodeJS.Timeout | undefined;
+  let timer: TimerHandle | undefined;
+  let readyTimer: TimerHandle | undefined;
   let ready = false;
   let stopping = false;
   let lastStatusSent = '';
@@ -179,9 +184,9 @@ export function createAgentMonitor(options: AgentMonitorOptions): AgentMonitor {
     snapshot,
     refresh,
     start() {
-      timer = setInterval(tick, tickMs);
+      timer = timers.setInterval(tick, tickMs);
       timer.unref();
-      readyTimer = setTimeout(() => {
+      readyTimer = timers.setTimeout(() => {
         if (ready || stopping) return;
         ready = true;
         const s = snapshot();
@@ -219,8 +224,8 @@ export function createAgentMonitor(options: AgentMonitorOptions): AgentMonitor {
       await notifier.send({ STOPPING: '1', STATUS: 'stopping' });
     },
     async stop() {
-      clearInterval(timer);
-      clearTimeout(readyTimer);
+      timers.clearInterval(timer);
+      timers.clearTimeout(readyTimer);
       await writing;
     },
   };

@@ -6,6 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { rejectUnknownKeys, requireOption } from '../common/options.js';
+import { systemTimers, type TimerHandle, type Timers } from '../common/timers.js';
 import type { Notifier } from './notify.js';
 
 export interface Health {
@@ -20,6 +21,8 @@ export interface WatchdogOptions {
   readonly env?: NodeJS.ProcessEnv;
   readonly logger?: Logger;
   readonly pid?: number;
+  /** Schedules the pings; default: the real clock. */
+  readonly timers?: Timers;
 }
 
 export interface Watchdog {
@@ -38,12 +41,13 @@ export function watchdogPeriodMs(env: NodeJS.ProcessEnv, pid: number): number | 
 }
 
 export function createWatchdog(options: WatchdogOptions): Watchdog {
-  rejectUnknownKeys('watchdog options', options, ['notifier', 'health', 'env', 'logger', 'pid']);
+  rejectUnknownKeys('watchdog options', options, ['notifier', 'health', 'env', 'logger', 'pid', 'timers']);
   const notifier = requireOption('watchdog options', 'notifier', options.notifier);
   const health = requireOption('watchdog options', 'health', options.health);
   const periodMs = notifier.enabled ? watchdogPeriodMs(options.env ?? process.env, options.pid ?? process.pid) : null;
   const intervalMs = periodMs === null ? null : Math.max(100, Math.floor(periodMs / 2));
-  let timer: NodeJS.Timeout | undefined;
+  const timers = options.timers ?? systemTimers;
+  let timer: TimerHandle | undefined;
   let failing = false;
 
   function tick(): void {
@@ -62,11 +66,11 @@ export function createWatchdog(options: WatchdogOptions): Watchdog {
     intervalMs,
     start() {
       if (intervalMs === null || timer) return;
-      timer = setInterval(tick, intervalMs);
+      timer = timers.setInterval(tick, intervalMs);
       timer.unref();
     },
     stop() {
-      clearInterval(timer);
+      timers.clearInterval(timer);
       timer = undefined;
     },
   };

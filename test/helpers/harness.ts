@@ -46,10 +46,10 @@ export async function tempDir(t: Cleanup, prefix = 'peerlink-sec-'): Promise<str
   return dir;
 }
 
-/** Poll until `pred` holds; throws (failing the test) after `timeoutMs`. */
-export async function waitUntil(pred: () => boolean, what: string, timeoutMs = 5000, stepMs = 10): Promise<void> {
+/** Poll until `pred` holds (it may be async); throws (failing the test) after `timeoutMs`. */
+export async function waitUntil(pred: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000, stepMs = 10): Promise<void> {
   const end = Date.now() + timeoutMs;
-  while (!pred()) {
+  while (!(await pred())) {
     if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
     await sleep(stepMs);
   }
@@ -100,13 +100,14 @@ export interface RecordingUdp {
   bytesReceived(): number;
 }
 
-export async function recordingUdp(t: Cleanup): Promise<RecordingUdp> {
+/** `address`: another loopback address (127.0.0.2...) is another source to the server's per-source limits. */
+export async function recordingUdp(t: Cleanup, address = LOOPBACK): Promise<RecordingUdp> {
   const socket = createSocket('udp4');
   const received: { msg: Buffer; from: RemoteInfo }[] = [];
   socket.on('message', (msg, from) => received.push({ msg, from }));
   await new Promise<void>((resolve, reject) => {
     socket.once('error', reject);
-    socket.bind(0, LOOPBACK, () => {
+    socket.bind(0, address, () => {
       socket.off('error', reject);
       resolve();
     });

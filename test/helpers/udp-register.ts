@@ -4,7 +4,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { UDP_TYPE_COOKIE, UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
-import { encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES, type Cookie, type RegisterAck } from '../../agent/protocol/udp-packets.js';
+import { encodeProbe, encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES, type Cookie, type RegisterAck } from '../../agent/protocol/udp-packets.js';
+import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
 import type { RecordingUdp } from './harness.js';
 import { waitUntil } from './harness.js';
 
@@ -49,4 +50,38 @@ export async function registerThroughCookie(from: RecordingUdp, to: { port: numb
     cookie = Buffer.from(answer.cookie);
   }
   throw new Error(`the server asked for a cookie twice for ${id}`);
+}
+
+/**
+ * A fence for "the server sent nothing" assertions, instead of a quiet period on the real clock:
+ * the server handles one socket's datagrams in order and answers each as it handles it, so once
+ * the answer to a fresh registration sent now has arrived, any answer to what `from` sent before
+ * has arrived too. The fence's own answer (a cookie request for a new ID, which makes no registry
+ * entry) is taken out of `from.received`. The probe port takes a probe as the fence. For a source
+ * the server is rate-limiting, send the fence `via` a socket on another loopback address: its
+ * answer then leaves after any answer to `from`, and one more turn of the event loop reads those.
+ */
+export async function udpFence(
+  from: RecordingUdp,
+  to: { port: number },
+  masterKey: Buffer,
+  as: 'registration' | 'probe' = 'registration',
+  via: RecordingUdp = from,
+): Promise<void> {
+  const id = `FENCE-${randomBytes(4).toString('hex')}`;
+  const nonce = randomBytes(REGISTER_NONCE_BYTES);
+  const fields = { equipmentId: id, timestampMs: Date.now(), nonce };
+  const key = deriveRegistrationKey(masterKey, id);
+  await via.send(as === 'probe' ? encodeProbe({ flags: 0, ...fields }, key) : encodeRegister(fields, key), to);
+  await answerTo(via, nonce, 10_000);
+  if (via !== from) return new Promise((r) => setImmediate(r));
+  const at = from.received.findIndex(({ msg }) => {
+    try {
+      const p = parseUdpPacket(msg).packet;
+      return p.type === UDP_TYPE_COOKIE && p.nonce.equals(nonce);
+    } catch {
+      return false;
+    }
+  });
+  from.received.splice(at, 1);
 }

@@ -8,6 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readStateFile } from '../../agent/status/state-file.js';
 import { startFlow } from '../helpers/flow.js';
+import { waitUntil } from '../helpers/harness.js';
 
 test('SIGHUP applies hot keys, names restart-only ones, refuses a broken file and keeps running', async (t) => {
   const { setup, server, agent } = await startFlow(t, { services: { echo: '127.0.0.1:7' }, agentArgs: (s) => ['--state', join(s.dir, 'state.json')], startAgent: false });
@@ -15,11 +16,9 @@ test('SIGHUP applies hot keys, names restart-only ones, refuses a broken file an
   await agent.waitFor((l) => String(l.msg).startsWith('S202 registered'));
   const registrationsBefore = server.lines.filter((l) => String(l.msg).startsWith('S202')).length;
   const base = await readFile(setup.agentConfig, 'utf8');
-  let before = await readStateFile(state).catch(() => null);
-  for (let i = 0; i < 50 && before?.registration !== 'registered'; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    before = await readStateFile(state).catch(() => null);
-  }
+  // The state file follows the registration event.
+  await waitUntil(async () => (await readStateFile(state).catch(() => null))?.registration === 'registered', 'the state file says registered', 20_000, 50);
+  const before = await readStateFile(state);
 
   await writeFile(setup.agentConfig, `${base.replace('log_level = "info"', 'log_level = "debug"')}\nssh = "127.0.0.1:22"\n`);
   agent.child.kill('SIGHUP');
@@ -27,10 +26,7 @@ test('SIGHUP applies hot keys, names restart-only ones, refuses a broken file an
   const warn = await agent.waitFor((l) => String(l.msg).includes('apply only after a restart'));
   t.deepEqual(warn.restartRequired, ['log_level']);
   let s = await readStateFile(state);
-  for (let i = 0; i < 50 && s.reloads < 1; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    s = await readStateFile(state);
-  }
+  await waitUntil(async () => (s = await readStateFile(state)).reloads >= 1, 'the state file shows the reload', 20_000, 50);
   t.deepEqual(s.services, ['echo', 'ssh']);
   t.deepEqual(s.lastReload?.restartRequired, ['log_level']);
   t.is(s.registration, 'registered');
@@ -45,10 +41,7 @@ test('SIGHUP applies hot keys, names restart-only ones, refuses a broken file an
   const problems = refused.problems as string[];
   t.true(problems.some((p) => p.includes('equipment_id') && p.includes('identity file')), problems.join('\n'));
   t.true(problems.some((p) => p.includes('registration.interval_ms')), problems.join('\n'));
-  for (let i = 0; i < 50 && s.reloads < 2; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    s = await readStateFile(state);
-  }
+  await waitUntil(async () => (s = await readStateFile(state)).reloads >= 2, 'the state file shows the refused reload', 20_000, 50);
   t.false(s.lastReload?.ok);
   t.deepEqual(s.services, ['echo', 'ssh'], 'the previous settings still run');
   t.is(s.registration, 'registered');

@@ -27,6 +27,7 @@ import { ADDR } from '../../scripts/lab/topology.js';
 import { addWanHost } from '../../scripts/lab/wan-host.js';
 import { strangerWake } from '../helpers/wake.js';
 import { labTest } from '../helpers/lab-test.js';
+import { waitUntil } from '../helpers/harness.js';
 
 /** Ordinary unicast, as every lab WAN address (the lab cannot reach beyond itself). */
 const VICTIM_ADDRESS = '62.210.0.9';
@@ -112,23 +113,21 @@ labTest('P6 across real NATs: the device\'s registrations and probes, captured a
     await sendDatagrams({ ns: w.run.lab.device.host, to: { address: ADDR.server, port: SERVER_UDP_PORT }, datagrams: probes, gapMs: SEND_GAP_MS });
     const replayed = [...registrations, ...probes];
     await sendDatagrams({ ns: w.attacker, to: { address: ADDR.server, port: SERVER_UDP_PORT }, datagrams: replayed, gapMs: SEND_GAP_MS });
-    await settle();
+    // The control, and a fence: one fresh probe from the same spoofed source draws its COOKIE at the
+    // victim. The server answers its socket's datagrams in order, so once that cookie is counted
+    // any answer to the replays (sent before it) is counted too: no quiet period to guess.
+    const fresh = encodeProbe({ flags: 0, equipmentId: id, timestampMs: Date.now(), nonce: randomBytes(NONCE_BYTES_PROBE) }, identity.registrationKey);
+    await sendDatagrams({ ns: w.attacker, to: { address: ADDR.server, port: SERVER_UDP_PORT }, datagrams: [fresh] });
+    await waitUntil(async () => (await readCounter(w.victim, 'cookie_sized')).packets >= 1, 'the control probe\'s cookie request at the victim', 20_000, 100);
 
     const sent = await readCounter(w.attacker, 'sent');
     const arrived = await readCounter(w.run.lab.server, 'spoofed_in');
     const atVictim = await readCounter(w.victim, 'from_server');
     t.log(`attacker sent ${sent.packets} packets (${sent.bytes} bytes); ${arrived.packets} arrived at the server from ${VICTIM_ADDRESS}; the victim received ${atVictim.packets} packets (${atVictim.bytes} bytes) from the server`);
-    t.is(sent.packets, replayed.length, 'the attacker sent every replay');
-    t.is(arrived.packets, replayed.length, 'every replay reached the server with the victim\'s source address');
-    t.is(atVictim.packets, 0, 'the server sent the victim nothing');
-
-    // The control: one fresh probe from the same spoofed source does draw its COOKIE at the victim,
-    // so the counter above would have seen any answer to the replays.
-    const fresh = encodeProbe({ flags: 0, equipmentId: id, timestampMs: Date.now(), nonce: randomBytes(NONCE_BYTES_PROBE) }, identity.registrationKey);
-    await sendDatagrams({ ns: w.attacker, to: { address: ADDR.server, port: SERVER_UDP_PORT }, datagrams: [fresh] });
-    await settle();
-    const control = await readCounter(w.victim, 'cookie_sized');
-    t.is(control.packets, 1, 'a fresh probe from the spoofed source drew one cookie request at the victim');
+    t.is(sent.packets, replayed.length + 1, 'the attacker sent every replay and the control');
+    t.is(arrived.packets, replayed.length + 1, 'every replay reached the server with the victim\'s source address');
+    t.is(atVictim.packets, 1, 'the server sent the victim nothing but the control\'s cookie request');
+    t.is((await readCounter(w.victim, 'cookie_sized')).packets, 1, 'a fresh probe from the spoofed source drew one cookie request at the victim');
   } finally {
     await w.run.stop();
   }

@@ -11,8 +11,8 @@ import type { RegistrationCounter } from '../../agent/server/registration-endpoi
 import { UDP_TYPE_COOKIE, UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
 import { AckStatus, encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES, verifyTag, type UdpPacket } from '../../agent/protocol/udp-packets.js';
-import { createServerPki, recordingUdp, sleep, startServer, waitUntil, type RecordingUdp } from '../helpers/harness.js';
-import { answerTo, registerThroughCookie } from '../helpers/udp-register.js';
+import { createServerPki, recordingUdp, startServer, waitUntil, type RecordingUdp } from '../helpers/harness.js';
+import { answerTo, registerThroughCookie, udpFence } from '../helpers/udp-register.js';
 
 const pki = createServerPki();
 const master = pki.masterKey;
@@ -107,7 +107,7 @@ test('P1b: a captured registration replayed from another socket does not move th
   t.deepEqual(server.registry.get(id), entry2, 'replays of older and latest registrations do not move the entry');
   t.is(counter(server, 'accepted'), 2);
 
-  await sleep(100);
+  await udpFence(b, to, master);
   t.is(b.received.length, 0, 'a replay gets no answer');
 
   // Control: the key holder itself may move (e.g. its NAT mapping changed), and that is seen.
@@ -145,7 +145,7 @@ test('P1c: a registration far outside the window changes nothing; only a source 
   await b.send(registration(id, key, Date.now() + 10 * MINUTE), to);
   await b.send(registration(otherId, deriveRegistrationKey(master, otherId), Date.now() + 10 * MINUTE), to);
   await waitUntil(() => b.received.length === 2 && counter(server, 'replayed') === 1, 'two cookies and one silent drop', 3000);
-  await sleep(100);
+  await udpFence(b, to, master);
   t.is(b.received.length, 2, 'nothing for the old timestamp');
   const [c1, c2] = [tagged(b.received[0]!, id), tagged(b.received[1]!, otherId)];
   t.is(c1.type, UDP_TYPE_COOKIE);
@@ -176,7 +176,7 @@ test('P1d: the server sends not a single byte to the source of a bad-tag registr
   ];
   for (const p of forgeries) await forger.send(p, to);
   await waitUntil(() => counter(server, 'badTag') === forgeries.length, 'the forgeries to be counted');
-  await sleep(500);
+  await udpFence(forger, to, master);
   t.is(forger.received.length, 0, `received ${forger.bytesReceived()} bytes`);
   t.is(server.registry.size, 0);
 

@@ -11,15 +11,16 @@ import { createServer, type Server, type ServerResponse } from 'node:http';
 import { ErrorCodes } from '../../agent/common/errors.js';
 import { searchGateways } from '../../agent/nat/ssdp.js';
 import { describeGateway, UPNP_MAX_BODY_BYTES } from '../../agent/nat/upnp-igd.js';
-import { LOOPBACK, sleep } from '../helpers/harness.js';
+import { LOOPBACK, waitUntil } from '../helpers/harness.js';
 
 const MiB = 1024 * 1024;
 /** Well above the limit, far below what reading it whole would take in RSS. */
 const HUGE_BYTES = 64 * MiB;
 const RSS_GROWTH_BOUND_BYTES = 32 * MiB;
 
-async function httpServer(t: ExecutionContext, handler: (res: ServerResponse) => void): Promise<{ url: (path: string) => URL; sent: () => number }> {
+async function httpServer(t: ExecutionContext, handler: (res: ServerResponse) => void): Promise<{ url: (path: string) => URL; sent: () => number; closed: () => number }> {
   let sent = 0;
+  let closed = 0;
   const server: Server = createServer((_req, res) => {
     const write = res.write.bind(res);
     res.write = ((chunk: Buffer, ...rest: never[]) => {
@@ -27,6 +28,7 @@ async function httpServer(t: ExecutionContext, handler: (res: ServerResponse) =>
       return write(chunk, ...rest);
     }) as typeof res.write;
     res.on('error', () => undefined);
+    res.once('close', () => closed++);
     handler(res);
   });
   await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve));
@@ -36,7 +38,7 @@ async function httpServer(t: ExecutionContext, handler: (res: ServerResponse) =>
   }));
   const a = server.address();
   const port = typeof a === 'object' && a ? a.port : 0;
-  return { url: (path) => new URL(`http://${LOOPBACK}:${port}${path}`), sent: () => sent };
+  return { url: (path) => new URL(`http://${LOOPBACK}:${port}${path}`), sent: () => sent, closed: () => closed };
 }
 
 /** Write `total` bytes (Infinity: for ever) as fast as the reader takes them. */
@@ -62,7 +64,8 @@ for (const [name, total] of [['an endless', Infinity], ['a 64 MiB', HUGE_BYTES]]
     const rssBefore = process.memoryUsage().rss;
     const err = await t.throwsAsync(describeGateway(srv.url('/rootDesc.xml'), AbortSignal.timeout(30_000)));
     const rssAfter = process.memoryUsage().rss;
-    await sleep(100);
+    // The server's count is final once it has seen the agent hang up.
+    await waitUntil(() => srv.closed() === 1, 'the server to see the connection close');
     t.log(`limit ${UPNP_MAX_BODY_BYTES} B; the server wrote ${(srv.sent() / MiB).toFixed(1)} MiB before the agent cut it; RSS +${((rssAfter - rssBefore) / MiB).toFixed(1)} MiB`);
     t.is((err as { code?: string }).code, ErrorCodes.RESPONSE_TOO_LARGE, (err as Error).message);
     t.true(rssAfter - rssBefore < RSS_GROWTH_BOUND_BYTES, `RSS grew by ${rssAfter - rssBefore} bytes`);

@@ -11,7 +11,7 @@ import { connect as netConnect, createServer as createTcpServer, type Socket } f
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import { createPeerListener, type PeerListener } from '../../agent/client/peer-listener.js';
+import { createPeerListener, PEER_COUNTERS, type PeerListener } from '../../agent/client/peer-listener.js';
 import { dialClient } from '../../agent/device/dialer.js';
 import { connectToServer } from '../../agent/rendezvous/server-tls.js';
 import { createRendezvousServer } from '../../agent/server/server.js';
@@ -23,7 +23,7 @@ import { Status } from '../../agent/protocol/status.js';
 import { createRegistrationMasterKey } from '../../agent/pki/master-key.js';
 import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
 import { DIST, startProgram } from '../../scripts/lib/program.js';
-import { createServerPki, findSecrets, LOOPBACK, listenTcp, recordingRelay, sleep, tempDir, waitUntil, type Cleanup, type ServerPki } from '../helpers/harness.js';
+import { createServerPki, findSecrets, LOOPBACK, listenTcp, recordingRelay, tempDir, waitUntil, type Cleanup, type ServerPki } from '../helpers/harness.js';
 import { wakeFor } from '../helpers/wake.js';
 
 const EQUIPMENT_ID = 'P4-DEVICE';
@@ -74,9 +74,12 @@ function dial(d: DialAs): Promise<TLSSocket> {
 /** A dial that must fail at the handshake (not by timing out) and must not reach the client. */
 async function assertDialRefused(t: ExecutionContext, p: Peer, d: DialAs, what: string): Promise<void> {
   const before = p.resolved.length;
+  const verdicts = (): number => PEER_COUNTERS.reduce((n, k) => n + p.listener.counters.get(k), 0);
+  const verdictsBefore = verdicts();
   const err = await t.throwsAsync(dial(d), undefined, `${what}: the handshake must fail`);
   t.not((err as { code?: string } | undefined)?.code, 'PEERLINK_ERR_PEER_TIMEOUT', `${what}: refused, not merely slow`);
-  await sleep(50);
+  // The listener's own verdict on this connection (accepted, unexpected, failed...): after it, no hand-over can follow.
+  await waitUntil(() => verdicts() > verdictsBefore, `${what}: the listener's verdict`);
   t.is(p.resolved.length, before, `${what}: the client must not be handed a connection`);
 }
 
@@ -221,8 +224,15 @@ async function certificateServer(t: Cleanup, pki: Pick<ServerPki, 'certPem' | 'k
     sock.write('GET /admin HTTP/1.0\r\n\r\n');
   });
   s.on('tlsClientError', () => undefined);
+  // TCP connections (handshaken or not) and how many have closed: when all have, nothing more can arrive.
+  let connections = 0;
+  let closed = 0;
+  s.on('connection', (raw: Socket) => {
+    connections++;
+    raw.once('close', () => closed++);
+  });
   const port = await listenTcp(t, s);
-  return { port, secured: () => secured, received: () => Buffer.concat(received) };
+  return { port, secured: () => secured, received: () => Buffer.concat(received), connections: () => connections, allClosed: () => connections > 0 && closed === connections };
 }
 
 /** dialClient run in a child process whose default trust store includes `extraCaFile`. */
@@ -313,7 +323,8 @@ test('P4e end to end: the real agent does not join its service to an attacker ho
   // An accepted request is preceded by the server's relay offer and path candidates.
   while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) result = await channel.next(15_000);
   t.true(result.type === FrameType.CONNECT_RESULT && result.status === Status.OK, 'the device authorised the genuine request');
-  await sleep(1000);
+  // The device's dial reached the attacker and the device hung up: no byte can come after that.
+  await waitUntil(() => attacker.allClosed(), "the device's connection to the attacker to end", 20_000);
   // Before the fix the attacker read the service's banner and the echo of its own "GET /admin":
   // full two-way access to the appliance's service without the password.
   t.false(attacker.received().includes(Buffer.from(banner)), "the attacker received the appliance service's bytes");

@@ -18,8 +18,8 @@ import {
   REGISTER_NONCE_BYTES,
   verifyTag,
 } from '../../agent/protocol/udp-packets.js';
-import { createServerPki, recordingUdp, sleep, startServer, waitUntil } from '../helpers/harness.js';
-import { registerThroughCookie } from '../helpers/udp-register.js';
+import { createServerPki, recordingUdp, startServer, waitUntil } from '../helpers/harness.js';
+import { registerThroughCookie, udpFence } from '../helpers/udp-register.js';
 import { strangerWake } from '../helpers/wake.js';
 
 const pki = createServerPki();
@@ -124,7 +124,10 @@ test('P6: bytes sent back to a source never exceed the bytes it sent; each ack <
     await src.send(sent[i]!.bytes, to);
     if (i % 16 === 15 || i === sent.length - 1) await waitUntil(() => handled(server) === before + i + 1, `datagram ${i + 1} handled`, 3000, 2);
   }
-  await sleep(200); // let any answer arrive
+  // Every answer has arrived once a fence's has (the server answers in order); the fence's bytes are not the corpus's.
+  const corpusBytes = bytesSent;
+  await udpFence(src, to, master);
+  bytesSent = corpusBytes;
 
   const bytesBack = src.bytesReceived();
   t.true(bytesBack <= bytesSent, `server sent back ${bytesBack} bytes for ${bytesSent} received`);

@@ -11,8 +11,8 @@ import { PROBE_FLAG_CHECK_MAPPING, UDP_TYPE_COOKIE, UDP_TYPE_MAPPING_CHECK, UDP_
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
 import { encodeProbe, parseUdpPacket, verifyTag } from '../../agent/protocol/udp-packets.js';
 import { freePort } from '../../scripts/lib/free-port.js';
-import { createServerPki, recordingUdp, sleep, startServer, waitUntil } from '../helpers/harness.js';
-import { registerThroughCookie } from '../helpers/udp-register.js';
+import { createServerPki, recordingUdp, startServer, waitUntil } from '../helpers/harness.js';
+import { registerThroughCookie, udpFence } from '../helpers/udp-register.js';
 
 const pki = createServerPki();
 const ID = 'P6-PROBE';
@@ -43,7 +43,8 @@ test('probes: no registry change, bad tags and replays unanswered, a cookie firs
   await prober.send(probe(PROBE_FLAG_CHECK_MAPPING, { k: randomBytes(32) }), { port: probePort });
   await prober.send(first, { port: udp });
   await prober.send(probe(0, { timestampMs: Date.now() - 10 * 60_000 }), { port: udp });
-  await sleep(150);
+  await udpFence(prober, { port: udp }, pki.masterKey);
+  await udpFence(prober, { port: probePort }, pki.masterKey, 'probe');
   t.is(prober.received.length, 1);
 
   // With the cookie: an ack. Before any registration, no check is sent.
@@ -75,7 +76,10 @@ test('probes: no registry change, bad tags and replays unanswered, a cookie firs
   await prober.send(probe(PROBE_FLAG_CHECK_MAPPING, { cookie }), { port: probePort });
   await waitUntil(() => prober.received.length === 4, 'probe port answered');
   t.is(typeOf(prober.received[3]!.msg), UDP_TYPE_REGISTER_ACK);
-  await sleep(150);
+  // Anything those made the server send the device went out before the fences' answers, and reaches it before its own fence's.
+  await udpFence(prober, { port: udp }, pki.masterKey);
+  await udpFence(prober, { port: probePort }, pki.masterKey, 'probe');
+  await udpFence(device, { port: udp }, pki.masterKey);
   t.is(device.received.length, fromDevice + 1, 'no check from the probe port, none for the replay or the tampered probe');
   t.is(prober.received.length, 4);
 });

@@ -12,8 +12,8 @@ import { PROBE_FLAG_CHECK_MAPPING, UDP_TYPE_COOKIE, UDP_TYPE_REGISTER_ACK } from
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
 import { encodeProbe, encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES } from '../../agent/protocol/udp-packets.js';
 import { freePort } from '../../scripts/lib/free-port.js';
-import { createServerPki, recordingUdp, sleep, startServer, waitUntil } from '../helpers/harness.js';
-import { answerTo, registerThroughCookie } from '../helpers/udp-register.js';
+import { createServerPki, recordingUdp, startServer, waitUntil } from '../helpers/harness.js';
+import { answerTo, registerThroughCookie, udpFence } from '../helpers/udp-register.js';
 import { strangerWake } from '../helpers/wake.js';
 
 const pki = createServerPki();
@@ -49,14 +49,17 @@ test('P6: 20 replayed probes and 20 stale registrations from a victim address dr
     await victim.send(p, to);
     await victim.send(p, { port: probePort });
   }
-  await sleep(300);
-  t.is(victim.bytesReceived(), 0, `the victim received ${victim.received.length} datagrams`);
+  // Control, and a fence (each port answers in the order it received): the victim's socket does
+  // hear the server when it sends something new to either port, and those are all it hears.
+  await victim.send(encodeProbe({ flags: 0, equipmentId: ID, timestampMs: Date.now(), nonce: randomBytes(8) }, key), to);
+  await victim.send(encodeProbe({ flags: 0, equipmentId: ID, timestampMs: Date.now(), nonce: randomBytes(8) }, key), { port: probePort });
+  await waitUntil(() => victim.received.length >= 2, 'a cookie request for each new probe');
+  t.is(victim.received.length, 2, `the victim received ${victim.received.length - 2} datagrams besides the controls' answers`);
+  t.true(victim.received.every(({ msg }) => parseUdpPacket(msg).packet.type === UDP_TYPE_COOKIE));
+  // Whatever the replays made the server send the device was sent before those answers; the fence reads it.
+  await udpFence(device, to, pki.masterKey);
   t.is(device.received.length, deviceGot, 'nor did the replays make the server send anything to the device');
   t.like(server.registry.get(ID), { port: device.port });
-  // Control: the victim's socket does hear the server when it sends something new.
-  await victim.send(encodeProbe({ flags: 0, equipmentId: ID, timestampMs: Date.now(), nonce: randomBytes(8) }, key), to);
-  await waitUntil(() => victim.received.length === 1, 'a cookie request for a new probe');
-  t.is(parseUdpPacket(victim.received[0]!.msg).packet.type, UDP_TYPE_COOKIE);
 });
 
 test('P6: a device owner registering from a victim address gets no mapping there, so no notification goes to the victim', async (t) => {
@@ -79,7 +82,7 @@ test('P6: a device owner registering from a victim address gets no mapping there
   t.like(server.registry.get(ID), { port: device.port }, 'the mapping stays the device\'s');
   t.true(server.registration.notify(ID, randomBytes(16), strangerWake()));
   await waitUntil(() => device.received.length >= 2, 'the notification at the device');
-  await sleep(100);
+  await udpFence(victim, to, pki.masterKey);
   t.true(victim.received.every(({ msg }) => parseUdpPacket(msg).packet.type !== UDP_TYPE_REGISTER_ACK), 'no ack and no notification reached the victim');
   t.is(victim.received.length, 10);
 });
@@ -93,7 +96,10 @@ test('P6: every UDP port limits what one source draws (registration and probe po
   for (const port of [to.port, probePort]) {
     for (let i = 0; i < SENT; i++) await src.send(encodeProbe({ flags: 0, equipmentId: ID, timestampMs: Date.now(), nonce: randomBytes(8) }, key), { port });
   }
-  await sleep(300);
+  // The registration port has handled every probe once each is counted; answers from both ports arrive in the meantime.
+  const c = server.registration.counters;
+  await waitUntil(() => (['rateLimited', 'probes', 'probesChallenged', 'probesDropped'] as const).reduce((n, k) => n + c.get(k), 0) === SENT, 'every probe handled');
+  await waitUntil(() => src.received.length >= 2, 'answers from both ports');
   // Each port: the burst plus what the rate refills while sending; far below what was sent.
   t.true(src.received.length <= 2 * 20, `${src.received.length} answers to ${2 * SENT} probes`);
   t.true(src.received.length >= 2, 'some were answered (the limit is a rate, not a ban)');

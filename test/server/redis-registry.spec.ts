@@ -5,6 +5,7 @@
  */
 import test from 'ava';
 import { redisAvailable, redisTest } from '../helpers/redis-test.js';
+import { waitUntil } from '../helpers/harness.js';
 import { createRedisRegistry, type NodeMessage, type RedisRegistry } from '../../agent/server/redis-registry.js';
 import { silentLogger } from '../../agent/common/logger.js';
 import { startRedis, type RedisProcess } from '../../scripts/lib/redis-process.js';
@@ -24,6 +25,12 @@ async function node(nodeId: string, forgetAfterMs = 60_000, keyPrefix = 'pl:'): 
   open.push(r);
   await r.start();
   return r;
+}
+
+/** Until node `id`'s subscription is in place (the subscriber connects in the background), seen from `via`. */
+async function subscribed(via: RedisRegistry, keyPrefix: string, id: string): Promise<void> {
+  const channel = `${keyPrefix}n:${id}`;
+  await waitUntil(async () => ((await via.client.pubsub('NUMSUB', channel)) as [string, number])[1] === 1, `${channel} subscribed`);
 }
 
 const entry = (ts: number, port = 4000) => ({ address: '202.204.16.13', port, lastSeenMs: ts, lastTimestampMs: ts });
@@ -65,9 +72,9 @@ redisTest('entries expire by themselves; every key has a hash tag (Redis Cluster
   for (const k of keys) t.regex(k, /^t3:\{[dr]:[^{}]+\}$/, `${k} pins its slot with a hash tag`);
   const ttl = await a.client.pttl('t3:{d:TV-3}');
   t.true(ttl > 0 && ttl <= 300, `TTL ${ttl}`);
-  await new Promise((r) => setTimeout(r, 500));
-  t.is(await a.lookup('TV-3'), undefined, 'gone after forget_after_ms');
-  t.is(await a.getPending('00ff'), undefined);
+  // Redis expires them on its own clock; wait for that (the TTL asserted above bounds when), not a fixed time.
+  await waitUntil(async () => (await a.lookup('TV-3')) === undefined && (await a.getPending('00ff')) === undefined, 'both entries expired', 10_000, 25);
+  t.deepEqual(await a.client.keys('t3:*'), [], 'gone after forget_after_ms');
 });
 
 redisTest('a waiting request can be claimed once, whichever node tries', async (t) => {
@@ -93,7 +100,7 @@ redisTest('nodes message each other; a message to a node that is not running rea
   const b = await node('node-b', 60_000, 't5:');
   const got: NodeMessage[] = [];
   b.onMessage((m) => got.push(m));
-  await new Promise((r) => setTimeout(r, 200)); // subscription settles
+  await subscribed(a, 't5:', 'node-b');
   const msg: NodeMessage = {
     kind: 'notify',
     requestId: 'aa'.repeat(16),
@@ -104,7 +111,7 @@ redisTest('nodes message each other; a message to a node that is not running rea
     wake: { nonce: Buffer.alloc(16, 0xbb), timestampMs: 1_700_000_000_000, tag: Buffer.alloc(16, 0xcc) },
   };
   t.is(await a.send('node-b', msg), 1);
-  for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  await waitUntil(() => got.length > 0, 'a message delivered');
   t.deepEqual(got, [msg]);
   t.is(await a.send('node-gone', msg), 0);
 });
@@ -114,13 +121,13 @@ redisTest('what does not decode is dropped and counted, never delivered: a messa
   const b = await node('node-b', 60_000, 't6:');
   const got: NodeMessage[] = [];
   b.onMessage((m) => got.push(m));
-  await new Promise((r) => setTimeout(r, 200)); // subscription settles
+  await subscribed(a, 't6:', 'node-b');
   // Straight onto b's channel, as anything with write access to Redis could.
   const bad = ['not json', '{"t":"attached","r":"xyz","by":"node-a"}', '{"t":"verdict","r":"' + 'aa'.repeat(16) + '","s":0,"by":"node-a","c":[[2,"1.2.3.4",0]]}'];
   for (const text of bad) t.is(await a.client.publish('t6:n:node-b', text), 1);
   const good: NodeMessage = { kind: 'attached', requestId: 'cc'.repeat(16), byNode: 'node-a' };
   await a.send('node-b', good);
-  for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  await waitUntil(() => got.length > 0, 'a message delivered');
   t.deepEqual(got, [good], 'only the well-formed message arrives, after the malformed ones');
   t.is(b.malformed.get('message'), bad.length);
   await a.client.set('t6:{r:dd}', JSON.stringify({ d: 'TV-6', o: 'node-a', ca: 'not-an-ip', cp: 1, ap: 5000, s: '', at: 0 }));

@@ -6,12 +6,13 @@ import { REGISTRAR_COUNTERS, type RegistrarStatus } from '../../agent/device/reg
 import { checkAgentSettings } from '../../agent/device/settings.js';
 import { createAgentMonitor } from '../../agent/status/agent-monitor.js';
 import { createNotifier } from '../../agent/systemd/notify.js';
+import { ManualClock } from '../helpers/manual-clock.js';
 
 type Mapping = { externalHost: string; externalPort: number; via: 'upnp' | 'natpmp' } | null;
 
 function fixture(readyGraceMs = 60_000, portMapping: 'off' | 'auto' = 'off', keepalive: 'fixed' | 'adaptive' = 'fixed') {
   let mapping: Mapping = null;
-  let now = 1_000_000;
+  const clock = new ManualClock(1_000_000);
   let st: RegistrarStatus = { state: 'starting', publicEndpoint: null, server: null, lastAckMs: null, clockOffsetMs: 0 };
   const registrarCounters = new Counters(REGISTRAR_COUNTERS);
   const agent = {
@@ -26,11 +27,11 @@ function fixture(readyGraceMs = 60_000, portMapping: 'off' | 'auto' = 'off', kee
   const notifier = createNotifier({ env: { NOTIFY_SOCKET: '@x' }, spawnNotify: async (args) => void sent.push([...args]) });
   const monitor = createAgentMonitor({
     agent, settings: () => settings, equipmentId: 'TV-1', configFile: '/a.toml', notifier, stateFile: null,
-    clock: { now: () => now }, readyGraceMs, tickMs: 60_000,
+    timers: clock, readyGraceMs, tickMs: 60_000,
   });
   return {
-    monitor, sent, registrarCounters, settings,
-    advance: (ms: number) => (now += ms),
+    monitor, sent, registrarCounters, settings, clock,
+    advance: (ms: number) => clock.advance(ms),
     setStatus: (s: Partial<RegistrarStatus>) => (st = { ...st, ...s }),
     setMapping: (m: Mapping) => (mapping = m),
   };
@@ -55,34 +56,34 @@ test('without a registration, READY=1 comes after the grace period with a STATUS
   const f = fixture(50);
   f.setStatus({ state: 'unreachable' });
   f.monitor.start();
-  const keep = setTimeout(() => undefined, 1000);
-  await new Promise((r) => setTimeout(r, 150));
-  clearTimeout(keep);
+  await f.clock.advance(49);
+  t.false(f.sent.some((a) => a.includes('READY=1')), 'not before the grace period');
+  await f.clock.advance(1);
   await f.monitor.stop();
   const ready = f.sent.find((a) => a.includes('READY=1'));
   t.truthy(ready);
   t.true(ready!.some((a) => a.startsWith('STATUS=not registered: server rv.example:7400 unreachable')));
 });
 
-test('health: fails when the registration loop made no attempt for two intervals plus slack; a failed attempt counts as alive', (t) => {
+test('health: fails when the registration loop made no attempt for two intervals plus slack; a failed attempt counts as alive', async (t) => {
   const f = fixture();
   t.true(f.monitor.health().ok);
-  f.advance(2 * f.settings.registration.intervalMs + 16_000);
+  await f.advance(2 * f.settings.registration.intervalMs + 16_000);
   const h = f.monitor.health();
   t.false(h.ok);
   t.regex(h.reason ?? '', /registration loop made no attempt/);
   f.registrarCounters.inc('ackTimeouts'); // e.g. no network: still alive, no restart wanted
   t.true(f.monitor.health().ok);
-  f.advance(30_000);
+  await f.advance(30_000);
   f.registrarCounters.inc('sent');
   t.true(f.monitor.health().ok);
 });
 
-test('health with the adaptive keepalive: a gap up to two maximum intervals is not a dead loop (no watchdog restart)', (t) => {
+test('health with the adaptive keepalive: a gap up to two maximum intervals is not a dead loop (no watchdog restart)', async (t) => {
   const f = fixture(60_000, 'off', 'adaptive');
-  f.advance(2 * f.settings.registration.intervalMs + 16_000);
+  await f.advance(2 * f.settings.registration.intervalMs + 16_000);
   t.true(f.monitor.health().ok, 'a learnt 80 s interval is normal, not a hang');
-  f.advance(2 * f.settings.keepalive.maxIntervalMs);
+  await f.advance(2 * f.settings.keepalive.maxIntervalMs);
   t.false(f.monitor.health().ok);
 });
 

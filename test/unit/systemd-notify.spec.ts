@@ -1,20 +1,23 @@
 /** The notifier: inert without NOTIFY_SOCKET; one child at a time; fields queued behind a running child are merged. */
 import test from 'ava';
 import { createNotifier, type SpawnNotify } from '../../agent/systemd/notify.js';
+import { ManualClock } from '../helpers/manual-clock.js';
 
-function recorder(delayMs = 20): { calls: string[][]; spawnNotify: SpawnNotify; maxInFlight: () => number } {
+/** A fake systemd-notify whose child takes `delayMs` of the manual clock `clock`. */
+function recorder(delayMs = 20, clock = new ManualClock()): { calls: string[][]; spawnNotify: SpawnNotify; maxInFlight: () => number; clock: ManualClock } {
   const calls: string[][] = [];
   let inFlight = 0;
   let max = 0;
   return {
     calls,
+    clock,
     maxInFlight: () => max,
     spawnNotify: async (args, env) => {
       if (!env.NOTIFY_SOCKET) throw new Error('no NOTIFY_SOCKET passed to the child');
       inFlight++;
       max = Math.max(max, inFlight);
       calls.push([...args]);
-      await new Promise((r) => setTimeout(r, delayMs));
+      if (delayMs > 0) await clock.sleep(delayMs);
       inFlight--;
     },
   };
@@ -33,6 +36,9 @@ test('messages go one at a time; those queued behind a running child merge, newe
   const n = createNotifier({ env: { NOTIFY_SOCKET: '/run/systemd/notify' }, spawnNotify: r.spawnNotify });
   const first = n.send({ STATUS: 'a' });
   const rest = [n.send({ STATUS: 'b' }), n.send({ READY: '1' }), n.send({ STATUS: 'c' })];
+  await r.clock.advance(10);
+  t.is(r.calls.length, 1, 'the first child is still running; the rest wait behind it');
+  await r.clock.advance(40);
   await Promise.all([first, ...rest]);
   t.deepEqual(r.calls, [['STATUS=a'], ['STATUS=c', 'READY=1']]);
   t.is(r.maxInFlight(), 1);
