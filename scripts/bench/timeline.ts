@@ -13,7 +13,7 @@
  *   path race + PSK         -> agent "... channel up", client "... channel up" (open() resolves)
  *   first byte              -> one byte's echo through the tunnel
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
