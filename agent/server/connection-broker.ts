@@ -17,6 +17,7 @@ import { endThenDestroy, listenOn } from '../common/listen.js';
 import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
+import { SERVER_TLS_CIPHERS } from './tls-ciphers.js';
 import { rotateTicketKeys, ticketSecretFromKey, TICKET_KEY_ROTATE_MS, type TicketKeyRotation } from './ticket-keys.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
@@ -460,6 +461,8 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         cert: options.certPem,
         key: options.keyPem,
         minVersion: 'TLSv1.2',
+        ciphers: SERVER_TLS_CIPHERS,
+        honorCipherOrder: true,
         allowHalfOpen: true,
         handshakeTimeout: options.handshakeTimeoutMs,
         // Resumption (ticket-keys.ts): the announced ticket lifetime, in seconds.
