@@ -14,18 +14,8 @@ export const CARRIER_FLUSH_MS = 10_000;
 export function carrierStream(carrier: Duplex): Duplex {
   const view = new Duplex({
     allowHalfOpen: true,
-    // Done as soon as the carrier has taken the chunk (or, when it is full, once it drains): waiting
-    // for each write's own callback would keep one chunk in flight at a time. A carrier that fails
-    // destroys the view (below), which fails the writes still queued.
     write(chunk: Buffer, _enc, cb) {
-      if (carrier.write(chunk)) return cb();
-      const done = (): void => {
-        carrier.off('drain', done);
-        carrier.off('close', done);
-        cb();
-      };
-      carrier.on('drain', done);
-      carrier.on('close', done);
+      carrier.write(chunk, (err) => cb(err ?? null));
     },
     final(cb) {
       carrier.end();
