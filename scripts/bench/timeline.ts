@@ -70,7 +70,8 @@ export async function connectionTimelines(rounds: number): Promise<{ direct: Tim
       dir,
       services: { echo: `127.0.0.1:${echo.port}` },
       directDialOnly: true,
-      serverExtra: ['[limits]\nrequests_per_source_per_min = 0\nrequests_per_device_per_min = 0'].join('\n'),
+      // Offers of the direct runs that the client never joined hold the device's relay share until the join deadline.
+      serverExtra: ['[limits]\nrequests_per_source_per_min = 0\nrequests_per_device_per_min = 0', '[relay]\nmax_sessions_per_device = 100000\nmax_sessions_per_source = 100000'].join('\n'),
     });
     const server = startProgram('server', ['--config', setup.serverConfig]);
     programs.push(server);
