@@ -124,8 +124,17 @@ async function main(): Promise<void> {
     aborter.abort();
   });
   void stopSignals;
+  let forward: ReturnType<typeof createLocalForward> | null = null;
   try {
-    const first = await client.open(aborter.signal);
+    const opening = client.open(aborter.signal);
+    if (!v.stdio) {
+      // The port opens at once: a script that starts us and then connects is held until the first
+      // tunnel is up (or closed if it fails), not refused.
+      opening.catch(() => undefined);
+      forward = createLocalForward({ client, listen: parseHostPort(v.listen!, '--listen'), logger, first: opening });
+      await forward.start();
+    }
+    const first = await opening;
     process.stderr.write(`${PROGRAM}: ${first.path} in ${Math.round(first.connectMs)} ms\n`);
     if (v.stdio) {
       // stdin -> tunnel (half-close passed on at EOF), tunnel -> stdout; done when the tunnel closes.
@@ -147,12 +156,11 @@ async function main(): Promise<void> {
       await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
       return;
     }
-    const forward = createLocalForward({ client, listen: parseHostPort(v.listen!, '--listen'), logger, first });
-    const at = await forward.start();
+    const at = forward!.address();
     process.stderr.write(`${PROGRAM}: serving ${equipmentId}/${v.service} on ${at.address}:${at.port}\n`);
     await new Promise<void>((resolve) => aborter.signal.addEventListener('abort', () => resolve(), { once: true }));
-    await forward.stop();
   } finally {
+    await forward?.stop();
     await client.stop();
   }
 }
