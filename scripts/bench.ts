@@ -64,6 +64,8 @@ async function tunnelBench(): Promise<Record<string, number>> {
 async function main(): Promise<void> {
   // npm run bench -- agent: the agent's footprint (scripts/bench/agent.ts); -- server: scripts/bench/server.ts.
   if (process.argv[2] === 'agent') return (await import('./bench/agent.js')).runAgentBench(process.argv.slice(3));
+  // -- relay-options: the relay's variants compared in one process (scripts/bench/relay-options.ts).
+  if (process.argv[2] === 'relay-options') return (await import('./bench/relay-options.js')).relayOptionsBench(process.argv.slice(3));
   if (process.argv[2] === 'server') return (await import('./bench/server.js')).serverBench(process.argv.slice(3));
   const { values, positionals } = parseArgs({ allowPositionals: true, options: { out: { type: 'string' }, devices: { type: 'string' }, jobs: { type: 'string' } } });
   // npm run bench -- provision: a factory batch of 10,000 devices (scripts/bench/provision.ts).

@@ -18,7 +18,7 @@ import { ErrorCodes, isPeerlinkError } from '../agent/common/errors.js';
 import { fileExists, writeFileAtomic } from '../agent/common/files.js';
 import { EQUIPMENT_ID_PATTERN } from '../agent/protocol/constants.js';
 import { CA_VALIDITY_DAYS, CERT_MAX_VALIDITY_DAYS, createCa } from '../agent/pki/ca.js';
-import { SERVER_CERT_VALIDITY_DAYS, issueServerCert, normalizeServerHosts } from '../agent/pki/server-cert.js';
+import { SERVER_CERT_VALIDITY_DAYS, SERVER_KEY_TYPES, issueServerCert, normalizeServerHosts, type ServerKeyType } from '../agent/pki/server-cert.js';
 import { createRegistrationMasterKey, formatMasterKey, loadMasterKey } from '../agent/pki/master-key.js';
 import { createDeviceIdentity, writeDeviceIdentity } from '../agent/pki/device.js';
 import { checkPasswordStrength } from '../agent/pki/password-strength.js';
@@ -43,9 +43,10 @@ Commands:
       Create the CA that signs the rendezvous server: DIR/ca.pem (0644), DIR/ca.key (0600).
       Refuses to replace an existing DIR/ca.key without --force. Default validity ${CA_VALIDITY_DAYS} days.
 
-  server-cert --ca-dir DIR --host HOST [--host HOST ...] --out-dir DIR2 [--days N]
+  server-cert --ca-dir DIR --host HOST [--host HOST ...] --out-dir DIR2 [--days N] [--key-type ec|rsa]
       Issue the rendezvous server's certificate for each HOST (DNS name or IP address):
       DIR2/server.pem (0644), DIR2/server.key (0600). Default validity ${SERVER_CERT_VALIDITY_DAYS} days.
+      Key: ECDSA P-256 (ec, the default: a cheaper handshake) or RSA 2048 (rsa).
 
   master-key --out FILE [--force]
       Create the server's registration master key: FILE (0600). Refuses to replace FILE without --force.
@@ -66,8 +67,9 @@ Commands:
       DIR/manifest.csv lists what each run created. The server needs nothing new: the
       registration master key is its one artefact for every device.
 
-  renew-server-cert --ca-dir DIR --dir DIR2 [--days N]
-      Re-issue DIR2/server.pem for the same names with a fresh key (DIR2/server.key).
+  renew-server-cert --ca-dir DIR --dir DIR2 [--days N] [--key-type ec|rsa]
+      Re-issue DIR2/server.pem for the same names with a fresh key (DIR2/server.key), ECDSA P-256
+      unless --key-type rsa.
 
 Options:
   -h, --help  Show this help.
@@ -108,6 +110,13 @@ function optionalString(values: Values, name: string): string | undefined {
   if (v === undefined) return undefined;
   if (typeof v !== 'string' || v === '') throw new UsageError(`--${name} needs a value`);
   return v;
+}
+
+function keyType(values: Values): ServerKeyType | undefined {
+  const v = optionalString(values, 'key-type');
+  if (v === undefined) return undefined;
+  if (!(SERVER_KEY_TYPES as readonly string[]).includes(v)) throw new UsageError(`--key-type must be one of ${SERVER_KEY_TYPES.join(', ')}, found ${JSON.stringify(v)}`);
+  return v as ServerKeyType;
 }
 
 function days(values: Values): number | undefined {
@@ -167,6 +176,7 @@ async function cmdServerCert(args: readonly string[]): Promise<void> {
       host: { type: 'string', multiple: true },
       'out-dir': { type: 'string' },
       days: { type: 'string' },
+      'key-type': { type: 'string' },
     },
   });
   const caDir = required(values, 'ca-dir');
@@ -180,10 +190,11 @@ async function cmdServerCert(args: readonly string[]): Promise<void> {
     throw err;
   }
   const validityDays = days(values);
+  const type = keyType(values);
 
   const caCertPem = await readText(join(caDir, 'ca.pem'), 'the CA certificate');
   const caKeyPem = await readText(join(caDir, 'ca.key'), 'the CA key');
-  const server = issueServerCert({ caCertPem, caKeyPem, hosts, validityDays });
+  const server = issueServerCert({ caCertPem, caKeyPem, hosts, validityDays, ...(type ? { keyType: type } : {}) });
   await mkdir(outDir, { recursive: true, mode: CREATED_DIR_MODE });
   // Two atomic writes, not one: a crash between them can leave a new key beside the old
   // certificate (Node refuses such a pair: "key values mismatch"); rerun to fix.
@@ -346,11 +357,12 @@ async function cmdRenewServerCert(args: readonly string[], io: ProvisionIo): Pro
     args: [...args],
     strict: true,
     allowPositionals: false,
-    options: { 'ca-dir': { type: 'string' }, dir: { type: 'string' }, days: { type: 'string' } },
+    options: { 'ca-dir': { type: 'string' }, dir: { type: 'string' }, days: { type: 'string' }, 'key-type': { type: 'string' } },
   });
   const caDir = required(values, 'ca-dir');
   const dir = required(values, 'dir');
   const validityDays = days(values);
+  const type = keyType(values);
   const certFile = join(dir, 'server.pem');
   let old: X509Certificate;
   try {
@@ -367,7 +379,7 @@ async function cmdRenewServerCert(args: readonly string[], io: ProvisionIo): Pro
   if (hosts.length === 0) throw new ProvisionError(`${certFile}: has no DNS or IP subjectAltName to renew; use server-cert --host`);
   const caCertPem = await readText(join(caDir, 'ca.pem'), 'the CA certificate');
   const caKeyPem = await readText(join(caDir, 'ca.key'), 'the CA key');
-  const server = issueServerCert({ caCertPem, caKeyPem, hosts, validityDays });
+  const server = issueServerCert({ caCertPem, caKeyPem, hosts, validityDays, ...(type ? { keyType: type } : {}) });
   await writeFileAtomic(join(dir, 'server.key'), server.keyPem, SECRET_FILE_MODE);
   await writeFileAtomic(certFile, server.certPem, CERT_FILE_MODE);
   io.stdout(`renewed ${certFile} for ${hosts.join(', ')}: was valid to ${old.validTo}, now to ${new X509Certificate(server.certPem).validTo}\n`);

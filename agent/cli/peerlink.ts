@@ -153,16 +153,24 @@ async function runConnect(args: ConnectArgs, caPem: string, password: string): P
     aborter.abort();
   });
   void stopSignals;
+  let forward: ReturnType<typeof createLocalForward> | null = null;
   try {
-    const first = await client.open(aborter.signal);
+    const opening = client.open(aborter.signal);
+    if (!v.stdio) {
+      // The port opens at once: a script that starts us and then connects is held until the first
+      // tunnel is up (or closed if it fails), not refused.
+      opening.catch(() => undefined);
+      forward = createLocalForward({ client, listen: parseHostPort(v.listen!, '--listen'), logger, first: opening });
+      await forward.start();
+    }
+    const first = await opening;
     process.stderr.write(`${PROGRAM}: ${first.path} in ${Math.round(first.connectMs)} ms\n`);
     if (v.stdio) return await serveStdio(first, aborter.signal);
-    const forward = createLocalForward({ client, listen: parseHostPort(v.listen!, '--listen'), logger, first });
-    const at = await forward.start();
+    const at = forward!.address();
     process.stderr.write(`${PROGRAM}: serving ${equipmentId}/${v.service} on ${at.address}:${at.port}\n`);
     await new Promise<void>((resolve) => aborter.signal.addEventListener('abort', () => resolve(), { once: true }));
-    await forward.stop();
   } finally {
+    await forward?.stop();
     await client.stop();
   }
 }

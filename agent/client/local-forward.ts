@@ -1,7 +1,9 @@
 /**
  * `--listen`: a local TCP port that carries each accepted connection through its own tunnel
  * to the device's service (like `ssh -L`). The first tunnel may be opened ahead of time, so
- * that a wrong password or an offline device is reported at start, not at first use.
+ * that a wrong password or an offline device is reported at start, not at first use. The port
+ * opens at once even so: connections made before that first tunnel is up wait for it (the first
+ * of them gets it), and if it fails they are closed and the error is logged.
  * P10: each local connection costs a request to the server until its tunnel is up, so at most
  * `maxPending` wait at once (more are dropped at once) and each waits at most `openTimeoutMs`;
  * one that closes meanwhile cancels its request. A half-close while waiting is kept (and passed on
@@ -22,8 +24,8 @@ export interface LocalForwardOptions {
   readonly client: Client;
   readonly listen: HostPort;
   readonly logger: Logger;
-  /** A tunnel already open, used for the first local connection. */
-  readonly first?: Tunnel;
+  /** A tunnel already open, or being opened, used for the first local connection. */
+  readonly first?: Tunnel | Promise<Tunnel>;
   /** Local connections waiting for their tunnel at once; more are destroyed at once ('overCap'). */
   readonly maxPending?: number;
   /** From accept until the tunnel must be up. */
@@ -36,6 +38,8 @@ export const LOCAL_FORWARD_COUNTERS = ['served', 'openFailed', 'overCap'] as con
 
 export interface LocalForward {
   start(): Promise<{ address: string; port: number }>;
+  /** Where it listens (after start). */
+  address(): { address: string; port: number };
   stop(): Promise<void>;
   readonly counters: Counters<(typeof LOCAL_FORWARD_COUNTERS)[number]>;
 }
@@ -49,7 +53,13 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
     maxPending: input.maxPending ?? LOCAL_FORWARD_MAX_PENDING_CONNECTIONS,
     openTimeoutMs: input.openTimeoutMs ?? LOCAL_FORWARD_OPEN_TIMEOUT_MS,
   });
-  let spare: Tunnel | undefined = input.first;
+  let spare: Tunnel | undefined;
+  let firstError: Error | null = null;
+  // Local connections wait for this before anything else: the first tunnel up, or failed.
+  const firstSettled: Promise<void> = Promise.resolve(input.first).then(
+    (t) => void (spare = t),
+    (err: Error) => void (firstError = err),
+  );
   const counters = new Counters(LOCAL_FORWARD_COUNTERS);
   const gate = createPreAuthGate({ maxPending: o.maxPending, deadlineMs: o.openTimeoutMs });
   const conns = new Set<Socket>();
@@ -73,6 +83,9 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
     });
     let tunnel: Tunnel;
     try {
+      await firstSettled;
+      if (firstError) throw firstError;
+      if (cancel.signal.aborted) throw new Error('the local connection closed while the first tunnel was opened');
       if (spare && !spare.stream.destroyed) {
         tunnel = spare;
         spare = undefined;
@@ -94,15 +107,20 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
     await join(local, tunnel.stream);
   }
 
+  function address(): { address: string; port: number } {
+    const a = server?.address();
+    return typeof a === 'object' && a ? { address: a.address, port: a.port } : { address: o.listen.host, port: o.listen.port };
+  }
+
   return {
     counters,
     async start() {
       const s = createServer({ allowHalfOpen: true }, (sock) => void serve(sock));
       await listenOn(s, o.listen.port, o.listen.host);
       server = s;
-      const a = s.address();
-      return typeof a === 'object' && a ? { address: a.address, port: a.port } : { address: o.listen.host, port: o.listen.port };
+      return address();
     },
+    address,
     async stop() {
       aborter.abort();
       spare?.stream.destroy();

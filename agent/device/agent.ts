@@ -206,6 +206,10 @@ export function createAgent(input: AgentOptions): Agent {
       return;
     }
     counters.inc('sessions');
+    // The replay mark's fsync (P12) is the longest wait of a connection (tens of ms): start it now,
+    // while the TLS attach runs; the wake carries the request's timestamp (the client stamps both
+    // with the same server time). authorizeAndMark still awaits it before the device acts.
+    void replayMark?.accept(wake.timestampMs);
     const reverse = reverseOffer();
     // Loaded at the first request, not at start-up: TLS and the session code are most of the
     // agent's start-up cost, and an appliance may go days between requests (start -> READY budget).

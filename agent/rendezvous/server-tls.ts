@@ -3,6 +3,7 @@
  * server's certificate against the configured CA (P5). Anything else is refused. Lives outside
  * device/ so that the client library carries no agent code.
  */
+import { createHash } from 'node:crypto';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { TLS_HANDSHAKE_TIMEOUT_MS } from '../protocol/constants.js';
@@ -22,6 +23,34 @@ export interface ServerTlsOptions {
   readonly bindLocal?: boolean;
   /** The local address to connect from (a host with several addresses; specs use 127.0.0.x as many sources). */
   readonly localAddress?: string;
+  /** Offer the last session ticket from this server (default true); false: a full handshake. */
+  readonly resume?: boolean;
+}
+
+/**
+ * Session tickets from the server, one per (address, name, CA), so that the next connection
+ * resumes: no certificate crosses, the server signs nothing, we verify no chain (the ticket is
+ * from a session whose certificate was verified against the same CA for the same name). A ticket
+ * only the real server can open (it holds the ticket key); anyone else at that address gets a
+ * full handshake and the usual certificate check. Bounded: a process talks to few servers.
+ */
+const SESSION_CACHE_MAX = 64;
+const sessions = new Map<string, Buffer>();
+
+function sessionKey(o: ServerTlsOptions): string {
+  const ca = createHash('sha256').update(o.caPem).digest('hex');
+  return `${o.host}|${o.port}|${o.serverName}|${ca}`;
+}
+
+function rememberSession(key: string, session: Buffer): void {
+  sessions.delete(key);
+  sessions.set(key, session);
+  if (sessions.size > SESSION_CACHE_MAX) sessions.delete(sessions.keys().next().value as string);
+}
+
+/** Forget every remembered ticket (tests; a process that changed its CA). */
+export function forgetServerSessions(): void {
+  sessions.clear();
 }
 
 const CERT_ERRORS = new Set([
@@ -60,7 +89,12 @@ export function connectToServer(o: ServerTlsOptions): Promise<TLSSocket> {
       rejectUnauthorized: true,
       ...(o.localAddress ? { localAddress: o.localAddress } : o.bindLocal ? { localAddress: anyAddressFor(o.host) } : {}),
     };
+    const key = o.resume === false ? null : sessionKey(o);
+    const ticket = key === null ? undefined : sessions.get(key);
+    if (ticket) options.session = ticket;
     const sock = tlsConnect(options);
+    // TLS 1.3 sends tickets after the handshake; each replaces the last one (it is fresher).
+    if (key !== null) sock.on('session', (session: Buffer) => rememberSession(key, session));
     const timer = setTimeout(
       () => fail(new PeerlinkError(ErrorCodes.SERVER_UNREACHABLE, `rendezvous server ${o.host}:${o.port} did not complete TLS within ${timeoutMs} ms`)),
       timeoutMs,

@@ -16,6 +16,8 @@
 import { endThenDestroy, listenOn } from '../common/listen.js';
 import type { Socket } from 'node:net';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
+import { SERVER_TLS_CIPHERS } from './tls-ciphers.js';
+import { rotateTicketKeys, ticketSecretFromKey, TICKET_KEY_ROTATE_MS, type TicketKeyRotation } from './ticket-keys.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
@@ -100,6 +102,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
   const tracker = createConnectionTracker({ maxUnidentified: options.maxUnidentifiedConnections });
   const { exchange, deviceAttached, proofValid: deviceProofValid } = createDeviceExchange({ masterKey, attachTimeoutMs: options.attachTimeoutMs });
   let server: Server | null = null;
+  let tickets: TicketKeyRotation | null = null;
   let draining = false;
   let inFlight = 0;
   let idle: (() => void) | null = null;
@@ -234,9 +237,14 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         cert: options.certPem,
         key: options.keyPem,
         minVersion: 'TLSv1.2',
+        ciphers: SERVER_TLS_CIPHERS,
+        honorCipherOrder: true,
         allowHalfOpen: true,
         handshakeTimeout: options.handshakeTimeoutMs,
+        // Resumption (ticket-keys.ts): the announced ticket lifetime, in seconds.
+        sessionTimeout: TICKET_KEY_ROTATE_MS / 1000,
       });
+      tickets = rotateTicketKeys(s, ticketSecretFromKey(options.keyPem));
       s.on('connection', (raw: Socket) => {
         if (!tracker.accepted(raw)) counters.inc('unidentifiedOverCap');
       });
@@ -267,6 +275,8 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     async stop(graceMs = 0) {
       const s = server;
       server = null;
+      tickets?.stop();
+      tickets = null;
       if (!s) return;
       draining = true;
       // While draining the listener stays open: devices must still attach for the requests in

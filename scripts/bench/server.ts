@@ -5,7 +5,10 @@
  *     vs a bare Node UDP echo server on the same core;
  *   - memory per registered device at 100k and 1M devices (in-memory registry);
  *   - connection requests per second end to end, p50/p99 time to connect vs one direct TLS connect;
- *   - tunnel throughput vs plain TLS, direct and through the relay.
+ *   - tunnel throughput vs plain TLS, direct and through the relay;
+ *   - a TLS handshake's cost by server key (RSA / ECDSA), full and resumed (handshake-cost.ts);
+ *   - the time line of one connection, direct and relayed, and relayed vs direct time to connect (timeline.ts).
+ * --only udp|memory|connect|tunnel|handshake|timeline|connections (the last: the four connection parts).
  * Targets and load generators run in their own processes; pinned to cores with taskset when present.
  * Prints a table; writes the figures to bench-server-results.json (or --out FILE).
  */
@@ -24,6 +27,8 @@ import { startProgram, type Program } from '../lib/program.js';
 import { startRedis } from '../lib/redis-process.js';
 import { ensureGroups } from '../lib/prerequisites.js';
 import { bestMbps, startEchoServer, viaTcp, waitServing } from './throughput.js';
+import { handshakeCosts, type HandshakeFigure } from './handshake-cost.js';
+import { connectionTimelines, formatTimeline, medianTimeline, type Timeline } from './timeline.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const script = (name: string): string => join(here, `${name}.js`);
@@ -186,7 +191,9 @@ async function endToEnd(o: { quick: boolean; concurrency: number; tunnel: boolea
       directDialOnly: true,
       serverExtra: [
         '[requests]\nmax_pending_per_device = 64',
-        '[relay]\nbytes_per_second = 10000000000',
+        // The connect phase leaves relay offers the clients never joined (the direct path won first);
+        // they hold their share until the join deadline and must not starve the relayed throughput run.
+        '[relay]\nbytes_per_second = 10000000000\nmax_sessions_per_device = 100000\nmax_sessions_per_source = 100000',
         '[limits]\nrequests_per_source_per_min = 0\nrequests_per_device_per_min = 0',
       ].join('\n'),
     });
@@ -263,7 +270,9 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
   });
   const quick = values.quick ?? false;
   const only = values.only;
-  const want = (s: string): boolean => only === undefined || only === s;
+  // --only connections: every figure of issue 15 (handshakes, time line, requests, tunnels) in one run.
+  const CONNECTIONS = ['handshake', 'timeline', 'connect', 'tunnel'];
+  const want = (s: string): boolean => only === undefined || only === s || (only === 'connections' && CONNECTIONS.includes(s));
   const say = (s: string): void => void process.stderr.write(`bench: ${s}\n`);
   const NONE = { n: 0, p50Ms: NaN, p99Ms: NaN };
   let reg: Record<string, number> = {};
@@ -284,6 +293,22 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
     say('connection requests and tunnel throughput (real server, agent and clients) ...');
     e2e = await endToEnd({ quick, concurrency: Number(values.concurrency ?? 8), tunnel: want('tunnel') });
   }
+  let handshakes: Record<string, HandshakeFigure> = {};
+  if (want('handshake')) {
+    say('TLS handshake cost by server key, full and resumed ...');
+    handshakes = await handshakeCosts(quick ? 100 : 300);
+  }
+  let timelines: { direct: Timeline[]; relayed: Timeline[] } = { direct: [], relayed: [] };
+  if (want('timeline')) {
+    say('the time line of one connection, direct and relayed (server and agent at log level info) ...');
+    timelines = await connectionTimelines(quick ? 5 : 15);
+  }
+  const median = (xs: readonly Timeline[]): number => {
+    const s = xs.map((x) => x.connectMs).sort((a, b) => a - b);
+    return s.length ? s[Math.floor(s.length / 2)]! : NaN;
+  };
+  const directConnectP50 = median(timelines.direct);
+  const relayedConnectP50 = median(timelines.relayed);
   const c = e2e.connect as {
     tlsConnect: { p50Ms: number; p99Ms: number; serverCpuMsPerTlsConnect: number };
     sequential: { p50Ms: number; p99Ms: number; n: number };
@@ -315,17 +340,33 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
     ['server CPU per request vs per direct TLS connect (ms)', `${f2(c.concurrent.serverCpuMsPerRequest)} vs ${f2(tls.serverCpuMsPerTlsConnect)}`, 'report', f1(c.concurrent.serverCpuMsPerRequest / tls.serverCpuMsPerTlsConnect)],
     ['connection requests per server CPU-second (one core)', f0(1000 / c.concurrent.serverCpuMsPerRequest), 'report', '-'],
     ['agent / client CPU per request (ms)', `${f2(c.concurrent.agentCpuMsPerRequest)} / ${f2(c.concurrent.clientCpuMsPerRequest)}`, 'report', '-'],
+    ...(['rsa-full', 'ec-full', 'rsa-resumed', 'ec-resumed'] as const).map((k): [string, string, string, string] => {
+      const h = handshakes[k];
+      const base = handshakes['rsa-full'];
+      const label = { 'rsa-full': 'RSA 2048, full (the old default)', 'ec-full': 'ECDSA P-256, full (the default)', 'rsa-resumed': 'RSA 2048, resumed (ticket)', 'ec-resumed': 'ECDSA P-256, resumed (ticket)' }[k];
+      return [
+        `TLS handshake to the server: ${label}: server CPU / client CPU / client p50 (ms)`,
+        h ? `${f2(h.serverCpuMs)} / ${f2(h.clientCpuMs)} / ${f2(h.p50Ms)}${k.endsWith('resumed') ? ` (${(h.resumedShare * 100).toFixed(0)}% resumed)` : ''}` : '-',
+        k === 'rsa-full' ? 'baseline' : 'report',
+        h && base ? `${f2(h.serverCpuMs / base.serverCpuMs)} server CPU` : '-',
+      ];
+    }),
     ['tunnel throughput: plain TLS (Mbit/s, both directions)', f0(t.plainTlsMbps!), 'baseline', '1.00'],
     ['tunnel throughput: direct tunnel', f0(t.directTunnelMbps!), 'report', f2(t.directTunnelMbps! / t.plainTlsMbps!)],
-    ['tunnel throughput: relayed tunnel', f0(t.relayedTunnelMbps!), 'report', f2(t.relayedTunnelMbps! / t.plainTlsMbps!)],
+    ['tunnel throughput: relayed tunnel', f0(t.relayedTunnelMbps!), '>= 0.7', f2(t.relayedTunnelMbps! / t.plainTlsMbps!)],
+    ['tunnel throughput: relayed / direct', '-', '>= 0.7', f2(t.relayedTunnelMbps! / t.directTunnelMbps!)],
+    ['time to connect (time line runs, info logs), direct, p50 (ms)', f1(directConnectP50), 'baseline', '1.00'],
+    ['time to connect, relayed (the device cannot dial the client), p50 (ms)', f1(relayedConnectP50), '<= 2', f2(relayedConnectP50 / directConnectP50)],
   ];
   process.stdout.write('\n| figure | measured | target | ratio to baseline |\n|---|---|---|---|\n');
   for (const r of rows) process.stdout.write(`| ${r.join(' | ')} |\n`);
+  if (timelines.direct.length) process.stdout.write(formatTimeline('time line of one direct connection', medianTimeline(timelines.direct)));
+  if (timelines.relayed.length) process.stdout.write(formatTimeline('time line of one relayed connection', medianTimeline(timelines.relayed)));
   if (c.concurrent.failures > 0) process.stdout.write(`\n${c.concurrent.failures} of the concurrent requests failed\n`);
   const out = values.out ?? 'bench-server-results.json';
   await writeFile(
     out,
-    `${JSON.stringify({ date: new Date().toISOString(), cpus: cpus().length, pinned: HAVE_TASKSET, quick, registrations: reg, memory: mem, ...e2e }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), cpus: cpus().length, pinned: HAVE_TASKSET, quick, registrations: reg, memory: mem, ...e2e, timelines, handshakes }, null, 2)}\n`,
   );
   process.stdout.write(`\nfigures written to ${out}\n`);
 }

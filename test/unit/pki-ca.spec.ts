@@ -1,5 +1,5 @@
 import test from 'ava';
-import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { X509Certificate, createHash, createPrivateKey } from 'node:crypto';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
@@ -19,6 +19,21 @@ const ca = createCa();
 const caX509 = new X509Certificate(ca.certPem);
 const server = issueServerCert({ caCertPem: ca.certPem, caKeyPem: ca.keyPem, hosts: ['localhost', '127.0.0.1', '::1'] });
 const serverX509 = new X509Certificate(server.certPem);
+// The RSA server key existing fleets have (forge, which reads only RSA keys, can parse this one).
+const rsaServer = issueServerCert({ caCertPem: ca.certPem, caKeyPem: ca.keyPem, hosts: ['localhost', '127.0.0.1'], keyType: 'rsa' });
+
+/** An extension's extnValue (DER), found by OID in a certificate forge cannot parse whole (an EC key). */
+function extensionValue(certPem: string, oid: string): string | undefined {
+  const der = new X509Certificate(certPem).raw.toString('binary');
+  const cert = forge.asn1.fromDer(der);
+  const tbs = (cert.value as forge.asn1.Asn1[])[0]!;
+  const exts = (tbs.value as forge.asn1.Asn1[]).find((f) => f.tagClass === forge.asn1.Class.CONTEXT_SPECIFIC && f.type === 3);
+  for (const ext of ((exts?.value as forge.asn1.Asn1[])[0]?.value ?? []) as forge.asn1.Asn1[]) {
+    const parts = ext.value as forge.asn1.Asn1[];
+    if (forge.asn1.derToOid(parts[0]!.value as string) === oid) return parts[parts.length - 1]!.value as string;
+  }
+  return undefined;
+}
 
 function daysBetween(from: string, to: string): number {
   return (Date.parse(to) - Date.parse(from)) / DAY_MS;
@@ -106,8 +121,31 @@ test('issueServerCert: issued by the CA, for the given names, for server authent
   t.not(serverX509.serialNumber, caX509.serialNumber);
 });
 
+test('issueServerCert: an ECDSA P-256 key by default, signed by the RSA CA; SKI is the SHA-1 of its point', (t) => {
+  t.is(serverX509.publicKey.asymmetricKeyType, 'ec');
+  t.is(serverX509.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1');
+  const jwk = serverX509.publicKey.export({ format: 'jwk' });
+  const point = Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x!, 'base64url'), Buffer.from(jwk.y!, 'base64url')]);
+  const ski = forge.asn1.fromDer(extensionValue(server.certPem, '2.5.29.14')!).value as string;
+  t.is(forge.util.bytesToHex(ski), createHash('sha1').update(point).digest('hex'));
+  // keyUsage: digitalSignature only (bit 0); keyEncipherment is for RSA key transport.
+  const ku = forge.asn1.fromDer(extensionValue(server.certPem, '2.5.29.15')!).value as string;
+  t.is(ku.charCodeAt(ku.length - 1) & 0xe0, 0x80);
+  t.throws(() => issueServerCert({ caCertPem: ca.certPem, caKeyPem: ca.keyPem, hosts: ['a.example'], keyType: 'dsa' as 'ec' }), {
+    message: /keyType must be one of ec, rsa/,
+  });
+});
+
+test('issueServerCert: keyType rsa still issues RSA 2048 (existing fleets)', (t) => {
+  const x = new X509Certificate(rsaServer.certPem);
+  t.is(x.publicKey.asymmetricKeyType, 'rsa');
+  t.is(x.publicKey.asymmetricKeyDetails?.modulusLength, 2048);
+  t.true(x.verify(caX509.publicKey));
+  t.true(x.checkPrivateKey(createPrivateKey(rsaServer.keyPem)));
+});
+
 test('issueServerCert: extensions (keyUsage, AKI = CA SKI, SHA-256)', (t) => {
-  const cert = forge.pki.certificateFromPem(server.certPem);
+  const cert = forge.pki.certificateFromPem(rsaServer.certPem);
   const caCert = forge.pki.certificateFromPem(ca.certPem);
   const ku = cert.getExtension('keyUsage') as Record<string, boolean>;
   t.true(ku.digitalSignature);
@@ -186,13 +224,15 @@ function connect(options: tls.ConnectionOptions): Promise<{ authorized: boolean;
   });
 }
 
-test('tls: a client pinning the CA accepts the server by name and by IP', async (t) => {
-  await withTlsServer(server, async (port) => {
-    const byName = await connect({ host: '127.0.0.1', port, ca: ca.certPem, servername: 'localhost' });
-    t.deepEqual(byName, { authorized: true, data: 'hello' });
-    const byIp = await connect({ host: '127.0.0.1', port, ca: ca.certPem });
-    t.deepEqual(byIp, { authorized: true, data: 'hello' });
-  });
+test('tls: a client pinning the CA accepts the server by name and by IP (ECDSA and RSA keys)', async (t) => {
+  for (const cert of [server, rsaServer]) {
+    await withTlsServer(cert, async (port) => {
+      const byName = await connect({ host: '127.0.0.1', port, ca: ca.certPem, servername: 'localhost' });
+      t.deepEqual(byName, { authorized: true, data: 'hello' });
+      const byIp = await connect({ host: '127.0.0.1', port, ca: ca.certPem });
+      t.deepEqual(byIp, { authorized: true, data: 'hello' });
+    });
+  }
 });
 
 test('tls: a certificate from a different CA is rejected', async (t) => {

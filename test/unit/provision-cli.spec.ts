@@ -144,6 +144,23 @@ test('existing secrets are not overwritten without --force', async (t) => {
   });
 });
 
+test('server-cert: an ECDSA P-256 key by default, RSA 2048 with --key-type rsa; renew-server-cert the same', async (t) => {
+  await withTempDir(async (dir) => {
+    const { caDir, srvDir } = await provisionServer(t, dir);
+    const key = async (): Promise<string | undefined> => new X509Certificate(await readFile(join(srvDir, 'server.pem'))).publicKey.asymmetricKeyType;
+    t.is(await key(), 'ec');
+    let r = await run(['server-cert', '--ca-dir', caDir, '--host', 'localhost', '--out-dir', srvDir, '--key-type', 'rsa'], dir);
+    t.is(r.code, 0, r.stderr);
+    t.is(await key(), 'rsa');
+    r = await run(['renew-server-cert', '--ca-dir', caDir, '--dir', srvDir], dir);
+    t.is(r.code, 0, r.stderr);
+    t.is(await key(), 'ec');
+    r = await run(['renew-server-cert', '--ca-dir', caDir, '--dir', srvDir, '--key-type', 'rsa'], dir);
+    t.is(r.code, 0, r.stderr);
+    t.is(await key(), 'rsa');
+  });
+});
+
 test('usage errors exit 2 with a prefixed message on stderr', async (t) => {
   await withTempDir(async (dir) => {
     const cases = [
@@ -156,6 +173,7 @@ test('usage errors exit 2 with a prefixed message on stderr', async (t) => {
       ['ca', '--out-dir', dir, 'extra-positional'],
       ['server-cert', '--ca-dir', dir, '--out-dir', dir],
       ['server-cert', '--ca-dir', dir, '--out-dir', dir, '--host', 'not a host'],
+      ['server-cert', '--ca-dir', dir, '--out-dir', dir, '--host', 'localhost', '--key-type', 'dsa'],
       ['master-key'],
       ['master-key', '--out'],
       ['device', '--id', 'bad id', '--master-key', 'm', '--ca-cert', 'c', '--out', 'o'],

@@ -1,0 +1,70 @@
+import test from 'ava';
+import { once } from 'node:events';
+import { connect, createServer, type Socket } from 'node:net';
+import type { Client, Tunnel } from '../../agent/client/client.js';
+import { createLocalForward } from '../../agent/client/local-forward.js';
+import { silentLogger } from '../../agent/common/logger.js';
+
+const LOOPBACK = '127.0.0.1';
+
+/** An echo service standing in for the device's; a "tunnel" is a plain connection to it. */
+async function echo(): Promise<{ tunnel(): Promise<Tunnel>; close(): void }> {
+  const s = createServer({ allowHalfOpen: true }, (c) => c.pipe(c));
+  s.listen(0, LOOPBACK);
+  await once(s, 'listening');
+  const port = (s.address() as { port: number }).port;
+  return {
+    async tunnel() {
+      const c = connect(port, LOOPBACK);
+      await once(c, 'connect');
+      return { stream: c, via: 'dial', path: 'test', connectMs: 0 } as unknown as Tunnel;
+    },
+    close: () => s.close(),
+  };
+}
+
+async function roundTrip(port: number, text: string): Promise<string> {
+  const s = connect(port, LOOPBACK);
+  await once(s, 'connect'); // accepted at once, not refused
+  s.end(text);
+  let got = '';
+  s.setEncoding('utf8').on('data', (d: string) => (got += d));
+  await once(s, 'close');
+  return got;
+}
+
+test('--listen opens its port at once: connections made before the first tunnel is up wait for it, then flow', async (t) => {
+  const svc = await echo();
+  t.teardown(() => svc.close());
+  let opens = 0;
+  const client = { open: () => (opens++, svc.tunnel()) } as unknown as Client;
+  let resolveFirst!: (tun: Tunnel) => void;
+  const first = new Promise<Tunnel>((r) => (resolveFirst = r));
+  const fwd = createLocalForward({ client, listen: { host: LOOPBACK, port: 0 }, logger: silentLogger(), first });
+  const { port } = await fwd.start();
+  t.teardown(() => fwd.stop());
+  const early = [roundTrip(port, 'one'), roundTrip(port, 'two')];
+  await new Promise((r) => setTimeout(r, 100));
+  t.is(opens, 0, 'nobody asked for a tunnel of their own before the first one settled');
+  resolveFirst(await svc.tunnel());
+  t.deepEqual((await Promise.all(early)).sort(), ['one', 'two']);
+  t.is(opens, 1, 'one early connection got the first tunnel, the other its own');
+  t.is(fwd.counters.get('served'), 2);
+});
+
+test('--listen: when the first tunnel fails, the connections held for it are closed and nothing else is tried', async (t) => {
+  let opens = 0;
+  const client = { open: () => (opens++, Promise.reject(new Error('no'))) } as unknown as Client;
+  let rejectFirst!: (err: Error) => void;
+  const first = new Promise<Tunnel>((_r, j) => (rejectFirst = j));
+  const fwd = createLocalForward({ client, listen: { host: LOOPBACK, port: 0 }, logger: silentLogger(), first });
+  const { port } = await fwd.start();
+  t.teardown(() => fwd.stop());
+  const s: Socket = connect(port, LOOPBACK);
+  s.on('error', () => undefined);
+  await once(s, 'connect');
+  rejectFirst(new Error('wrong password'));
+  await once(s, 'close');
+  t.is(opens, 0);
+  t.is(fwd.counters.get('openFailed'), 1);
+});
