@@ -59,7 +59,7 @@ async function main(): Promise<void> {
     limits: settings.limits,
     shutdownGraceMs: settings.shutdown.graceMs,
     ...(settings.redis
-      ? { redis: { url: settings.redis.url, keyPrefix: settings.redis.keyPrefix, ...(settings.redis.tlsAddress ? { tlsAddress: settings.redis.tlsAddress } : {}) }, ...(settings.redis.nodeId ? { nodeId: settings.redis.nodeId } : {}) }
+      ? { redis: { ...(settings.redis.url !== undefined ? { url: settings.redis.url } : {}), ...(settings.redis.clusterNodes ? { clusterNodes: settings.redis.clusterNodes } : {}), refreshAfterMs: settings.redis.refreshAfterMs, keyPrefix: settings.redis.keyPrefix, ...(settings.redis.tlsAddress ? { tlsAddress: settings.redis.tlsAddress } : {}) }, ...(settings.redis.nodeId ? { nodeId: settings.redis.nodeId } : {}) }
       : {}),
     ...(settings.metrics.enabled ? { metrics: { host: settings.metrics.host, port: settings.metrics.port } } : {}),
     probePort: settings.probe.port,
