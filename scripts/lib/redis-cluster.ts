@@ -24,6 +24,8 @@ export interface RedisCluster {
   readonly nodes: readonly ClusterNodeProcess[];
   /** The ports of the current primaries (asked of the cluster). */
   primaries(): Promise<number[]>;
+  /** The port of the primary serving `key`'s slot now. */
+  primaryFor(key: string): Promise<number>;
   /** SIGKILL the primary on `port` (default: the first primary); resolves once the cluster is ok again, with a replica promoted. */
   killPrimary(port?: number): Promise<{ killed: number; failoverMs: number }>;
   /** redis-server process IDs of the primaries (benchmarks read their CPU time). */
@@ -148,6 +150,19 @@ export async function startRedisCluster(o: { primaries?: number } = {}): Promise
       },
     })),
     primaries: async () => primaryPorts(),
+    async primaryFor(key) {
+      const from = live()[0]!.port;
+      const slot = Number(cli(from, ['cluster', 'keyslot', key]).trim());
+      for (const line of cli(from, ['cluster', 'nodes']).split('\n')) {
+        const f = line.split(' ');
+        if (!f[2]?.includes('master') || f[2].includes('fail')) continue;
+        for (const range of f.slice(8)) {
+          const [lo, hi] = range.split('-').map(Number);
+          if (slot >= lo! && slot <= (hi ?? lo!)) return Number(/:(\d+)@/.exec(f[1]!)![1]);
+        }
+      }
+      throw new Error(`no primary serves slot ${slot}`);
+    },
     async primaryPids() {
       const ports = primaryPorts();
       return procs.filter((p) => ports.includes(p.port) && p.child?.pid !== undefined).map((p) => p.child!.pid!);
