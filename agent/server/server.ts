@@ -234,7 +234,13 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     logger: opts.logger,
     clockWindowMs: opts.clockWindowMs,
     backend,
-    ...(cluster ? { sharedWrites: cluster } : {}),
+    ...(cluster
+      ? {
+          sharedWrites: cluster,
+          onTakenOver: (equipmentId: string, fromNode: string, timestampMs: number) =>
+            void cluster.send(fromNode, { kind: 'taken', equipmentId, byNode: nodeId, timestampMs }).catch(() => undefined),
+        }
+      : {}),
     sourceLimiter: createRateLimiter(opts.limits.registrationsPerSource, opts.clock),
     probeNonces,
     // The device refused a request's wake proof (P9): the broker ends the request at once.
