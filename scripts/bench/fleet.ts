@@ -23,6 +23,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const script = (name: string): string => join(here, `${name}.js`);
 /** Few enough that each device registers several times within the run (write on change needs a second registration). */
 const DEVICES_PER_NODE = 2000;
+/** Registrations each generator prepares per second of run: more than a node answers here, few enough to prepare before the cookies expire. */
+const PACKETS_PER_SECOND = 40_000;
 
 interface LoadLine {
   answersPerSecond: number;
@@ -53,7 +55,7 @@ async function nodesRun(o: { n: number; refreshMs: number; seeds: readonly strin
     const loads = ready.map((r, i) =>
       run(null, [
         script('udp-load'), String(r.port), 'register', String(o.seconds), '256', o.master.toString('base64'), String(DEVICES_PER_NODE), String(r.pid),
-        o.primaryPids.join(','), `${o.tag}-${i}`,
+        o.primaryPids.join(','), `${o.tag}-${i}`, String(PACKETS_PER_SECOND),
       ]),
     );
     const lines = (await Promise.all(loads.map((l) => l.first))) as unknown as LoadLine[];
@@ -69,6 +71,7 @@ async function nodesRun(o: { n: number; refreshMs: number; seeds: readonly strin
         const ends = (await Promise.all(targets.map((t) => t.stop()))) as ({ stats?: Record<string, number> } | null)[];
         if (ends.some((e) => !e?.stats)) process.stderr.write(`bench: fleet ${o.tag}: a node did not report its counters; written/skipped are incomplete\n`);
         stats = ends.map((e) => e?.stats ?? {});
+        if (o.refreshMs > 0 && stats.every((x) => !x.sharedWriteSkipped)) process.stderr.write(`bench: fleet ${o.tag}: no registration skipped Redis (stale cookies? an overloaded machine); the figures are not valid\n`);
         const failed = stats.reduce((s, x) => s + (x.registryUnavailable ?? 0), 0);
         if (failed > 0) process.stderr.write(`bench: fleet ${o.tag}: ${failed} registrations could not reach Redis; the figures are not valid\n`);
         return {

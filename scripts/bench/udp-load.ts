@@ -6,9 +6,10 @@
  * device), so the target does the full work (parse, key derivation and tag check, freshness,
  * registry update, tagged ack). Mode `echo` sends 64-byte datagrams of the same size.
  * Also reports the target's CPU seconds over the window (answers per CPU-second of the target).
- * argv: PORT MODE SECONDS WINDOW MASTER_KEY_B64 DEVICES TARGET_PID [EXTRA_PIDS] [ID_PREFIX]
+ * argv: PORT MODE SECONDS WINDOW MASTER_KEY_B64 DEVICES TARGET_PID [EXTRA_PIDS] [ID_PREFIX] [RATE]
  * (EXTRA_PIDS: comma-separated processes whose CPU counts too, e.g. the Redis primaries; ID_PREFIX:
- * the devices' IDs, so generators against several nodes register distinct devices.)
+ * the devices' IDs, so generators against several nodes register distinct devices; RATE: packets
+ * prepared per second of run, default 150,000.)
  */
 import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
@@ -71,8 +72,10 @@ async function main(): Promise<void> {
   const seconds = Number(secondsS);
   const window = Number(windowS);
   const devices = Number(devicesS);
-  // Enough packets for ~150k answers/s over warm-up plus run.
-  const needed = Math.ceil(150_000 * (seconds + WARMUP_MS / 1000 + 1));
+  // Enough packets for ~150k answers/s over warm-up plus run (or argv[11] per second: several
+  // generators on one machine, whose pre-computation would otherwise outlast the cookies).
+  const rate = process.argv[11] ? Number(process.argv[11]) : 150_000;
+  const needed = Math.ceil(rate * (seconds + WARMUP_MS / 1000 + 1));
   const packets: Buffer[] = [];
   const s = createSocket('udp4');
   s.on('error', () => undefined);
