@@ -277,7 +277,7 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
   let fleet: FleetFigures | null = null;
   if (want('fleet')) {
     say('registrations on N nodes over a Redis Cluster ...');
-    fleet = await fleetBench({ seconds: quick ? 2 : 5, sizes: [2, 4] });
+    fleet = await fleetBench({ seconds: quick ? 2 : 5, sizes: [1, 2, 4] });
   }
   let mem: Record<string, Record<string, number>> = {};
   if (want('memory')) {
