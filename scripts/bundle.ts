@@ -18,6 +18,7 @@ export const BUNDLE_PROGRAMS = { 'peerlink-agent': 'agent/cli/peerlink-agent.ts'
 export const BUNDLE_EXTRAS = [
   ['systemd/peerlink-agent.service', 'systemd/peerlink-agent.service'],
   ['systemd/peerlink-server.service', 'systemd/peerlink-server.service'],
+  ['systemd/peerlink-server@.service', 'systemd/peerlink-server@.service'],
   ['config/agent.example.toml', 'config/agent.example.toml'],
   ['config/server.example.toml', 'config/server.example.toml'],
   ['config/identity.example.toml', 'config/identity.example.toml'],

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-/** peerlink-server [run] [--config FILE] | check-config [--config FILE] */
+/** peerlink-server [run] [--config FILE] [--instance N] | check-config [--config FILE] [--instance N] */
 import { parseArgs } from 'node:util';
 import { createLogger, type Logger } from '../common/logger.js';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
 import { createRendezvousServer, type RendezvousServerOptions } from '../server/server.js';
+import { instanceSettings, MAX_INSTANCE } from '../server/instance.js';
 import { loadServerSecrets, loadServerSettings, type ServerSecrets, type ServerSettings } from '../server/settings.js';
 import { createNotifier } from '../systemd/notify.js';
 import { createWatchdog } from '../systemd/watchdog.js';
@@ -13,14 +14,21 @@ const PROGRAM = 'peerlink-server';
 /** How long past shutdown.grace_ms a SIGTERM may take before the process exits anyway. */
 const SHUTDOWN_OVERRUN_MS = 1_500;
 const DEFAULT_CONFIG = '/etc/peerlink/server.toml';
-const USAGE = `usage: ${PROGRAM} [run] [--config FILE]      run the rendezvous server (default config ${DEFAULT_CONFIG})
-       ${PROGRAM} check-config [--config FILE]  validate the settings and the files they name, then exit`;
+const USAGE = `usage: ${PROGRAM} [run] [--config FILE] [--instance N]   run the rendezvous server (default config ${DEFAULT_CONFIG})
+       ${PROGRAM} check-config [--config FILE] [--instance N]   validate the settings and the files they name, then exit
+  --instance N   node N (0-${MAX_INSTANCE}) of several on this machine: every port + N, redis.node_id + "-N"`;
 
 async function main(): Promise<void> {
   const parsed = parse();
   if (!parsed) return;
-  const { command, file } = parsed;
-  const settings = await loadServerSettings(file);
+  const { command, file, instance } = parsed;
+  const loaded = await loadServerSettings(file);
+  let settings = loaded;
+  try {
+    settings = instance === undefined ? loaded : instanceSettings(loaded, instance, file);
+  } catch (err) {
+    throw new ConfigError([(err as Error).message]);
+  }
   const secrets = await loadServerSecrets(settings);
   if (command === 'check-config') {
     process.stdout.write(`${file}: ok\n`);
@@ -30,10 +38,10 @@ async function main(): Promise<void> {
 }
 
 /** The command and the settings file; null after --help. */
-function parse(): { command: 'run' | 'check-config'; file: string } | null {
+function parse(): { command: 'run' | 'check-config'; file: string; instance?: number } | null {
   let parsed;
   try {
-    parsed = parseArgs({ options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
+    parsed = parseArgs({ options: { config: { type: 'string', short: 'c' }, instance: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
   } catch (err) {
     throw new ConfigError([`${(err as Error).message}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   }
@@ -45,7 +53,11 @@ function parse(): { command: 'run' | 'check-config'; file: string } | null {
   if ((command !== 'run' && command !== 'check-config') || parsed.positionals.length > 1) {
     throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   }
-  return { command, file: parsed.values.config ?? DEFAULT_CONFIG };
+  const instance = parsed.values.instance;
+  if (instance !== undefined && !(/^\d{1,3}$/.test(instance) && Number(instance) <= MAX_INSTANCE)) {
+    throw new ConfigError([`--instance: expected an integer from 0 to ${MAX_INSTANCE}, found ${JSON.stringify(instance)}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
+  }
+  return { command, file: parsed.values.config ?? DEFAULT_CONFIG, ...(instance !== undefined ? { instance: Number(instance) } : {}) };
 }
 
 /** The settings file's sections as the server's options. */
@@ -70,7 +82,7 @@ function serverOptions(settings: ServerSettings, secrets: ServerSecrets, logger:
     limits: settings.limits,
     shutdownGraceMs: settings.shutdown.graceMs,
     ...(settings.redis
-      ? { redis: { url: settings.redis.url, keyPrefix: settings.redis.keyPrefix, ...(settings.redis.tlsAddress ? { tlsAddress: settings.redis.tlsAddress } : {}) }, ...(settings.redis.nodeId ? { nodeId: settings.redis.nodeId } : {}) }
+      ? { redis: { ...(settings.redis.url !== undefined ? { url: settings.redis.url } : {}), ...(settings.redis.clusterNodes ? { clusterNodes: settings.redis.clusterNodes } : {}), refreshAfterMs: settings.redis.refreshAfterMs, keyPrefix: settings.redis.keyPrefix, ...(settings.redis.tlsAddress ? { tlsAddress: settings.redis.tlsAddress } : {}) }, ...(settings.redis.nodeId ? { nodeId: settings.redis.nodeId } : {}) }
       : {}),
     ...(settings.metrics.enabled ? { metrics: { host: settings.metrics.host, port: settings.metrics.port } } : {}),
     probePort: settings.probe.port,

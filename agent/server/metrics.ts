@@ -204,6 +204,11 @@ function metricMakers(prom: Prom, register: InstanceType<Prom['Registry']>): Met
 
 function registrationMetrics(m: MetricMakers, source: MetricsSource): void {
   m.fromCounters('peerlink_registrations_total', 'UDP registrations by outcome', 'outcome', source.registration, REGISTRATION_OUTCOMES);
+  m.labelledCounter('peerlink_shared_registry_writes_total', 'Registrations and the shared registry (write on change): written, skipped (unchanged, written recently), held (another node keeps the device fresh)', 'outcome', () => [
+    ['written', source.registration.get('sharedWrites')],
+    ['skipped', source.registration.get('sharedWriteSkipped')],
+    ['held', source.registration.get('sharedHeld')],
+  ]);
   m.counter('peerlink_registrations_local_only_total', 'Registrations accepted while the shared registry (Redis) was unreachable: kept at this node only', () => source.registration.get('registryUnavailable'));
   m.gauge('peerlink_registered_devices', "Devices in this node's own list (registered at this node and not yet forgotten)", () => source.localDevices());
   m.counter('peerlink_notifications_sent_total', 'UDP notifications sent (each retry counts)', () => source.registration.get('notificationsSent'));

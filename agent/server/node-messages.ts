@@ -6,7 +6,7 @@
  * caller drops and counts what fails. The wire form is compact JSON with short keys; everything
  * past decode uses the named fields below.
  *
- * Wire keys: t kind, r request ID (hex), d equipment ID, a/p the device's mapping as the sender saw
+ * Wire keys: t kind, r request ID (hex), d equipment ID, ts registration timestamp (taken), a/p the device's mapping as the sender saw
  * it, from/by the sending node, w wake (hex), why refuse reason, s status (in a verdict) or sealed
  * request (base64, in a pending record), c candidates [kind, address, port], o the client's node,
  * ca/cp client address and port as observed, ap advertised port, at first notification (ms).
@@ -62,8 +62,22 @@ export interface VerdictMessage {
   readonly candidates: readonly Candidate[];
 }
 
-/** Messages between nodes; `requestId` (hex) also keys the logs on every node. */
-export type NodeMessage = NotifyMessage | AttachedMessage | RefusedMessage | VerdictMessage;
+/**
+ * `byNode` took the device over in the shared list from the receiver (the device registers there
+ * now, with a registration newer than `timestampMs` - 1): the receiver forgets its own entry, so it
+ * writes the device again, instead of skipping an unchanged entry, should the device come back.
+ */
+export interface TakenMessage {
+  readonly kind: 'taken';
+  readonly equipmentId: string;
+  readonly byNode: string;
+  readonly timestampMs: number;
+}
+
+/** Messages about a request; `requestId` (hex) also keys the logs on every node. */
+export type RequestMessage = NotifyMessage | AttachedMessage | RefusedMessage | VerdictMessage;
+/** Messages between nodes. */
+export type NodeMessage = RequestMessage | TakenMessage;
 
 /** A connection request waiting in Redis for its device, so the device may attach at any node. */
 export interface PendingRecord {
@@ -160,6 +174,8 @@ export function encodeNodeMessage(m: NodeMessage): string {
       return JSON.stringify({ t: 'notify', r: m.requestId, d: m.equipmentId, a: m.deviceAddress, p: m.devicePort, from: m.fromNode, w: wakeToHex(m.wake) });
     case 'attached':
       return JSON.stringify({ t: 'attached', r: m.requestId, by: m.byNode });
+    case 'taken':
+      return JSON.stringify({ t: 'taken', d: m.equipmentId, by: m.byNode, ts: m.timestampMs });
     case 'refused':
       return JSON.stringify({ t: 'refused', r: m.requestId, by: m.byNode, why: m.reason });
     case 'verdict':
@@ -192,6 +208,14 @@ export function decodeNodeMessage(text: string): NodeMessage {
         wake: readWake(new ByteReader(Buffer.from(w, 'hex'), W), 'wake'),
       };
     }
+    case 'taken':
+      onlyKeys(o, W, { t: 'kind', d: 'equipmentId', by: 'byNode', ts: 'timestampMs' });
+      return {
+        kind: 'taken',
+        equipmentId: equipmentIdOf(o, 'd', `${W}.equipmentId`),
+        byNode: nodeOf(o, 'by', `${W}.byNode`),
+        timestampMs: int(o, 'ts', `${W}.timestampMs`, 0, Number.MAX_SAFE_INTEGER),
+      };
     case 'attached':
       onlyKeys(o, W, { t: 'kind', r: 'requestId', by: 'byNode' });
       return { kind: 'attached', requestId: requestIdOf(o, W), byNode: nodeOf(o, 'by', `${W}.byNode`) };
@@ -212,7 +236,7 @@ export function decodeNodeMessage(text: string): NodeMessage {
       return { kind: 'verdict', requestId, byNode, status, candidates: candidatesOf(o['c'], `${W}.candidates`) };
     }
     default:
-      throw new ProtocolError(`${W}.kind`, 'not notify, attached, refused or verdict');
+      throw new ProtocolError(`${W}.kind`, 'not notify, attached, refused, verdict or taken');
   }
 }
 

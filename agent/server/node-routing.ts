@@ -16,7 +16,7 @@ import { Status } from '../protocol/status.js';
 import type { RefuseReasonValue } from '../protocol/udp-packets.js';
 import type { BrokerCounter } from './broker-counters.js';
 import type { Verdict } from './device-exchange.js';
-import type { NodeMessage } from './node-messages.js';
+import type { NodeMessage, RequestMessage } from './node-messages.js';
 import type { RedisRegistry } from './redis-registry.js';
 import type { RegistrationEndpoint } from './registration-endpoint.js';
 import type { Registry } from './registry.js';
@@ -50,7 +50,7 @@ export interface NodeRoutingOptions {
 
 export interface NodeRouting {
   /** Messages about request `hex` (from the node the device attached at) go to `onMessage`. */
-  waitFor(hex: string, onMessage: (m: NodeMessage) => void): void;
+  waitFor(hex: string, onMessage: (m: RequestMessage) => void): void;
   stopWaiting(hex: string): void;
   /** The device attached here for a request this node does not hold. */
   serveAttach(channel: FrameChannel, socket: TLSSocket, attach: DeviceAttach): Promise<void>;
@@ -60,11 +60,21 @@ export interface NodeRouting {
 
 export function createNodeRouting(o: NodeRoutingOptions): NodeRouting {
   const { cluster, counters, logger } = o;
-  const waiters = new Map<string, (m: NodeMessage) => void>();
+  const waiters = new Map<string, (m: RequestMessage) => void>();
   /** Requests this node notified a device for, and the node holding each (for a refusal, P9). */
   const notifiedFor = new Map<string, string>();
 
   cluster.onMessage((m) => {
+    if (m.kind === 'taken') {
+      // Another node holds the device now (newer registration): forget it here, so this node
+      // writes it again, rather than skipping an unchanged entry, should it come back (write on change).
+      const mine = o.registry.get(m.equipmentId);
+      if (mine && mine.lastTimestampMs < m.timestampMs) {
+        o.registry.delete(m.equipmentId);
+        logger.info({ equipmentId: m.equipmentId, by: m.byNode }, 'device taken over by another node; forgotten here');
+      }
+      return;
+    }
     if (m.kind !== 'notify') {
       waiters.get(m.requestId)?.(m);
       return;

@@ -65,3 +65,66 @@ export function sourceKey(address: string): string {
   for (let i = 0; i < 8; i += 2) groups.push(b.readUInt16BE(i).toString(16));
   return `${groups.join(':')}::/64`;
 }
+
+/** What a fleet-wide limiter needs of the shared store (the Redis registry's `limit`). */
+export interface SharedLimitStore {
+  readonly up: boolean;
+  limit(name: string, key: string, intervalMs: number, toleranceMs: number, charge: boolean): Promise<boolean>;
+}
+
+/** A limit enforced across every node of the fleet: one atomic Redis round trip per check. */
+export interface SharedRateLimiter extends RateLimiter {
+  /** Fleet-wide `take`; this node's own bucket answers while Redis is away (and is charged always). */
+  takeShared(key: string): Promise<boolean>;
+  peekShared(key: string): Promise<boolean>;
+  /** Checks answered by this node's own bucket because Redis was away or failed. */
+  readonly localFallbacks: number;
+}
+
+/**
+ * Wraps this node's limiter: checks go to Redis (GCRA in Lua on one key, so every node shares the
+ * bucket), with the node's own bucket as the fallback while Redis is away. The synchronous `take`
+ * (a charge whose answer nobody waits for, as the broker charges a device when it attaches, P9)
+ * charges both, the shared one without waiting.
+ */
+export function createSharedRateLimiter(name: string, local: RateLimiter, store: SharedLimitStore): SharedRateLimiter {
+  const intervalMs = local.enabled ? 1000 / local.limit.perSecond : 0;
+  const toleranceMs = intervalMs * Math.max(1, local.limit.burst);
+  let localFallbacks = 0;
+  const shared = async (key: string, charge: boolean): Promise<boolean> => {
+    const mine = charge ? local.take(key) : local.peek(key);
+    if (!local.enabled) return true;
+    if (!store.up) {
+      localFallbacks++;
+      return mine;
+    }
+    try {
+      return await store.limit(name, key, intervalMs, toleranceMs, charge);
+    } catch {
+      localFallbacks++;
+      return mine;
+    }
+  };
+  return {
+    limit: local.limit,
+    enabled: local.enabled,
+    peek: (key) => local.peek(key),
+    take(key) {
+      if (local.enabled && store.up) void store.limit(name, key, intervalMs, toleranceMs, true).catch(() => undefined);
+      return local.take(key);
+    },
+    takeShared: (key) => shared(key, true),
+    peekShared: (key) => shared(key, false),
+    get localFallbacks() {
+      return localFallbacks;
+    },
+  };
+}
+
+/** `takeShared`/`peekShared` when the limiter is fleet-wide, else this node's own answer. */
+export async function takeLimit(l: RateLimiter, key: string): Promise<boolean> {
+  return 'takeShared' in l ? (l as SharedRateLimiter).takeShared(key) : l.take(key);
+}
+export async function peekLimit(l: RateLimiter, key: string): Promise<boolean> {
+  return 'peekShared' in l ? (l as SharedRateLimiter).peekShared(key) : l.peek(key);
+}

@@ -19,7 +19,7 @@
  * node, which serves what it can from its local list meanwhile (see registration-endpoint.ts,
  * connection-broker.ts). ioredis is loaded only when this backend is configured (dynamic import).
  */
-import type { Redis as RedisClient } from 'ioredis';
+import type { Cluster as ClusterClient, Redis as RedisClient } from 'ioredis';
 import type { Logger } from 'pino';
 import { Counters } from '../common/counters.js';
 import { decodeNodeMessage, decodePendingRecord, droppedField, encodeNodeMessage, encodePendingRecord, type NodeMessage, type PendingRecord } from './node-messages.js';
@@ -32,11 +32,20 @@ export const MALFORMED_KINDS = ['message', 'pending'] as const;
 export type MalformedKind = (typeof MALFORMED_KINDS)[number];
 
 export interface RedisRegistryOptions {
-  readonly url: string;
+  /** One Redis (or a Sentinel-less primary): redis:// or rediss:// URL. Exactly one of url and clusterNodes. */
+  readonly url?: string;
+  /** Redis Cluster seed nodes ("host:port"); the client learns the rest of the cluster from them. */
+  readonly clusterNodes?: readonly string[];
   readonly nodeId: string;
   readonly keyPrefix: string;
   /** Entries expire this long after the last registration. */
   readonly forgetAfterMs: number;
+  /**
+   * Write on change: a node rewrites an unchanged entry it holds only this long after its last
+   * write (registration-endpoint.ts); also how long another node must wait before taking over a
+   * device whose holder keeps it fresh, unless the new registration is that much newer (P1, see RECORD_LUA).
+   */
+  readonly refreshAfterMs?: number;
   readonly logger: Logger;
   /** A command that takes longer fails (ms); the node then serves from its local list. */
   readonly commandTimeoutMs?: number;
@@ -45,6 +54,14 @@ export interface RedisRegistryOptions {
 export interface RedisRegistry extends RegistryBackend {
   readonly kind: 'redis';
   readonly nodeId: string;
+  /** "cluster" with Redis Cluster seed nodes (sharded pub/sub), "single" with one URL. */
+  readonly mode: 'single' | 'cluster';
+  readonly refreshAfterMs: number;
+  /**
+   * Entries this node wrote before this time (ms) may be lost: Redis restarted, or a cluster
+   * primary failed over (replication is asynchronous). A registration rewrites such an entry.
+   */
+  readonly writesValidSinceMs: number;
   lookup(equipmentId: string): Promise<RegistryEntry | undefined>;
   record(equipmentId: string, entry: RegistryEntry): Promise<RecordResult>;
   /** Connected and answering. */
@@ -63,30 +80,78 @@ export interface RedisRegistry extends RegistryBackend {
   /** A short-lived value under <prefix><key> (the key must carry its own hash tag). */
   putValue(key: string, value: string, ttlMs: number): Promise<void>;
   getValue(key: string): Promise<string | undefined>;
+  /**
+   * Fleet-wide GCRA (rate-limiter.ts) on <prefix>{l:<name>:<key>}, one atomic round trip (Lua,
+   * Redis's own clock): true if allowed; `charge` false only checks.
+   */
+  limit(name: string, key: string, intervalMs: number, toleranceMs: number, charge: boolean): Promise<boolean>;
   /** Connect (does not fail when Redis is down: the node starts degraded and keeps retrying). */
   start(): Promise<void>;
   stop(): Promise<void>;
   /** The underlying client once started, for benchmarks and tests (INFO memory). */
-  readonly client: RedisClient;
+  readonly client: RedisClient | ClusterClient;
 }
 
+/**
+ * Newest registration wins (P1), atomically. ARGV: address, port, seen (now), timestamp, node,
+ * TTL, refresh (ms). Returns '0' (not newer: replay), 'h' (held: another node holds the device
+ * and keeps its entry fresh), '1' (new), or '1|' and the previous fields.
+ *
+ * Write on change means the holder does not write every registration, so `t` may lag the newest
+ * timestamp the holder accepted by up to `refresh` (it rewrites at least that often while the
+ * device registers). A registration replayed at another node could then be newer than `t` and
+ * steal the device. So another node takes over only when the holder's entry is due for refresh
+ * (`s` + refresh passed: the device stopped registering there) or the timestamp is more than
+ * `refresh` newer than `t` (newer than anything the holder can have accepted unwritten).
+ */
 const RECORD_LUA = `
-local t = redis.call('HGET', KEYS[1], 't')
-if t and tonumber(t) >= tonumber(ARGV[4]) then return '0' end
 local prev = redis.call('HMGET', KEYS[1], 'a', 'p', 's', 't', 'n')
+local ts = tonumber(ARGV[4])
+if prev[4] then
+  local pt = tonumber(prev[4])
+  if pt >= ts then return '0' end
+  local refresh = tonumber(ARGV[7])
+  if prev[5] and prev[5] ~= ARGV[5] and tonumber(prev[3]) + refresh > tonumber(ARGV[3]) and ts <= pt + refresh then return 'h' end
+end
 redis.call('HSET', KEYS[1], 'a', ARGV[1], 'p', ARGV[2], 's', ARGV[3], 't', ARGV[4], 'n', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if not prev[1] then return '1' end
 return '1|' .. prev[1] .. '|' .. prev[2] .. '|' .. prev[3] .. '|' .. prev[4] .. '|' .. (prev[5] or '')
 `;
 
+/**
+ * GCRA on one key (rate-limiter.ts's algorithm, shared): KEYS[1] holds the theoretical arrival
+ * time; ARGV: interval, tolerance (ms), charge (1/0). Redis's clock, so nodes' clocks do not matter.
+ */
+const LIMIT_LUA = `
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local interval = tonumber(ARGV[1])
+if tat + interval - now > tonumber(ARGV[2]) then return 0 end
+if ARGV[3] == '1' then redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(tat + interval - now) + 1) end
+return 1
+`;
+
 const COMMAND_TIMEOUT_MS = 1000;
 const RECONNECT_MAX_MS = 2000;
+/** Default of `refreshAfterMs`: an unchanged entry is rewritten once a minute (under stale_after_ms). */
+export const SHARED_REFRESH_AFTER_MS = 60_000;
 
-type WithRecord = RedisClient & { plRecord(key: string, a: string, p: number, s: number, t: number, n: string, ttl: number): Promise<string> };
+interface Scripts {
+  plRecord(key: string, a: string, p: number, s: number, t: number, n: string, ttl: number, refresh: number): Promise<string>;
+  plLimit(key: string, intervalMs: number, toleranceMs: number, charge: number): Promise<number>;
+}
+type WithScripts = (RedisClient | ClusterClient) & Scripts;
 
 /** Synchronous to build; ioredis is imported and the connections opened by `start()`. */
 export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
+  if ((o.url === undefined) === (o.clusterNodes === undefined || o.clusterNodes.length === 0)) {
+    throw new Error('the Redis registry needs exactly one of url and clusterNodes');
+  }
+  const mode = o.url === undefined ? 'cluster' : 'single';
+  const refreshAfterMs = Math.min(o.refreshAfterMs ?? SHARED_REFRESH_AFTER_MS, Math.floor(o.forgetAfterMs / 2));
   const common = {
     lazyConnect: true,
     enableOfflineQueue: false,
@@ -95,9 +160,10 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     connectTimeout: 2000,
     retryStrategy: (times: number) => Math.min(100 * times, RECONNECT_MAX_MS),
   };
-  let clientOrNull: WithRecord | null = null;
-  let subOrNull: RedisClient | null = null;
-  const c = (): WithRecord => {
+  let clientOrNull: WithScripts | null = null;
+  let subOrNull: RedisClient | ClusterClient | null = null;
+  let writesValidSinceMs = 0;
+  const c = (): WithScripts => {
     if (!clientOrNull) throw new Error('the Redis registry is not started');
     return clientOrNull;
   };
@@ -113,6 +179,8 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
   const setUp = (v: boolean, why: string): void => {
     if (v === up) return;
     up = v;
+    // Back from an outage: Redis may have restarted empty; every entry is rewritten.
+    if (v) writesValidSinceMs = Date.now();
     if (v) log.info({ node: o.nodeId }, 'redis reachable: the shared registry is in use');
     else if (!stopping) log.error({ why }, 'redis unreachable: serving devices registered at this node only; retrying');
     for (const l of stateListeners) l(v);
@@ -133,6 +201,13 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
   const reg: RedisRegistry = {
     kind: 'redis',
     nodeId: o.nodeId,
+    mode,
+    refreshAfterMs,
+    // A shared entry's `s` is its holder's last write, up to refreshAfterMs before the device's last registration.
+    lastSeenSlackMs: refreshAfterMs,
+    get writesValidSinceMs() {
+      return writesValidSinceMs;
+    },
     get client() {
       return c();
     },
@@ -148,8 +223,10 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
       return { address: a, port: Number(p), lastSeenMs: Number(s), lastTimestampMs: Number(t), node: n ?? '' };
     },
     async record(id, e): Promise<RecordResult> {
-      const r = await c().plRecord(deviceKey(id), e.address, e.port, e.lastSeenMs, e.lastTimestampMs, e.node ?? o.nodeId, o.forgetAfterMs);
+      const node = e.node ?? o.nodeId;
+      const r = await c().plRecord(deviceKey(id), e.address, e.port, e.lastSeenMs, e.lastTimestampMs, node, o.forgetAfterMs, refreshAfterMs);
       if (r === '0') return { outcome: 'replayed' };
+      if (r === 'h') return { outcome: 'held' };
       if (r === '1') return { outcome: 'accepted', moved: true, previous: undefined };
       const [, a, p, s, t, n] = r.split('|');
       const previous = { address: a!, port: Number(p), lastSeenMs: Number(s), lastTimestampMs: Number(t), node: n ?? '' };
@@ -157,7 +234,10 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     },
     sweep: () => 0,
     async send(node, m) {
-      return c().publish(`${o.keyPrefix}n:${node}`, encodeNodeMessage(m));
+      const ch = `${o.keyPrefix}n:${node}`;
+      // Sharded pub/sub on a cluster: the message goes to the one shard that owns the channel's
+      // slot, not to every node of the cluster (PUBLISH broadcasts over the cluster bus).
+      return mode === 'cluster' ? (c().spublish(ch, encodeNodeMessage(m)) as Promise<number>) : c().publish(ch, encodeNodeMessage(m));
     },
     async putPending(hex, rec, ttlMs) {
       await c().set(requestKey(hex), encodePendingRecord(rec), 'PX', ttlMs);
@@ -182,16 +262,49 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     async getValue(key) {
       return (await c().get(`${o.keyPrefix}${key}`)) ?? undefined;
     },
+    async limit(name, key, intervalMs, toleranceMs, charge) {
+      return (await c().plLimit(`${o.keyPrefix}{l:${name}:${key}}`, intervalMs, toleranceMs, charge ? 1 : 0)) === 1;
+    },
     async start() {
-      const { Redis } = await import('ioredis');
-      const client = new Redis(o.url, common) as WithRecord;
+      const { Redis, Cluster } = await import('ioredis');
+      let client: WithScripts;
+      let sub: RedisClient | ClusterClient;
+      if (mode === 'single') {
+        client = new Redis(o.url!, common) as unknown as WithScripts;
+        sub = new Redis(o.url!, { ...common, enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
+        sub.on('message', onNodeMessage);
+      } else {
+        const seeds = o.clusterNodes!.map((h) => {
+          const at = /^(.*):(\d+)$/.exec(h)!;
+          return { host: at[1]!.replace(/^\[|\]$/g, ''), port: Number(at[2]) };
+        });
+        const clusterOptions = {
+          lazyConnect: true,
+          enableOfflineQueue: false,
+          // Learn a failover quickly: a primary's replica takes over in about cluster-node-timeout.
+          slotsRefreshInterval: 1000,
+          retryDelayOnFailover: 100,
+          retryDelayOnClusterDown: 100,
+          clusterRetryStrategy: common.retryStrategy,
+          redisOptions: { ...common, lazyConnect: undefined, retryStrategy: undefined },
+        };
+        client = new Cluster(seeds, clusterOptions) as unknown as WithScripts;
+        // One subscriber connection per primary (SSUBSCRIBE): this node's channel lives on one shard.
+        sub = new Cluster(seeds, { ...clusterOptions, enableOfflineQueue: true, shardedSubscribers: true, redisOptions: { ...clusterOptions.redisOptions, maxRetriesPerRequest: null, commandTimeout: undefined } });
+        sub.on('smessage', onNodeMessage);
+        // A primary failed over (or the topology changed): writes acknowledged just before may be
+        // lost with it (asynchronous replication), so entries are rewritten at their next registration.
+        client.on('-node', () => {
+          writesValidSinceMs = Date.now();
+        });
+        client.on('node error', (err: Error) => log.debug({ err: err.message }, 'redis cluster node error'));
+      }
       client.defineCommand('plRecord', { numberOfKeys: 1, lua: RECORD_LUA });
-      const sub = new Redis(o.url, { ...common, enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
+      client.defineCommand('plLimit', { numberOfKeys: 1, lua: LIMIT_LUA });
       client.on('ready', () => setUp(true, 'ready'));
       client.on('close', () => setUp(false, 'connection closed'));
       client.on('error', (err: Error) => log.debug({ err: err.message }, 'redis error'));
       sub.on('error', (err: Error) => log.debug({ err: err.message }, 'redis subscriber error'));
-      sub.on('message', onNodeMessage);
       clientOrNull = client;
       subOrNull = sub;
       // Neither connect may fail the start: a node comes up degraded and the clients keep retrying.
@@ -199,8 +312,10 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
         client.connect().catch((err: Error) => log.error({ err: err.message }, 'redis unreachable at start; retrying')),
         sub.connect().catch(() => undefined),
       ]);
-      // Queued until the subscriber connection is up; ioredis resubscribes after every reconnect.
-      void sub.subscribe(channel).catch((err: Error) => log.warn({ err: err.message }, 'subscribe failed'));
+      // Queued until the subscriber connection is up; ioredis resubscribes after every reconnect
+      // (and, on a cluster, on the shard that owns the channel after a failover).
+      const subscribed = mode === 'cluster' ? sub.ssubscribe(channel) : sub.subscribe(channel);
+      void subscribed.catch((err: Error) => log.warn({ err: err.message }, 'subscribe failed'));
     },
     async stop() {
       stopping = true;

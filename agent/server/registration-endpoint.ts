@@ -37,7 +37,7 @@ import {
 } from '../protocol/udp-packets.js';
 import type { Endpoint } from '../protocol/address.js';
 import type { RateLimiter } from './rate-limiter.js';
-import type { RecordResult, Registry, RegistryBackend, RegistryEntry } from './registry.js';
+import type { LocalRecordResult, Registry, RegistryBackend, RegistryEntry } from './registry.js';
 import { answerProbe, PROBE_NONCES_MAX, type ProbeContext } from './probe-responder.js';
 import { ReplayCache } from '../common/replay-cache.js';
 import { createCookieJar, type CookieJar } from './cookie-jar.js';
@@ -64,6 +64,11 @@ export const REGISTRATION_COUNTERS = [
   /** Replayed nonces and stale probes from sources without a cookie: nothing sent. */
   'probesDropped',
   'mappingChecks',
+  /** Shared list (write on change): registrations written to Redis, and those that did not need to be. */
+  'sharedWrites',
+  'sharedWriteSkipped',
+  /** Not written: another node holds the device and keeps it fresh (redis-registry.ts RECORD_LUA). */
+  'sharedHeld',
 ] as const;
 export type RegistrationCounter = (typeof REGISTRATION_COUNTERS)[number];
 
@@ -91,6 +96,14 @@ export interface RegistrationEndpointOptions {
   readonly probeNonces?: ReplayCache;
   /** Return routability (P6); default: one from the master key. */
   readonly cookieJar?: CookieJar;
+  /**
+   * With a shared list: write on change. A registration of a device this node holds, at the same
+   * mapping, is written only `refreshAfterMs` after the last write, or when the entry was written
+   * before `writesValidSinceMs` (Redis lost it maybe). The Redis registry is one.
+   */
+  readonly sharedWrites?: { readonly nodeId: string; readonly refreshAfterMs: number; readonly writesValidSinceMs: number };
+  /** This node took the device over from `fromNode` in the shared list (that node should forget it). */
+  readonly onTakenOver?: (equipmentId: string, fromNode: string, timestampMs: number) => void;
   /** Called after each accepted registration (tests, metrics). */
   readonly onRegistered?: (equipmentId: string, from: RemoteInfo) => void;
 }
@@ -181,6 +194,25 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     if (!(local && sameMapping(local, observed)) && !cookies.valid(reg.cookie, reg.equipmentId, observed, now)) {
       return challenge(reg, key, now, observed, rinfo);
     }
+    // Write on change: the same mapping, held by this node, written recently enough (and not
+    // before Redis was lost or a primary failed over): only this node's list is updated. The
+    // shared entry's timestamp may lag by up to the refresh period; see RECORD_LUA for why a
+    // replay at another node still cannot take the device over (P1).
+    const shared = options.sharedWrites;
+    if (
+      shared &&
+      local &&
+      local.node === undefined &&
+      local.sharedAtMs !== undefined &&
+      sameMapping(local, observed) &&
+      now - local.sharedAtMs < shared.refreshAfterMs &&
+      local.sharedAtMs >= shared.writesValidSinceMs
+    ) {
+      counters.inc('sharedWriteSkipped');
+      registry.set(reg.equipmentId, { ...entry, sharedAtMs: local.sharedAtMs });
+      accept(reg, { outcome: 'accepted', moved: false, previous: undefined }, key, now, observed, rinfo);
+      return;
+    }
     if (pendingWrites >= MAX_PENDING_REGISTRY_WRITES) {
       counters.inc('overloaded');
       return;
@@ -193,7 +225,18 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
           backendFailing = false;
           logger.info('registrations reach the shared registry again');
         }
-        if (r.outcome === 'accepted') registry.set(reg.equipmentId, entry);
+        if (r.outcome === 'accepted') {
+          counters.inc('sharedWrites');
+          registry.set(reg.equipmentId, { ...entry, sharedAtMs: now });
+          if (r.previous?.node && r.previous.node !== shared?.nodeId) options.onTakenOver?.(reg.equipmentId, r.previous.node, reg.timestampMs);
+        }
+        if (r.outcome === 'held') {
+          // Another node keeps the device fresh (see RECORD_LUA): kept and acknowledged here, not
+          // written; the next registration tries again.
+          counters.inc('sharedHeld');
+          registry.set(reg.equipmentId, entry);
+          return accept(reg, { outcome: 'accepted', moved: !(local && sameMapping(local, observed)), previous: undefined }, key, now, observed, rinfo);
+        }
         accept(reg, r, key, now, observed, rinfo);
       },
       (err: unknown) => {
@@ -235,7 +278,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     reply(encodeCookie({ nonce: reg.nonce, serverTimeMs: now, cookie: cookies.issue(reg.equipmentId, observed, now) }, key), rinfo);
   }
 
-  function accept(reg: Register, r: RecordResult, key: Blake2sKey, now: number, observed: Endpoint, rinfo: RemoteInfo): void {
+  function accept(reg: Register, r: LocalRecordResult, key: Blake2sKey, now: number, observed: Endpoint, rinfo: RemoteInfo): void {
     if (r.outcome === 'unverified') return challenge(reg, key, now, observed, rinfo);
     if (r.outcome === 'replayed') {
       counters.inc('replayed');

@@ -12,7 +12,7 @@
  *
  * Memory: a fleet server holds millions of entries, so an entry is neither an object nor a string:
  * the IDs' bytes sit in one arena buffer, an open-addressing hash table maps them to slot numbers,
- * and a slot's fields share one 32-byte record in one typed array (IPv4 as a u32, port u16, two
+ * and a slot's fields share one 40-byte record in one typed array (IPv4 as a u32, port u16, three
  * f64 times). See `npm run bench -- server` for the bytes per device, against ~274 for a Map of
  * objects.
 
@@ -26,6 +26,12 @@ export interface RegistryEntry {
   readonly lastTimestampMs: number;
   /** The server node that holds the mapping; undefined: this node (single-node or local list). */
   readonly node?: string;
+  /**
+   * Local list of a node sharing the registry: when this node last wrote the entry to the shared
+   * list (write on change, registration-endpoint.ts); undefined: not written (or not since Redis
+   * was lost). Never stored in Redis.
+   */
+  readonly sharedAtMs?: number;
 }
 
 export type MaybePromise<T> = T | Promise<T>;
@@ -40,12 +46,18 @@ export type RecordResult =
       readonly previous: RegistryEntry | undefined;
     }
   | { readonly outcome: 'replayed' }
+  /**
+   * Shared list only: another node holds the device and keeps its entry fresh, and the timestamp is
+   * not newer than anything that node may have accepted without writing (redis-registry.ts): not
+   * written; the device keeps registering and is taken over once that is no longer so.
+   */
+  | { readonly outcome: 'held' }
   /** New or moved, and the caller had not verified the new mapping (`record(…, false)`): nothing written. */
   | { readonly outcome: 'unverified' };
 
-const ACCEPTED_IN_PLACE: RecordResult = Object.freeze({ outcome: 'accepted', moved: false, previous: undefined });
-const REPLAYED: RecordResult = Object.freeze({ outcome: 'replayed' });
-const UNVERIFIED: RecordResult = Object.freeze({ outcome: 'unverified' });
+const ACCEPTED_IN_PLACE: LocalRecordResult = Object.freeze({ outcome: 'accepted', moved: false, previous: undefined });
+const REPLAYED: LocalRecordResult = Object.freeze({ outcome: 'replayed' });
+const UNVERIFIED: LocalRecordResult = Object.freeze({ outcome: 'unverified' });
 
 /** The interface the server's components use; both backends implement it. */
 export interface RegistryBackend {
@@ -58,6 +70,11 @@ export interface RegistryBackend {
    * written after that check, so it always moves.
    */
   record(equipmentId: string, entry: RegistryEntry, mayMove?: boolean): MaybePromise<RecordResult>;
+  /**
+   * How much older than the device's last registration an entry's `lastSeenMs` may be while the
+   * device keeps registering (the shared list is written on change: its refresh period); 0 if absent.
+   */
+  readonly lastSeenSlackMs?: number;
   /** Remove entries not heard from since `olderThanMs` (Redis expires them by itself: 0). */
   sweep(olderThanMs: number): MaybePromise<number>;
 }
@@ -71,15 +88,20 @@ export interface Registry extends RegistryBackend {
   entries(): IterableIterator<[string, RegistryEntry]>;
   sweep(olderThanMs: number): number;
   lookup(equipmentId: string): RegistryEntry | undefined;
-  record(equipmentId: string, entry: RegistryEntry, mayMove?: boolean): RecordResult;
+  record(equipmentId: string, entry: RegistryEntry, mayMove?: boolean): LocalRecordResult;
 }
+
+/** What this node's own list answers: it holds no other node's devices, so never 'held'. */
+export type LocalRecordResult = Exclude<RecordResult, { readonly outcome: 'held' }>;
 
 const INITIAL_SLOTS = 1024;
 /** One slot's record (see `CompactRegistry`): its size, and each field's index in its own view. */
-const SLOT_BYTES = 32;
+const SLOT_BYTES = 40;
 const F64_PER_SLOT = SLOT_BYTES / 8;
 const F64_SEEN = 0;
 const F64_STAMP = 1;
+/** When the entry was last written to the shared list (0: never; only with Redis). */
+const F64_SHARED = 4;
 const U32_PER_SLOT = SLOT_BYTES / 4;
 const U32_ADDRESS = 4;
 const U32_ID_HASH = 5;
@@ -129,7 +151,8 @@ class CompactRegistry implements Registry {
    * One record of SLOT_BYTES per slot (array of structures), so a lookup and update touch one
    * cache line, not one per field: at a million devices that halves the cost of a registration's
    * record. Layout, in bytes: seen f64 @0, newest timestamp f64 @8, IPv4 u32 @16, ID hash u32 @20,
-   * ID offset in the arena u32 @24, port u16 @28, ID length u8 @30 (0 = slot free).
+   * ID offset in the arena u32 @24, port u16 @28, ID length u8 @30 (0 = slot free), last write to
+   * the shared list f64 @32 (write on change; 0 without Redis).
    */
   private capacity = INITIAL_SLOTS;
   private f64 = new Float64Array(INITIAL_SLOTS * F64_PER_SLOT);
@@ -241,7 +264,9 @@ class CompactRegistry implements Registry {
       lastSeenMs: this.f64[slot * F64_PER_SLOT + F64_SEEN]!,
       lastTimestampMs: this.f64[slot * F64_PER_SLOT + F64_STAMP]!,
     };
-    return node === undefined ? e : { ...e, node };
+    const shared = this.f64[slot * F64_PER_SLOT + F64_SHARED]!;
+    const withShared = shared === 0 ? e : { ...e, sharedAtMs: shared };
+    return node === undefined ? withShared : { ...withShared, node };
   }
 
   private write(slot: number, e: RegistryEntry, v4: number = ipv4ToU32(e.address)): void {
@@ -253,6 +278,7 @@ class CompactRegistry implements Registry {
     this.u16[slot * U16_PER_SLOT + U16_PORT] = e.port;
     this.f64[slot * F64_PER_SLOT + F64_SEEN] = e.lastSeenMs;
     this.f64[slot * F64_PER_SLOT + F64_STAMP] = e.lastTimestampMs;
+    this.f64[slot * F64_PER_SLOT + F64_SHARED] = e.sharedAtMs ?? 0;
     if (e.node !== undefined) this.nodeOf.set(slot, e.node);
     else if (this.nodeOf.size !== 0) this.nodeOf.delete(slot);
   }
@@ -273,7 +299,7 @@ class CompactRegistry implements Registry {
     this.write(slot, e);
   }
 
-  record(id: string, e: RegistryEntry, mayMove = true): RecordResult {
+  record(id: string, e: RegistryEntry, mayMove = true): LocalRecordResult {
     const h = hashId(id);
     let slot = this.find(id, h);
     if (slot >= 0 && e.lastTimestampMs <= this.f64[slot * F64_PER_SLOT + F64_STAMP]!) return REPLAYED;

@@ -1,6 +1,7 @@
 /**
  * The first steps of a client's connection request, before the device is woken: the limits
- * (per source, failed authentications per source, per device, P9) and S204 (look the device up:
+ * (per source, failed authentications per source, per device, P9; fleet-wide through Redis when
+ * the limiters are shared, rate-limiter.ts) and S204 (look the device up:
  * unknown, stale, busy). A request either gets its refusal, or what the rest of the broker needs.
  */
 import type { Logger } from 'pino';
@@ -9,7 +10,7 @@ import type { Counters } from '../common/counters.js';
 import { Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
 import type { BrokerCounter } from './broker-counters.js';
 import type { PendingRequests } from './pending-requests.js';
-import { sourceKey, type RateLimiter } from './rate-limiter.js';
+import { peekLimit, sourceKey, takeLimit, type RateLimiter } from './rate-limiter.js';
 import type { Registry, RegistryBackend, RegistryEntry } from './registry.js';
 
 /**
@@ -49,18 +50,18 @@ const refuse = (status: StatusValue, detail?: string): Admission => ({ admitted:
 export async function admitRequest(ctx: AdmissionContext, equipmentId: string, clientAddress: string, log: Logger): Promise<Admission> {
   const { counters } = ctx;
   const source = sourceKey(clientAddress);
-  if (ctx.sourceLimiter && !ctx.sourceLimiter.take(source)) {
+  if (ctx.sourceLimiter && !(await takeLimit(ctx.sourceLimiter, source))) {
     counters.inc('rateLimitedSource');
     log.info({ client: clientAddress }, 'connection request refused: rate limit per source address');
     return refuse(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (limit per source address)`);
   }
-  if (ctx.authFailureLimiter && !ctx.authFailureLimiter.peek(source)) {
+  if (ctx.authFailureLimiter && !(await peekLimit(ctx.authFailureLimiter, source))) {
     counters.inc('rateLimitedAuthFailures');
     log.info({ client: clientAddress }, 'connection request refused: too many requests from this address failed authentication');
     return refuse(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (too many wrong passwords from this address)`);
   }
   // Only checked here: charged when the device attaches, so requests it refuses cost the owner nothing (P9).
-  if (ctx.targetLimiter && !ctx.targetLimiter.peek(equipmentId)) {
+  if (ctx.targetLimiter && !(await peekLimit(ctx.targetLimiter, equipmentId))) {
     counters.inc('rateLimitedTarget');
     log.info('connection request refused: rate limit per device');
     return refuse(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (limit per device)`);
@@ -87,7 +88,8 @@ export async function admitRequest(ctx: AdmissionContext, equipmentId: string, c
     return refuse(Status.UNKNOWN_DEVICE);
   }
   const ageMs = ctx.clock.now() - entry.lastSeenMs;
-  if (ageMs > ctx.staleAfterMs) {
+  // A shared entry is rewritten only every refresh period while unchanged (write on change).
+  if (ageMs > ctx.staleAfterMs + (shared ? (ctx.backend.lastSeenSlackMs ?? 0) : 0)) {
     counters.inc('staleDevice');
     log.info({ ageMs }, 'S204 device entry is stale');
     return refuse(Status.DEVICE_STALE, `${STATUS_TEXT[Status.DEVICE_STALE]}: last seen ${Math.round(ageMs / 1000)} s ago`);

@@ -27,7 +27,7 @@ import { createConnectionBroker, type ConnectionBroker } from './connection-brok
 import { MAX_UNIDENTIFIED_CONNECTIONS } from './connection-tracker.js';
 import { createRegistrationEndpoint, type RegistrationEndpoint } from './registration-endpoint.js';
 import { createMetricsListener, type MetricsListener } from './metrics.js';
-import { createRateLimiter, type RateLimit } from './rate-limiter.js';
+import { createRateLimiter, createSharedRateLimiter, type RateLimit, type RateLimiter } from './rate-limiter.js';
 import { createRelayBridge } from './relay-bridge.js';
 import { createRedisRegistry, type RedisRegistry } from './redis-registry.js';
 import { createMemoryRegistry, type Registry, type RegistryBackend } from './registry.js';
@@ -76,7 +76,11 @@ export interface ServerLimits {
 }
 
 export interface RedisOptions {
-  readonly url: string;
+  /** One Redis; or `clusterNodes`, seed nodes of a Redis Cluster ("host:port"). */
+  readonly url?: string;
+  readonly clusterNodes?: readonly string[];
+  /** Write on change: an unchanged entry is rewritten this long after its last write (default 60 s). */
+  readonly refreshAfterMs?: number;
   /** Prefix of every key and channel (several fleets on one Redis). */
   readonly keyPrefix?: string;
   readonly commandTimeoutMs?: number;
@@ -187,7 +191,9 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
   const nodeId = input.nodeId ?? `${hostname()}/${opts.udpPort}`;
   const cluster: RedisRegistry | undefined = input.redis
     ? createRedisRegistry({
-        url: input.redis.url,
+        ...(input.redis.url !== undefined ? { url: input.redis.url } : {}),
+        ...(input.redis.clusterNodes !== undefined ? { clusterNodes: input.redis.clusterNodes } : {}),
+        ...(input.redis.refreshAfterMs !== undefined ? { refreshAfterMs: input.redis.refreshAfterMs } : {}),
         nodeId,
         keyPrefix: input.redis.keyPrefix ?? 'pl:',
         forgetAfterMs: opts.forgetAfterMs,
@@ -196,6 +202,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
       })
     : undefined;
   const backend: RegistryBackend = cluster ?? opts.registry;
+  const fleetWide = (name: string, local: RateLimiter): RateLimiter => (cluster ? createSharedRateLimiter(name, local, cluster) : local);
   const logger = cluster ? opts.logger.child({ node: nodeId }) : opts.logger;
   let metrics: MetricsListener | null = null;
   let draining = false;
@@ -231,6 +238,13 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     logger: opts.logger,
     clockWindowMs: opts.clockWindowMs,
     backend,
+    ...(cluster
+      ? {
+          sharedWrites: cluster,
+          onTakenOver: (equipmentId: string, fromNode: string, timestampMs: number) =>
+            void cluster.send(fromNode, { kind: 'taken', equipmentId, byNode: nodeId, timestampMs }).catch(() => undefined),
+        }
+      : {}),
     sourceLimiter: createRateLimiter(opts.limits.registrationsPerSource, opts.clock),
     probeNonces,
     // The device refused a request's wake proof (P9): the broker ends the request at once.
@@ -275,9 +289,10 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     backend,
     ...(cluster ? { cluster } : {}),
     ...(relayBridge ? { relayBridge } : {}),
-    sourceLimiter: createRateLimiter(opts.limits.requestsPerSource, opts.clock),
-    targetLimiter: createRateLimiter(opts.limits.requestsPerDevice, opts.clock),
-    authFailureLimiter: createRateLimiter(opts.limits.authFailuresPerSource, opts.clock),
+    // Fleet-wide through Redis with several nodes (each node's own bucket while Redis is away).
+    sourceLimiter: fleetWide('rs', createRateLimiter(opts.limits.requestsPerSource, opts.clock)),
+    targetLimiter: fleetWide('rd', createRateLimiter(opts.limits.requestsPerDevice, opts.clock)),
+    authFailureLimiter: fleetWide('af', createRateLimiter(opts.limits.authFailuresPerSource, opts.clock)),
     onTiming: (what, ms, status) => metrics?.observe(what, ms, status),
     udp: registration,
     clock: opts.clock,

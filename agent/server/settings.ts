@@ -17,6 +17,7 @@ import {
 import { loadMasterKey } from '../pki/master-key.js';
 import { MAX_UNIDENTIFIED_CONNECTIONS } from './connection-tracker.js';
 import type { RateLimit } from './rate-limiter.js';
+import { SHARED_REFRESH_AFTER_MS } from './redis-registry.js';
 import {
   RELAY_BYTES_PER_SECOND,
   RELAY_IDLE_TIMEOUT_MS,
@@ -51,13 +52,14 @@ export interface ServerSettings {
   readonly probe: { readonly port: number };
   readonly relay: RelayLimits;
   /** Present: this is one node of several sharing the registry through Redis. */
-  readonly redis: { readonly url: string; readonly nodeId: string | undefined; readonly keyPrefix: string; readonly tlsAddress: string | undefined } | null;
+  readonly redis: { readonly url: string | undefined; readonly clusterNodes: readonly string[] | undefined; readonly refreshAfterMs: number; readonly nodeId: string | undefined; readonly keyPrefix: string; readonly tlsAddress: string | undefined } | null;
   readonly limits: ServerLimits;
   readonly metrics: { readonly enabled: boolean; readonly host: string; readonly port: number };
   readonly shutdown: { readonly graceMs: number };
 }
 
 const REDIS_URL = /^rediss?:\/\/[^\s]+$/;
+const CLUSTER_NODE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253}):\d{1,5}$/;
 const NODE_ID = /^[A-Za-z0-9._:/-]{1,64}$/;
 
 const TOP = ['log_level', 'registration_master_key_file', 'udp', 'tls', 'registry', 'requests', 'relay', 'redis', 'limits', 'metrics', 'shutdown', 'probe'] as const;
@@ -67,6 +69,18 @@ const LIMIT_KEYS = [
   'requests_per_device_per_min', 'requests_per_device_burst',
   'auth_failures_per_source_per_min', 'auth_failures_per_source_burst',
 ] as const;
+
+/** `redis.url` (one Redis) or `redis.cluster_nodes` (Redis Cluster seed nodes), exactly one. */
+function redisTarget(c: SettingsChecker, red: Record<string, unknown>): { url: string | undefined; clusterNodes: readonly string[] | undefined } {
+  if (red.cluster_nodes === undefined) return { url: c.str(red, 'url', 'redis.url', { pattern: REDIS_URL, expect: 'a redis:// or rediss:// URL, or cluster_nodes' }), clusterNodes: undefined };
+  if (red.url !== undefined) c.problem('redis.url', 'either url (one Redis) or cluster_nodes (Redis Cluster), not both', red.url);
+  const v = red.cluster_nodes;
+  if (!Array.isArray(v) || v.length === 0 || v.length > 64 || !v.every((x) => typeof x === 'string' && CLUSTER_NODE.test(x))) {
+    c.problem('redis.cluster_nodes', '1-64 seed nodes as "host:port" strings, e.g. ["10.0.0.5:6379", "10.0.0.6:6379"]', v);
+    return { url: undefined, clusterNodes: undefined };
+  }
+  return { url: undefined, clusterNodes: Object.freeze([...(v as string[])]) };
+}
 
 export function checkServerSettings(doc: Record<string, unknown>, file: string): ServerSettings {
   const c = new SettingsChecker(file);
@@ -79,7 +93,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
   const rel = c.table(doc, 'relay', 'relay', [
     'max_sessions', 'bytes_per_second', 'max_duration_ms', 'join_timeout_ms', 'max_sessions_per_device', 'max_sessions_per_source', 'idle_timeout_ms',
   ]);
-  const red = c.table(doc, 'redis', 'redis', ['url', 'node_id', 'key_prefix', 'tls_address']);
+  const red = c.table(doc, 'redis', 'redis', ['url', 'cluster_nodes', 'refresh_after_ms', 'node_id', 'key_prefix', 'tls_address']);
   const lim = c.table(doc, 'limits', 'limits', LIMIT_KEYS);
   const met = c.table(doc, 'metrics', 'metrics', ['enabled', 'host', 'port']);
   const shut = c.table(doc, 'shutdown', 'shutdown', ['grace_ms']);
@@ -135,7 +149,8 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
       doc.redis === undefined
         ? null
         : {
-            url: c.str(red, 'url', 'redis.url', { pattern: REDIS_URL, expect: 'a redis:// or rediss:// URL' }),
+            ...redisTarget(c, red),
+            refreshAfterMs: c.int(red, 'refresh_after_ms', 'redis.refresh_after_ms', { default: SHARED_REFRESH_AFTER_MS, min: 1000, max: 3_600_000 }),
             nodeId: red.node_id === undefined ? undefined : c.str(red, 'node_id', 'redis.node_id', { pattern: NODE_ID, expect: '1-64 of A-Z a-z 0-9 . _ : / -' }),
             tlsAddress: red.tls_address === undefined ? undefined : c.str(red, 'tls_address', 'redis.tls_address', { pattern: /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, expect: '"host:port" where the other nodes reach this node\'s TLS port' }),
             keyPrefix: c.str(red, 'key_prefix', 'redis.key_prefix', { default: 'pl:', pattern: /^[A-Za-z0-9._:-]{0,32}$/, expect: 'up to 32 of A-Z a-z 0-9 . _ : -' }),

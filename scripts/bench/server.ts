@@ -29,6 +29,7 @@ import { ensureGroups } from '../lib/prerequisites.js';
 import { bestMbps, startEchoServer, viaTcp, waitServing } from './throughput.js';
 import { handshakeCosts, type HandshakeFigure } from './handshake-cost.js';
 import { connectionTimelines, formatTimeline, medianTimeline, type Timeline } from './timeline.js';
+import { fleetBench, fleetRows, type FleetFigures } from './fleet.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const script = (name: string): string => join(here, `${name}.js`);
@@ -46,7 +47,7 @@ interface Running {
 }
 
 /** Spawn a node script that prints JSON lines; `first` is its first line. */
-function run(core: number | null, args: readonly string[]): Running {
+export function run(core: number | null, args: readonly string[]): Running {
   const [cmd, argv] = nodeArgv(core, args);
   const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Record<string, unknown>[] = [];
@@ -93,7 +94,8 @@ interface UdpFigure {
 }
 
 async function udpRun(mode: 'echo' | 'register' | 'register-redis', seconds: number, master: Buffer, redisUrl?: string, redisPid?: number): Promise<UdpFigure> {
-  const target = run(0, [script('udp-target'), mode, master.toString('base64'), ...(redisUrl ? [redisUrl] : [])]);
+  // With Redis: every registration written (refresh 0), the cost write on change pays when it writes (fleet.ts).
+  const target = run(0, [script('udp-target'), mode, master.toString('base64'), ...(redisUrl ? [redisUrl, '0'] : [])]);
   let registryUnavailable = 0;
   let figure: Omit<UdpFigure, 'registryUnavailable'>;
   try {
@@ -281,6 +283,11 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
     // Best of 5 alternating rounds: the machines are shared, and a neighbour's burst only ever slows a run.
     reg = await registrations({ seconds: quick ? 2 : 5, rounds: quick ? 1 : 5 });
   }
+  let fleet: FleetFigures | null = null;
+  if (want('fleet')) {
+    say('registrations on N nodes over a Redis Cluster ...');
+    fleet = await fleetBench({ seconds: quick ? 2 : 5, sizes: [1, 2, 4] });
+  }
   let mem: Record<string, Record<string, number>> = {};
   if (want('memory')) {
     say('memory per device (100k, 1M) ...');
@@ -362,11 +369,15 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
   for (const r of rows) process.stdout.write(`| ${r.join(' | ')} |\n`);
   if (timelines.direct.length) process.stdout.write(formatTimeline('time line of one direct connection', medianTimeline(timelines.direct)));
   if (timelines.relayed.length) process.stdout.write(formatTimeline('time line of one relayed connection', medianTimeline(timelines.relayed)));
+  if (fleet) {
+    process.stdout.write('\nRegistrations on N nodes over a Redis Cluster (3 primaries + 3 replicas):\n\n| figure | measured | target | ratio to in-memory |\n|---|---|---|---|\n');
+    for (const r of fleetRows(fleet)) process.stdout.write(`| ${r.join(' | ')} |\n`);
+  }
   if (c.concurrent.failures > 0) process.stdout.write(`\n${c.concurrent.failures} of the concurrent requests failed\n`);
   const out = values.out ?? 'bench-server-results.json';
   await writeFile(
     out,
-    `${JSON.stringify({ date: new Date().toISOString(), cpus: cpus().length, pinned: HAVE_TASKSET, quick, registrations: reg, memory: mem, ...e2e, timelines, handshakes }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), cpus: cpus().length, pinned: HAVE_TASKSET, quick, registrations: reg, fleet, memory: mem, ...e2e, timelines, handshakes }, null, 2)}\n`,
   );
   process.stdout.write(`\nfigures written to ${out}\n`);
 }

@@ -6,7 +6,10 @@
  * device), so the target does the full work (parse, key derivation and tag check, freshness,
  * registry update, tagged ack). Mode `echo` sends 64-byte datagrams of the same size.
  * Also reports the target's CPU seconds over the window (answers per CPU-second of the target).
- * argv: PORT MODE SECONDS WINDOW MASTER_KEY_B64 DEVICES TARGET_PID
+ * argv: PORT MODE SECONDS WINDOW MASTER_KEY_B64 DEVICES TARGET_PID [EXTRA_PIDS] [ID_PREFIX] [RATE]
+ * (EXTRA_PIDS: comma-separated processes whose CPU counts too, e.g. the Redis primaries; ID_PREFIX:
+ * the devices' IDs, so generators against several nodes register distinct devices; RATE: packets
+ * prepared per second of run, default 150,000.)
  */
 import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
@@ -62,20 +65,24 @@ async function main(): Promise<void> {
   const [portS, mode, secondsS, windowS, masterB64, devicesS, pidS] = process.argv.slice(2);
   const targetPid = Number(pidS);
   // A further process whose CPU time counts too (the redis-server behind the target).
-  const extraPid = process.argv[9] ? Number(process.argv[9]) : null;
+  const extraPids = process.argv[9] ? process.argv[9].split(',').map(Number) : null;
+  const extraCpuSeconds = (): number => extraPids!.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+  const idPrefix = process.argv[10] ?? 'BENCH';
   const port = Number(portS);
   const seconds = Number(secondsS);
   const window = Number(windowS);
   const devices = Number(devicesS);
-  // Enough packets for ~150k answers/s over warm-up plus run.
-  const needed = Math.ceil(150_000 * (seconds + WARMUP_MS / 1000 + 1));
+  // Enough packets for ~150k answers/s over warm-up plus run (or argv[11] per second: several
+  // generators on one machine, whose pre-computation would otherwise outlast the cookies).
+  const rate = process.argv[11] ? Number(process.argv[11]) : 150_000;
+  const needed = Math.ceil(rate * (seconds + WARMUP_MS / 1000 + 1));
   const packets: Buffer[] = [];
   const s = createSocket('udp4');
   s.on('error', () => undefined);
   await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
   if (mode === 'register') {
     const master = Buffer.from(masterB64!, 'base64');
-    const ids = Array.from({ length: devices }, (_, i) => `BENCH-${i.toString(16).padStart(10, '0')}`);
+    const ids = Array.from({ length: devices }, (_, i) => `${idPrefix}-${i.toString(16).padStart(10, '0')}`);
     const keys = ids.map((id) => deriveRegistrationKey(master, id));
     const base = Date.now();
     // The devices' mapping (this socket) must first show it receives: one cookie per device,
@@ -122,7 +129,7 @@ async function main(): Promise<void> {
   answersAtStart = answers;
   const times0 = cpuTimes(targetPid);
   const own0 = process.cpuUsage();
-  const extra0 = extraPid === null ? 0 : cpuSeconds(extraPid);
+  const extra0 = extraPids === null ? 0 : extraCpuSeconds();
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const elapsed = (performance.now() - t0) / 1000;
@@ -136,7 +143,7 @@ async function main(): Promise<void> {
     targetSystem: ((times1.system - times0.system) * 1e6) / n,
     generator: (own.user + own.system) / n,
   };
-  const extraCpu = extraPid === null ? null : cpuSeconds(extraPid) - extra0;
+  const extraCpu = extraPids === null ? null : extraCpuSeconds() - extra0;
   clearInterval(refill);
   polling = false;
   process.stdout.write(`${JSON.stringify({ mode, answersPerSecond: n / elapsed, answersPerCpuSecond: n / cpu, targetCpuShare: cpu / elapsed, perAnswerUs, ...(extraCpu === null ? {} : { answersPerExtraCpuSecond: n / extraCpu }), answers: n, sent: next, exhausted: next >= packets.length })}\n`);

@@ -3,7 +3,10 @@
  * Benchmark target (its own process, pinned to one core by the orchestrator):
  *   echo                    a bare Node UDP echo server: the practical limit of Node's UDP
  *   register                the server's real registration endpoint, in-memory registry
- *   register-redis URL      the same with the Redis backend
+ *   register-redis URL [REFRESH_MS] [NODE_ID]
+ *                           the same with the Redis backend; URL may be "cluster:host:port,host:port"
+ *                           (Redis Cluster seeds); REFRESH_MS is write on change's refresh period
+ *                           (0: every registration written)
  * Prints {"port":P} on stdout when ready; on SIGTERM prints {"stats":...} and exits.
  */
 import { createSocket } from 'node:dgram';
@@ -14,7 +17,7 @@ import { createRegistrationEndpoint } from '../../agent/server/registration-endp
 import { createMemoryRegistry } from '../../agent/server/registry.js';
 
 async function main(): Promise<void> {
-  const [mode, masterB64, redisUrl] = process.argv.slice(2);
+  const [mode, masterB64, redisUrl, refreshS, nodeIdArg] = process.argv.slice(2);
   if (mode === 'echo') {
     const s = createSocket('udp4');
     s.on('message', (msg, r) => s.send(msg, r.port, r.address));
@@ -26,7 +29,15 @@ async function main(): Promise<void> {
   const registry = createMemoryRegistry();
   const backend =
     mode === 'register-redis'
-      ? createRedisRegistry({ url: redisUrl!, nodeId: 'bench', keyPrefix: 'bench:', forgetAfterMs: 600_000, logger: silentLogger(), commandTimeoutMs: 5000 })
+      ? createRedisRegistry({
+          ...(redisUrl!.startsWith('cluster:') ? { clusterNodes: redisUrl!.slice('cluster:'.length).split(',') } : { url: redisUrl! }),
+          ...(refreshS !== undefined ? { refreshAfterMs: Number(refreshS) } : {}),
+          nodeId: nodeIdArg ?? 'bench',
+          keyPrefix: 'bench:',
+          forgetAfterMs: 600_000,
+          logger: silentLogger(),
+          commandTimeoutMs: 5000,
+        })
       : undefined;
   await backend?.start();
   const ep = createRegistrationEndpoint({
@@ -36,7 +47,7 @@ async function main(): Promise<void> {
     registry,
     clock: systemClock,
     logger: silentLogger(),
-    ...(backend ? { backend } : {}),
+    ...(backend ? { backend, sharedWrites: backend } : {}),
   });
   await ep.start();
   process.stdout.write(`${JSON.stringify({ port: ep.address().port, pid: process.pid })}\n`);

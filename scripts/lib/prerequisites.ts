@@ -30,6 +30,8 @@ export interface PrerequisiteGroup {
 }
 
 const REDIS: Requirement = { command: 'redis-server', packages: ['redis-server'] };
+/** redis-cli creates the Redis Cluster the cluster specs and the bench run on (`--cluster create`). */
+const REDIS_CLI: Requirement = { command: 'redis-cli', packages: ['redis-tools'] };
 
 export const GROUPS = Object.freeze({
   lab: {
@@ -55,10 +57,10 @@ export const GROUPS = Object.freeze({
   },
   redis: {
     name: 'Redis fleet',
-    specs: 'test/server/ (redis-registry, redis-outage, two-nodes)',
-    why: 'server nodes share a real redis-server',
+    specs: 'test/server/ (redis-registry, redis-outage, two-nodes, redis-cluster*)',
+    why: 'server nodes share a real redis-server, or a real Redis Cluster',
     needsRoot: false,
-    requires: [REDIS],
+    requires: [REDIS, REDIS_CLI],
   },
 } satisfies Record<string, PrerequisiteGroup>);
 

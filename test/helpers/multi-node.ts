@@ -1,12 +1,13 @@
 /**
- * Test fixture: two real server nodes sharing one real redis-server, and the real agent registered
- * with node 1. The nodes share the PKI and master key (one fleet) and differ in ports and node ID.
+ * Test fixture: two real server nodes sharing one real redis-server or a real Redis Cluster
+ * (scripts/lib/redis-cluster.ts), and the real agent registered with node 1. The nodes share the PKI and master key (one fleet) and differ in ports and node ID.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createLoopbackSetup, type LoopbackSetup } from '../../scripts/lib/loopback-setup.js';
 import { freePort } from '../../scripts/lib/free-port.js';
 import { startProgram, type Program } from '../../scripts/lib/program.js';
+import type { RedisCluster } from '../../scripts/lib/redis-cluster.js';
 import type { RedisProcess } from '../../scripts/lib/redis-process.js';
 import { tempDir, type Scope } from './flow.js';
 
@@ -22,12 +23,12 @@ export interface TwoNodes {
 
 export async function startTwoNodes(
   t: Scope,
-  o: { redis: RedisProcess; services: Readonly<Record<string, string>>; serverExtra?: string; directDialOnly?: boolean },
+  o: { redis: RedisProcess | RedisCluster; services: Readonly<Record<string, string>>; serverExtra?: string; directDialOnly?: boolean },
 ): Promise<TwoNodes> {
   const dir = await tempDir(t, 'peerlink-nodes-');
   const metricsPorts = [await freePort(), await freePort()] as const;
   const nodeTable = (i: number): string =>
-    `[redis]\nurl = "${o.redis.url}"\nnode_id = "node-${i + 1}"\n[metrics]\nenabled = true\nhost = "127.0.0.1"\nport = ${metricsPorts[i]}\n${o.serverExtra ?? ''}`;
+    `[redis]\n${redisSetting(o.redis)}\nnode_id = "node-${i + 1}"\n[metrics]\nenabled = true\nhost = "127.0.0.1"\nport = ${metricsPorts[i]}\n${o.serverExtra ?? ''}`;
   const setup = await createLoopbackSetup({ dir, services: o.services, serverExtra: nodeTable(0), ...(o.directDialOnly ? { directDialOnly: true } : {}) });
   // Node 2: the same settings on other ports, under another node ID.
   const [udp2, tls2] = [await freePort(), await freePort()];
@@ -56,6 +57,11 @@ export async function startTwoNodes(
       '--ca', setup.caFile, '--password-file', setup.passwordFile, '--service', service, ...extra,
     ],
   };
+}
+
+/** The `[redis]` line that points a node at a single Redis or at a cluster's seed nodes. */
+export function redisSetting(r: RedisProcess | RedisCluster): string {
+  return 'seeds' in r ? `cluster_nodes = [${r.seeds.map((s) => `"${s}"`).join(', ')}]` : `url = "${r.url}"`;
 }
 
 /** GET a path of a metrics listener: status and body. */

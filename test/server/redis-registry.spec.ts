@@ -21,7 +21,9 @@ test.after.always(async () => {
 });
 
 async function node(nodeId: string, forgetAfterMs = 60_000, keyPrefix = 'pl:'): Promise<RedisRegistry> {
-  const r = createRedisRegistry({ url: redis.url, nodeId, keyPrefix, forgetAfterMs, logger: silentLogger() });
+  // refreshAfterMs 0: every registration written, so these cases test the plain compare-and-set
+  // (the takeover rule of write on change is redis-cluster.spec.ts's).
+  const r = createRedisRegistry({ url: redis.url, nodeId, keyPrefix, forgetAfterMs, refreshAfterMs: 0, logger: silentLogger() });
   open.push(r);
   await r.start();
   return r;

@@ -42,6 +42,7 @@ const messageArb: fc.Arbitrary<NodeMessage> = fc.oneof(
     wake: wakeArb,
   }),
   fc.record({ kind: fc.constant('attached' as const), requestId: requestIdArb, byNode: nodeArb }),
+  fc.record({ kind: fc.constant('taken' as const), equipmentId: equipmentIdArb, byNode: nodeArb, timestampMs: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }) }),
   fc.record({ kind: fc.constant('refused' as const), requestId: requestIdArb, byNode: nodeArb, reason: fc.constantFrom(...Object.values(RefuseReason)) }),
   fc.record({
     kind: fc.constant('verdict' as const),
@@ -94,6 +95,7 @@ const WAKE = `${'cd'.repeat(16)}0000010000000000${'ef'.repeat(16)}`;
 const VALID = {
   notify: { t: 'notify', r: RID, d: 'TV-1', a: '203.0.113.5', p: 4000, from: 'node-a', w: WAKE },
   attached: { t: 'attached', r: RID, by: 'node-b' },
+  taken: { t: 'taken', d: 'TV-1', by: 'node-b', ts: 1 },
   refused: { t: 'refused', r: RID, by: 'node-b', why: 1 },
   verdict: { t: 'verdict', r: RID, s: 0, by: 'node-b', c: [[1, '198.51.100.7', 5000]] },
   pending: { d: 'TV-1', o: 'node-a', ca: '198.51.100.7', cp: 40000, ap: 5000, s: 'c2VhbGVk', at: 1 },
@@ -103,6 +105,7 @@ const VALID = {
 const decoders = {
   notify: decodeNodeMessage,
   attached: decodeNodeMessage,
+  taken: decodeNodeMessage,
   refused: decodeNodeMessage,
   verdict: decodeNodeMessage,
   pending: decodePendingRecord,

@@ -12,7 +12,7 @@ import type { NodeMessage } from '../../agent/server/node-messages.js';
 import { createNodeRouting } from '../../agent/server/node-routing.js';
 import type { RedisRegistry } from '../../agent/server/redis-registry.js';
 import type { RegistrationEndpoint } from '../../agent/server/registration-endpoint.js';
-import type { Registry } from '../../agent/server/registry.js';
+import { createMemoryRegistry, type Registry } from '../../agent/server/registry.js';
 
 const REMEMBERED = 10_000;
 
@@ -45,10 +45,31 @@ test('the requests notified for other nodes are remembered up to a bound, oldest
   t.true(routing.refused(rid(REMEMBERED), RefuseReason.STALE), 'the newest is remembered');
   t.true(routing.refused(rid(1), RefuseReason.BAD_TAG), 'the second oldest too');
   t.deepEqual(
-    sent.map(([node, m]) => [node, m.kind, m.requestId]),
+    sent.map(([node, m]) => [node, m.kind, 'requestId' in m ? m.requestId : undefined]),
     [
       [`node-${REMEMBERED % 3}`, 'refused', rid(REMEMBERED)],
       ['node-1', 'refused', rid(1)],
     ],
   );
+});
+
+test('a device taken over by another node with a newer registration is forgotten here (so a return is written again); an older claim changes nothing', (t) => {
+  let deliver: (m: NodeMessage) => void = () => undefined;
+  const cluster = { nodeId: 'node-a', onMessage: (l: (m: NodeMessage) => void) => void (deliver = l) } as unknown as RedisRegistry;
+  const registry = createMemoryRegistry();
+  registry.set('TV-1', { address: '203.0.113.5', port: 4000, lastSeenMs: 0, lastTimestampMs: 5000, sharedAtMs: 1 });
+  createNodeRouting({
+    cluster,
+    registry,
+    udp: {} as unknown as RegistrationEndpoint,
+    counters: new Counters(BROKER_COUNTERS),
+    logger: silentLogger(),
+    proofValid: () => false,
+    deviceAttached: () => undefined,
+    exchange: async () => ({ status: 0 }),
+  });
+  deliver({ kind: 'taken', equipmentId: 'TV-1', byNode: 'node-b', timestampMs: 4000 });
+  t.truthy(registry.get('TV-1'), 'not newer than what this node accepted: kept');
+  deliver({ kind: 'taken', equipmentId: 'TV-1', byNode: 'node-b', timestampMs: 6000 });
+  t.is(registry.get('TV-1'), undefined);
 });

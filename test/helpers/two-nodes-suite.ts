@@ -1,0 +1,115 @@
+/**
+ * The two-node suite, run against one redis-server (test/server/two-nodes.spec.ts) and against a
+ * Redis Cluster (test/server/two-nodes-cluster.spec.ts). Two real server nodes sharing Redis; the real agent registered with node 1.
+ * A client asking node 2 is connected: node 2 routes the request to node 1, which notifies the
+ * device through the mapping it registered (its NAT would drop anything else); the device attaches
+ * at node 1, which forwards the request held by node 2 and sends the verdict back. One request ID
+ * follows the connection through both nodes' logs.
+ */
+import test from 'ava';
+import { redisAvailable, redisSerialTest } from './redis-test.js';
+import { createHash, randomBytes } from 'node:crypto';
+import { freePort } from '../../scripts/lib/free-port.js';
+import { PROGRAMS } from '../../scripts/lib/program.js';
+import type { RedisCluster } from '../../scripts/lib/redis-cluster.js';
+import type { RedisProcess } from '../../scripts/lib/redis-process.js';
+import { echoService, sharedScope } from './flow.js';
+import { httpGet, sample, startTwoNodes, type TwoNodes } from './multi-node.js';
+import { runNode, runNodeStdio } from './run-process.js';
+
+/** Registers the suite's tests; `startStore` starts the Redis (or cluster) the nodes share. */
+export function twoNodesSuite(label: string, startStore: () => Promise<RedisProcess | RedisCluster>): void {
+  const ctx = sharedScope();
+  let redis: RedisProcess | RedisCluster;
+  let f: TwoNodes;
+
+  test.before(async () => {
+    if (!redisAvailable) return;
+    redis = await startStore();
+    ctx.teardown(() => redis.stop());
+    const echo = await echoService(ctx);
+    // The patent's dial and the relay only: on loopback the reverse port would win the relay test's
+    // race (the reverse and punch paths across nodes are covered by the NAT lab's two-node cells).
+    f = await startTwoNodes(ctx, { redis, services: { echo: `127.0.0.1:${echo.port}` }, directDialOnly: true });
+  });
+  test.after.always(() => ctx.close());
+
+  const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+  const withRequest = (lines: readonly Record<string, unknown>[], id: string): string[] =>
+    lines.filter((l) => l.requestId === id).map((l) => String(l.msg));
+
+  redisSerialTest(`${label}: device registered with node 1, client asks node 2: connected, data verified, one request ID across both nodes`, async (t) => {
+    const data = randomBytes(256 * 1024);
+    const r = await runNodeStdio(PROGRAMS.client, f.clientArgs(1, 'echo', ['--stdio']), data, (kill) => t.teardown(kill));
+    t.is(r.code, 0, r.stderr);
+    t.is(r.sha256, sha(data));
+    t.regex(r.stderr, /connected directly/);
+
+    const received = f.nodes[1].lines.find((l) => l.msg === 'S203 connection request received');
+    t.truthy(received, 'node 2 took the request');
+    const id = String(received!.requestId);
+    t.deepEqual(
+      withRequest(f.nodes[1].lines, id).filter((m) => /^S20/.test(m)),
+      [
+        'S203 connection request received',
+        'S204 device found in the equipment list',
+        'S205 request routed to the node holding the device, which notifies it',
+        'S206 device connected to another node, which forwards the request',
+        'S207 device verdict relayed to the client',
+      ],
+    );
+    t.deepEqual(
+      withRequest(f.nodes[0].lines, id).filter((m) => /^S20/.test(m)),
+      [
+        'S205 notification sent for a request held by another node',
+        'S206 device connected over TLS for a request held by another node; forwarding the request',
+        'S207 device verdict sent to the node holding the client',
+      ],
+    );
+    const routed = f.nodes[1].lines.find((l) => l.requestId === id && typeof l.msg === 'string' && l.msg.startsWith('S205'));
+    t.is(routed?.node, 'node-2', 'log lines name the node they come from');
+    const m2 = (await httpGet(f.metricsPorts[1], '/metrics')).body;
+    t.is(sample(m2, /^peerlink_connection_requests_total\{outcome="connected",node="node-2"\}$/), 1);
+    t.is(sample(m2, /^peerlink_cross_node_total\{event="routed_to_owner",node="node-2"\}$/), 1);
+    const m1 = (await httpGet(f.metricsPorts[0], '/metrics')).body;
+    t.is(sample(m1, /^peerlink_cross_node_total\{event="device_attached_for_other_node",node="node-1"\}$/), 1);
+    t.is(sample(m1, /^peerlink_registered_devices\{node="node-1"\}$/), 1);
+    t.is(sample(m2, /^peerlink_registered_devices\{node="node-2"\}$/), 0);
+    t.true((sample(m1, /^peerlink_notification_round_trip_seconds_count/) ?? 0) >= 1);
+  });
+
+  redisSerialTest(`${label}: client asks node 1, where the device registered: connected without leaving the node`, async (t) => {
+    const data = randomBytes(64 * 1024);
+    const r = await runNodeStdio(PROGRAMS.client, f.clientArgs(0, 'echo', ['--stdio']), data, (kill) => t.teardown(kill));
+    t.is(r.code, 0, r.stderr);
+    t.is(r.sha256, sha(data));
+  });
+
+  redisSerialTest(`${label}: relayed across nodes: the device cannot dial the client, joins the relay at its node, which bridges to the client's node`, async (t) => {
+    const closedPort = await freePort();
+    const data = randomBytes(256 * 1024);
+    const r = await runNodeStdio(PROGRAMS.client, f.clientArgs(1, 'echo', ['--stdio', '--advertise-port', String(closedPort)]), data, (kill) => t.teardown(kill));
+    t.is(r.code, 0, r.stderr);
+    t.is(r.sha256, sha(data));
+    t.regex(r.stderr, /relayed via server/);
+    const bridged = f.nodes[0].lines.find((l) => l.msg === 'relay session bridged to the node holding the client (end-to-end encrypted; ciphertext only)');
+    t.truthy(bridged, 'node 1 bridged the device to node 2');
+    t.truthy(f.nodes[1].lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('relay session paired')), 'node 2 paired client and bridge');
+    t.is(sample((await httpGet(f.metricsPorts[0], '/metrics')).body, /^peerlink_relay_bridged_total/), 1);
+  });
+
+  redisSerialTest(`${label}: an unknown device is unknown at every node (exit 10)`, async (t) => {
+    const args = f.clientArgs(1, 'echo', ['--stdio']).map((a) => (a === f.setup.equipmentId ? 'NO-SUCH-DEVICE' : a));
+    const r = await runNode(PROGRAMS.client, args);
+    t.is(r.code, 10, r.stderr);
+    t.regex(r.stderr, /PEERLINK_ERR_UNKNOWN_DEVICE/);
+  });
+
+  redisSerialTest(`${label}: health endpoints answer ok while Redis is up`, async (t) => {
+    for (const port of f.metricsPorts) {
+      const h = await httpGet(port, '/healthz');
+      t.is(h.status, 200);
+      t.like(JSON.parse(h.body), { status: 'ok', backend: 'redis' });
+    }
+  });
+}
