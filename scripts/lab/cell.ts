@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createLoopbackSetup, type LoopbackSetup } from '../lib/loopback-setup.js';
 import { DIST, PROGRAMS, startProgram, type LogLine, type Program } from '../lib/program.js';
 import type { NatKind } from './nat.js';
-import { ADDR, createLab, type Lab, type SideSpec } from './topology.js';
+import { ADDR, createLab, type Homes, type Lab, type SideSpec } from './topology.js';
 import { startGateway, type Gateway, type UpnpKind } from './upnp.js';
 import { inNs } from './exec.js';
 
@@ -30,6 +30,8 @@ export interface CellSpec {
   readonly client: SideSpec;
   readonly device: SideSpec;
   readonly upnp: UpnpKind;
+  /** Separate homes (default), both on one LAN, or two homes behind one carrier-grade NAT. */
+  readonly homes?: Homes;
   /** Which routers run the gateway (default both). */
   readonly upnpOn?: UpnpSide;
   /** 'patent': the device's dial and the relay only (no hole punch, no reverse port). Default 'all'. */
@@ -61,6 +63,9 @@ export interface CellContext {
 }
 
 export interface CellResult {
+  readonly homes: Homes;
+  /** What the routers do with unsolicited packets from the WAN (drop or reset) and whether they hairpin. */
+  readonly routers: string;
   readonly clientNat: NatKind;
   readonly deviceNat: NatKind;
   /** e.g. "igd2", or "igd2 (device side)" when only one router runs the gateway. */
@@ -115,7 +120,9 @@ const EI_MAPPING: ReadonlySet<NatKind> = new Set(['full-cone', 'port-restricted'
  * The traversal issue's target: no relay where either side has a public address or a usable
  * UPnP/NAT-PMP gateway (not the inner router of a double NAT), or both NATs map endpoint-independently.
  */
-export function directRequired(spec: Pick<CellSpec, 'client' | 'device' | 'upnp' | 'upnpOn'>): boolean {
+export function directRequired(spec: Pick<CellSpec, 'client' | 'device' | 'upnp' | 'upnpOn' | 'homes'>): boolean {
+  // One home (LAN candidates), or two behind one CGN (which hairpins): always a direct path.
+  if (spec.homes === 'same-lan' || spec.homes === 'shared-cgn') return true;
   const on = spec.upnpOn ?? 'both';
   const usableGateway = (nat: NatKind, side: 'client' | 'device'): boolean =>
     spec.upnp !== 'none' && (on === 'both' || on === side) && nat !== 'none' && nat !== 'double';
@@ -130,6 +137,7 @@ export function directRequired(spec: Pick<CellSpec, 'client' | 'device' | 'upnp'
 
 /** The client's own report of its path, in the matrix's words. */
 export function pathOf(stderr: string): string {
+  if (/connected directly on the LAN/.test(stderr)) return 'LAN candidate';
   if (/connected directly: device dialled/.test(stderr)) return 'device dialled the client';
   if (/connected directly: we dialled the device/.test(stderr)) return 'client dialled the device';
   if (/connected directly: TCP hole punch/.test(stderr)) return 'TCP hole punch';
@@ -144,7 +152,10 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
   const gatewayBySide = new Map<'client' | 'device', { gateway: Gateway; router: string }>();
   let lab: Lab | null = null;
   const on = spec.upnpOn ?? 'both';
+  const homes = spec.homes ?? 'separate';
   const base = {
+    homes,
+    routers: `${spec.device.inbound ?? 'drop'}${spec.device.hairpin ? ', hairpin' : ''}`,
     clientNat: spec.client.nat,
     deviceNat: spec.device.nat,
     upnp: spec.upnp === 'none' || on === 'both' ? spec.upnp : `${spec.upnp} (${on} side)`,
@@ -152,7 +163,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
   };
   const gatewayOn = (side: 'client' | 'device'): boolean => spec.upnp !== 'none' && (on === 'both' || on === side);
   try {
-    lab = await createLab({ client: spec.client, device: spec.device });
+    lab = await createLab({ client: spec.client, device: spec.device, homes });
     const setup = await createLoopbackSetup({
       dir,
       serverAddress: ADDR.server,
@@ -169,7 +180,8 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
     if (spec.upnp !== 'none') {
       const kind = spec.upnp;
       for (const [name, side] of [['client', lab.client], ['device', lab.device]] as const) {
-        if (gatewayOn(name) && side.router) {
+        // One router for both (same LAN): one gateway.
+        if (gatewayOn(name) && side.router && !gateways.some((_, i) => [...gatewayBySide.values()][i]?.router === side.router)) {
           const gateway = await startGateway({ router: side.router, kind, dir, lanCidr: ADDR.lanCidr });
           gateways.push(gateway);
           gatewayBySide.set(name, { gateway, router: side.router });
