@@ -38,6 +38,7 @@ import { createPeerListener, type PeerListener } from './peer-listener.js';
 import { relayTunnel } from './relay-tunnel.js';
 import { mapTcpPort, type MappingMode, type PortMapping } from '../nat/port-mapping.js';
 import { firstFulfilled } from '../common/first-fulfilled.js';
+import { clientLanOffer, deviceLanTargets, lanPath } from './lan-candidates.js';
 
 export interface ClientOptions {
   /** The rendezvous server's TLS endpoint. */
@@ -153,6 +154,9 @@ export function createClient(input: ClientOptions): Client {
       // Bound explicitly: a hole punch leaves later from this port, whose NAT mapping the server sees.
       const tls = await connectToServer({ host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem, signal, bindLocal: true });
       const requestLocalPort = tls.localPort ?? 0;
+      const requestLocalAddress = tls.localAddress;
+      // Our LAN address and accept port, for a device in the same home (lan-candidates.ts).
+      const lanOffer = clientLanOffer(requestLocalAddress, listener.address());
       const channel = new FrameChannel(tls);
       let status: number;
       let detail: string;
@@ -163,7 +167,7 @@ export function createClient(input: ClientOptions): Client {
         // Use the server's clock so a client with a wrong clock still makes fresh requests.
         const serverNow = hello.type === FrameType.HELLO ? hello.serverTimeMs : o.clock.now();
         const sealedRequest = sealRequest(
-          { clientNonce, timestampMs: serverNow, equipmentId: o.equipmentId, service: o.service, advertisedPort },
+          { clientNonce, timestampMs: serverNow, equipmentId: o.equipmentId, service: o.service, advertisedPort, lan: lanOffer },
           deriveRequestTagKey(key),
         );
         // The wake proof lets the device check the password before it does any TLS work (P9).
@@ -188,7 +192,9 @@ export function createClient(input: ClientOptions): Client {
       }
       const seenAs = candidates.find((c) => c.kind === CandidateKind.OBSERVED)?.endpoint;
       const punch = candidates.find((c) => c.kind === CandidateKind.PUNCH)?.endpoint;
-      const listen = candidates.filter((c) => c.kind === CandidateKind.LISTEN).map((c) => c.endpoint);
+      const lanTargets = deviceLanTargets(candidates, requestLocalAddress);
+      // The device's LAN address first: dialled like its open port, with the same token.
+      const listen = [...lanTargets, ...candidates.filter((c) => c.kind === CandidateKind.LISTEN).map((c) => c.endpoint)];
       log.info(
         { punch: punch ? formatEndpoint(punch) : null, deviceListens: listen.map(formatEndpoint), relay: relayOffer !== null },
         'S207 device accepted the request; waiting for its direct connection (S208) and trying the other paths',
@@ -250,13 +256,14 @@ export function createClient(input: ClientOptions): Client {
       const connectMs = performance.now() - t0;
       const me = seenAs ? seenAs.address : 'our address';
       const path =
-        won.via === 'dial'
+        lanPath(won.via, won.to, lanTargets, stream.remoteAddress, lanOffer) ??
+        (won.via === 'dial'
           ? `connected directly: device dialled ${mapping ? `${mapping.externalHost}:${mapping.externalPort} (our router's mapping)` : `${me}:${advertisedPort}`}`
           : won.via === 'punch'
             ? `connected directly: TCP hole punch between ${seenAs ? formatEndpoint(seenAs) : me} and the device's ${formatEndpoint(won.to!)}`
             : won.via === 'reverse'
               ? `connected directly: we dialled the device's open port ${formatEndpoint(won.to!)}`
-              : `relayed via server: direct attempts failed (${relayReason(failures, advertisedPort, me)}); end-to-end encrypted, the server sees ciphertext only`;
+              : `relayed via server: direct attempts failed (${relayReason(failures, advertisedPort, me)}); end-to-end encrypted, the server sees ciphertext only`);
       log.info({ connectMs: Math.round(connectMs), via: won.via }, won.via === 'relay' ? 'channel up through the relay; S209 data' : 'S208 direct channel up; S209 data');
       return { stream, path, via: won.via, connectMs };
     } finally {

@@ -26,6 +26,7 @@ import type { Authorize, Decision } from './authorizer.js';
 import { connectService, dialClient, type DialOptions } from './dialer.js';
 import { connectToServer } from '../rendezvous/server-tls.js';
 import { firstFulfilled } from '../common/first-fulfilled.js';
+import { deviceLanOffer, lanDialTarget } from './lan-candidate.js';
 
 export interface SessionContext {
   readonly identity: DeviceIdentity;
@@ -81,7 +82,7 @@ export interface ReverseOffer {
   readonly endpoints: () => readonly Endpoint[];
 }
 
-type Path = 'dial' | 'punch' | 'reverse' | 'relay';
+type Path = 'dial' | 'punch' | 'reverse' | 'relay' | 'lan';
 interface Won {
   readonly tunnel: TLSSocket;
   readonly via: Path;
@@ -92,6 +93,7 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
   // Bound explicitly, so that a hole punch can later leave from the port the server observed.
   const tls = await connectToServer({ ...ctx.server, caPem: ctx.identity.caCert, signal: ctx.signal, bindLocal: true });
   const attachLocalPort = tls.localPort ?? 0;
+  const attachLocalAddress = tls.localAddress;
   const channel = new FrameChannel(tls);
   let service: Socket | null = null;
   try {
@@ -130,8 +132,9 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     }
     const reverse = status === Status.OK ? ctx.reverse : undefined;
     const listen = reverse?.endpoints() ?? [];
+    const lanOffer = reverse ? deviceLanOffer(told, attachLocalAddress, reverse.listener.port()) : [];
     if (listen.length > 0) {
-      channel.send({ type: FrameType.CANDIDATES, candidates: listen.slice(0, CANDIDATES_MAX).map((endpoint) => ({ kind: CandidateKind.LISTEN, endpoint })) });
+      channel.send({ type: FrameType.CANDIDATES, candidates: [...lanOffer, ...listen.map((endpoint) => ({ kind: CandidateKind.LISTEN, endpoint }))].slice(0, CANDIDATES_MAX) });
     }
     channel.send({ type: FrameType.DEVICE_VERDICT, requestId, status: status as typeof Status.OK });
     channel.close();
@@ -140,8 +143,11 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     }
     // Punch only towards the address the dial policy just approved (the client's observed one).
     const punch = told.find((c) => c.kind === CandidateKind.PUNCH && c.endpoint.address === decision.dial.address)?.endpoint;
+    // The client's LAN address, only under the rules of lan-candidate.ts (P3b).
+    const lan = lanDialTarget(told, decision.request, attachLocalAddress);
+    if (lan.dial === null && lan.reason) log.info({ reason: lan.reason }, 'LAN candidate not dialled');
     log.info(
-      { service: decision.request.service, client: formatEndpoint(decision.dial), punch: punch ? formatEndpoint(punch) : null, listen: listen.map(formatEndpoint) },
+      { service: decision.request.service, client: formatEndpoint(decision.dial), punch: punch ? formatEndpoint(punch) : null, listen: listen.map(formatEndpoint), ...(lan.dial ? { lan: formatEndpoint(lan.dial) } : {}) },
       'S207 request authorised; S208 dialling the client (and trying the other paths alongside)',
     );
     const channelOptions = {
@@ -154,6 +160,7 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     const won = await racePaths(requestId, ctx, {
       channelOptions,
       punch: punch && attachLocalPort && ctx.holePunch ? { localPort: attachLocalPort, remote: punch } : null,
+      lan: lan.dial,
       reverse: reverse && listen.length > 0 ? { listener: reverse.listener, token: reverseToken(ctx.identity.accessKey, decision.request.clientNonce) } : null,
       log,
     });
@@ -198,6 +205,8 @@ async function racePaths(
     channelOptions: Omit<DialOptions, 'timeoutMs' | 'signal' | 'over'>;
     punch: { localPort: number; remote: Endpoint } | null;
     reverse: { listener: ReverseListener; token: Buffer } | null;
+    /** The client's LAN address (lan-candidate.ts), dialled alongside. */
+    lan: Endpoint | null;
     log: Logger;
   },
 ): Promise<Won> {
@@ -216,6 +225,9 @@ async function racePaths(
   const direct: Promise<Won>[] = [
     dialClient({ ...p.channelOptions, timeoutMs: ctx.directTimeoutMs, signal }).then((tunnel) => ({ tunnel, via: 'dial' as const }), note('dial')),
   ];
+  if (p.lan) {
+    direct.push(dialClient({ ...p.channelOptions, to: p.lan, timeoutMs: ctx.directTimeoutMs, signal }).then((tunnel) => ({ tunnel, via: 'lan' as const }), note('lan')));
+  }
   if (p.punch) {
     const { localPort, remote } = p.punch;
     direct.push(

@@ -240,7 +240,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       spec.onLine?.('client', l);
       if (l.msg === 'port mapped') clientMapping = `client mapped it (${String(l.via)}): ${String(l.external)}`;
     }
-    const connectMs = /(?:connected directly|relayed via server): .* in (\d+) ms/.exec(r.stderr)?.[1];
+    const connectMs = /(?:connected directly(?: on the LAN)?|relayed via server): .* in (\d+) ms/.exec(r.stderr)?.[1];
     const verified = r.code === 0 && r.stdoutSha === want ? r.stdoutBytes : 0;
     const err =
       /peerlink: (.*\[PEERLINK_ERR_[A-Z_]+\])/.exec(r.stderr)?.[1] ??
