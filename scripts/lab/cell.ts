@@ -82,12 +82,16 @@ export interface CellResult {
   readonly devicePublicAddress: string;
   readonly clientMapping: string;
   readonly error: string | null;
+  /** Echoed bytes per second through the tunnel (MB/s), when connected. */
+  readonly throughputMBps?: number;
 }
 
 export interface ClientRun {
   readonly code: number | null;
   readonly stdoutSha: string;
   readonly stdoutBytes: number;
+  /** From the first echoed byte to the last: the tunnel's throughput is stdoutBytes over this. */
+  readonly streamMs: number;
   readonly stderr: string;
 }
 
@@ -97,7 +101,11 @@ export function runClient(ns: string, args: readonly string[], input: Buffer, ti
     const hash = createHash('sha256');
     let bytes = 0;
     let stderr = '';
+    let first = 0;
+    let last = 0;
     child.stdout.on('data', (d: Buffer) => {
+      last = performance.now();
+      if (bytes === 0) first = last;
       hash.update(d);
       bytes += d.length;
     });
@@ -108,7 +116,7 @@ export function runClient(ns: string, args: readonly string[], input: Buffer, ti
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.once('close', (code) => {
       clearTimeout(timer);
-      resolve({ code, stdoutSha: hash.digest('hex'), stdoutBytes: bytes, stderr });
+      resolve({ code, stdoutSha: hash.digest('hex'), stdoutBytes: bytes, streamMs: last - first, stderr });
     });
   });
 }
@@ -255,6 +263,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       devicePublicAddress: lab.device.publicAddress,
       clientMapping,
       error: verified === payload.length ? null : err,
+      ...(verified > 0 && r.streamMs > 0 ? { throughputMBps: verified / 1e6 / (r.streamMs / 1000) } : {}),
     };
   } catch (err) {
     return {

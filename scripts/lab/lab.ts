@@ -187,7 +187,7 @@ async function main(): Promise<number> {
     options: {
       out: { type: 'string' }, jobs: { type: 'string' }, quick: { type: 'boolean' }, loss: { type: 'string' }, 'udp-timeout': { type: 'string' },
       client: { type: 'string' }, device: { type: 'string' }, upnp: { type: 'string' }, 'upnp-on': { type: 'string' }, minutes: { type: 'string' },
-      inbound: { type: 'string' }, homes: { type: 'string' }, hairpin: { type: 'boolean' },
+      inbound: { type: 'string' }, homes: { type: 'string' }, hairpin: { type: 'boolean' }, runs: { type: 'string' },
     },
   });
   if (!isRoot()) {
@@ -248,6 +248,33 @@ async function main(): Promise<number> {
     out(`${stamp()}  result: ${r.connected ? 'connected' : 'FAILED'}; path: ${r.path}; ${r.connectMs ?? '-'} ms; ${r.bytesVerified} bytes verified${r.error ? `; error ${r.error}` : ''}`);
     return r.connected ? 0 : 1;
   }
+  if (cmd === 'homes') {
+    // Issue 14's figures: same-LAN time to connect and throughput against two homes' paths.
+    const runs = Number(values.runs ?? 3);
+    const payloadBytes = 32 * 1024 * 1024;
+    const configs = [
+      { name: 'same LAN, no hairpin (LAN candidate)', homes: 'same-lan' as const, client: { nat: 'port-restricted' as const }, device: { nat: 'port-restricted' as const }, upnp: 'none' as const },
+      { name: 'same LAN, hairpin (LAN candidate)', homes: 'same-lan' as const, client: { nat: 'port-restricted' as const, hairpin: true }, device: { nat: 'port-restricted' as const, hairpin: true }, upnp: 'none' as const },
+      { name: "two homes, the patent's path (device dials the client's UPnP mapping)", homes: 'separate' as const, client: { nat: 'port-restricted' as const }, device: { nat: 'port-restricted' as const }, upnp: 'igd2' as const, upnpOn: 'client' as const, strategies: 'patent' as const },
+      { name: 'two homes, relayed (symmetric NATs)', homes: 'separate' as const, client: { nat: 'symmetric' as const }, device: { nat: 'symmetric' as const }, upnp: 'none' as const },
+    ];
+    out('| path | runs | connected directly | time to connect (median) | throughput, MB/s (median) |');
+    out('|---|---|---|---|---|');
+    for (const c of configs) {
+      const rs: CellResult[] = [];
+      for (let i = 0; i < runs && !interrupted; i++) {
+        const r = await runCell({ ...c, payloadBytes, peerTimeoutMs: 10_000, clientTimeoutMs: 120_000 });
+        process.stderr.write(`${stamp()}  ${c.name}: ${r.connected ? `${r.path}, ${r.connectMs} ms, ${r.throughputMBps?.toFixed(1)} MB/s` : `no (${r.error})`}\n`);
+        rs.push(r);
+      }
+      const med = (xs: number[]): number | null => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : null);
+      const ok = rs.filter((r) => r.connected);
+      const connect = med(ok.map((r) => r.connectMs ?? 0));
+      const mbps = med(ok.map((r) => r.throughputMBps ?? 0));
+      out(`| ${c.name} | ${rs.length} | ${ok.filter((r) => r.path !== 'relayed via server').length} | ${connect === null ? '-' : `${connect} ms`} | ${mbps === null ? '-' : mbps.toFixed(1)} |`);
+    }
+    return 0;
+  }
   if (cmd === 'renumber') {
     const r = await renumberScenario({ log: (s) => out(`${stamp()}  ${s}`) });
     return r.connected ? 0 : 1;
@@ -259,7 +286,7 @@ async function main(): Promise<number> {
     if (values.out) await writeFile(values.out, `${table}\n`);
     return 0;
   }
-  process.stderr.write('usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND --homes HOMES --inbound drop|reset --hairpin] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] [--inbound drop,reset] [--homes separate,same-lan,shared-cgn] [--client NATS] [--device NATS] | renumber | keepalive [--minutes N]\n');
+  process.stderr.write('usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND --homes HOMES --inbound drop|reset --hairpin] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] [--inbound drop,reset] [--homes separate,same-lan,shared-cgn] [--client NATS] [--device NATS] | homes [--runs N] | renumber | keepalive [--minutes N]\n');
   return 2;
 }
 
