@@ -36,6 +36,8 @@ export interface CellSpec {
   readonly upnpOn?: UpnpSide;
   /** 'patent': the device's dial and the relay only (no hole punch, no reverse port). Default 'all'. */
   readonly strategies?: 'all' | 'patent';
+  /** Extra lines for the agent's [dial] table, e.g. "relay_after_ms = 8000". */
+  readonly dialExtra?: string;
   /** Extra lines for the agent's [reverse] table, e.g. "mapping_renew_ms = 2000". */
   readonly agentReverse?: string;
   readonly peerTimeoutMs?: number;
@@ -182,6 +184,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       portMapping: gatewayOn('device') ? 'auto' : 'off',
       directDialOnly: spec.strategies === 'patent',
       ...(spec.agentReverse ? { reverseExtra: spec.agentReverse } : {}),
+      ...(spec.dialExtra ? { dialExtra: spec.dialExtra } : {}),
       ...(spec.serverExtra ? { serverExtra: spec.serverExtra } : {}),
     });
     // The gateways first: the agent asks its router for a mapping as it starts.
