@@ -49,6 +49,9 @@ export interface FleetStats {
   readonly acked: number;
   readonly cookies: number;
   readonly lost: number;
+  /** Of the lost: no answer within ACK_TIMEOUT_MS; challenged MAX_CHALLENGES times. */
+  readonly lostNoAnswer: number;
+  readonly lostChallenged: number;
   readonly restarts: number;
   readonly moves: number;
   readonly pending: number;
@@ -63,6 +66,8 @@ interface Device {
   nextMs: number;
   cookie: Buffer | undefined;
   ackedOnce: boolean;
+  /** Registrations of this device awaiting an answer. */
+  inFlight: number;
 }
 
 interface Pending {
@@ -87,12 +92,12 @@ export function createDeviceFleet(input: FleetOptions): DeviceFleet {
   for (let i = 0; i < o.devices; i++) {
     const id = `${o.idPrefix}-${String(i).padStart(6, '0')}`;
     // The deriver reuses one scratch block: copy the prepared key out.
-    devices.push({ id, key: Int32Array.from(keyOf(id)) as Blake2sKey, socket: 0, nextMs: 0, cookie: undefined, ackedOnce: false });
+    devices.push({ id, key: Int32Array.from(keyOf(id)) as Blake2sKey, socket: 0, nextMs: 0, cookie: undefined, ackedOnce: false, inFlight: 0 });
   }
   const sockets: Socket[] = [];
   const socketAddress: string[] = [];
   const pending = new Map<string, Pending>();
-  let sent = 0, acked = 0, cookies = 0, lost = 0, restarts = 0, moves = 0, registeredOnce = 0;
+  let sent = 0, acked = 0, cookies = 0, lost = 0, lostNoAnswer = 0, lostChallenged = 0, restarts = 0, moves = 0, registeredOnce = 0;
   let ticker: NodeJS.Timeout | null = null;
 
   const rand = (n: number): number => Math.floor(Math.random() * n);
@@ -104,6 +109,7 @@ export function createDeviceFleet(input: FleetOptions): DeviceFleet {
     const target = o.targets[s % o.targets.length]!;
     pending.set(nonce.toString('hex'), { device: d, sentMs: Date.now(), challenges });
     if (challenges === 0) sent++;
+    d.inFlight++;
     sockets[s]!.send(packet, target.port, target.host);
   }
 
@@ -120,6 +126,7 @@ export function createDeviceFleet(input: FleetOptions): DeviceFleet {
     if (!entry) return;
     pending.delete(k);
     const d = entry.device;
+    d.inFlight--;
     if (p.type === UDP_TYPE_COOKIE) {
       cookies++;
       d.cookie = Buffer.from(p.cookie);
@@ -127,6 +134,7 @@ export function createDeviceFleet(input: FleetOptions): DeviceFleet {
       // mapping and is challenged again, as the real registrar would be; a cookie that never takes is a loss.
       if (entry.challenges >= MAX_CHALLENGES) {
         lost++;
+        lostChallenged++;
         return;
       }
       send(d, true, entry.challenges + 1);
@@ -159,14 +167,20 @@ export function createDeviceFleet(input: FleetOptions): DeviceFleet {
     for (const [k, p] of pending) {
       if (now - p.sentMs > ACK_TIMEOUT_MS) {
         pending.delete(k);
+        p.device.inFlight--;
         lost++;
+        lostNoAnswer++;
       }
     }
     // Random restarts and address changes, spread over the interval.
     const share = TICK_MS / o.intervalMs;
     const nRestart = poisson(o.devices * o.restartShare * share);
+    // Only a device with no registration under way: a real device's next registration follows the
+    // answer to the last (or its timeout), so two in flight from two mappings would be the harness's
+    // own race (the server keeps the newer timestamp and drops the older without an answer).
     for (let i = 0; i < nRestart; i++) {
       const d = devices[rand(devices.length)]!;
+      if (d.inFlight > 0) continue;
       moveDevice(d, false);
       d.nextMs = now;
       restarts++;
@@ -174,12 +188,13 @@ export function createDeviceFleet(input: FleetOptions): DeviceFleet {
     const nMove = poisson(o.devices * o.moveShare * share);
     for (let i = 0; i < nMove; i++) {
       const d = devices[rand(devices.length)]!;
+      if (d.inFlight > 0) continue;
       moveDevice(d, true);
       moves++;
     }
     // Devices due: a full scan is 10,000 comparisons per tick, cheap next to the crypto.
     for (const d of devices) {
-      if (d.nextMs <= now) {
+      if (d.nextMs <= now && d.inFlight === 0) {
         d.nextMs = now + o.intervalMs;
         send(d, d.cookie !== undefined);
       }
@@ -219,10 +234,11 @@ export function createDeviceFleet(input: FleetOptions): DeviceFleet {
       const end = Date.now() + ACK_TIMEOUT_MS;
       while (pending.size > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
       lost += pending.size;
+      lostNoAnswer += pending.size;
       pending.clear();
       await Promise.all(sockets.map((s) => new Promise<void>((r) => s.close(() => r()))));
     },
-    stats: () => Object.freeze({ sent, acked, cookies, lost, restarts, moves, pending: pending.size, registeredOnce }),
+    stats: () => Object.freeze({ sent, acked, cookies, lost, lostNoAnswer, lostChallenged, restarts, moves, pending: pending.size, registeredOnce }),
   };
 
   function poisson(mean: number): number {
