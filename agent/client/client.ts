@@ -137,6 +137,9 @@ export function createClient(input: ClientOptions): Client {
     started = true;
   }
 
+  /** The server's connection ends before its answer (killed, restarted): a retry will do. */
+  const SERVER_WENT_AWAY = { code: ErrorCodes.SERVER_UNREACHABLE, message: 'the rendezvous server closed the connection before answering (stopped or restarted?); try again' } as const;
+
   async function open(signal?: AbortSignal): Promise<Tunnel> {
     await ensureStarted(signal);
     const key = accessKey!;
@@ -153,7 +156,7 @@ export function createClient(input: ClientOptions): Client {
       // Bound explicitly: a hole punch leaves later from this port, whose NAT mapping the server sees.
       const tls = await connectToServer({ host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem, signal, bindLocal: true });
       const requestLocalPort = tls.localPort ?? 0;
-      const channel = new FrameChannel(tls);
+      const channel = new FrameChannel(tls, SERVER_WENT_AWAY);
       let status: number;
       let detail: string;
       let relayOffer: { readonly requestId: Buffer; readonly joinToken: Buffer } | null = null;
