@@ -3,7 +3,9 @@
 import { parseArgs } from 'node:util';
 import { createLogger } from '../common/logger.js';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
-import { createRendezvousServer } from '../server/server.js';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import type { Logger } from 'pino';
+import { createRendezvousServer, type RendezvousServer } from '../server/server.js';
 import { loadServerSecrets, loadServerSettings } from '../server/settings.js';
 import { createNotifier } from '../systemd/notify.js';
 import { createWatchdog } from '../systemd/watchdog.js';
@@ -15,6 +17,25 @@ const SHUTDOWN_OVERRUN_MS = 1_500;
 const DEFAULT_CONFIG = '/etc/peerlink/server.toml';
 const USAGE = `usage: ${PROGRAM} [run] [--config FILE]      run the rendezvous server (default config ${DEFAULT_CONFIG})
        ${PROGRAM} check-config [--config FILE]  validate the settings and the files they name, then exit`;
+
+/** Re-read tls.cert_file and tls.key_file; serve them if they are a valid, current pair, else keep the old. */
+async function reloadCertificate(file: string, server: RendezvousServer, logger: Logger): Promise<void> {
+  try {
+    const settings = await loadServerSettings(file);
+    const { certPem, keyPem } = await loadServerSecrets(settings);
+    const cert = new X509Certificate(certPem);
+    const now = Date.now();
+    if (Date.parse(cert.validTo) <= now || Date.parse(cert.validFrom) > now) {
+      throw new Error(`${settings.tls.certFile}: not valid now (valid ${cert.validFrom} to ${cert.validTo})`);
+    }
+    if (!cert.checkPrivateKey(createPrivateKey(keyPem))) throw new Error(`${settings.tls.keyFile}: not the key of ${settings.tls.certFile}`);
+    server.setCertificate(certPem, keyPem);
+    logger.info({ certFile: settings.tls.certFile, validTo: cert.validTo }, 'server certificate reloaded');
+  } catch (err) {
+    const problems = err instanceof ConfigError ? err.problems.join('; ') : (err as Error).message;
+    logger.error({ err: problems }, 'server certificate not reloaded: keeping the one in use');
+  }
+}
 
 async function main(): Promise<void> {
   let parsed;
@@ -81,6 +102,9 @@ async function main(): Promise<void> {
     const list = [...server.registry.entries()].map(([id, e]) => ({ id, address: e.address, port: e.port, lastSeenMs: e.lastSeenMs }));
     logger.info({ equipmentList: list, counters: server.registration.counters.snapshot() }, 'equipment list');
   });
+  // SIGHUP (systemctl reload) takes a renewed certificate (`peerlink-provision renew-server-cert`)
+  // without a restart: the registry and the requests in flight stay. A bad one keeps the old.
+  process.on('SIGHUP', () => void reloadCertificate(file, server, logger));
   const sig = await onceSignal(['SIGTERM', 'SIGINT']);
   logger.info({ signal: sig, graceMs: settings.shutdown.graceMs }, 'stopping: no new requests; finishing those in flight');
   watchdog.stop();

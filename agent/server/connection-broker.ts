@@ -120,6 +120,8 @@ export type Verdict = { readonly status: StatusValue; readonly detail?: string; 
 
 export interface ConnectionBroker {
   start(): Promise<void>;
+  /** A renewed certificate and key for new handshakes (connections already open keep theirs). */
+  setCertificate(certPem: string, keyPem: string): void;
   /** Stop taking connections; with graceMs, let requests in flight finish for up to that long. */
   stop(graceMs?: number): Promise<void>;
   /** Requests being served now (client conversations and device attaches). */
@@ -452,6 +454,10 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
 
   return {
     counters,
+    setCertificate(certPem, keyPem) {
+      if (!server) throw new Error('not started');
+      server.setSecureContext({ cert: certPem, key: keyPem, minVersion: 'TLSv1.2' });
+    },
     async start() {
       // allowHalfOpen: a relayed end-to-end channel half-closes through these connections.
       const s = createServer({
