@@ -13,6 +13,8 @@
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { endianness } from 'node:os';
 import { UDP_TYPE_COOKIE, UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
 import { encodeRegister, deviceUdpKeys, parseUdpPacket, REGISTER_NONCE_BYTES } from '../../agent/protocol/udp-packets.js';
 import type { Blake2sKey } from '../../agent/protocol/blake2s.js';
@@ -65,6 +67,11 @@ export interface FleetStats {
   readonly pending: number;
   /** Devices that have been acknowledged at least once. */
   readonly registeredOnce: number;
+  /**
+   * Datagrams the kernel dropped at the simulator's own sockets (receive buffer full: the harness
+   * was starved of CPU), read from /proc/self/net/udp at stop; answers lost there are the harness's.
+   */
+  readonly harnessDrops: number;
 }
 
 interface Device {
@@ -93,6 +100,28 @@ export interface DeviceFleet {
   readonly ids: readonly string[];
 }
 
+/** Sum of the `drops` column of /proc/self/net/udp for these sockets (0 where it cannot be read). */
+function ownSocketDrops(sockets: readonly Socket[]): number {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/net/udp', 'utf8');
+  } catch {
+    return 0;
+  }
+  const hexOf = (address: string, port: number): string => {
+    const b = address.split('.').map(Number);
+    const bytes = endianness() === 'LE' ? b.reverse() : b;
+    return `${bytes.map((x) => x.toString(16).padStart(2, '0')).join('')}:${port.toString(16).padStart(4, '0')}`.toUpperCase();
+  };
+  const mine = new Set(sockets.map((s) => hexOf(s.address().address, s.address().port)));
+  let drops = 0;
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length > 12 && mine.has(f[1]!)) drops += Number(f[f.length - 1]);
+  }
+  return drops;
+}
+
 export function createDeviceFleet(input: FleetOptions): DeviceFleet {
   const o = Object.freeze({ ...input, idPrefix: input.idPrefix ?? 'SOAK' });
   const keyOf = deviceUdpKeys(o.masterKey);
@@ -105,7 +134,7 @@ export function createDeviceFleet(input: FleetOptions): DeviceFleet {
   const sockets: Socket[] = [];
   const socketAddress: string[] = [];
   const pending = new Map<string, Pending>();
-  let sent = 0, acked = 0, cookies = 0, lost = 0, lostNoAnswer = 0, lostChallenged = 0, slow = 0, restarts = 0, moves = 0, registeredOnce = 0;
+  let sent = 0, acked = 0, cookies = 0, lost = 0, lostNoAnswer = 0, lostChallenged = 0, slow = 0, harnessDrops = 0, restarts = 0, moves = 0, registeredOnce = 0;
   let ticker: NodeJS.Timeout | null = null;
 
   const rand = (n: number): number => Math.floor(Math.random() * n);
@@ -244,10 +273,11 @@ export function createDeviceFleet(input: FleetOptions): DeviceFleet {
       while (pending.size > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
       lost += pending.size;
       lostNoAnswer += pending.size;
+      harnessDrops = ownSocketDrops(sockets);
       pending.clear();
       await Promise.all(sockets.map((s) => new Promise<void>((r) => s.close(() => r()))));
     },
-    stats: () => Object.freeze({ sent, acked, cookies, lost, lostNoAnswer, lostChallenged, slow, restarts, moves, pending: pending.size, registeredOnce }),
+    stats: () => Object.freeze({ sent, acked, cookies, lost, lostNoAnswer, lostChallenged, slow, restarts, moves, pending: pending.size, registeredOnce, harnessDrops }),
   };
 
   function poisson(mean: number): number {
