@@ -5,6 +5,7 @@
  * service (S209). Beyond the patent, the dial races a hole punch, the client's reverse dial to the
  * device's own port, and (after a short delay) the relay; the first end-to-end channel wins.
  */
+import { followSignal } from '../common/linked-signal.js';
 import type { Logger } from 'pino';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -202,7 +203,9 @@ async function racePaths(
   },
 ): Promise<Won> {
   const paths = new AbortController();
-  const signal = AbortSignal.any([ctx.signal, paths.signal]);
+  // Not AbortSignal.any with the agent-long ctx.signal: it leaks per session (common/linked-signal.ts).
+  const unlink = followSignal(ctx.signal, paths);
+  const signal = paths.signal;
   const directSignal = AbortSignal.any([signal, AbortSignal.timeout(ctx.directTimeoutMs)]);
   const failures: string[] = [];
   const note = (via: Path) => (err: unknown): never => {
@@ -256,6 +259,7 @@ async function racePaths(
     return won;
   } finally {
     paths.abort();
+    unlink();
   }
 }
 
