@@ -15,6 +15,7 @@ import { statusCommand } from '../status/status-command.js';
 import { createNotifier } from '../systemd/notify.js';
 import { createWatchdog } from '../systemd/watchdog.js';
 import { exitIfStopHangs, reportAndExit, STOP_BACKSTOP_MS } from './run-main.js';
+import { AGENT_OWNER_COMMANDS, AGENT_OWNER_USAGE, agentOwnerCommand } from './agent-owner-commands.js';
 
 const PROGRAM = 'peerlink-agent';
 const DEFAULT_CONFIG = '/etc/peerlink/agent.toml';
@@ -24,7 +25,8 @@ const USAGE = `usage: ${PROGRAM} [run] [--config FILE] [--identity FILE] [--stat
        ${PROGRAM} check-config [--config FILE] [--identity FILE]
                                           validate settings and identity, then exit
        ${PROGRAM} status [--json] [--state FILE]
-                                          the running agent's state (default state file ${defaultStateFile({})})`;
+                                          the running agent's state (default state file ${defaultStateFile({})})
+${AGENT_OWNER_USAGE}`;
 
 /** --state, else the runtime directory systemd made; outside systemd only if /run/peerlink exists. */
 async function chooseStateFile(explicit: string | undefined, logger: Logger): Promise<string | null> {
@@ -56,6 +58,10 @@ async function main(): Promise<void> {
     return;
   }
   const command = parsed.positionals[0] ?? 'run';
+  if ((AGENT_OWNER_COMMANDS as readonly string[]).includes(command)) {
+    await agentOwnerCommand(command, parsed.positionals.slice(1), parsed.values.config ?? DEFAULT_CONFIG, parsed.values.json === true);
+    return;
+  }
   if (!['run', 'check-config', 'status', 'diagnose'].includes(command) || parsed.positionals.length > 1) {
     throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   }

@@ -15,6 +15,8 @@ import { ConfigError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { exitIfStopHangs, onceSignal, reportAndExit, STOP_BACKSTOP_MS } from './run-main.js';
 import { MAPPING_MODES, type MappingMode } from '../nat/port-mapping.js';
 import { CONNECT_URI_SCHEME, parseConnectUri } from '../protocol/connect-uri.js';
+import { OWNER_USAGE, ownerCommand } from './owner-commands.js';
+import { defaultPairingDir, loadPairing } from '../client/pairings.js';
 
 const PROGRAM = 'peerlink';
 const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca CA.pem --password-file FILE
@@ -34,7 +36,10 @@ const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca 
   --server-name     name expected in the server certificate (default: the --server host)
   --log-level       fatal|error|warn|info|debug (default warn; logs go to stderr)
   --peer-timeout-ms how long to wait for the device's direct connection once it accepted (default 10000)
-  --map-port        ask the router to forward the --accept port: UPnP IGD v1/v2 or NAT-PMP (default off)`;
+  --map-port        ask the router to forward the --accept port: UPnP IGD v1/v2 or NAT-PMP (default off)
+  --pairing-dir     where pairings are kept (default ~/.config/peerlink/pairings); connect uses the device's
+                    pairing there instead of the password when there is one
+${OWNER_USAGE}`;
 
 function usage(message: string): ConfigError {
   return new ConfigError([`${message}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
@@ -57,6 +62,12 @@ async function main(): Promise<void> {
         'log-level': { type: 'string' },
         'peer-timeout-ms': { type: 'string' },
         'map-port': { type: 'string' },
+        'pairing-dir': { type: 'string' },
+        name: { type: 'string' },
+        json: { type: 'boolean' },
+        'new-password-file': { type: 'string' },
+        'keep-pairings': { type: 'boolean' },
+        'drop-pairings': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       allowPositionals: true,
@@ -70,6 +81,7 @@ async function main(): Promise<void> {
     return;
   }
   const [command, target, ...extra] = parsed.positionals;
+  if (command === 'pair' || command === 'device') return ownerCommand(parsed.positionals, v);
   if (command !== 'connect' || !target || extra.length) throw usage('expected: connect <equipment-id | peerlink://connect?...>');
   // The label's QR code: ID, password and (when the factory knew it) the server, in one URI.
   // (A command line is visible to other local users: on a shared machine prefer --password-file.)
@@ -77,7 +89,9 @@ async function main(): Promise<void> {
   const equipmentId = uri?.equipmentId ?? target;
   if (!v.server && uri?.server) v.server = uri.server;
   for (const k of ['server', 'ca', 'service'] as const) if (!v[k]) throw usage(`--${k} is required`);
-  if (!uri && !v['password-file']) throw usage('--password-file is required (or give the label\'s peerlink:// URI)');
+  // A stored pairing (peerlink pair) is used instead of the password.
+  const pairing = await loadPairing(v['pairing-dir'] ?? defaultPairingDir(), equipmentId);
+  if (!pairing && !uri && !v['password-file']) throw usage('--password-file is required (or give the label\'s peerlink:// URI)');
   if (Boolean(v.listen) === Boolean(v.stdio)) throw usage('give exactly one of --listen HOST:PORT or --stdio');
   const advertisePort = v['advertise-port'] === undefined ? undefined : Number(v['advertise-port']);
   if (advertisePort !== undefined && !(Number.isInteger(advertisePort) && advertisePort > 0 && advertisePort < 65536)) {
@@ -98,18 +112,19 @@ async function main(): Promise<void> {
     }
   };
   const caPem = await readText(v.ca!, '--ca');
-  const password =
-    uri && !v['password-file']
+  const password = pairing
+    ? ''
+    : uri && !v['password-file']
       ? uri.password
       : (await readSecretFile(v['password-file']!, { what: 'the device password', label: `--password-file ${v['password-file']}` })).split('\n')[0]!.trim();
-  if (!password) throw new ConfigError([`--password-file ${v['password-file']}: the first line is empty`]);
+  if (!pairing && !password) throw new ConfigError([`--password-file ${v['password-file']}: the first line is empty`]);
 
   const logger = createLogger({ name: PROGRAM, level: v['log-level'] ?? 'warn', destination: 2 });
   const client = createClient({
     server,
     caPem,
     equipmentId,
-    password,
+    ...(pairing ? { accessKey: pairing.key } : { password }),
     service: v.service!,
     accept: v.accept ? parseHostPort(v.accept, '--accept') : { host: '0.0.0.0', port: 0 },
     ...(v['server-name'] ? { serverName: v['server-name'] } : {}),

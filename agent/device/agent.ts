@@ -25,6 +25,12 @@ import { createReverseListener, type ReverseListener } from './reverse-listener.
 import type { PortMapping } from '../nat/port-mapping.js';
 import type { Endpoint } from '../protocol/address.js';
 import type { AgentSettings } from './settings.js';
+import { openOwnerStore, type OwnerStore } from './owner-state.js';
+import { createCredentials, type Credential, type Credentials } from './credentials.js';
+import { serveOwnerSession } from './owner-service.js';
+
+/** A paired client's last use is written at most this often (each write is an fsync). */
+const LAST_USED_RESOLUTION_MS = 60_000;
 
 export const AGENT_COUNTERS = ['sessions', 'sessionsServed', 'sessionsRefused', 'sessionsFailed', 'droppedBusy', 'wakeRefused'] as const;
 
@@ -48,6 +54,8 @@ export interface Agent {
   /** The reverse listener's local port, or null when the strategy is off. */
   reversePort(): number | null;
   readonly registrar: Registrar;
+  /** The owner's state (pairings, password), once started. */
+  ownerState(): OwnerStore | null;
   readonly counters: Counters<(typeof AGENT_COUNTERS)[number]>;
 }
 
@@ -73,8 +81,8 @@ export function createAgent(input: AgentOptions): Agent {
   });
   let replayMark: ReplayMark | null = null;
   /** S207, then the accepted request's timestamp on disk before the device acts on it (P12). */
-  const authorizeAndMark = async (fwd: Forwarded, serverNowMs: number, serverAddress: string, wakeNonce: Buffer): Promise<Decision> => {
-    const d = authorize(fwd, serverNowMs, serverAddress);
+  const authorizeAndMark = async (fwd: Forwarded, serverNowMs: number, serverAddress: string, wakeNonce: Buffer, credential: Credential): Promise<Decision> => {
+    const d = authorize(fwd, serverNowMs, serverAddress, credential.key);
     if (d.status !== Status.OK) return d;
     // The request must be the one whose wake proof made us connect (P9).
     if (!equalBytes(d.request.clientNonce, wakeNonce)) return { status: Status.BAD_REQUEST, reason: 'the request is not the one its wake proof named' };
@@ -82,19 +90,43 @@ export function createAgent(input: AgentOptions): Agent {
     return d;
   };
   const freshnessMs = input.freshnessMs ?? REQUEST_FRESHNESS_MS;
-  const wakeKey = deriveWakeKey(identity.accessKey);
   const wakesSeen = new ReplayCache();
+  // The owner's state (pairings, password, issue 19): opened at start(), under state_dir.
+  let ownerStore: OwnerStore | null = null;
+  let credentials: Credentials | null = null;
+  /** Sessions in progress and the credential each was made with, to end them when it is taken away. */
+  const running = new Map<AbortController, Credential>();
+  const endRevoked = (): void => {
+    for (const [ctl, c] of running) {
+      if (credentials && !credentials.valid(c)) {
+        logger.info({ client: c.kind === 'client' ? c.id.slice(0, 8) : 'password' }, 'access taken away: ending its session');
+        ctl.abort();
+      }
+    }
+  };
+  const touch = (c: Credential): void => {
+    if (c.kind !== 'client' || !ownerStore) return;
+    const now = clock.now();
+    const p = ownerStore.current().clients.find((x) => x.id === c.id);
+    if (!p || now - p.lastUsedMs < LAST_USED_RESOLUTION_MS) return;
+    ownerStore
+      .update((s) => ({ ...s, clients: s.clients.map((x) => (x.id === c.id ? { ...x, lastUsedMs: now } : x)) }))
+      .catch((err: Error) => logger.warn({ err: err.message }, 'could not record the client\'s last use'));
+  };
 
   /**
    * P9: before any TLS work, the notification's wake proof must verify under our wake key (the
    * client knows the password), be fresh in server time, and be new. Otherwise the server is told
    * (REFUSE) and ends the request at once; strangers flooding our ID cost us one HMAC each.
    */
-  function wakeRefusal(wake: Wake): RefuseReasonValue | null {
-    if (!verifyWake(wakeKey, identity.equipmentId, wake)) return RefuseReason.BAD_TAG;
+  function wakeRefusal(wake: Wake): RefuseReasonValue | Credential {
+    // Before start() (no owner state yet): the label's key only.
+    const m = credentials ? credentials.match(wake) : verifyWake(deriveWakeKey(identity.accessKey), identity.equipmentId, wake) ? { credential: { kind: 'password' as const, key: identity.accessKey } } : null;
+    if (m === null) return RefuseReason.BAD_TAG;
+    if ('revoked' in m) return RefuseReason.REVOKED;
     const now = registrar.serverNow();
     if (Math.abs(wake.timestampMs - now) > freshnessMs) return RefuseReason.STALE;
-    return wakesSeen.check(wake.nonce, wake.timestampMs + freshnessMs, now) === 'fresh' ? null : RefuseReason.REPLAYED;
+    return wakesSeen.check(wake.nonce, wake.timestampMs + freshnessMs, now) === 'fresh' ? m.credential : RefuseReason.REPLAYED;
   }
 
   const registrar = createRegistrar({
@@ -194,7 +226,7 @@ export function createAgent(input: AgentOptions): Agent {
 
   function onNotify(requestId: Buffer, wake: Wake): void {
     const refusal = wakeRefusal(wake);
-    if (refusal !== null) {
+    if (typeof refusal === 'number') {
       counters.inc('wakeRefused');
       logger.info({ requestId: requestId.toString('hex').slice(0, 12), reason: refusal }, 'notification refused before connecting: its wake proof does not verify (wrong password), is stale or was seen');
       registrar.refuse(requestId, refusal);
@@ -206,13 +238,20 @@ export function createAgent(input: AgentOptions): Agent {
       return;
     }
     counters.inc('sessions');
+    const credential = refusal;
+    const ended = new AbortController();
+    running.set(ended, credential);
     const reverse = reverseOffer();
     // Loaded at the first request, not at start-up: TLS and the session code are most of the
     // agent's start-up cost, and an appliance may go days between requests (start -> READY budget).
     const p = loadSession().then(({ runRequestSession }) => runRequestSession(requestId, {
-      identity,
+      identity: credential.key === identity.accessKey ? identity : { ...identity, accessKey: credential.key },
       server: { host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName },
-      authorize: (fwd, now, serverAddress) => authorizeAndMark(fwd, now, serverAddress, wake.nonce),
+      authorize: async (fwd, now, serverAddress) => {
+        const d = await authorizeAndMark(fwd, now, serverAddress, wake.nonce, credential);
+        if (d.status === Status.OK) touch(credential);
+        return d;
+      },
       serverNow: () => registrar.serverNow(),
       observeServerTime: (t, local) => registrar.observeServerTime(t, local),
       dialTimeoutMs: settings.dial.connectTimeoutMs,
@@ -221,11 +260,17 @@ export function createAgent(input: AgentOptions): Agent {
       holePunch: settings.dial.holePunch,
       ...(reverse ? { reverse } : {}),
       logger,
-      signal: aborter.signal,
+      signal: AbortSignal.any([aborter.signal, ended.signal]),
+      ...(ownerStore
+        ? { ownerSession: (tunnel: import('node:tls').TLSSocket) => serveOwnerSession(tunnel, { credential, store: ownerStore!, equipmentId: identity.equipmentId, labelKey: identity.accessKey, logger }) }
+        : {}),
     }))
       .then((o) => counters.inc(o.status === 0 ? 'sessionsServed' : 'sessionsRefused'))
       .catch(() => counters.inc('sessionsFailed'))
-      .finally(() => active.delete(p));
+      .finally(() => {
+        active.delete(p);
+        running.delete(ended);
+      });
     active.add(p);
   }
 
@@ -237,6 +282,20 @@ export function createAgent(input: AgentOptions): Agent {
       aborter = new AbortController();
       logger.info({ server: settings.server.host, services: [...settings.services.keys()] }, 'agent starting');
       replayMark ??= await openReplayMark({ stateDir: settings.stateDir, logger });
+      if (!ownerStore) {
+        try {
+          ownerStore = openOwnerStore({ stateDir: settings.stateDir, logger });
+          credentials = createCredentials(identity, ownerStore);
+          ownerStore.watch(endRevoked);
+        } catch (err) {
+          // No state directory can exist there, so no owner state does: the label's password
+          // only, and no pairing (a file that exists but cannot be read stops the agent instead:
+          // falling back to the label would undo the owner's password change).
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code !== 'ENOTDIR' && code !== 'ENOENT') throw err;
+          logger.error({ stateDir: settings.stateDir, err: (err as Error).message }, 'owner state unavailable: serving the label password only; pairing is off');
+        }
+      }
       if (settings.reverse.enabled) {
         const listener = createReverseListener({
           port: settings.reverse.listenPort,
@@ -254,6 +313,9 @@ export function createAgent(input: AgentOptions): Agent {
     async stop() {
       aborter.abort();
       clearTimeout(renewTimer);
+      ownerStore?.stop();
+      ownerStore = null;
+      credentials = null;
       await registrar.stop();
       await Promise.allSettled([...active]);
       await mappingDone;
@@ -269,6 +331,7 @@ export function createAgent(input: AgentOptions): Agent {
     },
     portMapping: () => (mapping ? { externalHost: mapping.externalHost, externalPort: mapping.externalPort, via: mapping.via } : null),
     reversePort: () => reverseListener?.port() ?? null,
+    ownerState: () => ownerStore,
     applySettings(next) {
       settings = next;
       logger.info({ services: [...next.services.keys()] }, 'settings applied');

@@ -26,6 +26,7 @@ import type { Authorize, Decision } from './authorizer.js';
 import { connectService, dialClient, type DialOptions } from './dialer.js';
 import { connectToServer } from '../rendezvous/server-tls.js';
 import { firstFulfilled } from '../common/first-fulfilled.js';
+import { OWNER_TARGET } from './authorizer.js';
 
 export interface SessionContext {
   readonly identity: DeviceIdentity;
@@ -44,6 +45,8 @@ export interface SessionContext {
   readonly reverse?: ReverseOffer;
   readonly logger: Logger;
   readonly signal: AbortSignal;
+  /** Serve an OWNER_SERVICE session over the end-to-end channel (owner-service.ts, issue 19). */
+  readonly ownerSession?: (tunnel: TLSSocket) => Promise<void>;
 }
 
 export interface SessionOutcome {
@@ -118,9 +121,11 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     // Where we reached the server decides whether a private client address is plausible (P3).
     const decision = await ctx.authorize(fwd, ctx.serverNow(), tls.remoteAddress ?? '');
     let status: number = decision.status;
+    const owner = decision.status === Status.OK && decision.target === OWNER_TARGET ? ctx.ownerSession : undefined;
+    if (decision.status === Status.OK && decision.target === OWNER_TARGET && !owner) status = Status.SERVICE_REFUSED;
     if (decision.status !== Status.OK) {
       log.warn({ status: decision.status, reason: decision.reason, client: formatEndpoint(fwd.client) }, 'S207 request refused');
-    } else {
+    } else if (!owner) {
       try {
         service = await connectService(decision.target, ctx.dialTimeoutMs);
       } catch (err) {
@@ -135,7 +140,7 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     }
     channel.send({ type: FrameType.DEVICE_VERDICT, requestId, status: status as typeof Status.OK });
     channel.close();
-    if (decision.status !== Status.OK || status !== Status.OK || !service) {
+    if (decision.status !== Status.OK || status !== Status.OK || (!service && !owner)) {
       return { status, bytesToClient: 0, bytesFromClient: 0 };
     }
     // Punch only towards the address the dial policy just approved (the client's observed one).
@@ -159,13 +164,19 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     });
     const tunnel = won.tunnel;
     announceChosen(tunnel);
+    if (owner) {
+      const onAbortOwner = (): void => void tunnel.destroy();
+      ctx.signal.addEventListener('abort', onAbortOwner, { once: true });
+      await owner(tunnel).finally(() => ctx.signal.removeEventListener('abort', onAbortOwner));
+      return { status: Status.OK, bytesToClient: 0, bytesFromClient: 0 };
+    }
     log.info(
       { via: won.via },
       won.via === 'relay'
         ? 'end-to-end channel up through the relay (TLS 1.3 PSK; the server sees ciphertext only); S209 forwarding data'
         : 'S208 direct channel up (TLS 1.3 PSK); S209 forwarding data',
     );
-    const svc = service;
+    const svc = service!;
     service = null;
     const onAbort = (): void => {
       tunnel.destroy();
