@@ -4,6 +4,7 @@
  * services allow-list and dial policy); identity never changes while running.
  */
 import type { Logger } from 'pino';
+import type { TLSSocket } from 'node:tls';
 import { systemClock, type Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
 import { silentLogger } from '../common/logger.js';
@@ -262,7 +263,7 @@ export function createAgent(input: AgentOptions): Agent {
       logger,
       signal: AbortSignal.any([aborter.signal, ended.signal]),
       ...(ownerStore
-        ? { ownerSession: (tunnel: import('node:tls').TLSSocket) => serveOwnerSession(tunnel, { credential, store: ownerStore!, equipmentId: identity.equipmentId, labelKey: identity.accessKey, logger }) }
+        ? { ownerSession: (tunnel: TLSSocket) => serveOwnerSession(tunnel, { credential, store: ownerStore!, equipmentId: identity.equipmentId, labelKey: identity.accessKey, logger }) }
         : {}),
     }))
       .then((o) => counters.inc(o.status === 0 ? 'sessionsServed' : 'sessionsRefused'))
