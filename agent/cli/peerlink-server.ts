@@ -8,13 +8,15 @@ import { loadServerSecrets, loadServerSettings } from '../server/settings.js';
 import { createNotifier } from '../systemd/notify.js';
 import { createWatchdog } from '../systemd/watchdog.js';
 import { exitIfStopHangs, onceSignal, reportAndExit } from './run-main.js';
+import { DENY_USAGE, denyCommand } from './deny-command.js';
 
 const PROGRAM = 'peerlink-server';
 /** How long past shutdown.grace_ms a SIGTERM may take before the process exits anyway. */
 const SHUTDOWN_OVERRUN_MS = 1_500;
 const DEFAULT_CONFIG = '/etc/peerlink/server.toml';
 const USAGE = `usage: ${PROGRAM} [run] [--config FILE]      run the rendezvous server (default config ${DEFAULT_CONFIG})
-       ${PROGRAM} check-config [--config FILE]  validate the settings and the files they name, then exit`;
+       ${PROGRAM} check-config [--config FILE]  validate the settings and the files they name, then exit
+${DENY_USAGE}`;
 
 async function main(): Promise<void> {
   let parsed;
@@ -28,6 +30,10 @@ async function main(): Promise<void> {
     return;
   }
   const command = parsed.positionals[0] ?? 'run';
+  if (command === 'deny') {
+    await denyCommand(parsed.positionals.slice(1), await loadServerSettings(parsed.values.config ?? DEFAULT_CONFIG));
+    return;
+  }
   if (!['run', 'check-config'].includes(command) || parsed.positionals.length > 1) {
     throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   }
@@ -63,6 +69,7 @@ async function main(): Promise<void> {
       : {}),
     ...(settings.metrics.enabled ? { metrics: { host: settings.metrics.host, port: settings.metrics.port } } : {}),
     probePort: settings.probe.port,
+    ...(settings.deny.file ? { denyFile: settings.deny.file } : {}),
   });
   await server.start();
   logger.info(

@@ -68,6 +68,8 @@ export const BROKER_COUNTERS = [
   'routedToNode',
   'notifiedForNode',
   'attachedForNode',
+  /** Requests for a device on the operator's deny list (issue 19). */
+  'denied',
 ] as const;
 export type BrokerCounter = (typeof BROKER_COUNTERS)[number];
 
@@ -111,6 +113,8 @@ export interface ConnectionBrokerOptions {
   readonly targetLimiter?: RateLimiter;
   /** Requests the device refused (its wake proof failed), per source (P9). */
   readonly authFailureLimiter?: RateLimiter;
+  /** The operator's deny list (deny-list.ts): requests for a denied device get DEVICE_DENIED. */
+  readonly denied?: (equipmentId: string) => boolean;
   /** Timings for metrics: server-side time to connect (request to verdict), notification round trip. */
   readonly onTiming?: (what: 'connect' | 'notifyRoundTrip', ms: number, status: StatusValue) => void;
 }
@@ -163,6 +167,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     sourceLimiter: options.sourceLimiter,
     targetLimiter: options.targetLimiter,
     authFailureLimiter: options.authFailureLimiter,
+    denied: options.denied,
   };
 
   const routing = cluster

@@ -64,6 +64,8 @@ export const REGISTRATION_COUNTERS = [
   /** Replayed nonces and stale probes from sources without a cookie: nothing sent. */
   'probesDropped',
   'mappingChecks',
+  /** Registrations and probes of a device on the operator's deny list: dropped, nothing sent. */
+  'denied',
 ] as const;
 export type RegistrationCounter = (typeof REGISTRATION_COUNTERS)[number];
 
@@ -91,6 +93,8 @@ export interface RegistrationEndpointOptions {
   readonly probeNonces?: ReplayCache;
   /** Return routability (P6); default: one from the master key. */
   readonly cookieJar?: CookieJar;
+  /** The operator's deny list (deny-list.ts): a denied device's registrations and probes get no answer. */
+  readonly denied?: (equipmentId: string) => boolean;
   /** Called after each accepted registration (tests, metrics). */
   readonly onRegistered?: (equipmentId: string, from: RemoteInfo) => void;
 }
@@ -128,6 +132,11 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     } catch (err) {
       counters.inc('malformed');
       logger.debug({ from: rinfo.address, field: (err as ProtocolError).field }, 'dropped malformed packet');
+      return;
+    }
+    // Before any cryptography: a denied device gets no answer at all (issue 19).
+    if ((parsed.packet.type === UDP_TYPE_PROBE || parsed.packet.type === UDP_TYPE_REGISTER) && options.denied?.((parsed.packet as Register).equipmentId)) {
+      counters.inc('denied');
       return;
     }
     if (parsed.packet.type === UDP_TYPE_PROBE) {

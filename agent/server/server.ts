@@ -32,6 +32,7 @@ import { createRedisRegistry, type RedisRegistry } from './redis-registry.js';
 import { createMemoryRegistry, type Registry, type RegistryBackend } from './registry.js';
 import { createProbeEndpoint, PROBE_NONCES_MAX } from './probe-responder.js';
 import { ReplayCache } from '../common/replay-cache.js';
+import { createDenyList } from './deny-list.js';
 import {
   createRelay,
   RELAY_BYTES_PER_SECOND,
@@ -115,12 +116,17 @@ export interface RendezvousServerOptions {
   readonly maxUnidentifiedConnections?: number;
   /** A second UDP port that answers probes (diagnose's NAT mapping test); absent or 0 = none. */
   readonly probePort?: number;
+  /** The operator's deny list file (deny-list.ts); with `redis`, the shared list is enforced too. */
+  readonly denyFile?: string;
+  /** How often the deny list is re-read (default DENY_POLL_MS). */
+  readonly denyPollMs?: number;
 }
 
 const OPTION_KEYS = [
   'udpHost', 'udpPort', 'tlsHost', 'tlsPort', 'certPem', 'keyPem', 'masterKey', 'registry', 'clock', 'logger',
   'staleAfterMs', 'forgetAfterMs', 'clockWindowMs', 'attachTimeoutMs', 'notifyRetryMs', 'maxPendingPerDevice', 'relay',
   'nodeId', 'redis', 'limits', 'metrics', 'shutdownGraceMs', 'probePort', 'handshakeTimeoutMs', 'maxUnidentifiedConnections',
+  'denyFile', 'denyPollMs',
 ] as const;
 
 export interface RendezvousServer {
@@ -216,6 +222,13 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     await Promise.all(batch);
     logger.info({ devices: written }, "redis back: this node's devices are in the shared registry again");
   }
+  const denyList = createDenyList({
+    file: input.denyFile,
+    redis: input.redis ? { url: input.redis.url, keyPrefix: input.redis.keyPrefix ?? 'pl:' } : undefined,
+    logger,
+    ...(input.denyPollMs !== undefined ? { pollMs: input.denyPollMs } : {}),
+  });
+  const denied = (id: string): boolean => denyList.has(id);
   // One memory of probe nonces for both UDP ports: a probe replayed to the other port is known too (P6).
   const probeNonces = new ReplayCache(PROBE_NONCES_MAX);
   const registration = createRegistrationEndpoint({
@@ -229,6 +242,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     backend,
     sourceLimiter: createRateLimiter(opts.limits.registrationsPerSource, opts.clock),
     probeNonces,
+    denied,
     // The device refused a request's wake proof (P9): the broker ends the request at once.
     onRefuse: (equipmentId, requestId, reason) => broker.refused(equipmentId, requestId, reason),
   });
@@ -274,6 +288,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     sourceLimiter: createRateLimiter(opts.limits.requestsPerSource, opts.clock),
     targetLimiter: createRateLimiter(opts.limits.requestsPerDevice, opts.clock),
     authFailureLimiter: createRateLimiter(opts.limits.authFailuresPerSource, opts.clock),
+    denied,
     onTiming: (what, ms, status) => metrics?.observe(what, ms, status),
     udp: registration,
     clock: opts.clock,
@@ -323,11 +338,13 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
               offer: relayBridge?.malformedOffers ?? 0,
             }),
             openConnections: () => broker.open,
+            deniedDevices: () => denyList.size,
           },
         });
         await metrics.start();
       }
       await cluster?.start();
+      await denyList.start();
       await registration.start();
       try {
         await probe?.start();
@@ -352,6 +369,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
       await broker.stop(graceMs);
       await registration.stop();
       await cluster?.stop();
+      await denyList.stop();
       await metrics?.stop();
       await probe?.stop();
     },
