@@ -54,10 +54,10 @@ export interface LiveSession {
 }
 
 /** `peerlink connect --listen`, then one local connection through it: a session in progress. */
-export async function liveSession(t: Scope, flow: Flow, how: { pairingDir: string } | { passwordFile: string }): Promise<LiveSession> {
+export async function liveSession(t: Scope, flow: Flow, how: { pairingDir: string } | { passwordFile: string }, extra: readonly string[] = []): Promise<LiveSession> {
   const port = await freePort();
   const cred = 'pairingDir' in how ? ['--pairing-dir', how.pairingDir] : ['--password-file', how.passwordFile, '--pairing-dir', '/nonexistent-peerlink-pairings'];
-  const client = startProgram('client', ['connect', flow.setup.equipmentId, ...cred, ...serverArgs(flow), '--service', 'echo', '--listen', `127.0.0.1:${port}`, '--log-level', 'info']);
+  const client = startProgram('client', ['connect', flow.setup.equipmentId, ...cred, ...serverArgs(flow), '--service', 'echo', '--listen', `127.0.0.1:${port}`, '--log-level', 'info', ...extra]);
   t.teardown(() => client.stop().then(() => undefined));
   await waitForStderr(client, /serving/);
   const socket = connect(port, '127.0.0.1');

@@ -7,15 +7,16 @@
  */
 import test from 'ava';
 import { echoService, startFlow, tempDir, type Flow } from '../helpers/flow.js';
+import { freePort } from '../../scripts/lib/free-port.js';
 import { agentCommand, echoOnce, liveSession, pairAs, peerlink, serverArgs } from '../helpers/owner.js';
 
 const EXIT_ACCESS_REVOKED = 25;
 /** How long a revoked session may outlive the revocation: the agent's poll of its state file is 1 s. */
 const SESSION_END_MS = 5_000;
 
-async function twoPairings(t: Parameters<typeof startFlow>[0]): Promise<{ flow: Flow; phone: string; laptop: string }> {
+async function twoPairings(t: Parameters<typeof startFlow>[0], directDialOnly = false): Promise<{ flow: Flow; phone: string; laptop: string }> {
   const echo = await echoService(t);
-  const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` } });
+  const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` }, directDialOnly });
   const phone = await tempDir(t, 'peerlink-phone-');
   const laptop = await tempDir(t, 'peerlink-laptop-');
   for (const [dir, name] of [[phone, 'phone'], [laptop, 'laptop']] as const) {
@@ -56,4 +57,15 @@ test('revoked on the device by a technician (peerlink-agent revoke): the running
   t.true(await within(session.closed, SESSION_END_MS), 'the running agent saw the state file change and ended the session');
   t.is((await echoOnce(flow, { pairingDir: phone })).code, EXIT_ACCESS_REVOKED);
   t.is((await echoOnce(flow, { pairingDir: laptop })).code, 0);
+});
+
+test('revoked while its session runs through the relay: the relayed session ends too', async (t) => {
+  // The device cannot dial the advertised port (closed) and tries no other direct path: the relay carries it.
+  const { flow, phone, laptop } = await twoPairings(t, true);
+  const session = await liveSession(t, flow, { pairingDir: phone }, ['--advertise-port', String(await freePort())]);
+  t.is(await session.echo('relayed'), 'relayed');
+  t.truthy(session.client.stderr.find((l) => /relayed via server/.test(l)), 'the session is relayed');
+  const r = await peerlink(['device', 'revoke', flow.setup.equipmentId, 'phone', '--pairing-dir', laptop, ...serverArgs(flow)]);
+  t.is(r.code, 0, r.stderr);
+  t.true(await within(session.closed, SESSION_END_MS), 'the relayed session in progress was ended');
 });

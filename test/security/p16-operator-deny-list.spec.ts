@@ -1,5 +1,5 @@
 /**
- * The operator's deny list on a single node (issue 19): `peerlink-server deny add` writes the
+ * P16: the operator's deny list on a single node (issue 19): `peerlink-server deny add` writes the
  * `[deny] file`, which the running node re-reads within a second. Requests for the device get
  * DEVICE_DENIED (exit 26), not "unknown device"; the device's registrations get no answer;
  * `deny remove` restores service. A deny file with a bad line is refused at start-up, naming it.
