@@ -37,7 +37,9 @@ test('revoked from another paired client: the phone\'s session ends, its next re
 
   const r = await peerlink(['device', 'revoke', flow.setup.equipmentId, 'phone', '--pairing-dir', laptop, ...serverArgs(flow)]);
   t.is(r.code, 0, r.stderr);
+  const revoked = Date.now();
   t.true(await within(session.closed, SESSION_END_MS), 'the revoked phone\'s session in progress was ended');
+  t.log(`session ended ${Date.now() - revoked} ms after the revoke command returned`);
 
   const again = await echoOnce(flow, { pairingDir: phone });
   t.is(again.code, EXIT_ACCESS_REVOKED, again.stderr);
