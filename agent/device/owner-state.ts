@@ -11,7 +11,7 @@
  * it under a lock file (O_EXCL; a lock whose process is gone is taken over), and the agent sees
  * another process's change at its next request and within OWNER_STATE_POLL_MS otherwise.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, readdirSync, statSync, unlinkSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
+import { closeSync, fchownSync, fsyncSync, openSync, readFileSync, readdirSync, statSync, unlinkSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -106,6 +106,12 @@ export function writeStateFileAtomic(dir: string, name: string, text: string): v
   const tmp = join(dir, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
   const fd = openSync(tmp, 'wx', 0o600);
   try {
+    // A technician's command run as root must leave a file the agent (the directory's owner, e.g.
+    // systemd's DynamicUser) can still read.
+    if (process.getuid?.() === 0) {
+      const d = statSync(dir);
+      fchownSync(fd, d.uid, d.gid);
+    }
     writeFileSync(fd, text);
     fsyncSync(fd);
   } catch (err) {
