@@ -273,6 +273,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
         // Its own bucket per source, at the registration port's rate (P6: every UDP port is limited).
         sourceLimiter: createRateLimiter(opts.limits.registrationsPerSource, opts.clock),
         seen: probeNonces,
+        denied,
       })
     : null;
   const broker = createConnectionBroker({
