@@ -172,13 +172,16 @@ export function createClient(input: ClientOptions): Client {
     }
   }
 
+  /** The server's connection ends before its answer (killed, restarted): a retry will do. */
+  const SERVER_WENT_AWAY = { code: ErrorCodes.SERVER_UNREACHABLE, message: 'the rendezvous server closed the connection before answering (stopped or restarted?); try again' } as const;
+
   /** S203 to S207 with the server: the sealed request out; the relay offer, candidates and verdict back. */
   async function request(expected: Expected, advertisedPort: number, signal: AbortSignal | undefined): Promise<ServerAnswer> {
     const { clientNonce, accessKey: key } = expected;
     // Bound explicitly: a hole punch leaves later from this port, whose NAT mapping the server sees.
     const tls = await connectToServer({ host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem, signal, bindLocal: true });
     const requestLocalPort = tls.localPort ?? 0;
-    const channel = new FrameChannel(tls);
+    const channel = new FrameChannel(tls, SERVER_WENT_AWAY);
     let status: number;
     let detail: string;
     let relayOffer: RelayOfferFrame | null = null;
