@@ -12,7 +12,7 @@ import { abortError } from '../common/errors.js';
 import { firstFulfilled } from '../common/first-fulfilled.js';
 
 /** dial: the device dialled the client (S208); reverse: the client dialled the device; punch: TCP simultaneous open; relay: via the server. */
-export type PathKind = 'dial' | 'punch' | 'reverse' | 'relay';
+export type PathKind = 'lan' | 'dial' | 'punch' | 'reverse' | 'relay';
 
 export interface PathAttempt<S extends { destroy(): void }> {
   readonly via: PathKind;
