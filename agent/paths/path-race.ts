@@ -13,7 +13,7 @@ import { firstFulfilled } from '../common/first-fulfilled.js';
 import { followSignal } from '../common/linked-signal.js';
 
 /** dial: the device dialled the client (S208); reverse: the client dialled the device; punch: TCP simultaneous open; relay: via the server. */
-export type PathKind = 'dial' | 'punch' | 'reverse' | 'relay';
+export type PathKind = 'lan' | 'dial' | 'punch' | 'reverse' | 'relay';
 
 export interface PathAttempt<S extends { destroy(): void }> {
   readonly via: PathKind;
