@@ -93,3 +93,16 @@ export function parseRequest(buf: Uint8Array): ParsedRequest {
 export function verifyRequestTag(parsed: ParsedRequest, requestTagKey: Uint8Array): boolean {
   return equalBytes(mac(requestTagKey, [parsed.signed], KEY_BYTES), parsed.tag);
 }
+
+/**
+ * The LAN candidates a request offers, read without its tag: what a server may look at (it holds
+ * no key to verify the tag, P2; the device verifies it and dials only a candidate that was sealed).
+ * Empty for a malformed request, which the device refuses anyway.
+ */
+export function offeredLanCandidates(buf: Uint8Array): readonly Endpoint[] {
+  try {
+    return parseRequest(buf).request.lan ?? [];
+  } catch {
+    return [];
+  }
+}

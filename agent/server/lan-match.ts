@@ -7,7 +7,7 @@
 import { isLanAddress } from '../nat/lan-address.js';
 import { normalizeAddress, type Endpoint } from '../protocol/address.js';
 import { CandidateKind, type Candidate } from '../protocol/frames.js';
-import { parseRequest } from '../protocol/request.js';
+import { offeredLanCandidates } from '../protocol/request.js';
 
 /** Client and device behind the same public address, as this server sees them. */
 export function samePublicAddress(client: Endpoint, device: Endpoint | undefined): boolean {
@@ -25,11 +25,7 @@ function first(endpoints: readonly Endpoint[]): Candidate[] {
  */
 export function clientLanForDevice(sealedRequest: Buffer, client: Endpoint, device: Endpoint | undefined): Candidate[] {
   if (!samePublicAddress(client, device)) return [];
-  try {
-    return first(parseRequest(sealedRequest).request.lan ?? []);
-  } catch {
-    return []; // the device refuses a malformed request anyway
-  }
+  return first(offeredLanCandidates(sealedRequest));
 }
 
 /** The device's LAN candidate for the client (from its CANDIDATES), under the same rule. */
