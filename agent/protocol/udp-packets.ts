@@ -85,7 +85,8 @@ export interface Notify {
 }
 
 /** Why a device refused a wake proof; the server answers the client with the matching status. */
-export const RefuseReason = { BAD_TAG: 1, STALE: 2, REPLAYED: 3 } as const;
+/** 4: the wake verified under a key the owner took away (a revoked client, a replaced password; issue 19). */
+export const RefuseReason = { BAD_TAG: 1, STALE: 2, REPLAYED: 3, REVOKED: 4 } as const;
 export type RefuseReasonValue = (typeof RefuseReason)[keyof typeof RefuseReason];
 
 export interface Refuse {
@@ -262,9 +263,9 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
       const equipmentId = r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN);
       const requestId = r.view(REQUEST_ID_BYTES, 'requestId');
       const reason = r.u8('reason');
-      if (reason !== RefuseReason.BAD_TAG && reason !== RefuseReason.STALE && reason !== RefuseReason.REPLAYED) throw new ProtocolError('udp.reason', `unknown refusal reason ${reason}`);
+      if (!(Object.values(RefuseReason) as number[]).includes(reason)) throw new ProtocolError('udp.reason', `unknown refusal reason ${reason}`);
       r.end();
-      packet = { type, equipmentId, requestId, reason };
+      packet = { type, equipmentId, requestId, reason: reason as RefuseReasonValue };
       break;
     }
     case UDP_TYPE_PROBE: {

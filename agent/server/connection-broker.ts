@@ -75,6 +75,8 @@ export interface ConnectionBrokerOptions {
   readonly targetLimiter?: RateLimiter;
   /** Requests the device refused (its wake proof failed), per source (P9). */
   readonly authFailureLimiter?: RateLimiter;
+  /** The operator's deny list (deny-list.ts): requests for a denied device get DEVICE_DENIED. */
+  readonly denied?: (equipmentId: string) => boolean;
   /** Timings for metrics: server-side time to connect (request to verdict), notification round trip. */
   readonly onTiming?: (what: 'connect' | 'notifyRoundTrip', ms: number, status: StatusValue) => void;
 }
@@ -126,6 +128,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     sourceLimiter: options.sourceLimiter,
     targetLimiter: options.targetLimiter,
     authFailureLimiter: options.authFailureLimiter,
+    denied: options.denied,
   };
 
   const routing = cluster

@@ -121,6 +121,8 @@ export function createProbeEndpoint(o: {
   sourceLimiter?: RateLimiter;
   /** Probe nonces seen, shared with the registration port so a probe replayed to the other port is known too. */
   seen?: ReplayCache;
+  /** The operator's deny list (deny-list.ts): a denied device's probes get no answer. */
+  denied?: (equipmentId: string) => boolean;
 }): ProbeEndpoint {
   const counters = new Counters(PROBE_COUNTERS);
   let socket: Socket | null = null;
@@ -147,6 +149,7 @@ export function createProbeEndpoint(o: {
       counters.inc('malformed');
       return;
     }
+    if (o.denied?.((parsed.packet as { equipmentId: string }).equipmentId)) return;
     const answer = answerProbe(parsed, rinfo, ctx);
     if (!countProbe(answer, counters)) return;
     socket?.send(answer.reply, rinfo.port, rinfo.address, (err) => {

@@ -69,6 +69,8 @@ export const REGISTRATION_COUNTERS = [
   'sharedWriteSkipped',
   /** Not written: another node holds the device and keeps it fresh (redis-registry.ts RECORD_LUA). */
   'sharedHeld',
+  /** Registrations and probes of a device on the operator's deny list: dropped, nothing sent. */
+  'denied',
 ] as const;
 export type RegistrationCounter = (typeof REGISTRATION_COUNTERS)[number];
 
@@ -96,6 +98,8 @@ export interface RegistrationEndpointOptions {
   readonly probeNonces?: ReplayCache;
   /** Return routability (P6); default: one from the master key. */
   readonly cookieJar?: CookieJar;
+  /** The operator's deny list (deny-list.ts): a denied device's registrations and probes get no answer. */
+  readonly denied?: (equipmentId: string) => boolean;
   /**
    * With a shared list: write on change. A registration of a device this node holds, at the same
    * mapping, is written only `refreshAfterMs` after the last write, or when the entry was written
@@ -141,6 +145,11 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     } catch (err) {
       counters.inc('malformed');
       logger.debug({ from: rinfo.address, field: (err as ProtocolError).field }, 'dropped malformed packet');
+      return;
+    }
+    // Before any cryptography: a denied device gets no answer at all (issue 19).
+    if ((parsed.packet.type === UDP_TYPE_PROBE || parsed.packet.type === UDP_TYPE_REGISTER) && options.denied?.((parsed.packet as Register).equipmentId)) {
+      counters.inc('denied');
       return;
     }
     if (parsed.packet.type === UDP_TYPE_PROBE) {

@@ -32,6 +32,8 @@ export interface AdmissionContext {
   /** Checked here, charged when the device attaches (P9). */
   readonly targetLimiter?: RateLimiter | undefined;
   readonly authFailureLimiter?: RateLimiter | undefined;
+  /** The operator's deny list (deny-list.ts). */
+  readonly denied?: ((equipmentId: string) => boolean) | undefined;
 }
 
 export type Admission =
@@ -50,6 +52,11 @@ const refuse = (status: StatusValue, detail?: string): Admission => ({ admitted:
 export async function admitRequest(ctx: AdmissionContext, equipmentId: string, clientAddress: string, log: Logger): Promise<Admission> {
   const { counters } = ctx;
   const source = sourceKey(clientAddress);
+  if (ctx.denied?.(equipmentId)) {
+    counters.inc('denied');
+    log.info('connection request refused: the device is on the deny list');
+    return refuse(Status.DEVICE_DENIED);
+  }
   if (ctx.sourceLimiter && !(await takeLimit(ctx.sourceLimiter, source))) {
     counters.inc('rateLimitedSource');
     log.info({ client: clientAddress }, 'connection request refused: rate limit per source address');
