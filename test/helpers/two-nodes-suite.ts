@@ -4,7 +4,8 @@
  * A client asking node 2 is connected: node 2 routes the request to node 1, which notifies the
  * device through the mapping it registered (its NAT would drop anything else); the device attaches
  * at node 1, which forwards the request held by node 2 and sends the verdict back. One request ID
- * follows the connection through both nodes' logs.
+ * follows the connection through both nodes' logs. Last, the operator's deny list (issue 19):
+ * shared through Redis, enforced by both nodes within seconds, lifted again.
  */
 import test from 'ava';
 import { redisAvailable, redisSerialTest } from './redis-test.js';
@@ -16,6 +17,11 @@ import type { RedisProcess } from '../../scripts/lib/redis-process.js';
 import { echoService, sharedScope } from './flow.js';
 import { httpGet, sample, startTwoNodes, type TwoNodes } from './multi-node.js';
 import { runNode, runNodeStdio } from './run-process.js';
+import { waitUntilAsync } from './deny.js';
+
+const EXIT_DEVICE_DENIED = 26;
+/** "Within seconds": the nodes poll the shared list's change counter every second (DENY_POLL_MS). */
+const DENY_ENFORCED_WITHIN_MS = 5_000;
 
 /** Registers the suite's tests; `startStore` starts the Redis (or cluster) the nodes share. */
 export function twoNodesSuite(label: string, startStore: () => Promise<RedisProcess | RedisCluster>): void {
@@ -111,5 +117,38 @@ export function twoNodesSuite(label: string, startStore: () => Promise<RedisProc
       t.is(h.status, 200);
       t.like(JSON.parse(h.body), { status: 'ok', backend: 'redis' });
     }
+  });
+
+  // Last: it denies the suite's device for a while (and lets it back in at the end).
+  redisSerialTest(`${label}: deny add at node 1 is enforced by both nodes within seconds (DEVICE_DENIED, registrations unanswered); deny remove restores service`, async (t) => {
+    const id = f.setup.equipmentId;
+    const connectVia = (n: 0 | 1) => runNode(PROGRAMS.client, f.clientArgs(n, 'echo', ['--stdio']));
+    const deniedAt = async (port: number): Promise<number | undefined> => sample((await httpGet(port, '/metrics')).body, /^peerlink_denied_devices\{/);
+    t.is((await connectVia(1)).code, 0, 'before: served through the other node');
+
+    const t0 = Date.now();
+    const add = await runNode(PROGRAMS.server, ['deny', 'add', id, '--config', f.setup.serverConfig]);
+    t.is(add.code, 0, add.stderr);
+    t.regex(add.stdout, /denied/);
+    for (const port of f.metricsPorts) await waitUntilAsync(async () => (await deniedAt(port)) === 1, 'the node to enforce the list', DENY_ENFORCED_WITHIN_MS);
+    t.log(`both nodes enforce the new entry ${Date.now() - t0} ms after deny add started`);
+    for (const n of [0, 1] as const) {
+      const r = await connectVia(n);
+      t.is(r.code, EXIT_DEVICE_DENIED, `node ${n + 1}: ${r.stderr}`);
+      t.regex(r.stderr, /deny list/);
+    }
+    const m1 = (await httpGet(f.metricsPorts[0], '/metrics')).body;
+    t.true((sample(m1, /^peerlink_connection_requests_total\{.*outcome="device_denied"/) ?? 0) >= 1);
+    // The device keeps registering with node 1 and gets no answer.
+    await waitUntilAsync(async () => (sample((await httpGet(f.metricsPorts[0], '/metrics')).body, /^peerlink_registrations_total\{.*outcome="denied"/) ?? 0) >= 1, 'a registration of the denied device to be dropped', 40_000);
+
+    const list = await runNode(PROGRAMS.server, ['deny', 'list', '--config', f.setup.serverConfig]);
+    t.is(list.stdout.trim(), id);
+    const rm = await runNode(PROGRAMS.server, ['deny', 'remove', id, '--config', f.setup.serverConfig]);
+    t.is(rm.code, 0, rm.stderr);
+    for (const port of f.metricsPorts) await waitUntilAsync(async () => (await deniedAt(port)) === 0, 'the node to drop the entry', DENY_ENFORCED_WITHIN_MS);
+    // Registered again (its next registration is answered), so served again.
+    await waitUntilAsync(async () => (await connectVia(1)).code === 0, 'the device to be served again', 40_000);
+    t.pass();
   });
 }
