@@ -5,11 +5,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
-import { EQUIPMENT_ID_PATTERN } from '../protocol/constants.js';
-import { denyKeys, editDenyFile, editDenyRedis, parseDenyFile, withDenyRedis } from '../server/deny-list.js';
+import { DENY_ENTRY_EXPECTED, denyKeys, editDenyFile, editDenyRedis, isDenyEntry, parseDenyFile, withDenyRedis } from '../server/deny-list.js';
 import type { ServerSettings } from '../server/settings.js';
 
-export const DENY_USAGE = `       peerlink-server deny add|remove <equipment-id> [--config FILE]
+export const DENY_USAGE = `       peerlink-server deny add|remove <equipment-id | equipment-id@generation> [--config FILE]
        peerlink-server deny list [--config FILE]
                                         the operator's deny list: a denied device's registrations get no answer and
                                         requests for it are refused (exit 26 at the client); in Redis with [redis], else [deny] file`;
@@ -35,7 +34,7 @@ export async function denyCommand(args: readonly string[], settings: ServerSetti
     return;
   }
   if (op !== 'add' && op !== 'remove') throw bad(`expected deny add|remove|list, found ${JSON.stringify(op)}`);
-  if (!id || extra.length || !EQUIPMENT_ID_PATTERN.test(id)) throw bad(`deny ${op}: expected one equipment ID (1-64 of A-Z a-z 0-9 . _ -)`);
+  if (!id || extra.length || !isDenyEntry(id)) throw bad(`deny ${op}: expected one entry: ${DENY_ENTRY_EXPECTED}`);
   let changed: boolean;
   let where: string;
   if (settings.redis) {

@@ -107,8 +107,10 @@ export function createAgent(input: AgentOptions): Agent {
     return wakesSeen.check(wake.nonce, wake.timestampMs + freshnessMs, now) === 'fresh' ? m.credential : RefuseReason.REPLAYED;
   }
 
+  const generation = identity.generation ? { generation: identity.generation } : {};
   const registrar = createRegistrar({
     equipmentId: identity.equipmentId,
+    ...generation,
     registrationKey: identity.registrationKey,
     serverHost: settings.server.host,
     serverPort: settings.server.udpPort,
@@ -126,6 +128,7 @@ export function createAgent(input: AgentOptions): Agent {
       ? {
           keepalive: createAdaptiveKeepalive({
             equipmentId: identity.equipmentId,
+            ...generation,
             registrationKey: identity.registrationKey,
             minIntervalMs: settings.keepalive.minIntervalMs,
             maxIntervalMs: settings.keepalive.maxIntervalMs,

@@ -64,6 +64,7 @@ async function joinRelay(requestId: Buffer, ctx: SessionContext, signal: AbortSi
     channel.send({
       type: FrameType.RELAY_JOIN_DEVICE,
       equipmentId: ctx.identity.equipmentId,
+      ...(ctx.identity.generation ? { generation: ctx.identity.generation } : {}),
       requestId,
       proof: attachProof(ctx.identity.registrationKey, requestId, exporter),
     });
@@ -150,6 +151,7 @@ async function attach(
   channel.send({
     type: FrameType.DEVICE_ATTACH,
     equipmentId: ctx.identity.equipmentId,
+    ...(ctx.identity.generation ? { generation: ctx.identity.generation } : {}),
     requestId,
     proof: attachProof(ctx.identity.registrationKey, requestId, exporter),
   });

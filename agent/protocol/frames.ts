@@ -30,6 +30,7 @@
  *       server -> either  OBSERVED = the receiver's own address and port as the server sees them
  */
 import { ProtocolError } from '../common/errors.js';
+import { generationField, IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN, identityName, splitIdentityName } from './identity-name.js';
 import { ByteReader, ByteWriter } from './bytes.js';
 import {
   EQUIPMENT_ID_MAX_BYTES,
@@ -88,6 +89,8 @@ export type Frame =
   | {
       readonly type: typeof FrameType.DEVICE_ATTACH;
       readonly equipmentId: string;
+      /** The device identity's generation (identity-name.ts); absent: 0. */
+      readonly generation?: number;
       readonly requestId: Buffer;
       readonly proof: Buffer;
     }
@@ -104,6 +107,7 @@ export type Frame =
   | {
       readonly type: typeof FrameType.RELAY_JOIN_DEVICE;
       readonly equipmentId: string;
+      readonly generation?: number;
       readonly requestId: Buffer;
       readonly proof: Buffer;
     }
@@ -140,7 +144,7 @@ export function encodeFrame(f: Frame): Buffer {
     }
     case FrameType.DEVICE_ATTACH:
     case FrameType.RELAY_JOIN_DEVICE:
-      w.shortString(f.equipmentId).bytes(f.requestId).bytes(f.proof);
+      w.shortString(identityName(f.equipmentId, f.generation)).bytes(f.requestId).bytes(f.proof);
       break;
     case FrameType.FORWARD_REQUEST:
       w.bytes(f.requestId);
@@ -191,14 +195,17 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
       f = { type, status: status(r), detail: r.longBytes('detail', DETAIL_MAX_BYTES).toString('utf8') };
       break;
     case FrameType.DEVICE_ATTACH:
-    case FrameType.RELAY_JOIN_DEVICE:
+    case FrameType.RELAY_JOIN_DEVICE: {
+      const { equipmentId, generation } = splitIdentityName(r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN), 'frame.equipmentId');
       f = {
         type,
-        equipmentId: r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN),
+        equipmentId,
+        ...generationField(generation),
         requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'),
         proof: r.bytes(KEY_BYTES, 'proof'),
       };
       break;
+    }
     case FrameType.FORWARD_REQUEST:
       f = {
         type,

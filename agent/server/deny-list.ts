@@ -1,6 +1,9 @@
 /**
  * The operator's deny list (issue 19): equipment IDs the server no longer serves, e.g. a device
- * whose identity file leaked from a factory. A denied device's registrations and probes get no
+ * whose identity file leaked from a factory. An entry is an equipment ID (every generation of it)
+ * or one identity generation, `ID@g` (identity-name.ts; `ID@0` is the first): after a leak the
+ * operator denies the leaked generation and provisions the appliance again with the next one,
+ * which is admitted while the leaked file's registrations stay unanswered. A denied device's registrations and probes get no
  * answer (dropped before any cryptography, counted), and a client's request for it gets
  * DEVICE_DENIED (status 16). Every node enforces it within DENY_POLL_MS (+ one Redis round trip).
  *
@@ -21,7 +24,7 @@ import type { Cluster as ClusterClient, Redis as RedisClient } from 'ioredis';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
 import { writeFileAtomic } from '../common/files.js';
 import { systemTimers, type TimerHandle, type Timers } from '../common/timers.js';
-import { EQUIPMENT_ID_PATTERN } from '../protocol/constants.js';
+import { MAX_IDENTITY_GENERATION } from '../protocol/identity-name.js';
 
 export const DENY_POLL_MS = 1_000;
 export const DENY_LIST_MAX = 1_000_000;
@@ -29,7 +32,8 @@ export const DENY_LIST_MAX = 1_000_000;
 const REDIS_COMMAND_TIMEOUT_MS = 5_000;
 
 export interface DenyList {
-  has(equipmentId: string): boolean;
+  /** Denied: the whole ID, or (when known) this generation of it. */
+  has(equipmentId: string, generation?: number): boolean;
   readonly size: number;
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -49,14 +53,24 @@ export interface DenyListOptions {
 
 export const denyKeys = (prefix: string): { set: string; version: string } => ({ set: `${prefix}{deny}`, version: `${prefix}{deny}:v` });
 
-/** Parse the deny file: one equipment ID a line; blank lines and # comments ignored. */
+/** A deny entry: an equipment ID, optionally "@" and a generation 0-255. */
+export const DENY_ENTRY_PATTERN = /^[A-Za-z0-9._-]{1,64}(?:@(?:0|[1-9]\d{0,2}))?$/;
+export const DENY_ENTRY_EXPECTED = `an equipment ID (1-64 of A-Z a-z 0-9 . _ -), optionally @ and a generation 0-${MAX_IDENTITY_GENERATION}`;
+
+export function isDenyEntry(s: string): boolean {
+  if (!DENY_ENTRY_PATTERN.test(s)) return false;
+  const at = s.indexOf('@');
+  return at < 0 || Number(s.slice(at + 1)) <= MAX_IDENTITY_GENERATION;
+}
+
+/** Parse the deny file: one entry a line (an equipment ID, or ID@generation); blank lines and # comments ignored. */
 export function parseDenyFile(text: string, file: string): Set<string> {
   const out = new Set<string>();
   const problems: string[] = [];
   text.split('\n').forEach((raw, i) => {
     const line = raw.replace(/#.*/, '').trim();
     if (!line) return;
-    if (!EQUIPMENT_ID_PATTERN.test(line)) problems.push(`${file}:${i + 1}: expected an equipment ID (1-64 of A-Z a-z 0-9 . _ -), found ${JSON.stringify(line.slice(0, 70))}`);
+    if (!isDenyEntry(line)) problems.push(`${file}:${i + 1}: expected ${DENY_ENTRY_EXPECTED}, found ${JSON.stringify(line.slice(0, 70))}`);
     else out.add(line);
   });
   if (out.size > DENY_LIST_MAX) problems.push(`${file}: more than ${DENY_LIST_MAX} entries`);
@@ -100,7 +114,7 @@ export function createDenyList(o: DenyListOptions): DenyList {
     const v = await client.get(keys.version);
     if (v === redisVersion) return;
     const members = await client.smembers(keys.set);
-    fromRedis = new Set(members.filter((m) => EQUIPMENT_ID_PATTERN.test(m)).slice(0, DENY_LIST_MAX));
+    fromRedis = new Set(members.filter(isDenyEntry).slice(0, DENY_LIST_MAX));
     redisVersion = v;
     o.logger.info({ denied: fromRedis.size, version: v }, 'shared deny list read');
   }
@@ -118,7 +132,13 @@ export function createDenyList(o: DenyListOptions): DenyList {
   }
 
   return {
-    has: (id) => fromFile.has(id) || fromRedis.has(id),
+    has(id, generation) {
+      if (fromFile.size === 0 && fromRedis.size === 0) return false;
+      if (fromFile.has(id) || fromRedis.has(id)) return true;
+      if (generation === undefined) return false;
+      const one = `${id}@${generation}`;
+      return fromFile.has(one) || fromRedis.has(one);
+    },
     get size() {
       return fromFile.size + fromRedis.size;
     },

@@ -20,6 +20,7 @@ import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
 import type { ProtocolError } from '../common/errors.js';
 import { normalizeAddress } from '../protocol/address.js';
+import { identityName } from '../protocol/identity-name.js';
 import { REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE, UDP_TYPE_REFUSE, UDP_TYPE_REGISTER } from '../protocol/constants.js';
 import type { Wake } from '../protocol/wake.js';
 import type { Blake2sKey } from '../protocol/blake2s.js';
@@ -98,8 +99,8 @@ export interface RegistrationEndpointOptions {
   readonly probeNonces?: ReplayCache;
   /** Return routability (P6); default: one from the master key. */
   readonly cookieJar?: CookieJar;
-  /** The operator's deny list (deny-list.ts): a denied device's registrations and probes get no answer. */
-  readonly denied?: (equipmentId: string) => boolean;
+  /** The operator's deny list (deny-list.ts): a denied device's (or identity generation's) registrations and probes get no answer. */
+  readonly denied?: (equipmentId: string, generation: number) => boolean;
   /**
    * With a shared list: write on change. A registration of a device this node holds, at the same
    * mapping, is written only `refreshAfterMs` after the last write, or when the entry was written
@@ -116,8 +117,11 @@ export interface RegistrationEndpoint {
   start(): Promise<void>;
   stop(): Promise<void>;
   address(): { address: string; port: number };
-  /** Send a notification, with the client's wake proof, to the device's mapping (`to`, else its local entry); false if none. */
-  notify(equipmentId: string, requestId: Buffer, wake: Wake, to?: Endpoint): boolean;
+  /**
+   * Send a notification, with the client's wake proof, to the device's mapping (`to`, else its
+   * local entry), tagged with the key of the identity generation that registered; false if none.
+   */
+  notify(equipmentId: string, requestId: Buffer, wake: Wake, to?: Endpoint & { readonly generation?: number }): boolean;
   readonly counters: Counters<RegistrationCounter>;
 }
 
@@ -134,6 +138,8 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
   let backendFailing = false;
   let pendingWrites = 0;
 
+  const isDenied = (p: { readonly equipmentId: string; readonly generation?: number }): boolean => options.denied?.(p.equipmentId, p.generation ?? 0) ?? false;
+
   function onMessage(msg: Buffer, rinfo: RemoteInfo): void {
     if (limiter && !limiter.take(rinfo.address)) {
       counters.inc('rateLimited');
@@ -148,7 +154,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       return;
     }
     // Before any cryptography: a denied device gets no answer at all (issue 19).
-    if ((parsed.packet.type === UDP_TYPE_PROBE || parsed.packet.type === UDP_TYPE_REGISTER) && options.denied?.((parsed.packet as Register).equipmentId)) {
+    if ((parsed.packet.type === UDP_TYPE_PROBE || parsed.packet.type === UDP_TYPE_REGISTER) && isDenied(parsed.packet as Register)) {
       counters.inc('denied');
       return;
     }
@@ -166,7 +172,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     }
     if (parsed.packet.type === UDP_TYPE_REFUSE) {
       const refuse = parsed.packet as Refuse;
-      if (!verifyTag(parsed, deviceKey(refuse.equipmentId))) return void counters.inc('badTag');
+      if (!verifyTag(parsed, deviceKey(identityName(refuse.equipmentId, refuse.generation)))) return void counters.inc('badTag');
       counters.inc('refusals');
       options.onRefuse?.(refuse.equipmentId, Buffer.from(refuse.requestId), refuse.reason);
       return;
@@ -176,7 +182,8 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       return;
     }
     const reg = parsed.packet as Register;
-    const key = deviceKey(reg.equipmentId);
+    // The key of the generation the device names (identity-name.ts): a leaked file of another generation does not verify.
+    const key = deviceKey(identityName(reg.equipmentId, reg.generation));
     if (!verifyTag(parsed, key)) {
       // Silent: a forger learns nothing, and we send nothing to an unverified source (P6).
       counters.inc('badTag');
@@ -186,7 +193,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     const now = clock.now();
     const observed = { address: normalizeAddress(rinfo.address), port: rinfo.port };
     if (Math.abs(reg.timestampMs - now) > windowMs) return onSkewed(reg, key, now, observed, rinfo);
-    const entry: RegistryEntry = { address: observed.address, port: observed.port, lastSeenMs: now, lastTimestampMs: reg.timestampMs };
+    const entry: RegistryEntry = { address: observed.address, port: observed.port, lastSeenMs: now, lastTimestampMs: reg.timestampMs, ...(reg.generation ? { generation: reg.generation } : {}) };
     if (backend === registry) {
       // One lookup on the hot path: the same mapping as before is recorded at once; a new one
       // only once its source has echoed a cookie (P6).
@@ -214,6 +221,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       local.node === undefined &&
       local.sharedAtMs !== undefined &&
       sameMapping(local, observed) &&
+      (local.generation ?? 0) === (reg.generation ?? 0) &&
       now - local.sharedAtMs < shared.refreshAfterMs &&
       local.sharedAtMs >= shared.writesValidSinceMs
     ) {
@@ -337,7 +345,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     notify(equipmentId, requestId, wake, to) {
       const entry = to ?? registry.get(equipmentId);
       if (!entry || !socket) return false;
-      send(encodeNotify({ requestId, serverTimeMs: clock.now(), wake }, deviceKey(equipmentId)), entry);
+      send(encodeNotify({ requestId, serverTimeMs: clock.now(), wake }, deviceKey(identityName(equipmentId, entry.generation))), entry);
       counters.inc('notificationsSent');
       return true;
     },

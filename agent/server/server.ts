@@ -241,7 +241,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     timers: opts.timers,
     ...(input.denyPollMs !== undefined ? { pollMs: input.denyPollMs } : {}),
   });
-  const denied = (id: string): boolean => denyList.has(id);
+  const denied = (id: string, generation?: number): boolean => denyList.has(id, generation);
   // One memory of probe nonces for both UDP ports: a probe replayed to the other port is known too (P6).
   const probeNonces = new ReplayCache(PROBE_NONCES_MAX);
   const registration = createRegistrationEndpoint({
