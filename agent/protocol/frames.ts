@@ -30,7 +30,7 @@
  *       server -> either  OBSERVED = the receiver's own address and port as the server sees them
  */
 import { ProtocolError } from '../common/errors.js';
-import { generationField, IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN, identityName, splitIdentityName } from './identity-name.js';
+import { IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN, identityName, splitIdentityName } from './identity-name.js';
 import { ByteReader, ByteWriter } from './bytes.js';
 import {
   EQUIPMENT_ID_MAX_BYTES,
@@ -196,11 +196,11 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
       break;
     case FrameType.DEVICE_ATTACH:
     case FrameType.RELAY_JOIN_DEVICE: {
-      const { equipmentId, generation } = splitIdentityName(r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN), 'frame.equipmentId');
+      const { equipmentId, generation } = splitIdentityName(r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN));
       f = {
         type,
         equipmentId,
-        ...generationField(generation),
+        ...(generation === 0 ? {} : { generation }),
         requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'),
         proof: r.bytes(KEY_BYTES, 'proof'),
       };

@@ -13,9 +13,6 @@
  * RELAY_JOIN_DEVICE); clients, the wake, the sealed request and every end-to-end key use the
  * equipment ID alone, so a client never needs to know the generation.
  */
-import { ProtocolError } from '../common/errors.js';
-import { EQUIPMENT_ID_PATTERN } from './constants.js';
-
 export const MAX_IDENTITY_GENERATION = 255;
 /** An equipment ID (64) and "@255". */
 export const IDENTITY_NAME_MAX_BYTES = 68;
@@ -38,15 +35,12 @@ export function identityName(equipmentId: string, generation = 0): string {
   return generation === 0 ? equipmentId : `${equipmentId}@${generation}`;
 }
 
-/** Split a name read from the wire (already matched against IDENTITY_NAME_PATTERN). */
-export function splitIdentityName(name: string, field: string): IdentityName {
+/**
+ * Split a name read from the wire, already matched against IDENTITY_NAME_PATTERN (so both parts
+ * are valid; no second regex on the registration hot path).
+ */
+export function splitIdentityName(name: string): IdentityName {
   const at = name.indexOf('@');
-  const equipmentId = at < 0 ? name : name.slice(0, at);
-  if (!EQUIPMENT_ID_PATTERN.test(equipmentId)) throw new ProtocolError(field, 'not an equipment ID');
-  return { equipmentId, generation: at < 0 ? 0 : Number(name.slice(at + 1)) };
+  return at < 0 ? { equipmentId: name, generation: 0 } : { equipmentId: name.slice(0, at), generation: Number(name.slice(at + 1)) };
 }
 
-/** The fields a parsed packet or frame gets: `generation` only when it is not 0 (older readers see nothing new). */
-export function generationField(generation: number): { readonly generation?: number } {
-  return generation === 0 ? {} : { generation };
-}

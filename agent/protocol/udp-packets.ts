@@ -25,7 +25,7 @@
  * `peek*` parses the structure without a key (to find the ID), `verify*` checks the tag.
  */
 import { ProtocolError } from '../common/errors.js';
-import { generationField, IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN, identityName, splitIdentityName } from './identity-name.js';
+import { IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN, identityName, splitIdentityName } from './identity-name.js';
 import { ByteReader, ByteWriter } from './bytes.js';
 import {
   COOKIE_BYTES,
@@ -236,12 +236,18 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
   switch (type) {
     case UDP_TYPE_REGISTER: {
       if (buf.length < REGISTER_MIN_BYTES) throw new ProtocolError('udp.register', `shorter than ${REGISTER_MIN_BYTES} bytes`);
-      const { equipmentId, generation } = splitIdentityName(r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN), 'udp.equipmentId');
+      const name = r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN);
       const timestampMs = r.timeMs('timestamp');
       const nonce = r.view(REGISTER_NONCE_BYTES, 'nonce');
       const cookie = r.view(COOKIE_BYTES, 'cookie');
       zeroPadding(r);
-      packet = { type, equipmentId, ...generationField(generation), timestampMs, nonce, cookie };
+      // `generation` only when not 0: generation 0 parses to exactly what it did before generations
+      // (and, on the fleet's hot path, without splitting the name).
+      if (name.indexOf('@') < 0) packet = { type, equipmentId: name, timestampMs, nonce, cookie };
+      else {
+        const { equipmentId, generation } = splitIdentityName(name);
+        packet = { type, equipmentId, generation, timestampMs, nonce, cookie };
+      }
       break;
     }
     case UDP_TYPE_REGISTER_ACK: {
@@ -263,23 +269,23 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
       break;
     }
     case UDP_TYPE_REFUSE: {
-      const { equipmentId, generation } = splitIdentityName(r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN), 'udp.equipmentId');
+      const { equipmentId, generation } = splitIdentityName(r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN));
       const requestId = r.view(REQUEST_ID_BYTES, 'requestId');
       const reason = r.u8('reason');
       if (!(Object.values(RefuseReason) as number[]).includes(reason)) throw new ProtocolError('udp.reason', `unknown refusal reason ${reason}`);
       r.end();
-      packet = { type, equipmentId, ...generationField(generation), requestId, reason: reason as RefuseReasonValue };
+      packet = generation === 0 ? { type, equipmentId, requestId, reason: reason as RefuseReasonValue } : { type, equipmentId, generation, requestId, reason: reason as RefuseReasonValue };
       break;
     }
     case UDP_TYPE_PROBE: {
       if (buf.length < REGISTER_MIN_BYTES) throw new ProtocolError('udp.probe', `shorter than ${REGISTER_MIN_BYTES} bytes`);
       const flags = r.u8('flags');
-      const { equipmentId, generation } = splitIdentityName(r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN), 'udp.equipmentId');
+      const { equipmentId, generation } = splitIdentityName(r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN));
       const timestampMs = r.timeMs('timestamp');
       const nonce = r.view(REGISTER_NONCE_BYTES, 'nonce');
       const cookie = r.view(COOKIE_BYTES, 'cookie');
       zeroPadding(r);
-      packet = { type, flags, equipmentId, ...generationField(generation), timestampMs, nonce, cookie };
+      packet = generation === 0 ? { type, flags, equipmentId, timestampMs, nonce, cookie } : { type, flags, equipmentId, generation, timestampMs, nonce, cookie };
       break;
     }
     case UDP_TYPE_MAPPING_CHECK: {

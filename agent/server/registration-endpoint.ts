@@ -183,7 +183,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     }
     const reg = parsed.packet as Register;
     // The key of the generation the device names (identity-name.ts): a leaked file of another generation does not verify.
-    const key = deviceKey(identityName(reg.equipmentId, reg.generation));
+    const key = deviceKey(reg.generation === undefined ? reg.equipmentId : identityName(reg.equipmentId, reg.generation));
     if (!verifyTag(parsed, key)) {
       // Silent: a forger learns nothing, and we send nothing to an unverified source (P6).
       counters.inc('badTag');
@@ -193,7 +193,10 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     const now = clock.now();
     const observed = { address: normalizeAddress(rinfo.address), port: rinfo.port };
     if (Math.abs(reg.timestampMs - now) > windowMs) return onSkewed(reg, key, now, observed, rinfo);
-    const entry: RegistryEntry = { address: observed.address, port: observed.port, lastSeenMs: now, lastTimestampMs: reg.timestampMs, ...(reg.generation ? { generation: reg.generation } : {}) };
+    const entry: RegistryEntry =
+      reg.generation === undefined
+        ? { address: observed.address, port: observed.port, lastSeenMs: now, lastTimestampMs: reg.timestampMs }
+        : { address: observed.address, port: observed.port, lastSeenMs: now, lastTimestampMs: reg.timestampMs, generation: reg.generation };
     if (backend === registry) {
       // One lookup on the hot path: the same mapping as before is recorded at once; a new one
       // only once its source has echoed a cookie (P6).

@@ -25,8 +25,8 @@ test('identity names: generation 0 is the ID alone; 1-255 are ID@g; the wire nam
   t.is(identityName('TV-1', 0), 'TV-1');
   t.is(identityName('TV-1', 7), 'TV-1@7');
   t.throws(() => identityName('TV-1', 256));
-  t.deepEqual(splitIdentityName('TV-1@255', 'f'), { equipmentId: 'TV-1', generation: 255 });
-  t.deepEqual(splitIdentityName('TV-1', 'f'), { equipmentId: 'TV-1', generation: 0 });
+  t.deepEqual(splitIdentityName('TV-1@255'), { equipmentId: 'TV-1', generation: 255 });
+  t.deepEqual(splitIdentityName('TV-1'), { equipmentId: 'TV-1', generation: 0 });
 });
 
 test('REGISTER and REFUSE carry the generation; generation 0 is byte for byte the packet without one', (t) => {
