@@ -3,7 +3,8 @@
 import { parseArgs } from 'node:util';
 import { createLogger, type Logger } from '../common/logger.js';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
-import { createRendezvousServer, type RendezvousServerOptions } from '../server/server.js';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createRendezvousServer, type RendezvousServer, type RendezvousServerOptions } from '../server/server.js';
 import { instanceSettings, MAX_INSTANCE } from '../server/instance.js';
 import { loadServerSecrets, loadServerSettings, type ServerSecrets, type ServerSettings } from '../server/settings.js';
 import { createNotifier } from '../systemd/notify.js';
@@ -19,6 +20,25 @@ const USAGE = `usage: ${PROGRAM} [run] [--config FILE] [--instance N]   run the 
        ${PROGRAM} check-config [--config FILE] [--instance N]   validate the settings and the files they name, then exit
   --instance N   node N (0-${MAX_INSTANCE}) of several on this machine: every port + N, redis.node_id + "-N"
 ${DENY_USAGE}`;
+
+/** Re-read tls.cert_file and tls.key_file; serve them if they are a valid, current pair, else keep the old. */
+async function reloadCertificate(file: string, server: RendezvousServer, logger: Logger): Promise<void> {
+  try {
+    const settings = await loadServerSettings(file);
+    const { certPem, keyPem } = await loadServerSecrets(settings);
+    const cert = new X509Certificate(certPem);
+    const now = Date.now();
+    if (Date.parse(cert.validTo) <= now || Date.parse(cert.validFrom) > now) {
+      throw new Error(`${settings.tls.certFile}: not valid now (valid ${cert.validFrom} to ${cert.validTo})`);
+    }
+    if (!cert.checkPrivateKey(createPrivateKey(keyPem))) throw new Error(`${settings.tls.keyFile}: not the key of ${settings.tls.certFile}`);
+    server.setCertificate(certPem, keyPem);
+    logger.info({ certFile: settings.tls.certFile, validTo: cert.validTo }, 'server certificate reloaded');
+  } catch (err) {
+    const problems = err instanceof ConfigError ? err.problems.join('; ') : (err as Error).message;
+    logger.error({ err: problems }, 'server certificate not reloaded: keeping the one in use');
+  }
+}
 
 async function main(): Promise<void> {
   const parsed = parse();
@@ -38,7 +58,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${file}: ok\n`);
     return;
   }
-  await runMain(settings, secrets);
+  await runMain(file, settings, secrets);
 }
 
 /** The command and the settings file; null after --help. */
@@ -95,7 +115,7 @@ function serverOptions(settings: ServerSettings, secrets: ServerSecrets, logger:
 }
 
 /** run: listen, tell systemd, and stop gracefully at SIGTERM/SIGINT (a second one exits at once). */
-async function runMain(settings: ServerSettings, secrets: ServerSecrets): Promise<void> {
+async function runMain(file: string, settings: ServerSettings, secrets: ServerSecrets): Promise<void> {
   const logger = createLogger({ name: PROGRAM, level: settings.logLevel });
   const server = createRendezvousServer(serverOptions(settings, secrets, logger));
   await server.start();
@@ -115,6 +135,9 @@ async function runMain(settings: ServerSettings, secrets: ServerSecrets): Promis
     const list = [...server.registry.entries()].map(([id, e]) => ({ id, address: e.address, port: e.port, lastSeenMs: e.lastSeenMs }));
     logger.info({ equipmentList: list, counters: server.registration.counters.snapshot() }, 'equipment list');
   });
+  // SIGHUP (systemctl reload) takes a renewed certificate (`peerlink-provision renew-server-cert`)
+  // without a restart: the registry and the requests in flight stay. A bad one keeps the old.
+  process.on('SIGHUP', () => void reloadCertificate(file, server, logger));
   const sig = await onceSignal(['SIGTERM', 'SIGINT']);
   logger.info({ signal: sig, graceMs: settings.shutdown.graceMs }, 'stopping: no new requests; finishing those in flight');
   watchdog.stop();

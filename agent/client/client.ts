@@ -38,6 +38,7 @@ import { createPeerListener, type PeerListener } from './peer-listener.js';
 import { relayTunnel } from './relay-tunnel.js';
 import { mapTcpPort, type MappingMode, type PortMapping } from '../nat/port-mapping.js';
 import { racePaths, type PathAttempt, type PathKind } from '../paths/path-race.js';
+import { clientLanOffer, deviceLanTargets, lanPath } from './lan-candidates.js';
 
 export interface ClientOptions {
   /** The rendezvous server's TLS endpoint. */
@@ -164,7 +165,8 @@ export function createClient(input: ClientOptions): Client {
       });
       const { via, to } = won.attempt;
       const connectMs = performance.now() - t0;
-      const path = describePath(via, to, seenAs, advertisedPort, won.failures);
+      const path =
+        lanPath(via, to, answer.lanTargets, won.stream.remoteAddress, answer.lanOffer) ?? describePath(via, to, seenAs, advertisedPort, won.failures);
       o.logger.info({ connectMs: Math.round(connectMs), via }, via === 'relay' ? 'channel up through the relay; S209 data' : 'S208 direct channel up; S209 data');
       return { stream: won.stream, path, via, connectMs };
     } finally {
@@ -172,13 +174,18 @@ export function createClient(input: ClientOptions): Client {
     }
   }
 
+  /** The server's connection ends before its answer (killed, restarted): a retry will do. */
+  const SERVER_WENT_AWAY = { code: ErrorCodes.SERVER_UNREACHABLE, message: 'the rendezvous server closed the connection before answering (stopped or restarted?); try again' } as const;
+
   /** S203 to S207 with the server: the sealed request out; the relay offer, candidates and verdict back. */
   async function request(expected: Expected, advertisedPort: number, signal: AbortSignal | undefined): Promise<ServerAnswer> {
     const { clientNonce, accessKey: key } = expected;
     // Bound explicitly: a hole punch leaves later from this port, whose NAT mapping the server sees.
     const tls = await connectToServer({ host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem, signal, bindLocal: true });
     const requestLocalPort = tls.localPort ?? 0;
-    const channel = new FrameChannel(tls);
+    // Our LAN address and accept port, for a device in the same home (lan-candidates.ts).
+    const lanOffer = clientLanOffer(tls.localAddress, listener.address());
+    const channel = new FrameChannel(tls, SERVER_WENT_AWAY);
     let status: number;
     let detail: string;
     let relayOffer: RelayOfferFrame | null = null;
@@ -188,7 +195,7 @@ export function createClient(input: ClientOptions): Client {
       // Use the server's clock so a client with a wrong clock still makes fresh requests.
       const serverNow = hello.type === FrameType.HELLO ? hello.serverTimeMs : o.clock.now();
       const sealedRequest = sealRequest(
-        { clientNonce, timestampMs: serverNow, equipmentId: o.equipmentId, service: o.service, advertisedPort },
+        { clientNonce, timestampMs: serverNow, equipmentId: o.equipmentId, service: o.service, advertisedPort, lan: lanOffer },
         deriveRequestTagKey(key),
       );
       // The wake proof lets the device check the password before it does any TLS work (P9).
@@ -211,7 +218,7 @@ export function createClient(input: ClientOptions): Client {
       const code = STATUS_ERROR[status as keyof typeof STATUS_ERROR] ?? ErrorCodes.INTERNAL;
       throw new PeerlinkError(code, detail || STATUS_TEXT[status as keyof typeof STATUS_TEXT]);
     }
-    return { detail, relayOffer, candidates, requestLocalPort };
+    return { detail, relayOffer, candidates, requestLocalPort, lanOffer, lanTargets: deviceLanTargets(candidates, tls.localAddress) };
   }
 
   /**
@@ -220,9 +227,10 @@ export function createClient(input: ClientOptions): Client {
    * channel and says which (the chosen byte), so both ends keep the same one.
    */
   function clientAttempts(peer: Promise<TLSSocket>, answer: ServerAnswer, expected: Expected): ClientAttempt[] {
-    const { candidates, relayOffer, requestLocalPort } = answer;
+    const { candidates, relayOffer, requestLocalPort, lanTargets } = answer;
     const punch = candidates.find((c) => c.kind === CandidateKind.PUNCH)?.endpoint;
-    const listen = candidates.filter((c) => c.kind === CandidateKind.LISTEN).map((c) => c.endpoint);
+    // The device's LAN address first: dialled like its open port, with the same token.
+    const listen = [...lanTargets, ...candidates.filter((c) => c.kind === CandidateKind.LISTEN).map((c) => c.endpoint)];
     o.logger.info(
       { punch: punch ? formatEndpoint(punch) : null, deviceListens: listen.map(formatEndpoint), relay: relayOffer !== null },
       'S207 device accepted the request; waiting for its direct connection (S208) and trying the other paths',
@@ -308,6 +316,9 @@ interface ServerAnswer {
   readonly candidates: readonly Candidate[];
   /** The local port of the request's connection (a hole punch leaves from it). */
   readonly requestLocalPort: number;
+  /** Our LAN candidate as sealed in the request, and the device's LAN candidate we may dial. */
+  readonly lanOffer: readonly Endpoint[];
+  readonly lanTargets: readonly Endpoint[];
 }
 
 interface ClientAttempt extends PathAttempt<TLSSocket> {

@@ -8,13 +8,14 @@
  * A plain TCP server wrapping each admitted socket itself (rather than tls.createServer), so that
  * the gate holds the raw socket from its accept.
  */
+import { keepTunnelAlive } from '../common/tunnel-liveness.js';
 import { closeServer, listenOn } from '../common/listen.js';
 import { TLSSocket } from 'node:tls';
 import { createServer, type Server, type Socket } from 'node:net';
 import { Counters } from '../common/counters.js';
 import { rejectUnknownKeys } from '../common/options.js';
 import { createPreAuthGate } from '../common/preauth-gate.js';
-import { PEER_MAX_PENDING_CONNECTIONS, TLS_HANDSHAKE_TIMEOUT_MS, TUNNEL_CIPHER, TUNNEL_KEEPALIVE_MS, TUNNEL_PSK_IDENTITY_PREFIX } from '../protocol/constants.js';
+import { PEER_MAX_PENDING_CONNECTIONS, TLS_HANDSHAKE_TIMEOUT_MS, TUNNEL_CIPHER, TUNNEL_PSK_IDENTITY_PREFIX } from '../protocol/constants.js';
 import { deriveTunnelPsk, NONCE_BYTES } from '../protocol/keys.js';
 
 export interface Expected {
@@ -128,7 +129,7 @@ export function createPeerListener(input: PeerListenerOptions): PeerListener {
       }
       expected.delete(e.clientNonce.toString('hex'));
       counters.inc('accepted');
-      raw.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
+      keepTunnelAlive(raw);
       e.resolve(sock);
     });
   }

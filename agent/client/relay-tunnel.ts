@@ -3,11 +3,11 @@
  * paired with the device, then run the end-to-end TLS-PSK channel over it as the TLS server
  * (as on the direct path). The relay only ever carries this channel's ciphertext (P4).
  */
+import { keepTunnelAlive } from '../common/tunnel-liveness.js';
 import type { TLSSocket } from 'node:tls';
 import { ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { connectToServer, type ServerTlsOptions } from '../rendezvous/server-tls.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
-import { TUNNEL_KEEPALIVE_MS } from '../protocol/constants.js';
 import { FrameType } from '../protocol/frames.js';
 import type { Expected } from './peer-listener.js';
 import { acceptTunnel } from './tunnel-server.js';
@@ -32,7 +32,7 @@ export async function relayTunnel(
     const paired = await channel.next(timeoutMs, signal);
     if (paired.type !== FrameType.RELAY_PAIRED) throw new PeerlinkError(ErrorCodes.PROTOCOL, 'relay answered out of turn');
     signal.removeEventListener('abort', onAbort);
-    outer.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
+    keepTunnelAlive(outer);
     return await acceptTunnel(carrierStream(outer), expected, timeoutMs, signal, 'through the relay');
   } catch (err) {
     outer.destroy();

@@ -3,10 +3,11 @@
  * connection, or the relay): the client is always the TLS-PSK server, whatever direction the TCP
  * connection was opened in, so one handshake and one key schedule serve every path (P4).
  */
+import { keepTunnelAlive } from '../common/tunnel-liveness.js';
 import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { TUNNEL_CIPHER, TUNNEL_KEEPALIVE_MS } from '../protocol/constants.js';
 import { pskFor, type Expected } from './peer-listener.js';
 
@@ -33,7 +34,8 @@ export function acceptTunnel(carrier: Duplex, expected: ExpectedTunnel, timeoutM
     if (signal.aborted) return onAbort();
     signal.addEventListener('abort', onAbort, { once: true });
     inner.once('secure', () => {
-      (carrier as Partial<Socket>).setKeepAlive?.(true, TUNNEL_KEEPALIVE_MS);
+      if (carrier instanceof Socket) keepTunnelAlive(carrier);
+      else (carrier as Partial<Socket>).setKeepAlive?.(true, TUNNEL_KEEPALIVE_MS);
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
       inner.off('end', onEarlyEnd);

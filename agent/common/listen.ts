@@ -45,9 +45,18 @@ function literalLookup(host: string, options: LookupOneOptions, callback: Lookup
   else dnsLookup(host, options, callback);
 }
 
+/**
+ * The receive buffer a server asks for on its UDP socket. The kernel's default (rmem_default, often
+ * 208 KiB: ~170 datagrams) overflows when a fleet's registrations arrive at a few thousand a second
+ * and the event loop stalls for ~100 ms (a GC, a busy core): those datagrams are dropped before the
+ * server sees them (`npm run soak` showed it as lost registrations, counted in the kernel's
+ * RcvbufErrors). The kernel caps the request at net.core.rmem_max.
+ */
+export const SERVER_UDP_RECV_BUFFER_BYTES = 4 * 1024 * 1024;
+
 /** A UDP socket for a server bound to `host` (its family follows the host's). */
 function createServerUdpSocket(host: string): UdpSocket {
-  return createSocket({ type: isIP(host) === 6 ? 'udp6' : 'udp4', lookup: literalLookup as never });
+  return createSocket({ type: isIP(host) === 6 ? 'udp6' : 'udp4', lookup: literalLookup as never, recvBufferSize: SERVER_UDP_RECV_BUFFER_BYTES });
 }
 
 /**

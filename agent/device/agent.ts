@@ -235,7 +235,9 @@ export function createAgent(input: AgentOptions): Agent {
       server: { host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName },
       authorize: (fwd, now, serverAddress) => authorizeAndMark(fwd, now, serverAddress, wake.nonce, credential),
       serverNow: () => registrar.serverNow(),
-      observeServerTime: (t, local) => registrar.observeServerTime(t, local),
+      // The local time on the agent's own clock, the one serverNow() adds the offset to (the
+      // session reads Date.now(), which differs from an injected clock: the offset came out wrong).
+      observeServerTime: (t) => registrar.observeServerTime(t, clock.now()),
       dialTimeoutMs: settings.dial.connectTimeoutMs,
       directTimeoutMs: settings.dial.directTimeoutMs,
       relayAfterMs: settings.dial.relayAfterMs,

@@ -4,9 +4,10 @@
  * nonces (P4): only a holder of the password can complete it, so neither the server nor
  * anyone on the path can read it or stand in the middle.
  */
+import { keepTunnelAlive } from '../common/tunnel-liveness.js';
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect, Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import type { HostPort } from '../common/endpoint-parse.js';
@@ -73,7 +74,8 @@ export function dialClient(o: DialOptions): Promise<TLSSocket> {
       sock.off('error', fail);
       // On the TCP connection that carries the channel: ours, or the punched / reverse / relay one.
       const carrier = (o.over as Partial<Socket> | undefined) ?? sock;
-      carrier.setKeepAlive?.(true, TUNNEL_KEEPALIVE_MS);
+      if (carrier instanceof Socket) keepTunnelAlive(carrier);
+      else carrier.setKeepAlive?.(true, TUNNEL_KEEPALIVE_MS);
       resolve(sock);
     });
     sock.once('error', fail);

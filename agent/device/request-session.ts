@@ -26,6 +26,7 @@ import { OWNER_TARGET, type Authorize, type Decision } from './authorizer.js';
 import { connectService, dialClient, type DialOptions } from './dialer.js';
 import { connectToServer } from '../rendezvous/server-tls.js';
 import { racePaths, type PathAttempt, type PathKind, type PathRaceWinner } from '../paths/path-race.js';
+import { deviceLanOffer, lanDialTarget } from './lan-candidate.js';
 
 export interface SessionContext {
   readonly identity: DeviceIdentity;
@@ -93,6 +94,7 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
   // Bound explicitly, so that a hole punch can later leave from the port the server observed.
   const tls = await connectToServer({ ...ctx.server, caPem: ctx.identity.caCert, signal: ctx.signal, bindLocal: true });
   const attachLocalPort = tls.localPort ?? 0;
+  const attachLocalAddress = tls.localAddress;
   const channel = new FrameChannel(tls);
   let service: Socket | null = null;
   try {
@@ -100,15 +102,26 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     if (!fwd) return { status: Status.BAD_REQUEST, bytesToClient: 0, bytesFromClient: 0 };
     const verdict = await decide(ctx, tls, fwd, log);
     service = verdict.service;
-    const listen = answer(requestId, ctx, channel, verdict.status);
+    // Our LAN address for a client in the same home, only when the server vouched (lan-candidate.ts).
+    const lanOffer = verdict.status === Status.OK && ctx.reverse ? deviceLanOffer(told, attachLocalAddress, ctx.reverse.listener.port()) : [];
+    const listen = answer(requestId, ctx, channel, verdict.status, lanOffer);
     const { decision, owner } = verdict;
     if (decision.status !== Status.OK || verdict.status !== Status.OK || (!service && !owner)) {
       return { status: verdict.status, bytesToClient: 0, bytesFromClient: 0 };
     }
     // Punch only towards the address the dial policy just approved (the client's observed one).
     const punch = told.find((c) => c.kind === CandidateKind.PUNCH && c.endpoint.address === decision.dial.address)?.endpoint;
+    // The client's LAN address, only under the rules of lan-candidate.ts (P3b).
+    const lan = lanDialTarget(told, decision.request, attachLocalAddress);
+    if (lan.dial === null && lan.reason) log.info({ reason: lan.reason }, 'LAN candidate not dialled');
     log.info(
-      { service: decision.request.service, client: formatEndpoint(decision.dial), punch: punch ? formatEndpoint(punch) : null, listen: listen.map(formatEndpoint) },
+      {
+        service: decision.request.service,
+        client: formatEndpoint(decision.dial),
+        punch: punch ? formatEndpoint(punch) : null,
+        listen: listen.map(formatEndpoint),
+        ...(lan.dial ? { lan: formatEndpoint(lan.dial) } : {}),
+      },
       'S207 request authorised; S208 dialling the client (and trying the other paths alongside)',
     );
     const channelOptions = {
@@ -121,6 +134,7 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     const won = await raceDevicePaths(requestId, ctx, {
       channelOptions,
       punch: punch && attachLocalPort && ctx.holePunch ? { localPort: attachLocalPort, remote: punch } : null,
+      lan: lan.dial,
       reverse: ctx.reverse && listen.length > 0 ? { listener: ctx.reverse.listener, token: reverseToken(ctx.identity.accessKey, decision.request.clientNonce) } : null,
       log,
     });
@@ -198,12 +212,13 @@ async function decide(
   }
 }
 
-/** The verdict to the server (with our LISTEN candidates when we accept); returns those candidates. */
-function answer(requestId: Buffer, ctx: SessionContext, channel: FrameChannel, status: number): readonly Endpoint[] {
+/** The verdict to the server (with our LAN and LISTEN candidates when we accept); returns the LISTEN ones. */
+function answer(requestId: Buffer, ctx: SessionContext, channel: FrameChannel, status: number, lanOffer: readonly Candidate[]): readonly Endpoint[] {
   const reverse = status === Status.OK ? ctx.reverse : undefined;
   const listen = reverse?.endpoints() ?? [];
   if (listen.length > 0) {
-    channel.send({ type: FrameType.CANDIDATES, candidates: listen.slice(0, CANDIDATES_MAX).map((endpoint) => ({ kind: CandidateKind.LISTEN, endpoint })) });
+    const candidates = [...lanOffer, ...listen.map((endpoint) => ({ kind: CandidateKind.LISTEN, endpoint }))];
+    channel.send({ type: FrameType.CANDIDATES, candidates: candidates.slice(0, CANDIDATES_MAX) });
   }
   channel.send({ type: FrameType.DEVICE_VERDICT, requestId, status: status as typeof Status.OK });
   channel.close();
@@ -241,7 +256,8 @@ async function serveOwner(tunnel: TLSSocket, owner: (tunnel: TLSSocket) => Promi
 }
 
 /**
- * The device's attempts in the path race (path-race.ts): the patent's dial (S208), a hole punch,
+ * The device's attempts in the path race (path-race.ts): the patent's dial (S208), the client's LAN
+ * address when in the same home, a hole punch,
  * the client's reverse dial; the relay after relayAfterMs, or at once when all of those have failed.
  */
 function raceDevicePaths(
@@ -251,12 +267,15 @@ function raceDevicePaths(
     channelOptions: Omit<DialOptions, 'timeoutMs' | 'signal' | 'over'>;
     punch: { localPort: number; remote: Endpoint } | null;
     reverse: { listener: ReverseListener; token: Buffer } | null;
+    /** The client's LAN address (lan-candidate.ts), dialled alongside. */
+    lan: Endpoint | null;
     log: Logger;
   },
 ): Promise<PathRaceWinner<TLSSocket, DeviceAttempt>> {
   const over = (signal: AbortSignal) => (sock: Duplex): Promise<TLSSocket> => dialClient({ ...p.channelOptions, over: sock, timeoutMs: ctx.dialTimeoutMs, signal });
   const attempts: DeviceAttempt[] = [{ via: 'dial', start: (signal) => dialClient({ ...p.channelOptions, timeoutMs: ctx.directTimeoutMs, signal }) }];
-  const { punch, reverse } = p;
+  const { punch, reverse, lan } = p;
+  if (lan) attempts.push({ via: 'lan', start: (signal) => dialClient({ ...p.channelOptions, to: lan, timeoutMs: ctx.directTimeoutMs, signal }) });
   if (punch) {
     attempts.push({
       via: 'punch',

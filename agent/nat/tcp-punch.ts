@@ -5,6 +5,13 @@
  * other's, and the crossing SYNs make one connection (RFC 793 simultaneous open; RFC 5382
  * REQ-2/REQ-5). A SYN that arrives before the peer's own has left is dropped or refused; the
  * kernel retransmits, and a refused attempt is retried from the same port until the deadline.
+ *
+ * Routers that answer an unsolicited SYN with a reset (OpenWrt's WAN zone) close our own hole as
+ * the reset passes back through it: our NAT lets the peer's SYN in only between our SYN leaving
+ * and the peer router's reset coming back, one round trip. So after a reset (ECONNREFUSED) the
+ * next SYN leaves at once, not after a pause: the hole is then open for all but the moment it
+ * takes to send the next SYN, and the two SYNs cross (measured in the NAT lab, docs/nat-lab.md).
+ * PUNCH_RESET_ATTEMPTS_MAX bounds the SYNs one punch may send.
  */
 import { connect, type Socket } from 'node:net';
 import { isIPv6 } from 'node:net';
@@ -13,6 +20,8 @@ import type { Endpoint } from '../protocol/address.js';
 
 /** Pause between attempts after a refusal (an RST from the peer's router before its SYN left). */
 export const PUNCH_RETRY_MS = 150;
+/** Attempts one punch may make in all (each refused attempt is one SYN and one reset). */
+export const PUNCH_RESET_ATTEMPTS_MAX = 5000;
 
 export interface PunchOptions {
   readonly localPort: number;
@@ -31,6 +40,7 @@ export function punchTcp(o: PunchOptions): Promise<Socket> {
     if (o.signal?.aborted) return reject(abortError(o.signal));
     let current: Socket | null = null;
     let retry: NodeJS.Timeout | undefined;
+    let retryNow: NodeJS.Immediate | undefined;
     let attempts = 0;
     let lastError = 'no answer';
     const deadline = setTimeout(
@@ -42,6 +52,7 @@ export function punchTcp(o: PunchOptions): Promise<Socket> {
     function cleanup(): void {
       clearTimeout(deadline);
       clearTimeout(retry);
+      clearImmediate(retryNow);
       o.signal?.removeEventListener('abort', onAbort);
     }
     function fail(err: Error): void {
@@ -68,7 +79,10 @@ export function punchTcp(o: PunchOptions): Promise<Socket> {
         lastError = err.code ?? err.message;
         s.destroy();
         if (current === s) current = null;
-        retry = setTimeout(attempt, PUNCH_RETRY_MS);
+        if (attempts >= PUNCH_RESET_ATTEMPTS_MAX) return fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `hole punch to ${o.remote.address}:${o.remote.port}: ${lastError} after ${attempts} attempts`));
+        // A reset: send the next SYN at once (see above); anything else: pause.
+        if (err.code === 'ECONNREFUSED') retryNow = setImmediate(attempt);
+        else retry = setTimeout(attempt, PUNCH_RETRY_MS);
       });
     }
     attempt();

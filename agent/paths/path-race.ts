@@ -10,9 +10,10 @@
  */
 import { abortError } from '../common/errors.js';
 import { firstFulfilled } from '../common/first-fulfilled.js';
+import { followSignal } from '../common/linked-signal.js';
 
 /** dial: the device dialled the client (S208); reverse: the client dialled the device; punch: TCP simultaneous open; relay: via the server. */
-export type PathKind = 'dial' | 'punch' | 'reverse' | 'relay';
+export type PathKind = 'lan' | 'dial' | 'punch' | 'reverse' | 'relay';
 
 export interface PathAttempt<S extends { destroy(): void }> {
   readonly via: PathKind;
@@ -48,7 +49,10 @@ export async function racePaths<S extends { destroy(): void }, A extends PathAtt
   options: PathRaceOptions<S, A>,
 ): Promise<PathRaceWinner<S, A>> {
   const race = new AbortController();
-  const signal = options.signal ? AbortSignal.any([options.signal, race.signal]) : race.signal;
+  // Not AbortSignal.any with the caller's signal: that may live for the whole process (the agent's),
+  // and on Node 20 each any() leaves it a WeakRef that is never removed (common/linked-signal.ts).
+  const unlink = options.signal ? followSignal(options.signal, race) : () => undefined;
+  const signal = race.signal;
   const failures: string[] = [];
   const run = (attempt: A, after?: Promise<void>): Promise<{ stream: S; attempt: A }> =>
     (after ? after.then(() => attempt.start(signal)) : attempt.start(signal))
@@ -75,6 +79,7 @@ export async function racePaths<S extends { destroy(): void }, A extends PathAtt
     return { ...won, failures };
   } finally {
     race.abort();
+    unlink();
   }
 }
 

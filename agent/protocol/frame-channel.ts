@@ -3,7 +3,17 @@
  * A protocol error, a close or the deadline rejects the wait; nothing is left dangling.
  */
 import type { Duplex } from 'node:stream';
-import { ErrorCodes, PeerlinkError, ProtocolError, abortError } from '../common/errors.js';
+import { ErrorCodes, PeerlinkError, ProtocolError, abortError, type ErrorCode } from '../common/errors.js';
+
+/**
+ * What a close before the awaited frame means to the caller. The default is a protocol error; a
+ * client waiting for the rendezvous server's answer says instead that the server went away (killed,
+ * restarted), which is what a user can act on.
+ */
+export interface ChannelClosed {
+  readonly code: ErrorCode;
+  readonly message: string;
+}
 import { endThenDestroy } from '../common/listen.js';
 import { encodeFrame, FrameDecoder, FrameType, type Frame } from './frames.js';
 
@@ -30,12 +40,12 @@ export class FrameChannel {
     }
   };
 
-  constructor(readonly socket: Duplex) {
+  constructor(readonly socket: Duplex, closed?: ChannelClosed) {
     socket.on('data', this.onData);
-    socket.once('close', () => this.fail(new PeerlinkError(ErrorCodes.PROTOCOL, 'connection closed')));
+    socket.once('close', () => this.fail(new PeerlinkError(closed?.code ?? ErrorCodes.PROTOCOL, closed?.message ?? 'connection closed')));
     // A peer that half-closed sends no more frames: waiting for one would only run out the deadline.
-    socket.once('end', () => this.fail(new PeerlinkError(ErrorCodes.PROTOCOL, 'connection closed by the peer')));
-    socket.once('error', (err) => this.fail(err));
+    socket.once('end', () => this.fail(new PeerlinkError(closed?.code ?? ErrorCodes.PROTOCOL, closed?.message ?? 'connection closed by the peer')));
+    socket.once('error', (err) => this.fail(closed ? new PeerlinkError(closed.code, `${closed.message} (${err.message})`, { cause: err }) : err));
   }
 
   private deliver(f: Frame): void {

@@ -28,6 +28,11 @@
  *       server -> client  before CONNECT_RESULT: PUNCH = the device's attach connection as observed,
  *                         and the device's LISTEN endpoints the server checked
  *       server -> either  OBSERVED = the receiver's own address and port as the server sees them
+ *       LAN (issue 14): a local address and port on a home LAN; the server passes one on only when it
+ *                         sees client and device at the same public address (agent/server/lan-match.ts):
+ *       server -> device  the client's, as offered in its sealed request
+ *       device -> server  before DEVICE_VERDICT: its own (its reverse port on its LAN address)
+ *       server -> client  the device's
  */
 import { ProtocolError } from '../common/errors.js';
 import { IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN, identityName, splitIdentityName } from './identity-name.js';
@@ -63,8 +68,9 @@ export const FrameType = {
 /**
  * PUNCH: the source of the peer's rendezvous connection (for TCP simultaneous open from the same local port).
  * LISTEN: a port that accepts TCP. OBSERVED: the receiver's own address as the server sees it (for reports).
+ * LAN: a local address and port on a home LAN, for a peer behind the same public address.
  */
-export const CandidateKind = { PUNCH: 1, LISTEN: 2, OBSERVED: 3 } as const;
+export const CandidateKind = { PUNCH: 1, LISTEN: 2, OBSERVED: 3, LAN: 4 } as const;
 export type CandidateKindValue = (typeof CandidateKind)[keyof typeof CandidateKind];
 export interface Candidate {
   readonly kind: CandidateKindValue;
@@ -231,8 +237,8 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
       const candidates: Candidate[] = [];
       for (let i = 0; i < n; i++) {
         const kind = r.u8(`candidates[${i}].kind`);
-        if (kind !== CandidateKind.PUNCH && kind !== CandidateKind.LISTEN && kind !== CandidateKind.OBSERVED) {
-          throw new ProtocolError(`frame.candidates[${i}].kind`, `expected 1, 2 or 3, found ${kind}`);
+        if (kind !== CandidateKind.PUNCH && kind !== CandidateKind.LISTEN && kind !== CandidateKind.OBSERVED && kind !== CandidateKind.LAN) {
+          throw new ProtocolError(`frame.candidates[${i}].kind`, `expected 1-4, found ${kind}`);
         }
         const endpoint = readEndpoint(r, `candidates[${i}]`);
         if (endpoint.port === 0) throw new ProtocolError(`frame.candidates[${i}].port`, 'port 0 is not allowed');

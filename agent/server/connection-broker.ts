@@ -16,7 +16,7 @@
 import { identityName } from '../protocol/identity-name.js';
 import { endThenDestroy, listenOn } from '../common/listen.js';
 import type { Socket } from 'node:net';
-import { createServer, type Server, type TLSSocket } from 'node:tls';
+import { createServer, type Server, type TLSSocket, type TlsOptions } from 'node:tls';
 import { SERVER_TLS_CIPHERS } from './tls-ciphers.js';
 import { rotateTicketKeys, ticketSecretFromKey, TICKET_KEY_ROTATE_MS, type TicketKeyRotation } from './ticket-keys.js';
 import type { Logger } from 'pino';
@@ -85,6 +85,8 @@ export interface ConnectionBrokerOptions {
 
 export interface ConnectionBroker {
   start(): Promise<void>;
+  /** A renewed certificate and key for new handshakes (connections already open keep theirs). */
+  setCertificate(certPem: string, keyPem: string): void;
   /** Stop taking connections; with graceMs, let requests in flight finish for up to that long. */
   stop(graceMs?: number): Promise<void>;
   /** Requests being served now (client conversations and device attaches). */
@@ -238,19 +240,16 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
 
   return {
     counters,
+    setCertificate(certPem, keyPem) {
+      if (!server) throw new Error('not started');
+      // A new context drops the ticket keys: derive them again, from the new key (ticket-keys.ts).
+      server.setSecureContext(secureContextOptions(certPem, keyPem));
+      tickets?.stop();
+      tickets = rotateTicketKeys(server, ticketSecretFromKey(keyPem));
+    },
     async start() {
       // allowHalfOpen: a relayed end-to-end channel half-closes through these connections.
-      const s = createServer({
-        cert: options.certPem,
-        key: options.keyPem,
-        minVersion: 'TLSv1.2',
-        ciphers: SERVER_TLS_CIPHERS,
-        honorCipherOrder: true,
-        allowHalfOpen: true,
-        handshakeTimeout: options.handshakeTimeoutMs,
-        // Resumption (ticket-keys.ts): the announced ticket lifetime, in seconds.
-        sessionTimeout: TICKET_KEY_ROTATE_MS / 1000,
-      });
+      const s = createServer({ ...secureContextOptions(options.certPem, options.keyPem), allowHalfOpen: true, handshakeTimeout: options.handshakeTimeoutMs });
       tickets = rotateTicketKeys(s, ticketSecretFromKey(options.keyPem));
       s.on('connection', (raw: Socket) => {
         if (!tracker.accepted(raw)) counters.inc('unidentifiedOverCap');
@@ -305,5 +304,18 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       if (!a || typeof a === 'string') throw new Error('not started');
       return { address: a.address, port: a.port };
     },
+  };
+}
+
+/** The TLS settings of the server's context, at start and on a certificate reload alike. */
+function secureContextOptions(certPem: string, keyPem: string): TlsOptions {
+  return {
+    cert: certPem,
+    key: keyPem,
+    minVersion: 'TLSv1.2',
+    ciphers: SERVER_TLS_CIPHERS,
+    honorCipherOrder: true,
+    // Resumption (ticket-keys.ts): the announced ticket lifetime, in seconds.
+    sessionTimeout: TICKET_KEY_ROTATE_MS / 1000,
   };
 }

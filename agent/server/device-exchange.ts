@@ -14,6 +14,7 @@ import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } 
 import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, equalBytes, KEY_BYTES } from '../protocol/keys.js';
 import { Status, type StatusValue } from '../protocol/status.js';
 import { checkListenCandidates } from './candidate-check.js';
+import { clientLanForDevice, deviceLanForClient } from './lan-match.js';
 
 /** With an ok verdict, the device's path candidates for the client (hole punch, reverse port). */
 export type Verdict = { readonly status: StatusValue; readonly detail?: string; readonly candidates?: readonly Candidate[] };
@@ -47,11 +48,14 @@ export function createDeviceExchange(o: { readonly masterKey: Buffer; readonly a
       candidates: [
         { kind: CandidateKind.PUNCH, endpoint: clientEndpoint },
         ...(deviceEndpoint ? [{ kind: CandidateKind.OBSERVED, endpoint: deviceEndpoint }] : []),
+        // Only when both are seen at one public address (lan-match.ts).
+        ...clientLanForDevice(sealedRequest, clientEndpoint, deviceEndpoint),
       ],
     });
     device.send({ type: FrameType.FORWARD_REQUEST, requestId, client: clientEndpoint, advertisedPort, sealedRequest });
     let verdict: Frame;
     const listen: Candidate[] = [];
+    const lan: Candidate[] = [];
     // One deadline for the whole exchange, from its start: frames the device sends meanwhile
     // (CANDIDATES) do not extend it, or a device could hold the request open for ever.
     const deadlineMs = performance.now() + o.attachTimeoutMs;
@@ -60,6 +64,7 @@ export function createDeviceExchange(o: { readonly masterKey: Buffer; readonly a
       verdict = await device.next(left());
       while (verdict.type === FrameType.CANDIDATES && listen.length < CANDIDATES_MAX) {
         listen.push(...checkListenCandidates(verdict.candidates, deviceEndpoint));
+        if (lan.length === 0) lan.push(...deviceLanForClient(verdict.candidates, clientEndpoint, deviceEndpoint));
         verdict = await device.next(left());
       }
     } catch (err) {
@@ -72,7 +77,7 @@ export function createDeviceExchange(o: { readonly masterKey: Buffer; readonly a
       return { status: Status.INTERNAL, detail: 'the device answered out of turn' };
     }
     if (verdict.status !== Status.OK) return { status: verdict.status };
-    return { status: verdict.status, candidates: [...(deviceEndpoint ? [{ kind: CandidateKind.PUNCH, endpoint: deviceEndpoint }] : []), ...listen] };
+    return { status: verdict.status, candidates: [...lan, ...(deviceEndpoint ? [{ kind: CandidateKind.PUNCH, endpoint: deviceEndpoint }] : []), ...listen] };
   }
 
   return {

@@ -152,6 +152,8 @@ export interface RendezvousServer {
   readonly registration: RegistrationEndpoint;
   readonly broker: ConnectionBroker;
   readonly relay: Relay;
+  /** Serve a renewed certificate from now on (`peerlink-server` does it on SIGHUP). */
+  setCertificate(certPem: string, keyPem: string): void;
 }
 
 export function createRendezvousServer(input: RendezvousServerOptions): RendezvousServer {
@@ -330,6 +332,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     registry: opts.registry,
     registration,
     broker,
+    setCertificate: (certPem, keyPem) => broker.setCertificate(certPem, keyPem),
     relay,
     backend,
     nodeId,

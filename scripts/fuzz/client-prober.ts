@@ -31,13 +31,15 @@ export interface ClientProberOptions {
   readonly setup: LoopbackSetup;
   readonly service: string;
   readonly intervalMs?: number;
+  /** Connect through this TLS port instead of the setup's (another node of a fleet). */
+  readonly tlsPort?: number;
 }
 
 export function createClientProber(input: ClientProberOptions): ClientProber {
   const o = Object.freeze({ ...input, intervalMs: input.intervalMs ?? CONNECT_INTERVAL_MS });
   const s = o.setup;
   const args = [
-    PROGRAMS.client, 'connect', s.equipmentId, '--server', `127.0.0.1:${s.tlsPort}`, '--server-name', 'localhost',
+    PROGRAMS.client, 'connect', s.equipmentId, '--server', `127.0.0.1:${o.tlsPort ?? s.tlsPort}`, '--server-name', 'localhost',
     '--ca', s.caFile, '--password-file', s.passwordFile, '--service', o.service, '--stdio',
   ];
   let attempts = 0;

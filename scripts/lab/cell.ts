@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createLoopbackSetup, type LoopbackSetup } from '../lib/loopback-setup.js';
 import { DIST, PROGRAMS, startProgram, type LogLine, type Program } from '../lib/program.js';
 import type { NatKind } from './nat.js';
-import { ADDR, createLab, type Lab, type SideSpec } from './topology.js';
+import { ADDR, createLab, type Homes, type Lab, type SideSpec } from './topology.js';
 import { startGateway, type Gateway, type UpnpKind } from './upnp.js';
 import { inNs } from './exec.js';
 
@@ -30,10 +30,14 @@ export interface CellSpec {
   readonly client: SideSpec;
   readonly device: SideSpec;
   readonly upnp: UpnpKind;
+  /** Separate homes (default), both on one LAN, or two homes behind one carrier-grade NAT. */
+  readonly homes?: Homes;
   /** Which routers run the gateway (default both). */
   readonly upnpOn?: UpnpSide;
   /** 'patent': the device's dial and the relay only (no hole punch, no reverse port). Default 'all'. */
   readonly strategies?: 'all' | 'patent';
+  /** Extra lines for the agent's [dial] table, e.g. "relay_after_ms = 8000". */
+  readonly dialExtra?: string;
   /** Extra lines for the agent's [reverse] table, e.g. "mapping_renew_ms = 2000". */
   readonly agentReverse?: string;
   readonly peerTimeoutMs?: number;
@@ -61,6 +65,9 @@ export interface CellContext {
 }
 
 export interface CellResult {
+  readonly homes: Homes;
+  /** What the routers do with unsolicited packets from the WAN (drop or reset) and whether they hairpin. */
+  readonly routers: string;
   readonly clientNat: NatKind;
   readonly deviceNat: NatKind;
   /** e.g. "igd2", or "igd2 (device side)" when only one router runs the gateway. */
@@ -77,12 +84,16 @@ export interface CellResult {
   readonly devicePublicAddress: string;
   readonly clientMapping: string;
   readonly error: string | null;
+  /** Echoed bytes per second through the tunnel (MB/s), when connected. */
+  readonly throughputMBps?: number;
 }
 
 export interface ClientRun {
   readonly code: number | null;
   readonly stdoutSha: string;
   readonly stdoutBytes: number;
+  /** From the first echoed byte to the last: the tunnel's throughput is stdoutBytes over this. */
+  readonly streamMs: number;
   readonly stderr: string;
 }
 
@@ -92,7 +103,11 @@ export function runClient(ns: string, args: readonly string[], input: Buffer, ti
     const hash = createHash('sha256');
     let bytes = 0;
     let stderr = '';
+    let first = 0;
+    let last = 0;
     child.stdout.on('data', (d: Buffer) => {
+      last = performance.now();
+      if (bytes === 0) first = last;
       hash.update(d);
       bytes += d.length;
     });
@@ -103,7 +118,7 @@ export function runClient(ns: string, args: readonly string[], input: Buffer, ti
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.once('close', (code) => {
       clearTimeout(timer);
-      resolve({ code, stdoutSha: hash.digest('hex'), stdoutBytes: bytes, stderr });
+      resolve({ code, stdoutSha: hash.digest('hex'), stdoutBytes: bytes, streamMs: last - first, stderr });
     });
   });
 }
@@ -115,7 +130,9 @@ const EI_MAPPING: ReadonlySet<NatKind> = new Set(['full-cone', 'port-restricted'
  * The traversal issue's target: no relay where either side has a public address or a usable
  * UPnP/NAT-PMP gateway (not the inner router of a double NAT), or both NATs map endpoint-independently.
  */
-export function directRequired(spec: Pick<CellSpec, 'client' | 'device' | 'upnp' | 'upnpOn'>): boolean {
+export function directRequired(spec: Pick<CellSpec, 'client' | 'device' | 'upnp' | 'upnpOn' | 'homes'>): boolean {
+  // One home (LAN candidates), or two behind one CGN (which hairpins): always a direct path.
+  if (spec.homes === 'same-lan' || spec.homes === 'shared-cgn') return true;
   const on = spec.upnpOn ?? 'both';
   const usableGateway = (nat: NatKind, side: 'client' | 'device'): boolean =>
     spec.upnp !== 'none' && (on === 'both' || on === side) && nat !== 'none' && nat !== 'double';
@@ -130,6 +147,7 @@ export function directRequired(spec: Pick<CellSpec, 'client' | 'device' | 'upnp'
 
 /** The client's own report of its path, in the matrix's words. */
 export function pathOf(stderr: string): string {
+  if (/connected directly on the LAN/.test(stderr)) return 'LAN candidate';
   if (/connected directly: device dialled/.test(stderr)) return 'device dialled the client';
   if (/connected directly: we dialled the device/.test(stderr)) return 'client dialled the device';
   if (/connected directly: TCP hole punch/.test(stderr)) return 'TCP hole punch';
@@ -144,7 +162,10 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
   const gatewayBySide = new Map<'client' | 'device', { gateway: Gateway; router: string }>();
   let lab: Lab | null = null;
   const on = spec.upnpOn ?? 'both';
+  const homes = spec.homes ?? 'separate';
   const base = {
+    homes,
+    routers: `${spec.device.inbound ?? 'drop'}${spec.device.hairpin ? ', hairpin' : ''}`,
     clientNat: spec.client.nat,
     deviceNat: spec.device.nat,
     upnp: spec.upnp === 'none' || on === 'both' ? spec.upnp : `${spec.upnp} (${on} side)`,
@@ -152,7 +173,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
   };
   const gatewayOn = (side: 'client' | 'device'): boolean => spec.upnp !== 'none' && (on === 'both' || on === side);
   try {
-    lab = await createLab({ client: spec.client, device: spec.device });
+    lab = await createLab({ client: spec.client, device: spec.device, homes });
     const setup = await createLoopbackSetup({
       dir,
       serverAddress: ADDR.server,
@@ -163,13 +184,15 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       portMapping: gatewayOn('device') ? 'auto' : 'off',
       directDialOnly: spec.strategies === 'patent',
       ...(spec.agentReverse ? { reverseExtra: spec.agentReverse } : {}),
+      ...(spec.dialExtra ? { dialExtra: spec.dialExtra } : {}),
       ...(spec.serverExtra ? { serverExtra: spec.serverExtra } : {}),
     });
     // The gateways first: the agent asks its router for a mapping as it starts.
     if (spec.upnp !== 'none') {
       const kind = spec.upnp;
       for (const [name, side] of [['client', lab.client], ['device', lab.device]] as const) {
-        if (gatewayOn(name) && side.router) {
+        // One router for both (same LAN): one gateway.
+        if (gatewayOn(name) && side.router && !gateways.some((_, i) => [...gatewayBySide.values()][i]?.router === side.router)) {
           const gateway = await startGateway({ router: side.router, kind, dir, lanCidr: ADDR.lanCidr });
           gateways.push(gateway);
           gatewayBySide.set(name, { gateway, router: side.router });
@@ -228,7 +251,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       spec.onLine?.('client', l);
       if (l.msg === 'port mapped') clientMapping = `client mapped it (${String(l.via)}): ${String(l.external)}`;
     }
-    const connectMs = /(?:connected directly|relayed via server): .* in (\d+) ms/.exec(r.stderr)?.[1];
+    const connectMs = /(?:connected directly(?: on the LAN)?|relayed via server): .* in (\d+) ms/.exec(r.stderr)?.[1];
     const verified = r.code === 0 && r.stdoutSha === want ? r.stdoutBytes : 0;
     const err =
       /peerlink: (.*\[PEERLINK_ERR_[A-Z_]+\])/.exec(r.stderr)?.[1] ??
@@ -243,6 +266,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       devicePublicAddress: lab.device.publicAddress,
       clientMapping,
       error: verified === payload.length ? null : err,
+      ...(verified > 0 && r.streamMs > 0 ? { throughputMBps: verified / 1e6 / (r.streamMs / 1000) } : {}),
     };
   } catch (err) {
     return {

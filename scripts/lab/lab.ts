@@ -12,7 +12,8 @@ import { translations } from './conntrack.js';
 import { isRoot } from './exec.js';
 import { ensureGroups, unmetReason } from '../lib/prerequisites.js';
 import { NAT_KINDS, type NatKind } from './nat.js';
-import { removeOwnNamespaces, sweepStaleLabs, type SideSpec } from './topology.js';
+import { HOMES, removeOwnNamespaces, sweepStaleLabs, type Homes, type SideSpec } from './topology.js';
+import { INBOUND_KINDS, type InboundKind } from './nat.js';
 import { UPNP_KINDS, type UpnpKind } from './upnp.js';
 import { renumberScenario } from './renumber.js';
 
@@ -73,13 +74,13 @@ async function trace(): Promise<boolean> {
 
 export function matrixTable(results: readonly CellResult[]): string {
   const lines = [
-    '| client NAT | device NAT | UPnP/NAT-PMP | connected | path | target | time to connect | bytes verified | device registered as | error |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    '| homes | routers | client NAT | device NAT | UPnP/NAT-PMP | connected | path | target | time to connect | bytes verified | device registered as | error |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of results) {
     const target = r.directRequired ? (r.connected && r.path !== 'relayed via server' ? 'direct required: met' : '**direct required: missed**') : 'relay allowed';
     lines.push(
-      `| ${r.clientNat} | ${r.deviceNat} | ${r.upnp} | ${r.connected ? 'yes' : '**no**'} | ${r.path} | ${target} | ${r.connectMs === null ? '-' : `${r.connectMs} ms`} | ${r.bytesVerified} | ${r.registeredAs || '-'} | ${r.connected ? '' : (/PEERLINK_ERR_[A-Z_]+/.exec(r.error ?? '')?.[0] ?? (r.error ?? '').replace(/\|/g, '/').slice(0, 80))} |`,
+      `| ${r.homes} | ${r.routers} | ${r.homes === 'same-lan' ? '(same router)' : r.clientNat} | ${r.deviceNat} | ${r.upnp} | ${r.connected ? 'yes' : '**no**'} | ${r.path} | ${target} | ${r.connectMs === null ? '-' : `${r.connectMs} ms`} | ${r.bytesVerified} | ${r.registeredAs || '-'} | ${r.connected ? '' : (/PEERLINK_ERR_[A-Z_]+/.exec(r.error ?? '')?.[0] ?? (r.error ?? '').replace(/\|/g, '/').slice(0, 80))} |`,
     );
   }
   const ok = results.filter((r) => r.connected).length;
@@ -100,14 +101,54 @@ export function matrixTable(results: readonly CellResult[]): string {
 
 let interrupted = false;
 
-async function matrix(opts: { out?: string; jobs: number; quick: boolean; side: Omit<SideSpec, 'nat'> }): Promise<boolean> {
+/**
+ * The rows beyond two separate homes (issue 14): client and device on one router's LAN (hairpin
+ * off and on; a symmetric router), and two homes behind one carrier-grade NAT.
+ */
+const HOME_ROWS: readonly { homes: Homes; client: NatKind; device: NatKind; hairpin: boolean }[] = [
+  { homes: 'same-lan', client: 'port-restricted', device: 'port-restricted', hairpin: false },
+  { homes: 'same-lan', client: 'port-restricted', device: 'port-restricted', hairpin: true },
+  { homes: 'same-lan', client: 'symmetric', device: 'symmetric', hairpin: false },
+  { homes: 'shared-cgn', client: 'double', device: 'double', hairpin: false },
+];
+
+function listOf<T extends string>(what: string, raw: string | undefined, allowed: readonly T[], dflt: readonly T[]): readonly T[] {
+  if (raw === undefined) return dflt;
+  const xs = raw.split(',').map((x) => x.trim());
+  for (const x of xs) if (!allowed.includes(x as T)) throw new Error(`lab: --${what}: expected one of ${allowed.join(', ')}, found ${JSON.stringify(x)}`);
+  return xs as T[];
+}
+
+async function matrix(opts: {
+  out?: string;
+  jobs: number;
+  quick: boolean;
+  side: Omit<SideSpec, 'nat'>;
+  /** Router flavours to run every cell under (default drop only). */
+  inbound: readonly InboundKind[];
+  /** Which homes' rows: the separate-homes grid, and/or the same-LAN and shared-CGN rows. */
+  homes: readonly Homes[];
+  clientNats: readonly NatKind[];
+  deviceNats: readonly NatKind[];
+}): Promise<boolean> {
   const nats: readonly NatKind[] = NAT_KINDS;
   // Gateways on both routers for each kind, then IGDv2 on one side only (who maps matters).
   const variants: readonly { upnp: UpnpKind; upnpOn: UpnpSide }[] = opts.quick
     ? [{ upnp: 'none', upnpOn: 'both' }, { upnp: 'igd2', upnpOn: 'both' }]
     : [...UPNP_KINDS.map((upnp) => ({ upnp, upnpOn: 'both' as const })), { upnp: 'igd2', upnpOn: 'client' }, { upnp: 'igd2', upnpOn: 'device' }];
-  const cells: { client: NatKind; device: NatKind; upnp: UpnpKind; upnpOn: UpnpSide }[] = [];
-  for (const v of variants) for (const client of nats) for (const device of nats) cells.push({ client, device, ...v });
+  const cells: { client: NatKind; device: NatKind; upnp: UpnpKind; upnpOn: UpnpSide; homes: Homes; inbound: InboundKind; hairpin: boolean }[] = [];
+  for (const inbound of opts.inbound) {
+    if (opts.homes.includes('separate')) {
+      for (const v of variants) {
+        for (const client of nats) {
+          for (const device of nats) {
+            if (opts.clientNats.includes(client) && opts.deviceNats.includes(device)) cells.push({ client, device, ...v, homes: 'separate', inbound, hairpin: false });
+          }
+        }
+      }
+    }
+    for (const row of HOME_ROWS) if (opts.homes.includes(row.homes)) cells.push({ ...row, upnp: 'none', upnpOn: 'both', inbound });
+  }
   const results: CellResult[] = new Array(cells.length);
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -115,9 +156,11 @@ async function matrix(opts: { out?: string; jobs: number; quick: boolean; side: 
       const i = next++;
       const c = cells[i]!;
       const lines: string[] = [];
+      const routers = { inbound: c.inbound, ...(c.hairpin ? { hairpin: true } : {}) };
       results[i] = await runCell({
-        client: { ...opts.side, nat: c.client },
-        device: { ...opts.side, nat: c.device },
+        client: { ...opts.side, ...routers, nat: c.client },
+        device: { ...opts.side, ...routers, nat: c.device },
+        homes: c.homes,
         upnp: c.upnp,
         upnpOn: c.upnpOn,
         // On lossy links: a connect may take retransmissions, and TCP through 20% loss is slow,
@@ -128,7 +171,7 @@ async function matrix(opts: { out?: string; jobs: number; quick: boolean; side: 
       const r = results[i]!;
       // A failed cell's program logs, for looking into it afterwards.
       if (!r.connected && opts.out) await writeFile(`${opts.out}.cell-${i + 1}.log`, `${JSON.stringify(r)}\n${lines.join('\n')}\n`);
-      process.stderr.write(`${stamp()}  [${i + 1}/${cells.length}] client ${c.client}, device ${c.device}, upnp ${r.upnp}: ${r.connected ? `connected in ${r.connectMs} ms` : `no (${r.error})`}\n`);
+      process.stderr.write(`${stamp()}  [${i + 1}/${cells.length}] ${c.homes}, routers ${r.routers}, client ${c.client}, device ${c.device}, upnp ${r.upnp}: ${r.connected ? `connected in ${r.connectMs} ms` : `no (${r.error})`}\n`);
     }
   };
   await Promise.all(Array.from({ length: opts.jobs }, worker));
@@ -144,6 +187,7 @@ async function main(): Promise<number> {
     options: {
       out: { type: 'string' }, jobs: { type: 'string' }, quick: { type: 'boolean' }, loss: { type: 'string' }, 'udp-timeout': { type: 'string' },
       client: { type: 'string' }, device: { type: 'string' }, upnp: { type: 'string' }, 'upnp-on': { type: 'string' }, minutes: { type: 'string' },
+      inbound: { type: 'string' }, homes: { type: 'string' }, hairpin: { type: 'boolean' }, runs: { type: 'string' },
     },
   });
   if (!isRoot()) {
@@ -178,20 +222,58 @@ async function main(): Promise<number> {
     ...(values['udp-timeout'] ? { udpTimeoutS: Number(values['udp-timeout']) } : {}),
   };
   if (cmd === 'matrix') {
-    await matrix({ out: values.out, jobs: Number(values.jobs ?? 2), quick: values.quick ?? false, side });
+    await matrix({
+      out: values.out,
+      jobs: Number(values.jobs ?? 2),
+      quick: values.quick ?? false,
+      side,
+      inbound: listOf('inbound', values.inbound, INBOUND_KINDS, ['drop']),
+      homes: listOf('homes', values.homes, HOMES, HOMES),
+      clientNats: listOf('client', values.client, NAT_KINDS, NAT_KINDS),
+      deviceNats: listOf('device', values.device, NAT_KINDS, NAT_KINDS),
+    });
     return interrupted ? 130 : 0;
   }
   if (cmd === 'cell') {
     // One cell with every program's log lines: for looking into a single combination.
+    const routers = { inbound: listOf('inbound', values.inbound, INBOUND_KINDS, ['drop'])[0]!, ...(values.hairpin ? { hairpin: true } : {}) };
     const r = await runCell({
-      client: { ...side, nat: (values.client ?? 'port-restricted') as NatKind },
-      device: { ...side, nat: (values.device ?? 'port-restricted') as NatKind },
+      client: { ...side, ...routers, nat: (values.client ?? 'port-restricted') as NatKind },
+      device: { ...side, ...routers, nat: (values.device ?? 'port-restricted') as NatKind },
+      homes: listOf('homes', values.homes, HOMES, ['separate'])[0]!,
       upnp: (values.upnp ?? 'none') as UpnpKind,
       upnpOn: (values['upnp-on'] ?? 'both') as UpnpSide,
       onLine: (who, l) => out(`${stamp()}  ${who.padEnd(6)} ${String(l.msg)}${lineDetail(l)}`),
     });
     out(`${stamp()}  result: ${r.connected ? 'connected' : 'FAILED'}; path: ${r.path}; ${r.connectMs ?? '-'} ms; ${r.bytesVerified} bytes verified${r.error ? `; error ${r.error}` : ''}`);
     return r.connected ? 0 : 1;
+  }
+  if (cmd === 'homes') {
+    // Issue 14's figures: same-LAN time to connect and throughput against two homes' paths.
+    const runs = Number(values.runs ?? 3);
+    const payloadBytes = 32 * 1024 * 1024;
+    const configs = [
+      { name: 'same LAN, no hairpin (LAN candidate)', homes: 'same-lan' as const, client: { nat: 'port-restricted' as const }, device: { nat: 'port-restricted' as const }, upnp: 'none' as const },
+      { name: 'same LAN, hairpin (LAN candidate)', homes: 'same-lan' as const, client: { nat: 'port-restricted' as const, hairpin: true }, device: { nat: 'port-restricted' as const, hairpin: true }, upnp: 'none' as const },
+      { name: "two homes, the patent's path (device dials the client's UPnP mapping)", homes: 'separate' as const, client: { nat: 'port-restricted' as const }, device: { nat: 'port-restricted' as const }, upnp: 'igd2' as const, upnpOn: 'client' as const, strategies: 'patent' as const },
+      { name: 'two homes, relayed (symmetric NATs)', homes: 'separate' as const, client: { nat: 'symmetric' as const }, device: { nat: 'symmetric' as const }, upnp: 'none' as const },
+    ];
+    out('| path | runs | connected directly | time to connect (median) | throughput, MB/s (median) |');
+    out('|---|---|---|---|---|');
+    for (const c of configs) {
+      const rs: CellResult[] = [];
+      for (let i = 0; i < runs && !interrupted; i++) {
+        const r = await runCell({ ...c, payloadBytes, peerTimeoutMs: 10_000, clientTimeoutMs: 120_000 });
+        process.stderr.write(`${stamp()}  ${c.name}: ${r.connected ? `${r.path}, ${r.connectMs} ms, ${r.throughputMBps?.toFixed(1)} MB/s` : `no (${r.error})`}\n`);
+        rs.push(r);
+      }
+      const med = (xs: number[]): number | null => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : null);
+      const ok = rs.filter((r) => r.connected);
+      const connect = med(ok.map((r) => r.connectMs ?? 0));
+      const mbps = med(ok.map((r) => r.throughputMBps ?? 0));
+      out(`| ${c.name} | ${rs.length} | ${ok.filter((r) => r.path !== 'relayed via server').length} | ${connect === null ? '-' : `${connect} ms`} | ${mbps === null ? '-' : mbps.toFixed(1)} |`);
+    }
+    return 0;
   }
   if (cmd === 'renumber') {
     const r = await renumberScenario({ log: (s) => out(`${stamp()}  ${s}`) });
@@ -204,7 +286,7 @@ async function main(): Promise<number> {
     if (values.out) await writeFile(values.out, `${table}\n`);
     return 0;
   }
-  process.stderr.write('usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] | renumber | keepalive [--minutes N]\n');
+  process.stderr.write('usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND --homes HOMES --inbound drop|reset --hairpin] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] [--inbound drop,reset] [--homes separate,same-lan,shared-cgn] [--client NATS] [--device NATS] | homes [--runs N] | renumber | keepalive [--minutes N]\n');
   return 2;
 }
 

@@ -5,38 +5,60 @@
 export const NAT_KINDS = ['none', 'full-cone', 'port-restricted', 'symmetric', 'double'] as const;
 export type NatKind = (typeof NAT_KINDS)[number];
 
+/**
+ * What a router does with an unsolicited packet to itself from the WAN: `drop` (stealth, most home
+ * routers) or `reset` (a TCP SYN answered with a reset, as OpenWrt's default WAN zone and the ISP
+ * routers built on it do; other protocols still dropped).
+ */
+export const INBOUND_KINDS = ['drop', 'reset'] as const;
+export type InboundKind = (typeof INBOUND_KINDS)[number];
+
 export interface NatRules {
   readonly lanCidr: string;
   readonly wanAddress: string;
   /** Percentage of packets dropped at random on the WAN link, both ways (0 = none). */
   readonly lossPercent: number;
   readonly kind: 'full-cone' | 'port-restricted' | 'symmetric';
+  /** Default drop. */
+  readonly inbound?: InboundKind;
+  /**
+   * Hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-8; a CGN MUST, RFC 6888 REQ-9): a LAN host reaching
+   * another LAN host's mapping through the router's public address. Built like the full cone's map:
+   * the masqueraded source port (kept by endpoint-independent masquerade) to the LAN address,
+   * learnt in forward, used in prerouting for packets from the LAN to the public address.
+   */
+  readonly hairpin?: boolean;
 }
 
 export function natRuleset(r: NatRules): string {
   const masq = r.kind === 'symmetric' ? 'masquerade fully-random' : 'masquerade';
   const loss = r.lossPercent > 0 ? `    iifname "wan0" numgen random mod 100 < ${r.lossPercent} counter drop\n    oifname "wan0" numgen random mod 100 < ${r.lossPercent} counter drop\n` : '';
   const fullCone = r.kind === 'full-cone';
+  const hairpin = r.hairpin === true && r.kind !== 'symmetric';
   return `
 table ip lab_nat {
-${fullCone ? '  map fc { type inet_service : ipv4_addr; flags dynamic,timeout; timeout 30s; }\n' : ''}
+${fullCone ? '  map fc { type inet_service : ipv4_addr; flags dynamic,timeout; timeout 30s; }\n' : ''}${hairpin ? '  map hpt { type inet_service : ipv4_addr; flags dynamic,timeout; timeout 300s; }\n  map hpu { type inet_service : ipv4_addr; flags dynamic,timeout; timeout 300s; }\n' : ''}
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
-${fullCone ? `    iifname "wan0" ip daddr ${r.wanAddress} meta l4proto udp dnat to udp dport map @fc\n` : ''}  }
+${fullCone ? `    iifname "wan0" ip daddr ${r.wanAddress} meta l4proto udp dnat to udp dport map @fc\n` : ''}${hairpin ? `    iifname "lan0" ip daddr ${r.wanAddress} meta l4proto tcp dnat to tcp dport map @hpt\n    iifname "lan0" ip daddr ${r.wanAddress} meta l4proto udp dnat to udp dport map @hpu\n` : ''}  }
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
     oifname "wan0" ip saddr ${r.lanCidr} ${masq}
-  }
+${hairpin ? `    oifname "lan0" ip saddr ${r.lanCidr} ct status dnat snat to ${r.wanAddress}\n` : ''}  }
   chain input {
-    # Stealth, as most home routers: an unsolicited packet to the router itself is dropped, not
-    # answered with a reset. (A reset would refuse a hole-punch SYN that arrives a moment early.)
+    # drop: stealth, as most home routers: an unsolicited packet to the router itself is dropped.
+    # reset: a SYN is refused with a reset (OpenWrt's WAN zone), which refuses a hole-punch SYN
+    # that arrives a moment before the peer's own has left.
     type filter hook input priority filter; policy accept;
-    iifname "wan0" ct state new drop
+${r.inbound === 'reset' ? '    iifname "wan0" ct state new meta l4proto tcp counter reject with tcp reset\n' : ''}    iifname "wan0" ct state new drop
   }
   chain forward {
     type filter hook forward priority filter; policy drop;
 ${loss}    ct state established,related accept
-${fullCone ? `    iifname "lan0" oifname "wan0" meta l4proto udp update @fc { udp sport : ip saddr }\n    ct status dnat accept\n` : '    ct status dnat accept\n'}    iifname "lan0" oifname "wan0" accept
+${fullCone ? `    iifname "lan0" oifname "wan0" meta l4proto udp update @fc { udp sport : ip saddr }\n` : ''}${hairpin ? `    iifname "lan0" oifname "wan0" meta l4proto tcp update @hpt { tcp sport : ip saddr }\n    iifname "lan0" oifname "wan0" meta l4proto udp update @hpu { udp sport : ip saddr }\n` : ''}    ct status dnat accept
+    iifname "lan0" oifname "wan0" accept
+    # A bridged LAN (several hosts on one router): traffic between them, and hairpinned traffic.
+    iifname "lan0" oifname "lan0" accept
   }
 }
 `;

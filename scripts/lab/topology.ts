@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { inNs, run } from './exec.js';
-import { lossRuleset, natRuleset, type NatKind } from './nat.js';
+import { lossRuleset, natRuleset, type InboundKind, type NatKind } from './nat.js';
 
 /** The patent's example addresses (ordinary unicast: miniupnpd refuses reserved ones). */
 export const ADDR = Object.freeze({
@@ -27,13 +27,28 @@ export const ADDR = Object.freeze({
   cgnLanCidr: '100.64.0.0/24',
   cgnInside: '100.64.0.1',
   cgnOutsideRouter: '100.64.0.2',
+  /** Router B's address inside a CGN that both homes share (`homes: 'shared-cgn'`). */
+  cgnOutsideRouterB: '100.64.0.3',
 });
+
+/**
+ * Where client and device live: `separate` homes (the patent's Fig. 1), the `same-lan` (both on
+ * router B's LAN: the owner's phone on the home Wi-Fi), or two homes behind one `shared-cgn`
+ * (carrier-grade NAT 61.205.0.1, which hairpins as RFC 6888 REQ-9 requires; home routers
+ * port-restricted, both LANs 192.168.1.0/24).
+ */
+export const HOMES = ['separate', 'same-lan', 'shared-cgn'] as const;
+export type Homes = (typeof HOMES)[number];
 
 export interface SideSpec {
   readonly nat: NatKind;
   /** UDP conntrack timeouts in the router(s), seconds (unreplied and stream). */
   readonly udpTimeoutS?: number;
   readonly lossPercent?: number;
+  /** Unsolicited packets to the router from the WAN: dropped (default) or a SYN answered with a reset. */
+  readonly inbound?: InboundKind;
+  /** The router hairpins (reaching its own public address from the LAN); default off, as most home routers. */
+  readonly hairpin?: boolean;
 }
 
 export interface Side {
@@ -143,14 +158,82 @@ async function buildSide(
     await run(['ip', '-n', routerNs, 'route', 'add', 'default', 'via', ADDR.cgnInside]);
     await plugWan(lab, cgnNs, `c${side}`, 'wan0', cgnAddress);
     await router(cgnNs, spec.udpTimeoutS);
-    await nft(cgnNs, natRuleset({ kind: 'port-restricted', lanCidr: ADDR.cgnLanCidr, wanAddress: cgnAddress, lossPercent: loss }));
-    await nft(routerNs, natRuleset({ kind: 'port-restricted', lanCidr: ADDR.lanCidr, wanAddress: ADDR.cgnOutsideRouter, lossPercent: 0 }));
+    await nft(cgnNs, natRuleset({ kind: 'port-restricted', lanCidr: ADDR.cgnLanCidr, wanAddress: cgnAddress, lossPercent: loss, ...behaviour(spec) }));
+    await nft(routerNs, natRuleset({ kind: 'port-restricted', lanCidr: ADDR.lanCidr, wanAddress: ADDR.cgnOutsideRouter, lossPercent: 0, ...behaviour(spec) }));
     wanAddress = cgnAddress;
   } else {
     await plugWan(lab, routerNs, `r${side}`, 'wan0', wanAddress);
-    await nft(routerNs, natRuleset({ kind: spec.nat, lanCidr: ADDR.lanCidr, wanAddress, lossPercent: loss }));
+    await nft(routerNs, natRuleset({ kind: spec.nat, lanCidr: ADDR.lanCidr, wanAddress, lossPercent: loss, ...behaviour(spec) }));
   }
   return { host: hostNs, hostAddress, router: routerNs, publicAddress: wanAddress, cgn: cgnNs };
+}
+
+function behaviour(spec: SideSpec): { inbound?: InboundKind; hairpin?: boolean } {
+  return { ...(spec.inbound ? { inbound: spec.inbound } : {}), ...(spec.hairpin ? { hairpin: true } : {}) };
+}
+
+/** A bridge named lan0 in `routerNs` (the NAT rules' LAN interface) with `cidrAddress` on it. */
+async function lanBridge(routerNs: string, cidrAddress: string): Promise<void> {
+  await run(['ip', '-n', routerNs, 'link', 'add', 'lan0', 'type', 'bridge']);
+  await run(['ip', '-n', routerNs, 'link', 'set', 'lan0', 'up']);
+  await run(['ip', '-n', routerNs, 'addr', 'add', cidrAddress, 'dev', 'lan0']);
+}
+
+/** A host namespace on a router's bridged LAN, as interface eth0 with `address`/24. */
+async function lanHost(routerNs: string, port: string, hostNs: string, address: string, gateway: string, created: string[]): Promise<void> {
+  await addNs(hostNs, created);
+  await link(routerNs, port, hostNs, 'eth0');
+  await run(['ip', '-n', routerNs, 'link', 'set', port, 'master', 'lan0']);
+  await run(['ip', '-n', hostNs, 'addr', 'add', `${address}/24`, 'dev', 'eth0']);
+  await run(['ip', '-n', hostNs, 'route', 'add', 'default', 'via', gateway]);
+}
+
+/** Client and device on router B's LAN (one bridge); router B has the device side's NAT kind. */
+async function buildSameLan(lab: { id: string; wan: string }, spec: SideSpec, created: string[]): Promise<{ client: Side; device: Side }> {
+  if (spec.nat === 'none' || spec.nat === 'double') throw new Error(`lab: same-lan needs a home router NAT, not ${spec.nat}`);
+  const routerNs = `${lab.id}-routerb`;
+  await addNs(routerNs, created);
+  await lanBridge(routerNs, `${ADDR.lanRouter}/24`);
+  await lanHost(routerNs, 'lanc', `${lab.id}-client`, ADDR.client, ADDR.lanRouter, created);
+  await lanHost(routerNs, 'land', `${lab.id}-device`, ADDR.device, ADDR.lanRouter, created);
+  await router(routerNs, spec.udpTimeoutS);
+  await plugWan(lab, routerNs, 'rb', 'wan0', ADDR.routerB);
+  await nft(routerNs, natRuleset({ kind: spec.nat, lanCidr: ADDR.lanCidr, wanAddress: ADDR.routerB, lossPercent: spec.lossPercent ?? 0, ...behaviour(spec) }));
+  const side = (host: string, hostAddress: string): Side => ({ host, hostAddress, router: routerNs, publicAddress: ADDR.routerB, cgn: null });
+  return { client: side(`${lab.id}-client`, ADDR.client), device: side(`${lab.id}-device`, ADDR.device) };
+}
+
+/**
+ * Two homes (both LANs 192.168.1.0/24, port-restricted home routers) behind one carrier-grade NAT
+ * (port-restricted, hairpinning: RFC 6888 REQ-9) whose inside is a bridge.
+ */
+async function buildSharedCgn(lab: { id: string; wan: string }, client: SideSpec, device: SideSpec, created: string[]): Promise<{ client: Side; device: Side }> {
+  const cgnNs = `${lab.id}-cgn`;
+  await addNs(cgnNs, created);
+  await lanBridge(cgnNs, `${ADDR.cgnInside}/24`);
+  await router(cgnNs, device.udpTimeoutS);
+  await plugWan(lab, cgnNs, 'cg', 'wan0', ADDR.cgnB);
+  await nft(cgnNs, natRuleset({ kind: 'port-restricted', lanCidr: ADDR.cgnLanCidr, wanAddress: ADDR.cgnB, lossPercent: device.lossPercent ?? 0, hairpin: true, ...(device.inbound ? { inbound: device.inbound } : {}) }));
+  const home = async (side: 'a' | 'b', spec: SideSpec): Promise<Side> => {
+    const routerNs = `${lab.id}-router${side}`;
+    const hostNs = `${lab.id}-${side === 'a' ? 'client' : 'device'}`;
+    const hostAddress = side === 'a' ? ADDR.client : ADDR.device;
+    const wanAddress = side === 'a' ? ADDR.cgnOutsideRouter : ADDR.cgnOutsideRouterB;
+    await addNs(routerNs, created);
+    await link(cgnNs, `in${side}`, routerNs, 'wan0');
+    await run(['ip', '-n', cgnNs, 'link', 'set', `in${side}`, 'master', 'lan0']);
+    await run(['ip', '-n', routerNs, 'addr', 'add', `${wanAddress}/24`, 'dev', 'wan0']);
+    await run(['ip', '-n', routerNs, 'route', 'add', 'default', 'via', ADDR.cgnInside]);
+    await addNs(hostNs, created);
+    await link(routerNs, 'lan0', hostNs, 'eth0');
+    await run(['ip', '-n', routerNs, 'addr', 'add', `${ADDR.lanRouter}/24`, 'dev', 'lan0']);
+    await run(['ip', '-n', hostNs, 'addr', 'add', `${hostAddress}/24`, 'dev', 'eth0']);
+    await run(['ip', '-n', hostNs, 'route', 'add', 'default', 'via', ADDR.lanRouter]);
+    await router(routerNs, spec.udpTimeoutS);
+    await nft(routerNs, natRuleset({ kind: 'port-restricted', lanCidr: ADDR.lanCidr, wanAddress, lossPercent: 0, ...behaviour(spec) }));
+    return { host: hostNs, hostAddress, router: routerNs, publicAddress: ADDR.cgnB, cgn: cgnNs };
+  };
+  return { client: await home('a', client), device: await home('b', device) };
 }
 
 /** Remove every namespace of this run: processes in them first, then the namespaces. */
@@ -193,7 +276,7 @@ export async function sweepStaleLabs(): Promise<number> {
   return stale.length;
 }
 
-export async function createLab(spec: { client: SideSpec; device: SideSpec; secondServer?: boolean }): Promise<Lab> {
+export async function createLab(spec: { client: SideSpec; device: SideSpec; secondServer?: boolean; homes?: Homes }): Promise<Lab> {
   // pid + random: two runs at once never collide, and a dead run's leftovers are recognisable.
   const id = `${LAB_PREFIX}${process.pid}x${randomBytes(2).toString('hex')}`;
   const created: string[] = [];
@@ -210,8 +293,13 @@ export async function createLab(spec: { client: SideSpec; device: SideSpec; seco
       await addNs(server2, created);
       await plugWan({ wan }, server2, 'srv2', 'eth0', ADDR.server2);
     }
-    const client = await buildSide({ id, wan }, 'a', spec.client, created);
-    const device = await buildSide({ id, wan }, 'b', spec.device, created);
+    const homes = spec.homes ?? 'separate';
+    const { client, device } =
+      homes === 'same-lan'
+        ? await buildSameLan({ id, wan }, spec.device, created)
+        : homes === 'shared-cgn'
+          ? await buildSharedCgn({ id, wan }, spec.client, spec.device, created)
+          : { client: await buildSide({ id, wan }, 'a', spec.client, created), device: await buildSide({ id, wan }, 'b', spec.device, created) };
     const lab: Lab = {
       id,
       wan,

@@ -44,6 +44,8 @@ export interface LoopbackSetup {
   readonly passwordFile: string;
   readonly caFile: string;
   readonly caPem: string;
+  /** The throwaway CA's key (specs that renew the server certificate need it). */
+  readonly caKeyPem: string;
   readonly serverConfig: string;
   readonly agentConfig: string;
   readonly identityFile: string;
@@ -124,7 +126,7 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
     ].join('\n'),
   );
   return {
-    dir, equipmentId, password: device.password, passwordFile, caFile, caPem: ca.certPem, serverConfig, agentConfig,
+    dir, equipmentId, password: device.password, passwordFile, caFile, caPem: ca.certPem, caKeyPem: ca.keyPem, serverConfig, agentConfig,
     identityFile, udpPort, tlsPort, masterKey, certPem: server.certPem, keyPem: server.keyPem,
   };
 }

@@ -19,7 +19,11 @@ export interface RedisProcess {
 
 export const REDIS_MISSING = 'redis-server is not installed (Debian package redis-server): `npm test` or `npm run bench -- server` as root installs it';
 
-export async function startRedis(): Promise<RedisProcess> {
+/**
+ * `persistDir`: keep an append-only file there (fsync on every write), so a restart after SIGKILL
+ * comes back with what was written (the fault specs' "restarted from its own persistence").
+ */
+export async function startRedis(o: { persistDir?: string } = {}): Promise<RedisProcess> {
   const port = await freePort();
   let child: ChildProcess | null = null;
   const r: RedisProcess = {
@@ -32,7 +36,8 @@ export async function startRedis(): Promise<RedisProcess> {
       return child?.pid;
     },
     async start() {
-      const c = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], {
+      const persistence = o.persistDir ? ['--dir', o.persistDir, '--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
+      const c = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--loglevel', 'warning'], {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       const out: string[] = [];

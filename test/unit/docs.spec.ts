@@ -53,6 +53,7 @@ const PROGRAMS: readonly (readonly [RegExp, readonly string[]])[] = [
   [/\bnpm run lab\b/, ['scripts/lab/lab.ts']],
   [/\bnpm run bench\b/, ['scripts/bench.ts', 'scripts/bench/agent.ts', 'scripts/bench/server.ts']],
   [/\bnpm run fuzz\b/, ['scripts/fuzz.ts']],
+  [/\bnpm run soak\b/, ['scripts/soak.ts']],
   [/\bpeerlink\b(?!-)/, ['agent/cli/peerlink.ts']],
 ];
 

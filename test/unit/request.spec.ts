@@ -86,7 +86,9 @@ test('trailing bytes, a bad version, port 0 and a bad service name are ProtocolE
   const body = sealed.subarray(0, sealed.length - 32);
   const reseal = (b: Buffer): Buffer => Buffer.concat([b, createHmac('sha256', TAG_KEY).update(b).digest()]);
 
-  t.is(throwsProtocolError(t, () => parseRequest(reseal(Buffer.concat([body, Buffer.of(0)]))))?.field, 'request');
+  // After the port comes the optional LAN part (count 1-2, then endpoints), then nothing.
+  t.is(throwsProtocolError(t, () => parseRequest(reseal(Buffer.concat([body, Buffer.of(0)]))))?.field, 'request.lan.count');
+  t.is(throwsProtocolError(t, () => parseRequest(reseal(Buffer.concat([body, Buffer.of(1, 4, 192, 168, 1, 11, 0x13, 0x88, 0)]))))?.field, 'request');
 
   const v = Buffer.from(body);
   v[0] = PROTOCOL_VERSION + 1;

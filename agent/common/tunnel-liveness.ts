@@ -1,0 +1,72 @@
+/**
+ * A tunnel connection notices a peer that vanished, idle or not. TCP keepalive (first probe after
+ * TUNNEL_KEEPALIVE_MS, then libuv's 10 probes 1 s apart) covers an idle connection, but the kernel
+ * sends no keepalive while data is unacknowledged: a peer that vanishes mid-transfer is only given up
+ * after tcp_retries2 (some 15 minutes), and the sender hangs that long (test/faults/peer-vanishes.spec.ts
+ * measured a client still hanging after 180 s). Node cannot set TCP_USER_TIMEOUT, so this watches the
+ * kernel's own count of retransmission timeouts in a row for the socket (/proc/net/tcp `retrnsmt`,
+ * reset by every acknowledgement) and ends the connection when it reaches STALL_RETRANSMITS: with the
+ * 200 ms minimum RTO doubling each time, that is ~25 s of no acknowledgement at all. Elsewhere than
+ * Linux (no /proc/net/tcp) only keepalive applies.
+ */
+import { readFile } from 'node:fs/promises';
+import { endianness } from 'node:os';
+import type { Socket } from 'node:net';
+import { TUNNEL_KEEPALIVE_MS } from '../protocol/constants.js';
+import { ErrorCodes, PeerlinkError } from './errors.js';
+
+/** Retransmission timeouts in a row (no acknowledgement in between) after which the peer is gone. */
+export const STALL_RETRANSMITS = 7;
+export const STALL_POLL_MS = 2_000;
+
+/** /proc/net/tcp's spelling of an IPv4 address and port: the address as a host-order u32 in hex. */
+function procEndpoint(address: string, port: number): string | null {
+  const v4 = /^(?:::ffff:)?(\d+)\.(\d+)\.(\d+)\.(\d+)$/i.exec(address);
+  if (!v4) return null;
+  const b = v4.slice(1, 5).map(Number);
+  const bytes = endianness() === 'LE' ? [b[3]!, b[2]!, b[1]!, b[0]!] : b;
+  const hex = bytes.map((x) => x.toString(16).padStart(2, '0')).join('').toUpperCase();
+  return `${hex}:${port.toString(16).padStart(4, '0').toUpperCase()}`;
+}
+
+/** The socket's consecutive retransmission timeouts, or null when it is not found. */
+async function retransmits(local: string, remote: string): Promise<number | null> {
+  let text: string;
+  try {
+    text = await readFile('/proc/net/tcp', 'utf8');
+  } catch {
+    return null;
+  }
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    // sl local rem st tx:rx tr:when retrnsmt ...
+    if (f[1] === local && f[2] === remote) return parseInt(f[6] ?? '', 16);
+  }
+  return null;
+}
+
+/**
+ * Keepalive on, and the stall watch: a socket whose data goes unacknowledged for STALL_RETRANSMITS
+ * retransmissions in a row is destroyed with PEER_TIMEOUT. The watch ends with the socket.
+ */
+export function keepTunnelAlive(socket: Socket): void {
+  socket.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
+  const { localAddress, localPort, remoteAddress, remotePort } = socket;
+  if (!localAddress || !localPort || !remoteAddress || !remotePort) return;
+  const local = procEndpoint(localAddress, localPort);
+  const remote = procEndpoint(remoteAddress, remotePort);
+  if (!local || !remote) return;
+  let polling = false;
+  const timer = setInterval(() => {
+    if (polling || socket.destroyed) return;
+    polling = true;
+    void retransmits(local, remote).then((n) => {
+      polling = false;
+      if (n !== null && n >= STALL_RETRANSMITS && !socket.destroyed) {
+        socket.destroy(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `the peer stopped acknowledging (${n} retransmissions in a row): the link to it is gone`));
+      }
+    });
+  }, STALL_POLL_MS);
+  timer.unref();
+  socket.once('close', () => clearInterval(timer));
+}

@@ -1,0 +1,80 @@
+/**
+ * Whether a program's lines are flat, and the soak's last line:
+ *   soak: <R> registrations, <L> lost, <S>% connects ok, RSS +<x>%, fds +<y>
+ * Flat: RSS and descriptors at the end within FLAT_TOLERANCE (5%) of their value after warm-up, and
+ * live timers no more than that (plus IN_FLIGHT_SLACK: a connection being served holds its own).
+ * "After warm-up" and "at the end" are each the median of WINDOW_SAMPLES samples, so one sample taken
+ * during a GC or while a connection is open does not decide; for timers, the least of those samples. RSS +x% and fds +y are the largest growth over the
+ * programs watched (servers and the agent).
+ */
+import type { Sample, Series } from './sampler.js';
+
+export const FLAT_TOLERANCE = 0.05;
+const WINDOW_SAMPLES = 5;
+/** Descriptors and timers of one connection in flight, which a sample may catch. */
+const IN_FLIGHT_SLACK = 2;
+
+export interface Growth {
+  readonly name: string;
+  readonly rssBaseKiB: number;
+  readonly rssEndKiB: number;
+  readonly rssPct: number;
+  readonly fdsBase: number;
+  readonly fdsEnd: number;
+  readonly timersBase: number;
+  readonly timersEnd: number;
+  readonly problems: readonly string[];
+}
+
+const median = (xs: number[]): number => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  return s[Math.floor(s.length / 2)]!;
+};
+
+/** Timers come and go with the work in flight (a Redis command's timeout, a handshake deadline): a leak raises their floor. */
+const floor = (xs: number[]): number => {
+  const s = xs.filter((x) => Number.isFinite(x));
+  return s.length ? Math.min(...s) : NaN;
+};
+
+export function growthOf(series: Series, warmUpMs: number): Growth {
+  const after = series.samples.filter((s) => s.tMs >= warmUpMs);
+  const base = after.slice(0, WINDOW_SAMPLES);
+  const end = after.slice(-WINDOW_SAMPLES);
+  const m = (xs: Sample[], f: (s: Sample) => number): number => median(xs.map(f));
+  const g = {
+    rssBaseKiB: m(base, (s) => s.rssKiB), rssEndKiB: m(end, (s) => s.rssKiB),
+    fdsBase: m(base, (s) => s.fds), fdsEnd: m(end, (s) => s.fds),
+    timersBase: floor(base.map((s) => s.liveTimers)), timersEnd: floor(end.map((s) => s.liveTimers)),
+  };
+  const problems: string[] = [];
+  if (after.length < 2 * WINDOW_SAMPLES) problems.push(`${series.name}: only ${after.length} samples after warm-up`);
+  const rssPct = ((g.rssEndKiB - g.rssBaseKiB) / g.rssBaseKiB) * 100;
+  if (!(rssPct <= FLAT_TOLERANCE * 100)) problems.push(`${series.name}: RSS ${g.rssBaseKiB} -> ${g.rssEndKiB} KiB (+${rssPct.toFixed(1)}%)`);
+  if (!(g.fdsEnd <= Math.max(g.fdsBase * (1 + FLAT_TOLERANCE), g.fdsBase + IN_FLIGHT_SLACK))) problems.push(`${series.name}: fds ${g.fdsBase} -> ${g.fdsEnd}`);
+  if (Number.isFinite(g.timersBase) && !(g.timersEnd <= Math.max(g.timersBase * (1 + FLAT_TOLERANCE), g.timersBase + IN_FLIGHT_SLACK))) {
+    problems.push(`${series.name}: live timers ${g.timersBase} -> ${g.timersEnd}`);
+  }
+  return Object.freeze({ name: series.name, ...g, rssPct, problems });
+}
+
+export interface SoakFigures {
+  readonly registrations: number;
+  readonly lost: number;
+  readonly connectsOkPct: number;
+  readonly rssPct: number;
+  readonly fds: number;
+}
+
+const LAST_LINE = /^soak: (\d+) registrations, (\d+) lost, (\d+(?:\.\d+)?)% connects ok, RSS \+(-?\d+(?:\.\d+)?)%, fds \+(-?\d+)$/;
+
+export function formatLastLine(f: SoakFigures): string {
+  return `soak: ${f.registrations} registrations, ${f.lost} lost, ${f.connectsOkPct.toFixed(1)}% connects ok, RSS +${f.rssPct.toFixed(1)}%, fds +${f.fds}`;
+}
+
+export function parseLastLine(output: string): SoakFigures | null {
+  const m = LAST_LINE.exec(output.trimEnd().split('\n').at(-1) ?? '');
+  if (!m) return null;
+  return Object.freeze({ registrations: Number(m[1]), lost: Number(m[2]), connectsOkPct: Number(m[3]), rssPct: Number(m[4]), fds: Number(m[5]) });
+}
