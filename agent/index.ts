@@ -8,3 +8,5 @@ export { loadAgentSettings, checkAgentSettings, type AgentSettings } from './dev
 export { loadServerSettings, type ServerSettings } from './server/settings.js';
 export { PeerlinkError, ConfigError, ProtocolError, ErrorCodes, type ErrorCode } from './common/errors.js';
 export { createMemoryRegistry, type Registry, type RegistryEntry } from './server/registry.js';
+export { pair, ownerRequest, setPassword, type OwnerClientOptions } from './client/owner-client.js';
+export { defaultPairingDir, loadPairing, savePairing, type Pairing } from './client/pairings.js';

@@ -17,6 +17,7 @@ import { pathToFileURL } from 'node:url';
 import { ErrorCodes, isPeerlinkError } from '../agent/common/errors.js';
 import { fileExists, writeFileAtomic } from '../agent/common/files.js';
 import { EQUIPMENT_ID_PATTERN } from '../agent/protocol/constants.js';
+import { isGeneration, MAX_IDENTITY_GENERATION } from '../agent/protocol/identity-name.js';
 import { CA_VALIDITY_DAYS, CERT_MAX_VALIDITY_DAYS, createCa } from '../agent/pki/ca.js';
 import { SERVER_CERT_VALIDITY_DAYS, SERVER_KEY_TYPES, issueServerCert, normalizeServerHosts, type ServerKeyType } from '../agent/pki/server-cert.js';
 import { createRegistrationMasterKey, formatMasterKey, loadMasterKey } from '../agent/pki/master-key.js';
@@ -51,8 +52,10 @@ Commands:
   master-key --out FILE [--force]
       Create the server's registration master key: FILE (0600). Refuses to replace FILE without --force.
 
-  device --id ID --master-key FILE --ca-cert FILE --out FILE [--password-file F] [--force]
-      Write a device identity: FILE (0600). Prints the label password on stdout as
+  device --id ID --master-key FILE --ca-cert FILE --out FILE [--password-file F] [--generation G] [--force]
+      Write a device identity: FILE (0600). --generation G (1-255) provisions the ID again with new keys
+      after its identity leaked; the operator then denies the old one alone (peerlink-server deny add ID@g,
+      the first generation is ID@0). Prints the label password on stdout as
       "password: XXXX-XXXX-XXXX-XXXX-XXXX", or, with --password-file, uses the first line of F
       and prints nothing; a chosen password needs at least 12 characters and about 64 bits
       (e.g. 14 random letters and digits), or it is refused. Refuses to replace FILE without --force.
@@ -228,10 +231,15 @@ async function cmdDevice(args: readonly string[], io: ProvisionIo): Promise<void
       'ca-cert': { type: 'string' },
       out: { type: 'string' },
       'password-file': { type: 'string' },
+      generation: { type: 'string' },
       force: { type: 'boolean', default: false },
     },
   });
   const equipmentId = required(values, 'id');
+  const generation = values.generation === undefined ? 0 : Number(values.generation);
+  if (!/^[1-9]\d{0,2}$/.test(values.generation ?? '1') || !isGeneration(generation)) {
+    throw new UsageError(`--generation must be an integer 1-${MAX_IDENTITY_GENERATION}, found ${JSON.stringify(values.generation)}`);
+  }
   if (!EQUIPMENT_ID_PATTERN.test(equipmentId)) {
     throw new UsageError(`--id must be 1-64 characters of A-Z a-z 0-9 . _ -, found ${JSON.stringify(equipmentId)}`);
   }
@@ -249,7 +257,7 @@ async function cmdDevice(args: readonly string[], io: ProvisionIo): Promise<void
     if (password === '') throw new ProvisionError(`${passwordFile}: the first line is empty; expected the device password`);
     checkPasswordStrength(password, passwordFile);
   }
-  const device = await createDeviceIdentity({ equipmentId, masterKey, caCertPem, password });
+  const device = await createDeviceIdentity({ equipmentId, masterKey, caCertPem, password, ...(generation ? { generation } : {}) });
   await writeDeviceIdentity(out, device.identity);
   if (passwordFile === undefined) io.stdout(`password: ${device.password}\n`);
 }

@@ -33,6 +33,7 @@ import {
   RefuseReason,
 } from '../agent/protocol/udp-packets.js';
 import { deriveWakeKey, makeWake } from '../agent/protocol/wake.js';
+import { deriveClientKey, PAIR_EXPORTER_LABEL } from '../agent/protocol/pairing.js';
 
 export interface Vector {
   readonly name: string;
@@ -74,6 +75,13 @@ export async function computeVectors(): Promise<Vector[]> {
   add('wake key', { accessKey: hex(access) }, wakeKey);
   add('wake (nonce | timestamp | tag)', { wakeKey: hex(wakeKey), equipmentId: id, clientNonce: hex(clientNonce), timestampMs: timeMs }, Buffer.concat([wake.nonce, Buffer.from(BigInt(timeMs).toString(16).padStart(16, '0'), 'hex'), wake.tag]));
   add('cookie (epoch of timestampMs)', { masterKey: hex(master), equipmentId: id, address: '202.204.16.13', port: 43210, timestampMs: timeMs }, createCookieJar(master).issue(id, { address: '202.204.16.13', port: 43210 }, timeMs));
+  // Pairing (issue 19): the per-client key, and a paired client's wake key and wake (its key stands in for A).
+  const clientId = bytes(16, 0x70);
+  const pairExporter = bytes(32, 0x80);
+  const clientKey = deriveClientKey(pairExporter, clientId, id);
+  add('client key (pairing)', { tlsExporter: hex(pairExporter), exporterLabel: PAIR_EXPORTER_LABEL, clientId: hex(clientId), equipmentId: id }, clientKey);
+  const clientWake = makeWake(deriveWakeKey(clientKey), id, clientNonce, timeMs);
+  add('wake of a paired client (nonce | timestamp | tag)', { clientKey: hex(clientKey), equipmentId: id, clientNonce: hex(clientNonce), timestampMs: timeMs }, Buffer.concat([clientWake.nonce, Buffer.from(BigInt(timeMs).toString(16).padStart(16, '0'), 'hex'), clientWake.tag]));
   add('sealed connect request', { clientNonce: hex(clientNonce), timestampMs: timeMs, equipmentId: id, service: 'http', advertisedPort: 5000, requestTagKey: hex(tagKey) }, sealed);
 
   const udp = { registrationKey: hex(kReg) };
@@ -85,6 +93,7 @@ export async function computeVectors(): Promise<Vector[]> {
   add('UDP PROBE (check my mapping)', { ...udp, flags: 1, equipmentId: id, timestampMs: timeMs, nonce: hex(nonce8), cookie: hex(cookie) }, encodeProbe({ flags: 1, equipmentId: id, timestampMs: timeMs, nonce: nonce8, cookie }, kReg));
   add('UDP MAPPING_CHECK', { ...udp, nonce: hex(nonce8), serverTimeMs: timeMs }, encodeMappingCheck({ nonce: nonce8, serverTimeMs: timeMs }, kReg));
   add('UDP COOKIE', { ...udp, nonce: hex(nonce8), serverTimeMs: timeMs, cookie: hex(cookie) }, encodeCookie({ nonce: nonce8, serverTimeMs: timeMs, cookie }, kReg));
+  add('UDP REFUSE (revoked)', { ...udp, equipmentId: id, requestId: hex(requestId), reason: RefuseReason.REVOKED }, encodeRefuse({ equipmentId: id, requestId, reason: RefuseReason.REVOKED }, kReg));
   add('UDP REFUSE (bad tag)', { ...udp, equipmentId: id, requestId: hex(requestId), reason: RefuseReason.BAD_TAG }, encodeRefuse({ equipmentId: id, requestId, reason: RefuseReason.BAD_TAG }, kReg));
 
   const frames: [string, Frame][] = [

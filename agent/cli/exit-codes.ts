@@ -27,6 +27,9 @@ export const EXIT_CODES: Readonly<Partial<Record<ErrorCode, number>>> = Object.f
   [ErrorCodes.TUNNEL_BROKEN]: 22,
   [ErrorCodes.RATE_LIMITED]: 23,
   [ErrorCodes.SERVER_DEGRADED]: 24,
+  [ErrorCodes.ACCESS_REVOKED]: 25,
+  [ErrorCodes.DEVICE_DENIED]: 26,
+  [ErrorCodes.OWNER_REFUSED]: 27,
 });
 
 export function exitCodeFor(err: unknown): number {

@@ -1,5 +1,8 @@
 #!/usr/bin/env node
-/** peerlink-agent [run] [--config FILE] | check-config [--config FILE] | status [--json] | diagnose [--json] [--config FILE] */
+/**
+ * peerlink-agent [run] [--config FILE] | check-config [--config FILE] | status [--json] | diagnose [--json] [--config FILE]
+ *                | clients [--json] | revoke <client> | reset-password   (the owner's controls, on the device)
+ */
 import { parseArgs } from 'node:util';
 import { dirname } from 'node:path';
 import { createLogger, type Logger } from '../common/logger.js';
@@ -16,6 +19,7 @@ import { statusCommand } from '../status/status-command.js';
 import { createNotifier } from '../systemd/notify.js';
 import { createWatchdog } from '../systemd/watchdog.js';
 import { exitIfStopHangs, reportAndExit, STOP_BACKSTOP_MS } from './run-main.js';
+import { AGENT_OWNER_COMMANDS, AGENT_OWNER_USAGE, agentOwnerCommand, type AgentOwnerCommand } from './agent-owner-commands.js';
 
 const PROGRAM = 'peerlink-agent';
 const DEFAULT_CONFIG = '/etc/peerlink/agent.toml';
@@ -25,7 +29,8 @@ const USAGE = `usage: ${PROGRAM} [run] [--config FILE] [--identity FILE] [--stat
        ${PROGRAM} check-config [--config FILE] [--identity FILE]
                                           validate settings and identity, then exit
        ${PROGRAM} status [--json] [--state FILE]
-                                          the running agent's state (default state file ${defaultStateFile({})})`;
+                                          the running agent's state (default state file ${defaultStateFile({})})
+${AGENT_OWNER_USAGE}`;
 
 /** --state, else the runtime directory systemd made; outside systemd only if /run/peerlink exists. */
 async function chooseStateFile(explicit: string | undefined, logger: Logger): Promise<string | null> {
@@ -37,7 +42,8 @@ async function chooseStateFile(explicit: string | undefined, logger: Logger): Pr
 }
 
 const COMMANDS = ['run', 'check-config', 'status', 'diagnose'] as const;
-type Command = (typeof COMMANDS)[number];
+type Command = (typeof COMMANDS)[number] | AgentOwnerCommand;
+const isOwnerCommand = (c: string): c is AgentOwnerCommand => (AGENT_OWNER_COMMANDS as readonly string[]).includes(c);
 
 interface Flags {
   readonly config?: string;
@@ -49,9 +55,10 @@ interface Flags {
 async function main(): Promise<void> {
   const parsed = parse();
   if (!parsed) return;
-  const { command, flags } = parsed;
+  const { command, flags, args } = parsed;
   if (command === 'status') return statusMain(flags);
   const file = flags.config ?? DEFAULT_CONFIG;
+  if (isOwnerCommand(command)) return agentOwnerCommand(command, args, file, flags.json === true);
   if (command === 'diagnose') return diagnoseMain(file, flags);
   const load = settingsLoader(file, flags.identity);
   const settings = await load();
@@ -61,7 +68,7 @@ async function main(): Promise<void> {
 }
 
 /** The command and its flags; null after --help. */
-function parse(): { command: Command; flags: Flags } | null {
+function parse(): { command: Command; flags: Flags; args: readonly string[] } | null {
   let parsed;
   try {
     parsed = parseArgs({
@@ -82,10 +89,11 @@ function parse(): { command: Command; flags: Flags } | null {
     return null;
   }
   const command = parsed.positionals[0] ?? 'run';
-  if (!(COMMANDS as readonly string[]).includes(command) || parsed.positionals.length > 1) {
+  // The owner's commands take their own arguments (agent-owner-commands.ts checks them).
+  if (!isOwnerCommand(command) && (!(COMMANDS as readonly string[]).includes(command) || parsed.positionals.length > 1)) {
     throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   }
-  return { command: command as Command, flags: parsed.values };
+  return { command: command as Command, flags: parsed.values, args: parsed.positionals.slice(1) };
 }
 
 async function statusMain(flags: Flags): Promise<void> {

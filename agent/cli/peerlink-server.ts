@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** peerlink-server [run] [--config FILE] [--instance N] | check-config [--config FILE] [--instance N] */
+/** peerlink-server [run] [--config FILE] [--instance N] | check-config [--config FILE] [--instance N] | deny add|remove|list [ID] */
 import { parseArgs } from 'node:util';
 import { createLogger, type Logger } from '../common/logger.js';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
@@ -10,6 +10,7 @@ import { loadServerSecrets, loadServerSettings, type ServerSecrets, type ServerS
 import { createNotifier } from '../systemd/notify.js';
 import { createWatchdog } from '../systemd/watchdog.js';
 import { exitIfStopHangs, onceSignal, reportAndExit } from './run-main.js';
+import { DENY_USAGE, denyCommand } from './deny-command.js';
 
 const PROGRAM = 'peerlink-server';
 /** How long past shutdown.grace_ms a SIGTERM may take before the process exits anyway. */
@@ -17,7 +18,8 @@ const SHUTDOWN_OVERRUN_MS = 1_500;
 const DEFAULT_CONFIG = '/etc/peerlink/server.toml';
 const USAGE = `usage: ${PROGRAM} [run] [--config FILE] [--instance N]   run the rendezvous server (default config ${DEFAULT_CONFIG})
        ${PROGRAM} check-config [--config FILE] [--instance N]   validate the settings and the files they name, then exit
-  --instance N   node N (0-${MAX_INSTANCE}) of several on this machine: every port + N, redis.node_id + "-N"`;
+  --instance N   node N (0-${MAX_INSTANCE}) of several on this machine: every port + N, redis.node_id + "-N"
+${DENY_USAGE}`;
 
 /** Re-read tls.cert_file and tls.key_file; serve them if they are a valid, current pair, else keep the old. */
 async function reloadCertificate(file: string, server: RendezvousServer, logger: Logger): Promise<void> {
@@ -41,7 +43,7 @@ async function reloadCertificate(file: string, server: RendezvousServer, logger:
 async function main(): Promise<void> {
   const parsed = parse();
   if (!parsed) return;
-  const { command, file, instance } = parsed;
+  const { command, file, instance, args } = parsed;
   const loaded = await loadServerSettings(file);
   let settings = loaded;
   try {
@@ -49,6 +51,8 @@ async function main(): Promise<void> {
   } catch (err) {
     throw new ConfigError([(err as Error).message]);
   }
+  // The operator's deny list needs the settings only (where the list is), not the server's secrets.
+  if (command === 'deny') return denyCommand(args, settings);
   const secrets = await loadServerSecrets(settings);
   if (command === 'check-config') {
     process.stdout.write(`${file}: ok\n`);
@@ -58,7 +62,7 @@ async function main(): Promise<void> {
 }
 
 /** The command and the settings file; null after --help. */
-function parse(): { command: 'run' | 'check-config'; file: string; instance?: number } | null {
+function parse(): { command: 'run' | 'check-config' | 'deny'; file: string; instance?: number; args: readonly string[] } | null {
   let parsed;
   try {
     parsed = parseArgs({ options: { config: { type: 'string', short: 'c' }, instance: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
@@ -69,15 +73,15 @@ function parse(): { command: 'run' | 'check-config'; file: string; instance?: nu
     process.stdout.write(`${USAGE}\n`);
     return null;
   }
-  const command = parsed.positionals[0] ?? 'run';
-  if ((command !== 'run' && command !== 'check-config') || parsed.positionals.length > 1) {
+  const command = (parsed.positionals[0] ?? 'run') as 'run' | 'check-config' | 'deny';
+  if (command !== 'deny' && ((command !== 'run' && command !== 'check-config') || parsed.positionals.length > 1)) {
     throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   }
   const instance = parsed.values.instance;
   if (instance !== undefined && !(/^\d{1,3}$/.test(instance) && Number(instance) <= MAX_INSTANCE)) {
     throw new ConfigError([`--instance: expected an integer from 0 to ${MAX_INSTANCE}, found ${JSON.stringify(instance)}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   }
-  return { command, file: parsed.values.config ?? DEFAULT_CONFIG, ...(instance !== undefined ? { instance: Number(instance) } : {}) };
+  return { command, file: parsed.values.config ?? DEFAULT_CONFIG, ...(instance !== undefined ? { instance: Number(instance) } : {}), args: parsed.positionals.slice(1) };
 }
 
 /** The settings file's sections as the server's options. */
@@ -106,6 +110,7 @@ function serverOptions(settings: ServerSettings, secrets: ServerSecrets, logger:
       : {}),
     ...(settings.metrics.enabled ? { metrics: { host: settings.metrics.host, port: settings.metrics.port } } : {}),
     probePort: settings.probe.port,
+    ...(settings.deny.file ? { denyFile: settings.deny.file } : {}),
   };
 }
 

@@ -3,6 +3,7 @@
  * peerlink connect <equipment-id> --server HOST:PORT --ca CA.pem --password-file FILE
  *                  --service NAME (--listen HOST:PORT | --stdio)
  *                  [--accept HOST:PORT] [--advertise-port N] [--server-name NAME] [--log-level L]
+ * peerlink pair | device clients|revoke|rename|set-password   (owner-commands.ts)
  */
 import { readFile } from 'node:fs/promises';
 import { readSecretFile } from '../common/secret-file.js';
@@ -15,6 +16,8 @@ import { ConfigError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { exitIfStopHangs, onceSignal, reportAndExit, STOP_BACKSTOP_MS } from './run-main.js';
 import { MAPPING_MODES, type MappingMode } from '../nat/port-mapping.js';
 import { CONNECT_URI_SCHEME, parseConnectUri } from '../protocol/connect-uri.js';
+import { OWNER_USAGE, ownerCommand } from './owner-commands.js';
+import { defaultPairingDir, loadPairing } from '../client/pairings.js';
 
 const PROGRAM = 'peerlink';
 const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca CA.pem --password-file FILE
@@ -34,7 +37,10 @@ const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca 
   --server-name     name expected in the server certificate (default: the --server host)
   --log-level       fatal|error|warn|info|debug (default warn; logs go to stderr)
   --peer-timeout-ms how long to wait for the device's direct connection once it accepted (default 10000)
-  --map-port        ask the router to forward the --accept port: UPnP IGD v1/v2 or NAT-PMP (default off)`;
+  --map-port        ask the router to forward the --accept port: UPnP IGD v1/v2 or NAT-PMP (default off)
+  --pairing-dir     where pairings are kept (default ~/.config/peerlink/pairings); connect uses the device's
+                    pairing there instead of the password when there is one
+${OWNER_USAGE}`;
 
 function usage(message: string): ConfigError {
   return new ConfigError([`${message}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
@@ -53,6 +59,13 @@ const OPTIONS = {
   'log-level': { type: 'string' },
   'peer-timeout-ms': { type: 'string' },
   'map-port': { type: 'string' },
+  'pairing-dir': { type: 'string' },
+  // pair and device commands (owner-commands.ts)
+  name: { type: 'string' },
+  json: { type: 'boolean' },
+  'new-password-file': { type: 'string' },
+  'keep-pairings': { type: 'boolean' },
+  'drop-pairings': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -75,10 +88,15 @@ async function main(): Promise<void> {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
+  const command = parsed.positionals[0];
+  if (command === 'pair' || command === 'device') return ownerCommand(parsed.positionals, parsed.values);
   const args = checkConnect(parsed.values, parsed.positionals);
-  const { caPem, password } = await loadFiles(args);
-  await runConnect(args, caPem, password);
+  const { caPem, secret } = await loadFiles(args);
+  await runConnect(args, caPem, secret);
 }
+
+/** What the client proves itself with: its stored pairing's key (peerlink pair), else the password. */
+type Secret = { readonly password: string } | { readonly accessKey: Buffer };
 
 function parse() {
   try {
@@ -97,7 +115,6 @@ function checkConnect(v: Values, positionals: readonly string[]): ConnectArgs {
   const equipmentId = uri?.equipmentId ?? target;
   if (!v.server && uri?.server) v.server = uri.server;
   for (const k of ['server', 'ca', 'service'] as const) if (!v[k]) throw usage(`--${k} is required`);
-  if (!uri && !v['password-file']) throw usage('--password-file is required (or give the label\'s peerlink:// URI)');
   if (Boolean(v.listen) === Boolean(v.stdio)) throw usage('give exactly one of --listen HOST:PORT or --stdio');
   const advertisePort = v['advertise-port'] === undefined ? undefined : Number(v['advertise-port']);
   if (advertisePort !== undefined && !(Number.isInteger(advertisePort) && advertisePort > 0 && advertisePort < 65536)) {
@@ -113,8 +130,8 @@ function checkConnect(v: Values, positionals: readonly string[]): ConnectArgs {
   return { v, equipmentId, uri, advertisePort, peerTimeoutMs, mapPort, server };
 }
 
-/** The CA certificate, and the password (from its file, or the label's URI). */
-async function loadFiles({ v, uri }: ConnectArgs): Promise<{ caPem: string; password: string }> {
+/** The CA certificate, and the stored pairing's key or else the password (from its file, or the label's URI). */
+async function loadFiles({ v, uri, equipmentId }: ConnectArgs): Promise<{ caPem: string; secret: Secret }> {
   const readText = async (file: string, flag: string): Promise<string> => {
     try {
       return await readFile(file, 'utf8');
@@ -123,22 +140,25 @@ async function loadFiles({ v, uri }: ConnectArgs): Promise<{ caPem: string; pass
     }
   };
   const caPem = await readText(v.ca!, '--ca');
+  const pairing = await loadPairing(v['pairing-dir'] ?? defaultPairingDir(), equipmentId);
+  if (pairing) return { caPem, secret: { accessKey: pairing.key } };
+  if (!uri && !v['password-file']) throw usage("--password-file is required (or give the label's peerlink:// URI, or pair first)");
   const password =
     uri && !v['password-file']
       ? uri.password
       : (await readSecretFile(v['password-file']!, { what: 'the device password', label: `--password-file ${v['password-file']}` })).split('\n')[0]!.trim();
   if (!password) throw new ConfigError([`--password-file ${v['password-file']}: the first line is empty`]);
-  return { caPem, password };
+  return { caPem, secret: { password } };
 }
 
-async function runConnect(args: ConnectArgs, caPem: string, password: string): Promise<void> {
+async function runConnect(args: ConnectArgs, caPem: string, secret: Secret): Promise<void> {
   const { v, equipmentId, advertisePort, peerTimeoutMs, mapPort, server } = args;
   const logger = createLogger({ name: PROGRAM, level: v['log-level'] ?? 'warn', destination: 2 });
   const client = createClient({
     server,
     caPem,
     equipmentId,
-    password,
+    ...secret,
     service: v.service!,
     accept: v.accept ? parseHostPort(v.accept, '--accept') : { host: '0.0.0.0', port: 0 },
     ...(v['server-name'] ? { serverName: v['server-name'] } : {}),

@@ -25,6 +25,12 @@ export const ErrorCodes = {
   TUNNEL_BROKEN: 'PEERLINK_ERR_TUNNEL_BROKEN',
   RATE_LIMITED: 'PEERLINK_ERR_RATE_LIMITED',
   SERVER_DEGRADED: 'PEERLINK_ERR_SERVER_DEGRADED',
+  /** The device's owner took this client's access away (issue 19). */
+  ACCESS_REVOKED: 'PEERLINK_ERR_ACCESS_REVOKED',
+  /** The operator denied the device (deny list, issue 19). */
+  DEVICE_DENIED: 'PEERLINK_ERR_DEVICE_DENIED',
+  /** An owner control the device refused (not paired, unknown client, ...). */
+  OWNER_REFUSED: 'PEERLINK_ERR_OWNER_REFUSED',
   ABORTED: 'PEERLINK_ERR_ABORTED',
   /** A gateway (UPnP) answered with an error, or not as the protocol says. */
   UPNP_FAILED: 'PEERLINK_ERR_UPNP_FAILED',

@@ -38,6 +38,8 @@ export interface Keepalive {
 
 export interface AdaptiveKeepaliveOptions extends KeepaliveBounds {
   readonly equipmentId: string;
+  /** The identity's generation (identity-name.ts); absent: 0. */
+  readonly generation?: number;
   readonly registrationKey: Buffer;
   readonly logger: Logger;
   readonly onState?: (s: KeepaliveState) => void;
@@ -62,7 +64,7 @@ export function createAdaptiveKeepalive(o: AdaptiveKeepaliveOptions): Keepalive 
     counters,
     state: () => policy.state(),
     async start() {
-      probe = await openProbeSocket({ equipmentId: o.equipmentId, registrationKey: o.registrationKey });
+      probe = await openProbeSocket({ equipmentId: o.equipmentId, ...(o.generation ? { generation: o.generation } : {}), registrationKey: o.registrationKey });
     },
     async stop() {
       const p = probe;

@@ -12,7 +12,7 @@ import { REQUEST_FRESHNESS_MS } from '../protocol/constants.js';
 import { createAuthorizer, type Decision, type Forwarded } from './authorizer.js';
 import { openReplayMark, type ReplayMark } from './replay-mark.js';
 import { Status } from '../protocol/status.js';
-import { deriveWakeKey, verifyWake, type Wake } from '../protocol/wake.js';
+import type { Wake } from '../protocol/wake.js';
 import { RefuseReason, type RefuseReasonValue } from '../protocol/udp-packets.js';
 import { equalBytes } from '../protocol/keys.js';
 import type { DeviceIdentity } from '../protocol/identity-file.js';
@@ -25,6 +25,9 @@ import { createReverseListener, type ReverseListener } from './reverse-listener.
 import type { PortMapping } from '../nat/port-mapping.js';
 import type { Endpoint } from '../protocol/address.js';
 import type { AgentSettings } from './settings.js';
+import type { Credential } from './credentials.js';
+import { createOwnerAccess } from './owner-access.js';
+import type { OwnerStore } from './owner-state.js';
 
 export const AGENT_COUNTERS = ['sessions', 'sessionsServed', 'sessionsRefused', 'sessionsFailed', 'droppedBusy', 'wakeRefused'] as const;
 
@@ -48,6 +51,8 @@ export interface Agent {
   /** The reverse listener's local port, or null when the strategy is off. */
   reversePort(): number | null;
   readonly registrar: Registrar;
+  /** The owner's state (pairings, password), once started. */
+  ownerState(): OwnerStore | null;
   readonly counters: Counters<(typeof AGENT_COUNTERS)[number]>;
 }
 
@@ -73,32 +78,39 @@ export function createAgent(input: AgentOptions): Agent {
   });
   let replayMark: ReplayMark | null = null;
   /** S207, then the accepted request's timestamp on disk before the device acts on it (P12). */
-  const authorizeAndMark = async (fwd: Forwarded, serverNowMs: number, serverAddress: string, wakeNonce: Buffer): Promise<Decision> => {
-    const d = authorize(fwd, serverNowMs, serverAddress);
+  const authorizeAndMark = async (fwd: Forwarded, serverNowMs: number, serverAddress: string, wakeNonce: Buffer, credential: Credential): Promise<Decision> => {
+    const d = authorize(fwd, serverNowMs, serverAddress, credential.key);
     if (d.status !== Status.OK) return d;
     // The request must be the one whose wake proof made us connect (P9).
     if (!equalBytes(d.request.clientNonce, wakeNonce)) return { status: Status.BAD_REQUEST, reason: 'the request is not the one its wake proof named' };
     await replayMark?.accept(d.request.timestampMs);
+    owner.touch(credential);
     return d;
   };
   const freshnessMs = input.freshnessMs ?? REQUEST_FRESHNESS_MS;
-  const wakeKey = deriveWakeKey(identity.accessKey);
   const wakesSeen = new ReplayCache();
+  // The owner's state (pairings, password, issue 19): opened at start(), under state_dir.
+  const owner = createOwnerAccess({ identity, clock, logger });
 
   /**
    * P9: before any TLS work, the notification's wake proof must verify under our wake key (the
    * client knows the password), be fresh in server time, and be new. Otherwise the server is told
-   * (REFUSE) and ends the request at once; strangers flooding our ID cost us one HMAC each.
+   * (REFUSE) and ends the request at once; strangers flooding our ID cost us one HMAC each per key
+   * (the password's and each paired client's, owner-access.ts). Else: the credential it verified under.
    */
-  function wakeRefusal(wake: Wake): RefuseReasonValue | null {
-    if (!verifyWake(wakeKey, identity.equipmentId, wake)) return RefuseReason.BAD_TAG;
+  function wakeRefusal(wake: Wake): RefuseReasonValue | Credential {
+    const m = owner.match(wake);
+    if (m === null) return RefuseReason.BAD_TAG;
+    if ('revoked' in m) return RefuseReason.REVOKED;
     const now = registrar.serverNow();
     if (Math.abs(wake.timestampMs - now) > freshnessMs) return RefuseReason.STALE;
-    return wakesSeen.check(wake.nonce, wake.timestampMs + freshnessMs, now) === 'fresh' ? null : RefuseReason.REPLAYED;
+    return wakesSeen.check(wake.nonce, wake.timestampMs + freshnessMs, now) === 'fresh' ? m.credential : RefuseReason.REPLAYED;
   }
 
+  const generation = identity.generation ? { generation: identity.generation } : {};
   const registrar = createRegistrar({
     equipmentId: identity.equipmentId,
+    ...generation,
     registrationKey: identity.registrationKey,
     serverHost: settings.server.host,
     serverPort: settings.server.udpPort,
@@ -116,6 +128,7 @@ export function createAgent(input: AgentOptions): Agent {
       ? {
           keepalive: createAdaptiveKeepalive({
             equipmentId: identity.equipmentId,
+            ...generation,
             registrationKey: identity.registrationKey,
             minIntervalMs: settings.keepalive.minIntervalMs,
             maxIntervalMs: settings.keepalive.maxIntervalMs,
@@ -194,7 +207,7 @@ export function createAgent(input: AgentOptions): Agent {
 
   function onNotify(requestId: Buffer, wake: Wake): void {
     const refusal = wakeRefusal(wake);
-    if (refusal !== null) {
+    if (typeof refusal === 'number') {
       counters.inc('wakeRefused');
       logger.info({ requestId: requestId.toString('hex').slice(0, 12), reason: refusal }, 'notification refused before connecting: its wake proof does not verify (wrong password), is stale or was seen');
       registrar.refuse(requestId, refusal);
@@ -210,13 +223,17 @@ export function createAgent(input: AgentOptions): Agent {
     // while the TLS attach runs; the wake carries the request's timestamp (the client stamps both
     // with the same server time). authorizeAndMark still awaits it before the device acts.
     void replayMark?.accept(wake.timestampMs);
+    const credential = refusal;
+    // Ended when the owner takes this credential's access away (revoke, password change, reset).
+    const access = owner.track(credential);
+    const ownerSession = owner.ownerSession(credential);
     const reverse = reverseOffer();
     // Loaded at the first request, not at start-up: TLS and the session code are most of the
     // agent's start-up cost, and an appliance may go days between requests (start -> READY budget).
     const p = loadSession().then(({ runRequestSession }) => runRequestSession(requestId, {
-      identity,
+      identity: credential.key === identity.accessKey ? identity : { ...identity, accessKey: credential.key },
       server: { host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName },
-      authorize: (fwd, now, serverAddress) => authorizeAndMark(fwd, now, serverAddress, wake.nonce),
+      authorize: (fwd, now, serverAddress) => authorizeAndMark(fwd, now, serverAddress, wake.nonce, credential),
       serverNow: () => registrar.serverNow(),
       // The local time on the agent's own clock, the one serverNow() adds the offset to (the
       // session reads Date.now(), which differs from an injected clock: the offset came out wrong).
@@ -227,11 +244,15 @@ export function createAgent(input: AgentOptions): Agent {
       holePunch: settings.dial.holePunch,
       ...(reverse ? { reverse } : {}),
       logger,
-      signal: aborter.signal,
+      signal: AbortSignal.any([aborter.signal, access.signal]),
+      ...(ownerSession ? { ownerSession } : {}),
     }))
       .then((o) => counters.inc(o.status === 0 ? 'sessionsServed' : 'sessionsRefused'))
       .catch(() => counters.inc('sessionsFailed'))
-      .finally(() => active.delete(p));
+      .finally(() => {
+        active.delete(p);
+        access.done();
+      });
     active.add(p);
   }
 
@@ -243,6 +264,7 @@ export function createAgent(input: AgentOptions): Agent {
       aborter = new AbortController();
       logger.info({ server: settings.server.host, services: [...settings.services.keys()] }, 'agent starting');
       replayMark ??= await openReplayMark({ stateDir: settings.stateDir, logger });
+      owner.open(settings.stateDir);
       if (settings.reverse.enabled) {
         const listener = createReverseListener({
           port: settings.reverse.listenPort,
@@ -260,6 +282,7 @@ export function createAgent(input: AgentOptions): Agent {
     async stop() {
       aborter.abort();
       clearTimeout(renewTimer);
+      owner.close();
       await registrar.stop();
       await Promise.allSettled([...active]);
       await mappingDone;
@@ -275,6 +298,7 @@ export function createAgent(input: AgentOptions): Agent {
     },
     portMapping: () => (mapping ? { externalHost: mapping.externalHost, externalPort: mapping.externalPort, via: mapping.via } : null),
     reversePort: () => reverseListener?.port() ?? null,
+    ownerState: () => owner.store(),
     applySettings(next) {
       settings = next;
       logger.info({ services: [...next.services.keys()] }, 'settings applied');

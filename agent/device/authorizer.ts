@@ -12,6 +12,10 @@ import { deriveRequestTagKey } from '../protocol/keys.js';
 import { parseRequest, verifyRequestTag, type ConnectRequest } from '../protocol/request.js';
 import { Status, type StatusValue } from '../protocol/status.js';
 import type { ReplayCache } from '../common/replay-cache.js';
+import { OWNER_SERVICE } from '../protocol/pairing.js';
+
+/** Where an OWNER_SERVICE request goes: not a socket, the agent's owner controls (owner-service.ts). */
+export const OWNER_TARGET: HostPort = Object.freeze({ host: 'peerlink.owner', port: 0 });
 
 export interface AuthorizerOptions {
   readonly equipmentId: string;
@@ -34,19 +38,22 @@ export interface Forwarded {
   readonly sealedRequest: Buffer;
 }
 
-/** `serverAddress`: the peer address of the TLS connection the request came over. */
-export type Authorize = (fwd: Forwarded, serverNowMs: number, serverAddress: string) => Decision;
+/**
+ * `serverAddress`: the peer address of the TLS connection the request came over. `accessKey`: the
+ * key whose wake proof verified (a paired client's, issue 19); default options.accessKey.
+ */
+export type Authorize = (fwd: Forwarded, serverNowMs: number, serverAddress: string, accessKey?: Buffer) => Decision;
 
 export function createAuthorizer(options: AuthorizerOptions): Authorize {
   const tagKey = deriveRequestTagKey(options.accessKey);
-  return (fwd, now, serverAddress) => {
+  return (fwd, now, serverAddress, accessKey) => {
     let parsed;
     try {
       parsed = parseRequest(fwd.sealedRequest);
     } catch (err) {
       return { status: Status.BAD_REQUEST, reason: `malformed request: ${(err as Error).message}` };
     }
-    if (!verifyRequestTag(parsed, tagKey)) return { status: Status.AUTH_FAILED, reason: 'request tag does not verify (wrong password)' };
+    if (!verifyRequestTag(parsed, accessKey ? deriveRequestTagKey(accessKey) : tagKey)) return { status: Status.AUTH_FAILED, reason: 'request tag does not verify (wrong password)' };
     const req = parsed.request;
     if (req.equipmentId !== options.equipmentId) return { status: Status.BAD_REQUEST, reason: `request is for ${req.equipmentId}` };
     if (req.advertisedPort !== fwd.advertisedPort) return { status: Status.BAD_REQUEST, reason: 'advertised port altered in transit' };
@@ -58,7 +65,7 @@ export function createAuthorizer(options: AuthorizerOptions): Authorize {
     if (req.timestampMs <= (options.replayBarrierMs?.() ?? 0)) {
       return { status: Status.REQUEST_REPLAYED, reason: 'request is not newer than one accepted before the agent restarted' };
     }
-    const target = options.services().get(req.service);
+    const target = req.service === OWNER_SERVICE ? OWNER_TARGET : options.services().get(req.service);
     if (!target) return { status: Status.SERVICE_REFUSED, reason: `service ${req.service} is not in the allow-list` };
     if (!mayDial(fwd.client.address, options.dialPolicy(), serverAddress)) {
       return { status: Status.DIAL_REFUSED, reason: `address ${fwd.client.address} is not allowed by dial settings (server at ${serverAddress})` };

@@ -55,6 +55,8 @@ export interface RegistrarStatus {
 
 export interface RegistrarOptions {
   readonly equipmentId: string;
+  /** The identity's generation (identity-name.ts): named in every packet, so the server picks its key; absent: 0. */
+  readonly generation?: number;
   readonly registrationKey: Buffer;
   readonly serverHost: string;
   readonly serverPort: number;
@@ -93,6 +95,8 @@ export interface Registrar {
 }
 
 export function createRegistrar(options: RegistrarOptions): Registrar {
+  // The identity's generation, named in every packet (identity-name.ts); generation 0 adds nothing.
+  const gen = options.generation ? { generation: options.generation } : {};
   const { clock, logger } = options;
   const ackTimeoutMs = options.ackTimeoutMs ?? REGISTER_ACK_TIMEOUT_MS;
   const counters = new Counters(REGISTRAR_COUNTERS);
@@ -160,7 +164,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     lastTimestamp = timestampMs;
     const nonce = randomBytes(REGISTER_NONCE_BYTES);
     outstanding = { nonce, sentAt: now, timestampMs };
-    const packet = encodeRegister({ equipmentId: options.equipmentId, timestampMs, nonce, ...(cookie ? { cookie } : {}) }, options.registrationKey);
+    const packet = encodeRegister({ equipmentId: options.equipmentId, ...gen, timestampMs, nonce, ...(cookie ? { cookie } : {}) }, options.registrationKey);
     socket.send(packet, target.port, target.address, (err) => {
       if (err) logger.debug({ err: err.message }, 'registration send failed');
     });
@@ -306,7 +310,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     refuse(requestId, reason) {
       if (!socket || !server) return;
       counters.inc('refusals');
-      socket.send(encodeRefuse({ equipmentId: options.equipmentId, requestId, reason }, options.registrationKey), server.port, server.address, (err) => {
+      socket.send(encodeRefuse({ equipmentId: options.equipmentId, ...gen, requestId, reason }, options.registrationKey), server.port, server.address, (err) => {
         if (err) logger.debug({ err: err.message }, 'refusal not sent');
       });
     },

@@ -22,7 +22,7 @@ import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } 
 import { ATTACH_EXPORTER_LABEL, attachProof, equalBytes, KEY_BYTES, reverseToken } from '../protocol/keys.js';
 import { Status } from '../protocol/status.js';
 import type { DeviceIdentity } from '../protocol/identity-file.js';
-import type { Authorize, Decision } from './authorizer.js';
+import { OWNER_TARGET, type Authorize, type Decision } from './authorizer.js';
 import { connectService, dialClient, type DialOptions } from './dialer.js';
 import { connectToServer } from '../rendezvous/server-tls.js';
 import { racePaths, type PathAttempt, type PathKind, type PathRaceWinner } from '../paths/path-race.js';
@@ -45,6 +45,8 @@ export interface SessionContext {
   readonly reverse?: ReverseOffer;
   readonly logger: Logger;
   readonly signal: AbortSignal;
+  /** Serve an OWNER_SERVICE session over the end-to-end channel (owner-service.ts, issue 19). */
+  readonly ownerSession?: (tunnel: TLSSocket) => Promise<void>;
 }
 
 export interface SessionOutcome {
@@ -63,6 +65,7 @@ async function joinRelay(requestId: Buffer, ctx: SessionContext, signal: AbortSi
     channel.send({
       type: FrameType.RELAY_JOIN_DEVICE,
       equipmentId: ctx.identity.equipmentId,
+      ...(ctx.identity.generation ? { generation: ctx.identity.generation } : {}),
       requestId,
       proof: attachProof(ctx.identity.registrationKey, requestId, exporter),
     });
@@ -102,8 +105,8 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     // Our LAN address for a client in the same home, only when the server vouched (lan-candidate.ts).
     const lanOffer = verdict.status === Status.OK && ctx.reverse ? deviceLanOffer(told, attachLocalAddress, ctx.reverse.listener.port()) : [];
     const listen = answer(requestId, ctx, channel, verdict.status, lanOffer);
-    const { decision } = verdict;
-    if (decision.status !== Status.OK || verdict.status !== Status.OK || !service) {
+    const { decision, owner } = verdict;
+    if (decision.status !== Status.OK || verdict.status !== Status.OK || (!service && !owner)) {
       return { status: verdict.status, bytesToClient: 0, bytesFromClient: 0 };
     }
     // Punch only towards the address the dial policy just approved (the client's observed one).
@@ -135,7 +138,8 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       reverse: ctx.reverse && listen.length > 0 ? { listener: ctx.reverse.listener, token: reverseToken(ctx.identity.accessKey, decision.request.clientNonce) } : null,
       log,
     });
-    const svc = service;
+    if (owner) return await serveOwner(won.stream, owner, ctx);
+    const svc = service!;
     service = null;
     return await forward(won.stream, won.attempt.via, svc, ctx, log);
   } catch (err) {
@@ -161,6 +165,7 @@ async function attach(
   channel.send({
     type: FrameType.DEVICE_ATTACH,
     equipmentId: ctx.identity.equipmentId,
+    ...(ctx.identity.generation ? { generation: ctx.identity.generation } : {}),
     requestId,
     proof: attachProof(ctx.identity.registrationKey, requestId, exporter),
   });
@@ -178,18 +183,26 @@ async function attach(
   return { fwd, told };
 }
 
-/** S207: the authorizer's decision, and the local service connected when it says yes. */
+/**
+ * S207: the authorizer's decision, and the local service connected when it says yes; or, for
+ * OWNER_SERVICE, the agent's owner controls instead of a socket (refused while they are off).
+ */
 async function decide(
   ctx: SessionContext,
   tls: TLSSocket,
   fwd: Forwarded,
   log: Logger,
-): Promise<{ decision: Decision; status: number; service: Socket | null }> {
+): Promise<{ decision: Decision; status: number; service: Socket | null; owner?: (tunnel: TLSSocket) => Promise<void> }> {
   // Where we reached the server decides whether a private client address is plausible (P3).
   const decision = await ctx.authorize(fwd, ctx.serverNow(), tls.remoteAddress ?? '');
   if (decision.status !== Status.OK) {
     log.warn({ status: decision.status, reason: decision.reason, client: formatEndpoint(fwd.client) }, 'S207 request refused');
     return { decision, status: decision.status, service: null };
+  }
+  if (decision.target === OWNER_TARGET) {
+    if (ctx.ownerSession) return { decision, status: Status.OK, service: null, owner: ctx.ownerSession };
+    log.warn('S207 owner controls requested but the owner state is unavailable');
+    return { decision, status: Status.SERVICE_REFUSED, service: null };
   }
   try {
     return { decision, status: decision.status, service: await connectService(decision.target, ctx.dialTimeoutMs) };
@@ -231,6 +244,15 @@ async function forward(tunnel: TLSSocket, via: PathKind, svc: Socket, ctx: Sessi
   ctx.signal.removeEventListener('abort', onAbort);
   log.info({ bytesFromClient: r.bytesAtoB, bytesToClient: r.bytesBtoA }, 'S209 session ended');
   return { status: Status.OK, bytesToClient: r.bytesBtoA, bytesFromClient: r.bytesAtoB };
+}
+
+/** An OWNER_SERVICE session: one request and its answer inside the end-to-end channel (owner-service.ts). */
+async function serveOwner(tunnel: TLSSocket, owner: (tunnel: TLSSocket) => Promise<void>, ctx: SessionContext): Promise<SessionOutcome> {
+  announceChosen(tunnel);
+  const onAbort = (): void => void tunnel.destroy();
+  ctx.signal.addEventListener('abort', onAbort, { once: true });
+  await owner(tunnel).finally(() => ctx.signal.removeEventListener('abort', onAbort));
+  return { status: Status.OK, bytesToClient: 0, bytesFromClient: 0 };
 }
 
 /**

@@ -139,7 +139,7 @@ async function checkUdp(found: Found, checks: CheckResult[]): Promise<void> {
   if (!settings) return void checks.push(skip('server-udp', 'server (UDP)', 'the settings are not valid'));
   if (!identity) return void checks.push(skip('server-udp', 'server (UDP)', 'no usable identity (registrations are signed with it)'));
   if (!serverAddr) return;
-  const sock = await openProbeSocket({ equipmentId: identity.equipmentId, registrationKey: identity.registrationKey });
+  const sock = await openProbeSocket({ equipmentId: identity.equipmentId, ...(identity.generation ? { generation: identity.generation } : {}), registrationKey: identity.registrationKey });
   try {
     const main: Endpoint = { address: serverAddr, port: settings.server.udpPort };
     found.reply = await sock.probe(main, { tries: 3, timeoutMs: 1000 });

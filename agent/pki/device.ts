@@ -10,6 +10,7 @@ import { type DeviceIdentity, formatIdentity } from '../protocol/identity-file.j
 import { EQUIPMENT_ID_PATTERN } from '../protocol/constants.js';
 import { KEY_BYTES, deriveAccessKey, deriveRegistrationKey, normalizePassword } from '../protocol/keys.js';
 import { generatePassword } from './password.js';
+import { identityName, isGeneration, MAX_IDENTITY_GENERATION } from '../protocol/identity-name.js';
 import { checkPasswordStrength } from './password-strength.js';
 
 export const IDENTITY_FILE_MODE = 0o600;
@@ -22,6 +23,12 @@ export interface CreateDeviceIdentityOptions {
   readonly caCertPem: string;
   /** The label password; a fresh one (generatePassword) when omitted. A given one must pass checkPasswordStrength. */
   readonly password?: string;
+  /**
+   * Which provisioning of this ID (identity-name.ts, 1-255; absent: 0, the first). Provision a
+   * device again with the next generation after its identity leaked: its registration key is then
+   * the new generation's, and the operator can deny the old one alone (`peerlink-server deny add ID@g`).
+   */
+  readonly generation?: number;
 }
 
 export interface ProvisionedDevice {
@@ -54,6 +61,8 @@ export async function createDeviceIdentity(options: CreateDeviceIdentityOptions)
   if (!(masterKey instanceof Uint8Array) || masterKey.length < KEY_BYTES) {
     throw invalid(`masterKey must be at least ${KEY_BYTES} bytes`);
   }
+  const generation = options.generation ?? 0;
+  if (!isGeneration(generation)) throw invalid(`generation must be an integer 0-${MAX_IDENTITY_GENERATION}, found ${JSON.stringify(options.generation)}`);
   const caCert = checkCaCert(options.caCertPem);
   const password = options.password ?? generatePassword();
   if (typeof password !== 'string' || normalizePassword(password) === '') throw invalid('password is empty');
@@ -62,9 +71,10 @@ export async function createDeviceIdentity(options: CreateDeviceIdentityOptions)
 
   const identity: DeviceIdentity = Object.freeze({
     equipmentId,
-    registrationKey: deriveRegistrationKey(masterKey, equipmentId),
+    registrationKey: deriveRegistrationKey(masterKey, identityName(equipmentId, generation)),
     accessKey: await deriveAccessKey(password, equipmentId),
     caCert,
+    ...(generation ? { generation } : {}),
   });
   return Object.freeze({ identity, password });
 }

@@ -35,6 +35,7 @@
  *       server -> client  the device's
  */
 import { ProtocolError } from '../common/errors.js';
+import { IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN, identityName, splitIdentityName } from './identity-name.js';
 import { ByteReader, ByteWriter } from './bytes.js';
 import {
   EQUIPMENT_ID_MAX_BYTES,
@@ -94,6 +95,8 @@ export type Frame =
   | {
       readonly type: typeof FrameType.DEVICE_ATTACH;
       readonly equipmentId: string;
+      /** The device identity's generation (identity-name.ts); absent: 0. */
+      readonly generation?: number;
       readonly requestId: Buffer;
       readonly proof: Buffer;
     }
@@ -110,6 +113,7 @@ export type Frame =
   | {
       readonly type: typeof FrameType.RELAY_JOIN_DEVICE;
       readonly equipmentId: string;
+      readonly generation?: number;
       readonly requestId: Buffer;
       readonly proof: Buffer;
     }
@@ -146,7 +150,7 @@ export function encodeFrame(f: Frame): Buffer {
     }
     case FrameType.DEVICE_ATTACH:
     case FrameType.RELAY_JOIN_DEVICE:
-      w.shortString(f.equipmentId).bytes(f.requestId).bytes(f.proof);
+      w.shortString(identityName(f.equipmentId, f.generation)).bytes(f.requestId).bytes(f.proof);
       break;
     case FrameType.FORWARD_REQUEST:
       w.bytes(f.requestId);
@@ -197,14 +201,17 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
       f = { type, status: status(r), detail: r.longBytes('detail', DETAIL_MAX_BYTES).toString('utf8') };
       break;
     case FrameType.DEVICE_ATTACH:
-    case FrameType.RELAY_JOIN_DEVICE:
+    case FrameType.RELAY_JOIN_DEVICE: {
+      const { equipmentId, generation } = splitIdentityName(r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN));
       f = {
         type,
-        equipmentId: r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN),
+        equipmentId,
+        ...(generation === 0 ? {} : { generation }),
         requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'),
         proof: r.bytes(KEY_BYTES, 'proof'),
       };
       break;
+    }
     case FrameType.FORWARD_REQUEST:
       f = {
         type,

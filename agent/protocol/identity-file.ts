@@ -1,6 +1,8 @@
 /**
  * The device identity file's format: equipment ID, registration key, access key and the CA
- * certificate that signs the rendezvous server, as TOML. Defined once here because two sides use
+ * certificate that signs the rendezvous server, as TOML; and, for an ID provisioned again, its
+ * `generation` (1-255; absent: 0, the first; identity-name.ts), whose key the registration key is.
+ * Defined once here because two sides use
  * it: provisioning writes it (pki/, scripts/provision/), the agent reads it (device/identity.ts,
  * which also checks the file's mode, P7).
  */
@@ -9,6 +11,7 @@ import { parse as parseToml, stringify as stringifyToml } from 'smol-toml';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
 import { KEY_BYTES } from './keys.js';
 import { EQUIPMENT_ID_PATTERN } from './constants.js';
+import { isGeneration, MAX_IDENTITY_GENERATION } from './identity-name.js';
 
 export const IDENTITY_FORMAT = 1;
 
@@ -18,14 +21,17 @@ export interface DeviceIdentity {
   readonly accessKey: Buffer;
   /** PEM of the CA that signs the rendezvous server's certificate. */
   readonly caCert: string;
+  /** Which provisioning of this ID (identity-name.ts); absent: 0. */
+  readonly generation?: number;
 }
 
-const KEYS = ['format', 'equipment_id', 'registration_key', 'access_key', 'ca_cert'] as const;
+const KEYS = ['format', 'equipment_id', 'generation', 'registration_key', 'access_key', 'ca_cert'] as const;
 
 export function formatIdentity(identity: DeviceIdentity): string {
   const body = stringifyToml({
     format: IDENTITY_FORMAT,
     equipment_id: identity.equipmentId,
+    ...(identity.generation ? { generation: identity.generation } : {}),
     registration_key: identity.registrationKey.toString('base64'),
     access_key: identity.accessKey.toString('base64'),
     ca_cert: identity.caCert,
@@ -83,6 +89,10 @@ export function parseIdentity(text: string, file: string): DeviceIdentity {
       problems.push(`${file}: ca_cert: not a readable PEM certificate (${(err as Error).message})`);
     }
   }
+  const generation = doc.generation ?? 0;
+  if (!isGeneration(generation) || (doc.generation !== undefined && generation === 0)) {
+    problems.push(`${file}: generation: expected an integer 1-${MAX_IDENTITY_GENERATION} (absent: the first generation), found ${describe(doc.generation)}`);
+  }
   if (problems.length > 0) throw new ConfigError(problems, { code: ErrorCodes.IDENTITY_INVALID });
-  return Object.freeze({ equipmentId: id as string, registrationKey, accessKey, caCert: caCert as string });
+  return Object.freeze({ equipmentId: id as string, registrationKey, accessKey, caCert: caCert as string, ...(generation ? { generation: generation as number } : {}) });
 }

@@ -20,6 +20,10 @@ export const Status = {
   SERVICE_UNAVAILABLE: 12,
   RATE_LIMITED: 13,
   SERVER_DEGRADED: 14,
+  /** The device's owner took this client's access away (revoked it, changed the password, reset; issue 19). */
+  ACCESS_REVOKED: 15,
+  /** The operator put the device on the deny list (issue 19). */
+  DEVICE_DENIED: 16,
 } as const;
 export type StatusValue = (typeof Status)[keyof typeof Status];
 
@@ -44,6 +48,8 @@ export const STATUS_ERROR: Readonly<Record<StatusValue, ErrorCode | null>> = Obj
   [Status.SERVICE_UNAVAILABLE]: ErrorCodes.SERVICE_UNAVAILABLE,
   [Status.RATE_LIMITED]: ErrorCodes.RATE_LIMITED,
   [Status.SERVER_DEGRADED]: ErrorCodes.SERVER_DEGRADED,
+  [Status.ACCESS_REVOKED]: ErrorCodes.ACCESS_REVOKED,
+  [Status.DEVICE_DENIED]: ErrorCodes.DEVICE_DENIED,
 });
 
 export const STATUS_TEXT: Readonly<Record<StatusValue, string>> = Object.freeze({
@@ -62,4 +68,6 @@ export const STATUS_TEXT: Readonly<Record<StatusValue, string>> = Object.freeze(
   [Status.SERVICE_UNAVAILABLE]: 'the device offers this service but it is not running',
   [Status.RATE_LIMITED]: 'too many requests from your address or for this device; try again later',
   [Status.SERVER_DEGRADED]: 'the server cannot do this now (shared registry unreachable, or shutting down); try again shortly',
+  [Status.ACCESS_REVOKED]: "the device's owner has taken this client's access away (revoked, password changed or reset); pair again",
+  [Status.DEVICE_DENIED]: "the operator has denied this device service (deny list)",
 });

@@ -25,11 +25,10 @@
  * `peek*` parses the structure without a key (to find the ID), `verify*` checks the tag.
  */
 import { ProtocolError } from '../common/errors.js';
+import { IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN, identityName, splitIdentityName } from './identity-name.js';
 import { ByteReader, ByteWriter } from './bytes.js';
 import {
   COOKIE_BYTES,
-  EQUIPMENT_ID_MAX_BYTES,
-  EQUIPMENT_ID_PATTERN,
   PROBE_FLAG_CHECK_MAPPING,
   PROBE_WITH_CHECK_MIN_BYTES,
   PROTOCOL_VERSION,
@@ -62,6 +61,8 @@ export type AckStatusValue = (typeof AckStatus)[keyof typeof AckStatus];
 export interface Register {
   readonly type: typeof UDP_TYPE_REGISTER;
   readonly equipmentId: string;
+  /** The identity's generation (identity-name.ts); absent: 0. */
+  readonly generation?: number;
   readonly timestampMs: number;
   readonly nonce: Buffer;
   /** The server's cookie for this source (all zero: none yet). */
@@ -85,12 +86,14 @@ export interface Notify {
 }
 
 /** Why a device refused a wake proof; the server answers the client with the matching status. */
-export const RefuseReason = { BAD_TAG: 1, STALE: 2, REPLAYED: 3 } as const;
+/** 4: the wake verified under a key the owner took away (a revoked client, a replaced password; issue 19). */
+export const RefuseReason = { BAD_TAG: 1, STALE: 2, REPLAYED: 3, REVOKED: 4 } as const;
 export type RefuseReasonValue = (typeof RefuseReason)[keyof typeof RefuseReason];
 
 export interface Refuse {
   readonly type: typeof UDP_TYPE_REFUSE;
   readonly equipmentId: string;
+  readonly generation?: number;
   readonly requestId: Buffer;
   readonly reason: RefuseReasonValue;
 }
@@ -99,6 +102,7 @@ export interface Probe {
   readonly type: typeof UDP_TYPE_PROBE;
   readonly flags: number;
   readonly equipmentId: string;
+  readonly generation?: number;
   readonly timestampMs: number;
   readonly nonce: Buffer;
   readonly cookie: Buffer;
@@ -167,7 +171,7 @@ function seal(w: ByteWriter, key: UdpKey): Buffer {
 }
 
 export function encodeRegister(p: WithOptionalCookie<Register>, key: UdpKey): Buffer {
-  const w = header(UDP_TYPE_REGISTER).shortString(p.equipmentId).timeMs(p.timestampMs).bytes(p.nonce).bytes(cookieBytes(p.cookie));
+  const w = header(UDP_TYPE_REGISTER).shortString(identityName(p.equipmentId, p.generation)).timeMs(p.timestampMs).bytes(p.nonce).bytes(cookieBytes(p.cookie));
   const pad = REGISTER_MIN_BYTES - MAC_BYTES - w.length;
   if (pad > 0) w.zeros(pad);
   return seal(w, key);
@@ -180,7 +184,7 @@ function cookieBytes(cookie: Uint8Array | undefined): Uint8Array {
 }
 
 export function encodeProbe(p: WithOptionalCookie<Probe>, key: UdpKey): Buffer {
-  const w = header(UDP_TYPE_PROBE).u8(p.flags).shortString(p.equipmentId).timeMs(p.timestampMs).bytes(p.nonce).bytes(cookieBytes(p.cookie));
+  const w = header(UDP_TYPE_PROBE).u8(p.flags).shortString(identityName(p.equipmentId, p.generation)).timeMs(p.timestampMs).bytes(p.nonce).bytes(cookieBytes(p.cookie));
   const min = (p.flags & PROBE_FLAG_CHECK_MAPPING) !== 0 ? PROBE_WITH_CHECK_MIN_BYTES : REGISTER_MIN_BYTES;
   const pad = min - MAC_BYTES - w.length;
   if (pad > 0) w.zeros(pad);
@@ -206,7 +210,7 @@ export function encodeNotify(p: Omit<Notify, 'type'>, key: UdpKey): Buffer {
 }
 
 export function encodeRefuse(p: Omit<Refuse, 'type'>, key: UdpKey): Buffer {
-  return seal(header(UDP_TYPE_REFUSE).shortString(p.equipmentId).bytes(p.requestId).u8(p.reason), key);
+  return seal(header(UDP_TYPE_REFUSE).shortString(identityName(p.equipmentId, p.generation)).bytes(p.requestId).u8(p.reason), key);
 }
 
 function zeroPadding(r: ByteReader): void {
@@ -232,12 +236,18 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
   switch (type) {
     case UDP_TYPE_REGISTER: {
       if (buf.length < REGISTER_MIN_BYTES) throw new ProtocolError('udp.register', `shorter than ${REGISTER_MIN_BYTES} bytes`);
-      const equipmentId = r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN);
+      const name = r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN);
       const timestampMs = r.timeMs('timestamp');
       const nonce = r.view(REGISTER_NONCE_BYTES, 'nonce');
       const cookie = r.view(COOKIE_BYTES, 'cookie');
       zeroPadding(r);
-      packet = { type, equipmentId, timestampMs, nonce, cookie };
+      // `generation` only when not 0: generation 0 parses to exactly what it did before generations
+      // (and, on the fleet's hot path, without splitting the name).
+      if (name.indexOf('@') < 0) packet = { type, equipmentId: name, timestampMs, nonce, cookie };
+      else {
+        const { equipmentId, generation } = splitIdentityName(name);
+        packet = { type, equipmentId, generation, timestampMs, nonce, cookie };
+      }
       break;
     }
     case UDP_TYPE_REGISTER_ACK: {
@@ -259,23 +269,23 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
       break;
     }
     case UDP_TYPE_REFUSE: {
-      const equipmentId = r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN);
+      const { equipmentId, generation } = splitIdentityName(r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN));
       const requestId = r.view(REQUEST_ID_BYTES, 'requestId');
       const reason = r.u8('reason');
-      if (reason !== RefuseReason.BAD_TAG && reason !== RefuseReason.STALE && reason !== RefuseReason.REPLAYED) throw new ProtocolError('udp.reason', `unknown refusal reason ${reason}`);
+      if (!(Object.values(RefuseReason) as number[]).includes(reason)) throw new ProtocolError('udp.reason', `unknown refusal reason ${reason}`);
       r.end();
-      packet = { type, equipmentId, requestId, reason };
+      packet = generation === 0 ? { type, equipmentId, requestId, reason: reason as RefuseReasonValue } : { type, equipmentId, generation, requestId, reason: reason as RefuseReasonValue };
       break;
     }
     case UDP_TYPE_PROBE: {
       if (buf.length < REGISTER_MIN_BYTES) throw new ProtocolError('udp.probe', `shorter than ${REGISTER_MIN_BYTES} bytes`);
       const flags = r.u8('flags');
-      const equipmentId = r.shortString('equipmentId', EQUIPMENT_ID_MAX_BYTES, EQUIPMENT_ID_PATTERN);
+      const { equipmentId, generation } = splitIdentityName(r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN));
       const timestampMs = r.timeMs('timestamp');
       const nonce = r.view(REGISTER_NONCE_BYTES, 'nonce');
       const cookie = r.view(COOKIE_BYTES, 'cookie');
       zeroPadding(r);
-      packet = { type, flags, equipmentId, timestampMs, nonce, cookie };
+      packet = generation === 0 ? { type, flags, equipmentId, timestampMs, nonce, cookie } : { type, flags, equipmentId, generation, timestampMs, nonce, cookie };
       break;
     }
     case UDP_TYPE_MAPPING_CHECK: {

@@ -41,7 +41,7 @@ export interface ProbeSocket {
 /** A cookie answer is followed by a probe with the cookie at most this often within one try. */
 const COOKIE_RESENDS_PER_TRY = 2;
 
-export async function openProbeSocket(o: { equipmentId: string; registrationKey: Buffer; localPort?: number }): Promise<ProbeSocket> {
+export async function openProbeSocket(o: { equipmentId: string; generation?: number; registrationKey: Buffer; localPort?: number }): Promise<ProbeSocket> {
   const s: Socket = createSocket({ type: 'udp4' });
   const waiting = new Map<string, (answer: RegisterAck | Cookie, from: Endpoint) => void>();
   s.on('message', (msg, rinfo) => {
@@ -108,7 +108,7 @@ export async function openProbeSocket(o: { equipmentId: string; registrationKey:
         waiting.set(key, onAnswer);
         onNonce?.(nonce);
         const cookie = cookies.get(targetKey);
-        const packet = encodeProbe({ flags, equipmentId: o.equipmentId, timestampMs: Math.floor(Date.now() + offsetMs), nonce, ...(cookie ? { cookie } : {}) }, o.registrationKey);
+        const packet = encodeProbe({ flags, equipmentId: o.equipmentId, ...(o.generation ? { generation: o.generation } : {}), timestampMs: Math.floor(Date.now() + offsetMs), nonce, ...(cookie ? { cookie } : {}) }, o.registrationKey);
         try {
           s.send(packet, target.port, target.address, () => undefined);
         } catch {

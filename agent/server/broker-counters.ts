@@ -23,5 +23,7 @@ export const BROKER_COUNTERS = [
   'routedToNode',
   'notifiedForNode',
   'attachedForNode',
+  /** Requests for a device on the operator's deny list (issue 19). */
+  'denied',
 ] as const;
 export type BrokerCounter = (typeof BROKER_COUNTERS)[number];

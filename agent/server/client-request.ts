@@ -201,6 +201,7 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
     r.log.info({ reason: got.reason }, 'device refused the request before connecting: its wake proof failed');
     if (got.reason === RefuseReason.STALE) return r.done(Status.REQUEST_EXPIRED, 'the device refused the request before connecting: it is not fresh (check the clock)');
     if (got.reason === RefuseReason.REPLAYED) return r.done(Status.REQUEST_REPLAYED, 'the device refused the request before connecting: it was seen before');
+    if (got.reason === RefuseReason.REVOKED) return r.done(Status.ACCESS_REVOKED, "the device refused the request before connecting: its owner took this client's access away");
     // Only a wrong password counts against the source (P9).
     ctx.authFailureLimiter?.take(source);
     r.done(Status.AUTH_FAILED, 'the device refused the request before connecting: wrong password');

@@ -13,6 +13,7 @@
  * every log line on every node. Without Redis a node serves the devices registered with it and says
  * what it cannot. The device's side of the exchange is device-exchange.ts.
  */
+import { identityName } from '../protocol/identity-name.js';
 import { endThenDestroy, listenOn } from '../common/listen.js';
 import type { Socket } from 'node:net';
 import { createServer, type Server, type TLSSocket, type TlsOptions } from 'node:tls';
@@ -75,6 +76,8 @@ export interface ConnectionBrokerOptions {
   readonly targetLimiter?: RateLimiter;
   /** Requests the device refused (its wake proof failed), per source (P9). */
   readonly authFailureLimiter?: RateLimiter;
+  /** The operator's deny list (deny-list.ts): requests for a denied device get DEVICE_DENIED; a denied generation cannot attach. */
+  readonly denied?: (equipmentId: string, generation?: number) => boolean;
   /** Timings for metrics: server-side time to connect (request to verdict), notification round trip. */
   readonly onTiming?: (what: 'connect' | 'notifyRoundTrip', ms: number, status: StatusValue) => void;
 }
@@ -102,7 +105,10 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
   const counters = new Counters(BROKER_COUNTERS);
   const pending = new PendingRequests();
   const tracker = createConnectionTracker({ maxUnidentified: options.maxUnidentifiedConnections });
-  const { exchange, deviceAttached, proofValid: deviceProofValid } = createDeviceExchange({ masterKey, attachTimeoutMs: options.attachTimeoutMs });
+  const { exchange, deviceAttached, proofValid } = createDeviceExchange({ masterKey, attachTimeoutMs: options.attachTimeoutMs });
+  /** The attach proof verifies under the named generation's key, and that generation is not denied. */
+  const deviceProofValid = (socket: TLSSocket, a: { equipmentId: string; generation?: number; requestId: Buffer; proof: Buffer }): boolean =>
+    !options.denied?.(a.equipmentId, a.generation ?? 0) && proofValid(socket, identityName(a.equipmentId, a.generation), a.requestId, a.proof);
   let server: Server | null = null;
   let tickets: TicketKeyRotation | null = null;
   let draining = false;
@@ -128,6 +134,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     sourceLimiter: options.sourceLimiter,
     targetLimiter: options.targetLimiter,
     authFailureLimiter: options.authFailureLimiter,
+    denied: options.denied,
   };
 
   const routing = cluster
@@ -137,7 +144,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         udp,
         counters,
         logger,
-        proofValid: (socket, attach) => deviceProofValid(socket, attach.equipmentId, attach.requestId, attach.proof),
+        proofValid: (socket, attach) => deviceProofValid(socket, attach),
         deviceAttached,
         exchange,
         ...(options.onTiming ? { onTiming: options.onTiming } : {}),
@@ -192,11 +199,11 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       options.relay.join('client', first.requestId, first.joinToken, { channel, socket });
     } else if (first.type === FrameType.RELAY_JOIN_DEVICE) {
       tracker.identified(socket, 'relay');
-      if (deviceProofValid(socket, first.equipmentId, first.requestId, first.proof)) {
+      if (deviceProofValid(socket, first)) {
         // The client may have joined at another node (the one that offered the relay).
         if (!options.relay.has(first.requestId) && options.relayBridge) {
           socket.pause();
-          if (await options.relayBridge.bridge({ channel, socket }, first.equipmentId, first.requestId)) return;
+          if (await options.relayBridge.bridge({ channel, socket }, first.equipmentId, first.requestId, first.generation)) return;
         }
         options.relay.join('device', first.requestId, first.equipmentId, { channel, socket });
       } else {
@@ -216,7 +223,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
   ): Promise<void> {
     const p = pending.peek(attach.requestId);
     if (p) {
-      if (p.equipmentId === attach.equipmentId && deviceProofValid(socket, attach.equipmentId, attach.requestId, attach.proof)) {
+      if (p.equipmentId === attach.equipmentId && deviceProofValid(socket, attach)) {
         pending.take(attach.requestId);
         deviceAttached(channel, socket);
         p.attach(channel);

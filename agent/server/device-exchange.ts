@@ -21,7 +21,8 @@ export type Verdict = { readonly status: StatusValue; readonly detail?: string; 
 
 export interface DeviceExchange {
   /** The device's proof for a request, bound to this TLS session (attach and relay join). */
-  proofValid(socket: TLSSocket, equipmentId: string, requestId: Buffer, proof: Buffer): boolean;
+  /** `name`: the identity name the device attached with (identity-name.ts: the ID, or ID@generation). */
+  proofValid(socket: TLSSocket, name: string, requestId: Buffer, proof: Buffer): boolean;
   /** Note where the device's TLS connection comes from, for the exchange's candidates. */
   deviceAttached(channel: FrameChannel, socket: TLSSocket): void;
   exchange(device: FrameChannel, requestId: Buffer, clientEndpoint: Endpoint, advertisedPort: number, sealedRequest: Buffer, log: Logger): Promise<Verdict>;
@@ -80,8 +81,8 @@ export function createDeviceExchange(o: { readonly masterKey: Buffer; readonly a
   }
 
   return {
-    proofValid(socket, equipmentId, requestId, proof) {
-      const key = deriveRegistrationKey(o.masterKey, equipmentId);
+    proofValid(socket, name, requestId, proof) {
+      const key = deriveRegistrationKey(o.masterKey, name);
       const exporter = socket.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
       return equalBytes(attachProof(key, requestId, exporter), proof);
     },

@@ -108,7 +108,7 @@ export function waitForDevice(ctx: DeviceWaitContext, r: DeviceWaitRequest): Dev
 
 /** One notification: packet 205 to the device's mapping, or a message to the node holding it. */
 function notifier(ctx: DeviceWaitContext, r: DeviceWaitRequest, gone: () => void): () => void {
-  const target = { address: r.entry.address, port: r.entry.port };
+  const target = { address: r.entry.address, port: r.entry.port, ...(r.entry.generation ? { generation: r.entry.generation } : {}) };
   return () => {
     if (!r.owner) {
       if (ctx.udp.notify(r.equipmentId, r.requestId, r.wake, target)) r.log.debug('S205 notification sent');

@@ -35,6 +35,8 @@ export interface MetricsSource {
   readonly malformedFromRedis: () => Readonly<Record<'message' | 'pending' | 'offer', number>>;
   /** Open connections on the TLS listener, by kind (handshake, unidentified, client, device, relay). */
   readonly openConnections: () => Readonly<Record<string, number>>;
+  /** Equipment IDs on the operator's deny list as this node enforces it (issue 19). */
+  readonly deniedDevices?: () => number;
 }
 
 export interface MetricsListener {
@@ -64,6 +66,7 @@ const REGISTRATION_OUTCOMES: readonly [RegistrationCounter, string][] = [
   ['challenged', 'cookie_challenged'],
   ['unexpectedType', 'unexpected_type'],
   ['overloaded', 'overloaded'],
+  ['denied', 'denied'],
 ];
 
 const REQUEST_OUTCOMES: readonly [BrokerCounter, string][] = [
@@ -80,6 +83,7 @@ const REQUEST_OUTCOMES: readonly [BrokerCounter, string][] = [
   ['registryUnavailable', 'registry_unavailable'],
   ['nodeUnavailable', 'node_unavailable'],
   ['shuttingDown', 'shutting_down'],
+  ['denied', 'device_denied'],
 ];
 
 export function createMetricsListener(o: { host: string; port: number; source: MetricsSource; logger: Logger }): MetricsListener {
@@ -213,6 +217,7 @@ function registrationMetrics(m: MetricMakers, source: MetricsSource): void {
   m.gauge('peerlink_registered_devices', "Devices in this node's own list (registered at this node and not yet forgotten)", () => source.localDevices());
   m.counter('peerlink_notifications_sent_total', 'UDP notifications sent (each retry counts)', () => source.registration.get('notificationsSent'));
   m.labelledGauge('peerlink_registry_up', 'The registry backend answers (1) or not (0)', 'backend', () => [[source.backend, source.registryUp() ? 1 : 0]]);
+  m.gauge('peerlink_denied_devices', "Equipment IDs on the operator's deny list, as this node enforces it", () => source.deniedDevices?.() ?? 0);
   m.labelledCounter('peerlink_node_records_malformed_total', 'Messages between nodes, pending requests and relay offers read from Redis that did not decode (dropped)', 'kind', () => Object.entries(source.malformedFromRedis()));
 }
 

@@ -15,6 +15,7 @@
  * has not echoed its cookie; the ack and the check are each smaller than the probe, and a source
  * must echo a cookie (cookie-jar.ts) before it gets an ack.
  */
+import { identityName } from '../protocol/identity-name.js';
 import { boundAddress, closeUdp, openServerUdp } from '../common/listen.js';
 import type { RemoteInfo, Socket } from 'node:dgram';
 import type { Logger } from 'pino';
@@ -73,7 +74,7 @@ export interface ProbeContext {
  */
 export function answerProbe(parsed: Parsed<UdpPacket>, from: RemoteInfo, ctx: ProbeContext): ProbeAnswer {
   const probe = parsed.packet as Probe;
-  const key = ctx.deviceKey(probe.equipmentId);
+  const key = ctx.deviceKey(identityName(probe.equipmentId, probe.generation));
   if (!verifyTag(parsed, key)) return { outcome: 'badTag' };
   const now = ctx.clock.now();
   const windowMs = ctx.clockWindowMs ?? REGISTER_CLOCK_WINDOW_MS;
@@ -121,6 +122,8 @@ export function createProbeEndpoint(o: {
   sourceLimiter?: RateLimiter;
   /** Probe nonces seen, shared with the registration port so a probe replayed to the other port is known too. */
   seen?: ReplayCache;
+  /** The operator's deny list (deny-list.ts): a denied device's probes get no answer. */
+  denied?: (equipmentId: string, generation: number) => boolean;
 }): ProbeEndpoint {
   const counters = new Counters(PROBE_COUNTERS);
   let socket: Socket | null = null;
@@ -147,6 +150,8 @@ export function createProbeEndpoint(o: {
       counters.inc('malformed');
       return;
     }
+    const named = parsed.packet as { equipmentId: string; generation?: number };
+    if (o.denied?.(named.equipmentId, named.generation ?? 0)) return;
     const answer = answerProbe(parsed, rinfo, ctx);
     if (!countProbe(answer, counters)) return;
     socket?.send(answer.reply, rinfo.port, rinfo.address, (err) => {

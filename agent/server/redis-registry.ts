@@ -5,7 +5,7 @@
  *
  * Key design (Redis Cluster-compatible: every command touches one key, hash tags pin it):
  *   <prefix>{d:<equipment ID>}   hash a=address p=port s=last seen t=last registration timestamp
- *                                n=node; PEXPIRE forget_after_ms, so it goes by itself when the
+ *                                n=node g=identity generation (identity-name.ts); PEXPIRE forget_after_ms, so it goes by itself when the
  *                                device stops registering
  *   <prefix>{r:<request ID hex>} string (JSON) of a request waiting for its device; PX attach timeout
  *   <prefix>{o:<request ID hex>} string (JSON) of a relay offer (relay-bridge.ts, through putValue); PX join timeout
@@ -24,6 +24,7 @@ import type { Logger } from 'pino';
 import { Counters } from '../common/counters.js';
 import { decodeNodeMessage, decodePendingRecord, droppedField, encodeNodeMessage, encodePendingRecord, type NodeMessage, type PendingRecord } from './node-messages.js';
 import type { RecordResult, RegistryBackend, RegistryEntry } from './registry.js';
+import { isGeneration } from '../protocol/identity-name.js';
 
 export type { NodeMessage, PendingRecord } from './node-messages.js';
 
@@ -94,7 +95,7 @@ export interface RedisRegistry extends RegistryBackend {
 
 /**
  * Newest registration wins (P1), atomically. ARGV: address, port, seen (now), timestamp, node,
- * TTL, refresh (ms). Returns '0' (not newer: replay), 'h' (held: another node holds the device
+ * TTL, refresh (ms), identity generation. Returns '0' (not newer: replay), 'h' (held: another node holds the device
  * and keeps its entry fresh), '1' (new), or '1|' and the previous fields.
  *
  * Write on change means the holder does not write every registration, so `t` may lag the newest
@@ -113,7 +114,7 @@ if prev[4] then
   local refresh = tonumber(ARGV[7])
   if prev[5] and prev[5] ~= ARGV[5] and tonumber(prev[3]) + refresh > tonumber(ARGV[3]) and ts <= pt + refresh then return 'h' end
 end
-redis.call('HSET', KEYS[1], 'a', ARGV[1], 'p', ARGV[2], 's', ARGV[3], 't', ARGV[4], 'n', ARGV[5])
+redis.call('HSET', KEYS[1], 'a', ARGV[1], 'p', ARGV[2], 's', ARGV[3], 't', ARGV[4], 'n', ARGV[5], 'g', ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if not prev[1] then return '1' end
 return '1|' .. prev[1] .. '|' .. prev[2] .. '|' .. prev[3] .. '|' .. prev[4] .. '|' .. (prev[5] or '')
@@ -140,7 +141,7 @@ const RECONNECT_MAX_MS = 2000;
 export const SHARED_REFRESH_AFTER_MS = 60_000;
 
 interface Scripts {
-  plRecord(key: string, a: string, p: number, s: number, t: number, n: string, ttl: number, refresh: number): Promise<string>;
+  plRecord(key: string, a: string, p: number, s: number, t: number, n: string, ttl: number, refresh: number, g: number): Promise<string>;
   plLimit(key: string, intervalMs: number, toleranceMs: number, charge: number): Promise<number>;
 }
 type WithScripts = (RedisClient | ClusterClient) & Scripts;
@@ -218,13 +219,14 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     onMessage: (l) => void messageListeners.push(l),
     malformed,
     async lookup(id): Promise<RegistryEntry | undefined> {
-      const [a, p, s, t, n] = await c().hmget(deviceKey(id), 'a', 'p', 's', 't', 'n');
+      const [a, p, s, t, n, g] = await c().hmget(deviceKey(id), 'a', 'p', 's', 't', 'n', 'g');
       if (a === null || a === undefined) return undefined;
-      return { address: a, port: Number(p), lastSeenMs: Number(s), lastTimestampMs: Number(t), node: n ?? '' };
+      const generation = Number(g ?? 0);
+      return { address: a, port: Number(p), lastSeenMs: Number(s), lastTimestampMs: Number(t), node: n ?? '', ...(isGeneration(generation) && generation !== 0 ? { generation } : {}) };
     },
     async record(id, e): Promise<RecordResult> {
       const node = e.node ?? o.nodeId;
-      const r = await c().plRecord(deviceKey(id), e.address, e.port, e.lastSeenMs, e.lastTimestampMs, node, o.forgetAfterMs, refreshAfterMs);
+      const r = await c().plRecord(deviceKey(id), e.address, e.port, e.lastSeenMs, e.lastTimestampMs, node, o.forgetAfterMs, refreshAfterMs, e.generation ?? 0);
       if (r === '0') return { outcome: 'replayed' };
       if (r === 'h') return { outcome: 'held' };
       if (r === '1') return { outcome: 'accepted', moved: true, previous: undefined };

@@ -20,6 +20,7 @@ import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
 import type { ProtocolError } from '../common/errors.js';
 import { normalizeAddress } from '../protocol/address.js';
+import { identityName } from '../protocol/identity-name.js';
 import { REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE, UDP_TYPE_REFUSE, UDP_TYPE_REGISTER } from '../protocol/constants.js';
 import type { Wake } from '../protocol/wake.js';
 import type { Blake2sKey } from '../protocol/blake2s.js';
@@ -69,6 +70,8 @@ export const REGISTRATION_COUNTERS = [
   'sharedWriteSkipped',
   /** Not written: another node holds the device and keeps it fresh (redis-registry.ts RECORD_LUA). */
   'sharedHeld',
+  /** Registrations and probes of a device on the operator's deny list: dropped, nothing sent. */
+  'denied',
 ] as const;
 export type RegistrationCounter = (typeof REGISTRATION_COUNTERS)[number];
 
@@ -96,6 +99,8 @@ export interface RegistrationEndpointOptions {
   readonly probeNonces?: ReplayCache;
   /** Return routability (P6); default: one from the master key. */
   readonly cookieJar?: CookieJar;
+  /** The operator's deny list (deny-list.ts): a denied device's (or identity generation's) registrations and probes get no answer. */
+  readonly denied?: (equipmentId: string, generation: number) => boolean;
   /**
    * With a shared list: write on change. A registration of a device this node holds, at the same
    * mapping, is written only `refreshAfterMs` after the last write, or when the entry was written
@@ -112,8 +117,11 @@ export interface RegistrationEndpoint {
   start(): Promise<void>;
   stop(): Promise<void>;
   address(): { address: string; port: number };
-  /** Send a notification, with the client's wake proof, to the device's mapping (`to`, else its local entry); false if none. */
-  notify(equipmentId: string, requestId: Buffer, wake: Wake, to?: Endpoint): boolean;
+  /**
+   * Send a notification, with the client's wake proof, to the device's mapping (`to`, else its
+   * local entry), tagged with the key of the identity generation that registered; false if none.
+   */
+  notify(equipmentId: string, requestId: Buffer, wake: Wake, to?: Endpoint & { readonly generation?: number }): boolean;
   readonly counters: Counters<RegistrationCounter>;
 }
 
@@ -130,6 +138,8 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
   let backendFailing = false;
   let pendingWrites = 0;
 
+  const isDenied = (p: { readonly equipmentId: string; readonly generation?: number }): boolean => options.denied?.(p.equipmentId, p.generation ?? 0) ?? false;
+
   function onMessage(msg: Buffer, rinfo: RemoteInfo): void {
     if (limiter && !limiter.take(rinfo.address)) {
       counters.inc('rateLimited');
@@ -141,6 +151,11 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     } catch (err) {
       counters.inc('malformed');
       logger.debug({ from: rinfo.address, field: (err as ProtocolError).field }, 'dropped malformed packet');
+      return;
+    }
+    // Before any cryptography: a denied device gets no answer at all (issue 19).
+    if ((parsed.packet.type === UDP_TYPE_PROBE || parsed.packet.type === UDP_TYPE_REGISTER) && isDenied(parsed.packet as Register)) {
+      counters.inc('denied');
       return;
     }
     if (parsed.packet.type === UDP_TYPE_PROBE) {
@@ -157,7 +172,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     }
     if (parsed.packet.type === UDP_TYPE_REFUSE) {
       const refuse = parsed.packet as Refuse;
-      if (!verifyTag(parsed, deviceKey(refuse.equipmentId))) return void counters.inc('badTag');
+      if (!verifyTag(parsed, deviceKey(identityName(refuse.equipmentId, refuse.generation)))) return void counters.inc('badTag');
       counters.inc('refusals');
       options.onRefuse?.(refuse.equipmentId, Buffer.from(refuse.requestId), refuse.reason);
       return;
@@ -167,7 +182,8 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       return;
     }
     const reg = parsed.packet as Register;
-    const key = deviceKey(reg.equipmentId);
+    // The key of the generation the device names (identity-name.ts): a leaked file of another generation does not verify.
+    const key = deviceKey(reg.generation === undefined ? reg.equipmentId : identityName(reg.equipmentId, reg.generation));
     if (!verifyTag(parsed, key)) {
       // Silent: a forger learns nothing, and we send nothing to an unverified source (P6).
       counters.inc('badTag');
@@ -177,7 +193,10 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     const now = clock.now();
     const observed = { address: normalizeAddress(rinfo.address), port: rinfo.port };
     if (Math.abs(reg.timestampMs - now) > windowMs) return onSkewed(reg, key, now, observed, rinfo);
-    const entry: RegistryEntry = { address: observed.address, port: observed.port, lastSeenMs: now, lastTimestampMs: reg.timestampMs };
+    const entry: RegistryEntry =
+      reg.generation === undefined
+        ? { address: observed.address, port: observed.port, lastSeenMs: now, lastTimestampMs: reg.timestampMs }
+        : { address: observed.address, port: observed.port, lastSeenMs: now, lastTimestampMs: reg.timestampMs, generation: reg.generation };
     if (backend === registry) {
       // One lookup on the hot path: the same mapping as before is recorded at once; a new one
       // only once its source has echoed a cookie (P6).
@@ -205,6 +224,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       local.node === undefined &&
       local.sharedAtMs !== undefined &&
       sameMapping(local, observed) &&
+      (local.generation ?? 0) === (reg.generation ?? 0) &&
       now - local.sharedAtMs < shared.refreshAfterMs &&
       local.sharedAtMs >= shared.writesValidSinceMs
     ) {
@@ -328,7 +348,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     notify(equipmentId, requestId, wake, to) {
       const entry = to ?? registry.get(equipmentId);
       if (!entry || !socket) return false;
-      send(encodeNotify({ requestId, serverTimeMs: clock.now(), wake }, deviceKey(equipmentId)), entry);
+      send(encodeNotify({ requestId, serverTimeMs: clock.now(), wake }, deviceKey(identityName(equipmentId, entry.generation))), entry);
       counters.inc('notificationsSent');
       return true;
     },

@@ -32,6 +32,8 @@ export interface RegistryEntry {
    * was lost). Never stored in Redis.
    */
   readonly sharedAtMs?: number;
+  /** The generation of the device identity that registered (identity-name.ts); absent: 0. */
+  readonly generation?: number;
 }
 
 export type MaybePromise<T> = T | Promise<T>;
@@ -110,6 +112,8 @@ const U16_PER_SLOT = SLOT_BYTES / 2;
 const U16_PORT = 14;
 /** 0 = the slot is free. */
 const U8_ID_LENGTH = 30;
+/** The identity generation (0-255, identity-name.ts): the slot's last free byte. */
+const U8_GENERATION = 31;
 const INITIAL_ARENA_BYTES = 16 * 1024;
 /** Equipment IDs are at most 64 bytes on the wire; the length is kept in a u8. */
 const MAX_ID_BYTES = 255;
@@ -265,8 +269,10 @@ class CompactRegistry implements Registry {
       lastTimestampMs: this.f64[slot * F64_PER_SLOT + F64_STAMP]!,
     };
     const shared = this.f64[slot * F64_PER_SLOT + F64_SHARED]!;
+    const generation = this.u8[slot * SLOT_BYTES + U8_GENERATION]!;
     const withShared = shared === 0 ? e : { ...e, sharedAtMs: shared };
-    return node === undefined ? withShared : { ...withShared, node };
+    const withGeneration = generation === 0 ? withShared : { ...withShared, generation };
+    return node === undefined ? withGeneration : { ...withGeneration, node };
   }
 
   private write(slot: number, e: RegistryEntry, v4: number = ipv4ToU32(e.address)): void {
@@ -279,6 +285,7 @@ class CompactRegistry implements Registry {
     this.f64[slot * F64_PER_SLOT + F64_SEEN] = e.lastSeenMs;
     this.f64[slot * F64_PER_SLOT + F64_STAMP] = e.lastTimestampMs;
     this.f64[slot * F64_PER_SLOT + F64_SHARED] = e.sharedAtMs ?? 0;
+    this.u8[slot * SLOT_BYTES + U8_GENERATION] = e.generation ?? 0;
     if (e.node !== undefined) this.nodeOf.set(slot, e.node);
     else if (this.nodeOf.size !== 0) this.nodeOf.delete(slot);
   }

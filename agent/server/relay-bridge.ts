@@ -7,6 +7,7 @@
  * crosses both nodes is the end-to-end TLS 1.3 PSK channel: neither node can read it (P4).
  * The nodes share one server certificate; the joining node accepts exactly that certificate.
  */
+import { identityName } from '../protocol/identity-name.js';
 import { X509Certificate } from 'node:crypto';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
@@ -32,7 +33,8 @@ export interface RelayBridge {
   /** Record that this node offered a relay for the request (other nodes may bridge to it). */
   offered(requestIdHex: string): void;
   /** The device joined here for a relay another node offered: bridge it; false if none is known. */
-  bridge(device: { channel: FrameChannel; socket: TLSSocket }, equipmentId: string, requestId: Buffer): Promise<boolean>;
+  /** `generation`: the device identity's (identity-name.ts), joined under at the other node as the device named it. */
+  bridge(device: { channel: FrameChannel; socket: TLSSocket }, equipmentId: string, requestId: Buffer, generation?: number): Promise<boolean>;
   readonly bridged: number;
   /** Offers read from Redis that did not decode (node-messages.ts), dropped. */
   readonly malformedOffers: number;
@@ -63,7 +65,7 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
         .putValue(offerKey(hex), encodeRelayOffer(offer), o.joinTimeoutMs)
         .catch((err: Error) => o.logger.debug({ err: err.message }, 'could not record the relay offer in Redis'));
     },
-    async bridge(device, equipmentId, requestId) {
+    async bridge(device, equipmentId, requestId, generation = 0) {
       const hex = requestId.toString('hex');
       const log = o.logger.child({ requestId: hex.slice(0, 12), equipmentId });
       let v: string | undefined;
@@ -105,7 +107,8 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
       try {
         await up.next(RELAY_PAIR_TIMEOUT_MS); // HELLO
         const exporter = upstream.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
-        up.send({ type: FrameType.RELAY_JOIN_DEVICE, equipmentId, requestId, proof: attachProof(deriveRegistrationKey(o.masterKey, equipmentId), requestId, exporter) });
+        const name = identityName(equipmentId, generation);
+        up.send({ type: FrameType.RELAY_JOIN_DEVICE, equipmentId, ...(generation ? { generation } : {}), requestId, proof: attachProof(deriveRegistrationKey(o.masterKey, name), requestId, exporter) });
         const paired = await up.next(RELAY_PAIR_TIMEOUT_MS);
         if (paired.type !== FrameType.RELAY_PAIRED) throw new Error('the other node answered out of turn');
       } catch (err) {

@@ -32,6 +32,8 @@ export interface AdmissionContext {
   /** Checked here, charged when the device attaches (P9). */
   readonly targetLimiter?: RateLimiter | undefined;
   readonly authFailureLimiter?: RateLimiter | undefined;
+  /** The operator's deny list (deny-list.ts): the whole ID, or (given) one identity generation of it. */
+  readonly denied?: ((equipmentId: string, generation?: number) => boolean) | undefined;
 }
 
 export type Admission =
@@ -50,6 +52,11 @@ const refuse = (status: StatusValue, detail?: string): Admission => ({ admitted:
 export async function admitRequest(ctx: AdmissionContext, equipmentId: string, clientAddress: string, log: Logger): Promise<Admission> {
   const { counters } = ctx;
   const source = sourceKey(clientAddress);
+  if (ctx.denied?.(equipmentId)) {
+    counters.inc('denied');
+    log.info('connection request refused: the device is on the deny list');
+    return refuse(Status.DEVICE_DENIED);
+  }
   if (ctx.sourceLimiter && !(await takeLimit(ctx.sourceLimiter, source))) {
     counters.inc('rateLimitedSource');
     log.info({ client: clientAddress }, 'connection request refused: rate limit per source address');
@@ -86,6 +93,12 @@ export async function admitRequest(ctx: AdmissionContext, equipmentId: string, c
     counters.inc('unknownDevice');
     log.info('S204 device not in the equipment list');
     return refuse(Status.UNKNOWN_DEVICE);
+  }
+  // The identity generation that registered is denied (one that registers after this one was denied never is).
+  if (ctx.denied?.(equipmentId, entry.generation ?? 0)) {
+    counters.inc('denied');
+    log.info({ generation: entry.generation ?? 0 }, 'connection request refused: the registered identity generation is on the deny list');
+    return refuse(Status.DEVICE_DENIED);
   }
   const ageMs = ctx.clock.now() - entry.lastSeenMs;
   // A shared entry is rewritten only every refresh period while unchanged (write on change).

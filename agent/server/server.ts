@@ -33,6 +33,7 @@ import { createRedisRegistry, type RedisRegistry } from './redis-registry.js';
 import { createMemoryRegistry, type Registry, type RegistryBackend } from './registry.js';
 import { createProbeEndpoint, PROBE_NONCES_MAX } from './probe-responder.js';
 import { ReplayCache } from '../common/replay-cache.js';
+import { createDenyList } from './deny-list.js';
 import {
   createRelay,
   RELAY_BYTES_PER_SECOND,
@@ -122,12 +123,17 @@ export interface RendezvousServerOptions {
   readonly maxUnidentifiedConnections?: number;
   /** A second UDP port that answers probes (diagnose's NAT mapping test); absent or 0 = none. */
   readonly probePort?: number;
+  /** The operator's deny list file (deny-list.ts); with `redis`, the shared list is enforced too. */
+  readonly denyFile?: string;
+  /** How often the deny list is re-read (default DENY_POLL_MS). */
+  readonly denyPollMs?: number;
 }
 
 const OPTION_KEYS = [
   'udpHost', 'udpPort', 'tlsHost', 'tlsPort', 'certPem', 'keyPem', 'masterKey', 'registry', 'clock', 'timers', 'logger',
   'staleAfterMs', 'forgetAfterMs', 'clockWindowMs', 'attachTimeoutMs', 'notifyRetryMs', 'maxPendingPerDevice', 'relay',
   'nodeId', 'redis', 'limits', 'metrics', 'shutdownGraceMs', 'probePort', 'handshakeTimeoutMs', 'maxUnidentifiedConnections',
+  'denyFile', 'denyPollMs',
 ] as const;
 
 export interface RendezvousServer {
@@ -229,6 +235,15 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     await Promise.all(batch);
     logger.info({ devices: written }, "redis back: this node's devices are in the shared registry again");
   }
+  const denyList = createDenyList({
+    file: input.denyFile,
+    // Read through the registry's own client, so one Redis and a Cluster alike (deny-list.ts).
+    redis: cluster ? { client: () => cluster.client, keyPrefix: input.redis?.keyPrefix ?? 'pl:' } : undefined,
+    logger,
+    timers: opts.timers,
+    ...(input.denyPollMs !== undefined ? { pollMs: input.denyPollMs } : {}),
+  });
+  const denied = (id: string, generation?: number): boolean => denyList.has(id, generation);
   // One memory of probe nonces for both UDP ports: a probe replayed to the other port is known too (P6).
   const probeNonces = new ReplayCache(PROBE_NONCES_MAX);
   const registration = createRegistrationEndpoint({
@@ -249,6 +264,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
       : {}),
     sourceLimiter: createRateLimiter(opts.limits.registrationsPerSource, opts.clock),
     probeNonces,
+    denied,
     // The device refused a request's wake proof (P9): the broker ends the request at once.
     onRefuse: (equipmentId, requestId, reason) => broker.refused(equipmentId, requestId, reason),
   });
@@ -279,6 +295,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
         // Its own bucket per source, at the registration port's rate (P6: every UDP port is limited).
         sourceLimiter: createRateLimiter(opts.limits.registrationsPerSource, opts.clock),
         seen: probeNonces,
+        denied,
       })
     : null;
   const broker = createConnectionBroker({
@@ -295,6 +312,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     sourceLimiter: fleetWide('rs', createRateLimiter(opts.limits.requestsPerSource, opts.clock)),
     targetLimiter: fleetWide('rd', createRateLimiter(opts.limits.requestsPerDevice, opts.clock)),
     authFailureLimiter: fleetWide('af', createRateLimiter(opts.limits.authFailuresPerSource, opts.clock)),
+    denied,
     onTiming: (what, ms, status) => metrics?.observe(what, ms, status),
     udp: registration,
     clock: opts.clock,
@@ -345,17 +363,21 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
               offer: relayBridge?.malformedOffers ?? 0,
             }),
             openConnections: () => broker.open,
+            deniedDevices: () => denyList.size,
           },
         });
         await metrics.start();
       }
       await cluster?.start();
-      await registration.start();
       try {
+        // Before the UDP port opens, so no denied device registers in between; a bad deny file stops the start.
+        await denyList.start();
+        await registration.start();
         await probe?.start();
         await broker.start();
       } catch (err) {
         await registration.stop();
+        await denyList.stop();
         await cluster?.stop();
         await metrics?.stop();
         await probe?.stop();
@@ -373,6 +395,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
       // The broker drains first: its requests in flight still need UDP (notifications) and Redis.
       await broker.stop(graceMs);
       await registration.stop();
+      await denyList.stop();
       await cluster?.stop();
       await metrics?.stop();
       await probe?.stop();

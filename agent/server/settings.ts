@@ -56,13 +56,15 @@ export interface ServerSettings {
   readonly limits: ServerLimits;
   readonly metrics: { readonly enabled: boolean; readonly host: string; readonly port: number };
   readonly shutdown: { readonly graceMs: number };
+  /** The operator's deny list file (issue 19); null: none (with redis, the shared list still applies). */
+  readonly deny: { readonly file: string | null };
 }
 
 const REDIS_URL = /^rediss?:\/\/[^\s]+$/;
 const CLUSTER_NODE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253}):\d{1,5}$/;
 const NODE_ID = /^[A-Za-z0-9._:/-]{1,64}$/;
 
-const TOP = ['log_level', 'registration_master_key_file', 'udp', 'tls', 'registry', 'requests', 'relay', 'redis', 'limits', 'metrics', 'shutdown', 'probe'] as const;
+const TOP = ['log_level', 'registration_master_key_file', 'udp', 'tls', 'registry', 'requests', 'relay', 'redis', 'limits', 'metrics', 'shutdown', 'probe', 'deny'] as const;
 const LIMIT_KEYS = [
   'registrations_per_source_per_s', 'registrations_per_source_burst',
   'requests_per_source_per_min', 'requests_per_source_burst',
@@ -104,6 +106,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
     return Object.freeze({ perSecond: rate / scale, burst });
   };
   const probe = c.table(doc, 'probe', 'probe', ['port']);
+  const deny = c.table(doc, 'deny', 'deny', ['file']);
   const settings: ServerSettings = {
     logLevel: c.enumOf(doc, 'log_level', 'log_level', LOG_LEVELS, 'info'),
     udp: {
@@ -167,6 +170,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
       port: c.int(met, 'port', 'metrics.port', { default: DEFAULT_METRICS_PORT, min: 0, max: 65535 }),
     },
     shutdown: { graceMs: c.int(shut, 'grace_ms', 'shutdown.grace_ms', { default: SHUTDOWN_GRACE_MS, min: 0, max: 600_000 }) },
+    deny: { file: deny.file === undefined ? null : resolve(base, c.str(deny, 'file', 'deny.file', { expect: 'the path of the deny list (one equipment ID a line)' })) },
   };
   c.throwIfAny();
   return Object.freeze(settings);
