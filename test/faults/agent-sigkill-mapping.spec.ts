@@ -80,6 +80,9 @@ systemdTest('the agent SIGKILLed mid-session and restarted by systemd replaces i
       services: { echo: `127.0.0.1:${ECHO_PORT}` },
       portMapping: 'upnp',
     });
+    // The installed unit's own state directory (StateDirectory=peerlink), where a real install keeps
+    // what must outlive a crash: the setup's "state" under /etc/peerlink is not the dynamic user's.
+    await writeFile(setup.agentConfig, (await readFile(setup.agentConfig, 'utf8')).replace(/^state_dir = .*$/m, ''));
     await chmod(etc, 0o755);
     server = startProgram('server', ['--config', setup.serverConfig], { netns: lab.server });
     await server.waitFor((l) => l.msg === 'rendezvous server listening', 30_000);
@@ -92,6 +95,8 @@ systemdTest('the agent SIGKILLed mid-session and restarted by systemd replaces i
     // The router's forwarding rules, counted every 100 ms while the container runs.
     const rules = (): Promise<string> => inNs(router, ['nft', 'list', 'chain', 'inet', 'filter', 'prerouting_miniupnpd']);
     const ports = (text: string): string[] => [...text.matchAll(/dport (\d+)/g)].map((m) => m[1]!);
+    /** "external->internal" of each dnat rule, e.g. 41565->192.168.1.2:41565. */
+    const forwards = (text: string): string[] => [...text.matchAll(/dport (\d+) dnat (?:ip )?to (\S+)/g)].map((m) => `${m[1]}->${m[2]}`);
     const timeline: { at: number; ports: string[] }[] = [];
     let watching = true;
     const watcher = (async () => {
@@ -119,7 +124,8 @@ systemdTest('the agent SIGKILLed mid-session and restarted by systemd replaces i
 
     t.true(await flag('mapped.flag', 60_000), 'the agent unit started and mapped its port');
     await sleep(500);
-    const before = ports(await rules());
+    const beforeText = await rules();
+    const before = ports(beforeText);
 
     // A session in progress: the client streams through the tunnel when the kill comes.
     const client = spawn('ip', ['netns', 'exec', lab.client.host, process.execPath, PROGRAMS.client, ...clientArgs], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -143,7 +149,8 @@ systemdTest('the agent SIGKILLed mid-session and restarted by systemd replaces i
     clearInterval(pump);
     client.stdin.end();
     await sleep(1_500);
-    const after = ports(await rules());
+    const afterText = await rules();
+    const after = ports(afterText);
 
     // The restarted agent serves again (a new session, through whatever path it takes).
     const again = spawn('ip', ['netns', 'exec', lab.client.host, process.execPath, PROGRAMS.client, ...clientArgs], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -177,8 +184,10 @@ systemdTest('the agent SIGKILLed mid-session and restarted by systemd replaces i
     const most = Math.max(...timeline.filter((s) => s.at >= killMs).map((s) => s.ports.length));
     figure(t, 'agent SIGKILLed mid-session: the client sees', `exit ${String(clientCode)}: ${stderr.trim().split('\n').filter((l) => !l.startsWith('{')).at(-1) ?? ''} (session ${path}, ${echoed} bytes echoed before)`);
     figure(t, 'agent SIGKILLed mid-session: from the kill to the new mapping (RestartSec=2s included)', `${remappedMs - killMs} ms`);
+    figure(t, 'agent SIGKILLed mid-session: forwarding before / after the restart', `${forwards(beforeText).join(', ')} / ${forwards(afterText).join(', ')}`);
     figure(t, 'agent SIGKILLed mid-session: router rules (mapped ports) before / most at once after the kill / after the restart / after systemctl stop', `${before.length} [${before}] / ${most} / ${after.length} [${after}] / ${final.length} [${final}]`);
 
+    t.regex(journal, /removed the port mapping a previous run left/, 'the restarted agent removed the mapping the killed one left');
     t.is(before.length, 1, 'one mapping before the kill');
     t.not(clientCode, 'hang', 'the client in session noticed the kill');
     t.is(after.length, 1, `exactly one mapping for the agent after its restart (the old one replaced, not leaked): ${after.join(', ')}`);
