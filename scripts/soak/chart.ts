@@ -25,6 +25,7 @@ const PANELS: readonly Panel[] = [
   { title: 'RSS (MiB)', value: (s) => s.rssKiB / 1024, band: (g) => g.rssBaseKiB / 1024 },
   { title: 'open descriptors', value: (s) => s.fds, band: (g) => g.fdsBase },
   { title: 'heap used (MiB)', value: (s) => s.heapUsedKiB / 1024 },
+  { title: 'heap committed (MiB)', value: (s) => s.heapTotalKiB / 1024 },
   { title: 'live timers', value: (s) => s.liveTimers },
   { title: 'event-loop delay p99 (ms), servers', value: (s) => s.eventLoopP99Ms },
 ];

@@ -23,6 +23,14 @@ export interface Growth {
   readonly fdsEnd: number;
   readonly timersBase: number;
   readonly timersEnd: number;
+  /**
+   * Heap used, least over the first and the second half after warm-up: the floor a full GC brings it
+   * back to (a half is long enough to hold one), which rises with a leak of JavaScript objects
+   * wherever the heap's sawtooth stands at the ends.
+   * Reported, not judged (RSS is).
+   */
+  readonly heapFloorBaseKiB: number;
+  readonly heapFloorEndKiB: number;
   readonly problems: readonly string[];
 }
 
@@ -47,6 +55,8 @@ export function growthOf(series: Series, warmUpMs: number): Growth {
     rssBaseKiB: m(base, (s) => s.rssKiB), rssEndKiB: m(end, (s) => s.rssKiB),
     fdsBase: m(base, (s) => s.fds), fdsEnd: m(end, (s) => s.fds),
     timersBase: floor(base.map((s) => s.liveTimers)), timersEnd: floor(end.map((s) => s.liveTimers)),
+    heapFloorBaseKiB: floor(after.slice(0, Math.floor(after.length / 2)).map((s) => s.heapUsedKiB)),
+    heapFloorEndKiB: floor(after.slice(Math.floor(after.length / 2)).map((s) => s.heapUsedKiB)),
   };
   const problems: string[] = [];
   if (after.length < 2 * WINDOW_SAMPLES) problems.push(`${series.name}: only ${after.length} samples after warm-up`);
