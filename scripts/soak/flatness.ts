@@ -15,8 +15,8 @@
  * and stayed flat from then on (`npm run soak -- --minutes 30`, docs/faults.md). RSS measured from
  * before that point measures when V8 first collects, not a leak; a leak still shows from after it.
  * A full GC is seen as heap used falling by FULL_GC_DROP of its peak so far (a scavenge frees at
- * most the young generation, a few MiB). A program with no full GC in the run keeps the run's
- * warm-up, and its line says so.
+ * most the young generation, a few MiB). A program with no full GC in the run, or one too late to
+ * leave 2 x WINDOW_SAMPLES samples after it, keeps the run's warm-up, and its line says so.
  */
 import type { Sample, Series } from './sampler.js';
 
@@ -76,7 +76,9 @@ const floor = (xs: number[]): number => {
 
 export function growthOf(series: Series, runWarmUpMs: number): Growth {
   const fullGc = firstFullGcMs(series.samples);
-  const warmUpMs = Math.max(runWarmUpMs, fullGc ?? 0);
+  // Only when enough of the run is left after it to judge; otherwise the run's warm-up stands.
+  const judgeable = fullGc !== null && series.samples.filter((s) => s.tMs >= fullGc).length >= 2 * WINDOW_SAMPLES;
+  const warmUpMs = judgeable ? Math.max(runWarmUpMs, fullGc) : runWarmUpMs;
   const after = series.samples.filter((s) => s.tMs >= warmUpMs);
   const base = after.slice(0, WINDOW_SAMPLES);
   const end = after.slice(-WINDOW_SAMPLES);

@@ -49,3 +49,10 @@ test('a full GC before the run’s warm-up does not shorten it', (t) => {
   t.is(g.firstFullGcMs, 50_000);
   t.is(g.warmUpMs, 100_000);
 });
+
+test('a first full GC too close to the end to judge from leaves the run’s warm-up', (t) => {
+  const g = growthOf(series(400, (s) => (s < 395 ? 9_000 + s * 10 : 9_000), () => 60_000), 100_000);
+  t.is(g.firstFullGcMs, 395_000);
+  t.is(g.warmUpMs, 100_000);
+  t.deepEqual(g.problems, []);
+});
