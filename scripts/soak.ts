@@ -163,7 +163,7 @@ async function main(): Promise<number> {
     }
     const f = r.fleet;
     for (const g of r.growth) {
-      say(`  ${`${r.name}: ${g.name}`.padEnd(28)}warm-up ended at ${(g.warmUpMs / 1000).toFixed(0)} s (${g.firstFullGcMs === null ? 'no full GC seen in the run: its RSS still holds what the first one would free' : `first full GC at ${(g.firstFullGcMs / 1000).toFixed(0)} s${g.warmUpMs < g.firstFullGcMs ? ', too late to judge from' : ''}`})`);
+      say(`  ${`${r.name}: ${g.name}`.padEnd(28)} warm-up ended at ${(g.warmUpMs / 1000).toFixed(0)} s (${g.firstFullGcMs === null ? 'no full GC seen in the run: its RSS still holds what the first one would free' : `first full GC at ${(g.firstFullGcMs / 1000).toFixed(0)} s${g.warmUpMs < g.firstFullGcMs ? ', too late to judge from' : ''}`})`);
     }
     say(`  ${r.name}: sent ${f.sent}, acked ${f.acked}, cookies ${f.cookies}, lost ${f.lost} (no answer ${f.lostNoAnswer}, challenged ${f.lostChallenged}), answered late (> 2 s) ${f.slow}, dropped by the kernel at the harness's own sockets ${f.harnessDrops}, restarts ${f.restarts}, address changes ${f.moves}, registered ${f.registeredOnce}; connects ${r.connects.successes}/${r.connects.attempts}`);
   }
