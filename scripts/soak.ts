@@ -156,12 +156,15 @@ async function main(): Promise<number> {
   for (const nodes of phases) results.push(await runPhase(args, nodes, phaseMs, outDir));
 
   say('');
-  say(`  ${'program'.padEnd(28)}${['RSS base', 'RSS end', 'RSS +%', 'fds', 'timers'].map((h) => h.padStart(14)).join('')}`);
+  say(`  ${'program'.padEnd(28)}${['RSS base', 'RSS end', 'RSS +%', 'fds', 'timers', 'heap floor'].map((h) => h.padStart(14)).join('')}`);
   for (const r of results) {
     for (const g of r.growth) {
-      say(`  ${`${r.name}: ${g.name}`.padEnd(28)}${[`${(g.rssBaseKiB / 1024).toFixed(1)} MiB`, `${(g.rssEndKiB / 1024).toFixed(1)} MiB`, g.rssPct.toFixed(1), `${g.fdsBase}->${g.fdsEnd}`, `${g.timersBase}->${g.timersEnd}`].map((c) => c.padStart(14)).join('')}`);
+      say(`  ${`${r.name}: ${g.name}`.padEnd(28)}${[`${(g.rssBaseKiB / 1024).toFixed(1)} MiB`, `${(g.rssEndKiB / 1024).toFixed(1)} MiB`, g.rssPct.toFixed(1), `${g.fdsBase}->${g.fdsEnd}`, `${g.timersBase}->${g.timersEnd}`, `${(g.heapFloorBaseKiB / 1024).toFixed(1)}->${(g.heapFloorEndKiB / 1024).toFixed(1)}`].map((c) => c.padStart(14)).join('')}`);
     }
     const f = r.fleet;
+    for (const g of r.growth) {
+      say(`  ${`${r.name}: ${g.name}`.padEnd(28)} warm-up ended at ${(g.warmUpMs / 1000).toFixed(0)} s (${g.firstFullGcMs === null ? 'no full GC seen in the run: its RSS still holds what the first one would free' : `first full GC at ${(g.firstFullGcMs / 1000).toFixed(0)} s${g.warmUpMs < g.firstFullGcMs ? ', too late to judge from' : ''}`})`);
+    }
     say(`  ${r.name}: sent ${f.sent}, acked ${f.acked}, cookies ${f.cookies}, lost ${f.lost} (no answer ${f.lostNoAnswer}, challenged ${f.lostChallenged}), answered late (> 2 s) ${f.slow}, dropped by the kernel at the harness's own sockets ${f.harnessDrops}, restarts ${f.restarts}, address changes ${f.moves}, registered ${f.registeredOnce}; connects ${r.connects.successes}/${r.connects.attempts}`);
   }
   const problems = results.flatMap((r) => [...r.crashes, ...r.problems.map((p) => `${r.name}: ${p}`)]);

@@ -23,6 +23,8 @@ import type { ReverseOffer } from './request-session.js';
 import type * as RequestSession from './request-session.js';
 import { createReverseListener, type ReverseListener } from './reverse-listener.js';
 import type { PortMapping } from '../nat/port-mapping.js';
+import { clearMappingRecord, readMappingRecord, writeMappingRecord, type MappingRecord } from '../nat/mapping-record.js';
+import { followSignal } from '../common/linked-signal.js';
 import type { Endpoint } from '../protocol/address.js';
 import type { AgentSettings } from './settings.js';
 import type { Credential } from './credentials.js';
@@ -144,6 +146,34 @@ export function createAgent(input: AgentOptions): Agent {
   let mapping: PortMapping | null = null;
   let mappingDone: Promise<void> = Promise.resolve();
   let renewTimer: NodeJS.Timeout | undefined;
+  /** The mapping on the gateway as last recorded in the state directory (a crashed run's, at start). */
+  let mappingRecord: MappingRecord | null = null;
+  /**
+   * A signal for one gateway exchange that follows the agent's: not AbortSignal.any with the agent's
+   * own signal, which on Node 20 keeps a WeakRef per call for the life of the process (linked-signal.ts).
+   */
+  async function underAgentSignal<T>(ms: number | null, f: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const c = new AbortController();
+    const unlink = followSignal(aborter.signal, c);
+    const timer = ms === null ? undefined : setTimeout(() => c.abort(new Error(`no answer within ${ms} ms`)), ms);
+    try {
+      return await f(c.signal);
+    } finally {
+      clearTimeout(timer);
+      unlink();
+    }
+  }
+  async function recordMapping(r: MappingRecord | null): Promise<void> {
+    const same = r && mappingRecord && JSON.stringify(r) === JSON.stringify(mappingRecord);
+    if (same || (r === null && mappingRecord === null)) return;
+    mappingRecord = r;
+    try {
+      if (r) await writeMappingRecord(settings.stateDir, r);
+      else await clearMappingRecord(settings.stateDir);
+    } catch (err) {
+      logger.warn({ dir: settings.stateDir, err: (err as Error).message }, 'cannot record the port mapping in the state directory: after a crash the next start cannot replace it (it lapses with its lease)');
+    }
+  }
   const reverseOffer = (): ReverseOffer | undefined => {
     const listener = reverseListener;
     if (!listener) return undefined;
@@ -165,12 +195,15 @@ export function createAgent(input: AgentOptions): Agent {
     if (mode === 'off') return;
     try {
       const { mapTcpPort } = await import('../nat/port-mapping.js');
-      const m = await mapTcpPort({ port, mode, logger, signal: aborter.signal });
+      const m = await underAgentSignal(null, (signal) =>
+        mapTcpPort({ port, mode, logger, signal, description: `peerlink ${identity.equipmentId}`, previous: mappingRecord }),
+      );
       if (aborter.signal.aborted) {
         await m?.release().catch(() => undefined);
         return;
       }
       mapping = m;
+      if (m) await recordMapping(m.record);
       if (!m) logger.info({ mode }, 'no gateway forwards the reverse port; clients reach us by the other paths');
     } catch (err) {
       if (!aborter.signal.aborted) logger.warn({ err: (err as Error).message }, 'port mapping failed');
@@ -187,7 +220,7 @@ export function createAgent(input: AgentOptions): Agent {
     renewTimer = setTimeout(() => {
       const m = mapping;
       const attempt = m
-        ? m.renew(AbortSignal.any([aborter.signal, AbortSignal.timeout(10_000)])).then(
+        ? underAgentSignal(10_000, (signal) => m.renew(signal)).then(
             () => logger.info({ external: `${m.externalHost}:${m.externalPort}`, via: m.via }, 'port mapping renewed'),
             (err: Error) => {
               if (aborter.signal.aborted) return;
@@ -265,6 +298,13 @@ export function createAgent(input: AgentOptions): Agent {
       logger.info({ server: settings.server.host, services: [...settings.services.keys()] }, 'agent starting');
       replayMark ??= await openReplayMark({ stateDir: settings.stateDir, logger });
       owner.open(settings.stateDir);
+      if (settings.reverse.enabled && settings.reverse.portMapping !== 'off') {
+        mappingRecord = await readMappingRecord(settings.stateDir).catch((err: Error) => {
+          logger.warn({ err: err.message }, 'port mapping record unreadable: a mapping a previous run left is not replaced (it lapses with its lease)');
+          return null;
+        });
+        if (mappingRecord) logger.info({ via: mappingRecord.via, external: mappingRecord.externalPort, internalPort: mappingRecord.internalPort }, 'a previous run left a port mapping: replacing it');
+      }
       if (settings.reverse.enabled) {
         const listener = createReverseListener({
           port: settings.reverse.listenPort,
@@ -290,8 +330,11 @@ export function createAgent(input: AgentOptions): Agent {
       const m = mapping;
       mapping = null;
       if (m) {
-        await m.release().catch((err: Error) => logger.warn({ err: err.message }, 'could not remove the port mapping'));
-        logger.info({ external: `${m.externalHost}:${m.externalPort}` }, 'port mapping removed');
+        const removed = await m.release().then(() => true, (err: Error) => (logger.warn({ err: err.message }, 'could not remove the port mapping'), false));
+        if (removed) {
+          await recordMapping(null);
+          logger.info({ external: `${m.externalHost}:${m.externalPort}` }, 'port mapping removed');
+        }
       }
       await reverseListener?.stop();
       reverseListener = null;

@@ -188,3 +188,26 @@ export function addPortMapping(
 export function deletePortMapping(s: IgdService, externalPort: number, signal: AbortSignal): Promise<string> {
   return soapCall(s, 'DeletePortMapping', { NewRemoteHost: '', NewExternalPort: externalPort, NewProtocol: 'TCP' }, signal);
 }
+
+/** UPnP error 714: no mapping at that external port. */
+const UPNP_NO_SUCH_ENTRY = 714;
+
+/** The mapping at `externalPort` (TCP, any remote host), or null when the gateway has none there. */
+export async function getSpecificPortMapping(
+  s: IgdService,
+  externalPort: number,
+  signal: AbortSignal,
+): Promise<{ internalClient: string; internalPort: number; description: string } | null> {
+  let xml: string;
+  try {
+    xml = await soapCall(s, 'GetSpecificPortMappingEntry', { NewRemoteHost: '', NewExternalPort: externalPort, NewProtocol: 'TCP' }, signal);
+  } catch (err) {
+    if (err instanceof UpnpError && err.upnpCode === UPNP_NO_SUCH_ENTRY) return null;
+    throw err;
+  }
+  return {
+    internalClient: xmlText(tag(xml, 'NewInternalClient')?.trim() ?? ''),
+    internalPort: Number(tag(xml, 'NewInternalPort')?.trim() ?? NaN),
+    description: xmlText(tag(xml, 'NewPortMappingDescription')?.trim() ?? ''),
+  };
+}

@@ -4,7 +4,7 @@
  * device/ so that the client library carries no agent code.
  */
 import { createHash } from 'node:crypto';
-import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, createSecureContext, type ConnectionOptions, type SecureContext, type TLSSocket } from 'node:tls';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { TLS_HANDSHAKE_TIMEOUT_MS } from '../protocol/constants.js';
 import { anyAddressFor } from '../nat/tcp-punch.js';
@@ -37,9 +37,31 @@ export interface ServerTlsOptions {
 const SESSION_CACHE_MAX = 64;
 const sessions = new Map<string, Buffer>();
 
+const caHash = (caPem: string): string => createHash('sha256').update(caPem).digest('hex');
+
 function sessionKey(o: ServerTlsOptions): string {
-  const ca = createHash('sha256').update(o.caPem).digest('hex');
-  return `${o.host}|${o.port}|${o.serverName}|${ca}`;
+  return `${o.host}|${o.port}|${o.serverName}|${caHash(o.caPem)}`;
+}
+
+/**
+ * One TLS context per CA, not one per connection: `ca` in connect() options makes Node build a new
+ * OpenSSL context and parse the CA into a new store at every connection, native memory that is
+ * freed only when V8 next collects the wrapper. A device serving a request every few seconds piled
+ * those up between full GCs: its malloc heap grew by ~30 KiB per request for its first ~200
+ * requests before it levelled off (`npm run soak`, /proc/<pid>/smaps; docs/faults.md).
+ */
+const CONTEXT_CACHE_MAX = 8;
+const contexts = new Map<string, SecureContext>();
+
+function contextFor(caPem: string): SecureContext {
+  const key = caHash(caPem);
+  let ctx = contexts.get(key);
+  if (!ctx) {
+    ctx = createSecureContext({ ca: caPem, minVersion: 'TLSv1.2' });
+    contexts.set(key, ctx);
+    if (contexts.size > CONTEXT_CACHE_MAX) contexts.delete(contexts.keys().next().value as string);
+  }
+  return ctx;
 }
 
 function rememberSession(key: string, session: Buffer): void {
@@ -51,6 +73,7 @@ function rememberSession(key: string, session: Buffer): void {
 /** Forget every remembered ticket (tests; a process that changed its CA). */
 export function forgetServerSessions(): void {
   sessions.clear();
+  contexts.clear();
 }
 
 const CERT_ERRORS = new Set([
@@ -84,8 +107,8 @@ export function connectToServer(o: ServerTlsOptions): Promise<TLSSocket> {
       host: o.host,
       port: o.port,
       servername: o.serverName,
-      ca: o.caPem,
-      minVersion: 'TLSv1.2',
+      // The CA and minimum version (TLS 1.2) live in the shared context.
+      secureContext: contextFor(o.caPem),
       rejectUnauthorized: true,
       ...(o.localAddress ? { localAddress: o.localAddress } : o.bindLocal ? { localAddress: anyAddressFor(o.host) } : {}),
     };

@@ -25,6 +25,7 @@ const PANELS: readonly Panel[] = [
   { title: 'RSS (MiB)', value: (s) => s.rssKiB / 1024, band: (g) => g.rssBaseKiB / 1024 },
   { title: 'open descriptors', value: (s) => s.fds, band: (g) => g.fdsBase },
   { title: 'heap used (MiB)', value: (s) => s.heapUsedKiB / 1024 },
+  { title: 'heap committed (MiB)', value: (s) => s.heapTotalKiB / 1024 },
   { title: 'live timers', value: (s) => s.liveTimers },
   { title: 'event-loop delay p99 (ms), servers', value: (s) => s.eventLoopP99Ms },
 ];
@@ -58,7 +59,7 @@ export function soakChart(title: string, series: readonly Series[], growth: read
       if (b === undefined || !Number.isFinite(b)) return;
       const color = COLORS[gi % COLORS.length]!;
       for (const f of [1 + FLAT_TOLERANCE, 1 - FLAT_TOLERANCE]) {
-        out.push(`<line x1="${fmt(x(warmUpMs))}" x2="${fmt(x(tMax))}" y1="${fmt(y(b * f))}" y2="${fmt(y(b * f))}" stroke="${color}" stroke-dasharray="3,3" stroke-opacity="0.6"/>`);
+        out.push(`<line x1="${fmt(x(g.warmUpMs))}" x2="${fmt(x(tMax))}" y1="${fmt(y(b * f))}" y2="${fmt(y(b * f))}" stroke="${color}" stroke-dasharray="3,3" stroke-opacity="0.6"/>`);
       }
     });
     series.forEach((s, si) => {

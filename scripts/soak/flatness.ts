@@ -6,6 +6,17 @@
  * "After warm-up" and "at the end" are each the median of WINDOW_SAMPLES samples, so one sample taken
  * during a GC or while a connection is open does not decide; for timers, the least of those samples. RSS +x% and fds +y are the largest growth over the
  * programs watched (servers and the agent).
+ *
+ * Each program's warm-up ends at the run's warm-up time or at its first full GC, whichever is later.
+ * Until V8's first mark-compact, everything a program has let go of is still held, and with it the
+ * native memory of its wrappers (a TLS connection's OpenSSL objects are freed only when V8 collects
+ * their JavaScript side): the agent, serving one request every few seconds, let its heap grow from
+ * 9 to 15 MiB and its RSS by ~15% over its first ~230 requests (11 minutes) before its first full GC,
+ * and stayed flat from then on (`npm run soak -- --minutes 30`, docs/faults.md). RSS measured from
+ * before that point measures when V8 first collects, not a leak; a leak still shows from after it.
+ * A full GC is seen as heap used falling by FULL_GC_DROP of its peak so far (a scavenge frees at
+ * most the young generation, a few MiB). A program with no full GC in the run, or one too late to
+ * leave 2 x WINDOW_SAMPLES samples after it, keeps the run's warm-up, and its line says so.
  */
 import type { Sample, Series } from './sampler.js';
 
@@ -13,9 +24,26 @@ export const FLAT_TOLERANCE = 0.05;
 const WINDOW_SAMPLES = 5;
 /** Descriptors and timers of one connection in flight, which a sample may catch. */
 const IN_FLIGHT_SLACK = 2;
+/** Heap used falling by this share of its peak so far: a full (mark-compact) GC. */
+export const FULL_GC_DROP = 0.3;
+
+/** When the program's heap used first fell by FULL_GC_DROP of its peak so far, or null. */
+export function firstFullGcMs(samples: readonly Sample[]): number | null {
+  let peak = 0;
+  for (const s of samples) {
+    if (!Number.isFinite(s.heapUsedKiB)) continue;
+    if (peak > 0 && s.heapUsedKiB <= peak * (1 - FULL_GC_DROP)) return s.tMs;
+    peak = Math.max(peak, s.heapUsedKiB);
+  }
+  return null;
+}
 
 export interface Growth {
   readonly name: string;
+  /** Where this program's warm-up ended: the run's, or its first full GC when that came later. */
+  readonly warmUpMs: number;
+  /** Its first full GC, or null when the run saw none (then its RSS still holds what that would free). */
+  readonly firstFullGcMs: number | null;
   readonly rssBaseKiB: number;
   readonly rssEndKiB: number;
   readonly rssPct: number;
@@ -23,6 +51,14 @@ export interface Growth {
   readonly fdsEnd: number;
   readonly timersBase: number;
   readonly timersEnd: number;
+  /**
+   * Heap used, least over the first and the second half after warm-up: the floor a full GC brings it
+   * back to (a half is long enough to hold one), which rises with a leak of JavaScript objects
+   * wherever the heap's sawtooth stands at the ends.
+   * Reported, not judged (RSS is).
+   */
+  readonly heapFloorBaseKiB: number;
+  readonly heapFloorEndKiB: number;
   readonly problems: readonly string[];
 }
 
@@ -38,7 +74,11 @@ const floor = (xs: number[]): number => {
   return s.length ? Math.min(...s) : NaN;
 };
 
-export function growthOf(series: Series, warmUpMs: number): Growth {
+export function growthOf(series: Series, runWarmUpMs: number): Growth {
+  const fullGc = firstFullGcMs(series.samples);
+  // Only when enough of the run is left after it to judge; otherwise the run's warm-up stands.
+  const judgeable = fullGc !== null && series.samples.filter((s) => s.tMs >= fullGc).length >= 2 * WINDOW_SAMPLES;
+  const warmUpMs = judgeable ? Math.max(runWarmUpMs, fullGc) : runWarmUpMs;
   const after = series.samples.filter((s) => s.tMs >= warmUpMs);
   const base = after.slice(0, WINDOW_SAMPLES);
   const end = after.slice(-WINDOW_SAMPLES);
@@ -47,6 +87,8 @@ export function growthOf(series: Series, warmUpMs: number): Growth {
     rssBaseKiB: m(base, (s) => s.rssKiB), rssEndKiB: m(end, (s) => s.rssKiB),
     fdsBase: m(base, (s) => s.fds), fdsEnd: m(end, (s) => s.fds),
     timersBase: floor(base.map((s) => s.liveTimers)), timersEnd: floor(end.map((s) => s.liveTimers)),
+    heapFloorBaseKiB: floor(after.slice(0, Math.floor(after.length / 2)).map((s) => s.heapUsedKiB)),
+    heapFloorEndKiB: floor(after.slice(Math.floor(after.length / 2)).map((s) => s.heapUsedKiB)),
   };
   const problems: string[] = [];
   if (after.length < 2 * WINDOW_SAMPLES) problems.push(`${series.name}: only ${after.length} samples after warm-up`);
@@ -56,7 +98,7 @@ export function growthOf(series: Series, warmUpMs: number): Growth {
   if (Number.isFinite(g.timersBase) && !(g.timersEnd <= Math.max(g.timersBase * (1 + FLAT_TOLERANCE), g.timersBase + IN_FLIGHT_SLACK))) {
     problems.push(`${series.name}: live timers ${g.timersBase} -> ${g.timersEnd}`);
   }
-  return Object.freeze({ name: series.name, ...g, rssPct, problems });
+  return Object.freeze({ name: series.name, warmUpMs, firstFullGcMs: fullGc, ...g, rssPct, problems });
 }
 
 export interface SoakFigures {

@@ -1,7 +1,7 @@
 /**
  * Preloaded into a program under soak (NODE_OPTIONS="--import <this file>"), never by the product:
  * once a second it writes what the process holds to PEERLINK_SOAK_PROBE_FILE as one JSON object —
- * heap used, the active handles and requests by type (process.getActiveResourcesInfo: ref'd timers,
+ * heap used and committed, the active handles and requests by type (process.getActiveResourcesInfo: ref'd timers,
  * sockets, ...) and, counted with async_hooks, the live timers whether ref'd or not (an unref'd
  * timer that is never cleared is a leak too, and getActiveResourcesInfo does not list it). The
  * soak reads the file to show that timers and handles stay flat while requests are served.
@@ -25,7 +25,10 @@ if (file) {
   const write = (): void => {
     const byType: Record<string, number> = {};
     for (const r of process.getActiveResourcesInfo()) byType[r] = (byType[r] ?? 0) + 1;
-    const doc = { atMs: Date.now(), heapUsedBytes: process.memoryUsage().heapUsed, liveTimers: live.size, active: byType };
+    const mem = process.memoryUsage();
+    // heapTotal: what V8 has committed (young and old generations), the part of RSS that grows while
+    // the heap warms up; heapUsed falls back to its floor at each full GC.
+    const doc = { atMs: Date.now(), heapUsedBytes: mem.heapUsed, heapTotalBytes: mem.heapTotal, liveTimers: live.size, active: byType };
     try {
       writeFileSync(`${file}.tmp`, JSON.stringify(doc));
       renameSync(`${file}.tmp`, file);

@@ -1,5 +1,5 @@
 /**
- * Samples each watched program over time: RSS and descriptor count from /proc, heap used and live
+ * Samples each watched program over time: RSS and descriptor count from /proc, heap used and committed, and live
  * timers from its resource probe (resource-probe.ts), and for the servers the event-loop delay p99
  * from their own metrics (prom-client's monitorEventLoopDelay, reset at each scrape, so each sample
  * is the p99 of the interval since the one before).
@@ -14,6 +14,8 @@ export interface Sample {
   readonly rssKiB: number;
   readonly fds: number;
   readonly heapUsedKiB: number;
+  /** What V8 has committed for the heap (young and old generations). */
+  readonly heapTotalKiB: number;
   readonly liveTimers: number;
   /** Servers only (NaN for the agent). */
   readonly eventLoopP99Ms: number;
@@ -24,9 +26,9 @@ export interface Series {
   readonly samples: Sample[];
 }
 
-function probe(file: string): { heapUsedBytes: number; liveTimers: number } | null {
+function probe(file: string): { heapUsedBytes: number; heapTotalBytes?: number; liveTimers: number } | null {
   try {
-    return JSON.parse(readFileSync(file, 'utf8')) as { heapUsedBytes: number; liveTimers: number };
+    return JSON.parse(readFileSync(file, 'utf8')) as { heapUsedBytes: number; heapTotalBytes?: number; liveTimers: number };
   } catch {
     return null;
   }
@@ -69,7 +71,7 @@ export function createSampler(watched: readonly Watched[], intervalMs: number, t
         }
         series[i]!.samples.push({
           tMs: Date.now() - t0, rssKiB: proc.rssKiB, fds: proc.fds,
-          heapUsedKiB: p ? Math.round(p.heapUsedBytes / 1024) : NaN, liveTimers: p ? p.liveTimers : NaN, eventLoopP99Ms: loopMs,
+          heapUsedKiB: p ? Math.round(p.heapUsedBytes / 1024) : NaN, heapTotalKiB: p?.heapTotalBytes !== undefined ? Math.round(p.heapTotalBytes / 1024) : NaN, liveTimers: p ? p.liveTimers : NaN, eventLoopP99Ms: loopMs,
         });
       }),
     );

@@ -96,3 +96,15 @@ testProp(
     t.true(cache.size <= accepted.size);
   },
 );
+
+test('expired nonces are swept as time passes: the cache holds about a freshness window of them, not all it ever saw', (t) => {
+  const cache = new ReplayCache();
+  // A request every 3 s, each fresh for 60 s, for 10 hours: 12,000 requests, more than the cap.
+  for (let now = 0, i = 0; now < 36_000_000; now += 3_000, i++) {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(i);
+    if (cache.check(b, now + 60_000, now) !== 'fresh') return t.fail(`request ${i} at ${now} ms`);
+    if (cache.size > 2 * (60_000 / 3_000) + 1) return t.fail(`${cache.size} entries at ${now} ms`);
+  }
+  t.pass();
+});
