@@ -36,6 +36,12 @@ export interface RedisRegistryOptions {
   readonly url?: string;
   /** Redis Cluster seed nodes ("host:port"); the client learns the rest of the cluster from them. */
   readonly clusterNodes?: readonly string[];
+  /**
+   * With clusterNodes: the password (requirepass, or an ACL user's with `username`) every
+   * cluster node asks for. With url it goes in the URL. Never logged.
+   */
+  readonly username?: string;
+  readonly password?: string;
   readonly nodeId: string;
   readonly keyPrefix: string;
   /** Entries expire this long after the last registration. */
@@ -168,6 +174,9 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
   if ((o.url === undefined) === (o.clusterNodes === undefined || o.clusterNodes.length === 0)) {
     throw new Error('the Redis registry needs exactly one of url and clusterNodes');
   }
+  if (o.url !== undefined && (o.password !== undefined || o.username !== undefined)) {
+    throw new Error('with url the Redis password goes in the URL (redis://user:password@host:port), not in password');
+  }
   const mode = o.url === undefined ? 'cluster' : 'single';
   const refreshAfterMs = Math.min(o.refreshAfterMs ?? SHARED_REFRESH_AFTER_MS, Math.floor(o.forgetAfterMs / 2));
   const common = {
@@ -178,6 +187,8 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     connectTimeout: 2000,
     retryStrategy: (times: number) => Math.min(100 * times, RECONNECT_MAX_MS),
     enableAutoPipelining: o.autoPipelining ?? true,
+    ...(o.username !== undefined ? { username: o.username } : {}),
+    ...(o.password !== undefined ? { password: o.password } : {}),
   };
   let clientOrNull: WithScripts | null = null;
   let subOrNull: RedisClient | ClusterClient | null = null;
