@@ -2,10 +2,16 @@
  * The Redis backend on a real Redis Cluster whose nodes require a password (requirepass, the
  * replicas with masterauth): with the password a node registers, looks up and messages another
  * node (sharded pub/sub) on every shard; with a wrong one, or none, nothing reaches the cluster
- * (the registry stays down and a write fails), so the setting is really what opens it.
+ * (the registry stays down and a write fails), so the setting is really what opens it. And the
+ * real server and agent: `[redis] password_file` (0600) opens the cluster, the device's entry is there.
  */
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
+import { startProgram } from '../../scripts/lib/program.js';
 import { redisAvailable, redisSerialTest } from '../helpers/redis-test.js';
 import { createRedisRegistry, type NodeMessage, type RedisRegistry } from '../../agent/server/redis-registry.js';
 import { silentLogger } from '../../agent/common/logger.js';
@@ -71,4 +77,29 @@ redisSerialTest('a cluster with requirepass: a wrong password, or none, reaches 
 
 test('the password of a single Redis goes in its URL, not in password', (t) => {
   t.throws(() => createRedisRegistry({ url: 'redis://127.0.0.1:1', password: 'x', nodeId: 'n', keyPrefix: 'p:', forgetAfterMs: 1000, logger: silentLogger() }));
+});
+
+redisSerialTest('the real server with [redis] password_file registers the real agent in the password-protected cluster', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'peerlink-redis-pw-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const passwordFile = join(dir, 'redis.password');
+  await writeFile(passwordFile, `${PASSWORD}\n`, { mode: 0o600 });
+  const setup = await createLoopbackSetup({
+    dir,
+    services: { echo: '127.0.0.1:9' },
+    serverExtra: `[redis]\ncluster_nodes = ["${cluster.seeds[1]!}"]\npassword_file = "${passwordFile}"\nnode_id = "pw-server"\nkey_prefix = "pws:"`,
+  });
+  const server = startProgram('server', ['--config', setup.serverConfig]);
+  t.teardown(() => server.stop().then(() => undefined));
+  await server.waitFor((l) => l.msg === 'redis reachable: the shared registry is in use');
+  t.false(server.lines.some((l) => JSON.stringify(l).includes(PASSWORD)), 'the password is never logged');
+  const agent = startProgram('agent', ['--config', setup.agentConfig]);
+  t.teardown(() => agent.stop().then(() => undefined));
+  await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
+  const reader = createRedisRegistry({ clusterNodes: [cluster.seeds[2]!], password: PASSWORD, nodeId: 'pw-reader', keyPrefix: 'pws:', forgetAfterMs: 600_000, logger: silentLogger() });
+  open.push(reader);
+  await reader.start();
+  let e;
+  for (let i = 0; i < 50 && !(e = await reader.lookup(setup.equipmentId).catch(() => undefined)); i++) await new Promise((r) => setTimeout(r, 100));
+  t.is(e?.node, 'pw-server');
 });
