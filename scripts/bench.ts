@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * npm run bench [-- tunnel | agent | server | provision]: throughput through the real programs on loopback, as ratios against
+ * npm run bench [-- tunnel | agent | server | fleet | provision]: throughput through the real programs on loopback, as ratios against
  * a baseline measured in the same run (plain TCP to the same echo service), never as absolute
  * targets (the machines are noisy). Prints a table and writes bench-results.json (--out FILE).
  * `server`: the rendezvous server against its limits (scripts/bench/server.ts).
@@ -67,6 +67,8 @@ async function main(): Promise<void> {
   // -- relay-options: the relay's variants compared in one process (scripts/bench/relay-options.ts).
   if (process.argv[2] === 'relay-options') return (await import('./bench/relay-options.js')).relayOptionsBench(process.argv.slice(3));
   if (process.argv[2] === 'server') return (await import('./bench/server.js')).serverBench(process.argv.slice(3));
+  // -- fleet: N nodes over a Redis Cluster, and connect across nodes (scripts/bench/fleet.ts).
+  if (process.argv[2] === 'fleet') return (await import('./bench/fleet.js')).fleetMain(process.argv.slice(3));
   const { values, positionals } = parseArgs({ allowPositionals: true, options: { out: { type: 'string' }, devices: { type: 'string' }, jobs: { type: 'string' } } });
   // npm run bench -- provision: a factory batch of 10,000 devices (scripts/bench/provision.ts).
   if (positionals[0] === 'provision') {

@@ -106,7 +106,7 @@ function serverOptions(settings: ServerSettings, secrets: ServerSecrets, logger:
     limits: settings.limits,
     shutdownGraceMs: settings.shutdown.graceMs,
     ...(settings.redis
-      ? { redis: { ...(settings.redis.url !== undefined ? { url: settings.redis.url } : {}), ...(settings.redis.clusterNodes ? { clusterNodes: settings.redis.clusterNodes } : {}), refreshAfterMs: settings.redis.refreshAfterMs, keyPrefix: settings.redis.keyPrefix, ...(settings.redis.tlsAddress ? { tlsAddress: settings.redis.tlsAddress } : {}) }, ...(settings.redis.nodeId ? { nodeId: settings.redis.nodeId } : {}) }
+      ? { redis: { ...(settings.redis.url !== undefined ? { url: settings.redis.url } : {}), ...(settings.redis.clusterNodes ? { clusterNodes: settings.redis.clusterNodes } : {}), refreshAfterMs: settings.redis.refreshAfterMs, keyPrefix: settings.redis.keyPrefix, ...(settings.redis.tlsAddress ? { tlsAddress: settings.redis.tlsAddress } : {}), ...(settings.redis.username !== undefined ? { username: settings.redis.username } : {}), ...(secrets.redisPassword !== undefined ? { password: secrets.redisPassword } : {}) }, ...(settings.redis.nodeId ? { nodeId: settings.redis.nodeId } : {}) }
       : {}),
     ...(settings.metrics.enabled ? { metrics: { host: settings.metrics.host, port: settings.metrics.port } } : {}),
     probePort: settings.probe.port,

@@ -37,6 +37,12 @@ export interface RedisRegistryOptions {
   readonly url?: string;
   /** Redis Cluster seed nodes ("host:port"); the client learns the rest of the cluster from them. */
   readonly clusterNodes?: readonly string[];
+  /**
+   * With clusterNodes: the password (requirepass, or an ACL user's with `username`) every
+   * cluster node asks for. With url it goes in the URL. Never logged.
+   */
+  readonly username?: string;
+  readonly password?: string;
   readonly nodeId: string;
   readonly keyPrefix: string;
   /** Entries expire this long after the last registration. */
@@ -50,6 +56,20 @@ export interface RedisRegistryOptions {
   readonly logger: Logger;
   /** A command that takes longer fails (ms); the node then serves from its local list. */
   readonly commandTimeoutMs?: number;
+  /**
+   * Commands issued in one turn of the event loop go out as one write per Redis (ioredis auto
+   * pipelining; default true). A registration's write otherwise costs the node a socket write of
+   * its own, several times the rest of the registration (npm run bench -- fleet). False: the bench's "before".
+   */
+  readonly autoPipelining?: boolean;
+  /**
+   * Registrations' writes wait up to this long (ms) to go out together (default
+   * WRITE_BATCH_MS; 0: at once). At a few hundred registrations a second each write would
+   * otherwise go alone and its reply wake the node alone, several times the cost of the rest of the
+   * registration; together they share one socket write and one reply per primary. Only a written
+   * registration's ack waits, by at most this.
+   */
+  readonly writeBatchMs?: number;
 }
 
 export interface RedisRegistry extends RegistryBackend {
@@ -139,6 +159,10 @@ const COMMAND_TIMEOUT_MS = 1000;
 const RECONNECT_MAX_MS = 2000;
 /** Default of `refreshAfterMs`: an unchanged entry is rewritten once a minute (under stale_after_ms). */
 export const SHARED_REFRESH_AFTER_MS = 60_000;
+/** Default of `writeBatchMs`: far below a device's round trip to the server, and enough to gather writes at a few hundred a second. */
+export const WRITE_BATCH_MS = 5;
+/** A batch goes out at once when it is this large (one pipeline per primary stays small). */
+const WRITE_BATCH_MAX = 256;
 
 interface Scripts {
   plRecord(key: string, a: string, p: number, s: number, t: number, n: string, ttl: number, refresh: number, g: number): Promise<string>;
@@ -151,6 +175,9 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
   if ((o.url === undefined) === (o.clusterNodes === undefined || o.clusterNodes.length === 0)) {
     throw new Error('the Redis registry needs exactly one of url and clusterNodes');
   }
+  if (o.url !== undefined && (o.password !== undefined || o.username !== undefined)) {
+    throw new Error('with url the Redis password goes in the URL (redis://user:password@host:port), not in password');
+  }
   const mode = o.url === undefined ? 'cluster' : 'single';
   const refreshAfterMs = Math.min(o.refreshAfterMs ?? SHARED_REFRESH_AFTER_MS, Math.floor(o.forgetAfterMs / 2));
   const common = {
@@ -160,6 +187,9 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     commandTimeout: o.commandTimeoutMs ?? COMMAND_TIMEOUT_MS,
     connectTimeout: 2000,
     retryStrategy: (times: number) => Math.min(100 * times, RECONNECT_MAX_MS),
+    enableAutoPipelining: o.autoPipelining ?? true,
+    ...(o.username !== undefined ? { username: o.username } : {}),
+    ...(o.password !== undefined ? { password: o.password } : {}),
   };
   let clientOrNull: WithScripts | null = null;
   let subOrNull: RedisClient | ClusterClient | null = null;
@@ -176,6 +206,33 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
   let up = false;
   let stopping = false;
   const log = o.logger.child({ component: 'redis' });
+  // Write batching (writeBatchMs): registrations' writes queued, issued together in one turn of
+  // the event loop (so auto pipelining puts them in one write per primary). Bounded by the
+  // endpoint's MAX_PENDING_REGISTRY_WRITES and WRITE_BATCH_MAX.
+  const writeBatchMs = o.writeBatchMs ?? WRITE_BATCH_MS;
+  let batch: (() => void)[] = [];
+  let batchTimer: NodeJS.Timeout | null = null;
+  const flushBatch = (): void => {
+    if (batchTimer) clearTimeout(batchTimer);
+    batchTimer = null;
+    const q = batch;
+    batch = [];
+    for (const issue of q) issue();
+  };
+  const batched = <T>(issue: () => Promise<T>): Promise<T> => {
+    if (writeBatchMs <= 0) return issue();
+    return new Promise<T>((resolve, reject) => {
+      batch.push(() => {
+        try {
+          issue().then(resolve, reject);
+        } catch (err) {
+          reject(err as Error);
+        }
+      });
+      if (batch.length >= WRITE_BATCH_MAX) flushBatch();
+      else batchTimer ??= setTimeout(flushBatch, writeBatchMs).unref();
+    });
+  };
 
   const setUp = (v: boolean, why: string): void => {
     if (v === up) return;
@@ -226,7 +283,7 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     },
     async record(id, e): Promise<RecordResult> {
       const node = e.node ?? o.nodeId;
-      const r = await c().plRecord(deviceKey(id), e.address, e.port, e.lastSeenMs, e.lastTimestampMs, node, o.forgetAfterMs, refreshAfterMs, e.generation ?? 0);
+      const r = await batched(() => c().plRecord(deviceKey(id), e.address, e.port, e.lastSeenMs, e.lastTimestampMs, node, o.forgetAfterMs, refreshAfterMs, e.generation ?? 0));
       if (r === '0') return { outcome: 'replayed' };
       if (r === 'h') return { outcome: 'held' };
       if (r === '1') return { outcome: 'accepted', moved: true, previous: undefined };
@@ -273,7 +330,7 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
       let sub: RedisClient | ClusterClient;
       if (mode === 'single') {
         client = new Redis(o.url!, common) as unknown as WithScripts;
-        sub = new Redis(o.url!, { ...common, enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
+        sub = new Redis(o.url!, { ...common, enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined, enableAutoPipelining: false });
         sub.on('message', onNodeMessage);
       } else {
         const seeds = o.clusterNodes!.map((h) => {
@@ -283,6 +340,7 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
         const clusterOptions = {
           lazyConnect: true,
           enableOfflineQueue: false,
+          enableAutoPipelining: common.enableAutoPipelining,
           // Learn a failover quickly: a primary's replica takes over in about cluster-node-timeout.
           slotsRefreshInterval: 1000,
           retryDelayOnFailover: 100,
@@ -292,7 +350,7 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
         };
         client = new Cluster(seeds, clusterOptions) as unknown as WithScripts;
         // One subscriber connection per primary (SSUBSCRIBE): this node's channel lives on one shard.
-        sub = new Cluster(seeds, { ...clusterOptions, enableOfflineQueue: true, shardedSubscribers: true, redisOptions: { ...clusterOptions.redisOptions, maxRetriesPerRequest: null, commandTimeout: undefined } });
+        sub = new Cluster(seeds, { ...clusterOptions, enableOfflineQueue: true, enableAutoPipelining: false, shardedSubscribers: true, redisOptions: { ...clusterOptions.redisOptions, maxRetriesPerRequest: null, commandTimeout: undefined } });
         sub.on('smessage', onNodeMessage);
         // A primary failed over (or the topology changed): writes acknowledged just before may be
         // lost with it (asynchronous replication), so entries are rewritten at their next registration.
@@ -321,6 +379,8 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     },
     async stop() {
       stopping = true;
+      // Queued writes go out now (or fail, once the client is gone), none is left waiting.
+      flushBatch();
       const client = clientOrNull;
       const sub = subOrNull;
       clientOrNull = null;

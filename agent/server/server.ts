@@ -87,6 +87,9 @@ export interface RedisOptions {
   readonly commandTimeoutMs?: number;
   /** Where the other nodes reach this node's TLS port, for relayed sessions across nodes ("host:port"). */
   readonly tlsAddress?: string;
+  /** With clusterNodes: the cluster's ACL user and password (with url they go in the URL). */
+  readonly username?: string;
+  readonly password?: string;
 }
 
 export interface RendezvousServerOptions {
@@ -207,6 +210,8 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
         forgetAfterMs: opts.forgetAfterMs,
         logger: opts.logger,
         ...(input.redis.commandTimeoutMs !== undefined ? { commandTimeoutMs: input.redis.commandTimeoutMs } : {}),
+        ...(input.redis.username !== undefined ? { username: input.redis.username } : {}),
+        ...(input.redis.password !== undefined ? { password: input.redis.password } : {}),
       })
     : undefined;
   const backend: RegistryBackend = cluster ?? opts.registry;

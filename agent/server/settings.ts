@@ -52,7 +52,7 @@ export interface ServerSettings {
   readonly probe: { readonly port: number };
   readonly relay: RelayLimits;
   /** Present: this is one node of several sharing the registry through Redis. */
-  readonly redis: { readonly url: string | undefined; readonly clusterNodes: readonly string[] | undefined; readonly refreshAfterMs: number; readonly nodeId: string | undefined; readonly keyPrefix: string; readonly tlsAddress: string | undefined } | null;
+  readonly redis: { readonly url: string | undefined; readonly clusterNodes: readonly string[] | undefined; readonly refreshAfterMs: number; readonly nodeId: string | undefined; readonly keyPrefix: string; readonly tlsAddress: string | undefined; readonly username: string | undefined; readonly passwordFile: string | undefined } | null;
   readonly limits: ServerLimits;
   readonly metrics: { readonly enabled: boolean; readonly host: string; readonly port: number };
   readonly shutdown: { readonly graceMs: number };
@@ -84,6 +84,17 @@ function redisTarget(c: SettingsChecker, red: Record<string, unknown>): { url: s
   return { url: undefined, clusterNodes: Object.freeze([...(v as string[])]) };
 }
 
+/** `redis.username` / `redis.password_file`: a cluster's password (with `url` it goes in the URL). */
+function redisAuth(c: SettingsChecker, red: Record<string, unknown>, base: string): { username: string | undefined; passwordFile: string | undefined } {
+  if (red.url !== undefined && (red.username !== undefined || red.password_file !== undefined)) {
+    c.problem(red.password_file !== undefined ? 'redis.password_file' : 'redis.username', 'with redis.url the user and password go in the URL (redis://user:password@host:port)', red.password_file ?? red.username);
+  }
+  return {
+    username: red.username === undefined ? undefined : c.str(red, 'username', 'redis.username', { pattern: /^[!-~]{1,128}$/, expect: 'an ACL user name, 1-128 printable characters' }),
+    passwordFile: red.password_file === undefined ? undefined : resolve(base, c.str(red, 'password_file', 'redis.password_file', { expect: 'the path of a file holding the Redis Cluster password' })),
+  };
+}
+
 export function checkServerSettings(doc: Record<string, unknown>, file: string): ServerSettings {
   const c = new SettingsChecker(file);
   const base = dirname(file);
@@ -95,7 +106,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
   const rel = c.table(doc, 'relay', 'relay', [
     'max_sessions', 'bytes_per_second', 'max_duration_ms', 'join_timeout_ms', 'max_sessions_per_device', 'max_sessions_per_source', 'idle_timeout_ms',
   ]);
-  const red = c.table(doc, 'redis', 'redis', ['url', 'cluster_nodes', 'refresh_after_ms', 'node_id', 'key_prefix', 'tls_address']);
+  const red = c.table(doc, 'redis', 'redis', ['url', 'cluster_nodes', 'refresh_after_ms', 'node_id', 'key_prefix', 'tls_address', 'username', 'password_file']);
   const lim = c.table(doc, 'limits', 'limits', LIMIT_KEYS);
   const met = c.table(doc, 'metrics', 'metrics', ['enabled', 'host', 'port']);
   const shut = c.table(doc, 'shutdown', 'shutdown', ['grace_ms']);
@@ -157,6 +168,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
             nodeId: red.node_id === undefined ? undefined : c.str(red, 'node_id', 'redis.node_id', { pattern: NODE_ID, expect: '1-64 of A-Z a-z 0-9 . _ : / -' }),
             tlsAddress: red.tls_address === undefined ? undefined : c.str(red, 'tls_address', 'redis.tls_address', { pattern: /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, expect: '"host:port" where the other nodes reach this node\'s TLS port' }),
             keyPrefix: c.str(red, 'key_prefix', 'redis.key_prefix', { default: 'pl:', pattern: /^[A-Za-z0-9._:-]{0,32}$/, expect: 'up to 32 of A-Z a-z 0-9 . _ : -' }),
+            ...redisAuth(c, red, base),
           },
     limits: Object.freeze({
       registrationsPerSource: limit('registrations_per_source', 's', DEFAULT_LIMITS.registrationsPerSource),
@@ -184,6 +196,8 @@ export interface ServerSecrets {
   readonly certPem: string;
   readonly keyPem: string;
   readonly masterKey: Buffer;
+  /** `redis.password_file`'s content, without its trailing newline. */
+  readonly redisPassword?: string;
 }
 
 /** Read the files the settings name; every unreadable or malformed one is reported. */
@@ -212,6 +226,21 @@ export async function loadServerSecrets(s: ServerSettings): Promise<ServerSecret
       return Buffer.alloc(0);
     }),
   ]);
+  let redisPassword: string | undefined;
+  if (s.redis?.passwordFile !== undefined) {
+    // Like the TLS key: refused when group or others may read it.
+    redisPassword = await readSecretFile(s.redis.passwordFile, { what: 'the Redis password (redis.password_file)' })
+      .then((text) => {
+        const pw = text.replace(/\r?\n$/, '');
+        if (pw === '' || /[\r\n]/.test(pw)) problems.push(`${s.redis!.passwordFile}: redis.password_file must hold the password on one line`);
+        return pw;
+      })
+      .catch((err: unknown) => {
+        if (err instanceof ConfigError && err.code === ErrorCodes.SECRET_FILE_PERMISSIONS) code = err.code;
+        problems.push(...(err instanceof ConfigError ? err.problems : [String(err)]));
+        return undefined;
+      });
+  }
   if (problems.length > 0) throw new ConfigError(problems, code ? { code } : undefined);
-  return { certPem, keyPem, masterKey };
+  return { certPem, keyPem, masterKey, ...(redisPassword !== undefined ? { redisPassword } : {}) };
 }

@@ -29,7 +29,7 @@ import { ensureGroups } from '../lib/prerequisites.js';
 import { bestMbps, startEchoServer, viaTcp, waitServing } from './throughput.js';
 import { handshakeCosts, type HandshakeFigure } from './handshake-cost.js';
 import { connectionTimelines, formatTimeline, medianTimeline, type Timeline } from './timeline.js';
-import { fleetBench, fleetRows, type FleetFigures } from './fleet.js';
+import { fleetBench, fleetReport, type FleetFigures } from './fleet.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const script = (name: string): string => join(here, `${name}.js`);
@@ -286,7 +286,7 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
   let fleet: FleetFigures | null = null;
   if (want('fleet')) {
     say('registrations on N nodes over a Redis Cluster ...');
-    fleet = await fleetBench({ seconds: quick ? 2 : 5, sizes: [1, 2, 4] });
+    fleet = await fleetBench({ seconds: quick ? 2 : 4, sizes: [2, 4], rounds: quick ? 1 : 3, crossNode: true, quick });
   }
   let mem: Record<string, Record<string, number>> = {};
   if (want('memory')) {
@@ -370,8 +370,7 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
   if (timelines.direct.length) process.stdout.write(formatTimeline('time line of one direct connection', medianTimeline(timelines.direct)));
   if (timelines.relayed.length) process.stdout.write(formatTimeline('time line of one relayed connection', medianTimeline(timelines.relayed)));
   if (fleet) {
-    process.stdout.write('\nRegistrations on N nodes over a Redis Cluster (3 primaries + 3 replicas):\n\n| figure | measured | target | ratio to in-memory |\n|---|---|---|---|\n');
-    for (const r of fleetRows(fleet)) process.stdout.write(`| ${r.join(' | ')} |\n`);
+    process.stdout.write(fleetReport(fleet));
   }
   if (c.concurrent.failures > 0) process.stdout.write(`\n${c.concurrent.failures} of the concurrent requests failed\n`);
   const out = values.out ?? 'bench-server-results.json';

@@ -6,10 +6,12 @@
  * device), so the target does the full work (parse, key derivation and tag check, freshness,
  * registry update, tagged ack). Mode `echo` sends 64-byte datagrams of the same size.
  * Also reports the target's CPU seconds over the window (answers per CPU-second of the target).
- * argv: PORT MODE SECONDS WINDOW MASTER_KEY_B64 DEVICES TARGET_PID [EXTRA_PIDS] [ID_PREFIX] [RATE]
+ * argv: PORT MODE SECONDS WINDOW MASTER_KEY_B64 DEVICES TARGET_PID [EXTRA_PIDS] [ID_PREFIX] [RATE] [OFFERED] [WARMUP_ANSWERS]
  * (EXTRA_PIDS: comma-separated processes whose CPU counts too, e.g. the Redis primaries; ID_PREFIX:
  * the devices' IDs, so generators against several nodes register distinct devices; RATE: packets
- * prepared per second of run, default 150,000.)
+ * prepared per second of run, default 150,000; OFFERED: packets per second sent at a fixed pace
+ * whatever the answers (open loop, as a fleet's devices do), instead of WINDOW kept outstanding, 0: closed
+ * loop; WARMUP_ANSWERS: answers the warm-up waits for beyond its second, at most 20 s.)
  */
 import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
@@ -19,6 +21,8 @@ import { encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES } from '../../agen
 import { cpuSeconds, cpuTimes } from './cpu-time.js';
 
 const WARMUP_MS = 1000;
+/** The warm-up's bound while waiting for each device's first registrations. */
+const WARMUP_MAX_MS = 20_000;
 
 /** Cookie requests answered at once per device while fetching cookies (a window, so none is dropped). */
 const COOKIE_WINDOW = 256;
@@ -75,7 +79,7 @@ async function main(): Promise<void> {
   // Enough packets for ~150k answers/s over warm-up plus run (or argv[11] per second: several
   // generators on one machine, whose pre-computation would otherwise outlast the cookies).
   const rate = process.argv[11] ? Number(process.argv[11]) : 150_000;
-  const needed = Math.ceil(rate * (seconds + WARMUP_MS / 1000 + 1));
+  const needed = Math.ceil(rate * (seconds + WARMUP_MS / 1000 + 1)) + Number(process.argv[13] ?? 0);
   const packets: Buffer[] = [];
   const s = createSocket('udp4');
   s.on('error', () => undefined);
@@ -97,6 +101,9 @@ async function main(): Promise<void> {
     const p = randomBytes(64);
     for (let i = 0; i < needed; i++) packets.push(p);
   }
+  // Open loop: OFFERED packets per second from the start of the warm-up, answered or not.
+  const offered = process.argv[12] ? Number(process.argv[12]) : 0;
+  const warmupAnswers = process.argv[13] ? Number(process.argv[13]) : 0;
   let next = 0;
   let answers = 0;
   let answersAtStart = 0;
@@ -107,9 +114,14 @@ async function main(): Promise<void> {
   };
   s.on('message', () => {
     answers++;
-    send();
+    if (offered === 0) send();
   });
-  for (let i = 0; i < window; i++) send();
+  const paceFrom = performance.now();
+  const pace = (): void => {
+    const due = Math.floor(((performance.now() - paceFrom) * offered) / 1000);
+    while (next < due && next < packets.length) send();
+  };
+  if (offered === 0) for (let i = 0; i < window; i++) send();
   // Lost datagrams shrink the window: refill it when answers stall for a while (not sooner: a
   // slow target would otherwise be flooded with ever more outstanding requests).
   // Poll instead of sleeping: a generator that sleeps between answers makes every answer the
@@ -118,15 +130,22 @@ async function main(): Promise<void> {
   // sleeps, so the target's kernel time is its own work in every mode.
   let polling = true;
   const poll = (): void => {
+    if (offered > 0) pace();
     if (polling) setImmediate(poll);
   };
   poll();
   const refill = setInterval(() => {
-    if (answers === lastAnswers) for (let i = 0; i < window; i++) send();
+    if (offered === 0 && answers === lastAnswers) for (let i = 0; i < window; i++) send();
     lastAnswers = answers;
   }, 250);
   await new Promise((r) => setTimeout(r, WARMUP_MS));
+  // And until WARMUP_ANSWERS have come (e.g. every device twice: with write on change its first
+  // registration is still a write to the shared list, and must not count as the steady state).
+  const warmupUntil = performance.now() + WARMUP_MAX_MS;
+  while (answers < warmupAnswers && performance.now() < warmupUntil) await new Promise((r) => setTimeout(r, 50));
+  if (answers < warmupAnswers) process.stderr.write(`udp-load: warm-up ended with ${answers} of ${warmupAnswers} answers\n`);
   answersAtStart = answers;
+  const sentAtStart = next;
   const times0 = cpuTimes(targetPid);
   const own0 = process.cpuUsage();
   const extra0 = extraPids === null ? 0 : extraCpuSeconds();
@@ -134,6 +153,7 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const elapsed = (performance.now() - t0) / 1000;
   const n = answers - answersAtStart;
+  const sentInWindow = next - sentAtStart;
   const times1 = cpuTimes(targetPid);
   const cpu = times1.user + times1.system - (times0.user + times0.system);
   const own = process.cpuUsage(own0);
@@ -146,7 +166,7 @@ async function main(): Promise<void> {
   const extraCpu = extraPids === null ? null : extraCpuSeconds() - extra0;
   clearInterval(refill);
   polling = false;
-  process.stdout.write(`${JSON.stringify({ mode, answersPerSecond: n / elapsed, answersPerCpuSecond: n / cpu, targetCpuShare: cpu / elapsed, perAnswerUs, ...(extraCpu === null ? {} : { answersPerExtraCpuSecond: n / extraCpu }), answers: n, sent: next, exhausted: next >= packets.length })}\n`);
+  process.stdout.write(`${JSON.stringify({ mode, answersPerSecond: n / elapsed, answersPerCpuSecond: n / cpu, targetCpuShare: cpu / elapsed, perAnswerUs, ...(extraCpu === null ? {} : { answersPerExtraCpuSecond: n / extraCpu }), answers: n, sent: next, offeredPerSecond: offered, sentPerSecond: sentInWindow / elapsed, exhausted: next >= packets.length })}\n`);
   s.close();
 }
 

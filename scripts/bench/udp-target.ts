@@ -3,10 +3,11 @@
  * Benchmark target (its own process, pinned to one core by the orchestrator):
  *   echo                    a bare Node UDP echo server: the practical limit of Node's UDP
  *   register                the server's real registration endpoint, in-memory registry
- *   register-redis URL [REFRESH_MS] [NODE_ID]
+ *   register-redis URL [REFRESH_MS] [NODE_ID] [no-pipelining]
  *                           the same with the Redis backend; URL may be "cluster:host:port,host:port"
  *                           (Redis Cluster seeds); REFRESH_MS is write on change's refresh period
- *                           (0: every registration written)
+ *                           (0: every registration written); no-pipelining: one socket write per
+ *                           Redis command, issued at once (the behaviour before auto pipelining and write batching)
  * Prints {"port":P} on stdout when ready; on SIGTERM prints {"stats":...} and exits.
  */
 import { createSocket } from 'node:dgram';
@@ -17,7 +18,7 @@ import { createRegistrationEndpoint } from '../../agent/server/registration-endp
 import { createMemoryRegistry } from '../../agent/server/registry.js';
 
 async function main(): Promise<void> {
-  const [mode, masterB64, redisUrl, refreshS, nodeIdArg] = process.argv.slice(2);
+  const [mode, masterB64, redisUrl, refreshS, nodeIdArg, pipeliningArg] = process.argv.slice(2);
   if (mode === 'echo') {
     const s = createSocket('udp4');
     s.on('message', (msg, r) => s.send(msg, r.port, r.address));
@@ -37,6 +38,7 @@ async function main(): Promise<void> {
           forgetAfterMs: 600_000,
           logger: silentLogger(),
           commandTimeoutMs: 5000,
+          ...(pipeliningArg === 'no-pipelining' ? { autoPipelining: false, writeBatchMs: 0 } : {}),
         })
       : undefined;
   await backend?.start();

@@ -4,6 +4,7 @@
  * free), joined by `redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes` into three
  * primaries with one replica each. No persistence. `killPrimary()` SIGKILLs a primary so its
  * replica takes over (cluster-node-timeout is short here so that takes about a second, not 15).
+ * With `password`, every node requires it (requirepass) and the replicas use it (masterauth).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -36,8 +37,8 @@ export interface RedisCluster {
 const NODE_TIMEOUT_MS = 1000;
 const START_TIMEOUT_MS = 20_000;
 
-function cli(port: number, args: readonly string[]): string {
-  const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { encoding: 'utf8', timeout: 10_000 });
+function cli(port: number, args: readonly string[], auth: readonly string[] = []): string {
+  const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...auth, ...args], { encoding: 'utf8', timeout: 10_000 });
   if (r.error) throw (r.error as NodeJS.ErrnoException).code === 'ENOENT' ? new Error('redis-cli is not installed (Debian package redis-tools)') : r.error;
   return r.stdout;
 }
@@ -51,8 +52,8 @@ async function waitFor(what: string, ok: () => boolean, timeoutMs = START_TIMEOU
 }
 
 /** Rows of CLUSTER NODES as seen from `port`: [port, role flags]. */
-function clusterNodes(port: number): { port: number; flags: string }[] {
-  return cli(port, ['cluster', 'nodes'])
+function clusterNodes(port: number, auth: readonly string[]): { port: number; flags: string }[] {
+  return cli(port, ['cluster', 'nodes'], auth)
     .split('\n')
     .filter((l) => l.trim() !== '')
     .map((l) => {
@@ -61,8 +62,11 @@ function clusterNodes(port: number): { port: number; flags: string }[] {
     });
 }
 
-export async function startRedisCluster(o: { primaries?: number } = {}): Promise<RedisCluster> {
+export async function startRedisCluster(o: { primaries?: number; password?: string } = {}): Promise<RedisCluster> {
   const primaries = o.primaries ?? 3;
+  // With a password: every node requires it (requirepass) and replicas use it (masterauth).
+  const auth = o.password === undefined ? [] : ['-a', o.password, '--no-auth-warning'];
+  const cl = (port: number, args: readonly string[]): string => cli(port, args, auth);
   const count = primaries * 2;
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-redis-cluster-'));
   const procs: { port: number; child: ChildProcess | null }[] = [];
@@ -97,6 +101,7 @@ export async function startRedisCluster(o: { primaries?: number } = {}): Promise
           '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning',
           // A replica syncs at once (the default waits 5 s for more replicas to share the transfer).
           '--repl-diskless-sync-delay', '0',
+          ...(o.password === undefined ? [] : ['--requirepass', o.password, '--masterauth', o.password]),
         ],
         { stdio: ['ignore', 'ignore', 'pipe'] },
       );
@@ -110,19 +115,19 @@ export async function startRedisCluster(o: { primaries?: number } = {}): Promise
         child.once('spawn', () => resolve());
       });
     }
-    for (const p of procs) await waitFor(`redis-server on ${p.port}`, () => p.child !== null && cli(p.port, ['ping']).trim() === 'PONG');
+    for (const p of procs) await waitFor(`redis-server on ${p.port}`, () => p.child !== null && cl(p.port, ['ping']).trim() === 'PONG');
     const create = spawnSync(
       'redis-cli',
-      ['--cluster', 'create', ...procs.map((p) => `127.0.0.1:${p.port}`), '--cluster-replicas', '1', '--cluster-yes'],
+      ['--cluster', 'create', ...procs.map((p) => `127.0.0.1:${p.port}`), '--cluster-replicas', '1', '--cluster-yes', ...auth],
       { encoding: 'utf8', timeout: 30_000 },
     );
     if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
-    await waitFor('cluster_state:ok on every node', () => procs.every((p) => cli(p.port, ['cluster', 'info']).includes('cluster_state:ok')));
+    await waitFor('cluster_state:ok on every node', () => procs.every((p) => cl(p.port, ['cluster', 'info']).includes('cluster_state:ok')));
     // Every replica attached and in sync (a replica that never synced does not take over).
-    await waitFor('replicas', () => clusterNodes(procs[0]!.port).filter((n) => n.flags.includes('slave')).length === primaries);
+    await waitFor('replicas', () => clusterNodes(procs[0]!.port, auth).filter((n) => n.flags.includes('slave')).length === primaries);
     await waitFor('replicas in sync', () =>
       procs.every((p) => {
-        const info = cli(p.port, ['info', 'replication']);
+        const info = cl(p.port, ['info', 'replication']);
         return info.includes('role:master') || info.includes('master_link_status:up');
       }),
     );
@@ -134,7 +139,7 @@ export async function startRedisCluster(o: { primaries?: number } = {}): Promise
   const primaryPorts = (): number[] => {
     const from = live()[0];
     if (!from) return [];
-    return clusterNodes(from.port)
+    return clusterNodes(from.port, auth)
       .filter((n) => n.flags.includes('master') && !n.flags.includes('fail'))
       .map((n) => n.port);
   };
@@ -152,8 +157,8 @@ export async function startRedisCluster(o: { primaries?: number } = {}): Promise
     primaries: async () => primaryPorts(),
     async primaryFor(key) {
       const from = live()[0]!.port;
-      const slot = Number(cli(from, ['cluster', 'keyslot', key]).trim());
-      for (const line of cli(from, ['cluster', 'nodes']).split('\n')) {
+      const slot = Number(cl(from, ['cluster', 'keyslot', key]).trim());
+      for (const line of cl(from, ['cluster', 'nodes']).split('\n')) {
         const f = line.split(' ');
         if (!f[2]?.includes('master') || f[2].includes('fail')) continue;
         for (const range of f.slice(8)) {
@@ -181,7 +186,7 @@ export async function startRedisCluster(o: { primaries?: number } = {}): Promise
         'a replica to take over',
         () => {
           const ps = primaryPorts();
-          return ps.length === primaries && !ps.includes(target) && live().every((x) => cli(x.port, ['cluster', 'info']).includes('cluster_state:ok'));
+          return ps.length === primaries && !ps.includes(target) && live().every((x) => cl(x.port, ['cluster', 'info']).includes('cluster_state:ok'));
         },
         30_000,
       );

@@ -51,7 +51,7 @@ const PROGRAMS: readonly (readonly [RegExp, readonly string[]])[] = [
   [/\bpeerlink-agent\b/, ['agent/cli/peerlink-agent.ts', 'agent/diagnose/cli.ts']],
   [/\bpeerlink-server\b/, ['agent/cli/peerlink-server.ts']],
   [/\bnpm run lab\b/, ['scripts/lab/lab.ts']],
-  [/\bnpm run bench\b/, ['scripts/bench.ts', 'scripts/bench/agent.ts', 'scripts/bench/server.ts']],
+  [/\bnpm run bench\b/, ['scripts/bench.ts', 'scripts/bench/agent.ts', 'scripts/bench/server.ts', 'scripts/bench/fleet.ts']],
   [/\bnpm run fuzz\b/, ['scripts/fuzz.ts']],
   [/\bnpm run soak\b/, ['scripts/soak.ts']],
   [/\bpeerlink\b(?!-)/, ['agent/cli/peerlink.ts']],
