@@ -37,7 +37,7 @@ import {
   type UdpPacket,
 } from '../protocol/udp-packets.js';
 import { createCookieJar, type CookieJar } from './cookie-jar.js';
-import type { RateLimiter } from './rate-limiter.js';
+import { sourceKey, type RateLimiter } from './rate-limiter.js';
 import type { Registry } from './registry.js';
 
 export const PROBE_COUNTERS = ['probes', 'challenged', 'replayed', 'stale', 'badTag', 'malformed', 'rateLimited', 'mappingChecks'] as const;
@@ -132,7 +132,7 @@ export function createProbeEndpoint(o: {
     ...(o.clockWindowMs ? { clockWindowMs: o.clockWindowMs } : {}),
   };
   const onMessage = (msg: Buffer, rinfo: RemoteInfo): void => {
-    if (o.sourceLimiter && !o.sourceLimiter.take(rinfo.address)) {
+    if (o.sourceLimiter && !o.sourceLimiter.take(sourceKey(rinfo.address))) {
       counters.inc('rateLimited');
       return;
     }

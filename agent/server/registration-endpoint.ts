@@ -36,7 +36,7 @@ import {
   type Register,
 } from '../protocol/udp-packets.js';
 import type { Endpoint } from '../protocol/address.js';
-import type { RateLimiter } from './rate-limiter.js';
+import { sourceKey, type RateLimiter } from './rate-limiter.js';
 import type { LocalRecordResult, Registry, RegistryBackend, RegistryEntry } from './registry.js';
 import { answerProbe, PROBE_NONCES_MAX, type ProbeContext } from './probe-responder.js';
 import { ReplayCache } from '../common/replay-cache.js';
@@ -88,7 +88,7 @@ export interface RegistrationEndpointOptions {
   readonly clockWindowMs?: number;
   /** The shared list (Redis) when this is one node of several; default: `registry` itself. */
   readonly backend?: RegistryBackend;
-  /** Per source address, checked before any cryptography. */
+  /** Per source (an IPv4 address, an IPv6 /64), checked before any cryptography. */
   readonly sourceLimiter?: RateLimiter;
   /** A device's REFUSE (tag verified): it will not attach for that request (P9). */
   readonly onRefuse?: (equipmentId: string, requestId: Buffer, reason: RefuseReasonValue) => void;
@@ -131,7 +131,8 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
   let pendingWrites = 0;
 
   function onMessage(msg: Buffer, rinfo: RemoteInfo): void {
-    if (limiter && !limiter.take(rinfo.address)) {
+    // Keyed per address for IPv4, per /64 for IPv6 (one subscriber's prefix: rate-limiter.ts sourceKey).
+    if (limiter && !limiter.take(sourceKey(rinfo.address))) {
       counters.inc('rateLimited');
       return;
     }
