@@ -110,7 +110,7 @@ function validate(input: ClientOptions) {
     password: input.password,
     accessKey: input.accessKey,
     service: input.service,
-    accept: input.accept ?? { host: '0.0.0.0', port: 0 },
+    accept: input.accept ?? { host: '::', port: 0 },
     advertisePort: input.advertisePort,
     mapPort: input.mapPort ?? 'off',
     resultTimeoutMs: input.resultTimeoutMs ?? DEVICE_ATTACH_TIMEOUT_MS * 2 + 2000,

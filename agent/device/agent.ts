@@ -16,7 +16,8 @@ import { deriveWakeKey, verifyWake, type Wake } from '../protocol/wake.js';
 import { RefuseReason, type RefuseReasonValue } from '../protocol/udp-packets.js';
 import { equalBytes } from '../protocol/keys.js';
 import type { DeviceIdentity } from '../protocol/identity-file.js';
-import { createRegistrar, type Registrar, type RegistrarStatus } from './registrar.js';
+import { type Registrar, type RegistrarStatus } from './registrar.js';
+import { createDualRegistrar } from './dual-registrar.js';
 import { createAdaptiveKeepalive } from './adaptive-keepalive.js';
 import { ReplayCache } from '../common/replay-cache.js';
 import type { ReverseOffer } from './request-session.js';
@@ -97,7 +98,7 @@ export function createAgent(input: AgentOptions): Agent {
     return wakesSeen.check(wake.nonce, wake.timestampMs + freshnessMs, now) === 'fresh' ? null : RefuseReason.REPLAYED;
   }
 
-  const registrar = createRegistrar({
+  const registrar = createDualRegistrar({
     equipmentId: identity.equipmentId,
     registrationKey: identity.registrationKey,
     serverHost: settings.server.host,

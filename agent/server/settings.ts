@@ -107,11 +107,12 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
   const settings: ServerSettings = {
     logLevel: c.enumOf(doc, 'log_level', 'log_level', LOG_LEVELS, 'info'),
     udp: {
-      host: c.host(udp, 'host', 'udp.host', { default: '0.0.0.0' }),
+      // Both families (listen.ts DUAL_STACK_HOST; IPv4 only where the host has no IPv6).
+      host: c.host(udp, 'host', 'udp.host', { default: '::' }),
       port: c.int(udp, 'port', 'udp.port', { default: DEFAULT_UDP_PORT, min: 0, max: 65535 }),
     },
     tls: {
-      host: c.host(tls, 'host', 'tls.host', { default: '0.0.0.0' }),
+      host: c.host(tls, 'host', 'tls.host', { default: '::' }),
       port: c.int(tls, 'port', 'tls.port', { default: DEFAULT_TLS_PORT, min: 0, max: 65535 }),
       certFile: resolve(base, c.str(tls, 'cert_file', 'tls.cert_file', { expect: 'the path of the server certificate (PEM)' })),
       keyFile: resolve(base, c.str(tls, 'key_file', 'tls.key_file', { expect: 'the path of the server private key (PEM)' })),
