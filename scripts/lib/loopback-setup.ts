@@ -33,6 +33,10 @@ export interface LoopbackSetupOptions {
   readonly registerIntervalMs?: number;
   /** Where the server listens and the agent finds it; default 127.0.0.1 (the NAT lab uses a WAN address). */
   readonly serverAddress?: string;
+  /** The server's bind host when not on loopback (default 0.0.0.0; "::" = dual stack, the IPv6 lab). */
+  readonly listenHost?: string;
+  /** The server host the agent's settings name (default `serverAddress`; the IPv6 lab: a name of both families). */
+  readonly agentServerHost?: string;
   /** Fixed ports instead of free loopback ports (the NAT lab's server has its own namespace). */
   readonly ports?: { readonly udp: number; readonly tls: number };
 }
@@ -83,10 +87,10 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
       'log_level = "info"',
       'registration_master_key_file = "registration-master.key"',
       '[udp]',
-      `host = "${loopback ? serverAddress : '0.0.0.0'}"`,
+      `host = "${loopback ? serverAddress : (o.listenHost ?? '0.0.0.0')}"`,
       `port = ${udpPort}`,
       '[tls]',
-      `host = "${loopback ? serverAddress : '0.0.0.0'}"`,
+      `host = "${loopback ? serverAddress : (o.listenHost ?? '0.0.0.0')}"`,
       `port = ${tlsPort}`,
       'cert_file = "server.pem"',
       'key_file = "server.key"',
@@ -102,7 +106,7 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
       'state_dir = "state"',
       'log_level = "info"',
       '[server]',
-      `host = "${serverAddress}"`,
+      `host = "${o.agentServerHost ?? serverAddress}"`,
       `udp_port = ${udpPort}`,
       `tls_port = ${tlsPort}`,
       'server_name = "localhost"',
