@@ -113,6 +113,8 @@ export interface CellResult {
   readonly pathFamily?: 'ipv4' | 'ipv6' | null;
   /** Every mapping the server registered for the device (IPv6 lab: one per family the device has). */
   readonly registrations?: readonly string[];
+  /** IPv6 lab: the hosts' address families, "client/device" (e.g. "dual/ipv4"). */
+  readonly stacks?: string;
 }
 
 export interface ClientRun {
@@ -205,6 +207,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
     deviceNat: spec.device.nat,
     upnp: spec.upnp === 'none' || on === 'both' ? spec.upnp : `${spec.upnp} (${on} side)`,
     directRequired: directRequired(spec),
+    ...(spec.ipv6 ? { stacks: `${spec.client.stack ?? 'ipv4'}/${spec.device.stack ?? 'ipv4'}` } : {}),
   };
   const gatewayOn = (side: 'client' | 'device'): boolean => spec.upnp !== 'none' && (on === 'both' || on === side);
   try {
