@@ -28,7 +28,7 @@ export const LAB_SERVER_NAME = 'rv.lab';
  * `ip netns exec` bind-mounts /etc/netns/<ns>/hosts over /etc/hosts: the lab's name resolves to
  * both of the server's addresses in that namespace only. Returns the clean-up.
  */
-async function labHostsFile(namespaces: readonly string[]): Promise<() => Promise<void>> {
+export async function labHostsFile(namespaces: readonly string[]): Promise<() => Promise<void>> {
   const text = `127.0.0.1 localhost\n::1 localhost\n${ADDR.server} ${LAB_SERVER_NAME}\n${ADDR6.server} ${LAB_SERVER_NAME}\n`;
   for (const ns of namespaces) {
     await mkdir(join('/etc/netns', ns), { recursive: true });

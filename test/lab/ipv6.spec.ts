@@ -8,8 +8,10 @@
  *   TCP simultaneous open passes both stateful firewalls), not through the server.
  * - An IPv6-only client (a mobile network without IPv4) reaches an IPv4-only device through the
  *   dual-stack server's relay.
+ * - `peerlink-agent diagnose` reports each family's reachability.
  */
 import { runCell } from '../../scripts/lab/cell.js';
+import { diagnoseScenario } from '../../scripts/lab/diagnose.js';
 import { inNs } from '../../scripts/lab/exec.js';
 import { ADDR, ADDR6 } from '../../scripts/lab/topology.js';
 import { labTest } from '../helpers/lab-test.js';
@@ -58,4 +60,21 @@ labTest('an IPv6-only client reaches an IPv4-only device through the dual-stack 
   t.true(r.connected, r.error ?? '');
   t.is(r.path, 'relayed via server');
   t.deepEqual(r.registrations?.map((m) => m.split(':')[0]), [ADDR.routerB], 'the device registered over IPv4 only');
+});
+
+labTest('diagnose reports each family: IPv4 behind the NAT, IPv6 the device\'s own address; an IPv4-only device is warned about IPv6', async (t) => {
+  const dual = await diagnoseScenario({ deviceNat: 'port-restricted', upnp: 'none', deviceStack: 'dual' });
+  t.log(dual.text);
+  const f = dual.report.checks.find((c) => c.id === 'families')!;
+  t.is(f.verdict, 'ok');
+  t.like(f.data, { ipv4: { reachable: true, translated: true, observed: { address: ADDR.routerB } }, ipv6: { reachable: true, translated: false, observed: { address: ADDR6.device } } });
+  t.true(dual.report.ok);
+
+  const v4only = await diagnoseScenario({ deviceNat: 'port-restricted', upnp: 'none', deviceStack: 'ipv4' });
+  t.log(v4only.text);
+  const g = v4only.report.checks.find((c) => c.id === 'families')!;
+  t.is(g.verdict, 'warn');
+  t.like(g.data, { ipv4: { reachable: true }, ipv6: { reachable: false, reason: 'no answer' } });
+  t.regex(g.fix ?? '', /IPv6 has an address but no answer/);
+  t.true(v4only.report.ok, 'a missing family is a warning: the device is reachable over IPv4');
 });
