@@ -159,9 +159,16 @@ const EI_MAPPING: ReadonlySet<NatKind> = new Set(['full-cone', 'port-restricted'
  * The traversal issue's target: no relay where either side has a public address or a usable
  * UPnP/NAT-PMP gateway (not the inner router of a double NAT), or both NATs map endpoint-independently.
  */
-export function directRequired(spec: Pick<CellSpec, 'client' | 'device' | 'upnp' | 'upnpOn' | 'homes'>): boolean {
+export function directRequired(spec: Pick<CellSpec, 'client' | 'device' | 'upnp' | 'upnpOn' | 'homes' | 'ipv6'>): boolean {
   // One home (LAN candidates), or two behind one CGN (which hairpins): always a direct path.
   if (spec.homes === 'same-lan' || spec.homes === 'shared-cgn') return true;
+  if (spec.ipv6) {
+    // IPv6 on both hosts: nothing translated, two stateful firewalls: the simultaneous open passes
+    // them, so a direct path is required. No family in common: only the relay can join them.
+    const has = (s: SideSpec, f: 'ipv4' | 'ipv6'): boolean => (s.stack ?? 'ipv4') === f || s.stack === 'dual';
+    if (has(spec.client, 'ipv6') && has(spec.device, 'ipv6')) return true;
+    if (!(has(spec.client, 'ipv4') && has(spec.device, 'ipv4'))) return false;
+  }
   const on = spec.upnpOn ?? 'both';
   const usableGateway = (nat: NatKind, side: 'client' | 'device'): boolean =>
     spec.upnp !== 'none' && (on === 'both' || on === side) && nat !== 'none' && nat !== 'double';
