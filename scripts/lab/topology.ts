@@ -5,6 +5,8 @@
  * and nothing in it can reach beyond its own veth links (checked by assertIsolated).
  */
 import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { inNs, run } from './exec.js';
 import { firewall6Ruleset, lossRuleset, natRuleset, type InboundKind, type NatKind } from './nat.js';
 
@@ -321,6 +323,8 @@ export async function removeNamespaces(names: readonly string[]): Promise<void> 
       }
     }
     await run(['ip', 'netns', 'del', ns]).catch(() => undefined);
+    // Its own /etc/hosts, if the IPv6 lab gave it one (cell.ts labHostsFile), also after an interrupted run.
+    await rm(join('/etc/netns', ns), { recursive: true, force: true }).catch(() => undefined);
   }
 }
 
