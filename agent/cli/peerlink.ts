@@ -32,7 +32,7 @@ const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca 
   --service         the device service to reach (must be in the device's allow-list)
   --listen          serve the tunnel on this local TCP port (like ssh -L); one tunnel per connection
   --stdio           serve one tunnel on stdin/stdout (ssh -o ProxyCommand="peerlink connect ... --stdio")
-  --accept          local address where the device's direct connection arrives (default 0.0.0.0:0)
+  --accept          local address where the device's direct connection arrives (default [::]:0, IPv4 and IPv6)
   --advertise-port  the public port the device should dial (your NAT's static or UPnP mapping of --accept)
   --server-name     name expected in the server certificate (default: the --server host)
   --log-level       fatal|error|warn|info|debug (default warn; logs go to stderr)
@@ -160,7 +160,7 @@ async function runConnect(args: ConnectArgs, caPem: string, secret: Secret): Pro
     equipmentId,
     ...secret,
     service: v.service!,
-    accept: v.accept ? parseHostPort(v.accept, '--accept') : { host: '0.0.0.0', port: 0 },
+    accept: v.accept ? parseHostPort(v.accept, '--accept') : { host: '::', port: 0 },
     ...(v['server-name'] ? { serverName: v['server-name'] } : {}),
     ...(advertisePort ? { advertisePort } : {}),
     ...(peerTimeoutMs ? { peerTimeoutMs } : {}),

@@ -110,7 +110,7 @@ function validate(input: ClientOptions) {
     password: input.password,
     accessKey: input.accessKey,
     service: input.service,
-    accept: input.accept ?? { host: '0.0.0.0', port: 0 },
+    accept: input.accept ?? { host: '::', port: 0 },
     advertisePort: input.advertisePort,
     mapPort: input.mapPort ?? 'off',
     resultTimeoutMs: input.resultTimeoutMs ?? DEVICE_ATTACH_TIMEOUT_MS * 2 + 2000,
@@ -275,7 +275,7 @@ export function createClient(input: ClientOptions): Client {
   function describePath(via: TunnelPath, to: Endpoint | null, seenAs: Endpoint | undefined, advertisedPort: number, failures: readonly string[]): string {
     const me = seenAs ? seenAs.address : 'our address';
     if (via === 'dial') {
-      return `connected directly: device dialled ${mapping ? `${mapping.externalHost}:${mapping.externalPort} (our router's mapping)` : `${me}:${advertisedPort}`}`;
+      return `connected directly: device dialled ${mapping ? `${mapping.externalHost}:${mapping.externalPort} (our router's mapping)` : seenAs ? formatEndpoint({ address: seenAs.address, port: advertisedPort }) : `${me}:${advertisedPort}`}`;
     }
     if (via === 'punch') return `connected directly: TCP hole punch between ${seenAs ? formatEndpoint(seenAs) : me} and the device's ${formatEndpoint(to!)}`;
     if (via === 'reverse') return `connected directly: we dialled the device's open port ${formatEndpoint(to!)}`;

@@ -9,14 +9,29 @@ import { isIP, type Server } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 
-export function listenOn(server: Server, port: number, host: string): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
+/**
+ * "::" is both families (dual stack: Node clears IPV6_V6ONLY on TCP listeners); on a host without
+ * IPv6 at all (EAFNOSUPPORT) it falls back to "0.0.0.0", so the default works everywhere.
+ */
+export const DUAL_STACK_HOST = '::';
+
+const noIPv6 = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === 'EAFNOSUPPORT' || (err as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL';
+
+export async function listenOn(server: Server, port: number, host: string): Promise<void> {
+  const once = (h: string): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ port, host: h, ...(h === DUAL_STACK_HOST ? { ipv6Only: false } : {}) }, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-  });
+  try {
+    await once(host);
+  } catch (err) {
+    if (host !== DUAL_STACK_HOST || !noIPv6(err)) throw err;
+    await once('0.0.0.0');
+  }
 }
 
 /** `host` undefined: every local address. */
@@ -39,10 +54,14 @@ type LookupCallback = (err: NodeJS.ErrnoException | null, address: string, famil
  * literal by a tick, for every datagram sent; a server answering a fleet's registrations pays that
  * per packet (`npm run bench -- server --only udp`). Names still go to `dns.lookup`.
  */
-function literalLookup(host: string, options: LookupOneOptions, callback: LookupCallback): void {
+function literalLookup(host: string, options: LookupOneOptions | number, callback: LookupCallback): void {
   const family = isIP(host);
-  if (family !== 0) callback(null, host, family);
-  else dnsLookup(host, options, callback);
+  // dgram asks with its socket's family (a number): a dual-stack IPv6 socket reaches an IPv4 peer
+  // at its v4-mapped address (the registry keeps the plain IPv4 form).
+  const want = typeof options === 'number' ? options : options.family;
+  if (family === 4 && want === 6) callback(null, `::ffff:${host}`, 6);
+  else if (family !== 0) callback(null, host, family);
+  else dnsLookup(host, typeof options === 'number' ? { family: options } : options, callback);
 }
 
 /**
@@ -54,7 +73,11 @@ function literalLookup(host: string, options: LookupOneOptions, callback: Lookup
  */
 export const SERVER_UDP_RECV_BUFFER_BYTES = 4 * 1024 * 1024;
 
-/** A UDP socket for a server bound to `host` (its family follows the host's). */
+/**
+ * A UDP socket for a server bound to `host` (its family follows the host's). Bound to "::" it is
+ * dual stack (IPv4 peers arrive as ::ffff:a.b.c.d, normalized where they are read) unless the
+ * system says otherwise (net.ipv6.bindv6only=1, not Linux's default): docs/paths.md.
+ */
 function createServerUdpSocket(host: string): UdpSocket {
   return createSocket({ type: isIP(host) === 6 ? 'udp6' : 'udp4', lookup: literalLookup as never, recvBufferSize: SERVER_UDP_RECV_BUFFER_BYTES });
 }
@@ -70,11 +93,25 @@ export async function openServerUdp(
   logger: Logger,
   what: string,
 ): Promise<UdpSocket> {
-  const s = createServerUdpSocket(host);
-  s.on('message', onMessage);
-  s.on('error', (err) => logger.error({ err: err.message }, `${what} error`));
-  await bindUdp(s, port, host);
-  return s;
+  const open = async (h: string): Promise<UdpSocket> => {
+    const s = createServerUdpSocket(h);
+    s.on('message', onMessage);
+    s.on('error', (err) => logger.error({ err: err.message }, `${what} error`));
+    try {
+      await bindUdp(s, port, h);
+    } catch (err) {
+      s.close();
+      throw err;
+    }
+    return s;
+  };
+  try {
+    return await open(host);
+  } catch (err) {
+    if (host !== DUAL_STACK_HOST || !noIPv6(err)) throw err;
+    logger.warn({ err: (err as Error).message }, `${what}: no IPv6 on this host; IPv4 only`);
+    return open('0.0.0.0');
+  }
 }
 
 /** The address a started UDP socket is bound to; throws when there is none (not started). */

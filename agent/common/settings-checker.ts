@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseToml } from 'smol-toml';
 import { ConfigError } from './errors.js';
+import { hostProblem } from './endpoint-parse.js';
 
 type Doc = Record<string, unknown>;
 
@@ -52,6 +53,21 @@ export class SettingsChecker {
       return opts.default ?? '';
     }
     return v;
+  }
+
+  /**
+   * A host: an IPv4 or IPv6 literal (brackets allowed and removed: "[::]") or a name that may
+   * resolve to either family (endpoint-parse.ts).
+   */
+  host(doc: Doc, key: string, path: string, opts: { default?: string; expect?: string } = {}): string {
+    const v = doc[key];
+    if (v === undefined && opts.default !== undefined) return opts.default;
+    const problem = typeof v === 'string' ? hostProblem(v) : 'not a string';
+    if (typeof v !== 'string' || problem !== null) {
+      this.problems.push(`${this.file}: ${path}: expected ${opts.expect ?? 'an IPv4 or IPv6 address or a host name'}, found ${found(v)}${typeof v === 'string' ? ` (${problem})` : ''}`);
+      return opts.default ?? '';
+    }
+    return v.startsWith('[') ? v.slice(1, -1) : v;
   }
 
   int(doc: Doc, key: string, path: string, opts: { default?: number; min: number; max: number }): number {

@@ -16,7 +16,8 @@ import type { Wake } from '../protocol/wake.js';
 import { RefuseReason, type RefuseReasonValue } from '../protocol/udp-packets.js';
 import { equalBytes } from '../protocol/keys.js';
 import type { DeviceIdentity } from '../protocol/identity-file.js';
-import { createRegistrar, type Registrar, type RegistrarStatus } from './registrar.js';
+import { type Registrar, type RegistrarStatus } from './registrar.js';
+import { createDualRegistrar } from './dual-registrar.js';
 import { createAdaptiveKeepalive } from './adaptive-keepalive.js';
 import { ReplayCache } from '../common/replay-cache.js';
 import type { ReverseOffer } from './request-session.js';
@@ -110,7 +111,7 @@ export function createAgent(input: AgentOptions): Agent {
   }
 
   const generation = identity.generation ? { generation: identity.generation } : {};
-  const registrar = createRegistrar({
+  const registrar = createDualRegistrar({
     equipmentId: identity.equipmentId,
     ...generation,
     registrationKey: identity.registrationKey,

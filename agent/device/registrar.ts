@@ -77,6 +77,18 @@ export interface RegistrarOptions {
    * sends. Default: none.
    */
   readonly fetchServerTime?: (signal: AbortSignal) => Promise<number>;
+  /**
+   * The address family registered over (default 4): the server name is resolved to that family
+   * only and the socket is of that family (dual-registrar.ts runs one per family).
+   */
+  readonly family?: 4 | 6;
+  /**
+   * A family the device may not have (IPv6 beside IPv4): no address of it for the server, or no
+   * answer, is logged at debug level only, and the server's time is not fetched for it.
+   */
+  readonly optional?: boolean;
+  /** Name resolution (default: the system's, dns.lookup); tests inject one. */
+  readonly lookup?: (host: string, family: 4 | 6) => Promise<string>;
 }
 
 export interface Registrar {
@@ -100,6 +112,7 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
   const { clock, logger } = options;
   const ackTimeoutMs = options.ackTimeoutMs ?? REGISTER_ACK_TIMEOUT_MS;
   const counters = new Counters(REGISTRAR_COUNTERS);
+  const family = options.family ?? 4;
   let socket: Socket | null = null;
   let server: Endpoint | null = null;
   let state: RegistrationState = 'starting';
@@ -137,10 +150,10 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
   async function resolveServer(): Promise<Endpoint | null> {
     try {
       // Resolved on every round: a server that moves is followed without a restart.
-      const r = await lookup(options.serverHost, { family: 4 });
-      return { address: r.address, port: options.serverPort };
+      const address = options.lookup ? await options.lookup(options.serverHost, family) : (await lookup(options.serverHost, { family })).address;
+      return { address: normalizeAddress(address), port: options.serverPort };
     } catch (err) {
-      logger.warn({ host: options.serverHost, err: (err as Error).message }, 'cannot resolve the rendezvous server');
+      logger[options.optional ? 'debug' : 'warn']({ host: options.serverHost, family, err: (err as Error).message }, 'cannot resolve the rendezvous server');
       return null;
     }
   }
@@ -150,6 +163,8 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     const target = await resolveServer();
     if (stopped || !socket) return;
     if (!target) {
+      // No address of an optional family (an IPv4-only server name): look again next interval, quietly.
+      if (options.optional) return schedule(options.intervalMs);
       onAckTimeout();
       return;
     }
@@ -178,10 +193,10 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     outstanding = null;
     counters.inc('ackTimeouts');
     failures++;
-    if (state !== 'unreachable') logger.warn({ failures, counters: counters.snapshot() }, 'no acknowledgement from the rendezvous server');
+    if (state !== 'unreachable') logger[options.optional ? 'info' : 'warn']({ family, failures, counters: counters.snapshot() }, 'no acknowledgement from the rendezvous server');
     setState('unreachable');
     schedule(Math.min(options.intervalMs, RETRY_BASE_MS * 2 ** Math.min(failures - 1, 10)));
-    if (failures >= TIME_FETCH_AFTER_TIMEOUTS) void fetchTime();
+    if (failures >= TIME_FETCH_AFTER_TIMEOUTS && !options.optional) void fetchTime();
   }
 
   /** Ask the server's time over TLS (see `fetchServerTime`), then register again at once. */
@@ -317,7 +332,8 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     async start() {
       stopped = false;
       timeFetch = new AbortController();
-      const s = createSocket({ type: 'udp4' });
+      // An IPv6 socket for IPv6 only: the IPv4 registrar may hold the same port number.
+      const s = createSocket(family === 6 ? { type: 'udp6', ipv6Only: true } : { type: 'udp4' });
       s.on('message', onMessage);
       s.on('error', (err) => logger.error({ err: err.message }, 'udp socket error'));
       await bindUdp(s, options.localPort);

@@ -41,7 +41,8 @@ export interface ReverseListener {
 export function createReverseListener(input: ReverseListenerOptions): ReverseListener {
   rejectUnknownKeys('reverse listener options', input, ['host', 'port', 'logger', 'tokenTimeoutMs', 'maxPending']);
   const o = Object.freeze({
-    host: input.host ?? '0.0.0.0',
+    // Both families (listen.ts DUAL_STACK_HOST): a client may reach the device over IPv6.
+    host: input.host ?? '::',
     port: input.port,
     logger: input.logger,
     tokenTimeoutMs: input.tokenTimeoutMs ?? REVERSE_TOKEN_TIMEOUT_MS,

@@ -83,7 +83,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
   const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'allow_private', 'connect_timeout_ms', 'direct_timeout_ms', 'relay_after_ms', 'hole_punch', 'max_concurrent']);
   const rev = c.table(doc, 'reverse', 'reverse', ['enabled', 'listen_port', 'port_mapping', 'mapping_renew_ms', 'token_timeout_ms', 'max_pending']);
   const svc = c.table(doc, 'services', 'services', Object.keys((doc.services as object | undefined) ?? {}));
-  const host = c.str(server, 'host', 'server.host', { expect: 'the rendezvous server host name or address' });
+  const host = c.host(server, 'host', 'server.host', { expect: 'the rendezvous server host name (A and/or AAAA) or its IPv4 or IPv6 address' });
   const services = new Map<string, HostPort>();
   const problemsBeforeServices = c.problems.length;
   for (const [name, target] of Object.entries(svc)) {
@@ -100,7 +100,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       if (hp.port === 0) throw new Error('port 0');
       services.set(name, hp);
     } catch {
-      c.problem(`services.${name}`, 'a local "host:port" string such as "127.0.0.1:80"', target);
+      c.problem(`services.${name}`, 'a local "host:port" string such as "127.0.0.1:80" or "[::1]:80"', target);
     }
   }
   const serviceEntriesInvalid = c.problems.length > problemsBeforeServices;

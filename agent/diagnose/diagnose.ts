@@ -16,7 +16,8 @@ import type { DeviceIdentity } from '../protocol/identity-file.js';
 import { connectToServer } from '../rendezvous/server-tls.js';
 import { loadAgentSettings, type AgentSettings } from '../device/settings.js';
 import { mapTcpPort } from '../nat/port-mapping.js';
-import type { Endpoint } from '../protocol/address.js';
+import { formatEndpoint, normalizeAddress, type Endpoint } from '../protocol/address.js';
+import { isIP, isIPv6 } from 'node:net';
 import { REQUEST_FRESHNESS_MS } from '../protocol/constants.js';
 import type { CheckResult, DiagnoseReport } from './report.js';
 import { openProbeSocket, type ProbeReply } from '../rendezvous/udp-probe.js';
@@ -37,7 +38,7 @@ export interface DiagnoseOptions {
 
 function localAddressTowards(remote: string): Promise<string | null> {
   return new Promise((resolve) => {
-    const s = createSocket('udp4');
+    const s = createSocket(isIPv6(remote) ? 'udp6' : 'udp4');
     s.once('error', () => resolve(null));
     s.connect(9, remote, () => {
       const { address } = s.address();
@@ -53,7 +54,10 @@ const skip = (id: string, title: string, why: string): CheckResult => ({ id, tit
 interface Found {
   settings: AgentSettings | null;
   identity: DeviceIdentity | null;
+  /** The server's address the checks use: its IPv4 one, else its IPv6 one. */
   serverAddr: string | null;
+  /** Each family's address of the server (null: none; a literal has one family only). */
+  serverByFamily: { 4: string | null; 6: string | null };
   reply: ProbeReply | null;
   mappingReply: ProbeReply | null;
 }
@@ -62,18 +66,19 @@ interface Found {
 export async function runDiagnose(o: DiagnoseOptions): Promise<DiagnoseReport> {
   const logger = o.logger ?? silentLogger();
   const checks: CheckResult[] = [];
-  const found: Found = { settings: null, identity: null, serverAddr: null, reply: null, mappingReply: null };
+  const found: Found = { settings: null, identity: null, serverAddr: null, serverByFamily: { 4: null, 6: null }, reply: null, mappingReply: null };
   found.settings = await checkSettings(o.configFile, checks);
   found.identity = await checkIdentity(found.settings, checks);
-  found.serverAddr = await resolveServer(found.settings, checks);
+  found.serverAddr = await resolveServer(found, checks);
   await checkUdp(found, checks);
+  await checkFamilies(found, checks);
   await checkTls(found, checks);
   await checkPublicAddress(found, checks);
   checkNatMapping(found, checks);
   await checkPortMapping(found, o.skipPortMapping === true, logger, checks);
   checkClock(found, checks);
 
-  const order = ['settings', 'identity', 'server-udp', 'server-tls', 'public-address', 'nat-mapping', 'port-mapping', 'clock'];
+  const order = ['settings', 'identity', 'server-udp', 'families', 'server-tls', 'public-address', 'nat-mapping', 'port-mapping', 'clock'];
   checks.sort((x, y) => order.indexOf(x.id) - order.indexOf(y.id));
   return {
     equipmentId: found.identity?.equipmentId ?? null,
@@ -120,17 +125,79 @@ async function checkIdentity(settings: AgentSettings | null, checks: CheckResult
   }
 }
 
-async function resolveServer(settings: AgentSettings | null, checks: CheckResult[]): Promise<string | null> {
+/** The server's address of each family (the agent registers over each it has, dual-registrar.ts); the IPv4 one first. */
+async function resolveServer(found: Found, checks: CheckResult[]): Promise<string | null> {
+  const settings = found.settings;
   if (!settings) return null;
-  try {
-    return (await lookup(settings.server.host, { family: 4 })).address;
-  } catch (err) {
+  const errors: string[] = [];
+  // A literal is its own family only (dns.lookup answers a literal whatever family is asked).
+  const literal = isIP(settings.server.host);
+  for (const family of literal === 0 ? ([4, 6] as const) : [literal as 4 | 6]) {
+    try {
+      found.serverByFamily[family] = (await lookup(settings.server.host, { family })).address;
+    } catch (err) {
+      errors.push((err as Error).message);
+    }
+  }
+  const addr = found.serverByFamily[4] ?? found.serverByFamily[6];
+  if (addr === null) {
     checks.push({
-      id: 'server-udp', title: 'server (UDP)', verdict: 'fail', summary: `cannot resolve ${settings.server.host}: ${(err as Error).message}`,
+      id: 'server-udp', title: 'server (UDP)', verdict: 'fail', summary: `cannot resolve ${settings.server.host}: ${errors[0] ?? 'no address'}`,
       fix: 'check the device\'s DNS settings and server.host in the settings',
     });
-    return null;
   }
+  return addr;
+}
+
+/**
+ * Each address family on its own (issue 14): the agent registers over each the server has an
+ * address of, and each is a way for a request to wake the device. A family that has an address
+ * but no answer costs that path only (the other family still works): a warning, not a failure.
+ */
+async function checkFamilies(found: Found, checks: CheckResult[]): Promise<void> {
+  const { settings, identity, serverByFamily } = found;
+  const title = 'IPv4 / IPv6';
+  if (!settings || !identity) return void checks.push(skip('families', title, 'no valid settings and identity'));
+  if (serverByFamily[4] === null && serverByFamily[6] === null) return void checks.push(skip('families', title, 'the server has no address'));
+  const parts: string[] = [];
+  const data: Record<string, unknown> = {};
+  const silent: string[] = [];
+  for (const family of [4, 6] as const) {
+    const name = `IPv${family}`;
+    const addr = serverByFamily[family];
+    if (addr === null) {
+      parts.push(`${name}: the server has no ${name} address (${family === 6 ? 'no AAAA record' : 'no A record'} for ${settings.server.host})`);
+      data[`ipv${family}`] = { reachable: false, reason: 'no address' };
+      continue;
+    }
+    const target: Endpoint = { address: addr, port: settings.server.udpPort };
+    let reply = addr === found.serverAddr ? found.reply : null;
+    if (reply === null) {
+      const sock = await openProbeSocket({ equipmentId: identity.equipmentId, registrationKey: identity.registrationKey, family }).catch(() => null);
+      if (sock) {
+        if (found.reply) sock.setOffsetMs(found.reply.offsetMs);
+        reply = await sock.probe(target, { tries: 2, timeoutMs: 1000 }).catch(() => null);
+        await sock.close();
+      }
+    }
+    if (!reply) {
+      silent.push(name);
+      parts.push(`${name}: no answer from ${formatEndpoint(target)}`);
+      data[`ipv${family}`] = { reachable: false, reason: 'no answer', server: target };
+      continue;
+    }
+    const local = await localAddressTowards(addr);
+    const own = local !== null && normalizeAddress(local) === reply.observed.address;
+    parts.push(`${name}: ${formatEndpoint(target)} answered in ${reply.rttMs} ms, seen as ${formatEndpoint(reply.observed)} (${own ? 'this device\'s own address: no translation' : `behind a NAT: locally ${local ?? '?'}`})`);
+    data[`ipv${family}`] = { reachable: true, server: target, observed: reply.observed, local, translated: !own, rttMs: reply.rttMs };
+  }
+  checks.push({
+    id: 'families', title, verdict: silent.length ? 'warn' : 'ok', summary: parts.join('; '),
+    ...(silent.length
+      ? { fix: `${silent.join(' and ')} has an address but no answer: the device lacks a route of that family, or a firewall blocks outgoing UDP ${settings.server.udpPort} over it; the device stays reachable over the other family, which it registers over too` }
+      : {}),
+    data,
+  });
 }
 
 /** The server over UDP: its answer gives the public address, the clock and (with the probe port) the NAT's mapping behaviour. */
@@ -139,7 +206,12 @@ async function checkUdp(found: Found, checks: CheckResult[]): Promise<void> {
   if (!settings) return void checks.push(skip('server-udp', 'server (UDP)', 'the settings are not valid'));
   if (!identity) return void checks.push(skip('server-udp', 'server (UDP)', 'no usable identity (registrations are signed with it)'));
   if (!serverAddr) return;
-  const sock = await openProbeSocket({ equipmentId: identity.equipmentId, ...(identity.generation ? { generation: identity.generation } : {}), registrationKey: identity.registrationKey });
+  const sock = await openProbeSocket({
+    equipmentId: identity.equipmentId,
+    ...(identity.generation ? { generation: identity.generation } : {}),
+    registrationKey: identity.registrationKey,
+    family: isIPv6(serverAddr) ? 6 : 4,
+  });
   try {
     const main: Endpoint = { address: serverAddr, port: settings.server.udpPort };
     found.reply = await sock.probe(main, { tries: 3, timeoutMs: 1000 });

@@ -8,12 +8,21 @@ export interface Endpoint {
   readonly port: number;
 }
 
-/** "::ffff:1.2.3.4" -> "1.2.3.4", so policy and equality see one form of an IPv4 address. */
+/**
+ * An IPv4-mapped IPv6 address ("::ffff:1.2.3.4", also written "::ffff:102:304" or in full) -> "1.2.3.4",
+ * so policy, rate limits and equality see one form of an IPv4 address. A dual-stack socket reports
+ * IPv4 peers in the mapped form.
+ */
 export function normalizeAddress(address: string): string {
-  // Most addresses are plain IPv4: skip the pattern for anything not starting with ':'.
-  if (address.charCodeAt(0) !== 0x3a) return address;
+  // Most addresses are plain IPv4: skip the work for anything not starting with ':' or '0'.
+  const c0 = address.charCodeAt(0);
+  if (c0 !== 0x3a && c0 !== 0x30) return address;
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  return m ? m[1]! : address;
+  if (m) return m[1]!;
+  if (!/ffff/i.test(address) || !isIPv6(address)) return address;
+  const b = ipv6Bytes(address.replace(/%.*$/, ''));
+  for (let i = 0; i < 10; i++) if (b[i] !== 0) return address;
+  return b[10] === 0xff && b[11] === 0xff ? `${b[12]}.${b[13]}.${b[14]}.${b[15]}` : address;
 }
 
 /**

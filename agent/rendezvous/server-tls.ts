@@ -4,6 +4,8 @@
  * device/ so that the client library carries no agent code.
  */
 import { createHash } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { connect as tlsConnect, createSecureContext, type ConnectionOptions, type SecureContext, type TLSSocket } from 'node:tls';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { TLS_HANDSHAKE_TIMEOUT_MS } from '../protocol/constants.js';
@@ -97,7 +99,39 @@ const CERT_ERRORS = new Set([
   'HOSTNAME_MISMATCH',
 ]);
 
-export function connectToServer(o: ServerTlsOptions): Promise<TLSSocket> {
+/**
+ * Connect to the server. A name with `bindLocal` is resolved here (A and AAAA, in the resolver's
+ * order: RFC 6724 puts IPv6 first where the host has a global IPv6 address) and its addresses are
+ * tried in turn, each bound to the unspecified address of its own family: binding 0.0.0.0 for an
+ * IPv6 peer fails (EINVAL), and the bind is what lets a hole punch reuse the port. The time
+ * allowed is shared out among the addresses left.
+ */
+export async function connectToServer(o: ServerTlsOptions): Promise<TLSSocket> {
+  if (!o.bindLocal || o.localAddress || isIP(o.host) !== 0) return connectOnce(o);
+  const timeoutMs = o.timeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS;
+  let addresses: string[];
+  try {
+    addresses = (await lookup(o.host, { all: true })).map((a) => a.address).slice(0, 4);
+  } catch (err) {
+    throw new PeerlinkError(ErrorCodes.SERVER_UNREACHABLE, `cannot reach rendezvous server ${o.host}:${o.port}: ${(err as Error).message}`, { cause: err });
+  }
+  const end = Date.now() + timeoutMs;
+  let last: unknown = new PeerlinkError(ErrorCodes.SERVER_UNREACHABLE, `cannot reach rendezvous server ${o.host}:${o.port}: no address`);
+  for (let i = 0; i < addresses.length; i++) {
+    const left = end - Date.now();
+    if (left <= 0) break;
+    try {
+      return await connectOnce({ ...o, host: addresses[i]!, timeoutMs: Math.max(1, Math.floor(left / (addresses.length - i))) });
+    } catch (err) {
+      last = err;
+      // A certificate refused or an abort ends it: another address of the same server would not help.
+      if ((err as PeerlinkError).code !== ErrorCodes.SERVER_UNREACHABLE) throw err;
+    }
+  }
+  throw last;
+}
+
+function connectOnce(o: ServerTlsOptions): Promise<TLSSocket> {
   const timeoutMs = o.timeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
     if (o.signal?.aborted) return reject(abortError(o.signal));

@@ -41,8 +41,8 @@ export interface ProbeSocket {
 /** A cookie answer is followed by a probe with the cookie at most this often within one try. */
 const COOKIE_RESENDS_PER_TRY = 2;
 
-export async function openProbeSocket(o: { equipmentId: string; generation?: number; registrationKey: Buffer; localPort?: number }): Promise<ProbeSocket> {
-  const s: Socket = createSocket({ type: 'udp4' });
+export async function openProbeSocket(o: { equipmentId: string; generation?: number; registrationKey: Buffer; localPort?: number; family?: 4 | 6 }): Promise<ProbeSocket> {
+  const s: Socket = createSocket(o.family === 6 ? { type: 'udp6', ipv6Only: true } : { type: 'udp4' });
   const waiting = new Map<string, (answer: RegisterAck | Cookie, from: Endpoint) => void>();
   s.on('message', (msg, rinfo) => {
     try {

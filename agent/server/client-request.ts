@@ -82,7 +82,7 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
     }
     const admission = await admitRequest(ctx.admission, req.equipmentId, r.clientEndpoint.address, r.log);
     if (!admission.admitted) return r.done(admission.status, admission.detail);
-    const { source, entry, shared } = admission;
+    const { source, entry, mappings, shared } = admission;
     const owner = cluster && entry.node && entry.node !== cluster.nodeId ? entry.node : null;
     r.log.info({ mapping: `${entry.address}:${entry.port}`, ...(owner ? { deviceNode: owner } : {}) }, 'S204 device found in the equipment list');
     if (shared && cluster && !(await share(r, owner))) return;
@@ -90,7 +90,7 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
     const notifiedAtMs = Date.now();
     const wait = waitForDevice(
       { ...ctx, waitingForDevice },
-      { requestId: r.requestId, hex: r.hex, equipmentId: req.equipmentId, wake: req.wake, source, entry, owner, socket, log: r.log },
+      { requestId: r.requestId, hex: r.hex, equipmentId: req.equipmentId, wake: req.wake, source, entry, mappings, owner, socket, log: r.log },
     );
     const got = await wait.attached;
     let verdict: Verdict | null;

@@ -49,6 +49,8 @@ export interface DeviceWaitRequest {
   /** The requester's limit key. */
   readonly source: string;
   readonly entry: RegistryEntry;
+  /** The device's fresh mappings, one per family (family-key.ts); default: `entry` alone. */
+  readonly mappings?: readonly RegistryEntry[];
   /** The node holding the device's mapping, when not this one. */
   readonly owner: string | null;
   readonly socket: TLSSocket;
@@ -108,10 +110,17 @@ export function waitForDevice(ctx: DeviceWaitContext, r: DeviceWaitRequest): Dev
 
 /** One notification: packet 205 to the device's mapping, or a message to the node holding it. */
 function notifier(ctx: DeviceWaitContext, r: DeviceWaitRequest, gone: () => void): () => void {
-  const target = { address: r.entry.address, port: r.entry.port, ...(r.entry.generation ? { generation: r.entry.generation } : {}) };
+  // Each family's mapping this node holds (a dual-stack device is woken over both; the first
+  // notification to arrive wins, the device ignores a request it has seen). The node holding the
+  // device, when another, notifies each mapping it holds itself. Each is tagged with the key of the
+  // identity generation that registered it.
+  const mine = (r.mappings ?? [r.entry]).filter((m) => m === r.entry || !m.node || m.node === ctx.cluster?.nodeId);
+  const targets = mine.map((m) => ({ address: m.address, port: m.port, ...(m.generation ? { generation: m.generation } : {}) }));
   return () => {
     if (!r.owner) {
-      if (ctx.udp.notify(r.equipmentId, r.requestId, r.wake, target)) r.log.debug('S205 notification sent');
+      let sent = 0;
+      for (const target of targets) if (ctx.udp.notify(r.equipmentId, r.requestId, r.wake, target)) sent++;
+      if (sent > 0) r.log.debug({ mappings: sent }, 'S205 notification sent');
       return;
     }
     const cluster = ctx.cluster!;

@@ -13,6 +13,7 @@
  */
 import { isIP } from 'node:net';
 import { ProtocolError } from '../common/errors.js';
+import { REGISTRY_KEY_PATTERN } from './family-key.js';
 import { EQUIPMENT_ID_PATTERN, FRAME_MAX_PAYLOAD_BYTES, REQUEST_ID_BYTES } from '../protocol/constants.js';
 import { CANDIDATES_MAX, CandidateKind, type Candidate } from '../protocol/frames.js';
 import { isStatus, type StatusValue } from '../protocol/status.js';
@@ -212,7 +213,8 @@ export function decodeNodeMessage(text: string): NodeMessage {
       onlyKeys(o, W, { t: 'kind', d: 'equipmentId', by: 'byNode', ts: 'timestampMs' });
       return {
         kind: 'taken',
-        equipmentId: equipmentIdOf(o, 'd', `${W}.equipmentId`),
+        // The registry key: an equipment ID, or with "/6" for its IPv6 mapping (family-key.ts).
+        equipmentId: str(o, 'd', `${W}.equipmentId`, REGISTRY_KEY_PATTERN, 'an equipment ID (with /6 for its IPv6 mapping)'),
         byNode: nodeOf(o, 'by', `${W}.byNode`),
         timestampMs: int(o, 'ts', `${W}.timestampMs`, 0, Number.MAX_SAFE_INTEGER),
       };

@@ -38,7 +38,8 @@ import {
   type UdpPacket,
 } from '../protocol/udp-packets.js';
 import { createCookieJar, type CookieJar } from './cookie-jar.js';
-import type { RateLimiter } from './rate-limiter.js';
+import { sourceKey, type RateLimiter } from './rate-limiter.js';
+import { mappingKey } from './family-key.js';
 import type { Registry } from './registry.js';
 
 export const PROBE_COUNTERS = ['probes', 'challenged', 'replayed', 'stale', 'badTag', 'malformed', 'rateLimited', 'mappingChecks'] as const;
@@ -92,7 +93,8 @@ export function answerProbe(parsed: Parsed<UdpPacket>, from: RemoteInfo, ctx: Pr
   // large as the ack and the check together: no amplification, no reflection elsewhere (P6).
   const bigEnough = parsed.datagram.length >= PROBE_WITH_CHECK_MIN_BYTES;
   if (skewed || (probe.flags & PROBE_FLAG_CHECK_MAPPING) === 0 || !bigEnough || !ctx.registry) return { outcome: 'ack', reply };
-  const entry = ctx.registry.get(probe.equipmentId);
+  // The mapping of the probe's own family (family-key.ts).
+  const entry = ctx.registry.get(mappingKey(probe.equipmentId, observed.address));
   if (!entry) return { outcome: 'ack', reply };
   return { outcome: 'ack', reply, check: { packet: encodeMappingCheck({ nonce: probe.nonce, serverTimeMs: now }, key), address: entry.address, port: entry.port } };
 }
@@ -135,7 +137,7 @@ export function createProbeEndpoint(o: {
     ...(o.clockWindowMs ? { clockWindowMs: o.clockWindowMs } : {}),
   };
   const onMessage = (msg: Buffer, rinfo: RemoteInfo): void => {
-    if (o.sourceLimiter && !o.sourceLimiter.take(rinfo.address)) {
+    if (o.sourceLimiter && !o.sourceLimiter.take(sourceKey(rinfo.address))) {
       counters.inc('rateLimited');
       return;
     }

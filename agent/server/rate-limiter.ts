@@ -58,6 +58,8 @@ export function createRateLimiter(limit: RateLimit, clock: Clock, maxKeys = RATE
  * subscriber's prefix, from which an attacker could otherwise draw 2^64 fresh buckets).
  */
 export function sourceKey(address: string): string {
+  // No ':' : IPv4 (the common case, on every registration's path), returned as it is.
+  if (address.indexOf(':') < 0) return address;
   const a = normalizeAddress(address);
   if (!isIPv6(a)) return a;
   const b = ipv6Bytes(a.replace(/%.*$/, ''));

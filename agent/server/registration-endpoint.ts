@@ -37,8 +37,9 @@ import {
   type Register,
 } from '../protocol/udp-packets.js';
 import type { Endpoint } from '../protocol/address.js';
-import type { RateLimiter } from './rate-limiter.js';
+import { sourceKey, type RateLimiter } from './rate-limiter.js';
 import type { LocalRecordResult, Registry, RegistryBackend, RegistryEntry } from './registry.js';
+import { ipv6Key, mappingKey } from './family-key.js';
 import { answerProbe, PROBE_NONCES_MAX, type ProbeContext } from './probe-responder.js';
 import { ReplayCache } from '../common/replay-cache.js';
 import { createCookieJar, type CookieJar } from './cookie-jar.js';
@@ -91,7 +92,7 @@ export interface RegistrationEndpointOptions {
   readonly clockWindowMs?: number;
   /** The shared list (Redis) when this is one node of several; default: `registry` itself. */
   readonly backend?: RegistryBackend;
-  /** Per source address, checked before any cryptography. */
+  /** Per source (an IPv4 address, an IPv6 /64), checked before any cryptography. */
   readonly sourceLimiter?: RateLimiter;
   /** A device's REFUSE (tag verified): it will not attach for that request (P9). */
   readonly onRefuse?: (equipmentId: string, requestId: Buffer, reason: RefuseReasonValue) => void;
@@ -118,8 +119,9 @@ export interface RegistrationEndpoint {
   stop(): Promise<void>;
   address(): { address: string; port: number };
   /**
-   * Send a notification, with the client's wake proof, to the device's mapping (`to`, else its
-   * local entry), tagged with the key of the identity generation that registered; false if none.
+   * Send a notification, with the client's wake proof, to the device's mapping (`to`, else each of
+   * its local entries, one per family), tagged with the key of the identity generation that
+   * registered it; false if none.
    */
   notify(equipmentId: string, requestId: Buffer, wake: Wake, to?: Endpoint & { readonly generation?: number }): boolean;
   readonly counters: Counters<RegistrationCounter>;
@@ -141,7 +143,8 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
   const isDenied = (p: { readonly equipmentId: string; readonly generation?: number }): boolean => options.denied?.(p.equipmentId, p.generation ?? 0) ?? false;
 
   function onMessage(msg: Buffer, rinfo: RemoteInfo): void {
-    if (limiter && !limiter.take(rinfo.address)) {
+    // Keyed per address for IPv4, per /64 for IPv6 (one subscriber's prefix: rate-limiter.ts sourceKey).
+    if (limiter && !limiter.take(sourceKey(rinfo.address))) {
       counters.inc('rateLimited');
       return;
     }
@@ -192,7 +195,9 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     }
     const now = clock.now();
     const observed = { address: normalizeAddress(rinfo.address), port: rinfo.port };
-    if (Math.abs(reg.timestampMs - now) > windowMs) return onSkewed(reg, key, now, observed, rinfo);
+    // Each family's mapping is its own registry entry (family-key.ts): an IPv6 registration never moves the IPv4 mapping.
+    const id = mappingKey(reg.equipmentId, observed.address);
+    if (Math.abs(reg.timestampMs - now) > windowMs) return onSkewed(reg, id, key, now, observed, rinfo);
     const entry: RegistryEntry =
       reg.generation === undefined
         ? { address: observed.address, port: observed.port, lastSeenMs: now, lastTimestampMs: reg.timestampMs }
@@ -200,12 +205,12 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     if (backend === registry) {
       // One lookup on the hot path: the same mapping as before is recorded at once; a new one
       // only once its source has echoed a cookie (P6).
-      const r = registry.record(reg.equipmentId, entry, false);
+      const r = registry.record(id, entry, false);
       if (r.outcome !== 'unverified') return accept(reg, r, key, now, observed, rinfo);
       if (!cookies.valid(reg.cookie, reg.equipmentId, observed, now)) return challenge(reg, key, now, observed, rinfo);
-      return accept(reg, registry.record(reg.equipmentId, entry), key, now, observed, rinfo);
+      return accept(reg, registry.record(id, entry), key, now, observed, rinfo);
     }
-    const local = registry.get(reg.equipmentId);
+    const local = registry.get(id);
     if (local && reg.timestampMs <= local.lastTimestampMs) {
       accept(reg, { outcome: 'replayed' }, key, now, observed, rinfo);
       return;
@@ -229,7 +234,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       local.sharedAtMs >= shared.writesValidSinceMs
     ) {
       counters.inc('sharedWriteSkipped');
-      registry.set(reg.equipmentId, { ...entry, sharedAtMs: local.sharedAtMs });
+      registry.set(id, { ...entry, sharedAtMs: local.sharedAtMs });
       accept(reg, { outcome: 'accepted', moved: false, previous: undefined }, key, now, observed, rinfo);
       return;
     }
@@ -238,7 +243,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       return;
     }
     pendingWrites++;
-    Promise.resolve(backend.record(reg.equipmentId, entry)).then(
+    Promise.resolve(backend.record(id, entry)).then(
       (r) => {
         pendingWrites--;
         if (backendFailing) {
@@ -247,14 +252,14 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
         }
         if (r.outcome === 'accepted') {
           counters.inc('sharedWrites');
-          registry.set(reg.equipmentId, { ...entry, sharedAtMs: now });
-          if (r.previous?.node && r.previous.node !== shared?.nodeId) options.onTakenOver?.(reg.equipmentId, r.previous.node, reg.timestampMs);
+          registry.set(id, { ...entry, sharedAtMs: now });
+          if (r.previous?.node && r.previous.node !== shared?.nodeId) options.onTakenOver?.(id, r.previous.node, reg.timestampMs);
         }
         if (r.outcome === 'held') {
           // Another node keeps the device fresh (see RECORD_LUA): kept and acknowledged here, not
           // written; the next registration tries again.
           counters.inc('sharedHeld');
-          registry.set(reg.equipmentId, entry);
+          registry.set(id, entry);
           return accept(reg, { outcome: 'accepted', moved: !(local && sameMapping(local, observed)), previous: undefined }, key, now, observed, rinfo);
         }
         accept(reg, r, key, now, observed, rinfo);
@@ -266,7 +271,7 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
           backendFailing = true;
           logger.error({ err: (err as Error).message }, 'shared registry unavailable: registrations are kept at this node only');
         }
-        accept(reg, registry.record(reg.equipmentId, entry), key, now, observed, rinfo);
+        accept(reg, registry.record(id, entry), key, now, observed, rinfo);
       },
     );
   }
@@ -277,8 +282,8 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
    * accepted one gets a cookie (which carries the time too); anything else draws nothing, so a
    * registration replayed from a spoofed source is never answered (P6).
    */
-  function onSkewed(reg: Register, key: Blake2sKey, now: number, observed: Endpoint, rinfo: RemoteInfo): void {
-    const local = registry.get(reg.equipmentId);
+  function onSkewed(reg: Register, id: string, key: Blake2sKey, now: number, observed: Endpoint, rinfo: RemoteInfo): void {
+    const local = registry.get(id);
     if ((local && sameMapping(local, observed)) || cookies.valid(reg.cookie, reg.equipmentId, observed, now)) {
       counters.inc('clockSkew');
       // The ack is no larger than the registration (P6) and tells the device the server's time.
@@ -346,10 +351,14 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     },
     address: () => boundAddress(socket),
     notify(equipmentId, requestId, wake, to) {
-      const entry = to ?? registry.get(equipmentId);
-      if (!entry || !socket) return false;
-      send(encodeNotify({ requestId, serverTimeMs: clock.now(), wake }, deviceKey(identityName(equipmentId, entry.generation))), entry);
-      counters.inc('notificationsSent');
+      if (!socket) return false;
+      // Without a target: each mapping this node holds, one per family (family-key.ts).
+      const targets = to ? [to] : [registry.get(equipmentId), registry.get(ipv6Key(equipmentId))].filter((e) => e !== undefined);
+      if (targets.length === 0) return false;
+      for (const t of targets) {
+        send(encodeNotify({ requestId, serverTimeMs: clock.now(), wake }, deviceKey(identityName(equipmentId, t.generation))), t);
+        counters.inc('notificationsSent');
+      }
       return true;
     },
   };

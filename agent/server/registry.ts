@@ -19,6 +19,9 @@
  */
 import { ipv4ToU32 } from '../protocol/address.js';
 
+/** family-key.ts IPV6_KEY_SUFFIX (not imported: family-key.ts imports this module's types). */
+const IPV6_SUFFIX = '/6';
+
 export interface RegistryEntry {
   readonly address: string;
   readonly port: number;
@@ -86,7 +89,10 @@ export interface Registry extends RegistryBackend {
   get(equipmentId: string): RegistryEntry | undefined;
   set(equipmentId: string, entry: RegistryEntry): void;
   delete(equipmentId: string): boolean;
+  /** Entries: one per mapping, so a dual-stack device counts twice (family-key.ts). */
   readonly size: number;
+  /** Devices: entries, less the IPv6 mappings of devices that have an IPv4 one too. */
+  readonly devices: number;
   entries(): IterableIterator<[string, RegistryEntry]>;
   sweep(olderThanMs: number): number;
   lookup(equipmentId: string): RegistryEntry | undefined;
@@ -140,6 +146,10 @@ function hashId(id: string): number {
 class CompactRegistry implements Registry {
   readonly kind = 'memory' as const;
   private count = 0;
+  /** IPv6 mappings ("<id>/6") whose device also has an IPv4 entry: `devices` is `count` less these. */
+  private pairs = 0;
+  /** IPv6 mappings held ("<id>/6" keys). */
+  private sixes = 0;
   /** Hash table: slot + 1, 0 = empty; a power of two, at most half full. */
   private table = new Int32Array(INITIAL_SLOTS * 2);
   private arena = Buffer.alloc(INITIAL_ARENA_BYTES);
@@ -166,6 +176,21 @@ class CompactRegistry implements Registry {
 
   get size(): number {
     return this.count;
+  }
+
+  get devices(): number {
+    return this.count - this.pairs;
+  }
+
+  /** The other family's key of `id` (family-key.ts: "<id>/6" is the IPv6 mapping's). */
+  private static partnerOf(id: string): string {
+    return id.endsWith(IPV6_SUFFIX) ? id.slice(0, -IPV6_SUFFIX.length) : id + IPV6_SUFFIX;
+  }
+
+  /** After `id` was added (+1) or removed (-1): a pair of mappings of one device made or broken. */
+  private pairChanged(id: string, by: 1 | -1): void {
+    const partner = CompactRegistry.partnerOf(id);
+    if (this.find(partner, hashId(partner)) >= 0) this.pairs += by;
   }
 
 
@@ -256,6 +281,11 @@ class CompactRegistry implements Registry {
     while (this.table[i] !== 0) i = (i + 1) & mask;
     this.table[i] = s + 1;
     this.count++;
+    // Only IDs that could have a partner pay for the lookup: every "/6" key, and a plain ID while any exists.
+    if (this.sixes > 0 || id.endsWith(IPV6_SUFFIX)) {
+      if (id.endsWith(IPV6_SUFFIX)) this.sixes++;
+      this.pairChanged(id, 1);
+    }
     return s;
   }
 
@@ -358,6 +388,10 @@ class CompactRegistry implements Registry {
     this.nodeOf.delete(slot);
     this.free.push(slot);
     this.count--;
+    if (this.sixes > 0) {
+      if (id.endsWith(IPV6_SUFFIX)) this.sixes--;
+      this.pairChanged(id, -1);
+    }
     return true;
   }
 

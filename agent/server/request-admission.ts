@@ -10,6 +10,7 @@ import type { Counters } from '../common/counters.js';
 import { Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
 import type { BrokerCounter } from './broker-counters.js';
 import type { PendingRequests } from './pending-requests.js';
+import { lookupMappings, type DeviceMappings } from './family-key.js';
 import { peekLimit, sourceKey, takeLimit, type RateLimiter } from './rate-limiter.js';
 import type { Registry, RegistryBackend, RegistryEntry } from './registry.js';
 
@@ -42,6 +43,8 @@ export type Admission =
       /** The requester's limit key (rate-limiter.ts `sourceKey`). */
       readonly source: string;
       readonly entry: RegistryEntry;
+      /** Every fresh mapping of the device, one per family (`entry` among them): each is notified. */
+      readonly mappings: readonly RegistryEntry[];
       /** The entry came from the shared list (not this node's own after a Redis failure). */
       readonly shared: boolean;
     }
@@ -74,42 +77,48 @@ export async function admitRequest(ctx: AdmissionContext, equipmentId: string, c
     return refuse(Status.RATE_LIMITED, `${STATUS_TEXT[Status.RATE_LIMITED]} (limit per device)`);
   }
 
-  // S204, against the shared list; when it cannot be reached, against this node's own list.
-  let entry: RegistryEntry | undefined;
+  // S204, against the shared list; when it cannot be reached, against this node's own list. Both
+  // of the device's mappings, one per family (family-key.ts), are looked up at once.
+  let found: DeviceMappings;
   let shared = ctx.backend !== ctx.registry;
   try {
-    entry = await ctx.backend.lookup(equipmentId);
+    found = await lookupMappings((k) => ctx.backend.lookup(k), equipmentId);
   } catch (err) {
     shared = false;
-    entry = ctx.registry.get(equipmentId);
-    if (!entry) {
+    found = await lookupMappings((k) => ctx.registry.get(k), equipmentId);
+    if (!found.v4 && !found.v6) {
       counters.inc('registryUnavailable');
       log.warn({ err: (err as Error).message }, 'S204 shared registry unreachable and the device is not registered at this node');
       return refuse(Status.SERVER_DEGRADED, 'the server cannot reach its shared registry now, and the device is not registered at this node; try again shortly');
     }
     log.warn('S204 shared registry unreachable; the device is registered at this node, serving it from the local list');
   }
-  if (!entry) {
+  if (!found.v4 && !found.v6) {
     counters.inc('unknownDevice');
     log.info('S204 device not in the equipment list');
     return refuse(Status.UNKNOWN_DEVICE);
   }
+  const now = ctx.clock.now();
+  // A shared entry is rewritten only every refresh period while unchanged (write on change).
+  const maxAgeMs = ctx.staleAfterMs + (shared ? (ctx.backend.lastSeenSlackMs ?? 0) : 0);
+  const fresh = [found.v4, found.v6].filter((e): e is RegistryEntry => e !== undefined && now - e.lastSeenMs <= maxAgeMs);
+  if (fresh.length === 0) {
+    const ageMs = now - Math.max(found.v4?.lastSeenMs ?? -Infinity, found.v6?.lastSeenMs ?? -Infinity);
+    counters.inc('staleDevice');
+    log.info({ ageMs }, 'S204 device entry is stale');
+    return refuse(Status.DEVICE_STALE, `${STATUS_TEXT[Status.DEVICE_STALE]}: last seen ${Math.round(ageMs / 1000)} s ago`);
+  }
+  // The entry that decides who holds the device: the one heard from last.
+  const entry = fresh.reduce((a, b) => (b.lastSeenMs > a.lastSeenMs ? b : a));
   // The identity generation that registered is denied (one that registers after this one was denied never is).
   if (ctx.denied?.(equipmentId, entry.generation ?? 0)) {
     counters.inc('denied');
     log.info({ generation: entry.generation ?? 0 }, 'connection request refused: the registered identity generation is on the deny list');
     return refuse(Status.DEVICE_DENIED);
   }
-  const ageMs = ctx.clock.now() - entry.lastSeenMs;
-  // A shared entry is rewritten only every refresh period while unchanged (write on change).
-  if (ageMs > ctx.staleAfterMs + (shared ? (ctx.backend.lastSeenSlackMs ?? 0) : 0)) {
-    counters.inc('staleDevice');
-    log.info({ ageMs }, 'S204 device entry is stale');
-    return refuse(Status.DEVICE_STALE, `${STATUS_TEXT[Status.DEVICE_STALE]}: last seen ${Math.round(ageMs / 1000)} s ago`);
-  }
   if (ctx.pending.countForSource(equipmentId, source) >= MAX_PENDING_PER_SOURCE_PER_DEVICE || ctx.pending.countFor(equipmentId) >= ctx.maxPendingPerDevice) {
     counters.inc('busy');
     return refuse(Status.DEVICE_BUSY);
   }
-  return { admitted: true, source, entry, shared };
+  return { admitted: true, source, entry, mappings: fresh, shared };
 }

@@ -355,7 +355,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
             registration: registration.counters,
             broker: broker.counters,
             relay,
-            localDevices: () => opts.registry.size,
+            localDevices: () => opts.registry.devices,
             backend: backend.kind,
             registryUp: () => cluster?.up ?? true,
             draining: () => draining,

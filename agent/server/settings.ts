@@ -121,11 +121,12 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
   const settings: ServerSettings = {
     logLevel: c.enumOf(doc, 'log_level', 'log_level', LOG_LEVELS, 'info'),
     udp: {
-      host: c.str(udp, 'host', 'udp.host', { default: '0.0.0.0' }),
+      // Both families (listen.ts DUAL_STACK_HOST; IPv4 only where the host has no IPv6).
+      host: c.host(udp, 'host', 'udp.host', { default: '::' }),
       port: c.int(udp, 'port', 'udp.port', { default: DEFAULT_UDP_PORT, min: 0, max: 65535 }),
     },
     tls: {
-      host: c.str(tls, 'host', 'tls.host', { default: '0.0.0.0' }),
+      host: c.host(tls, 'host', 'tls.host', { default: '::' }),
       port: c.int(tls, 'port', 'tls.port', { default: DEFAULT_TLS_PORT, min: 0, max: 65535 }),
       certFile: resolve(base, c.str(tls, 'cert_file', 'tls.cert_file', { expect: 'the path of the server certificate (PEM)' })),
       keyFile: resolve(base, c.str(tls, 'key_file', 'tls.key_file', { expect: 'the path of the server private key (PEM)' })),
@@ -178,7 +179,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
     }),
     metrics: {
       enabled: c.bool(met, 'enabled', 'metrics.enabled', false),
-      host: c.str(met, 'host', 'metrics.host', { default: '127.0.0.1' }),
+      host: c.host(met, 'host', 'metrics.host', { default: '127.0.0.1' }),
       port: c.int(met, 'port', 'metrics.port', { default: DEFAULT_METRICS_PORT, min: 0, max: 65535 }),
     },
     shutdown: { graceMs: c.int(shut, 'grace_ms', 'shutdown.grace_ms', { default: SHUTDOWN_GRACE_MS, min: 0, max: 600_000 }) },

@@ -6,13 +6,13 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLoopbackSetup, type LoopbackSetup } from '../lib/loopback-setup.js';
 import { DIST, PROGRAMS, startProgram, type LogLine, type Program } from '../lib/program.js';
 import type { NatKind } from './nat.js';
-import { ADDR, createLab, type Homes, type Lab, type SideSpec } from './topology.js';
+import { ADDR, ADDR6, createLab, type Homes, type Lab, type SideSpec } from './topology.js';
 import { startGateway, type Gateway, type UpnpKind } from './upnp.js';
 import { inNs } from './exec.js';
 
@@ -21,6 +21,23 @@ export const SERVER_TLS_PORT = 7443;
 export const CLIENT_PORT = 5000;
 export const SERVICE_PORT = 7000;
 export const CELL_PAYLOAD_BYTES = 256 * 1024;
+/** The server's name in an IPv6 lab, in each host's own /etc/hosts (/etc/netns/<namespace>/hosts). */
+export const LAB_SERVER_NAME = 'rv.lab';
+
+/**
+ * `ip netns exec` bind-mounts /etc/netns/<ns>/hosts over /etc/hosts: the lab's name resolves to
+ * both of the server's addresses in that namespace only. Returns the clean-up.
+ */
+export async function labHostsFile(namespaces: readonly string[]): Promise<() => Promise<void>> {
+  const text = `127.0.0.1 localhost\n::1 localhost\n${ADDR.server} ${LAB_SERVER_NAME}\n${ADDR6.server} ${LAB_SERVER_NAME}\n`;
+  for (const ns of namespaces) {
+    await mkdir(join('/etc/netns', ns), { recursive: true });
+    await writeFile(join('/etc/netns', ns, 'hosts'), text);
+  }
+  return async () => {
+    for (const ns of namespaces) await rm(join('/etc/netns', ns), { recursive: true, force: true });
+  };
+}
 /** Registration retries back off 1, 2, 4, 8 s after 3 s ack timeouts: room for five tries on a lossy link. */
 export const REGISTER_WAIT_MS = 30_000;
 
@@ -32,6 +49,12 @@ export interface CellSpec {
   readonly upnp: UpnpKind;
   /** Separate homes (default), both on one LAN, or two homes behind one carrier-grade NAT. */
   readonly homes?: Homes;
+  /**
+   * IPv6 on the WAN and the LANs (issue 14): the server listens dual stack, the routers firewall
+   * IPv6 (RFC 6092), each host has the families of its side's `stack`, and client and agent find
+   * the server by a name with an A and an AAAA record (LAB_SERVER_NAME).
+   */
+  readonly ipv6?: boolean;
   /** Which routers run the gateway (default both). */
   readonly upnpOn?: UpnpSide;
   /** 'patent': the device's dial and the relay only (no hole punch, no reverse port). Default 'all'. */
@@ -86,6 +109,12 @@ export interface CellResult {
   readonly error: string | null;
   /** Echoed bytes per second through the tunnel (MB/s), when connected. */
   readonly throughputMBps?: number;
+  /** The family of the direct path (from the client's report of its endpoints); null when relayed or not connected. */
+  readonly pathFamily?: 'ipv4' | 'ipv6' | null;
+  /** Every mapping the server registered for the device (IPv6 lab: one per family the device has). */
+  readonly registrations?: readonly string[];
+  /** IPv6 lab: the hosts' address families, "client/device" (e.g. "dual/ipv4"). */
+  readonly stacks?: string;
 }
 
 export interface ClientRun {
@@ -130,9 +159,16 @@ const EI_MAPPING: ReadonlySet<NatKind> = new Set(['full-cone', 'port-restricted'
  * The traversal issue's target: no relay where either side has a public address or a usable
  * UPnP/NAT-PMP gateway (not the inner router of a double NAT), or both NATs map endpoint-independently.
  */
-export function directRequired(spec: Pick<CellSpec, 'client' | 'device' | 'upnp' | 'upnpOn' | 'homes'>): boolean {
+export function directRequired(spec: Pick<CellSpec, 'client' | 'device' | 'upnp' | 'upnpOn' | 'homes' | 'ipv6'>): boolean {
   // One home (LAN candidates), or two behind one CGN (which hairpins): always a direct path.
   if (spec.homes === 'same-lan' || spec.homes === 'shared-cgn') return true;
+  if (spec.ipv6) {
+    // IPv6 on both hosts: nothing translated, two stateful firewalls: the simultaneous open passes
+    // them, so a direct path is required. No family in common: only the relay can join them.
+    const has = (s: SideSpec, f: 'ipv4' | 'ipv6'): boolean => (s.stack ?? 'ipv4') === f || s.stack === 'dual';
+    if (has(spec.client, 'ipv6') && has(spec.device, 'ipv6')) return true;
+    if (!(has(spec.client, 'ipv4') && has(spec.device, 'ipv4'))) return false;
+  }
   const on = spec.upnpOn ?? 'both';
   const usableGateway = (nat: NatKind, side: 'client' | 'device'): boolean =>
     spec.upnp !== 'none' && (on === 'both' || on === side) && nat !== 'none' && nat !== 'double';
@@ -155,12 +191,20 @@ export function pathOf(stderr: string): string {
   return 'none';
 }
 
+/** The family of the direct path the client reports ("connected directly: ... 2a0a::3 ..." is IPv6). */
+export function pathFamilyOf(stderr: string): 'ipv4' | 'ipv6' | null {
+  const line = /connected directly[^\n]*/.exec(stderr)?.[0];
+  if (!line) return null;
+  return /\[[0-9a-f:.]+\]|[0-9a-f]{0,4}:[0-9a-f]{0,4}:[0-9a-f:.]*/i.test(line.replace(/ in \d+ ms.*$/, '')) ? 'ipv6' : 'ipv4';
+}
+
 export async function runCell(spec: CellSpec): Promise<CellResult> {
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-lab-'));
   const programs: Program[] = [];
   const gateways: Gateway[] = [];
   const gatewayBySide = new Map<'client' | 'device', { gateway: Gateway; router: string }>();
   let lab: Lab | null = null;
+  let removeHosts: (() => Promise<void>) | null = null;
   const on = spec.upnpOn ?? 'both';
   const homes = spec.homes ?? 'separate';
   const base = {
@@ -170,13 +214,16 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
     deviceNat: spec.device.nat,
     upnp: spec.upnp === 'none' || on === 'both' ? spec.upnp : `${spec.upnp} (${on} side)`,
     directRequired: directRequired(spec),
+    ...(spec.ipv6 ? { stacks: `${spec.client.stack ?? 'ipv4'}/${spec.device.stack ?? 'ipv4'}` } : {}),
   };
   const gatewayOn = (side: 'client' | 'device'): boolean => spec.upnp !== 'none' && (on === 'both' || on === side);
   try {
-    lab = await createLab({ client: spec.client, device: spec.device, homes });
+    lab = await createLab({ client: spec.client, device: spec.device, homes, ...(spec.ipv6 ? { ipv6: true } : {}) });
+    if (spec.ipv6) removeHosts = await labHostsFile([lab.client.host, lab.device.host]);
     const setup = await createLoopbackSetup({
       dir,
       serverAddress: ADDR.server,
+      ...(spec.ipv6 ? { listenHost: '::', agentServerHost: LAB_SERVER_NAME } : {}),
       ports: { udp: SERVER_UDP_PORT, tls: SERVER_TLS_PORT },
       services: { echo: `127.0.0.1:${SERVICE_PORT}` },
       registerIntervalMs: spec.registerIntervalMs ?? 15_000,
@@ -233,9 +280,10 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
     const payload = randomBytes(spec.payloadBytes ?? CELL_PAYLOAD_BYTES);
     const want = createHash('sha256').update(payload).digest('hex');
     const args = [
-      'connect', setup.equipmentId, '--server', `${ADDR.server}:${SERVER_TLS_PORT}`, '--ca', setup.caFile,
+      'connect', setup.equipmentId, '--server', `${spec.ipv6 ? LAB_SERVER_NAME : ADDR.server}:${SERVER_TLS_PORT}`, '--ca', setup.caFile,
+      ...(spec.ipv6 ? ['--server-name', 'localhost'] : []),
       '--password-file', setup.passwordFile, '--service', 'echo', '--stdio',
-      '--accept', `0.0.0.0:${CLIENT_PORT}`, '--advertise-port', String(CLIENT_PORT),
+      '--accept', spec.ipv6 ? `[::]:${CLIENT_PORT}` : `0.0.0.0:${CLIENT_PORT}`, '--advertise-port', String(CLIENT_PORT),
       '--peer-timeout-ms', String(spec.peerTimeoutMs ?? 4000), '--log-level', 'info',
       ...(gatewayOn('client') ? ['--map-port', 'auto'] : []),
     ];
@@ -263,6 +311,8 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       connectMs: connectMs ? Number(connectMs) : null,
       bytesVerified: verified,
       registeredAs: String(registered.mapping ?? ''),
+      pathFamily: pathFamilyOf(r.stderr),
+      registrations: server.lines.filter((l) => l.msg === 'S202 device registered').map((l) => String(l.mapping)),
       devicePublicAddress: lab.device.publicAddress,
       clientMapping,
       error: verified === payload.length ? null : err,
@@ -277,6 +327,7 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
     await Promise.all(programs.map((p) => p.stop(2000)));
     await Promise.all(gateways.map((g) => g.stop()));
     await lab?.destroy();
+    await removeHosts?.();
     await rm(dir, { recursive: true, force: true });
   }
 }

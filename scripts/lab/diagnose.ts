@@ -10,7 +10,8 @@ import { createLoopbackSetup } from '../lib/loopback-setup.js';
 import { PROGRAMS, startProgram, type Program } from '../lib/program.js';
 import { inNs } from './exec.js';
 import type { NatKind } from './nat.js';
-import { ADDR, createLab, type Lab } from './topology.js';
+import { ADDR, createLab, type Lab, type Stack } from './topology.js';
+import { LAB_SERVER_NAME, labHostsFile } from './cell.js';
 import { startGateway, type Gateway, type UpnpKind } from './upnp.js';
 
 export const LAB_UDP_PORT = 7400;
@@ -23,16 +24,21 @@ export interface DiagnoseRun {
   readonly devicePublicAddress: string;
 }
 
-export async function diagnoseScenario(o: { deviceNat: NatKind; upnp: UpnpKind }): Promise<DiagnoseRun> {
+/** `deviceStack` (issue 14): an IPv6 lab, the server dual stack and named by LAB_SERVER_NAME (A and AAAA). */
+export async function diagnoseScenario(o: { deviceNat: NatKind; upnp: UpnpKind; deviceStack?: Stack }): Promise<DiagnoseRun> {
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-lab-diagnose-'));
   let lab: Lab | null = null;
   let server: Program | null = null;
   let gateway: Gateway | null = null;
+  let removeHosts: (() => Promise<void>) | null = null;
+  const ipv6 = o.deviceStack !== undefined;
   try {
-    lab = await createLab({ client: { nat: 'none' }, device: { nat: o.deviceNat } });
+    lab = await createLab({ client: { nat: 'none' }, device: { nat: o.deviceNat, ...(ipv6 ? { stack: o.deviceStack } : {}) }, ...(ipv6 ? { ipv6: true } : {}) });
+    if (ipv6) removeHosts = await labHostsFile([lab.device.host]);
     const setup = await createLoopbackSetup({
       dir, serverAddress: ADDR.server, ports: { udp: LAB_UDP_PORT, tls: LAB_TLS_PORT }, services: { http: '127.0.0.1:80' },
       serverExtra: `[probe]\nport = ${LAB_PROBE_PORT}`,
+      ...(ipv6 ? { listenHost: '::', agentServerHost: LAB_SERVER_NAME } : {}),
     });
     const text = await readFile(setup.agentConfig, 'utf8');
     await writeFile(setup.agentConfig, text.replace('server_name = "localhost"', `server_name = "localhost"\nprobe_port = ${LAB_PROBE_PORT}`));
@@ -52,6 +58,7 @@ export async function diagnoseScenario(o: { deviceNat: NatKind; upnp: UpnpKind }
     await gateway?.stop();
     await server?.stop(2000);
     await lab?.destroy();
+    await removeHosts?.();
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * npm run lab -- trace | matrix [--out FILE] [--jobs N] | renumber | keepalive [--minutes N]
+ * npm run lab -- trace | matrix [--out FILE] [--jobs N] [--ipv6] | renumber | keepalive [--minutes N]
  * The patent's Fig. 1 for real: network namespaces, nftables NAPT routers, miniupnpd, and the
  * real programs. Needs root; installs its Debian packages (scripts/lib/prerequisites.ts) when missing.
  */
@@ -12,7 +12,13 @@ import { translations } from './conntrack.js';
 import { isRoot } from './exec.js';
 import { ensureGroups, unmetReason } from '../lib/prerequisites.js';
 import { NAT_KINDS, type NatKind } from './nat.js';
-import { HOMES, removeOwnNamespaces, sweepStaleLabs, type Homes, type SideSpec } from './topology.js';
+import { HOMES, removeOwnNamespaces, STACKS, sweepStaleLabs, type Homes, type SideSpec, type Stack } from './topology.js';
+
+/** Host families of a cell, "client-device". */
+const STACK_PAIRS = STACKS.flatMap((c) => STACKS.map((d) => `${c}-${d}` as const));
+type StackPair = (typeof STACK_PAIRS)[number];
+/** `--ipv6`: the IPv6 dimension's pairs (beside the IPv4 lab's ipv4-ipv4). */
+const IPV6_STACK_PAIRS: readonly StackPair[] = ['dual-dual', 'ipv6-dual', 'dual-ipv6', 'ipv6-ipv6', 'ipv6-ipv4', 'ipv4-ipv6'];
 import { INBOUND_KINDS, type InboundKind } from './nat.js';
 import { UPNP_KINDS, type UpnpKind } from './upnp.js';
 import { renumberScenario } from './renumber.js';
@@ -73,14 +79,17 @@ async function trace(): Promise<boolean> {
 }
 
 export function matrixTable(results: readonly CellResult[]): string {
+  // The IPv6 dimension (issue 14): the hosts' families and the direct path's family, when any cell has them.
+  const v6 = results.some((r) => r.stacks !== undefined);
   const lines = [
-    '| homes | routers | client NAT | device NAT | UPnP/NAT-PMP | connected | path | target | time to connect | bytes verified | device registered as | error |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    `| homes | routers | ${v6 ? 'stacks (client/device) | ' : ''}client NAT | device NAT | UPnP/NAT-PMP | connected | path | ${v6 ? 'family | ' : ''}target | time to connect | bytes verified | device registered as | error |`,
+    `|---|---|---|---|---|---|---|---|---|---|---|---|${v6 ? '---|---|' : ''}`,
   ];
   for (const r of results) {
     const target = r.directRequired ? (r.connected && r.path !== 'relayed via server' ? 'direct required: met' : '**direct required: missed**') : 'relay allowed';
+    const registered = (r.registrations?.length ? r.registrations.join(', ') : r.registeredAs) || '-';
     lines.push(
-      `| ${r.homes} | ${r.routers} | ${r.homes === 'same-lan' ? '(same router)' : r.clientNat} | ${r.deviceNat} | ${r.upnp} | ${r.connected ? 'yes' : '**no**'} | ${r.path} | ${target} | ${r.connectMs === null ? '-' : `${r.connectMs} ms`} | ${r.bytesVerified} | ${r.registeredAs || '-'} | ${r.connected ? '' : (/PEERLINK_ERR_[A-Z_]+/.exec(r.error ?? '')?.[0] ?? (r.error ?? '').replace(/\|/g, '/').slice(0, 80))} |`,
+      `| ${r.homes} | ${r.routers} | ${v6 ? `${r.stacks ?? 'ipv4/ipv4'} | ` : ''}${r.homes === 'same-lan' ? '(same router)' : r.clientNat} | ${r.deviceNat} | ${r.upnp} | ${r.connected ? 'yes' : '**no**'} | ${r.path} | ${v6 ? `${r.pathFamily ?? '-'} | ` : ''}${target} | ${r.connectMs === null ? '-' : `${r.connectMs} ms`} | ${r.bytesVerified} | ${registered} | ${r.connected ? '' : (/PEERLINK_ERR_[A-Z_]+/.exec(r.error ?? '')?.[0] ?? (r.error ?? '').replace(/\|/g, '/').slice(0, 80))} |`,
     );
   }
   const ok = results.filter((r) => r.connected).length;
@@ -96,6 +105,15 @@ export function matrixTable(results: readonly CellResult[]): string {
     `${ok} of ${results.length} cells connected; ${required.length - missed} of ${required.length} cells that require a direct path got one.`,
     `Paths: ${[...byPath].map(([p, n]) => `${p} ${n}`).join(', ')}. Median time to connect: direct ${median(direct)}, relayed ${median(relayed)}.`,
   );
+  if (v6) {
+    const cells6 = results.filter((r) => r.stacks !== undefined);
+    const over6 = cells6.filter((r) => r.connected && r.pathFamily === 'ipv6').length;
+    const both = cells6.filter((r) => r.stacks!.split('/').every((x) => x !== 'ipv4'));
+    lines.push(
+      `IPv6 lab: ${over6} of ${cells6.length} cells connected directly over IPv6 (${both.filter((r) => r.connected && r.pathFamily === 'ipv6').length} of the ${both.length} where both hosts have IPv6); ` +
+        `${cells6.filter((r) => r.connected && r.path === 'relayed via server').length} relayed; ${cells6.filter((r) => !r.connected).length} not connected.`,
+    );
+  }
   return lines.join('\n');
 }
 
@@ -130,24 +148,32 @@ async function matrix(opts: {
   homes: readonly Homes[];
   clientNats: readonly NatKind[];
   deviceNats: readonly NatKind[];
+  /** Host families, "client-device" (issue 14); "ipv4-ipv4" is the IPv4 lab, anything else an IPv6 lab. */
+  stacks: readonly StackPair[];
 }): Promise<boolean> {
   const nats: readonly NatKind[] = NAT_KINDS;
   // Gateways on both routers for each kind, then IGDv2 on one side only (who maps matters).
   const variants: readonly { upnp: UpnpKind; upnpOn: UpnpSide }[] = opts.quick
     ? [{ upnp: 'none', upnpOn: 'both' }, { upnp: 'igd2', upnpOn: 'both' }]
     : [...UPNP_KINDS.map((upnp) => ({ upnp, upnpOn: 'both' as const })), { upnp: 'igd2', upnpOn: 'client' }, { upnp: 'igd2', upnpOn: 'device' }];
-  const cells: { client: NatKind; device: NatKind; upnp: UpnpKind; upnpOn: UpnpSide; homes: Homes; inbound: InboundKind; hairpin: boolean }[] = [];
-  for (const inbound of opts.inbound) {
-    if (opts.homes.includes('separate')) {
-      for (const v of variants) {
-        for (const client of nats) {
-          for (const device of nats) {
-            if (opts.clientNats.includes(client) && opts.deviceNats.includes(device)) cells.push({ client, device, ...v, homes: 'separate', inbound, hairpin: false });
+  const cells: { client: NatKind; device: NatKind; upnp: UpnpKind; upnpOn: UpnpSide; homes: Homes; inbound: InboundKind; hairpin: boolean; stacks: StackPair }[] = [];
+  for (const stacks of opts.stacks) {
+    const ipv6 = stacks !== 'ipv4-ipv4';
+    for (const inbound of opts.inbound) {
+      if (opts.homes.includes('separate')) {
+        // IPv6 cells: without gateways (the IPv4 port mappings are the IPv4 matrix's) and without the
+        // carrier-grade NAT (IPv4 only), for every other pair of home routers.
+        for (const v of ipv6 ? variants.filter((x) => x.upnp === 'none') : variants) {
+          for (const client of nats) {
+            for (const device of nats) {
+              if (ipv6 && (client === 'double' || device === 'double')) continue;
+              if (opts.clientNats.includes(client) && opts.deviceNats.includes(device)) cells.push({ client, device, ...v, homes: 'separate', inbound, hairpin: false, stacks });
+            }
           }
         }
       }
+      if (!ipv6) for (const row of HOME_ROWS) if (opts.homes.includes(row.homes)) cells.push({ ...row, upnp: 'none', upnpOn: 'both', inbound, stacks });
     }
-    for (const row of HOME_ROWS) if (opts.homes.includes(row.homes)) cells.push({ ...row, upnp: 'none', upnpOn: 'both', inbound });
   }
   const results: CellResult[] = new Array(cells.length);
   let next = 0;
@@ -157,9 +183,12 @@ async function matrix(opts: {
       const c = cells[i]!;
       const lines: string[] = [];
       const routers = { inbound: c.inbound, ...(c.hairpin ? { hairpin: true } : {}) };
+      const [clientStack, deviceStack] = c.stacks.split('-') as [Stack, Stack];
+      const ipv6 = c.stacks !== 'ipv4-ipv4';
       results[i] = await runCell({
-        client: { ...opts.side, ...routers, nat: c.client },
-        device: { ...opts.side, ...routers, nat: c.device },
+        client: { ...opts.side, ...routers, nat: c.client, ...(ipv6 ? { stack: clientStack } : {}) },
+        device: { ...opts.side, ...routers, nat: c.device, ...(ipv6 ? { stack: deviceStack } : {}) },
+        ...(ipv6 ? { ipv6: true } : {}),
         homes: c.homes,
         upnp: c.upnp,
         upnpOn: c.upnpOn,
@@ -171,7 +200,7 @@ async function matrix(opts: {
       const r = results[i]!;
       // A failed cell's program logs, for looking into it afterwards.
       if (!r.connected && opts.out) await writeFile(`${opts.out}.cell-${i + 1}.log`, `${JSON.stringify(r)}\n${lines.join('\n')}\n`);
-      process.stderr.write(`${stamp()}  [${i + 1}/${cells.length}] ${c.homes}, routers ${r.routers}, client ${c.client}, device ${c.device}, upnp ${r.upnp}: ${r.connected ? `connected in ${r.connectMs} ms` : `no (${r.error})`}\n`);
+      process.stderr.write(`${stamp()}  [${i + 1}/${cells.length}] ${c.homes}, routers ${r.routers}, ${r.stacks ? `stacks ${r.stacks}, ` : ''}client ${c.client}, device ${c.device}, upnp ${r.upnp}: ${r.connected ? `connected in ${r.connectMs} ms${r.pathFamily ? ` (${r.path}, ${r.pathFamily})` : ''}` : `no (${r.error})`}\n`);
     }
   };
   await Promise.all(Array.from({ length: opts.jobs }, worker));
@@ -188,6 +217,7 @@ async function main(): Promise<number> {
       out: { type: 'string' }, jobs: { type: 'string' }, quick: { type: 'boolean' }, loss: { type: 'string' }, 'udp-timeout': { type: 'string' },
       client: { type: 'string' }, device: { type: 'string' }, upnp: { type: 'string' }, 'upnp-on': { type: 'string' }, minutes: { type: 'string' },
       inbound: { type: 'string' }, homes: { type: 'string' }, hairpin: { type: 'boolean' }, runs: { type: 'string' },
+      ipv6: { type: 'boolean' }, stacks: { type: 'string' },
     },
   });
   if (!isRoot()) {
@@ -231,6 +261,7 @@ async function main(): Promise<number> {
       homes: listOf('homes', values.homes, HOMES, HOMES),
       clientNats: listOf('client', values.client, NAT_KINDS, NAT_KINDS),
       deviceNats: listOf('device', values.device, NAT_KINDS, NAT_KINDS),
+      stacks: listOf('stacks', values.stacks, STACK_PAIRS, values.ipv6 ? ['ipv4-ipv4', ...IPV6_STACK_PAIRS] : ['ipv4-ipv4']),
     });
     return interrupted ? 130 : 0;
   }
@@ -286,7 +317,7 @@ async function main(): Promise<number> {
     if (values.out) await writeFile(values.out, `${table}\n`);
     return 0;
   }
-  process.stderr.write('usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND --homes HOMES --inbound drop|reset --hairpin] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] [--inbound drop,reset] [--homes separate,same-lan,shared-cgn] [--client NATS] [--device NATS] | homes [--runs N] | renumber | keepalive [--minutes N]\n');
+  process.stderr.write('usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND --homes HOMES --inbound drop|reset --hairpin] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] [--inbound drop,reset] [--homes separate,same-lan,shared-cgn] [--client NATS] [--device NATS] [--ipv6 | --stacks CLIENT-DEVICE,... (ipv4, ipv6, dual)] | homes [--runs N] | renumber | keepalive [--minutes N]\n');
   return 2;
 }
 

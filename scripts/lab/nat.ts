@@ -64,6 +64,38 @@ ${fullCone ? `    iifname "lan0" oifname "wan0" meta l4proto udp update @fc { ud
 `;
 }
 
+/**
+ * A home router on IPv6 (RFC 6092): nothing is translated, but the LAN is firewalled inbound,
+ * statefully. Forward: replies (established, related) accepted; the LAN's own outbound accepted;
+ * the ICMPv6 errors a path needs (RFC 4890: unreachable, too big, time exceeded, parameter
+ * problem) accepted; anything unsolicited from the WAN to the LAN dropped and counted (REC-11,
+ * REC-48; `unsolicited_in`). Input:
+ * neighbour discovery (without it the router is unreachable on the link), the rest from the WAN
+ * dropped, or a SYN reset (`inbound: 'reset'`, as OpenWrt's WAN zone).
+ */
+export function firewall6Ruleset(r: { readonly inbound: InboundKind }): string {
+  return `
+table ip6 lab_fw6 {
+  counter unsolicited_in { }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept
+    iifname "wan0" ct state established,related accept
+${r.inbound === 'reset' ? '    iifname "wan0" ct state new meta l4proto tcp counter reject with tcp reset\n' : ''}    iifname "wan0" ct state new drop
+  }
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    ct state invalid drop
+    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept
+    iifname "lan0" oifname "wan0" accept
+    iifname "lan0" oifname "lan0" accept
+    iifname "wan0" oifname "lan0" counter name unsolicited_in drop
+  }
+}
+`;
+}
+
 /** Loss on a host's own WAN link (for hosts without a router: public hosts). */
 export function lossRuleset(lossPercent: number, ifname: string): string {
   return `

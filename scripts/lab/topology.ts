@@ -5,8 +5,10 @@
  * and nothing in it can reach beyond its own veth links (checked by assertIsolated).
  */
 import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { inNs, run } from './exec.js';
-import { lossRuleset, natRuleset, type InboundKind, type NatKind } from './nat.js';
+import { firewall6Ruleset, lossRuleset, natRuleset, type InboundKind, type NatKind } from './nat.js';
 
 /** The patent's example addresses (ordinary unicast: miniupnpd refuses reserved ones). */
 export const ADDR = Object.freeze({
@@ -32,6 +34,32 @@ export const ADDR = Object.freeze({
 });
 
 /**
+ * IPv6 (issue 14), in a lab built with `ipv6: true`: one /64 for the WAN segment, and a /64 per home
+ * that its router routes (no translation: a home router on IPv6 only firewalls, RFC 6092).
+ * Ordinary global unicast, not the documentation prefix 2001:db8::/32: devices never dial that
+ * (agent/device/address-policy.ts). Safe only because the lab has no route off the machine.
+ */
+export const ADDR6 = Object.freeze({
+  wanPrefix: '2a0a:e5c0:0:1::/64',
+  server: '2a0a:e5c0:0:1::6',
+  server2: '2a0a:e5c0:0:1::7',
+  routerA: '2a0a:e5c0:0:1::a',
+  routerB: '2a0a:e5c0:0:1::b',
+  publicClient: '2a0a:e5c0:0:1::109',
+  publicDevice: '2a0a:e5c0:0:1::3',
+  lanA: '2a0a:e5c0:100:a::/64',
+  lanARouter: '2a0a:e5c0:100:a::1',
+  client: '2a0a:e5c0:100:a::11',
+  lanB: '2a0a:e5c0:200:b::/64',
+  lanBRouter: '2a0a:e5c0:200:b::1',
+  device: '2a0a:e5c0:200:b::3',
+});
+
+/** A host's address families: IPv4 only (the default), IPv6 only, or both. */
+export const STACKS = ['ipv4', 'ipv6', 'dual'] as const;
+export type Stack = (typeof STACKS)[number];
+
+/**
  * Where client and device live: `separate` homes (the patent's Fig. 1), the `same-lan` (both on
  * router B's LAN: the owner's phone on the home Wi-Fi), or two homes behind one `shared-cgn`
  * (carrier-grade NAT 61.205.0.1, which hairpins as RFC 6888 REQ-9 requires; home routers
@@ -49,6 +77,8 @@ export interface SideSpec {
   readonly inbound?: InboundKind;
   /** The router hairpins (reaching its own public address from the LAN); default off, as most home routers. */
   readonly hairpin?: boolean;
+  /** The host's address families (needs a lab with `ipv6`); default ipv4. */
+  readonly stack?: Stack;
 }
 
 export interface Side {
@@ -60,6 +90,8 @@ export interface Side {
   /** The router's (or public host's) address on the WAN. */
   readonly publicAddress: string;
   readonly cgn: string | null;
+  /** The host's global IPv6 address (a lab with `ipv6`, a host with IPv6); its own, no translation. */
+  readonly hostAddress6?: string;
 }
 
 export interface Lab {
@@ -70,6 +102,8 @@ export interface Lab {
   readonly device: Side;
   /** The second server node's namespace, when asked for (`secondServer`). */
   readonly server2?: string;
+  /** Built with IPv6 on the WAN and the home LANs (the server is dual stack). */
+  readonly ipv6: boolean;
   readonly namespaces: readonly string[];
   /**
    * One more namespace of this lab, `<lab id>-<suffix>` (loopback up, nothing else), removed with
@@ -83,9 +117,12 @@ export interface Lab {
 
 export const LAB_PREFIX = 'pllab';
 
-async function addNs(ns: string, created: string[]): Promise<void> {
+async function addNs(ns: string, created: string[], ipv6 = false): Promise<void> {
   await run(['ip', 'netns', 'add', ns]);
   created.push(ns);
+  // IPv6 lab: no duplicate address detection on any interface made from now on, link-local ones
+  // included: a tentative address delays neighbour discovery, and with it the first packets, by ~1 s.
+  if (ipv6) await inNs(ns, ['sysctl', '-qw', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0']);
   await inNs(ns, ['ip', 'link', 'set', 'lo', 'up']);
 }
 
@@ -97,12 +134,29 @@ async function link(nsA: string, ifA: string, nsB: string, ifB: string): Promise
 }
 
 /** Plug namespace `ns` into the WAN switch as interface `ifname` with a public /32. */
-export async function plugWan(lab: { wan: string }, ns: string, port: string, ifname: string, address: string): Promise<void> {
+export async function plugWan(lab: { wan: string }, ns: string, port: string, ifname: string, address: string, address6?: string): Promise<void> {
   await link(lab.wan, port, ns, ifname);
   await run(['ip', '-n', lab.wan, 'link', 'set', port, 'master', 'br0']);
   await run(['ip', '-n', ns, 'addr', 'add', `${address}/32`, 'dev', ifname]);
   // Every WAN host is on one segment: reach any address directly on the link.
   await run(['ip', '-n', ns, 'route', 'add', 'default', 'dev', ifname]);
+  if (address6) await addr6(ns, ifname, `${address6}/64`);
+}
+
+/**
+ * An IPv6 address usable at once: no duplicate address detection (`nodad`), which would hold it
+ * "tentative" (unusable) for a second or more (lab notes).
+ */
+async function addr6(ns: string, ifname: string, cidr: string): Promise<void> {
+  await inNs(ns, ['sysctl', '-qw', `net.ipv6.conf.${ifname}.accept_dad=0`]).catch(() => undefined);
+  await run(['ip', '-n', ns, '-6', 'addr', 'add', cidr, 'dev', ifname, 'nodad']);
+}
+
+/** Every WAN namespace reaches each home's /64 through that home's router (static routes: an ISP's). */
+async function routeHomes6(ns: string, ifname: string, own: string | null): Promise<void> {
+  for (const [prefix, via] of [[ADDR6.lanA, ADDR6.routerA], [ADDR6.lanB, ADDR6.routerB]] as const) {
+    if (prefix !== own) await run(['ip', '-n', ns, '-6', 'route', 'add', prefix, 'via', via, 'dev', ifname]);
+  }
 }
 
 async function nft(ns: string, ruleset: string): Promise<void> {
@@ -114,8 +168,9 @@ async function nft(ns: string, ruleset: string): Promise<void> {
   }
 }
 
-async function router(ns: string, udpTimeoutS: number | undefined): Promise<void> {
+async function router(ns: string, udpTimeoutS: number | undefined, ipv6 = false): Promise<void> {
   await inNs(ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  if (ipv6) await inNs(ns, ['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
   if (udpTimeoutS !== undefined) {
     await inNs(ns, ['sysctl', '-qw', `net.netfilter.nf_conntrack_udp_timeout=${udpTimeoutS}`]);
     await inNs(ns, ['sysctl', '-qw', `net.netfilter.nf_conntrack_udp_timeout_stream=${udpTimeoutS}`]);
@@ -123,28 +178,47 @@ async function router(ns: string, udpTimeoutS: number | undefined): Promise<void
 }
 
 async function buildSide(
-  lab: { id: string; wan: string },
+  lab: { id: string; wan: string; ipv6: boolean },
   side: 'a' | 'b',
   spec: SideSpec,
   created: string[],
 ): Promise<Side> {
   const hostNs = `${lab.id}-${side === 'a' ? 'client' : 'device'}`;
-  await addNs(hostNs, created);
+  await addNs(hostNs, created, lab.ipv6);
   const loss = spec.lossPercent ?? 0;
+  const stack = spec.stack ?? 'ipv4';
+  if (stack !== 'ipv4' && !lab.ipv6) throw new Error(`lab: a ${stack} host needs a lab built with ipv6`);
+  const has6 = stack !== 'ipv4';
   if (spec.nat === 'none') {
     const address = side === 'a' ? ADDR.publicClient : ADDR.publicDevice;
-    await plugWan(lab, hostNs, `h${side}`, 'eth0', address);
+    const address6 = side === 'a' ? ADDR6.publicClient : ADDR6.publicDevice;
+    await plugWan(lab, hostNs, `h${side}`, 'eth0', address, has6 ? address6 : undefined);
+    if (has6) await routeHomes6(hostNs, 'eth0', null);
+    if (stack === 'ipv6') await run(['ip', '-n', hostNs, 'addr', 'del', `${address}/32`, 'dev', 'eth0']);
     if (loss > 0) await nft(hostNs, lossRuleset(loss, 'eth0'));
-    return { host: hostNs, hostAddress: address, router: null, publicAddress: address, cgn: null };
+    return { host: hostNs, hostAddress: address, router: null, publicAddress: address, cgn: null, ...(has6 ? { hostAddress6: address6 } : {}) };
   }
   const routerNs = `${lab.id}-router${side}`;
-  await addNs(routerNs, created);
+  await addNs(routerNs, created, lab.ipv6);
   const hostAddress = side === 'a' ? ADDR.client : ADDR.device;
   await link(routerNs, 'lan0', hostNs, 'eth0');
   await run(['ip', '-n', routerNs, 'addr', 'add', `${ADDR.lanRouter}/24`, 'dev', 'lan0']);
-  await run(['ip', '-n', hostNs, 'addr', 'add', `${hostAddress}/24`, 'dev', 'eth0']);
-  await run(['ip', '-n', hostNs, 'route', 'add', 'default', 'via', ADDR.lanRouter]);
-  await router(routerNs, spec.udpTimeoutS);
+  if (stack !== 'ipv6') {
+    await run(['ip', '-n', hostNs, 'addr', 'add', `${hostAddress}/24`, 'dev', 'eth0']);
+    await run(['ip', '-n', hostNs, 'route', 'add', 'default', 'via', ADDR.lanRouter]);
+  }
+  await router(routerNs, spec.udpTimeoutS, lab.ipv6);
+  const lan6 = side === 'a' ? { prefix: ADDR6.lanA, router: ADDR6.lanARouter, host: ADDR6.client } : { prefix: ADDR6.lanB, router: ADDR6.lanBRouter, host: ADDR6.device };
+  if (lab.ipv6) {
+    if (spec.nat === 'double') throw new Error('lab: IPv6 homes behind a carrier-grade NAT are not built (a CGN is IPv4 only)');
+    // The home's /64 on the LAN; the router firewalls it (RFC 6092), translating nothing.
+    await addr6(routerNs, 'lan0', `${lan6.router}/64`);
+    await nft(routerNs, firewall6Ruleset({ inbound: spec.inbound ?? 'drop' }));
+    if (has6) {
+      await addr6(hostNs, 'eth0', `${lan6.host}/64`);
+      await run(['ip', '-n', hostNs, '-6', 'route', 'add', 'default', 'via', lan6.router, 'dev', 'eth0']);
+    }
+  }
   let wanAddress: string = side === 'a' ? ADDR.routerA : ADDR.routerB;
   let cgnNs: string | null = null;
   if (spec.nat === 'double') {
@@ -162,10 +236,11 @@ async function buildSide(
     await nft(routerNs, natRuleset({ kind: 'port-restricted', lanCidr: ADDR.lanCidr, wanAddress: ADDR.cgnOutsideRouter, lossPercent: 0, ...behaviour(spec) }));
     wanAddress = cgnAddress;
   } else {
-    await plugWan(lab, routerNs, `r${side}`, 'wan0', wanAddress);
+    await plugWan(lab, routerNs, `r${side}`, 'wan0', wanAddress, lab.ipv6 ? (side === 'a' ? ADDR6.routerA : ADDR6.routerB) : undefined);
+    if (lab.ipv6) await routeHomes6(routerNs, 'wan0', lan6.prefix);
     await nft(routerNs, natRuleset({ kind: spec.nat, lanCidr: ADDR.lanCidr, wanAddress, lossPercent: loss, ...behaviour(spec) }));
   }
-  return { host: hostNs, hostAddress, router: routerNs, publicAddress: wanAddress, cgn: cgnNs };
+  return { host: hostNs, hostAddress, router: routerNs, publicAddress: wanAddress, cgn: cgnNs, ...(lab.ipv6 && has6 ? { hostAddress6: lan6.host } : {}) };
 }
 
 function behaviour(spec: SideSpec): { inbound?: InboundKind; hairpin?: boolean } {
@@ -248,6 +323,8 @@ export async function removeNamespaces(names: readonly string[]): Promise<void> 
       }
     }
     await run(['ip', 'netns', 'del', ns]).catch(() => undefined);
+    // Its own /etc/hosts, if the IPv6 lab gave it one (cell.ts labHostsFile), also after an interrupted run.
+    await rm(join('/etc/netns', ns), { recursive: true, force: true }).catch(() => undefined);
   }
 }
 
@@ -276,30 +353,34 @@ export async function sweepStaleLabs(): Promise<number> {
   return stale.length;
 }
 
-export async function createLab(spec: { client: SideSpec; device: SideSpec; secondServer?: boolean; homes?: Homes }): Promise<Lab> {
+export async function createLab(spec: { client: SideSpec; device: SideSpec; secondServer?: boolean; homes?: Homes; ipv6?: boolean }): Promise<Lab> {
   // pid + random: two runs at once never collide, and a dead run's leftovers are recognisable.
   const id = `${LAB_PREFIX}${process.pid}x${randomBytes(2).toString('hex')}`;
   const created: string[] = [];
   try {
+    const ipv6 = spec.ipv6 === true;
     const wan = `${id}-wan`;
-    await addNs(wan, created);
+    await addNs(wan, created, ipv6);
     await run(['ip', '-n', wan, 'link', 'add', 'br0', 'type', 'bridge']);
     await run(['ip', '-n', wan, 'link', 'set', 'br0', 'up']);
     const server = `${id}-server`;
-    await addNs(server, created);
-    await plugWan({ wan }, server, 'srv', 'eth0', ADDR.server);
+    await addNs(server, created, ipv6);
+    await plugWan({ wan }, server, 'srv', 'eth0', ADDR.server, ipv6 ? ADDR6.server : undefined);
+    if (ipv6) await routeHomes6(server, 'eth0', null);
     const server2 = spec.secondServer ? `${id}-server2` : undefined;
     if (server2) {
-      await addNs(server2, created);
-      await plugWan({ wan }, server2, 'srv2', 'eth0', ADDR.server2);
+      await addNs(server2, created, ipv6);
+      await plugWan({ wan }, server2, 'srv2', 'eth0', ADDR.server2, ipv6 ? ADDR6.server2 : undefined);
+      if (ipv6) await routeHomes6(server2, 'eth0', null);
     }
     const homes = spec.homes ?? 'separate';
+    if (ipv6 && homes !== 'separate') throw new Error(`lab: IPv6 is built for separate homes only, not ${homes}`);
     const { client, device } =
       homes === 'same-lan'
         ? await buildSameLan({ id, wan }, spec.device, created)
         : homes === 'shared-cgn'
           ? await buildSharedCgn({ id, wan }, spec.client, spec.device, created)
-          : { client: await buildSide({ id, wan }, 'a', spec.client, created), device: await buildSide({ id, wan }, 'b', spec.device, created) };
+          : { client: await buildSide({ id, wan, ipv6 }, 'a', spec.client, created), device: await buildSide({ id, wan, ipv6 }, 'b', spec.device, created) };
     const lab: Lab = {
       id,
       wan,
@@ -307,6 +388,7 @@ export async function createLab(spec: { client: SideSpec; device: SideSpec; seco
       client,
       device,
       ...(server2 ? { server2 } : {}),
+      ipv6,
       namespaces: created,
       async addNamespace(suffix) {
         const ns = `${id}-${suffix}`;

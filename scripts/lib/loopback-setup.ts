@@ -33,6 +33,10 @@ export interface LoopbackSetupOptions {
   readonly registerIntervalMs?: number;
   /** Where the server listens and the agent finds it; default 127.0.0.1 (the NAT lab uses a WAN address). */
   readonly serverAddress?: string;
+  /** The server's bind host (default: `serverAddress` on loopback, else 0.0.0.0; "::" = dual stack). */
+  readonly listenHost?: string;
+  /** The server host the agent's settings name (default `serverAddress`; the IPv6 lab: a name of both families). */
+  readonly agentServerHost?: string;
   /** Fixed ports instead of free loopback ports (the NAT lab's server has its own namespace). */
   readonly ports?: { readonly udp: number; readonly tls: number };
 }
@@ -62,7 +66,8 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
   const equipmentId = o.equipmentId ?? 'DEMO-TV-0001';
   const ca = createCa({ commonName: 'peerlink throwaway CA' });
   const serverAddress = o.serverAddress ?? '127.0.0.1';
-  const loopback = serverAddress === '127.0.0.1';
+  // IPv6 loopback too (issue 14): a demo or test on one machine over ::1.
+  const loopback = serverAddress === '127.0.0.1' || serverAddress === '::1';
   const server = issueServerCert({ caCertPem: ca.certPem, caKeyPem: ca.keyPem, hosts: ['localhost', serverAddress] });
   const masterKey = createRegistrationMasterKey();
   const device = await createDeviceIdentity({ equipmentId, masterKey, caCertPem: ca.certPem, ...(o.password ? { password: o.password } : {}) });
@@ -83,10 +88,10 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
       'log_level = "info"',
       'registration_master_key_file = "registration-master.key"',
       '[udp]',
-      `host = "${loopback ? serverAddress : '0.0.0.0'}"`,
+      `host = "${o.listenHost ?? (loopback ? serverAddress : '0.0.0.0')}"`,
       `port = ${udpPort}`,
       '[tls]',
-      `host = "${loopback ? serverAddress : '0.0.0.0'}"`,
+      `host = "${o.listenHost ?? (loopback ? serverAddress : '0.0.0.0')}"`,
       `port = ${tlsPort}`,
       'cert_file = "server.pem"',
       'key_file = "server.key"',
@@ -102,7 +107,7 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
       'state_dir = "state"',
       'log_level = "info"',
       '[server]',
-      `host = "${serverAddress}"`,
+      `host = "${o.agentServerHost ?? serverAddress}"`,
       `udp_port = ${udpPort}`,
       `tls_port = ${tlsPort}`,
       'server_name = "localhost"',

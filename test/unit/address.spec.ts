@@ -91,6 +91,14 @@ test('normalizeAddress and formatEndpoint', (t) => {
   t.is(normalizeAddress('::FFFF:1.2.3.4'), '1.2.3.4');
   t.is(normalizeAddress('2001:db8::1'), '2001:db8::1');
   t.is(normalizeAddress('1.2.3.4'), '1.2.3.4');
+  // Every text form of a v4-mapped address (a dual-stack socket reports IPv4 peers so).
+  t.is(normalizeAddress('::ffff:7f00:1'), '127.0.0.1');
+  t.is(normalizeAddress('0:0:0:0:0:ffff:c0a8:101'), '192.168.1.1');
+  t.is(normalizeAddress('0000::FFFF:0a00:0001'), '10.0.0.1');
+  t.is(normalizeAddress('::ffff:0:1'), '0.0.0.1');
+  t.is(normalizeAddress('::1:ffff:7f00:1'), '::1:ffff:7f00:1');
+  t.is(normalizeAddress('64:ff9b::7f00:1'), '64:ff9b::7f00:1');
+  t.is(normalizeAddress('0.0.0.0'), '0.0.0.0');
   t.is(formatEndpoint({ address: '2001:db8::1', port: 443 }), '[2001:db8::1]:443');
   t.is(formatEndpoint({ address: '192.0.2.1', port: 443 }), '192.0.2.1:443');
 });
@@ -139,9 +147,38 @@ test('classifyAddress', (t) => {
     ['169.253.255.255', 'ordinary'],
     ['223.255.255.255', 'ordinary'],
     ['255.255.255.254', 'ordinary'],
-    ['2001:db8::1', 'ordinary'],
+    ['2001:db8::1', 'documentation'],
+    ['2001:db8:ffff:ffff::1', 'documentation'],
+    ['2001:db9::1', 'ordinary'],
+    ['3fff:fff::1', 'documentation'],
+    ['3fff:1000::1', 'ordinary'],
+    ['2606:4700::1111', 'ordinary'],
     ['fec0::1', 'ordinary'],
-    ['::2', 'ordinary'],
+    ['::2', 'reserved'],
+    ['::10.0.0.1', 'reserved'],
+    ['100::1', 'reserved'],
+    ['100:0:0:1::1', 'ordinary'],
+    // NAT64 (RFC 6052): the IPv4 address the translator delivers to decides.
+    ['64:ff9b::8.8.8.8', 'ordinary'],
+    ['64:ff9b::808:808', 'ordinary'],
+    ['64:ff9b::10.0.0.1', 'private'],
+    ['64:ff9b::a00:1', 'private'],
+    ['64:ff9b::192.168.1.1', 'private'],
+    ['64:ff9b::127.0.0.1', 'loopback'],
+    ['64:ff9b::169.254.169.254', 'link-local'],
+    ['64:ff9b::224.0.0.1', 'multicast'],
+    ['64:ff9b::0.0.0.0', 'unspecified'],
+    ['64:ff9b::255.255.255.255', 'reserved'],
+    ['64:ff9b:0:0:1::a00:1', 'ordinary'],
+    ['64:ff9b:1::1', 'private'],
+    ['64:ff9b:1:ffff::10.0.0.1', 'private'],
+    // 6to4 (RFC 3056): likewise.
+    ['2002:808:808::1', 'ordinary'],
+    ['2002:a00:1::1', 'private'],
+    ['2002:7f00:1::1', 'loopback'],
+    // v4-mapped in every text form.
+    ['0:0:0:0:0:ffff:7f00:1', 'loopback'],
+    ['::ffff:c0a8:101', 'private'],
     ['::ffff:8.8.8.8', 'ordinary'],
     ['example.com', 'invalid'],
     ['', 'invalid'],
@@ -161,7 +198,10 @@ test('mayDial: ordinary always; never multicast, unspecified, broadcast; link-lo
     for (const server of Object.values(SERVERS)) {
       const tag = `${JSON.stringify(policy)} server ${server}`;
       t.true(mayDial('203.0.113.7', policy, server), tag);
-      t.true(mayDial('2001:db8::7', policy, server), tag);
+      t.true(mayDial('2606:4700::7', policy, server), tag);
+      t.true(mayDial('64:ff9b::8.8.4.4', policy, server), tag);
+      // No real host has a documentation or reserved address: nothing legitimate to dial there.
+      for (const doc of ['2001:db8::7', '3fff::7', '::1.2.3.4', '100::7']) t.false(mayDial(doc, policy, server), `${doc} ${tag}`);
       t.is(mayDial('169.254.10.10', policy, server), policy.allowLinkLocal, `link-local ${tag}`);
       t.is(mayDial('fe80::1', policy, server), policy.allowLinkLocal, `fe80 ${tag}`);
       for (const never of ['224.0.0.1', 'ff02::1', '0.0.0.0', '::', '255.255.255.255', 'not-an-ip']) t.false(mayDial(never, policy, server), `${never} ${tag}`);
@@ -174,7 +214,7 @@ test('mayDial: loopback only with allowLoopback and the server on loopback', (t)
     for (const [kind, server] of Object.entries(SERVERS)) {
       const tag = `${JSON.stringify(policy)} server ${server}`;
       const expected = policy.allowLoopback && kind === 'loopback';
-      for (const a of ['127.0.0.1', '::1', '::ffff:127.0.0.1', '127.9.9.9']) t.is(mayDial(a, policy, server), expected, `${a} ${tag}`);
+      for (const a of ['127.0.0.1', '::1', '::ffff:127.0.0.1', '127.9.9.9', '64:ff9b::127.0.0.1', '2002:7f00:1::']) t.is(mayDial(a, policy, server), expected, `${a} ${tag}`);
     }
   }
 });
@@ -184,7 +224,7 @@ test('mayDial: private, CGN and ULA only with the server on such an address or l
     for (const [kind, server] of Object.entries(SERVERS)) {
       const tag = `${JSON.stringify(policy)} server ${server}`;
       const expected = policy.allowPrivate || kind !== 'public';
-      for (const a of ['10.0.0.5', '172.20.1.1', '192.168.1.1', '100.64.1.1', 'fd00::1', '::ffff:10.1.1.1']) t.is(mayDial(a, policy, server), expected, `${a} ${tag}`);
+      for (const a of ['10.0.0.5', '172.20.1.1', '192.168.1.1', '100.64.1.1', 'fd00::1', '::ffff:10.1.1.1', '64:ff9b::10.1.1.1', '64:ff9b::c0a8:101', '64:ff9b:1::5', '2002:c0a8:101::1']) t.is(mayDial(a, policy, server), expected, `${a} ${tag}`);
     }
   }
   // An unknown server address counts as a public one (fail closed).
@@ -195,6 +235,14 @@ test('mayDial: private, CGN and ULA only with the server on such an address or l
 function expectedClass(address: string): AddressClass {
   let b = ipBytes(address);
   if (isV4Mapped(b)) b = b.subarray(12);
+  // NAT64 64:ff9b::/96 and 6to4 2002::/16 lead to the IPv4 address they carry.
+  const nat64 = b.length === 16 && b[0] === 0 && b[1] === 0x64 && b[2] === 0xff && b[3] === 0x9b && b.subarray(4, 12).every((x) => x === 0);
+  const sixToFour = b.length === 16 && b[0] === 0x20 && b[1] === 0x02;
+  if (nat64 || sixToFour) {
+    const v4 = nat64 ? b.subarray(12) : b.subarray(2, 6);
+    const cls = expectedClass([...v4].join('.'));
+    return cls === 'broadcast' ? 'reserved' : cls;
+  }
   if (b.length === 4) {
     if (b[0] === 127) return 'loopback';
     if (b[0] === 169 && b[1] === 254) return 'link-local';
@@ -209,6 +257,11 @@ function expectedClass(address: string): AddressClass {
   if (b[0] === 0xff) return 'multicast';
   if (b.every((x) => x === 0)) return 'unspecified';
   if ((b[0]! & 0xfe) === 0xfc) return 'private';
+  if (b[0] === 0 && b[1] === 0x64 && b[2] === 0xff && b[3] === 0x9b && b[4] === 0 && b[5] === 1) return 'private';
+  if (b[0] === 0x20 && b[1] === 0x01 && b[2] === 0x0d && b[3] === 0xb8) return 'documentation';
+  if (b[0] === 0x3f && b[1] === 0xff && (b[2]! & 0xf0) === 0) return 'documentation';
+  if (b.subarray(0, 12).every((x) => x === 0)) return 'reserved';
+  if (b[0] === 1 && b.subarray(1, 8).every((x) => x === 0)) return 'reserved';
   return 'ordinary';
 }
 
@@ -218,7 +271,9 @@ const anyAddressArb = fc.oneof(
   ipv4Arb.map((a) => `::ffff:${a}`),
   // Addresses near the special ranges, so each class is hit often.
   fc.tuple(fc.constantFrom('127', '169', '224', '239', '0', '255', '240', '10', '172', '192', '100'), fc.nat(255), fc.nat(255), fc.nat(255)).map((o) => o.join('.')),
-  fc.tuple(fc.constantFrom('fe80', 'febf', 'fec0', 'ff02', 'ff00', '0', '1', 'fc00', 'fdff', 'fe00'), fc.nat(0xffff)).map(([a, b]) => `${a}::${b.toString(16)}`),
+  fc.tuple(fc.constantFrom('fe80', 'febf', 'fec0', 'ff02', 'ff00', '0', '1', 'fc00', 'fdff', 'fe00', '2001:db8', '3fff', '3fff:fff', '100', '2002:a00', '2002:7f00', '64:ff9b:1'), fc.nat(0xffff)).map(([a, b]) => `${a}::${b.toString(16)}`),
+  ipv4Arb.map((a) => `64:ff9b::${a}`),
+  fc.tuple(fc.constantFrom(10, 127, 169, 192, 8, 224, 255, 0), fc.nat(0xffffff)).map(([h, l]) => `64:ff9b::${((h << 8) | (l >> 16)).toString(16)}:${(l & 0xffff).toString(16)}`),
   fc.constantFrom('::', '::1', '255.255.255.255', '0.0.0.0'),
 );
 

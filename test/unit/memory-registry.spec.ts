@@ -97,3 +97,48 @@ test('the ID arena is compacted after many deletions, and every entry stays find
   t.is([...reg.entries()].length, 20_500);
   t.deepEqual(new Set([...reg.entries()].map(([id]) => id)).size, 20_500);
 });
+
+test('devices counts a dual-stack device once: its IPv6 mapping ("<id>/6") pairs with its IPv4 one', (t) => {
+  const r = createMemoryRegistry();
+  const e = (address: string) => ({ address, port: 4000, lastSeenMs: 1, lastTimestampMs: 1 });
+  r.set('TV-1', e('202.204.16.13'));
+  t.is(r.devices, 1);
+  r.set('TV-1/6', e('2a0a::3'));
+  t.is(r.size, 2);
+  t.is(r.devices, 1, 'two mappings, one device');
+  r.set('TV-2/6', e('2a0a::4'));
+  t.is(r.devices, 2, 'an IPv6-only device counts');
+  r.set('TV-2', e('202.204.16.14'));
+  t.is(r.devices, 2, 'paired the other way round');
+  r.delete('TV-1');
+  t.is(r.devices, 2, 'TV-1 keeps its IPv6 mapping');
+  r.delete('TV-1/6');
+  r.delete('TV-2/6');
+  t.is(r.devices, 1);
+  t.is(r.size, 1);
+  r.set('TV-3', e('1.2.3.4'));
+  t.is(r.devices, 2);
+});
+
+test('devices is the number of distinct devices, under any sequence of sets and deletes (property)', (t) => {
+  const key = fc.tuple(fc.constantFrom('A', 'B', 'C', 'D'), fc.boolean()).map(([id, v6]) => (v6 ? `${id}/6` : id));
+  fc.assert(
+    fc.property(fc.array(fc.tuple(fc.boolean(), key), { maxLength: 60 }), (ops) => {
+      const r = createMemoryRegistry();
+      const model = new Set<string>();
+      for (const [add, k] of ops) {
+        if (add) {
+          r.set(k, { address: '1.2.3.4', port: 1, lastSeenMs: 1, lastTimestampMs: 1 });
+          model.add(k);
+        } else {
+          r.delete(k);
+          model.delete(k);
+        }
+        const devices = new Set([...model].map((m) => m.replace(/\/6$/, ''))).size;
+        if (r.devices !== devices || r.size !== model.size) return false;
+      }
+      return true;
+    }),
+  );
+  t.pass();
+});

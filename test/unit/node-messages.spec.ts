@@ -210,3 +210,14 @@ testProp('any text decodes or raises ProtocolError, never anything else', [fc.on
   }
   t.pass();
 });
+
+test('a taken message may name a device\'s IPv6 mapping ("<id>/6", family-key.ts), nothing else with a slash', (t) => {
+  const m = decodeNodeMessage(JSON.stringify({ t: 'taken', d: 'TV-1/6', by: 'node-b', ts: 1 }));
+  t.like(m, { kind: 'taken', equipmentId: 'TV-1/6' });
+  t.deepEqual(decodeNodeMessage(encodeNodeMessage(m)), m);
+  for (const bad of ['TV-1/4', 'TV-1/6/6', '/6', 'TV-1/']) {
+    t.throws(() => decodeNodeMessage(JSON.stringify({ t: 'taken', d: bad, by: 'node-b', ts: 1 })), undefined, bad);
+  }
+  // A notify still names the device itself.
+  t.throws(() => decodeNodeMessage(JSON.stringify({ t: 'notify', r: 'ab'.repeat(16), d: 'TV-1/6', a: '1.2.3.4', p: 1, from: 'n', w: '00'.repeat(56) })));
+});
