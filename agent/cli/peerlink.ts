@@ -21,24 +21,29 @@ const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca 
        ${PROGRAM} connect 'peerlink://connect?v=1&id=...&pw=...[&server=...]' --ca CA.pem   (the label's QR code)
                 --service NAME (--listen HOST:PORT | --stdio)
                 [--accept HOST:PORT] [--advertise-port N] [--server-name NAME] [--log-level LEVEL]
-                [--peer-timeout-ms MS] [--map-port off|auto|upnp|natpmp]
+                [--peer-timeout-ms MS] [--map-port off|auto|upnp|natpmp] [--session-idle-ms MS]
 
   --server          the rendezvous server's TLS endpoint
   --ca              the CA certificate that signs the server's certificate
   --password-file   file whose first line is the device's access password
   --service         the device service to reach (must be in the device's allow-list)
-  --listen          serve the tunnel on this local TCP port (like ssh -L); one tunnel per connection
+  --listen          serve the device's service on this local TCP port (like ssh -L)
   --stdio           serve one tunnel on stdin/stdout (ssh -o ProxyCommand="peerlink connect ... --stdio")
   --accept          local address where the device's direct connection arrives (default 0.0.0.0:0)
   --advertise-port  the public port the device should dial (your NAT's static or UPnP mapping of --accept)
   --server-name     name expected in the server certificate (default: the --server host)
   --log-level       fatal|error|warn|info|debug (default warn; logs go to stderr)
   --peer-timeout-ms how long to wait for the device's direct connection once it accepted (default 10000)
-  --map-port        ask the router to forward the --accept port: UPnP IGD v1/v2 or NAT-PMP (default off)`;
+  --map-port        ask the router to forward the --accept port: UPnP IGD v1/v2 or NAT-PMP (default off)
+  --session-idle-ms --listen: one session with the device carries a stream per local connection;
+                    it closes after this long without one (default 30000; 0: a tunnel per connection)`;
 
 function usage(message: string): ConfigError {
   return new ConfigError([`${message}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
 }
+
+/** --listen: how long a session with no local connection is kept (--session-idle-ms). */
+const LISTEN_SESSION_IDLE_MS = 30_000;
 
 const OPTIONS = {
   server: { type: 'string' },
@@ -53,6 +58,7 @@ const OPTIONS = {
   'log-level': { type: 'string' },
   'peer-timeout-ms': { type: 'string' },
   'map-port': { type: 'string' },
+  'session-idle-ms': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -67,6 +73,7 @@ interface ConnectArgs {
   readonly peerTimeoutMs: number | undefined;
   readonly mapPort: MappingMode;
   readonly server: HostPort;
+  readonly sessionIdleMs: number;
 }
 
 async function main(): Promise<void> {
@@ -110,7 +117,11 @@ function checkConnect(v: Values, positionals: readonly string[]): ConnectArgs {
   const mapPort = (v['map-port'] ?? 'off') as MappingMode;
   if (!MAPPING_MODES.includes(mapPort)) throw usage(`--map-port: expected one of ${MAPPING_MODES.join(', ')}, found ${JSON.stringify(v['map-port'])}`);
   const server = parseHostPort(v.server!, '--server');
-  return { v, equipmentId, uri, advertisePort, peerTimeoutMs, mapPort, server };
+  const sessionIdleMs = v['session-idle-ms'] === undefined ? LISTEN_SESSION_IDLE_MS : Number(v['session-idle-ms']);
+  if (!(Number.isInteger(sessionIdleMs) && sessionIdleMs >= 0 && sessionIdleMs <= 86_400_000)) {
+    throw usage(`--session-idle-ms: expected 0-86400000, found ${JSON.stringify(v['session-idle-ms'])}`);
+  }
+  return { v, equipmentId, uri, advertisePort, peerTimeoutMs, mapPort, server, sessionIdleMs };
 }
 
 /** The CA certificate, and the password (from its file, or the label's URI). */
@@ -132,7 +143,7 @@ async function loadFiles({ v, uri }: ConnectArgs): Promise<{ caPem: string; pass
 }
 
 async function runConnect(args: ConnectArgs, caPem: string, password: string): Promise<void> {
-  const { v, equipmentId, advertisePort, peerTimeoutMs, mapPort, server } = args;
+  const { v, equipmentId, advertisePort, peerTimeoutMs, mapPort, server, sessionIdleMs } = args;
   const logger = createLogger({ name: PROGRAM, level: v['log-level'] ?? 'warn', destination: 2 });
   const client = createClient({
     server,
@@ -145,6 +156,8 @@ async function runConnect(args: ConnectArgs, caPem: string, password: string): P
     ...(advertisePort ? { advertisePort } : {}),
     ...(peerTimeoutMs ? { peerTimeoutMs } : {}),
     mapPort,
+    // --stdio carries one connection: a plain tunnel.
+    sessionIdleMs: v.stdio ? 0 : sessionIdleMs,
     logger,
   });
   const aborter = new AbortController();

@@ -224,6 +224,7 @@ export function createAgent(input: AgentOptions): Agent {
       relayAfterMs: settings.dial.relayAfterMs,
       holePunch: settings.dial.holePunch,
       ...(reverse ? { reverse } : {}),
+      services: () => settings.services,
       logger,
       signal: aborter.signal,
     }))

@@ -26,6 +26,8 @@ import type { Authorize, Decision } from './authorizer.js';
 import { connectService, dialClient, type DialOptions } from './dialer.js';
 import { connectToServer } from '../rendezvous/server-tls.js';
 import { racePaths, type PathAttempt, type PathKind, type PathRaceWinner } from '../paths/path-race.js';
+import type { HostPort } from '../common/endpoint-parse.js';
+import { serveDeviceSession } from '../session/device-session.js';
 
 export interface SessionContext {
   readonly identity: DeviceIdentity;
@@ -42,6 +44,8 @@ export interface SessionContext {
   readonly holePunch: boolean;
   /** The reverse strategy, when the agent has a listening port. */
   readonly reverse?: ReverseOffer;
+  /** The allow-list, for sessions with streams (each stream names its service); without it sessions are refused. */
+  readonly services?: () => ReadonlyMap<string, HostPort>;
   readonly logger: Logger;
   readonly signal: AbortSignal;
 }
@@ -99,7 +103,8 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     service = verdict.service;
     const listen = answer(requestId, ctx, channel, verdict.status);
     const { decision } = verdict;
-    if (decision.status !== Status.OK || verdict.status !== Status.OK || !service) {
+    const session = decision.status === Status.OK && decision.target === null;
+    if (decision.status !== Status.OK || verdict.status !== Status.OK || (!service && !session)) {
       return { status: verdict.status, bytesToClient: 0, bytesFromClient: 0 };
     }
     // Punch only towards the address the dial policy just approved (the client's observed one).
@@ -121,7 +126,8 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       reverse: ctx.reverse && listen.length > 0 ? { listener: ctx.reverse.listener, token: reverseToken(ctx.identity.accessKey, decision.request.clientNonce) } : null,
       log,
     });
-    const svc = service;
+    if (session) return await serveSession(won.stream, won.attempt.via, ctx, log);
+    const svc = service!;
     service = null;
     return await forward(won.stream, won.attempt.via, svc, ctx, log);
   } catch (err) {
@@ -177,6 +183,12 @@ async function decide(
     log.warn({ status: decision.status, reason: decision.reason, client: formatEndpoint(fwd.client) }, 'S207 request refused');
     return { decision, status: decision.status, service: null };
   }
+  if (decision.target === null) {
+    // A session: its streams name their services, each checked when it opens.
+    if (ctx.services) return { decision, status: decision.status, service: null };
+    log.warn('S207 a session with streams was asked for; this agent serves none');
+    return { decision, status: Status.SERVICE_REFUSED, service: null };
+  }
   try {
     return { decision, status: decision.status, service: await connectService(decision.target, ctx.dialTimeoutMs) };
   } catch (err) {
@@ -216,6 +228,20 @@ async function forward(tunnel: TLSSocket, via: PathKind, svc: Socket, ctx: Sessi
   ctx.signal.removeEventListener('abort', onAbort);
   log.info({ bytesFromClient: r.bytesAtoB, bytesToClient: r.bytesBtoA }, 'S209 session ended');
   return { status: Status.OK, bytesToClient: r.bytesBtoA, bytesFromClient: r.bytesAtoB };
+}
+
+/** S209 for a session: HTTP/2 over the channel, a stream per service connection (agent/session). */
+async function serveSession(tunnel: TLSSocket, via: PathKind, ctx: SessionContext, log: Logger): Promise<SessionOutcome> {
+  log.info({ via }, 'end-to-end channel up (TLS 1.3 PSK); S209 serving a session with streams');
+  const r = await serveDeviceSession({
+    channel: tunnel,
+    services: ctx.services!,
+    connectService,
+    connectTimeoutMs: ctx.dialTimeoutMs,
+    logger: log,
+    signal: ctx.signal,
+  });
+  return { status: Status.OK, bytesToClient: r.bytesToClient, bytesFromClient: r.bytesFromClient };
 }
 
 /**

@@ -4,6 +4,7 @@
  */
 import { dirname, resolve } from 'node:path';
 import { LOG_LEVELS, readTomlFile, SettingsChecker, type LogLevel } from '../common/settings-checker.js';
+import { SESSION_SERVICE } from '../protocol/session-streams.js';
 import { REGISTER_INTERVAL_MS, RELAY_AFTER_MS, SERVICE_NAME_PATTERN, PEER_CONNECT_TIMEOUT_MS, REVERSE_MAX_PENDING_CONNECTIONS, REVERSE_TOKEN_TIMEOUT_MS } from '../protocol/constants.js';
 import { parseHostPort, type HostPort } from '../common/endpoint-parse.js';
 import { MAPPING_MODES, type MappingMode } from '../nat/port-mapping.js';
@@ -89,6 +90,10 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
   for (const [name, target] of Object.entries(svc)) {
     if (!SERVICE_NAME_PATTERN.test(name)) {
       c.problem(`services.${name}`, 'a service name of 1-32 characters a-z 0-9 . _ - (starting with a letter or digit)', name);
+      continue;
+    }
+    if (name === SESSION_SERVICE) {
+      c.problem(`services.${name}`, `another name (${SESSION_SERVICE} is what a client asks for to open a session with streams)`, name);
       continue;
     }
     if (typeof target !== 'string') {
