@@ -9,6 +9,7 @@ import { readSecretFile } from '../common/secret-file.js';
 import { parseArgs } from 'node:util';
 import { createClient, type Tunnel } from '../client/client.js';
 import { createLocalForward } from '../client/local-forward.js';
+import { SESSION_MAX_STREAMS } from '../protocol/session-streams.js';
 import { parseHostPort, type HostPort } from '../common/endpoint-parse.js';
 import { createLogger } from '../common/logger.js';
 import { ConfigError, ErrorCodes, PeerlinkError } from '../common/errors.js';
@@ -173,7 +174,9 @@ async function runConnect(args: ConnectArgs, caPem: string, password: string): P
       // The port opens at once: a script that starts us and then connects is held until the first
       // tunnel is up (or closed if it fails), not refused.
       opening.catch(() => undefined);
-      forward = createLocalForward({ client, listen: parseHostPort(v.listen!, '--listen'), logger, first: opening });
+      // With a session a waiting connection costs a stream (no server work): let a page's worth wait.
+      const maxPending = sessionIdleMs > 0 ? { maxPending: SESSION_MAX_STREAMS } : {};
+      forward = createLocalForward({ client, listen: parseHostPort(v.listen!, '--listen'), logger, first: opening, ...maxPending });
       await forward.start();
     }
     const first = await opening;

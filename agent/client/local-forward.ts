@@ -115,7 +115,7 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
   return {
     counters,
     async start() {
-      const s = createServer({ allowHalfOpen: true }, (sock) => void serve(sock));
+      const s = createServer({ allowHalfOpen: true, noDelay: true }, (sock) => void serve(sock));
       await listenOn(s, o.listen.port, o.listen.host);
       server = s;
       return address();

@@ -49,6 +49,8 @@ export function startClientSession(input: ClientSessionOptions): ClientSession {
   // http2 would wait for a 'secureConnect' that such a socket never emits.
   const tlsState = o.channel as Duplex & { secureConnecting?: boolean };
   if (tlsState.secureConnecting) tlsState.secureConnecting = false;
+  // Streams carry small request/answer exchanges: no Nagle delay on the channel.
+  (o.channel as Duplex & { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
   const session: ClientHttp2Session = h2connect('http://peerlink.invalid', {
     createConnection: () => o.channel as never,
     settings: { maxConcurrentStreams: SESSION_MAX_STREAMS, initialWindowSize: SESSION_STREAM_WINDOW_BYTES, enablePush: false },

@@ -55,6 +55,8 @@ export async function serveDeviceSession(input: DeviceSessionOptions): Promise<D
   const o = Object.freeze({ ...input, idleMs: input.idleMs ?? DEVICE_SESSION_IDLE_MS, maxStreams: input.maxStreams ?? SESSION_MAX_STREAMS });
   // The chosen byte must be written before HTTP/2 takes the socket over (a write still in flight
   // on the TLS handle would complete into the HTTP/2 session's bookkeeping).
+  // Streams carry small request/answer exchanges: no Nagle delay on the channel.
+  (o.channel as Partial<Socket>).setNoDelay?.(true);
   await new Promise<void>((resolve, reject) => o.channel.write(Buffer.of(TUNNEL_CHOSEN_BYTE), (err) => (err ? reject(err) : resolve())));
   const session = performServerHandshake(o.channel as Socket, {
     settings: { maxConcurrentStreams: o.maxStreams, initialWindowSize: SESSION_STREAM_WINDOW_BYTES, enablePush: false },
@@ -114,6 +116,7 @@ export async function serveDeviceSession(input: DeviceSessionOptions): Promise<D
       svc.destroy();
       return;
     }
+    svc.setNoDelay(true);
     streams++;
     stream.respond(streamAnswer(Status.OK));
     svc.resume();
