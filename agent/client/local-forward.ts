@@ -34,6 +34,7 @@ export interface LocalForwardOptions {
 
 /** Longer than a client's own worst case (the server's answer, then the peer handshake). */
 export const LOCAL_FORWARD_OPEN_TIMEOUT_MS = 60_000;
+const LOCAL_CLOSED = new Error('the local connection closed');
 export const LOCAL_FORWARD_COUNTERS = ['served', 'openFailed', 'overCap'] as const;
 
 export interface LocalForward {
@@ -79,7 +80,7 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
     conns.add(local);
     local.once('close', () => {
       conns.delete(local);
-      cancel.abort();
+      cancel.abort(LOCAL_CLOSED); // a reason made once: the default (a DOMException) costs a stack trace per connection
     });
     let tunnel: Tunnel;
     try {

@@ -6,7 +6,8 @@
  *     connection requests the server saw meanwhile (none expected);
  *   - "a web page": 40 parallel HTTP requests, each on its own TCP connection, through one
  *     `peerlink connect --listen` port to the appliance's HTTP service, total time vs the same
- *     40 made directly to the service (target <= 1.5x), and how many succeeded.
+ *     40 made directly to the service (target <= 1.5x), how many succeeded, and the CPU they cost;
+ *   - throughput of a stream of a session vs a tunnel per connection (and plain TCP), one echo round trip.
  * The real server and agent programs; the stream figure uses the client library in this process,
  * the web page the real client program.
  */
@@ -20,7 +21,9 @@ import { closeServer, listenOn } from '../../agent/common/listen.js';
 import { createLoopbackSetup } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type Program } from '../lib/program.js';
-import { startEchoServer, waitServing } from './throughput.js';
+import { bestMbps, startEchoServer, viaTcp, waitServing } from './throughput.js';
+import { cpuSeconds } from './cpu-time.js';
+import { randomBytes } from 'node:crypto';
 
 export interface SessionFigures {
   readonly tcpConnectP50Ms: number;
@@ -34,6 +37,13 @@ export interface SessionFigures {
   readonly pageDirectMs: number;
   readonly pageThroughListenMs: number;
   readonly pageSucceeded: number;
+  /** CPU per request of the web page through the port: the client program, the agent, this process (the service and the requests). */
+  readonly pageCpuMsPerRequest: { readonly client: number; readonly agent: number; readonly bench: number };
+  /** Round trip of a payload through an echo service: plain TCP, a tunnel per connection, a stream of a session. */
+  readonly throughputPayloadBytes: number;
+  readonly plainTcpMbps: number;
+  readonly tunnelMbps: number;
+  readonly streamMbps: number;
 }
 
 const PAGE_REQUESTS = 40;
@@ -139,10 +149,11 @@ export async function sessionBench(o: { quick: boolean }): Promise<SessionFigure
 
     // A web page: 40 parallel requests through one --listen port vs directly.
     const listenPort = await freePort();
-    const cli = startProgram('client', [
+    const base = [
       'connect', setup.equipmentId, '--server', `127.0.0.1:${setup.tlsPort}`, '--server-name', 'localhost',
-      '--ca', setup.caFile, '--password-file', setup.passwordFile, '--service', 'web', '--listen', `127.0.0.1:${listenPort}`,
-    ]);
+      '--ca', setup.caFile, '--password-file', setup.passwordFile,
+    ];
+    const cli = startProgram('client', [...base, '--service', 'web', '--listen', `127.0.0.1:${listenPort}`]);
     programs.push(cli);
     await waitServing(cli);
     await page(listenPort); // the first stream of the session was opened at start; warm both paths alike
@@ -151,11 +162,31 @@ export async function sessionBench(o: { quick: boolean }): Promise<SessionFigure
     const direct: number[] = [];
     const through: number[] = [];
     let succeeded = PAGE_REQUESTS;
+    const cpu = { client: 0, agent: 0, bench: 0 };
     for (let i = 0; i < rounds; i++) {
       direct.push((await page(webPort)).ms);
+      const cpu0 = { client: cpuSeconds(cli.child.pid!), agent: cpuSeconds(agent.child.pid!), bench: cpuSeconds(process.pid) };
       const p = await page(listenPort);
+      cpu.client += cpuSeconds(cli.child.pid!) - cpu0.client;
+      cpu.agent += cpuSeconds(agent.child.pid!) - cpu0.agent;
+      cpu.bench += cpuSeconds(process.pid) - cpu0.bench;
       through.push(p.ms);
       succeeded = Math.min(succeeded, p.ok);
+    }
+    const perRequest = (sec: number): number => (sec * 1000) / (rounds * PAGE_REQUESTS);
+
+    // Throughput: a stream of a session vs a tunnel per connection, through the same echo service.
+    const [streamPort, tunnelPort] = [await freePort(), await freePort()];
+    const streamCli = startProgram('client', [...base, '--service', 'echo', '--listen', `127.0.0.1:${streamPort}`]);
+    const tunnelCli = startProgram('client', [...base, '--service', 'echo', '--listen', `127.0.0.1:${tunnelPort}`, '--session-idle-ms', '0']);
+    programs.push(streamCli, tunnelCli);
+    await Promise.all([waitServing(streamCli), waitServing(tunnelCli)]);
+    const data = randomBytes(o.quick ? 4 * 1024 * 1024 : 16 * 1024 * 1024);
+    const tput = { plain: 0, tunnel: 0, stream: 0 };
+    for (let i = 0; i < (o.quick ? 1 : 3); i++) {
+      tput.plain = Math.max(tput.plain, await bestMbps(viaTcp(echo.port, data), data, 1));
+      tput.tunnel = Math.max(tput.tunnel, await bestMbps(viaTcp(tunnelPort, data), data, 1));
+      tput.stream = Math.max(tput.stream, await bestMbps(viaTcp(streamPort, data), data, 1));
     }
     return {
       tcpConnectP50Ms: percentile(tcpMs, 0.5),
@@ -168,6 +199,11 @@ export async function sessionBench(o: { quick: boolean }): Promise<SessionFigure
       pageDirectMs: percentile(direct, 0.5),
       pageThroughListenMs: percentile(through, 0.5),
       pageSucceeded: succeeded,
+      pageCpuMsPerRequest: { client: perRequest(cpu.client), agent: perRequest(cpu.agent), bench: perRequest(cpu.bench) },
+      throughputPayloadBytes: data.length,
+      plainTcpMbps: tput.plain,
+      tunnelMbps: tput.tunnel,
+      streamMbps: tput.stream,
     };
   } finally {
     await client.stop();
@@ -199,5 +235,14 @@ export function sessionRows(f: SessionFigures | null): [string, string, string, 
       '<= 1.5, all',
       f2(f.pageThroughListenMs / f.pageDirectMs),
     ],
+    [
+      'a web page through --listen: CPU per request of the client / the agent / the requests and the service (ms)',
+      `${f2(f.pageCpuMsPerRequest.client)} / ${f2(f.pageCpuMsPerRequest.agent)} / ${f2(f.pageCpuMsPerRequest.bench)}`,
+      'report',
+      '-',
+    ],
+    [`echo throughput (${f.throughputPayloadBytes / 1048576} MiB round trip): plain TCP (Mbit/s, both directions)`, f1(f.plainTcpMbps), 'baseline', '1.00'],
+    ['echo throughput: a tunnel per connection (--session-idle-ms 0)', f1(f.tunnelMbps), 'report', f2(f.tunnelMbps / f.plainTcpMbps)],
+    ['echo throughput: a stream of a session (--listen default)', f1(f.streamMbps), 'report', `${f2(f.streamMbps / f.plainTcpMbps)} (${f2(f.streamMbps / f.tunnelMbps)} of the tunnel)`],
   ];
 }
