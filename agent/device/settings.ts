@@ -49,6 +49,8 @@ export interface AgentSettings {
     /** Try TCP simultaneous open towards the client's observed endpoint. */
     readonly holePunch: boolean;
     readonly maxConcurrent: number;
+    /** Serve sessions with streams (docs/sessions.md); false: refuse them, clients fall back to a tunnel each. */
+    readonly sessions: boolean;
   };
   /** The device's own listening port, which clients may dial (reverse strategy). */
   readonly reverse: {
@@ -81,7 +83,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
   const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name', 'probe_port']);
   const reg = c.table(doc, 'registration', 'registration', ['interval_ms', 'local_port']);
   const ka = c.table(doc, 'keepalive', 'keepalive', ['mode', 'min_interval_ms', 'max_interval_ms']);
-  const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'allow_private', 'connect_timeout_ms', 'direct_timeout_ms', 'relay_after_ms', 'hole_punch', 'max_concurrent']);
+  const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'allow_private', 'connect_timeout_ms', 'direct_timeout_ms', 'relay_after_ms', 'hole_punch', 'max_concurrent', 'sessions']);
   const rev = c.table(doc, 'reverse', 'reverse', ['enabled', 'listen_port', 'port_mapping', 'mapping_renew_ms', 'token_timeout_ms', 'max_pending']);
   const svc = c.table(doc, 'services', 'services', Object.keys((doc.services as object | undefined) ?? {}));
   const host = c.str(server, 'host', 'server.host', { expect: 'the rendezvous server host name or address' });
@@ -139,6 +141,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       relayAfterMs: c.int(dial, 'relay_after_ms', 'dial.relay_after_ms', { default: RELAY_AFTER_MS, min: 0, max: 120_000 }),
       holePunch: c.bool(dial, 'hole_punch', 'dial.hole_punch', true),
       maxConcurrent: c.int(dial, 'max_concurrent', 'dial.max_concurrent', { default: 16, min: 1, max: 1024 }),
+      sessions: c.bool(dial, 'sessions', 'dial.sessions', true),
     },
     reverse: {
       enabled: c.bool(rev, 'enabled', 'reverse.enabled', true),
