@@ -129,7 +129,13 @@ export async function serveDeviceSession(input: DeviceSessionOptions): Promise<D
   o.signal.addEventListener('abort', onAbort, { once: true });
   try {
     await new Promise<void>((resolve) => {
-      session.on('stream', (stream, headers) => void onStream(stream, headers));
+      session.on('stream', (stream, headers) =>
+        onStream(stream, headers).catch((err: Error) => {
+          // E.g. the stream was reset while we answered: that stream only.
+          log.info({ err: err.message }, 'stream failed');
+          stream.destroy();
+        }),
+      );
       session.on('error', (err) => log.info({ err: err.message }, 'session error'));
       session.once('close', () => resolve());
       // One session carries many streams: let it take more than one stream's window at once.
