@@ -83,6 +83,9 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
       cancel.abort(LOCAL_CLOSED); // a reason made once: the default (a DOMException) costs a stack trace per connection
     });
     let tunnel: Tunnel;
+    // Stopping cancels too (a listener, not AbortSignal.any: that costs a weak reference per connection).
+    const onStop = (): void => cancel.abort(aborter.signal.reason);
+    aborter.signal.addEventListener('abort', onStop, { once: true });
     try {
       await firstSettled;
       if (firstError) throw firstError;
@@ -90,13 +93,14 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
       if (spare && !spare.stream.destroyed) {
         tunnel = spare;
         spare = undefined;
-      } else tunnel = await o.client.open(AbortSignal.any([aborter.signal, cancel.signal]));
+      } else tunnel = await o.client.open(cancel.signal);
     } catch (err) {
       counters.inc('openFailed');
       if (!cancel.signal.aborted) o.logger.error({ err: (err as Error).message, code: (err as { code?: string }).code }, 'could not open a tunnel for a local connection');
       local.destroy();
       return;
     } finally {
+      aborter.signal.removeEventListener('abort', onStop);
       admission.done();
     }
     if (local.destroyed) {

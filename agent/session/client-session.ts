@@ -51,6 +51,9 @@ export function startClientSession(input: ClientSessionOptions): ClientSession {
   if (tlsState.secureConnecting) tlsState.secureConnecting = false;
   // Streams carry small request/answer exchanges: no Nagle delay on the channel.
   (o.channel as Duplex & { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
+  // Half-close is per stream (END_STREAM): the channel's end means the device is gone, and a
+  // half-open channel would leave the session (and every local connection on it) waiting.
+  o.channel.allowHalfOpen = false;
   const session: ClientHttp2Session = h2connect('http://peerlink.invalid', {
     createConnection: () => o.channel as never,
     settings: { maxConcurrentStreams: SESSION_MAX_STREAMS, initialWindowSize: SESSION_STREAM_WINDOW_BYTES, enablePush: false },
@@ -69,6 +72,7 @@ export function startClientSession(input: ClientSessionOptions): ClientSession {
     }),
   );
   session.on('error', (err) => o.logger.info({ err: err.message }, 'session error'));
+  o.channel.once('close', () => session.destroy());
   session.on('goaway', () => (goingAway = true));
   session.once('connect', () => {
     try {

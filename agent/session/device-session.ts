@@ -57,6 +57,8 @@ export async function serveDeviceSession(input: DeviceSessionOptions): Promise<D
   // on the TLS handle would complete into the HTTP/2 session's bookkeeping).
   // Streams carry small request/answer exchanges: no Nagle delay on the channel.
   (o.channel as Partial<Socket>).setNoDelay?.(true);
+  // Half-close is per stream (END_STREAM): the channel's end means the client is gone.
+  o.channel.allowHalfOpen = false;
   await new Promise<void>((resolve, reject) => o.channel.write(Buffer.of(TUNNEL_CHOSEN_BYTE), (err) => (err ? reject(err) : resolve())));
   const session = performServerHandshake(o.channel as Socket, {
     settings: { maxConcurrentStreams: o.maxStreams, initialWindowSize: SESSION_STREAM_WINDOW_BYTES, enablePush: false },
@@ -138,6 +140,7 @@ export async function serveDeviceSession(input: DeviceSessionOptions): Promise<D
       );
       session.on('error', (err) => log.info({ err: err.message }, 'session error'));
       session.once('close', () => resolve());
+      o.channel.once('close', () => session.destroy());
       // One session carries many streams: let it take more than one stream's window at once.
       const widen = (s: Http2Session): void => {
         try {
