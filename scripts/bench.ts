@@ -41,6 +41,8 @@ async function tunnelBench(): Promise<Record<string, number>> {
     const base = [
       'connect', setup.equipmentId, '--server', `127.0.0.1:${setup.tlsPort}`, '--server-name', 'localhost',
       '--ca', setup.caFile, '--password-file', setup.passwordFile, '--service', 'echo',
+      // A tunnel per connection, as these rows always measured; a session's stream: bench server --only sessions.
+      '--session-idle-ms', '0',
     ];
     const directPort = await freePort();
     const relayPort = await freePort();

@@ -10,6 +10,7 @@ import { readSecretFile } from '../common/secret-file.js';
 import { parseArgs } from 'node:util';
 import { createClient, type Tunnel } from '../client/client.js';
 import { createLocalForward } from '../client/local-forward.js';
+import { SESSION_MAX_STREAMS } from '../protocol/session-streams.js';
 import { parseHostPort, type HostPort } from '../common/endpoint-parse.js';
 import { createLogger } from '../common/logger.js';
 import { ConfigError, ErrorCodes, PeerlinkError } from '../common/errors.js';
@@ -24,13 +25,13 @@ const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca 
        ${PROGRAM} connect 'peerlink://connect?v=1&id=...&pw=...[&server=...]' --ca CA.pem   (the label's QR code)
                 --service NAME (--listen HOST:PORT | --stdio)
                 [--accept HOST:PORT] [--advertise-port N] [--server-name NAME] [--log-level LEVEL]
-                [--peer-timeout-ms MS] [--map-port off|auto|upnp|natpmp]
+                [--peer-timeout-ms MS] [--map-port off|auto|upnp|natpmp] [--session-idle-ms MS]
 
   --server          the rendezvous server's TLS endpoint
   --ca              the CA certificate that signs the server's certificate
   --password-file   file whose first line is the device's access password
   --service         the device service to reach (must be in the device's allow-list)
-  --listen          serve the tunnel on this local TCP port (like ssh -L); one tunnel per connection
+  --listen          serve the device's service on this local TCP port (like ssh -L)
   --stdio           serve one tunnel on stdin/stdout (ssh -o ProxyCommand="peerlink connect ... --stdio")
   --accept          local address where the device's direct connection arrives (default [::]:0, IPv4 and IPv6)
   --advertise-port  the public port the device should dial (your NAT's static or UPnP mapping of --accept)
@@ -40,11 +41,16 @@ const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca 
   --map-port        ask the router to forward the --accept port: UPnP IGD v1/v2 or NAT-PMP (default off)
   --pairing-dir     where pairings are kept (default ~/.config/peerlink/pairings); connect uses the device's
                     pairing there instead of the password when there is one
+  --session-idle-ms --listen: one session with the device carries a stream per local connection;
+                    it closes after this long without one (default 30000; 0: a tunnel per connection)
 ${OWNER_USAGE}`;
 
 function usage(message: string): ConfigError {
   return new ConfigError([`${message}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
 }
+
+/** --listen: how long a session with no local connection is kept (--session-idle-ms). */
+const LISTEN_SESSION_IDLE_MS = 30_000;
 
 const OPTIONS = {
   server: { type: 'string' },
@@ -66,6 +72,7 @@ const OPTIONS = {
   'new-password-file': { type: 'string' },
   'keep-pairings': { type: 'boolean' },
   'drop-pairings': { type: 'boolean' },
+  'session-idle-ms': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -80,6 +87,7 @@ interface ConnectArgs {
   readonly peerTimeoutMs: number | undefined;
   readonly mapPort: MappingMode;
   readonly server: HostPort;
+  readonly sessionIdleMs: number;
 }
 
 async function main(): Promise<void> {
@@ -127,7 +135,11 @@ function checkConnect(v: Values, positionals: readonly string[]): ConnectArgs {
   const mapPort = (v['map-port'] ?? 'off') as MappingMode;
   if (!MAPPING_MODES.includes(mapPort)) throw usage(`--map-port: expected one of ${MAPPING_MODES.join(', ')}, found ${JSON.stringify(v['map-port'])}`);
   const server = parseHostPort(v.server!, '--server');
-  return { v, equipmentId, uri, advertisePort, peerTimeoutMs, mapPort, server };
+  const sessionIdleMs = v['session-idle-ms'] === undefined ? LISTEN_SESSION_IDLE_MS : Number(v['session-idle-ms']);
+  if (!(Number.isInteger(sessionIdleMs) && sessionIdleMs >= 0 && sessionIdleMs <= 86_400_000)) {
+    throw usage(`--session-idle-ms: expected 0-86400000, found ${JSON.stringify(v['session-idle-ms'])}`);
+  }
+  return { v, equipmentId, uri, advertisePort, peerTimeoutMs, mapPort, server, sessionIdleMs };
 }
 
 /** The CA certificate, and the stored pairing's key or else the password (from its file, or the label's URI). */
@@ -152,7 +164,7 @@ async function loadFiles({ v, uri, equipmentId }: ConnectArgs): Promise<{ caPem:
 }
 
 async function runConnect(args: ConnectArgs, caPem: string, secret: Secret): Promise<void> {
-  const { v, equipmentId, advertisePort, peerTimeoutMs, mapPort, server } = args;
+  const { v, equipmentId, advertisePort, peerTimeoutMs, mapPort, server, sessionIdleMs } = args;
   const logger = createLogger({ name: PROGRAM, level: v['log-level'] ?? 'warn', destination: 2 });
   const client = createClient({
     server,
@@ -165,6 +177,8 @@ async function runConnect(args: ConnectArgs, caPem: string, secret: Secret): Pro
     ...(advertisePort ? { advertisePort } : {}),
     ...(peerTimeoutMs ? { peerTimeoutMs } : {}),
     mapPort,
+    // --stdio carries one connection: a plain tunnel.
+    sessionIdleMs: v.stdio ? 0 : sessionIdleMs,
     logger,
   });
   const aborter = new AbortController();
@@ -180,7 +194,9 @@ async function runConnect(args: ConnectArgs, caPem: string, secret: Secret): Pro
       // The port opens at once: a script that starts us and then connects is held until the first
       // tunnel is up (or closed if it fails), not refused.
       opening.catch(() => undefined);
-      forward = createLocalForward({ client, listen: parseHostPort(v.listen!, '--listen'), logger, first: opening });
+      // With a session a waiting connection costs a stream (no server work): let a page's worth wait.
+      const maxPending = sessionIdleMs > 0 ? { maxPending: SESSION_MAX_STREAMS } : {};
+      forward = createLocalForward({ client, listen: parseHostPort(v.listen!, '--listen'), logger, first: opening, ...maxPending });
       await forward.start();
     }
     const first = await opening;

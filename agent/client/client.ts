@@ -9,10 +9,11 @@
  * connection (S208) on the peer listener. One client serves many tunnels (e.g. --listen mode).
  */
 import { randomBytes } from 'node:crypto';
+import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../common/clock.js';
-import { ConfigError, ErrorCodes, PeerlinkError } from '../common/errors.js';
+import { ConfigError, ErrorCodes, isPeerlinkError, PeerlinkError } from '../common/errors.js';
 import { silentLogger } from '../common/logger.js';
 import { rejectUnknownKeys, requireOption } from '../common/options.js';
 import type { HostPort } from '../common/endpoint-parse.js';
@@ -39,6 +40,9 @@ import { relayTunnel } from './relay-tunnel.js';
 import { mapTcpPort, type MappingMode, type PortMapping } from '../nat/port-mapping.js';
 import { racePaths, type PathAttempt, type PathKind } from '../paths/path-race.js';
 import { clientLanOffer, deviceLanTargets, lanPath } from './lan-candidates.js';
+import { createSessionPool } from '../session/session-pool.js';
+import { startClientSession } from '../session/client-session.js';
+import { SESSION_SERVICE, StreamRefusedError } from '../protocol/session-streams.js';
 
 export interface ClientOptions {
   /** The rendezvous server's TLS endpoint. */
@@ -61,30 +65,38 @@ export interface ClientOptions {
   readonly mapPort?: MappingMode;
   readonly resultTimeoutMs?: number;
   readonly peerTimeoutMs?: number;
+  /**
+   * > 0: open() makes one session with the device and opens a stream on it per call (no server
+   * work while it lives), closing it after this long without a stream; 0 (default): a tunnel per open().
+   */
+  readonly sessionIdleMs?: number;
   readonly clock?: Clock;
   readonly logger?: Logger;
 }
 
 const OPTION_KEYS = [
   'server', 'serverName', 'caPem', 'equipmentId', 'password', 'accessKey', 'service', 'accept', 'advertisePort', 'mapPort',
-  'resultTimeoutMs', 'peerTimeoutMs', 'clock', 'logger',
+  'resultTimeoutMs', 'peerTimeoutMs', 'sessionIdleMs', 'clock', 'logger',
 ] as const;
 
 /** dial: the device dialled us (S208); punch: TCP simultaneous open; reverse: we dialled the device; relay: via the server. */
 export type TunnelPath = PathKind;
 
 export interface Tunnel {
-  /** The end-to-end encrypted stream to the device's service. */
-  readonly stream: TLSSocket;
+  /** The end-to-end encrypted stream to the device's service (a TLS socket, or a stream of a session). */
+  readonly stream: Duplex;
   readonly via: TunnelPath;
   /** How the connection was made, for people: e.g. "connected directly: device dialled 4.17.168.2:5000". */
   readonly path: string;
   readonly connectMs: number;
+  /** A stream on a session that was already up (no rendezvous). */
+  readonly reused?: boolean;
 }
 
 export interface Client {
   start(signal?: AbortSignal): Promise<void>;
-  open(signal?: AbortSignal): Promise<Tunnel>;
+  /** A tunnel to the service (default: the options' service); a stream of the live session with sessionIdleMs. */
+  open(signal?: AbortSignal, service?: string): Promise<Tunnel>;
   stop(): Promise<void>;
   /** Where the device's connection is accepted. */
   acceptAddress(): { address: string; port: number };
@@ -101,6 +113,9 @@ function validate(input: ClientOptions) {
   if (input.advertisePort !== undefined && !(Number.isInteger(input.advertisePort) && input.advertisePort > 0 && input.advertisePort < 65536)) {
     problems.push(`client options: advertisePort: expected 1-65535, found ${input.advertisePort}`);
   }
+  if (input.sessionIdleMs !== undefined && !(Number.isInteger(input.sessionIdleMs) && input.sessionIdleMs >= 0)) {
+    problems.push(`client options: sessionIdleMs: expected an integer >= 0 (0: no sessions), found ${input.sessionIdleMs}`);
+  }
   if (problems.length) throw new ConfigError(problems, { code: ErrorCodes.OPTIONS_INVALID });
   return Object.freeze({
     server: requireOption('client options', 'server', input.server),
@@ -115,6 +130,7 @@ function validate(input: ClientOptions) {
     mapPort: input.mapPort ?? 'off',
     resultTimeoutMs: input.resultTimeoutMs ?? DEVICE_ATTACH_TIMEOUT_MS * 2 + 2000,
     peerTimeoutMs: input.peerTimeoutMs ?? PEER_CONNECT_TIMEOUT_MS,
+    sessionIdleMs: input.sessionIdleMs ?? 0,
     clock: input.clock ?? systemClock,
     logger: input.logger ?? silentLogger(),
   });
@@ -138,13 +154,42 @@ export function createClient(input: ClientOptions): Client {
     started = true;
   }
 
-  async function open(signal?: AbortSignal): Promise<Tunnel> {
+  // Sessions with streams (agent/session): one rendezvous, then a stream per open().
+  let sessionsRefused = false;
+  const pool =
+    o.sessionIdleMs > 0
+      ? createSessionPool<Tunnel>({
+          idleMs: o.sessionIdleMs,
+          logger: o.logger,
+          connect: async (signal, onIdle) => {
+            const t = await openTunnel(SESSION_SERVICE, signal);
+            return { session: startClientSession({ channel: t.stream, openTimeoutMs: o.peerTimeoutMs, onIdle, logger: o.logger }), info: t };
+          },
+        })
+      : null;
+
+  async function open(signal?: AbortSignal, service: string = o.service): Promise<Tunnel> {
+    if (!pool || sessionsRefused) return openTunnel(service, signal);
+    const t0 = performance.now();
+    try {
+      const { stream, info, reused } = await pool.stream(service, signal);
+      return { stream, via: info.via, path: reused ? `${info.path} (a stream of the live session)` : info.path, connectMs: performance.now() - t0, reused };
+    } catch (err) {
+      // An old device does not know the session service: a tunnel per connection, as before.
+      if (!isPeerlinkError(err, ErrorCodes.SERVICE_REFUSED) || err instanceof StreamRefusedError) throw err;
+      sessionsRefused = true;
+      o.logger.warn('the device does not offer sessions with streams; opening a tunnel per connection');
+      return openTunnel(service, signal);
+    }
+  }
+
+  async function openTunnel(service: string, signal?: AbortSignal): Promise<Tunnel & { stream: TLSSocket }> {
     await ensureStarted(signal);
     const key = accessKey!;
     const t0 = performance.now();
     const advertisedPort = o.advertisePort ?? mapping?.externalPort ?? listener.address().port;
     const clientNonce = randomBytes(NONCE_BYTES);
-    const expected: Expected = { clientNonce, accessKey: key, equipmentId: o.equipmentId, service: o.service };
+    const expected: Expected = { clientNonce, accessKey: key, equipmentId: o.equipmentId, service };
 
     let resolvePeer!: (s: TLSSocket) => void;
     const peer = new Promise<TLSSocket>((r) => (resolvePeer = r));
@@ -195,13 +240,13 @@ export function createClient(input: ClientOptions): Client {
       // Use the server's clock so a client with a wrong clock still makes fresh requests.
       const serverNow = hello.type === FrameType.HELLO ? hello.serverTimeMs : o.clock.now();
       const sealedRequest = sealRequest(
-        { clientNonce, timestampMs: serverNow, equipmentId: o.equipmentId, service: o.service, advertisedPort, lan: lanOffer },
+        { clientNonce, timestampMs: serverNow, equipmentId: o.equipmentId, service: expected.service, advertisedPort, lan: lanOffer },
         deriveRequestTagKey(key),
       );
       // The wake proof lets the device check the password before it does any TLS work (P9).
       const wake = makeWake(deriveWakeKey(key), o.equipmentId, clientNonce, serverNow);
       channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: o.equipmentId, advertisedPort, wake, sealedRequest });
-      o.logger.info({ equipmentId: o.equipmentId, service: o.service, advertisedPort }, 'S203 connection request sent');
+      o.logger.info({ equipmentId: o.equipmentId, service: expected.service, advertisedPort }, 'S203 connection request sent');
       let result = await channel.next(o.resultTimeoutMs, signal);
       while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) {
         if (result.type === FrameType.RELAY_OFFER) relayOffer = { requestId: result.requestId, joinToken: result.joinToken };
@@ -286,6 +331,7 @@ export function createClient(input: ClientOptions): Client {
     start: ensureStarted,
     open,
     async stop() {
+      await pool?.stop();
       await mapping?.release().catch(() => undefined);
       mapping = null;
       await listener.stop();

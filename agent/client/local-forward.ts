@@ -34,6 +34,7 @@ export interface LocalForwardOptions {
 
 /** Longer than a client's own worst case (the server's answer, then the peer handshake). */
 export const LOCAL_FORWARD_OPEN_TIMEOUT_MS = 60_000;
+const LOCAL_CLOSED = new Error('the local connection closed');
 export const LOCAL_FORWARD_COUNTERS = ['served', 'openFailed', 'overCap'] as const;
 
 export interface LocalForward {
@@ -79,9 +80,12 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
     conns.add(local);
     local.once('close', () => {
       conns.delete(local);
-      cancel.abort();
+      cancel.abort(LOCAL_CLOSED); // a reason made once: the default (a DOMException) costs a stack trace per connection
     });
     let tunnel: Tunnel;
+    // Stopping cancels too (a listener, not AbortSignal.any: that costs a weak reference per connection).
+    const onStop = (): void => cancel.abort(aborter.signal.reason);
+    aborter.signal.addEventListener('abort', onStop, { once: true });
     try {
       await firstSettled;
       if (firstError) throw firstError;
@@ -89,13 +93,14 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
       if (spare && !spare.stream.destroyed) {
         tunnel = spare;
         spare = undefined;
-      } else tunnel = await o.client.open(AbortSignal.any([aborter.signal, cancel.signal]));
+      } else tunnel = await o.client.open(cancel.signal);
     } catch (err) {
       counters.inc('openFailed');
       if (!cancel.signal.aborted) o.logger.error({ err: (err as Error).message, code: (err as { code?: string }).code }, 'could not open a tunnel for a local connection');
       local.destroy();
       return;
     } finally {
+      aborter.signal.removeEventListener('abort', onStop);
       admission.done();
     }
     if (local.destroyed) {
@@ -115,7 +120,7 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
   return {
     counters,
     async start() {
-      const s = createServer({ allowHalfOpen: true }, (sock) => void serve(sock));
+      const s = createServer({ allowHalfOpen: true, noDelay: true }, (sock) => void serve(sock));
       await listenOn(s, o.listen.port, o.listen.host);
       server = s;
       return address();

@@ -8,7 +8,7 @@
  * the message and the key derivation happen inside the end-to-end channel, so the server sees
  * neither (P2).
  */
-import type { TLSSocket } from 'node:tls';
+import { TLSSocket } from 'node:tls';
 import { createClient, type ClientOptions } from './client.js';
 import { ErrorCodes, PeerlinkError, ProtocolError } from '../common/errors.js';
 import { deriveAccessKey, KEY_BYTES } from '../protocol/keys.js';
@@ -29,9 +29,11 @@ import type { Pairing } from './pairings.js';
 export type OwnerClientOptions = Omit<ClientOptions, 'service'>;
 
 async function exchange<T>(options: OwnerClientOptions, request: OwnerRequest, after: (a: Extract<OwnerAnswer, { ok: true }>, s: TLSSocket) => T, signal?: AbortSignal): Promise<T> {
-  const client = createClient({ ...options, service: OWNER_SERVICE });
+  // No session (sessionIdleMs 0): the pairing key comes from the end-to-end TLS channel's exporter.
+  const client = createClient({ ...options, service: OWNER_SERVICE, sessionIdleMs: 0 });
   try {
     const { stream } = await client.open(signal);
+    if (!(stream instanceof TLSSocket)) throw new PeerlinkError(ErrorCodes.INTERNAL, 'owner controls need the end-to-end TLS channel, not a session stream');
     try {
       stream.write(`${JSON.stringify(request)}\n`);
       const line = await readLine(stream, OWNER_MESSAGE_MAX_BYTES, OWNER_EXCHANGE_TIMEOUT_MS);

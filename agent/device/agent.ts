@@ -277,6 +277,8 @@ export function createAgent(input: AgentOptions): Agent {
       relayAfterMs: settings.dial.relayAfterMs,
       holePunch: settings.dial.holePunch,
       ...(reverse ? { reverse } : {}),
+      // Without it the request session refuses a session, as an agent from before sessions does.
+      ...(settings.dial.sessions ? { services: () => settings.services } : {}),
       logger,
       signal: AbortSignal.any([aborter.signal, access.signal]),
       ...(ownerSession ? { ownerSession } : {}),

@@ -27,6 +27,8 @@ import { connectService, dialClient, type DialOptions } from './dialer.js';
 import { connectToServer } from '../rendezvous/server-tls.js';
 import { racePaths, type PathAttempt, type PathKind, type PathRaceWinner } from '../paths/path-race.js';
 import { deviceLanOffer, lanDialTarget } from './lan-candidate.js';
+import type { HostPort } from '../common/endpoint-parse.js';
+import { serveDeviceSession } from '../session/device-session.js';
 
 export interface SessionContext {
   readonly identity: DeviceIdentity;
@@ -43,6 +45,8 @@ export interface SessionContext {
   readonly holePunch: boolean;
   /** The reverse strategy, when the agent has a listening port. */
   readonly reverse?: ReverseOffer;
+  /** The allow-list, for sessions with streams (each stream names its service); without it sessions are refused. */
+  readonly services?: () => ReadonlyMap<string, HostPort>;
   readonly logger: Logger;
   readonly signal: AbortSignal;
   /** Serve an OWNER_SERVICE session over the end-to-end channel (owner-service.ts, issue 19). */
@@ -106,7 +110,8 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     const lanOffer = verdict.status === Status.OK && ctx.reverse ? deviceLanOffer(told, attachLocalAddress, ctx.reverse.listener.port()) : [];
     const listen = answer(requestId, ctx, channel, verdict.status, lanOffer);
     const { decision, owner } = verdict;
-    if (decision.status !== Status.OK || verdict.status !== Status.OK || (!service && !owner)) {
+    const session = decision.status === Status.OK && decision.target === null;
+    if (decision.status !== Status.OK || verdict.status !== Status.OK || (!service && !owner && !session)) {
       return { status: verdict.status, bytesToClient: 0, bytesFromClient: 0 };
     }
     // Punch only towards the address the dial policy just approved (the client's observed one).
@@ -139,6 +144,7 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       log,
     });
     if (owner) return await serveOwner(won.stream, owner, ctx);
+    if (session) return await serveSession(won.stream, won.attempt.via, ctx, log);
     const svc = service!;
     service = null;
     return await forward(won.stream, won.attempt.via, svc, ctx, log);
@@ -204,6 +210,12 @@ async function decide(
     log.warn('S207 owner controls requested but the owner state is unavailable');
     return { decision, status: Status.SERVICE_REFUSED, service: null };
   }
+  if (decision.target === null) {
+    // A session: its streams name their services, each checked when it opens.
+    if (ctx.services) return { decision, status: decision.status, service: null };
+    log.warn('S207 a session with streams was asked for; this agent serves none');
+    return { decision, status: Status.SERVICE_REFUSED, service: null };
+  }
   try {
     return { decision, status: decision.status, service: await connectService(decision.target, ctx.dialTimeoutMs) };
   } catch (err) {
@@ -253,6 +265,20 @@ async function serveOwner(tunnel: TLSSocket, owner: (tunnel: TLSSocket) => Promi
   ctx.signal.addEventListener('abort', onAbort, { once: true });
   await owner(tunnel).finally(() => ctx.signal.removeEventListener('abort', onAbort));
   return { status: Status.OK, bytesToClient: 0, bytesFromClient: 0 };
+}
+
+/** S209 for a session: HTTP/2 over the channel, a stream per service connection (agent/session). */
+async function serveSession(tunnel: TLSSocket, via: PathKind, ctx: SessionContext, log: Logger): Promise<SessionOutcome> {
+  log.info({ via }, 'end-to-end channel up (TLS 1.3 PSK); S209 serving a session with streams');
+  const r = await serveDeviceSession({
+    channel: tunnel,
+    services: ctx.services!,
+    connectService,
+    connectTimeoutMs: ctx.dialTimeoutMs,
+    logger: log,
+    signal: ctx.signal,
+  });
+  return { status: Status.OK, bytesToClient: r.bytesToClient, bytesFromClient: r.bytesFromClient };
 }
 
 /**

@@ -4,6 +4,7 @@
  */
 import { dirname, resolve } from 'node:path';
 import { LOG_LEVELS, readTomlFile, SettingsChecker, type LogLevel } from '../common/settings-checker.js';
+import { SESSION_SERVICE } from '../protocol/session-streams.js';
 import { REGISTER_INTERVAL_MS, RELAY_AFTER_MS, SERVICE_NAME_PATTERN, PEER_CONNECT_TIMEOUT_MS, REVERSE_MAX_PENDING_CONNECTIONS, REVERSE_TOKEN_TIMEOUT_MS } from '../protocol/constants.js';
 import { parseHostPort, type HostPort } from '../common/endpoint-parse.js';
 import { MAPPING_MODES, type MappingMode } from '../nat/port-mapping.js';
@@ -48,6 +49,8 @@ export interface AgentSettings {
     /** Try TCP simultaneous open towards the client's observed endpoint. */
     readonly holePunch: boolean;
     readonly maxConcurrent: number;
+    /** Serve sessions with streams (docs/sessions.md); false: refuse them, clients fall back to a tunnel each. */
+    readonly sessions: boolean;
   };
   /** The device's own listening port, which clients may dial (reverse strategy). */
   readonly reverse: {
@@ -80,7 +83,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
   const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name', 'probe_port']);
   const reg = c.table(doc, 'registration', 'registration', ['interval_ms', 'local_port']);
   const ka = c.table(doc, 'keepalive', 'keepalive', ['mode', 'min_interval_ms', 'max_interval_ms']);
-  const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'allow_private', 'connect_timeout_ms', 'direct_timeout_ms', 'relay_after_ms', 'hole_punch', 'max_concurrent']);
+  const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'allow_private', 'connect_timeout_ms', 'direct_timeout_ms', 'relay_after_ms', 'hole_punch', 'max_concurrent', 'sessions']);
   const rev = c.table(doc, 'reverse', 'reverse', ['enabled', 'listen_port', 'port_mapping', 'mapping_renew_ms', 'token_timeout_ms', 'max_pending']);
   const svc = c.table(doc, 'services', 'services', Object.keys((doc.services as object | undefined) ?? {}));
   const host = c.host(server, 'host', 'server.host', { expect: 'the rendezvous server host name (A and/or AAAA) or its IPv4 or IPv6 address' });
@@ -89,6 +92,10 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
   for (const [name, target] of Object.entries(svc)) {
     if (!SERVICE_NAME_PATTERN.test(name)) {
       c.problem(`services.${name}`, 'a service name of 1-32 characters a-z 0-9 . _ - (starting with a letter or digit)', name);
+      continue;
+    }
+    if (name === SESSION_SERVICE) {
+      c.problem(`services.${name}`, `another name (${SESSION_SERVICE} is what a client asks for to open a session with streams)`, name);
       continue;
     }
     if (typeof target !== 'string') {
@@ -134,6 +141,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       relayAfterMs: c.int(dial, 'relay_after_ms', 'dial.relay_after_ms', { default: RELAY_AFTER_MS, min: 0, max: 120_000 }),
       holePunch: c.bool(dial, 'hole_punch', 'dial.hole_punch', true),
       maxConcurrent: c.int(dial, 'max_concurrent', 'dial.max_concurrent', { default: 16, min: 1, max: 1024 }),
+      sessions: c.bool(dial, 'sessions', 'dial.sessions', true),
     },
     reverse: {
       enabled: c.bool(rev, 'enabled', 'reverse.enabled', true),

@@ -7,8 +7,9 @@
  *   - connection requests per second end to end, p50/p99 time to connect vs one direct TLS connect;
  *   - tunnel throughput vs plain TLS, direct and through the relay;
  *   - a TLS handshake's cost by server key (RSA / ECDSA), full and resumed (handshake-cost.ts);
- *   - the time line of one connection, direct and relayed, and relayed vs direct time to connect (timeline.ts).
- * --only udp|memory|connect|tunnel|handshake|timeline|connections (the last: the four connection parts).
+ *   - the time line of one connection, direct and relayed, and relayed vs direct time to connect (timeline.ts);
+ *   - sessions with streams: a second stream vs a TCP connect, and a web page through --listen (sessions.ts).
+ * --only udp|memory|connect|tunnel|handshake|timeline|sessions|connections (the last: the five connection parts).
  * Targets and load generators run in their own processes; pinned to cores with taskset when present.
  * Prints a table; writes the figures to bench-server-results.json (or --out FILE).
  */
@@ -30,6 +31,7 @@ import { bestMbps, startEchoServer, viaTcp, waitServing } from './throughput.js'
 import { handshakeCosts, type HandshakeFigure } from './handshake-cost.js';
 import { connectionTimelines, formatTimeline, medianTimeline, type Timeline } from './timeline.js';
 import { fleetBench, fleetReport, type FleetFigures } from './fleet.js';
+import { sessionBench, sessionRows, type SessionFigures } from './sessions.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const script = (name: string): string => join(here, `${name}.js`);
@@ -236,6 +238,8 @@ async function endToEnd(o: { quick: boolean; concurrency: number; tunnel: boolea
     const base = [
       'connect', setup.equipmentId, '--server', `127.0.0.1:${setup.tlsPort}`, '--server-name', 'localhost',
       '--ca', setup.caFile, '--password-file', setup.passwordFile, '--service', 'echo',
+      // A tunnel per connection, as these rows always measured; a session's stream: bench server --only sessions.
+      '--session-idle-ms', '0',
     ];
     const directPort = await freePort();
     const relayPort = await freePort();
@@ -273,7 +277,7 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
   const quick = values.quick ?? false;
   const only = values.only;
   // --only connections: every figure of issue 15 (handshakes, time line, requests, tunnels) in one run.
-  const CONNECTIONS = ['handshake', 'timeline', 'connect', 'tunnel'];
+  const CONNECTIONS = ['handshake', 'timeline', 'connect', 'tunnel', 'sessions'];
   const want = (s: string): boolean => only === undefined || only === s || (only === 'connections' && CONNECTIONS.includes(s));
   const say = (s: string): void => void process.stderr.write(`bench: ${s}\n`);
   const NONE = { n: 0, p50Ms: NaN, p99Ms: NaN };
@@ -309,6 +313,11 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
   if (want('timeline')) {
     say('the time line of one connection, direct and relayed (server and agent at log level info) ...');
     timelines = await connectionTimelines(quick ? 5 : 15);
+  }
+  let sessions: SessionFigures | null = null;
+  if (want('sessions')) {
+    say('sessions with streams: a second stream, and a web page through --listen ...');
+    sessions = await sessionBench({ quick });
   }
   const median = (xs: readonly Timeline[]): number => {
     const s = xs.map((x) => x.connectMs).sort((a, b) => a - b);
@@ -364,6 +373,7 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
     ['tunnel throughput: relayed / direct', '-', '>= 0.7', f2(t.relayedTunnelMbps! / t.directTunnelMbps!)],
     ['time to connect (time line runs, info logs), direct, p50 (ms)', f1(directConnectP50), 'baseline', '1.00'],
     ['time to connect, relayed (the device cannot dial the client), p50 (ms)', f1(relayedConnectP50), '<= 2', f2(relayedConnectP50 / directConnectP50)],
+    ...sessionRows(sessions),
   ];
   process.stdout.write('\n| figure | measured | target | ratio to baseline |\n|---|---|---|---|\n');
   for (const r of rows) process.stdout.write(`| ${r.join(' | ')} |\n`);
@@ -376,7 +386,7 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
   const out = values.out ?? 'bench-server-results.json';
   await writeFile(
     out,
-    `${JSON.stringify({ date: new Date().toISOString(), cpus: cpus().length, pinned: HAVE_TASKSET, quick, registrations: reg, fleet, memory: mem, ...e2e, timelines, handshakes }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), cpus: cpus().length, pinned: HAVE_TASKSET, quick, registrations: reg, fleet, memory: mem, ...e2e, timelines, handshakes, sessions }, null, 2)}\n`,
   );
   process.stdout.write(`\nfigures written to ${out}\n`);
 }

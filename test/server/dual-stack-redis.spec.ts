@@ -50,8 +50,9 @@ redisTest('each family in its own key; the IPv4 key keeps its old format; old en
   const v6 = (await client.hgetall(`ds:{d:${ID}/6}`)) as Record<string, string>;
   t.is(v4.a, '127.0.0.1');
   t.is(v6.a, '::1');
-  t.deepEqual(Object.keys(v4).sort(), ['a', 'n', 'p', 's', 't'], 'the IPv4 key has exactly the fields it always had');
-  t.deepEqual(Object.keys(v6).sort(), ['a', 'n', 'p', 's', 't']);
+  // a, p, s, t, n as before the IPv6 work; g (the identity generation, issue 19) is read as 0 when absent.
+  t.deepEqual(Object.keys(v4).sort(), ['a', 'g', 'n', 'p', 's', 't'], 'the IPv4 key has the fields it always had, plus the generation');
+  t.deepEqual(Object.keys(v6).sort(), ['a', 'g', 'n', 'p', 's', 't']);
   const both = await lookupMappings((k) => server.backend.lookup(k), ID);
   t.is(both.v4?.address, '127.0.0.1');
   t.is(both.v6?.address, '::1');

@@ -53,7 +53,8 @@ test('after refusals, stray connections and a burst through --listen, the server
   const f = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` } });
   const pid = f.server.child.pid!;
   const listenPort = await freePort();
-  const client = startProgram('client', f.clientArgs('echo', ['--listen', `127.0.0.1:${listenPort}`]));
+  // A tunnel (a rendezvous) per connection: the burst must reach the server (a session would carry it all).
+  const client = startProgram('client', f.clientArgs('echo', ['--listen', `127.0.0.1:${listenPort}`, '--session-idle-ms', '0']));
   t.teardown(() => client.stop().then(() => undefined));
   await waitForStderr(client, /serving/);
   t.is(await roundTrip(listenPort), 'echoed', 'the forward works');

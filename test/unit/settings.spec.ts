@@ -33,6 +33,7 @@ allow_loopback = true
 allow_link_local = false
 connect_timeout_ms = 5000
 max_concurrent = 4
+sessions = false
 
 [services]
 http = "127.0.0.1:80"
@@ -82,7 +83,7 @@ test('agent: a valid document passes, with values and relative paths resolved', 
   t.is(s.logLevel, 'debug');
   t.deepEqual(s.server, { host: 'rv.example.net', udpPort: 7500, tlsPort: 7543, serverName: 'rv.example.net', probePort: 0 });
   t.deepEqual(s.registration, { intervalMs: 30000, localPort: 40000 });
-  t.deepEqual(s.dial, { allowLoopback: true, allowLinkLocal: false, allowPrivate: false, connectTimeoutMs: 5000, directTimeoutMs: 3000, relayAfterMs: 1500, holePunch: true, maxConcurrent: 4 });
+  t.deepEqual(s.dial, { allowLoopback: true, allowLinkLocal: false, allowPrivate: false, connectTimeoutMs: 5000, directTimeoutMs: 3000, relayAfterMs: 1500, holePunch: true, maxConcurrent: 4, sessions: false });
   t.deepEqual(s.reverse, { enabled: true, listenPort: 0, portMapping: "auto", mappingRenewMs: 600000, tokenTimeoutMs: 5000, maxPending: 64 });
   t.deepEqual([...s.services], [
     ['http', { host: '127.0.0.1', port: 80 }],
@@ -95,7 +96,7 @@ test('agent: a minimal document gets the defaults', (t) => {
   t.is(s.logLevel, 'info');
   t.deepEqual(s.server, { host: 'rv.example.net', udpPort: 7400, tlsPort: 7443, serverName: 'rv.example.net', probePort: 0 });
   t.deepEqual(s.registration, { intervalMs: 25000, localPort: 0 });
-  t.deepEqual(s.dial, { allowLoopback: false, allowLinkLocal: false, allowPrivate: false, connectTimeoutMs: 10000, directTimeoutMs: 3000, relayAfterMs: 1500, holePunch: true, maxConcurrent: 16 });
+  t.deepEqual(s.dial, { allowLoopback: false, allowLinkLocal: false, allowPrivate: false, connectTimeoutMs: 10000, directTimeoutMs: 3000, relayAfterMs: 1500, holePunch: true, maxConcurrent: 16, sessions: true });
   t.deepEqual(s.reverse, { enabled: true, listenPort: 0, portMapping: "auto", mappingRenewMs: 600000, tokenTimeoutMs: 5000, maxPending: 64 });
 });
 
@@ -178,6 +179,12 @@ test('agent: bad service targets and names are rejected, each naming the service
   const names = problemsOf(t, () => checkAgentSettings({ ...minimalAgent(), services: { HTTP: '127.0.0.1:80', '-x': '127.0.0.1:80', ['s'.repeat(33)]: '127.0.0.1:80' } }, AGENT_FILE));
   t.is(names.length, 3, names.join('\n'));
   t.true(names.some((p) => p.includes('services.HTTP: ')));
+});
+
+test('agent: the session service name is reserved: no service may be called peerlink-session', (t) => {
+  const problems = problemsOf(t, () => checkAgentSettings({ ...minimalAgent(), services: { 'peerlink-session': '127.0.0.1:80', ok: '127.0.0.1:80' } }, AGENT_FILE));
+  t.is(problems.length, 1, problems.join('\n'));
+  t.true(problems[0]!.startsWith(`${AGENT_FILE}: services.peerlink-session: `));
 });
 
 // BUG (agent/device/settings.ts:80): the "at least one service" problem is only added when no
