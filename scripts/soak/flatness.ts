@@ -2,7 +2,7 @@
  * Whether a program's lines are flat, and the soak's last line:
  *   soak: <R> registrations, <L> lost, <S>% connects ok, RSS +<x>%, fds +<y>
  * Flat: RSS and descriptors at the end within FLAT_TOLERANCE (5%) of their value after warm-up, and
- * live timers no more than that (plus IN_FLIGHT_SLACK: a connection being served holds its own).
+ * live timers no more than that (plus TIMERS_IN_FLIGHT_SLACK: requests in flight hold their own).
  * "After warm-up" and "at the end" are each the median of WINDOW_SAMPLES samples, so one sample taken
  * during a GC or while a connection is open does not decide; for timers, the least of those samples. RSS +x% and fds +y are the largest growth over the
  * programs watched (servers and the agent).
@@ -24,6 +24,12 @@ export const FLAT_TOLERANCE = 0.05;
 const WINDOW_SAMPLES = 5;
 /** Descriptors and timers of one connection in flight, which a sample may catch. */
 const IN_FLIGHT_SLACK = 2;
+/**
+ * Timers of the requests a server has in flight at once: on a loaded machine (CI, 2 cores) a node
+ * with thousands of registrations answered late held 8 -> 11 in the 90 s soak. A timer leaked per
+ * request served still shows: the short soak serves ~15 connections, the full one hundreds.
+ */
+const TIMERS_IN_FLIGHT_SLACK = 4;
 /** Heap used falling by this share of its peak so far: a full (mark-compact) GC. */
 export const FULL_GC_DROP = 0.3;
 
@@ -95,7 +101,7 @@ export function growthOf(series: Series, runWarmUpMs: number): Growth {
   const rssPct = ((g.rssEndKiB - g.rssBaseKiB) / g.rssBaseKiB) * 100;
   if (!(rssPct <= FLAT_TOLERANCE * 100)) problems.push(`${series.name}: RSS ${g.rssBaseKiB} -> ${g.rssEndKiB} KiB (+${rssPct.toFixed(1)}%)`);
   if (!(g.fdsEnd <= Math.max(g.fdsBase * (1 + FLAT_TOLERANCE), g.fdsBase + IN_FLIGHT_SLACK))) problems.push(`${series.name}: fds ${g.fdsBase} -> ${g.fdsEnd}`);
-  if (Number.isFinite(g.timersBase) && !(g.timersEnd <= Math.max(g.timersBase * (1 + FLAT_TOLERANCE), g.timersBase + IN_FLIGHT_SLACK))) {
+  if (Number.isFinite(g.timersBase) && !(g.timersEnd <= Math.max(g.timersBase * (1 + FLAT_TOLERANCE), g.timersBase + TIMERS_IN_FLIGHT_SLACK))) {
     problems.push(`${series.name}: live timers ${g.timersBase} -> ${g.timersEnd}`);
   }
   return Object.freeze({ name: series.name, warmUpMs, firstFullGcMs: fullGc, ...g, rssPct, problems });
