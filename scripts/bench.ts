@@ -18,7 +18,6 @@ import { bestMbps, startEchoServer, viaTcp, waitServing } from './bench/throughp
 const PAYLOAD_BYTES = 32 * 1024 * 1024;
 const ROUNDS = 3;
 
-
 async function tunnelBench(): Promise<Record<string, number>> {
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-bench-'));
   const programs: Program[] = [];
@@ -39,10 +38,21 @@ async function tunnelBench(): Promise<Record<string, number>> {
     programs.push(agent);
     await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
     const base = [
-      'connect', setup.equipmentId, '--server', `127.0.0.1:${setup.tlsPort}`, '--server-name', 'localhost',
-      '--ca', setup.caFile, '--password-file', setup.passwordFile, '--service', 'echo',
+      'connect',
+      setup.equipmentId,
+      '--server',
+      `127.0.0.1:${setup.tlsPort}`,
+      '--server-name',
+      'localhost',
+      '--ca',
+      setup.caFile,
+      '--password-file',
+      setup.passwordFile,
+      '--service',
+      'echo',
       // A tunnel per connection, as these rows always measured; a session's stream: bench server --only sessions.
-      '--session-idle-ms', '0',
+      '--session-idle-ms',
+      '0',
     ];
     const directPort = await freePort();
     const relayPort = await freePort();
@@ -71,7 +81,10 @@ async function main(): Promise<void> {
   if (process.argv[2] === 'server') return (await import('./bench/server.js')).serverBench(process.argv.slice(3));
   // -- fleet: N nodes over a Redis Cluster, and connect across nodes (scripts/bench/fleet.ts).
   if (process.argv[2] === 'fleet') return (await import('./bench/fleet.js')).fleetMain(process.argv.slice(3));
-  const { values, positionals } = parseArgs({ allowPositionals: true, options: { out: { type: 'string' }, devices: { type: 'string' }, jobs: { type: 'string' } } });
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: { out: { type: 'string' }, devices: { type: 'string' }, jobs: { type: 'string' } },
+  });
   // npm run bench -- provision: a factory batch of 10,000 devices (scripts/bench/provision.ts).
   if (positionals[0] === 'provision') {
     const { provisionBench } = await import('./bench/provision.js');
@@ -89,7 +102,10 @@ async function main(): Promise<void> {
   process.stdout.write('| path | Mbit/s (both directions) | ratio to baseline |\n|---|---|---|\n');
   for (const [name, mbps, ratio] of rows) process.stdout.write(`| ${name} | ${mbps.toFixed(0)} | ${ratio.toFixed(2)} |\n`);
   process.stdout.write(`\nrelayed / direct: ${(r.relayedTunnelMbps! / r.directTunnelMbps!).toFixed(2)}\n`);
-  await writeFile(values.out ?? 'bench-results.json', `${JSON.stringify({ date: new Date().toISOString(), payloadBytes: PAYLOAD_BYTES, ...r }, null, 2)}\n`);
+  await writeFile(
+    values.out ?? 'bench-results.json',
+    `${JSON.stringify({ date: new Date().toISOString(), payloadBytes: PAYLOAD_BYTES, ...r }, null, 2)}\n`,
+  );
 }
 
 main().catch((err) => {

@@ -14,7 +14,10 @@ import { readFileSync } from 'node:fs';
 /** The repository root (this file runs as dist/scripts/bundle.js). */
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
-export const BUNDLE_PROGRAMS = { 'peerlink-agent': 'agent/cli/peerlink-agent.ts', 'peerlink-server': 'agent/cli/peerlink-server.ts' } as const;
+export const BUNDLE_PROGRAMS = {
+  'peerlink-agent': 'agent/cli/peerlink-agent.ts',
+  'peerlink-server': 'agent/cli/peerlink-server.ts',
+} as const;
 export const BUNDLE_EXTRAS = [
   ['systemd/peerlink-agent.service', 'systemd/peerlink-agent.service'],
   ['systemd/peerlink-server.service', 'systemd/peerlink-server.service'],
@@ -37,7 +40,9 @@ export interface BundleResult {
  */
 const inlineCreateRequireJson = {
   name: 'inline-create-require-json',
-  setup(build: { onLoad: (o: { filter: RegExp }, cb: (a: { path: string }) => Promise<{ contents: string; loader: 'js' } | undefined>) => void }) {
+  setup(build: {
+    onLoad: (o: { filter: RegExp }, cb: (a: { path: string }) => Promise<{ contents: string; loader: 'js' } | undefined>) => void;
+  }) {
     build.onLoad({ filter: /node_modules[\\/].*\.js$/ }, async ({ path }) => {
       const source = await readFile(path, 'utf8');
       if (!source.includes('import.meta')) return undefined;
@@ -97,7 +102,9 @@ async function main(): Promise<void> {
   const r = await buildBundle(values.out ?? join(REPO_ROOT, 'bundle'));
   process.stdout.write(`bundle: ${r.dir}\n`);
   for (const f of r.files) {
-    process.stdout.write(`  ${f.file.padEnd(34)} ${(f.bytes / 1024).toFixed(1).padStart(8)} KiB${f.gzipBytes ? `  (gzip ${(f.gzipBytes / 1024).toFixed(1)} KiB)` : ''}\n`);
+    process.stdout.write(
+      `  ${f.file.padEnd(34)} ${(f.bytes / 1024).toFixed(1).padStart(8)} KiB${f.gzipBytes ? `  (gzip ${(f.gzipBytes / 1024).toFixed(1)} KiB)` : ''}\n`,
+    );
   }
 }
 

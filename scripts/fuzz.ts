@@ -72,7 +72,8 @@ function parse(argv: readonly string[]): Args {
     if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name}: expected an integer in ${min}..${max}, found ${v}`);
     return n;
   };
-  if (values.kill !== undefined && values.kill !== 'server' && values.kill !== 'agent') throw new Error(`--kill: expected server or agent, found ${values.kill}`);
+  if (values.kill !== undefined && values.kill !== 'server' && values.kill !== 'agent')
+    throw new Error(`--kill: expected server or agent, found ${values.kill}`);
   return Object.freeze({
     packets: int('packets', values.packets, DEFAULT_PACKETS, 100, 100_000_000),
     seed: int('seed', values.seed, 1 + Math.floor(Math.random() * 0xfffffffe), 1, 0xffffffff),
@@ -93,8 +94,14 @@ function trySample(pid: number): ProcessSample | null {
 }
 
 /** Poll until both programs' descriptor counts are back to the baseline, within FD_SETTLE_MS (every listener's deadline). */
-async function settledSamples(sys: SystemUnderFuzz, before: Record<ProgramName, ProcessSample | null>): Promise<Record<ProgramName, ProcessSample | null>> {
-  const sample = (): Record<ProgramName, ProcessSample | null> => ({ server: trySample(sys.pids.server), agent: trySample(sys.pids.agent) });
+async function settledSamples(
+  sys: SystemUnderFuzz,
+  before: Record<ProgramName, ProcessSample | null>,
+): Promise<Record<ProgramName, ProcessSample | null>> {
+  const sample = (): Record<ProgramName, ProcessSample | null> => ({
+    server: trySample(sys.pids.server),
+    agent: trySample(sys.pids.agent),
+  });
   const end = performance.now() + FD_SETTLE_MS;
   let last = sample();
   while (performance.now() < end) {
@@ -117,33 +124,89 @@ async function main(): Promise<number> {
   let sys: SystemUnderFuzz | null = null;
   try {
     const rng = createRng(args.seed);
-    say(`fuzz: seed ${args.seed}, ${args.packets} packets over at least ${args.minSeconds} s; starting the server and the agent on loopback`);
+    say(
+      `fuzz: seed ${args.seed}, ${args.packets} packets over at least ${args.minSeconds} s; starting the server and the agent on loopback`,
+    );
     sys = await startSystem({ dir });
     const s = sys.setup;
     const keys = { equipmentId: s.equipmentId, masterKey: s.masterKey, password: s.password };
     const agentUdpPorts = udpPortsOf(sys.pids.agent);
     if (agentUdpPorts.length === 0) throw new Error('the agent has no UDP socket in /proc');
-    say(`targets: server udp ${s.udpPort}, probe udp ${sys.probePort}, tls ${s.tlsPort}; agent udp ${agentUdpPorts.join(',')}, reverse ${sys.reversePort}`);
+    say(
+      `targets: server udp ${s.udpPort}, probe udp ${sys.probePort}, tls ${s.tlsPort}; agent udp ${agentUdpPorts.join(',')}, reverse ${sys.reversePort}`,
+    );
 
     const mutator = (maxBytes: number): Mutator => createMutator({ rng, maxBytes });
     const udp = udpSeeds(keys);
     const count = (share: number): number => Math.max(1, Math.round(args.packets * share));
     const counts = {
-      registrationUdp: count(SHARES.registrationUdp), probeUdp: count(SHARES.probeUdp), reversePort: count(SHARES.reversePort),
-      tlsRaw: count(SHARES.tlsRaw), tlsFrames: count(SHARES.tlsFrames),
+      registrationUdp: count(SHARES.registrationUdp),
+      probeUdp: count(SHARES.probeUdp),
+      reversePort: count(SHARES.reversePort),
+      tlsRaw: count(SHARES.tlsRaw),
+      tlsFrames: count(SHARES.tlsFrames),
     };
     const agentUdpCount = Math.max(1, args.packets - Object.values(counts).reduce((a, b) => a + b, 0));
     const rate = (n: number): number => (args.minSeconds > 0 ? n / args.minSeconds : 0);
-    const mutators = { udp: mutator(UDP_FUZZ_MAX_BYTES), tls: mutator(STREAM_MAX_BYTES), frames: mutator(FRAME_FUZZ_MAX_BYTES), reverse: mutator(REVERSE_FUZZ_MAX_BYTES) };
+    const mutators = {
+      udp: mutator(UDP_FUZZ_MAX_BYTES),
+      tls: mutator(STREAM_MAX_BYTES),
+      frames: mutator(FRAME_FUZZ_MAX_BYTES),
+      reverse: mutator(REVERSE_FUZZ_MAX_BYTES),
+    };
     const floods = [
-      createUdpFlood({ name: 'server udp (registration)', port: s.udpPort, seeds: udp, mutator: mutators.udp, rng, ratePerS: rate(counts.registrationUdp) }),
-      createUdpFlood({ name: 'server udp (probe port)', port: sys.probePort, seeds: udp, mutator: mutators.udp, rng, ratePerS: rate(counts.probeUdp) }),
+      createUdpFlood({
+        name: 'server udp (registration)',
+        port: s.udpPort,
+        seeds: udp,
+        mutator: mutators.udp,
+        rng,
+        ratePerS: rate(counts.registrationUdp),
+      }),
+      createUdpFlood({
+        name: 'server udp (probe port)',
+        port: sys.probePort,
+        seeds: udp,
+        mutator: mutators.udp,
+        rng,
+        ratePerS: rate(counts.probeUdp),
+      }),
     ];
-    const agentFlood = createUdpFlood({ name: 'agent udp', port: agentUdpPorts[0]!, seeds: udp, mutator: mutators.udp, rng, ratePerS: rate(agentUdpCount) });
+    const agentFlood = createUdpFlood({
+      name: 'agent udp',
+      port: agentUdpPorts[0]!,
+      seeds: udp,
+      mutator: mutators.udp,
+      rng,
+      ratePerS: rate(agentUdpCount),
+    });
     const streams = [
-      createStreamFuzz({ name: 'server tls (raw tcp)', port: s.tlsPort, seeds: [await clientHelloSeed()], mutator: mutators.tls, rng, maxBytes: STREAM_MAX_BYTES }),
-      createStreamFuzz({ name: 'server tls (frames)', port: s.tlsPort, seeds: await frameSeeds(keys), mutator: mutators.frames, rng, maxBytes: FRAME_FUZZ_MAX_BYTES, secure: { caPem: s.caPem }, concurrency: 4 }),
-      createStreamFuzz({ name: 'agent reverse port', port: sys.reversePort, seeds: await reverseSeeds(keys), mutator: mutators.reverse, rng, maxBytes: REVERSE_FUZZ_MAX_BYTES }),
+      createStreamFuzz({
+        name: 'server tls (raw tcp)',
+        port: s.tlsPort,
+        seeds: [await clientHelloSeed()],
+        mutator: mutators.tls,
+        rng,
+        maxBytes: STREAM_MAX_BYTES,
+      }),
+      createStreamFuzz({
+        name: 'server tls (frames)',
+        port: s.tlsPort,
+        seeds: await frameSeeds(keys),
+        mutator: mutators.frames,
+        rng,
+        maxBytes: FRAME_FUZZ_MAX_BYTES,
+        secure: { caPem: s.caPem },
+        concurrency: 4,
+      }),
+      createStreamFuzz({
+        name: 'agent reverse port',
+        port: sys.reversePort,
+        seeds: await reverseSeeds(keys),
+        mutator: mutators.reverse,
+        rng,
+        maxBytes: REVERSE_FUZZ_MAX_BYTES,
+      }),
     ];
     const streamCounts = [counts.tlsRaw, counts.tlsFrames, counts.reversePort];
     for (const f of [...floods, agentFlood]) await f.start();
@@ -151,7 +214,10 @@ async function main(): Promise<number> {
     await sleep(SETTLE_BEFORE_MS);
     const before = { server: sampleProcess(sys.pids.server), agent: sampleProcess(sys.pids.agent) };
     const regBefore = await snapshotRegistrations(sys);
-    const heldBefore = { server: heldAfterPeerClosed(tcpStatesOf(sys.pids.server)), agent: heldAfterPeerClosed(tcpStatesOf(sys.pids.agent)) };
+    const heldBefore = {
+      server: heldAfterPeerClosed(tcpStatesOf(sys.pids.server)),
+      agent: heldAfterPeerClosed(tcpStatesOf(sys.pids.agent)),
+    };
     const prober = createClientProber({ setup: s, service: ECHO_SERVICE });
     prober.start();
     const killer = args.kill
@@ -175,7 +241,10 @@ async function main(): Promise<number> {
     const crashedBefore = new Set(sys.crashes().map((c) => c.program));
     const regAfter = crashedBefore.size === 0 ? await snapshotRegistrations(sys) : null;
     const after = await settledSamples(sys, before);
-    const tcpStates = { server: crashedBefore.has('server') ? {} : tcpStatesOf(sys.pids.server), agent: crashedBefore.has('agent') ? {} : tcpStatesOf(sys.pids.agent) };
+    const tcpStates = {
+      server: crashedBefore.has('server') ? {} : tcpStatesOf(sys.pids.server),
+      agent: crashedBefore.has('agent') ? {} : tcpStatesOf(sys.pids.agent),
+    };
     const outcomes = crashedBefore.has('server') ? {} : registrationOutcomes(await fetchMetrics(sys.metricsPort));
 
     // --- report ---
@@ -191,7 +260,9 @@ async function main(): Promise<number> {
     for (const f of floodStats) say(row(f.name, f.packets, f.bytesSent, f.bytesReceived, Math.round(f.packets / (f.elapsedMs / 1000))));
     for (const st of streamStats) say(row(st.name, st.packets, st.bytesSent, st.bytesReceived, `${st.connections} conns`));
     for (const st of streamStats) {
-      say(`  ${st.name}: endings ${JSON.stringify(st.endings)}; not closed by the target in time ${JSON.stringify(st.notClosedByTarget)}${st.handshakeFailures ? `; failed handshakes ${st.handshakeFailures}` : ''}`);
+      say(
+        `  ${st.name}: endings ${JSON.stringify(st.endings)}; not closed by the target in time ${JSON.stringify(st.notClosedByTarget)}${st.handshakeFailures ? `; failed handshakes ${st.handshakeFailures}` : ''}`,
+      );
     }
     say(`  mutants by strategy (udp): ${JSON.stringify(mutators.udp.counts())}`);
     say(`  server registration outcomes (metrics, whole life): ${JSON.stringify(outcomes)}`);
@@ -199,7 +270,9 @@ async function main(): Promise<number> {
     // The rest never reached the program: the kernel drops datagrams when the server's socket buffer is full.
     say(`  the server handled ${parsed} of the ${floodStats[0]!.packets} datagrams sent to its registration port`);
     const loss = regAfter ? registrationLoss(regBefore, regAfter) : null;
-    say(`  real agent registrations: ${loss ? `sent ${loss.sent}, accepted ${loss.accepted}, no-ack warnings ${loss.noAck}, lost ${loss.lost}` : 'not measurable (a program crashed)'}`);
+    say(
+      `  real agent registrations: ${loss ? `sent ${loss.sent}, accepted ${loss.accepted}, no-ack warnings ${loss.noAck}, lost ${loss.lost}` : 'not measurable (a program crashed)'}`,
+    );
     const client = prober.stats();
     say(`  real client connects: ${client.successes} ok, ${client.failures} failed, of ${client.attempts}`);
     for (const n of client.failureNotes) say(`    failed connect: ${n}`);
@@ -207,14 +280,21 @@ async function main(): Promise<number> {
       after[p] && before[p] ? { rssKiB: after[p]!.rssKiB - before[p].rssKiB, fds: after[p]!.fds - before[p].fds } : null;
     for (const p of ['server', 'agent'] as const) {
       const g = growth(p);
-      say(`  ${p}: RSS ${before[p].rssKiB} -> ${after[p]?.rssKiB ?? 'gone'} KiB, fds ${before[p].fds} -> ${after[p]?.fds ?? 'gone'}${g ? ` (${g.fds >= 0 ? '+' : ''}${g.fds})` : ''}; tcp ${JSON.stringify(tcpStates[p])}; log lines by level ${JSON.stringify(sys.logs(p).byLevel)}`);
+      say(
+        `  ${p}: RSS ${before[p].rssKiB} -> ${after[p]?.rssKiB ?? 'gone'} KiB, fds ${before[p].fds} -> ${after[p]?.fds ?? 'gone'}${g ? ` (${g.fds >= 0 ? '+' : ''}${g.fds})` : ''}; tcp ${JSON.stringify(tcpStates[p])}; log lines by level ${JSON.stringify(sys.logs(p).byLevel)}`,
+      );
       for (const w of sys.logs(p).warnings.slice(0, 5)) say(`    ${p} warned: ${w.slice(0, 240)}`);
     }
     const crashes = sys.crashes();
     const held = (p: ProgramName): number => heldAfterPeerClosed(tcpStates[p]) - heldBefore[p];
     // Sockets the peer closed and the program never did: the known leaks (server CLOSE_WAIT, reverse port half-closed).
-    say(`leaked sockets the peer had closed (CLOSE_WAIT or closed, descriptor still held): server ${held('server')}, agent ${held('agent')}`);
-    for (const c of crashes) say(`  CRASH: ${c.program} exited (code ${c.code}, signal ${c.signal}) at +${c.atMs} ms${args.kill === c.program ? ' (the --kill self-test)' : ''}`);
+    say(
+      `leaked sockets the peer had closed (CLOSE_WAIT or closed, descriptor still held): server ${held('server')}, agent ${held('agent')}`,
+    );
+    for (const c of crashes)
+      say(
+        `  CRASH: ${c.program} exited (code ${c.code}, signal ${c.signal}) at +${c.atMs} ms${args.kill === c.program ? ' (the --kill self-test)' : ''}`,
+      );
     const figures: FuzzFigures = {
       packets,
       crashes: crashes.length,

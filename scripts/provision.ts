@@ -19,7 +19,13 @@ import { fileExists, writeFileAtomic } from '../agent/common/files.js';
 import { EQUIPMENT_ID_PATTERN } from '../agent/protocol/constants.js';
 import { isGeneration, MAX_IDENTITY_GENERATION } from '../agent/protocol/identity-name.js';
 import { CA_VALIDITY_DAYS, CERT_MAX_VALIDITY_DAYS, createCa } from '../agent/pki/ca.js';
-import { SERVER_CERT_VALIDITY_DAYS, SERVER_KEY_TYPES, issueServerCert, normalizeServerHosts, type ServerKeyType } from '../agent/pki/server-cert.js';
+import {
+  SERVER_CERT_VALIDITY_DAYS,
+  SERVER_KEY_TYPES,
+  issueServerCert,
+  normalizeServerHosts,
+  type ServerKeyType,
+} from '../agent/pki/server-cert.js';
 import { createRegistrationMasterKey, formatMasterKey, loadMasterKey } from '../agent/pki/master-key.js';
 import { createDeviceIdentity, writeDeviceIdentity } from '../agent/pki/device.js';
 import { checkPasswordStrength } from '../agent/pki/password-strength.js';
@@ -118,7 +124,8 @@ function optionalString(values: Values, name: string): string | undefined {
 function keyType(values: Values): ServerKeyType | undefined {
   const v = optionalString(values, 'key-type');
   if (v === undefined) return undefined;
-  if (!(SERVER_KEY_TYPES as readonly string[]).includes(v)) throw new UsageError(`--key-type must be one of ${SERVER_KEY_TYPES.join(', ')}, found ${JSON.stringify(v)}`);
+  if (!(SERVER_KEY_TYPES as readonly string[]).includes(v))
+    throw new UsageError(`--key-type must be one of ${SERVER_KEY_TYPES.join(', ')}, found ${JSON.stringify(v)}`);
   return v as ServerKeyType;
 }
 
@@ -126,7 +133,8 @@ function days(values: Values): number | undefined {
   const v = optionalString(values, 'days');
   if (v === undefined) return undefined;
   const n = /^[1-9][0-9]*$/.test(v) ? Number(v) : NaN;
-  if (!(n <= CERT_MAX_VALIDITY_DAYS)) throw new UsageError(`--days must be an integer from 1 to ${CERT_MAX_VALIDITY_DAYS}, found ${JSON.stringify(v)}`);
+  if (!(n <= CERT_MAX_VALIDITY_DAYS))
+    throw new UsageError(`--days must be an integer from 1 to ${CERT_MAX_VALIDITY_DAYS}, found ${JSON.stringify(v)}`);
   return n;
 }
 
@@ -264,7 +272,10 @@ async function cmdDevice(args: readonly string[], io: ProvisionIo): Promise<void
 
 function readCaCertOnly(pem: string, file: string): string {
   // The CA key stays on the provisioning station: refuse a file that carries it.
-  if (/PRIVATE KEY-----/.test(pem)) throw new ProvisionError(`${file}: contains a private key; pass the CA certificate alone (the CA key never goes into a device identity)`);
+  if (/PRIVATE KEY-----/.test(pem))
+    throw new ProvisionError(
+      `${file}: contains a private key; pass the CA certificate alone (the CA key never goes into a device identity)`,
+    );
   return pem;
 }
 
@@ -295,7 +306,8 @@ async function cmdBatch(args: readonly string[], io: ProvisionIo): Promise<boole
   const range = optionalString(values, 'range');
   if ((csv === undefined) === (range === undefined)) throw new UsageError('give exactly one of --csv FILE or --range START-END');
   const scheme = (optionalString(values, 'id-scheme') ?? 'serial') as IdScheme;
-  if (!ID_SCHEMES.includes(scheme)) throw new UsageError(`--id-scheme must be one of ${ID_SCHEMES.join(', ')}, found ${JSON.stringify(scheme)}`);
+  if (!ID_SCHEMES.includes(scheme))
+    throw new UsageError(`--id-scheme must be one of ${ID_SCHEMES.join(', ')}, found ${JSON.stringify(scheme)}`);
   if (range !== undefined && scheme === 'mac') throw new UsageError('--id-scheme mac needs --csv with a mac column');
   const intOpt = (name: string, min: number, max: number): number | undefined => {
     const v = optionalString(values, name);
@@ -307,7 +319,8 @@ async function cmdBatch(args: readonly string[], io: ProvisionIo): Promise<boole
   const digits = intOpt('digits', 1, 15);
   const jobs = intOpt('jobs', 0, 256);
   const server = optionalString(values, 'server');
-  if (server !== undefined && !/^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$/.test(server)) throw new UsageError(`--server must be HOST:PORT, found ${JSON.stringify(server)}`);
+  if (server !== undefined && !/^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$/.test(server))
+    throw new UsageError(`--server must be HOST:PORT, found ${JSON.stringify(server)}`);
   let records;
   try {
     records = csv !== undefined ? parseDeviceCsv(await readText(csv, 'the device list'), csv) : serialRange(range!, digits);
@@ -315,7 +328,10 @@ async function cmdBatch(args: readonly string[], io: ProvisionIo): Promise<boole
     if (isPeerlinkError(err, ErrorCodes.OPTIONS_INVALID)) throw new UsageError(err.message);
     throw err;
   }
-  const list = Array.isArray(records) && typeof records[0] === 'string' ? (records as string[]).map((serial) => ({ serial })) : (records as { serial: string; mac?: string }[]);
+  const list =
+    Array.isArray(records) && typeof records[0] === 'string'
+      ? (records as string[]).map((serial) => ({ serial }))
+      : (records as { serial: string; mac?: string }[]);
   const masterKey = await loadMasterKey(masterKeyFile);
   const caCertPem = readCaCertOnly(await readText(caCertFile, 'the CA certificate'), caCertFile);
   const t0 = performance.now();
@@ -325,8 +341,16 @@ async function cmdBatch(args: readonly string[], io: ProvisionIo): Promise<boole
   let summary;
   try {
     summary = await runBatch({
-      outDir, masterKey, caCertPem, rotate: values.rotate === true, records: list, scheme, prefix: optionalString(values, 'prefix') ?? '',
-      ...(server ? { server } : {}), ...(values.product ? { productName: String(values.product) } : {}), ...(jobs !== undefined ? { jobs } : {}),
+      outDir,
+      masterKey,
+      caCertPem,
+      rotate: values.rotate === true,
+      records: list,
+      scheme,
+      prefix: optionalString(values, 'prefix') ?? '',
+      ...(server ? { server } : {}),
+      ...(values.product ? { productName: String(values.product) } : {}),
+      ...(jobs !== undefined ? { jobs } : {}),
       onProgress(done, total) {
         const now = performance.now();
         if (tty) {
@@ -390,7 +414,9 @@ async function cmdRenewServerCert(args: readonly string[], io: ProvisionIo): Pro
   const server = issueServerCert({ caCertPem, caKeyPem, hosts, validityDays, ...(type ? { keyType: type } : {}) });
   await writeFileAtomic(join(dir, 'server.key'), server.keyPem, SECRET_FILE_MODE);
   await writeFileAtomic(certFile, server.certPem, CERT_FILE_MODE);
-  io.stdout(`renewed ${certFile} for ${hosts.join(', ')}: was valid to ${old.validTo}, now to ${new X509Certificate(server.certPem).validTo}\n`);
+  io.stdout(
+    `renewed ${certFile} for ${hosts.join(', ')}: was valid to ${old.validTo}, now to ${new X509Certificate(server.certPem).validTo}\n`,
+  );
 }
 
 /** Run the CLI with `argv` (without node and script); resolves to the exit status. */

@@ -53,15 +53,23 @@ interface Args {
 function parse(argv: readonly string[]): Args {
   const { values } = parseArgs({
     args: [...argv],
-    options: { minutes: { type: 'string' }, devices: { type: 'string' }, 'interval-ms': { type: 'string' }, out: { type: 'string' }, only: { type: 'string' } },
+    options: {
+      minutes: { type: 'string' },
+      devices: { type: 'string' },
+      'interval-ms': { type: 'string' },
+      out: { type: 'string' },
+      only: { type: 'string' },
+    },
     strict: true,
   });
   const num = (name: string, v: string | undefined, def: number, min: number, max: number, integer = true): number => {
     const n = v === undefined ? def : Number(v.replaceAll(',', '').replaceAll('_', ''));
-    if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) throw new Error(`--${name}: expected ${integer ? 'an integer' : 'a number'} in ${min}..${max}, found ${v}`);
+    if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max)
+      throw new Error(`--${name}: expected ${integer ? 'an integer' : 'a number'} in ${min}..${max}, found ${v}`);
     return n;
   };
-  if (values.only !== undefined && values.only !== 'single' && values.only !== 'redis') throw new Error(`--only: expected single or redis, found ${values.only}`);
+  if (values.only !== undefined && values.only !== 'single' && values.only !== 'redis')
+    throw new Error(`--only: expected single or redis, found ${values.only}`);
   return Object.freeze({
     minutes: num('minutes', values.minutes, 30, 1, 24 * 60, false),
     devices: num('devices', values.devices, DEFAULT_DEVICES, 1, 200_000),
@@ -92,10 +100,15 @@ async function runPhase(args: Args, nodes: 1 | 2, durationMs: number, outDir: st
   const sys = await startSoakSystem({ dir, nodes });
   try {
     const fleet = createDeviceFleet({
-      devices: args.devices, intervalMs: args.intervalMs, masterKey: sys.setup.masterKey,
+      devices: args.devices,
+      intervalMs: args.intervalMs,
+      masterKey: sys.setup.masterKey,
       targets: sys.udpPorts.map((port) => ({ host: '127.0.0.1', port })),
-      sourceAddresses: SOURCE_ADDRESSES, socketsPerAddress: SOCKETS_PER_ADDRESS,
-      restartShare: RESTART_SHARE, moveShare: MOVE_SHARE, idPrefix: `SOAK${nodes}`,
+      sourceAddresses: SOURCE_ADDRESSES,
+      socketsPerAddress: SOCKETS_PER_ADDRESS,
+      restartShare: RESTART_SHARE,
+      moveShare: MOVE_SHARE,
+      idPrefix: `SOAK${nodes}`,
     });
     const t0 = Date.now();
     // Warm-up: every device registered twice (the registry full) and V8's heap grown to its working
@@ -103,7 +116,12 @@ async function runPhase(args: Args, nodes: 1 | 2, durationMs: number, outDir: st
     const warmUpMs = Math.max(2 * args.intervalMs + 2_000, durationMs * 0.25, MIN_WARM_UP_MS);
     const sampleMs = Math.min(MAX_SAMPLE_MS, Math.max(MIN_SAMPLE_MS, Math.round(durationMs / 120)));
     const sampler = createSampler([...sys.servers, sys.agent], sampleMs, t0);
-    const prober = createClientProber({ setup: sys.setup, service: ECHO_SERVICE, intervalMs: CONNECT_INTERVAL_MS, tlsPort: sys.clientTlsPort });
+    const prober = createClientProber({
+      setup: sys.setup,
+      service: ECHO_SERVICE,
+      intervalMs: CONNECT_INTERVAL_MS,
+      tlsPort: sys.clientTlsPort,
+    });
     await fleet.start();
     sampler.start();
     prober.start();
@@ -113,8 +131,12 @@ async function runPhase(args: Args, nodes: 1 | 2, durationMs: number, outDir: st
       if (Date.now() >= nextReport) {
         nextReport += Math.max(10_000, durationMs / 10);
         const f = fleet.stats();
-        const last = sampler.series.map((s) => `${s.name} ${Math.round((s.samples.at(-1)?.rssKiB ?? 0) / 1024)} MiB/${s.samples.at(-1)?.fds ?? '?'} fds`).join(', ');
-        say(`  ${Math.round((Date.now() - t0) / 1000)} s: ${f.acked} acked, ${f.lost} lost, ${f.registeredOnce}/${args.devices} registered, connects ${prober.stats().successes}/${prober.stats().attempts}; ${last}`);
+        const last = sampler.series
+          .map((s) => `${s.name} ${Math.round((s.samples.at(-1)?.rssKiB ?? 0) / 1024)} MiB/${s.samples.at(-1)?.fds ?? '?'} fds`)
+          .join(', ');
+        say(
+          `  ${Math.round((Date.now() - t0) / 1000)} s: ${f.acked} acked, ${f.lost} lost, ${f.registeredOnce}/${args.devices} registered, connects ${prober.stats().successes}/${prober.stats().attempts}; ${last}`,
+        );
       }
     }
     await prober.stop();
@@ -134,7 +156,12 @@ async function runPhase(args: Args, nodes: 1 | 2, durationMs: number, outDir: st
       say(`soak: ${name}: ${srv.name} registration outcomes (its metrics): ${JSON.stringify(outcomes)}`);
     }
     await writeFile(join(dir, 'samples.json'), `${JSON.stringify({ warmUpMs, series: sampler.series }, null, 1)}\n`);
-    const svg = soakChart(`peerlink soak, ${name}: ${args.devices} devices every ${args.intervalMs / 1000} s`, sampler.series, growth, warmUpMs);
+    const svg = soakChart(
+      `peerlink soak, ${name}: ${args.devices} devices every ${args.intervalMs / 1000} s`,
+      sampler.series,
+      growth,
+      warmUpMs,
+    );
     await writeFile(join(dir, 'soak.svg'), svg);
     say(`soak: ${name}: chart ${join(dir, 'soak.svg')}`);
     return { name, fleet: fleetStats, connects, growth, crashes, problems };
@@ -151,7 +178,9 @@ async function main(): Promise<number> {
   const phases: (1 | 2)[] = args.only === 'single' ? [1] : args.only === 'redis' ? [2] : [1, 2];
   if (redisMissing !== null && phases.includes(2)) throw new Error(`the two-node half needs redis-server: ${redisMissing}`);
   const phaseMs = (args.minutes * 60_000) / phases.length;
-  say(`soak: ${args.devices} devices every ${args.intervalMs} ms, ${phases.length} half/halves of ${(phaseMs / 1000).toFixed(0)} s; output in ${outDir}`);
+  say(
+    `soak: ${args.devices} devices every ${args.intervalMs} ms, ${phases.length} half/halves of ${(phaseMs / 1000).toFixed(0)} s; output in ${outDir}`,
+  );
   const results: PhaseResult[] = [];
   for (const nodes of phases) results.push(await runPhase(args, nodes, phaseMs, outDir));
 
@@ -159,13 +188,19 @@ async function main(): Promise<number> {
   say(`  ${'program'.padEnd(28)}${['RSS base', 'RSS end', 'RSS +%', 'fds', 'timers', 'heap floor'].map((h) => h.padStart(14)).join('')}`);
   for (const r of results) {
     for (const g of r.growth) {
-      say(`  ${`${r.name}: ${g.name}`.padEnd(28)}${[`${(g.rssBaseKiB / 1024).toFixed(1)} MiB`, `${(g.rssEndKiB / 1024).toFixed(1)} MiB`, g.rssPct.toFixed(1), `${g.fdsBase}->${g.fdsEnd}`, `${g.timersBase}->${g.timersEnd}`, `${(g.heapFloorBaseKiB / 1024).toFixed(1)}->${(g.heapFloorEndKiB / 1024).toFixed(1)}`].map((c) => c.padStart(14)).join('')}`);
+      say(
+        `  ${`${r.name}: ${g.name}`.padEnd(28)}${[`${(g.rssBaseKiB / 1024).toFixed(1)} MiB`, `${(g.rssEndKiB / 1024).toFixed(1)} MiB`, g.rssPct.toFixed(1), `${g.fdsBase}->${g.fdsEnd}`, `${g.timersBase}->${g.timersEnd}`, `${(g.heapFloorBaseKiB / 1024).toFixed(1)}->${(g.heapFloorEndKiB / 1024).toFixed(1)}`].map((c) => c.padStart(14)).join('')}`,
+      );
     }
     const f = r.fleet;
     for (const g of r.growth) {
-      say(`  ${`${r.name}: ${g.name}`.padEnd(28)} warm-up ended at ${(g.warmUpMs / 1000).toFixed(0)} s (${g.firstFullGcMs === null ? 'no full GC seen in the run: its RSS still holds what the first one would free' : `first full GC at ${(g.firstFullGcMs / 1000).toFixed(0)} s${g.warmUpMs < g.firstFullGcMs ? ', too late to judge from' : ''}`})`);
+      say(
+        `  ${`${r.name}: ${g.name}`.padEnd(28)} warm-up ended at ${(g.warmUpMs / 1000).toFixed(0)} s (${g.firstFullGcMs === null ? 'no full GC seen in the run: its RSS still holds what the first one would free' : `first full GC at ${(g.firstFullGcMs / 1000).toFixed(0)} s${g.warmUpMs < g.firstFullGcMs ? ', too late to judge from' : ''}`})`,
+      );
     }
-    say(`  ${r.name}: sent ${f.sent}, acked ${f.acked}, cookies ${f.cookies}, lost ${f.lost} (no answer ${f.lostNoAnswer}, challenged ${f.lostChallenged}), answered late (> 2 s) ${f.slow}, dropped by the kernel at the harness's own sockets ${f.harnessDrops}, restarts ${f.restarts}, address changes ${f.moves}, registered ${f.registeredOnce}; connects ${r.connects.successes}/${r.connects.attempts}`);
+    say(
+      `  ${r.name}: sent ${f.sent}, acked ${f.acked}, cookies ${f.cookies}, lost ${f.lost} (no answer ${f.lostNoAnswer}, challenged ${f.lostChallenged}), answered late (> 2 s) ${f.slow}, dropped by the kernel at the harness's own sockets ${f.harnessDrops}, restarts ${f.restarts}, address changes ${f.moves}, registered ${f.registeredOnce}; connects ${r.connects.successes}/${r.connects.attempts}`,
+    );
   }
   const problems = results.flatMap((r) => [...r.crashes, ...r.problems.map((p) => `${r.name}: ${p}`)]);
   for (const p of problems) say(`soak: FAIL ${p}`);

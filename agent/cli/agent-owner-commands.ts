@@ -23,13 +23,21 @@ type OwnerStore = ReturnType<typeof openOwnerStore>;
 
 const bad = (m: string): ConfigError => new ConfigError([`${m}\n${AGENT_OWNER_USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
 
-const COMMAND_MAINS: Readonly<Record<AgentOwnerCommand, (store: OwnerStore, args: readonly string[], json: boolean, out: NodeJS.WritableStream) => Promise<void>>> = {
+const COMMAND_MAINS: Readonly<
+  Record<AgentOwnerCommand, (store: OwnerStore, args: readonly string[], json: boolean, out: NodeJS.WritableStream) => Promise<void>>
+> = {
   clients: clientsMain,
   revoke: revokeMain,
   'reset-password': resetPasswordMain,
 };
 
-export async function agentOwnerCommand(command: AgentOwnerCommand, args: readonly string[], configFile: string, json: boolean, out: NodeJS.WritableStream = process.stdout): Promise<void> {
+export async function agentOwnerCommand(
+  command: AgentOwnerCommand,
+  args: readonly string[],
+  configFile: string,
+  json: boolean,
+  out: NodeJS.WritableStream = process.stdout,
+): Promise<void> {
   const settings = await loadAgentSettings(configFile);
   await COMMAND_MAINS[command](openOwnerStore({ stateDir: settings.stateDir }), args, json, out);
 }
@@ -39,7 +47,12 @@ async function clientsMain(store: OwnerStore, args: readonly string[], json: boo
   const { clients } = store.current();
   const list = clients.map((c) => ({ id: c.id, name: c.name, createdMs: c.createdMs, lastUsedMs: c.lastUsedMs }));
   const when = (ms: number): string => (ms ? new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z') : 'never');
-  out.write(json ? `${JSON.stringify(list)}\n` : list.map((c) => `${c.id}  ${c.name.padEnd(24)}  paired ${when(c.createdMs)}  last used ${when(c.lastUsedMs)}\n`).join('') || 'no paired clients\n');
+  out.write(
+    json
+      ? `${JSON.stringify(list)}\n`
+      : list.map((c) => `${c.id}  ${c.name.padEnd(24)}  paired ${when(c.createdMs)}  last used ${when(c.lastUsedMs)}\n`).join('') ||
+          'no paired clients\n',
+  );
 }
 
 async function revokeMain(store: OwnerStore, args: readonly string[], _json: boolean, out: NodeJS.WritableStream): Promise<void> {

@@ -5,7 +5,15 @@
  */
 import { readFile } from 'node:fs/promises';
 import { ConfigError, ErrorCodes } from '../common/errors.js';
-import { DENY_ENTRY_EXPECTED, denyKeys, editDenyFile, editDenyRedis, isDenyEntry, parseDenyFile, withDenyRedis } from '../server/deny-list.js';
+import {
+  DENY_ENTRY_EXPECTED,
+  denyKeys,
+  editDenyFile,
+  editDenyRedis,
+  isDenyEntry,
+  parseDenyFile,
+  withDenyRedis,
+} from '../server/deny-list.js';
 import type { ServerSettings } from '../server/settings.js';
 
 export const DENY_USAGE = `       peerlink-server deny add|remove <equipment-id | equipment-id@generation> [--config FILE]
@@ -13,7 +21,11 @@ export const DENY_USAGE = `       peerlink-server deny add|remove <equipment-id 
                                         the operator's deny list: a denied device's registrations get no answer and
                                         requests for it are refused (exit 26 at the client); in Redis with [redis], else [deny] file`;
 
-export async function denyCommand(args: readonly string[], settings: ServerSettings, out: NodeJS.WritableStream = process.stdout): Promise<void> {
+export async function denyCommand(
+  args: readonly string[],
+  settings: ServerSettings,
+  out: NodeJS.WritableStream = process.stdout,
+): Promise<void> {
   const [op, id, ...extra] = args;
   const bad = (m: string): ConfigError => new ConfigError([`${m}\n${DENY_USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   if (op === 'list') {
@@ -30,7 +42,12 @@ export async function denyCommand(args: readonly string[], settings: ServerSetti
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       }
     }
-    out.write([...ids].sort().map((x) => `${x}\n`).join(''));
+    out.write(
+      [...ids]
+        .sort()
+        .map((x) => `${x}\n`)
+        .join(''),
+    );
     return;
   }
   if (op !== 'add' && op !== 'remove') throw bad(`expected deny add|remove|list, found ${JSON.stringify(op)}`);
@@ -45,7 +62,11 @@ export async function denyCommand(args: readonly string[], settings: ServerSetti
     changed = await editDenyFile(settings.deny.file, op, id);
     where = settings.deny.file;
   } else {
-    throw new ConfigError(['deny: the settings have neither [redis] nor [deny] file: nowhere to keep the list'], { code: ErrorCodes.CONFIG_INVALID });
+    throw new ConfigError(['deny: the settings have neither [redis] nor [deny] file: nowhere to keep the list'], {
+      code: ErrorCodes.CONFIG_INVALID,
+    });
   }
-  out.write(`${id} ${changed ? (op === 'add' ? 'denied' : 'no longer denied') : op === 'add' ? 'was already denied' : 'was not denied'} (${where})\n`);
+  out.write(
+    `${id} ${changed ? (op === 'add' ? 'denied' : 'no longer denied') : op === 'add' ? 'was already denied' : 'was not denied'} (${where})\n`,
+  );
 }

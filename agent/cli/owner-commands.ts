@@ -36,7 +36,11 @@ function usage(message: string): ConfigError {
 
 const str = (v: OwnerValues, k: string): string | undefined => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
 
-async function common(v: OwnerValues, equipmentId: string, uriServer?: string): Promise<Omit<OwnerClientOptions, 'password' | 'accessKey'>> {
+async function common(
+  v: OwnerValues,
+  equipmentId: string,
+  uriServer?: string,
+): Promise<Omit<OwnerClientOptions, 'password' | 'accessKey'>> {
   const server = str(v, 'server') ?? uriServer;
   if (!server) throw usage('--server is required');
   const ca = str(v, 'ca');
@@ -68,7 +72,11 @@ function describe(c: ClientInfo): string {
   return `${c.id}  ${c.name.padEnd(24)}  paired ${when(c.createdMs)}  last used ${when(c.lastUsedMs)}${c.self ? '  (this client)' : ''}`;
 }
 
-export async function ownerCommand(positionals: readonly string[], v: OwnerValues, out: NodeJS.WritableStream = process.stdout): Promise<void> {
+export async function ownerCommand(
+  positionals: readonly string[],
+  v: OwnerValues,
+  out: NodeJS.WritableStream = process.stdout,
+): Promise<void> {
   const dir = str(v, 'pairing-dir') ?? defaultPairingDir();
   const [command, ...args] = positionals;
   if (command === 'pair') return pairMain(args, v, dir, out);

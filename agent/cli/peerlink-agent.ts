@@ -37,7 +37,10 @@ async function chooseStateFile(explicit: string | undefined, logger: Logger): Pr
   if (explicit) return explicit;
   const file = defaultStateFile();
   if (process.env.RUNTIME_DIRECTORY || (await fileExists(dirname(file)))) return file;
-  logger.info({ wouldBe: file }, 'no state file written (its directory does not exist; pass --state FILE); `status` will not see this agent');
+  logger.info(
+    { wouldBe: file },
+    'no state file written (its directory does not exist; pass --state FILE); `status` will not see this agent',
+  );
   return null;
 }
 
@@ -91,7 +94,9 @@ function parse(): { command: Command; flags: Flags; args: readonly string[] } | 
   const command = parsed.positionals[0] ?? 'run';
   // The owner's commands take their own arguments (agent-owner-commands.ts checks them).
   if (!isOwnerCommand(command) && (!(COMMANDS as readonly string[]).includes(command) || parsed.positionals.length > 1)) {
-    throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
+    throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], {
+      code: ErrorCodes.OPTIONS_INVALID,
+    });
   }
   return { command: command as Command, flags: parsed.values, args: parsed.positionals.slice(1) };
 }
@@ -118,7 +123,13 @@ function checkConfigMain(file: string, settings: AgentSettings, identity: Device
 }
 
 /** run: the agent with its monitor (state file, STATUS=) and watchdog, until SIGTERM/SIGINT; SIGHUP reloads. */
-async function runMain(file: string, flags: Flags, load: () => Promise<AgentSettings>, initial: AgentSettings, identity: DeviceIdentity): Promise<void> {
+async function runMain(
+  file: string,
+  flags: Flags,
+  load: () => Promise<AgentSettings>,
+  initial: AgentSettings,
+  identity: DeviceIdentity,
+): Promise<void> {
   let settings = initial;
   const logger = createLogger({ name: PROGRAM, level: settings.logLevel });
   const notifier = createNotifier({ logger });

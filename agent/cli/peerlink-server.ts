@@ -31,7 +31,8 @@ async function reloadCertificate(file: string, server: RendezvousServer, logger:
     if (Date.parse(cert.validTo) <= now || Date.parse(cert.validFrom) > now) {
       throw new Error(`${settings.tls.certFile}: not valid now (valid ${cert.validFrom} to ${cert.validTo})`);
     }
-    if (!cert.checkPrivateKey(createPrivateKey(keyPem))) throw new Error(`${settings.tls.keyFile}: not the key of ${settings.tls.certFile}`);
+    if (!cert.checkPrivateKey(createPrivateKey(keyPem)))
+      throw new Error(`${settings.tls.keyFile}: not the key of ${settings.tls.certFile}`);
     server.setCertificate(certPem, keyPem);
     logger.info({ certFile: settings.tls.certFile, validTo: cert.validTo }, 'server certificate reloaded');
   } catch (err) {
@@ -65,7 +66,10 @@ async function main(): Promise<void> {
 function parse(): { command: 'run' | 'check-config' | 'deny'; file: string; instance?: number; args: readonly string[] } | null {
   let parsed;
   try {
-    parsed = parseArgs({ options: { config: { type: 'string', short: 'c' }, instance: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
+    parsed = parseArgs({
+      options: { config: { type: 'string', short: 'c' }, instance: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+    });
   } catch (err) {
     throw new ConfigError([`${(err as Error).message}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
   }
@@ -75,13 +79,22 @@ function parse(): { command: 'run' | 'check-config' | 'deny'; file: string; inst
   }
   const command = (parsed.positionals[0] ?? 'run') as 'run' | 'check-config' | 'deny';
   if (command !== 'deny' && ((command !== 'run' && command !== 'check-config') || parsed.positionals.length > 1)) {
-    throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
+    throw new ConfigError([`unknown command ${JSON.stringify(parsed.positionals.join(' '))}\n${USAGE}`], {
+      code: ErrorCodes.OPTIONS_INVALID,
+    });
   }
   const instance = parsed.values.instance;
   if (instance !== undefined && !(/^\d{1,3}$/.test(instance) && Number(instance) <= MAX_INSTANCE)) {
-    throw new ConfigError([`--instance: expected an integer from 0 to ${MAX_INSTANCE}, found ${JSON.stringify(instance)}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
+    throw new ConfigError([`--instance: expected an integer from 0 to ${MAX_INSTANCE}, found ${JSON.stringify(instance)}\n${USAGE}`], {
+      code: ErrorCodes.OPTIONS_INVALID,
+    });
   }
-  return { command, file: parsed.values.config ?? DEFAULT_CONFIG, ...(instance !== undefined ? { instance: Number(instance) } : {}), args: parsed.positionals.slice(1) };
+  return {
+    command,
+    file: parsed.values.config ?? DEFAULT_CONFIG,
+    ...(instance !== undefined ? { instance: Number(instance) } : {}),
+    args: parsed.positionals.slice(1),
+  };
 }
 
 /** The settings file's sections as the server's options. */
@@ -106,7 +119,18 @@ function serverOptions(settings: ServerSettings, secrets: ServerSecrets, logger:
     limits: settings.limits,
     shutdownGraceMs: settings.shutdown.graceMs,
     ...(settings.redis
-      ? { redis: { ...(settings.redis.url !== undefined ? { url: settings.redis.url } : {}), ...(settings.redis.clusterNodes ? { clusterNodes: settings.redis.clusterNodes } : {}), refreshAfterMs: settings.redis.refreshAfterMs, keyPrefix: settings.redis.keyPrefix, ...(settings.redis.tlsAddress ? { tlsAddress: settings.redis.tlsAddress } : {}), ...(settings.redis.username !== undefined ? { username: settings.redis.username } : {}), ...(secrets.redisPassword !== undefined ? { password: secrets.redisPassword } : {}) }, ...(settings.redis.nodeId ? { nodeId: settings.redis.nodeId } : {}) }
+      ? {
+          redis: {
+            ...(settings.redis.url !== undefined ? { url: settings.redis.url } : {}),
+            ...(settings.redis.clusterNodes ? { clusterNodes: settings.redis.clusterNodes } : {}),
+            refreshAfterMs: settings.redis.refreshAfterMs,
+            keyPrefix: settings.redis.keyPrefix,
+            ...(settings.redis.tlsAddress ? { tlsAddress: settings.redis.tlsAddress } : {}),
+            ...(settings.redis.username !== undefined ? { username: settings.redis.username } : {}),
+            ...(secrets.redisPassword !== undefined ? { password: secrets.redisPassword } : {}),
+          },
+          ...(settings.redis.nodeId ? { nodeId: settings.redis.nodeId } : {}),
+        }
       : {}),
     ...(settings.metrics.enabled ? { metrics: { host: settings.metrics.host, port: settings.metrics.port } } : {}),
     probePort: settings.probe.port,
@@ -120,7 +144,13 @@ async function runMain(file: string, settings: ServerSettings, secrets: ServerSe
   const server = createRendezvousServer(serverOptions(settings, secrets, logger));
   await server.start();
   logger.info(
-    { udp: server.udpAddress(), tls: server.tlsAddress(), metrics: server.metricsAddress(), node: server.nodeId, backend: server.backend.kind },
+    {
+      udp: server.udpAddress(),
+      tls: server.tlsAddress(),
+      metrics: server.metricsAddress(),
+      node: server.nodeId,
+      backend: server.backend.kind,
+    },
     'rendezvous server listening',
   );
   // systemd (Type=notify): ready once listening; the watchdog pings prove the event loop turns.

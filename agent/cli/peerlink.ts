@@ -133,7 +133,8 @@ function checkConnect(v: Values, positionals: readonly string[]): ConnectArgs {
     throw usage(`--peer-timeout-ms: expected 100-600000, found ${JSON.stringify(v['peer-timeout-ms'])}`);
   }
   const mapPort = (v['map-port'] ?? 'off') as MappingMode;
-  if (!MAPPING_MODES.includes(mapPort)) throw usage(`--map-port: expected one of ${MAPPING_MODES.join(', ')}, found ${JSON.stringify(v['map-port'])}`);
+  if (!MAPPING_MODES.includes(mapPort))
+    throw usage(`--map-port: expected one of ${MAPPING_MODES.join(', ')}, found ${JSON.stringify(v['map-port'])}`);
   const server = parseHostPort(v.server!, '--server');
   const sessionIdleMs = v['session-idle-ms'] === undefined ? LISTEN_SESSION_IDLE_MS : Number(v['session-idle-ms']);
   if (!(Number.isInteger(sessionIdleMs) && sessionIdleMs >= 0 && sessionIdleMs <= 86_400_000)) {
@@ -158,7 +159,9 @@ async function loadFiles({ v, uri, equipmentId }: ConnectArgs): Promise<{ caPem:
   const password =
     uri && !v['password-file']
       ? uri.password
-      : (await readSecretFile(v['password-file']!, { what: 'the device password', label: `--password-file ${v['password-file']}` })).split('\n')[0]!.trim();
+      : (await readSecretFile(v['password-file']!, { what: 'the device password', label: `--password-file ${v['password-file']}` }))
+          .split('\n')[0]!
+          .trim();
   if (!password) throw new ConfigError([`--password-file ${v['password-file']}: the first line is empty`]);
   return { caPem, secret: { password } };
 }
@@ -225,7 +228,10 @@ async function serveStdio(first: Tunnel, stop: AbortSignal): Promise<void> {
   if (stop.aborted) return;
   // A tunnel that closed without the device's orderly end (TLS close_notify) lost data: say so.
   if (failure !== null || !first.stream.readableEnded) {
-    throw new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the tunnel broke before the device finished${failure ? `: ${(failure as Error).message}` : ''}`);
+    throw new PeerlinkError(
+      ErrorCodes.TUNNEL_BROKEN,
+      `the tunnel broke before the device finished${failure ? `: ${(failure as Error).message}` : ''}`,
+    );
   }
   // stdout is asynchronous on a pipe: let what is queued reach it before the process exits.
   await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));

@@ -18,12 +18,7 @@ import { silentLogger } from '../common/logger.js';
 import { rejectUnknownKeys, requireOption } from '../common/options.js';
 import type { HostPort } from '../common/endpoint-parse.js';
 import { connectToServer } from '../rendezvous/server-tls.js';
-import {
-  DEVICE_ATTACH_TIMEOUT_MS,
-  EQUIPMENT_ID_PATTERN,
-  PEER_CONNECT_TIMEOUT_MS,
-  SERVICE_NAME_PATTERN,
-} from '../protocol/constants.js';
+import { DEVICE_ATTACH_TIMEOUT_MS, EQUIPMENT_ID_PATTERN, PEER_CONNECT_TIMEOUT_MS, SERVICE_NAME_PATTERN } from '../protocol/constants.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate } from '../protocol/frames.js';
 import { deriveAccessKey, deriveRequestTagKey, NONCE_BYTES, reverseToken } from '../protocol/keys.js';
@@ -75,8 +70,21 @@ export interface ClientOptions {
 }
 
 const OPTION_KEYS = [
-  'server', 'serverName', 'caPem', 'equipmentId', 'password', 'accessKey', 'service', 'accept', 'advertisePort', 'mapPort',
-  'resultTimeoutMs', 'peerTimeoutMs', 'sessionIdleMs', 'clock', 'logger',
+  'server',
+  'serverName',
+  'caPem',
+  'equipmentId',
+  'password',
+  'accessKey',
+  'service',
+  'accept',
+  'advertisePort',
+  'mapPort',
+  'resultTimeoutMs',
+  'peerTimeoutMs',
+  'sessionIdleMs',
+  'clock',
+  'logger',
 ] as const;
 
 /** dial: the device dialled us (S208); punch: TCP simultaneous open; reverse: we dialled the device; relay: via the server. */
@@ -107,10 +115,15 @@ export interface Client {
 function validate(input: ClientOptions) {
   rejectUnknownKeys('client options', input, OPTION_KEYS);
   const problems: string[] = [];
-  if (!EQUIPMENT_ID_PATTERN.test(input.equipmentId ?? '')) problems.push(`client options: equipmentId: expected 1-64 characters of A-Z a-z 0-9 . _ -, found ${JSON.stringify(input.equipmentId)}`);
-  if (!SERVICE_NAME_PATTERN.test(input.service ?? '')) problems.push(`client options: service: expected a service name (a-z 0-9 . _ -), found ${JSON.stringify(input.service)}`);
+  if (!EQUIPMENT_ID_PATTERN.test(input.equipmentId ?? ''))
+    problems.push(`client options: equipmentId: expected 1-64 characters of A-Z a-z 0-9 . _ -, found ${JSON.stringify(input.equipmentId)}`);
+  if (!SERVICE_NAME_PATTERN.test(input.service ?? ''))
+    problems.push(`client options: service: expected a service name (a-z 0-9 . _ -), found ${JSON.stringify(input.service)}`);
   if (input.password === undefined && input.accessKey === undefined) problems.push('client options: password: required (or accessKey)');
-  if (input.advertisePort !== undefined && !(Number.isInteger(input.advertisePort) && input.advertisePort > 0 && input.advertisePort < 65536)) {
+  if (
+    input.advertisePort !== undefined &&
+    !(Number.isInteger(input.advertisePort) && input.advertisePort > 0 && input.advertisePort < 65536)
+  ) {
     problems.push(`client options: advertisePort: expected 1-65535, found ${input.advertisePort}`);
   }
   if (input.sessionIdleMs !== undefined && !(Number.isInteger(input.sessionIdleMs) && input.sessionIdleMs >= 0)) {
@@ -149,7 +162,8 @@ export function createClient(input: ClientOptions): Client {
     await listener.start();
     if (o.mapPort !== 'off') {
       mapping = await mapTcpPort({ port: listener.address().port, mode: o.mapPort, logger: o.logger, ...(signal ? { signal } : {}) });
-      if (!mapping) o.logger.warn({ mode: o.mapPort }, 'no gateway mapped the accept port; the device may not reach us directly (the relay remains)');
+      if (!mapping)
+        o.logger.warn({ mode: o.mapPort }, 'no gateway mapped the accept port; the device may not reach us directly (the relay remains)');
     }
     started = true;
   }
@@ -163,7 +177,10 @@ export function createClient(input: ClientOptions): Client {
           logger: o.logger,
           connect: async (signal, onIdle) => {
             const t = await openTunnel(SESSION_SERVICE, signal);
-            return { session: startClientSession({ channel: t.stream, openTimeoutMs: o.peerTimeoutMs, onIdle, logger: o.logger }), info: t };
+            return {
+              session: startClientSession({ channel: t.stream, openTimeoutMs: o.peerTimeoutMs, onIdle, logger: o.logger }),
+              info: t,
+            };
           },
         })
       : null;
@@ -173,7 +190,13 @@ export function createClient(input: ClientOptions): Client {
     const t0 = performance.now();
     try {
       const { stream, info, reused } = await pool.stream(service, signal);
-      return { stream, via: info.via, path: reused ? `${info.path} (a stream of the live session)` : info.path, connectMs: performance.now() - t0, reused };
+      return {
+        stream,
+        via: info.via,
+        path: reused ? `${info.path} (a stream of the live session)` : info.path,
+        connectMs: performance.now() - t0,
+        reused,
+      };
     } catch (err) {
       // An old device does not know the session service: a tunnel per connection, as before.
       if (!isPeerlinkError(err, ErrorCodes.SERVICE_REFUSED) || err instanceof StreamRefusedError) throw err;
@@ -211,8 +234,12 @@ export function createClient(input: ClientOptions): Client {
       const { via, to } = won.attempt;
       const connectMs = performance.now() - t0;
       const path =
-        lanPath(via, to, answer.lanTargets, won.stream.remoteAddress, answer.lanOffer) ?? describePath(via, to, seenAs, advertisedPort, won.failures);
-      o.logger.info({ connectMs: Math.round(connectMs), via }, via === 'relay' ? 'channel up through the relay; S209 data' : 'S208 direct channel up; S209 data');
+        lanPath(via, to, answer.lanTargets, won.stream.remoteAddress, answer.lanOffer) ??
+        describePath(via, to, seenAs, advertisedPort, won.failures);
+      o.logger.info(
+        { connectMs: Math.round(connectMs), via },
+        via === 'relay' ? 'channel up through the relay; S209 data' : 'S208 direct channel up; S209 data',
+      );
       return { stream: won.stream, path, via, connectMs };
     } finally {
       unexpect();
@@ -220,13 +247,23 @@ export function createClient(input: ClientOptions): Client {
   }
 
   /** The server's connection ends before its answer (killed, restarted): a retry will do. */
-  const SERVER_WENT_AWAY = { code: ErrorCodes.SERVER_UNREACHABLE, message: 'the rendezvous server closed the connection before answering (stopped or restarted?); try again' } as const;
+  const SERVER_WENT_AWAY = {
+    code: ErrorCodes.SERVER_UNREACHABLE,
+    message: 'the rendezvous server closed the connection before answering (stopped or restarted?); try again',
+  } as const;
 
   /** S203 to S207 with the server: the sealed request out; the relay offer, candidates and verdict back. */
   async function request(expected: Expected, advertisedPort: number, signal: AbortSignal | undefined): Promise<ServerAnswer> {
     const { clientNonce, accessKey: key } = expected;
     // Bound explicitly: a hole punch leaves later from this port, whose NAT mapping the server sees.
-    const tls = await connectToServer({ host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem, signal, bindLocal: true });
+    const tls = await connectToServer({
+      host: o.server.host,
+      port: o.server.port,
+      serverName: o.serverName,
+      caPem: o.caPem,
+      signal,
+      bindLocal: true,
+    });
     const requestLocalPort = tls.localPort ?? 0;
     // Our LAN address and accept port, for a device in the same home (lan-candidates.ts).
     const lanOffer = clientLanOffer(tls.localAddress, listener.address());
@@ -280,7 +317,10 @@ export function createClient(input: ClientOptions): Client {
       { punch: punch ? formatEndpoint(punch) : null, deviceListens: listen.map(formatEndpoint), relay: relayOffer !== null },
       'S207 device accepted the request; waiting for its direct connection (S208) and trying the other paths',
     );
-    const chosen = (signal: AbortSignal) => (s: TLSSocket): Promise<TLSSocket> => awaitChosen(s, o.peerTimeoutMs, signal);
+    const chosen =
+      (signal: AbortSignal) =>
+      (s: TLSSocket): Promise<TLSSocket> =>
+        awaitChosen(s, o.peerTimeoutMs, signal);
     const attempts: ClientAttempt[] = [{ via: 'dial', label: 'device dial', to: null, start: (signal) => peer.then(chosen(signal)) }];
     if (punch && requestLocalPort) {
       attempts.push({
@@ -310,19 +350,27 @@ export function createClient(input: ClientOptions): Client {
       attempts.push({
         via: 'relay',
         to: null,
-        start: (signal) => relayTunnel(server, relayOffer.requestId, relayOffer.joinToken, expected, o.peerTimeoutMs, signal).then(chosen(signal)),
+        start: (signal) =>
+          relayTunnel(server, relayOffer.requestId, relayOffer.joinToken, expected, o.peerTimeoutMs, signal).then(chosen(signal)),
       });
     }
     return attempts;
   }
 
   /** How the connection was made, for people. */
-  function describePath(via: TunnelPath, to: Endpoint | null, seenAs: Endpoint | undefined, advertisedPort: number, failures: readonly string[]): string {
+  function describePath(
+    via: TunnelPath,
+    to: Endpoint | null,
+    seenAs: Endpoint | undefined,
+    advertisedPort: number,
+    failures: readonly string[],
+  ): string {
     const me = seenAs ? seenAs.address : 'our address';
     if (via === 'dial') {
       return `connected directly: device dialled ${mapping ? `${mapping.externalHost}:${mapping.externalPort} (our router's mapping)` : seenAs ? formatEndpoint({ address: seenAs.address, port: advertisedPort }) : `${me}:${advertisedPort}`}`;
     }
-    if (via === 'punch') return `connected directly: TCP hole punch between ${seenAs ? formatEndpoint(seenAs) : me} and the device's ${formatEndpoint(to!)}`;
+    if (via === 'punch')
+      return `connected directly: TCP hole punch between ${seenAs ? formatEndpoint(seenAs) : me} and the device's ${formatEndpoint(to!)}`;
     if (via === 'reverse') return `connected directly: we dialled the device's open port ${formatEndpoint(to!)}`;
     return `relayed via server: direct attempts failed (${relayReason(failures, advertisedPort, me)}); end-to-end encrypted, the server sees ciphertext only`;
   }
@@ -373,7 +421,10 @@ interface ClientAttempt extends PathAttempt<TLSSocket> {
 
 /** Why no direct path came up, for people: the attempts that failed, and the one that never came. */
 function relayReason(failures: readonly string[], advertisedPort: number, me: string): string {
-  const parts = [`the device's dial to ${me}:${advertisedPort} did not arrive`, ...failures.filter((f) => !f.startsWith('device dial') && !f.startsWith('relay'))];
+  const parts = [
+    `the device's dial to ${me}:${advertisedPort} did not arrive`,
+    ...failures.filter((f) => !f.startsWith('device dial') && !f.startsWith('relay')),
+  ];
   return parts.join('; ');
 }
 

@@ -28,6 +28,8 @@ export function dialDevice(to: Endpoint, token: Buffer, timeoutMs: number, signa
       s.write(token);
       resolve(s);
     });
-    s.once('error', (err: NodeJS.ErrnoException) => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, err.code ?? err.message, { cause: err })));
+    s.once('error', (err: NodeJS.ErrnoException) =>
+      fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, err.code ?? err.message, { cause: err })),
+    );
   });
 }

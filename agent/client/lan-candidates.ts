@@ -24,13 +24,21 @@ export function deviceLanTargets(candidates: readonly Candidate[], local: string
 }
 
 /** The path, for people, when the winning connection ran on the LAN; null otherwise. */
-export function lanPath(via: string, to: Endpoint | null, lanTargets: readonly Endpoint[], peerAddress: string | undefined, offered: readonly Endpoint[]): string | null {
-  if (via === 'reverse' && to && lanTargets.includes(to)) return `connected directly on the LAN: we dialled the device's ${formatEndpoint(to)}`;
+export function lanPath(
+  via: string,
+  to: Endpoint | null,
+  lanTargets: readonly Endpoint[],
+  peerAddress: string | undefined,
+  offered: readonly Endpoint[],
+): string | null {
+  if (via === 'reverse' && to && lanTargets.includes(to))
+    return `connected directly on the LAN: we dialled the device's ${formatEndpoint(to)}`;
   const mine = offered[0];
   if (via === 'dial' && mine && peerAddress) {
     // The device came from an address on our own subnet: it dialled our LAN candidate.
     const peer = normalizeAddress(peerAddress);
-    if (lanDialRefusal({ address: peer, port: 1 }, mine.address) === null) return `connected directly on the LAN: device ${peer} dialled our ${formatEndpoint(mine)}`;
+    if (lanDialRefusal({ address: peer, port: 1 }, mine.address) === null)
+      return `connected directly on the LAN: device ${peer} dialled our ${formatEndpoint(mine)}`;
   }
   return null;
 }

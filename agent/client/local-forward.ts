@@ -96,7 +96,11 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
       } else tunnel = await o.client.open(cancel.signal);
     } catch (err) {
       counters.inc('openFailed');
-      if (!cancel.signal.aborted) o.logger.error({ err: (err as Error).message, code: (err as { code?: string }).code }, 'could not open a tunnel for a local connection');
+      if (!cancel.signal.aborted)
+        o.logger.error(
+          { err: (err as Error).message, code: (err as { code?: string }).code },
+          'could not open a tunnel for a local connection',
+        );
       local.destroy();
       return;
     } finally {

@@ -28,12 +28,18 @@ import type { Pairing } from './pairings.js';
 
 export type OwnerClientOptions = Omit<ClientOptions, 'service'>;
 
-async function exchange<T>(options: OwnerClientOptions, request: OwnerRequest, after: (a: Extract<OwnerAnswer, { ok: true }>, s: TLSSocket) => T, signal?: AbortSignal): Promise<T> {
+async function exchange<T>(
+  options: OwnerClientOptions,
+  request: OwnerRequest,
+  after: (a: Extract<OwnerAnswer, { ok: true }>, s: TLSSocket) => T,
+  signal?: AbortSignal,
+): Promise<T> {
   // No session (sessionIdleMs 0): the pairing key comes from the end-to-end TLS channel's exporter.
   const client = createClient({ ...options, service: OWNER_SERVICE, sessionIdleMs: 0 });
   try {
     const { stream } = await client.open(signal);
-    if (!(stream instanceof TLSSocket)) throw new PeerlinkError(ErrorCodes.INTERNAL, 'owner controls need the end-to-end TLS channel, not a session stream');
+    if (!(stream instanceof TLSSocket))
+      throw new PeerlinkError(ErrorCodes.INTERNAL, 'owner controls need the end-to-end TLS channel, not a session stream');
     try {
       stream.write(`${JSON.stringify(request)}\n`);
       const line = await readLine(stream, OWNER_MESSAGE_MAX_BYTES, OWNER_EXCHANGE_TIMEOUT_MS);
@@ -43,8 +49,10 @@ async function exchange<T>(options: OwnerClientOptions, request: OwnerRequest, a
       } catch {
         throw new ProtocolError('owner.answer', 'not JSON');
       }
-      if (typeof answer !== 'object' || answer === null || typeof answer.ok !== 'boolean') throw new ProtocolError('owner.answer', 'not an answer');
-      if (!answer.ok) throw new PeerlinkError(ErrorCodes.OWNER_REFUSED, `the device refused (${String(answer.code)}): ${String(answer.message)}`);
+      if (typeof answer !== 'object' || answer === null || typeof answer.ok !== 'boolean')
+        throw new ProtocolError('owner.answer', 'not an answer');
+      if (!answer.ok)
+        throw new PeerlinkError(ErrorCodes.OWNER_REFUSED, `the device refused (${String(answer.code)}): ${String(answer.message)}`);
       return after(answer, stream);
     } finally {
       stream.end();
@@ -62,7 +70,8 @@ export function pair(options: OwnerClientOptions, name: string, signal?: AbortSi
     options,
     { op: 'pair', name },
     (a, stream) => {
-      if (typeof a.clientId !== 'string' || !/^[0-9a-f]{32}$/.test(a.clientId)) throw new ProtocolError('owner.clientId', 'expected 32 hex digits');
+      if (typeof a.clientId !== 'string' || !/^[0-9a-f]{32}$/.test(a.clientId))
+        throw new ProtocolError('owner.clientId', 'expected 32 hex digits');
       const clientId = Buffer.from(a.clientId, 'hex');
       const key = deriveClientKey(stream.exportKeyingMaterial(KEY_BYTES, PAIR_EXPORTER_LABEL, clientId), clientId, options.equipmentId);
       return { equipmentId: options.equipmentId, clientId: a.clientId, name, key };
@@ -72,7 +81,11 @@ export function pair(options: OwnerClientOptions, name: string, signal?: AbortSi
 }
 
 /** One owner control from a paired client (options.accessKey = the pairing's key). */
-export function ownerRequest(options: OwnerClientOptions, request: Exclude<OwnerRequest, { op: 'pair' }>, signal?: AbortSignal): Promise<Extract<OwnerAnswer, { ok: true }>> {
+export function ownerRequest(
+  options: OwnerClientOptions,
+  request: Exclude<OwnerRequest, { op: 'pair' }>,
+  signal?: AbortSignal,
+): Promise<Extract<OwnerAnswer, { ok: true }>> {
   return exchange(options, request, (a) => a, signal);
 }
 
@@ -80,7 +93,12 @@ export function ownerRequest(options: OwnerClientOptions, request: Exclude<Owner
  * Change the password: the new one is checked for strength (P11) and turned into its access key
  * here; only the key travels, inside the channel, so the device never learns the password either.
  */
-export async function setPassword(options: OwnerClientOptions, newPassword: string, keepPairings: boolean, signal?: AbortSignal): Promise<number> {
+export async function setPassword(
+  options: OwnerClientOptions,
+  newPassword: string,
+  keepPairings: boolean,
+  signal?: AbortSignal,
+): Promise<number> {
   checkPasswordStrength(newPassword, 'the new password');
   const accessKey = await deriveAccessKey(newPassword, options.equipmentId, signal);
   const a = await ownerRequest(options, { op: 'set-password', accessKey: accessKey.toString('base64'), keepPairings }, signal);

@@ -28,7 +28,8 @@ export function defaultPairingDir(env: NodeJS.ProcessEnv = process.env): string 
 }
 
 export function pairingFile(dir: string, equipmentId: string): string {
-  if (!EQUIPMENT_ID_PATTERN.test(equipmentId)) throw new ConfigError([`equipment ID ${JSON.stringify(equipmentId)}: expected 1-64 characters of A-Z a-z 0-9 . _ -`]);
+  if (!EQUIPMENT_ID_PATTERN.test(equipmentId))
+    throw new ConfigError([`equipment ID ${JSON.stringify(equipmentId)}: expected 1-64 characters of A-Z a-z 0-9 . _ -`]);
   return join(dir, `${equipmentId}.json`);
 }
 

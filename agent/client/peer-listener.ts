@@ -15,7 +15,12 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { Counters } from '../common/counters.js';
 import { rejectUnknownKeys } from '../common/options.js';
 import { createPreAuthGate } from '../common/preauth-gate.js';
-import { PEER_MAX_PENDING_CONNECTIONS, TLS_HANDSHAKE_TIMEOUT_MS, TUNNEL_CIPHER, TUNNEL_PSK_IDENTITY_PREFIX } from '../protocol/constants.js';
+import {
+  PEER_MAX_PENDING_CONNECTIONS,
+  TLS_HANDSHAKE_TIMEOUT_MS,
+  TUNNEL_CIPHER,
+  TUNNEL_PSK_IDENTITY_PREFIX,
+} from '../protocol/constants.js';
 import { deriveTunnelPsk, NONCE_BYTES } from '../protocol/keys.js';
 
 export interface Expected {

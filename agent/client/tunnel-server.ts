@@ -13,7 +13,13 @@ import { pskFor, type Expected } from './peer-listener.js';
 
 export type ExpectedTunnel = Pick<Expected, 'clientNonce' | 'accessKey' | 'equipmentId' | 'service'>;
 
-export function acceptTunnel(carrier: Duplex, expected: ExpectedTunnel, timeoutMs: number, signal: AbortSignal, what: string): Promise<TLSSocket> {
+export function acceptTunnel(
+  carrier: Duplex,
+  expected: ExpectedTunnel,
+  timeoutMs: number,
+  signal: AbortSignal,
+  what: string,
+): Promise<TLSSocket> {
   const inner = new TLSSocket(carrier, {
     isServer: true,
     ciphers: TUNNEL_CIPHER,
@@ -22,7 +28,10 @@ export function acceptTunnel(carrier: Duplex, expected: ExpectedTunnel, timeoutM
     pskCallback: (_socket: TLSSocket, identity: string) => pskFor(expected, identity),
   } as ConstructorParameters<typeof TLSSocket>[1]);
   return new Promise<TLSSocket>((resolve, reject) => {
-    const timer = setTimeout(() => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `no end-to-end handshake ${what} within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `no end-to-end handshake ${what} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     const onAbort = (): void => fail(abortError(signal));
     function fail(err: Error): void {
       clearTimeout(timer);
@@ -44,8 +53,11 @@ export function acceptTunnel(carrier: Duplex, expected: ExpectedTunnel, timeoutM
       resolve(inner);
     });
     // P10: a carrier that ends before the handshake will never complete it: fail now, not at the timeout.
-    const onEarlyEnd = (): void => fail(new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the connection ${what} ended before the end-to-end handshake`));
+    const onEarlyEnd = (): void =>
+      fail(new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the connection ${what} ended before the end-to-end handshake`));
     inner.once('end', onEarlyEnd);
-    inner.once('error', (err) => fail(new PeerlinkError(ErrorCodes.AUTH_FAILED, `end-to-end handshake ${what} failed: ${err.message}`, { cause: err })));
+    inner.once('error', (err) =>
+      fail(new PeerlinkError(ErrorCodes.AUTH_FAILED, `end-to-end handshake ${what} failed: ${err.message}`, { cause: err })),
+    );
   });
 }

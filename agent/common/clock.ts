@@ -13,13 +13,16 @@ function envOffsetMs(env: NodeJS.ProcessEnv = process.env): number {
   const text = env.PEERLINK_CLOCK_OFFSET_MS;
   if (text === undefined || text === '') return 0;
   const ms = Number(text);
-  if (!Number.isInteger(ms) || Math.abs(ms) > 86_400_000) throw new RangeError(`PEERLINK_CLOCK_OFFSET_MS: expected an integer of milliseconds within ±86400000, found ${JSON.stringify(text)}`);
+  if (!Number.isInteger(ms) || Math.abs(ms) > 86_400_000)
+    throw new RangeError(`PEERLINK_CLOCK_OFFSET_MS: expected an integer of milliseconds within ±86400000, found ${JSON.stringify(text)}`);
   return ms;
 }
 
 const ENV_OFFSET_MS = envOffsetMs();
 
-export const systemClock: Clock = Object.freeze(ENV_OFFSET_MS === 0 ? { now: () => Date.now() } : { now: () => Date.now() + ENV_OFFSET_MS });
+export const systemClock: Clock = Object.freeze(
+  ENV_OFFSET_MS === 0 ? { now: () => Date.now() } : { now: () => Date.now() + ENV_OFFSET_MS },
+);
 
 /** A clock offset from the system clock by `offsetMs` (tests of freshness and skew). */
 export function offsetClock(offsetMs: number): Clock {

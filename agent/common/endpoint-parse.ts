@@ -50,9 +50,14 @@ export function parseHost(text: string, where: string): string {
 
 export function parseHostPort(text: string, where: string, defaultPort?: number): HostPort {
   const bad = (why: string): ConfigError =>
-    new ConfigError([`${where}: expected host:port (e.g. 127.0.0.1:7443, [2001:db8::1]:7443 or name.example:7443), found ${JSON.stringify(text)}: ${why}`], {
-      code: ErrorCodes.OPTIONS_INVALID,
-    });
+    new ConfigError(
+      [
+        `${where}: expected host:port (e.g. 127.0.0.1:7443, [2001:db8::1]:7443 or name.example:7443), found ${JSON.stringify(text)}: ${why}`,
+      ],
+      {
+        code: ErrorCodes.OPTIONS_INVALID,
+      },
+    );
   let host: string;
   let portText: string | undefined;
   const bracketed = /^\[([^\]]*)\](?::(\d*))?$/.exec(text);

@@ -15,7 +15,8 @@ import type { Logger } from 'pino';
  */
 export const DUAL_STACK_HOST = '::';
 
-const noIPv6 = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === 'EAFNOSUPPORT' || (err as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL';
+const noIPv6 = (err: unknown): boolean =>
+  (err as NodeJS.ErrnoException).code === 'EAFNOSUPPORT' || (err as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL';
 
 export async function listenOn(server: Server, port: number, host: string): Promise<void> {
   const once = (h: string): Promise<void> =>
@@ -79,7 +80,11 @@ export const SERVER_UDP_RECV_BUFFER_BYTES = 4 * 1024 * 1024;
  * system says otherwise (net.ipv6.bindv6only=1, not Linux's default): docs/paths.md.
  */
 function createServerUdpSocket(host: string): UdpSocket {
-  return createSocket({ type: isIP(host) === 6 ? 'udp6' : 'udp4', lookup: literalLookup as never, recvBufferSize: SERVER_UDP_RECV_BUFFER_BYTES });
+  return createSocket({
+    type: isIP(host) === 6 ? 'udp6' : 'udp4',
+    lookup: literalLookup as never,
+    recvBufferSize: SERVER_UDP_RECV_BUFFER_BYTES,
+  });
 }
 
 /**

@@ -38,7 +38,8 @@ export interface PreAuthGate {
 export function createPreAuthGate(input: PreAuthGateOptions): PreAuthGate {
   rejectUnknownKeys('pre-auth gate options', input, ['maxPending', 'deadlineMs']);
   const o = Object.freeze({ maxPending: input.maxPending, deadlineMs: input.deadlineMs });
-  if (!(Number.isInteger(o.maxPending) && o.maxPending >= 1)) throw new RangeError(`maxPending: expected an integer >= 1, found ${o.maxPending}`);
+  if (!(Number.isInteger(o.maxPending) && o.maxPending >= 1))
+    throw new RangeError(`maxPending: expected an integer >= 1, found ${o.maxPending}`);
   if (!(Number.isFinite(o.deadlineMs) && o.deadlineMs > 0)) throw new RangeError(`deadlineMs: expected > 0, found ${o.deadlineMs}`);
   const pending = new Set<GatedConnection>();
 

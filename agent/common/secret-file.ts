@@ -22,20 +22,28 @@ export async function readSecretFile(file: string, o: SecretFileOptions): Promis
   try {
     fh = await open(file, 'r');
   } catch (err) {
-    throw new ConfigError([`${label}: cannot read ${o.what}: ${(err as Error).message}`], { cause: err, code: o.readErrorCode ?? ErrorCodes.CONFIG_INVALID });
+    throw new ConfigError([`${label}: cannot read ${o.what}: ${(err as Error).message}`], {
+      cause: err,
+      code: o.readErrorCode ?? ErrorCodes.CONFIG_INVALID,
+    });
   }
   try {
     const st = await fh.stat();
     if ((st.mode & 0o077) !== 0) {
       throw new ConfigError(
-        [`${label}: mode ${(st.mode & 0o777).toString(8).padStart(3, '0')} lets group or others read ${o.what}; expected 600 (chmod 600 ${file})`],
+        [
+          `${label}: mode ${(st.mode & 0o777).toString(8).padStart(3, '0')} lets group or others read ${o.what}; expected 600 (chmod 600 ${file})`,
+        ],
         { code: o.permissionsCode ?? ErrorCodes.SECRET_FILE_PERMISSIONS },
       );
     }
     return await fh.readFile('utf8');
   } catch (err) {
     if (err instanceof ConfigError) throw err;
-    throw new ConfigError([`${label}: cannot read ${o.what}: ${(err as Error).message}`], { cause: err, code: o.readErrorCode ?? ErrorCodes.CONFIG_INVALID });
+    throw new ConfigError([`${label}: cannot read ${o.what}: ${(err as Error).message}`], {
+      cause: err,
+      code: o.readErrorCode ?? ErrorCodes.CONFIG_INVALID,
+    });
   } finally {
     await fh.close();
   }

@@ -64,7 +64,9 @@ export class SettingsChecker {
     if (v === undefined && opts.default !== undefined) return opts.default;
     const problem = typeof v === 'string' ? hostProblem(v) : 'not a string';
     if (typeof v !== 'string' || problem !== null) {
-      this.problems.push(`${this.file}: ${path}: expected ${opts.expect ?? 'an IPv4 or IPv6 address or a host name'}, found ${found(v)}${typeof v === 'string' ? ` (${problem})` : ''}`);
+      this.problems.push(
+        `${this.file}: ${path}: expected ${opts.expect ?? 'an IPv4 or IPv6 address or a host name'}, found ${found(v)}${typeof v === 'string' ? ` (${problem})` : ''}`,
+      );
       return opts.default ?? '';
     }
     return v.startsWith('[') ? v.slice(1, -1) : v;

@@ -25,7 +25,10 @@ function procEndpoint(address: string, port: number): string | null {
   if (!v4) return null;
   const b = v4.slice(1, 5).map(Number);
   const bytes = endianness() === 'LE' ? [b[3]!, b[2]!, b[1]!, b[0]!] : b;
-  const hex = bytes.map((x) => x.toString(16).padStart(2, '0')).join('').toUpperCase();
+  const hex = bytes
+    .map((x) => x.toString(16).padStart(2, '0'))
+    .join('')
+    .toUpperCase();
   return `${hex}:${port.toString(16).padStart(4, '0').toUpperCase()}`;
 }
 
@@ -63,7 +66,12 @@ export function keepTunnelAlive(socket: Socket): void {
     void retransmits(local, remote).then((n) => {
       polling = false;
       if (n !== null && n >= STALL_RETRANSMITS && !socket.destroyed) {
-        socket.destroy(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `the peer stopped acknowledging (${n} retransmissions in a row): the link to it is gone`));
+        socket.destroy(
+          new PeerlinkError(
+            ErrorCodes.PEER_TIMEOUT,
+            `the peer stopped acknowledging (${n} retransmissions in a row): the link to it is gone`,
+          ),
+        );
       }
     });
   }, STALL_POLL_MS);

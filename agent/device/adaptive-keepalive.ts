@@ -64,7 +64,11 @@ export function createAdaptiveKeepalive(o: AdaptiveKeepaliveOptions): Keepalive 
     counters,
     state: () => policy.state(),
     async start() {
-      probe = await openProbeSocket({ equipmentId: o.equipmentId, ...(o.generation ? { generation: o.generation } : {}), registrationKey: o.registrationKey });
+      probe = await openProbeSocket({
+        equipmentId: o.equipmentId,
+        ...(o.generation ? { generation: o.generation } : {}),
+        registrationKey: o.registrationKey,
+      });
     },
     async stop() {
       const p = probe;
@@ -116,7 +120,8 @@ export function createAdaptiveKeepalive(o: AdaptiveKeepaliveOptions): Keepalive 
       policy.record(idleMs, checkArrived);
       const after = policy.state();
       if (!checkArrived) report(`keepalive: the NAT forgot the mapping within ${Math.round(idleMs / 1000)} s; refreshing more often`);
-      else if (after.phase === 'learnt' && before.phase !== 'learnt') report(`keepalive: learnt; refreshing every ${Math.round(after.nextIntervalMs / 1000)} s`);
+      else if (after.phase === 'learnt' && before.phase !== 'learnt')
+        report(`keepalive: learnt; refreshing every ${Math.round(after.nextIntervalMs / 1000)} s`);
     },
     afterAck(observed) {
       if (lastObserved && observed.address === lastObserved.address && observed.port !== lastObserved.port) {

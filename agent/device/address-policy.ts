@@ -25,16 +25,7 @@ import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import { ipv6Bytes, normalizeAddress } from '../protocol/address.js';
 
 export type AddressClass =
-  | 'loopback'
-  | 'link-local'
-  | 'private'
-  | 'multicast'
-  | 'unspecified'
-  | 'broadcast'
-  | 'documentation'
-  | 'reserved'
-  | 'ordinary'
-  | 'invalid';
+  'loopback' | 'link-local' | 'private' | 'multicast' | 'unspecified' | 'broadcast' | 'documentation' | 'reserved' | 'ordinary' | 'invalid';
 
 const lists: Record<Exclude<AddressClass, 'ordinary' | 'invalid'>, BlockList> = {
   loopback: new BlockList(),

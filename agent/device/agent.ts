@@ -81,11 +81,18 @@ export function createAgent(input: AgentOptions): Agent {
   });
   let replayMark: ReplayMark | null = null;
   /** S207, then the accepted request's timestamp on disk before the device acts on it (P12). */
-  const authorizeAndMark = async (fwd: Forwarded, serverNowMs: number, serverAddress: string, wakeNonce: Buffer, credential: Credential): Promise<Decision> => {
+  const authorizeAndMark = async (
+    fwd: Forwarded,
+    serverNowMs: number,
+    serverAddress: string,
+    wakeNonce: Buffer,
+    credential: Credential,
+  ): Promise<Decision> => {
     const d = authorize(fwd, serverNowMs, serverAddress, credential.key);
     if (d.status !== Status.OK) return d;
     // The request must be the one whose wake proof made us connect (P9).
-    if (!equalBytes(d.request.clientNonce, wakeNonce)) return { status: Status.BAD_REQUEST, reason: 'the request is not the one its wake proof named' };
+    if (!equalBytes(d.request.clientNonce, wakeNonce))
+      return { status: Status.BAD_REQUEST, reason: 'the request is not the one its wake proof named' };
     await replayMark?.accept(d.request.timestampMs);
     owner.touch(credential);
     return d;
@@ -124,7 +131,10 @@ export function createAgent(input: AgentOptions): Agent {
     onNotify,
     fetchServerTime: (signal) =>
       import('../rendezvous/server-time.js').then(({ readServerTime }) =>
-        readServerTime({ host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName, caPem: identity.caCert }, signal),
+        readServerTime(
+          { host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName, caPem: identity.caCert },
+          signal,
+        ),
       ),
     ...(input.onStatus ? { onStatus: input.onStatus } : {}),
     ...(settings.keepalive.mode === 'adaptive'
@@ -172,7 +182,10 @@ export function createAgent(input: AgentOptions): Agent {
       if (r) await writeMappingRecord(settings.stateDir, r);
       else await clearMappingRecord(settings.stateDir);
     } catch (err) {
-      logger.warn({ dir: settings.stateDir, err: (err as Error).message }, 'cannot record the port mapping in the state directory: after a crash the next start cannot replace it (it lapses with its lease)');
+      logger.warn(
+        { dir: settings.stateDir, err: (err as Error).message },
+        'cannot record the port mapping in the state directory: after a crash the next start cannot replace it (it lapses with its lease)',
+      );
     }
   }
   const reverseOffer = (): ReverseOffer | undefined => {
@@ -243,7 +256,10 @@ export function createAgent(input: AgentOptions): Agent {
     const refusal = wakeRefusal(wake);
     if (typeof refusal === 'number') {
       counters.inc('wakeRefused');
-      logger.info({ requestId: requestId.toString('hex').slice(0, 12), reason: refusal }, 'notification refused before connecting: its wake proof does not verify (wrong password), is stale or was seen');
+      logger.info(
+        { requestId: requestId.toString('hex').slice(0, 12), reason: refusal },
+        'notification refused before connecting: its wake proof does not verify (wrong password), is stale or was seen',
+      );
       registrar.refuse(requestId, refusal);
       return;
     }
@@ -264,25 +280,28 @@ export function createAgent(input: AgentOptions): Agent {
     const reverse = reverseOffer();
     // Loaded at the first request, not at start-up: TLS and the session code are most of the
     // agent's start-up cost, and an appliance may go days between requests (start -> READY budget).
-    const p = loadSession().then(({ runRequestSession }) => runRequestSession(requestId, {
-      identity: credential.key === identity.accessKey ? identity : { ...identity, accessKey: credential.key },
-      server: { host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName },
-      authorize: (fwd, now, serverAddress) => authorizeAndMark(fwd, now, serverAddress, wake.nonce, credential),
-      serverNow: () => registrar.serverNow(),
-      // The local time on the agent's own clock, the one serverNow() adds the offset to (the
-      // session reads Date.now(), which differs from an injected clock: the offset came out wrong).
-      observeServerTime: (t) => registrar.observeServerTime(t, clock.now()),
-      dialTimeoutMs: settings.dial.connectTimeoutMs,
-      directTimeoutMs: settings.dial.directTimeoutMs,
-      relayAfterMs: settings.dial.relayAfterMs,
-      holePunch: settings.dial.holePunch,
-      ...(reverse ? { reverse } : {}),
-      // Without it the request session refuses a session, as an agent from before sessions does.
-      ...(settings.dial.sessions ? { services: () => settings.services } : {}),
-      logger,
-      signal: AbortSignal.any([aborter.signal, access.signal]),
-      ...(ownerSession ? { ownerSession } : {}),
-    }))
+    const p = loadSession()
+      .then(({ runRequestSession }) =>
+        runRequestSession(requestId, {
+          identity: credential.key === identity.accessKey ? identity : { ...identity, accessKey: credential.key },
+          server: { host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName },
+          authorize: (fwd, now, serverAddress) => authorizeAndMark(fwd, now, serverAddress, wake.nonce, credential),
+          serverNow: () => registrar.serverNow(),
+          // The local time on the agent's own clock, the one serverNow() adds the offset to (the
+          // session reads Date.now(), which differs from an injected clock: the offset came out wrong).
+          observeServerTime: (t) => registrar.observeServerTime(t, clock.now()),
+          dialTimeoutMs: settings.dial.connectTimeoutMs,
+          directTimeoutMs: settings.dial.directTimeoutMs,
+          relayAfterMs: settings.dial.relayAfterMs,
+          holePunch: settings.dial.holePunch,
+          ...(reverse ? { reverse } : {}),
+          // Without it the request session refuses a session, as an agent from before sessions does.
+          ...(settings.dial.sessions ? { services: () => settings.services } : {}),
+          logger,
+          signal: AbortSignal.any([aborter.signal, access.signal]),
+          ...(ownerSession ? { ownerSession } : {}),
+        }),
+      )
       .then((o) => counters.inc(o.status === 0 ? 'sessionsServed' : 'sessionsRefused'))
       .catch(() => counters.inc('sessionsFailed'))
       .finally(() => {
@@ -303,10 +322,17 @@ export function createAgent(input: AgentOptions): Agent {
       owner.open(settings.stateDir);
       if (settings.reverse.enabled && settings.reverse.portMapping !== 'off') {
         mappingRecord = await readMappingRecord(settings.stateDir).catch((err: Error) => {
-          logger.warn({ err: err.message }, 'port mapping record unreadable: a mapping a previous run left is not replaced (it lapses with its lease)');
+          logger.warn(
+            { err: err.message },
+            'port mapping record unreadable: a mapping a previous run left is not replaced (it lapses with its lease)',
+          );
           return null;
         });
-        if (mappingRecord) logger.info({ via: mappingRecord.via, external: mappingRecord.externalPort, internalPort: mappingRecord.internalPort }, 'a previous run left a port mapping: replacing it');
+        if (mappingRecord)
+          logger.info(
+            { via: mappingRecord.via, external: mappingRecord.externalPort, internalPort: mappingRecord.internalPort },
+            'a previous run left a port mapping: replacing it',
+          );
       }
       if (settings.reverse.enabled) {
         const listener = createReverseListener({
@@ -333,7 +359,10 @@ export function createAgent(input: AgentOptions): Agent {
       const m = mapping;
       mapping = null;
       if (m) {
-        const removed = await m.release().then(() => true, (err: Error) => (logger.warn({ err: err.message }, 'could not remove the port mapping'), false));
+        const removed = await m.release().then(
+          () => true,
+          (err: Error) => (logger.warn({ err: err.message }, 'could not remove the port mapping'), false),
+        );
         if (removed) {
           await recordMapping(null);
           logger.info({ external: `${m.externalHost}:${m.externalPort}` }, 'port mapping removed');

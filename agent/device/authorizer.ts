@@ -55,7 +55,8 @@ export function createAuthorizer(options: AuthorizerOptions): Authorize {
     } catch (err) {
       return { status: Status.BAD_REQUEST, reason: `malformed request: ${(err as Error).message}` };
     }
-    if (!verifyRequestTag(parsed, accessKey ? deriveRequestTagKey(accessKey) : tagKey)) return { status: Status.AUTH_FAILED, reason: 'request tag does not verify (wrong password)' };
+    if (!verifyRequestTag(parsed, accessKey ? deriveRequestTagKey(accessKey) : tagKey))
+      return { status: Status.AUTH_FAILED, reason: 'request tag does not verify (wrong password)' };
     const req = parsed.request;
     if (req.equipmentId !== options.equipmentId) return { status: Status.BAD_REQUEST, reason: `request is for ${req.equipmentId}` };
     if (req.advertisedPort !== fwd.advertisedPort) return { status: Status.BAD_REQUEST, reason: 'advertised port altered in transit' };
@@ -67,10 +68,14 @@ export function createAuthorizer(options: AuthorizerOptions): Authorize {
     if (req.timestampMs <= (options.replayBarrierMs?.() ?? 0)) {
       return { status: Status.REQUEST_REPLAYED, reason: 'request is not newer than one accepted before the agent restarted' };
     }
-    const target = req.service === SESSION_SERVICE ? null : req.service === OWNER_SERVICE ? OWNER_TARGET : options.services().get(req.service);
+    const target =
+      req.service === SESSION_SERVICE ? null : req.service === OWNER_SERVICE ? OWNER_TARGET : options.services().get(req.service);
     if (target === undefined) return { status: Status.SERVICE_REFUSED, reason: `service ${req.service} is not in the allow-list` };
     if (!mayDial(fwd.client.address, options.dialPolicy(), serverAddress)) {
-      return { status: Status.DIAL_REFUSED, reason: `address ${fwd.client.address} is not allowed by dial settings (server at ${serverAddress})` };
+      return {
+        status: Status.DIAL_REFUSED,
+        reason: `address ${fwd.client.address} is not allowed by dial settings (server at ${serverAddress})`,
+      };
     }
     // Remembered last, so a refused request does not use up its nonce.
     const seen = options.replayCache.check(req.clientNonce, req.timestampMs + options.freshnessMs, now);

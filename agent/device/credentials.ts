@@ -34,7 +34,10 @@ export function createCredentials(identity: DeviceIdentity, store: OwnerStore): 
       const password = s.passwordKey ?? identity.accessKey;
       table = [
         { wakeKey: deriveWakeKey(password), credential: { kind: 'password', key: password } },
-        ...s.clients.map((c) => ({ wakeKey: deriveWakeKey(c.key), credential: { kind: 'client' as const, id: c.id, name: c.name, key: c.key } })),
+        ...s.clients.map((c) => ({
+          wakeKey: deriveWakeKey(c.key),
+          credential: { kind: 'client' as const, id: c.id, name: c.name, key: c.key },
+        })),
       ];
       revoked = s.revokedKeys.map((k) => deriveWakeKey(k));
     }

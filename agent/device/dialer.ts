@@ -52,7 +52,10 @@ export function dialClient(o: DialOptions): Promise<TLSSocket> {
       checkServerIdentity: () => new Error('the direct channel accepts only the pre-shared key, never a certificate'),
     };
     const sock = tlsConnect(options);
-    const timer = setTimeout(() => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `no connection to the client within ${o.timeoutMs} ms`)), o.timeoutMs);
+    const timer = setTimeout(
+      () => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `no connection to the client within ${o.timeoutMs} ms`)),
+      o.timeoutMs,
+    );
     const onAbort = (): void => fail(abortError(o.signal!));
     o.signal?.addEventListener('abort', onAbort, { once: true });
     function done(): void {
@@ -88,7 +91,12 @@ export function connectService(target: HostPort, timeoutMs: number): Promise<Soc
     const s = netConnect({ host: target.host, port: target.port, allowHalfOpen: true });
     const timer = setTimeout(() => {
       s.destroy();
-      reject(new PeerlinkError(ErrorCodes.SERVICE_UNAVAILABLE, `local service ${target.host}:${target.port} did not accept within ${timeoutMs} ms`));
+      reject(
+        new PeerlinkError(
+          ErrorCodes.SERVICE_UNAVAILABLE,
+          `local service ${target.host}:${target.port} did not accept within ${timeoutMs} ms`,
+        ),
+      );
     }, timeoutMs);
     s.once('connect', () => {
       clearTimeout(timer);
@@ -98,7 +106,9 @@ export function connectService(target: HostPort, timeoutMs: number): Promise<Soc
     });
     s.once('error', (err) => {
       clearTimeout(timer);
-      reject(new PeerlinkError(ErrorCodes.SERVICE_UNAVAILABLE, `local service ${target.host}:${target.port}: ${err.message}`, { cause: err }));
+      reject(
+        new PeerlinkError(ErrorCodes.SERVICE_UNAVAILABLE, `local service ${target.host}:${target.port}: ${err.message}`, { cause: err }),
+      );
     });
   });
 }

@@ -75,7 +75,8 @@ export function createDualRegistrar(options: RegistrarOptions): DualRegistrar {
     counters: all[0]!.counters,
     status: () => combined(),
     families() {
-      const f = (r: Registrar | undefined): FamilyStatus | undefined => (r ? { state: r.status().state, publicEndpoint: r.status().publicEndpoint } : undefined);
+      const f = (r: Registrar | undefined): FamilyStatus | undefined =>
+        r ? { state: r.status().state, publicEndpoint: r.status().publicEndpoint } : undefined;
       const v4 = f(byFamily.get(4));
       const v6 = f(byFamily.get(6));
       return { ...(v4 ? { ipv4: v4 } : {}), ...(v6 ? { ipv6: v6 } : {}) };

@@ -88,4 +88,3 @@ export function createKeepalivePolicy(bounds: KeepaliveBounds): KeepalivePolicy 
     state: () => ({ phase: learnt() ? 'learnt' : 'learning', goodMs: good, badMs: bad, nextIntervalMs: next() }),
   };
 }
-

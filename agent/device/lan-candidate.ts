@@ -28,7 +28,12 @@ export type LanDecision = { readonly dial: Endpoint } | { readonly dial: null; r
  * Whether to dial the client's LAN candidate, and where. `local`: the local address of our
  * connection to the server. reason null: nothing was offered (no decision to report).
  */
-export function lanDialTarget(told: readonly Candidate[], request: ConnectRequest, local: string | undefined, interfaces?: Interfaces): LanDecision {
+export function lanDialTarget(
+  told: readonly Candidate[],
+  request: ConnectRequest,
+  local: string | undefined,
+  interfaces?: Interfaces,
+): LanDecision {
   const forwarded = told.filter((c) => c.kind === CandidateKind.LAN);
   if (forwarded.length === 0) return { dial: null, reason: null };
   if (forwarded.length > 1) return { dial: null, reason: 'the server forwarded more than one LAN candidate' };

@@ -91,7 +91,8 @@ export function createOwnerAccess(o: { readonly identity: DeviceIdentity; readon
     ownerSession(credential) {
       const s = store;
       if (!s) return undefined;
-      return (tunnel) => serveOwnerSession(tunnel, { credential, store: s, equipmentId: identity.equipmentId, labelKey: identity.accessKey, logger });
+      return (tunnel) =>
+        serveOwnerSession(tunnel, { credential, store: s, equipmentId: identity.equipmentId, labelKey: identity.accessKey, logger });
     },
     store: () => store,
   };

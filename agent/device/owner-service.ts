@@ -35,7 +35,10 @@ export interface OwnerSessionContext {
 }
 
 class Refusal extends Error {
-  constructor(readonly code: Extract<OwnerAnswer, { ok: false }>['code'], message: string) {
+  constructor(
+    readonly code: Extract<OwnerAnswer, { ok: false }>['code'],
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -50,7 +53,15 @@ export async function serveOwnerSession(tunnel: TLSSocket, ctx: OwnerSessionCont
     const code = err instanceof Refusal ? err.code : isPeerlinkError(err) ? 'bad-request' : 'internal';
     answer = { ok: false, code, message: (err as Error).message };
   }
-  ctx.logger.info({ op: req?.op ?? null, ok: answer.ok, by: ctx.credential.kind === 'client' ? ctx.credential.id.slice(0, 8) : 'password', ...(answer.ok ? {} : { code: answer.code }) }, 'owner request');
+  ctx.logger.info(
+    {
+      op: req?.op ?? null,
+      ok: answer.ok,
+      by: ctx.credential.kind === 'client' ? ctx.credential.id.slice(0, 8) : 'password',
+      ...(answer.ok ? {} : { code: answer.code }),
+    },
+    'owner request',
+  );
   await new Promise<void>((resolve) => {
     tunnel.end(`${JSON.stringify(answer)}\n`, () => resolve());
     tunnel.once('close', () => resolve());
@@ -65,7 +76,8 @@ async function handle(req: OwnerRequest, tunnel: TLSSocket, ctx: OwnerSessionCon
     const key = deriveClientKey(tunnel.exportKeyingMaterial(KEY_BYTES, PAIR_EXPORTER_LABEL, clientId), clientId, ctx.equipmentId);
     const id = clientId.toString('hex');
     await ctx.store.update((s) => {
-      if (s.clients.length >= MAX_PAIRINGS) throw new Refusal('too-many', `the device keeps at most ${MAX_PAIRINGS} pairings; revoke one first`);
+      if (s.clients.length >= MAX_PAIRINGS)
+        throw new Refusal('too-many', `the device keeps at most ${MAX_PAIRINGS} pairings; revoke one first`);
       return { ...s, clients: [...s.clients, { id, name: req.name, key, createdMs: now(), lastUsedMs: now() }] };
     });
     return { ok: true, clientId: id };
@@ -75,7 +87,16 @@ async function handle(req: OwnerRequest, tunnel: TLSSocket, ctx: OwnerSessionCon
   switch (req.op) {
     case 'clients': {
       const s = ctx.store.current();
-      return { ok: true, clients: s.clients.map((c) => ({ id: c.id, name: c.name, createdMs: c.createdMs, lastUsedMs: c.lastUsedMs, ...(c.id === self ? { self: true } : {}) })) };
+      return {
+        ok: true,
+        clients: s.clients.map((c) => ({
+          id: c.id,
+          name: c.name,
+          createdMs: c.createdMs,
+          lastUsedMs: c.lastUsedMs,
+          ...(c.id === self ? { self: true } : {}),
+        })),
+      };
     }
     case 'revoke':
       await ctx.store.update((s) => revokeClient(s, req.id));
@@ -113,5 +134,10 @@ export function revokeClient(s: OwnerState, id: string): OwnerState {
 
 /** Factory reset: the label password again, no pairings (their keys remembered as taken away). */
 export function factoryReset(s: OwnerState): OwnerState {
-  return { ...s, passwordKey: null, clients: [], revokedKeys: withRevoked(s.revokedKeys, ...(s.passwordKey ? [s.passwordKey] : []), ...s.clients.map((c) => c.key)) };
+  return {
+    ...s,
+    passwordKey: null,
+    clients: [],
+    revokedKeys: withRevoked(s.revokedKeys, ...(s.passwordKey ? [s.passwordKey] : []), ...s.clients.map((c) => c.key)),
+  };
 }

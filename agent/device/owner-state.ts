@@ -11,7 +11,19 @@
  * it under a lock file (O_EXCL; a lock whose process is gone is taken over), and the agent sees
  * another process's change at its next request and within OWNER_STATE_POLL_MS otherwise.
  */
-import { closeSync, fchownSync, fsyncSync, openSync, readFileSync, readdirSync, statSync, unlinkSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
+import {
+  closeSync,
+  fchownSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+  renameSync,
+  mkdirSync,
+} from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -93,7 +105,13 @@ export function formatOwnerState(s: OwnerState): string {
       format: OWNER_STATE_FORMAT,
       serial: s.serial,
       password_key: s.passwordKey ? s.passwordKey.toString('base64') : null,
-      clients: s.clients.map((c) => ({ id: c.id, name: c.name, key: c.key.toString('base64'), created_ms: c.createdMs, last_used_ms: c.lastUsedMs })),
+      clients: s.clients.map((c) => ({
+        id: c.id,
+        name: c.name,
+        key: c.key.toString('base64'),
+        created_ms: c.createdMs,
+        last_used_ms: c.lastUsedMs,
+      })),
       revoked_keys: s.revokedKeys.map((k) => k.toString('base64')),
     },
     null,
@@ -227,7 +245,10 @@ export function openOwnerStore(o: OwnerStoreOptions): OwnerStore {
           }
           continue;
         }
-        if (Date.now() > deadline) throw new ConfigError([`${lockFile}: held by process ${holder} for over ${LOCK_WAIT_MS} ms`], { code: ErrorCodes.CONFIG_INVALID });
+        if (Date.now() > deadline)
+          throw new ConfigError([`${lockFile}: held by process ${holder} for over ${LOCK_WAIT_MS} ms`], {
+            code: ErrorCodes.CONFIG_INVALID,
+          });
         await sleep(LOCK_RETRY_MS);
       }
     }

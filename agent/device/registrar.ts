@@ -13,7 +13,14 @@ import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
 import { normalizeAddress, type Endpoint } from '../protocol/address.js';
-import { REGISTER_ACK_TIMEOUT_MS, REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_COOKIE, UDP_TYPE_MAPPING_CHECK, UDP_TYPE_NOTIFY, UDP_TYPE_REGISTER_ACK } from '../protocol/constants.js';
+import {
+  REGISTER_ACK_TIMEOUT_MS,
+  REGISTER_CLOCK_WINDOW_MS,
+  UDP_TYPE_COOKIE,
+  UDP_TYPE_MAPPING_CHECK,
+  UDP_TYPE_NOTIFY,
+  UDP_TYPE_REGISTER_ACK,
+} from '../protocol/constants.js';
 import type { Keepalive } from './adaptive-keepalive.js';
 import type { Wake } from '../protocol/wake.js';
 import { equalBytes } from '../protocol/keys.js';
@@ -30,7 +37,19 @@ import {
   type RegisterAck,
 } from '../protocol/udp-packets.js';
 
-export const REGISTRAR_COUNTERS = ['sent', 'acked', 'ackTimeouts', 'cookies', 'timeFetched', 'refusals', 'malformed', 'badTag', 'foreignSource', 'notifications', 'duplicateNotifications'] as const;
+export const REGISTRAR_COUNTERS = [
+  'sent',
+  'acked',
+  'ackTimeouts',
+  'cookies',
+  'timeFetched',
+  'refusals',
+  'malformed',
+  'badTag',
+  'foreignSource',
+  'notifications',
+  'duplicateNotifications',
+] as const;
 export type RegistrarCounter = (typeof REGISTRAR_COUNTERS)[number];
 
 /** After a lost ack, retry sooner than the interval: 1 s, 2 s, 4 s ... up to the interval. */
@@ -150,10 +169,15 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
   async function resolveServer(): Promise<Endpoint | null> {
     try {
       // Resolved on every round: a server that moves is followed without a restart.
-      const address = options.lookup ? await options.lookup(options.serverHost, family) : (await lookup(options.serverHost, { family })).address;
+      const address = options.lookup
+        ? await options.lookup(options.serverHost, family)
+        : (await lookup(options.serverHost, { family })).address;
       return { address: normalizeAddress(address), port: options.serverPort };
     } catch (err) {
-      logger[options.optional ? 'debug' : 'warn']({ host: options.serverHost, family, err: (err as Error).message }, 'cannot resolve the rendezvous server');
+      logger[options.optional ? 'debug' : 'warn'](
+        { host: options.serverHost, family, err: (err as Error).message },
+        'cannot resolve the rendezvous server',
+      );
       return null;
     }
   }
@@ -179,7 +203,10 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     lastTimestamp = timestampMs;
     const nonce = randomBytes(REGISTER_NONCE_BYTES);
     outstanding = { nonce, sentAt: now, timestampMs };
-    const packet = encodeRegister({ equipmentId: options.equipmentId, ...gen, timestampMs, nonce, ...(cookie ? { cookie } : {}) }, options.registrationKey);
+    const packet = encodeRegister(
+      { equipmentId: options.equipmentId, ...gen, timestampMs, nonce, ...(cookie ? { cookie } : {}) },
+      options.registrationKey,
+    );
     socket.send(packet, target.port, target.address, (err) => {
       if (err) logger.debug({ err: err.message }, 'registration send failed');
     });
@@ -193,7 +220,11 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     outstanding = null;
     counters.inc('ackTimeouts');
     failures++;
-    if (state !== 'unreachable') logger[options.optional ? 'info' : 'warn']({ family, failures, counters: counters.snapshot() }, 'no acknowledgement from the rendezvous server');
+    if (state !== 'unreachable')
+      logger[options.optional ? 'info' : 'warn'](
+        { family, failures, counters: counters.snapshot() },
+        'no acknowledgement from the rendezvous server',
+      );
     setState('unreachable');
     schedule(Math.min(options.intervalMs, RETRY_BASE_MS * 2 ** Math.min(failures - 1, 10)));
     if (failures >= TIME_FETCH_AFTER_TIMEOUTS && !options.optional) void fetchTime();
@@ -210,7 +241,10 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
       counters.inc('timeFetched');
       const next = Math.round(serverTimeMs - clock.now());
       if (Math.abs(next - offsetMs) > REGISTER_CLOCK_WINDOW_MS / 2) {
-        logger.warn({ offsetMs: next }, 'registrations unanswered and our clock differs from the server (time read over TLS); adopting server time');
+        logger.warn(
+          { offsetMs: next },
+          'registrations unanswered and our clock differs from the server (time read over TLS); adopting server time',
+        );
         lastTimestamp = 0;
       }
       offsetMs = next;
@@ -270,7 +304,10 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     const changed = !publicEndpoint || publicEndpoint.address !== ack.observed.address || publicEndpoint.port !== ack.observed.port;
     publicEndpoint = ack.observed;
     if (changed) {
-      logger.info({ publicEndpoint: `${ack.observed.address}:${ack.observed.port}`, rttMs }, 'S202 registered; server sees us at this public address');
+      logger.info(
+        { publicEndpoint: `${ack.observed.address}:${ack.observed.port}`, rttMs },
+        'S202 registered; server sees us at this public address',
+      );
       options.onStatus?.(status());
     }
     setState('registered');
@@ -325,9 +362,14 @@ export function createRegistrar(options: RegistrarOptions): Registrar {
     refuse(requestId, reason) {
       if (!socket || !server) return;
       counters.inc('refusals');
-      socket.send(encodeRefuse({ equipmentId: options.equipmentId, ...gen, requestId, reason }, options.registrationKey), server.port, server.address, (err) => {
-        if (err) logger.debug({ err: err.message }, 'refusal not sent');
-      });
+      socket.send(
+        encodeRefuse({ equipmentId: options.equipmentId, ...gen, requestId, reason }, options.registrationKey),
+        server.port,
+        server.address,
+        (err) => {
+          if (err) logger.debug({ err: err.message }, 'refusal not sent');
+        },
+      );
     },
     async start() {
       stopped = false;

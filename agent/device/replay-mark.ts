@@ -59,7 +59,10 @@ export async function openReplayMark(input: ReplayMarkOptions): Promise<ReplayMa
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'ENOENT') {
       persistent = false;
-      o.logger.error({ file, err: (err as Error).message }, 'replay mark unreadable: requests seen before this restart are not known (P12 off until it is written again)');
+      o.logger.error(
+        { file, err: (err as Error).message },
+        'replay mark unreadable: requests seen before this restart are not known (P12 off until it is written again)',
+      );
     }
   }
   let markMs = barrierMs;
@@ -85,7 +88,11 @@ export async function openReplayMark(input: ReplayMarkOptions): Promise<ReplayMa
           warned = false;
         } catch (err) {
           persistent = false;
-          if (!warned) o.logger.warn({ file, err: (err as Error).message }, 'cannot write the replay mark: serving on, but a restart will forget which requests were used');
+          if (!warned)
+            o.logger.warn(
+              { file, err: (err as Error).message },
+              'cannot write the replay mark: serving on, but a restart will forget which requests were used',
+            );
           warned = true;
         }
       });

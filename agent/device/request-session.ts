@@ -107,7 +107,8 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     const verdict = await decide(ctx, tls, fwd, log);
     service = verdict.service;
     // Our LAN address for a client in the same home, only when the server vouched (lan-candidate.ts).
-    const lanOffer = verdict.status === Status.OK && ctx.reverse ? deviceLanOffer(told, attachLocalAddress, ctx.reverse.listener.port()) : [];
+    const lanOffer =
+      verdict.status === Status.OK && ctx.reverse ? deviceLanOffer(told, attachLocalAddress, ctx.reverse.listener.port()) : [];
     const listen = answer(requestId, ctx, channel, verdict.status, lanOffer);
     const { decision, owner } = verdict;
     const session = decision.status === Status.OK && decision.target === null;
@@ -140,7 +141,10 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       channelOptions,
       punch: punch && attachLocalPort && ctx.holePunch ? { localPort: attachLocalPort, remote: punch } : null,
       lan: lan.dial,
-      reverse: ctx.reverse && listen.length > 0 ? { listener: ctx.reverse.listener, token: reverseToken(ctx.identity.accessKey, decision.request.clientNonce) } : null,
+      reverse:
+        ctx.reverse && listen.length > 0
+          ? { listener: ctx.reverse.listener, token: reverseToken(ctx.identity.accessKey, decision.request.clientNonce) }
+          : null,
       log,
     });
     if (owner) return await serveOwner(won.stream, owner, ctx);
@@ -225,7 +229,13 @@ async function decide(
 }
 
 /** The verdict to the server (with our LAN and LISTEN candidates when we accept); returns the LISTEN ones. */
-function answer(requestId: Buffer, ctx: SessionContext, channel: FrameChannel, status: number, lanOffer: readonly Candidate[]): readonly Endpoint[] {
+function answer(
+  requestId: Buffer,
+  ctx: SessionContext,
+  channel: FrameChannel,
+  status: number,
+  lanOffer: readonly Candidate[],
+): readonly Endpoint[] {
   const reverse = status === Status.OK ? ctx.reverse : undefined;
   const listen = reverse?.endpoints() ?? [];
   if (listen.length > 0) {
@@ -298,23 +308,35 @@ function raceDevicePaths(
     log: Logger;
   },
 ): Promise<PathRaceWinner<TLSSocket, DeviceAttempt>> {
-  const over = (signal: AbortSignal) => (sock: Duplex): Promise<TLSSocket> => dialClient({ ...p.channelOptions, over: sock, timeoutMs: ctx.dialTimeoutMs, signal });
-  const attempts: DeviceAttempt[] = [{ via: 'dial', start: (signal) => dialClient({ ...p.channelOptions, timeoutMs: ctx.directTimeoutMs, signal }) }];
+  const over =
+    (signal: AbortSignal) =>
+    (sock: Duplex): Promise<TLSSocket> =>
+      dialClient({ ...p.channelOptions, over: sock, timeoutMs: ctx.dialTimeoutMs, signal });
+  const attempts: DeviceAttempt[] = [
+    { via: 'dial', start: (signal) => dialClient({ ...p.channelOptions, timeoutMs: ctx.directTimeoutMs, signal }) },
+  ];
   const { punch, reverse, lan } = p;
-  if (lan) attempts.push({ via: 'lan', start: (signal) => dialClient({ ...p.channelOptions, to: lan, timeoutMs: ctx.directTimeoutMs, signal }) });
+  if (lan)
+    attempts.push({ via: 'lan', start: (signal) => dialClient({ ...p.channelOptions, to: lan, timeoutMs: ctx.directTimeoutMs, signal }) });
   if (punch) {
     attempts.push({
       via: 'punch',
-      start: (signal) => punchTcp({ localPort: punch.localPort, remote: punch.remote, timeoutMs: ctx.directTimeoutMs, signal }).then(over(signal)),
+      start: (signal) =>
+        punchTcp({ localPort: punch.localPort, remote: punch.remote, timeoutMs: ctx.directTimeoutMs, signal }).then(over(signal)),
     });
   }
   if (reverse) {
     attempts.push({
       via: 'reverse',
-      start: (signal) => reverse.listener.await(reverse.token, AbortSignal.any([signal, AbortSignal.timeout(ctx.directTimeoutMs)])).then(over(signal)),
+      start: (signal) =>
+        reverse.listener.await(reverse.token, AbortSignal.any([signal, AbortSignal.timeout(ctx.directTimeoutMs)])).then(over(signal)),
     });
   }
-  attempts.push({ via: 'relay', fallbackAfterMs: ctx.relayAfterMs, start: (signal) => joinRelay(requestId, ctx, signal).then(over(signal)) });
+  attempts.push({
+    via: 'relay',
+    fallbackAfterMs: ctx.relayAfterMs,
+    start: (signal) => joinRelay(requestId, ctx, signal).then(over(signal)),
+  });
   return racePaths<TLSSocket, DeviceAttempt>({
     attempts,
     signal: ctx.signal,

@@ -66,7 +66,8 @@ export function createReverseListener(input: ReverseListenerOptions): ReverseLis
     let got = Buffer.alloc(0);
     const onReadable = (): void => {
       let chunk: Buffer | null;
-      while (got.length < REVERSE_TOKEN_BYTES && (chunk = sock.read(REVERSE_TOKEN_BYTES - got.length) as Buffer | null) !== null) got = Buffer.concat([got, chunk]);
+      while (got.length < REVERSE_TOKEN_BYTES && (chunk = sock.read(REVERSE_TOKEN_BYTES - got.length) as Buffer | null) !== null)
+        got = Buffer.concat([got, chunk]);
       if (got.length < REVERSE_TOKEN_BYTES) return;
       admission.done();
       sock.off('readable', onReadable);

@@ -5,7 +5,14 @@
 import { dirname, resolve } from 'node:path';
 import { LOG_LEVELS, readTomlFile, SettingsChecker, type LogLevel } from '../common/settings-checker.js';
 import { SESSION_SERVICE } from '../protocol/session-streams.js';
-import { REGISTER_INTERVAL_MS, RELAY_AFTER_MS, SERVICE_NAME_PATTERN, PEER_CONNECT_TIMEOUT_MS, REVERSE_MAX_PENDING_CONNECTIONS, REVERSE_TOKEN_TIMEOUT_MS } from '../protocol/constants.js';
+import {
+  REGISTER_INTERVAL_MS,
+  RELAY_AFTER_MS,
+  SERVICE_NAME_PATTERN,
+  PEER_CONNECT_TIMEOUT_MS,
+  REVERSE_MAX_PENDING_CONNECTIONS,
+  REVERSE_TOKEN_TIMEOUT_MS,
+} from '../protocol/constants.js';
 import { parseHostPort, type HostPort } from '../common/endpoint-parse.js';
 import { MAPPING_MODES, type MappingMode } from '../nat/port-mapping.js';
 import { defaultStateDir } from './replay-mark.js';
@@ -79,14 +86,35 @@ export const KEEPALIVE_MIN_INTERVAL_MS = 20_000;
 
 export function checkAgentSettings(doc: Record<string, unknown>, file: string, opts: { minIntervalMs?: number } = {}): AgentSettings {
   const c = new SettingsChecker(file);
-  c.unknownKeys(doc, '', TOP, (k) => (IDENTITY_KEYS.has(k) ? ' (identity keys belong in the factory identity file, not in settings)' : undefined));
+  c.unknownKeys(doc, '', TOP, (k) =>
+    IDENTITY_KEYS.has(k) ? ' (identity keys belong in the factory identity file, not in settings)' : undefined,
+  );
   const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name', 'probe_port']);
   const reg = c.table(doc, 'registration', 'registration', ['interval_ms', 'local_port']);
   const ka = c.table(doc, 'keepalive', 'keepalive', ['mode', 'min_interval_ms', 'max_interval_ms']);
-  const dial = c.table(doc, 'dial', 'dial', ['allow_loopback', 'allow_link_local', 'allow_private', 'connect_timeout_ms', 'direct_timeout_ms', 'relay_after_ms', 'hole_punch', 'max_concurrent', 'sessions']);
-  const rev = c.table(doc, 'reverse', 'reverse', ['enabled', 'listen_port', 'port_mapping', 'mapping_renew_ms', 'token_timeout_ms', 'max_pending']);
+  const dial = c.table(doc, 'dial', 'dial', [
+    'allow_loopback',
+    'allow_link_local',
+    'allow_private',
+    'connect_timeout_ms',
+    'direct_timeout_ms',
+    'relay_after_ms',
+    'hole_punch',
+    'max_concurrent',
+    'sessions',
+  ]);
+  const rev = c.table(doc, 'reverse', 'reverse', [
+    'enabled',
+    'listen_port',
+    'port_mapping',
+    'mapping_renew_ms',
+    'token_timeout_ms',
+    'max_pending',
+  ]);
   const svc = c.table(doc, 'services', 'services', Object.keys((doc.services as object | undefined) ?? {}));
-  const host = c.host(server, 'host', 'server.host', { expect: 'the rendezvous server host name (A and/or AAAA) or its IPv4 or IPv6 address' });
+  const host = c.host(server, 'host', 'server.host', {
+    expect: 'the rendezvous server host name (A and/or AAAA) or its IPv4 or IPv6 address',
+  });
   const services = new Map<string, HostPort>();
   const problemsBeforeServices = c.problems.length;
   for (const [name, target] of Object.entries(svc)) {
@@ -124,20 +152,40 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       probePort: c.int(server, 'probe_port', 'server.probe_port', { default: 0, min: 0, max: 65535 }),
     },
     registration: {
-      intervalMs: c.int(reg, 'interval_ms', 'registration.interval_ms', { default: REGISTER_INTERVAL_MS, min: minInterval, max: 3_600_000 }),
+      intervalMs: c.int(reg, 'interval_ms', 'registration.interval_ms', {
+        default: REGISTER_INTERVAL_MS,
+        min: minInterval,
+        max: 3_600_000,
+      }),
       localPort: c.int(reg, 'local_port', 'registration.local_port', { default: 0, min: 0, max: 65535 }),
     },
     keepalive: {
       mode: c.enumOf(ka, 'mode', 'keepalive.mode', KEEPALIVE_MODES, 'adaptive'),
-      minIntervalMs: c.int(ka, 'min_interval_ms', 'keepalive.min_interval_ms', { default: Math.max(KEEPALIVE_MIN_INTERVAL_MS, minInterval), min: minInterval, max: 3_600_000 }),
-      maxIntervalMs: c.int(ka, 'max_interval_ms', 'keepalive.max_interval_ms', { default: KEEPALIVE_MAX_INTERVAL_MS, min: minInterval, max: 3_600_000 }),
+      minIntervalMs: c.int(ka, 'min_interval_ms', 'keepalive.min_interval_ms', {
+        default: Math.max(KEEPALIVE_MIN_INTERVAL_MS, minInterval),
+        min: minInterval,
+        max: 3_600_000,
+      }),
+      maxIntervalMs: c.int(ka, 'max_interval_ms', 'keepalive.max_interval_ms', {
+        default: KEEPALIVE_MAX_INTERVAL_MS,
+        min: minInterval,
+        max: 3_600_000,
+      }),
     },
     dial: {
       allowLoopback: c.bool(dial, 'allow_loopback', 'dial.allow_loopback', false),
       allowLinkLocal: c.bool(dial, 'allow_link_local', 'dial.allow_link_local', false),
       allowPrivate: c.bool(dial, 'allow_private', 'dial.allow_private', false),
-      connectTimeoutMs: c.int(dial, 'connect_timeout_ms', 'dial.connect_timeout_ms', { default: PEER_CONNECT_TIMEOUT_MS, min: 100, max: 120_000 }),
-      directTimeoutMs: c.int(dial, 'direct_timeout_ms', 'dial.direct_timeout_ms', { default: DIRECT_DIAL_TIMEOUT_MS, min: 100, max: 120_000 }),
+      connectTimeoutMs: c.int(dial, 'connect_timeout_ms', 'dial.connect_timeout_ms', {
+        default: PEER_CONNECT_TIMEOUT_MS,
+        min: 100,
+        max: 120_000,
+      }),
+      directTimeoutMs: c.int(dial, 'direct_timeout_ms', 'dial.direct_timeout_ms', {
+        default: DIRECT_DIAL_TIMEOUT_MS,
+        min: 100,
+        max: 120_000,
+      }),
       relayAfterMs: c.int(dial, 'relay_after_ms', 'dial.relay_after_ms', { default: RELAY_AFTER_MS, min: 0, max: 120_000 }),
       holePunch: c.bool(dial, 'hole_punch', 'dial.hole_punch', true),
       maxConcurrent: c.int(dial, 'max_concurrent', 'dial.max_concurrent', { default: 16, min: 1, max: 1024 }),
@@ -148,13 +196,19 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       listenPort: c.int(rev, 'listen_port', 'reverse.listen_port', { default: 0, min: 0, max: 65535 }),
       portMapping: c.enumOf(rev, 'port_mapping', 'reverse.port_mapping', MAPPING_MODES, 'auto'),
       mappingRenewMs: c.int(rev, 'mapping_renew_ms', 'reverse.mapping_renew_ms', { default: MAPPING_RENEW_MS, min: 1_000, max: 3_000_000 }),
-      tokenTimeoutMs: c.int(rev, 'token_timeout_ms', 'reverse.token_timeout_ms', { default: REVERSE_TOKEN_TIMEOUT_MS, min: 100, max: 60_000 }),
+      tokenTimeoutMs: c.int(rev, 'token_timeout_ms', 'reverse.token_timeout_ms', {
+        default: REVERSE_TOKEN_TIMEOUT_MS,
+        min: 100,
+        max: 60_000,
+      }),
       maxPending: c.int(rev, 'max_pending', 'reverse.max_pending', { default: REVERSE_MAX_PENDING_CONNECTIONS, min: 1, max: 4096 }),
     },
     services,
   };
   if (settings.keepalive.maxIntervalMs < settings.keepalive.minIntervalMs) {
-    c.problems.push(`${file}: keepalive.max_interval_ms: expected at least keepalive.min_interval_ms (${settings.keepalive.minIntervalMs}), found ${settings.keepalive.maxIntervalMs}`);
+    c.problems.push(
+      `${file}: keepalive.max_interval_ms: expected at least keepalive.min_interval_ms (${settings.keepalive.minIntervalMs}), found ${settings.keepalive.maxIntervalMs}`,
+    );
   }
   if (services.size === 0 && !serviceEntriesInvalid) {
     c.problems.push(`${file}: services: expected at least one service (e.g. http = "127.0.0.1:80"), found none`);
@@ -168,4 +222,3 @@ export async function loadAgentSettings(file: string): Promise<AgentSettings> {
   const doc = await readTomlFile(abs);
   return checkAgentSettings(doc, abs);
 }
-

@@ -66,7 +66,14 @@ interface Found {
 export async function runDiagnose(o: DiagnoseOptions): Promise<DiagnoseReport> {
   const logger = o.logger ?? silentLogger();
   const checks: CheckResult[] = [];
-  const found: Found = { settings: null, identity: null, serverAddr: null, serverByFamily: { 4: null, 6: null }, reply: null, mappingReply: null };
+  const found: Found = {
+    settings: null,
+    identity: null,
+    serverAddr: null,
+    serverByFamily: { 4: null, 6: null },
+    reply: null,
+    mappingReply: null,
+  };
   found.settings = await checkSettings(o.configFile, checks);
   found.identity = await checkIdentity(found.settings, checks);
   found.serverAddr = await resolveServer(found, checks);
@@ -91,12 +98,20 @@ export async function runDiagnose(o: DiagnoseOptions): Promise<DiagnoseReport> {
 async function checkSettings(configFile: string, checks: CheckResult[]): Promise<AgentSettings | null> {
   try {
     const settings = await loadAgentSettings(configFile);
-    checks.push({ id: 'settings', title: 'settings', verdict: 'ok', summary: `${configFile} is valid (services: ${[...settings.services.keys()].join(', ')})` });
+    checks.push({
+      id: 'settings',
+      title: 'settings',
+      verdict: 'ok',
+      summary: `${configFile} is valid (services: ${[...settings.services.keys()].join(', ')})`,
+    });
     return settings;
   } catch (err) {
     const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
     checks.push({
-      id: 'settings', title: 'settings', verdict: 'fail', summary: problems.join('; '),
+      id: 'settings',
+      title: 'settings',
+      verdict: 'fail',
+      summary: problems.join('; '),
       fix: problems.some((p) => p.includes('ENOENT'))
         ? `the settings file is missing: start from config/agent.example.toml, save it as ${configFile}, edit server.host and identity_file`
         : `edit ${configFile} as each message says (see config/agent.example.toml), then run diagnose again`,
@@ -113,13 +128,23 @@ async function checkIdentity(settings: AgentSettings | null, checks: CheckResult
   }
   try {
     const identity = await loadIdentity(settings.identityFile);
-    checks.push({ id: 'identity', title: 'identity', verdict: 'ok', summary: `${settings.identityFile}: equipment ${identity.equipmentId}, mode 600, well-formed` });
+    checks.push({
+      id: 'identity',
+      title: 'identity',
+      verdict: 'ok',
+      summary: `${settings.identityFile}: equipment ${identity.equipmentId}, mode 600, well-formed`,
+    });
     return identity;
   } catch (err) {
     const perms = isPeerlinkError(err, ErrorCodes.IDENTITY_PERMISSIONS);
     checks.push({
-      id: 'identity', title: 'identity', verdict: 'fail', summary: (err as Error).message.replace(/\n/g, '; '),
-      fix: perms ? `chmod 600 ${settings.identityFile}` : 'the factory identity file is missing or damaged: restore it from the factory records (peerlink-provision batch output); never edit it by hand',
+      id: 'identity',
+      title: 'identity',
+      verdict: 'fail',
+      summary: (err as Error).message.replace(/\n/g, '; '),
+      fix: perms
+        ? `chmod 600 ${settings.identityFile}`
+        : 'the factory identity file is missing or damaged: restore it from the factory records (peerlink-provision batch output); never edit it by hand',
     });
     return null;
   }
@@ -142,8 +167,11 @@ async function resolveServer(found: Found, checks: CheckResult[]): Promise<strin
   const addr = found.serverByFamily[4] ?? found.serverByFamily[6];
   if (addr === null) {
     checks.push({
-      id: 'server-udp', title: 'server (UDP)', verdict: 'fail', summary: `cannot resolve ${settings.server.host}: ${errors[0] ?? 'no address'}`,
-      fix: 'check the device\'s DNS settings and server.host in the settings',
+      id: 'server-udp',
+      title: 'server (UDP)',
+      verdict: 'fail',
+      summary: `cannot resolve ${settings.server.host}: ${errors[0] ?? 'no address'}`,
+      fix: "check the device's DNS settings and server.host in the settings",
     });
   }
   return addr;
@@ -158,7 +186,8 @@ async function checkFamilies(found: Found, checks: CheckResult[]): Promise<void>
   const { settings, identity, serverByFamily } = found;
   const title = 'IPv4 / IPv6';
   if (!settings || !identity) return void checks.push(skip('families', title, 'no valid settings and identity'));
-  if (serverByFamily[4] === null && serverByFamily[6] === null) return void checks.push(skip('families', title, 'the server has no address'));
+  if (serverByFamily[4] === null && serverByFamily[6] === null)
+    return void checks.push(skip('families', title, 'the server has no address'));
   const parts: string[] = [];
   const data: Record<string, unknown> = {};
   const silent: string[] = [];
@@ -166,14 +195,18 @@ async function checkFamilies(found: Found, checks: CheckResult[]): Promise<void>
     const name = `IPv${family}`;
     const addr = serverByFamily[family];
     if (addr === null) {
-      parts.push(`${name}: the server has no ${name} address (${family === 6 ? 'no AAAA record' : 'no A record'} for ${settings.server.host})`);
+      parts.push(
+        `${name}: the server has no ${name} address (${family === 6 ? 'no AAAA record' : 'no A record'} for ${settings.server.host})`,
+      );
       data[`ipv${family}`] = { reachable: false, reason: 'no address' };
       continue;
     }
     const target: Endpoint = { address: addr, port: settings.server.udpPort };
     let reply = addr === found.serverAddr ? found.reply : null;
     if (reply === null) {
-      const sock = await openProbeSocket({ equipmentId: identity.equipmentId, registrationKey: identity.registrationKey, family }).catch(() => null);
+      const sock = await openProbeSocket({ equipmentId: identity.equipmentId, registrationKey: identity.registrationKey, family }).catch(
+        () => null,
+      );
       if (sock) {
         if (found.reply) sock.setOffsetMs(found.reply.offsetMs);
         reply = await sock.probe(target, { tries: 2, timeoutMs: 1000 }).catch(() => null);
@@ -188,13 +221,20 @@ async function checkFamilies(found: Found, checks: CheckResult[]): Promise<void>
     }
     const local = await localAddressTowards(addr);
     const own = local !== null && normalizeAddress(local) === reply.observed.address;
-    parts.push(`${name}: ${formatEndpoint(target)} answered in ${reply.rttMs} ms, seen as ${formatEndpoint(reply.observed)} (${own ? 'this device\'s own address: no translation' : `behind a NAT: locally ${local ?? '?'}`})`);
+    parts.push(
+      `${name}: ${formatEndpoint(target)} answered in ${reply.rttMs} ms, seen as ${formatEndpoint(reply.observed)} (${own ? "this device's own address: no translation" : `behind a NAT: locally ${local ?? '?'}`})`,
+    );
     data[`ipv${family}`] = { reachable: true, server: target, observed: reply.observed, local, translated: !own, rttMs: reply.rttMs };
   }
   checks.push({
-    id: 'families', title, verdict: silent.length ? 'warn' : 'ok', summary: parts.join('; '),
+    id: 'families',
+    title,
+    verdict: silent.length ? 'warn' : 'ok',
+    summary: parts.join('; '),
     ...(silent.length
-      ? { fix: `${silent.join(' and ')} has an address but no answer: the device lacks a route of that family, or a firewall blocks outgoing UDP ${settings.server.udpPort} over it; the device stays reachable over the other family, which it registers over too` }
+      ? {
+          fix: `${silent.join(' and ')} has an address but no answer: the device lacks a route of that family, or a firewall blocks outgoing UDP ${settings.server.udpPort} over it; the device stays reachable over the other family, which it registers over too`,
+        }
       : {}),
     data,
   });
@@ -228,11 +268,21 @@ async function checkUdp(found: Found, checks: CheckResult[]): Promise<void> {
       }
     }
     if (found.reply) {
-      checks.push({ id: 'server-udp', title: 'server (UDP)', verdict: 'ok', summary: `${serverAddr}:${main.port} answered in ${found.reply.rttMs} ms`, data: { rttMs: found.reply.rttMs } });
+      checks.push({
+        id: 'server-udp',
+        title: 'server (UDP)',
+        verdict: 'ok',
+        summary: `${serverAddr}:${main.port} answered in ${found.reply.rttMs} ms`,
+        data: { rttMs: found.reply.rttMs },
+      });
     } else {
       checks.push({
-        id: 'server-udp', title: 'server (UDP)', verdict: 'fail', summary: `no answer from ${serverAddr}:${main.port} after 3 tries`,
-        fix: `check that the router and any firewall let outgoing UDP to port ${main.port} through, that server.host/udp_port are right, and that the server runs; ` +
+        id: 'server-udp',
+        title: 'server (UDP)',
+        verdict: 'fail',
+        summary: `no answer from ${serverAddr}:${main.port} after 3 tries`,
+        fix:
+          `check that the router and any firewall let outgoing UDP to port ${main.port} through, that server.host/udp_port are right, and that the server runs; ` +
           'a server with a different registration master key also stays silent (the device would need its identity from the same factory batch)',
       });
     }
@@ -247,22 +297,37 @@ async function checkUdp(found: Found, checks: CheckResult[]): Promise<void> {
 async function checkTls({ settings, identity }: Found, checks: CheckResult[]): Promise<void> {
   if (!settings || !identity) return void checks.push(skip('server-tls', 'server (TLS)', 'no valid settings and identity'));
   try {
-    const tls = await connectToServer({ host: settings.server.host, port: settings.server.tlsPort, serverName: settings.server.serverName, caPem: identity.caCert, timeoutMs: 5000 });
+    const tls = await connectToServer({
+      host: settings.server.host,
+      port: settings.server.tlsPort,
+      serverName: settings.server.serverName,
+      caPem: identity.caCert,
+      timeoutMs: 5000,
+    });
     const cert = tls.getPeerX509Certificate?.() ?? null;
     tls.destroy();
     const daysLeft = cert ? Math.floor((new Date(cert.validTo).getTime() - Date.now()) / DAY_MS) : null;
     const issuer = new X509Certificate(identity.caCert).subject.replace(/^CN=/, '');
     const soon = daysLeft !== null && daysLeft < CERT_EXPIRY_WARN_DAYS;
     checks.push({
-      id: 'server-tls', title: 'server (TLS)', verdict: soon ? 'warn' : 'ok',
+      id: 'server-tls',
+      title: 'server (TLS)',
+      verdict: soon ? 'warn' : 'ok',
       summary: `${settings.server.host}:${settings.server.tlsPort} certificate valid for ${settings.server.serverName}, issued by the bundled CA (${issuer}), expires in ${daysLeft} days`,
-      ...(soon ? { fix: 'the server operator must renew it: peerlink-provision renew-server-cert --ca-dir <station> --dir <server dir>, then restart peerlink-server' } : {}),
+      ...(soon
+        ? {
+            fix: 'the server operator must renew it: peerlink-provision renew-server-cert --ca-dir <station> --dir <server dir>, then restart peerlink-server',
+          }
+        : {}),
       data: { daysToExpiry: daysLeft },
     });
   } catch (err) {
     const untrusted = isPeerlinkError(err, ErrorCodes.UNTRUSTED_CERTIFICATE);
     checks.push({
-      id: 'server-tls', title: 'server (TLS)', verdict: 'fail', summary: (err as Error).message,
+      id: 'server-tls',
+      title: 'server (TLS)',
+      verdict: 'fail',
+      summary: (err as Error).message,
       fix: untrusted
         ? `the server's certificate is not from the CA in this device's identity, expired, or not for "${settings.server.serverName}": check server.server_name, or have the operator renew the certificate from the right CA`
         : `check that outgoing TCP to port ${settings.server.tlsPort} is allowed and that the server runs`,
@@ -275,8 +340,12 @@ async function checkPublicAddress({ reply, serverAddr }: Found, checks: CheckRes
   const local = await localAddressTowards(serverAddr);
   const natted = local !== reply.observed.address;
   checks.push({
-    id: 'public-address', title: 'public address', verdict: 'ok',
-    summary: natted ? `${reply.observed.address}:${reply.observed.port} (behind a NAT: this device is ${local} locally)` : `${reply.observed.address}:${reply.observed.port} (no NAT: the device has a public address)`,
+    id: 'public-address',
+    title: 'public address',
+    verdict: 'ok',
+    summary: natted
+      ? `${reply.observed.address}:${reply.observed.port} (behind a NAT: this device is ${local} locally)`
+      : `${reply.observed.address}:${reply.observed.port} (no NAT: the device has a public address)`,
     data: { public: reply.observed, local, behindNat: natted },
   });
 }
@@ -284,17 +353,37 @@ async function checkPublicAddress({ reply, serverAddr }: Found, checks: CheckRes
 function checkNatMapping({ reply, mappingReply, settings }: Found, checks: CheckResult[]): void {
   if (!reply) return void checks.push(skip('nat-mapping', 'NAT mapping', 'the server did not answer over UDP'));
   if (!settings?.server.probePort) {
-    return void checks.push({ id: 'nat-mapping', title: 'NAT mapping', verdict: 'skip', summary: 'not checked: server.probe_port is not set', fix: 'to test it, enable [probe] port on the server (e.g. 7401) and set server.probe_port to it' });
+    return void checks.push({
+      id: 'nat-mapping',
+      title: 'NAT mapping',
+      verdict: 'skip',
+      summary: 'not checked: server.probe_port is not set',
+      fix: 'to test it, enable [probe] port on the server (e.g. 7401) and set server.probe_port to it',
+    });
   }
   if (!mappingReply) {
-    return void checks.push({ id: 'nat-mapping', title: 'NAT mapping', verdict: 'warn', summary: `the server's probe port ${settings.server.probePort} did not answer`, fix: 'check server.probe_port against the server\'s [probe] port, and that outgoing UDP to it is allowed' });
+    return void checks.push({
+      id: 'nat-mapping',
+      title: 'NAT mapping',
+      verdict: 'warn',
+      summary: `the server's probe port ${settings.server.probePort} did not answer`,
+      fix: "check server.probe_port against the server's [probe] port, and that outgoing UDP to it is allowed",
+    });
   }
   const same = mappingReply.observed.port === reply.observed.port && mappingReply.observed.address === reply.observed.address;
   checks.push(
     same
-      ? { id: 'nat-mapping', title: 'NAT mapping', verdict: 'ok', summary: `endpoint-independent: the same external port ${reply.observed.port} towards two server ports, so the server's notifications reach the device`, data: { behaviour: 'endpoint-independent', ports: [reply.observed.port, mappingReply.observed.port] } }
+      ? {
+          id: 'nat-mapping',
+          title: 'NAT mapping',
+          verdict: 'ok',
+          summary: `endpoint-independent: the same external port ${reply.observed.port} towards two server ports, so the server's notifications reach the device`,
+          data: { behaviour: 'endpoint-independent', ports: [reply.observed.port, mappingReply.observed.port] },
+        }
       : {
-          id: 'nat-mapping', title: 'NAT mapping', verdict: 'warn',
+          id: 'nat-mapping',
+          title: 'NAT mapping',
+          verdict: 'warn',
           summary: `symmetric (address-and-port-dependent): external port ${reply.observed.port} towards port ${settings.server.udpPort}, ${mappingReply.observed.port} towards port ${settings.server.probePort}`,
           fix: 'notifications still work through the registration\'s own mapping, but peers cannot reuse it; enable UPnP/NAT-PMP on the router, or set its NAT to "endpoint-independent"/"full cone" if it offers that; connections otherwise use the relay',
           data: { behaviour: 'symmetric', ports: [reply.observed.port, mappingReply.observed.port] },
@@ -309,18 +398,37 @@ async function checkPortMapping({ settings, reply }: Found, skipIt: boolean, log
   try {
     const m = await mapTcpPort({ port: probePort, mode: 'auto', logger });
     if (!m) {
-      return void checks.push({ id: 'port-mapping', title: 'UPnP/NAT-PMP', verdict: 'warn', summary: 'no UPnP IGD or NAT-PMP gateway answered on this network', fix: 'optional: enable UPnP or NAT-PMP on the router; the device stays reachable without it (notifications and the relay)', data: { mapped: false } });
+      return void checks.push({
+        id: 'port-mapping',
+        title: 'UPnP/NAT-PMP',
+        verdict: 'warn',
+        summary: 'no UPnP IGD or NAT-PMP gateway answered on this network',
+        fix: 'optional: enable UPnP or NAT-PMP on the router; the device stays reachable without it (notifications and the relay)',
+        data: { mapped: false },
+      });
     }
     await m.release().catch(() => undefined);
     const mismatch = reply && m.externalHost !== reply.observed.address;
     checks.push({
-      id: 'port-mapping', title: 'UPnP/NAT-PMP', verdict: mismatch ? 'warn' : 'ok',
+      id: 'port-mapping',
+      title: 'UPnP/NAT-PMP',
+      verdict: mismatch ? 'warn' : 'ok',
       summary: `gateway found (${m.via}); external address ${m.externalHost}; a test mapping of TCP port ${m.externalPort} was made and removed`,
-      ...(mismatch ? { fix: `the gateway's external address ${m.externalHost} is not the address the server sees (${reply!.observed.address}): there is a second NAT (carrier-grade NAT) in front of it, so mappings on this router cannot help` } : {}),
+      ...(mismatch
+        ? {
+            fix: `the gateway's external address ${m.externalHost} is not the address the server sees (${reply!.observed.address}): there is a second NAT (carrier-grade NAT) in front of it, so mappings on this router cannot help`,
+          }
+        : {}),
       data: { via: m.via, externalAddress: m.externalHost, mapped: true },
     });
   } catch (err) {
-    checks.push({ id: 'port-mapping', title: 'UPnP/NAT-PMP', verdict: 'warn', summary: `port mapping test failed: ${(err as Error).message}`, data: { mapped: false } });
+    checks.push({
+      id: 'port-mapping',
+      title: 'UPnP/NAT-PMP',
+      verdict: 'warn',
+      summary: `port mapping test failed: ${(err as Error).message}`,
+      data: { mapped: false },
+    });
   }
 }
 
@@ -333,7 +441,9 @@ function checkClock({ reply }: Found, checks: CheckResult[]): void {
     abs < CLOCK_WARN_MS
       ? { id: 'clock', title: 'clock', verdict: 'ok', summary: `this device's clock is ${words}`, data: { offsetMs: off } }
       : {
-          id: 'clock', title: 'clock', verdict: 'warn',
+          id: 'clock',
+          title: 'clock',
+          verdict: 'warn',
           summary: `this device's clock is ${words}${abs >= REQUEST_FRESHNESS_MS ? ' (more than the 30 s freshness window; the agent adopts the server time, but other software on the device may suffer)' : ''}`,
           fix: 'enable time synchronisation on the device (e.g. timedatectl set-ntp true)',
           data: { offsetMs: off },

@@ -34,6 +34,11 @@ export function formatReport(r: DiagnoseReport): string {
   }
   const fails = r.checks.filter((c) => c.verdict === 'fail').length;
   const warns = r.checks.filter((c) => c.verdict === 'warn').length;
-  lines.push('', fails === 0 ? `verdict: reachable${warns ? `, with ${warns} warning${warns > 1 ? 's' : ''}` : ''}` : `verdict: ${fails} problem${fails > 1 ? 's' : ''} to fix${warns ? `, ${warns} warning${warns > 1 ? 's' : ''}` : ''}`);
+  lines.push(
+    '',
+    fails === 0
+      ? `verdict: reachable${warns ? `, with ${warns} warning${warns > 1 ? 's' : ''}` : ''}`
+      : `verdict: ${fails} problem${fails > 1 ? 's' : ''} to fix${warns ? `, ${warns} warning${warns > 1 ? 's' : ''}` : ''}`,
+  );
   return `${lines.join('\n')}\n`;
 }

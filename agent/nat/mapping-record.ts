@@ -37,14 +37,22 @@ export async function readMappingRecord(stateDir: string): Promise<MappingRecord
     throw err;
   }
   const doc = JSON.parse(text) as Record<string, unknown>;
-  const bad = (field: string, expect: string): Error => new Error(`${file}: ${field}: expected ${expect}, found ${JSON.stringify(doc[field])}`);
+  const bad = (field: string, expect: string): Error =>
+    new Error(`${file}: ${field}: expected ${expect}, found ${JSON.stringify(doc[field])}`);
   if (doc.format !== MAPPING_RECORD_FORMAT) throw bad('format', MAPPING_RECORD_FORMAT);
   if (doc.via !== 'upnp' && doc.via !== 'natpmp') throw bad('via', '"upnp" or "natpmp"');
   if (typeof doc.gateway !== 'string' || doc.gateway.length === 0 || doc.gateway.length > 255) throw bad('gateway', 'a host');
   if (!isPort(doc.externalPort)) throw bad('externalPort', 'a port 1-65535');
   if (!isPort(doc.internalPort)) throw bad('internalPort', 'a port 1-65535');
-  if (typeof doc.internalClient !== 'string' || doc.internalClient.length === 0 || doc.internalClient.length > 64) throw bad('internalClient', 'an address');
-  return Object.freeze({ via: doc.via, gateway: doc.gateway, externalPort: doc.externalPort, internalPort: doc.internalPort, internalClient: doc.internalClient });
+  if (typeof doc.internalClient !== 'string' || doc.internalClient.length === 0 || doc.internalClient.length > 64)
+    throw bad('internalClient', 'an address');
+  return Object.freeze({
+    via: doc.via,
+    gateway: doc.gateway,
+    externalPort: doc.externalPort,
+    internalPort: doc.internalPort,
+    internalClient: doc.internalClient,
+  });
 }
 
 export async function writeMappingRecord(stateDir: string, r: MappingRecord): Promise<void> {

@@ -46,7 +46,9 @@ function request(gateway: string, req: Buffer, expectOp: number, minBytes: numbe
       if (msg.length < minBytes || msg[0] !== 0 || msg[1] !== expectOp) return;
       const result = msg.readUInt16BE(2);
       if (result !== 0) {
-        finish(() => reject(new NatPmpError(`gateway answered result ${result}: ${RESULT_TEXT[result] ?? 'unknown'}`, { resultCode: result })));
+        finish(() =>
+          reject(new NatPmpError(`gateway answered result ${result}: ${RESULT_TEXT[result] ?? 'unknown'}`, { resultCode: result })),
+        );
         return;
       }
       finish(() => resolve(msg));

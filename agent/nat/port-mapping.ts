@@ -10,7 +10,15 @@ import type { Logger } from 'pino';
 import { defaultGateway4 } from './default-gateway.js';
 import { natPmpExternalAddress, natPmpMapTcp } from './nat-pmp.js';
 import { searchGateways } from './ssdp.js';
-import { addPortMapping, deletePortMapping, describeGateway, externalAddress, getSpecificPortMapping, UpnpError, type IgdService } from './upnp-igd.js';
+import {
+  addPortMapping,
+  deletePortMapping,
+  describeGateway,
+  externalAddress,
+  getSpecificPortMapping,
+  UpnpError,
+  type IgdService,
+} from './upnp-igd.js';
 import type { MappingRecord } from './mapping-record.js';
 
 export const MAPPING_MODES = ['off', 'auto', 'upnp', 'natpmp'] as const;
@@ -77,11 +85,17 @@ async function replaceOldUpnp(service: IgdService, local: string, r: MapRequest)
     const entry = await getSpecificPortMapping(service, old.externalPort, within(UPNP_MAP_TIMEOUT_MS, r.signal));
     if (entry && entry.internalClient === local && entry.description === r.description && entry.internalPort !== r.port) {
       await deletePortMapping(service, old.externalPort, within(UPNP_MAP_TIMEOUT_MS, r.signal));
-      r.logger.info({ via: 'upnp', external: old.externalPort, internalPort: entry.internalPort }, 'removed the port mapping a previous run left');
+      r.logger.info(
+        { via: 'upnp', external: old.externalPort, internalPort: entry.internalPort },
+        'removed the port mapping a previous run left',
+      );
     }
   } catch (err) {
     if (r.signal?.aborted) throw err;
-    r.logger.info({ via: 'upnp', external: old.externalPort, err: (err as Error).message }, 'could not remove the port mapping a previous run left');
+    r.logger.info(
+      { via: 'upnp', external: old.externalPort, err: (err as Error).message },
+      'could not remove the port mapping a previous run left',
+    );
   }
   return old.externalPort;
 }
@@ -95,7 +109,11 @@ async function mapWithUpnp(service: IgdService, r: MapRequest): Promise<PortMapp
   let externalPort = await replaceOldUpnp(service, local, r);
   for (let attempt = 0; ; attempt++) {
     try {
-      await addPortMapping(service, { externalPort, internalPort: port, internalClient: local, description: r.description, leaseS }, within(UPNP_MAP_TIMEOUT_MS, signal));
+      await addPortMapping(
+        service,
+        { externalPort, internalPort: port, internalClient: local, description: r.description, leaseS },
+        within(UPNP_MAP_TIMEOUT_MS, signal),
+      );
       break;
     } catch (err) {
       if (!(err instanceof UpnpError && err.upnpCode === UPNP_CONFLICT) || attempt >= CONFLICT_RETRIES) throw err;
@@ -124,22 +142,40 @@ async function mapWithNatPmp(gateway: string, r: MapRequest): Promise<PortMappin
   if (old && old.internalPort !== port) {
     try {
       await natPmpMapTcp(gateway, { internalPort: old.internalPort, externalPort: 0, lifetimeS: 0 }, within(NATPMP_TIMEOUT_MS, signal));
-      logger.info({ via: 'natpmp', external: old.externalPort, internalPort: old.internalPort }, 'removed the port mapping a previous run left');
+      logger.info(
+        { via: 'natpmp', external: old.externalPort, internalPort: old.internalPort },
+        'removed the port mapping a previous run left',
+      );
     } catch (err) {
       if (signal?.aborted) throw err;
-      logger.info({ via: 'natpmp', external: old.externalPort, err: (err as Error).message }, 'could not remove the port mapping a previous run left');
+      logger.info(
+        { via: 'natpmp', external: old.externalPort, err: (err as Error).message },
+        'could not remove the port mapping a previous run left',
+      );
     }
   }
-  const m = await natPmpMapTcp(gateway, { internalPort: port, externalPort: old?.externalPort ?? port, lifetimeS }, within(NATPMP_TIMEOUT_MS, signal));
+  const m = await natPmpMapTcp(
+    gateway,
+    { internalPort: port, externalPort: old?.externalPort ?? port, lifetimeS },
+    within(NATPMP_TIMEOUT_MS, signal),
+  );
   logger.info({ via: 'natpmp', gateway, external: `${externalHost}:${m.externalPort}` }, 'port mapped');
   return {
     externalHost,
     externalPort: m.externalPort,
     via: 'natpmp',
-    record: { via: 'natpmp', gateway, externalPort: m.externalPort, internalPort: port, internalClient: await localAddressTowards(gateway) },
-    renew: async (s) => void (await natPmpMapTcp(gateway, { internalPort: port, externalPort: m.externalPort, lifetimeS }, within(NATPMP_TIMEOUT_MS, s))),
+    record: {
+      via: 'natpmp',
+      gateway,
+      externalPort: m.externalPort,
+      internalPort: port,
+      internalClient: await localAddressTowards(gateway),
+    },
+    renew: async (s) =>
+      void (await natPmpMapTcp(gateway, { internalPort: port, externalPort: m.externalPort, lifetimeS }, within(NATPMP_TIMEOUT_MS, s))),
     // RFC 6886 section 3.4: lifetime 0 and external port 0 delete the mapping.
-    release: async () => void (await natPmpMapTcp(gateway, { internalPort: port, externalPort: 0, lifetimeS: 0 }, AbortSignal.timeout(RELEASE_TIMEOUT_MS))),
+    release: async () =>
+      void (await natPmpMapTcp(gateway, { internalPort: port, externalPort: 0, lifetimeS: 0 }, AbortSignal.timeout(RELEASE_TIMEOUT_MS))),
   };
 }
 
@@ -153,7 +189,13 @@ export async function mapTcpPort(o: {
   /** A mapping a previous run left (mapping-record.ts): replaced, not added to. */
   previous?: MappingRecord | null;
 }): Promise<PortMapping | null> {
-  const req: MapRequest = { port: o.port, logger: o.logger, description: o.description ?? DEFAULT_MAPPING_DESCRIPTION, previous: o.previous ?? null, signal: o.signal };
+  const req: MapRequest = {
+    port: o.port,
+    logger: o.logger,
+    description: o.description ?? DEFAULT_MAPPING_DESCRIPTION,
+    previous: o.previous ?? null,
+    signal: o.signal,
+  };
   // Asked once: UPnP answers are accepted from it only (ssdp.ts acceptLocation), NAT-PMP talks to it.
   const gw = await defaultGateway4();
   if (o.mode === 'auto' || o.mode === 'upnp') {

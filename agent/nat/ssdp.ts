@@ -10,7 +10,10 @@ import { abortError } from '../common/errors.js';
 
 export const SSDP_ADDRESS = '239.255.255.250';
 export const SSDP_PORT = 1900;
-export const IGD_DEVICE_TYPES = ['urn:schemas-upnp-org:device:InternetGatewayDevice:2', 'urn:schemas-upnp-org:device:InternetGatewayDevice:1'] as const;
+export const IGD_DEVICE_TYPES = [
+  'urn:schemas-upnp-org:device:InternetGatewayDevice:2',
+  'urn:schemas-upnp-org:device:InternetGatewayDevice:1',
+] as const;
 /** Re-send the searches this often within the window: a lost datagram costs one interval. */
 const SEARCH_RESEND_MS = 500;
 

@@ -44,7 +44,13 @@ export function punchTcp(o: PunchOptions): Promise<Socket> {
     let attempts = 0;
     let lastError = 'no answer';
     const deadline = setTimeout(
-      () => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `hole punch to ${o.remote.address}:${o.remote.port} from port ${o.localPort}: ${lastError} after ${attempts} attempt(s) in ${o.timeoutMs} ms`)),
+      () =>
+        fail(
+          new PeerlinkError(
+            ErrorCodes.PEER_TIMEOUT,
+            `hole punch to ${o.remote.address}:${o.remote.port} from port ${o.localPort}: ${lastError} after ${attempts} attempt(s) in ${o.timeoutMs} ms`,
+          ),
+        ),
       o.timeoutMs,
     );
     const onAbort = (): void => fail(abortError(o.signal!));
@@ -79,7 +85,13 @@ export function punchTcp(o: PunchOptions): Promise<Socket> {
         lastError = err.code ?? err.message;
         s.destroy();
         if (current === s) current = null;
-        if (attempts >= PUNCH_RESET_ATTEMPTS_MAX) return fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `hole punch to ${o.remote.address}:${o.remote.port}: ${lastError} after ${attempts} attempts`));
+        if (attempts >= PUNCH_RESET_ATTEMPTS_MAX)
+          return fail(
+            new PeerlinkError(
+              ErrorCodes.PEER_TIMEOUT,
+              `hole punch to ${o.remote.address}:${o.remote.port}: ${lastError} after ${attempts} attempts`,
+            ),
+          );
         // A reset: send the next SYN at once (see above); anything else: pause.
         if (err.code === 'ECONNREFUSED') retryNow = setImmediate(attempt);
         else retry = setTimeout(attempt, PUNCH_RETRY_MS);

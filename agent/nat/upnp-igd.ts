@@ -43,7 +43,13 @@ export class UpnpError extends PeerlinkError {
 // No entities are expanded, so a hostile document gets at worst "no mapping", and the agent carries no
 // parser. The scan is linear: a lazy `<x>([\s\S]*?)</x>` is retried from every opening tag, and
 // 256 KiB of unclosed openings cost seconds of CPU; here an opening without its close ends the search.
-const xmlText = (s: string): string => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
+const xmlText = (s: string): string =>
+  s
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&apos;/g, "'")
+    .replace(/&amp;/g, '&');
 const xmlEscape = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 /** The text of each `name` element (any namespace prefix), in document order; `first` stops at one. */
@@ -137,11 +143,18 @@ export async function describeGateway(location: URL, signal: AbortSignal): Promi
 }
 
 /** One SOAP action; resolves with the response's body XML, rejects with the gateway's UPnP error. */
-export async function soapCall(s: IgdService, action: string, args: Readonly<Record<string, string | number>>, signal: AbortSignal): Promise<string> {
+export async function soapCall(
+  s: IgdService,
+  action: string,
+  args: Readonly<Record<string, string | number>>,
+  signal: AbortSignal,
+): Promise<string> {
   const body =
     '<?xml version="1.0"?>\r\n<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body>' +
     `<u:${action} xmlns:u="${s.serviceType}">` +
-    Object.entries(args).map(([k, v]) => `<${k}>${xmlEscape(String(v))}</${k}>`).join('') +
+    Object.entries(args)
+      .map(([k, v]) => `<${k}>${xmlEscape(String(v))}</${k}>`)
+      .join('') +
     `</u:${action}></s:Body></s:Envelope>\r\n`;
   const { res, text } = await exchange(
     s.controlUrl,
@@ -151,7 +164,10 @@ export async function soapCall(s: IgdService, action: string, args: Readonly<Rec
   if (!res.ok) {
     const code = Number(tag(text, 'errorCode') ?? NaN);
     const description = tag(text, 'errorDescription') ?? `HTTP ${res.status}`;
-    throw new UpnpError(`${action}: ${Number.isFinite(code) ? `${code} ` : ''}${xmlText(description)}`, Number.isFinite(code) ? { upnpCode: code } : {});
+    throw new UpnpError(
+      `${action}: ${Number.isFinite(code) ? `${code} ` : ''}${xmlText(description)}`,
+      Number.isFinite(code) ? { upnpCode: code } : {},
+    );
   }
   return text;
 }
@@ -200,7 +216,12 @@ export async function getSpecificPortMapping(
 ): Promise<{ internalClient: string; internalPort: number; description: string } | null> {
   let xml: string;
   try {
-    xml = await soapCall(s, 'GetSpecificPortMappingEntry', { NewRemoteHost: '', NewExternalPort: externalPort, NewProtocol: 'TCP' }, signal);
+    xml = await soapCall(
+      s,
+      'GetSpecificPortMappingEntry',
+      { NewRemoteHost: '', NewExternalPort: externalPort, NewProtocol: 'TCP' },
+      signal,
+    );
   } catch (err) {
     if (err instanceof UpnpError && err.upnpCode === UPNP_NO_SUCH_ENTRY) return null;
     throw err;

@@ -55,17 +55,16 @@ export async function racePaths<S extends { destroy(): void }, A extends PathAtt
   const signal = race.signal;
   const failures: string[] = [];
   const run = (attempt: A, after?: Promise<void>): Promise<{ stream: S; attempt: A }> =>
-    (after ? after.then(() => attempt.start(signal)) : attempt.start(signal))
-      .then(
-        (stream) => ({ stream, attempt }),
-        (err: unknown): never => {
-          if (!signal.aborted) {
-            failures.push(`${attempt.label ?? attempt.via}: ${(err as Error).message}`);
-            options.onFailure?.(attempt, err as Error);
-          }
-          throw err;
-        },
-      );
+    (after ? after.then(() => attempt.start(signal)) : attempt.start(signal)).then(
+      (stream) => ({ stream, attempt }),
+      (err: unknown): never => {
+        if (!signal.aborted) {
+          failures.push(`${attempt.label ?? attempt.via}: ${(err as Error).message}`);
+          options.onFailure?.(attempt, err as Error);
+        }
+        throw err;
+      },
+    );
   const first = options.attempts.filter((a) => a.fallbackAfterMs === undefined).map((a) => run(a));
   const othersSettled = Promise.allSettled(first);
   const fallbacks = options.attempts
@@ -75,7 +74,11 @@ export async function racePaths<S extends { destroy(): void }, A extends PathAtt
   try {
     const won = await withDeadline(firstFulfilled(running), options.deadlineMs, options.signal, () => options.onDeadline!(failures));
     // A channel that came up a moment too late is closed, not leaked.
-    for (const r of running) void r.then((o) => o !== won && o.stream.destroy(), () => undefined);
+    for (const r of running)
+      void r.then(
+        (o) => o !== won && o.stream.destroy(),
+        () => undefined,
+      );
     return { ...won, failures };
   } finally {
     race.abort();
@@ -106,7 +109,12 @@ function fallbackStart<A>(
 }
 
 /** `p`, or `onTimeout()` after `ms` (no deadline when `ms` is undefined), or the abort of `signal`. */
-export function withDeadline<T>(p: Promise<T>, ms: number | undefined, signal: AbortSignal | undefined, onTimeout: () => Error): Promise<T> {
+export function withDeadline<T>(
+  p: Promise<T>,
+  ms: number | undefined,
+  signal: AbortSignal | undefined,
+  onTimeout: () => Error,
+): Promise<T> {
   if (ms === undefined) return p;
   return new Promise<T>((resolve, reject) => {
     if (signal?.aborted) return reject(abortError(signal));

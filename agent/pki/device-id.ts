@@ -26,7 +26,8 @@ export function normalizeMac(mac: string): string {
 }
 
 export function checkSerial(serial: string): string {
-  if (!SERIAL_PATTERN.test(serial)) throw invalid(`not a serial number: ${JSON.stringify(serial)} (expected 1-48 characters of A-Z a-z 0-9 . _ -)`);
+  if (!SERIAL_PATTERN.test(serial))
+    throw invalid(`not a serial number: ${JSON.stringify(serial)} (expected 1-48 characters of A-Z a-z 0-9 . _ -)`);
   return serial;
 }
 
@@ -68,10 +69,16 @@ export function parseDeviceCsv(text: string, file: string): DeviceRecord[] {
   lines.forEach((raw, i) => {
     const line = raw.trim();
     if (line === '' || line.startsWith('#')) return;
-    const fields = line.split(',').map((f) => f.trim().replace(/^"(.*)"$/, '$1').trim());
+    const fields = line.split(',').map((f) =>
+      f
+        .trim()
+        .replace(/^"(.*)"$/, '$1')
+        .trim(),
+    );
     if (header === null) {
       header = fields.map((f) => f.toLowerCase());
-      if (!header.includes('serial')) throw invalid(`${file}:${i + 1}: the header row must name a "serial" column, found ${JSON.stringify(line)}`);
+      if (!header.includes('serial'))
+        throw invalid(`${file}:${i + 1}: the header row must name a "serial" column, found ${JSON.stringify(line)}`);
       return;
     }
     if (fields.length !== header.length) throw invalid(`${file}:${i + 1}: expected ${header.length} fields, found ${fields.length}`);

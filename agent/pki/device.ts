@@ -46,7 +46,11 @@ function checkCaCert(pem: string): string {
   try {
     cert = new X509Certificate(pem);
   } catch (err) {
-    throw new PeerlinkError(ErrorCodes.OPTIONS_INVALID, `createDeviceIdentity: caCertPem is not a readable PEM certificate (${(err as Error).message})`, { cause: err });
+    throw new PeerlinkError(
+      ErrorCodes.OPTIONS_INVALID,
+      `createDeviceIdentity: caCertPem is not a readable PEM certificate (${(err as Error).message})`,
+      { cause: err },
+    );
   }
   if (!cert.ca) throw invalid('caCertPem is not a CA certificate (basicConstraints cA is not set)');
   // Re-encoded: exactly one certificate (X509Certificate reads the first PEM block), LF line ends.
@@ -62,7 +66,8 @@ export async function createDeviceIdentity(options: CreateDeviceIdentityOptions)
     throw invalid(`masterKey must be at least ${KEY_BYTES} bytes`);
   }
   const generation = options.generation ?? 0;
-  if (!isGeneration(generation)) throw invalid(`generation must be an integer 0-${MAX_IDENTITY_GENERATION}, found ${JSON.stringify(options.generation)}`);
+  if (!isGeneration(generation))
+    throw invalid(`generation must be an integer 0-${MAX_IDENTITY_GENERATION}, found ${JSON.stringify(options.generation)}`);
   const caCert = checkCaCert(options.caCertPem);
   const password = options.password ?? generatePassword();
   if (typeof password !== 'string' || normalizePassword(password) === '') throw invalid('password is empty');

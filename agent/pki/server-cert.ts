@@ -113,7 +113,10 @@ function subjectAltNames(hosts: readonly string[]): { type: number; value: strin
   );
 }
 
-function parseCa(caCertPem: string, caKeyPem: string): { cert: forge.pki.Certificate; key: forge.pki.rsa.PrivateKey; x509: X509Certificate } {
+function parseCa(
+  caCertPem: string,
+  caKeyPem: string,
+): { cert: forge.pki.Certificate; key: forge.pki.rsa.PrivateKey; x509: X509Certificate } {
   let x509: X509Certificate;
   let cert: forge.pki.Certificate;
   let key: forge.pki.rsa.PrivateKey;
@@ -174,7 +177,8 @@ function generateEcKey(): { keyPem: string; spki: forge.asn1.Asn1; keyIdentifier
  */
 export function issueServerCert(options: IssueServerCertOptions): CertificateAndKey {
   const keyType = options.keyType ?? SERVER_CERT_DEFAULT_KEY_TYPE;
-  if (!SERVER_KEY_TYPES.includes(keyType)) throw invalid(`keyType must be one of ${SERVER_KEY_TYPES.join(', ')}, found ${JSON.stringify(keyType)}`);
+  if (!SERVER_KEY_TYPES.includes(keyType))
+    throw invalid(`keyType must be one of ${SERVER_KEY_TYPES.join(', ')}, found ${JSON.stringify(keyType)}`);
   const hosts = normalizeServerHosts(options.hosts);
   const days = checkValidityDays(options.validityDays, SERVER_CERT_VALIDITY_DAYS, 'issueServerCert');
   const ca = parseCa(options.caCertPem, options.caKeyPem);
@@ -204,7 +208,10 @@ export function issueServerCert(options: IssueServerCertOptions): CertificateAnd
     { name: 'extKeyUsage', serverAuth: true },
     { name: 'subjectAltName', altNames: subjectAltNames(hosts) },
     ec
-      ? { name: 'subjectKeyIdentifier', value: forge.asn1.create(forge.asn1.Class.UNIVERSAL, forge.asn1.Type.OCTETSTRING, false, ec.keyIdentifier) }
+      ? {
+          name: 'subjectKeyIdentifier',
+          value: forge.asn1.create(forge.asn1.Class.UNIVERSAL, forge.asn1.Type.OCTETSTRING, false, ec.keyIdentifier),
+        }
       : { name: 'subjectKeyIdentifier' },
     { name: 'authorityKeyIdentifier', keyIdentifier: caKeyIdentifier(ca.cert) },
   ]);
@@ -218,7 +225,8 @@ export function issueServerCert(options: IssueServerCertOptions): CertificateAnd
   const tbs = (forge.pki as unknown as { getTBSCertificate(c: forge.pki.Certificate): forge.asn1.Asn1 }).getTBSCertificate(cert);
   // TBSCertificate: [0] version, serial, signature, issuer, validity, subject, subjectPublicKeyInfo, [3] extensions.
   const fields = tbs.value as forge.asn1.Asn1[];
-  if (fields.length !== 8) throw new PeerlinkError(ErrorCodes.INTERNAL, `issueServerCert: unexpected TBSCertificate layout (${fields.length} fields)`);
+  if (fields.length !== 8)
+    throw new PeerlinkError(ErrorCodes.INTERNAL, `issueServerCert: unexpected TBSCertificate layout (${fields.length} fields)`);
   fields[6] = ec!.spki;
   const tbsDer = Buffer.from(forge.asn1.toDer(tbs).getBytes(), 'binary');
   (cert as unknown as { tbsCertificate: forge.asn1.Asn1 }).tbsCertificate = tbs;

@@ -56,9 +56,22 @@ function compress(t: number, last: boolean): void {
   const m13 = block[52]! | (block[53]! << 8) | (block[54]! << 16) | (block[55]! << 24);
   const m14 = block[56]! | (block[57]! << 8) | (block[58]! << 16) | (block[59]! << 24);
   const m15 = block[60]! | (block[61]! << 8) | (block[62]! << 16) | (block[63]! << 24);
-  let v0 = h[0]!, v1 = h[1]!, v2 = h[2]!, v3 = h[3]!, v4 = h[4]!, v5 = h[5]!, v6 = h[6]!, v7 = h[7]!;
-  let v8 = IV[0]!, v9 = IV[1]!, v10 = IV[2]!, v11 = IV[3]!;
-  let v12 = IV[4]! ^ t, v13 = IV[5]!, v14 = last ? ~IV[6]! : IV[6]!, v15 = IV[7]!;
+  let v0 = h[0]!,
+    v1 = h[1]!,
+    v2 = h[2]!,
+    v3 = h[3]!,
+    v4 = h[4]!,
+    v5 = h[5]!,
+    v6 = h[6]!,
+    v7 = h[7]!;
+  let v8 = IV[0]!,
+    v9 = IV[1]!,
+    v10 = IV[2]!,
+    v11 = IV[3]!;
+  let v12 = IV[4]! ^ t,
+    v13 = IV[5]!,
+    v14 = last ? ~IV[6]! : IV[6]!,
+    v15 = IV[7]!;
   // prettier-ignore
   {
     // round 0
@@ -245,7 +258,8 @@ function compress(t: number, last: boolean): void {
 /** Prepare a key (0-32 bytes; 0 = plain unkeyed BLAKE2s) for MACs of `outBytes` (1-32) bytes. */
 export function blake2sKey(key: Uint8Array, outBytes: number): Blake2sKey {
   if (key.length > BLAKE2S_MAX_KEY_BYTES) throw new RangeError(`BLAKE2s key must be at most ${BLAKE2S_MAX_KEY_BYTES} bytes`);
-  if (!Number.isInteger(outBytes) || outBytes < 1 || outBytes > BLAKE2S_MAX_OUT_BYTES) throw new RangeError('BLAKE2s output must be 1-32 bytes');
+  if (!Number.isInteger(outBytes) || outBytes < 1 || outBytes > BLAKE2S_MAX_OUT_BYTES)
+    throw new RangeError('BLAKE2s output must be 1-32 bytes');
   for (let i = 0; i < 8; i++) h[i] = IV[i]!;
   // Parameter block word 0: digest length, key length, fanout 1, depth 1 (sequential mode).
   h[0] = h[0]! ^ (0x01010000 | (key.length << 8) | outBytes);
@@ -277,7 +291,8 @@ export function blake2sMac(key: Blake2sKey, data: Uint8Array, out: Uint8Array, l
   if (!(length >= 0 && length <= data.length)) throw new RangeError('length outside the data');
   if (length === 0 && t > 0) throw new RangeError('keyed BLAKE2s of an empty message is not supported');
   if (length > 0xffff_0000) throw new RangeError('message too long');
-  if (!(outOffset >= 0 && out.length - outOffset >= outBytes)) throw new RangeError(`output needs ${outBytes} bytes at offset ${outOffset}`);
+  if (!(outOffset >= 0 && out.length - outOffset >= outBytes))
+    throw new RangeError(`output needs ${outBytes} bytes at offset ${outOffset}`);
   for (let i = 0; i < 8; i++) h[i] = key[i]!;
   let off = 0;
   // Every block but the last; the last (possibly full) block is compressed with the final flag.

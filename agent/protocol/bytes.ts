@@ -9,7 +9,11 @@ export class ByteReader {
   private readonly buf: Buffer;
   private readonly limit: number;
   /** Reads `input` up to `limit` bytes (default: all of it). */
-  constructor(input: Uint8Array, private readonly what: string, limit: number = input.length) {
+  constructor(
+    input: Uint8Array,
+    private readonly what: string,
+    limit: number = input.length,
+  ) {
     this.buf = Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.length);
     this.limit = limit;
   }

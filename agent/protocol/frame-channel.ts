@@ -40,12 +40,19 @@ export class FrameChannel {
     }
   };
 
-  constructor(readonly socket: Duplex, closed?: ChannelClosed) {
+  constructor(
+    readonly socket: Duplex,
+    closed?: ChannelClosed,
+  ) {
     socket.on('data', this.onData);
     socket.once('close', () => this.fail(new PeerlinkError(closed?.code ?? ErrorCodes.PROTOCOL, closed?.message ?? 'connection closed')));
     // A peer that half-closed sends no more frames: waiting for one would only run out the deadline.
-    socket.once('end', () => this.fail(new PeerlinkError(closed?.code ?? ErrorCodes.PROTOCOL, closed?.message ?? 'connection closed by the peer')));
-    socket.once('error', (err) => this.fail(closed ? new PeerlinkError(closed.code, `${closed.message} (${err.message})`, { cause: err }) : err));
+    socket.once('end', () =>
+      this.fail(new PeerlinkError(closed?.code ?? ErrorCodes.PROTOCOL, closed?.message ?? 'connection closed by the peer')),
+    );
+    socket.once('error', (err) =>
+      this.fail(closed ? new PeerlinkError(closed.code, `${closed.message} (${err.message})`, { cause: err }) : err),
+    );
   }
 
   private deliver(f: Frame): void {

@@ -237,7 +237,12 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
       const candidates: Candidate[] = [];
       for (let i = 0; i < n; i++) {
         const kind = r.u8(`candidates[${i}].kind`);
-        if (kind !== CandidateKind.PUNCH && kind !== CandidateKind.LISTEN && kind !== CandidateKind.OBSERVED && kind !== CandidateKind.LAN) {
+        if (
+          kind !== CandidateKind.PUNCH &&
+          kind !== CandidateKind.LISTEN &&
+          kind !== CandidateKind.OBSERVED &&
+          kind !== CandidateKind.LAN
+        ) {
           throw new ProtocolError(`frame.candidates[${i}].kind`, `expected 1-4, found ${kind}`);
         }
         const endpoint = readEndpoint(r, `candidates[${i}]`);

@@ -91,8 +91,16 @@ export function parseIdentity(text: string, file: string): DeviceIdentity {
   }
   const generation = doc.generation ?? 0;
   if (!isGeneration(generation) || (doc.generation !== undefined && generation === 0)) {
-    problems.push(`${file}: generation: expected an integer 1-${MAX_IDENTITY_GENERATION} (absent: the first generation), found ${describe(doc.generation)}`);
+    problems.push(
+      `${file}: generation: expected an integer 1-${MAX_IDENTITY_GENERATION} (absent: the first generation), found ${describe(doc.generation)}`,
+    );
   }
   if (problems.length > 0) throw new ConfigError(problems, { code: ErrorCodes.IDENTITY_INVALID });
-  return Object.freeze({ equipmentId: id as string, registrationKey, accessKey, caCert: caCert as string, ...(generation ? { generation: generation as number } : {}) });
+  return Object.freeze({
+    equipmentId: id as string,
+    registrationKey,
+    accessKey,
+    caCert: caCert as string,
+    ...(generation ? { generation: generation as number } : {}),
+  });
 }

@@ -43,4 +43,3 @@ export function splitIdentityName(name: string): IdentityName {
   const at = name.indexOf('@');
   return at < 0 ? { equipmentId: name, generation: 0 } : { equipmentId: name.slice(0, at), generation: Number(name.slice(at + 1)) };
 }
-

@@ -60,7 +60,10 @@ export function deriveRegistrationKey(masterKey: Uint8Array, equipmentId: string
 
 /** Normalise what a person typed: NFKC, no spaces or dashes (labels group the secret), upper case. */
 export function normalizePassword(password: string): string {
-  return password.normalize('NFKC').replace(/[\s-]+/g, '').toUpperCase();
+  return password
+    .normalize('NFKC')
+    .replace(/[\s-]+/g, '')
+    .toUpperCase();
 }
 
 export function deriveAccessKey(password: string, equipmentId: string, signal?: AbortSignal): Promise<Buffer> {
@@ -69,17 +72,11 @@ export function deriveAccessKey(password: string, equipmentId: string, signal?: 
       reject(abortError(signal));
       return;
     }
-    scrypt(
-      enc(normalizePassword(password)),
-      enc(`peerlink/v1/access-key\0${equipmentId}`),
-      KEY_BYTES,
-      ACCESS_KEY_SCRYPT,
-      (err, key) => {
-        if (err) reject(err);
-        else if (signal?.aborted) reject(abortError(signal));
-        else resolve(key);
-      },
-    );
+    scrypt(enc(normalizePassword(password)), enc(`peerlink/v1/access-key\0${equipmentId}`), KEY_BYTES, ACCESS_KEY_SCRYPT, (err, key) => {
+      if (err) reject(err);
+      else if (signal?.aborted) reject(abortError(signal));
+      else resolve(key);
+    });
   });
 }
 

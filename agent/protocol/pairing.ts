@@ -97,7 +97,8 @@ export function parseOwnerRequest(line: string): OwnerRequest {
     case 'set-password': {
       only(r, ['op', 'accessKey', 'keepPairings']);
       const k = typeof r.accessKey === 'string' ? Buffer.from(r.accessKey, 'base64') : Buffer.alloc(0);
-      if (k.length !== KEY_BYTES || k.toString('base64') !== r.accessKey) throw new ProtocolError('owner.accessKey', `expected base64 of ${KEY_BYTES} bytes`);
+      if (k.length !== KEY_BYTES || k.toString('base64') !== r.accessKey)
+        throw new ProtocolError('owner.accessKey', `expected base64 of ${KEY_BYTES} bytes`);
       if (typeof r.keepPairings !== 'boolean') throw new ProtocolError('owner.keepPairings', 'expected true or false');
       return { op: 'set-password', accessKey: r.accessKey as string, keepPairings: r.keepPairings };
     }

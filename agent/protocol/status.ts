@@ -69,5 +69,5 @@ export const STATUS_TEXT: Readonly<Record<StatusValue, string>> = Object.freeze(
   [Status.RATE_LIMITED]: 'too many requests from your address or for this device; try again later',
   [Status.SERVER_DEGRADED]: 'the server cannot do this now (shared registry unreachable, or shutting down); try again shortly',
   [Status.ACCESS_REVOKED]: "the device's owner has taken this client's access away (revoked, password changed or reset); pair again",
-  [Status.DEVICE_DENIED]: "the operator has denied this device service (deny list)",
+  [Status.DEVICE_DENIED]: 'the operator has denied this device service (deny list)',
 });

@@ -22,7 +22,10 @@ export function awaitChosen<T extends Duplex>(stream: T, timeoutMs: number, sign
       stream.destroy();
       return reject(abortError(signal));
     }
-    const timer = setTimeout(() => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `the device did not choose this path within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `the device did not choose this path within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     const onAbort = (): void => fail(abortError(signal!));
     const onEnd = (): void => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, 'the device kept another path'));
     const onError = (err: Error): void => fail(err);

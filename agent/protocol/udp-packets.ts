@@ -171,7 +171,11 @@ function seal(w: ByteWriter, key: UdpKey): Buffer {
 }
 
 export function encodeRegister(p: WithOptionalCookie<Register>, key: UdpKey): Buffer {
-  const w = header(UDP_TYPE_REGISTER).shortString(identityName(p.equipmentId, p.generation)).timeMs(p.timestampMs).bytes(p.nonce).bytes(cookieBytes(p.cookie));
+  const w = header(UDP_TYPE_REGISTER)
+    .shortString(identityName(p.equipmentId, p.generation))
+    .timeMs(p.timestampMs)
+    .bytes(p.nonce)
+    .bytes(cookieBytes(p.cookie));
   const pad = REGISTER_MIN_BYTES - MAC_BYTES - w.length;
   if (pad > 0) w.zeros(pad);
   return seal(w, key);
@@ -184,7 +188,12 @@ function cookieBytes(cookie: Uint8Array | undefined): Uint8Array {
 }
 
 export function encodeProbe(p: WithOptionalCookie<Probe>, key: UdpKey): Buffer {
-  const w = header(UDP_TYPE_PROBE).u8(p.flags).shortString(identityName(p.equipmentId, p.generation)).timeMs(p.timestampMs).bytes(p.nonce).bytes(cookieBytes(p.cookie));
+  const w = header(UDP_TYPE_PROBE)
+    .u8(p.flags)
+    .shortString(identityName(p.equipmentId, p.generation))
+    .timeMs(p.timestampMs)
+    .bytes(p.nonce)
+    .bytes(cookieBytes(p.cookie));
   const min = (p.flags & PROBE_FLAG_CHECK_MAPPING) !== 0 ? PROBE_WITH_CHECK_MIN_BYTES : REGISTER_MIN_BYTES;
   const pad = min - MAC_BYTES - w.length;
   if (pad > 0) w.zeros(pad);
@@ -272,9 +281,13 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
       const { equipmentId, generation } = splitIdentityName(r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN));
       const requestId = r.view(REQUEST_ID_BYTES, 'requestId');
       const reason = r.u8('reason');
-      if (!(Object.values(RefuseReason) as number[]).includes(reason)) throw new ProtocolError('udp.reason', `unknown refusal reason ${reason}`);
+      if (!(Object.values(RefuseReason) as number[]).includes(reason))
+        throw new ProtocolError('udp.reason', `unknown refusal reason ${reason}`);
       r.end();
-      packet = generation === 0 ? { type, equipmentId, requestId, reason: reason as RefuseReasonValue } : { type, equipmentId, generation, requestId, reason: reason as RefuseReasonValue };
+      packet =
+        generation === 0
+          ? { type, equipmentId, requestId, reason: reason as RefuseReasonValue }
+          : { type, equipmentId, generation, requestId, reason: reason as RefuseReasonValue };
       break;
     }
     case UDP_TYPE_PROBE: {
@@ -285,7 +298,10 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
       const nonce = r.view(REGISTER_NONCE_BYTES, 'nonce');
       const cookie = r.view(COOKIE_BYTES, 'cookie');
       zeroPadding(r);
-      packet = generation === 0 ? { type, flags, equipmentId, timestampMs, nonce, cookie } : { type, flags, equipmentId, generation, timestampMs, nonce, cookie };
+      packet =
+        generation === 0
+          ? { type, flags, equipmentId, timestampMs, nonce, cookie }
+          : { type, flags, equipmentId, generation, timestampMs, nonce, cookie };
       break;
     }
     case UDP_TYPE_MAPPING_CHECK: {

@@ -113,7 +113,11 @@ export async function connectToServer(o: ServerTlsOptions): Promise<TLSSocket> {
   try {
     addresses = (await lookup(o.host, { all: true })).map((a) => a.address).slice(0, 4);
   } catch (err) {
-    throw new PeerlinkError(ErrorCodes.SERVER_UNREACHABLE, `cannot reach rendezvous server ${o.host}:${o.port}: ${(err as Error).message}`, { cause: err });
+    throw new PeerlinkError(
+      ErrorCodes.SERVER_UNREACHABLE,
+      `cannot reach rendezvous server ${o.host}:${o.port}: ${(err as Error).message}`,
+      { cause: err },
+    );
   }
   const end = Date.now() + timeoutMs;
   let last: unknown = new PeerlinkError(ErrorCodes.SERVER_UNREACHABLE, `cannot reach rendezvous server ${o.host}:${o.port}: no address`);
@@ -153,7 +157,13 @@ function connectOnce(o: ServerTlsOptions): Promise<TLSSocket> {
     // TLS 1.3 sends tickets after the handshake; each replaces the last one (it is fresher).
     if (key !== null) sock.on('session', (session: Buffer) => rememberSession(key, session));
     const timer = setTimeout(
-      () => fail(new PeerlinkError(ErrorCodes.SERVER_UNREACHABLE, `rendezvous server ${o.host}:${o.port} did not complete TLS within ${timeoutMs} ms`)),
+      () =>
+        fail(
+          new PeerlinkError(
+            ErrorCodes.SERVER_UNREACHABLE,
+            `rendezvous server ${o.host}:${o.port} did not complete TLS within ${timeoutMs} ms`,
+          ),
+        ),
       timeoutMs,
     );
     const onAbort = (): void => fail(abortError(o.signal!));
@@ -173,9 +183,19 @@ function connectOnce(o: ServerTlsOptions): Promise<TLSSocket> {
     sock.once('error', (err: NodeJS.ErrnoException) => {
       const code = err.code ?? '';
       if (CERT_ERRORS.has(code)) {
-        fail(new PeerlinkError(ErrorCodes.UNTRUSTED_CERTIFICATE, `rendezvous server certificate refused (${code}): not signed by the configured CA or not for ${o.serverName}`, { cause: err }));
+        fail(
+          new PeerlinkError(
+            ErrorCodes.UNTRUSTED_CERTIFICATE,
+            `rendezvous server certificate refused (${code}): not signed by the configured CA or not for ${o.serverName}`,
+            { cause: err },
+          ),
+        );
       } else {
-        fail(new PeerlinkError(ErrorCodes.SERVER_UNREACHABLE, `cannot reach rendezvous server ${o.host}:${o.port}: ${err.message}`, { cause: err }));
+        fail(
+          new PeerlinkError(ErrorCodes.SERVER_UNREACHABLE, `cannot reach rendezvous server ${o.host}:${o.port}: ${err.message}`, {
+            cause: err,
+          }),
+        );
       }
     });
   });

@@ -9,7 +9,15 @@ import { closeUdp } from '../common/listen.js';
 import type { Endpoint } from '../protocol/address.js';
 import { UDP_TYPE_COOKIE, UDP_TYPE_REGISTER_ACK } from '../protocol/constants.js';
 import { equalBytes } from '../protocol/keys.js';
-import { AckStatus, encodeProbe, parseUdpPacket, REGISTER_NONCE_BYTES, verifyTag, type Cookie, type RegisterAck } from '../protocol/udp-packets.js';
+import {
+  AckStatus,
+  encodeProbe,
+  parseUdpPacket,
+  REGISTER_NONCE_BYTES,
+  verifyTag,
+  type Cookie,
+  type RegisterAck,
+} from '../protocol/udp-packets.js';
 
 export interface ProbeReply {
   readonly observed: Endpoint;
@@ -41,7 +49,13 @@ export interface ProbeSocket {
 /** A cookie answer is followed by a probe with the cookie at most this often within one try. */
 const COOKIE_RESENDS_PER_TRY = 2;
 
-export async function openProbeSocket(o: { equipmentId: string; generation?: number; registrationKey: Buffer; localPort?: number; family?: 4 | 6 }): Promise<ProbeSocket> {
+export async function openProbeSocket(o: {
+  equipmentId: string;
+  generation?: number;
+  registrationKey: Buffer;
+  localPort?: number;
+  family?: 4 | 6;
+}): Promise<ProbeSocket> {
   const s: Socket = createSocket(o.family === 6 ? { type: 'udp6', ipv6Only: true } : { type: 'udp4' });
   const waiting = new Map<string, (answer: RegisterAck | Cookie, from: Endpoint) => void>();
   s.on('message', (msg, rinfo) => {
@@ -66,7 +80,13 @@ export async function openProbeSocket(o: { equipmentId: string; generation?: num
   const cookies = new Map<string, Buffer>();
   /** Pending waits, ended at once by close(): stop() must not leave timers behind. */
   const pending = new Set<() => void>();
-  const once = (target: Endpoint, flags: number, timeoutMs: number, firstNonce: Buffer, onNonce?: (n: Buffer) => void): Promise<ProbeReply | null> =>
+  const once = (
+    target: Endpoint,
+    flags: number,
+    timeoutMs: number,
+    firstNonce: Buffer,
+    onNonce?: (n: Buffer) => void,
+  ): Promise<ProbeReply | null> =>
     new Promise((resolve) => {
       if (closed) return resolve(null);
       const targetKey = `${target.address}:${target.port}`;
@@ -100,7 +120,13 @@ export async function openProbeSocket(o: { equipmentId: string; generation?: num
           return;
         }
         done();
-        resolve({ observed: answer.observed, serverTimeMs: answer.serverTimeMs, rttMs, offsetMs: offset, clockSkew: answer.status === AckStatus.CLOCK_SKEW });
+        resolve({
+          observed: answer.observed,
+          serverTimeMs: answer.serverTimeMs,
+          rttMs,
+          offsetMs: offset,
+          clockSkew: answer.status === AckStatus.CLOCK_SKEW,
+        });
       };
       const send = (): void => {
         key = nonce.toString('hex');
@@ -108,7 +134,17 @@ export async function openProbeSocket(o: { equipmentId: string; generation?: num
         waiting.set(key, onAnswer);
         onNonce?.(nonce);
         const cookie = cookies.get(targetKey);
-        const packet = encodeProbe({ flags, equipmentId: o.equipmentId, ...(o.generation ? { generation: o.generation } : {}), timestampMs: Math.floor(Date.now() + offsetMs), nonce, ...(cookie ? { cookie } : {}) }, o.registrationKey);
+        const packet = encodeProbe(
+          {
+            flags,
+            equipmentId: o.equipmentId,
+            ...(o.generation ? { generation: o.generation } : {}),
+            timestampMs: Math.floor(Date.now() + offsetMs),
+            nonce,
+            ...(cookie ? { cookie } : {}),
+          },
+          o.registrationKey,
+        );
         try {
           s.send(packet, target.port, target.address, () => undefined);
         } catch {
@@ -121,7 +157,13 @@ export async function openProbeSocket(o: { equipmentId: string; generation?: num
     async probe(target, p = {}) {
       const tries = p.tries ?? 3;
       for (let i = 0; i < tries && !closed; i++) {
-        const r = await once(target, p.flags ?? 0, p.timeoutMs ?? 1000, i === 0 && p.nonce ? p.nonce : randomBytes(REGISTER_NONCE_BYTES), p.onNonce);
+        const r = await once(
+          target,
+          p.flags ?? 0,
+          p.timeoutMs ?? 1000,
+          i === 0 && p.nonce ? p.nonce : randomBytes(REGISTER_NONCE_BYTES),
+          p.onNonce,
+        );
         if (r === null) continue;
         offsetMs = r.offsetMs;
         // A clock-skew answer still tells the address and the time; ask again in server time.

@@ -84,13 +84,27 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
     if (!admission.admitted) return r.done(admission.status, admission.detail);
     const { source, entry, mappings, shared } = admission;
     const owner = cluster && entry.node && entry.node !== cluster.nodeId ? entry.node : null;
-    r.log.info({ mapping: `${entry.address}:${entry.port}`, ...(owner ? { deviceNode: owner } : {}) }, 'S204 device found in the equipment list');
+    r.log.info(
+      { mapping: `${entry.address}:${entry.port}`, ...(owner ? { deviceNode: owner } : {}) },
+      'S204 device found in the equipment list',
+    );
     if (shared && cluster && !(await share(r, owner))) return;
 
     const notifiedAtMs = Date.now();
     const wait = waitForDevice(
       { ...ctx, waitingForDevice },
-      { requestId: r.requestId, hex: r.hex, equipmentId: req.equipmentId, wake: req.wake, source, entry, mappings, owner, socket, log: r.log },
+      {
+        requestId: r.requestId,
+        hex: r.hex,
+        equipmentId: req.equipmentId,
+        wake: req.wake,
+        source,
+        entry,
+        mappings,
+        owner,
+        socket,
+        log: r.log,
+      },
     );
     const got = await wait.attached;
     let verdict: Verdict | null;
@@ -141,7 +155,10 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
       if (owner) {
         counters.inc('registryUnavailable');
         r.log.warn({ err: (err as Error).message }, 'cannot route the request to the node holding the device (Redis unreachable)');
-        r.done(Status.SERVER_DEGRADED, `the device is registered at another server node, which this node cannot reach now; try again shortly`);
+        r.done(
+          Status.SERVER_DEGRADED,
+          `the device is registered at another server node, which this node cannot reach now; try again shortly`,
+        );
         return false;
       }
       r.log.warn({ err: (err as Error).message }, 'Redis unreachable: the request waits at this node only');
@@ -199,9 +216,12 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
     }
     counters.inc('refusedWake');
     r.log.info({ reason: got.reason }, 'device refused the request before connecting: its wake proof failed');
-    if (got.reason === RefuseReason.STALE) return r.done(Status.REQUEST_EXPIRED, 'the device refused the request before connecting: it is not fresh (check the clock)');
-    if (got.reason === RefuseReason.REPLAYED) return r.done(Status.REQUEST_REPLAYED, 'the device refused the request before connecting: it was seen before');
-    if (got.reason === RefuseReason.REVOKED) return r.done(Status.ACCESS_REVOKED, "the device refused the request before connecting: its owner took this client's access away");
+    if (got.reason === RefuseReason.STALE)
+      return r.done(Status.REQUEST_EXPIRED, 'the device refused the request before connecting: it is not fresh (check the clock)');
+    if (got.reason === RefuseReason.REPLAYED)
+      return r.done(Status.REQUEST_REPLAYED, 'the device refused the request before connecting: it was seen before');
+    if (got.reason === RefuseReason.REVOKED)
+      return r.done(Status.ACCESS_REVOKED, "the device refused the request before connecting: its owner took this client's access away");
     // Only a wrong password counts against the source (P9).
     ctx.authFailureLimiter?.take(source);
     r.done(Status.AUTH_FAILED, 'the device refused the request before connecting: wrong password');
@@ -238,7 +258,10 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
       }
       r.client.send({
         type: FrameType.CANDIDATES,
-        candidates: [...(verdict.candidates ?? []).slice(0, CANDIDATES_MAX - 1), { kind: CandidateKind.OBSERVED, endpoint: r.clientEndpoint }],
+        candidates: [
+          ...(verdict.candidates ?? []).slice(0, CANDIDATES_MAX - 1),
+          { kind: CandidateKind.OBSERVED, endpoint: r.clientEndpoint },
+        ],
       });
     } else if (verdict.status === Status.DEVICE_NO_ANSWER) counters.inc('noAnswer');
     else counters.inc('refusedByDevice');

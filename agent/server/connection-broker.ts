@@ -82,7 +82,6 @@ export interface ConnectionBrokerOptions {
   readonly onTiming?: (what: 'connect' | 'notifyRoundTrip', ms: number, status: StatusValue) => void;
 }
 
-
 export interface ConnectionBroker {
   start(): Promise<void>;
   /** A renewed certificate and key for new handshakes (connections already open keep theirs). */
@@ -107,8 +106,12 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
   const tracker = createConnectionTracker({ maxUnidentified: options.maxUnidentifiedConnections });
   const { exchange, deviceAttached, proofValid } = createDeviceExchange({ masterKey, attachTimeoutMs: options.attachTimeoutMs });
   /** The attach proof verifies under the named generation's key, and that generation is not denied. */
-  const deviceProofValid = (socket: TLSSocket, a: { equipmentId: string; generation?: number; requestId: Buffer; proof: Buffer }): boolean =>
-    !options.denied?.(a.equipmentId, a.generation ?? 0) && proofValid(socket, identityName(a.equipmentId, a.generation), a.requestId, a.proof);
+  const deviceProofValid = (
+    socket: TLSSocket,
+    a: { equipmentId: string; generation?: number; requestId: Buffer; proof: Buffer },
+  ): boolean =>
+    !options.denied?.(a.equipmentId, a.generation ?? 0) &&
+    proofValid(socket, identityName(a.equipmentId, a.generation), a.requestId, a.proof);
   let server: Server | null = null;
   let tickets: TicketKeyRotation | null = null;
   let draining = false;
@@ -249,7 +252,11 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     },
     async start() {
       // allowHalfOpen: a relayed end-to-end channel half-closes through these connections.
-      const s = createServer({ ...secureContextOptions(options.certPem, options.keyPem), allowHalfOpen: true, handshakeTimeout: options.handshakeTimeoutMs });
+      const s = createServer({
+        ...secureContextOptions(options.certPem, options.keyPem),
+        allowHalfOpen: true,
+        handshakeTimeout: options.handshakeTimeoutMs,
+      });
       tickets = rotateTicketKeys(s, ticketSecretFromKey(options.keyPem));
       s.on('connection', (raw: Socket) => {
         if (!tracker.accepted(raw)) counters.inc('unidentifiedOverCap');

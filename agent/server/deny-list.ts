@@ -170,23 +170,35 @@ export async function editDenyFile(file: string, op: 'add' | 'remove', id: strin
   if (op === 'add') list.add(id);
   else list.delete(id);
   if (had === (op === 'add')) return false;
-  await writeFileAtomic(file, `# peerlink deny list: equipment IDs the server does not serve (peerlink-server deny)\n${[...list].join('\n')}\n`, 0o644);
+  await writeFileAtomic(
+    file,
+    `# peerlink deny list: equipment IDs the server does not serve (peerlink-server deny)\n${[...list].join('\n')}\n`,
+    0o644,
+  );
   return true;
 }
 
 /** The operator's own short connection (peerlink-server deny ...): one Redis (`url`) or a Cluster (`clusterNodes`, "host:port"). */
-export async function withDenyRedis<T>(where: { readonly url?: string | undefined; readonly clusterNodes?: readonly string[] | undefined }, f: (c: AnyRedis) => Promise<T>): Promise<T> {
+export async function withDenyRedis<T>(
+  where: { readonly url?: string | undefined; readonly clusterNodes?: readonly string[] | undefined },
+  f: (c: AnyRedis) => Promise<T>,
+): Promise<T> {
   const { Redis, Cluster } = await import('ioredis');
   const common = { lazyConnect: true, maxRetriesPerRequest: 1, commandTimeout: REDIS_COMMAND_TIMEOUT_MS, enableOfflineQueue: false };
-  const c: AnyRedis = where.url !== undefined
-    ? new Redis(where.url, common)
-    : new Cluster(
-        (where.clusterNodes ?? []).map((h) => {
-          const at = /^(.*):(\d+)$/.exec(h)!;
-          return { host: at[1]!.replace(/^\[|\]$/g, ''), port: Number(at[2]) };
-        }),
-        { lazyConnect: true, enableOfflineQueue: true, redisOptions: { maxRetriesPerRequest: 1, commandTimeout: REDIS_COMMAND_TIMEOUT_MS } },
-      );
+  const c: AnyRedis =
+    where.url !== undefined
+      ? new Redis(where.url, common)
+      : new Cluster(
+          (where.clusterNodes ?? []).map((h) => {
+            const at = /^(.*):(\d+)$/.exec(h)!;
+            return { host: at[1]!.replace(/^\[|\]$/g, ''), port: Number(at[2]) };
+          }),
+          {
+            lazyConnect: true,
+            enableOfflineQueue: true,
+            redisOptions: { maxRetriesPerRequest: 1, commandTimeout: REDIS_COMMAND_TIMEOUT_MS },
+          },
+        );
   try {
     await c.connect();
     return await f(c);

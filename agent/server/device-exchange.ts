@@ -25,7 +25,14 @@ export interface DeviceExchange {
   proofValid(socket: TLSSocket, name: string, requestId: Buffer, proof: Buffer): boolean;
   /** Note where the device's TLS connection comes from, for the exchange's candidates. */
   deviceAttached(channel: FrameChannel, socket: TLSSocket): void;
-  exchange(device: FrameChannel, requestId: Buffer, clientEndpoint: Endpoint, advertisedPort: number, sealedRequest: Buffer, log: Logger): Promise<Verdict>;
+  exchange(
+    device: FrameChannel,
+    requestId: Buffer,
+    clientEndpoint: Endpoint,
+    advertisedPort: number,
+    sealedRequest: Buffer,
+    log: Logger,
+  ): Promise<Verdict>;
 }
 
 export function createDeviceExchange(o: { readonly masterKey: Buffer; readonly attachTimeoutMs: number }): DeviceExchange {
@@ -77,7 +84,10 @@ export function createDeviceExchange(o: { readonly masterKey: Buffer; readonly a
       return { status: Status.INTERNAL, detail: 'the device answered out of turn' };
     }
     if (verdict.status !== Status.OK) return { status: verdict.status };
-    return { status: verdict.status, candidates: [...lan, ...(deviceEndpoint ? [{ kind: CandidateKind.PUNCH, endpoint: deviceEndpoint }] : []), ...listen] };
+    return {
+      status: verdict.status,
+      candidates: [...lan, ...(deviceEndpoint ? [{ kind: CandidateKind.PUNCH, endpoint: deviceEndpoint }] : []), ...listen],
+    };
   }
 
   return {

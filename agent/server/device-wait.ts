@@ -125,7 +125,15 @@ function notifier(ctx: DeviceWaitContext, r: DeviceWaitRequest, gone: () => void
     }
     const cluster = ctx.cluster!;
     cluster
-      .send(r.owner, { kind: 'notify', requestId: r.hex, equipmentId: r.equipmentId, deviceAddress: r.entry.address, devicePort: r.entry.port, fromNode: cluster.nodeId, wake: r.wake })
+      .send(r.owner, {
+        kind: 'notify',
+        requestId: r.hex,
+        equipmentId: r.equipmentId,
+        deviceAddress: r.entry.address,
+        devicePort: r.entry.port,
+        fromNode: cluster.nodeId,
+        wake: r.wake,
+      })
       .then((receivers) => {
         if (receivers === 0) gone();
       })

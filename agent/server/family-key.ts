@@ -33,7 +33,10 @@ export interface DeviceMappings {
 }
 
 /** Both of a device's mappings from one registry (the two lookups at once). */
-export async function lookupMappings(lookup: (key: string) => MaybePromise<RegistryEntry | undefined>, equipmentId: string): Promise<DeviceMappings> {
+export async function lookupMappings(
+  lookup: (key: string) => MaybePromise<RegistryEntry | undefined>,
+  equipmentId: string,
+): Promise<DeviceMappings> {
   const [v4, v6] = await Promise.all([lookup(equipmentId), lookup(ipv6Key(equipmentId))]);
   return { v4, v6 };
 }

@@ -51,9 +51,7 @@ export const METRICS_REQUEST_TIMEOUT_MS = 10_000;
 /** How long an idle keep-alive connection to the metrics listener stays open. */
 export const METRICS_KEEP_ALIVE_MS = 5_000;
 
-const STATUS_NAME: Readonly<Record<number, string>> = Object.fromEntries(
-  Object.entries(Status).map(([k, v]) => [v, k.toLowerCase()]),
-);
+const STATUS_NAME: Readonly<Record<number, string>> = Object.fromEntries(Object.entries(Status).map(([k, v]) => [v, k.toLowerCase()]));
 
 /** Registration counters as the issue names the outcomes (plus the ones the protocol adds). */
 const REGISTRATION_OUTCOMES: readonly [RegistrationCounter, string][] = [
@@ -111,20 +109,25 @@ export function createMetricsListener(o: { host: string; port: number; source: M
       const metrics = await build();
       // A scrape is one short request: a connection that does not send one in time is closed
       // (Node's defaults let it sit 60-300 s), and an idle keep-alive one soon after.
-      const s = createServer({ headersTimeout: METRICS_REQUEST_TIMEOUT_MS, requestTimeout: METRICS_REQUEST_TIMEOUT_MS, keepAliveTimeout: METRICS_KEEP_ALIVE_MS }, (req, res) => {
-        const path = (req.url ?? '/').split('?')[0];
-        if (req.method !== 'GET') {
-          res.writeHead(405).end();
-        } else if (path === '/metrics') {
-          metrics.text().then(
-            (t) => res.writeHead(200, { 'content-type': metrics.contentType }).end(t),
-            (err: Error) => res.writeHead(500).end(err.message),
-          );
-        } else if (path === '/healthz') {
-          const status = source.draining() ? 'draining' : source.registryUp() ? 'ok' : 'registry-unreachable';
-          res.writeHead(status === 'ok' ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify({ status, node: source.nodeId, backend: source.backend })}\n`);
-        } else res.writeHead(404).end();
-      });
+      const s = createServer(
+        { headersTimeout: METRICS_REQUEST_TIMEOUT_MS, requestTimeout: METRICS_REQUEST_TIMEOUT_MS, keepAliveTimeout: METRICS_KEEP_ALIVE_MS },
+        (req, res) => {
+          const path = (req.url ?? '/').split('?')[0];
+          if (req.method !== 'GET') {
+            res.writeHead(405).end();
+          } else if (path === '/metrics') {
+            metrics.text().then(
+              (t) => res.writeHead(200, { 'content-type': metrics.contentType }).end(t),
+              (err: Error) => res.writeHead(500).end(err.message),
+            );
+          } else if (path === '/healthz') {
+            const status = source.draining() ? 'draining' : source.registryUp() ? 'ok' : 'registry-unreachable';
+            res
+              .writeHead(status === 'ok' ? 200 : 503, { 'content-type': 'application/json' })
+              .end(`${JSON.stringify({ status, node: source.nodeId, backend: source.backend })}\n`);
+          } else res.writeHead(404).end();
+        },
+      );
       await listenOn(s, o.port, o.host);
       server = s;
     },
@@ -162,7 +165,10 @@ function metricMakers(prom: Prom, register: InstanceType<Prom['Registry']>): Met
   return {
     fromCounters(name, help, label, counters, map) {
       new prom.Counter({
-        name, help, labelNames: [label], registers,
+        name,
+        help,
+        labelNames: [label],
+        registers,
         collect() {
           this.reset();
           for (const [k, v] of map) this.inc({ [label]: v }, counters.get(k));
@@ -171,7 +177,9 @@ function metricMakers(prom: Prom, register: InstanceType<Prom['Registry']>): Met
     },
     counter(name, help, read) {
       new prom.Counter({
-        name, help, registers,
+        name,
+        help,
+        registers,
         collect() {
           this.reset();
           this.inc(read());
@@ -180,7 +188,9 @@ function metricMakers(prom: Prom, register: InstanceType<Prom['Registry']>): Met
     },
     gauge(name, help, read) {
       new prom.Gauge({
-        name, help, registers,
+        name,
+        help,
+        registers,
         collect() {
           this.set(read());
         },
@@ -188,7 +198,10 @@ function metricMakers(prom: Prom, register: InstanceType<Prom['Registry']>): Met
     },
     labelledCounter(name, help, label, read) {
       new prom.Counter({
-        name, help, labelNames: [label], registers,
+        name,
+        help,
+        labelNames: [label],
+        registers,
         collect() {
           this.reset();
           for (const [k, v] of read()) this.inc({ [label]: k }, v);
@@ -197,7 +210,10 @@ function metricMakers(prom: Prom, register: InstanceType<Prom['Registry']>): Met
     },
     labelledGauge(name, help, label, read) {
       new prom.Gauge({
-        name, help, labelNames: [label], registers,
+        name,
+        help,
+        labelNames: [label],
+        registers,
         collect() {
           for (const [k, v] of read()) this.set({ [label]: k }, v);
         },
@@ -208,35 +224,78 @@ function metricMakers(prom: Prom, register: InstanceType<Prom['Registry']>): Met
 
 function registrationMetrics(m: MetricMakers, source: MetricsSource): void {
   m.fromCounters('peerlink_registrations_total', 'UDP registrations by outcome', 'outcome', source.registration, REGISTRATION_OUTCOMES);
-  m.labelledCounter('peerlink_shared_registry_writes_total', 'Registrations and the shared registry (write on change): written, skipped (unchanged, written recently), held (another node keeps the device fresh)', 'outcome', () => [
-    ['written', source.registration.get('sharedWrites')],
-    ['skipped', source.registration.get('sharedWriteSkipped')],
-    ['held', source.registration.get('sharedHeld')],
+  m.labelledCounter(
+    'peerlink_shared_registry_writes_total',
+    'Registrations and the shared registry (write on change): written, skipped (unchanged, written recently), held (another node keeps the device fresh)',
+    'outcome',
+    () => [
+      ['written', source.registration.get('sharedWrites')],
+      ['skipped', source.registration.get('sharedWriteSkipped')],
+      ['held', source.registration.get('sharedHeld')],
+    ],
+  );
+  m.counter(
+    'peerlink_registrations_local_only_total',
+    'Registrations accepted while the shared registry (Redis) was unreachable: kept at this node only',
+    () => source.registration.get('registryUnavailable'),
+  );
+  m.gauge('peerlink_registered_devices', "Devices in this node's own list (registered at this node and not yet forgotten)", () =>
+    source.localDevices(),
+  );
+  m.counter('peerlink_notifications_sent_total', 'UDP notifications sent (each retry counts)', () =>
+    source.registration.get('notificationsSent'),
+  );
+  m.labelledGauge('peerlink_registry_up', 'The registry backend answers (1) or not (0)', 'backend', () => [
+    [source.backend, source.registryUp() ? 1 : 0],
   ]);
-  m.counter('peerlink_registrations_local_only_total', 'Registrations accepted while the shared registry (Redis) was unreachable: kept at this node only', () => source.registration.get('registryUnavailable'));
-  m.gauge('peerlink_registered_devices', "Devices in this node's own list (registered at this node and not yet forgotten)", () => source.localDevices());
-  m.counter('peerlink_notifications_sent_total', 'UDP notifications sent (each retry counts)', () => source.registration.get('notificationsSent'));
-  m.labelledGauge('peerlink_registry_up', 'The registry backend answers (1) or not (0)', 'backend', () => [[source.backend, source.registryUp() ? 1 : 0]]);
-  m.gauge('peerlink_denied_devices', "Equipment IDs on the operator's deny list, as this node enforces it", () => source.deniedDevices?.() ?? 0);
-  m.labelledCounter('peerlink_node_records_malformed_total', 'Messages between nodes, pending requests and relay offers read from Redis that did not decode (dropped)', 'kind', () => Object.entries(source.malformedFromRedis()));
+  m.gauge(
+    'peerlink_denied_devices',
+    "Equipment IDs on the operator's deny list, as this node enforces it",
+    () => source.deniedDevices?.() ?? 0,
+  );
+  m.labelledCounter(
+    'peerlink_node_records_malformed_total',
+    'Messages between nodes, pending requests and relay offers read from Redis that did not decode (dropped)',
+    'kind',
+    () => Object.entries(source.malformedFromRedis()),
+  );
 }
 
 /** Connection requests and the TLS port; returns where timings are observed. */
-function requestMetrics(m: MetricMakers, prom: Prom, register: InstanceType<Prom['Registry']>, source: MetricsSource): MetricsListener['observe'] {
+function requestMetrics(
+  m: MetricMakers,
+  prom: Prom,
+  register: InstanceType<Prom['Registry']>,
+  source: MetricsSource,
+): MetricsListener['observe'] {
   m.fromCounters('peerlink_connection_requests_total', 'Connection requests by outcome', 'outcome', source.broker, REQUEST_OUTCOMES);
   m.fromCounters('peerlink_cross_node_total', 'Requests routed between server nodes', 'event', source.broker, [
     ['routedToNode', 'routed_to_owner'],
     ['notifiedForNode', 'notifications_sent_for_other_node'],
     ['attachedForNode', 'device_attached_for_other_node'],
   ]);
-  m.fromCounters('peerlink_device_attach_rejected_total', 'Device TLS attaches refused (unknown request or bad proof)', 'reason', source.broker, [['attachRejected', 'rejected']]);
-  m.fromCounters('peerlink_tls_connections_dropped_total', 'TLS connections dropped before they said what they are', 'reason', source.broker, [
-    ['handshakeFailed', 'handshake_failed'],
-    ['handshakeTimeout', 'handshake_timeout'],
-    ['badFirstFrame', 'bad_first_frame'],
-    ['unidentifiedOverCap', 'unidentified_over_cap'],
-  ]);
-  m.labelledGauge('peerlink_tls_connections', 'Open connections on the TLS port, by what they are so far', 'kind', () => Object.entries(source.openConnections()));
+  m.fromCounters(
+    'peerlink_device_attach_rejected_total',
+    'Device TLS attaches refused (unknown request or bad proof)',
+    'reason',
+    source.broker,
+    [['attachRejected', 'rejected']],
+  );
+  m.fromCounters(
+    'peerlink_tls_connections_dropped_total',
+    'TLS connections dropped before they said what they are',
+    'reason',
+    source.broker,
+    [
+      ['handshakeFailed', 'handshake_failed'],
+      ['handshakeTimeout', 'handshake_timeout'],
+      ['badFirstFrame', 'bad_first_frame'],
+      ['unidentifiedOverCap', 'unidentified_over_cap'],
+    ],
+  );
+  m.labelledGauge('peerlink_tls_connections', 'Open connections on the TLS port, by what they are so far', 'kind', () =>
+    Object.entries(source.openConnections()),
+  );
   const connect = new prom.Histogram({
     name: 'peerlink_connect_duration_seconds',
     help: "Server-side time to connect: from the client's request to the device's verdict relayed to the client",
@@ -271,17 +330,25 @@ function relayMetrics(m: MetricMakers, source: MetricsSource): void {
     ['cutForDuration', 'cut_for_duration'],
     ['cutIdle', 'cut_idle'],
   ]);
-  m.counter('peerlink_relay_bridged_total', 'Relayed sessions bridged from this node (the device) to the node holding the client', () => source.relayBridged());
+  m.counter('peerlink_relay_bridged_total', 'Relayed sessions bridged from this node (the device) to the node holding the client', () =>
+    source.relayBridged(),
+  );
   m.counter('peerlink_relay_bytes_total', 'Bytes copied by the relay (both directions)', () => source.relay.counters.get('bytes'));
 }
 
 function limitMetrics(m: MetricMakers, source: MetricsSource): void {
-  m.labelledGauge('peerlink_rate_limit_per_second', 'Configured rate limits (sustained events per second; 0 = off)', 'limit', () => Object.entries(source.limits).map(([k, v]) => [k, v.perSecond]));
-  m.labelledGauge('peerlink_rate_limit_burst', 'Configured rate limit bursts', 'limit', () => Object.entries(source.limits).map(([k, v]) => [k, v.burst]));
+  m.labelledGauge('peerlink_rate_limit_per_second', 'Configured rate limits (sustained events per second; 0 = off)', 'limit', () =>
+    Object.entries(source.limits).map(([k, v]) => [k, v.perSecond]),
+  );
+  m.labelledGauge('peerlink_rate_limit_burst', 'Configured rate limit bursts', 'limit', () =>
+    Object.entries(source.limits).map(([k, v]) => [k, v.burst]),
+  );
   m.fromCounters('peerlink_rate_limited_total', 'Events refused by a rate limit', 'limit', source.broker, [
     ['rateLimitedSource', 'requests_per_source'],
     ['rateLimitedTarget', 'requests_per_device'],
     ['rateLimitedAuthFailures', 'auth_failures_per_source'],
   ]);
-  m.counter('peerlink_registrations_rate_limited_total', 'Registrations dropped by the per-source limit', () => source.registration.get('rateLimited'));
+  m.counter('peerlink_registrations_rate_limited_total', 'Registrations dropped by the per-source limit', () =>
+    source.registration.get('rateLimited'),
+  );
 }

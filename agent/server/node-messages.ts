@@ -151,8 +151,10 @@ function ip(o: Json, key: string, field: string): string {
   return v;
 }
 
-const requestIdOf = (o: Json, what: string): string => str(o, 'r', `${what}.requestId`, REQUEST_ID_HEX, `${REQUEST_ID_BYTES} bytes in lower-case hex`);
-const nodeOf = (o: Json, key: string, field: string): string => str(o, key, field, NODE_ID_PATTERN, 'a node ID (1-64 of A-Z a-z 0-9 . _ : / -)');
+const requestIdOf = (o: Json, what: string): string =>
+  str(o, 'r', `${what}.requestId`, REQUEST_ID_HEX, `${REQUEST_ID_BYTES} bytes in lower-case hex`);
+const nodeOf = (o: Json, key: string, field: string): string =>
+  str(o, key, field, NODE_ID_PATTERN, 'a node ID (1-64 of A-Z a-z 0-9 . _ : / -)');
 const equipmentIdOf = (o: Json, key: string, field: string): string => str(o, key, field, EQUIPMENT_ID_PATTERN, 'an equipment ID');
 const portOf = (o: Json, key: string, field: string): number => int(o, key, field, 1, 65535);
 
@@ -172,7 +174,15 @@ function candidatesOf(v: unknown, field: string): Candidate[] {
 export function encodeNodeMessage(m: NodeMessage): string {
   switch (m.kind) {
     case 'notify':
-      return JSON.stringify({ t: 'notify', r: m.requestId, d: m.equipmentId, a: m.deviceAddress, p: m.devicePort, from: m.fromNode, w: wakeToHex(m.wake) });
+      return JSON.stringify({
+        t: 'notify',
+        r: m.requestId,
+        d: m.equipmentId,
+        a: m.deviceAddress,
+        p: m.devicePort,
+        from: m.fromNode,
+        w: wakeToHex(m.wake),
+      });
     case 'attached':
       return JSON.stringify({ t: 'attached', r: m.requestId, by: m.byNode });
     case 'taken':
@@ -185,7 +195,9 @@ export function encodeNodeMessage(m: NodeMessage): string {
         r: m.requestId,
         s: m.status,
         by: m.byNode,
-        c: m.candidates.filter((c) => c.kind === CandidateKind.PUNCH || c.kind === CandidateKind.LISTEN).map((c) => [c.kind, c.endpoint.address, c.endpoint.port]),
+        c: m.candidates
+          .filter((c) => c.kind === CandidateKind.PUNCH || c.kind === CandidateKind.LISTEN)
+          .map((c) => [c.kind, c.endpoint.address, c.endpoint.port]),
       });
   }
 }
@@ -198,7 +210,8 @@ export function decodeNodeMessage(text: string): NodeMessage {
     case 'notify': {
       onlyKeys(o, W, { t: 'kind', r: 'requestId', d: 'equipmentId', a: 'deviceAddress', p: 'devicePort', from: 'fromNode', w: 'wake' });
       const w = o['w'];
-      if (typeof w !== 'string' || !/^[0-9a-f]*$/.test(w) || w.length !== WAKE_BYTES * 2) throw new ProtocolError(`${W}.wake`, `not ${WAKE_BYTES} bytes in lower-case hex`);
+      if (typeof w !== 'string' || !/^[0-9a-f]*$/.test(w) || w.length !== WAKE_BYTES * 2)
+        throw new ProtocolError(`${W}.wake`, `not ${WAKE_BYTES} bytes in lower-case hex`);
       return {
         kind: 'notify',
         requestId: requestIdOf(o, W),
@@ -226,7 +239,8 @@ export function decodeNodeMessage(text: string): NodeMessage {
       const requestId = requestIdOf(o, W);
       const byNode = nodeOf(o, 'by', `${W}.byNode`);
       const reason = o['why'];
-      if (typeof reason !== 'number' || !REFUSE_REASONS.includes(reason)) throw new ProtocolError(`${W}.reason`, `not one of ${REFUSE_REASONS.join(', ')}`);
+      if (typeof reason !== 'number' || !REFUSE_REASONS.includes(reason))
+        throw new ProtocolError(`${W}.reason`, `not one of ${REFUSE_REASONS.join(', ')}`);
       return { kind: 'refused', requestId, byNode, reason: reason as RefuseReasonValue };
     }
     case 'verdict': {
@@ -270,7 +284,8 @@ export function decodePendingRecord(text: string): PendingRecord {
   const s = o['s'];
   if (typeof s !== 'string' || !BASE64.test(s)) throw new ProtocolError(`${W}.sealedRequest`, 'not base64');
   const sealedRequest = Buffer.from(s, 'base64');
-  if (sealedRequest.length > FRAME_MAX_PAYLOAD_BYTES) throw new ProtocolError(`${W}.sealedRequest`, `longer than ${FRAME_MAX_PAYLOAD_BYTES} bytes`);
+  if (sealedRequest.length > FRAME_MAX_PAYLOAD_BYTES)
+    throw new ProtocolError(`${W}.sealedRequest`, `longer than ${FRAME_MAX_PAYLOAD_BYTES} bytes`);
   return {
     equipmentId: equipmentIdOf(o, 'd', `${W}.equipmentId`),
     clientNode: nodeOf(o, 'o', `${W}.clientNode`),

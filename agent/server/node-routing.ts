@@ -118,11 +118,20 @@ export function createNodeRouting(o: NodeRoutingOptions): NodeRouting {
     o.onTiming?.('notifyRoundTrip', Date.now() - rec.notifiedAtMs, Status.OK);
     const { clientNode } = rec;
     const tell = (m: NodeMessage): Promise<unknown> =>
-      cluster.send(clientNode, m).catch((err: Error) => log.warn({ err: err.message, clientNode }, 'could not tell the node holding the client'));
+      cluster
+        .send(clientNode, m)
+        .catch((err: Error) => log.warn({ err: err.message, clientNode }, 'could not tell the node holding the client'));
     await tell({ kind: 'attached', requestId: hex, byNode: cluster.nodeId });
     log.info({ clientNode }, 'S206 device connected over TLS for a request held by another node; forwarding the request');
     o.deviceAttached(channel, socket);
-    const v = await o.exchange(channel, attach.requestId, { address: rec.clientAddress, port: rec.clientPort }, rec.advertisedPort, rec.sealedRequest, log);
+    const v = await o.exchange(
+      channel,
+      attach.requestId,
+      { address: rec.clientAddress, port: rec.clientPort },
+      rec.advertisedPort,
+      rec.sealedRequest,
+      log,
+    );
     await tell({ kind: 'verdict', requestId: hex, status: v.status, byNode: cluster.nodeId, candidates: v.candidates ?? [] });
     log.info({ status: v.status, clientNode }, 'S207 device verdict sent to the node holding the client');
   }
@@ -135,7 +144,9 @@ export function createNodeRouting(o: NodeRoutingOptions): NodeRouting {
       const holder = notifiedFor.get(hex);
       if (!holder) return false;
       notifiedFor.delete(hex);
-      cluster.send(holder, { kind: 'refused', requestId: hex, byNode: cluster.nodeId, reason }).catch((err: Error) => logger.debug({ err: err.message }, 'routing a refusal failed'));
+      cluster
+        .send(holder, { kind: 'refused', requestId: hex, byNode: cluster.nodeId, reason })
+        .catch((err: Error) => logger.debug({ err: err.message }, 'routing a refusal failed'));
       return true;
     },
   };

@@ -86,9 +86,15 @@ export function answerProbe(parsed: Parsed<UdpPacket>, from: RemoteInfo, ctx: Pr
   if (skewed && !proven) return { outcome: 'stale' };
   if (!skewed && ctx.seen.check(probe.nonce, Math.max(probe.timestampMs, now) + windowMs, now) !== 'fresh') return { outcome: 'replayed' };
   if (!proven) {
-    return { outcome: 'challenge', reply: encodeCookie({ nonce: probe.nonce, serverTimeMs: now, cookie: ctx.cookies.issue(probe.equipmentId, observed, now) }, key) };
+    return {
+      outcome: 'challenge',
+      reply: encodeCookie({ nonce: probe.nonce, serverTimeMs: now, cookie: ctx.cookies.issue(probe.equipmentId, observed, now) }, key),
+    };
   }
-  const reply = encodeRegisterAck({ status: skewed ? AckStatus.CLOCK_SKEW : AckStatus.OK, nonce: probe.nonce, serverTimeMs: now, observed }, key);
+  const reply = encodeRegisterAck(
+    { status: skewed ? AckStatus.CLOCK_SKEW : AckStatus.OK, nonce: probe.nonce, serverTimeMs: now, observed },
+    key,
+  );
   // The check goes only to the mapping this ID registered, and only for a probe at least as
   // large as the ack and the check together: no amplification, no reflection elsewhere (P6).
   const bigEnough = parsed.datagram.length >= PROBE_WITH_CHECK_MIN_BYTES;
@@ -96,11 +102,18 @@ export function answerProbe(parsed: Parsed<UdpPacket>, from: RemoteInfo, ctx: Pr
   // The mapping of the probe's own family (family-key.ts).
   const entry = ctx.registry.get(mappingKey(probe.equipmentId, observed.address));
   if (!entry) return { outcome: 'ack', reply };
-  return { outcome: 'ack', reply, check: { packet: encodeMappingCheck({ nonce: probe.nonce, serverTimeMs: now }, key), address: entry.address, port: entry.port } };
+  return {
+    outcome: 'ack',
+    reply,
+    check: { packet: encodeMappingCheck({ nonce: probe.nonce, serverTimeMs: now }, key), address: entry.address, port: entry.port },
+  };
 }
 
 /** Counts an answer's outcome; true when something is to be sent. */
-export function countProbe(answer: ProbeAnswer, counters: Counters<(typeof PROBE_COUNTERS)[number]>): answer is Extract<ProbeAnswer, { reply: Buffer }> {
+export function countProbe(
+  answer: ProbeAnswer,
+  counters: Counters<(typeof PROBE_COUNTERS)[number]>,
+): answer is Extract<ProbeAnswer, { reply: Buffer }> {
   counters.inc(answer.outcome === 'ack' ? 'probes' : answer.outcome === 'challenge' ? 'challenged' : answer.outcome);
   return answer.outcome === 'ack' || answer.outcome === 'challenge';
 }

@@ -22,7 +22,15 @@
 import type { Cluster as ClusterClient, Redis as RedisClient } from 'ioredis';
 import type { Logger } from 'pino';
 import { Counters } from '../common/counters.js';
-import { decodeNodeMessage, decodePendingRecord, droppedField, encodeNodeMessage, encodePendingRecord, type NodeMessage, type PendingRecord } from './node-messages.js';
+import {
+  decodeNodeMessage,
+  decodePendingRecord,
+  droppedField,
+  encodeNodeMessage,
+  encodePendingRecord,
+  type NodeMessage,
+  type PendingRecord,
+} from './node-messages.js';
 import type { RecordResult, RegistryBackend, RegistryEntry } from './registry.js';
 import { isGeneration } from '../protocol/identity-name.js';
 
@@ -279,11 +287,30 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
       const [a, p, s, t, n, g] = await c().hmget(deviceKey(id), 'a', 'p', 's', 't', 'n', 'g');
       if (a === null || a === undefined) return undefined;
       const generation = Number(g ?? 0);
-      return { address: a, port: Number(p), lastSeenMs: Number(s), lastTimestampMs: Number(t), node: n ?? '', ...(isGeneration(generation) && generation !== 0 ? { generation } : {}) };
+      return {
+        address: a,
+        port: Number(p),
+        lastSeenMs: Number(s),
+        lastTimestampMs: Number(t),
+        node: n ?? '',
+        ...(isGeneration(generation) && generation !== 0 ? { generation } : {}),
+      };
     },
     async record(id, e): Promise<RecordResult> {
       const node = e.node ?? o.nodeId;
-      const r = await batched(() => c().plRecord(deviceKey(id), e.address, e.port, e.lastSeenMs, e.lastTimestampMs, node, o.forgetAfterMs, refreshAfterMs, e.generation ?? 0));
+      const r = await batched(() =>
+        c().plRecord(
+          deviceKey(id),
+          e.address,
+          e.port,
+          e.lastSeenMs,
+          e.lastTimestampMs,
+          node,
+          o.forgetAfterMs,
+          refreshAfterMs,
+          e.generation ?? 0,
+        ),
+      );
       if (r === '0') return { outcome: 'replayed' };
       if (r === 'h') return { outcome: 'held' };
       if (r === '1') return { outcome: 'accepted', moved: true, previous: undefined };
@@ -308,7 +335,10 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
         return decodePendingRecord(v);
       } catch (err) {
         malformed.inc('pending');
-        log.debug({ requestId: hex.slice(0, 12), field: droppedField(err), err: (err as Error).message }, 'dropped a malformed pending request read from Redis');
+        log.debug(
+          { requestId: hex.slice(0, 12), field: droppedField(err), err: (err as Error).message },
+          'dropped a malformed pending request read from Redis',
+        );
         return undefined;
       }
     },
@@ -330,7 +360,13 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
       let sub: RedisClient | ClusterClient;
       if (mode === 'single') {
         client = new Redis(o.url!, common) as unknown as WithScripts;
-        sub = new Redis(o.url!, { ...common, enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined, enableAutoPipelining: false });
+        sub = new Redis(o.url!, {
+          ...common,
+          enableOfflineQueue: true,
+          maxRetriesPerRequest: null,
+          commandTimeout: undefined,
+          enableAutoPipelining: false,
+        });
         sub.on('message', onNodeMessage);
       } else {
         const seeds = o.clusterNodes!.map((h) => {
@@ -350,7 +386,13 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
         };
         client = new Cluster(seeds, clusterOptions) as unknown as WithScripts;
         // One subscriber connection per primary (SSUBSCRIBE): this node's channel lives on one shard.
-        sub = new Cluster(seeds, { ...clusterOptions, enableOfflineQueue: true, enableAutoPipelining: false, shardedSubscribers: true, redisOptions: { ...clusterOptions.redisOptions, maxRetriesPerRequest: null, commandTimeout: undefined } });
+        sub = new Cluster(seeds, {
+          ...clusterOptions,
+          enableOfflineQueue: true,
+          enableAutoPipelining: false,
+          shardedSubscribers: true,
+          redisOptions: { ...clusterOptions.redisOptions, maxRetriesPerRequest: null, commandTimeout: undefined },
+        });
         sub.on('smessage', onNodeMessage);
         // A primary failed over (or the topology changed): writes acknowledged just before may be
         // lost with it (asynchronous replication), so entries are rewritten at their next registration.

@@ -135,12 +135,20 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
   const limiter = options.sourceLimiter;
   const deviceKey = deviceUdpKeys(masterKey);
   const cookies = options.cookieJar ?? createCookieJar(masterKey);
-  const probeContext: ProbeContext = { deviceKey, cookies, seen: options.probeNonces ?? new ReplayCache(PROBE_NONCES_MAX), clock, registry, clockWindowMs: windowMs };
+  const probeContext: ProbeContext = {
+    deviceKey,
+    cookies,
+    seen: options.probeNonces ?? new ReplayCache(PROBE_NONCES_MAX),
+    clock,
+    registry,
+    clockWindowMs: windowMs,
+  };
   let socket: Socket | null = null;
   let backendFailing = false;
   let pendingWrites = 0;
 
-  const isDenied = (p: { readonly equipmentId: string; readonly generation?: number }): boolean => options.denied?.(p.equipmentId, p.generation ?? 0) ?? false;
+  const isDenied = (p: { readonly equipmentId: string; readonly generation?: number }): boolean =>
+    options.denied?.(p.equipmentId, p.generation ?? 0) ?? false;
 
   function onMessage(msg: Buffer, rinfo: RemoteInfo): void {
     // Keyed per address for IPv4, per /64 for IPv6 (one subscriber's prefix: rate-limiter.ts sourceKey).
@@ -260,7 +268,14 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
           // written; the next registration tries again.
           counters.inc('sharedHeld');
           registry.set(id, entry);
-          return accept(reg, { outcome: 'accepted', moved: !(local && sameMapping(local, observed)), previous: undefined }, key, now, observed, rinfo);
+          return accept(
+            reg,
+            { outcome: 'accepted', moved: !(local && sameMapping(local, observed)), previous: undefined },
+            key,
+            now,
+            observed,
+            rinfo,
+          );
         }
         accept(reg, r, key, now, observed, rinfo);
       },
@@ -315,7 +330,11 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     if (r.moved) {
       counters.inc('addressChanged');
       logger.info(
-        { equipmentId: reg.equipmentId, mapping: `${observed.address}:${observed.port}`, previous: prev ? `${prev.address}:${prev.port}` : null },
+        {
+          equipmentId: reg.equipmentId,
+          mapping: `${observed.address}:${observed.port}`,
+          previous: prev ? `${prev.address}:${prev.port}` : null,
+        },
         'S202 device registered',
       );
     }

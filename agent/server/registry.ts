@@ -193,7 +193,6 @@ class CompactRegistry implements Registry {
     if (this.find(partner, hashId(partner)) >= 0) this.pairs += by;
   }
 
-
   private growSlots(): void {
     this.capacity = Math.ceil(this.capacity * 1.5);
     const f64 = new Float64Array(this.capacity * F64_PER_SLOT);
@@ -365,7 +364,7 @@ class CompactRegistry implements Registry {
     const h = hashId(id);
     const mask = this.table.length - 1;
     let i = h & mask;
-    for (;; i = (i + 1) & mask) {
+    for (; ; i = (i + 1) & mask) {
       const v = this.table[i]!;
       if (v === 0) return false;
       if (this.u32[(v - 1) * U32_PER_SLOT + U32_ID_HASH] === h && this.sameId(v - 1, id)) break;
@@ -396,7 +395,11 @@ class CompactRegistry implements Registry {
   }
 
   private idAt(slot: number): string {
-    return this.arena.toString('utf8', this.u32[slot * U32_PER_SLOT + U32_ID_OFFSET]!, this.u32[slot * U32_PER_SLOT + U32_ID_OFFSET]! + this.u8[slot * SLOT_BYTES + U8_ID_LENGTH]!);
+    return this.arena.toString(
+      'utf8',
+      this.u32[slot * U32_PER_SLOT + U32_ID_OFFSET]!,
+      this.u32[slot * U32_PER_SLOT + U32_ID_OFFSET]! + this.u8[slot * SLOT_BYTES + U8_ID_LENGTH]!,
+    );
   }
 
   *entries(): IterableIterator<[string, RegistryEntry]> {
@@ -418,4 +421,3 @@ class CompactRegistry implements Registry {
 export function createMemoryRegistry(): Registry {
   return new CompactRegistry();
 }
-

@@ -34,7 +34,12 @@ export interface RelayBridge {
   offered(requestIdHex: string): void;
   /** The device joined here for a relay another node offered: bridge it; false if none is known. */
   /** `generation`: the device identity's (identity-name.ts), joined under at the other node as the device named it. */
-  bridge(device: { channel: FrameChannel; socket: TLSSocket }, equipmentId: string, requestId: Buffer, generation?: number): Promise<boolean>;
+  bridge(
+    device: { channel: FrameChannel; socket: TLSSocket },
+    equipmentId: string,
+    requestId: Buffer,
+    generation?: number,
+  ): Promise<boolean>;
   readonly bridged: number;
   /** Offers read from Redis that did not decode (node-messages.ts), dropped. */
   readonly malformedOffers: number;
@@ -58,7 +63,7 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
         const tls = parseTlsAddress(o.tlsAddress(), 'redis.tls_address');
         offer = { node: o.cluster.nodeId, tlsHost: tls.host, tlsPort: tls.port };
       } catch (err) {
-        o.logger.warn({ err: (err as Error).message }, 'cannot offer the relay to other nodes: this node\'s TLS address is not host:port');
+        o.logger.warn({ err: (err as Error).message }, "cannot offer the relay to other nodes: this node's TLS address is not host:port");
         return;
       }
       void o.cluster
@@ -87,7 +92,12 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
       const tlsAt = `${offer.tlsHost.includes(':') ? `[${offer.tlsHost}]` : offer.tlsHost}:${offer.tlsPort}`;
       const upstream = await new Promise<TLSSocket | null>((resolve) => {
         // allowHalfOpen: the end-to-end channel half-closes through the bridge (as through the relay).
-        const options: ConnectionOptions & { allowHalfOpen: boolean } = { host: offer.tlsHost, port: offer.tlsPort, rejectUnauthorized: false, allowHalfOpen: true };
+        const options: ConnectionOptions & { allowHalfOpen: boolean } = {
+          host: offer.tlsHost,
+          port: offer.tlsPort,
+          rejectUnauthorized: false,
+          allowHalfOpen: true,
+        };
         const s = tlsConnect(options, () => {
           // Only another node of this fleet: the same certificate as ours.
           if (s.getPeerX509Certificate()?.fingerprint256 !== fingerprint) {
@@ -108,7 +118,13 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
         await up.next(RELAY_PAIR_TIMEOUT_MS); // HELLO
         const exporter = upstream.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
         const name = identityName(equipmentId, generation);
-        up.send({ type: FrameType.RELAY_JOIN_DEVICE, equipmentId, ...(generation ? { generation } : {}), requestId, proof: attachProof(deriveRegistrationKey(o.masterKey, name), requestId, exporter) });
+        up.send({
+          type: FrameType.RELAY_JOIN_DEVICE,
+          equipmentId,
+          ...(generation ? { generation } : {}),
+          requestId,
+          proof: attachProof(deriveRegistrationKey(o.masterKey, name), requestId, exporter),
+        });
         const paired = await up.next(RELAY_PAIR_TIMEOUT_MS);
         if (paired.type !== FrameType.RELAY_PAIRED) throw new Error('the other node answered out of turn');
       } catch (err) {

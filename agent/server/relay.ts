@@ -66,13 +66,18 @@ export interface RelayLimits {
 }
 
 export const RELAY_LIMIT_KEYS: readonly (keyof RelayLimits)[] = [
-  'maxSessions', 'bytesPerSecond', 'maxDurationMs', 'joinTimeoutMs', 'maxSessionsPerDevice', 'maxSessionsPerSource', 'idleTimeoutMs',
+  'maxSessions',
+  'bytesPerSecond',
+  'maxDurationMs',
+  'joinTimeoutMs',
+  'maxSessionsPerDevice',
+  'maxSessionsPerSource',
+  'idleTimeoutMs',
 ];
 
 /** What the broker tells the client: a token to join with, or why no relay is offered. */
 export type RelayOffer =
-  | { readonly ok: true; readonly joinToken: Buffer }
-  | { readonly ok: false; readonly reason: 'per_device' | 'per_source' | 'full' };
+  { readonly ok: true; readonly joinToken: Buffer } | { readonly ok: false; readonly reason: 'per_device' | 'per_source' | 'full' };
 
 interface Side {
   readonly channel: FrameChannel;
@@ -134,12 +139,15 @@ function throttledCopy(a: TLSSocket, b: TLSSocket, bytesPerSecond: number, onByt
     if (inWindow >= bytesPerSecond) {
       a.pause();
       clearTimeout(resumeTimer);
-      resumeTimer = setTimeout(() => {
-        windowStart = Date.now();
-        inWindow = 0;
-        if (ok || b.writableLength === 0) a.resume();
-        else b.once('drain', () => a.resume());
-      }, 1000 - (now - windowStart));
+      resumeTimer = setTimeout(
+        () => {
+          windowStart = Date.now();
+          inWindow = 0;
+          if (ok || b.writableLength === 0) a.resume();
+          else b.once('drain', () => a.resume());
+        },
+        1000 - (now - windowStart),
+      );
     } else if (!ok) {
       a.pause();
       b.once('drain', () => a.resume());
@@ -228,23 +236,25 @@ export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers 
     idle = timers.setTimeout(checkIdle, limits.idleTimeoutMs);
     idle.unref();
     let closed = 0;
-    const onClose = (s: TLSSocket, other: TLSSocket) => (hadError: boolean): void => {
-      live.delete(s);
-      // Read once: resetting the other side can emit its 'close' (this handler) synchronously.
-      const n = ++closed;
-      if (n === 1) {
-        // An orderly close lets the other side finish what it is sending; an abrupt one ends it.
-        if (hadError || !s.readableEnded) reset(other);
-        else other.end();
-      }
-      if (n === 2) {
-        timers.clearTimeout(cut);
-        timers.clearTimeout(idle);
-        active--;
-        release(slot);
-        logger.info({ equipmentId: slot.equipmentId, bytes, durationMs: timers.now() - started }, 'relay session ended');
-      }
-    };
+    const onClose =
+      (s: TLSSocket, other: TLSSocket) =>
+      (hadError: boolean): void => {
+        live.delete(s);
+        // Read once: resetting the other side can emit its 'close' (this handler) synchronously.
+        const n = ++closed;
+        if (n === 1) {
+          // An orderly close lets the other side finish what it is sending; an abrupt one ends it.
+          if (hadError || !s.readableEnded) reset(other);
+          else other.end();
+        }
+        if (n === 2) {
+          timers.clearTimeout(cut);
+          timers.clearTimeout(idle);
+          active--;
+          release(slot);
+          logger.info({ equipmentId: slot.equipmentId, bytes, durationMs: timers.now() - started }, 'relay session ended');
+        }
+      };
     c.socket.once('close', onClose(c.socket, d.socket));
     d.socket.once('close', onClose(d.socket, c.socket));
     logger.info({ equipmentId: slot.equipmentId }, 'relay session paired (end-to-end encrypted; the relay sees ciphertext only)');
@@ -265,7 +275,10 @@ export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers 
       }
       if ((perSource.get(source) ?? 0) >= limits.maxSessionsPerSource) {
         counters.inc('refusedPerSource');
-        logger.info({ equipmentId, source, max: limits.maxSessionsPerSource }, 'relay not offered: the client source holds its share of relay sessions');
+        logger.info(
+          { equipmentId, source, max: limits.maxSessionsPerSource },
+          'relay not offered: the client source holds its share of relay sessions',
+        );
         return { ok: false, reason: 'per_source' };
       }
       if (slots.size >= RELAY_MAX_OFFERS || slots.has(key)) {
@@ -297,7 +310,10 @@ export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers 
         side.socket.destroy();
         return;
       }
-      if (role === 'client' && !(Buffer.isBuffer(proof) && proof.length === slot.joinToken.length && timingSafeEqual(proof, slot.joinToken))) {
+      if (
+        role === 'client' &&
+        !(Buffer.isBuffer(proof) && proof.length === slot.joinToken.length && timingSafeEqual(proof, slot.joinToken))
+      ) {
         // Someone who saw the request ID (the NOTIFY) but was not given the token: not the client.
         counters.inc('refusedToken');
         side.socket.destroy();

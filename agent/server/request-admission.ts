@@ -50,7 +50,11 @@ export type Admission =
     }
   | { readonly admitted: false; readonly status: StatusValue; readonly detail?: string };
 
-const refuse = (status: StatusValue, detail?: string): Admission => ({ admitted: false, status, ...(detail === undefined ? {} : { detail }) });
+const refuse = (status: StatusValue, detail?: string): Admission => ({
+  admitted: false,
+  status,
+  ...(detail === undefined ? {} : { detail }),
+});
 
 export async function admitRequest(ctx: AdmissionContext, equipmentId: string, clientAddress: string, log: Logger): Promise<Admission> {
   const { counters } = ctx;
@@ -89,7 +93,10 @@ export async function admitRequest(ctx: AdmissionContext, equipmentId: string, c
     if (!found.v4 && !found.v6) {
       counters.inc('registryUnavailable');
       log.warn({ err: (err as Error).message }, 'S204 shared registry unreachable and the device is not registered at this node');
-      return refuse(Status.SERVER_DEGRADED, 'the server cannot reach its shared registry now, and the device is not registered at this node; try again shortly');
+      return refuse(
+        Status.SERVER_DEGRADED,
+        'the server cannot reach its shared registry now, and the device is not registered at this node; try again shortly',
+      );
     }
     log.warn('S204 shared registry unreachable; the device is registered at this node, serving it from the local list');
   }
@@ -116,7 +123,10 @@ export async function admitRequest(ctx: AdmissionContext, equipmentId: string, c
     log.info({ generation: entry.generation ?? 0 }, 'connection request refused: the registered identity generation is on the deny list');
     return refuse(Status.DEVICE_DENIED);
   }
-  if (ctx.pending.countForSource(equipmentId, source) >= MAX_PENDING_PER_SOURCE_PER_DEVICE || ctx.pending.countFor(equipmentId) >= ctx.maxPendingPerDevice) {
+  if (
+    ctx.pending.countForSource(equipmentId, source) >= MAX_PENDING_PER_SOURCE_PER_DEVICE ||
+    ctx.pending.countFor(equipmentId) >= ctx.maxPendingPerDevice
+  ) {
     counters.inc('busy');
     return refuse(Status.DEVICE_BUSY);
   }

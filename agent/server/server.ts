@@ -133,10 +133,34 @@ export interface RendezvousServerOptions {
 }
 
 const OPTION_KEYS = [
-  'udpHost', 'udpPort', 'tlsHost', 'tlsPort', 'certPem', 'keyPem', 'masterKey', 'registry', 'clock', 'timers', 'logger',
-  'staleAfterMs', 'forgetAfterMs', 'clockWindowMs', 'attachTimeoutMs', 'notifyRetryMs', 'maxPendingPerDevice', 'relay',
-  'nodeId', 'redis', 'limits', 'metrics', 'shutdownGraceMs', 'probePort', 'handshakeTimeoutMs', 'maxUnidentifiedConnections',
-  'denyFile', 'denyPollMs',
+  'udpHost',
+  'udpPort',
+  'tlsHost',
+  'tlsPort',
+  'certPem',
+  'keyPem',
+  'masterKey',
+  'registry',
+  'clock',
+  'timers',
+  'logger',
+  'staleAfterMs',
+  'forgetAfterMs',
+  'clockWindowMs',
+  'attachTimeoutMs',
+  'notifyRetryMs',
+  'maxPendingPerDevice',
+  'relay',
+  'nodeId',
+  'redis',
+  'limits',
+  'metrics',
+  'shutdownGraceMs',
+  'probePort',
+  'handshakeTimeoutMs',
+  'maxUnidentifiedConnections',
+  'denyFile',
+  'denyPollMs',
 ] as const;
 
 export interface RendezvousServer {
@@ -231,7 +255,12 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     let batch: Promise<unknown>[] = [];
     for (const [id, e] of opts.registry.entries()) {
       // The compare-and-set keeps a newer entry (the device may have moved to another node since).
-      batch.push(c.record(id, { ...e, node: nodeId }).then(() => written++, () => undefined));
+      batch.push(
+        c.record(id, { ...e, node: nodeId }).then(
+          () => written++,
+          () => undefined,
+        ),
+      );
       if (batch.length >= 1000) {
         await Promise.all(batch);
         batch = [];
@@ -388,10 +417,13 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
         await probe?.stop();
         throw err;
       }
-      sweeper = setInterval(() => {
-        const gone = opts.registry.sweep(opts.clock.now() - opts.forgetAfterMs);
-        if (gone > 0) opts.logger.info({ removed: gone }, 'forgot devices that stopped registering');
-      }, Math.min(SWEEP_INTERVAL_MS, opts.forgetAfterMs));
+      sweeper = setInterval(
+        () => {
+          const gone = opts.registry.sweep(opts.clock.now() - opts.forgetAfterMs);
+          if (gone > 0) opts.logger.info({ removed: gone }, 'forgot devices that stopped registering');
+        },
+        Math.min(SWEEP_INTERVAL_MS, opts.forgetAfterMs),
+      );
       sweeper.unref();
     },
     async stop(graceMs = opts.shutdownGraceMs) {

@@ -52,7 +52,16 @@ export interface ServerSettings {
   readonly probe: { readonly port: number };
   readonly relay: RelayLimits;
   /** Present: this is one node of several sharing the registry through Redis. */
-  readonly redis: { readonly url: string | undefined; readonly clusterNodes: readonly string[] | undefined; readonly refreshAfterMs: number; readonly nodeId: string | undefined; readonly keyPrefix: string; readonly tlsAddress: string | undefined; readonly username: string | undefined; readonly passwordFile: string | undefined } | null;
+  readonly redis: {
+    readonly url: string | undefined;
+    readonly clusterNodes: readonly string[] | undefined;
+    readonly refreshAfterMs: number;
+    readonly nodeId: string | undefined;
+    readonly keyPrefix: string;
+    readonly tlsAddress: string | undefined;
+    readonly username: string | undefined;
+    readonly passwordFile: string | undefined;
+  } | null;
   readonly limits: ServerLimits;
   readonly metrics: { readonly enabled: boolean; readonly host: string; readonly port: number };
   readonly shutdown: { readonly graceMs: number };
@@ -64,17 +73,42 @@ const REDIS_URL = /^rediss?:\/\/[^\s]+$/;
 const CLUSTER_NODE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253}):\d{1,5}$/;
 const NODE_ID = /^[A-Za-z0-9._:/-]{1,64}$/;
 
-const TOP = ['log_level', 'registration_master_key_file', 'udp', 'tls', 'registry', 'requests', 'relay', 'redis', 'limits', 'metrics', 'shutdown', 'probe', 'deny'] as const;
+const TOP = [
+  'log_level',
+  'registration_master_key_file',
+  'udp',
+  'tls',
+  'registry',
+  'requests',
+  'relay',
+  'redis',
+  'limits',
+  'metrics',
+  'shutdown',
+  'probe',
+  'deny',
+] as const;
 const LIMIT_KEYS = [
-  'registrations_per_source_per_s', 'registrations_per_source_burst',
-  'requests_per_source_per_min', 'requests_per_source_burst',
-  'requests_per_device_per_min', 'requests_per_device_burst',
-  'auth_failures_per_source_per_min', 'auth_failures_per_source_burst',
+  'registrations_per_source_per_s',
+  'registrations_per_source_burst',
+  'requests_per_source_per_min',
+  'requests_per_source_burst',
+  'requests_per_device_per_min',
+  'requests_per_device_burst',
+  'auth_failures_per_source_per_min',
+  'auth_failures_per_source_burst',
 ] as const;
 
 /** `redis.url` (one Redis) or `redis.cluster_nodes` (Redis Cluster seed nodes), exactly one. */
-function redisTarget(c: SettingsChecker, red: Record<string, unknown>): { url: string | undefined; clusterNodes: readonly string[] | undefined } {
-  if (red.cluster_nodes === undefined) return { url: c.str(red, 'url', 'redis.url', { pattern: REDIS_URL, expect: 'a redis:// or rediss:// URL, or cluster_nodes' }), clusterNodes: undefined };
+function redisTarget(
+  c: SettingsChecker,
+  red: Record<string, unknown>,
+): { url: string | undefined; clusterNodes: readonly string[] | undefined } {
+  if (red.cluster_nodes === undefined)
+    return {
+      url: c.str(red, 'url', 'redis.url', { pattern: REDIS_URL, expect: 'a redis:// or rediss:// URL, or cluster_nodes' }),
+      clusterNodes: undefined,
+    };
   if (red.url !== undefined) c.problem('redis.url', 'either url (one Redis) or cluster_nodes (Redis Cluster), not both', red.url);
   const v = red.cluster_nodes;
   if (!Array.isArray(v) || v.length === 0 || v.length > 64 || !v.every((x) => typeof x === 'string' && CLUSTER_NODE.test(x))) {
@@ -85,13 +119,30 @@ function redisTarget(c: SettingsChecker, red: Record<string, unknown>): { url: s
 }
 
 /** `redis.username` / `redis.password_file`: a cluster's password (with `url` it goes in the URL). */
-function redisAuth(c: SettingsChecker, red: Record<string, unknown>, base: string): { username: string | undefined; passwordFile: string | undefined } {
+function redisAuth(
+  c: SettingsChecker,
+  red: Record<string, unknown>,
+  base: string,
+): { username: string | undefined; passwordFile: string | undefined } {
   if (red.url !== undefined && (red.username !== undefined || red.password_file !== undefined)) {
-    c.problem(red.password_file !== undefined ? 'redis.password_file' : 'redis.username', 'with redis.url the user and password go in the URL (redis://user:password@host:port)', red.password_file ?? red.username);
+    c.problem(
+      red.password_file !== undefined ? 'redis.password_file' : 'redis.username',
+      'with redis.url the user and password go in the URL (redis://user:password@host:port)',
+      red.password_file ?? red.username,
+    );
   }
   return {
-    username: red.username === undefined ? undefined : c.str(red, 'username', 'redis.username', { pattern: /^[!-~]{1,128}$/, expect: 'an ACL user name, 1-128 printable characters' }),
-    passwordFile: red.password_file === undefined ? undefined : resolve(base, c.str(red, 'password_file', 'redis.password_file', { expect: 'the path of a file holding the Redis Cluster password' })),
+    username:
+      red.username === undefined
+        ? undefined
+        : c.str(red, 'username', 'redis.username', { pattern: /^[!-~]{1,128}$/, expect: 'an ACL user name, 1-128 printable characters' }),
+    passwordFile:
+      red.password_file === undefined
+        ? undefined
+        : resolve(
+            base,
+            c.str(red, 'password_file', 'redis.password_file', { expect: 'the path of a file holding the Redis Cluster password' }),
+          ),
   };
 }
 
@@ -104,15 +155,34 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
   const reg = c.table(doc, 'registry', 'registry', ['stale_after_ms', 'forget_after_ms', 'clock_window_ms']);
   const req = c.table(doc, 'requests', 'requests', ['attach_timeout_ms', 'notify_retry_ms', 'max_pending_per_device']);
   const rel = c.table(doc, 'relay', 'relay', [
-    'max_sessions', 'bytes_per_second', 'max_duration_ms', 'join_timeout_ms', 'max_sessions_per_device', 'max_sessions_per_source', 'idle_timeout_ms',
+    'max_sessions',
+    'bytes_per_second',
+    'max_duration_ms',
+    'join_timeout_ms',
+    'max_sessions_per_device',
+    'max_sessions_per_source',
+    'idle_timeout_ms',
   ]);
-  const red = c.table(doc, 'redis', 'redis', ['url', 'cluster_nodes', 'refresh_after_ms', 'node_id', 'key_prefix', 'tls_address', 'username', 'password_file']);
+  const red = c.table(doc, 'redis', 'redis', [
+    'url',
+    'cluster_nodes',
+    'refresh_after_ms',
+    'node_id',
+    'key_prefix',
+    'tls_address',
+    'username',
+    'password_file',
+  ]);
   const lim = c.table(doc, 'limits', 'limits', LIMIT_KEYS);
   const met = c.table(doc, 'metrics', 'metrics', ['enabled', 'host', 'port']);
   const shut = c.table(doc, 'shutdown', 'shutdown', ['grace_ms']);
   const limit = (key: string, per: 's' | 'min', def: RateLimit): RateLimit => {
     const scale = per === 's' ? 1 : 60;
-    const rate = c.int(lim, `${key}_per_${per}`, `limits.${key}_per_${per}`, { default: Math.round(def.perSecond * scale), min: 0, max: 10_000_000 });
+    const rate = c.int(lim, `${key}_per_${per}`, `limits.${key}_per_${per}`, {
+      default: Math.round(def.perSecond * scale),
+      min: 0,
+      max: 10_000_000,
+    });
     const burst = c.int(lim, `${key}_burst`, `limits.${key}_burst`, { default: def.burst, min: 1, max: 10_000_000 });
     return Object.freeze({ perSecond: rate / scale, burst });
   };
@@ -142,33 +212,86 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
     ),
     registry: {
       staleAfterMs: c.int(reg, 'stale_after_ms', 'registry.stale_after_ms', { default: DEVICE_STALE_AFTER_MS, min: 1000, max: 86_400_000 }),
-      forgetAfterMs: c.int(reg, 'forget_after_ms', 'registry.forget_after_ms', { default: DEVICE_FORGET_AFTER_MS, min: 1000, max: 30 * 86_400_000 }),
-      clockWindowMs: c.int(reg, 'clock_window_ms', 'registry.clock_window_ms', { default: REGISTER_CLOCK_WINDOW_MS, min: 1000, max: 3_600_000 }),
+      forgetAfterMs: c.int(reg, 'forget_after_ms', 'registry.forget_after_ms', {
+        default: DEVICE_FORGET_AFTER_MS,
+        min: 1000,
+        max: 30 * 86_400_000,
+      }),
+      clockWindowMs: c.int(reg, 'clock_window_ms', 'registry.clock_window_ms', {
+        default: REGISTER_CLOCK_WINDOW_MS,
+        min: 1000,
+        max: 3_600_000,
+      }),
     },
     requests: {
-      attachTimeoutMs: c.int(req, 'attach_timeout_ms', 'requests.attach_timeout_ms', { default: DEVICE_ATTACH_TIMEOUT_MS, min: 100, max: 120_000 }),
+      attachTimeoutMs: c.int(req, 'attach_timeout_ms', 'requests.attach_timeout_ms', {
+        default: DEVICE_ATTACH_TIMEOUT_MS,
+        min: 100,
+        max: 120_000,
+      }),
       notifyRetryMs: c.int(req, 'notify_retry_ms', 'requests.notify_retry_ms', { default: NOTIFY_RETRY_MS, min: 50, max: 60_000 }),
-      maxPendingPerDevice: c.int(req, 'max_pending_per_device', 'requests.max_pending_per_device', { default: MAX_PENDING_PER_DEVICE, min: 1, max: 1000 }),
+      maxPendingPerDevice: c.int(req, 'max_pending_per_device', 'requests.max_pending_per_device', {
+        default: MAX_PENDING_PER_DEVICE,
+        min: 1,
+        max: 1000,
+      }),
     },
     probe: { port: c.int(probe, 'port', 'probe.port', { default: 0, min: 0, max: 65535 }) },
     relay: {
       maxSessions: c.int(rel, 'max_sessions', 'relay.max_sessions', { default: RELAY_MAX_SESSIONS, min: 0, max: 1_000_000 }),
-      bytesPerSecond: c.int(rel, 'bytes_per_second', 'relay.bytes_per_second', { default: RELAY_BYTES_PER_SECOND, min: 1024, max: 10_000_000_000 }),
-      maxDurationMs: c.int(rel, 'max_duration_ms', 'relay.max_duration_ms', { default: RELAY_MAX_DURATION_MS, min: 1000, max: 7 * 86_400_000 }),
+      bytesPerSecond: c.int(rel, 'bytes_per_second', 'relay.bytes_per_second', {
+        default: RELAY_BYTES_PER_SECOND,
+        min: 1024,
+        max: 10_000_000_000,
+      }),
+      maxDurationMs: c.int(rel, 'max_duration_ms', 'relay.max_duration_ms', {
+        default: RELAY_MAX_DURATION_MS,
+        min: 1000,
+        max: 7 * 86_400_000,
+      }),
       joinTimeoutMs: c.int(rel, 'join_timeout_ms', 'relay.join_timeout_ms', { default: RELAY_JOIN_TIMEOUT_MS, min: 1000, max: 600_000 }),
-      maxSessionsPerDevice: c.int(rel, 'max_sessions_per_device', 'relay.max_sessions_per_device', { default: RELAY_MAX_SESSIONS_PER_DEVICE, min: 1, max: 1_000_000 }),
-      maxSessionsPerSource: c.int(rel, 'max_sessions_per_source', 'relay.max_sessions_per_source', { default: RELAY_MAX_SESSIONS_PER_SOURCE, min: 1, max: 1_000_000 }),
-      idleTimeoutMs: c.int(rel, 'idle_timeout_ms', 'relay.idle_timeout_ms', { default: RELAY_IDLE_TIMEOUT_MS, min: 1000, max: 7 * 86_400_000 }),
+      maxSessionsPerDevice: c.int(rel, 'max_sessions_per_device', 'relay.max_sessions_per_device', {
+        default: RELAY_MAX_SESSIONS_PER_DEVICE,
+        min: 1,
+        max: 1_000_000,
+      }),
+      maxSessionsPerSource: c.int(rel, 'max_sessions_per_source', 'relay.max_sessions_per_source', {
+        default: RELAY_MAX_SESSIONS_PER_SOURCE,
+        min: 1,
+        max: 1_000_000,
+      }),
+      idleTimeoutMs: c.int(rel, 'idle_timeout_ms', 'relay.idle_timeout_ms', {
+        default: RELAY_IDLE_TIMEOUT_MS,
+        min: 1000,
+        max: 7 * 86_400_000,
+      }),
     },
     redis:
       doc.redis === undefined
         ? null
         : {
             ...redisTarget(c, red),
-            refreshAfterMs: c.int(red, 'refresh_after_ms', 'redis.refresh_after_ms', { default: SHARED_REFRESH_AFTER_MS, min: 1000, max: 3_600_000 }),
-            nodeId: red.node_id === undefined ? undefined : c.str(red, 'node_id', 'redis.node_id', { pattern: NODE_ID, expect: '1-64 of A-Z a-z 0-9 . _ : / -' }),
-            tlsAddress: red.tls_address === undefined ? undefined : c.str(red, 'tls_address', 'redis.tls_address', { pattern: /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, expect: '"host:port" where the other nodes reach this node\'s TLS port' }),
-            keyPrefix: c.str(red, 'key_prefix', 'redis.key_prefix', { default: 'pl:', pattern: /^[A-Za-z0-9._:-]{0,32}$/, expect: 'up to 32 of A-Z a-z 0-9 . _ : -' }),
+            refreshAfterMs: c.int(red, 'refresh_after_ms', 'redis.refresh_after_ms', {
+              default: SHARED_REFRESH_AFTER_MS,
+              min: 1000,
+              max: 3_600_000,
+            }),
+            nodeId:
+              red.node_id === undefined
+                ? undefined
+                : c.str(red, 'node_id', 'redis.node_id', { pattern: NODE_ID, expect: '1-64 of A-Z a-z 0-9 . _ : / -' }),
+            tlsAddress:
+              red.tls_address === undefined
+                ? undefined
+                : c.str(red, 'tls_address', 'redis.tls_address', {
+                    pattern: /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/,
+                    expect: '"host:port" where the other nodes reach this node\'s TLS port',
+                  }),
+            keyPrefix: c.str(red, 'key_prefix', 'redis.key_prefix', {
+              default: 'pl:',
+              pattern: /^[A-Za-z0-9._:-]{0,32}$/,
+              expect: 'up to 32 of A-Z a-z 0-9 . _ : -',
+            }),
             ...redisAuth(c, red, base),
           },
     limits: Object.freeze({
@@ -183,7 +306,12 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
       port: c.int(met, 'port', 'metrics.port', { default: DEFAULT_METRICS_PORT, min: 0, max: 65535 }),
     },
     shutdown: { graceMs: c.int(shut, 'grace_ms', 'shutdown.grace_ms', { default: SHUTDOWN_GRACE_MS, min: 0, max: 600_000 }) },
-    deny: { file: deny.file === undefined ? null : resolve(base, c.str(deny, 'file', 'deny.file', { expect: 'the path of the deny list (one equipment ID a line)' })) },
+    deny: {
+      file:
+        deny.file === undefined
+          ? null
+          : resolve(base, c.str(deny, 'file', 'deny.file', { expect: 'the path of the deny list (one equipment ID a line)' })),
+    },
   };
   c.throwIfAny();
   return Object.freeze(settings);
@@ -233,7 +361,8 @@ export async function loadServerSecrets(s: ServerSettings): Promise<ServerSecret
     redisPassword = await readSecretFile(s.redis.passwordFile, { what: 'the Redis password (redis.password_file)' })
       .then((text) => {
         const pw = text.replace(/\r?\n$/, '');
-        if (pw === '' || /[\r\n]/.test(pw)) problems.push(`${s.redis!.passwordFile}: redis.password_file must hold the password on one line`);
+        if (pw === '' || /[\r\n]/.test(pw))
+          problems.push(`${s.redis!.passwordFile}: redis.password_file must hold the password on one line`);
         return pw;
       })
       .catch((err: unknown) => {

@@ -91,7 +91,9 @@ export function startClientSession(input: ClientSessionOptions): ClientSession {
     try {
       req = session.request({ ':method': 'CONNECT', ':authority': service }, { endStream: false });
     } catch (err) {
-      return Promise.reject(new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the session to the device has ended: ${(err as Error).message}`, { cause: err }));
+      return Promise.reject(
+        new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the session to the device has ended: ${(err as Error).message}`, { cause: err }),
+      );
     }
     open++;
     req.once('close', () => {
@@ -99,12 +101,19 @@ export function startClientSession(input: ClientSessionOptions): ClientSession {
     });
     return new Promise<Duplex>((resolve, reject) => {
       const timer = setTimeout(
-        () => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `the device did not answer the stream to ${service} within ${o.openTimeoutMs} ms`)),
+        () =>
+          fail(
+            new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `the device did not answer the stream to ${service} within ${o.openTimeoutMs} ms`),
+          ),
         o.openTimeoutMs,
       );
       const onAbort = (): void => fail(abortError(signal!));
-      const onClose = (): void => fail(new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the stream to ${service} closed before the device answered (code ${req.rstCode})`));
-      const onError = (err: Error): void => fail(new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the stream to ${service} failed: ${err.message}`, { cause: err }));
+      const onClose = (): void =>
+        fail(
+          new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the stream to ${service} closed before the device answered (code ${req.rstCode})`),
+        );
+      const onError = (err: Error): void =>
+        fail(new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the stream to ${service} failed: ${err.message}`, { cause: err }));
       function cleanup(): void {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);

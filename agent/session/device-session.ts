@@ -52,7 +52,11 @@ const KEYS = ['channel', 'services', 'connectService', 'connectTimeoutMs', 'idle
 /** Serve one session until it ends; resolves with what it carried. */
 export async function serveDeviceSession(input: DeviceSessionOptions): Promise<DeviceSessionOutcome> {
   rejectUnknownKeys('device session options', input, KEYS);
-  const o = Object.freeze({ ...input, idleMs: input.idleMs ?? DEVICE_SESSION_IDLE_MS, maxStreams: input.maxStreams ?? SESSION_MAX_STREAMS });
+  const o = Object.freeze({
+    ...input,
+    idleMs: input.idleMs ?? DEVICE_SESSION_IDLE_MS,
+    maxStreams: input.maxStreams ?? SESSION_MAX_STREAMS,
+  });
   // The chosen byte must be written before HTTP/2 takes the socket over (a write still in flight
   // on the TLS handle would complete into the HTTP/2 session's bookkeeping).
   // Streams carry small request/answer exchanges: no Nagle delay on the channel.

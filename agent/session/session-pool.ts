@@ -40,7 +40,8 @@ export interface SessionPool<Info> {
 export function createSessionPool<Info>(input: SessionPoolOptions<Info>): SessionPool<Info> {
   rejectUnknownKeys('session pool options', input, ['connect', 'idleMs', 'logger']);
   const o = Object.freeze({ ...input });
-  if (!(Number.isInteger(o.idleMs) && o.idleMs > 0)) throw new PeerlinkError(ErrorCodes.OPTIONS_INVALID, `session pool options: idleMs: expected a positive integer, found ${o.idleMs}`);
+  if (!(Number.isInteger(o.idleMs) && o.idleMs > 0))
+    throw new PeerlinkError(ErrorCodes.OPTIONS_INVALID, `session pool options: idleMs: expected a positive integer, found ${o.idleMs}`);
   const counters = new Counters(SESSION_POOL_COUNTERS);
   const aborter = new AbortController();
   let current: PooledSession<Info> | null = null;

@@ -74,7 +74,17 @@ function portMappingState(settings: AgentSettings, agent: Agent): PortMappingSta
 
 export function createAgentMonitor(options: AgentMonitorOptions): AgentMonitor {
   rejectUnknownKeys('agent monitor options', options, [
-    'agent', 'settings', 'equipmentId', 'configFile', 'notifier', 'stateFile', 'clock', 'timers', 'logger', 'tickMs', 'readyGraceMs',
+    'agent',
+    'settings',
+    'equipmentId',
+    'configFile',
+    'notifier',
+    'stateFile',
+    'clock',
+    'timers',
+    'logger',
+    'tickMs',
+    'readyGraceMs',
   ]);
   const agent = requireOption('agent monitor options', 'agent', options.agent);
   const notifier = requireOption('agent monitor options', 'notifier', options.notifier);
@@ -201,7 +211,8 @@ export function createAgentMonitor(options: AgentMonitorOptions): AgentMonitor {
       tick();
       // The longest gap the registrar may leave: the adaptive keepalive may stretch up to its maximum.
       const st = options.settings();
-      const longest = st.keepalive.mode === 'adaptive' ? Math.max(st.registration.intervalMs, st.keepalive.maxIntervalMs) : st.registration.intervalMs;
+      const longest =
+        st.keepalive.mode === 'adaptive' ? Math.max(st.registration.intervalMs, st.keepalive.maxIntervalMs) : st.registration.intervalMs;
       const budget = 2 * longest + LOOP_SLACK_MS;
       const quietMs = clock.now() - lastSendSeenAt;
       if (quietMs > budget) return { ok: false, reason: `registration loop made no attempt for ${quietMs} ms (budget ${budget} ms)` };

@@ -33,7 +33,12 @@ export interface AgentState {
   readonly sessions: Readonly<Record<string, number>>;
   readonly lastConnectionServedAt: string | null;
   readonly reloads: number;
-  readonly lastReload: { readonly at: string; readonly ok: boolean; readonly problems: readonly string[]; readonly restartRequired: readonly string[] } | null;
+  readonly lastReload: {
+    readonly at: string;
+    readonly ok: boolean;
+    readonly problems: readonly string[];
+    readonly restartRequired: readonly string[];
+  } | null;
   /** The STATUS= line last given to systemd (also meaningful without systemd). */
   readonly statusText: string;
 }
@@ -51,7 +56,8 @@ export function statusLine(s: Pick<AgentState, 'registration' | 'server' | 'publ
   if (s.portMapping?.state === 'mapped') line += `; port mapping ${s.portMapping.external} via ${s.portMapping.via}`;
   else if (s.portMapping?.state === 'none') line += '; no port mapping';
   if (s.lastReload && !s.lastReload.ok) line += `; last reload refused (${s.lastReload.problems.length} problem(s)), old settings kept`;
-  else if (s.lastReload && s.lastReload.restartRequired.length > 0) line += `; restart needed for ${s.lastReload.restartRequired.join(', ')}`;
+  else if (s.lastReload && s.lastReload.restartRequired.length > 0)
+    line += `; restart needed for ${s.lastReload.restartRequired.join(', ')}`;
   return line;
 }
 

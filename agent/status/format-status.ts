@@ -11,7 +11,8 @@ export interface StatusView {
 export function ago(iso: string | null, nowMs: number): string {
   if (!iso) return 'never';
   const s = Math.max(0, Math.round((nowMs - Date.parse(iso)) / 1000));
-  const human = s < 120 ? `${s} s` : s < 7200 ? `${Math.round(s / 60)} min` : s < 172800 ? `${Math.round(s / 3600)} h` : `${Math.round(s / 86400)} d`;
+  const human =
+    s < 120 ? `${s} s` : s < 7200 ? `${Math.round(s / 60)} min` : s < 172800 ? `${Math.round(s / 3600)} h` : `${Math.round(s / 86400)} d`;
   return `${iso} (${human} ago)`;
 }
 
@@ -31,14 +32,27 @@ export function formatStatus(v: StatusView): string {
     ['status', s.statusText],
     ['registered', s.registration === 'registered' ? 'yes' : `no (${s.registration})`],
     ['server', `${s.server.host} udp ${s.server.udpPort} / tls ${s.server.tlsPort}`],
-    ['public address', s.publicEndpoint ? `${s.publicEndpoint.address}:${s.publicEndpoint.port} (as the server sees us)` : 'unknown (no acknowledgement yet)'],
+    [
+      'public address',
+      s.publicEndpoint
+        ? `${s.publicEndpoint.address}:${s.publicEndpoint.port} (as the server sees us)`
+        : 'unknown (no acknowledgement yet)',
+    ],
     ['last ack', ago(s.lastAckAt, v.nowMs)],
     ['port mapping', describePortMapping(s.portMapping) ?? 'none (the reverse port is disabled)'],
     ['uptime', v.running ? duration(v.nowMs - Date.parse(s.startedAt)) : '-'],
     ['services', s.services.join(', ')],
-    ['sessions', Object.entries(s.sessions).map(([k, n]) => `${k}=${n}`).join(' ')],
+    [
+      'sessions',
+      Object.entries(s.sessions)
+        .map(([k, n]) => `${k}=${n}`)
+        .join(' '),
+    ],
     ['last connection served', ago(s.lastConnectionServedAt, v.nowMs)],
-    ['settings', `${s.configFile}; reloads ${s.reloads}${s.lastReload ? `, last ${s.lastReload.ok ? 'applied' : 'REFUSED'} ${ago(s.lastReload.at, v.nowMs)}` : ''}`],
+    [
+      'settings',
+      `${s.configFile}; reloads ${s.reloads}${s.lastReload ? `, last ${s.lastReload.ok ? 'applied' : 'REFUSED'} ${ago(s.lastReload.at, v.nowMs)}` : ''}`,
+    ],
     ['snapshot', ago(s.updatedAt, v.nowMs)],
   ];
   if (s.lastReload && !s.lastReload.ok) for (const p of s.lastReload.problems) rows.push(['  problem', p]);

@@ -43,7 +43,11 @@ export function cpuMs(pid: number): number {
 }
 
 /** Spawn and resolve with ms from spawn until a stdout line matches. */
-function timeToLine(argv: readonly string[], match: (line: string) => boolean, timeoutMs = 20_000): Promise<{ ms: number; cpuMs: number; child: ChildProcess }> {
+function timeToLine(
+  argv: readonly string[],
+  match: (line: string) => boolean,
+  timeoutMs = 20_000,
+): Promise<{ ms: number; cpuMs: number; child: ChildProcess }> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -142,12 +146,29 @@ export async function runAgentBench(argv: readonly string[]): Promise<void> {
     const cpu0 = Object.fromEntries(Object.entries(idle).map(([k, v]) => [k, cpuMs(v.child.pid!)]));
     process.stderr.write(`bench agent: idling ${windowS} s ...\n`);
     await new Promise((r) => setTimeout(r, windowS * 1000));
-    const result: Record<string, { startMs: number; startMinMs: number; startCpuMs: number; rssKb: number; privateDirtyKb: number; pssKb: number; cpuMsPerHour: number }> = {};
+    const result: Record<
+      string,
+      {
+        startMs: number;
+        startMinMs: number;
+        startCpuMs: number;
+        rssKb: number;
+        privateDirtyKb: number;
+        pssKb: number;
+        cpuMsPerHour: number;
+      }
+    > = {};
     for (const [k, v] of Object.entries(idle)) {
       const mem = readMemory(v.child.pid!);
       const used = cpuMs(v.child.pid!) - cpu0[k]!;
       const kk = k as keyof typeof variants;
-      result[k] = { startMs: median(startMs[kk]), startMinMs: min(startMs[kk]), startCpuMs: median(startCpuMs[kk]), ...mem, cpuMsPerHour: (used * 3600) / windowS };
+      result[k] = {
+        startMs: median(startMs[kk]),
+        startMinMs: min(startMs[kk]),
+        startCpuMs: median(startCpuMs[kk]),
+        ...mem,
+        cpuMsPerHour: (used * 3600) / windowS,
+      };
     }
     const notify = notifyCost();
 
@@ -156,11 +177,17 @@ export async function runAgentBench(argv: readonly string[]): Promise<void> {
       `| ${name} | ${(r.rssKb / 1024).toFixed(1)} | ${(r.privateDirtyKb / 1024).toFixed(1)} (${(r.privateDirtyKb / b.privateDirtyKb).toFixed(2)}x) | ${(r.cpuMsPerHour / 1000).toFixed(2)} | ` +
       `${r.startMinMs.toFixed(0)} (+${(r.startMinMs - b.startMinMs).toFixed(0)}) | ${r.startMs.toFixed(0)} (+${(r.startMs - b.startMs).toFixed(0)}) | ${r.startCpuMs.toFixed(0)} (+${(r.startCpuMs - b.startCpuMs).toFixed(0)}) |`;
     const out: string[] = [];
-    out.push(`agent footprint, idle and registered (interval 25 s), measured over ${windowS} s after ${settleS} s of settling; starts: ${rounds} of each`);
+    out.push(
+      `agent footprint, idle and registered (interval 25 s), measured over ${windowS} s after ${settleS} s of settling; starts: ${rounds} of each`,
+    );
     out.push('');
-    out.push(`load average at the start: ${loadAtStart.map((x) => x.toFixed(1)).join(' ')} on ${cpus().length} CPUs (start times are wall clock: read them with that in mind)`);
+    out.push(
+      `load average at the start: ${loadAtStart.map((x) => x.toFixed(1)).join(' ')} on ${cpus().length} CPUs (start times are wall clock: read them with that in mind)`,
+    );
     out.push('');
-    out.push('| process | RSS MiB | private dirty MiB (x bare) | CPU s per hour idle | start -> ready ms, best (+ over bare) | median (+) | CPU ms to ready (+) |');
+    out.push(
+      '| process | RSS MiB | private dirty MiB (x bare) | CPU s per hour idle | start -> ready ms, best (+ over bare) | median (+) | CPU ms to ready (+) |',
+    );
     out.push('|---|---|---|---|---|---|---|');
     out.push(row('bare node (baseline)', b));
     out.push(row('agent, dist/ + node_modules', result.agentDist!));
@@ -180,7 +207,9 @@ export async function runAgentBench(argv: readonly string[]): Promise<void> {
           `with WatchdogSec=60s (a ping every 30 s) that adds ${((120 * notify.cpuMs) / 1000).toFixed(2)} s CPU per hour under systemd`,
       );
     }
-    out.push(`raw start samples (ms): ${JSON.stringify(Object.fromEntries(Object.entries(startMs).map(([k, v]) => [k, v.map((x) => Math.round(x))])))}`);
+    out.push(
+      `raw start samples (ms): ${JSON.stringify(Object.fromEntries(Object.entries(startMs).map(([k, v]) => [k, v.map((x) => Math.round(x))])))}`,
+    );
     process.stdout.write(`${out.join('\n')}\n`);
     await writeFile(
       values.out ?? 'bench-agent-results.json',

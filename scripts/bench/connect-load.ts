@@ -101,7 +101,13 @@ async function main(): Promise<void> {
     `${JSON.stringify({
       tlsConnect: { ...summary(tls), serverCpuMsPerTlsConnect },
       sequential: summary(sequential),
-      concurrent: { ...summary(concurrent), concurrency: job.concurrency, requestsPerSecond: concurrent.length / elapsed, failures, ...cpuMs },
+      concurrent: {
+        ...summary(concurrent),
+        concurrency: job.concurrency,
+        requestsPerSecond: concurrent.length / elapsed,
+        failures,
+        ...cpuMs,
+      },
     })}\n`,
   );
 }

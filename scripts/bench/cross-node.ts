@@ -49,7 +49,12 @@ export async function crossNodeConnect(o: { rounds: number }): Promise<CrossNode
         `[redis]\ncluster_nodes = [${cluster.seeds.map((s) => `"${s}"`).join(', ')}]\nnode_id = "bench-${i + 1}"`,
         '[limits]\nrequests_per_source_per_min = 0\nrequests_per_device_per_min = 0',
       ].join('\n');
-    const setup = await createLoopbackSetup({ dir, services: { echo: `127.0.0.1:${echo.port}` }, directDialOnly: true, serverExtra: nodeTable(0) });
+    const setup = await createLoopbackSetup({
+      dir,
+      services: { echo: `127.0.0.1:${echo.port}` },
+      directDialOnly: true,
+      serverExtra: nodeTable(0),
+    });
     const [udp2, tls2] = [await freePort(), await freePort()];
     const config2 = join(dir, 'server-2.toml');
     await writeFile(
@@ -91,7 +96,10 @@ export async function crossNodeConnect(o: { rounds: number }): Promise<CrossNode
     const cross: number[] = [];
     let failures = 0;
     for (let i = 0; i < o.rounds; i++) {
-      for (const [c, into] of [[clients[0]!, same], [clients[1]!, cross]] as const) {
+      for (const [c, into] of [
+        [clients[0]!, same],
+        [clients[1]!, cross],
+      ] as const) {
         try {
           into.push(await once(c));
         } catch {

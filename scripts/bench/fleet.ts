@@ -80,12 +80,28 @@ interface Cluster {
   readonly primaryPids: readonly number[];
 }
 
-async function nodesRun(o: { n: number; mode: Mode; load: Load; cluster: Cluster; seconds: number; master: Buffer; tag: string }): Promise<RunFigure> {
+async function nodesRun(o: {
+  n: number;
+  mode: Mode;
+  load: Load;
+  cluster: Cluster;
+  seconds: number;
+  master: Buffer;
+  tag: string;
+}): Promise<RunFigure> {
   const redis = o.mode !== 'memory';
   const refreshMs = o.mode === 'unchanged' ? SHARED_REFRESH_AFTER_MS : 0;
   const targetArgs = (i: number): string[] =>
     redis
-      ? [script('udp-target'), 'register-redis', o.master.toString('base64'), `cluster:${o.cluster.seeds.join(',')}`, String(refreshMs), `bench-node-${i}`, ...(o.mode === 'writtenUnpipelined' ? ['no-pipelining'] : [])]
+      ? [
+          script('udp-target'),
+          'register-redis',
+          o.master.toString('base64'),
+          `cluster:${o.cluster.seeds.join(',')}`,
+          String(refreshMs),
+          `bench-node-${i}`,
+          ...(o.mode === 'writtenUnpipelined' ? ['no-pipelining'] : []),
+        ]
       : [script('udp-target'), 'register', o.master.toString('base64')];
   const targets = Array.from({ length: o.n }, (_, i) => run(null, targetArgs(i)));
   const fixed = o.load === 'fixed';
@@ -100,25 +116,43 @@ async function nodesRun(o: { n: number; mode: Mode; load: Load; cluster: Cluster
     }
     const loads = ready.map((r, i) =>
       run(null, [
-        script('udp-load'), String(r.port), 'register', String(o.seconds), '256', o.master.toString('base64'),
-        String(fixed ? FIXED_DEVICES_PER_NODE : DEVICES_PER_NODE), String(r.pid), redis ? o.cluster.primaryPids.join(',') : '', `${o.tag}-${i}`,
-        String(fixed ? FIXED_PER_NODE : PACKETS_PER_SECOND), String(fixed ? FIXED_PER_NODE : 0),
+        script('udp-load'),
+        String(r.port),
+        'register',
+        String(o.seconds),
+        '256',
+        o.master.toString('base64'),
+        String(fixed ? FIXED_DEVICES_PER_NODE : DEVICES_PER_NODE),
+        String(r.pid),
+        redis ? o.cluster.primaryPids.join(',') : '',
+        `${o.tag}-${i}`,
+        String(fixed ? FIXED_PER_NODE : PACKETS_PER_SECOND),
+        String(fixed ? FIXED_PER_NODE : 0),
         // Unchanged: every device's first two registrations (the first is written) before the clock starts.
         String(o.mode === 'unchanged' ? 2 * (fixed ? FIXED_DEVICES_PER_NODE : DEVICES_PER_NODE) : 0),
       ]),
     );
     const lines = (await Promise.all(loads.map((l) => l.first))) as unknown as LoadLine[];
     await Promise.all(loads.map((l) => l.stop()));
-    if (lines.some((l) => l.exhausted)) process.stderr.write(`bench: fleet ${o.tag}: a generator ran out of packets; the figure is a lower bound\n`);
+    if (lines.some((l) => l.exhausted))
+      process.stderr.write(`bench: fleet ${o.tag}: a generator ran out of packets; the figure is a lower bound\n`);
     const answered = lines.reduce((s, l) => s + l.answersPerSecond, 0);
     const sent = lines.reduce((s, l) => s + l.sentPerSecond, 0);
-    if (fixed && answered < 0.9 * sent) process.stderr.write(`bench: fleet ${o.tag}: ${answered.toFixed(0)} of ${sent.toFixed(0)} registrations/s answered: the fixed rate saturated the nodes\n`);
+    if (fixed && answered < 0.9 * sent)
+      process.stderr.write(
+        `bench: fleet ${o.tag}: ${answered.toFixed(0)} of ${sent.toFixed(0)} registrations/s answered: the fixed rate saturated the nodes\n`,
+      );
     const ends = (await Promise.all(targets.map((t) => t.stop()))) as ({ stats?: Record<string, number> } | null)[];
-    if (ends.some((e) => !e?.stats)) process.stderr.write(`bench: fleet ${o.tag}: a node did not report its counters; written/skipped are incomplete\n`);
+    if (ends.some((e) => !e?.stats))
+      process.stderr.write(`bench: fleet ${o.tag}: a node did not report its counters; written/skipped are incomplete\n`);
     const stats = ends.map((e) => e?.stats ?? {});
     const sum = (k: string): number => stats.reduce((s, x) => s + (x[k] ?? 0), 0);
-    if (o.mode === 'unchanged' && sum('sharedWriteSkipped') === 0) process.stderr.write(`bench: fleet ${o.tag}: no registration skipped Redis; the figures are not valid\n`);
-    if (sum('registryUnavailable') > 0) process.stderr.write(`bench: fleet ${o.tag}: ${sum('registryUnavailable')} registrations could not reach Redis; the figures are not valid\n`);
+    if (o.mode === 'unchanged' && sum('sharedWriteSkipped') === 0)
+      process.stderr.write(`bench: fleet ${o.tag}: no registration skipped Redis; the figures are not valid\n`);
+    if (sum('registryUnavailable') > 0)
+      process.stderr.write(
+        `bench: fleet ${o.tag}: ${sum('registryUnavailable')} registrations could not reach Redis; the figures are not valid\n`,
+      );
     // Each generator's window saw (nearly) the same primaries' CPU time, spent for all nodes.
     const perRedisCpuSecond = lines.reduce((s, l) => s + (l.answersPerExtraCpuSecond ?? NaN), 0);
     return {
@@ -146,7 +180,13 @@ export interface FleetFigures {
   readonly crossNode: CrossNodeFigures | null;
 }
 
-export async function fleetBench(o: { seconds: number; sizes: readonly number[]; rounds: number; crossNode: boolean; quick: boolean }): Promise<FleetFigures> {
+export async function fleetBench(o: {
+  seconds: number;
+  sizes: readonly number[];
+  rounds: number;
+  crossNode: boolean;
+  quick: boolean;
+}): Promise<FleetFigures> {
   const master = randomBytes(32);
   const intervalMs = REGISTER_INTERVAL_MS;
   const refreshMs = SHARED_REFRESH_AFTER_MS;
@@ -157,7 +197,10 @@ export async function fleetBench(o: { seconds: number; sizes: readonly number[];
     const c = await startRedisCluster();
     try {
       const cluster = { seeds: c.seeds, primaryPids: await c.primaryPids() };
-      const byLoad = Object.fromEntries(LOADS.map((l) => [l, Object.fromEntries(MODES.map((m) => [m, [] as RunFigure[]]))])) as Record<Load, Record<Mode, RunFigure[]>>;
+      const byLoad = Object.fromEntries(LOADS.map((l) => [l, Object.fromEntries(MODES.map((m) => [m, [] as RunFigure[]]))])) as Record<
+        Load,
+        Record<Mode, RunFigure[]>
+      >;
       // Rounds alternate the modes: a neighbour's burst hits each mode alike, and the spread shows.
       for (let round = 0; round < o.rounds; round++) {
         for (const load of LOADS) {
@@ -202,18 +245,43 @@ export function fleetReport(f: FleetFigures): string {
       const r = byLoad[load];
       const mem = r.memory.map((x) => x.perNodeCpuSecond);
       const ratio = (m: Mode): number[] => r[m].map((x, i) => x.perNodeCpuSecond / mem[i]!);
-      const steadyOf = (w: Mode): number[] => r[w].map((x, i) => steady(f.writtenShare, x.perNodeCpuSecond, r.unchanged[i]!.perNodeCpuSecond));
-      const title = load === 'saturation' ? 'at saturation (256 outstanding per node)' : `at a fixed ${FIXED_PER_NODE} registrations/s per node`;
+      const steadyOf = (w: Mode): number[] =>
+        r[w].map((x, i) => steady(f.writtenShare, x.perNodeCpuSecond, r.unchanged[i]!.perNodeCpuSecond));
+      const title =
+        load === 'saturation' ? 'at saturation (256 outstanding per node)' : `at a fixed ${FIXED_PER_NODE} registrations/s per node`;
       out += `\n${n} nodes over a Redis Cluster (3 primaries + 3 replicas), ${title}; median (min–max) of ${mem.length} rounds:\n\n`;
-      out += '| mode | registrations per node CPU-s | ratio to in-memory | registrations/s, all nodes (sent) | primaries\' CPU per registration (µs) | idle node CPU share |\n|---|---|---|---|---|---|\n';
+      out +=
+        "| mode | registrations per node CPU-s | ratio to in-memory | registrations/s, all nodes (sent) | primaries' CPU per registration (µs) | idle node CPU share |\n|---|---|---|---|---|---|\n";
       for (const m of MODES) {
         const x = r[m];
-        out += `| ${m} | ${spread(x.map((y) => y.perNodeCpuSecond), f0)} | ${m === 'memory' ? 'baseline' : spread(ratio(m), f2)} | ${spread(x.map((y) => y.perSecond), f0)} (${f0(median(x.map((y) => y.sentPerSecond)))}) | ${spread(x.map((y) => y.redisUsPerRegistration), f1)} | ${load === 'fixed' ? spread(x.map((y) => y.idleCpuShare), (v) => `${(v * 100).toFixed(1)}%`) : '-'} |\n`;
+        out += `| ${m} | ${spread(
+          x.map((y) => y.perNodeCpuSecond),
+          f0,
+        )} | ${m === 'memory' ? 'baseline' : spread(ratio(m), f2)} | ${spread(
+          x.map((y) => y.perSecond),
+          f0,
+        )} (${f0(median(x.map((y) => y.sentPerSecond)))}) | ${spread(
+          x.map((y) => y.redisUsPerRegistration),
+          f1,
+        )} | ${
+          load === 'fixed'
+            ? spread(
+                x.map((y) => y.idleCpuShare),
+                (v) => `${(v * 100).toFixed(1)}%`,
+              )
+            : '-'
+        } |\n`;
       }
       const share = Math.round(1 / f.writtenShare);
       for (const w of ['writtenUnpipelined', 'written'] as const) {
         const st = steadyOf(w);
-        out += `| steady state, 1 in ${share} written (${w}), target >= 0.7 | ${spread(st, f0)} | ${spread(st.map((v, i) => v / mem[i]!), f2)} | - | ${spread(r[w].map((y) => y.redisUsPerRegistration * f.writtenShare), f1)} | - |\n`;
+        out += `| steady state, 1 in ${share} written (${w}), target >= 0.7 | ${spread(st, f0)} | ${spread(
+          st.map((v, i) => v / mem[i]!),
+          f2,
+        )} | - | ${spread(
+          r[w].map((y) => y.redisUsPerRegistration * f.writtenShare),
+          f1,
+        )} | - |\n`;
       }
     }
   }
@@ -231,12 +299,24 @@ export function fleetReport(f: FleetFigures): string {
 export async function fleetMain(argv: readonly string[]): Promise<void> {
   const { values } = parseArgs({
     args: [...argv],
-    options: { out: { type: 'string' }, quick: { type: 'boolean' }, rounds: { type: 'string' }, nodes: { type: 'string' }, 'no-cross-node': { type: 'boolean' } },
+    options: {
+      out: { type: 'string' },
+      quick: { type: 'boolean' },
+      rounds: { type: 'string' },
+      nodes: { type: 'string' },
+      'no-cross-node': { type: 'boolean' },
+    },
   });
   const quick = values.quick ?? false;
   const sizes = (values.nodes ?? '2,4').split(',').map(Number);
   if (sizes.some((n) => !Number.isInteger(n) || n < 1 || n > 16)) throw new Error('--nodes: comma-separated node counts, 1-16');
-  const f = await fleetBench({ seconds: quick ? 2 : 4, sizes, rounds: Number(values.rounds ?? (quick ? 1 : 3)), crossNode: !values['no-cross-node'], quick });
+  const f = await fleetBench({
+    seconds: quick ? 2 : 4,
+    sizes,
+    rounds: Number(values.rounds ?? (quick ? 1 : 3)),
+    crossNode: !values['no-cross-node'],
+    quick,
+  });
   process.stdout.write(fleetReport(f));
   const out = values.out ?? 'bench-fleet-results.json';
   await writeFile(out, `${JSON.stringify({ date: new Date().toISOString(), cpus: cpus().length, quick, ...f }, null, 2)}\n`);

@@ -64,7 +64,9 @@ export async function handshakeCosts(n: number): Promise<Record<string, Handshak
       const cert = issueServerCert({ caCertPem: ca.certPem, caKeyPem: ca.keyPem, hosts: ['localhost', '127.0.0.1'], keyType });
       await writeFile(join(dir, `${keyType}.pem`), cert.certPem);
       await writeFile(join(dir, `${keyType}.key`), cert.keyPem);
-      const child = spawn(process.execPath, [join(here, 'tls-echo.js'), join(dir, `${keyType}.pem`), join(dir, `${keyType}.key`)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(process.execPath, [join(here, 'tls-echo.js'), join(dir, `${keyType}.pem`), join(dir, `${keyType}.key`)], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
       try {
         const [line] = (await once(child.stdout.setEncoding('utf8'), 'data')) as [string];
         const { port } = JSON.parse(line) as { port: number };

@@ -76,12 +76,17 @@ function relayServer(tls: boolean, ciphers?: string): NetServer | TlsServer {
     a.resume();
   };
   return tls
-    ? tlsServer({ cert: cert.certPem, key: cert.keyPem, allowHalfOpen: true, ...(ciphers ? { ciphers, honorCipherOrder: true } : {}) }, onConn)
+    ? tlsServer(
+        { cert: cert.certPem, key: cert.keyPem, allowHalfOpen: true, ...(ciphers ? { ciphers, honorCipherOrder: true } : {}) },
+        onConn,
+      )
     : netServer({ allowHalfOpen: true }, onConn);
 }
 
 async function leg(port: number, tls: boolean): Promise<Socket> {
-  const s = tls ? tlsConnect({ host: '127.0.0.1', port, ca: ca.certPem, servername: 'localhost', allowHalfOpen: true } as never) : netConnect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  const s = tls
+    ? tlsConnect({ host: '127.0.0.1', port, ca: ca.certPem, servername: 'localhost', allowHalfOpen: true } as never)
+    : netConnect({ host: '127.0.0.1', port, allowHalfOpen: true });
   await once(s, tls ? 'secureConnect' : 'connect');
   return s;
 }
@@ -106,7 +111,9 @@ async function roundTripMs(v: Variant, data: Buffer, ports: Record<string, numbe
   }
   const t0 = performance.now();
   let got = 0;
-  const done = new Promise<void>((resolve) => clientSide.on('data', (d: Buffer) => ((got += d.length) >= data.length ? resolve() : undefined)));
+  const done = new Promise<void>((resolve) =>
+    clientSide.on('data', (d: Buffer) => ((got += d.length) >= data.length ? resolve() : undefined)),
+  );
   clientSide.write(data);
   await done;
   const ms = performance.now() - t0;
@@ -119,7 +126,12 @@ export async function relayOptions(o: { mib: number; rounds: number }): Promise<
     s.on('error', () => undefined);
     s.pipe(s);
   });
-  const servers = { tlsEcho: echo, relay256: relayServer(true), relay128: relayServer(true, SERVER_TLS_CIPHERS), relayTcp: relayServer(false) };
+  const servers = {
+    tlsEcho: echo,
+    relay256: relayServer(true),
+    relay128: relayServer(true, SERVER_TLS_CIPHERS),
+    relayTcp: relayServer(false),
+  };
   const ports: Record<string, number> = {};
   for (const [k, s] of Object.entries(servers)) ports[k] = await listen(s);
   const data = randomBytes(o.mib * 1024 * 1024);
@@ -147,7 +159,10 @@ export async function relayOptionsBench(argv: readonly string[]): Promise<void> 
     plainTcpLegs: 'relayed, plain TCP legs (no outer TLS; not built)',
     plainTcpNative: 'relayed, plain TCP legs, inner TLS on the socket itself (not built)',
   };
-  process.stdout.write(`\nrelay options, whole pipeline in one process (CPU work per byte), ${quick ? 8 : 32} MiB each way, best of ${quick ? 3 : 7} interleaved\n\n`);
+  process.stdout.write(
+    `\nrelay options, whole pipeline in one process (CPU work per byte), ${quick ? 8 : 32} MiB each way, best of ${quick ? 3 : 7} interleaved\n\n`,
+  );
   process.stdout.write('| variant | Mbit/s (both directions) | ratio to plain TLS |\n|---|---|---|\n');
-  for (const v of Object.keys(r) as Variant[]) process.stdout.write(`| ${label[v]} | ${r[v].toFixed(0)} | ${(r[v] / r.plainTls).toFixed(2)} |\n`);
+  for (const v of Object.keys(r) as Variant[])
+    process.stdout.write(`| ${label[v]} | ${r[v].toFixed(0)} | ${(r[v] / r.plainTls).toFixed(2)} |\n`);
 }

@@ -95,22 +95,45 @@ interface UdpFigure {
   readonly registryUnavailable: number;
 }
 
-async function udpRun(mode: 'echo' | 'register' | 'register-redis', seconds: number, master: Buffer, redisUrl?: string, redisPid?: number): Promise<UdpFigure> {
+async function udpRun(
+  mode: 'echo' | 'register' | 'register-redis',
+  seconds: number,
+  master: Buffer,
+  redisUrl?: string,
+  redisPid?: number,
+): Promise<UdpFigure> {
   // With Redis: every registration written (refresh 0), the cost write on change pays when it writes (fleet.ts).
   const target = run(0, [script('udp-target'), mode, master.toString('base64'), ...(redisUrl ? [redisUrl, '0'] : [])]);
   let registryUnavailable = 0;
   let figure: Omit<UdpFigure, 'registryUnavailable'>;
   try {
     const { port, pid } = (await target.first) as { port: number; pid: number };
-    const load = run(1, [script('udp-load'), String(port), mode === 'echo' ? 'echo' : 'register', String(seconds), '256', master.toString('base64'), '20000', String(pid), ...(redisPid ? [String(redisPid)] : [])]);
+    const load = run(1, [
+      script('udp-load'),
+      String(port),
+      mode === 'echo' ? 'echo' : 'register',
+      String(seconds),
+      '256',
+      master.toString('base64'),
+      '20000',
+      String(pid),
+      ...(redisPid ? [String(redisPid)] : []),
+    ]);
     const r = (await load.first) as {
-      answersPerSecond: number; answersPerCpuSecond: number; targetCpuShare: number; answersPerExtraCpuSecond?: number; exhausted: boolean;
+      answersPerSecond: number;
+      answersPerCpuSecond: number;
+      targetCpuShare: number;
+      answersPerExtraCpuSecond?: number;
+      exhausted: boolean;
       perAnswerUs: { targetUser: number; targetSystem: number };
     };
     if (r.exhausted) process.stderr.write(`bench: ${mode}: the generator ran out of packets; the figure is a lower bound\n`);
     figure = {
-      perSecond: r.answersPerSecond, perCpuSecond: r.answersPerCpuSecond, cpuShare: r.targetCpuShare,
-      userUs: r.perAnswerUs.targetUser, systemUs: r.perAnswerUs.targetSystem,
+      perSecond: r.answersPerSecond,
+      perCpuSecond: r.answersPerCpuSecond,
+      cpuShare: r.targetCpuShare,
+      userUs: r.perAnswerUs.targetUser,
+      systemUs: r.perAnswerUs.targetSystem,
       ...(r.answersPerExtraCpuSecond !== undefined ? { perRedisCpuSecond: r.answersPerExtraCpuSecond } : {}),
     };
   } finally {
@@ -118,18 +141,25 @@ async function udpRun(mode: 'echo' | 'register' | 'register-redis', seconds: num
     registryUnavailable = end?.stats?.registryUnavailable ?? 0;
   }
   if (registryUnavailable > 0) {
-    process.stderr.write(`bench: ${mode}: ${registryUnavailable} registrations could not reach Redis (acked from the node's own list); the Redis figures are not valid\n`);
+    process.stderr.write(
+      `bench: ${mode}: ${registryUnavailable} registrations could not reach Redis (acked from the node's own list); the Redis figures are not valid\n`,
+    );
   }
   return { ...figure, registryUnavailable };
 }
 
 async function registrations(o: { seconds: number; rounds: number }): Promise<Record<string, number>> {
   const master = randomBytes(32);
-  const best = (a: UdpFigure | null, b: UdpFigure): UdpFigure => (a === null ? b : {
-    perSecond: Math.max(a.perSecond, b.perSecond), perCpuSecond: Math.max(a.perCpuSecond, b.perCpuSecond), cpuShare: Math.max(a.cpuShare, b.cpuShare),
-    ...(a.perCpuSecond >= b.perCpuSecond ? { userUs: a.userUs, systemUs: a.systemUs } : { userUs: b.userUs, systemUs: b.systemUs }),
-    registryUnavailable: a.registryUnavailable + b.registryUnavailable,
-  });
+  const best = (a: UdpFigure | null, b: UdpFigure): UdpFigure =>
+    a === null
+      ? b
+      : {
+          perSecond: Math.max(a.perSecond, b.perSecond),
+          perCpuSecond: Math.max(a.perCpuSecond, b.perCpuSecond),
+          cpuShare: Math.max(a.cpuShare, b.cpuShare),
+          ...(a.perCpuSecond >= b.perCpuSecond ? { userUs: a.userUs, systemUs: a.systemUs } : { userUs: b.userUs, systemUs: b.systemUs }),
+          registryUnavailable: a.registryUnavailable + b.registryUnavailable,
+        };
   let echo: UdpFigure | null = null;
   let mem: UdpFigure | null = null;
   // Alternate, best of each: noise from other tenants hits both alike.
@@ -153,13 +183,22 @@ async function registrations(o: { seconds: number; rounds: number }): Promise<Re
     const perDevice = invalid ? NaN : (await used()) - before;
     c.disconnect();
     return {
-      echoPerSecond: echo!.perSecond, echoPerCpuSecond: echo!.perCpuSecond, echoCpuShare: echo!.cpuShare,
-      echoUserUs: echo!.userUs, echoSystemUs: echo!.systemUs, memoryBackendUserUs: mem!.userUs, memoryBackendSystemUs: mem!.systemUs,
-      memoryBackendPerSecond: mem!.perSecond, memoryBackendPerCpuSecond: mem!.perCpuSecond, memoryBackendCpuShare: mem!.cpuShare,
-      redisBackendPerSecond: withRedis.perSecond, redisBackendPerCpuSecond: withRedis.perCpuSecond,
+      echoPerSecond: echo!.perSecond,
+      echoPerCpuSecond: echo!.perCpuSecond,
+      echoCpuShare: echo!.cpuShare,
+      echoUserUs: echo!.userUs,
+      echoSystemUs: echo!.systemUs,
+      memoryBackendUserUs: mem!.userUs,
+      memoryBackendSystemUs: mem!.systemUs,
+      memoryBackendPerSecond: mem!.perSecond,
+      memoryBackendPerCpuSecond: mem!.perCpuSecond,
+      memoryBackendCpuShare: mem!.cpuShare,
+      redisBackendPerSecond: withRedis.perSecond,
+      redisBackendPerCpuSecond: withRedis.perCpuSecond,
       registrationsPerRedisCpuSecond: withRedis.perRedisCpuSecond ?? NaN,
       redisWriteFailures: measured.registryUnavailable,
-      redisBytesPerDevice: perDevice / Math.max(1, keys), redisDevices: keys,
+      redisBytesPerDevice: perDevice / Math.max(1, keys),
+      redisDevices: keys,
     };
   } finally {
     await redis.stop();
@@ -179,8 +218,11 @@ async function memory(sizes: readonly number[]): Promise<Record<string, Record<s
   return out;
 }
 
-
-async function endToEnd(o: { quick: boolean; concurrency: number; tunnel: boolean }): Promise<{ connect: Record<string, unknown>; tunnel?: Record<string, number> }> {
+async function endToEnd(o: {
+  quick: boolean;
+  concurrency: number;
+  tunnel: boolean;
+}): Promise<{ connect: Record<string, unknown>; tunnel?: Record<string, number> }> {
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-bench-server-'));
   const programs: Program[] = [];
   const stoppers: (() => Promise<unknown>)[] = [];
@@ -204,7 +246,12 @@ async function endToEnd(o: { quick: boolean; concurrency: number; tunnel: boolea
     // A log line per request costs the server time; this measures the server, not pino. And the
     // agent takes 32 sessions at once (the default is 16).
     await writeFile(setup.serverConfig, (await readFile(setup.serverConfig, 'utf8')).replace('log_level = "info"', 'log_level = "warn"'));
-    await writeFile(setup.agentConfig, (await readFile(setup.agentConfig, 'utf8')).replace('log_level = "info"', 'log_level = "warn"').replace('[dial]\n', '[dial]\nmax_concurrent = 32\n'));
+    await writeFile(
+      setup.agentConfig,
+      (await readFile(setup.agentConfig, 'utf8'))
+        .replace('log_level = "info"', 'log_level = "warn"')
+        .replace('[dial]\n', '[dial]\nmax_concurrent = 32\n'),
+    );
     const server = startProgram('server', ['--config', setup.serverConfig]);
     programs.push(server);
     for (let i = 0; i < 100 && server.child.exitCode === null; i++) {
@@ -223,8 +270,16 @@ async function endToEnd(o: { quick: boolean; concurrency: number; tunnel: boolea
     await writeFile(
       job,
       JSON.stringify({
-        tlsPort: setup.tlsPort, caPem: setup.caPem, equipmentId: setup.equipmentId, password: setup.password, service: 'echo',
-        rounds: o.quick ? 30 : 100, concurrency: o.concurrency, seconds: o.quick ? 3 : 8, serverPid: server.child.pid, agentPid: agent.child.pid,
+        tlsPort: setup.tlsPort,
+        caPem: setup.caPem,
+        equipmentId: setup.equipmentId,
+        password: setup.password,
+        service: 'echo',
+        rounds: o.quick ? 30 : 100,
+        concurrency: o.concurrency,
+        seconds: o.quick ? 3 : 8,
+        serverPid: server.child.pid,
+        agentPid: agent.child.pid,
       }),
     );
     const load = run(null, [script('connect-load'), job]);
@@ -236,10 +291,21 @@ async function endToEnd(o: { quick: boolean; concurrency: number; tunnel: boolea
     stoppers.push(() => tlsEcho.stop());
     const { port: tlsEchoPort } = (await tlsEcho.first) as { port: number };
     const base = [
-      'connect', setup.equipmentId, '--server', `127.0.0.1:${setup.tlsPort}`, '--server-name', 'localhost',
-      '--ca', setup.caFile, '--password-file', setup.passwordFile, '--service', 'echo',
+      'connect',
+      setup.equipmentId,
+      '--server',
+      `127.0.0.1:${setup.tlsPort}`,
+      '--server-name',
+      'localhost',
+      '--ca',
+      setup.caFile,
+      '--password-file',
+      setup.passwordFile,
+      '--service',
+      'echo',
       // A tunnel per connection, as these rows always measured; a session's stream: bench server --only sessions.
-      '--session-idle-ms', '0',
+      '--session-idle-ms',
+      '0',
     ];
     const directPort = await freePort();
     const relayPort = await freePort();
@@ -249,13 +315,20 @@ async function endToEnd(o: { quick: boolean; concurrency: number; tunnel: boolea
     await Promise.all([waitServing(direct), waitServing(relayed)]);
     const data = randomBytes(o.quick ? 8 * 1024 * 1024 : 32 * 1024 * 1024);
     const rounds = o.quick ? 2 : 3;
-    const plainTls = await bestMbps(() => {
-      const s = tlsConnect({ host: '127.0.0.1', port: tlsEchoPort, ca: setup.caPem, servername: 'localhost' }, () => s.end(data));
-      return s;
-    }, data, rounds);
+    const plainTls = await bestMbps(
+      () => {
+        const s = tlsConnect({ host: '127.0.0.1', port: tlsEchoPort, ca: setup.caPem, servername: 'localhost' }, () => s.end(data));
+        return s;
+      },
+      data,
+      rounds,
+    );
     const directMbps = await bestMbps(viaTcp(directPort, data), data, rounds);
     const relayMbps = await bestMbps(viaTcp(relayPort, data), data, rounds);
-    return { connect, tunnel: { payloadBytes: data.length, plainTlsMbps: plainTls, directTunnelMbps: directMbps, relayedTunnelMbps: relayMbps } };
+    return {
+      connect,
+      tunnel: { payloadBytes: data.length, plainTlsMbps: plainTls, directTunnelMbps: directMbps, relayedTunnelMbps: relayMbps },
+    };
   } finally {
     await Promise.all(programs.map((p) => p.stop()));
     await Promise.all(stoppers.map((s) => s()));
@@ -329,8 +402,15 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
     tlsConnect: { p50Ms: number; p99Ms: number; serverCpuMsPerTlsConnect: number };
     sequential: { p50Ms: number; p99Ms: number; n: number };
     concurrent: {
-      p50Ms: number; p99Ms: number; requestsPerSecond: number; concurrency: number; failures: number; n: number;
-      serverCpuMsPerRequest: number; agentCpuMsPerRequest: number; clientCpuMsPerRequest: number;
+      p50Ms: number;
+      p99Ms: number;
+      requestsPerSecond: number;
+      concurrency: number;
+      failures: number;
+      n: number;
+      serverCpuMsPerRequest: number;
+      agentCpuMsPerRequest: number;
+      clientCpuMsPerRequest: number;
     };
   };
   const tls = c.tlsConnect;
@@ -338,31 +418,88 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
   const m = (k: string, f: string): number => mem[k]?.[f] ?? NaN;
   const r = (k: string): number => reg[k] ?? NaN;
   const rows: [string, string, string, string][] = [
-    ['UDP answers/s, one core: bare Node UDP echo server (per wall second / per CPU-second)', `${f0(r('echoPerSecond'))} / ${f0(r('echoPerCpuSecond'))}`, 'baseline', '1.00'],
-    ['registrations/s, one core: authenticated, in-memory (per wall s / per CPU-s)', `${f0(r('memoryBackendPerSecond'))} / ${f0(r('memoryBackendPerCpuSecond'))}`, '>= 0.8', `${f2(r('memoryBackendPerSecond') / r('echoPerSecond'))} / ${f2(r('memoryBackendPerCpuSecond') / r('echoPerCpuSecond'))}`],
-    ['CPU per answer, user + kernel (µs): echo / registration', `${f2(r('echoUserUs'))} + ${f2(r('echoSystemUs'))} / ${f2(r('memoryBackendUserUs'))} + ${f2(r('memoryBackendSystemUs'))}`, 'report', '-'],
-    ['registrations/s, one core: authenticated, Redis backend (per wall s / per CPU-s of the node)', `${f0(r('redisBackendPerSecond'))} / ${f0(r('redisBackendPerCpuSecond'))}`, 'report', `${f2(r('redisBackendPerSecond') / r('echoPerSecond'))} / ${f2(r('redisBackendPerCpuSecond') / r('echoPerCpuSecond'))}`],
+    [
+      'UDP answers/s, one core: bare Node UDP echo server (per wall second / per CPU-second)',
+      `${f0(r('echoPerSecond'))} / ${f0(r('echoPerCpuSecond'))}`,
+      'baseline',
+      '1.00',
+    ],
+    [
+      'registrations/s, one core: authenticated, in-memory (per wall s / per CPU-s)',
+      `${f0(r('memoryBackendPerSecond'))} / ${f0(r('memoryBackendPerCpuSecond'))}`,
+      '>= 0.8',
+      `${f2(r('memoryBackendPerSecond') / r('echoPerSecond'))} / ${f2(r('memoryBackendPerCpuSecond') / r('echoPerCpuSecond'))}`,
+    ],
+    [
+      'CPU per answer, user + kernel (µs): echo / registration',
+      `${f2(r('echoUserUs'))} + ${f2(r('echoSystemUs'))} / ${f2(r('memoryBackendUserUs'))} + ${f2(r('memoryBackendSystemUs'))}`,
+      'report',
+      '-',
+    ],
+    [
+      'registrations/s, one core: authenticated, Redis backend (per wall s / per CPU-s of the node)',
+      `${f0(r('redisBackendPerSecond'))} / ${f0(r('redisBackendPerCpuSecond'))}`,
+      'report',
+      `${f2(r('redisBackendPerSecond') / r('echoPerSecond'))} / ${f2(r('redisBackendPerCpuSecond') / r('echoPerCpuSecond'))}`,
+    ],
     ['registrations per CPU-second of redis-server (Lua compare-and-set)', f0(r('registrationsPerRedisCpuSecond')), 'report', '-'],
     ['Redis memory per device (bytes)', f0(r('redisBytesPerDevice')), 'report', '-'],
     ['memory per device at 100k, live heap (bytes)', f0(m('compact-100000', 'heapBytesPerDevice')), '<= 200', '-'],
     ['memory per device at 100k, RSS (bytes)', f0(m('compact-100000', 'rssBytesPerDevice')), '<= 200', '-'],
     ['memory per device at 1M, live heap (bytes)', f0(m('compact-1000000', 'heapBytesPerDevice')), '<= 200', '-'],
     ['memory per device at 1M, RSS (bytes)', f0(m('compact-1000000', 'rssBytesPerDevice')), '<= 200', '-'],
-    ['(for scale: Map of objects at 100k, live heap / RSS)', `${f0(m('map-100000', 'heapBytesPerDevice'))} / ${f0(m('map-100000', 'rssBytesPerDevice'))}`, '-', '-'],
+    [
+      '(for scale: Map of objects at 100k, live heap / RSS)',
+      `${f0(m('map-100000', 'heapBytesPerDevice'))} / ${f0(m('map-100000', 'rssBytesPerDevice'))}`,
+      '-',
+      '-',
+    ],
     ['direct TLS connect to the server, p50 / p99 (ms)', `${f1(tls.p50Ms)} / ${f1(tls.p99Ms)}`, 'baseline', '1.00'],
-    ['time to connect, one request at a time, p50 / p99 (ms)', `${f1(c.sequential.p50Ms)} / ${f1(c.sequential.p99Ms)}`, 'report', `${f1(c.sequential.p50Ms / tls.p50Ms)} / ${f1(c.sequential.p99Ms / tls.p99Ms)}`],
-    [`time to connect, ${c.concurrent.concurrency} in flight, p50 / p99 (ms)`, `${f1(c.concurrent.p50Ms)} / ${f1(c.concurrent.p99Ms)}`, 'report', `${f1(c.concurrent.p50Ms / tls.p50Ms)} / ${f1(c.concurrent.p99Ms / tls.p99Ms)}`],
-    [`connection requests/s end to end (${c.concurrent.concurrency} in flight, one device)`, f1(c.concurrent.requestsPerSecond), 'report', `${f2(c.concurrent.requestsPerSecond / (1000 / tls.p50Ms))} of sequential TLS connects/s`],
-    ['server CPU per request vs per direct TLS connect (ms)', `${f2(c.concurrent.serverCpuMsPerRequest)} vs ${f2(tls.serverCpuMsPerTlsConnect)}`, 'report', f1(c.concurrent.serverCpuMsPerRequest / tls.serverCpuMsPerTlsConnect)],
+    [
+      'time to connect, one request at a time, p50 / p99 (ms)',
+      `${f1(c.sequential.p50Ms)} / ${f1(c.sequential.p99Ms)}`,
+      'report',
+      `${f1(c.sequential.p50Ms / tls.p50Ms)} / ${f1(c.sequential.p99Ms / tls.p99Ms)}`,
+    ],
+    [
+      `time to connect, ${c.concurrent.concurrency} in flight, p50 / p99 (ms)`,
+      `${f1(c.concurrent.p50Ms)} / ${f1(c.concurrent.p99Ms)}`,
+      'report',
+      `${f1(c.concurrent.p50Ms / tls.p50Ms)} / ${f1(c.concurrent.p99Ms / tls.p99Ms)}`,
+    ],
+    [
+      `connection requests/s end to end (${c.concurrent.concurrency} in flight, one device)`,
+      f1(c.concurrent.requestsPerSecond),
+      'report',
+      `${f2(c.concurrent.requestsPerSecond / (1000 / tls.p50Ms))} of sequential TLS connects/s`,
+    ],
+    [
+      'server CPU per request vs per direct TLS connect (ms)',
+      `${f2(c.concurrent.serverCpuMsPerRequest)} vs ${f2(tls.serverCpuMsPerTlsConnect)}`,
+      'report',
+      f1(c.concurrent.serverCpuMsPerRequest / tls.serverCpuMsPerTlsConnect),
+    ],
     ['connection requests per server CPU-second (one core)', f0(1000 / c.concurrent.serverCpuMsPerRequest), 'report', '-'],
-    ['agent / client CPU per request (ms)', `${f2(c.concurrent.agentCpuMsPerRequest)} / ${f2(c.concurrent.clientCpuMsPerRequest)}`, 'report', '-'],
+    [
+      'agent / client CPU per request (ms)',
+      `${f2(c.concurrent.agentCpuMsPerRequest)} / ${f2(c.concurrent.clientCpuMsPerRequest)}`,
+      'report',
+      '-',
+    ],
     ...(['rsa-full', 'ec-full', 'rsa-resumed', 'ec-resumed'] as const).map((k): [string, string, string, string] => {
       const h = handshakes[k];
       const base = handshakes['rsa-full'];
-      const label = { 'rsa-full': 'RSA 2048, full (the old default)', 'ec-full': 'ECDSA P-256, full (the default)', 'rsa-resumed': 'RSA 2048, resumed (ticket)', 'ec-resumed': 'ECDSA P-256, resumed (ticket)' }[k];
+      const label = {
+        'rsa-full': 'RSA 2048, full (the old default)',
+        'ec-full': 'ECDSA P-256, full (the default)',
+        'rsa-resumed': 'RSA 2048, resumed (ticket)',
+        'ec-resumed': 'ECDSA P-256, resumed (ticket)',
+      }[k];
       return [
         `TLS handshake to the server: ${label}: server CPU / client CPU / client p50 (ms)`,
-        h ? `${f2(h.serverCpuMs)} / ${f2(h.clientCpuMs)} / ${f2(h.p50Ms)}${k.endsWith('resumed') ? ` (${(h.resumedShare * 100).toFixed(0)}% resumed)` : ''}` : '-',
+        h
+          ? `${f2(h.serverCpuMs)} / ${f2(h.clientCpuMs)} / ${f2(h.p50Ms)}${k.endsWith('resumed') ? ` (${(h.resumedShare * 100).toFixed(0)}% resumed)` : ''}`
+          : '-',
         k === 'rsa-full' ? 'baseline' : 'report',
         h && base ? `${f2(h.serverCpuMs / base.serverCpuMs)} server CPU` : '-',
       ];
@@ -372,13 +509,19 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
     ['tunnel throughput: relayed tunnel', f0(t.relayedTunnelMbps!), '>= 0.7', f2(t.relayedTunnelMbps! / t.plainTlsMbps!)],
     ['tunnel throughput: relayed / direct', '-', '>= 0.7', f2(t.relayedTunnelMbps! / t.directTunnelMbps!)],
     ['time to connect (time line runs, info logs), direct, p50 (ms)', f1(directConnectP50), 'baseline', '1.00'],
-    ['time to connect, relayed (the device cannot dial the client), p50 (ms)', f1(relayedConnectP50), '<= 2', f2(relayedConnectP50 / directConnectP50)],
+    [
+      'time to connect, relayed (the device cannot dial the client), p50 (ms)',
+      f1(relayedConnectP50),
+      '<= 2',
+      f2(relayedConnectP50 / directConnectP50),
+    ],
     ...sessionRows(sessions),
   ];
   process.stdout.write('\n| figure | measured | target | ratio to baseline |\n|---|---|---|---|\n');
   for (const r of rows) process.stdout.write(`| ${r.join(' | ')} |\n`);
   if (timelines.direct.length) process.stdout.write(formatTimeline('time line of one direct connection', medianTimeline(timelines.direct)));
-  if (timelines.relayed.length) process.stdout.write(formatTimeline('time line of one relayed connection', medianTimeline(timelines.relayed)));
+  if (timelines.relayed.length)
+    process.stdout.write(formatTimeline('time line of one relayed connection', medianTimeline(timelines.relayed)));
   if (fleet) {
     process.stdout.write(fleetReport(fleet));
   }

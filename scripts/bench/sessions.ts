@@ -128,8 +128,14 @@ export async function sessionBench(o: { quick: boolean }): Promise<SessionFigure
     // A second stream on a live session vs a plain TCP connect to the service.
     const n = o.quick ? 50 : 200;
     const c = createClient({
-      server: { host: '127.0.0.1', port: setup.tlsPort }, serverName: 'localhost', caPem: setup.caPem,
-      equipmentId: setup.equipmentId, password: setup.password, service: 'echo', accept: { host: '127.0.0.1', port: 0 }, sessionIdleMs: 60_000,
+      server: { host: '127.0.0.1', port: setup.tlsPort },
+      serverName: 'localhost',
+      caPem: setup.caPem,
+      equipmentId: setup.equipmentId,
+      password: setup.password,
+      service: 'echo',
+      accept: { host: '127.0.0.1', port: 0 },
+      sessionIdleMs: 60_000,
     });
     client.stop = () => c.stop();
     const first = await c.open();
@@ -150,8 +156,16 @@ export async function sessionBench(o: { quick: boolean }): Promise<SessionFigure
     // A web page: 40 parallel requests through one --listen port vs directly.
     const listenPort = await freePort();
     const base = [
-      'connect', setup.equipmentId, '--server', `127.0.0.1:${setup.tlsPort}`, '--server-name', 'localhost',
-      '--ca', setup.caFile, '--password-file', setup.passwordFile,
+      'connect',
+      setup.equipmentId,
+      '--server',
+      `127.0.0.1:${setup.tlsPort}`,
+      '--server-name',
+      'localhost',
+      '--ca',
+      setup.caFile,
+      '--password-file',
+      setup.passwordFile,
     ];
     const cli = startProgram('client', [...base, '--service', 'web', '--listen', `127.0.0.1:${listenPort}`]);
     programs.push(cli);
@@ -178,7 +192,15 @@ export async function sessionBench(o: { quick: boolean }): Promise<SessionFigure
     // Throughput: a stream of a session vs a tunnel per connection, through the same echo service.
     const [streamPort, tunnelPort] = [await freePort(), await freePort()];
     const streamCli = startProgram('client', [...base, '--service', 'echo', '--listen', `127.0.0.1:${streamPort}`]);
-    const tunnelCli = startProgram('client', [...base, '--service', 'echo', '--listen', `127.0.0.1:${tunnelPort}`, '--session-idle-ms', '0']);
+    const tunnelCli = startProgram('client', [
+      ...base,
+      '--service',
+      'echo',
+      '--listen',
+      `127.0.0.1:${tunnelPort}`,
+      '--session-idle-ms',
+      '0',
+    ]);
     programs.push(streamCli, tunnelCli);
     await Promise.all([waitServing(streamCli), waitServing(tunnelCli)]);
     const data = randomBytes(o.quick ? 4 * 1024 * 1024 : 16 * 1024 * 1024);
@@ -228,7 +250,12 @@ export function sessionRows(f: SessionFigures | null): [string, string, string, 
       'report',
       f1(f.streamOpenP50Ms / f.tcpConnectP50Ms),
     ],
-    [`a web page: ${f.pageRequests} parallel HTTP requests (${f.pageResourceBytes / 1024} KiB each) directly to the service, median total (ms)`, f1(f.pageDirectMs), 'baseline', '1.00'],
+    [
+      `a web page: ${f.pageRequests} parallel HTTP requests (${f.pageResourceBytes / 1024} KiB each) directly to the service, median total (ms)`,
+      f1(f.pageDirectMs),
+      'baseline',
+      '1.00',
+    ],
     [
       `a web page through one --listen port, median total (ms); succeeded (worst round)`,
       `${f1(f.pageThroughListenMs)}; ${f.pageSucceeded}/${f.pageRequests}`,
@@ -241,8 +268,18 @@ export function sessionRows(f: SessionFigures | null): [string, string, string, 
       'report',
       '-',
     ],
-    [`echo throughput (${f.throughputPayloadBytes / 1048576} MiB round trip): plain TCP (Mbit/s, both directions)`, f1(f.plainTcpMbps), 'baseline', '1.00'],
+    [
+      `echo throughput (${f.throughputPayloadBytes / 1048576} MiB round trip): plain TCP (Mbit/s, both directions)`,
+      f1(f.plainTcpMbps),
+      'baseline',
+      '1.00',
+    ],
     ['echo throughput: a tunnel per connection (--session-idle-ms 0)', f1(f.tunnelMbps), 'report', f2(f.tunnelMbps / f.plainTcpMbps)],
-    ['echo throughput: a stream of a session (--listen default)', f1(f.streamMbps), 'report', `${f2(f.streamMbps / f.plainTcpMbps)} (${f2(f.streamMbps / f.tunnelMbps)} of the tunnel)`],
+    [
+      'echo throughput: a stream of a session (--listen default)',
+      f1(f.streamMbps),
+      'report',
+      `${f2(f.streamMbps / f.plainTcpMbps)} (${f2(f.streamMbps / f.tunnelMbps)} of the tunnel)`,
+    ],
   ];
 }

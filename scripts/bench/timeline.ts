@@ -39,7 +39,11 @@ export const PHASES: readonly { name: string; who: Mark['who'] | 'bench'; prefix
   { name: 'server: device attached, request forwarded', who: 'server', prefix: 'S206 device connected' },
   { name: 'agent: verdict (authorised)', who: 'agent', prefix: 'S207 request authorised' },
   { name: 'client: verdict received', who: 'client', prefix: 'S207 device accepted' },
-  { name: 'agent: path race won, PSK handshake done', who: 'agent', prefix: 'S208 direct channel up|end-to-end channel up through the relay' },
+  {
+    name: 'agent: path race won, PSK handshake done',
+    who: 'agent',
+    prefix: 'S208 direct channel up|end-to-end channel up through the relay',
+  },
   { name: 'client: channel up (open() resolves)', who: 'client', prefix: 'S208 direct channel up|channel up through the relay' },
   { name: 'first byte echoed through the tunnel', who: 'bench', prefix: '' },
 ];
@@ -71,7 +75,10 @@ export async function connectionTimelines(rounds: number): Promise<{ direct: Tim
       services: { echo: `127.0.0.1:${echo.port}` },
       directDialOnly: true,
       // Offers of the direct runs that the client never joined hold the device's relay share until the join deadline.
-      serverExtra: ['[limits]\nrequests_per_source_per_min = 0\nrequests_per_device_per_min = 0', '[relay]\nmax_sessions_per_device = 100000\nmax_sessions_per_source = 100000'].join('\n'),
+      serverExtra: [
+        '[limits]\nrequests_per_source_per_min = 0\nrequests_per_device_per_min = 0',
+        '[relay]\nmax_sessions_per_device = 100000\nmax_sessions_per_source = 100000',
+      ].join('\n'),
     });
     const server = startProgram('server', ['--config', setup.serverConfig]);
     programs.push(server);
@@ -83,9 +90,15 @@ export async function connectionTimelines(rounds: number): Promise<{ direct: Tim
     const logger = pino({ level: 'info' }, { write: (s: string) => void clientLines.push(JSON.parse(s) as LogLine) });
     const run = async (advertisePort?: number): Promise<Timeline[]> => {
       const client = createClient({
-        server: { host: '127.0.0.1', port: setup.tlsPort }, serverName: 'localhost', caPem: setup.caPem,
-        equipmentId: setup.equipmentId, password: setup.password, service: 'echo', accept: { host: '127.0.0.1', port: 0 },
-        logger, ...(advertisePort ? { advertisePort } : {}),
+        server: { host: '127.0.0.1', port: setup.tlsPort },
+        serverName: 'localhost',
+        caPem: setup.caPem,
+        equipmentId: setup.equipmentId,
+        password: setup.password,
+        service: 'echo',
+        accept: { host: '127.0.0.1', port: 0 },
+        logger,
+        ...(advertisePort ? { advertisePort } : {}),
       });
       await client.start();
       const out: Timeline[] = [];

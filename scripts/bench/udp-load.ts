@@ -29,7 +29,13 @@ const COOKIE_WINDOW = 256;
 const COOKIE_FETCH_TIMEOUT_MS = 30_000;
 
 /** Each device's cookie for this socket: a cookie-less registration draws a COOKIE; resent until every one has answered. */
-async function fetchCookies(s: Socket, port: number, ids: readonly string[], keys: readonly Buffer[], timestampMs: number): Promise<Buffer[]> {
+async function fetchCookies(
+  s: Socket,
+  port: number,
+  ids: readonly string[],
+  keys: readonly Buffer[],
+  timestampMs: number,
+): Promise<Buffer[]> {
   const cookies: (Buffer | undefined)[] = new Array(ids.length);
   const byNonce = new Map<string, number>();
   let got = 0;
@@ -94,7 +100,12 @@ async function main(): Promise<void> {
     const cookies = await fetchCookies(s, port, ids, keys, base - 1);
     for (let round = 0; packets.length < needed; round++) {
       for (let i = 0; i < devices && packets.length < needed; i++) {
-        packets.push(encodeRegister({ equipmentId: ids[i]!, timestampMs: base + round, nonce: randomBytes(REGISTER_NONCE_BYTES), cookie: cookies[i]! }, keys[i]!));
+        packets.push(
+          encodeRegister(
+            { equipmentId: ids[i]!, timestampMs: base + round, nonce: randomBytes(REGISTER_NONCE_BYTES), cookie: cookies[i]! },
+            keys[i]!,
+          ),
+        );
       }
     }
   } else {
@@ -166,7 +177,9 @@ async function main(): Promise<void> {
   const extraCpu = extraPids === null ? null : extraCpuSeconds() - extra0;
   clearInterval(refill);
   polling = false;
-  process.stdout.write(`${JSON.stringify({ mode, answersPerSecond: n / elapsed, answersPerCpuSecond: n / cpu, targetCpuShare: cpu / elapsed, perAnswerUs, ...(extraCpu === null ? {} : { answersPerExtraCpuSecond: n / extraCpu }), answers: n, sent: next, offeredPerSecond: offered, sentPerSecond: sentInWindow / elapsed, exhausted: next >= packets.length })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ mode, answersPerSecond: n / elapsed, answersPerCpuSecond: n / cpu, targetCpuShare: cpu / elapsed, perAnswerUs, ...(extraCpu === null ? {} : { answersPerExtraCpuSecond: n / extraCpu }), answers: n, sent: next, offeredPerSecond: offered, sentPerSecond: sentInWindow / elapsed, exhausted: next >= packets.length })}\n`,
+  );
   s.close();
 }
 

@@ -39,8 +39,20 @@ export function createClientProber(input: ClientProberOptions): ClientProber {
   const o = Object.freeze({ ...input, intervalMs: input.intervalMs ?? CONNECT_INTERVAL_MS });
   const s = o.setup;
   const args = [
-    PROGRAMS.client, 'connect', s.equipmentId, '--server', `127.0.0.1:${o.tlsPort ?? s.tlsPort}`, '--server-name', 'localhost',
-    '--ca', s.caFile, '--password-file', s.passwordFile, '--service', o.service, '--stdio',
+    PROGRAMS.client,
+    'connect',
+    s.equipmentId,
+    '--server',
+    `127.0.0.1:${o.tlsPort ?? s.tlsPort}`,
+    '--server-name',
+    'localhost',
+    '--ca',
+    s.caFile,
+    '--password-file',
+    s.passwordFile,
+    '--service',
+    o.service,
+    '--stdio',
   ];
   let attempts = 0;
   let successes = 0;
@@ -63,7 +75,9 @@ export function createClientProber(input: ClientProberOptions): ClientProber {
         clearTimeout(timer);
         const ok = code === 0 && out === line;
         if (!ok && failureNotes.length < FAILURES_KEPT_MAX) {
-          failureNotes.push(`exit ${code ?? signal}, echoed ${out === line ? 'ok' : JSON.stringify(out.slice(0, 40))}: ${err.trim().split('\n').slice(-2).join(' | ')}`);
+          failureNotes.push(
+            `exit ${code ?? signal}, echoed ${out === line ? 'ok' : JSON.stringify(out.slice(0, 40))}: ${err.trim().split('\n').slice(-2).join(' | ')}`,
+          );
         }
         resolve(ok);
       });

@@ -64,7 +64,9 @@ function echoServer(): Promise<{ server: Server; port: number }> {
     s.on('error', () => undefined);
     s.pipe(s);
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as { port: number }).port })));
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as { port: number }).port })),
+  );
 }
 
 export async function startSystem(input: SystemOptions): Promise<SystemUnderFuzz> {
@@ -77,11 +79,17 @@ export async function startSystem(input: SystemOptions): Promise<SystemUnderFuzz
     services: { [ECHO_SERVICE]: `127.0.0.1:${echo.port}` },
     registerIntervalMs: FUZZ_REGISTER_INTERVAL_MS,
     serverExtra: [
-      '[probe]', `port = ${probePort}`,
-      '[metrics]', 'enabled = true', 'host = "127.0.0.1"', `port = ${metricsPort}`,
+      '[probe]',
+      `port = ${probePort}`,
+      '[metrics]',
+      'enabled = true',
+      'host = "127.0.0.1"',
+      `port = ${metricsPort}`,
       // On loopback the fuzzer and the real agent and client share one source address: per-source
       // limits would make the fuzzer's flood cut off the real device (and hide the parsers behind the limiter).
-      '[limits]', 'registrations_per_source_per_s = 0', 'requests_per_source_per_min = 0',
+      '[limits]',
+      'registrations_per_source_per_s = 0',
+      'requests_per_source_per_min = 0',
     ].join('\n'),
   });
   // The agent at debug adds one line per registration sent ("S201 registration sent"): the count of registrations.
@@ -93,12 +101,14 @@ export async function startSystem(input: SystemOptions): Promise<SystemUnderFuzz
     server: { byLevel: {}, warnings: [] },
     agent: { byLevel: {}, warnings: [] },
   };
-  const onLine = (name: ProgramName) => (l: LogLine): void => {
-    const level = typeof l.level === 'number' ? l.level : 0;
-    const tally = tallies[name];
-    tally.byLevel[String(level)] = (tally.byLevel[String(level)] ?? 0) + 1;
-    if (level >= WARN_LEVEL && tally.warnings.length < KEPT_WARNINGS_MAX) tally.warnings.push(JSON.stringify(l));
-  };
+  const onLine =
+    (name: ProgramName) =>
+    (l: LogLine): void => {
+      const level = typeof l.level === 'number' ? l.level : 0;
+      const tally = tallies[name];
+      tally.byLevel[String(level)] = (tally.byLevel[String(level)] ?? 0) + 1;
+      if (level >= WARN_LEVEL && tally.warnings.length < KEPT_WARNINGS_MAX) tally.warnings.push(JSON.stringify(l));
+    };
   const watch = (name: ProgramName, p: Program): void => {
     p.child.once('exit', (code, signal) => {
       if (!stopping.has(name)) crashes.push({ program: name, code, signal, atMs: Math.round(performance.now() - t0) });

@@ -15,7 +15,8 @@ export interface FuzzFigures {
   readonly lost: number;
 }
 
-const LAST_LINE = /^fuzz: (\d+) packets, (\d+) crashes, answered\/received (\d+(?:\.\d+)?), RSS \+(-?\d+(?:\.\d+)?) MiB, fds \+(-?\d+), registrations lost (\d+)$/;
+const LAST_LINE =
+  /^fuzz: (\d+) packets, (\d+) crashes, answered\/received (\d+(?:\.\d+)?), RSS \+(-?\d+(?:\.\d+)?) MiB, fds \+(-?\d+), registrations lost (\d+)$/;
 
 export function formatLastLine(f: FuzzFigures): string {
   return `fuzz: ${f.packets} packets, ${f.crashes} crashes, answered/received ${f.answeredRatio.toFixed(4)}, RSS +${f.rssGrowthMiB.toFixed(1)} MiB, fds +${f.fdGrowth}, registrations lost ${f.lost}`;
@@ -27,7 +28,12 @@ export function parseLastLine(output: string): FuzzFigures | null {
   const m = LAST_LINE.exec(last);
   if (!m) return null;
   return Object.freeze({
-    packets: Number(m[1]), crashes: Number(m[2]), answeredRatio: Number(m[3]), rssGrowthMiB: Number(m[4]), fdGrowth: Number(m[5]), lost: Number(m[6]),
+    packets: Number(m[1]),
+    crashes: Number(m[2]),
+    answeredRatio: Number(m[3]),
+    rssGrowthMiB: Number(m[4]),
+    fdGrowth: Number(m[5]),
+    lost: Number(m[6]),
   });
 }
 

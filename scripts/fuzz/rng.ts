@@ -19,7 +19,8 @@ export interface Rng {
 }
 
 export function createRng(seed: number): Rng {
-  if (!Number.isInteger(seed) || seed <= 0 || seed > 0xffffffff) throw new RangeError(`seed: expected an integer in 1..2^32-1, found ${seed}`);
+  if (!Number.isInteger(seed) || seed <= 0 || seed > 0xffffffff)
+    throw new RangeError(`seed: expected an integer in 1..2^32-1, found ${seed}`);
   let state = seed >>> 0;
   const pool = Buffer.allocUnsafe(RANDOM_POOL_BYTES);
   randomFillSync(pool);

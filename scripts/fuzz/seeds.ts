@@ -73,27 +73,57 @@ export function udpSeeds(k: SeedKeys): Seed[] {
   const registerTs: [number, number] = [5 + idLen, 13 + idLen];
   const seeds: Seed[] = [
     {
-      name: 'register (stale, real key)', ...UDP_HEADER, lengthFields: [{ offset: 4, size: 1 }], frozen: registerTs, retag,
+      name: 'register (stale, real key)',
+      ...UDP_HEADER,
+      lengthFields: [{ offset: 4, size: 1 }],
+      frozen: registerTs,
+      retag,
       bytes: encodeRegister({ equipmentId: k.equipmentId, timestampMs: now - STALE_REGISTRATION_MS, nonce: nonce() }, regKey),
     },
     {
-      name: 'register (decoy, wrong key)', ...UDP_HEADER, lengthFields: [{ offset: 4, size: 1 }],
+      name: 'register (decoy, wrong key)',
+      ...UDP_HEADER,
+      lengthFields: [{ offset: 4, size: 1 }],
       bytes: encodeRegister({ equipmentId: DECOY_EQUIPMENT_ID, timestampMs: now, nonce: nonce() }, randomBytes(32)),
     },
     {
-      name: 'probe', ...UDP_HEADER, lengthFields: [{ offset: 5, size: 1 }], retag,
+      name: 'probe',
+      ...UDP_HEADER,
+      lengthFields: [{ offset: 5, size: 1 }],
+      retag,
       bytes: encodeProbe({ flags: 0, equipmentId: k.equipmentId, timestampMs: now, nonce: nonce() }, regKey),
     },
     {
-      name: 'probe (check mapping)', ...UDP_HEADER, lengthFields: [{ offset: 5, size: 1 }], retag,
+      name: 'probe (check mapping)',
+      ...UDP_HEADER,
+      lengthFields: [{ offset: 5, size: 1 }],
+      retag,
       bytes: encodeProbe({ flags: PROBE_FLAG_CHECK_MAPPING, equipmentId: k.equipmentId, timestampMs: now, nonce: nonce() }, regKey),
     },
     {
-      name: 'register ack', ...UDP_HEADER, lengthFields: [], retag,
-      bytes: encodeRegisterAck({ status: AckStatus.OK, nonce: nonce(), serverTimeMs: now, observed: { address: '127.0.0.1', port: 40000 } }, regKey),
+      name: 'register ack',
+      ...UDP_HEADER,
+      lengthFields: [],
+      retag,
+      bytes: encodeRegisterAck(
+        { status: AckStatus.OK, nonce: nonce(), serverTimeMs: now, observed: { address: '127.0.0.1', port: 40000 } },
+        regKey,
+      ),
     },
-    { name: 'notify', ...UDP_HEADER, lengthFields: [], retag, bytes: encodeNotify({ requestId: randomBytes(REQUEST_ID_BYTES), serverTimeMs: now, wake: anyWake(now) }, regKey) },
-    { name: 'mapping check', ...UDP_HEADER, lengthFields: [], retag, bytes: encodeMappingCheck({ nonce: nonce(), serverTimeMs: now }, regKey) },
+    {
+      name: 'notify',
+      ...UDP_HEADER,
+      lengthFields: [],
+      retag,
+      bytes: encodeNotify({ requestId: randomBytes(REQUEST_ID_BYTES), serverTimeMs: now, wake: anyWake(now) }, regKey),
+    },
+    {
+      name: 'mapping check',
+      ...UDP_HEADER,
+      lengthFields: [],
+      retag,
+      bytes: encodeMappingCheck({ nonce: nonce(), serverTimeMs: now }, regKey),
+    },
   ];
   return seeds.map((s) => Object.freeze(s));
 }
@@ -112,7 +142,16 @@ export async function frameSeeds(k: SeedKeys): Promise<Seed[]> {
   const client = { address: '127.0.0.1', port: 40000 };
   const frames: [string, Frame][] = [
     ['hello', { type: FrameType.HELLO, serverTimeMs: Date.now() }],
-    ['connect request (decoy)', { type: FrameType.CONNECT_REQUEST, equipmentId: DECOY_EQUIPMENT_ID, advertisedPort: 40000, wake: anyWake(Date.now()), sealedRequest: sealed }],
+    [
+      'connect request (decoy)',
+      {
+        type: FrameType.CONNECT_REQUEST,
+        equipmentId: DECOY_EQUIPMENT_ID,
+        advertisedPort: 40000,
+        wake: anyWake(Date.now()),
+        sealedRequest: sealed,
+      },
+    ],
     ['connect result', { type: FrameType.CONNECT_RESULT, status: Status.OK, detail: 'fuzz' }],
     ['device attach', { type: FrameType.DEVICE_ATTACH, equipmentId: k.equipmentId, requestId: rid(), proof: randomBytes(32) }],
     ['forward request', { type: FrameType.FORWARD_REQUEST, requestId: rid(), client, advertisedPort: 40000, sealedRequest: sealed }],
@@ -121,7 +160,16 @@ export async function frameSeeds(k: SeedKeys): Promise<Seed[]> {
     ['relay join client', { type: FrameType.RELAY_JOIN_CLIENT, requestId: rid(), joinToken: randomBytes(16) }],
     ['relay join device', { type: FrameType.RELAY_JOIN_DEVICE, equipmentId: k.equipmentId, requestId: rid(), proof: randomBytes(32) }],
     ['relay paired', { type: FrameType.RELAY_PAIRED }],
-    ['candidates', { type: FrameType.CANDIDATES, candidates: [{ kind: CandidateKind.LISTEN, endpoint: client }, { kind: CandidateKind.PUNCH, endpoint: client }] }],
+    [
+      'candidates',
+      {
+        type: FrameType.CANDIDATES,
+        candidates: [
+          { kind: CandidateKind.LISTEN, endpoint: client },
+          { kind: CandidateKind.PUNCH, endpoint: client },
+        ],
+      },
+    ],
   ];
   return frames.map(([name, f]) => Object.freeze({ name, ...FRAME_SEED, bytes: encodeFrame(f) }));
 }
@@ -161,7 +209,15 @@ export async function clientHelloSeed(): Promise<Seed> {
     });
   });
   // Record: type(1) | version(2) | length(2); handshake: type(1) | length(3, its low 2 bytes at 7).
-  const seed: Seed = { name: 'TLS ClientHello', typeOffset: 5, lengthFields: [{ offset: 3, size: 2 }, { offset: 7, size: 2 }], bytes: hello };
+  const seed: Seed = {
+    name: 'TLS ClientHello',
+    typeOffset: 5,
+    lengthFields: [
+      { offset: 3, size: 2 },
+      { offset: 7, size: 2 },
+    ],
+    bytes: hello,
+  };
   return Object.freeze(seed);
 }
 

@@ -12,20 +12,23 @@ export type Metrics = ReadonlyMap<string, number>;
 
 export function fetchMetrics(port: number): Promise<Metrics> {
   return new Promise((resolve, reject) => {
-    const req = get({ host: '127.0.0.1', port, path: '/metrics', agent: false, headers: { connection: 'close' }, timeout: METRICS_TIMEOUT_MS }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => {
-        const out = new Map<string, number>();
-        for (const line of body.split('\n')) {
-          if (line.startsWith('#') || !line.trim()) continue;
-          const at = line.lastIndexOf(' ');
-          out.set(line.slice(0, at), Number(line.slice(at + 1)));
-        }
-        resolve(out);
-      });
-    });
+    const req = get(
+      { host: '127.0.0.1', port, path: '/metrics', agent: false, headers: { connection: 'close' }, timeout: METRICS_TIMEOUT_MS },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => {
+          const out = new Map<string, number>();
+          for (const line of body.split('\n')) {
+            if (line.startsWith('#') || !line.trim()) continue;
+            const at = line.lastIndexOf(' ');
+            out.set(line.slice(0, at), Number(line.slice(at + 1)));
+          }
+          resolve(out);
+        });
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('metrics: no answer')));
     req.on('error', reject);
   });

@@ -130,6 +130,16 @@ export function createStreamFuzz(input: StreamFuzzOptions): StreamFuzz {
       };
       await Promise.all(Array.from({ length: o.concurrency }, worker));
     },
-    stats: () => Object.freeze({ name: o.name, packets, connections, bytesSent, bytesReceived, notClosedByTarget: Object.freeze({ ...notClosedByTarget }), handshakeFailures, endings: Object.freeze({ ...endings }) }),
+    stats: () =>
+      Object.freeze({
+        name: o.name,
+        packets,
+        connections,
+        bytesSent,
+        bytesReceived,
+        notClosedByTarget: Object.freeze({ ...notClosedByTarget }),
+        handshakeFailures,
+        endings: Object.freeze({ ...endings }),
+      }),
   };
 }

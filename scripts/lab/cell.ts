@@ -237,7 +237,10 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
     // The gateways first: the agent asks its router for a mapping as it starts.
     if (spec.upnp !== 'none') {
       const kind = spec.upnp;
-      for (const [name, side] of [['client', lab.client], ['device', lab.device]] as const) {
+      for (const [name, side] of [
+        ['client', lab.client],
+        ['device', lab.device],
+      ] as const) {
         // One router for both (same LAN): one gateway.
         if (gatewayOn(name) && side.router && !gateways.some((_, i) => [...gatewayBySide.values()][i]?.router === side.router)) {
           const gateway = await startGateway({ router: side.router, kind, dir, lanCidr: ADDR.lanCidr });
@@ -247,19 +250,31 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       }
     }
     // Killed with the namespace's other processes when the lab is removed.
-    spawn('ip', ['netns', 'exec', lab.device.host, process.execPath, join(DIST, 'scripts', 'lab', 'echo-service.js'), String(SERVICE_PORT)], {
-      stdio: 'ignore',
+    spawn(
+      'ip',
+      ['netns', 'exec', lab.device.host, process.execPath, join(DIST, 'scripts', 'lab', 'echo-service.js'), String(SERVICE_PORT)],
+      {
+        stdio: 'ignore',
+      },
+    );
+    const server = startProgram('server', ['--config', setup.serverConfig], {
+      netns: lab.server,
+      onLine: (l) => spec.onLine?.('server', l),
     });
-    const server = startProgram('server', ['--config', setup.serverConfig], { netns: lab.server, onLine: (l) => spec.onLine?.('server', l) });
     programs.push(server);
     await server.waitFor((l) => l.msg === 'rendezvous server listening', 30_000);
-    const agent = startProgram('agent', ['--config', setup.agentConfig], { netns: lab.device.host, onLine: (l) => spec.onLine?.('agent', l) });
+    const agent = startProgram('agent', ['--config', setup.agentConfig], {
+      netns: lab.device.host,
+      onLine: (l) => spec.onLine?.('agent', l),
+    });
     programs.push(agent);
     const registered = await server.waitFor((l) => l.msg === 'S202 device registered', REGISTER_WAIT_MS);
-    await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'), REGISTER_WAIT_MS).catch((err: Error) => {
-      const seen = agent.lines.map((l) => `${String(l.msg)}${l.counters ? ` ${JSON.stringify(l.counters)}` : ''}`).join(' | ');
-      throw new Error(`${err.message.split(';')[0]}; agent said: ${seen || 'nothing'}; agent exit ${agent.child.exitCode}`);
-    });
+    await agent
+      .waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'), REGISTER_WAIT_MS)
+      .catch((err: Error) => {
+        const seen = agent.lines.map((l) => `${String(l.msg)}${l.counters ? ` ${JSON.stringify(l.counters)}` : ''}`).join(' | ');
+        throw new Error(`${err.message.split(';')[0]}; agent said: ${seen || 'nothing'}; agent exit ${agent.child.exitCode}`);
+      });
 
     // Where a gateway offers UPnP or NAT-PMP, the client maps its own port (--map-port auto).
     let clientMapping = lab.client.router ? 'none' : 'public host';
@@ -280,11 +295,26 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
     const payload = randomBytes(spec.payloadBytes ?? CELL_PAYLOAD_BYTES);
     const want = createHash('sha256').update(payload).digest('hex');
     const args = [
-      'connect', setup.equipmentId, '--server', `${spec.ipv6 ? LAB_SERVER_NAME : ADDR.server}:${SERVER_TLS_PORT}`, '--ca', setup.caFile,
+      'connect',
+      setup.equipmentId,
+      '--server',
+      `${spec.ipv6 ? LAB_SERVER_NAME : ADDR.server}:${SERVER_TLS_PORT}`,
+      '--ca',
+      setup.caFile,
       ...(spec.ipv6 ? ['--server-name', 'localhost'] : []),
-      '--password-file', setup.passwordFile, '--service', 'echo', '--stdio',
-      '--accept', spec.ipv6 ? `[::]:${CLIENT_PORT}` : `0.0.0.0:${CLIENT_PORT}`, '--advertise-port', String(CLIENT_PORT),
-      '--peer-timeout-ms', String(spec.peerTimeoutMs ?? 4000), '--log-level', 'info',
+      '--password-file',
+      setup.passwordFile,
+      '--service',
+      'echo',
+      '--stdio',
+      '--accept',
+      spec.ipv6 ? `[::]:${CLIENT_PORT}` : `0.0.0.0:${CLIENT_PORT}`,
+      '--advertise-port',
+      String(CLIENT_PORT),
+      '--peer-timeout-ms',
+      String(spec.peerTimeoutMs ?? 4000),
+      '--log-level',
+      'info',
       ...(gatewayOn('client') ? ['--map-port', 'auto'] : []),
     ];
     const r = await runClient(lab.client.host, args, payload, spec.clientTimeoutMs ?? 30_000);
@@ -303,7 +333,11 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
     const verified = r.code === 0 && r.stdoutSha === want ? r.stdoutBytes : 0;
     const err =
       /peerlink: (.*\[PEERLINK_ERR_[A-Z_]+\])/.exec(r.stderr)?.[1] ??
-      (r.code !== 0 ? `exit ${r.code}` : verified === payload.length ? null : `returned ${r.stdoutBytes} of ${payload.length} bytes${r.stdoutBytes === payload.length ? ' (different bytes)' : ''}`);
+      (r.code !== 0
+        ? `exit ${r.code}`
+        : verified === payload.length
+          ? null
+          : `returned ${r.stdoutBytes} of ${payload.length} bytes${r.stdoutBytes === payload.length ? ' (different bytes)' : ''}`);
     return {
       ...base,
       connected: r.code === 0 && verified === payload.length,
@@ -320,8 +354,15 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
     };
   } catch (err) {
     return {
-      ...base, connected: false, path: 'none', connectMs: null, bytesVerified: 0, registeredAs: '',
-      devicePublicAddress: lab?.device.publicAddress ?? '', clientMapping: 'n/a', error: (err as Error).message,
+      ...base,
+      connected: false,
+      path: 'none',
+      connectMs: null,
+      bytesVerified: 0,
+      registeredAs: '',
+      devicePublicAddress: lab?.device.publicAddress ?? '',
+      clientMapping: 'n/a',
+      error: (err as Error).message,
     };
   } finally {
     await Promise.all(programs.map((p) => p.stop(2000)));

@@ -17,7 +17,11 @@ export async function translations(routerNs: string, proto: 'udp' | 'tcp'): Prom
     if (kv.length < 8) continue;
     const [oSrc, oDst, oSport, oDport, rSrc, rDst, rSport, rDport] = kv;
     // The reply direction, reversed, is the original packet as seen on the other side of the NAT.
-    rows.push({ proto, before: { src: `${oSrc}:${oSport}`, dst: `${oDst}:${oDport}` }, after: { src: `${rDst}:${rDport}`, dst: `${rSrc}:${rSport}` } });
+    rows.push({
+      proto,
+      before: { src: `${oSrc}:${oSport}`, dst: `${oDst}:${oDport}` },
+      after: { src: `${rDst}:${rDport}`, dst: `${rSrc}:${rSport}` },
+    });
   }
   return rows;
 }

@@ -33,24 +33,37 @@ export async function diagnoseScenario(o: { deviceNat: NatKind; upnp: UpnpKind; 
   let removeHosts: (() => Promise<void>) | null = null;
   const ipv6 = o.deviceStack !== undefined;
   try {
-    lab = await createLab({ client: { nat: 'none' }, device: { nat: o.deviceNat, ...(ipv6 ? { stack: o.deviceStack } : {}) }, ...(ipv6 ? { ipv6: true } : {}) });
+    lab = await createLab({
+      client: { nat: 'none' },
+      device: { nat: o.deviceNat, ...(ipv6 ? { stack: o.deviceStack } : {}) },
+      ...(ipv6 ? { ipv6: true } : {}),
+    });
     if (ipv6) removeHosts = await labHostsFile([lab.device.host]);
     const setup = await createLoopbackSetup({
-      dir, serverAddress: ADDR.server, ports: { udp: LAB_UDP_PORT, tls: LAB_TLS_PORT }, services: { http: '127.0.0.1:80' },
+      dir,
+      serverAddress: ADDR.server,
+      ports: { udp: LAB_UDP_PORT, tls: LAB_TLS_PORT },
+      services: { http: '127.0.0.1:80' },
       serverExtra: `[probe]\nport = ${LAB_PROBE_PORT}`,
       ...(ipv6 ? { listenHost: '::', agentServerHost: LAB_SERVER_NAME } : {}),
     });
     const text = await readFile(setup.agentConfig, 'utf8');
-    await writeFile(setup.agentConfig, text.replace('server_name = "localhost"', `server_name = "localhost"\nprobe_port = ${LAB_PROBE_PORT}`));
+    await writeFile(
+      setup.agentConfig,
+      text.replace('server_name = "localhost"', `server_name = "localhost"\nprobe_port = ${LAB_PROBE_PORT}`),
+    );
     server = startProgram('server', ['--config', setup.serverConfig], { netns: lab.server });
     await server.waitFor((l) => l.msg === 'rendezvous server listening');
-    if (o.upnp !== 'none' && lab.device.router) gateway = await startGateway({ router: lab.device.router, kind: o.upnp, dir, lanCidr: ADDR.lanCidr });
-    const json = await inNs(lab.device.host, [process.execPath, PROGRAMS.agent, 'diagnose', '--json', '--config', setup.agentConfig]).catch((err: { stderr?: string; cause?: { stdout?: string } }) => {
-      // Exit 1 (a failed check) still prints the report.
-      const out = err.cause?.stdout;
-      if (typeof out === 'string' && out.startsWith('{')) return out;
-      throw err;
-    });
+    if (o.upnp !== 'none' && lab.device.router)
+      gateway = await startGateway({ router: lab.device.router, kind: o.upnp, dir, lanCidr: ADDR.lanCidr });
+    const json = await inNs(lab.device.host, [process.execPath, PROGRAMS.agent, 'diagnose', '--json', '--config', setup.agentConfig]).catch(
+      (err: { stderr?: string; cause?: { stdout?: string } }) => {
+        // Exit 1 (a failed check) still prints the report.
+        const out = err.cause?.stdout;
+        if (typeof out === 'string' && out.startsWith('{')) return out;
+        throw err;
+      },
+    );
     const report = JSON.parse(json) as DiagnoseReport;
     const { formatReport } = await import('../../agent/diagnose/report.js');
     return { report, text: formatReport(report), devicePublicAddress: lab.device.publicAddress };

@@ -2,7 +2,11 @@
 import { execFile } from 'node:child_process';
 
 export class LabCommandError extends Error {
-  constructor(readonly command: readonly string[], readonly stderr: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly command: readonly string[],
+    readonly stderr: string,
+    options?: { cause?: unknown },
+  ) {
     super(`lab command failed: ${command.join(' ')}: ${stderr.trim()}`, options);
     this.name = 'LabCommandError';
   }

@@ -30,13 +30,29 @@ const identity = await loadIdentity(a.identityFile);
 const logger = silentLogger();
 const keepalive =
   a.mode === 'adaptive'
-    ? createAdaptiveKeepalive({ equipmentId: identity.equipmentId, registrationKey: identity.registrationKey, minIntervalMs: a.minIntervalMs, maxIntervalMs: a.maxIntervalMs, logger })
+    ? createAdaptiveKeepalive({
+        equipmentId: identity.equipmentId,
+        registrationKey: identity.registrationKey,
+        minIntervalMs: a.minIntervalMs,
+        maxIntervalMs: a.maxIntervalMs,
+        logger,
+      })
     : undefined;
 const registrar = createRegistrar({
-  equipmentId: identity.equipmentId, registrationKey: identity.registrationKey, serverHost: a.server, serverPort: a.port,
-  intervalMs: a.intervalMs, localPort: a.localPort, clock: systemClock, logger, onNotify: () => undefined, ...(keepalive ? { keepalive } : {}),
+  equipmentId: identity.equipmentId,
+  registrationKey: identity.registrationKey,
+  serverHost: a.server,
+  serverPort: a.port,
+  intervalMs: a.intervalMs,
+  localPort: a.localPort,
+  clock: systemClock,
+  logger,
+  onNotify: () => undefined,
+  ...(keepalive ? { keepalive } : {}),
 });
 await registrar.start();
 await new Promise((r) => setTimeout(r, a.durationMs));
 await registrar.stop();
-process.stdout.write(`${JSON.stringify({ registrar: registrar.counters.snapshot(), keepalive: keepalive?.counters.snapshot() ?? null, state: keepalive?.state() ?? null })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ registrar: registrar.counters.snapshot(), keepalive: keepalive?.counters.snapshot() ?? null, state: keepalive?.state() ?? null })}\n`,
+);

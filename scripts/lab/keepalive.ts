@@ -87,7 +87,10 @@ export async function keepaliveRun(spec: KeepaliveRunSpec): Promise<KeepaliveRun
     const router = lab.device.router!;
     await inNs(router, ['nft', '-f', '-'], COUNT_RULES);
     const setup = await createLoopbackSetup({
-      dir, serverAddress: ADDR.server, ports: { udp: KA_UDP_PORT, tls: KA_TLS_PORT }, services: { http: '127.0.0.1:80' },
+      dir,
+      serverAddress: ADDR.server,
+      ports: { udp: KA_UDP_PORT, tls: KA_TLS_PORT },
+      services: { http: '127.0.0.1:80' },
       registerIntervalMs: Math.max(15_000, spec.intervalMs),
       // Long intervals must not make the device "stale" at the server.
       serverExtra: '[registry]\nstale_after_ms = 3600000',
@@ -106,10 +109,28 @@ export async function keepaliveRun(spec: KeepaliveRunSpec): Promise<KeepaliveRun
       agent = startProgram('agent', ['--config', setup.agentConfig], { netns: lab.device.host });
       programs.push(agent);
     } else {
-      const child = spawn('ip', ['netns', 'exec', lab.device.host, process.execPath, join(DIST, 'scripts', 'lab', 'keepalive-device.js'), JSON.stringify({
-        identityFile: setup.identityFile, server: ADDR.server, port: KA_UDP_PORT, localPort: KA_LOCAL_PORT, durationMs: spec.durationMs,
-        mode: spec.mode, intervalMs: spec.intervalMs, minIntervalMs: spec.minIntervalMs, maxIntervalMs: spec.maxIntervalMs,
-      })], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          lab.device.host,
+          process.execPath,
+          join(DIST, 'scripts', 'lab', 'keepalive-device.js'),
+          JSON.stringify({
+            identityFile: setup.identityFile,
+            server: ADDR.server,
+            port: KA_UDP_PORT,
+            localPort: KA_LOCAL_PORT,
+            durationMs: spec.durationMs,
+            mode: spec.mode,
+            intervalMs: spec.intervalMs,
+            minIntervalMs: spec.minIntervalMs,
+            maxIntervalMs: spec.maxIntervalMs,
+          }),
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
       child.stdout.on('data', (d: Buffer) => (loopOut += d.toString()));
       loopDone = new Promise((resolve) => child.once('close', () => resolve()));
     }
@@ -130,7 +151,8 @@ export async function keepaliveRun(spec: KeepaliveRunSpec): Promise<KeepaliveRun
     let detail: unknown = null;
     let learnt: number | null = null;
     if (agent) {
-      const l = [...agent.lines].reverse().find((x) => typeof x.keepalive === 'object' && x.keepalive !== null) as { keepalive?: { nextIntervalMs?: number; phase?: string } } | undefined;
+      const l = [...agent.lines].reverse().find((x) => typeof x.keepalive === 'object' && x.keepalive !== null) as
+        { keepalive?: { nextIntervalMs?: number; phase?: string } } | undefined;
       detail = l?.keepalive ?? null;
       learnt = l?.keepalive?.phase === 'learnt' ? (l.keepalive.nextIntervalMs ?? null) : null;
     } else {
@@ -140,8 +162,13 @@ export async function keepaliveRun(spec: KeepaliveRunSpec): Promise<KeepaliveRun
       learnt = st?.phase === 'learnt' ? st.nextIntervalMs : null;
     }
     return {
-      ...spec, packetsOut: packets, packetsPerHour: Math.round((packets / elapsedMs) * 3_600_000), reachability: samples ? present / samples : 0,
-      samples, learntIntervalMs: learnt, detail,
+      ...spec,
+      packetsOut: packets,
+      packetsPerHour: Math.round((packets / elapsedMs) * 3_600_000),
+      reachability: samples ? present / samples : 0,
+      samples,
+      learntIntervalMs: learnt,
+      detail,
     };
   } finally {
     await Promise.all(programs.map((p) => p.stop(2000)));
@@ -155,7 +182,13 @@ export async function keepaliveRun(spec: KeepaliveRunSpec): Promise<KeepaliveRun
  * 180 s, fixed 25 s against adaptive 15-300 s, all four at once for `minutes`.
  */
 export async function keepaliveFullRun(minutes: number, log: (s: string) => void): Promise<string> {
-  const base = { durationMs: Math.round(minutes * 60_000), intervalMs: 25_000, minIntervalMs: 15_000, maxIntervalMs: 300_000, device: 'agent' } as const;
+  const base = {
+    durationMs: Math.round(minutes * 60_000),
+    intervalMs: 25_000,
+    minIntervalMs: 15_000,
+    maxIntervalMs: 300_000,
+    device: 'agent',
+  } as const;
   log(`four runs of ${minutes} min at once: routers forgetting after 30 s and 180 s, fixed 25 s vs adaptive 15-300 s`);
   const rows = await Promise.all([
     keepaliveRun({ ...base, udpTimeoutS: 30, mode: 'fixed' }),

@@ -36,9 +36,12 @@ const lineDetail = (l: LogLine): string => {
 async function trace(): Promise<boolean> {
   out('Fig. 1 in network namespaces: client 192.168.1.11 behind router A (4.17.168.2, NAPT, UPnP IGD v2),');
   out('device 192.168.1.3 behind router B (202.204.16.13, NAPT), rendezvous server 130.74.23.6 on the WAN.\n');
-  const show = (who: string) => (l: LogLine): void => {
-    if (typeof l.msg === 'string' && /^S2\d\d/.test(l.msg)) out(`${stamp(typeof l.time === 'number' ? l.time : Date.now())}  ${who.padEnd(6)} ${l.msg}`);
-  };
+  const show =
+    (who: string) =>
+    (l: LogLine): void => {
+      if (typeof l.msg === 'string' && /^S2\d\d/.test(l.msg))
+        out(`${stamp(typeof l.time === 'number' ? l.time : Date.now())}  ${who.padEnd(6)} ${l.msg}`);
+    };
   const r = await runCell({
     client: { nat: 'port-restricted' },
     device: { nat: 'port-restricted' },
@@ -74,7 +77,9 @@ async function trace(): Promise<boolean> {
       }
     },
   });
-  out(`\n${stamp()}  result: ${r.connected ? 'connected' : 'FAILED'}; path: ${r.path}; time to connect ${r.connectMs ?? '-'} ms; ${r.bytesVerified} bytes verified; client mapping ${r.clientMapping}${r.error ? `; error ${r.error}` : ''}`);
+  out(
+    `\n${stamp()}  result: ${r.connected ? 'connected' : 'FAILED'}; path: ${r.path}; time to connect ${r.connectMs ?? '-'} ms; ${r.bytesVerified} bytes verified; client mapping ${r.clientMapping}${r.error ? `; error ${r.error}` : ''}`,
+  );
   return r.connected;
 }
 
@@ -86,7 +91,11 @@ export function matrixTable(results: readonly CellResult[]): string {
     `|---|---|---|---|---|---|---|---|---|---|---|---|${v6 ? '---|---|' : ''}`,
   ];
   for (const r of results) {
-    const target = r.directRequired ? (r.connected && r.path !== 'relayed via server' ? 'direct required: met' : '**direct required: missed**') : 'relay allowed';
+    const target = r.directRequired
+      ? r.connected && r.path !== 'relayed via server'
+        ? 'direct required: met'
+        : '**direct required: missed**'
+      : 'relay allowed';
     const registered = (r.registrations?.length ? r.registrations.join(', ') : r.registeredAs) || '-';
     lines.push(
       `| ${r.homes} | ${r.routers} | ${v6 ? `${r.stacks ?? 'ipv4/ipv4'} | ` : ''}${r.homes === 'same-lan' ? '(same router)' : r.clientNat} | ${r.deviceNat} | ${r.upnp} | ${r.connected ? 'yes' : '**no**'} | ${r.path} | ${v6 ? `${r.pathFamily ?? '-'} | ` : ''}${target} | ${r.connectMs === null ? '-' : `${r.connectMs} ms`} | ${r.bytesVerified} | ${registered} | ${r.connected ? '' : (/PEERLINK_ERR_[A-Z_]+/.exec(r.error ?? '')?.[0] ?? (r.error ?? '').replace(/\|/g, '/').slice(0, 80))} |`,
@@ -133,7 +142,8 @@ const HOME_ROWS: readonly { homes: Homes; client: NatKind; device: NatKind; hair
 function listOf<T extends string>(what: string, raw: string | undefined, allowed: readonly T[], dflt: readonly T[]): readonly T[] {
   if (raw === undefined) return dflt;
   const xs = raw.split(',').map((x) => x.trim());
-  for (const x of xs) if (!allowed.includes(x as T)) throw new Error(`lab: --${what}: expected one of ${allowed.join(', ')}, found ${JSON.stringify(x)}`);
+  for (const x of xs)
+    if (!allowed.includes(x as T)) throw new Error(`lab: --${what}: expected one of ${allowed.join(', ')}, found ${JSON.stringify(x)}`);
   return xs as T[];
 }
 
@@ -154,9 +164,25 @@ async function matrix(opts: {
   const nats: readonly NatKind[] = NAT_KINDS;
   // Gateways on both routers for each kind, then IGDv2 on one side only (who maps matters).
   const variants: readonly { upnp: UpnpKind; upnpOn: UpnpSide }[] = opts.quick
-    ? [{ upnp: 'none', upnpOn: 'both' }, { upnp: 'igd2', upnpOn: 'both' }]
-    : [...UPNP_KINDS.map((upnp) => ({ upnp, upnpOn: 'both' as const })), { upnp: 'igd2', upnpOn: 'client' }, { upnp: 'igd2', upnpOn: 'device' }];
-  const cells: { client: NatKind; device: NatKind; upnp: UpnpKind; upnpOn: UpnpSide; homes: Homes; inbound: InboundKind; hairpin: boolean; stacks: StackPair }[] = [];
+    ? [
+        { upnp: 'none', upnpOn: 'both' },
+        { upnp: 'igd2', upnpOn: 'both' },
+      ]
+    : [
+        ...UPNP_KINDS.map((upnp) => ({ upnp, upnpOn: 'both' as const })),
+        { upnp: 'igd2', upnpOn: 'client' },
+        { upnp: 'igd2', upnpOn: 'device' },
+      ];
+  const cells: {
+    client: NatKind;
+    device: NatKind;
+    upnp: UpnpKind;
+    upnpOn: UpnpSide;
+    homes: Homes;
+    inbound: InboundKind;
+    hairpin: boolean;
+    stacks: StackPair;
+  }[] = [];
   for (const stacks of opts.stacks) {
     const ipv6 = stacks !== 'ipv4-ipv4';
     for (const inbound of opts.inbound) {
@@ -167,12 +193,15 @@ async function matrix(opts: {
           for (const client of nats) {
             for (const device of nats) {
               if (ipv6 && (client === 'double' || device === 'double')) continue;
-              if (opts.clientNats.includes(client) && opts.deviceNats.includes(device)) cells.push({ client, device, ...v, homes: 'separate', inbound, hairpin: false, stacks });
+              if (opts.clientNats.includes(client) && opts.deviceNats.includes(device))
+                cells.push({ client, device, ...v, homes: 'separate', inbound, hairpin: false, stacks });
             }
           }
         }
       }
-      if (!ipv6) for (const row of HOME_ROWS) if (opts.homes.includes(row.homes)) cells.push({ ...row, upnp: 'none', upnpOn: 'both', inbound, stacks });
+      if (!ipv6)
+        for (const row of HOME_ROWS)
+          if (opts.homes.includes(row.homes)) cells.push({ ...row, upnp: 'none', upnpOn: 'both', inbound, stacks });
     }
   }
   const results: CellResult[] = new Array(cells.length);
@@ -195,12 +224,17 @@ async function matrix(opts: {
         // On lossy links: a connect may take retransmissions, and TCP through 20% loss is slow,
         // so a small payload and longer budgets (the target there is that connect succeeds).
         ...(opts.side.lossPercent ? { peerTimeoutMs: 20_000, payloadBytes: 16 * 1024, clientTimeoutMs: 90_000 } : {}),
-        onLine: (who, l) => lines.push(`${typeof l.time === 'number' ? new Date(l.time).toISOString() : '-'} ${who.padEnd(6)} ${String(l.msg)}${lineDetail(l)}`),
+        onLine: (who, l) =>
+          lines.push(
+            `${typeof l.time === 'number' ? new Date(l.time).toISOString() : '-'} ${who.padEnd(6)} ${String(l.msg)}${lineDetail(l)}`,
+          ),
       });
       const r = results[i]!;
       // A failed cell's program logs, for looking into it afterwards.
       if (!r.connected && opts.out) await writeFile(`${opts.out}.cell-${i + 1}.log`, `${JSON.stringify(r)}\n${lines.join('\n')}\n`);
-      process.stderr.write(`${stamp()}  [${i + 1}/${cells.length}] ${c.homes}, routers ${r.routers}, ${r.stacks ? `stacks ${r.stacks}, ` : ''}client ${c.client}, device ${c.device}, upnp ${r.upnp}: ${r.connected ? `connected in ${r.connectMs} ms${r.pathFamily ? ` (${r.path}, ${r.pathFamily})` : ''}` : `no (${r.error})`}\n`);
+      process.stderr.write(
+        `${stamp()}  [${i + 1}/${cells.length}] ${c.homes}, routers ${r.routers}, ${r.stacks ? `stacks ${r.stacks}, ` : ''}client ${c.client}, device ${c.device}, upnp ${r.upnp}: ${r.connected ? `connected in ${r.connectMs} ms${r.pathFamily ? ` (${r.path}, ${r.pathFamily})` : ''}` : `no (${r.error})`}\n`,
+      );
     }
   };
   await Promise.all(Array.from({ length: opts.jobs }, worker));
@@ -214,10 +248,22 @@ async function main(): Promise<number> {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
     options: {
-      out: { type: 'string' }, jobs: { type: 'string' }, quick: { type: 'boolean' }, loss: { type: 'string' }, 'udp-timeout': { type: 'string' },
-      client: { type: 'string' }, device: { type: 'string' }, upnp: { type: 'string' }, 'upnp-on': { type: 'string' }, minutes: { type: 'string' },
-      inbound: { type: 'string' }, homes: { type: 'string' }, hairpin: { type: 'boolean' }, runs: { type: 'string' },
-      ipv6: { type: 'boolean' }, stacks: { type: 'string' },
+      out: { type: 'string' },
+      jobs: { type: 'string' },
+      quick: { type: 'boolean' },
+      loss: { type: 'string' },
+      'udp-timeout': { type: 'string' },
+      client: { type: 'string' },
+      device: { type: 'string' },
+      upnp: { type: 'string' },
+      'upnp-on': { type: 'string' },
+      minutes: { type: 'string' },
+      inbound: { type: 'string' },
+      homes: { type: 'string' },
+      hairpin: { type: 'boolean' },
+      runs: { type: 'string' },
+      ipv6: { type: 'boolean' },
+      stacks: { type: 'string' },
     },
   });
   if (!isRoot()) {
@@ -227,7 +273,9 @@ async function main(): Promise<number> {
   const installed = ensureGroups(['lab'], (l) => process.stderr.write(`lab: ${l}\n`));
   const lacking = unmetReason('lab');
   if (lacking !== null) {
-    process.stderr.write(`lab: ${lacking}${installed.ok ? '' : `; apt-get failed:\n${installed.output.trim().split('\n').slice(-10).join('\n')}`}\n`);
+    process.stderr.write(
+      `lab: ${lacking}${installed.ok ? '' : `; apt-get failed:\n${installed.output.trim().split('\n').slice(-10).join('\n')}`}\n`,
+    );
     return 2;
   }
   const swept = await sweepStaleLabs();
@@ -267,7 +315,10 @@ async function main(): Promise<number> {
   }
   if (cmd === 'cell') {
     // One cell with every program's log lines: for looking into a single combination.
-    const routers = { inbound: listOf('inbound', values.inbound, INBOUND_KINDS, ['drop'])[0]!, ...(values.hairpin ? { hairpin: true } : {}) };
+    const routers = {
+      inbound: listOf('inbound', values.inbound, INBOUND_KINDS, ['drop'])[0]!,
+      ...(values.hairpin ? { hairpin: true } : {}),
+    };
     const r = await runCell({
       client: { ...side, ...routers, nat: (values.client ?? 'port-restricted') as NatKind },
       device: { ...side, ...routers, nat: (values.device ?? 'port-restricted') as NatKind },
@@ -276,7 +327,9 @@ async function main(): Promise<number> {
       upnpOn: (values['upnp-on'] ?? 'both') as UpnpSide,
       onLine: (who, l) => out(`${stamp()}  ${who.padEnd(6)} ${String(l.msg)}${lineDetail(l)}`),
     });
-    out(`${stamp()}  result: ${r.connected ? 'connected' : 'FAILED'}; path: ${r.path}; ${r.connectMs ?? '-'} ms; ${r.bytesVerified} bytes verified${r.error ? `; error ${r.error}` : ''}`);
+    out(
+      `${stamp()}  result: ${r.connected ? 'connected' : 'FAILED'}; path: ${r.path}; ${r.connectMs ?? '-'} ms; ${r.bytesVerified} bytes verified${r.error ? `; error ${r.error}` : ''}`,
+    );
     return r.connected ? 0 : 1;
   }
   if (cmd === 'homes') {
@@ -284,10 +337,36 @@ async function main(): Promise<number> {
     const runs = Number(values.runs ?? 3);
     const payloadBytes = 32 * 1024 * 1024;
     const configs = [
-      { name: 'same LAN, no hairpin (LAN candidate)', homes: 'same-lan' as const, client: { nat: 'port-restricted' as const }, device: { nat: 'port-restricted' as const }, upnp: 'none' as const },
-      { name: 'same LAN, hairpin (LAN candidate)', homes: 'same-lan' as const, client: { nat: 'port-restricted' as const, hairpin: true }, device: { nat: 'port-restricted' as const, hairpin: true }, upnp: 'none' as const },
-      { name: "two homes, the patent's path (device dials the client's UPnP mapping)", homes: 'separate' as const, client: { nat: 'port-restricted' as const }, device: { nat: 'port-restricted' as const }, upnp: 'igd2' as const, upnpOn: 'client' as const, strategies: 'patent' as const },
-      { name: 'two homes, relayed (symmetric NATs)', homes: 'separate' as const, client: { nat: 'symmetric' as const }, device: { nat: 'symmetric' as const }, upnp: 'none' as const },
+      {
+        name: 'same LAN, no hairpin (LAN candidate)',
+        homes: 'same-lan' as const,
+        client: { nat: 'port-restricted' as const },
+        device: { nat: 'port-restricted' as const },
+        upnp: 'none' as const,
+      },
+      {
+        name: 'same LAN, hairpin (LAN candidate)',
+        homes: 'same-lan' as const,
+        client: { nat: 'port-restricted' as const, hairpin: true },
+        device: { nat: 'port-restricted' as const, hairpin: true },
+        upnp: 'none' as const,
+      },
+      {
+        name: "two homes, the patent's path (device dials the client's UPnP mapping)",
+        homes: 'separate' as const,
+        client: { nat: 'port-restricted' as const },
+        device: { nat: 'port-restricted' as const },
+        upnp: 'igd2' as const,
+        upnpOn: 'client' as const,
+        strategies: 'patent' as const,
+      },
+      {
+        name: 'two homes, relayed (symmetric NATs)',
+        homes: 'separate' as const,
+        client: { nat: 'symmetric' as const },
+        device: { nat: 'symmetric' as const },
+        upnp: 'none' as const,
+      },
     ];
     out('| path | runs | connected directly | time to connect (median) | throughput, MB/s (median) |');
     out('|---|---|---|---|---|');
@@ -295,14 +374,18 @@ async function main(): Promise<number> {
       const rs: CellResult[] = [];
       for (let i = 0; i < runs && !interrupted; i++) {
         const r = await runCell({ ...c, payloadBytes, peerTimeoutMs: 10_000, clientTimeoutMs: 120_000 });
-        process.stderr.write(`${stamp()}  ${c.name}: ${r.connected ? `${r.path}, ${r.connectMs} ms, ${r.throughputMBps?.toFixed(1)} MB/s` : `no (${r.error})`}\n`);
+        process.stderr.write(
+          `${stamp()}  ${c.name}: ${r.connected ? `${r.path}, ${r.connectMs} ms, ${r.throughputMBps?.toFixed(1)} MB/s` : `no (${r.error})`}\n`,
+        );
         rs.push(r);
       }
       const med = (xs: number[]): number | null => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : null);
       const ok = rs.filter((r) => r.connected);
       const connect = med(ok.map((r) => r.connectMs ?? 0));
       const mbps = med(ok.map((r) => r.throughputMBps ?? 0));
-      out(`| ${c.name} | ${rs.length} | ${ok.filter((r) => r.path !== 'relayed via server').length} | ${connect === null ? '-' : `${connect} ms`} | ${mbps === null ? '-' : mbps.toFixed(1)} |`);
+      out(
+        `| ${c.name} | ${rs.length} | ${ok.filter((r) => r.path !== 'relayed via server').length} | ${connect === null ? '-' : `${connect} ms`} | ${mbps === null ? '-' : mbps.toFixed(1)} |`,
+      );
     }
     return 0;
   }
@@ -317,7 +400,9 @@ async function main(): Promise<number> {
     if (values.out) await writeFile(values.out, `${table}\n`);
     return 0;
   }
-  process.stderr.write('usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND --homes HOMES --inbound drop|reset --hairpin] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] [--inbound drop,reset] [--homes separate,same-lan,shared-cgn] [--client NATS] [--device NATS] [--ipv6 | --stacks CLIENT-DEVICE,... (ipv4, ipv6, dual)] | homes [--runs N] | renumber | keepalive [--minutes N]\n');
+  process.stderr.write(
+    'usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND --homes HOMES --inbound drop|reset --hairpin] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] [--inbound drop,reset] [--homes separate,same-lan,shared-cgn] [--client NATS] [--device NATS] [--ipv6 | --stacks CLIENT-DEVICE,... (ipv4, ipv6, dual)] | homes [--runs N] | renumber | keepalive [--minutes N]\n',
+  );
   return 2;
 }
 

@@ -32,7 +32,10 @@ export interface NatRules {
 
 export function natRuleset(r: NatRules): string {
   const masq = r.kind === 'symmetric' ? 'masquerade fully-random' : 'masquerade';
-  const loss = r.lossPercent > 0 ? `    iifname "wan0" numgen random mod 100 < ${r.lossPercent} counter drop\n    oifname "wan0" numgen random mod 100 < ${r.lossPercent} counter drop\n` : '';
+  const loss =
+    r.lossPercent > 0
+      ? `    iifname "wan0" numgen random mod 100 < ${r.lossPercent} counter drop\n    oifname "wan0" numgen random mod 100 < ${r.lossPercent} counter drop\n`
+      : '';
   const fullCone = r.kind === 'full-cone';
   const hairpin = r.hairpin === true && r.kind !== 'symmetric';
   return `

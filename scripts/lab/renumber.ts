@@ -33,6 +33,8 @@ export async function renumberScenario(o: { log?: (s: string) => void } = {}): P
       log(`server's list holds the new address ${reachableAgainMs} ms after the change (registration interval ${RENUMBER_INTERVAL_MS} ms)`);
     },
   });
-  log(`connect after renumbering: ${r.connected ? `connected in ${r.connectMs} ms, ${r.bytesVerified} bytes verified` : `FAILED (${r.error})`}`);
+  log(
+    `connect after renumbering: ${r.connected ? `connected in ${r.connectMs} ms, ${r.bytesVerified} bytes verified` : `FAILED (${r.error})`}`,
+  );
   return { ...r, reachableAgainMs, intervalMs: RENUMBER_INTERVAL_MS };
 }

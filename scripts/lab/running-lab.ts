@@ -58,7 +58,11 @@ export async function startRunningLab(o: RunningLabOptions): Promise<RunningLab>
       registerIntervalMs: o.registerIntervalMs ?? 15_000,
       ...(o.serverExtra ? { serverExtra: o.serverExtra } : {}),
     });
-    spawn('ip', ['netns', 'exec', lab.device.host, process.execPath, join(DIST, 'scripts', 'lab', 'echo-service.js'), String(SERVICE_PORT)], { stdio: 'ignore' });
+    spawn(
+      'ip',
+      ['netns', 'exec', lab.device.host, process.execPath, join(DIST, 'scripts', 'lab', 'echo-service.js'), String(SERVICE_PORT)],
+      { stdio: 'ignore' },
+    );
     const server = startProgram('server', ['--config', setup.serverConfig], { netns: lab.server });
     programs.push(server);
     await server.waitFor((l) => l.msg === 'rendezvous server listening', SERVER_START_TIMEOUT_MS);
@@ -67,8 +71,17 @@ export async function startRunningLab(o: RunningLabOptions): Promise<RunningLab>
     const registered = await server.waitFor((l) => l.msg === 'S202 device registered', REGISTER_WAIT_MS);
     await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'), REGISTER_WAIT_MS);
     const clientArgs = [
-      'connect', setup.equipmentId, '--server', `${ADDR.server}:${SERVER_TLS_PORT}`, '--ca', setup.caFile,
-      '--password-file', setup.passwordFile, '--service', 'echo', '--stdio',
+      'connect',
+      setup.equipmentId,
+      '--server',
+      `${ADDR.server}:${SERVER_TLS_PORT}`,
+      '--ca',
+      setup.caFile,
+      '--password-file',
+      setup.passwordFile,
+      '--service',
+      'echo',
+      '--stdio',
     ];
     return { lab, setup, server, agent, registered, clientArgs, stop };
   } catch (err) {

@@ -28,5 +28,6 @@ table ip ${SPOOF_TABLE} {
 }
 `;
   await inNs(ns, ['nft', '-f', '-'], ruleset);
-  if (!(await inNs(ns, ['nft', 'list', 'tables'])).includes(`ip ${SPOOF_TABLE}`)) throw new Error(`lab: spoofing rules did not load in ${ns}`);
+  if (!(await inNs(ns, ['nft', 'list', 'tables'])).includes(`ip ${SPOOF_TABLE}`))
+    throw new Error(`lab: spoofing rules did not load in ${ns}`);
 }

@@ -134,7 +134,14 @@ async function link(nsA: string, ifA: string, nsB: string, ifB: string): Promise
 }
 
 /** Plug namespace `ns` into the WAN switch as interface `ifname` with a public /32. */
-export async function plugWan(lab: { wan: string }, ns: string, port: string, ifname: string, address: string, address6?: string): Promise<void> {
+export async function plugWan(
+  lab: { wan: string },
+  ns: string,
+  port: string,
+  ifname: string,
+  address: string,
+  address6?: string,
+): Promise<void> {
   await link(lab.wan, port, ns, ifname);
   await run(['ip', '-n', lab.wan, 'link', 'set', port, 'master', 'br0']);
   await run(['ip', '-n', ns, 'addr', 'add', `${address}/32`, 'dev', ifname]);
@@ -154,7 +161,10 @@ async function addr6(ns: string, ifname: string, cidr: string): Promise<void> {
 
 /** Every WAN namespace reaches each home's /64 through that home's router (static routes: an ISP's). */
 async function routeHomes6(ns: string, ifname: string, own: string | null): Promise<void> {
-  for (const [prefix, via] of [[ADDR6.lanA, ADDR6.routerA], [ADDR6.lanB, ADDR6.routerB]] as const) {
+  for (const [prefix, via] of [
+    [ADDR6.lanA, ADDR6.routerA],
+    [ADDR6.lanB, ADDR6.routerB],
+  ] as const) {
     if (prefix !== own) await run(['ip', '-n', ns, '-6', 'route', 'add', prefix, 'via', via, 'dev', ifname]);
   }
 }
@@ -196,7 +206,14 @@ async function buildSide(
     if (has6) await routeHomes6(hostNs, 'eth0', null);
     if (stack === 'ipv6') await run(['ip', '-n', hostNs, 'addr', 'del', `${address}/32`, 'dev', 'eth0']);
     if (loss > 0) await nft(hostNs, lossRuleset(loss, 'eth0'));
-    return { host: hostNs, hostAddress: address, router: null, publicAddress: address, cgn: null, ...(has6 ? { hostAddress6: address6 } : {}) };
+    return {
+      host: hostNs,
+      hostAddress: address,
+      router: null,
+      publicAddress: address,
+      cgn: null,
+      ...(has6 ? { hostAddress6: address6 } : {}),
+    };
   }
   const routerNs = `${lab.id}-router${side}`;
   await addNs(routerNs, created, lab.ipv6);
@@ -208,7 +225,10 @@ async function buildSide(
     await run(['ip', '-n', hostNs, 'route', 'add', 'default', 'via', ADDR.lanRouter]);
   }
   await router(routerNs, spec.udpTimeoutS, lab.ipv6);
-  const lan6 = side === 'a' ? { prefix: ADDR6.lanA, router: ADDR6.lanARouter, host: ADDR6.client } : { prefix: ADDR6.lanB, router: ADDR6.lanBRouter, host: ADDR6.device };
+  const lan6 =
+    side === 'a'
+      ? { prefix: ADDR6.lanA, router: ADDR6.lanARouter, host: ADDR6.client }
+      : { prefix: ADDR6.lanB, router: ADDR6.lanBRouter, host: ADDR6.device };
   if (lab.ipv6) {
     if (spec.nat === 'double') throw new Error('lab: IPv6 homes behind a carrier-grade NAT are not built (a CGN is IPv4 only)');
     // The home's /64 on the LAN; the router firewalls it (RFC 6092), translating nothing.
@@ -232,15 +252,28 @@ async function buildSide(
     await run(['ip', '-n', routerNs, 'route', 'add', 'default', 'via', ADDR.cgnInside]);
     await plugWan(lab, cgnNs, `c${side}`, 'wan0', cgnAddress);
     await router(cgnNs, spec.udpTimeoutS);
-    await nft(cgnNs, natRuleset({ kind: 'port-restricted', lanCidr: ADDR.cgnLanCidr, wanAddress: cgnAddress, lossPercent: loss, ...behaviour(spec) }));
-    await nft(routerNs, natRuleset({ kind: 'port-restricted', lanCidr: ADDR.lanCidr, wanAddress: ADDR.cgnOutsideRouter, lossPercent: 0, ...behaviour(spec) }));
+    await nft(
+      cgnNs,
+      natRuleset({ kind: 'port-restricted', lanCidr: ADDR.cgnLanCidr, wanAddress: cgnAddress, lossPercent: loss, ...behaviour(spec) }),
+    );
+    await nft(
+      routerNs,
+      natRuleset({ kind: 'port-restricted', lanCidr: ADDR.lanCidr, wanAddress: ADDR.cgnOutsideRouter, lossPercent: 0, ...behaviour(spec) }),
+    );
     wanAddress = cgnAddress;
   } else {
     await plugWan(lab, routerNs, `r${side}`, 'wan0', wanAddress, lab.ipv6 ? (side === 'a' ? ADDR6.routerA : ADDR6.routerB) : undefined);
     if (lab.ipv6) await routeHomes6(routerNs, 'wan0', lan6.prefix);
     await nft(routerNs, natRuleset({ kind: spec.nat, lanCidr: ADDR.lanCidr, wanAddress, lossPercent: loss, ...behaviour(spec) }));
   }
-  return { host: hostNs, hostAddress, router: routerNs, publicAddress: wanAddress, cgn: cgnNs, ...(lab.ipv6 && has6 ? { hostAddress6: lan6.host } : {}) };
+  return {
+    host: hostNs,
+    hostAddress,
+    router: routerNs,
+    publicAddress: wanAddress,
+    cgn: cgnNs,
+    ...(lab.ipv6 && has6 ? { hostAddress6: lan6.host } : {}),
+  };
 }
 
 function behaviour(spec: SideSpec): { inbound?: InboundKind; hairpin?: boolean } {
@@ -273,8 +306,17 @@ async function buildSameLan(lab: { id: string; wan: string }, spec: SideSpec, cr
   await lanHost(routerNs, 'land', `${lab.id}-device`, ADDR.device, ADDR.lanRouter, created);
   await router(routerNs, spec.udpTimeoutS);
   await plugWan(lab, routerNs, 'rb', 'wan0', ADDR.routerB);
-  await nft(routerNs, natRuleset({ kind: spec.nat, lanCidr: ADDR.lanCidr, wanAddress: ADDR.routerB, lossPercent: spec.lossPercent ?? 0, ...behaviour(spec) }));
-  const side = (host: string, hostAddress: string): Side => ({ host, hostAddress, router: routerNs, publicAddress: ADDR.routerB, cgn: null });
+  await nft(
+    routerNs,
+    natRuleset({ kind: spec.nat, lanCidr: ADDR.lanCidr, wanAddress: ADDR.routerB, lossPercent: spec.lossPercent ?? 0, ...behaviour(spec) }),
+  );
+  const side = (host: string, hostAddress: string): Side => ({
+    host,
+    hostAddress,
+    router: routerNs,
+    publicAddress: ADDR.routerB,
+    cgn: null,
+  });
   return { client: side(`${lab.id}-client`, ADDR.client), device: side(`${lab.id}-device`, ADDR.device) };
 }
 
@@ -282,13 +324,28 @@ async function buildSameLan(lab: { id: string; wan: string }, spec: SideSpec, cr
  * Two homes (both LANs 192.168.1.0/24, port-restricted home routers) behind one carrier-grade NAT
  * (port-restricted, hairpinning: RFC 6888 REQ-9) whose inside is a bridge.
  */
-async function buildSharedCgn(lab: { id: string; wan: string }, client: SideSpec, device: SideSpec, created: string[]): Promise<{ client: Side; device: Side }> {
+async function buildSharedCgn(
+  lab: { id: string; wan: string },
+  client: SideSpec,
+  device: SideSpec,
+  created: string[],
+): Promise<{ client: Side; device: Side }> {
   const cgnNs = `${lab.id}-cgn`;
   await addNs(cgnNs, created);
   await lanBridge(cgnNs, `${ADDR.cgnInside}/24`);
   await router(cgnNs, device.udpTimeoutS);
   await plugWan(lab, cgnNs, 'cg', 'wan0', ADDR.cgnB);
-  await nft(cgnNs, natRuleset({ kind: 'port-restricted', lanCidr: ADDR.cgnLanCidr, wanAddress: ADDR.cgnB, lossPercent: device.lossPercent ?? 0, hairpin: true, ...(device.inbound ? { inbound: device.inbound } : {}) }));
+  await nft(
+    cgnNs,
+    natRuleset({
+      kind: 'port-restricted',
+      lanCidr: ADDR.cgnLanCidr,
+      wanAddress: ADDR.cgnB,
+      lossPercent: device.lossPercent ?? 0,
+      hairpin: true,
+      ...(device.inbound ? { inbound: device.inbound } : {}),
+    }),
+  );
   const home = async (side: 'a' | 'b', spec: SideSpec): Promise<Side> => {
     const routerNs = `${lab.id}-router${side}`;
     const hostNs = `${lab.id}-${side === 'a' ? 'client' : 'device'}`;
@@ -329,7 +386,10 @@ export async function removeNamespaces(names: readonly string[]): Promise<void> 
 }
 
 async function labNamespaceNames(): Promise<string[]> {
-  return (await run(['ip', 'netns', 'list'])).split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.startsWith(LAB_PREFIX));
+  return (await run(['ip', 'netns', 'list']))
+    .split('\n')
+    .map((l) => l.split(' ')[0]!)
+    .filter((n) => n.startsWith(LAB_PREFIX));
 }
 
 /** Every namespace this process made (forced clean-up on a second interrupt). */
@@ -353,7 +413,13 @@ export async function sweepStaleLabs(): Promise<number> {
   return stale.length;
 }
 
-export async function createLab(spec: { client: SideSpec; device: SideSpec; secondServer?: boolean; homes?: Homes; ipv6?: boolean }): Promise<Lab> {
+export async function createLab(spec: {
+  client: SideSpec;
+  device: SideSpec;
+  secondServer?: boolean;
+  homes?: Homes;
+  ipv6?: boolean;
+}): Promise<Lab> {
   // pid + random: two runs at once never collide, and a dead run's leftovers are recognisable.
   const id = `${LAB_PREFIX}${process.pid}x${randomBytes(2).toString('hex')}`;
   const created: string[] = [];
@@ -380,7 +446,10 @@ export async function createLab(spec: { client: SideSpec; device: SideSpec; seco
         ? await buildSameLan({ id, wan }, spec.device, created)
         : homes === 'shared-cgn'
           ? await buildSharedCgn({ id, wan }, spec.client, spec.device, created)
-          : { client: await buildSide({ id, wan, ipv6 }, 'a', spec.client, created), device: await buildSide({ id, wan, ipv6 }, 'b', spec.device, created) };
+          : {
+              client: await buildSide({ id, wan, ipv6 }, 'a', spec.client, created),
+              device: await buildSide({ id, wan, ipv6 }, 'b', spec.device, created),
+            };
     const lab: Lab = {
       id,
       wan,
@@ -437,7 +506,9 @@ export async function assertIsolated(lab: Pick<Lab, 'namespaces'>): Promise<void
       if (l.link_type === 'loopback' || kind === 'bridge') continue;
       const peerNs = l.link_netnsid === undefined ? undefined : byId.get(l.link_netnsid);
       if (kind !== 'veth' || !peerNs || !mine.has(peerNs)) {
-        throw new Error(`lab isolation check failed: ${ns} has interface ${l.ifname} (${kind ?? l.link_type}) leading to ${peerNs ?? 'outside the lab'}; refusing to run`);
+        throw new Error(
+          `lab isolation check failed: ${ns} has interface ${l.ifname} (${kind ?? l.link_type}) leading to ${peerNs ?? 'outside the lab'}; refusing to run`,
+        );
       }
     }
   }

@@ -36,7 +36,26 @@ export async function runTwoNodeCell(o: { client: NatKind; device: NatKind; payl
     lab = await createLab({ client: { nat: o.client }, device: { nat: o.device }, secondServer: true });
     const redisUrl = `redis://${ADDR.server}:${LAB_REDIS_PORT}`;
     // Killed with the namespace's other processes when the lab is removed.
-    spawn('ip', ['netns', 'exec', lab.server, 'redis-server', '--port', String(LAB_REDIS_PORT), '--bind', ADDR.server, '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], { stdio: 'ignore' });
+    spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        lab.server,
+        'redis-server',
+        '--port',
+        String(LAB_REDIS_PORT),
+        '--bind',
+        ADDR.server,
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--protected-mode',
+        'no',
+      ],
+      { stdio: 'ignore' },
+    );
     for (let i = 0; ; i++) {
       const pong = await inNs(lab.server2!, ['redis-cli', '-h', ADDR.server, '-p', String(LAB_REDIS_PORT), 'ping']).catch(() => '');
       if (pong.trim() === 'PONG') break;
@@ -52,8 +71,17 @@ export async function runTwoNodeCell(o: { client: NatKind; device: NatKind; payl
       serverExtra: `[redis]\nurl = "${redisUrl}"\nnode_id = "node-1"\ntls_address = "${ADDR.server}:${SERVER_TLS_PORT}"`,
     });
     const config2 = join(dir, 'server-2.toml');
-    await writeFile(config2, (await readFile(setup.serverConfig, 'utf8')).replace('node_id = "node-1"', 'node_id = "node-2"').replace(`tls_address = "${ADDR.server}:`, `tls_address = "${ADDR.server2}:`));
-    spawn('ip', ['netns', 'exec', lab.device.host, process.execPath, join(DIST, 'scripts', 'lab', 'echo-service.js'), String(SERVICE_PORT)], { stdio: 'ignore' });
+    await writeFile(
+      config2,
+      (await readFile(setup.serverConfig, 'utf8'))
+        .replace('node_id = "node-1"', 'node_id = "node-2"')
+        .replace(`tls_address = "${ADDR.server}:`, `tls_address = "${ADDR.server2}:`),
+    );
+    spawn(
+      'ip',
+      ['netns', 'exec', lab.device.host, process.execPath, join(DIST, 'scripts', 'lab', 'echo-service.js'), String(SERVICE_PORT)],
+      { stdio: 'ignore' },
+    );
     const nodes = [
       startProgram('server', ['--config', setup.serverConfig], { netns: lab.server }),
       startProgram('server', ['--config', config2], { netns: lab.server2! }),
@@ -67,9 +95,25 @@ export async function runTwoNodeCell(o: { client: NatKind; device: NatKind; payl
     await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'), 30_000);
     const payload = randomBytes(o.payloadBytes ?? 256 * 1024);
     const args = [
-      'connect', setup.equipmentId, '--server', `${ADDR.server2}:${SERVER_TLS_PORT}`, '--server-name', 'localhost', '--ca', setup.caFile,
-      '--password-file', setup.passwordFile, '--service', 'echo', '--stdio', '--accept', '0.0.0.0:5000', '--advertise-port', '5000',
-      '--peer-timeout-ms', '4000',
+      'connect',
+      setup.equipmentId,
+      '--server',
+      `${ADDR.server2}:${SERVER_TLS_PORT}`,
+      '--server-name',
+      'localhost',
+      '--ca',
+      setup.caFile,
+      '--password-file',
+      setup.passwordFile,
+      '--service',
+      'echo',
+      '--stdio',
+      '--accept',
+      '0.0.0.0:5000',
+      '--advertise-port',
+      '5000',
+      '--peer-timeout-ms',
+      '4000',
     ];
     const client = await runClient(lab.client.host, args, payload, 30_000);
     return {

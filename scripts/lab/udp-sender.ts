@@ -16,10 +16,17 @@ async function main(): Promise<void> {
   const port = Number(portText);
   const gapMs = Number(gapText ?? '0');
   if (!host || !Number.isInteger(port) || port < 1 || port > 65535 || !(gapMs >= 0 && gapMs <= UDP_SENDER_MAX_GAP_MS)) {
-    throw new Error(`usage: udp-sender HOST PORT [GAP_MS <= ${UDP_SENDER_MAX_GAP_MS}] < datagrams (hex, one a line); got ${process.argv.slice(2).join(' ')}`);
+    throw new Error(
+      `usage: udp-sender HOST PORT [GAP_MS <= ${UDP_SENDER_MAX_GAP_MS}] < datagrams (hex, one a line); got ${process.argv.slice(2).join(' ')}`,
+    );
   }
-  const datagrams = (await text(process.stdin)).split('\n').map((l) => l.trim()).filter(Boolean).map((l) => Buffer.from(l, 'hex'));
-  if (datagrams.length > UDP_SENDER_MAX_DATAGRAMS) throw new Error(`udp-sender: at most ${UDP_SENDER_MAX_DATAGRAMS} datagrams, got ${datagrams.length}`);
+  const datagrams = (await text(process.stdin))
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .map((l) => Buffer.from(l, 'hex'));
+  if (datagrams.length > UDP_SENDER_MAX_DATAGRAMS)
+    throw new Error(`udp-sender: at most ${UDP_SENDER_MAX_DATAGRAMS} datagrams, got ${datagrams.length}`);
   const socket = createSocket('udp4');
   // Answers, if any come, are not this program's business: the spec counts them where they arrive.
   socket.on('message', () => undefined);

@@ -45,7 +45,11 @@ export async function startGateway(o: { router: string; kind: Exclude<UpnpKind, 
       '',
     ].join('\n'),
   );
-  const child: ChildProcess = spawn('ip', ['netns', 'exec', o.router, 'miniupnpd', '-d', '-f', conf, '-P', join(o.dir, `miniupnpd-${o.router}.pid`)], { stdio: ['ignore', 'ignore', 'pipe'], env: systemEnv() });
+  const child: ChildProcess = spawn(
+    'ip',
+    ['netns', 'exec', o.router, 'miniupnpd', '-d', '-f', conf, '-P', join(o.dir, `miniupnpd-${o.router}.pid`)],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: systemEnv() },
+  );
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   // Ready when it has bound its HTTP (5555) or NAT-PMP (5351) socket in the router.

@@ -35,7 +35,13 @@ export async function addWanHost(lab: Lab, o: WanHostOptions): Promise<WanHost> 
   await plugWan(lab, ns, `w${o.role}`, 'eth0', o.addresses[0]!);
   if (o.addresses.length > 1) {
     // One `ip -batch` for the rest: 50 separate `ip` runs would take seconds.
-    await run(['ip', '-n', ns, '-batch', '-'], o.addresses.slice(1).map((a) => `addr add ${a}/32 dev eth0\n`).join(''));
+    await run(
+      ['ip', '-n', ns, '-batch', '-'],
+      o.addresses
+        .slice(1)
+        .map((a) => `addr add ${a}/32 dev eth0\n`)
+        .join(''),
+    );
   }
   await assertIsolated(lab);
   return { ns, addresses: [...o.addresses] };
@@ -49,7 +55,8 @@ export function addressRange(first: string, count: number): string[] {
   const out: string[] = [];
   for (let i = 0; i < count; i++) {
     const n = base + i;
-    if (n > 0xffffffff || (n & 0xff) === 0 || (n & 0xff) === 255) throw new Error(`address range from ${first} (${count}) crosses a .0 or .255 address`);
+    if (n > 0xffffffff || (n & 0xff) === 0 || (n & 0xff) === 255)
+      throw new Error(`address range from ${first} (${count}) crosses a .0 or .255 address`);
     out.push([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff].join('.'));
   }
   return out;

@@ -70,7 +70,12 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
   const loopback = serverAddress === '127.0.0.1' || serverAddress === '::1';
   const server = issueServerCert({ caCertPem: ca.certPem, caKeyPem: ca.keyPem, hosts: ['localhost', serverAddress] });
   const masterKey = createRegistrationMasterKey();
-  const device = await createDeviceIdentity({ equipmentId, masterKey, caCertPem: ca.certPem, ...(o.password ? { password: o.password } : {}) });
+  const device = await createDeviceIdentity({
+    equipmentId,
+    masterKey,
+    caCertPem: ca.certPem,
+    ...(o.password ? { password: o.password } : {}),
+  });
   const [udpPort, tlsPort] = o.ports ? [o.ports.udp, o.ports.tls] : [await freePort(), await freePort()];
   const caFile = join(dir, 'ca.pem');
   const identityFile = join(dir, 'identity.toml');
@@ -131,7 +136,20 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
     ].join('\n'),
   );
   return {
-    dir, equipmentId, password: device.password, passwordFile, caFile, caPem: ca.certPem, caKeyPem: ca.keyPem, serverConfig, agentConfig,
-    identityFile, udpPort, tlsPort, masterKey, certPem: server.certPem, keyPem: server.keyPem,
+    dir,
+    equipmentId,
+    password: device.password,
+    passwordFile,
+    caFile,
+    caPem: ca.certPem,
+    caKeyPem: ca.keyPem,
+    serverConfig,
+    agentConfig,
+    identityFile,
+    udpPort,
+    tlsPort,
+    masterKey,
+    certPem: server.certPem,
+    keyPem: server.keyPem,
   };
 }

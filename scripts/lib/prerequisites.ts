@@ -138,7 +138,11 @@ export function installPackages(packages: readonly string[]): InstallResult {
     'apt-get -o DPkg::Lock::Timeout=300 update -qq',
     `apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends ${packages.join(' ')}`,
   ].join('\n');
-  const r = spawnSync('bash', ['-c', script], { encoding: 'utf8', env: { ...process.env, PATH: SYSTEM_PATH }, maxBuffer: 64 * 1024 * 1024 });
+  const r = spawnSync('bash', ['-c', script], {
+    encoding: 'utf8',
+    env: { ...process.env, PATH: SYSTEM_PATH },
+    maxBuffer: 64 * 1024 * 1024,
+  });
   return { ok: r.status === 0, output: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? String(r.error) : ''}` };
 }
 

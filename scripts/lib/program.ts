@@ -58,10 +58,11 @@ export function startProgram(
       }
       lines.push(l);
       opts.onLine?.(l);
-      for (const w of waiters) if (w.pred(l)) {
-        waiters.delete(w);
-        w.resolve(l);
-      }
+      for (const w of waiters)
+        if (w.pred(l)) {
+          waiters.delete(w);
+          w.resolve(l);
+        }
     });
   }
   if (which !== 'client' && child.stderr) createInterface({ input: child.stderr }).on('line', (t) => stderr.push(t));

@@ -39,7 +39,10 @@ const START_TIMEOUT_MS = 20_000;
 
 function cli(port: number, args: readonly string[], auth: readonly string[] = []): string {
   const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...auth, ...args], { encoding: 'utf8', timeout: 10_000 });
-  if (r.error) throw (r.error as NodeJS.ErrnoException).code === 'ENOENT' ? new Error('redis-cli is not installed (Debian package redis-tools)') : r.error;
+  if (r.error)
+    throw (r.error as NodeJS.ErrnoException).code === 'ENOENT'
+      ? new Error('redis-cli is not installed (Debian package redis-tools)')
+      : r.error;
   return r.stdout;
 }
 
@@ -96,11 +99,29 @@ export async function startRedisCluster(o: { primaries?: number; password?: stri
       const child = spawn(
         'redis-server',
         [
-          '--port', String(port), '--cluster-port', String(bus), '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
-          '--cluster-config-file', join(dir, `nodes-${port}.conf`), '--cluster-node-timeout', String(NODE_TIMEOUT_MS),
-          '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning',
+          '--port',
+          String(port),
+          '--cluster-port',
+          String(bus),
+          '--bind',
+          '127.0.0.1',
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          join(dir, `nodes-${port}.conf`),
+          '--cluster-node-timeout',
+          String(NODE_TIMEOUT_MS),
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--dir',
+          dir,
+          '--loglevel',
+          'warning',
           // A replica syncs at once (the default waits 5 s for more replicas to share the transfer).
-          '--repl-diskless-sync-delay', '0',
+          '--repl-diskless-sync-delay',
+          '0',
           ...(o.password === undefined ? [] : ['--requirepass', o.password, '--masterauth', o.password]),
         ],
         { stdio: ['ignore', 'ignore', 'pipe'] },
@@ -186,7 +207,11 @@ export async function startRedisCluster(o: { primaries?: number; password?: stri
         'a replica to take over',
         () => {
           const ps = primaryPorts();
-          return ps.length === primaries && !ps.includes(target) && live().every((x) => cl(x.port, ['cluster', 'info']).includes('cluster_state:ok'));
+          return (
+            ps.length === primaries &&
+            !ps.includes(target) &&
+            live().every((x) => cl(x.port, ['cluster', 'info']).includes('cluster_state:ok'))
+          );
         },
         30_000,
       );

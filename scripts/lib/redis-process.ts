@@ -17,7 +17,8 @@ export interface RedisProcess {
   readonly pid: number | undefined;
 }
 
-export const REDIS_MISSING = 'redis-server is not installed (Debian package redis-server): `npm test` or `npm run bench -- server` as root installs it';
+export const REDIS_MISSING =
+  'redis-server is not installed (Debian package redis-server): `npm test` or `npm run bench -- server` as root installs it';
 
 /**
  * `persistDir`: keep an append-only file there (fsync on every write), so a restart after SIGKILL
@@ -37,9 +38,13 @@ export async function startRedis(o: { persistDir?: string } = {}): Promise<Redis
     },
     async start() {
       const persistence = o.persistDir ? ['--dir', o.persistDir, '--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
-      const c = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--loglevel', 'warning'], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      const c = spawn(
+        'redis-server',
+        ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--loglevel', 'warning'],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
       const out: string[] = [];
       await new Promise<void>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error(`redis-server did not start on ${port}: ${out.join(' | ')}`)), 10_000);

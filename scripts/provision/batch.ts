@@ -60,7 +60,10 @@ export async function recoverInterrupted(outDir: string): Promise<number> {
       fixed++;
     } else if (rotated > 0) {
       const id = name.slice(1, rotated);
-      const present = await stat(join(outDir, id)).then(() => true, () => false);
+      const present = await stat(join(outDir, id)).then(
+        () => true,
+        () => false,
+      );
       if (present) await rm(join(outDir, name), { recursive: true, force: true });
       else await rename(join(outDir, name), join(outDir, id));
       fixed++;
@@ -73,7 +76,12 @@ async function runInThread(jobs: readonly DeviceJob[], shared: BatchShared, onRe
   for (let i = 0; i < jobs.length; i += CHUNK_DEVICES) await writeDevices(jobs.slice(i, i + CHUNK_DEVICES), shared, 4, onResult);
 }
 
-async function runInWorkers(jobs: readonly DeviceJob[], shared: BatchShared, threads: number, onResult: (r: DeviceResult) => void): Promise<void> {
+async function runInWorkers(
+  jobs: readonly DeviceJob[],
+  shared: BatchShared,
+  threads: number,
+  onResult: (r: DeviceResult) => void,
+): Promise<void> {
   const chunks: DeviceJob[][] = [];
   for (let i = 0; i < jobs.length; i += CHUNK_DEVICES) chunks.push(jobs.slice(i, i + CHUNK_DEVICES));
   let next = 0;
@@ -99,8 +107,12 @@ export async function runBatch(o: BatchOptions): Promise<BatchSummary> {
   await mkdir(o.outDir, { recursive: true, mode: 0o700 });
   await recoverInterrupted(o.outDir);
   const shared: BatchShared = {
-    outDir: o.outDir, masterKey: o.masterKey, caCertPem: o.caCertPem, rotate: o.rotate,
-    ...(o.server ? { server: o.server } : {}), ...(o.productName ? { productName: o.productName } : {}),
+    outDir: o.outDir,
+    masterKey: o.masterKey,
+    caCertPem: o.caCertPem,
+    rotate: o.rotate,
+    ...(o.server ? { server: o.server } : {}),
+    ...(o.productName ? { productName: o.productName } : {}),
   };
   const results: DeviceResult[] = [];
   const onResult = (r: DeviceResult): void => {
@@ -119,7 +131,13 @@ export async function runBatch(o: BatchOptions): Promise<BatchSummary> {
     .filter((r) => r.outcome === 'created' || r.outcome === 'rotated')
     .map((r) => `${r.equipmentId},${r.serial},${r.mac ?? ''},${r.outcome},${stamp}\n`);
   const manifest = join(o.outDir, MANIFEST_FILE);
-  if (!(await stat(manifest).then(() => true, () => false))) await appendFile(manifest, 'equipment_id,serial,mac,event,time\n', { mode: 0o644 });
+  if (
+    !(await stat(manifest).then(
+      () => true,
+      () => false,
+    ))
+  )
+    await appendFile(manifest, 'equipment_id,serial,mac,event,time\n', { mode: 0o644 });
   if (lines.length > 0) await appendFile(manifest, lines.join(''));
   return {
     total: jobs.length,

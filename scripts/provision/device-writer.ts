@@ -53,7 +53,11 @@ interface Staged {
   readonly replaces: boolean;
 }
 
-const exists = (path: string): Promise<boolean> => stat(path).then(() => true, () => false);
+const exists = (path: string): Promise<boolean> =>
+  stat(path).then(
+    () => true,
+    () => false,
+  );
 const baseOf = (job: DeviceJob) => ({ equipmentId: job.equipmentId, serial: job.serial, ...(job.mac ? { mac: job.mac } : {}) });
 
 /** Make everything written under `dir`'s file system durable (syncfs(2) through coreutils). */
@@ -115,7 +119,12 @@ async function commit(s: Staged, shared: BatchShared): Promise<DeviceResult> {
 }
 
 /** Provision a chunk of devices: stage them `inFlight` at a time, sync once, rename them into place. */
-export async function writeDevices(jobs: readonly DeviceJob[], shared: BatchShared, inFlight: number, onResult: (r: DeviceResult) => void): Promise<void> {
+export async function writeDevices(
+  jobs: readonly DeviceJob[],
+  shared: BatchShared,
+  inFlight: number,
+  onResult: (r: DeviceResult) => void,
+): Promise<void> {
   const staged: Staged[] = [];
   let next = 0;
   const lane = async (): Promise<void> => {

@@ -38,7 +38,9 @@ export function soakChart(title: string, series: readonly Series[], growth: read
   const plotW = W - PAD_L - PAD_R;
   const out: string[] = [];
   const H = PAD_T + PANELS.length * (PANEL_H + GAP);
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`,
+  );
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   out.push(`<text x="${PAD_L}" y="18" font-size="14" font-weight="bold">${esc(title)}</text>`);
   PANELS.forEach((panel, pi) => {
@@ -59,12 +61,15 @@ export function soakChart(title: string, series: readonly Series[], growth: read
       if (b === undefined || !Number.isFinite(b)) return;
       const color = COLORS[gi % COLORS.length]!;
       for (const f of [1 + FLAT_TOLERANCE, 1 - FLAT_TOLERANCE]) {
-        out.push(`<line x1="${fmt(x(g.warmUpMs))}" x2="${fmt(x(tMax))}" y1="${fmt(y(b * f))}" y2="${fmt(y(b * f))}" stroke="${color}" stroke-dasharray="3,3" stroke-opacity="0.6"/>`);
+        out.push(
+          `<line x1="${fmt(x(g.warmUpMs))}" x2="${fmt(x(tMax))}" y1="${fmt(y(b * f))}" y2="${fmt(y(b * f))}" stroke="${color}" stroke-dasharray="3,3" stroke-opacity="0.6"/>`,
+        );
       }
     });
     series.forEach((s, si) => {
       const pts = s.samples.filter((p) => Number.isFinite(panel.value(p))).map((p) => `${fmt(x(p.tMs))},${fmt(y(panel.value(p)))}`);
-      if (pts.length > 1) out.push(`<polyline fill="none" stroke="${COLORS[si % COLORS.length]}" stroke-width="1.5" points="${pts.join(' ')}"/>`);
+      if (pts.length > 1)
+        out.push(`<polyline fill="none" stroke="${COLORS[si % COLORS.length]}" stroke-width="1.5" points="${pts.join(' ')}"/>`);
     });
     series.forEach((s, si) => {
       out.push(`<rect x="${W - PAD_R + 10}" y="${top + si * 16}" width="10" height="10" fill="${COLORS[si % COLORS.length]}"/>`);

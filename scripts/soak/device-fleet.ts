@@ -129,19 +129,40 @@ export function createDeviceFleet(input: FleetOptions): DeviceFleet {
   for (let i = 0; i < o.devices; i++) {
     const id = `${o.idPrefix}-${String(i).padStart(6, '0')}`;
     // The deriver reuses one scratch block: copy the prepared key out.
-    devices.push({ id, key: Int32Array.from(keyOf(id)) as Blake2sKey, socket: 0, nextMs: 0, cookie: undefined, ackedOnce: false, inFlight: 0 });
+    devices.push({
+      id,
+      key: Int32Array.from(keyOf(id)) as Blake2sKey,
+      socket: 0,
+      nextMs: 0,
+      cookie: undefined,
+      ackedOnce: false,
+      inFlight: 0,
+    });
   }
   const sockets: Socket[] = [];
   const socketAddress: string[] = [];
   const pending = new Map<string, Pending>();
-  let sent = 0, acked = 0, cookies = 0, lost = 0, lostNoAnswer = 0, lostChallenged = 0, slow = 0, harnessDrops = 0, restarts = 0, moves = 0, registeredOnce = 0;
+  let sent = 0,
+    acked = 0,
+    cookies = 0,
+    lost = 0,
+    lostNoAnswer = 0,
+    lostChallenged = 0,
+    slow = 0,
+    harnessDrops = 0,
+    restarts = 0,
+    moves = 0,
+    registeredOnce = 0;
   let ticker: NodeJS.Timeout | null = null;
 
   const rand = (n: number): number => Math.floor(Math.random() * n);
 
   function send(d: Device, withCookie: boolean, challenges = 0): void {
     const nonce = randomBytes(REGISTER_NONCE_BYTES);
-    const packet = encodeRegister({ equipmentId: d.id, timestampMs: Date.now(), nonce, ...(withCookie && d.cookie ? { cookie: d.cookie } : {}) }, d.key);
+    const packet = encodeRegister(
+      { equipmentId: d.id, timestampMs: Date.now(), nonce, ...(withCookie && d.cookie ? { cookie: d.cookie } : {}) },
+      d.key,
+    );
     const s = d.socket;
     const target = o.targets[s % o.targets.length]!;
     pending.set(nonce.toString('hex'), { device: d, sentMs: Date.now(), challenges });
@@ -193,7 +214,7 @@ export function createDeviceFleet(input: FleetOptions): DeviceFleet {
       const a = (addrIdx + 1 + rand(o.sourceAddresses.length - 1)) % o.sourceAddresses.length;
       next = a * perAddr + rand(perAddr);
     } else {
-      next = addrIdx * perAddr + ((d.socket % perAddr) + 1 + rand(Math.max(1, perAddr - 1))) % perAddr;
+      next = addrIdx * perAddr + (((d.socket % perAddr) + 1 + rand(Math.max(1, perAddr - 1))) % perAddr);
     }
     d.socket = next;
     // The cookie was for the old mapping; the device learns that from the server's challenge.
@@ -277,7 +298,21 @@ export function createDeviceFleet(input: FleetOptions): DeviceFleet {
       pending.clear();
       await Promise.all(sockets.map((s) => new Promise<void>((r) => s.close(() => r()))));
     },
-    stats: () => Object.freeze({ sent, acked, cookies, lost, lostNoAnswer, lostChallenged, slow, restarts, moves, pending: pending.size, registeredOnce, harnessDrops }),
+    stats: () =>
+      Object.freeze({
+        sent,
+        acked,
+        cookies,
+        lost,
+        lostNoAnswer,
+        lostChallenged,
+        slow,
+        restarts,
+        moves,
+        pending: pending.size,
+        registeredOnce,
+        harnessDrops,
+      }),
   };
 
   function poisson(mean: number): number {

@@ -90,18 +90,26 @@ export function growthOf(series: Series, runWarmUpMs: number): Growth {
   const end = after.slice(-WINDOW_SAMPLES);
   const m = (xs: Sample[], f: (s: Sample) => number): number => median(xs.map(f));
   const g = {
-    rssBaseKiB: m(base, (s) => s.rssKiB), rssEndKiB: m(end, (s) => s.rssKiB),
-    fdsBase: m(base, (s) => s.fds), fdsEnd: m(end, (s) => s.fds),
-    timersBase: floor(base.map((s) => s.liveTimers)), timersEnd: floor(end.map((s) => s.liveTimers)),
+    rssBaseKiB: m(base, (s) => s.rssKiB),
+    rssEndKiB: m(end, (s) => s.rssKiB),
+    fdsBase: m(base, (s) => s.fds),
+    fdsEnd: m(end, (s) => s.fds),
+    timersBase: floor(base.map((s) => s.liveTimers)),
+    timersEnd: floor(end.map((s) => s.liveTimers)),
     heapFloorBaseKiB: floor(after.slice(0, Math.floor(after.length / 2)).map((s) => s.heapUsedKiB)),
     heapFloorEndKiB: floor(after.slice(Math.floor(after.length / 2)).map((s) => s.heapUsedKiB)),
   };
   const problems: string[] = [];
   if (after.length < 2 * WINDOW_SAMPLES) problems.push(`${series.name}: only ${after.length} samples after warm-up`);
   const rssPct = ((g.rssEndKiB - g.rssBaseKiB) / g.rssBaseKiB) * 100;
-  if (!(rssPct <= FLAT_TOLERANCE * 100)) problems.push(`${series.name}: RSS ${g.rssBaseKiB} -> ${g.rssEndKiB} KiB (+${rssPct.toFixed(1)}%)`);
-  if (!(g.fdsEnd <= Math.max(g.fdsBase * (1 + FLAT_TOLERANCE), g.fdsBase + IN_FLIGHT_SLACK))) problems.push(`${series.name}: fds ${g.fdsBase} -> ${g.fdsEnd}`);
-  if (Number.isFinite(g.timersBase) && !(g.timersEnd <= Math.max(g.timersBase * (1 + FLAT_TOLERANCE), g.timersBase + TIMERS_IN_FLIGHT_SLACK))) {
+  if (!(rssPct <= FLAT_TOLERANCE * 100))
+    problems.push(`${series.name}: RSS ${g.rssBaseKiB} -> ${g.rssEndKiB} KiB (+${rssPct.toFixed(1)}%)`);
+  if (!(g.fdsEnd <= Math.max(g.fdsBase * (1 + FLAT_TOLERANCE), g.fdsBase + IN_FLIGHT_SLACK)))
+    problems.push(`${series.name}: fds ${g.fdsBase} -> ${g.fdsEnd}`);
+  if (
+    Number.isFinite(g.timersBase) &&
+    !(g.timersEnd <= Math.max(g.timersBase * (1 + FLAT_TOLERANCE), g.timersBase + TIMERS_IN_FLIGHT_SLACK))
+  ) {
     problems.push(`${series.name}: live timers ${g.timersBase} -> ${g.timersEnd}`);
   }
   return Object.freeze({ name: series.name, warmUpMs, firstFullGcMs: fullGc, ...g, rssPct, problems });
@@ -124,5 +132,11 @@ export function formatLastLine(f: SoakFigures): string {
 export function parseLastLine(output: string): SoakFigures | null {
   const m = LAST_LINE.exec(output.trimEnd().split('\n').at(-1) ?? '');
   if (!m) return null;
-  return Object.freeze({ registrations: Number(m[1]), lost: Number(m[2]), connectsOkPct: Number(m[3]), rssPct: Number(m[4]), fds: Number(m[5]) });
+  return Object.freeze({
+    registrations: Number(m[1]),
+    lost: Number(m[2]),
+    connectsOkPct: Number(m[3]),
+    rssPct: Number(m[4]),
+    fds: Number(m[5]),
+  });
 }

@@ -70,8 +70,13 @@ export function createSampler(watched: readonly Watched[], intervalMs: number, t
           }
         }
         series[i]!.samples.push({
-          tMs: Date.now() - t0, rssKiB: proc.rssKiB, fds: proc.fds,
-          heapUsedKiB: p ? Math.round(p.heapUsedBytes / 1024) : NaN, heapTotalKiB: p?.heapTotalBytes !== undefined ? Math.round(p.heapTotalBytes / 1024) : NaN, liveTimers: p ? p.liveTimers : NaN, eventLoopP99Ms: loopMs,
+          tMs: Date.now() - t0,
+          rssKiB: proc.rssKiB,
+          fds: proc.fds,
+          heapUsedKiB: p ? Math.round(p.heapUsedBytes / 1024) : NaN,
+          heapTotalKiB: p?.heapTotalBytes !== undefined ? Math.round(p.heapTotalBytes / 1024) : NaN,
+          liveTimers: p ? p.liveTimers : NaN,
+          eventLoopP99Ms: loopMs,
         });
       }),
     );

@@ -46,7 +46,9 @@ function echoServer(): Promise<{ server: Server; port: number }> {
     s.on('error', () => undefined);
     s.pipe(s);
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as { port: number }).port })));
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as { port: number }).port })),
+  );
 }
 
 function probeEnv(probeFile: string): NodeJS.ProcessEnv {
@@ -62,8 +64,13 @@ export async function startSoakSystem(o: { dir: string; nodes: 1 | 2 }): Promise
   const table = (i: number): string =>
     [
       redis ? `[redis]\nurl = "${redis.url}"\nnode_id = "node-${i + 1}"` : '',
-      '[metrics]', 'enabled = true', 'host = "127.0.0.1"', `port = ${metricsPorts[i]}`,
-      '[limits]', 'registrations_per_source_per_s = 0', 'requests_per_source_per_min = 0',
+      '[metrics]',
+      'enabled = true',
+      'host = "127.0.0.1"',
+      `port = ${metricsPorts[i]}`,
+      '[limits]',
+      'registrations_per_source_per_s = 0',
+      'requests_per_source_per_min = 0',
     ].join('\n');
   const setup = await createLoopbackSetup({
     dir: o.dir,

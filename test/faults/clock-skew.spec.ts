@@ -36,8 +36,21 @@ for (const [who, offsetMs, label] of [
     figure(t, `${label}: agent start to registered`, `${Math.round(performance.now() - began)} ms`);
     const line = `${label}\n`;
     const run = await runClient(
-      ['connect', setup.equipmentId, '--server', `127.0.0.1:${setup.tlsPort}`, '--server-name', 'localhost', '--ca', setup.caFile,
-        '--password-file', setup.passwordFile, '--service', 'echo', '--stdio'],
+      [
+        'connect',
+        setup.equipmentId,
+        '--server',
+        `127.0.0.1:${setup.tlsPort}`,
+        '--server-name',
+        'localhost',
+        '--ca',
+        setup.caFile,
+        '--password-file',
+        setup.passwordFile,
+        '--service',
+        'echo',
+        '--stdio',
+      ],
       line,
     ).done;
     figure(t, `${label}: client connect`, `exit ${run.code} in ${run.ms} ms${run.code === 0 ? '' : `: ${run.said}`}`);

@@ -27,7 +27,9 @@ labTest('the device vanishes mid-transfer: both ends notice within the keepalive
   const fds = (): number => readdirSync(`/proc/${agentPid}/fd`).length;
   const fdsBefore = fds();
 
-  const client = spawn('ip', ['netns', 'exec', lab.lab.client.host, process.execPath, PROGRAMS.client, ...lab.clientArgs], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const client = spawn('ip', ['netns', 'exec', lab.lab.client.host, process.execPath, PROGRAMS.client, ...lab.clientArgs], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   t.teardown(() => client.kill('SIGKILL'));
   let echoed = 0;
   let stderr = '';
@@ -45,12 +47,21 @@ labTest('the device vanishes mid-transfer: both ends notice within the keepalive
 
   const cutAt = Date.now();
   await inNs(lab.lab.device.host, ['ip', 'link', 'set', 'eth0', 'down']);
-  const agentEnded = lab.agent.waitFor((l) => l.msg === 'S209 session ended' && typeof l.time === 'number' && l.time >= cutAt, KEEPALIVE_BOUND_MS + MARGIN_MS)
-    .then((l) => Number(l.time) - cutAt, () => null);
+  const agentEnded = lab.agent
+    .waitFor((l) => l.msg === 'S209 session ended' && typeof l.time === 'number' && l.time >= cutAt, KEEPALIVE_BOUND_MS + MARGIN_MS)
+    .then(
+      (l) => Number(l.time) - cutAt,
+      () => null,
+    );
   const clientCode = await Promise.race([exited, sleep(KEEPALIVE_BOUND_MS + MARGIN_MS).then(() => 'hang' as const)]);
   const clientMs = Date.now() - cutAt;
   clearInterval(pump);
-  const said = stderr.trim().split('\n').filter((l) => !l.startsWith('{')).at(-1) ?? '';
+  const said =
+    stderr
+      .trim()
+      .split('\n')
+      .filter((l) => !l.startsWith('{'))
+      .at(-1) ?? '';
   figure(t, `peer vanishes mid-transfer (${path}): client notices after`, `${clientMs} ms, exit ${String(clientCode)}: ${said}`);
   const agentMs = await agentEnded;
   figure(t, 'peer vanishes mid-transfer: the agent ends the session after', agentMs === null ? 'never within the wait' : `${agentMs} ms`);

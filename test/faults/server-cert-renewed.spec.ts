@@ -62,7 +62,11 @@ test('renewed server certificate: served after SIGHUP, the running agent and the
   const renewed = await servedFingerprint(f.setup.tlsPort);
   await writeFile(join(f.setup.dir, 'server.pem'), stray.certPem);
   await hup(f, 'server certificate not reloaded: keeping the one in use');
-  figure(t, 'certificate and key that do not match, on SIGHUP', String(f.server.lines.findLast((l) => l.msg?.startsWith('server certificate not reloaded'))?.err));
+  figure(
+    t,
+    'certificate and key that do not match, on SIGHUP',
+    String(f.server.lines.findLast((l) => l.msg?.startsWith('server certificate not reloaded'))?.err),
+  );
   t.is(await servedFingerprint(f.setup.tlsPort), renewed);
 
   // A certificate from another CA (not this fleet's): the client refuses it and says why.

@@ -12,7 +12,10 @@ import { figure, killHard, pause, resume, runClient, sleep } from '../helpers/fa
 const INTERVAL_MS = 15_000;
 /** The request must be waiting at the server (the device paused) before the kill. */
 const IN_FLIGHT_SETTLE_MS = 1_000;
-const registeredAt = (id: string) => (l: LogLine): boolean => l.msg === 'S202 device registered' && l.equipmentId === id;
+const registeredAt =
+  (id: string) =>
+  (l: LogLine): boolean =>
+    l.msg === 'S202 device registered' && l.equipmentId === id;
 
 test('server SIGKILLed and restarted: the request in flight fails clearly, the device is back within one interval, the next request connects', async (t) => {
   t.timeout(90_000);

@@ -48,8 +48,21 @@ rootTest('state directory full, then read-only: the agent keeps serving and says
   const agent = startProgram('agent', ['--config', setup.agentConfig], { env: { ...process.env, RUNTIME_DIRECTORY: runtime } });
   t.teardown(() => agent.stop().then(() => undefined));
   await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
-  const args = ['connect', setup.equipmentId, '--server', `127.0.0.1:${setup.tlsPort}`, '--server-name', 'localhost', '--ca', setup.caFile,
-    '--password-file', setup.passwordFile, '--service', 'echo', '--stdio'];
+  const args = [
+    'connect',
+    setup.equipmentId,
+    '--server',
+    `127.0.0.1:${setup.tlsPort}`,
+    '--server-name',
+    'localhost',
+    '--ca',
+    setup.caFile,
+    '--password-file',
+    setup.passwordFile,
+    '--service',
+    'echo',
+    '--stdio',
+  ];
   const connect = async (what: string): Promise<void> => {
     const r = await runClient(args, `${what}\n`).done;
     t.is(r.code, 0, `${what}: ${r.said}`);

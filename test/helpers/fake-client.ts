@@ -64,8 +64,13 @@ export async function world(scope: Cleanup, opts: WorldOptions = {}): Promise<Wo
   const identity = await loadIdentity(setup.identityFile);
 
   const server = createRendezvousServer({
-    udpHost: LOOPBACK, udpPort: setup.udpPort, tlsHost: LOOPBACK, tlsPort: setup.tlsPort,
-    certPem: setup.certPem, keyPem: setup.keyPem, masterKey: setup.masterKey,
+    udpHost: LOOPBACK,
+    udpPort: setup.udpPort,
+    tlsHost: LOOPBACK,
+    tlsPort: setup.tlsPort,
+    certPem: setup.certPem,
+    keyPem: setup.keyPem,
+    masterKey: setup.masterKey,
     // Every spec request comes from 127.0.0.1, many with a wrong key on purpose.
     limits: opts.limits ?? { authFailuresPerSource: { perSecond: 0, burst: 1 } },
   });
@@ -120,19 +125,42 @@ export interface RequestTarget {
  * `acc.port` with `sealed` (or a request sealed from the HELLO's server time), then the
  * CONNECT_RESULT's status.
  */
-export function request(w: World, acc: Acceptor, build: Buffer | RequestSpec, from?: string): Promise<{ status: StatusValue; sealed: Buffer }> {
-  const target = { host: LOOPBACK, tlsPort: w.tlsPort, serverName: 'localhost', caPem: w.caPem, equipmentId: EQUIPMENT_ID, accessKey: w.identity.accessKey };
+export function request(
+  w: World,
+  acc: Acceptor,
+  build: Buffer | RequestSpec,
+  from?: string,
+): Promise<{ status: StatusValue; sealed: Buffer }> {
+  const target = {
+    host: LOOPBACK,
+    tlsPort: w.tlsPort,
+    serverName: 'localhost',
+    caPem: w.caPem,
+    equipmentId: EQUIPMENT_ID,
+    accessKey: w.identity.accessKey,
+  };
   return requestAt(target, acc.port, build, from);
 }
 
 /** The same conversation with any server, from local address `from` if given. */
-export async function requestAt(target: RequestTarget, advertisedPort: number, build: Buffer | RequestSpec, from?: string): Promise<{ status: StatusValue; sealed: Buffer }> {
+export async function requestAt(
+  target: RequestTarget,
+  advertisedPort: number,
+  build: Buffer | RequestSpec,
+  from?: string,
+): Promise<{ status: StatusValue; sealed: Buffer }> {
   const keyOf = (given: Buffer | undefined): Buffer => {
     const key = given ?? target.accessKey;
-    if (!key) throw new Error('fake client: no key to seal or wake the request with (give tagKey and wake, or the target\'s accessKey)');
+    if (!key) throw new Error("fake client: no key to seal or wake the request with (give tagKey and wake, or the target's accessKey)");
     return key;
   };
-  const tls = await connectToServer({ host: target.host, port: target.tlsPort, serverName: target.serverName, caPem: target.caPem, ...(from ? { localAddress: from } : {}) });
+  const tls = await connectToServer({
+    host: target.host,
+    port: target.tlsPort,
+    serverName: target.serverName,
+    caPem: target.caPem,
+    ...(from ? { localAddress: from } : {}),
+  });
   const channel = new FrameChannel(tls);
   try {
     const hello = await channel.next(5000);
@@ -152,7 +180,10 @@ export async function requestAt(target: RequestTarget, advertisedPort: number, b
       );
     }
     // The wake a client with the spec's key sends with it (a replayed request: the same wake again).
-    const wake = Buffer.isBuffer(build) || !build.wake ? wakeFor(keyOf(Buffer.isBuffer(build) ? undefined : build.tagKey), target.equipmentId, sealed) : build.wake;
+    const wake =
+      Buffer.isBuffer(build) || !build.wake
+        ? wakeFor(keyOf(Buffer.isBuffer(build) ? undefined : build.tagKey), target.equipmentId, sealed)
+        : build.wake;
     channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: target.equipmentId, advertisedPort, wake, sealedRequest: sealed });
     let result = await channel.next(15_000);
     // An accepted request is preceded by the server's relay offer and path candidates.
@@ -164,4 +195,3 @@ export async function requestAt(target: RequestTarget, advertisedPort: number, b
     tls.destroy();
   }
 }
-

@@ -29,7 +29,10 @@ export function runClient(args: readonly string[], input: string, timeoutMs = 60
   const done = new Promise<ClientRun>((resolve) =>
     child.once('close', (code) => {
       clearTimeout(timer);
-      const lines = stderr.trim().split('\n').filter((l) => !l.startsWith('{'));
+      const lines = stderr
+        .trim()
+        .split('\n')
+        .filter((l) => !l.startsWith('{'));
       resolve({ code, stdout, said: lines.at(-1) ?? '', ms: Math.round(performance.now() - began) });
     }),
   );

@@ -56,8 +56,19 @@ export async function startFlow(
     server,
     agent,
     clientArgs: (service, extra = []) => [
-      'connect', setup.equipmentId, '--server', `127.0.0.1:${setup.tlsPort}`, '--server-name', 'localhost',
-      '--ca', setup.caFile, '--password-file', setup.passwordFile, '--service', service, ...extra,
+      'connect',
+      setup.equipmentId,
+      '--server',
+      `127.0.0.1:${setup.tlsPort}`,
+      '--server-name',
+      'localhost',
+      '--ca',
+      setup.caFile,
+      '--password-file',
+      setup.passwordFile,
+      '--service',
+      service,
+      ...extra,
     ],
   };
 }

@@ -67,7 +67,13 @@ export interface ServerPki {
 export function createServerPki(hosts: readonly string[] = ['localhost', LOOPBACK]): ServerPki {
   const ca = createCa({ commonName: 'peerlink security-test CA' });
   const server = issueServerCert({ caCertPem: ca.certPem, caKeyPem: ca.keyPem, hosts });
-  return { caPem: ca.certPem, caKeyPem: ca.keyPem, certPem: server.certPem, keyPem: server.keyPem, masterKey: createRegistrationMasterKey() };
+  return {
+    caPem: ca.certPem,
+    caKeyPem: ca.keyPem,
+    certPem: server.certPem,
+    keyPem: server.keyPem,
+    masterKey: createRegistrationMasterKey(),
+  };
 }
 
 /** An in-process rendezvous server on loopback (ephemeral ports unless given), stopped at teardown. */

@@ -29,7 +29,12 @@ export async function startTwoNodes(
   const metricsPorts = [await freePort(), await freePort()] as const;
   const nodeTable = (i: number): string =>
     `[redis]\n${redisSetting(o.redis)}\nnode_id = "node-${i + 1}"\n[metrics]\nenabled = true\nhost = "127.0.0.1"\nport = ${metricsPorts[i]}\n${o.serverExtra ?? ''}`;
-  const setup = await createLoopbackSetup({ dir, services: o.services, serverExtra: nodeTable(0), ...(o.directDialOnly ? { directDialOnly: true } : {}) });
+  const setup = await createLoopbackSetup({
+    dir,
+    services: o.services,
+    serverExtra: nodeTable(0),
+    ...(o.directDialOnly ? { directDialOnly: true } : {}),
+  });
   // Node 2: the same settings on other ports, under another node ID.
   const [udp2, tls2] = [await freePort(), await freePort()];
   const text = (await readFile(setup.serverConfig, 'utf8'))
@@ -53,8 +58,19 @@ export async function startTwoNodes(
     metricsPorts,
     agent,
     clientArgs: (node, service, extra = []) => [
-      'connect', setup.equipmentId, '--server', `127.0.0.1:${tlsPorts[node]}`, '--server-name', 'localhost',
-      '--ca', setup.caFile, '--password-file', setup.passwordFile, '--service', service, ...extra,
+      'connect',
+      setup.equipmentId,
+      '--server',
+      `127.0.0.1:${tlsPorts[node]}`,
+      '--server-name',
+      'localhost',
+      '--ca',
+      setup.caFile,
+      '--password-file',
+      setup.passwordFile,
+      '--service',
+      service,
+      ...extra,
     ],
   };
 }

@@ -37,9 +37,17 @@ export async function runInNspawn(o: NspawnOptions): Promise<NspawnRun> {
   await writeFile(script, `#!/bin/sh\n${o.script}\nsystemctl poweroff\n`);
   await chmod(script, 0o755);
   const unit = join(o.dir, 'peerlink-test.service');
-  await writeFile(unit, '[Unit]\nDescription=peerlink unit test\n[Service]\nType=oneshot\nExecStart=/peerlink-test/test-script.sh\nStandardOutput=journal+console\n');
+  await writeFile(
+    unit,
+    '[Unit]\nDescription=peerlink unit test\n[Service]\nType=oneshot\nExecStart=/peerlink-test/test-script.sh\nStandardOutput=journal+console\n',
+  );
   const args = [
-    '-D', '/', '--volatile=yes', '--register=no', '--keep-unit', '-q',
+    '-D',
+    '/',
+    '--volatile=yes',
+    '--register=no',
+    '--keep-unit',
+    '-q',
     `--machine=peerlink-test-${process.pid}`,
     `--overlay-ro=/usr:${o.stagedUsr}:/usr`,
     `--bind-ro=${o.dir}:/peerlink-test`,

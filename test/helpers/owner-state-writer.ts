@@ -9,7 +9,14 @@
 import { openSync, writeSync, closeSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { EMPTY_OWNER_STATE, formatOwnerState, openOwnerStore, OWNER_STATE_FILE_NAME, type OwnerState, type PairedClient } from '../../agent/device/owner-state.js';
+import {
+  EMPTY_OWNER_STATE,
+  formatOwnerState,
+  openOwnerStore,
+  OWNER_STATE_FILE_NAME,
+  type OwnerState,
+  type PairedClient,
+} from '../../agent/device/owner-state.js';
 
 const [dir, mode] = process.argv.slice(2);
 if (!dir) throw new Error('usage: owner-state-writer <state dir> [--unsafe]');

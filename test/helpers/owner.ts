@@ -25,7 +25,17 @@ export function agentCommand(flow: Flow, args: readonly string[]): Promise<Run> 
 }
 
 export async function pairAs(flow: Flow, dir: string, name: string, passwordFile = flow.setup.passwordFile): Promise<Run> {
-  return peerlink(['pair', flow.setup.equipmentId, '--name', name, '--pairing-dir', dir, '--password-file', passwordFile, ...serverArgs(flow)]);
+  return peerlink([
+    'pair',
+    flow.setup.equipmentId,
+    '--name',
+    name,
+    '--pairing-dir',
+    dir,
+    '--password-file',
+    passwordFile,
+    ...serverArgs(flow),
+  ]);
 }
 
 /** A file holding a password, mode 0600. */
@@ -37,9 +47,16 @@ export async function passwordFile(dir: string, name: string, password: string):
 
 /** `peerlink connect --stdio` one echo round trip; how: pairing dir, or password file. */
 export async function echoOnce(flow: Flow, how: { pairingDir: string } | { passwordFile: string }, payload = 'ping'): Promise<Run> {
-  const cred = 'pairingDir' in how ? ['--pairing-dir', how.pairingDir] : ['--password-file', how.passwordFile, '--pairing-dir', '/nonexistent-peerlink-pairings'];
+  const cred =
+    'pairingDir' in how
+      ? ['--pairing-dir', how.pairingDir]
+      : ['--password-file', how.passwordFile, '--pairing-dir', '/nonexistent-peerlink-pairings'];
   const { runNodeStdio } = await import('./run-process.js');
-  const r = await runNodeStdio(PROGRAMS.client, ['connect', flow.setup.equipmentId, ...cred, ...serverArgs(flow), '--service', 'echo', '--stdio'], Buffer.from(payload));
+  const r = await runNodeStdio(
+    PROGRAMS.client,
+    ['connect', flow.setup.equipmentId, ...cred, ...serverArgs(flow), '--service', 'echo', '--stdio'],
+    Buffer.from(payload),
+  );
   return { code: r.code, stdout: String(r.bytes), stderr: r.stderr };
 }
 
@@ -54,10 +71,30 @@ export interface LiveSession {
 }
 
 /** `peerlink connect --listen`, then one local connection through it: a session in progress. */
-export async function liveSession(t: Scope, flow: Flow, how: { pairingDir: string } | { passwordFile: string }, extra: readonly string[] = []): Promise<LiveSession> {
+export async function liveSession(
+  t: Scope,
+  flow: Flow,
+  how: { pairingDir: string } | { passwordFile: string },
+  extra: readonly string[] = [],
+): Promise<LiveSession> {
   const port = await freePort();
-  const cred = 'pairingDir' in how ? ['--pairing-dir', how.pairingDir] : ['--password-file', how.passwordFile, '--pairing-dir', '/nonexistent-peerlink-pairings'];
-  const client = startProgram('client', ['connect', flow.setup.equipmentId, ...cred, ...serverArgs(flow), '--service', 'echo', '--listen', `127.0.0.1:${port}`, '--log-level', 'info', ...extra]);
+  const cred =
+    'pairingDir' in how
+      ? ['--pairing-dir', how.pairingDir]
+      : ['--password-file', how.passwordFile, '--pairing-dir', '/nonexistent-peerlink-pairings'];
+  const client = startProgram('client', [
+    'connect',
+    flow.setup.equipmentId,
+    ...cred,
+    ...serverArgs(flow),
+    '--service',
+    'echo',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--log-level',
+    'info',
+    ...extra,
+  ]);
   t.teardown(() => client.stop().then(() => undefined));
   await waitForStderr(client, /serving/);
   const socket = connect(port, '127.0.0.1');

@@ -23,8 +23,7 @@ export const serviceNameArb: fc.Arbitrary<string> = fc
   .tuple(fc.constantFrom(...SERVICE_FIRST), fc.string({ unit: fc.constantFrom(...SERVICE_REST), maxLength: 31 }))
   .map(([a, b]) => a + b);
 
-export const bytesArb = (n: number): fc.Arbitrary<Buffer> =>
-  fc.uint8Array({ minLength: n, maxLength: n }).map((u) => Buffer.from(u));
+export const bytesArb = (n: number): fc.Arbitrary<Buffer> => fc.uint8Array({ minLength: n, maxLength: n }).map((u) => Buffer.from(u));
 
 export const keyArb = bytesArb(32);
 export const timestampArb = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });

@@ -33,7 +33,12 @@ export interface StdioRun {
 }
 
 /** Run a Node script, feed `input` to its stdin (then EOF), and checksum what comes out. */
-export function runNodeStdio(script: string, args: readonly string[], input: Buffer, onChild?: (kill: () => void) => void): Promise<StdioRun> {
+export function runNodeStdio(
+  script: string,
+  args: readonly string[],
+  input: Buffer,
+  onChild?: (kill: () => void) => void,
+): Promise<StdioRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     onChild?.(() => child.kill('SIGKILL'));

@@ -35,8 +35,14 @@ export const FLOOD_MAX_DURATION_MS = 60_000;
 const DRAIN_MS = 20_000;
 
 async function flood(plan: FloodPlan): Promise<FloodResult> {
-  if (!(plan.perSecond > 0 && plan.perSecond <= FLOOD_MAX_PER_SECOND) || !(plan.durationMs > 0 && plan.durationMs <= FLOOD_MAX_DURATION_MS) || plan.sources.length === 0) {
-    throw new Error(`stranger-flood: needs 0 < perSecond <= ${FLOOD_MAX_PER_SECOND}, 0 < durationMs <= ${FLOOD_MAX_DURATION_MS} and sources; got ${JSON.stringify({ ...plan, sources: plan.sources.length })}`);
+  if (
+    !(plan.perSecond > 0 && plan.perSecond <= FLOOD_MAX_PER_SECOND) ||
+    !(plan.durationMs > 0 && plan.durationMs <= FLOOD_MAX_DURATION_MS) ||
+    plan.sources.length === 0
+  ) {
+    throw new Error(
+      `stranger-flood: needs 0 < perSecond <= ${FLOOD_MAX_PER_SECOND}, 0 < durationMs <= ${FLOOD_MAX_DURATION_MS} and sources; got ${JSON.stringify({ ...plan, sources: plan.sources.length })}`,
+    );
   }
   const target: RequestTarget = { ...plan.server, caPem: await readFile(plan.caFile, 'utf8'), equipmentId: plan.equipmentId };
   const gapMs = 1000 / plan.perSecond;

@@ -14,7 +14,8 @@ import { strangerWake } from './wake.js';
 /** The first bytes of a TLS ClientHello record, and no more. */
 export const PARTIAL_CLIENT_HELLO = Buffer.from('160301002c010000280303', 'hex');
 
-export type StrayKind = 'silentHandshake' | 'halfClosedHandshake' | 'silentSecure' | 'halfClosedSecure' | 'requestThenGone' | 'requestThenHalfClosed';
+export type StrayKind =
+  'silentHandshake' | 'halfClosedHandshake' | 'silentSecure' | 'halfClosedSecure' | 'requestThenGone' | 'requestThenHalfClosed';
 
 export interface StrayTarget {
   readonly port: number;
@@ -33,10 +34,13 @@ function tcp(to: StrayTarget): Promise<Socket> {
 
 function secure(to: StrayTarget): Promise<{ socket: TLSSocket; channel: FrameChannel }> {
   return new Promise((resolve, reject) => {
-    const socket = tlsConnect({ host: to.host ?? '127.0.0.1', port: to.port, servername: 'localhost', ca: to.caPem, allowHalfOpen: true } as never, () => {
-      const channel = new FrameChannel(socket);
-      channel.next(10_000).then(() => resolve({ socket, channel }), reject); // HELLO
-    });
+    const socket = tlsConnect(
+      { host: to.host ?? '127.0.0.1', port: to.port, servername: 'localhost', ca: to.caPem, allowHalfOpen: true } as never,
+      () => {
+        const channel = new FrameChannel(socket);
+        channel.next(10_000).then(() => resolve({ socket, channel }), reject); // HELLO
+      },
+    );
     socket.once('error', reject);
   });
 }
@@ -51,7 +55,13 @@ export async function openStray(t: Scope, to: StrayTarget, kind: StrayKind): Pro
     const c = await secure(to);
     s = c.socket;
     if (kind === 'requestThenGone' || kind === 'requestThenHalfClosed') {
-      c.channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: to.equipmentId ?? 'TV-NONE', advertisedPort: 9, wake: strangerWake(), sealedRequest: randomBytes(64) });
+      c.channel.send({
+        type: FrameType.CONNECT_REQUEST,
+        equipmentId: to.equipmentId ?? 'TV-NONE',
+        advertisedPort: 9,
+        wake: strangerWake(),
+        sealedRequest: randomBytes(64),
+      });
     }
     if (kind === 'halfClosedSecure' || kind === 'requestThenHalfClosed') s.end();
     if (kind === 'requestThenGone') await new Promise<void>((r) => s.end(() => (s.destroy(), r())));

@@ -4,7 +4,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { UDP_TYPE_COOKIE, UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
-import { encodeProbe, encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES, type Cookie, type RegisterAck } from '../../agent/protocol/udp-packets.js';
+import {
+  encodeProbe,
+  encodeRegister,
+  parseUdpPacket,
+  REGISTER_NONCE_BYTES,
+  type Cookie,
+  type RegisterAck,
+} from '../../agent/protocol/udp-packets.js';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
 import type { RecordingUdp } from './harness.js';
 import { waitUntil } from './harness.js';
@@ -39,7 +46,13 @@ export async function answerTo(from: RecordingUdp, nonce: Buffer, timeoutMs = 30
 }
 
 /** Register `id` from `from`, answering a cookie request once, and return what was accepted. */
-export async function registerThroughCookie(from: RecordingUdp, to: { port: number }, id: string, key: Buffer, timestampMs = Date.now()): Promise<Registered> {
+export async function registerThroughCookie(
+  from: RecordingUdp,
+  to: { port: number },
+  id: string,
+  key: Buffer,
+  timestampMs = Date.now(),
+): Promise<Registered> {
   let cookie: Buffer | undefined;
   for (let round = 0; round < 2; round++) {
     const nonce = randomBytes(REGISTER_NONCE_BYTES);

@@ -8,7 +8,11 @@ import { startFlow } from '../helpers/flow.js';
 import { runNode } from '../helpers/run-process.js';
 
 test('status shows the registered agent, then says it is not running once stopped', async (t) => {
-  const { setup, agent } = await startFlow(t, { services: { echo: '127.0.0.1:7' }, agentArgs: (s) => ['--state', join(s.dir, 'state.json')], startAgent: false });
+  const { setup, agent } = await startFlow(t, {
+    services: { echo: '127.0.0.1:7' },
+    agentArgs: (s) => ['--state', join(s.dir, 'state.json')],
+    startAgent: false,
+  });
   const state = join(setup.dir, 'state.json');
   const reg = await agent.waitFor((l) => String(l.msg).startsWith('S202 registered'));
   // the snapshot follows the registration event
@@ -34,13 +38,26 @@ test('status shows the registered agent, then says it is not running once stoppe
   const identity = await loadIdentity(setup.identityFile);
   const raw = await readFile(state, 'utf8');
   t.is((await stat(state)).mode & 0o777, 0o644);
-  for (const secret of [identity.registrationKey.toString('base64'), identity.accessKey.toString('base64'), setup.password, setup.masterKey.toString('base64')]) {
+  for (const secret of [
+    identity.registrationKey.toString('base64'),
+    identity.accessKey.toString('base64'),
+    setup.password,
+    setup.masterKey.toString('base64'),
+  ]) {
     t.false(raw.includes(secret), 'a secret in the state file');
   }
 
   const text = await runNode(PROGRAMS.agent, ['status', '--state', state]);
   t.is(text.code, 0);
-  for (const row of [/^agent\s+running \(pid \d+\)/m, /^registered\s+yes$/m, /^public address\s+127\.0\.0\.1:\d+ \(as the server sees us\)/m, /^last ack\s+\S+ \(\d+ s ago\)/m, /^uptime\s+0h 0m \d+s/m, /^port mapping\s+off \(reverse port \d+\)/m, /^last connection served\s+never/m]) {
+  for (const row of [
+    /^agent\s+running \(pid \d+\)/m,
+    /^registered\s+yes$/m,
+    /^public address\s+127\.0\.0\.1:\d+ \(as the server sees us\)/m,
+    /^last ack\s+\S+ \(\d+ s ago\)/m,
+    /^uptime\s+0h 0m \d+s/m,
+    /^port mapping\s+off \(reverse port \d+\)/m,
+    /^last connection served\s+never/m,
+  ]) {
     t.regex(text.stdout, row);
   }
 

@@ -33,7 +33,10 @@ test('the bundled agent runs alone (no node_modules anywhere above it) and insta
     t.true((await stat(join(root, 'usr/lib/peerlink/peerlink-agent.cjs'))).isFile());
     t.is(await readlink(join(root, 'usr/bin/peerlink-agent')), '../lib/peerlink/peerlink-agent.cjs');
     t.true((await lstat(join(root, 'usr/lib/systemd/system/peerlink-agent.service'))).isFile());
-    t.is(await readFile(join(root, 'etc/peerlink/agent.toml'), 'utf8'), await readFile(join(REPO_ROOT, 'config/agent.example.toml'), 'utf8'));
+    t.is(
+      await readFile(join(root, 'etc/peerlink/agent.toml'), 'utf8'),
+      await readFile(join(REPO_ROOT, 'config/agent.example.toml'), 'utf8'),
+    );
     const unit = await readFile(join(root, 'usr/lib/systemd/system/peerlink-agent.service'), 'utf8');
     t.regex(unit, /^ExecStart=\/usr\/bin\/node \/usr\/lib\/peerlink\/peerlink-agent\.cjs /m);
     // a second install keeps the technician's settings

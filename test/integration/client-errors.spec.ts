@@ -31,7 +31,10 @@ test.before(async () => {
 });
 
 test('unknown equipment ID: exit 10, PEERLINK_ERR_UNKNOWN_DEVICE', async (t) => {
-  const r = await run(PROGRAMS.client, connectArgs(flow, 'echo', (a) => a.map((x) => (x === flow.setup.equipmentId ? 'NO-SUCH-DEVICE' : x))));
+  const r = await run(
+    PROGRAMS.client,
+    connectArgs(flow, 'echo', (a) => a.map((x) => (x === flow.setup.equipmentId ? 'NO-SUCH-DEVICE' : x))),
+  );
   t.is(r.code, 10, r.stderr);
   t.regex(r.stderr, /PEERLINK_ERR_UNKNOWN_DEVICE/);
 });
@@ -39,7 +42,10 @@ test('unknown equipment ID: exit 10, PEERLINK_ERR_UNKNOWN_DEVICE', async (t) => 
 test('wrong password: exit 13, PEERLINK_ERR_AUTH_FAILED', async (t) => {
   const wrong = join(dir, 'wrong-password.txt');
   await writeFile(wrong, 'AAAA-BBBB-CCCC-DDDD-EEEE\n', { mode: 0o600 }); // a password file others can read is refused (P7b)
-  const r = await run(PROGRAMS.client, connectArgs(flow, 'echo', (a) => a.map((x) => (x === flow.setup.passwordFile ? wrong : x))));
+  const r = await run(
+    PROGRAMS.client,
+    connectArgs(flow, 'echo', (a) => a.map((x) => (x === flow.setup.passwordFile ? wrong : x))),
+  );
   t.is(r.code, 13, r.stderr);
   t.regex(r.stderr, /PEERLINK_ERR_AUTH_FAILED/);
 });
@@ -59,14 +65,20 @@ test('allowed service that is not running: exit 17, PEERLINK_ERR_SERVICE_UNAVAIL
 test('server certificate from another CA: exit 15, PEERLINK_ERR_UNTRUSTED_CERTIFICATE', async (t) => {
   const otherCa = join(dir, 'other-ca.pem');
   await writeFile(otherCa, createCa({ commonName: 'someone else' }).certPem);
-  const r = await run(PROGRAMS.client, connectArgs(flow, 'echo', (a) => a.map((x) => (x === flow.setup.caFile ? otherCa : x))));
+  const r = await run(
+    PROGRAMS.client,
+    connectArgs(flow, 'echo', (a) => a.map((x) => (x === flow.setup.caFile ? otherCa : x))),
+  );
   t.is(r.code, 15, r.stderr);
   t.regex(r.stderr, /PEERLINK_ERR_UNTRUSTED_CERTIFICATE/);
 });
 
 test('server not reachable: exit 18, PEERLINK_ERR_SERVER_UNREACHABLE', async (t) => {
   const port = await freePort();
-  const r = await run(PROGRAMS.client, connectArgs(flow, 'echo', (a) => a.map((x) => (x === `127.0.0.1:${flow.setup.tlsPort}` ? `127.0.0.1:${port}` : x))));
+  const r = await run(
+    PROGRAMS.client,
+    connectArgs(flow, 'echo', (a) => a.map((x) => (x === `127.0.0.1:${flow.setup.tlsPort}` ? `127.0.0.1:${port}` : x))),
+  );
   t.is(r.code, 18, r.stderr);
   t.regex(r.stderr, /PEERLINK_ERR_SERVER_UNREACHABLE/);
 });
@@ -101,7 +113,10 @@ test('a device that stopped registering is reported offline: exit 11, PEERLINK_E
 test('a bad settings file stops the agent with exit 3 naming the file and every bad key', async (t) => {
   const d = await tempDir(t);
   const file = join(d, 'agent.toml');
-  await writeFile(file, 'identity_file = "x.toml"\nequipment_id = "TV-1"\n[registration]\ninterval_ms = 5\n[server]\nhost = "h"\nudp_port = "seven"\n[services]\nhttp = "nowhere"\n');
+  await writeFile(
+    file,
+    'identity_file = "x.toml"\nequipment_id = "TV-1"\n[registration]\ninterval_ms = 5\n[server]\nhost = "h"\nudp_port = "seven"\n[services]\nhttp = "nowhere"\n',
+  );
   const r = await run(PROGRAMS.agent, ['check-config', '--config', file]);
   t.is(r.code, 3, r.stderr);
   for (const key of ['equipment_id', 'registration.interval_ms', 'server.udp_port', 'services.http']) {

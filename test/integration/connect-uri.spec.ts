@@ -14,7 +14,11 @@ import { runNode, runNodeStdio } from '../helpers/run-process.js';
 test('connect with the label URI: ID, password and server come from it, and data flows', async (t) => {
   const echo = await echoService(t);
   const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` } });
-  const uri = formatConnectUri({ equipmentId: flow.setup.equipmentId, password: flow.setup.password, server: `127.0.0.1:${flow.setup.tlsPort}` });
+  const uri = formatConnectUri({
+    equipmentId: flow.setup.equipmentId,
+    password: flow.setup.password,
+    server: `127.0.0.1:${flow.setup.tlsPort}`,
+  });
   const data = randomBytes(64 * 1024);
   const args = ['connect', uri, '--ca', flow.setup.caFile, '--server-name', 'localhost', '--service', 'echo', '--stdio'];
   const r = await runNodeStdio(PROGRAMS.client, args, data, (kill) => t.teardown(kill));
@@ -23,7 +27,15 @@ test('connect with the label URI: ID, password and server come from it, and data
 });
 
 test('a malformed URI is a usage error naming the problem', async (t) => {
-  const r = await runNode(PROGRAMS.client, ['connect', 'peerlink://connect?v=1&id=bad%20id&pw=X', '--ca', '/dev/null', '--service', 'echo', '--stdio']);
+  const r = await runNode(PROGRAMS.client, [
+    'connect',
+    'peerlink://connect?v=1&id=bad%20id&pw=X',
+    '--ca',
+    '/dev/null',
+    '--service',
+    'echo',
+    '--stdio',
+  ]);
   t.is(r.code, EXIT_USAGE);
   t.regex(r.stderr, /connect URI: id/);
 });

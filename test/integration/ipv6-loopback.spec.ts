@@ -16,8 +16,21 @@ test('an agent registered over IPv6 serves clients arriving over IPv6 and over I
   t.true(registered.length > 0 && registered.every((m) => m.startsWith('::1:')), `registered over IPv6: ${registered.join(', ')}`);
   for (const server of [`[::1]:${flow.setup.tlsPort}`, `127.0.0.1:${flow.setup.tlsPort}`]) {
     const data = randomBytes(256 * 1024);
-    const args = ['connect', flow.setup.equipmentId, '--server', server, '--server-name', 'localhost', '--ca', flow.setup.caFile,
-      '--password-file', flow.setup.passwordFile, '--service', 'echo', '--stdio'];
+    const args = [
+      'connect',
+      flow.setup.equipmentId,
+      '--server',
+      server,
+      '--server-name',
+      'localhost',
+      '--ca',
+      flow.setup.caFile,
+      '--password-file',
+      flow.setup.passwordFile,
+      '--service',
+      'echo',
+      '--stdio',
+    ];
     const r = await runNodeStdio(PROGRAMS.client, args, data, (kill) => t.teardown(kill));
     t.is(r.code, 0, r.stderr);
     t.is(r.sha256, createHash('sha256').update(data).digest('hex'), server);

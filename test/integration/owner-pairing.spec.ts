@@ -35,11 +35,24 @@ test('pair with the label password, then connect with the pairing alone; the own
   t.true(clients[0]!.self);
   t.true(clients[0]!.lastUsedMs > 0);
 
-  const rn = await peerlink(['device', 'rename', id, clients[0]!.id.slice(0, 8), '--name', 'old phone', '--pairing-dir', dir, ...serverArgs(flow)]);
+  const rn = await peerlink([
+    'device',
+    'rename',
+    id,
+    clients[0]!.id.slice(0, 8),
+    '--name',
+    'old phone',
+    '--pairing-dir',
+    dir,
+    ...serverArgs(flow),
+  ]);
   t.is(rn.code, 0, rn.stderr);
   const onDevice = await agentCommand(flow, ['clients', '--json']);
   t.is(onDevice.code, 0, onDevice.stderr);
-  t.deepEqual((JSON.parse(onDevice.stdout) as { name: string }[]).map((x) => x.name), ['old phone']);
+  t.deepEqual(
+    (JSON.parse(onDevice.stdout) as { name: string }[]).map((x) => x.name),
+    ['old phone'],
+  );
 });
 
 test('the owner controls need a pairing: an unpaired password holder cannot list clients', async (t) => {

@@ -9,9 +9,13 @@ import { echoService, startFlow, type Flow } from '../helpers/flow.js';
 async function relayedClient(flow: Flow, extra: readonly string[] = []): Promise<ChildProcessWithoutNullStreams> {
   // A closed advertised port: the device's direct dial is refused, so the relay is the only path.
   const closedPort = await freePort();
-  return spawn(process.execPath, [PROGRAMS.client, ...flow.clientArgs('echo', ['--stdio', '--advertise-port', String(closedPort), ...extra])], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  return spawn(
+    process.execPath,
+    [PROGRAMS.client, ...flow.clientArgs('echo', ['--stdio', '--advertise-port', String(closedPort), ...extra])],
+    {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
 }
 
 function collect(child: ChildProcessWithoutNullStreams): { out: () => number; err: () => string; exit: Promise<number | null> } {
@@ -24,7 +28,11 @@ function collect(child: ChildProcessWithoutNullStreams): { out: () => number; er
 
 test('max_sessions = 0 refuses the relay: the client reports PEER_TIMEOUT', async (t) => {
   const echo = await echoService(t);
-  const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` }, directDialOnly: true, serverExtra: '[relay]\nmax_sessions = 0' });
+  const flow = await startFlow(t, {
+    services: { echo: `127.0.0.1:${echo.port}` },
+    directDialOnly: true,
+    serverExtra: '[relay]\nmax_sessions = 0',
+  });
   const child = await relayedClient(flow, ['--peer-timeout-ms', '6000']);
   t.teardown(() => void child.kill('SIGKILL'));
   const c = collect(child);
@@ -38,7 +46,11 @@ test('bytes_per_second caps each direction of a relayed session', async (t) => {
   const LIMIT = 64 * 1024;
   const SIZE = 256 * 1024;
   const echo = await echoService(t);
-  const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` }, directDialOnly: true, serverExtra: `[relay]\nbytes_per_second = ${LIMIT}` });
+  const flow = await startFlow(t, {
+    services: { echo: `127.0.0.1:${echo.port}` },
+    directDialOnly: true,
+    serverExtra: `[relay]\nbytes_per_second = ${LIMIT}`,
+  });
   const child = await relayedClient(flow);
   t.teardown(() => void child.kill('SIGKILL'));
   const c = collect(child);
@@ -55,14 +67,22 @@ test('bytes_per_second caps each direction of a relayed session', async (t) => {
 
 test('max_duration_ms ends a relayed session', async (t) => {
   const echo = await echoService(t);
-  const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` }, directDialOnly: true, serverExtra: '[relay]\nmax_duration_ms = 1500' });
+  const flow = await startFlow(t, {
+    services: { echo: `127.0.0.1:${echo.port}` },
+    directDialOnly: true,
+    serverExtra: '[relay]\nmax_duration_ms = 1500',
+  });
   const child = await relayedClient(flow);
   t.teardown(() => void child.kill('SIGKILL'));
   const c = collect(child);
   child.stdin.write('hello'); // and keep stdin open: only the relay's limit can end this session
   const t0 = performance.now();
   const code = await Promise.race([c.exit, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 10_000))]);
-  t.not(code, 'hung', `the session outlived the relay duration limit; client: ${c.err()}; server: ${flow.server.lines.map((l) => l.msg).join(' / ')}`);
+  t.not(
+    code,
+    'hung',
+    `the session outlived the relay duration limit; client: ${c.err()}; server: ${flow.server.lines.map((l) => l.msg).join(' / ')}`,
+  );
   t.true(performance.now() - t0 >= 1000);
   t.is(code, 22, 'a cut session is reported as PEERLINK_ERR_TUNNEL_BROKEN, not as success');
   t.true(flow.server.lines.some((l) => l.msg === 'relay session cut at its duration limit'));

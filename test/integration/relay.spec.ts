@@ -14,7 +14,12 @@ test('a failed direct dial falls back to the relay within the direct-dial budget
   const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` }, directDialOnly: true });
   const closedPort = await freePort();
   const data = randomBytes(1024 * 1024);
-  const r = await runNodeStdio(PROGRAMS.client, flow.clientArgs('echo', ['--stdio', '--advertise-port', String(closedPort)]), data, (kill) => t.teardown(kill));
+  const r = await runNodeStdio(
+    PROGRAMS.client,
+    flow.clientArgs('echo', ['--stdio', '--advertise-port', String(closedPort)]),
+    data,
+    (kill) => t.teardown(kill),
+  );
   t.is(r.code, 0, r.stderr);
   t.regex(r.stderr, /relayed via server/);
   t.is(r.bytes, data.length);

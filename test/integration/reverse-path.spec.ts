@@ -16,7 +16,12 @@ test('with the device dial failing, the client dials the agent’s reverse port 
   const listening = await flow.agent.waitFor((l) => l.msg === 'reverse port listening');
   const closedPort = await freePort();
   const data = randomBytes(512 * 1024);
-  const r = await runNodeStdio(PROGRAMS.client, flow.clientArgs('echo', ['--stdio', '--advertise-port', String(closedPort)]), data, (kill) => t.teardown(kill));
+  const r = await runNodeStdio(
+    PROGRAMS.client,
+    flow.clientArgs('echo', ['--stdio', '--advertise-port', String(closedPort)]),
+    data,
+    (kill) => t.teardown(kill),
+  );
   t.is(r.code, 0, r.stderr);
   t.regex(r.stderr, new RegExp(`connected directly: we dialled the device's open port 127\\.0\\.0\\.1:${String(listening.port)}`));
   t.is(r.bytes, data.length);

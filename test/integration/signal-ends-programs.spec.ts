@@ -43,7 +43,10 @@ async function listenClient(t: ExecutionContext, f: Flow): Promise<{ client: Pro
 async function signalOnce(p: Program, signal: NodeJS.Signals): Promise<{ code: number | null | 'still running'; tookMs: number }> {
   const at = Date.now();
   p.child.kill(signal);
-  const code = await Promise.race([p.exited, new Promise<'still running'>((r) => setTimeout(() => r('still running'), GIVE_UP_MS).unref())]);
+  const code = await Promise.race([
+    p.exited,
+    new Promise<'still running'>((r) => setTimeout(() => r('still running'), GIVE_UP_MS).unref()),
+  ]);
   return { code, tookMs: Date.now() - at };
 }
 

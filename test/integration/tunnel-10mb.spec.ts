@@ -21,7 +21,11 @@ function roundTrip(port: number, data: Buffer): Promise<{ sha: string; ms: numbe
       hash.update(d);
       got += d.length;
     });
-    s.on('close', () => (got === data.length ? resolve({ sha: hash.digest('hex'), ms: performance.now() - t0 }) : reject(new Error(`got ${got} of ${data.length} bytes`))));
+    s.on('close', () =>
+      got === data.length
+        ? resolve({ sha: hash.digest('hex'), ms: performance.now() - t0 })
+        : reject(new Error(`got ${got} of ${data.length} bytes`)),
+    );
     s.on('error', reject);
   });
 }

@@ -12,9 +12,13 @@ test('the device’s tunnel connection has TCP keepalive at both ends', async (t
   const echo = await echoService(t);
   const flow = await startFlow(t, { services: { echo: `127.0.0.1:${echo.port}` }, directDialOnly: true });
   const port = await freePort();
-  const client = spawn(process.execPath, [PROGRAMS.client, ...flow.clientArgs('echo', ['--stdio', '--accept', `127.0.0.1:${port}`, '--advertise-port', String(port)])], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  const client = spawn(
+    process.execPath,
+    [PROGRAMS.client, ...flow.clientArgs('echo', ['--stdio', '--accept', `127.0.0.1:${port}`, '--advertise-port', String(port)])],
+    {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
   t.teardown(() => client.kill('SIGKILL'));
   // stdin stays open: the session is idle, as an ssh prompt would be.
   await new Promise<void>((resolve, reject) => {

@@ -5,18 +5,21 @@ import { labTest } from '../helpers/lab-test.js';
 
 const check = (r: Awaited<ReturnType<typeof diagnoseScenario>>, id: string) => r.report.checks.find((c) => c.id === id)!;
 
-labTest('behind an endpoint-independent NAT with a UPnP IGD: mapping endpoint-independent, gateway found with its external address', async (t) => {
-  const r = await diagnoseScenario({ deviceNat: 'port-restricted', upnp: 'igd2' });
-  t.log(r.text);
-  t.is(check(r, 'server-udp').verdict, 'ok');
-  t.is(check(r, 'server-tls').verdict, 'ok');
-  t.like(check(r, 'public-address').data, { public: { address: ADDR.routerB }, behindNat: true });
-  t.is(check(r, 'nat-mapping').verdict, 'ok');
-  t.like(check(r, 'nat-mapping').data, { behaviour: 'endpoint-independent' });
-  t.is(check(r, 'port-mapping').verdict, 'ok');
-  t.like(check(r, 'port-mapping').data, { mapped: true, externalAddress: ADDR.routerB });
-  t.true(r.report.ok);
-});
+labTest(
+  'behind an endpoint-independent NAT with a UPnP IGD: mapping endpoint-independent, gateway found with its external address',
+  async (t) => {
+    const r = await diagnoseScenario({ deviceNat: 'port-restricted', upnp: 'igd2' });
+    t.log(r.text);
+    t.is(check(r, 'server-udp').verdict, 'ok');
+    t.is(check(r, 'server-tls').verdict, 'ok');
+    t.like(check(r, 'public-address').data, { public: { address: ADDR.routerB }, behindNat: true });
+    t.is(check(r, 'nat-mapping').verdict, 'ok');
+    t.like(check(r, 'nat-mapping').data, { behaviour: 'endpoint-independent' });
+    t.is(check(r, 'port-mapping').verdict, 'ok');
+    t.like(check(r, 'port-mapping').data, { mapped: true, externalAddress: ADDR.routerB });
+    t.true(r.report.ok);
+  },
+);
 
 labTest('behind a symmetric NAT without a gateway: mapping symmetric (two external ports), no gateway, each with a fix', async (t) => {
   const r = await diagnoseScenario({ deviceNat: 'symmetric', upnp: 'none' });

@@ -13,14 +13,23 @@ const CASES: readonly { client: NatKind; device: NatKind }[] = [
   { client: 'double', device: 'double' },
 ];
 
-labTest('client behind a carrier-grade NAT whose inner router offers UPnP (useless there): the failed mapping does not hold the client up, and the punch connects', async (t) => {
-  // miniupnpd on the inner router refuses (its WAN address is the CGN's private one). This cell
-  // used to hang the client: removing the refused gateway's mappings waited without a bound.
-  const r = await runCell({ client: { nat: 'double' }, device: { nat: 'port-restricted' }, upnp: 'igd2', upnpOn: 'client', peerTimeoutMs: 10_000 });
-  t.log(`connected in ${r.connectMs} ms via ${r.path}; ${r.clientMapping}`);
-  t.true(r.connected, r.error ?? '');
-  t.is(r.path, 'TCP hole punch');
-});
+labTest(
+  'client behind a carrier-grade NAT whose inner router offers UPnP (useless there): the failed mapping does not hold the client up, and the punch connects',
+  async (t) => {
+    // miniupnpd on the inner router refuses (its WAN address is the CGN's private one). This cell
+    // used to hang the client: removing the refused gateway's mappings waited without a bound.
+    const r = await runCell({
+      client: { nat: 'double' },
+      device: { nat: 'port-restricted' },
+      upnp: 'igd2',
+      upnpOn: 'client',
+      peerTimeoutMs: 10_000,
+    });
+    t.log(`connected in ${r.connectMs} ms via ${r.path}; ${r.clientMapping}`);
+    t.true(r.connected, r.error ?? '');
+    t.is(r.path, 'TCP hole punch');
+  },
+);
 
 for (const c of CASES) {
   labTest(`client behind ${c.client}, device behind ${c.device}, no UPnP: connected by a TCP hole punch, not the relay`, async (t) => {

@@ -5,7 +5,10 @@ import { assertIsolated, createLab, LAB_PREFIX } from '../../scripts/lab/topolog
 import { labTest } from '../helpers/lab-test.js';
 
 const labNamespaces = async (id: string): Promise<string[]> =>
-  (await run(['ip', 'netns', 'list'])).split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.startsWith(id));
+  (await run(['ip', 'netns', 'list']))
+    .split('\n')
+    .map((l) => l.split(' ')[0]!)
+    .filter((n) => n.startsWith(id));
 
 labTest('a lab namespace with a link to the host namespace is refused before any traffic', async (t) => {
   const lab = await createLab({ client: { nat: 'port-restricted' }, device: { nat: 'symmetric' } });
@@ -29,7 +32,13 @@ labTest('a lab namespace with a link to the host namespace is refused before any
 labTest('a failing run removes every namespace and process it made', async (t) => {
   const before = await labNamespaces(`${LAB_PREFIX}${process.pid}x`);
   // No mapping and no relay: this run cannot connect.
-  const r = await runCell({ client: { nat: 'symmetric' }, device: { nat: 'double' }, upnp: 'none', peerTimeoutMs: 1000, serverExtra: '[relay]\nmax_sessions = 0' });
+  const r = await runCell({
+    client: { nat: 'symmetric' },
+    device: { nat: 'double' },
+    upnp: 'none',
+    peerTimeoutMs: 1000,
+    serverExtra: '[relay]\nmax_sessions = 0',
+  });
   t.false(r.connected);
   t.deepEqual(await labNamespaces(`${LAB_PREFIX}${process.pid}x`), before);
   const stray = (await run(['pgrep', '-f', `miniupnpd-${LAB_PREFIX}${process.pid}x`]).catch(() => '')).trim();

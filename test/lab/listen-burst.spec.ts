@@ -20,9 +20,23 @@ labTest('40 parallel and 20 sequential connections through one --listen port acr
   t.teardown(() => client.stop().then(() => undefined));
   await waitForStderr(client, /serving/, 30_000);
 
-  const burst = spawn('ip', ['netns', 'exec', lab.lab.client.host, process.execPath, join(DIST, 'test', 'helpers', 'echo-burst.js'), String(LISTEN_PORT), '40', '20', '16384'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const burst = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      lab.lab.client.host,
+      process.execPath,
+      join(DIST, 'test', 'helpers', 'echo-burst.js'),
+      String(LISTEN_PORT),
+      '40',
+      '20',
+      '16384',
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   let out = '';
   burst.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
   await new Promise((r) => burst.once('close', r));

@@ -31,13 +31,20 @@ labTest('a revoked phone behind a NAT: its session ends and its next request get
   const laptop = ['--pairing-dir', join(dirs, 'laptop')];
   const cli = (args: readonly string[]) => runClient(ns, args, Buffer.alloc(0), 60_000);
 
-  for (const [dir, name] of [[phone, 'phone'], [laptop, 'laptop']] as const) {
+  for (const [dir, name] of [
+    [phone, 'phone'],
+    [laptop, 'laptop'],
+  ] as const) {
     const r = await cli(['pair', id, '--name', name, '--password-file', run.setup.passwordFile, ...server, ...dir]);
     t.is(r.code, 0, `pair ${name}: ${r.stderr}`);
   }
 
   // The phone's session in progress: --stdio with stdin held open.
-  const session = spawn('ip', ['netns', 'exec', ns, process.execPath, PROGRAMS.client, 'connect', id, ...server, ...phone, '--service', 'echo', '--stdio'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const session = spawn(
+    'ip',
+    ['netns', 'exec', ns, process.execPath, PROGRAMS.client, 'connect', id, ...server, ...phone, '--service', 'echo', '--stdio'],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
   t.teardown(() => void session.kill('SIGKILL'));
   let echoed = '';
   let stderr = '';

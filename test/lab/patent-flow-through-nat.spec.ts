@@ -19,19 +19,29 @@ const CASES: readonly { client: NatKind; device: NatKind; upnp: UpnpKind }[] = [
 ];
 
 for (const c of CASES) {
-  labTest(`client ${c.client} (${c.upnp} mapping), device behind ${c.device}: the device dials the client and bytes arrive intact`, async (t) => {
-    // The patent's own path: the other strategies (which would race it) are off here.
-    const r = await runCell({ client: { nat: c.client }, device: { nat: c.device }, upnp: c.upnp, upnpOn: 'client', strategies: 'patent' });
-    t.log(`connected in ${r.connectMs} ms; device registered as ${r.registeredAs}; client mapping ${r.clientMapping}`);
-    t.is(r.error, null);
-    t.true(r.connected);
-    t.is(r.path, 'device dialled the client');
-    t.true(r.bytesVerified > 0);
-    // The registration crossed the NAT: the list holds the public side, not 192.168.1.3.
-    t.true(r.registeredAs.startsWith(`${r.devicePublicAddress}:`), r.registeredAs);
-    t.false(r.registeredAs.startsWith(ADDR.device));
-    // Where the client's router offers UPnP or NAT-PMP, the client mapped its own port.
-    // IGD v1 and v2 through UPnP, NAT-PMP where the gateway offers only that.
-    if (c.upnp !== 'none' && c.client !== 'none') t.is(r.clientMapping, `client mapped it (${c.upnp === 'natpmp' ? 'natpmp' : 'upnp'}): 4.17.168.2:5000`);
-  });
+  labTest(
+    `client ${c.client} (${c.upnp} mapping), device behind ${c.device}: the device dials the client and bytes arrive intact`,
+    async (t) => {
+      // The patent's own path: the other strategies (which would race it) are off here.
+      const r = await runCell({
+        client: { nat: c.client },
+        device: { nat: c.device },
+        upnp: c.upnp,
+        upnpOn: 'client',
+        strategies: 'patent',
+      });
+      t.log(`connected in ${r.connectMs} ms; device registered as ${r.registeredAs}; client mapping ${r.clientMapping}`);
+      t.is(r.error, null);
+      t.true(r.connected);
+      t.is(r.path, 'device dialled the client');
+      t.true(r.bytesVerified > 0);
+      // The registration crossed the NAT: the list holds the public side, not 192.168.1.3.
+      t.true(r.registeredAs.startsWith(`${r.devicePublicAddress}:`), r.registeredAs);
+      t.false(r.registeredAs.startsWith(ADDR.device));
+      // Where the client's router offers UPnP or NAT-PMP, the client mapped its own port.
+      // IGD v1 and v2 through UPnP, NAT-PMP where the gateway offers only that.
+      if (c.upnp !== 'none' && c.client !== 'none')
+        t.is(r.clientMapping, `client mapped it (${c.upnp === 'natpmp' ? 'natpmp' : 'upnp'}): 4.17.168.2:5000`);
+    },
+  );
 }

@@ -8,7 +8,9 @@ const SLACK_MS = 2000;
 
 labTest('after router B is renumbered, the server lists the new address within one registration interval and connects', async (t) => {
   const r = await renumberScenario();
-  t.log(`reachable again ${r.reachableAgainMs} ms after the change (interval ${r.intervalMs} ms); connect ${r.connectMs} ms; error ${r.error}`);
+  t.log(
+    `reachable again ${r.reachableAgainMs} ms after the change (interval ${r.intervalMs} ms); connect ${r.connectMs} ms; error ${r.error}`,
+  );
   t.not(r.reachableAgainMs, null);
   t.true(r.reachableAgainMs! <= r.intervalMs + SLACK_MS, `${r.reachableAgainMs} ms`);
   t.is(r.devicePublicAddress, ADDR.routerBRenumbered);

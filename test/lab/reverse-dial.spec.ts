@@ -29,7 +29,9 @@ for (const c of CASES) {
       onLine: (who, l) => who === 'agent' && agentLines.push(l),
       // The agent maps in the background after it starts (UPnP discovery first: up to 2 s before
       // NAT-PMP is asked); connect once the mapping exists, as a client arriving later would.
-      ...(c.upnp !== 'none' ? { beforeConnect: async ({ agent }) => void (await agent.waitFor((l) => l.msg === 'port mapped', 15_000)) } : {}),
+      ...(c.upnp !== 'none'
+        ? { beforeConnect: async ({ agent }) => void (await agent.waitFor((l) => l.msg === 'port mapped', 15_000)) }
+        : {}),
     });
     t.log(`connected in ${r.connectMs} ms via ${r.path}`);
     t.true(r.directRequired);
@@ -43,7 +45,10 @@ for (const c of CASES) {
       // Each gateway kind through its own protocol (IGD v1 is not silently served by NAT-PMP).
       t.is(mapped?.via, c.upnp === 'natpmp' ? 'natpmp' : 'upnp');
       if (c.upnp !== 'natpmp') t.is(mapped?.igd, `urn:schemas-upnp-org:service:WANIPConnection:${c.upnp === 'igd1' ? 1 : 2}`);
-      t.truthy(agentLines.find((l) => l.msg === 'port mapping removed'), 'the agent removed its mapping on a clean exit');
+      t.truthy(
+        agentLines.find((l) => l.msg === 'port mapping removed'),
+        'the agent removed its mapping on a clean exit',
+      );
     }
   });
 }

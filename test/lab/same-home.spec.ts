@@ -18,37 +18,46 @@ async function countPrivateDials(ctx: CellContext): Promise<void> {
 }
 
 for (const hairpin of [false, true]) {
-  labTest(`same LAN, router ${hairpin ? 'hairpins' : 'does not hairpin'}: connected directly on the LAN, not through the server`, async (t) => {
-    let toClient = -1;
-    const r = await runCell({
-      homes: 'same-lan',
-      client: { nat: 'port-restricted', hairpin },
-      device: { nat: 'port-restricted', hairpin },
-      upnp: 'none',
-      peerTimeoutMs: 10_000,
-      beforeConnect: countPrivateDials,
-      async afterConnect({ lab }) {
-        toClient = (await readCounter(lab.device.host, 'to_client_lan')).packets;
-      },
-    });
-    t.log(`connected in ${r.connectMs} ms via ${r.path}; ${toClient} packets from the device to ${ADDR.client}`);
-    t.true(r.directRequired);
-    t.true(r.connected, r.error ?? '');
-    t.not(r.path, 'relayed via server');
-    if (!hairpin) t.is(r.path, 'LAN candidate');
-    t.true(toClient > 0, 'control: the counter sees the device dial the client on the LAN');
-  });
+  labTest(
+    `same LAN, router ${hairpin ? 'hairpins' : 'does not hairpin'}: connected directly on the LAN, not through the server`,
+    async (t) => {
+      let toClient = -1;
+      const r = await runCell({
+        homes: 'same-lan',
+        client: { nat: 'port-restricted', hairpin },
+        device: { nat: 'port-restricted', hairpin },
+        upnp: 'none',
+        peerTimeoutMs: 10_000,
+        beforeConnect: countPrivateDials,
+        async afterConnect({ lab }) {
+          toClient = (await readCounter(lab.device.host, 'to_client_lan')).packets;
+        },
+      });
+      t.log(`connected in ${r.connectMs} ms via ${r.path}; ${toClient} packets from the device to ${ADDR.client}`);
+      t.true(r.directRequired);
+      t.true(r.connected, r.error ?? '');
+      t.not(r.path, 'relayed via server');
+      if (!hairpin) t.is(r.path, 'LAN candidate');
+      t.true(toClient > 0, 'control: the counter sees the device dial the client on the LAN');
+    },
+  );
 }
 
 labTest('two homes behind one carrier-grade NAT (both 192.168.1.0/24): connected directly', async (t) => {
-  const r = await runCell({ homes: 'shared-cgn', client: { nat: 'double' }, device: { nat: 'double' }, upnp: 'none', peerTimeoutMs: 10_000 });
+  const r = await runCell({
+    homes: 'shared-cgn',
+    client: { nat: 'double' },
+    device: { nat: 'double' },
+    upnp: 'none',
+    peerTimeoutMs: 10_000,
+  });
   t.log(`connected in ${r.connectMs} ms via ${r.path}`);
   t.true(r.directRequired);
   t.true(r.connected, r.error ?? '');
   t.not(r.path, 'relayed via server');
 });
 
-labTest('two different homes, both 192.168.1.0/24: no packet goes to the other home\'s private address', async (t) => {
+labTest("two different homes, both 192.168.1.0/24: no packet goes to the other home's private address", async (t) => {
   const counts = { toClient: -1, toDevice: -1 };
   const r = await runCell({
     client: { nat: 'port-restricted' },
@@ -61,7 +70,9 @@ labTest('two different homes, both 192.168.1.0/24: no packet goes to the other h
       counts.toDevice = (await readCounter(lab.client.host, 'to_device_lan')).packets;
     },
   });
-  t.log(`connected in ${r.connectMs} ms via ${r.path}; device -> ${ADDR.client}: ${counts.toClient} packets; client -> ${ADDR.device}: ${counts.toDevice} packets`);
+  t.log(
+    `connected in ${r.connectMs} ms via ${r.path}; device -> ${ADDR.client}: ${counts.toClient} packets; client -> ${ADDR.device}: ${counts.toDevice} packets`,
+  );
   t.true(r.connected, r.error ?? '');
   t.not(r.path, 'LAN candidate');
   t.is(counts.toClient, 0);

@@ -11,17 +11,22 @@ async function registrationMappingLifetimeS(udpTimeoutS: number): Promise<number
     device: { nat: 'port-restricted', udpTimeoutS },
     upnp: 'none',
     async beforeConnect({ lab }) {
-      const line = (await inNs(lab.device.router!, ['conntrack', '-L', '-p', 'udp'])).split('\n').find((l) => l.includes(`dport=${SERVER_UDP_PORT}`));
+      const line = (await inNs(lab.device.router!, ['conntrack', '-L', '-p', 'udp']))
+        .split('\n')
+        .find((l) => l.includes(`dport=${SERVER_UDP_PORT}`));
       remaining = Number(line?.split(/\s+/)[2] ?? -1);
     },
   });
   return remaining;
 }
 
-labTest('a router set to forget UDP mappings after 30 s holds the registration mapping for at most 30 s; one set to 180 s for longer', async (t) => {
-  const short = await registrationMappingLifetimeS(30);
-  const long = await registrationMappingLifetimeS(180);
-  t.log(`remaining lifetime of the registration mapping: ${short} s (30 s router), ${long} s (180 s router)`);
-  t.true(short > 0 && short <= 30, `${short}`);
-  t.true(long > 30 && long <= 180, `${long}`);
-});
+labTest(
+  'a router set to forget UDP mappings after 30 s holds the registration mapping for at most 30 s; one set to 180 s for longer',
+  async (t) => {
+    const short = await registrationMappingLifetimeS(30);
+    const long = await registrationMappingLifetimeS(180);
+    t.log(`remaining lifetime of the registration mapping: ${short} s (30 s router), ${long} s (180 s router)`);
+    t.true(short > 0 && short <= 30, `${short}`);
+    t.true(long > 30 && long <= 180, `${long}`);
+  },
+);

@@ -27,7 +27,9 @@ async function fuzz(args: readonly string[]): Promise<Outcome> {
   const run = await runNode(FUZZ, args);
   const figures = parseLastLine(run.stdout);
   if (!figures) throw new Error(`no verdict line; exit ${run.code}\n${run.stdout}\n${run.stderr}`);
-  const cw = /^leaked sockets the peer had closed \(CLOSE_WAIT or closed, descriptor still held\): server (-?\d+), agent (-?\d+)$/m.exec(run.stdout);
+  const cw = /^leaked sockets the peer had closed \(CLOSE_WAIT or closed, descriptor still held\): server (-?\d+), agent (-?\d+)$/m.exec(
+    run.stdout,
+  );
   if (!cw) throw new Error(`no leaked-sockets line\n${run.stdout}`);
   return { run, figures, closeWait: Number(cw[1]) + Number(cw[2]) };
 }
@@ -48,7 +50,10 @@ test.serial('20,000 hostile packets: no crash, no lost registration or connect, 
 test.serial('descriptor growth is bounded, and no socket is held after a hostile peer closed it (P10)', async (t) => {
   const { figures, closeWait } = await shortRun();
   t.true(figures.fdGrowth <= FD_GROWTH_MAX, `fds +${figures.fdGrowth}, of which held after the peer closed ${closeWait}`);
-  t.true(closeWait <= 0, `${closeWait} more CLOSE_WAIT or closed sockets held than before (the server once kept CLOSE_WAIT, the reverse port half-closed ones)`);
+  t.true(
+    closeWait <= 0,
+    `${closeWait} more CLOSE_WAIT or closed sockets held than before (the server once kept CLOSE_WAIT, the reverse port half-closed ones)`,
+  );
 });
 
 test.serial('self-test: a server killed mid-run is a crash, and the run fails', async (t) => {

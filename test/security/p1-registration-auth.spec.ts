@@ -10,7 +10,14 @@ import type { RendezvousServer } from '../../agent/server/server.js';
 import type { RegistrationCounter } from '../../agent/server/registration-endpoint.js';
 import { UDP_TYPE_COOKIE, UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
-import { AckStatus, encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES, verifyTag, type UdpPacket } from '../../agent/protocol/udp-packets.js';
+import {
+  AckStatus,
+  encodeRegister,
+  parseUdpPacket,
+  REGISTER_NONCE_BYTES,
+  verifyTag,
+  type UdpPacket,
+} from '../../agent/protocol/udp-packets.js';
 import { createServerPki, recordingUdp, startServer, waitUntil, type RecordingUdp } from '../helpers/harness.js';
 import { answerTo, registerThroughCookie, udpFence } from '../helpers/udp-register.js';
 
@@ -32,7 +39,13 @@ function counter(server: RendezvousServer, name: RegistrationCounter): number {
 }
 
 /** Send a genuine registration for `id` from `from` (with the cookie a new source is asked for) and wait until the server has accepted it. */
-async function registerGenuinely(server: RendezvousServer, from: RecordingUdp, to: { port: number }, id: string, timestampMs = Date.now()): Promise<Buffer> {
+async function registerGenuinely(
+  server: RendezvousServer,
+  from: RecordingUdp,
+  to: { port: number },
+  id: string,
+  timestampMs = Date.now(),
+): Promise<Buffer> {
   const before = counter(server, 'accepted');
   const { packet } = await registerThroughCookie(from, to, id, deriveRegistrationKey(master, id), timestampMs);
   await waitUntil(() => counter(server, 'accepted') === before + 1, 'the genuine registration to be accepted');

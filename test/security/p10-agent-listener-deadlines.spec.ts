@@ -22,7 +22,6 @@ const TOKEN_TIMEOUT_MS = 500;
 
 const fdCount = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
 
-
 test('P10: the real agent’s reverse port: 2000 half-closed, silent, trickling and reset connections leave no descriptor behind', async (t) => {
   const echo = await echoService(t);
   const flow = await startFlow(t, {
@@ -65,7 +64,9 @@ test('P10: the real agent’s reverse port: 2000 half-closed, silent, trickling 
   try {
     await waitUntil(() => (now = fdCount(pid)) <= baseline, 'the agent’s descriptors to come back to the baseline', 10_000, 50);
   } finally {
-    t.log(`agent fds: baseline ${baseline}, after ${HALF_CLOSERS} half-closes ${afterHalfClose}, at the end ${now}; connections the agent left open: ${leftOpen}`);
+    t.log(
+      `agent fds: baseline ${baseline}, after ${HALF_CLOSERS} half-closes ${afterHalfClose}, at the end ${now}; connections the agent left open: ${leftOpen}`,
+    );
   }
   t.is(leftOpen, 0, 'every connection was closed by the agent');
   t.true(now <= baseline);
@@ -85,7 +86,10 @@ test('P10: connections beyond max_pending (before their token) are destroyed at 
   await waitUntil(() => l.counters.get('overCap') === 12, '12 connections over the cap to be counted');
   await waitUntil(() => socks.filter((s) => s.destroyed).length === 12, 'the 12 to be closed by the listener');
   // The first eight were admitted (nothing closes them before their token deadline, a minute away).
-  t.deepEqual(socks.slice(0, 8).map((s) => s.destroyed), Array(8).fill(false));
+  t.deepEqual(
+    socks.slice(0, 8).map((s) => s.destroyed),
+    Array(8).fill(false),
+  );
   t.is(l.counters.get('noToken'), 0);
 });
 

@@ -20,7 +20,6 @@ import { open, settle } from '../helpers/hostile-sockets.js';
 const HANDSHAKE_TIMEOUT_MS = 300;
 const fdCount = (): number => readdirSync('/proc/self/fd').length;
 
-
 async function peerListener(t: ExecutionContext, opts: { handshakeTimeoutMs: number; maxPending?: number }) {
   const l = createPeerListener({ host: LOOPBACK, port: 0, ...opts });
   await l.start();
@@ -88,7 +87,10 @@ test('P10: the client’s accept port: connections beyond maxPending are destroy
   }
   await waitUntil(() => l.counters.get('overCap') === 12, '12 connections over the cap to be counted');
   await waitUntil(() => socks.filter((s) => s.destroyed).length === 12, 'the 12 to be closed by the listener');
-  t.deepEqual(socks.slice(0, 8).map((s) => s.destroyed), Array(8).fill(false));
+  t.deepEqual(
+    socks.slice(0, 8).map((s) => s.destroyed),
+    Array(8).fill(false),
+  );
 });
 
 /** A client whose tunnels never open: each open() waits until its signal aborts. */
@@ -106,7 +108,13 @@ function stuckClient(): { client: Client; opened: AbortSignal[] } {
 
 test('P10: --listen: at most maxPending local connections wait for a tunnel; the rest are dropped at once; each waits until openTimeoutMs', async (t) => {
   const { client, opened } = stuckClient();
-  const fwd = createLocalForward({ client, listen: { host: LOOPBACK, port: 0 }, logger: silentLogger(), maxPending: 4, openTimeoutMs: HANDSHAKE_TIMEOUT_MS });
+  const fwd = createLocalForward({
+    client,
+    listen: { host: LOOPBACK, port: 0 },
+    logger: silentLogger(),
+    maxPending: 4,
+    openTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+  });
   const { port } = await fwd.start();
   t.teardown(() => fwd.stop());
   const socks = await Promise.all(Array.from({ length: 10 }, () => open(port)));
@@ -114,7 +122,10 @@ test('P10: --listen: at most maxPending local connections wait for a tunnel; the
   await waitUntil(() => fwd.counters.get('overCap') === 6, '6 connections over the cap');
   t.is(opened.length, 4, 'only the admitted connections asked the server for a tunnel');
   t.is(await settle(socks, HANDSHAKE_TIMEOUT_MS * 20), 0, 'every connection was closed');
-  t.true(opened.every((s) => s.aborted), 'their requests were cancelled at the deadline');
+  t.true(
+    opened.every((s) => s.aborted),
+    'their requests were cancelled at the deadline',
+  );
   t.is(fwd.counters.get('openFailed'), 4);
 });
 

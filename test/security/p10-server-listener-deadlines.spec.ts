@@ -68,10 +68,19 @@ test('connections not yet identified are capped: the excess is dropped at once a
   const excess = await tcp(t, port);
   await closedByServer(excess);
   t.is(s.broker.counters.get('unidentifiedOverCap'), 1);
-  t.true(held.every((h) => !h.readableEnded && !h.destroyed), 'those within the cap stay');
+  t.true(
+    held.every((h) => !h.readableEnded && !h.destroyed),
+    'those within the cap stay',
+  );
 
   // Once one says what it is (a client's request), it no longer counts against the cap.
-  channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: 'TV-NONE', advertisedPort: 9, wake: strangerWake(), sealedRequest: randomBytes(64) });
+  channel.send({
+    type: FrameType.CONNECT_REQUEST,
+    equipmentId: 'TV-NONE',
+    advertisedPort: 9,
+    wake: strangerWake(),
+    sealedRequest: randomBytes(64),
+  });
   const answer = await channel.next(5_000);
   t.like(answer, { type: FrameType.CONNECT_RESULT, status: Status.UNKNOWN_DEVICE });
   await closedByServer(unidentified);
@@ -109,7 +118,13 @@ test('a relay side that half-closes before it is paired is closed at once, not a
 test('after a refusal the server ends the connection and destroys it, also when the peer never closes its side', async (t) => {
   const s = await startServer(t, pki, { handshakeTimeoutMs: LONG_MS });
   const { socket, channel } = await secure(t, s.tlsAddress().port);
-  channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: 'TV-NONE', advertisedPort: 9, wake: strangerWake(), sealedRequest: randomBytes(64) });
+  channel.send({
+    type: FrameType.CONNECT_REQUEST,
+    equipmentId: 'TV-NONE',
+    advertisedPort: 9,
+    wake: strangerWake(),
+    sealedRequest: randomBytes(64),
+  });
   t.like(await channel.next(5_000), { type: FrameType.CONNECT_RESULT, status: Status.UNKNOWN_DEVICE });
   await closedByServer(socket);
   t.false(socket.writableEnded, 'we keep our side open');

@@ -12,7 +12,12 @@ import { createDeviceIdentity } from '../../agent/pki/device.js';
 import { createRegistrationMasterKey } from '../../agent/pki/master-key.js';
 import { generatePassword } from '../../agent/pki/password.js';
 import { normalizePassword } from '../../agent/protocol/keys.js';
-import { MIN_PASSWORD_CHARS, MIN_PASSWORD_ENTROPY_BITS, checkPasswordStrength, estimatePasswordBits } from '../../agent/pki/password-strength.js';
+import {
+  MIN_PASSWORD_CHARS,
+  MIN_PASSWORD_ENTROPY_BITS,
+  checkPasswordStrength,
+  estimatePasswordBits,
+} from '../../agent/pki/password-strength.js';
 
 const ca = createCa();
 const masterKey = createRegistrationMasterKey();
@@ -31,7 +36,11 @@ const WEAK = [
 test('weak chosen passwords are refused with PEERLINK_ERR_PASSWORD_WEAK, and no identity is made', async (t) => {
   for (const password of WEAK) {
     t.true(estimatePasswordBits(password) < MIN_PASSWORD_ENTROPY_BITS || normalizePassword(password).length < MIN_PASSWORD_CHARS, password);
-    await t.throwsAsync(createDeviceIdentity({ equipmentId: 'TV-1', masterKey, caCertPem: ca.certPem, password }), { code: ErrorCodes.PASSWORD_WEAK }, password);
+    await t.throwsAsync(
+      createDeviceIdentity({ equipmentId: 'TV-1', masterKey, caCertPem: ca.certPem, password }),
+      { code: ErrorCodes.PASSWORD_WEAK },
+      password,
+    );
   }
 });
 
@@ -40,7 +49,8 @@ test('every generated label password passes, as do long random chosen ones', asy
     const p = generatePassword();
     t.notThrows(() => checkPasswordStrength(p, 'label'), p);
   }
-  for (const p of ['Q7KM-2ZX9-TW4H-RC8N', 'correct horse battery staple', 'x9#Lq2!vR7@mW4$kT8']) t.notThrows(() => checkPasswordStrength(p, 'chosen'), p);
+  for (const p of ['Q7KM-2ZX9-TW4H-RC8N', 'correct horse battery staple', 'x9#Lq2!vR7@mW4$kT8'])
+    t.notThrows(() => checkPasswordStrength(p, 'chosen'), p);
   const made = await createDeviceIdentity({ equipmentId: 'TV-2', masterKey, caCertPem: ca.certPem, password: 'Q7KM-2ZX9-TW4H-RC8N' });
   t.is(made.password, 'Q7KM-2ZX9-TW4H-RC8N');
 });

@@ -18,7 +18,10 @@ const MiB = 1024 * 1024;
 const HUGE_BYTES = 64 * MiB;
 const RSS_GROWTH_BOUND_BYTES = 32 * MiB;
 
-async function httpServer(t: ExecutionContext, handler: (res: ServerResponse) => void): Promise<{ url: (path: string) => URL; sent: () => number; closed: () => number }> {
+async function httpServer(
+  t: ExecutionContext,
+  handler: (res: ServerResponse) => void,
+): Promise<{ url: (path: string) => URL; sent: () => number; closed: () => number }> {
   let sent = 0;
   let closed = 0;
   const server: Server = createServer((_req, res) => {
@@ -32,10 +35,13 @@ async function httpServer(t: ExecutionContext, handler: (res: ServerResponse) =>
     handler(res);
   });
   await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve));
-  t.teardown(() => new Promise<void>((resolve) => {
-    server.closeAllConnections();
-    server.close(() => resolve());
-  }));
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  );
   const a = server.address();
   const port = typeof a === 'object' && a ? a.port : 0;
   return { url: (path) => new URL(`http://${LOOPBACK}:${port}${path}`), sent: () => sent, closed: () => closed };
@@ -55,7 +61,10 @@ function pour(res: ServerResponse, total: number): void {
   more();
 }
 
-for (const [name, total] of [['an endless', Infinity], ['a 64 MiB', HUGE_BYTES]] as const) {
+for (const [name, total] of [
+  ['an endless', Infinity],
+  ['a 64 MiB', HUGE_BYTES],
+] as const) {
   test(`P13: ${name} description body (chunked, no length) is cut off at the limit with RESPONSE_TOO_LARGE, and RSS stays bounded`, async (t) => {
     const srv = await httpServer(t, (res) => {
       res.writeHead(200);
@@ -66,7 +75,9 @@ for (const [name, total] of [['an endless', Infinity], ['a 64 MiB', HUGE_BYTES]]
     const rssAfter = process.memoryUsage().rss;
     // The server's count is final once it has seen the agent hang up.
     await waitUntil(() => srv.closed() === 1, 'the server to see the connection close');
-    t.log(`limit ${UPNP_MAX_BODY_BYTES} B; the server wrote ${(srv.sent() / MiB).toFixed(1)} MiB before the agent cut it; RSS +${((rssAfter - rssBefore) / MiB).toFixed(1)} MiB`);
+    t.log(
+      `limit ${UPNP_MAX_BODY_BYTES} B; the server wrote ${(srv.sent() / MiB).toFixed(1)} MiB before the agent cut it; RSS +${((rssAfter - rssBefore) / MiB).toFixed(1)} MiB`,
+    );
     t.is((err as { code?: string }).code, ErrorCodes.RESPONSE_TOO_LARGE, (err as Error).message);
     t.true(rssAfter - rssBefore < RSS_GROWTH_BOUND_BYTES, `RSS grew by ${rssAfter - rssBefore} bytes`);
     t.true(srv.sent() < HUGE_BYTES / 2, `the server could write ${srv.sent()} bytes`);
@@ -99,7 +110,9 @@ async function udp(t: ExecutionContext, address: string): Promise<UdpSocket> {
 }
 
 const answer = (location: string): Buffer =>
-  Buffer.from(`HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\nUSN: uuid:x\r\nLOCATION: ${location}\r\n\r\n`);
+  Buffer.from(
+    `HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\nUSN: uuid:x\r\nLOCATION: ${location}\r\n\r\n`,
+  );
 
 test('P13: SSDP answers whose LOCATION names another host, or that do not come from the default gateway, are ignored', async (t) => {
   // The "gateway" answers from 127.0.0.1; a second LAN host answers from 127.0.0.2.
@@ -125,13 +138,22 @@ test('P13: SSDP answers whose LOCATION names another host, or that do not come f
     onIgnored: (l) => ignored.push(l.href),
   });
   t.deepEqual(accepted, ['http://127.0.0.1:5000/rootDesc.xml']);
-  t.deepEqual(ignored.sort(), ['http://127.0.0.2:5000/elsewhere.xml', 'http://127.0.0.2:5000/other-host.xml', 'http://198.51.100.7/internet.xml']);
+  t.deepEqual(ignored.sort(), [
+    'http://127.0.0.2:5000/elsewhere.xml',
+    'http://127.0.0.2:5000/other-host.xml',
+    'http://198.51.100.7/internet.xml',
+  ]);
 });
 
 test('P13: with no default gateway known, no SSDP answer is accepted', async (t) => {
   const gateway = await udp(t, '127.0.0.1');
   gateway.on('message', (_msg, from) => gateway.send(answer('http://127.0.0.1:5000/rootDesc.xml'), from.port, from.address));
   const accepted: string[] = [];
-  await searchGateways({ timeoutMs: 300, gateway: null, to: { address: '127.0.0.1', port: gateway.address().port }, onAnswer: (l) => accepted.push(l.href) });
+  await searchGateways({
+    timeoutMs: 300,
+    gateway: null,
+    to: { address: '127.0.0.1', port: gateway.address().port },
+    onAnswer: (l) => accepted.push(l.href),
+  });
   t.deepEqual(accepted, []);
 });

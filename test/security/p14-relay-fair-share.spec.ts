@@ -41,7 +41,12 @@ const LONG_MS = 120_000;
 const secure = (t: Cleanup, port: number): Promise<{ socket: TLSSocket; channel: FrameChannel }> => secureTo(t, port, pki.caPem);
 
 /** The device's join, proved as the agent (or a bridging node) proves it: bound to this TLS session. */
-async function joinAsDevice(t: Cleanup, port: number, equipmentId: string, requestId: Buffer): Promise<{ socket: TLSSocket; channel: FrameChannel }> {
+async function joinAsDevice(
+  t: Cleanup,
+  port: number,
+  equipmentId: string,
+  requestId: Buffer,
+): Promise<{ socket: TLSSocket; channel: FrameChannel }> {
   const side = await secure(t, port);
   const exporter = side.socket.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
   const proof = attachProof(deriveRegistrationKey(pki.masterKey, equipmentId), requestId, exporter);
@@ -52,12 +57,27 @@ async function joinAsDevice(t: Cleanup, port: number, equipmentId: string, reque
 const closed = (s: TLSSocket): boolean => s.destroyed || s.readableEnded;
 
 /** A server, an agent (direct dial only) and a way to connect to it through the relay only. */
-async function relayOnlyFlow(t: Cleanup, relay: Partial<RelayLimits>, timers?: Timers): Promise<{ server: RendezvousServer; setup: LoopbackSetup; connectRelayed: (peerTimeoutMs?: number) => Promise<Tunnel> }> {
+async function relayOnlyFlow(
+  t: Cleanup,
+  relay: Partial<RelayLimits>,
+  timers?: Timers,
+): Promise<{ server: RendezvousServer; setup: LoopbackSetup; connectRelayed: (peerTimeoutMs?: number) => Promise<Tunnel> }> {
   const servicePort = await echoService(t);
-  const setup = await createLoopbackSetup({ dir: await tempDir(t), services: { echo: `${LOOPBACK}:${servicePort}` }, directDialOnly: true });
+  const setup = await createLoopbackSetup({
+    dir: await tempDir(t),
+    services: { echo: `${LOOPBACK}:${servicePort}` },
+    directDialOnly: true,
+  });
   const server = createRendezvousServer({
-    udpHost: LOOPBACK, udpPort: setup.udpPort, tlsHost: LOOPBACK, tlsPort: setup.tlsPort,
-    certPem: setup.certPem, keyPem: setup.keyPem, masterKey: setup.masterKey, relay, ...(timers ? { timers } : {}),
+    udpHost: LOOPBACK,
+    udpPort: setup.udpPort,
+    tlsHost: LOOPBACK,
+    tlsPort: setup.tlsPort,
+    certPem: setup.certPem,
+    keyPem: setup.keyPem,
+    masterKey: setup.masterKey,
+    relay,
+    ...(timers ? { timers } : {}),
   });
   await server.start();
   t.teardown(() => server.stop());
@@ -127,7 +147,11 @@ test('per device: past its share no relay is offered (the client reports PEER_TI
 test('per source, keyed like the request limits (IPv6 by /64): past its share no offer; an expired offer gives its place back', async (t) => {
   // The join deadline runs on a manual clock: no offer can expire while the shares are checked, however slow the machine.
   const clock = new ManualClock();
-  const s = await startServer(t, pki, { relay: { maxSessionsPerSource: 2, maxSessionsPerDevice: 100, joinTimeoutMs: 300 }, metrics: { host: LOOPBACK, port: 0 }, timers: clock });
+  const s = await startServer(t, pki, {
+    relay: { maxSessionsPerSource: 2, maxSessionsPerDevice: 100, joinTimeoutMs: 300 },
+    metrics: { host: LOOPBACK, port: 0 },
+    timers: clock,
+  });
   const offer = (address: string) => s.relay.offer(randomBytes(16), 'TV-1', address);
   t.true(offer('2001:db8:1:2::1').ok);
   t.true(offer('2001:db8:1:2:ffff::9').ok);
@@ -228,11 +252,20 @@ test('settings: the shares and the idle timeout have defaults, are validated, an
     maxSessionsPerSource: 3,
     idleTimeoutMs: 60_000,
   });
-  for (const bad of ['max_sessions_per_device = 0', 'max_sessions_per_source = 0', 'idle_timeout_ms = 10', 'max_sessions_per_devices = 4']) {
+  for (const bad of [
+    'max_sessions_per_device = 0',
+    'max_sessions_per_source = 0',
+    'idle_timeout_ms = 10',
+    'max_sessions_per_devices = 4',
+  ]) {
     const err = t.throws(() => check(`[relay]\n${bad}\n`), { instanceOf: ConfigError });
     t.is(err?.code, ErrorCodes.CONFIG_INVALID, bad);
   }
-  t.throws(() => createRendezvousServer({ certPem: pki.certPem, keyPem: pki.keyPem, masterKey: pki.masterKey, relay: { idleTimeout: 5 } as never }), {
-    instanceOf: ConfigError,
-  });
+  t.throws(
+    () =>
+      createRendezvousServer({ certPem: pki.certPem, keyPem: pki.keyPem, masterKey: pki.masterKey, relay: { idleTimeout: 5 } as never }),
+    {
+      instanceOf: ConfigError,
+    },
+  );
 });

@@ -18,9 +18,23 @@ test('factory reset: label password back, owner password and pairings refused, s
   const owner = await tempDir(t, 'peerlink-owner-');
   t.is((await pairAs(flow, owner, 'owner')).code, 0);
   const newFile = await passwordFile(owner, 'new-password', 'Sunny-Harbor-Violet-Ledger-9437');
-  const set = await peerlink(['device', 'set-password', flow.setup.equipmentId, '--new-password-file', newFile, '--keep-pairings', '--pairing-dir', owner, ...serverArgs(flow)]);
+  const set = await peerlink([
+    'device',
+    'set-password',
+    flow.setup.equipmentId,
+    '--new-password-file',
+    newFile,
+    '--keep-pairings',
+    '--pairing-dir',
+    owner,
+    ...serverArgs(flow),
+  ]);
   t.is(set.code, 0, set.stderr);
-  t.is((await echoOnce(flow, { passwordFile: flow.setup.passwordFile })).code, EXIT_ACCESS_REVOKED, 'before the reset the label is refused');
+  t.is(
+    (await echoOnce(flow, { passwordFile: flow.setup.passwordFile })).code,
+    EXIT_ACCESS_REVOKED,
+    'before the reset the label is refused',
+  );
   const session = await liveSession(t, flow, { pairingDir: owner });
   t.is(await session.echo('x'), 'x');
 

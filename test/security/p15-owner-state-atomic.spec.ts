@@ -60,19 +60,22 @@ async function killLoop(dir: string, unsafe: boolean): Promise<Outcome> {
   return { torn, whole, serials };
 }
 
-test.serial('the owner state file is whole after each of many SIGKILLs mid-write; the lock and temp files do not outlive the writer', async (t) => {
-  const dir = await tempDir(t, 'peerlink-owner-atomic-');
-  const o = await killLoop(dir, false);
-  t.log(`${KILLS} kills: ${o.whole} whole states seen, ${o.torn} torn; last serial ${o.serials.at(-1)}`);
-  t.is(o.torn, 0, 'never a torn state file');
-  t.true(o.whole >= KILLS / 2, 'the writer got writes done between kills (the test exercised something)');
-  for (let i = 1; i < o.serials.length; i++) t.true(o.serials[i]! >= o.serials[i - 1]!, 'the state never goes back');
-  // The next writer takes over the dead one's lock and clears its temporary files.
-  const store = openOwnerStore({ stateDir: dir });
-  await store.update((s) => ({ ...s, clients: [] }));
-  const left = (await readdir(dir)).filter((f) => f !== OWNER_STATE_FILE_NAME);
-  t.deepEqual(left, [], 'no lock or temporary file left behind');
-});
+test.serial(
+  'the owner state file is whole after each of many SIGKILLs mid-write; the lock and temp files do not outlive the writer',
+  async (t) => {
+    const dir = await tempDir(t, 'peerlink-owner-atomic-');
+    const o = await killLoop(dir, false);
+    t.log(`${KILLS} kills: ${o.whole} whole states seen, ${o.torn} torn; last serial ${o.serials.at(-1)}`);
+    t.is(o.torn, 0, 'never a torn state file');
+    t.true(o.whole >= KILLS / 2, 'the writer got writes done between kills (the test exercised something)');
+    for (let i = 1; i < o.serials.length; i++) t.true(o.serials[i]! >= o.serials[i - 1]!, 'the state never goes back');
+    // The next writer takes over the dead one's lock and clears its temporary files.
+    const store = openOwnerStore({ stateDir: dir });
+    await store.update((s) => ({ ...s, clients: [] }));
+    const left = (await readdir(dir)).filter((f) => f !== OWNER_STATE_FILE_NAME);
+    t.deepEqual(left, [], 'no lock or temporary file left behind');
+  },
+);
 
 test.serial('control: a writer that writes in place is caught leaving a torn file', async (t) => {
   const dir = await tempDir(t, 'peerlink-owner-torn-');

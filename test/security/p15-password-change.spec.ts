@@ -26,7 +26,17 @@ for (const keep of [false, true]) {
     t.is(await guest.echo('guest'), 'guest', 'a session made with the label password is running');
 
     const newFile = await passwordFile(owner, 'new-password', NEW_PASSWORD);
-    const r = await peerlink(['device', 'set-password', flow.setup.equipmentId, '--new-password-file', newFile, keep ? '--keep-pairings' : '--drop-pairings', '--pairing-dir', owner, ...serverArgs(flow)]);
+    const r = await peerlink([
+      'device',
+      'set-password',
+      flow.setup.equipmentId,
+      '--new-password-file',
+      newFile,
+      keep ? '--keep-pairings' : '--drop-pairings',
+      '--pairing-dir',
+      owner,
+      ...serverArgs(flow),
+    ]);
     t.is(r.code, 0, r.stderr);
     t.regex(r.stdout, keep ? /0 pairing\(s\) dropped/ : /1 pairing\(s\) dropped/);
 
@@ -36,7 +46,11 @@ for (const keep of [false, true]) {
     t.is(old.code, EXIT_ACCESS_REVOKED, `the label password is refused with a clear code: ${old.stderr}`);
     t.is((await echoOnce(flow, { passwordFile: newFile })).code, 0, 'the new password works');
     t.is((await echoOnce(flow, { pairingDir: owner })).code, 0, 'the owner keeps its own pairing');
-    t.is((await echoOnce(flow, { pairingDir: phone })).code, keep ? 0 : EXIT_ACCESS_REVOKED, keep ? 'kept pairing works' : 'dropped pairing refused');
+    t.is(
+      (await echoOnce(flow, { pairingDir: phone })).code,
+      keep ? 0 : EXIT_ACCESS_REVOKED,
+      keep ? 'kept pairing works' : 'dropped pairing refused',
+    );
 
     const state = await readFile(join(flow.setup.dir, 'state', 'owner-state.json'), 'utf8');
     t.false(state.includes(NEW_PASSWORD) || state.includes(NEW_PASSWORD.replace(/-/g, '')), 'the device stores no password');
@@ -49,7 +63,17 @@ test('a weak new password is refused by the client before anything is sent (P11)
   const owner = await tempDir(t, 'peerlink-owner-');
   t.is((await pairAs(flow, owner, 'owner')).code, 0);
   const weak = await passwordFile(owner, 'weak', 'password1');
-  const r = await peerlink(['device', 'set-password', flow.setup.equipmentId, '--new-password-file', weak, '--keep-pairings', '--pairing-dir', owner, ...serverArgs(flow)]);
+  const r = await peerlink([
+    'device',
+    'set-password',
+    flow.setup.equipmentId,
+    '--new-password-file',
+    weak,
+    '--keep-pairings',
+    '--pairing-dir',
+    owner,
+    ...serverArgs(flow),
+  ]);
   t.not(r.code, 0);
   t.regex(r.stderr, /PASSWORD_WEAK|password/i);
   t.is((await echoOnce(flow, { passwordFile: flow.setup.passwordFile })).code, 0, 'the label password still works');

@@ -26,12 +26,24 @@ test('deny add / remove through the file: enforced by the running node within se
   t.is((await connect()).code, 0);
   const add = await runNode(PROGRAMS.server, ['deny', 'add', flow.setup.equipmentId, '--config', flow.setup.serverConfig]);
   t.is(add.code, 0, add.stderr);
-  await waitUntilAsync(async () => sample((await httpGet(metrics, '/metrics')).body, /^peerlink_denied_devices\{/) === 1, 'the node to read the file', 5_000);
+  await waitUntilAsync(
+    async () => sample((await httpGet(metrics, '/metrics')).body, /^peerlink_denied_devices\{/) === 1,
+    'the node to read the file',
+    5_000,
+  );
   const r = await connect();
   t.is(r.code, EXIT_DEVICE_DENIED, r.stderr);
-  await waitUntilAsync(async () => (sample((await httpGet(metrics, '/metrics')).body, /^peerlink_registrations_total\{.*outcome="denied"/) ?? 0) >= 1, 'a registration to be dropped unanswered', 40_000);
+  await waitUntilAsync(
+    async () => (sample((await httpGet(metrics, '/metrics')).body, /^peerlink_registrations_total\{.*outcome="denied"/) ?? 0) >= 1,
+    'a registration to be dropped unanswered',
+    40_000,
+  );
   t.is((await runNode(PROGRAMS.server, ['deny', 'remove', flow.setup.equipmentId, '--config', flow.setup.serverConfig])).code, 0);
-  await waitUntilAsync(async () => sample((await httpGet(metrics, '/metrics')).body, /^peerlink_denied_devices\{/) === 0, 'the node to re-read the file', 5_000);
+  await waitUntilAsync(
+    async () => sample((await httpGet(metrics, '/metrics')).body, /^peerlink_denied_devices\{/) === 0,
+    'the node to re-read the file',
+    5_000,
+  );
   t.is((await connect()).code, 0, 'served again');
 });
 

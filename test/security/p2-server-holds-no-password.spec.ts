@@ -28,7 +28,17 @@ import { deriveAccessKey, deriveRegistrationKey, deriveRequestTagKey, KEY_BYTES,
 import { parseRequest, sealRequest } from '../../agent/protocol/request.js';
 import { Status } from '../../agent/protocol/status.js';
 import { createLoopbackSetup, type LoopbackSetup } from '../../scripts/lib/loopback-setup.js';
-import { echoService, findSecrets, listenTcp, LOOPBACK, memoryLogger, recordingProxy, tempDir, waitUntil, type Secrets } from '../helpers/harness.js';
+import {
+  echoService,
+  findSecrets,
+  listenTcp,
+  LOOPBACK,
+  memoryLogger,
+  recordingProxy,
+  tempDir,
+  waitUntil,
+  type Secrets,
+} from '../helpers/harness.js';
 
 const EQUIPMENT_ID = 'P2-DEVICE';
 const here = dirname(fileURLToPath(import.meta.url));
@@ -66,7 +76,8 @@ async function recordingFakeServer(t: ExecutionContext, setup: LoopbackSetup): P
       bytes.push(Buffer.from(d));
       for (const f of decoder.push(d)) {
         frames.push(f);
-        if (f.type === FrameType.CONNECT_REQUEST) sock.write(encodeFrame({ type: FrameType.CONNECT_RESULT, status: Status.UNKNOWN_DEVICE, detail: 'recorded' }));
+        if (f.type === FrameType.CONNECT_REQUEST)
+          sock.write(encodeFrame({ type: FrameType.CONNECT_RESULT, status: Status.UNKNOWN_DEVICE, detail: 'recorded' }));
       }
     });
     sock.write(encodeFrame({ type: FrameType.HELLO, serverTimeMs: Date.now() }));
@@ -109,8 +120,14 @@ test('P2: in a full connect, no byte the server receives from the client, and no
   const { setup, secrets } = await fixture(t, servicePort);
   const serverLog = memoryLogger('peerlink-server', 'debug');
   const server = createRendezvousServer({
-    udpHost: LOOPBACK, udpPort: setup.udpPort, tlsHost: LOOPBACK, tlsPort: setup.tlsPort,
-    certPem: setup.certPem, keyPem: setup.keyPem, masterKey: setup.masterKey, logger: serverLog.logger,
+    udpHost: LOOPBACK,
+    udpPort: setup.udpPort,
+    tlsHost: LOOPBACK,
+    tlsPort: setup.tlsPort,
+    certPem: setup.certPem,
+    keyPem: setup.keyPem,
+    masterKey: setup.masterKey,
+    logger: serverLog.logger,
   });
   await server.start();
   t.teardown(() => server.stop());
@@ -139,7 +156,10 @@ test('P2: in a full connect, no byte the server receives from the client, and no
   t.true(seen.length > 0 && proxy.toClient.length > 0, 'the proxy did carry the conversation');
   t.deepEqual(findSecrets(seen, secrets), [], 'secrets in what the client sent the server');
   t.deepEqual(findSecrets(Buffer.concat(proxy.toClient), secrets), [], 'secrets in what the server sent the client');
-  t.true(serverLog.lines.some((l) => l.includes('"level":20')), 'the server did log at debug level');
+  t.true(
+    serverLog.lines.some((l) => l.includes('"level":20')),
+    'the server did log at debug level',
+  );
   t.deepEqual(findSecrets(serverLog.lines.join(''), secrets), [], 'secrets in the server log');
 });
 
@@ -162,11 +182,22 @@ test('P2: the server loads only its certificate, its TLS key and the master key;
 
 test('P2 (static): the server code never derives or checks the access-key family of keys', async (t) => {
   const files = (await readdir(SERVER_CODE_DIR)).filter((f) => f.endsWith('.js'));
-  t.true(files.includes('connection-broker.js') && files.includes('registration-endpoint.js'), `compiled server code in ${SERVER_CODE_DIR}`);
+  t.true(
+    files.includes('connection-broker.js') && files.includes('registration-endpoint.js'),
+    `compiled server code in ${SERVER_CODE_DIR}`,
+  );
   for (const f of files) {
     // Code only: comments may well say "the server never sees the access key".
     const code = (await readFile(join(SERVER_CODE_DIR, f), 'utf8')).replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
-    for (const name of ['deriveAccessKey', 'deriveRequestTagKey', 'deriveTunnelPsk', 'verifyRequestTag', 'parseRequest', 'normalizePassword', 'accessKey']) {
+    for (const name of [
+      'deriveAccessKey',
+      'deriveRequestTagKey',
+      'deriveTunnelPsk',
+      'verifyRequestTag',
+      'parseRequest',
+      'normalizePassword',
+      'accessKey',
+    ]) {
       t.false(code.includes(name), `${f} mentions ${name}`);
     }
   }
@@ -198,9 +229,17 @@ test('P2: with everything the server knows, a recorded request cannot be altered
       accessKey,
       freshnessMs: 30_000,
       replayCache: new ReplayCache(),
-      services: () => new Map([['http', { host: LOOPBACK, port: 1 }], ['admin', { host: LOOPBACK, port: 2 }]]),
+      services: () =>
+        new Map([
+          ['http', { host: LOOPBACK, port: 1 }],
+          ['admin', { host: LOOPBACK, port: 2 }],
+        ]),
       dialPolicy: () => ({ allowLoopback: true, allowLinkLocal: false, allowPrivate: false }),
-    })({ client: { address: LOOPBACK, port: 40000 }, advertisedPort: parseRequest(sealed).request.advertisedPort, sealedRequest: sealed }, original.timestampMs, LOOPBACK);
+    })(
+      { client: { address: LOOPBACK, port: 40000 }, advertisedPort: parseRequest(sealed).request.advertisedPort, sealedRequest: sealed },
+      original.timestampMs,
+      LOOPBACK,
+    );
 
   t.is(decide(recorded).status, Status.OK, 'control: the recorded request itself is accepted');
 
@@ -215,7 +254,11 @@ test('P2: with everything the server knows, a recorded request cannot be altered
   const modified = { ...original, service: 'admin' };
   for (const [what, key] of serverKeys) {
     t.is(decide(sealRequest(modified, key)).status, Status.AUTH_FAILED, `service changed, re-tagged with the ${what}`);
-    t.is(decide(sealRequest({ ...original, advertisedPort: 4444 }, key)).status, Status.AUTH_FAILED, `port changed, re-tagged with the ${what}`);
+    t.is(
+      decide(sealRequest({ ...original, advertisedPort: 4444 }, key)).status,
+      Status.AUTH_FAILED,
+      `port changed, re-tagged with the ${what}`,
+    );
   }
   // Keeping the original tag on an altered body fails too.
   const origTag = recorded.subarray(recorded.length - KEY_BYTES);

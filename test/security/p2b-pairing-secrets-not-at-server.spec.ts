@@ -29,8 +29,14 @@ test('P2: pairing and every owner control leave no password, key or client name 
   const setup = await createLoopbackSetup({ dir, equipmentId: ID, services: { echo: `${LOOPBACK}:${servicePort}` } });
   const serverLog = memoryLogger('peerlink-server', 'debug');
   const server = createRendezvousServer({
-    udpHost: LOOPBACK, udpPort: setup.udpPort, tlsHost: LOOPBACK, tlsPort: setup.tlsPort,
-    certPem: setup.certPem, keyPem: setup.keyPem, masterKey: setup.masterKey, logger: serverLog.logger,
+    udpHost: LOOPBACK,
+    udpPort: setup.udpPort,
+    tlsHost: LOOPBACK,
+    tlsPort: setup.tlsPort,
+    certPem: setup.certPem,
+    keyPem: setup.keyPem,
+    masterKey: setup.masterKey,
+    logger: serverLog.logger,
   });
   await server.start();
   t.teardown(() => server.stop());
@@ -41,18 +47,38 @@ test('P2: pairing and every owner control leave no password, key or client name 
   await waitUntil(() => agent.status().state === 'registered', 'the agent to register');
 
   const proxy = await recordingProxy(t, setup, setup.tlsPort);
-  const base = { server: { host: LOOPBACK, port: proxy.port }, serverName: 'localhost', caPem: setup.caPem, equipmentId: ID, accept: { host: LOOPBACK, port: 0 } };
+  const base = {
+    server: { host: LOOPBACK, port: proxy.port },
+    serverName: 'localhost',
+    caPem: setup.caPem,
+    equipmentId: ID,
+    accept: { host: LOOPBACK, port: 0 },
+  };
   const phone = await pair({ ...base, password: setup.password }, NAMES[0]!);
   const laptop = await pair({ ...base, password: setup.password }, NAMES[1]!);
   const list = await ownerRequest({ ...base, accessKey: laptop.key }, { op: 'clients' });
-  t.deepEqual(list.clients?.map((c) => c.name), NAMES, 'the controls really ran');
+  t.deepEqual(
+    list.clients?.map((c) => c.name),
+    NAMES,
+    'the controls really ran',
+  );
   await ownerRequest({ ...base, accessKey: laptop.key }, { op: 'rename', id: laptop.clientId, name: 'renamed-laptop' });
   await ownerRequest({ ...base, accessKey: laptop.key }, { op: 'revoke', id: phone.clientId });
   t.is(await setPassword({ ...base, accessKey: laptop.key }, NEW_PASSWORD, true), 0);
 
   const secrets = {
-    passwords: { label: setup.password, newPassword: NEW_PASSWORD, ...Object.fromEntries(NAMES.map((n, i) => [`name${i}`, n])), renamed: 'renamed-laptop' },
-    keys: { phoneKey: phone.key, laptopKey: laptop.key, newAccessKey: await deriveAccessKey(NEW_PASSWORD, ID), labelAccessKey: await deriveAccessKey(setup.password, ID) },
+    passwords: {
+      label: setup.password,
+      newPassword: NEW_PASSWORD,
+      ...Object.fromEntries(NAMES.map((n, i) => [`name${i}`, n])),
+      renamed: 'renamed-laptop',
+    },
+    keys: {
+      phoneKey: phone.key,
+      laptopKey: laptop.key,
+      newAccessKey: await deriveAccessKey(NEW_PASSWORD, ID),
+      labelAccessKey: await deriveAccessKey(setup.password, ID),
+    },
   };
   const toServer = Buffer.concat(proxy.toServer);
   t.true(toServer.length > 0, 'the proxy carried the conversations');
@@ -60,5 +86,9 @@ test('P2: pairing and every owner control leave no password, key or client name 
   t.deepEqual(findSecrets(Buffer.concat(proxy.toClient), secrets), [], 'in what the server sent the client');
   t.deepEqual(findSecrets(serverLog.lines.join(''), secrets), [], 'in the server log');
   const state = await readFile(join(settings.stateDir, OWNER_STATE_FILE_NAME), 'utf8');
-  t.deepEqual(findSecrets(state, { passwords: { label: setup.password, newPassword: NEW_PASSWORD } }), [], 'no password in the device state');
+  t.deepEqual(
+    findSecrets(state, { passwords: { label: setup.password, newPassword: NEW_PASSWORD } }),
+    [],
+    'no password in the device state',
+  );
 });

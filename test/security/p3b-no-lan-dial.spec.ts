@@ -45,7 +45,10 @@ function decide(settings: AgentSettings, client: string, serverAddress: string):
     services: () => new Map([['http', { host: '127.0.0.1', port: 80 }]]),
     dialPolicy: () => settings.dial,
   });
-  const sealedRequest = sealRequest({ clientNonce, timestampMs: NOW, equipmentId: ID, service: 'http', advertisedPort: 40000 }, deriveRequestTagKey(ACCESS_KEY));
+  const sealedRequest = sealRequest(
+    { clientNonce, timestampMs: NOW, equipmentId: ID, service: 'http', advertisedPort: 40000 },
+    deriveRequestTagKey(ACCESS_KEY),
+  );
   return authorize({ client: { address: client, port: 40000 }, advertisedPort: 40000, sealedRequest }, NOW, serverAddress).status;
 }
 

@@ -23,7 +23,17 @@ import { Status } from '../../agent/protocol/status.js';
 import { createRegistrationMasterKey } from '../../agent/pki/master-key.js';
 import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
 import { DIST, startProgram } from '../../scripts/lib/program.js';
-import { createServerPki, findSecrets, LOOPBACK, listenTcp, recordingRelay, tempDir, waitUntil, type Cleanup, type ServerPki } from '../helpers/harness.js';
+import {
+  createServerPki,
+  findSecrets,
+  LOOPBACK,
+  listenTcp,
+  recordingRelay,
+  tempDir,
+  waitUntil,
+  type Cleanup,
+  type ServerPki,
+} from '../helpers/harness.js';
 import { wakeFor } from '../helpers/wake.js';
 
 const EQUIPMENT_ID = 'P4-DEVICE';
@@ -43,7 +53,13 @@ async function peer(t: ExecutionContext, accessKey = randomBytes(32)): Promise<P
   t.teardown(() => listener.stop());
   const clientNonce = randomBytes(NONCE_BYTES);
   const resolved: TLSSocket[] = [];
-  const unexpect = listener.expect({ clientNonce, accessKey, equipmentId: EQUIPMENT_ID, service: SERVICE, resolve: (s) => resolved.push(s) });
+  const unexpect = listener.expect({
+    clientNonce,
+    accessKey,
+    equipmentId: EQUIPMENT_ID,
+    service: SERVICE,
+    resolve: (s) => resolved.push(s),
+  });
   t.teardown(() => {
     unexpect();
     for (const s of resolved) s.destroy();
@@ -172,7 +188,10 @@ test('P4c: the bytes on the wire of a real tunnel do not contain the plaintext s
   t.true(wireToClient.length > fromDevice.length && wireToDevice.length > fromClient.length, 'the traffic did pass the relay');
   const wire = Buffer.concat([wireToClient, wireToDevice]);
   // Not the plaintext, nor any 16-byte piece of it (the hex part is random, so a match would be a leak).
-  for (const [label, text] of [['device plaintext', fromDevice], ['client plaintext', fromClient]] as const) {
+  for (const [label, text] of [
+    ['device plaintext', fromDevice],
+    ['client plaintext', fromClient],
+  ] as const) {
     const leaks: number[] = [];
     for (let i = 0; i + 16 <= 80; i += 1) if (wire.includes(text.subarray(14 + i, 14 + i + 16))) leaks.push(i);
     t.false(wire.includes(text), `${label} is on the wire`);
@@ -232,7 +251,13 @@ async function certificateServer(t: Cleanup, pki: Pick<ServerPki, 'certPem' | 'k
     raw.once('close', () => closed++);
   });
   const port = await listenTcp(t, s);
-  return { port, secured: () => secured, received: () => Buffer.concat(received), connections: () => connections, allClosed: () => connections > 0 && closed === connections };
+  return {
+    port,
+    secured: () => secured,
+    received: () => Buffer.concat(received),
+    connections: () => connections,
+    allClosed: () => connections > 0 && closed === connections,
+  };
 }
 
 /** dialClient run in a child process whose default trust store includes `extraCaFile`. */
@@ -250,8 +275,11 @@ function dialInChild(port: number, extraCaFile: string): Promise<string> {
       process.stdout.write('REJECTED ' + (err.code ?? err.message));
     }`;
   return new Promise((resolve, reject) =>
-    execFile(process.execPath, ['--input-type=module', '-e', code], { env: { ...process.env, NODE_EXTRA_CA_CERTS: extraCaFile }, timeout: 10_000 }, (err, stdout) =>
-      err ? reject(err) : resolve(stdout),
+    execFile(
+      process.execPath,
+      ['--input-type=module', '-e', code],
+      { env: { ...process.env, NODE_EXTRA_CA_CERTS: extraCaFile }, timeout: 10_000 },
+      (err, stdout) => (err ? reject(err) : resolve(stdout)),
     ),
   );
 }
@@ -296,8 +324,13 @@ test('P4e end to end: the real agent does not join its service to an attacker ho
   const attacker = await certificateServer(t, publicCa);
 
   const server = createRendezvousServer({
-    udpHost: LOOPBACK, udpPort: setup.udpPort, tlsHost: LOOPBACK, tlsPort: setup.tlsPort,
-    certPem: setup.certPem, keyPem: setup.keyPem, masterKey: setup.masterKey,
+    udpHost: LOOPBACK,
+    udpPort: setup.udpPort,
+    tlsHost: LOOPBACK,
+    tlsPort: setup.tlsPort,
+    certPem: setup.certPem,
+    keyPem: setup.keyPem,
+    masterKey: setup.masterKey,
   });
   await server.start();
   t.teardown(() => server.stop());
@@ -315,10 +348,22 @@ test('P4e end to end: the real agent does not join its service to an attacker ho
   const hello = await channel.next(5000);
   if (hello.type !== FrameType.HELLO) return t.fail('no HELLO');
   const sealed = sealRequest(
-    { clientNonce: randomBytes(NONCE_BYTES), timestampMs: hello.serverTimeMs, equipmentId: setup.equipmentId, service: 'http', advertisedPort: attacker.port },
+    {
+      clientNonce: randomBytes(NONCE_BYTES),
+      timestampMs: hello.serverTimeMs,
+      equipmentId: setup.equipmentId,
+      service: 'http',
+      advertisedPort: attacker.port,
+    },
     tagKey,
   );
-  channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: setup.equipmentId, advertisedPort: attacker.port, wake: wakeFor(await deriveAccessKey(setup.password, setup.equipmentId), setup.equipmentId, sealed), sealedRequest: sealed });
+  channel.send({
+    type: FrameType.CONNECT_REQUEST,
+    equipmentId: setup.equipmentId,
+    advertisedPort: attacker.port,
+    wake: wakeFor(await deriveAccessKey(setup.password, setup.equipmentId), setup.equipmentId, sealed),
+    sealedRequest: sealed,
+  });
   let result = await channel.next(15_000);
   // An accepted request is preceded by the server's relay offer and path candidates.
   while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) result = await channel.next(15_000);

@@ -16,10 +16,19 @@ import { echoService, LOOPBACK, recordingProxy, tempDir, waitUntil } from '../he
 
 test('P4: a relayed session shows the server only ciphertext', async (t) => {
   const servicePort = await echoService(t);
-  const setup = await createLoopbackSetup({ dir: await tempDir(t), services: { echo: `${LOOPBACK}:${servicePort}` }, directDialOnly: true });
+  const setup = await createLoopbackSetup({
+    dir: await tempDir(t),
+    services: { echo: `${LOOPBACK}:${servicePort}` },
+    directDialOnly: true,
+  });
   const server = createRendezvousServer({
-    udpHost: LOOPBACK, udpPort: setup.udpPort, tlsHost: LOOPBACK, tlsPort: setup.tlsPort,
-    certPem: setup.certPem, keyPem: setup.keyPem, masterKey: setup.masterKey,
+    udpHost: LOOPBACK,
+    udpPort: setup.udpPort,
+    tlsHost: LOOPBACK,
+    tlsPort: setup.tlsPort,
+    certPem: setup.certPem,
+    keyPem: setup.keyPem,
+    masterKey: setup.masterKey,
   });
   await server.start();
   t.teardown(() => server.stop());

@@ -49,7 +49,13 @@ function selfSignedServerCert(): { certPem: string; keyPem: string } {
     { name: 'basicConstraints', cA: false },
     { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
     { name: 'extKeyUsage', serverAuth: true },
-    { name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }, { type: 7, ip: LOOPBACK }] },
+    {
+      name: 'subjectAltName',
+      altNames: [
+        { type: 2, value: 'localhost' },
+        { type: 7, ip: LOOPBACK },
+      ],
+    },
   ]);
   cert.sign(keys.privateKey, forge.md.sha256.create());
   return { certPem: certificateToPem(cert), keyPem: keys.keyPem };
@@ -64,7 +70,13 @@ type RogueKind = keyof typeof rogue;
 
 /** connectToServer that must fail; if it wrongly succeeds, the socket is closed so nothing hangs. */
 function dialServer(o: { port: number; serverName?: string; caPem?: string }): Promise<TLSSocket> {
-  return connectToServer({ host: LOOPBACK, port: o.port, serverName: o.serverName ?? 'localhost', caPem: o.caPem ?? real.caPem, timeoutMs: 3000 }).then((sock) => {
+  return connectToServer({
+    host: LOOPBACK,
+    port: o.port,
+    serverName: o.serverName ?? 'localhost',
+    caPem: o.caPem ?? real.caPem,
+    timeoutMs: 3000,
+  }).then((sock) => {
     sock.destroy();
     return sock;
   });
@@ -183,7 +195,13 @@ test('P5 agent end to end: notified by the real UDP side, the agent refuses a ro
   await agent.start();
   t.teardown(() => agent.stop());
   await waitUntil(() => agent.status().state === 'registered', 'the agent to register', 5000);
-  t.true(server.registration.notify(EQUIPMENT_ID, randomBytes(16), makeWake(deriveWakeKey(identity.accessKey), EQUIPMENT_ID, randomBytes(16), Date.now())));
+  t.true(
+    server.registration.notify(
+      EQUIPMENT_ID,
+      randomBytes(16),
+      makeWake(deriveWakeKey(identity.accessKey), EQUIPMENT_ID, randomBytes(16), Date.now()),
+    ),
+  );
   await waitUntil(() => agent.counters.get('sessionsFailed') === 1, 'the session to fail', 5000);
   t.is(agent.counters.get('sessionsServed') + agent.counters.get('sessionsRefused'), 0);
   t.is(srv.bytes(), 0, 'no DEVICE_ATTACH (or anything else) reached the rogue server');

@@ -7,7 +7,14 @@
 import test from 'ava';
 import { randomBytes, randomInt } from 'node:crypto';
 import type { RendezvousServer } from '../../agent/server/server.js';
-import { PROTOCOL_VERSION, UDP_MAGIC, UDP_MAX_BYTES, UDP_TYPE_COOKIE, UDP_TYPE_REGISTER, UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
+import {
+  PROTOCOL_VERSION,
+  UDP_MAGIC,
+  UDP_MAX_BYTES,
+  UDP_TYPE_COOKIE,
+  UDP_TYPE_REGISTER,
+  UDP_TYPE_REGISTER_ACK,
+} from '../../agent/protocol/constants.js';
 import { deriveRegistrationKey, mac } from '../../agent/protocol/keys.js';
 import {
   AckStatus,
@@ -89,8 +96,17 @@ function corpus(): Sent[] {
   // register header with a random body: the server must not answer them.
   const key = deriveRegistrationKey(master, 'P6-DEVICE');
   for (let i = 0; i < 10; i++) {
-    out.push({ what: 'tagged REGISTER_ACK', bytes: encodeRegisterAck({ status: AckStatus.OK, nonce: randomBytes(8), serverTimeMs: now, observed: { address: '127.0.0.1', port: 9 } }, key) });
-    out.push({ what: 'tagged NOTIFY', bytes: encodeNotify({ requestId: randomBytes(16), serverTimeMs: now, wake: strangerWake(now) }, key) });
+    out.push({
+      what: 'tagged REGISTER_ACK',
+      bytes: encodeRegisterAck(
+        { status: AckStatus.OK, nonce: randomBytes(8), serverTimeMs: now, observed: { address: '127.0.0.1', port: 9 } },
+        key,
+      ),
+    });
+    out.push({
+      what: 'tagged NOTIFY',
+      bytes: encodeNotify({ requestId: randomBytes(16), serverTimeMs: now, wake: strangerWake(now) }, key),
+    });
     out.push({ what: 'tagged random ACK-typed', bytes: taggedRandom(UDP_TYPE_REGISTER_ACK, key, randomInt(0, 60)) });
     out.push({ what: 'tagged random REGISTER-typed', bytes: taggedRandom(UDP_TYPE_REGISTER, key, randomInt(0, 100)) });
     out.push({ what: 'unknown type', bytes: taggedRandom(0x7f, key, randomInt(0, 60)) });
@@ -115,14 +131,16 @@ test('P6: bytes sent back to a source never exceed the bytes it sent; each ack <
     await send(buf, dest);
   };
   // The source shows it receives first (a cookie for each ID), as a device does; those bytes count too.
-  for (const id of IDS) cookies.set(id, (await registerThroughCookie(src, to, id, deriveRegistrationKey(master, id), Date.now() - 60_000)).cookie!);
+  for (const id of IDS)
+    cookies.set(id, (await registerThroughCookie(src, to, id, deriveRegistrationKey(master, id), Date.now() - 60_000)).cookie!);
   const before = handled(server);
   const sent = corpus();
   // In batches, waiting for each to be handled: a burst could overflow the socket's receive
   // buffer, and dropped datagrams would make the comparison meaningless.
   for (let i = 0; i < sent.length; i++) {
     await src.send(sent[i]!.bytes, to);
-    if (i % 16 === 15 || i === sent.length - 1) await waitUntil(() => handled(server) === before + i + 1, `datagram ${i + 1} handled`, 3000, 2);
+    if (i % 16 === 15 || i === sent.length - 1)
+      await waitUntil(() => handled(server) === before + i + 1, `datagram ${i + 1} handled`, 3000, 2);
   }
   // Every answer has arrived once a fence's has (the server answers in order); the fence's bytes are not the corpus's.
   const corpusBytes = bytesSent;
@@ -170,14 +188,22 @@ test('P6: the smallest possible registration (64 bytes) still gets an ack no lar
   await waitUntil(() => src.received.length === 2, 'two answers', 3000);
   for (const { msg } of src.received) t.true(msg.length <= 64, `answer is ${msg.length} bytes`);
   const { cookie } = await registerThroughCookie(src, to, id, key);
-  const skewWithCookie = encodeRegister({ equipmentId: id, timestampMs: Date.now() + 10 * MINUTE, nonce: randomBytes(REGISTER_NONCE_BYTES), cookie: cookie! }, key);
+  const skewWithCookie = encodeRegister(
+    { equipmentId: id, timestampMs: Date.now() + 10 * MINUTE, nonce: randomBytes(REGISTER_NONCE_BYTES), cookie: cookie! },
+    key,
+  );
   t.is(skewWithCookie.length, 64);
   await src.send(skewWithCookie, to);
   await waitUntil(() => src.received.length === 5, 'the clock-skew ack', 3000);
   for (const { msg } of src.received) t.true(msg.length <= 64, `answer is ${msg.length} bytes`);
   // The ack encodes the observed endpoint: an IPv6 source is the worst case (19 bytes of endpoint).
   const worst = encodeRegisterAck(
-    { status: AckStatus.OK, nonce: randomBytes(8), serverTimeMs: Date.now(), observed: { address: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', port: 65535 } },
+    {
+      status: AckStatus.OK,
+      nonce: randomBytes(8),
+      serverTimeMs: Date.now(),
+      observed: { address: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', port: 65535 },
+    },
     key,
   );
   t.true(worst.length <= ok.length, `an ack to an IPv6 source is ${worst.length} bytes`);

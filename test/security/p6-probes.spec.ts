@@ -7,7 +7,12 @@
  */
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { PROBE_FLAG_CHECK_MAPPING, UDP_TYPE_COOKIE, UDP_TYPE_MAPPING_CHECK, UDP_TYPE_REGISTER_ACK } from '../../agent/protocol/constants.js';
+import {
+  PROBE_FLAG_CHECK_MAPPING,
+  UDP_TYPE_COOKIE,
+  UDP_TYPE_MAPPING_CHECK,
+  UDP_TYPE_REGISTER_ACK,
+} from '../../agent/protocol/constants.js';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
 import { encodeProbe, parseUdpPacket, verifyTag } from '../../agent/protocol/udp-packets.js';
 import { freePort } from '../../scripts/lib/free-port.js';
@@ -18,7 +23,10 @@ const pki = createServerPki();
 const ID = 'P6-PROBE';
 const key = deriveRegistrationKey(pki.masterKey, ID);
 const probe = (flags: number, o: { k?: Buffer; cookie?: Uint8Array; timestampMs?: number } = {}) =>
-  encodeProbe({ flags, equipmentId: ID, timestampMs: o.timestampMs ?? Date.now(), nonce: randomBytes(8), ...(o.cookie ? { cookie: o.cookie } : {}) }, o.k ?? key);
+  encodeProbe(
+    { flags, equipmentId: ID, timestampMs: o.timestampMs ?? Date.now(), nonce: randomBytes(8), ...(o.cookie ? { cookie: o.cookie } : {}) },
+    o.k ?? key,
+  );
 const typeOf = (msg: Buffer): number => parseUdpPacket(msg).packet.type;
 
 test('probes: no registry change, bad tags and replays unanswered, a cookie first, checks only to the registered mapping, never more bytes than received', async (t) => {

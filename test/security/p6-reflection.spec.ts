@@ -37,7 +37,10 @@ test('P6: 20 replayed probes and 20 stale registrations from a victim address dr
   }
   for (let i = 0; i < 20; i++) {
     const nonce = randomBytes(REGISTER_NONCE_BYTES);
-    const p = encodeProbe({ flags: i % 2 ? PROBE_FLAG_CHECK_MAPPING : 0, equipmentId: ID, timestampMs: Date.now(), nonce, cookie: cookie! }, key);
+    const p = encodeProbe(
+      { flags: i % 2 ? PROBE_FLAG_CHECK_MAPPING : 0, equipmentId: ID, timestampMs: Date.now(), nonce, cookie: cookie! },
+      key,
+    );
     await device.send(p, i % 3 ? to : { port: probePort });
     await answerTo(device, nonce);
     captured.push(p);
@@ -72,18 +75,27 @@ test('P6: a device owner registering from a victim address gets no mapping there
   // cookie and with guessed ones. It never sees the victim's cookie request.
   let sentBytes = 0;
   for (let i = 0; i < 10; i++) {
-    const reg = encodeRegister({ equipmentId: ID, timestampMs: Date.now() + i, nonce: randomBytes(8), ...(i % 2 ? { cookie: randomBytes(16) } : {}) }, key);
+    const reg = encodeRegister(
+      { equipmentId: ID, timestampMs: Date.now() + i, nonce: randomBytes(8), ...(i % 2 ? { cookie: randomBytes(16) } : {}) },
+      key,
+    );
     sentBytes += reg.length;
     await victim.send(reg, to);
   }
   await waitUntil(() => victim.received.length === 10, 'ten cookie requests');
-  t.true(victim.received.every(({ msg }) => parseUdpPacket(msg).packet.type === UDP_TYPE_COOKIE), 'only cookie requests');
+  t.true(
+    victim.received.every(({ msg }) => parseUdpPacket(msg).packet.type === UDP_TYPE_COOKIE),
+    'only cookie requests',
+  );
   t.true(victim.bytesReceived() <= sentBytes, `${victim.bytesReceived()} bytes to the victim for ${sentBytes} sent`);
-  t.like(server.registry.get(ID), { port: device.port }, 'the mapping stays the device\'s');
+  t.like(server.registry.get(ID), { port: device.port }, "the mapping stays the device's");
   t.true(server.registration.notify(ID, randomBytes(16), strangerWake()));
   await waitUntil(() => device.received.length >= 2, 'the notification at the device');
   await udpFence(victim, to, pki.masterKey);
-  t.true(victim.received.every(({ msg }) => parseUdpPacket(msg).packet.type !== UDP_TYPE_REGISTER_ACK), 'no ack and no notification reached the victim');
+  t.true(
+    victim.received.every(({ msg }) => parseUdpPacket(msg).packet.type !== UDP_TYPE_REGISTER_ACK),
+    'no ack and no notification reached the victim',
+  );
   t.is(victim.received.length, 10);
 });
 
@@ -94,11 +106,15 @@ test('P6: every UDP port limits what one source draws (registration and probe po
   const src = await recordingUdp(t);
   const SENT = 100;
   for (const port of [to.port, probePort]) {
-    for (let i = 0; i < SENT; i++) await src.send(encodeProbe({ flags: 0, equipmentId: ID, timestampMs: Date.now(), nonce: randomBytes(8) }, key), { port });
+    for (let i = 0; i < SENT; i++)
+      await src.send(encodeProbe({ flags: 0, equipmentId: ID, timestampMs: Date.now(), nonce: randomBytes(8) }, key), { port });
   }
   // The registration port has handled every probe once each is counted; answers from both ports arrive in the meantime.
   const c = server.registration.counters;
-  await waitUntil(() => (['rateLimited', 'probes', 'probesChallenged', 'probesDropped'] as const).reduce((n, k) => n + c.get(k), 0) === SENT, 'every probe handled');
+  await waitUntil(
+    () => (['rateLimited', 'probes', 'probesChallenged', 'probesDropped'] as const).reduce((n, k) => n + c.get(k), 0) === SENT,
+    'every probe handled',
+  );
   await waitUntil(() => src.received.length >= 2, 'answers from both ports');
   // Each port: the burst plus what the rate refills while sending; far below what was sent.
   t.true(src.received.length <= 2 * 20, `${src.received.length} answers to ${2 * SENT} probes`);

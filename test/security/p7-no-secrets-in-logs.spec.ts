@@ -68,8 +68,22 @@ function roundTrip(port: number, payload: string): Promise<string> {
 
 function clientArgs(setup: LoopbackSetup, passwordFile: string, listenPort: number): string[] {
   return [
-    'connect', EQUIPMENT_ID, '--server', `${LOOPBACK}:${setup.tlsPort}`, '--server-name', 'localhost', '--ca', setup.caFile,
-    '--password-file', passwordFile, '--service', 'echo', '--listen', `${LOOPBACK}:${listenPort}`, '--log-level', 'debug',
+    'connect',
+    EQUIPMENT_ID,
+    '--server',
+    `${LOOPBACK}:${setup.tlsPort}`,
+    '--server-name',
+    'localhost',
+    '--ca',
+    setup.caFile,
+    '--password-file',
+    passwordFile,
+    '--service',
+    'echo',
+    '--listen',
+    `${LOOPBACK}:${listenPort}`,
+    '--log-level',
+    'debug',
   ];
 }
 
@@ -83,8 +97,17 @@ test('P7: the identity file written by provisioning is 0600 (even under umask 00
   const setup = await createLoopbackSetup({ dir, equipmentId: EQUIPMENT_ID, services: { echo: `${LOOPBACK}:9` } });
   const out = join(dir, 'provisioned.toml');
   const r = await runUnderUmask0(PROGRAMS.provision, [
-    'device', '--id', EQUIPMENT_ID, '--master-key', join(dir, 'registration-master.key'), '--ca-cert', setup.caFile,
-    '--out', out, '--password-file', setup.passwordFile,
+    'device',
+    '--id',
+    EQUIPMENT_ID,
+    '--master-key',
+    join(dir, 'registration-master.key'),
+    '--ca-cert',
+    setup.caFile,
+    '--out',
+    out,
+    '--password-file',
+    setup.passwordFile,
   ]);
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout, '', 'with --password-file nothing is printed');
@@ -92,7 +115,11 @@ test('P7: the identity file written by provisioning is 0600 (even under umask 00
   const identity = await loadIdentity(out);
   t.true(identity.registrationKey.equals(deriveRegistrationKey(setup.masterKey, EQUIPMENT_ID)));
   t.true(identity.accessKey.equals(await deriveAccessKey(setup.password, EQUIPMENT_ID)));
-  t.deepEqual(findSecrets(await readFile(out), { passwords: { password: setup.password }, keys: { masterKey: setup.masterKey } }), [], 'the identity file holds neither the password nor the master key');
+  t.deepEqual(
+    findSecrets(await readFile(out), { passwords: { password: setup.password }, keys: { masterKey: setup.masterKey } }),
+    [],
+    'the identity file holds neither the password nor the master key',
+  );
 });
 
 test('P7: no log line of server, agent or client holds a secret (real programs, debug level, full flow)', async (t) => {
@@ -103,8 +130,17 @@ test('P7: no log line of server, agent or client holds a secret (real programs, 
   // The agent runs on an identity written by the real provisioning tool.
   await rm(setup.identityFile);
   const prov = await runUnderUmask0(PROGRAMS.provision, [
-    'device', '--id', EQUIPMENT_ID, '--master-key', join(dir, 'registration-master.key'), '--ca-cert', setup.caFile,
-    '--out', setup.identityFile, '--password-file', setup.passwordFile,
+    'device',
+    '--id',
+    EQUIPMENT_ID,
+    '--master-key',
+    join(dir, 'registration-master.key'),
+    '--ca-cert',
+    setup.caFile,
+    '--out',
+    setup.identityFile,
+    '--password-file',
+    setup.passwordFile,
   ]);
   t.is(prov.code, 0, prov.stderr);
   t.is((await stat(setup.identityFile)).mode & 0o777, 0o600);
@@ -130,7 +166,9 @@ test('P7: no log line of server, agent or client holds a secret (real programs, 
 
   // A forged registration: exercises the server's bad-tag debug path.
   const udp = await recordingUdp(t);
-  await udp.send(encodeRegister({ equipmentId: EQUIPMENT_ID, timestampMs: Date.now(), nonce: randomBytes(8) }, randomBytes(32)), { port: setup.udpPort });
+  await udp.send(encodeRegister({ equipmentId: EQUIPMENT_ID, timestampMs: Date.now(), nonce: randomBytes(8) }, randomBytes(32)), {
+    port: setup.udpPort,
+  });
   await server.waitFor((l) => typeof l.msg === 'string' && l.msg.includes('bad tag'));
 
   // The good client: two tunnels through its --listen port.
@@ -160,14 +198,25 @@ test('P7: no log line of server, agent or client holds a secret (real programs, 
   await agent.stop();
   await server.stop();
 
-  const programs: [string, Program][] = [['server', server], ['agent', agent], ['client', client], ['client (wrong password)', bad]];
+  const programs: [string, Program][] = [
+    ['server', server],
+    ['agent', agent],
+    ['client', client],
+    ['client (wrong password)', bad],
+  ];
   for (const [name, p] of programs) {
     t.true(p.lines.length > 0, `${name} logged something`);
     t.deepEqual(findSecrets(allOutput(p), secrets), [], `secrets in the ${name} output`);
   }
   // The client has no debug lines of its own; server and agent do, so debug output was covered.
-  for (const [name, p] of [['server', server], ['agent', agent]] as const) {
-    t.true(p.lines.some((l) => l.level === 20), `${name} logged at debug level (the check covered debug lines)`);
+  for (const [name, p] of [
+    ['server', server],
+    ['agent', agent],
+  ] as const) {
+    t.true(
+      p.lines.some((l) => l.level === 20),
+      `${name} logged at debug level (the check covered debug lines)`,
+    );
   }
 });
 
@@ -178,13 +227,21 @@ test('P7: the agent refuses to start with an identity file group or others can r
 
   // In process: the loader's verdict carries the specific code.
   const err = await t.throwsAsync(loadIdentity(setup.identityFile));
-  t.true(err instanceof ConfigError && isPeerlinkError(err, ErrorCodes.IDENTITY_PERMISSIONS), `got ${(err as { code?: string } | undefined)?.code}`);
+  t.true(
+    err instanceof ConfigError && isPeerlinkError(err, ErrorCodes.IDENTITY_PERMISSIONS),
+    `got ${(err as { code?: string } | undefined)?.code}`,
+  );
 
   // The real program: exits with the configuration exit code before doing anything; a real
   // server on its ports sees no registration.
   const server = createRendezvousServer({
-    udpHost: LOOPBACK, udpPort: setup.udpPort, tlsHost: LOOPBACK, tlsPort: setup.tlsPort,
-    certPem: setup.certPem, keyPem: setup.keyPem, masterKey: setup.masterKey,
+    udpHost: LOOPBACK,
+    udpPort: setup.udpPort,
+    tlsHost: LOOPBACK,
+    tlsPort: setup.tlsPort,
+    certPem: setup.certPem,
+    keyPem: setup.keyPem,
+    masterKey: setup.masterKey,
   });
   await server.start();
   t.teardown(() => server.stop());

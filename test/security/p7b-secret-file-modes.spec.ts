@@ -30,7 +30,17 @@ test('P7b: the client refuses a password file group or others can read, with SEC
     await chmod(setup.passwordFile, mode);
     // No server listens on port 9: a client that got past the file would fail with another code.
     const r = await runNode(PROGRAMS.client, [
-      'connect', setup.equipmentId, '--server', '127.0.0.1:9', '--ca', setup.caFile, '--password-file', setup.passwordFile, '--service', 'echo', '--stdio',
+      'connect',
+      setup.equipmentId,
+      '--server',
+      '127.0.0.1:9',
+      '--ca',
+      setup.caFile,
+      '--password-file',
+      setup.passwordFile,
+      '--service',
+      'echo',
+      '--stdio',
     ]);
     t.is(r.code, EXIT_CODES[ErrorCodes.SECRET_FILE_PERMISSIONS] ?? -1, `${mode.toString(8)}: ${r.stderr}`);
     t.true(r.stderr.includes(`[${ErrorCodes.SECRET_FILE_PERMISSIONS}]`), r.stderr);
@@ -39,7 +49,17 @@ test('P7b: the client refuses a password file group or others can read, with SEC
   // Control: at 0600 it gets past the file (and fails later, at the absent server).
   await chmod(setup.passwordFile, 0o600);
   const ok = await runNode(PROGRAMS.client, [
-    'connect', setup.equipmentId, '--server', '127.0.0.1:9', '--ca', setup.caFile, '--password-file', setup.passwordFile, '--service', 'echo', '--stdio',
+    'connect',
+    setup.equipmentId,
+    '--server',
+    '127.0.0.1:9',
+    '--ca',
+    setup.caFile,
+    '--password-file',
+    setup.passwordFile,
+    '--service',
+    'echo',
+    '--stdio',
   ]);
   t.false(ok.stderr.includes(ErrorCodes.SECRET_FILE_PERMISSIONS), ok.stderr);
   t.not(ok.code, 0);
@@ -60,50 +80,58 @@ test('P7b: the server refuses a TLS private key group or others can read, with S
     await chmod(join(dir, 'server.key'), mode);
     const err = await t.throwsAsync(loadServerSecrets(settings));
     t.is((err as ConfigError).code, ErrorCodes.SECRET_FILE_PERMISSIONS, mode.toString(8));
-    t.true((err as ConfigError).problems.some((p) => p.includes(join(dir, 'server.key')) && p.includes(mode.toString(8))), 'names the file and its mode');
+    t.true(
+      (err as ConfigError).problems.some((p) => p.includes(join(dir, 'server.key')) && p.includes(mode.toString(8))),
+      'names the file and its mode',
+    );
   }
 });
 
-test.serial('P7b: the identity whose mode was checked is the identity read (a swap after the check cannot slip in a 0644 file)', async (t) => {
-  const dir = await tempDir(t, 'peerlink-p7b-');
-  const masterKey = createRegistrationMasterKey();
-  const pki = createServerPki();
-  const file = join(dir, 'identity.toml');
-  const good = await createDeviceIdentity({ equipmentId: 'GOOD-0600', masterKey, caCertPem: pki.caPem });
-  const bad = await createDeviceIdentity({ equipmentId: 'SWAPPED-0644', masterKey, caCertPem: pki.caPem });
-  await writeDeviceIdentity(file, good.identity);
-  const swapped = join(dir, 'swapped.toml');
-  await writeDeviceIdentity(swapped, bad.identity);
-  await chmod(swapped, 0o644);
+test.serial(
+  'P7b: the identity whose mode was checked is the identity read (a swap after the check cannot slip in a 0644 file)',
+  async (t) => {
+    const dir = await tempDir(t, 'peerlink-p7b-');
+    const masterKey = createRegistrationMasterKey();
+    const pki = createServerPki();
+    const file = join(dir, 'identity.toml');
+    const good = await createDeviceIdentity({ equipmentId: 'GOOD-0600', masterKey, caCertPem: pki.caPem });
+    const bad = await createDeviceIdentity({ equipmentId: 'SWAPPED-0644', masterKey, caCertPem: pki.caPem });
+    await writeDeviceIdentity(file, good.identity);
+    const swapped = join(dir, 'swapped.toml');
+    await writeDeviceIdentity(swapped, bad.identity);
+    await chmod(swapped, 0o644);
 
-  // The attacker's move, right after the loader's first look at the file (a stat, or the open).
-  const fsp = createRequire(import.meta.url)('node:fs/promises') as Record<string, (...a: unknown[]) => Promise<unknown>>;
-  const original = { stat: fsp.stat!, open: fsp.open! };
-  let swappedIn = false;
-  const afterFirstLook = (name: 'stat' | 'open') => async (...args: unknown[]) => {
-    const r = await original[name](...args);
-    if (!swappedIn && args[0] === file) {
-      swappedIn = true;
-      await rename(swapped, file);
-    }
-    return r;
-  };
-  fsp.stat = afterFirstLook('stat');
-  fsp.open = afterFirstLook('open');
-  syncBuiltinESMExports();
-  t.teardown(() => {
-    fsp.stat = original.stat;
-    fsp.open = original.open;
+    // The attacker's move, right after the loader's first look at the file (a stat, or the open).
+    const fsp = createRequire(import.meta.url)('node:fs/promises') as Record<string, (...a: unknown[]) => Promise<unknown>>;
+    const original = { stat: fsp.stat!, open: fsp.open! };
+    let swappedIn = false;
+    const afterFirstLook =
+      (name: 'stat' | 'open') =>
+      async (...args: unknown[]) => {
+        const r = await original[name](...args);
+        if (!swappedIn && args[0] === file) {
+          swappedIn = true;
+          await rename(swapped, file);
+        }
+        return r;
+      };
+    fsp.stat = afterFirstLook('stat');
+    fsp.open = afterFirstLook('open');
     syncBuiltinESMExports();
-  });
+    t.teardown(() => {
+      fsp.stat = original.stat;
+      fsp.open = original.open;
+      syncBuiltinESMExports();
+    });
 
-  let loaded: string;
-  try {
-    loaded = (await loadIdentity(file)).equipmentId;
-  } catch (err) {
-    loaded = (err as { code?: string }).code ?? String(err);
-  }
-  t.true(swappedIn, 'the swap happened during the load');
-  // Either the checked file (0600) was read, or the swapped one was refused: never read unchecked.
-  t.true(loaded === 'GOOD-0600' || loaded === ErrorCodes.IDENTITY_PERMISSIONS, `loaded ${loaded}`);
-});
+    let loaded: string;
+    try {
+      loaded = (await loadIdentity(file)).equipmentId;
+    } catch (err) {
+      loaded = (err as { code?: string }).code ?? String(err);
+    }
+    t.true(swappedIn, 'the swap happened during the load');
+    // Either the checked file (0600) was read, or the swapped one was refused: never read unchecked.
+    t.true(loaded === 'GOOD-0600' || loaded === ErrorCodes.IDENTITY_PERMISSIONS, `loaded ${loaded}`);
+  },
+);

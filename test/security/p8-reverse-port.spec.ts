@@ -38,7 +38,10 @@ test('P8: a wrong token (random, or for another nonce) is dropped and counted; t
   const handed: Socket[] = [];
   const ac = new AbortController();
   t.teardown(() => ac.abort());
-  void l.await(reverseToken(accessKey, nonce), ac.signal).then((s) => handed.push(s), () => undefined);
+  void l.await(reverseToken(accessKey, nonce), ac.signal).then(
+    (s) => handed.push(s),
+    () => undefined,
+  );
   for (const token of [randomBytes(REVERSE_TOKEN_BYTES), reverseToken(accessKey, randomBytes(16)), reverseToken(randomBytes(32), nonce)]) {
     const s = await open(l.port());
     s.on('error', () => undefined);

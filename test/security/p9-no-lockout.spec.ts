@@ -27,45 +27,56 @@ const LOOPBACK = '127.0.0.1';
 const stranger = (i: number): string => `127.0.0.${10 + (i % STRANGER_SOURCES)}`;
 
 /** A stranger's request: a made-up password, so a wake proof that cannot verify. */
-const flood = (w: World, acc: Acceptor, i: number) => request(w, acc, { tagKey: randomBytes(32), wake: strangerWake() }, stranger(i)).then((r) => r.status, () => -1);
+const flood = (w: World, acc: Acceptor, i: number) =>
+  request(w, acc, { tagKey: randomBytes(32), wake: strangerWake() }, stranger(i)).then(
+    (r) => r.status,
+    () => -1,
+  );
 
-test.serial('P9: while 50 sources flood the device ID without the password, the owner gets in >= 95% of the time and the device opens TLS only for the owner', async (t) => {
-  // The server's default limits, as deployed.
-  const w = await world(scope, { limits: {} });
-  const acc = await acceptor(t);
-  const sessionsBefore = w.agent.counters.get('sessions');
-  const strangers: Promise<number>[] = [];
-  const owner: number[] = [];
-  const started = Date.now();
-  let i = 0;
-  // Paced by the clock, not by sleeps: a busy machine delays the loop, not the rate.
-  const flooding = (async () => {
+test.serial(
+  'P9: while 50 sources flood the device ID without the password, the owner gets in >= 95% of the time and the device opens TLS only for the owner',
+  async (t) => {
+    // The server's default limits, as deployed.
+    const w = await world(scope, { limits: {} });
+    const acc = await acceptor(t);
+    const sessionsBefore = w.agent.counters.get('sessions');
+    const strangers: Promise<number>[] = [];
+    const owner: number[] = [];
+    const started = Date.now();
+    let i = 0;
+    // Paced by the clock, not by sleeps: a busy machine delays the loop, not the rate.
+    const flooding = (async () => {
+      while (Date.now() - started < FLOOD_MS) {
+        const due = Math.floor(((Date.now() - started) / 1000) * FLOOD_PER_SECOND);
+        while (i < due) strangers.push(flood(w, acc, i++));
+        await sleep(FLOOD_TICK_MS);
+      }
+    })();
+    // The owner: the real client library, a whole tunnel each time (echo through it), then closed.
     while (Date.now() - started < FLOOD_MS) {
-      const due = Math.floor(((Date.now() - started) / 1000) * FLOOD_PER_SECOND);
-      while (i < due) strangers.push(flood(w, acc, i++));
-      await sleep(FLOOD_TICK_MS);
+      owner.push(await ownerConnects(w));
+      await sleep(OWNER_EVERY_MS);
     }
-  })();
-  // The owner: the real client library, a whole tunnel each time (echo through it), then closed.
-  while (Date.now() - started < FLOOD_MS) {
-    owner.push(await ownerConnects(w));
-    await sleep(OWNER_EVERY_MS);
-  }
-  await flooding;
-  const strangerStatuses = await Promise.all(strangers);
-  const ok = owner.filter((s) => s === Status.OK).length;
-  const rate = strangers.length / (FLOOD_MS / 1000);
-  t.log(`owner: ${ok} of ${owner.length} connected (statuses ${JSON.stringify(countBy(owner))}); strangers: ${strangers.length} requests (${rate.toFixed(0)}/s from ${STRANGER_SOURCES} sources), statuses ${JSON.stringify(countBy(strangerStatuses))}`);
-  t.log(`agent ${JSON.stringify(w.agent.counters.snapshot())} registrar ${JSON.stringify(w.agent.registrar.counters.snapshot())} server udp ${JSON.stringify(w.server.registration.counters.snapshot())} broker ${JSON.stringify(w.server.broker.counters.snapshot())}`);
-  t.true(rate >= 50, `the flood ran at ${rate.toFixed(1)} requests/s`);
-  t.true(ok / owner.length >= 0.95, `the owner got in ${ok} of ${owner.length} times`);
-  t.false(strangerStatuses.includes(Status.OK), 'no stranger got in');
-  // The device's TLS work: one session per notification it accepted, none for a stranger's.
-  await waitUntil(() => w.agent.counters.get('sessions') - sessionsBefore >= owner.length, 'the owner sessions counted');
-  t.is(w.agent.counters.get('sessions') - sessionsBefore, owner.length, 'the device connected to the server for the owner requests only');
-  t.true(w.agent.counters.get('wakeRefused') > 0, 'strangers were refused by their wake proof');
-  t.is(acc.dials(), 0, 'and dialled no stranger');
-});
+    await flooding;
+    const strangerStatuses = await Promise.all(strangers);
+    const ok = owner.filter((s) => s === Status.OK).length;
+    const rate = strangers.length / (FLOOD_MS / 1000);
+    t.log(
+      `owner: ${ok} of ${owner.length} connected (statuses ${JSON.stringify(countBy(owner))}); strangers: ${strangers.length} requests (${rate.toFixed(0)}/s from ${STRANGER_SOURCES} sources), statuses ${JSON.stringify(countBy(strangerStatuses))}`,
+    );
+    t.log(
+      `agent ${JSON.stringify(w.agent.counters.snapshot())} registrar ${JSON.stringify(w.agent.registrar.counters.snapshot())} server udp ${JSON.stringify(w.server.registration.counters.snapshot())} broker ${JSON.stringify(w.server.broker.counters.snapshot())}`,
+    );
+    t.true(rate >= 50, `the flood ran at ${rate.toFixed(1)} requests/s`);
+    t.true(ok / owner.length >= 0.95, `the owner got in ${ok} of ${owner.length} times`);
+    t.false(strangerStatuses.includes(Status.OK), 'no stranger got in');
+    // The device's TLS work: one session per notification it accepted, none for a stranger's.
+    await waitUntil(() => w.agent.counters.get('sessions') - sessionsBefore >= owner.length, 'the owner sessions counted');
+    t.is(w.agent.counters.get('sessions') - sessionsBefore, owner.length, 'the device connected to the server for the owner requests only');
+    t.true(w.agent.counters.get('wakeRefused') > 0, 'strangers were refused by their wake proof');
+    t.is(acc.dials(), 0, 'and dialled no stranger');
+  },
+);
 
 /** One connection of the owner's through the client library: OK once bytes came back through the tunnel. */
 async function ownerConnects(w: World): Promise<number> {
@@ -106,7 +117,9 @@ function statusOf(code: string): number {
 }
 
 test.serial('P9: the per-device limit counts only requests the device accepted; wrong passwords count against their source', async (t) => {
-  const w = await world(scope, { limits: { requestsPerDevice: { perSecond: 0.001, burst: 2 }, authFailuresPerSource: { perSecond: 0.001, burst: 3 } } });
+  const w = await world(scope, {
+    limits: { requestsPerDevice: { perSecond: 0.001, burst: 2 }, authFailuresPerSource: { perSecond: 0.001, burst: 3 } },
+  });
   const acc = await acceptor(t);
   const wrong = () => ({ tagKey: randomBytes(32) });
   // Strangers from one address: three wrong passwords, then that address is refused before any wake.

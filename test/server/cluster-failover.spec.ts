@@ -54,8 +54,16 @@ redisTest('a primary fails over: every device is routable again within one regis
     await new Promise((w) => setTimeout(w, 500));
   }
   const routableMs = Date.now() - deletedAt;
-  t.log(`primary ${victim} killed: replica promoted in ${failoverMs} ms; device routable again ${routableMs} ms after its entry was lost (${Date.now() - t0} ms after the kill, ${attempts} attempts)`);
-  t.true(routableMs <= REGISTER_INTERVAL_MS + 2000, `routable again within one registration interval (+ a connect), after ${routableMs} ms: ${last}`);
+  t.log(
+    `primary ${victim} killed: replica promoted in ${failoverMs} ms; device routable again ${routableMs} ms after its entry was lost (${Date.now() - t0} ms after the kill, ${attempts} attempts)`,
+  );
+  t.true(
+    routableMs <= REGISTER_INTERVAL_MS + 2000,
+    `routable again within one registration interval (+ a connect), after ${routableMs} ms: ${last}`,
+  );
   const m1 = (await httpGet(f.metricsPorts[0], '/metrics')).body;
-  t.true((sample(m1, /^peerlink_shared_registry_writes_total\{outcome="written"/) ?? 0) >= 2, 'the device node rewrote the entry after the failover');
+  t.true(
+    (sample(m1, /^peerlink_shared_registry_writes_total\{outcome="written"/) ?? 0) >= 2,
+    'the device node rewrote the entry after the failover',
+  );
 });

@@ -29,7 +29,11 @@ redisTest('each family in its own key; the IPv4 key keeps its old format; old en
   const scope = new Scope();
   t.teardown(() => scope.run());
   const pki = createServerPki();
-  const server = await startServer(scope, pki, { udpHost: '::', tlsHost: '::', redis: { url: redis.url, keyPrefix: 'ds:', refreshAfterMs: 1000 } });
+  const server = await startServer(scope, pki, {
+    udpHost: '::',
+    tlsHost: '::',
+    redis: { url: redis.url, keyPrefix: 'ds:', refreshAfterMs: 1000 },
+  });
   const registrar = createDualRegistrar({
     equipmentId: ID,
     registrationKey: deriveRegistrationKey(pki.masterKey, ID),
@@ -44,7 +48,10 @@ redisTest('each family in its own key; the IPv4 key keeps its old format; old en
   });
   await registrar.start();
   t.teardown(() => registrar.stop());
-  await waitUntil(() => registrar.families().ipv4?.state === 'registered' && registrar.families().ipv6?.state === 'registered', 'both registered');
+  await waitUntil(
+    () => registrar.families().ipv4?.state === 'registered' && registrar.families().ipv6?.state === 'registered',
+    'both registered',
+  );
   const client = (server.backend as RedisRegistry).client;
   const v4 = (await client.hgetall(`ds:{d:${ID}}`)) as Record<string, string>;
   const v6 = (await client.hgetall(`ds:{d:${ID}/6}`)) as Record<string, string>;

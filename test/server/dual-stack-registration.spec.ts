@@ -38,7 +38,10 @@ test('a dual-stack device registers over both families; each mapping is kept and
   });
   await registrar.start();
   t.teardown(() => registrar.stop());
-  await waitUntil(() => registrar.families().ipv4?.state === 'registered' && registrar.families().ipv6?.state === 'registered', 'both families registered');
+  await waitUntil(
+    () => registrar.families().ipv4?.state === 'registered' && registrar.families().ipv6?.state === 'registered',
+    'both families registered',
+  );
   const v4 = server.registry.get(ID);
   const v6 = server.registry.get(`${ID}/6`);
   t.is(v4?.address, '127.0.0.1', 'the IPv4 mapping, under the equipment ID as before');

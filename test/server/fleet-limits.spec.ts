@@ -12,22 +12,29 @@ import { echoService } from '../helpers/flow.js';
 import { startTwoNodes } from '../helpers/multi-node.js';
 import { runNode } from '../helpers/run-process.js';
 
-redisTest('the per-source request limit is one limit across the nodes: the third request is refused though each node saw fewer than the burst', async (t) => {
-  const redis = await startRedis();
-  t.teardown(() => redis.stop());
-  const echo = await echoService(t);
-  const f = await startTwoNodes(t, {
-    redis,
-    services: { echo: `127.0.0.1:${echo.port}` },
-    serverExtra: '[limits]\nrequests_per_source_per_min = 1\nrequests_per_source_burst = 2\n',
-  });
-  const ask = (node: 0 | 1) => runNode(PROGRAMS.client, f.clientArgs(node, 'echo', ['--stdio']).map((a) => (a === f.setup.equipmentId ? 'NO-SUCH-DEVICE' : a)));
-  t.is((await ask(0)).code, 10, 'first: unknown device');
-  t.is((await ask(1)).code, 10, 'second, at the other node: unknown device');
-  const third = await ask(0);
-  t.is(third.code, 23, third.stderr);
-  t.regex(third.stderr, /PEERLINK_ERR_RATE_LIMITED/);
-});
+redisTest(
+  'the per-source request limit is one limit across the nodes: the third request is refused though each node saw fewer than the burst',
+  async (t) => {
+    const redis = await startRedis();
+    t.teardown(() => redis.stop());
+    const echo = await echoService(t);
+    const f = await startTwoNodes(t, {
+      redis,
+      services: { echo: `127.0.0.1:${echo.port}` },
+      serverExtra: '[limits]\nrequests_per_source_per_min = 1\nrequests_per_source_burst = 2\n',
+    });
+    const ask = (node: 0 | 1) =>
+      runNode(
+        PROGRAMS.client,
+        f.clientArgs(node, 'echo', ['--stdio']).map((a) => (a === f.setup.equipmentId ? 'NO-SUCH-DEVICE' : a)),
+      );
+    t.is((await ask(0)).code, 10, 'first: unknown device');
+    t.is((await ask(1)).code, 10, 'second, at the other node: unknown device');
+    const third = await ask(0);
+    t.is(third.code, 23, third.stderr);
+    t.regex(third.stderr, /PEERLINK_ERR_RATE_LIMITED/);
+  },
+);
 
 test('while Redis is away (or a call fails) the node answers from its own bucket, which every check charges', async (t) => {
   let up = true;

@@ -21,18 +21,36 @@ test('a [redis] table makes the node one of several; limits per minute become pe
   const s = check(
     '[redis]\nurl = "redis://10.0.0.5:6379"\nnode_id = "rdv-1"\n[limits]\nrequests_per_device_per_min = 30\nrequests_per_device_burst = 5\nregistrations_per_source_per_s = 0\n[metrics]\nenabled = true\nport = 0\n',
   );
-  t.deepEqual(s.redis, { url: 'redis://10.0.0.5:6379', clusterNodes: undefined, refreshAfterMs: 60_000, nodeId: 'rdv-1', keyPrefix: 'pl:', tlsAddress: undefined, username: undefined, passwordFile: undefined });
+  t.deepEqual(s.redis, {
+    url: 'redis://10.0.0.5:6379',
+    clusterNodes: undefined,
+    refreshAfterMs: 60_000,
+    nodeId: 'rdv-1',
+    keyPrefix: 'pl:',
+    tlsAddress: undefined,
+    username: undefined,
+    passwordFile: undefined,
+  });
   t.deepEqual(s.limits.requestsPerDevice, { perSecond: 0.5, burst: 5 });
   t.is(s.limits.registrationsPerSource.perSecond, 0);
   t.deepEqual(s.metrics, { enabled: true, host: '127.0.0.1', port: 0 });
 });
 
 test('every problem is reported at once, naming the key', (t) => {
-  const err = t.throws(() => check('[redis]\nurl = "http://x"\nnode_id = "has space"\ncolour = 1\n[limits]\nrequests_per_source_burst = 0\n[metrics]\nport = 70000\n'), {
-    instanceOf: ConfigError,
-  });
+  const err = t.throws(
+    () =>
+      check(
+        '[redis]\nurl = "http://x"\nnode_id = "has space"\ncolour = 1\n[limits]\nrequests_per_source_burst = 0\n[metrics]\nport = 70000\n',
+      ),
+    {
+      instanceOf: ConfigError,
+    },
+  );
   for (const key of ['redis.url', 'redis.node_id', 'colour', 'limits.requests_per_source_burst', 'metrics.port']) {
-    t.true(err!.problems.some((p) => p.includes(key)), `${key} in ${err!.problems.join(' | ')}`);
+    t.true(
+      err!.problems.some((p) => p.includes(key)),
+      `${key} in ${err!.problems.join(' | ')}`,
+    );
   }
 });
 
@@ -48,12 +66,17 @@ test('[redis] cluster_nodes: the seed nodes of a Redis Cluster, instead of url; 
     ['cluster_nodes = "10.0.0.5:6379"', 'redis.cluster_nodes'],
     ['refresh_after_ms = 10', 'redis.refresh_after_ms'],
   ] as const) {
-    const err = t.throws(() => check(`[redis]\n${extra.startsWith('refresh') ? 'url = "redis://x:1"\n' : ''}${extra}\n`), { instanceOf: ConfigError });
-    t.true(err!.problems.some((p) => p.includes(key)), `${extra}: ${err!.problems.join(' | ')}`);
+    const err = t.throws(() => check(`[redis]\n${extra.startsWith('refresh') ? 'url = "redis://x:1"\n' : ''}${extra}\n`), {
+      instanceOf: ConfigError,
+    });
+    t.true(
+      err!.problems.some((p) => p.includes(key)),
+      `${extra}: ${err!.problems.join(' | ')}`,
+    );
   }
 });
 
-test('[redis] username and password_file: a cluster\'s password from a file (relative to the settings); with url they go in the URL', (t) => {
+test("[redis] username and password_file: a cluster's password from a file (relative to the settings); with url they go in the URL", (t) => {
   const s = check('[redis]\ncluster_nodes = ["10.0.0.5:6379"]\nusername = "peerlink"\npassword_file = "redis.password"\n');
   t.is(s.redis?.username, 'peerlink');
   t.is(s.redis?.passwordFile, '/etc/peerlink/redis.password');
@@ -63,6 +86,9 @@ test('[redis] username and password_file: a cluster\'s password from a file (rel
     ['cluster_nodes = ["10.0.0.5:6379"]\nusername = "has space"', 'redis.username'],
   ] as const) {
     const err = t.throws(() => check(`[redis]\n${extra}\n`), { instanceOf: ConfigError });
-    t.true(err!.problems.some((p) => p.includes(key)), `${extra}: ${err!.problems.join(' | ')}`);
+    t.true(
+      err!.problems.some((p) => p.includes(key)),
+      `${extra}: ${err!.problems.join(' | ')}`,
+    );
   }
 });

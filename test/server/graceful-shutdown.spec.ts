@@ -34,7 +34,14 @@ test('SIGTERM: no new requests, the one in flight completes, exit 0', async (t) 
 
   process.kill(agentPid, 'SIGCONT');
   const r = await inFlight;
-  t.is(r.code, 0, `the request in flight completed: ${r.stderr}\n${f.server.lines.map((l) => JSON.stringify(l)).join("\n")}\n${f.agent.lines.slice(-8).map((l) => JSON.stringify(l)).join("\n")}`);
+  t.is(
+    r.code,
+    0,
+    `the request in flight completed: ${r.stderr}\n${f.server.lines.map((l) => JSON.stringify(l)).join('\n')}\n${f.agent.lines
+      .slice(-8)
+      .map((l) => JSON.stringify(l))
+      .join('\n')}`,
+  );
   t.is(r.sha256, createHash('sha256').update(data).digest('hex'));
   t.is(await f.server.exited, 0);
   t.truthy(f.server.lines.find((l) => l.msg === 'stopped'));

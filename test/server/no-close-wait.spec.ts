@@ -64,9 +64,18 @@ test('after refusals, stray connections and a burst through --listen, the server
   const sequential: string[] = [];
   for (let i = 0; i < SEQUENTIAL; i++) sequential.push(await roundTrip(listenPort));
   const unknown = await Promise.all(
-    [1, 2, 3].map(() => runNode(PROGRAMS.client, f.clientArgs('echo', ['--stdio']).map((a) => (a === f.setup.equipmentId ? 'TV-NOBODY' : a)))),
+    [1, 2, 3].map(() =>
+      runNode(
+        PROGRAMS.client,
+        f.clientArgs('echo', ['--stdio']).map((a) => (a === f.setup.equipmentId ? 'TV-NOBODY' : a)),
+      ),
+    ),
   );
-  t.deepEqual(unknown.map((r) => r.code), [10, 10, 10], 'refused: unknown device');
+  t.deepEqual(
+    unknown.map((r) => r.code),
+    [10, 10, 10],
+    'refused: unknown device',
+  );
   const target = { port: f.setup.tlsPort, caPem: f.setup.caPem, equipmentId: 'TV-NOBODY' };
   const kinds: StrayKind[] = ['silentHandshake', 'halfClosedHandshake', 'halfClosedSecure', 'requestThenGone', 'requestThenHalfClosed'];
   for (const kind of kinds) for (let i = 0; i < STRAYS_EACH; i++) await openStray(t, target, kind);

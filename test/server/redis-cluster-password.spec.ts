@@ -30,7 +30,12 @@ test.after.always(async () => {
 
 async function node(nodeId: string, password: string | undefined, seed = 0): Promise<RedisRegistry> {
   const r = createRedisRegistry({
-    clusterNodes: [cluster.seeds[seed]!], nodeId, keyPrefix: 'pw:', forgetAfterMs: 600_000, logger: silentLogger(), commandTimeoutMs: 2000,
+    clusterNodes: [cluster.seeds[seed]!],
+    nodeId,
+    keyPrefix: 'pw:',
+    forgetAfterMs: 600_000,
+    logger: silentLogger(),
+    commandTimeoutMs: 2000,
     ...(password === undefined ? {} : { password }),
   });
   open.push(r);
@@ -46,37 +51,55 @@ async function until(what: string, ok: () => boolean, ms = 15_000): Promise<void
   }
 }
 
-redisSerialTest('a cluster with requirepass: with the password, registrations on every shard and messages between nodes work', async (t) => {
-  const a = await node('pw-a', PASSWORD, 0);
-  const b = await node('pw-b', PASSWORD, 3);
-  await until('both nodes up', () => a.up && b.up);
-  // Enough devices to touch all three primaries.
-  for (let i = 0; i < 30; i++) t.is((await a.record(`PW-${i}`, { address: '202.204.16.13', port: 4000 + i, lastSeenMs: Date.now(), lastTimestampMs: 1000 })).outcome, 'accepted');
-  for (let i = 0; i < 30; i++) t.is((await b.lookup(`PW-${i}`))?.port, 4000 + i);
-  const got: NodeMessage[] = [];
-  b.onMessage((m) => got.push(m));
-  const m: NodeMessage = { kind: 'attached', requestId: '0'.repeat(32), byNode: 'pw-a' };
-  let delivered = 0;
-  for (let i = 0; i < 100 && delivered === 0; i++) {
-    delivered = await a.send('pw-b', m);
-    if (delivered === 0) await new Promise((r) => setTimeout(r, 100));
-  }
-  t.is(delivered, 1, 'node b subscribed and got the message');
-  await until('the message arrived', () => got.length > 0);
-  t.deepEqual(got[0], m);
-});
+redisSerialTest(
+  'a cluster with requirepass: with the password, registrations on every shard and messages between nodes work',
+  async (t) => {
+    const a = await node('pw-a', PASSWORD, 0);
+    const b = await node('pw-b', PASSWORD, 3);
+    await until('both nodes up', () => a.up && b.up);
+    // Enough devices to touch all three primaries.
+    for (let i = 0; i < 30; i++)
+      t.is(
+        (await a.record(`PW-${i}`, { address: '202.204.16.13', port: 4000 + i, lastSeenMs: Date.now(), lastTimestampMs: 1000 })).outcome,
+        'accepted',
+      );
+    for (let i = 0; i < 30; i++) t.is((await b.lookup(`PW-${i}`))?.port, 4000 + i);
+    const got: NodeMessage[] = [];
+    b.onMessage((m) => got.push(m));
+    const m: NodeMessage = { kind: 'attached', requestId: '0'.repeat(32), byNode: 'pw-a' };
+    let delivered = 0;
+    for (let i = 0; i < 100 && delivered === 0; i++) {
+      delivered = await a.send('pw-b', m);
+      if (delivered === 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    t.is(delivered, 1, 'node b subscribed and got the message');
+    await until('the message arrived', () => got.length > 0);
+    t.deepEqual(got[0], m);
+  },
+);
 
 redisSerialTest('a cluster with requirepass: a wrong password, or none, reaches nothing', async (t) => {
   for (const password of ['not-the-password', undefined]) {
     const r = await node(`pw-${password ?? 'none'}`, password);
     await new Promise((res) => setTimeout(res, 1500));
     t.false(r.up, `password ${password ?? '(none)'}: the registry must not come up`);
-    await t.throwsAsync(Promise.resolve(r.record('PW-X', { address: '202.204.16.13', port: 1, lastSeenMs: Date.now(), lastTimestampMs: 1 })));
+    await t.throwsAsync(
+      Promise.resolve(r.record('PW-X', { address: '202.204.16.13', port: 1, lastSeenMs: Date.now(), lastTimestampMs: 1 })),
+    );
   }
 });
 
 test('the password of a single Redis goes in its URL, not in password', (t) => {
-  t.throws(() => createRedisRegistry({ url: 'redis://127.0.0.1:1', password: 'x', nodeId: 'n', keyPrefix: 'p:', forgetAfterMs: 1000, logger: silentLogger() }));
+  t.throws(() =>
+    createRedisRegistry({
+      url: 'redis://127.0.0.1:1',
+      password: 'x',
+      nodeId: 'n',
+      keyPrefix: 'p:',
+      forgetAfterMs: 1000,
+      logger: silentLogger(),
+    }),
+  );
 });
 
 redisSerialTest('the real server with [redis] password_file registers the real agent in the password-protected cluster', async (t) => {
@@ -92,14 +115,25 @@ redisSerialTest('the real server with [redis] password_file registers the real a
   const server = startProgram('server', ['--config', setup.serverConfig]);
   t.teardown(() => server.stop().then(() => undefined));
   await server.waitFor((l) => l.msg === 'redis reachable: the shared registry is in use');
-  t.false(server.lines.some((l) => JSON.stringify(l).includes(PASSWORD)), 'the password is never logged');
+  t.false(
+    server.lines.some((l) => JSON.stringify(l).includes(PASSWORD)),
+    'the password is never logged',
+  );
   const agent = startProgram('agent', ['--config', setup.agentConfig]);
   t.teardown(() => agent.stop().then(() => undefined));
   await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
-  const reader = createRedisRegistry({ clusterNodes: [cluster.seeds[2]!], password: PASSWORD, nodeId: 'pw-reader', keyPrefix: 'pws:', forgetAfterMs: 600_000, logger: silentLogger() });
+  const reader = createRedisRegistry({
+    clusterNodes: [cluster.seeds[2]!],
+    password: PASSWORD,
+    nodeId: 'pw-reader',
+    keyPrefix: 'pws:',
+    forgetAfterMs: 600_000,
+    logger: silentLogger(),
+  });
   open.push(reader);
   await reader.start();
   let e;
-  for (let i = 0; i < 50 && !(e = await reader.lookup(setup.equipmentId).catch(() => undefined)); i++) await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 50 && !(e = await reader.lookup(setup.equipmentId).catch(() => undefined)); i++)
+    await new Promise((r) => setTimeout(r, 100));
   t.is(e?.node, 'pw-server');
 });

@@ -22,7 +22,14 @@ test.after.always(async () => {
 
 async function node(nodeId: string, keyPrefix: string, seed = 0, refreshAfterMs = 60_000): Promise<RedisRegistry> {
   // Each node is given one different seed: it learns the rest of the cluster from it.
-  const r = createRedisRegistry({ clusterNodes: [cluster.seeds[seed]!], nodeId, keyPrefix, forgetAfterMs: 600_000, refreshAfterMs, logger: silentLogger() });
+  const r = createRedisRegistry({
+    clusterNodes: [cluster.seeds[seed]!],
+    nodeId,
+    keyPrefix,
+    forgetAfterMs: 600_000,
+    refreshAfterMs,
+    logger: silentLogger(),
+  });
   open.push(r);
   await r.start();
   return r;
@@ -61,24 +68,27 @@ redisSerialTest('a cluster: newest registration wins across nodes, keys spread o
   t.is(await a.send('node-gone', attached(1)), 0, 'nobody listens for a node that is not running');
 });
 
-redisSerialTest('write on change keeps P1 across nodes: another node cannot take a device its holder keeps fresh with a timestamp it may have accepted unwritten', async (t) => {
-  const refresh = 10_000;
-  const a = await node('node-a', 'c2:', 0, refresh);
-  const b = await node('node-b', 'c2:', 2, refresh);
-  const now = Date.now();
-  t.like(await a.record('TV-2', entry(now, 4000, now)), { outcome: 'accepted' });
-  // node-a skips writes for up to `refresh`: a registration it accepted meanwhile (timestamp
-  // now + 5 s) is replayed at node-b. Newer than the shared entry, but node-b must not take it.
-  t.deepEqual(await b.record('TV-2', { ...entry(now + 5000, 4000, now), node: 'node-b' }), { outcome: 'held' });
-  t.like(await a.lookup('TV-2'), { node: 'node-a', lastTimestampMs: now }, 'untouched');
-  // Newer than anything node-a can have accepted unwritten: a genuine move.
-  t.like(await b.record('TV-2', { ...entry(now + refresh + 1, 5000, now), node: 'node-b' }), { outcome: 'accepted', moved: true });
-  t.like(await a.lookup('TV-2'), { node: 'node-b', port: 5000 });
-  // The holder stopped refreshing (its entry is due): any newer registration moves the device.
-  const old = now - refresh - 1;
-  await a.record('TV-3', { ...entry(old, 4000, old), node: 'node-a' });
-  t.like(await b.record('TV-3', { ...entry(old + 1, 5000, now), node: 'node-b' }), { outcome: 'accepted', moved: true });
-});
+redisSerialTest(
+  'write on change keeps P1 across nodes: another node cannot take a device its holder keeps fresh with a timestamp it may have accepted unwritten',
+  async (t) => {
+    const refresh = 10_000;
+    const a = await node('node-a', 'c2:', 0, refresh);
+    const b = await node('node-b', 'c2:', 2, refresh);
+    const now = Date.now();
+    t.like(await a.record('TV-2', entry(now, 4000, now)), { outcome: 'accepted' });
+    // node-a skips writes for up to `refresh`: a registration it accepted meanwhile (timestamp
+    // now + 5 s) is replayed at node-b. Newer than the shared entry, but node-b must not take it.
+    t.deepEqual(await b.record('TV-2', { ...entry(now + 5000, 4000, now), node: 'node-b' }), { outcome: 'held' });
+    t.like(await a.lookup('TV-2'), { node: 'node-a', lastTimestampMs: now }, 'untouched');
+    // Newer than anything node-a can have accepted unwritten: a genuine move.
+    t.like(await b.record('TV-2', { ...entry(now + refresh + 1, 5000, now), node: 'node-b' }), { outcome: 'accepted', moved: true });
+    t.like(await a.lookup('TV-2'), { node: 'node-b', port: 5000 });
+    // The holder stopped refreshing (its entry is due): any newer registration moves the device.
+    const old = now - refresh - 1;
+    await a.record('TV-3', { ...entry(old, 4000, old), node: 'node-a' });
+    t.like(await b.record('TV-3', { ...entry(old + 1, 5000, now), node: 'node-b' }), { outcome: 'accepted', moved: true });
+  },
+);
 
 redisSerialTest('fleet-wide limits: two nodes share one bucket per key (GCRA in Lua, one round trip)', async (t) => {
   const a = await node('node-a', 'c3:', 0);
@@ -92,37 +102,42 @@ redisSerialTest('fleet-wide limits: two nodes share one bucket per key (GCRA in 
   t.false(await b.limit('rs', '198.51.100.7', interval, tolerance, false), 'a check charges nothing and sees the shared bucket');
 });
 
-redisSerialTest('failover: a primary is killed, its replica takes over; registrations, lookups and messages recover by themselves', async (t) => {
-  const a = await node('node-a', 'c4:', 0);
-  const b = await node('node-b', 'c4:', 1);
-  const got: NodeMessage[] = [];
-  b.onMessage((m) => got.push(m));
-  await until('b subscribed', async () => (await a.send('node-b', attached(0))) === 1);
-  // Kill the primary that holds node-b's channel: its subscription must move to the new primary.
-  const victim = await cluster.primaryFor('c4:n:node-b');
-  for (let i = 0; i < 20; i++) await a.record(`FO-${i}`, entry(1));
-  const validBefore = a.writesValidSinceMs;
-  const { failoverMs } = await cluster.killPrimary(victim);
-  const t0 = Date.now();
-  let n = 0;
-  const writesBackMs = await until('a write to every shard', async () => {
-    try {
-      for (let i = 0; i < 20; i++) await a.record(`FO-${i}`, entry(2 + n));
-      n++;
-      return true;
-    } catch {
-      n++;
-      return false;
-    }
-  });
-  got.length = 0;
-  let k = 1;
-  const messagesBackMs = await until('a message through the new primary', async () => {
-    await a.send('node-b', attached(k++)).catch(() => 0);
-    await new Promise((r) => setTimeout(r, 100));
-    return got.length > 0;
-  });
-  t.true((await b.lookup('FO-7'))!.lastTimestampMs >= 2);
-  t.true(a.writesValidSinceMs > validBefore, 'entries written before the failover are rewritten at their next registration');
-  t.log(`primary killed: cluster whole again after ${failoverMs} ms; node writes ok ${writesBackMs} ms and messages ${messagesBackMs} ms after that (total ${Date.now() - t0 + failoverMs} ms)`);
-});
+redisSerialTest(
+  'failover: a primary is killed, its replica takes over; registrations, lookups and messages recover by themselves',
+  async (t) => {
+    const a = await node('node-a', 'c4:', 0);
+    const b = await node('node-b', 'c4:', 1);
+    const got: NodeMessage[] = [];
+    b.onMessage((m) => got.push(m));
+    await until('b subscribed', async () => (await a.send('node-b', attached(0))) === 1);
+    // Kill the primary that holds node-b's channel: its subscription must move to the new primary.
+    const victim = await cluster.primaryFor('c4:n:node-b');
+    for (let i = 0; i < 20; i++) await a.record(`FO-${i}`, entry(1));
+    const validBefore = a.writesValidSinceMs;
+    const { failoverMs } = await cluster.killPrimary(victim);
+    const t0 = Date.now();
+    let n = 0;
+    const writesBackMs = await until('a write to every shard', async () => {
+      try {
+        for (let i = 0; i < 20; i++) await a.record(`FO-${i}`, entry(2 + n));
+        n++;
+        return true;
+      } catch {
+        n++;
+        return false;
+      }
+    });
+    got.length = 0;
+    let k = 1;
+    const messagesBackMs = await until('a message through the new primary', async () => {
+      await a.send('node-b', attached(k++)).catch(() => 0);
+      await new Promise((r) => setTimeout(r, 100));
+      return got.length > 0;
+    });
+    t.true((await b.lookup('FO-7'))!.lastTimestampMs >= 2);
+    t.true(a.writesValidSinceMs > validBefore, 'entries written before the failover are rewritten at their next registration');
+    t.log(
+      `primary killed: cluster whole again after ${failoverMs} ms; node writes ok ${writesBackMs} ms and messages ${messagesBackMs} ms after that (total ${Date.now() - t0 + failoverMs} ms)`,
+    );
+  },
+);

@@ -26,7 +26,9 @@ redisTest('outage: the device node still serves its device, the other says it ca
   t.is(before.code, 0, `before the outage: ${before.stderr}`);
 
   await redis.stop();
-  await Promise.all(f.nodes.map((n) => n.waitFor((l) => l.msg === 'redis unreachable: serving devices registered at this node only; retrying', 10_000)));
+  await Promise.all(
+    f.nodes.map((n) => n.waitFor((l) => l.msg === 'redis unreachable: serving devices registered at this node only; retrying', 10_000)),
+  );
   for (const port of f.metricsPorts) {
     const h = await httpGet(port, '/healthz');
     t.is(h.status, 503, 'load balancers are told');
@@ -50,7 +52,9 @@ redisTest('outage: the device node still serves its device, the other says it ca
   // Each node reconnects on its own back-off: wait for both (node 2's health is read next), and
   // only for lines logged after the restart (waitFor also matches lines already seen).
   await Promise.all(
-    f.nodes.map((n, i) => n.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('redis back') && n.lines.indexOf(l) >= seenBefore[i]!, 15_000)),
+    f.nodes.map((n, i) =>
+      n.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('redis back') && n.lines.indexOf(l) >= seenBefore[i]!, 15_000),
+    ),
   );
   const h = await httpGet(f.metricsPorts[1], '/healthz');
   t.is(h.status, 200);

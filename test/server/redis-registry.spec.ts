@@ -66,7 +66,15 @@ redisTest('entries expire by themselves; every key has a hash tag (Redis Cluster
   await a.record('TV-3', entry(1));
   await a.putPending(
     '00ff',
-    { equipmentId: 'TV-3', clientNode: 'node-a', clientAddress: '4.17.168.2', clientPort: 1, advertisedPort: 5000, sealedRequest: Buffer.alloc(0), notifiedAtMs: 0 },
+    {
+      equipmentId: 'TV-3',
+      clientNode: 'node-a',
+      clientAddress: '4.17.168.2',
+      clientPort: 1,
+      advertisedPort: 5000,
+      sealedRequest: Buffer.alloc(0),
+      notifiedAtMs: 0,
+    },
     300,
   );
   const keys = await a.client.keys('t3:*');
@@ -75,7 +83,12 @@ redisTest('entries expire by themselves; every key has a hash tag (Redis Cluster
   const ttl = await a.client.pttl('t3:{d:TV-3}');
   t.true(ttl > 0 && ttl <= 300, `TTL ${ttl}`);
   // Redis expires them on its own clock; wait for that (the TTL asserted above bounds when), not a fixed time.
-  await waitUntil(async () => (await a.lookup('TV-3')) === undefined && (await a.getPending('00ff')) === undefined, 'both entries expired', 10_000, 25);
+  await waitUntil(
+    async () => (await a.lookup('TV-3')) === undefined && (await a.getPending('00ff')) === undefined,
+    'both entries expired',
+    10_000,
+    25,
+  );
   t.deepEqual(await a.client.keys('t3:*'), [], 'gone after forget_after_ms');
 });
 
@@ -125,7 +138,11 @@ redisTest('what does not decode is dropped and counted, never delivered: a messa
   b.onMessage((m) => got.push(m));
   await subscribed(a, 't6:', 'node-b');
   // Straight onto b's channel, as anything with write access to Redis could.
-  const bad = ['not json', '{"t":"attached","r":"xyz","by":"node-a"}', '{"t":"verdict","r":"' + 'aa'.repeat(16) + '","s":0,"by":"node-a","c":[[2,"1.2.3.4",0]]}'];
+  const bad = [
+    'not json',
+    '{"t":"attached","r":"xyz","by":"node-a"}',
+    '{"t":"verdict","r":"' + 'aa'.repeat(16) + '","s":0,"by":"node-a","c":[[2,"1.2.3.4",0]]}',
+  ];
   for (const text of bad) t.is(await a.client.publish('t6:n:node-b', text), 1);
   const good: NodeMessage = { kind: 'attached', requestId: 'cc'.repeat(16), byNode: 'node-a' };
   await a.send('node-b', good);

@@ -27,7 +27,10 @@ test('one SIGTERM ends the server within grace + 2 s, exit 0, with what was left
   });
 
   // An idle relay session: the device cannot dial the client (the advertised port is closed).
-  const client = startProgram('client', f.clientArgs('echo', ['--listen', `127.0.0.1:${await freePort()}`, '--advertise-port', String(await freePort())]));
+  const client = startProgram(
+    'client',
+    f.clientArgs('echo', ['--listen', `127.0.0.1:${await freePort()}`, '--advertise-port', String(await freePort())]),
+  );
   t.teardown(() => client.stop().then(() => undefined));
   await waitForStderr(client, /serving/, 30_000);
   await f.server.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('relay session paired'));
@@ -48,21 +51,37 @@ test('one SIGTERM ends the server within grace + 2 s, exit 0, with what was left
   await f.server.waitFor((l) => l.msg === 'S205 notification sent to the device mapping' && ++notified === 2, 15_000);
 
   const target = { port: f.setup.tlsPort, caPem: f.setup.caPem, equipmentId: f.setup.equipmentId };
-  const strays: StrayKind[] = ['silentHandshake', 'silentHandshake', 'halfClosedHandshake', 'silentSecure', 'silentSecure', 'halfClosedSecure', 'requestThenHalfClosed'];
+  const strays: StrayKind[] = [
+    'silentHandshake',
+    'silentHandshake',
+    'halfClosedHandshake',
+    'silentSecure',
+    'silentSecure',
+    'halfClosedSecure',
+    'requestThenHalfClosed',
+  ];
   for (const kind of strays) await openStray(t, target, kind);
 
   const signalledAt = Date.now();
   f.server.child.kill('SIGTERM');
-  const code = await Promise.race([f.server.exited, new Promise<'still running'>((r) => setTimeout(() => r('still running'), GIVE_UP_MS).unref())]);
+  const code = await Promise.race([
+    f.server.exited,
+    new Promise<'still running'>((r) => setTimeout(() => r('still running'), GIVE_UP_MS).unref()),
+  ]);
   const tookMs = Date.now() - signalledAt;
   const closing = f.server.lines.filter((l) => l.msg === 'closing the connections still open');
-  t.log(`exit ${String(code)} after ${tookMs} ms (grace ${GRACE_MS} ms); left at the end of the grace: ${JSON.stringify(closing[0]?.open)}`);
+  t.log(
+    `exit ${String(code)} after ${tookMs} ms (grace ${GRACE_MS} ms); left at the end of the grace: ${JSON.stringify(closing[0]?.open)}`,
+  );
   t.is(code, 0);
   t.true(tookMs <= GRACE_MS + OVER_GRACE_MS, `exited within grace + ${OVER_GRACE_MS} ms (took ${tookMs} ms)`);
   t.is(closing.length, 1, 'one line lists what was left');
   t.like(closing[0], { open: { client: 1, relay: 2 } });
   const open = closing[0]!.open as Record<string, number>;
   t.true(open.handshake! >= 2 && open.unidentified! >= 2, 'the silent handshakes and secure connections are listed');
-  t.truthy(f.server.lines.find((l) => l.msg === 'stopped'), 'the stop completed (not the backstop)');
+  t.truthy(
+    f.server.lines.find((l) => l.msg === 'stopped'),
+    'the stop completed (not the backstop)',
+  );
   t.is((await inFlight).code, 24, 'the request still waiting for its device is told the node is shutting down (SERVER_DEGRADED)');
 });

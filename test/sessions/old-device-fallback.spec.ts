@@ -20,5 +20,7 @@ test('a device without sessions: --listen falls back to a tunnel per connection'
   // The refused session request, then a tunnel for each of the three connections.
   t.is(await flow.rendezvous(), 4);
   t.is(flow.agent.lines.filter((l) => String(l.msg).includes('a session with streams was asked for')).length, 1, 'asked once only');
-  t.true(client.stderr.some((l) => /does not offer sessions/.test(l)) || client.lines.some((l) => /does not offer sessions/.test(String(l.msg))));
+  t.true(
+    client.stderr.some((l) => /does not offer sessions/.test(l)) || client.lines.some((l) => /does not offer sessions/.test(String(l.msg))),
+  );
 });

@@ -27,7 +27,12 @@ test('100 sequential connections through --listen cause one rendezvous; one more
   t.is(flow.agent.lines.filter((l) => l.msg === 'S209 session ended').length, 0, 'the session is still up');
 
   // No local connection for longer than the idle time: the client closes the session, the device sees it end.
-  await waitUntil(() => flow.agent.lines.some((l) => l.msg === 'S209 session ended'), 'the device sees the idle session end', IDLE_MS + 10_000, 50);
+  await waitUntil(
+    () => flow.agent.lines.some((l) => l.msg === 'S209 session ended'),
+    'the device sees the idle session end',
+    IDLE_MS + 10_000,
+    50,
+  );
   const ended = flow.agent.lines.find((l) => l.msg === 'S209 session ended')!;
   t.is(ended.streams, 100, 'the device served the 100 connections as streams of that one session');
   t.is(await exchange(port, 'after-idle'), 'after-idle');

@@ -64,5 +64,8 @@ test('a stream naming a service not allowed is refused; other streams on the sam
 
   t.is(await flow.rendezvous(), 1, 'every stream, refused or not, rode one rendezvous');
   const refusals = flow.agent.lines.filter((l) => String(l.msg).startsWith('stream refused'));
-  t.deepEqual(refusals.map((l) => l.service), ['secret', 'peerlink-session', 'web']);
+  t.deepEqual(
+    refusals.map((l) => l.service),
+    ['secret', 'peerlink-session', 'web'],
+  );
 });

@@ -41,7 +41,12 @@ echo ok > $R/done
 `;
 
 function props(text: string): Record<string, string> {
-  return Object.fromEntries(text.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  return Object.fromEntries(
+    text
+      .trim()
+      .split('\n')
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
 }
 
 systemdTest('behind a NAT with a UPnP gateway, the agent unit maps its reverse port and systemctl stop removes the mapping', async (t) => {
@@ -80,7 +85,14 @@ systemdTest('behind a NAT with a UPnP gateway, the agent unit maps its reverse p
         await new Promise((r) => setTimeout(r, 200));
       }
     })();
-    const r = await runInNspawn({ dir, stagedUsr: join(stage, 'usr'), script: SCRIPT, binds: [[etc, '/etc/peerlink']], netns: lab.device.host, timeoutMs: 120_000 });
+    const r = await runInNspawn({
+      dir,
+      stagedUsr: join(stage, 'usr'),
+      script: SCRIPT,
+      binds: [[etc, '/etc/peerlink']],
+      netns: lab.device.host,
+      timeoutMs: 120_000,
+    });
     watching = false;
     await watcher;
     const after = await rules();
@@ -99,7 +111,12 @@ systemdTest('behind a NAT with a UPnP gateway, the agent unit maps its reverse p
     t.is(external, `${lab.device.publicAddress}:${port}`);
     const mapped = props(await get('mapped.props'));
     t.is(mapped.ActiveState, 'active');
-    t.regex(mapped.StatusText ?? '', new RegExp(`^registered with ${ADDR.server.replace(/\./g, '\\.')}:7400 as ${lab.device.publicAddress.replace(/\./g, '\\.')}:\\d+; port mapping ${external} via (upnp|natpmp)$`));
+    t.regex(
+      mapped.StatusText ?? '',
+      new RegExp(
+        `^registered with ${ADDR.server.replace(/\./g, '\\.')}:7400 as ${lab.device.publicAddress.replace(/\./g, '\\.')}:\\d+; port mapping ${external} via (upnp|natpmp)$`,
+      ),
+    );
     t.true(seen.has(port), `the router forwarded port ${port} while the agent ran (seen: ${[...seen].join(', ')})`);
     t.log(`StatusText: ${mapped.StatusText}`);
 

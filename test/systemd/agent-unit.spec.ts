@@ -74,7 +74,12 @@ echo ok > $R/done
 `;
 
 function props(text: string): Record<string, string> {
-  return Object.fromEntries(text.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  return Object.fromEntries(
+    text
+      .trim()
+      .split('\n')
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
 }
 
 systemdTest('the agent and server units under systemd 252: ready, reload, watchdog restart, clean stop, unreachable server', async (t) => {
@@ -135,7 +140,9 @@ systemdTest('the agent and server units under systemd 252: ready, reload, watchd
     t.is(verify.trim(), '', `systemd-analyze verify complains:\n${verify}`);
     const security = (await get('security-agent.txt')).match(/Overall exposure level for \S+: ([\d.]+) (\S+)/);
     t.truthy(security, 'systemd-analyze security printed a score');
-    t.log(`exposure: agent ${security?.[1]} ${security?.[2]}; server ${(await get('security-server.txt')).match(/Overall exposure level for \S+: ([\d.]+ \S+)/)?.[1]}`);
+    t.log(
+      `exposure: agent ${security?.[1]} ${security?.[2]}; server ${(await get('security-server.txt')).match(/Overall exposure level for \S+: ([\d.]+ \S+)/)?.[1]}`,
+    );
 
     // start
     t.is((await get('start.rc')).trim(), '0');
@@ -163,7 +170,10 @@ systemdTest('the agent and server units under systemd 252: ready, reload, watchd
     // a broken file: refused, old settings kept, still registered
     const s2b = JSON.parse(await get('2b-refused.status.json')) as Record<string, any>;
     t.false(s2b.lastReload.ok);
-    t.true(s2b.lastReload.problems.some((p: string) => p.includes('bogus_key')) && s2b.lastReload.problems.some((p: string) => p.includes('registration.interval_ms')));
+    t.true(
+      s2b.lastReload.problems.some((p: string) => p.includes('bogus_key')) &&
+        s2b.lastReload.problems.some((p: string) => p.includes('registration.interval_ms')),
+    );
     t.deepEqual(s2b.services, ['echo', 'added-by-reload']);
     t.is(s2b.registration, 'registered');
     t.regex(props(await get('2b-refused.props')).StatusText ?? '', /last reload refused/);

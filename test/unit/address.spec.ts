@@ -75,9 +75,13 @@ test('a bad family byte is a ProtocolError naming the field', (t) => {
 });
 
 test('truncated endpoints are ProtocolErrors', (t) => {
-  for (const ep of [{ address: '192.0.2.1', port: 80 }, { address: '2001:db8::1', port: 80 }]) {
+  for (const ep of [
+    { address: '192.0.2.1', port: 80 },
+    { address: '2001:db8::1', port: 80 },
+  ]) {
     const { bytes } = roundTrip(ep);
-    for (let n = 0; n < bytes.length; n++) throwsProtocolError(t, () => readEndpoint(new ByteReader(bytes.subarray(0, n), 'x'), 'ep'), `${ep.address} prefix ${n}`);
+    for (let n = 0; n < bytes.length; n++)
+      throwsProtocolError(t, () => readEndpoint(new ByteReader(bytes.subarray(0, n), 'x'), 'ep'), `${ep.address} prefix ${n}`);
   }
 });
 
@@ -204,7 +208,8 @@ test('mayDial: ordinary always; never multicast, unspecified, broadcast; link-lo
       for (const doc of ['2001:db8::7', '3fff::7', '::1.2.3.4', '100::7']) t.false(mayDial(doc, policy, server), `${doc} ${tag}`);
       t.is(mayDial('169.254.10.10', policy, server), policy.allowLinkLocal, `link-local ${tag}`);
       t.is(mayDial('fe80::1', policy, server), policy.allowLinkLocal, `fe80 ${tag}`);
-      for (const never of ['224.0.0.1', 'ff02::1', '0.0.0.0', '::', '255.255.255.255', 'not-an-ip']) t.false(mayDial(never, policy, server), `${never} ${tag}`);
+      for (const never of ['224.0.0.1', 'ff02::1', '0.0.0.0', '::', '255.255.255.255', 'not-an-ip'])
+        t.false(mayDial(never, policy, server), `${never} ${tag}`);
     }
   }
 });
@@ -214,7 +219,8 @@ test('mayDial: loopback only with allowLoopback and the server on loopback', (t)
     for (const [kind, server] of Object.entries(SERVERS)) {
       const tag = `${JSON.stringify(policy)} server ${server}`;
       const expected = policy.allowLoopback && kind === 'loopback';
-      for (const a of ['127.0.0.1', '::1', '::ffff:127.0.0.1', '127.9.9.9', '64:ff9b::127.0.0.1', '2002:7f00:1::']) t.is(mayDial(a, policy, server), expected, `${a} ${tag}`);
+      for (const a of ['127.0.0.1', '::1', '::ffff:127.0.0.1', '127.9.9.9', '64:ff9b::127.0.0.1', '2002:7f00:1::'])
+        t.is(mayDial(a, policy, server), expected, `${a} ${tag}`);
     }
   }
 });
@@ -224,7 +230,19 @@ test('mayDial: private, CGN and ULA only with the server on such an address or l
     for (const [kind, server] of Object.entries(SERVERS)) {
       const tag = `${JSON.stringify(policy)} server ${server}`;
       const expected = policy.allowPrivate || kind !== 'public';
-      for (const a of ['10.0.0.5', '172.20.1.1', '192.168.1.1', '100.64.1.1', 'fd00::1', '::ffff:10.1.1.1', '64:ff9b::10.1.1.1', '64:ff9b::c0a8:101', '64:ff9b:1::5', '2002:c0a8:101::1']) t.is(mayDial(a, policy, server), expected, `${a} ${tag}`);
+      for (const a of [
+        '10.0.0.5',
+        '172.20.1.1',
+        '192.168.1.1',
+        '100.64.1.1',
+        'fd00::1',
+        '::ffff:10.1.1.1',
+        '64:ff9b::10.1.1.1',
+        '64:ff9b::c0a8:101',
+        '64:ff9b:1::5',
+        '2002:c0a8:101::1',
+      ])
+        t.is(mayDial(a, policy, server), expected, `${a} ${tag}`);
     }
   }
   // An unknown server address counts as a public one (fail closed).
@@ -249,7 +267,8 @@ function expectedClass(address: string): AddressClass {
     if (b[0]! >= 224 && b[0]! <= 239) return 'multicast';
     if (b[0] === 0) return 'unspecified';
     if (b.every((x) => x === 255)) return 'broadcast';
-    if (b[0] === 10 || (b[0] === 172 && (b[1]! & 0xf0) === 16) || (b[0] === 192 && b[1] === 168) || (b[0] === 100 && (b[1]! & 0xc0) === 64)) return 'private';
+    if (b[0] === 10 || (b[0] === 172 && (b[1]! & 0xf0) === 16) || (b[0] === 192 && b[1] === 168) || (b[0] === 100 && (b[1]! & 0xc0) === 64))
+      return 'private';
     return 'ordinary';
   }
   if (b.subarray(0, 15).every((x) => x === 0) && b[15] === 1) return 'loopback';
@@ -270,10 +289,37 @@ const anyAddressArb = fc.oneof(
   ipv6Arb,
   ipv4Arb.map((a) => `::ffff:${a}`),
   // Addresses near the special ranges, so each class is hit often.
-  fc.tuple(fc.constantFrom('127', '169', '224', '239', '0', '255', '240', '10', '172', '192', '100'), fc.nat(255), fc.nat(255), fc.nat(255)).map((o) => o.join('.')),
-  fc.tuple(fc.constantFrom('fe80', 'febf', 'fec0', 'ff02', 'ff00', '0', '1', 'fc00', 'fdff', 'fe00', '2001:db8', '3fff', '3fff:fff', '100', '2002:a00', '2002:7f00', '64:ff9b:1'), fc.nat(0xffff)).map(([a, b]) => `${a}::${b.toString(16)}`),
+  fc
+    .tuple(fc.constantFrom('127', '169', '224', '239', '0', '255', '240', '10', '172', '192', '100'), fc.nat(255), fc.nat(255), fc.nat(255))
+    .map((o) => o.join('.')),
+  fc
+    .tuple(
+      fc.constantFrom(
+        'fe80',
+        'febf',
+        'fec0',
+        'ff02',
+        'ff00',
+        '0',
+        '1',
+        'fc00',
+        'fdff',
+        'fe00',
+        '2001:db8',
+        '3fff',
+        '3fff:fff',
+        '100',
+        '2002:a00',
+        '2002:7f00',
+        '64:ff9b:1',
+      ),
+      fc.nat(0xffff),
+    )
+    .map(([a, b]) => `${a}::${b.toString(16)}`),
   ipv4Arb.map((a) => `64:ff9b::${a}`),
-  fc.tuple(fc.constantFrom(10, 127, 169, 192, 8, 224, 255, 0), fc.nat(0xffffff)).map(([h, l]) => `64:ff9b::${((h << 8) | (l >> 16)).toString(16)}:${(l & 0xffff).toString(16)}`),
+  fc
+    .tuple(fc.constantFrom(10, 127, 169, 192, 8, 224, 255, 0), fc.nat(0xffffff))
+    .map(([h, l]) => `64:ff9b::${((h << 8) | (l >> 16)).toString(16)}:${(l & 0xffff).toString(16)}`),
   fc.constantFrom('::', '::1', '255.255.255.255', '0.0.0.0'),
 );
 

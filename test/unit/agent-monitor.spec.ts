@@ -16,21 +16,41 @@ function fixture(readyGraceMs = 60_000, portMapping: 'off' | 'auto' = 'off', kee
   let st: RegistrarStatus = { state: 'starting', publicEndpoint: null, server: null, lastAckMs: null, clockOffsetMs: 0 };
   const registrarCounters = new Counters(REGISTRAR_COUNTERS);
   const agent = {
-    status: () => st, counters: new Counters(AGENT_COUNTERS), registrar: { counters: registrarCounters },
-    portMapping: () => mapping, reversePort: () => 40000,
+    status: () => st,
+    counters: new Counters(AGENT_COUNTERS),
+    registrar: { counters: registrarCounters },
+    portMapping: () => mapping,
+    reversePort: () => 40000,
   } as unknown as Agent;
   const settings = checkAgentSettings(
-    { identity_file: 'id.toml', server: { host: 'rv.example' }, keepalive: { mode: keepalive }, reverse: { port_mapping: portMapping }, services: { http: '127.0.0.1:80' } },
+    {
+      identity_file: 'id.toml',
+      server: { host: 'rv.example' },
+      keepalive: { mode: keepalive },
+      reverse: { port_mapping: portMapping },
+      services: { http: '127.0.0.1:80' },
+    },
     '/a.toml',
   );
   const sent: string[][] = [];
   const notifier = createNotifier({ env: { NOTIFY_SOCKET: '@x' }, spawnNotify: async (args) => void sent.push([...args]) });
   const monitor = createAgentMonitor({
-    agent, settings: () => settings, equipmentId: 'TV-1', configFile: '/a.toml', notifier, stateFile: null,
-    timers: clock, readyGraceMs, tickMs: 60_000,
+    agent,
+    settings: () => settings,
+    equipmentId: 'TV-1',
+    configFile: '/a.toml',
+    notifier,
+    stateFile: null,
+    timers: clock,
+    readyGraceMs,
+    tickMs: 60_000,
   });
   return {
-    monitor, sent, registrarCounters, settings, clock,
+    monitor,
+    sent,
+    registrarCounters,
+    settings,
+    clock,
     advance: (ms: number) => clock.advance(ms),
     setStatus: (s: Partial<RegistrarStatus>) => (st = { ...st, ...s }),
     setMapping: (m: Mapping) => (mapping = m),
@@ -57,7 +77,10 @@ test('without a registration, READY=1 comes after the grace period with a STATUS
   f.setStatus({ state: 'unreachable' });
   f.monitor.start();
   await f.clock.advance(49);
-  t.false(f.sent.some((a) => a.includes('READY=1')), 'not before the grace period');
+  t.false(
+    f.sent.some((a) => a.includes('READY=1')),
+    'not before the grace period',
+  );
   await f.clock.advance(1);
   await f.monitor.stop();
   const ready = f.sent.find((a) => a.includes('READY=1'));

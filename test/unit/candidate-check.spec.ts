@@ -10,7 +10,10 @@ test('a mapping on the address the server sees the device from is passed on', (t
 });
 
 test('"0.0.0.0" and "::" mean the observed address', (t) => {
-  t.deepEqual(checkListenCandidates([listen('0.0.0.0', 7001), listen('::', 7002)], seen), [listen('202.204.16.13', 7001), listen('202.204.16.13', 7002)]);
+  t.deepEqual(checkListenCandidates([listen('0.0.0.0', 7001), listen('::', 7002)], seen), [
+    listen('202.204.16.13', 7001),
+    listen('202.204.16.13', 7002),
+  ]);
 });
 
 test('a device cannot point the client at another host (a victim, the client LAN, an inner NAT)', (t) => {
@@ -19,7 +22,11 @@ test('a device cannot point the client at another host (a victim, the client LAN
 });
 
 test('only LISTEN candidates, no duplicates, nothing without an observed address', (t) => {
-  const c = [listen('0.0.0.0', 7001), listen('202.204.16.13', 7001), { kind: CandidateKind.PUNCH, endpoint: { address: '202.204.16.13', port: 9 } }];
+  const c = [
+    listen('0.0.0.0', 7001),
+    listen('202.204.16.13', 7001),
+    { kind: CandidateKind.PUNCH, endpoint: { address: '202.204.16.13', port: 9 } },
+  ];
   t.deepEqual(checkListenCandidates(c, seen), [listen('202.204.16.13', 7001)]);
   t.deepEqual(checkListenCandidates(c, undefined), []);
 });

@@ -11,7 +11,13 @@ test('connect URI round-trips; the password travels normalised', (t) => {
 });
 
 test('connect URI: bad input is refused with PEERLINK_ERR_OPTIONS_INVALID', (t) => {
-  for (const bad of ['https://connect?v=1&id=A&pw=B', 'peerlink://connect?v=2&id=A&pw=B', 'peerlink://connect?v=1&id=a%20b&pw=B', 'peerlink://connect?v=1&id=A', 'not a uri']) {
+  for (const bad of [
+    'https://connect?v=1&id=A&pw=B',
+    'peerlink://connect?v=2&id=A&pw=B',
+    'peerlink://connect?v=1&id=a%20b&pw=B',
+    'peerlink://connect?v=1&id=A',
+    'not a uri',
+  ]) {
     t.throws(() => parseConnectUri(bad), { code: 'PEERLINK_ERR_OPTIONS_INVALID' }, bad);
   }
 });

@@ -8,7 +8,13 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { REPO_ROOT } from '../../scripts/bundle.js';
 
-const DOCS = ['README.md', 'agent/protocol/README.md', ...readdirSync(join(REPO_ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+const DOCS = [
+  'README.md',
+  'agent/protocol/README.md',
+  ...readdirSync(join(REPO_ROOT, 'docs'))
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => `docs/${f}`),
+];
 const read = (f: string): string => readFileSync(join(REPO_ROOT, f), 'utf8');
 
 /** Backticked repository paths (no globs or placeholders) and relative Markdown links. */
@@ -42,7 +48,11 @@ test('every property of the security model has its spec under test/security/', (
   const specs = readdirSync(join(REPO_ROOT, 'test', 'security'));
   const ids = [...read('docs/security.md').matchAll(/\*\*(P\d+b?)\*\*/g)].map((m) => m[1]!.toLowerCase());
   t.true(ids.length >= 14, `found ${ids.length} properties`);
-  for (const id of ids) t.true(specs.some((s) => s.startsWith(`${id}-`) && s.endsWith('.spec.ts')), `${id} has test/security/${id}-*.spec.ts`);
+  for (const id of ids)
+    t.true(
+      specs.some((s) => s.startsWith(`${id}-`) && s.endsWith('.spec.ts')),
+      `${id} has test/security/${id}-*.spec.ts`,
+    );
 });
 
 /** The source files that define each documented program's flags. */
@@ -70,7 +80,11 @@ function commandLines(text: string): string[] {
         shell = ['', 'sh', 'bash', 'console', 'shell'].includes(fence[1]!);
       } else {
         if (shell) {
-          for (const l of block.join('\n').replace(/\\\n\s*/g, ' ').split('\n')) if (!l.trimStart().startsWith('#')) out.push(l.replace(/\s#.*$/, ''));
+          for (const l of block
+            .join('\n')
+            .replace(/\\\n\s*/g, ' ')
+            .split('\n'))
+            if (!l.trimStart().startsWith('#')) out.push(l.replace(/\s#.*$/, ''));
         }
         block = null;
       }
@@ -94,7 +108,8 @@ test('every flag a documented command shows is one its program accepts', (t) => 
       for (const m of line.slice(at).matchAll(/(?:^|\s)--([a-z][a-z0-9-]*)/g)) {
         checked++;
         const flag = m[1]!;
-        if (!new RegExp(`['"\`]${flag}['"\`]|\\b${flag.replace(/-/g, '[-_]?')}\\s*:|--${flag}\\b`).test(sources)) unknown.push(`${f}: --${flag} (${line.trim().slice(0, 80)})`);
+        if (!new RegExp(`['"\`]${flag}['"\`]|\\b${flag.replace(/-/g, '[-_]?')}\\s*:|--${flag}\\b`).test(sources))
+          unknown.push(`${f}: --${flag} (${line.trim().slice(0, 80)})`);
       }
     }
   }

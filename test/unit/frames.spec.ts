@@ -131,7 +131,11 @@ testProp(
   (t, frame) => {
     const payload = encodeFrame(frame).subarray(FRAME_HEADER_BYTES);
     for (let n = 0; n < payload.length; n++) {
-      throwsProtocolError(t, () => decodeFramePayload(frame.type, payload.subarray(0, n)), `type ${frame.type} prefix ${n}/${payload.length}`);
+      throwsProtocolError(
+        t,
+        () => decodeFramePayload(frame.type, payload.subarray(0, n)),
+        `type ${frame.type} prefix ${n}/${payload.length}`,
+      );
     }
     // And a trailing byte is refused too.
     throwsProtocolError(t, () => decodeFramePayload(frame.type, Buffer.concat([payload, Buffer.of(0)])), 'trailing byte');
@@ -147,13 +151,23 @@ test('a length field above FRAME_MAX_PAYLOAD_BYTES is rejected from the header a
   }
   // The limit itself is fine: the decoder waits for the payload.
   const atLimit = new FrameDecoder();
-  t.deepEqual(atLimit.push(Buffer.of(PROTOCOL_VERSION, FrameType.CONNECT_RESULT, FRAME_MAX_PAYLOAD_BYTES >> 8, FRAME_MAX_PAYLOAD_BYTES & 0xff)), []);
+  t.deepEqual(
+    atLimit.push(Buffer.of(PROTOCOL_VERSION, FrameType.CONNECT_RESULT, FRAME_MAX_PAYLOAD_BYTES >> 8, FRAME_MAX_PAYLOAD_BYTES & 0xff)),
+    [],
+  );
   t.is(atLimit.pending, FRAME_HEADER_BYTES);
 });
 
 test('encodeFrame refuses a payload above FRAME_MAX_PAYLOAD_BYTES', (t) => {
   t.throws(
-    () => encodeFrame({ type: FrameType.CONNECT_REQUEST, equipmentId: 'dev', advertisedPort: 1, wake: WAKE, sealedRequest: Buffer.alloc(FRAME_MAX_PAYLOAD_BYTES) }),
+    () =>
+      encodeFrame({
+        type: FrameType.CONNECT_REQUEST,
+        equipmentId: 'dev',
+        advertisedPort: 1,
+        wake: WAKE,
+        sealedRequest: Buffer.alloc(FRAME_MAX_PAYLOAD_BYTES),
+      }),
     { instanceOf: RangeError },
   );
 });
@@ -170,7 +184,13 @@ test('an unknown version is rejected from the header alone; an unknown type once
 });
 
 test('field checks: port 0, unknown status, oversize sealed request, bad equipment id, bad endpoint family', (t) => {
-  const cr = encodeFrame({ type: FrameType.CONNECT_REQUEST, equipmentId: 'dev', advertisedPort: 1, wake: WAKE, sealedRequest: Buffer.alloc(4) }).subarray(4);
+  const cr = encodeFrame({
+    type: FrameType.CONNECT_REQUEST,
+    equipmentId: 'dev',
+    advertisedPort: 1,
+    wake: WAKE,
+    sealedRequest: Buffer.alloc(4),
+  }).subarray(4);
   const port0 = Buffer.from(cr);
   port0.writeUInt16BE(0, 4);
   t.is(throwsProtocolError(t, () => decodeFramePayload(FrameType.CONNECT_REQUEST, port0))?.field, 'frame.advertisedPort');
@@ -180,7 +200,14 @@ test('field checks: port 0, unknown status, oversize sealed request, bad equipme
   badStatus[16] = 200;
   t.is(throwsProtocolError(t, () => decodeFramePayload(FrameType.DEVICE_VERDICT, badStatus))?.field, 'frame.status');
 
-  const sealedTooBig = Buffer.concat([Buffer.of(3), Buffer.from('dev'), Buffer.of(0, 1), Buffer.alloc(40), Buffer.of(0x02, 0x01), Buffer.alloc(513)]);
+  const sealedTooBig = Buffer.concat([
+    Buffer.of(3),
+    Buffer.from('dev'),
+    Buffer.of(0, 1),
+    Buffer.alloc(40),
+    Buffer.of(0x02, 0x01),
+    Buffer.alloc(513),
+  ]);
   t.is(throwsProtocolError(t, () => decodeFramePayload(FrameType.CONNECT_REQUEST, sealedTooBig))?.field, 'frame.sealedRequest.length');
 
   const badId = Buffer.from(cr);

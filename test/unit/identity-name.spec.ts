@@ -8,7 +8,15 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { identityName, splitIdentityName } from '../../agent/protocol/identity-name.js';
-import { encodeRegister, encodeRefuse, parseUdpPacket, RefuseReason, REGISTER_NONCE_BYTES, verifyTag, type Register } from '../../agent/protocol/udp-packets.js';
+import {
+  encodeRegister,
+  encodeRefuse,
+  parseUdpPacket,
+  RefuseReason,
+  REGISTER_NONCE_BYTES,
+  verifyTag,
+  type Register,
+} from '../../agent/protocol/udp-packets.js';
 import { decodeFramePayload, encodeFrame, FrameType } from '../../agent/protocol/frames.js';
 import { FRAME_HEADER_BYTES } from '../../agent/protocol/constants.js';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
@@ -34,13 +42,20 @@ test('REGISTER and REFUSE carry the generation; generation 0 is byte for byte th
   const k0 = deriveRegistrationKey(master, 'TV-1');
   const k3 = deriveRegistrationKey(master, 'TV-1@3');
   t.notDeepEqual(k0, k3, 'each generation has its own registration key');
-  t.deepEqual(encodeRegister({ equipmentId: 'TV-1', generation: 0, timestampMs: 5, nonce }, k0), encodeRegister({ equipmentId: 'TV-1', timestampMs: 5, nonce }, k0));
+  t.deepEqual(
+    encodeRegister({ equipmentId: 'TV-1', generation: 0, timestampMs: 5, nonce }, k0),
+    encodeRegister({ equipmentId: 'TV-1', timestampMs: 5, nonce }, k0),
+  );
   const parsed = parseUdpPacket(encodeRegister({ equipmentId: 'TV-1', generation: 3, timestampMs: 5, nonce }, k3));
   t.like(parsed.packet as Register, { equipmentId: 'TV-1', generation: 3 });
   t.true(verifyTag(parsed, k3));
   t.false(verifyTag(parsed, k0), "generation 0's key does not verify generation 3's packet");
   t.false('generation' in parseUdpPacket(encodeRegister({ equipmentId: 'TV-1', timestampMs: 5, nonce }, k0)).packet);
-  t.like(parseUdpPacket(encodeRefuse({ equipmentId: 'TV-1', generation: 2, requestId: Buffer.alloc(16), reason: RefuseReason.STALE }, k0)).packet, { generation: 2 });
+  t.like(
+    parseUdpPacket(encodeRefuse({ equipmentId: 'TV-1', generation: 2, requestId: Buffer.alloc(16), reason: RefuseReason.STALE }, k0))
+      .packet,
+    { generation: 2 },
+  );
   // Out of range or with a leading zero: malformed.
   for (const bad of ['TV-1@0', 'TV-1@256', 'TV-1@01', 'TV-1@']) {
     const buf = encodeRegister({ equipmentId: 'TV-1', timestampMs: 5, nonce }, k0);
@@ -56,7 +71,7 @@ test('DEVICE_ATTACH and RELAY_JOIN_DEVICE carry the generation', (t) => {
   }
 });
 
-test('the identity file: generation 1-255 kept; 0 written out as absent, written 0 or 256 refused; the registration key is the generation\'s', async (t) => {
+test("the identity file: generation 1-255 kept; 0 written out as absent, written 0 or 256 refused; the registration key is the generation's", async (t) => {
   const ca = createCa({ commonName: 'test CA' });
   const { identity } = await createDeviceIdentity({ equipmentId: 'TV-1', masterKey: master, caCertPem: ca.certPem, generation: 4 });
   t.is(identity.generation, 4);

@@ -56,8 +56,12 @@ test('parseHost and isHostName', (t) => {
   t.is(parseHost('0.0.0.0', 'udp.host'), '0.0.0.0');
   t.is(parseHost('rv.example.net.', 'h'), 'rv.example.net.');
   t.true(isHostName('a-b.example'));
-  for (const bad of ['-a.example', 'a-.example', 'a..b', '', '10.1', '1.2.3.4.5', 'x'.repeat(64), `${'a.'.repeat(127)}a`]) t.false(isHostName(bad), bad);
-  t.throws(() => parseHost('[::1', 'udp.host'), { instanceOf: ConfigError, message: /udp\.host: expected an IPv4 or IPv6 address or a host name/ });
+  for (const bad of ['-a.example', 'a-.example', 'a..b', '', '10.1', '1.2.3.4.5', 'x'.repeat(64), `${'a.'.repeat(127)}a`])
+    t.false(isHostName(bad), bad);
+  t.throws(() => parseHost('[::1', 'udp.host'), {
+    instanceOf: ConfigError,
+    message: /udp\.host: expected an IPv4 or IPv6 address or a host name/,
+  });
 });
 
 const agent = (server: string, services = 'http = "127.0.0.1:80"'): Record<string, unknown> =>
@@ -81,7 +85,10 @@ test('agent settings: a bad server.host or an unbracketed IPv6 service names the
     [agent('host = "rv.example.net"', 'ssh = "::1:22"'), 'services.ssh'],
   ] as const) {
     const err = t.throws(() => checkAgentSettings(doc, AGENT_FILE), { instanceOf: ConfigError });
-    t.true(err?.problems.some((p) => p.startsWith(`${AGENT_FILE}: ${key}: expected`)), `${key}: ${err?.problems.join(' | ')}`);
+    t.true(
+      err?.problems.some((p) => p.startsWith(`${AGENT_FILE}: ${key}: expected`)),
+      `${key}: ${err?.problems.join(' | ')}`,
+    );
   }
 });
 
@@ -90,7 +97,9 @@ const server = (extra: string): Record<string, unknown> =>
 
 test('server settings: udp.host, tls.host and metrics.host take IPv6 literals (the dual-stack "::") and names', (t) => {
   const s = checkServerSettings(
-    parse(`registration_master_key_file = "m.key"\n[udp]\nhost = "::"\n[tls]\nhost = "[::]"\ncert_file = "c"\nkey_file = "k"\n[metrics]\nhost = "::1"\n`) as Record<string, unknown>,
+    parse(
+      `registration_master_key_file = "m.key"\n[udp]\nhost = "::"\n[tls]\nhost = "[::]"\ncert_file = "c"\nkey_file = "k"\n[metrics]\nhost = "::1"\n`,
+    ) as Record<string, unknown>,
     SERVER_FILE,
   );
   t.is(s.udp.host, '::');
@@ -103,10 +112,16 @@ test('server settings: a bad bind host names the file and the key', (t) => {
   const err = t.throws(
     () =>
       checkServerSettings(
-        parse(`registration_master_key_file = "m.key"\n[udp]\nhost = "::g"\n[tls]\nhost = "1.2.3.256"\ncert_file = "c"\nkey_file = "k"\n[metrics]\nhost = 6\n`) as Record<string, unknown>,
+        parse(
+          `registration_master_key_file = "m.key"\n[udp]\nhost = "::g"\n[tls]\nhost = "1.2.3.256"\ncert_file = "c"\nkey_file = "k"\n[metrics]\nhost = 6\n`,
+        ) as Record<string, unknown>,
         SERVER_FILE,
       ),
     { instanceOf: ConfigError },
   );
-  for (const key of ['udp.host', 'tls.host', 'metrics.host']) t.true(err?.problems.some((p) => p.startsWith(`${SERVER_FILE}: ${key}: expected`)), `${key}: ${err?.problems.join(' | ')}`);
+  for (const key of ['udp.host', 'tls.host', 'metrics.host'])
+    t.true(
+      err?.problems.some((p) => p.startsWith(`${SERVER_FILE}: ${key}: expected`)),
+      `${key}: ${err?.problems.join(' | ')}`,
+    );
 });

@@ -68,13 +68,28 @@ const baseAgent = () => ({ identity_file: 'id.toml', server: { host: 'rv.example
 
 test('settings: [keepalive] defaults to adaptive; adaptive bounds are validated (15 s floor, max >= min, unknown keys)', (t) => {
   t.like(checkAgentSettings(baseAgent(), '/etc/a.toml').keepalive, { mode: 'adaptive', minIntervalMs: 20_000, maxIntervalMs: 80_000 });
-  t.like(checkAgentSettings({ ...baseAgent(), keepalive: { mode: 'adaptive', min_interval_ms: 15_000, max_interval_ms: 600_000 } }, '/etc/a.toml').keepalive, {
-    mode: 'adaptive', minIntervalMs: 15_000, maxIntervalMs: 600_000,
-  });
-  const err = t.throws(() => checkAgentSettings({ ...baseAgent(), keepalive: { mode: 'smart', min_interval_ms: 5000, max_interval_ms: 16_000, x: 1 } }, '/etc/a.toml')) as unknown as { problems: string[] };
+  t.like(
+    checkAgentSettings(
+      { ...baseAgent(), keepalive: { mode: 'adaptive', min_interval_ms: 15_000, max_interval_ms: 600_000 } },
+      '/etc/a.toml',
+    ).keepalive,
+    {
+      mode: 'adaptive',
+      minIntervalMs: 15_000,
+      maxIntervalMs: 600_000,
+    },
+  );
+  const err = t.throws(() =>
+    checkAgentSettings(
+      { ...baseAgent(), keepalive: { mode: 'smart', min_interval_ms: 5000, max_interval_ms: 16_000, x: 1 } },
+      '/etc/a.toml',
+    ),
+  ) as unknown as { problems: string[] };
   t.true(err.problems.some((p) => p.includes('keepalive.mode')));
   t.true(err.problems.some((p) => p.includes('keepalive.min_interval_ms: expected an integer from 15000')));
   t.true(err.problems.some((p) => p.includes('keepalive.x: unknown key')));
-  const inverted = t.throws(() => checkAgentSettings({ ...baseAgent(), keepalive: { min_interval_ms: 60_000, max_interval_ms: 30_000 } }, '/etc/a.toml')) as unknown as { problems: string[] };
+  const inverted = t.throws(() =>
+    checkAgentSettings({ ...baseAgent(), keepalive: { min_interval_ms: 60_000, max_interval_ms: 30_000 } }, '/etc/a.toml'),
+  ) as unknown as { problems: string[] };
   t.true(inverted.problems.some((p) => p.includes('keepalive.max_interval_ms: expected at least')));
 });

@@ -84,7 +84,13 @@ test('deriveAccessKey = scrypt(normalised password, "peerlink/v1/access-key\\0" 
 
 test('deriveAccessKey: password normalisation (NFKC, no spaces or dashes, upper case)', async (t) => {
   const canonical = scryptAccess('ABCDEFGH', ID);
-  for (const typed of ['abcd-efgh', 'ABCDEFGH', 'abcd efgh', ' Ab-Cd\tEf--gH ', '\uFF41\uFF42\uFF43\uFF44-\uFF45\uFF46\uFF47\uFF48' /* full-width */]) {
+  for (const typed of [
+    'abcd-efgh',
+    'ABCDEFGH',
+    'abcd efgh',
+    ' Ab-Cd\tEf--gH ',
+    '\uFF41\uFF42\uFF43\uFF44-\uFF45\uFF46\uFF47\uFF48' /* full-width */,
+  ]) {
     t.deepEqual(await deriveAccessKey(typed, ID), canonical, JSON.stringify(typed));
   }
   t.is(normalizePassword('abcd-efgh'), 'ABCDEFGH');
@@ -125,11 +131,15 @@ test('mac = HMAC-SHA256 truncated (16 bytes by default)', (t) => {
 
 // --- domain separation ---
 
-testProp('registration keys differ for different equipment ids and different master keys', [equipmentIdArb, equipmentIdArb, keyArb, keyArb], (t, a, b, m1, m2) => {
-  fc.pre(a !== b && !m1.equals(m2));
-  t.false(deriveRegistrationKey(m1, a).equals(deriveRegistrationKey(m1, b)));
-  t.false(deriveRegistrationKey(m1, a).equals(deriveRegistrationKey(m2, a)));
-});
+testProp(
+  'registration keys differ for different equipment ids and different master keys',
+  [equipmentIdArb, equipmentIdArb, keyArb, keyArb],
+  (t, a, b, m1, m2) => {
+    fc.pre(a !== b && !m1.equals(m2));
+    t.false(deriveRegistrationKey(m1, a).equals(deriveRegistrationKey(m1, b)));
+    t.false(deriveRegistrationKey(m1, a).equals(deriveRegistrationKey(m2, a)));
+  },
+);
 
 test('access keys differ per equipment id and per password', async (t) => {
   const a = await deriveAccessKey('ABCD-EFGH', 'dev-a');
@@ -139,7 +149,15 @@ test('access keys differ per equipment id and per password', async (t) => {
 
 testProp(
   'tunnel PSKs differ when any of nonce, id or service differs; request tag key is not a tunnel PSK',
-  [keyArb, fc.uint8Array({ minLength: 16, maxLength: 16 }), fc.uint8Array({ minLength: 16, maxLength: 16 }), equipmentIdArb, serviceNameArb, equipmentIdArb, serviceNameArb],
+  [
+    keyArb,
+    fc.uint8Array({ minLength: 16, maxLength: 16 }),
+    fc.uint8Array({ minLength: 16, maxLength: 16 }),
+    equipmentIdArb,
+    serviceNameArb,
+    equipmentIdArb,
+    serviceNameArb,
+  ],
   (t, access, cn, dn, id, service, id2, service2) => {
     fc.pre(!Buffer.from(cn).equals(Buffer.from(dn)) && id !== id2 && service !== service2);
     const psk = deriveTunnelPsk(access, cn, dn, id, service);

@@ -7,7 +7,13 @@ import test from 'ava';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { clearMappingRecord, MAPPING_RECORD_FILE_NAME, MAPPING_RECORD_FORMAT, readMappingRecord, writeMappingRecord } from '../../agent/nat/mapping-record.js';
+import {
+  clearMappingRecord,
+  MAPPING_RECORD_FILE_NAME,
+  MAPPING_RECORD_FORMAT,
+  readMappingRecord,
+  writeMappingRecord,
+} from '../../agent/nat/mapping-record.js';
 
 const RECORD = { via: 'upnp', gateway: '192.168.1.1', externalPort: 41565, internalPort: 41565, internalClient: '192.168.1.2' } as const;
 

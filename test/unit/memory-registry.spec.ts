@@ -73,7 +73,13 @@ test('behaves like a Map of entries under any sequence of set/record/delete/swee
 
 test('holds 50,000 devices, grows, and reuses the slots of deleted ones', (t) => {
   const reg = createMemoryRegistry();
-  for (let i = 0; i < 50_000; i++) reg.set(`DEV-${i}`, { address: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, port: i % 65536, lastSeenMs: i, lastTimestampMs: i });
+  for (let i = 0; i < 50_000; i++)
+    reg.set(`DEV-${i}`, {
+      address: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`,
+      port: i % 65536,
+      lastSeenMs: i,
+      lastTimestampMs: i,
+    });
   t.is(reg.size, 50_000);
   t.deepEqual(reg.get('DEV-40000'), { address: '10.0.156.64', port: 40000, lastSeenMs: 40000, lastTimestampMs: 40000 });
   t.is(reg.sweep(25_000), 25_000);

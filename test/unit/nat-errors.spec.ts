@@ -25,14 +25,18 @@ test('NAT-PMP: a refusal is NATPMP_FAILED with the gateway result code', async (
     res.writeUInt16BE(2, 2); // not authorized or refused
     sock.send(res, rinfo.port, rinfo.address);
   });
-  const err = await t.throwsAsync(natPmpMapTcp(gateway, { internalPort: 4000, externalPort: 4000, lifetimeS: 60 }, AbortSignal.timeout(5_000)));
+  const err = await t.throwsAsync(
+    natPmpMapTcp(gateway, { internalPort: 4000, externalPort: 4000, lifetimeS: 60 }, AbortSignal.timeout(5_000)),
+  );
   t.true(err instanceof NatPmpError && err instanceof PeerlinkError);
   t.is((err as NatPmpError).code, ErrorCodes.NATPMP_FAILED);
   t.is((err as NatPmpError).resultCode, 2);
 });
 
 test('NAT-PMP: no answer is NATPMP_FAILED, caused by the deadline', async (t) => {
-  const err = await t.throwsAsync(natPmpMapTcp(someLoopback(), { internalPort: 4000, externalPort: 4000, lifetimeS: 60 }, AbortSignal.timeout(300)));
+  const err = await t.throwsAsync(
+    natPmpMapTcp(someLoopback(), { internalPort: 4000, externalPort: 4000, lifetimeS: 60 }, AbortSignal.timeout(300)),
+  );
   t.is((err as NatPmpError).code, ErrorCodes.NATPMP_FAILED);
   t.is((err as NatPmpError).resultCode, undefined);
   t.truthy((err as Error).cause);
@@ -46,7 +50,11 @@ async function http(t: ExecutionContext, status: number, body: string): Promise<
 }
 
 test('UPnP: a SOAP fault is UPNP_FAILED with the gateway error code', async (t) => {
-  const controlUrl = await http(t, 500, '<s:Envelope><s:Body><s:Fault><detail><UPnPError><errorCode>718</errorCode><errorDescription>ConflictInMappingEntry</errorDescription></UPnPError></detail></s:Fault></s:Body></s:Envelope>');
+  const controlUrl = await http(
+    t,
+    500,
+    '<s:Envelope><s:Body><s:Fault><detail><UPnPError><errorCode>718</errorCode><errorDescription>ConflictInMappingEntry</errorDescription></UPnPError></detail></s:Fault></s:Body></s:Envelope>',
+  );
   const service = { controlUrl, serviceType: 'urn:schemas-upnp-org:service:WANIPConnection:1', version: 1 };
   const err = await t.throwsAsync(soapCall(service, 'AddPortMapping', {}, AbortSignal.timeout(5_000)));
   t.true(err instanceof UpnpError && err instanceof PeerlinkError);

@@ -7,11 +7,19 @@ import { parseSearchResponse } from '../../agent/nat/ssdp.js';
 import { findWanService } from '../../agent/nat/upnp-igd.js';
 
 const answer = (st: string, location = 'http://192.168.1.1:5555/rootDesc.xml'): Buffer =>
-  Buffer.from(`HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\nST: ${st}\r\nUSN: uuid:x::${st}\r\nEXT:\r\nSERVER: Debian/12 UPnP/1.1 MiniUPnPd/2.3.1\r\nLOCATION: ${location}\r\n\r\n`);
+  Buffer.from(
+    `HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\nST: ${st}\r\nUSN: uuid:x::${st}\r\nEXT:\r\nSERVER: Debian/12 UPnP/1.1 MiniUPnPd/2.3.1\r\nLOCATION: ${location}\r\n\r\n`,
+  );
 
 test('SSDP: answers for IGD v1 and v2 give their description URL', (t) => {
-  t.is(parseSearchResponse(answer('urn:schemas-upnp-org:device:InternetGatewayDevice:1'))?.location.href, 'http://192.168.1.1:5555/rootDesc.xml');
-  t.is(parseSearchResponse(answer('urn:schemas-upnp-org:device:InternetGatewayDevice:2'))?.st, 'urn:schemas-upnp-org:device:InternetGatewayDevice:2');
+  t.is(
+    parseSearchResponse(answer('urn:schemas-upnp-org:device:InternetGatewayDevice:1'))?.location.href,
+    'http://192.168.1.1:5555/rootDesc.xml',
+  );
+  t.is(
+    parseSearchResponse(answer('urn:schemas-upnp-org:device:InternetGatewayDevice:2'))?.st,
+    'urn:schemas-upnp-org:device:InternetGatewayDevice:2',
+  );
 });
 
 test('SSDP: other devices, non-200 answers, bad or non-HTTP locations and garbage are ignored', (t) => {
@@ -31,13 +39,19 @@ const service = (type: string, control: string): string =>
 
 test('description: WANIPConnection v2 is preferred, then v1, then WANPPPConnection:1; control URLs resolve against the location or URLBase', (t) => {
   const loc = new URL('http://192.168.1.1:5555/rootDesc.xml');
-  const both = description(service('urn:schemas-upnp-org:service:WANIPConnection:1', '/ctl/IPConn1') + service('urn:schemas-upnp-org:service:WANIPConnection:2', '/ctl/IPConn'));
+  const both = description(
+    service('urn:schemas-upnp-org:service:WANIPConnection:1', '/ctl/IPConn1') +
+      service('urn:schemas-upnp-org:service:WANIPConnection:2', '/ctl/IPConn'),
+  );
   t.like(findWanService(both, loc), { serviceType: 'urn:schemas-upnp-org:service:WANIPConnection:2', version: 2 });
   t.is(findWanService(both, loc)?.controlUrl.href, 'http://192.168.1.1:5555/ctl/IPConn');
   const v1 = findWanService(description(service('urn:schemas-upnp-org:service:WANIPConnection:1', 'ctl/IPConn')), loc);
   t.like(v1, { version: 1 });
   t.is(v1?.controlUrl.href, 'http://192.168.1.1:5555/ctl/IPConn');
-  const ppp = findWanService(description(service('urn:schemas-upnp-org:service:WANPPPConnection:1', '/ppp'), '<URLBase>http://192.168.1.254:49000/</URLBase>'), loc);
+  const ppp = findWanService(
+    description(service('urn:schemas-upnp-org:service:WANPPPConnection:1', '/ppp'), '<URLBase>http://192.168.1.254:49000/</URLBase>'),
+    loc,
+  );
   t.is(ppp?.controlUrl.href, 'http://192.168.1.254:49000/ppp');
 });
 

@@ -19,7 +19,15 @@ import {
 import { CandidateKind } from '../../agent/protocol/frames.js';
 import { Status } from '../../agent/protocol/status.js';
 import { RefuseReason } from '../../agent/protocol/udp-packets.js';
-import { bytesArb, equipmentIdArb, ipv4Arb, ipv6Arb, nonZeroPortArb, throwsProtocolError, timestampArb } from '../helpers/protocol-arbitraries.js';
+import {
+  bytesArb,
+  equipmentIdArb,
+  ipv4Arb,
+  ipv6Arb,
+  nonZeroPortArb,
+  throwsProtocolError,
+  timestampArb,
+} from '../helpers/protocol-arbitraries.js';
 
 const NODE_CHARS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:/-';
 const nodeArb = fc.string({ unit: fc.constantFrom(...NODE_CHARS), minLength: 1, maxLength: 64 });
@@ -42,8 +50,18 @@ const messageArb: fc.Arbitrary<NodeMessage> = fc.oneof(
     wake: wakeArb,
   }),
   fc.record({ kind: fc.constant('attached' as const), requestId: requestIdArb, byNode: nodeArb }),
-  fc.record({ kind: fc.constant('taken' as const), equipmentId: equipmentIdArb, byNode: nodeArb, timestampMs: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }) }),
-  fc.record({ kind: fc.constant('refused' as const), requestId: requestIdArb, byNode: nodeArb, reason: fc.constantFrom(...Object.values(RefuseReason)) }),
+  fc.record({
+    kind: fc.constant('taken' as const),
+    equipmentId: equipmentIdArb,
+    byNode: nodeArb,
+    timestampMs: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+  }),
+  fc.record({
+    kind: fc.constant('refused' as const),
+    requestId: requestIdArb,
+    byNode: nodeArb,
+    reason: fc.constantFrom(...Object.values(RefuseReason)),
+  }),
   fc.record({
     kind: fc.constant('verdict' as const),
     requestId: requestIdArb,
@@ -71,9 +89,13 @@ testProp('every pending record survives encode and decode', [pendingArb], (t, p)
   t.deepEqual(decodePendingRecord(encodePendingRecord(p)), p);
 });
 
-testProp('every relay offer survives encode and decode', [fc.record({ node: nodeArb, tlsHost: fc.oneof(ipv4Arb, ipv6Arb, fc.domain()), tlsPort: nonZeroPortArb })], (t, o) => {
-  t.deepEqual(decodeRelayOffer(encodeRelayOffer(o)), o);
-});
+testProp(
+  'every relay offer survives encode and decode',
+  [fc.record({ node: nodeArb, tlsHost: fc.oneof(ipv4Arb, ipv6Arb, fc.domain()), tlsPort: nonZeroPortArb })],
+  (t, o) => {
+    t.deepEqual(decodeRelayOffer(encodeRelayOffer(o)), o);
+  },
+);
 
 test('a verdict carries only PUNCH and LISTEN candidates to the other node', (t) => {
   const m: NodeMessage = {
@@ -153,7 +175,15 @@ const MALFORMED: readonly [keyof typeof VALID, string, unknown, string][] = [
   ['verdict', 'c', [[1, '198.51.100.7']], 'message.candidates[0]'],
   ['verdict', 'c', [[3, '198.51.100.7', 5000]], 'message.candidates[0].kind'],
   ['verdict', 'c', [[2, 'example.com', 5000]], 'message.candidates[0].address'],
-  ['verdict', 'c', [[2, '198.51.100.7', 5000], [2, '198.51.100.7', 0]], 'message.candidates[1].port'],
+  [
+    'verdict',
+    'c',
+    [
+      [2, '198.51.100.7', 5000],
+      [2, '198.51.100.7', 0],
+    ],
+    'message.candidates[1].port',
+  ],
   ['verdict', 't', 'verdicts', 'message.kind'],
   ['verdict', 't', undefined, 'message.kind'],
   ['pending', 'd', 'TV/1', 'pending.equipmentId'],
@@ -219,5 +249,7 @@ test('a taken message may name a device\'s IPv6 mapping ("<id>/6", family-key.ts
     t.throws(() => decodeNodeMessage(JSON.stringify({ t: 'taken', d: bad, by: 'node-b', ts: 1 })), undefined, bad);
   }
   // A notify still names the device itself.
-  t.throws(() => decodeNodeMessage(JSON.stringify({ t: 'notify', r: 'ab'.repeat(16), d: 'TV-1/6', a: '1.2.3.4', p: 1, from: 'n', w: '00'.repeat(56) })));
+  t.throws(() =>
+    decodeNodeMessage(JSON.stringify({ t: 'notify', r: 'ab'.repeat(16), d: 'TV-1/6', a: '1.2.3.4', p: 1, from: 'n', w: '00'.repeat(56) })),
+  );
 });

@@ -28,7 +28,9 @@ test('the requests notified for other nodes are remembered up to a bound, oldest
   const routing = createNodeRouting({
     cluster,
     registry: { get: () => ({ address: '203.0.113.5', port: 4000, lastSeenMs: 0, lastTimestampMs: 0 }) } as unknown as Registry,
-    udp: { notify: (_id: string, requestId: Buffer) => (notified.push(requestId.toString('hex')), true) } as unknown as RegistrationEndpoint,
+    udp: {
+      notify: (_id: string, requestId: Buffer) => (notified.push(requestId.toString('hex')), true),
+    } as unknown as RegistrationEndpoint,
     counters: new Counters(BROKER_COUNTERS),
     logger: silentLogger(),
     proofValid: () => false,
@@ -38,7 +40,15 @@ test('the requests notified for other nodes are remembered up to a bound, oldest
   const rid = (i: number): string => i.toString(16).padStart(32, '0');
   const wake = { nonce: Buffer.alloc(16), timestampMs: 0, tag: Buffer.alloc(16) };
   for (let i = 0; i <= REMEMBERED; i++) {
-    deliver({ kind: 'notify', requestId: rid(i), equipmentId: 'TV-1', deviceAddress: '203.0.113.5', devicePort: 4000, fromNode: `node-${i % 3}`, wake });
+    deliver({
+      kind: 'notify',
+      requestId: rid(i),
+      equipmentId: 'TV-1',
+      deviceAddress: '203.0.113.5',
+      devicePort: 4000,
+      fromNode: `node-${i % 3}`,
+      wake,
+    });
   }
   t.is(notified.length, REMEMBERED + 1, 'every notify message sends a notification');
   t.false(routing.refused(rid(0), RefuseReason.BAD_TAG), 'the oldest request was forgotten');

@@ -13,7 +13,13 @@ async function dir(t: { teardown(f: () => unknown): void }): Promise<string> {
 }
 
 test('a bad state file is refused naming the file and each bad field', (t) => {
-  const text = JSON.stringify({ format: 'peerlink-owner-state/1', serial: 1, password_key: 'short', clients: [{ id: 'XYZ', name: '', key: 'x' }], revoked_keys: [] });
+  const text = JSON.stringify({
+    format: 'peerlink-owner-state/1',
+    serial: 1,
+    password_key: 'short',
+    clients: [{ id: 'XYZ', name: '', key: 'x' }],
+    revoked_keys: [],
+  });
   const err = t.throws(() => parseOwnerState(text, 'owner-state.json'));
   t.regex(err.message, /owner-state\.json: password_key: expected base64 of 32 bytes/);
   t.regex(err.message, /clients\[0\]\.id/);
@@ -32,7 +38,7 @@ test('a lock left by a writer that died is taken over; the state round-trips', a
 });
 
 const asRoot = process.getuid?.() === 0 ? test : test.skip;
-asRoot('written by root (a technician), the file belongs to the state directory\'s owner (the agent)', async (t) => {
+asRoot("written by root (a technician), the file belongs to the state directory's owner (the agent)", async (t) => {
   const d = await dir(t);
   await chown(d, 65534, 65534);
   await openOwnerStore({ stateDir: d }).update((x) => ({ ...x, clients: [], passwordKey: randomBytes(32) }));

@@ -84,7 +84,13 @@ test('createCa: default validity is ten years; options are honoured', (t) => {
 });
 
 test('createCa: rejects bad options with OPTIONS_INVALID', (t) => {
-  for (const options of [{ validityDays: 0 }, { validityDays: 1.5 }, { validityDays: 1e6 }, { commonName: '' }, { commonName: 'x'.repeat(65) }]) {
+  for (const options of [
+    { validityDays: 0 },
+    { validityDays: 1.5 },
+    { validityDays: 1e6 },
+    { commonName: '' },
+    { commonName: 'x'.repeat(65) },
+  ]) {
     t.throws(() => createCa(options), { code: ErrorCodes.OPTIONS_INVALID }, JSON.stringify(options));
   }
 });
@@ -154,14 +160,19 @@ test('issueServerCert: extensions (keyUsage, AKI = CA SKI, SHA-256)', (t) => {
   t.is((cert.getExtension('basicConstraints') as { cA: boolean }).cA, false);
   const aki = forge.asn1.fromDer((cert.getExtension('authorityKeyIdentifier') as { value: string }).value);
   const keyId = (aki.value as forge.asn1.Asn1[])[0]?.value as string;
-  t.is(forge.util.bytesToHex(keyId), (caCert.getExtension('subjectKeyIdentifier') as { subjectKeyIdentifier: string }).subjectKeyIdentifier);
+  t.is(
+    forge.util.bytesToHex(keyId),
+    (caCert.getExtension('subjectKeyIdentifier') as { subjectKeyIdentifier: string }).subjectKeyIdentifier,
+  );
   t.is(cert.siginfo.algorithmOid, SHA256_WITH_RSA_OID);
   t.true(caCert.verify(cert));
 });
 
 test('issueServerCert: never outlives its CA', (t) => {
   const shortCa = createCa({ validityDays: 30 });
-  const leaf = new X509Certificate(issueServerCert({ caCertPem: shortCa.certPem, caKeyPem: shortCa.keyPem, hosts: ['example.com'] }).certPem);
+  const leaf = new X509Certificate(
+    issueServerCert({ caCertPem: shortCa.certPem, caKeyPem: shortCa.keyPem, hosts: ['example.com'] }).certPem,
+  );
   t.is(leaf.validTo, new X509Certificate(shortCa.certPem).validTo);
 });
 

@@ -82,7 +82,10 @@ test('parseMasterKey: anything but base64 of exactly 32 bytes is a ConfigError n
     `${Buffer.alloc(32).toString('base64')}\n${Buffer.alloc(32).toString('base64')}`,
   ];
   for (const text of bad) {
-    const err = t.throws(() => parseMasterKey(text, '/etc/peerlink/master.key'), { instanceOf: ConfigError, code: ErrorCodes.CONFIG_INVALID });
+    const err = t.throws(() => parseMasterKey(text, '/etc/peerlink/master.key'), {
+      instanceOf: ConfigError,
+      code: ErrorCodes.CONFIG_INVALID,
+    });
     t.true(err?.problems.every((p) => p.startsWith('/etc/peerlink/master.key: ')));
   }
 });
@@ -122,7 +125,12 @@ test('createDeviceIdentity: a given password is used (any case, any grouping)', 
   const masterKey = createRegistrationMasterKey();
   const given = generatePassword();
   const a = await createDeviceIdentity({ equipmentId: 'dev1', masterKey, caCertPem: ca.certPem, password: given });
-  const b = await createDeviceIdentity({ equipmentId: 'dev1', masterKey, caCertPem: ca.certPem, password: given.toLowerCase().replace(/-/g, '') });
+  const b = await createDeviceIdentity({
+    equipmentId: 'dev1',
+    masterKey,
+    caCertPem: ca.certPem,
+    password: given.toLowerCase().replace(/-/g, ''),
+  });
   t.is(a.password, given);
   t.deepEqual(a.identity.accessKey, await deriveAccessKey(given, 'dev1'));
   t.deepEqual(a.identity.accessKey, b.identity.accessKey);
@@ -156,7 +164,11 @@ test('writeDeviceIdentity: mode 0600, replaces atomically, loadIdentity accepts 
   await withTempDir(async (dir) => {
     const file = join(dir, 'identity.toml');
     await writeFile(file, 'old', { mode: 0o644 });
-    const { identity } = await createDeviceIdentity({ equipmentId: 'dev1', masterKey: createRegistrationMasterKey(), caCertPem: ca.certPem });
+    const { identity } = await createDeviceIdentity({
+      equipmentId: 'dev1',
+      masterKey: createRegistrationMasterKey(),
+      caCertPem: ca.certPem,
+    });
     await writeDeviceIdentity(file, identity);
     t.is((await stat(file)).mode & 0o777, 0o600);
     t.is(await readFile(file, 'utf8'), formatIdentity(identity));

@@ -43,7 +43,8 @@ async function cli(args: readonly string[]): Promise<{ code: number; stdout: str
   return { code, stdout, stderr };
 }
 
-const batch = (s: Station, ...more: string[]) => cli(['batch', '--master-key', s.masterKeyFile, '--ca-cert', s.caFile, '--out-dir', s.out, '--jobs', '0', ...more]);
+const batch = (s: Station, ...more: string[]) =>
+  cli(['batch', '--master-key', s.masterKeyFile, '--ca-cert', s.caFile, '--out-dir', s.out, '--jobs', '0', ...more]);
 const labelPassword = (svg: string): string => /font-weight="bold">([A-Z0-9-]{24})</.exec(svg)?.[1] ?? '';
 
 test('a serial range gives one whole device per serial: identity 0600 that matches the label password, label with the ID and a connect QR', async (t) => {
@@ -95,7 +96,11 @@ test('re-running a batch keeps existing devices; --rotate gives them new secrets
     t.notDeepEqual(after.accessKey, (await loadIdentity(join(s.out, '2', 'identity.toml'))).accessKey);
     t.not(await readFile(join(s.out, '1', 'identity.toml'), 'utf8'), before);
     t.deepEqual(after.accessKey, await deriveAccessKey(labelPassword(await readFile(join(s.out, '1', 'label.svg'), 'utf8')), '1'));
-    t.deepEqual((await readdir(s.out)).filter((n) => n.startsWith('.')), [], 'nothing left aside');
+    t.deepEqual(
+      (await readdir(s.out)).filter((n) => n.startsWith('.')),
+      [],
+      'nothing left aside',
+    );
   } finally {
     await rm(s.dir, { recursive: true, force: true });
   }
@@ -111,7 +116,11 @@ test('a device that fails part-way leaves nothing half-written; the others are w
     t.regex(r.stdout, /2 created, 0 rotated, 0 kept \(already provisioned\), 1 failed/);
     t.regex(r.stderr, /B \(serial B\): /);
     const names = await readdir(s.out);
-    t.deepEqual(names.filter((n) => n.startsWith('.')), [], 'no staging directory left');
+    t.deepEqual(
+      names.filter((n) => n.startsWith('.')),
+      [],
+      'no staging directory left',
+    );
     t.is(await readFile(join(s.out, 'B'), 'utf8'), 'in the way');
     for (const id of ['A', 'C']) t.truthy(await loadIdentity(join(s.out, id, 'identity.toml')));
   } finally {
@@ -132,7 +141,10 @@ test('leftovers of an interrupted run are cleaned: staging directories removed, 
     t.regex(r.stdout, /1 created, 0 rotated, 1 kept/);
     t.is(await readFile(join(s.out, '1', 'identity.toml'), 'utf8'), original, 'restored, not re-provisioned');
     t.truthy(await loadIdentity(join(s.out, '2', 'identity.toml')));
-    t.deepEqual((await readdir(s.out)).filter((n) => n.startsWith('.')), []);
+    t.deepEqual(
+      (await readdir(s.out)).filter((n) => n.startsWith('.')),
+      [],
+    );
   } finally {
     await rm(s.dir, { recursive: true, force: true });
   }
@@ -147,7 +159,15 @@ async function csvFile(s: Station, text: string): Promise<string> {
 test('the MAC scheme: ID from the MAC; bad rows are named by line; duplicate IDs refused before anything is written', async (t) => {
   const s = await station();
   try {
-    const ok = await batch(s, '--id-scheme', 'mac', '--prefix', 'REC-', '--csv', await csvFile(s, '# line one is a comment\nserial,mac\nS1,00:1a:2b:3c:4d:5e\n"S2","00-1A-2B-3C-4D-5F"\n'));
+    const ok = await batch(
+      s,
+      '--id-scheme',
+      'mac',
+      '--prefix',
+      'REC-',
+      '--csv',
+      await csvFile(s, '# line one is a comment\nserial,mac\nS1,00:1a:2b:3c:4d:5e\n"S2","00-1A-2B-3C-4D-5F"\n'),
+    );
     t.is(ok.code, EXIT_OK, ok.stderr);
     t.deepEqual((await readdir(s.out)).sort(), ['REC-001A2B3C4D5E', 'REC-001A2B3C4D5F', 'manifest.csv']);
     const bad = await batch(s, '--id-scheme', 'mac', '--csv', await csvFile(s, 'serial,mac\nS3,00:1a:2b:3c:4d\n'));
@@ -180,7 +200,21 @@ test('the CA key never goes on a device: a --ca-cert file that carries a private
 test('the real program with worker threads: labels carry a peerlink:// URI that names the device and its password', async (t) => {
   const s = await station();
   try {
-    const r = await runNode(SCRIPT, ['batch', '--master-key', s.masterKeyFile, '--ca-cert', s.caFile, '--out-dir', s.out, '--range', '1-40', '--prefix', 'W-', '--jobs', '2']);
+    const r = await runNode(SCRIPT, [
+      'batch',
+      '--master-key',
+      s.masterKeyFile,
+      '--ca-cert',
+      s.caFile,
+      '--out-dir',
+      s.out,
+      '--range',
+      '1-40',
+      '--prefix',
+      'W-',
+      '--jobs',
+      '2',
+    ]);
     t.is(r.code, EXIT_OK, r.stderr);
     t.regex(r.stdout, /40 created/);
     const ids = (await readdir(s.out)).filter((n) => n.startsWith('W-'));

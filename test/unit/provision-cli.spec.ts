@@ -86,20 +86,29 @@ test('device --password-file: uses the first line and prints nothing', async (t)
     const pwFile = join(dir, 'pw.txt');
     await writeFile(pwFile, '  q7km-2zx9-tw4h-rc8n-3vbp  \nsecond line\n');
     const out = join(dir, 'identity.toml');
-    const r = await run(['device', '--id', 'dev1', '--master-key', masterKey, '--ca-cert', caCert, '--out', out, '--password-file', pwFile], dir);
+    const r = await run(
+      ['device', '--id', 'dev1', '--master-key', masterKey, '--ca-cert', caCert, '--out', out, '--password-file', pwFile],
+      dir,
+    );
     t.is(r.code, 0, r.stderr);
     t.is(r.stdout, '');
     t.is(r.stderr, '');
     t.deepEqual((await loadIdentity(out)).accessKey, await deriveAccessKey('Q7KM-2ZX9-TW4H-RC8N-3VBP', 'dev1'));
 
     await writeFile(pwFile, '\nlater\n');
-    const empty = await run(['device', '--id', 'dev2', '--master-key', masterKey, '--ca-cert', caCert, '--out', join(dir, 'id2.toml'), '--password-file', pwFile], dir);
+    const empty = await run(
+      ['device', '--id', 'dev2', '--master-key', masterKey, '--ca-cert', caCert, '--out', join(dir, 'id2.toml'), '--password-file', pwFile],
+      dir,
+    );
     t.is(empty.code, 1);
     t.regex(empty.stderr, /^peerlink-provision: /);
 
     // A 4-digit PIN falls to offline guessing in seconds: refused, naming the file.
     await writeFile(pwFile, '1234\n');
-    const weak = await run(['device', '--id', 'dev3', '--master-key', masterKey, '--ca-cert', caCert, '--out', join(dir, 'id3.toml'), '--password-file', pwFile], dir);
+    const weak = await run(
+      ['device', '--id', 'dev3', '--master-key', masterKey, '--ca-cert', caCert, '--out', join(dir, 'id3.toml'), '--password-file', pwFile],
+      dir,
+    );
     t.is(weak.code, 1);
     t.true(weak.stderr.startsWith(`peerlink-provision: ${pwFile}: the password is too weak`), weak.stderr);
   });
@@ -138,7 +147,10 @@ test('existing secrets are not overwritten without --force', async (t) => {
     t.is(forced.code, 0, forced.stderr);
     t.not(await readFile(masterKey, 'utf8'), before.master);
     t.is(await modeOf(masterKey), 0o600);
-    const forcedDevice = await run(['device', '--id', 'dev1', '--master-key', masterKey, '--ca-cert', caCert, '--out', out, '--force'], dir);
+    const forcedDevice = await run(
+      ['device', '--id', 'dev1', '--master-key', masterKey, '--ca-cert', caCert, '--out', out, '--force'],
+      dir,
+    );
     t.is(forcedDevice.code, 0, forcedDevice.stderr);
     t.not(await readFile(out, 'utf8'), before.identity);
   });
@@ -147,7 +159,8 @@ test('existing secrets are not overwritten without --force', async (t) => {
 test('server-cert: an ECDSA P-256 key by default, RSA 2048 with --key-type rsa; renew-server-cert the same', async (t) => {
   await withTempDir(async (dir) => {
     const { caDir, srvDir } = await provisionServer(t, dir);
-    const key = async (): Promise<string | undefined> => new X509Certificate(await readFile(join(srvDir, 'server.pem'))).publicKey.asymmetricKeyType;
+    const key = async (): Promise<string | undefined> =>
+      new X509Certificate(await readFile(join(srvDir, 'server.pem'))).publicKey.asymmetricKeyType;
     t.is(await key(), 'ec');
     let r = await run(['server-cert', '--ca-dir', caDir, '--host', 'localhost', '--out-dir', srvDir, '--key-type', 'rsa'], dir);
     t.is(r.code, 0, r.stderr);
@@ -193,7 +206,10 @@ test('operational failures exit 1', async (t) => {
     const missingCa = await run(['server-cert', '--ca-dir', join(dir, 'nope'), '--host', 'localhost', '--out-dir', dir], dir);
     t.is(missingCa.code, 1);
     await writeFile(join(dir, 'master.key'), 'not a key\n', { mode: 0o600 });
-    const badKey = await run(['device', '--id', 'd', '--master-key', join(dir, 'master.key'), '--ca-cert', 'x', '--out', join(dir, 'o')], dir);
+    const badKey = await run(
+      ['device', '--id', 'd', '--master-key', join(dir, 'master.key'), '--ca-cert', 'x', '--out', join(dir, 'o')],
+      dir,
+    );
     t.is(badKey.code, 1);
     t.regex(badKey.stderr, /^peerlink-provision: .*master\.key/);
   });

@@ -19,7 +19,11 @@ test('renew-server-cert re-issues for the same names with a new key; refuses a d
     const ca = join(dir, 'ca');
     const srv = join(dir, 'srv');
     t.is((await cli(['ca', '--out-dir', ca, '--days', '100'])).code, EXIT_OK);
-    t.is((await cli(['server-cert', '--ca-dir', ca, '--host', 'rv.example.com', '--host', '192.0.2.7', '--out-dir', srv, '--days', '10'])).code, EXIT_OK);
+    t.is(
+      (await cli(['server-cert', '--ca-dir', ca, '--host', 'rv.example.com', '--host', '192.0.2.7', '--out-dir', srv, '--days', '10']))
+        .code,
+      EXIT_OK,
+    );
     const oldCert = new X509Certificate(await readFile(join(srv, 'server.pem'), 'utf8'));
     const oldKey = await readFile(join(srv, 'server.key'), 'utf8');
     const r = await cli(['renew-server-cert', '--ca-dir', ca, '--dir', srv, '--days', '50']);

@@ -13,10 +13,23 @@ const base = {
 test('hot keys apply; restart-required keys are reported and kept at their running value', (t) => {
   const running = checkAgentSettings(base, '/f.toml');
   const next = checkAgentSettings(
-    { ...base, log_level: 'debug', server: { host: 'b.example', udp_port: 7401 }, dial: { max_concurrent: 8 }, reverse: { port_mapping: 'off' }, services: { http: '127.0.0.1:80', ssh: '127.0.0.1:22' } },
+    {
+      ...base,
+      log_level: 'debug',
+      server: { host: 'b.example', udp_port: 7401 },
+      dial: { max_concurrent: 8 },
+      reverse: { port_mapping: 'off' },
+      services: { http: '127.0.0.1:80', ssh: '127.0.0.1:22' },
+    },
     '/f.toml',
   );
-  t.deepEqual(restartRequiredChanges(running, next), ['log_level', 'server.host', 'server.udp_port', 'server.server_name', 'reverse.port_mapping']);
+  t.deepEqual(restartRequiredChanges(running, next), [
+    'log_level',
+    'server.host',
+    'server.udp_port',
+    'server.server_name',
+    'reverse.port_mapping',
+  ]);
   const applied = hotReloadable(running, next);
   t.is(applied.server.host, 'a.example');
   t.is(applied.logLevel, 'info');

@@ -70,10 +70,7 @@ type Op = { nonce: number; ttl: number; advance: number };
 
 testProp(
   'model: never fresh while an earlier acceptance is live, replayed only then, full only when every slot is live',
-  [
-    fc.integer({ min: 1, max: 6 }),
-    fc.array(fc.record({ nonce: fc.nat(9), ttl: fc.nat(50), advance: fc.nat(20) }), { maxLength: 60 }),
-  ],
+  [fc.integer({ min: 1, max: 6 }), fc.array(fc.record({ nonce: fc.nat(9), ttl: fc.nat(50), advance: fc.nat(20) }), { maxLength: 60 })],
   (t, max, ops: Op[]) => {
     const cache = new ReplayCache(max);
     const accepted = new Map<number, number>(); // nonce -> expiry of its latest acceptance

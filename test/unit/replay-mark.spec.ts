@@ -11,7 +11,8 @@ async function dir(t: { teardown(fn: () => unknown): void }): Promise<string> {
   t.teardown(() => rm(d, { recursive: true, force: true }));
   return d;
 }
-const onDisk = async (d: string): Promise<number> => (JSON.parse(await readFile(join(d, REPLAY_MARK_FILE_NAME), 'utf8')) as { acceptedUpToMs: number }).acceptedUpToMs;
+const onDisk = async (d: string): Promise<number> =>
+  (JSON.parse(await readFile(join(d, REPLAY_MARK_FILE_NAME), 'utf8')) as { acceptedUpToMs: number }).acceptedUpToMs;
 
 test('a first start has no barrier; what was accepted is the next start barrier', async (t) => {
   const d = await dir(t);

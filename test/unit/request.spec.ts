@@ -25,7 +25,13 @@ const requestArb: fc.Arbitrary<ConnectRequest> = fc.record({
 
 const ACCESS_KEY = Buffer.alloc(32, 0x42);
 const TAG_KEY = deriveRequestTagKey(ACCESS_KEY);
-const SAMPLE: ConnectRequest = { clientNonce: Buffer.alloc(16, 9), timestampMs: 1_700_000_000_000, equipmentId: 'dev-01', service: 'http', advertisedPort: 40000 };
+const SAMPLE: ConnectRequest = {
+  clientNonce: Buffer.alloc(16, 9),
+  timestampMs: 1_700_000_000_000,
+  equipmentId: 'dev-01',
+  service: 'http',
+  advertisedPort: 40000,
+};
 
 testProp('seal/parse round-trips and the tag verifies with the key that sealed it', [requestArb, keyArb], (t, req, key) => {
   const sealed = sealRequest(req, key);
@@ -71,15 +77,20 @@ testProp(
   [requestArb],
   (t, req) => {
     const sealed = sealRequest(req, TAG_KEY);
-    for (let n = 0; n < sealed.length; n++) throwsProtocolError(t, () => parseRequest(sealed.subarray(0, n)), `prefix ${n}/${sealed.length}`);
+    for (let n = 0; n < sealed.length; n++)
+      throwsProtocolError(t, () => parseRequest(sealed.subarray(0, n)), `prefix ${n}/${sealed.length}`);
   },
   { numRuns: 50 },
 );
 
-testProp('random bytes: parseRequest returns or throws a ProtocolError, never anything else', [fc.uint8Array({ maxLength: 200 })], (t, bytes) => {
-  parsesOrProtocolError(t, () => parseRequest(bytes));
-  t.pass();
-});
+testProp(
+  'random bytes: parseRequest returns or throws a ProtocolError, never anything else',
+  [fc.uint8Array({ maxLength: 200 })],
+  (t, bytes) => {
+    parsesOrProtocolError(t, () => parseRequest(bytes));
+    t.pass();
+  },
+);
 
 test('trailing bytes, a bad version, port 0 and a bad service name are ProtocolErrors naming the field', (t) => {
   const sealed = sealRequest(SAMPLE, TAG_KEY);
@@ -88,7 +99,10 @@ test('trailing bytes, a bad version, port 0 and a bad service name are ProtocolE
 
   // After the port comes the optional LAN part (count 1-2, then endpoints), then nothing.
   t.is(throwsProtocolError(t, () => parseRequest(reseal(Buffer.concat([body, Buffer.of(0)]))))?.field, 'request.lan.count');
-  t.is(throwsProtocolError(t, () => parseRequest(reseal(Buffer.concat([body, Buffer.of(1, 4, 192, 168, 1, 11, 0x13, 0x88, 0)]))))?.field, 'request');
+  t.is(
+    throwsProtocolError(t, () => parseRequest(reseal(Buffer.concat([body, Buffer.of(1, 4, 192, 168, 1, 11, 0x13, 0x88, 0)]))))?.field,
+    'request',
+  );
 
   const v = Buffer.from(body);
   v[0] = PROTOCOL_VERSION + 1;
@@ -99,9 +113,15 @@ test('trailing bytes, a bad version, port 0 and a bad service name are ProtocolE
   t.is(throwsProtocolError(t, () => parseRequest(reseal(p)))?.field, 'request.advertisedPort');
 
   t.is(throwsProtocolError(t, () => parseRequest(sealRequest({ ...SAMPLE, service: 'HTTP' }, TAG_KEY)))?.field, 'request.service');
-  t.is(throwsProtocolError(t, () => parseRequest(sealRequest({ ...SAMPLE, service: 'a'.repeat(33) }, TAG_KEY)))?.field, 'request.service.length');
+  t.is(
+    throwsProtocolError(t, () => parseRequest(sealRequest({ ...SAMPLE, service: 'a'.repeat(33) }, TAG_KEY)))?.field,
+    'request.service.length',
+  );
   t.is(throwsProtocolError(t, () => parseRequest(sealRequest({ ...SAMPLE, equipmentId: 'a b' }, TAG_KEY)))?.field, 'request.equipmentId');
-  t.is(throwsProtocolError(t, () => parseRequest(sealRequest({ ...SAMPLE, equipmentId: 'a'.repeat(65) }, TAG_KEY)))?.field, 'request.equipmentId.length');
+  t.is(
+    throwsProtocolError(t, () => parseRequest(sealRequest({ ...SAMPLE, equipmentId: 'a'.repeat(65) }, TAG_KEY)))?.field,
+    'request.equipmentId.length',
+  );
 });
 
 test('a tag of the wrong length does not verify (and does not throw)', (t) => {

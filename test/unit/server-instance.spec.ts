@@ -9,10 +9,15 @@ import { checkServerSettings } from '../../agent/server/settings.js';
 
 const FILE = '/etc/peerlink/server.toml';
 const settings = (extra: string) =>
-  checkServerSettings(parse(`registration_master_key_file = "m.key"\n[tls]\ncert_file = "c.pem"\nkey_file = "k.pem"\n${extra}`) as Record<string, unknown>, FILE);
+  checkServerSettings(
+    parse(`registration_master_key_file = "m.key"\n[tls]\ncert_file = "c.pem"\nkey_file = "k.pem"\n${extra}`) as Record<string, unknown>,
+    FILE,
+  );
 
 test('instance N: every port + N (0 stays any), node ID and the TLS address other nodes use + N', (t) => {
-  const s = settings('[probe]\nport = 7401\n[metrics]\nenabled = true\nport = 0\n[redis]\ncluster_nodes = ["10.0.0.5:6379"]\nnode_id = "rdv-a"\ntls_address = "10.0.1.7:7443"\n');
+  const s = settings(
+    '[probe]\nport = 7401\n[metrics]\nenabled = true\nport = 0\n[redis]\ncluster_nodes = ["10.0.0.5:6379"]\nnode_id = "rdv-a"\ntls_address = "10.0.1.7:7443"\n',
+  );
   const i = instanceSettings(s, 3, FILE);
   t.is(i.udp.port, 7403);
   t.is(i.tls.port, 7446);

@@ -66,7 +66,11 @@ max_pending_per_device = 8
 `;
 
 const agentDoc = (extra = ''): Record<string, unknown> => parse(`${extra}\n${AGENT_TOML}`) as Record<string, unknown>;
-const minimalAgent = (): Record<string, unknown> => ({ identity_file: 'id.toml', server: { host: 'rv.example.net' }, services: { http: '127.0.0.1:80' } });
+const minimalAgent = (): Record<string, unknown> => ({
+  identity_file: 'id.toml',
+  server: { host: 'rv.example.net' },
+  services: { http: '127.0.0.1:80' },
+});
 
 /** Runs fn, asserts a ConfigError with `code` and returns its problems. */
 function problemsOf(t: ExecutionContext, fn: () => unknown, code: string = 'PEERLINK_ERR_CONFIG_INVALID'): readonly string[] {
@@ -83,12 +87,32 @@ test('agent: a valid document passes, with values and relative paths resolved', 
   t.is(s.logLevel, 'debug');
   t.deepEqual(s.server, { host: 'rv.example.net', udpPort: 7500, tlsPort: 7543, serverName: 'rv.example.net', probePort: 0 });
   t.deepEqual(s.registration, { intervalMs: 30000, localPort: 40000 });
-  t.deepEqual(s.dial, { allowLoopback: true, allowLinkLocal: false, allowPrivate: false, connectTimeoutMs: 5000, directTimeoutMs: 3000, relayAfterMs: 1500, holePunch: true, maxConcurrent: 4, sessions: false });
-  t.deepEqual(s.reverse, { enabled: true, listenPort: 0, portMapping: "auto", mappingRenewMs: 600000, tokenTimeoutMs: 5000, maxPending: 64 });
-  t.deepEqual([...s.services], [
-    ['http', { host: '127.0.0.1', port: 80 }],
-    ['ssh', { host: '::1', port: 22 }],
-  ]);
+  t.deepEqual(s.dial, {
+    allowLoopback: true,
+    allowLinkLocal: false,
+    allowPrivate: false,
+    connectTimeoutMs: 5000,
+    directTimeoutMs: 3000,
+    relayAfterMs: 1500,
+    holePunch: true,
+    maxConcurrent: 4,
+    sessions: false,
+  });
+  t.deepEqual(s.reverse, {
+    enabled: true,
+    listenPort: 0,
+    portMapping: 'auto',
+    mappingRenewMs: 600000,
+    tokenTimeoutMs: 5000,
+    maxPending: 64,
+  });
+  t.deepEqual(
+    [...s.services],
+    [
+      ['http', { host: '127.0.0.1', port: 80 }],
+      ['ssh', { host: '::1', port: 22 }],
+    ],
+  );
 });
 
 test('agent: a minimal document gets the defaults', (t) => {
@@ -96,8 +120,25 @@ test('agent: a minimal document gets the defaults', (t) => {
   t.is(s.logLevel, 'info');
   t.deepEqual(s.server, { host: 'rv.example.net', udpPort: 7400, tlsPort: 7443, serverName: 'rv.example.net', probePort: 0 });
   t.deepEqual(s.registration, { intervalMs: 25000, localPort: 0 });
-  t.deepEqual(s.dial, { allowLoopback: false, allowLinkLocal: false, allowPrivate: false, connectTimeoutMs: 10000, directTimeoutMs: 3000, relayAfterMs: 1500, holePunch: true, maxConcurrent: 16, sessions: true });
-  t.deepEqual(s.reverse, { enabled: true, listenPort: 0, portMapping: "auto", mappingRenewMs: 600000, tokenTimeoutMs: 5000, maxPending: 64 });
+  t.deepEqual(s.dial, {
+    allowLoopback: false,
+    allowLinkLocal: false,
+    allowPrivate: false,
+    connectTimeoutMs: 10000,
+    directTimeoutMs: 3000,
+    relayAfterMs: 1500,
+    holePunch: true,
+    maxConcurrent: 16,
+    sessions: true,
+  });
+  t.deepEqual(s.reverse, {
+    enabled: true,
+    listenPort: 0,
+    portMapping: 'auto',
+    mappingRenewMs: 600000,
+    tokenTimeoutMs: 5000,
+    maxPending: 64,
+  });
 });
 
 test('agent: unknown keys are rejected, at the top level and in tables', (t) => {
@@ -109,8 +150,14 @@ test('agent: unknown keys are rejected, at the top level and in tables', (t) => 
   (doc.dial as Record<string, unknown>).allow_everything = true;
   const nested = problemsOf(t, () => checkAgentSettings(doc, AGENT_FILE));
   t.is(nested.length, 2);
-  t.true(nested.some((p) => p.includes('server.hots: unknown key')), nested.join('\n'));
-  t.true(nested.some((p) => p.includes('dial.allow_everything: unknown key')), nested.join('\n'));
+  t.true(
+    nested.some((p) => p.includes('server.hots: unknown key')),
+    nested.join('\n'),
+  );
+  t.true(
+    nested.some((p) => p.includes('dial.allow_everything: unknown key')),
+    nested.join('\n'),
+  );
 });
 
 test('agent: identity keys are rejected with a hint to use the identity file', (t) => {
@@ -146,7 +193,11 @@ test('agent: all problems are reported at once, each naming the file and the key
 test('agent: missing required keys are all reported', (t) => {
   const problems = problemsOf(t, () => checkAgentSettings({}, AGENT_FILE));
   t.is(problems.length, 3, problems.join('\n'));
-  for (const path of ['identity_file', 'server.host', 'services']) t.true(problems.some((p) => p.startsWith(`${AGENT_FILE}: ${path}: `)), path);
+  for (const path of ['identity_file', 'server.host', 'services'])
+    t.true(
+      problems.some((p) => p.startsWith(`${AGENT_FILE}: ${path}: `)),
+      path,
+    );
 });
 
 test(`agent: a registration interval below ${MIN_REGISTER_INTERVAL_MS} ms is rejected (RFC 8085)`, (t) => {
@@ -174,15 +225,26 @@ test('agent: bad service targets and names are rejected, each naming the service
   };
   const problems = problemsOf(t, () => checkAgentSettings({ ...minimalAgent(), services: { ...bad, ok: '127.0.0.1:80' } }, AGENT_FILE));
   t.is(problems.length, Object.keys(bad).length, problems.join('\n'));
-  for (const name of Object.keys(bad)) t.true(problems.some((p) => p.startsWith(`${AGENT_FILE}: services.${name}: `)), name);
+  for (const name of Object.keys(bad))
+    t.true(
+      problems.some((p) => p.startsWith(`${AGENT_FILE}: services.${name}: `)),
+      name,
+    );
 
-  const names = problemsOf(t, () => checkAgentSettings({ ...minimalAgent(), services: { HTTP: '127.0.0.1:80', '-x': '127.0.0.1:80', ['s'.repeat(33)]: '127.0.0.1:80' } }, AGENT_FILE));
+  const names = problemsOf(t, () =>
+    checkAgentSettings(
+      { ...minimalAgent(), services: { HTTP: '127.0.0.1:80', '-x': '127.0.0.1:80', ['s'.repeat(33)]: '127.0.0.1:80' } },
+      AGENT_FILE,
+    ),
+  );
   t.is(names.length, 3, names.join('\n'));
   t.true(names.some((p) => p.includes('services.HTTP: ')));
 });
 
 test('agent: the session service name is reserved: no service may be called peerlink-session', (t) => {
-  const problems = problemsOf(t, () => checkAgentSettings({ ...minimalAgent(), services: { 'peerlink-session': '127.0.0.1:80', ok: '127.0.0.1:80' } }, AGENT_FILE));
+  const problems = problemsOf(t, () =>
+    checkAgentSettings({ ...minimalAgent(), services: { 'peerlink-session': '127.0.0.1:80', ok: '127.0.0.1:80' } }, AGENT_FILE),
+  );
   t.is(problems.length, 1, problems.join('\n'));
   t.true(problems[0]!.startsWith(`${AGENT_FILE}: services.peerlink-session: `));
 });
@@ -195,7 +257,10 @@ test('agent: no services AND an unknown key: both problems are reported', (t) =>
   const doc = { identity_file: 'id.toml', server: { host: 'rv.example.net' }, colour: 'blue' };
   const problems = problemsOf(t, () => checkAgentSettings(doc, AGENT_FILE));
   t.is(problems.length, 2, problems.join('\n'));
-  t.true(problems.some((p) => p.startsWith(`${AGENT_FILE}: services: `)), problems.join('\n'));
+  t.true(
+    problems.some((p) => p.startsWith(`${AGENT_FILE}: services: `)),
+    problems.join('\n'),
+  );
 });
 
 // BUG (same line, agent/device/settings.ts:80): the check is a substring test on the whole problem
@@ -214,7 +279,13 @@ test('server: a valid document passes, with relative paths resolved against the 
   const s = checkServerSettings(parse(SERVER_TOML) as Record<string, unknown>, SERVER_FILE);
   t.is(s.logLevel, 'warn');
   t.deepEqual(s.udp, { host: '0.0.0.0', port: 7400 });
-  t.deepEqual(s.tls, { host: '::', port: 7443, certFile: '/etc/peerlink/server.crt', keyFile: '/srv/tls/server.key', maxUnidentifiedConnections: 1000 });
+  t.deepEqual(s.tls, {
+    host: '::',
+    port: 7443,
+    certFile: '/etc/peerlink/server.crt',
+    keyFile: '/srv/tls/server.key',
+    maxUnidentifiedConnections: 1000,
+  });
   t.is(s.registrationMasterKeyFile, '/etc/peerlink/master.key');
   t.deepEqual(s.registry, { staleAfterMs: 90000, forgetAfterMs: 86400000, clockWindowMs: 60000 });
   t.deepEqual(s.requests, { attachTimeoutMs: 8000, notifyRetryMs: 500, maxPendingPerDevice: 8 });
@@ -237,7 +308,10 @@ test('server: all problems are reported at once, each naming the file and the ke
   const problems = problemsOf(t, () => checkServerSettings(doc, SERVER_FILE));
   t.is(problems.length, 3, problems.join('\n'));
   for (const path of ['udp.port', 'registry.stale_after_ms', 'tls.cert_file']) {
-    t.true(problems.some((p) => p.startsWith(`${SERVER_FILE}: ${path}: `)), `${path} in:\n${problems.join('\n')}`);
+    t.true(
+      problems.some((p) => p.startsWith(`${SERVER_FILE}: ${path}: `)),
+      `${path} in:\n${problems.join('\n')}`,
+    );
   }
 });
 
@@ -251,7 +325,12 @@ test('server: a table that is not a table is reported', (t) => {
 // --- identity ---
 
 const ca = createCa();
-const provisioned = createDeviceIdentity({ equipmentId: 'unit-0042', masterKey: Buffer.alloc(32, 5), caCertPem: ca.certPem, password: 'Q7KM-2ZX9-TW4H-RC8N' });
+const provisioned = createDeviceIdentity({
+  equipmentId: 'unit-0042',
+  masterKey: Buffer.alloc(32, 5),
+  caCertPem: ca.certPem,
+  password: 'Q7KM-2ZX9-TW4H-RC8N',
+});
 
 test('identity: formatIdentity output parses back to the same identity', async (t) => {
   const { identity } = await provisioned;
@@ -262,7 +341,11 @@ test('identity: formatIdentity output parses back to the same identity', async (
 
 test('identity: unknown keys are rejected with PEERLINK_ERR_IDENTITY_INVALID', async (t) => {
   const { identity } = await provisioned;
-  const problems = problemsOf(t, () => parseIdentity(`${formatIdentity(identity)}\npassword = "ABCD-EFGH"\n`, IDENTITY_FILE), 'PEERLINK_ERR_IDENTITY_INVALID');
+  const problems = problemsOf(
+    t,
+    () => parseIdentity(`${formatIdentity(identity)}\npassword = "ABCD-EFGH"\n`, IDENTITY_FILE),
+    'PEERLINK_ERR_IDENTITY_INVALID',
+  );
   t.is(problems.length, 1);
   t.true(problems[0]!.startsWith(`${IDENTITY_FILE}: password: unknown key`), problems[0]);
 });
@@ -280,7 +363,10 @@ test('identity: all problems are reported at once, each naming the file and key'
   const problems = problemsOf(t, () => parseIdentity(text, IDENTITY_FILE), 'PEERLINK_ERR_IDENTITY_INVALID');
   t.is(problems.length, 4, problems.join('\n'));
   for (const key of ['format', 'equipment_id', 'registration_key', 'ca_cert']) {
-    t.true(problems.some((p) => p.startsWith(`${IDENTITY_FILE}: ${key}: `)), key);
+    t.true(
+      problems.some((p) => p.startsWith(`${IDENTITY_FILE}: ${key}: `)),
+      key,
+    );
   }
 });
 
@@ -291,7 +377,10 @@ test('identity: a key that is not canonical base64 of 32 bytes is rejected', asy
     const text = formatIdentity(identity).replace(`access_key = "${good}"`, `access_key = ${JSON.stringify(bad)}`);
     t.not(text, formatIdentity(identity));
     const problems = problemsOf(t, () => parseIdentity(text, IDENTITY_FILE), 'PEERLINK_ERR_IDENTITY_INVALID');
-    t.true(problems.some((p) => p.startsWith(`${IDENTITY_FILE}: access_key: `)), bad);
+    t.true(
+      problems.some((p) => p.startsWith(`${IDENTITY_FILE}: access_key: `)),
+      bad,
+    );
   }
 });
 

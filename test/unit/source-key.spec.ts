@@ -18,7 +18,8 @@ test('sourceKey: IPv4 as it is, v4-mapped as IPv4, IPv6 by its /64 in every text
   t.is(sourceKey('::ffff:cb00:7109'), '203.0.113.9');
   const k = sourceKey('2a02:1:2:3:4:5:6:7');
   t.is(k, '2a02:1:2:3::/64');
-  for (const same of ['2a02:1:2:3::1', '2a02:0001:0002:0003:ffff:ffff:ffff:ffff', '2A02:1:2:3:abcd::', '2a02:1:2:3::1%eth0']) t.is(sourceKey(same), k, same);
+  for (const same of ['2a02:1:2:3::1', '2a02:0001:0002:0003:ffff:ffff:ffff:ffff', '2A02:1:2:3:abcd::', '2a02:1:2:3::1%eth0'])
+    t.is(sourceKey(same), k, same);
   for (const other of ['2a02:1:2:4::1', '2a02:1:2::1', '2a03:1:2:3::1']) t.not(sourceKey(other), k, other);
   t.is(sourceKey('::1'), '0:0:0:0::/64');
 });

@@ -4,7 +4,10 @@ import { createNotifier, type SpawnNotify } from '../../agent/systemd/notify.js'
 import { ManualClock } from '../helpers/manual-clock.js';
 
 /** A fake systemd-notify whose child takes `delayMs` of the manual clock `clock`. */
-function recorder(delayMs = 20, clock = new ManualClock()): { calls: string[][]; spawnNotify: SpawnNotify; maxInFlight: () => number; clock: ManualClock } {
+function recorder(
+  delayMs = 20,
+  clock = new ManualClock(),
+): { calls: string[][]; spawnNotify: SpawnNotify; maxInFlight: () => number; clock: ManualClock } {
   const calls: string[][] = [];
   let inFlight = 0;
   let max = 0;

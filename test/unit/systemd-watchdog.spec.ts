@@ -19,7 +19,13 @@ test('pings while healthy, withholds them while not, resumes after', async (t) =
   const notifier = createNotifier({ env, spawnNotify: async (args) => void sent.push([...args]) });
   const clock = new ManualClock();
   let healthy = true;
-  const wd = createWatchdog({ notifier, env, pid: 1, timers: clock, health: () => (healthy ? { ok: true } : { ok: false, reason: 'test' }) });
+  const wd = createWatchdog({
+    notifier,
+    env,
+    pid: 1,
+    timers: clock,
+    health: () => (healthy ? { ok: true } : { ok: false, reason: 'test' }),
+  });
   t.is(wd.intervalMs, 100);
   wd.start();
   t.teardown(() => wd.stop());
@@ -46,7 +52,13 @@ test('the watchdog timer does not hold the process open', (t) => {
   let handle: TimerHandle | undefined;
   const setInterval = clock.setInterval.bind(clock);
   clock.setInterval = (fn, ms) => (handle = setInterval(fn, ms));
-  const wd = createWatchdog({ notifier, env: { NOTIFY_SOCKET: '@x', WATCHDOG_USEC: '1000000' }, pid: 1, timers: clock, health: () => ({ ok: true }) });
+  const wd = createWatchdog({
+    notifier,
+    env: { NOTIFY_SOCKET: '@x', WATCHDOG_USEC: '1000000' },
+    pid: 1,
+    timers: clock,
+    health: () => ({ ok: true }),
+  });
   wd.start();
   t.teardown(() => wd.stop());
   t.false(handle?.hasRef() ?? true, 'unref()ed');

@@ -11,7 +11,11 @@ test('the code reproduces every test vector exactly', async (t) => {
   const file = JSON.parse(await readFile(VECTORS_FILE, 'utf8')) as { vectors: { name: string; output: string }[] };
   const now = await computeVectors();
   t.true(now.length >= 30, `${now.length} vectors`);
-  t.deepEqual(now.map((v) => v.name), file.vectors.map((v) => v.name), 'the same vectors, in the same order');
+  t.deepEqual(
+    now.map((v) => v.name),
+    file.vectors.map((v) => v.name),
+    'the same vectors, in the same order',
+  );
   for (const [i, v] of now.entries()) t.is(v.output, file.vectors[i]!.output, v.name);
   t.is(formatVectors(now), await readFile(VECTORS_FILE, 'utf8'), 'inputs and outputs, byte for byte');
 });

@@ -98,7 +98,10 @@ testProp(
     t.deepEqual(bytes.subarray(5 + equipmentId.length + 16, 5 + equipmentId.length + 32), cookie ?? Buffer.alloc(16));
     const unpadded = 4 + 1 + equipmentId.length + 8 + 8 + 16 + 16;
     t.is(bytes.length, Math.max(REGISTER_MIN_BYTES, unpadded));
-    t.true(bytes.subarray(unpadded - 16, bytes.length - 16).every((b) => b === 0), 'padding is zero');
+    t.true(
+      bytes.subarray(unpadded - 16, bytes.length - 16).every((b) => b === 0),
+      'padding is zero',
+    );
     t.deepEqual(bytes.subarray(bytes.length - 16), tag16(key, bytes.subarray(0, bytes.length - 16)));
   },
 );
@@ -141,13 +144,25 @@ testProp(
 
 test('REGISTER_ACK: ::ffff:a.b.c.d is normalised to a.b.c.d and sent as IPv4', (t) => {
   const nonce = Buffer.alloc(8, 1);
-  const mapped = encodeRegisterAck({ status: AckStatus.OK, nonce, serverTimeMs: 5, observed: { address: '::ffff:192.0.2.33', port: 4242 } }, KEY);
+  const mapped = encodeRegisterAck(
+    { status: AckStatus.OK, nonce, serverTimeMs: 5, observed: { address: '::ffff:192.0.2.33', port: 4242 } },
+    KEY,
+  );
   const plain = encodeRegisterAck({ status: AckStatus.OK, nonce, serverTimeMs: 5, observed: { address: '192.0.2.33', port: 4242 } }, KEY);
   t.deepEqual(mapped, plain);
-  const upper = encodeRegisterAck({ status: AckStatus.OK, nonce, serverTimeMs: 5, observed: { address: '::FFFF:192.0.2.33', port: 4242 } }, KEY);
+  const upper = encodeRegisterAck(
+    { status: AckStatus.OK, nonce, serverTimeMs: 5, observed: { address: '::FFFF:192.0.2.33', port: 4242 } },
+    KEY,
+  );
   t.deepEqual(upper, plain);
   const parsed = parseUdpPacket(mapped);
-  t.deepEqual(parsed.packet, { type: UDP_TYPE_REGISTER_ACK, status: AckStatus.OK, nonce, serverTimeMs: 5, observed: { address: '192.0.2.33', port: 4242 } });
+  t.deepEqual(parsed.packet, {
+    type: UDP_TYPE_REGISTER_ACK,
+    status: AckStatus.OK,
+    nonce,
+    serverTimeMs: 5,
+    observed: { address: '192.0.2.33', port: 4242 },
+  });
   // The hex form of a mapped address is also read back as IPv4.
   const hex = parseUdpPacket(
     encodeRegisterAck({ status: AckStatus.OK, nonce, serverTimeMs: 5, observed: { address: '::ffff:c000:221', port: 4242 } }, KEY),
@@ -155,19 +170,25 @@ test('REGISTER_ACK: ::ffff:a.b.c.d is normalised to a.b.c.d and sent as IPv4', (
   t.like(hex.packet, { observed: { address: '192.0.2.33', port: 4242 } });
 });
 
-testProp('NOTIFY round-trips, with the wake proof', [bytesArb(16), timestampArb, wakeArb, keyArb], (t, requestId, serverTimeMs, wake, key) => {
-  const bytes = encodeNotify({ requestId, serverTimeMs, wake }, key);
-  t.is(bytes.length, 4 + 16 + 8 + 40 + 16);
-  const parsed = parseUdpPacket(bytes);
-  t.deepEqual(parsed.packet, { type: UDP_TYPE_NOTIFY, requestId, serverTimeMs, wake });
-  t.true(verifyTag(parsed, key));
-});
+testProp(
+  'NOTIFY round-trips, with the wake proof',
+  [bytesArb(16), timestampArb, wakeArb, keyArb],
+  (t, requestId, serverTimeMs, wake, key) => {
+    const bytes = encodeNotify({ requestId, serverTimeMs, wake }, key);
+    t.is(bytes.length, 4 + 16 + 8 + 40 + 16);
+    const parsed = parseUdpPacket(bytes);
+    t.deepEqual(parsed.packet, { type: UDP_TYPE_NOTIFY, requestId, serverTimeMs, wake });
+    t.true(verifyTag(parsed, key));
+  },
+);
 
 test('timestamps: MAX_SAFE_INTEGER is accepted, 2^53 is a ProtocolError', (t) => {
   const nonce = Buffer.alloc(8);
   const ok = parseUdpPacket(encodeRegister({ equipmentId: 'dev-1', timestampMs: Number.MAX_SAFE_INTEGER, nonce }, KEY));
   t.like(ok.packet, { timestampMs: Number.MAX_SAFE_INTEGER });
-  const err = throwsProtocolError(t, () => parseUdpPacket(encodeNotify({ requestId: Buffer.alloc(16), serverTimeMs: 2 ** 53, wake: ZERO_WAKE }, KEY)));
+  const err = throwsProtocolError(t, () =>
+    parseUdpPacket(encodeNotify({ requestId: Buffer.alloc(16), serverTimeMs: 2 ** 53, wake: ZERO_WAKE }, KEY)),
+  );
   t.is(err?.field, 'udp.serverTime');
 });
 
@@ -236,7 +257,11 @@ test('oversize packets are rejected; exactly UDP_MAX_BYTES is not', (t) => {
   const err = throwsProtocolError(t, () => parseUdpPacket(big));
   t.regex(err?.message ?? '', /oversized/);
   throwsProtocolError(t, () => parseUdpPacket(Buffer.alloc(4096)));
-  throwsProtocolError(t, () => parseUdpPacket(Buffer.concat([encodeNotify({ requestId: Buffer.alloc(16), serverTimeMs: 1, wake: ZERO_WAKE }, KEY), Buffer.alloc(UDP_MAX_BYTES)])));
+  throwsProtocolError(t, () =>
+    parseUdpPacket(
+      Buffer.concat([encodeNotify({ requestId: Buffer.alloc(16), serverTimeMs: 1, wake: ZERO_WAKE }, KEY), Buffer.alloc(UDP_MAX_BYTES)]),
+    ),
+  );
   const max = handRegister('dev', 1, Buffer.alloc(8), UDP_MAX_BYTES, KEY);
   const parsed = parseUdpPacket(max);
   t.like(parsed.packet, { type: UDP_TYPE_REGISTER, equipmentId: 'dev', timestampMs: 1 });
@@ -259,7 +284,10 @@ test('REGISTER with non-zero padding is refused', (t) => {
 });
 
 test('bad magic, version, type and ack status are ProtocolErrors naming the field', (t) => {
-  const ack = encodeRegisterAck({ status: AckStatus.OK, nonce: Buffer.alloc(8), serverTimeMs: 1, observed: { address: '192.0.2.1', port: 1 } }, KEY);
+  const ack = encodeRegisterAck(
+    { status: AckStatus.OK, nonce: Buffer.alloc(8), serverTimeMs: 1, observed: { address: '192.0.2.1', port: 1 } },
+    KEY,
+  );
   const cases: Array<[number, number, string]> = [
     [0, 0x51, 'udp.magic'],
     [2, PROTOCOL_VERSION + 1, 'udp.version'],
@@ -271,7 +299,10 @@ test('bad magic, version, type and ack status are ProtocolErrors naming the fiel
     bad[offset] = value;
     t.is(throwsProtocolError(t, () => parseUdpPacket(bad))?.field, field);
   }
-  const v6 = encodeRegisterAck({ status: AckStatus.OK, nonce: Buffer.alloc(8), serverTimeMs: 1, observed: { address: '2001:db8::1', port: 1 } }, KEY);
+  const v6 = encodeRegisterAck(
+    { status: AckStatus.OK, nonce: Buffer.alloc(8), serverTimeMs: 1, observed: { address: '2001:db8::1', port: 1 } },
+    KEY,
+  );
   const badFamily = Buffer.from(v6);
   badFamily[4 + 1 + 8 + 8] = 5;
   t.is(throwsProtocolError(t, () => parseUdpPacket(badFamily))?.field, 'observed.family');
@@ -296,9 +327,13 @@ testProp(
 
 // --- P6: no amplification ---
 
-testProp('a registration is always at least REGISTER_MIN_BYTES', [equipmentIdArb, timestampArb, nonceArb, keyArb], (t, equipmentId, timestampMs, nonce, key) => {
-  t.true(encodeRegister({ equipmentId, timestampMs, nonce }, key).length >= REGISTER_MIN_BYTES);
-});
+testProp(
+  'a registration is always at least REGISTER_MIN_BYTES',
+  [equipmentIdArb, timestampArb, nonceArb, keyArb],
+  (t, equipmentId, timestampMs, nonce, key) => {
+    t.true(encodeRegister({ equipmentId, timestampMs, nonce }, key).length >= REGISTER_MIN_BYTES);
+  },
+);
 
 test('P6: the largest ack (IPv6 observed endpoint) is no longer than the shortest registration', (t) => {
   const shortest = encodeRegister({ equipmentId: 'a', timestampMs: 0, nonce: Buffer.alloc(8) }, KEY);

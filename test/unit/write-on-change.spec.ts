@@ -30,7 +30,16 @@ test('registrations write the shared list only on change, on refresh, or after i
   };
   const shared = { nodeId: 'node-a', refreshAfterMs: 60_000, writesValidSinceMs: 0 };
   const registry = createMemoryRegistry();
-  const ep = createRegistrationEndpoint({ host: '127.0.0.1', port: 0, masterKey, registry, backend, sharedWrites: shared, clock, logger: silentLogger() });
+  const ep = createRegistrationEndpoint({
+    host: '127.0.0.1',
+    port: 0,
+    masterKey,
+    registry,
+    backend,
+    sharedWrites: shared,
+    clock,
+    logger: silentLogger(),
+  });
   await ep.start();
   t.teardown(() => ep.stop());
   const to = { port: ep.address().port };
