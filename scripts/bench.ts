@@ -10,7 +10,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createLoopbackSetup } from './lib/loopback-setup.js';
+import { createLoopbackSetup, connectArgs } from './lib/loopback-setup.js';
 import { freePort } from './lib/free-port.js';
 import { startProgram, type Program } from './lib/program.js';
 import { bestMbps, startEchoServer, viaTcp, waitServing } from './bench/throughput.js';
@@ -38,18 +38,7 @@ async function tunnelBench(): Promise<Record<string, number>> {
     programs.push(agent);
     await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
     const base = [
-      'connect',
-      setup.equipmentId,
-      '--server',
-      `127.0.0.1:${setup.tlsPort}`,
-      '--server-name',
-      'localhost',
-      '--ca',
-      setup.caFile,
-      '--password-file',
-      setup.passwordFile,
-      '--service',
-      'echo',
+      ...connectArgs(setup, 'echo'),
       // A tunnel per connection, as these rows always measured; a session's stream: bench server --only sessions.
       '--session-idle-ms',
       '0',

@@ -8,7 +8,7 @@ import { get } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLoopbackSetup } from './lib/loopback-setup.js';
+import { createLoopbackSetup, connectArgs } from './lib/loopback-setup.js';
 import { freePort } from './lib/free-port.js';
 import { startProgram, type LogLine, type Program } from './lib/program.js';
 
@@ -66,28 +66,9 @@ async function main(): Promise<number> {
     await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
 
     const listenPort = await freePort();
-    const client = startProgram(
-      'client',
-      [
-        'connect',
-        setup.equipmentId,
-        '--server',
-        `127.0.0.1:${setup.tlsPort}`,
-        '--server-name',
-        'localhost',
-        '--ca',
-        setup.caFile,
-        '--password-file',
-        setup.passwordFile,
-        '--service',
-        'http',
-        '--listen',
-        `127.0.0.1:${listenPort}`,
-        '--log-level',
-        'info',
-      ],
-      { onLine: show('client') },
-    );
+    const client = startProgram('client', [...connectArgs(setup, 'http'), '--listen', `127.0.0.1:${listenPort}`, '--log-level', 'info'], {
+      onLine: show('client'),
+    });
     programs.push(client);
     await client.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S208 direct channel up'), 20_000);
     let body = '';

@@ -22,7 +22,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect as tlsConnect } from 'node:tls';
 import { parseArgs } from 'node:util';
-import { createLoopbackSetup } from '../lib/loopback-setup.js';
+import { createLoopbackSetup, connectArgs } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type Program } from '../lib/program.js';
 import { startRedis } from '../lib/redis-process.js';
@@ -291,18 +291,7 @@ async function endToEnd(o: {
     stoppers.push(() => tlsEcho.stop());
     const { port: tlsEchoPort } = (await tlsEcho.first) as { port: number };
     const base = [
-      'connect',
-      setup.equipmentId,
-      '--server',
-      `127.0.0.1:${setup.tlsPort}`,
-      '--server-name',
-      'localhost',
-      '--ca',
-      setup.caFile,
-      '--password-file',
-      setup.passwordFile,
-      '--service',
-      'echo',
+      ...connectArgs(setup, 'echo'),
       // A tunnel per connection, as these rows always measured; a session's stream: bench server --only sessions.
       '--session-idle-ms',
       '0',

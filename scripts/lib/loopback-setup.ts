@@ -153,3 +153,21 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
     keyPem: server.keyPem,
   };
 }
+
+/** `peerlink connect` to this setup's device and service over loopback: the flags every caller repeats. */
+export function connectArgs(setup: Pick<LoopbackSetup, 'equipmentId' | 'tlsPort' | 'caFile' | 'passwordFile'>, service: string): string[] {
+  return [
+    'connect',
+    setup.equipmentId,
+    '--server',
+    `127.0.0.1:${setup.tlsPort}`,
+    '--server-name',
+    'localhost',
+    '--ca',
+    setup.caFile,
+    '--password-file',
+    setup.passwordFile,
+    '--service',
+    service,
+  ];
+}

@@ -6,7 +6,7 @@
  * connects. Time to the first registration is printed for docs/faults.md.
  */
 import test from 'ava';
-import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
+import { createLoopbackSetup, connectArgs } from '../../scripts/lib/loopback-setup.js';
 import { startProgram } from '../../scripts/lib/program.js';
 import { echoService, tempDir } from '../helpers/flow.js';
 import { figure, runClient } from '../helpers/faults.js';
@@ -35,24 +35,7 @@ for (const [who, offsetMs, label] of [
     await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'), 30_000);
     figure(t, `${label}: agent start to registered`, `${Math.round(performance.now() - began)} ms`);
     const line = `${label}\n`;
-    const run = await runClient(
-      [
-        'connect',
-        setup.equipmentId,
-        '--server',
-        `127.0.0.1:${setup.tlsPort}`,
-        '--server-name',
-        'localhost',
-        '--ca',
-        setup.caFile,
-        '--password-file',
-        setup.passwordFile,
-        '--service',
-        'echo',
-        '--stdio',
-      ],
-      line,
-    ).done;
+    const run = await runClient([...connectArgs(setup, 'echo'), '--stdio'], line).done;
     figure(t, `${label}: client connect`, `exit ${run.code} in ${run.ms} ms${run.code === 0 ? '' : `: ${run.said}`}`);
     t.is(run.code, 0, run.said);
     t.is(run.stdout, line);

@@ -7,7 +7,7 @@ import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
+import { createLoopbackSetup, connectArgs } from '../../scripts/lib/loopback-setup.js';
 import { startProgram, type Program } from '../../scripts/lib/program.js';
 import { echoService, tempDir } from '../helpers/flow.js';
 import { figure, runClient } from '../helpers/faults.js';
@@ -48,21 +48,7 @@ rootTest('state directory full, then read-only: the agent keeps serving and says
   const agent = startProgram('agent', ['--config', setup.agentConfig], { env: { ...process.env, RUNTIME_DIRECTORY: runtime } });
   t.teardown(() => agent.stop().then(() => undefined));
   await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
-  const args = [
-    'connect',
-    setup.equipmentId,
-    '--server',
-    `127.0.0.1:${setup.tlsPort}`,
-    '--server-name',
-    'localhost',
-    '--ca',
-    setup.caFile,
-    '--password-file',
-    setup.passwordFile,
-    '--service',
-    'echo',
-    '--stdio',
-  ];
+  const args = [...connectArgs(setup, 'echo'), '--stdio'];
   const connect = async (what: string): Promise<void> => {
     const r = await runClient(args, `${what}\n`).done;
     t.is(r.code, 0, `${what}: ${r.said}`);

@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer, type Server } from 'node:net';
-import { createLoopbackSetup, type LoopbackSetup, type LoopbackSetupOptions } from '../../scripts/lib/loopback-setup.js';
+import { createLoopbackSetup, type LoopbackSetup, type LoopbackSetupOptions, connectArgs } from '../../scripts/lib/loopback-setup.js';
 import { startProgram, type Program } from '../../scripts/lib/program.js';
 
 /** Something that runs clean-ups later: an ava test context, or a shared scope (see sharedScope). */
@@ -55,21 +55,7 @@ export async function startFlow(
     setup,
     server,
     agent,
-    clientArgs: (service, extra = []) => [
-      'connect',
-      setup.equipmentId,
-      '--server',
-      `127.0.0.1:${setup.tlsPort}`,
-      '--server-name',
-      'localhost',
-      '--ca',
-      setup.caFile,
-      '--password-file',
-      setup.passwordFile,
-      '--service',
-      service,
-      ...extra,
-    ],
+    clientArgs: (service, extra = []) => [...connectArgs(setup, service), ...extra],
   };
 }
 

@@ -3,6 +3,8 @@
  * the number of connection requests the server has seen, and one round trip through a port.
  */
 import { connect } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createClient, type Client } from '../../agent/client/client.js';
 import { freePort } from '../../scripts/lib/free-port.js';
 import { startFlow, type Flow, type Scope } from './flow.js';
 import { httpGet } from './multi-node.js';
@@ -39,5 +41,33 @@ export function exchange(port: number, payload: string | Buffer): Promise<string
     s.on('data', (d: string) => (out += d));
     s.on('close', () => resolve(out));
     s.on('error', reject);
+  });
+}
+
+/** A library client of the flow's device whose open() reuses one session (idle after a minute). */
+export function sessionClient(t: Scope, flow: Flow, service: string): Client {
+  const client = createClient({
+    server: { host: '127.0.0.1', port: flow.setup.tlsPort },
+    serverName: 'localhost',
+    caPem: flow.setup.caPem,
+    equipmentId: flow.setup.equipmentId,
+    password: flow.setup.password,
+    service,
+    accept: { host: '127.0.0.1', port: 0 },
+    sessionIdleMs: 60_000,
+  });
+  t.teardown(() => client.stop());
+  return client;
+}
+
+/** Write `text`, end, and collect what comes back until the stream ends. */
+export function roundTrip(stream: Duplex, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (d: string) => (out += d));
+    stream.once('end', () => resolve(out));
+    stream.once('error', reject);
+    stream.end(text);
   });
 }

@@ -5,38 +5,15 @@
  */
 import test from 'ava';
 import { readFile, writeFile } from 'node:fs/promises';
-import type { Duplex } from 'node:stream';
-import { createClient } from '../../agent/client/client.js';
 import { ErrorCodes } from '../../agent/common/errors.js';
 import { echoService } from '../helpers/flow.js';
-import { startMeteredFlow } from '../helpers/sessions.js';
-
-function roundTrip(stream: Duplex, text: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (d: string) => (out += d));
-    stream.once('end', () => resolve(out));
-    stream.once('error', reject);
-    stream.end(text);
-  });
-}
+import { roundTrip, sessionClient, startMeteredFlow } from '../helpers/sessions.js';
 
 test('a stream naming a service not allowed is refused; other streams on the same session work; a reload applies to the next stream', async (t) => {
   const echo = await echoService(t);
   const other = await echoService(t);
   const flow = await startMeteredFlow(t, { services: { echo: `127.0.0.1:${echo.port}`, web: `127.0.0.1:${other.port}` } });
-  const client = createClient({
-    server: { host: '127.0.0.1', port: flow.setup.tlsPort },
-    serverName: 'localhost',
-    caPem: flow.setup.caPem,
-    equipmentId: flow.setup.equipmentId,
-    password: flow.setup.password,
-    service: 'echo',
-    accept: { host: '127.0.0.1', port: 0 },
-    sessionIdleMs: 60_000,
-  });
-  t.teardown(() => client.stop());
+  const client = sessionClient(t, flow, 'echo');
 
   const first = await client.open();
   t.falsy(first.reused);

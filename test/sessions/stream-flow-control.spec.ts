@@ -5,12 +5,10 @@
  */
 import test from 'ava';
 import { createServer } from 'node:net';
-import type { Duplex } from 'node:stream';
-import { createClient } from '../../agent/client/client.js';
 import { SESSION_STREAM_WINDOW_BYTES } from '../../agent/protocol/session-streams.js';
 import { echoService } from '../helpers/flow.js';
 import { listenTcp, sleep } from '../helpers/harness.js';
-import { startMeteredFlow } from '../helpers/sessions.js';
+import { roundTrip, sessionClient, startMeteredFlow } from '../helpers/sessions.js';
 
 const DOWNLOAD_BYTES = 64 * 1024 * 1024;
 
@@ -37,32 +35,11 @@ async function bulkService(t: Parameters<typeof listenTcp>[0]): Promise<{ port: 
   return { port, written: () => written };
 }
 
-function roundTrip(stream: Duplex, text: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (d: string) => (out += d));
-    stream.once('end', () => resolve(out));
-    stream.once('error', reject);
-    stream.end(text);
-  });
-}
-
 test('a download nobody reads on one stream does not stall a small request on another stream of the session', async (t) => {
   const echo = await echoService(t);
   const bulk = await bulkService(t);
   const flow = await startMeteredFlow(t, { services: { echo: `127.0.0.1:${echo.port}`, bulk: `127.0.0.1:${bulk.port}` } });
-  const client = createClient({
-    server: { host: '127.0.0.1', port: flow.setup.tlsPort },
-    serverName: 'localhost',
-    caPem: flow.setup.caPem,
-    equipmentId: flow.setup.equipmentId,
-    password: flow.setup.password,
-    service: 'echo',
-    accept: { host: '127.0.0.1', port: 0 },
-    sessionIdleMs: 60_000,
-  });
-  t.teardown(() => client.stop());
+  const client = sessionClient(t, flow, 'echo');
 
   const download = await client.open(undefined, 'bulk');
   let received = 0;
