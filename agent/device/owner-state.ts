@@ -39,6 +39,17 @@ export const MAX_REVOKED_KEYS = 32;
 export const OWNER_STATE_POLL_MS = 1_000;
 const LOCK_WAIT_MS = 5_000;
 const LOCK_RETRY_MS = 10;
+/** A lock file with no pid in it, older than this: its writer died between creating and writing it. */
+const LOCK_EMPTY_STALE_MS = 1_000;
+
+/** The lock holds no pid and has not been touched for LOCK_EMPTY_STALE_MS (a live writer fills it at once). */
+function emptyLockIsStale(lockFile: string): boolean {
+  try {
+    return Date.now() - statSync(lockFile).mtimeMs > LOCK_EMPTY_STALE_MS;
+  } catch {
+    return false; // gone: the next open will tell
+  }
+}
 
 export interface PairedClient {
   readonly id: string;
@@ -236,8 +247,10 @@ export function openOwnerStore(o: OwnerStoreOptions): OwnerStore {
         } catch {
           continue; // released between our open and read
         }
-        // A writer killed while holding the lock: take it over.
-        if (Number.isInteger(holder) && holder > 0 && !alive(holder)) {
+        // A writer killed while holding the lock: take it over. Killed between creating the lock and
+        // writing its pid, it left the lock empty: taken over once older than LOCK_EMPTY_STALE_MS.
+        const dead = Number.isInteger(holder) && holder > 0 ? !alive(holder) : emptyLockIsStale(lockFile);
+        if (dead) {
           try {
             unlinkSync(lockFile);
           } catch {

@@ -12,7 +12,7 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openOwnerStore, OWNER_STATE_FILE_NAME, parseOwnerState } from '../../agent/device/owner-state.js';
@@ -82,4 +82,20 @@ test.serial('control: a writer that writes in place is caught leaving a torn fil
   const o = await killLoop(dir, true);
   t.log(`${KILLS} kills of the in-place writer: ${o.torn} torn files`);
   t.true(o.torn > 0, 'the kill loop detects a non-atomic writer');
+});
+
+test.serial('an empty lock, left by a writer killed between creating it and writing its pid, is taken over', async (t) => {
+  const dir = await tempDir(t, 'peerlink-owner-emptylock-');
+  const store = openOwnerStore({ stateDir: dir });
+  await store.update((s) => ({ ...s, clients: [] }));
+  const lock = join(dir, 'owner-state.lock');
+  await writeFile(lock, '', { mode: 0o600 });
+  const old = new Date(Date.now() - 5_000);
+  await utimes(lock, old, old);
+  await store.update((s) => ({ ...s, clients: [] }));
+  t.deepEqual(
+    (await readdir(dir)).filter((f) => f !== OWNER_STATE_FILE_NAME),
+    [],
+    'the empty lock was taken over and released',
+  );
 });
