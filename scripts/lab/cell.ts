@@ -268,9 +268,13 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       onLine: (l) => spec.onLine?.('agent', l),
     });
     programs.push(agent);
-    const registered = await server.waitFor((l) => l.msg === 'S202 device registered', REGISTER_WAIT_MS);
+    // Through a lossy link a registration needs two round trips (cookie, then ack), each lost with
+    // ~36% at 20% per hop, and retries back off (1, 2, 4, 8 s after a 3 s ack timeout): 30 s saw
+    // only about 4 tries, and CI saw all of them lost once. Three times the wait gives it about 7.
+    const registerWaitMs = REGISTER_WAIT_MS * ((spec.device.lossPercent ?? 0) > 0 ? 3 : 1);
+    const registered = await server.waitFor((l) => l.msg === 'S202 device registered', registerWaitMs);
     await agent
-      .waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'), REGISTER_WAIT_MS)
+      .waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'), registerWaitMs)
       .catch((err: Error) => {
         const seen = agent.lines.map((l) => `${String(l.msg)}${l.counters ? ` ${JSON.stringify(l.counters)}` : ''}`).join(' | ');
         throw new Error(`${err.message.split(';')[0]}; agent said: ${seen || 'nothing'}; agent exit ${agent.child.exitCode}`);

@@ -12,7 +12,7 @@ const LOSS_PERCENT = 20;
 labTest(
   `${LOSS_PERCENT}% loss on both WAN links: registration, notification and the connection still succeed (by whichever path comes up first)`,
   async (t) => {
-    t.timeout(150_000);
+    t.timeout(240_000);
     let dropped = 0;
     const r = await runCell({
       client: { nat: 'port-restricted', lossPercent: LOSS_PERCENT },
