@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from '../../agent/client/client.js';
 import { closeServer, listenOn } from '../../agent/common/listen.js';
-import { createLoopbackSetup } from '../lib/loopback-setup.js';
+import { createLoopbackSetup, connectArgs } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type Program } from '../lib/program.js';
 import { bestMbps, startEchoServer, viaTcp, waitServing } from './throughput.js';
@@ -155,19 +155,7 @@ export async function sessionBench(o: { quick: boolean }): Promise<SessionFigure
 
     // A web page: 40 parallel requests through one --listen port vs directly.
     const listenPort = await freePort();
-    const base = [
-      'connect',
-      setup.equipmentId,
-      '--server',
-      `127.0.0.1:${setup.tlsPort}`,
-      '--server-name',
-      'localhost',
-      '--ca',
-      setup.caFile,
-      '--password-file',
-      setup.passwordFile,
-    ];
-    const cli = startProgram('client', [...base, '--service', 'web', '--listen', `127.0.0.1:${listenPort}`]);
+    const cli = startProgram('client', [...connectArgs(setup, 'web'), '--listen', `127.0.0.1:${listenPort}`]);
     programs.push(cli);
     await waitServing(cli);
     await page(listenPort); // the first stream of the session was opened at start; warm both paths alike
