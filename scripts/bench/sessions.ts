@@ -179,11 +179,9 @@ export async function sessionBench(o: { quick: boolean }): Promise<SessionFigure
 
     // Throughput: a stream of a session vs a tunnel per connection, through the same echo service.
     const [streamPort, tunnelPort] = [await freePort(), await freePort()];
-    const streamCli = startProgram('client', [...base, '--service', 'echo', '--listen', `127.0.0.1:${streamPort}`]);
+    const streamCli = startProgram('client', [...connectArgs(setup, 'echo'), '--listen', `127.0.0.1:${streamPort}`]);
     const tunnelCli = startProgram('client', [
-      ...base,
-      '--service',
-      'echo',
+      ...connectArgs(setup, 'echo'),
       '--listen',
       `127.0.0.1:${tunnelPort}`,
       '--session-idle-ms',
