@@ -23,9 +23,11 @@ import { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate } from '../protocol/frames.js';
 import { deriveAccessKey, deriveRequestTagKey, NONCE_BYTES, reverseToken } from '../protocol/keys.js';
 import { deriveWakeKey, makeWake } from '../protocol/wake.js';
-import { formatEndpoint, type Endpoint } from '../protocol/address.js';
+import { formatEndpoint, normalizeAddress, type Endpoint } from '../protocol/address.js';
+import { isIPv6 } from 'node:net';
 import { awaitChosen } from '../protocol/tunnel-choice.js';
 import { punchTcp } from '../nat/tcp-punch.js';
+import { openCompanion } from '../rendezvous/companion.js';
 import { acceptTunnel } from './tunnel-server.js';
 import { dialDevice } from './device-dial.js';
 import { sealRequest } from '../protocol/request.js';
@@ -235,7 +237,14 @@ export function createClient(input: ClientOptions): Client {
       const connectMs = performance.now() - t0;
       const path =
         lanPath(via, to, answer.lanTargets, won.stream.remoteAddress, answer.lanOffer) ??
-        describePath(via, to, seenAs, advertisedPort, won.failures);
+        describePath(
+          via,
+          to,
+          seenAs,
+          advertisedPort,
+          won.failures,
+          won.stream.localAddress ? formatEndpoint({ address: won.stream.localAddress, port: won.stream.localPort ?? 0 }) : undefined,
+        );
       o.logger.info(
         { connectMs: Math.round(connectMs), via },
         via === 'relay' ? 'channel up through the relay; S209 data' : 'S208 direct channel up; S209 data',
@@ -265,6 +274,14 @@ export function createClient(input: ClientOptions): Client {
       bindLocal: true,
     });
     const requestLocalPort = tls.localPort ?? 0;
+    // Our endpoint of the other family, for a device that shares only that one with us (companion.ts).
+    let companionLocal: Endpoint | null = null;
+    void openCompanion(
+      { host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem },
+      tls,
+      () => ({ type: FrameType.CLIENT_COMPANION, clientNonce }),
+      signal,
+    ).then((ep) => (companionLocal = ep));
     // Our LAN address and accept port, for a device in the same home (lan-candidates.ts).
     const lanOffer = clientLanOffer(tls.localAddress, listener.address());
     const channel = new FrameChannel(tls, SERVER_WENT_AWAY);
@@ -300,7 +317,16 @@ export function createClient(input: ClientOptions): Client {
       const code = STATUS_ERROR[status as keyof typeof STATUS_ERROR] ?? ErrorCodes.INTERNAL;
       throw new PeerlinkError(code, detail || STATUS_TEXT[status as keyof typeof STATUS_TEXT]);
     }
-    return { detail, relayOffer, candidates, requestLocalPort, lanOffer, lanTargets: deviceLanTargets(candidates, tls.localAddress) };
+    return {
+      detail,
+      relayOffer,
+      candidates,
+      requestLocalPort,
+      requestFamily: familyOf(tls.remoteAddress ?? ''),
+      companionLocal,
+      lanOffer,
+      lanTargets: deviceLanTargets(candidates, tls.localAddress),
+    };
   }
 
   /**
@@ -309,12 +335,31 @@ export function createClient(input: ClientOptions): Client {
    * channel and says which (the chosen byte), so both ends keep the same one.
    */
   function clientAttempts(peer: Promise<TLSSocket>, answer: ServerAnswer, expected: Expected): ClientAttempt[] {
-    const { candidates, relayOffer, requestLocalPort, lanTargets } = answer;
-    const punch = candidates.find((c) => c.kind === CandidateKind.PUNCH)?.endpoint;
+    const { candidates, relayOffer, requestLocalPort, requestFamily, companionLocal, lanTargets } = answer;
+    // One punch per family: from the request's port, or the companion's for the other family.
+    const punches = candidates
+      .filter((c) => c.kind === CandidateKind.PUNCH)
+      .map((c) => {
+        const family = familyOf(c.endpoint.address);
+        const localPort =
+          family === requestFamily
+            ? requestLocalPort
+            : companionLocal && familyOf(companionLocal.address) === family
+              ? companionLocal.port
+              : 0;
+        return { to: c.endpoint, localPort };
+      })
+      .filter((p, i, all) => p.localPort !== 0 && all.findIndex((q) => familyOf(q.to.address) === familyOf(p.to.address)) === i);
+    const punch = punches[0]?.to;
     // The device's LAN address first: dialled like its open port, with the same token.
     const listen = [...lanTargets, ...candidates.filter((c) => c.kind === CandidateKind.LISTEN).map((c) => c.endpoint)];
     o.logger.info(
-      { punch: punch ? formatEndpoint(punch) : null, deviceListens: listen.map(formatEndpoint), relay: relayOffer !== null },
+      {
+        punch: punch ? formatEndpoint(punch) : null,
+        punches: punches.map((p) => formatEndpoint(p.to)),
+        deviceListens: listen.map(formatEndpoint),
+        relay: relayOffer !== null,
+      },
       'S207 device accepted the request; waiting for its direct connection (S208) and trying the other paths',
     );
     const chosen =
@@ -322,13 +367,13 @@ export function createClient(input: ClientOptions): Client {
       (s: TLSSocket): Promise<TLSSocket> =>
         awaitChosen(s, o.peerTimeoutMs, signal);
     const attempts: ClientAttempt[] = [{ via: 'dial', label: 'device dial', to: null, start: (signal) => peer.then(chosen(signal)) }];
-    if (punch && requestLocalPort) {
+    for (const p of punches) {
       attempts.push({
         via: 'punch',
-        label: 'hole punch',
-        to: punch,
+        label: punches.length > 1 ? `hole punch to ${formatEndpoint(p.to)}` : 'hole punch',
+        to: p.to,
         start: (signal) =>
-          punchTcp({ localPort: requestLocalPort, remote: punch, timeoutMs: o.peerTimeoutMs, signal })
+          punchTcp({ localPort: p.localPort, remote: p.to, timeoutMs: o.peerTimeoutMs, signal })
             .then((sock) => acceptTunnel(sock, expected, o.peerTimeoutMs, signal, 'over the punched connection'))
             .then(chosen(signal)),
       });
@@ -364,13 +409,17 @@ export function createClient(input: ClientOptions): Client {
     seenAs: Endpoint | undefined,
     advertisedPort: number,
     failures: readonly string[],
+    local?: string,
   ): string {
     const me = seenAs ? seenAs.address : 'our address';
     if (via === 'dial') {
       return `connected directly: device dialled ${mapping ? `${mapping.externalHost}:${mapping.externalPort} (our router's mapping)` : seenAs ? formatEndpoint({ address: seenAs.address, port: advertisedPort }) : `${me}:${advertisedPort}`}`;
     }
-    if (via === 'punch')
-      return `connected directly: TCP hole punch between ${seenAs ? formatEndpoint(seenAs) : me} and the device's ${formatEndpoint(to!)}`;
+    if (via === 'punch') {
+      // Over the companion's family the server's OBSERVED (the request's) is of the other family.
+      const from = seenAs && familyOf(seenAs.address) === familyOf(to!.address) ? formatEndpoint(seenAs) : (local ?? me);
+      return `connected directly: TCP hole punch between ${from} and the device's ${formatEndpoint(to!)}`;
+    }
     if (via === 'reverse') return `connected directly: we dialled the device's open port ${formatEndpoint(to!)}`;
     return `relayed via server: direct attempts failed (${relayReason(failures, advertisedPort, me)}); end-to-end encrypted, the server sees ciphertext only`;
   }
@@ -389,6 +438,8 @@ export function createClient(input: ClientOptions): Client {
     acceptAddress: () => listener.address(),
   };
 }
+
+const familyOf = (address: string): 4 | 6 => (isIPv6(normalizeAddress(address)) ? 6 : 4);
 
 /** What the device's channel must prove (the peer listener's and tunnel server's expectation). */
 interface Expected {
@@ -410,6 +461,9 @@ interface ServerAnswer {
   readonly candidates: readonly Candidate[];
   /** The local port of the request's connection (a hole punch leaves from it). */
   readonly requestLocalPort: number;
+  /** The family the request's connection used, and our companion's endpoint of the other (if any). */
+  readonly requestFamily: 4 | 6;
+  readonly companionLocal: Endpoint | null;
   /** Our LAN candidate as sealed in the request, and the device's LAN candidate we may dial. */
   readonly lanOffer: readonly Endpoint[];
   readonly lanTargets: readonly Endpoint[];

@@ -294,6 +294,7 @@ export function createAgent(input: AgentOptions): Agent {
           directTimeoutMs: settings.dial.directTimeoutMs,
           relayAfterMs: settings.dial.relayAfterMs,
           holePunch: settings.dial.holePunch,
+          dialPolicy: () => settings.dial,
           ...(reverse ? { reverse } : {}),
           // Without it the request session refuses a session, as an agent from before sessions does.
           ...(settings.dial.sessions ? { services: () => settings.services } : {}),

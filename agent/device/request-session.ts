@@ -29,6 +29,10 @@ import { racePaths, type PathAttempt, type PathKind, type PathRaceWinner } from 
 import { deviceLanOffer, lanDialTarget } from './lan-candidate.js';
 import type { HostPort } from '../common/endpoint-parse.js';
 import { serveDeviceSession } from '../session/device-session.js';
+import { openCompanion } from '../rendezvous/companion.js';
+import { mayDial, type DialPolicy } from './address-policy.js';
+import { isIPv6 } from 'node:net';
+import { normalizeAddress } from '../protocol/address.js';
 
 export interface SessionContext {
   readonly identity: DeviceIdentity;
@@ -51,7 +55,12 @@ export interface SessionContext {
   readonly signal: AbortSignal;
   /** Serve an OWNER_SERVICE session over the end-to-end channel (owner-service.ts, issue 19). */
   readonly ownerSession?: (tunnel: TLSSocket) => Promise<void>;
+  /** The dial settings (P3), for the client's endpoint of the other family; without them it is not dialled. */
+  readonly dialPolicy?: () => DialPolicy;
 }
+
+/** How long the verdict may wait for our companion connection to be under way (companion.ts). */
+export const COMPANION_WAIT_MS = 300;
 
 export interface SessionOutcome {
   readonly status: number;
@@ -101,6 +110,21 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
   const attachLocalAddress = tls.localAddress;
   const channel = new FrameChannel(tls);
   let service: Socket | null = null;
+  // Our endpoint of the other family, for a client that shares only that one with us (companion.ts).
+  const companion = ctx.holePunch
+    ? openCompanion(
+        { ...ctx.server, caPem: ctx.identity.caCert },
+        tls,
+        (c) => ({
+          type: FrameType.DEVICE_COMPANION,
+          equipmentId: ctx.identity.equipmentId,
+          ...(ctx.identity.generation ? { generation: ctx.identity.generation } : {}),
+          requestId,
+          proof: attachProof(ctx.identity.registrationKey, requestId, c.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId)),
+        }),
+        ctx.signal,
+      )
+    : Promise.resolve(null);
   try {
     const { fwd, told } = await attach(requestId, ctx, tls, channel, log);
     if (!fwd) return { status: Status.BAD_REQUEST, bytesToClient: 0, bytesFromClient: 0 };
@@ -109,14 +133,19 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     // Our LAN address for a client in the same home, only when the server vouched (lan-candidate.ts).
     const lanOffer =
       verdict.status === Status.OK && ctx.reverse ? deviceLanOffer(told, attachLocalAddress, ctx.reverse.listener.port()) : [];
+    // The server reads our companion when the verdict comes: give it a moment to arrive first.
+    const companionLocal = verdict.status === Status.OK ? await settledWithin(companion, COMPANION_WAIT_MS) : null;
     const listen = answer(requestId, ctx, channel, verdict.status, lanOffer);
     const { decision, owner } = verdict;
     const session = decision.status === Status.OK && decision.target === null;
     if (decision.status !== Status.OK || verdict.status !== Status.OK || (!service && !owner && !session)) {
       return { status: verdict.status, bytesToClient: 0, bytesFromClient: 0 };
     }
-    // Punch only towards the address the dial policy just approved (the client's observed one).
-    const punch = told.find((c) => c.kind === CandidateKind.PUNCH && c.endpoint.address === decision.dial.address)?.endpoint;
+    // Punch only towards the address the dial policy just approved (the client's observed one), and
+    // the client's companion of the other family under the same rules (P3); each from our own
+    // connection of that family: the attach, or our companion (companion.ts).
+    const punches = punchTargets(told, decision.dial, { attachLocalPort, attachRemote: tls.remoteAddress ?? '', companionLocal }, ctx);
+    const other = punches.find((p) => familyOf(p.remote.address) !== familyOf(decision.dial.address)) ?? null;
     // The client's LAN address, only under the rules of lan-candidate.ts (P3b).
     const lan = lanDialTarget(told, decision.request, attachLocalAddress);
     if (lan.dial === null && lan.reason) log.info({ reason: lan.reason }, 'LAN candidate not dialled');
@@ -124,9 +153,10 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       {
         service: decision.request.service,
         client: formatEndpoint(decision.dial),
-        punch: punch ? formatEndpoint(punch) : null,
+        punch: punches.map((p) => `${formatEndpoint(p.remote)} from port ${p.localPort}`),
         listen: listen.map(formatEndpoint),
         ...(lan.dial ? { lan: formatEndpoint(lan.dial) } : {}),
+        ...(other ? { otherFamily: formatEndpoint(other.remote) } : {}),
       },
       'S207 request authorised; S208 dialling the client (and trying the other paths alongside)',
     );
@@ -139,7 +169,8 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     };
     const won = await raceDevicePaths(requestId, ctx, {
       channelOptions,
-      punch: punch && attachLocalPort && ctx.holePunch ? { localPort: attachLocalPort, remote: punch } : null,
+      punch: punches,
+      otherDial: other ? { address: other.remote.address, port: decision.dial.port } : null,
       lan: lan.dial,
       reverse:
         ctx.reverse && listen.length > 0
@@ -301,7 +332,9 @@ function raceDevicePaths(
   ctx: SessionContext,
   p: {
     channelOptions: Omit<DialOptions, 'timeoutMs' | 'signal' | 'over'>;
-    punch: { localPort: number; remote: Endpoint } | null;
+    punch: readonly { localPort: number; remote: Endpoint }[];
+    /** The client's address of the other family (its companion), at its accept port. */
+    otherDial: Endpoint | null;
     reverse: { listener: ReverseListener; token: Buffer } | null;
     /** The client's LAN address (lan-candidate.ts), dialled alongside. */
     lan: Endpoint | null;
@@ -315,10 +348,15 @@ function raceDevicePaths(
   const attempts: DeviceAttempt[] = [
     { via: 'dial', start: (signal) => dialClient({ ...p.channelOptions, timeoutMs: ctx.directTimeoutMs, signal }) },
   ];
-  const { punch, reverse, lan } = p;
+  const { reverse, lan, otherDial } = p;
+  if (otherDial)
+    attempts.push({
+      via: 'dial',
+      start: (signal) => dialClient({ ...p.channelOptions, to: otherDial, timeoutMs: ctx.directTimeoutMs, signal }),
+    });
   if (lan)
     attempts.push({ via: 'lan', start: (signal) => dialClient({ ...p.channelOptions, to: lan, timeoutMs: ctx.directTimeoutMs, signal }) });
-  if (punch) {
+  for (const punch of p.punch) {
     attempts.push({
       via: 'punch',
       start: (signal) =>
@@ -343,4 +381,46 @@ function raceDevicePaths(
     onFailure: (a, err) => p.log.info({ via: a.via, reason: err.message }, 'path failed'),
     onFallback: (_a, failures) => p.log.info({ failures }, 'meeting the client at the relay'),
   });
+}
+
+/** `p` if it settles within `ms`, else null (it goes on; nobody waits for it). */
+function settledWithin<T>(p: Promise<T | null>, ms: number): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), ms)))]).finally(() =>
+    clearTimeout(timer),
+  );
+}
+
+const familyOf = (address: string): 4 | 6 => (isIPv6(normalizeAddress(address)) ? 6 : 4);
+
+/**
+ * Where to punch, and from which local port: the client's observed endpoint (the dial policy
+ * approved its address) and its companion of the other family (checked by the same policy, P3),
+ * each from our connection to the server of that family, the attach or our companion; a family
+ * we have no connection of is skipped (its port would be unknown to the client).
+ */
+function punchTargets(
+  told: readonly Candidate[],
+  dial: Endpoint,
+  own: { attachLocalPort: number; attachRemote: string; companionLocal: Endpoint | null },
+  ctx: SessionContext,
+): { localPort: number; remote: Endpoint }[] {
+  if (!ctx.holePunch) return [];
+  const portFor = (family: 4 | 6): number =>
+    own.attachLocalPort && familyOf(own.attachRemote) === family
+      ? own.attachLocalPort
+      : own.companionLocal && familyOf(own.companionLocal.address) === family
+        ? own.companionLocal.port
+        : 0;
+  const out: { localPort: number; remote: Endpoint }[] = [];
+  for (const c of told) {
+    if (c.kind !== CandidateKind.PUNCH) continue;
+    const family = familyOf(c.endpoint.address);
+    if (out.some((o) => familyOf(o.remote.address) === family)) continue;
+    const approved =
+      c.endpoint.address === dial.address || (!!ctx.dialPolicy && mayDial(c.endpoint.address, ctx.dialPolicy(), own.attachRemote));
+    const localPort = portFor(family);
+    if (approved && localPort) out.push({ localPort, remote: c.endpoint });
+  }
+  return out;
 }

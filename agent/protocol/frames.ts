@@ -33,6 +33,12 @@
  *       server -> device  the client's, as offered in its sealed request
  *       device -> server  before DEVICE_VERDICT: its own (its reverse port on its LAN address)
  *       server -> client  the device's
+ *
+ * Companions (issue 14, cross-family candidates): a second connection to the server over the other
+ * address family, from a bound port, whose only purpose is to be observed (agent/server/companions.ts):
+ *   CLIENT_COMPANION    client -> server  client nonce (16), as in its sealed request; then the server closes
+ *   DEVICE_COMPANION    device -> server  as DEVICE_ATTACH (its proof bound to this connection)
+ * The server adds what it saw as PUNCH candidates of that family (server -> device, server -> client).
  */
 import { ProtocolError } from '../common/errors.js';
 import { IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN, identityName, splitIdentityName } from './identity-name.js';
@@ -48,7 +54,7 @@ import {
 } from './constants.js';
 import { readEndpoint, writeEndpoint, type Endpoint } from './address.js';
 import { isStatus, type StatusValue } from './status.js';
-import { KEY_BYTES } from './keys.js';
+import { KEY_BYTES, NONCE_BYTES } from './keys.js';
 import { readWake, writeWake, type Wake } from './wake.js';
 
 export const FrameType = {
@@ -63,6 +69,8 @@ export const FrameType = {
   RELAY_JOIN_DEVICE: 0x31,
   RELAY_PAIRED: 0x32,
   CANDIDATES: 0x13,
+  CLIENT_COMPANION: 0x14,
+  DEVICE_COMPANION: 0x23,
 } as const;
 
 /**
@@ -118,6 +126,14 @@ export type Frame =
       readonly proof: Buffer;
     }
   | { readonly type: typeof FrameType.RELAY_PAIRED }
+  | { readonly type: typeof FrameType.CLIENT_COMPANION; readonly clientNonce: Buffer }
+  | {
+      readonly type: typeof FrameType.DEVICE_COMPANION;
+      readonly equipmentId: string;
+      readonly generation?: number;
+      readonly requestId: Buffer;
+      readonly proof: Buffer;
+    }
   | { readonly type: typeof FrameType.CANDIDATES; readonly candidates: readonly Candidate[] };
 
 function port(r: ByteReader, field: string): number {
@@ -150,6 +166,7 @@ export function encodeFrame(f: Frame): Buffer {
     }
     case FrameType.DEVICE_ATTACH:
     case FrameType.RELAY_JOIN_DEVICE:
+    case FrameType.DEVICE_COMPANION:
       w.shortString(identityName(f.equipmentId, f.generation)).bytes(f.requestId).bytes(f.proof);
       break;
     case FrameType.FORWARD_REQUEST:
@@ -165,6 +182,9 @@ export function encodeFrame(f: Frame): Buffer {
       w.bytes(f.requestId).bytes(f.joinToken);
       break;
     case FrameType.RELAY_PAIRED:
+      break;
+    case FrameType.CLIENT_COMPANION:
+      w.bytes(f.clientNonce);
       break;
     case FrameType.CANDIDATES:
       if (f.candidates.length > CANDIDATES_MAX) throw new RangeError(`at most ${CANDIDATES_MAX} candidates`);
@@ -201,7 +221,8 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
       f = { type, status: status(r), detail: r.longBytes('detail', DETAIL_MAX_BYTES).toString('utf8') };
       break;
     case FrameType.DEVICE_ATTACH:
-    case FrameType.RELAY_JOIN_DEVICE: {
+    case FrameType.RELAY_JOIN_DEVICE:
+    case FrameType.DEVICE_COMPANION: {
       const { equipmentId, generation } = splitIdentityName(r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN));
       f = {
         type,
@@ -230,6 +251,9 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
       break;
     case FrameType.RELAY_PAIRED:
       f = { type };
+      break;
+    case FrameType.CLIENT_COMPANION:
+      f = { type, clientNonce: r.bytes(NONCE_BYTES, 'clientNonce') };
       break;
     case FrameType.CANDIDATES: {
       const n = r.u8('candidates.count');

@@ -27,6 +27,8 @@ export interface ServerTlsOptions {
   readonly localAddress?: string;
   /** Offer the last session ticket from this server (default true); false: a full handshake. */
   readonly resume?: boolean;
+  /** Only the server's addresses of this family (a companion connection, companion.ts). */
+  readonly family?: 4 | 6;
 }
 
 /**
@@ -107,11 +109,13 @@ const CERT_ERRORS = new Set([
  * allowed is shared out among the addresses left.
  */
 export async function connectToServer(o: ServerTlsOptions): Promise<TLSSocket> {
+  if (o.family !== undefined && isIP(o.host) !== 0 && isIP(o.host) !== o.family)
+    throw new PeerlinkError(ErrorCodes.SERVER_UNREACHABLE, `rendezvous server ${o.host} has no IPv${o.family} address`);
   if (!o.bindLocal || o.localAddress || isIP(o.host) !== 0) return connectOnce(o);
   const timeoutMs = o.timeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS;
   let addresses: string[];
   try {
-    addresses = (await lookup(o.host, { all: true })).map((a) => a.address).slice(0, 4);
+    addresses = (await lookup(o.host, o.family ? { all: true, family: o.family } : { all: true })).map((a) => a.address).slice(0, 4);
   } catch (err) {
     throw new PeerlinkError(
       ErrorCodes.SERVER_UNREACHABLE,

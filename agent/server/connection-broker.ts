@@ -29,6 +29,8 @@ import type { StatusValue } from '../protocol/status.js';
 import { PendingRequests } from './pending-requests.js';
 import { createConnectionTracker, type ConnectionKind } from './connection-tracker.js';
 import { createDeviceExchange } from './device-exchange.js';
+import { createCompanions } from './companions.js';
+import { normalizeAddress } from '../protocol/address.js';
 import { createNodeRouting } from './node-routing.js';
 import type { RateLimiter } from './rate-limiter.js';
 import type { AdmissionContext } from './request-admission.js';
@@ -104,7 +106,12 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
   const counters = new Counters(BROKER_COUNTERS);
   const pending = new PendingRequests();
   const tracker = createConnectionTracker({ maxUnidentified: options.maxUnidentifiedConnections });
-  const { exchange, deviceAttached, proofValid } = createDeviceExchange({ masterKey, attachTimeoutMs: options.attachTimeoutMs });
+  const companions = createCompanions(clock);
+  const { exchange, deviceAttached, proofValid } = createDeviceExchange({
+    masterKey,
+    attachTimeoutMs: options.attachTimeoutMs,
+    companions,
+  });
   /** The attach proof verifies under the named generation's key, and that generation is not denied. */
   const deviceProofValid = (
     socket: TLSSocket,
@@ -197,6 +204,14 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     } else if (first.type === FrameType.DEVICE_ATTACH) {
       tracker.identified(socket, 'device');
       await track(serveDevice(channel, socket, first));
+    } else if (first.type === FrameType.CLIENT_COMPANION || first.type === FrameType.DEVICE_COMPANION) {
+      // Seen once, then closed: only its source address and port matter (companions.ts).
+      tracker.identified(socket, first.type === FrameType.DEVICE_COMPANION ? 'device' : 'client');
+      const seen = { address: normalizeAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 };
+      if (first.type === FrameType.CLIENT_COMPANION) companions.client(first.clientNonce, seen);
+      else if (deviceProofValid(socket, first)) companions.device(first.requestId, seen);
+      else counters.inc('attachRejected');
+      endThenDestroy(socket);
     } else if (first.type === FrameType.RELAY_JOIN_CLIENT) {
       tracker.identified(socket, 'relay');
       options.relay.join('client', first.requestId, first.joinToken, { channel, socket });

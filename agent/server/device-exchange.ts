@@ -15,6 +15,7 @@ import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, equalBytes, 
 import { Status, type StatusValue } from '../protocol/status.js';
 import { checkListenCandidates } from './candidate-check.js';
 import { clientLanForDevice, deviceLanForClient } from './lan-match.js';
+import type { Companions } from './companions.js';
 
 /** With an ok verdict, the device's path candidates for the client (hole punch, reverse port). */
 export type Verdict = { readonly status: StatusValue; readonly detail?: string; readonly candidates?: readonly Candidate[] };
@@ -35,7 +36,12 @@ export interface DeviceExchange {
   ): Promise<Verdict>;
 }
 
-export function createDeviceExchange(o: { readonly masterKey: Buffer; readonly attachTimeoutMs: number }): DeviceExchange {
+export function createDeviceExchange(o: {
+  readonly masterKey: Buffer;
+  readonly attachTimeoutMs: number;
+  /** Companion connections (companions.ts): each side's endpoint of the other family, when it has one. */
+  readonly companions?: Companions;
+}): DeviceExchange {
   /** Where each attached device's TLS connection comes from (its NAT mapping for a hole punch). */
   const deviceSeenAt = new WeakMap<FrameChannel, Endpoint>();
 
@@ -49,6 +55,8 @@ export function createDeviceExchange(o: { readonly masterKey: Buffer; readonly a
     log: Logger,
   ): Promise<Verdict> {
     const deviceEndpoint = deviceSeenAt.get(device);
+    // The client's companion of the other family (companions.ts), as observed: a second PUNCH, last.
+    const clientOther = o.companions?.clientFor(sealedRequest, clientEndpoint);
     // Where the client's request came from: the device may punch towards it from its own attach port.
     device.send({
       type: FrameType.CANDIDATES,
@@ -57,12 +65,14 @@ export function createDeviceExchange(o: { readonly masterKey: Buffer; readonly a
         ...(deviceEndpoint ? [{ kind: CandidateKind.OBSERVED, endpoint: deviceEndpoint }] : []),
         // Only when both are seen at one public address (lan-match.ts).
         ...clientLanForDevice(sealedRequest, clientEndpoint, deviceEndpoint),
+        ...(clientOther ? [{ kind: CandidateKind.PUNCH, endpoint: clientOther }] : []),
       ],
     });
     device.send({ type: FrameType.FORWARD_REQUEST, requestId, client: clientEndpoint, advertisedPort, sealedRequest });
     let verdict: Frame;
     const listen: Candidate[] = [];
     const lan: Candidate[] = [];
+    const offeredListen: Candidate[] = [];
     // One deadline for the whole exchange, from its start: frames the device sends meanwhile
     // (CANDIDATES) do not extend it, or a device could hold the request open for ever.
     const deadlineMs = performance.now() + o.attachTimeoutMs;
@@ -71,6 +81,7 @@ export function createDeviceExchange(o: { readonly masterKey: Buffer; readonly a
       verdict = await device.next(left());
       while (verdict.type === FrameType.CANDIDATES && listen.length < CANDIDATES_MAX) {
         listen.push(...checkListenCandidates(verdict.candidates, deviceEndpoint));
+        offeredListen.push(...verdict.candidates.slice(0, CANDIDATES_MAX - offeredListen.length));
         if (lan.length === 0) lan.push(...deviceLanForClient(verdict.candidates, clientEndpoint, deviceEndpoint));
         verdict = await device.next(left());
       }
@@ -84,9 +95,19 @@ export function createDeviceExchange(o: { readonly masterKey: Buffer; readonly a
       return { status: Status.INTERNAL, detail: 'the device answered out of turn' };
     }
     if (verdict.status !== Status.OK) return { status: verdict.status };
+    // The device's companion of the other family: a PUNCH there, and its open ports on that address
+    // ("where you see me from", checked as for the attach's address).
+    const deviceOther = o.companions?.deviceFor(requestId, deviceEndpoint);
+    const other = deviceOther ? checkListenCandidates(offeredListen, deviceOther) : [];
     return {
       status: verdict.status,
-      candidates: [...lan, ...(deviceEndpoint ? [{ kind: CandidateKind.PUNCH, endpoint: deviceEndpoint }] : []), ...listen],
+      candidates: [
+        ...lan,
+        ...(deviceEndpoint ? [{ kind: CandidateKind.PUNCH, endpoint: deviceEndpoint }] : []),
+        ...(deviceOther ? [{ kind: CandidateKind.PUNCH, endpoint: deviceOther }] : []),
+        ...listen,
+        ...other,
+      ].slice(0, CANDIDATES_MAX),
     };
   }
 

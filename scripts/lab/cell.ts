@@ -28,11 +28,13 @@ export const LAB_SERVER_NAME = 'rv.lab';
  * `ip netns exec` bind-mounts /etc/netns/<ns>/hosts over /etc/hosts: the lab's name resolves to
  * both of the server's addresses in that namespace only. Returns the clean-up.
  */
-export async function labHostsFile(namespaces: readonly string[]): Promise<() => Promise<void>> {
+export async function labHostsFile(namespaces: readonly string[], preferIPv4: readonly string[] = []): Promise<() => Promise<void>> {
   const text = `127.0.0.1 localhost\n::1 localhost\n${ADDR.server} ${LAB_SERVER_NAME}\n${ADDR6.server} ${LAB_SERVER_NAME}\n`;
   for (const ns of namespaces) {
     await mkdir(join('/etc/netns', ns), { recursive: true });
     await writeFile(join('/etc/netns', ns, 'hosts'), text);
+    // RFC 6724 policy with IPv4 (::ffff:0:0/96) above everything: getaddrinfo lists A records first.
+    if (preferIPv4.includes(ns)) await writeFile(join('/etc/netns', ns, 'gai.conf'), 'precedence ::ffff:0:0/96 100\n');
   }
   return async () => {
     for (const ns of namespaces) await rm(join('/etc/netns', ns), { recursive: true, force: true });
@@ -165,7 +167,7 @@ export function directRequired(spec: Pick<CellSpec, 'client' | 'device' | 'upnp'
   if (spec.ipv6) {
     // IPv6 on both hosts: nothing translated, two stateful firewalls: the simultaneous open passes
     // them, so a direct path is required. No family in common: only the relay can join them.
-    const has = (s: SideSpec, f: 'ipv4' | 'ipv6'): boolean => (s.stack ?? 'ipv4') === f || s.stack === 'dual';
+    const has = (s: SideSpec, f: 'ipv4' | 'ipv6'): boolean => (s.stack ?? 'ipv4') === f || s.stack === 'dual' || s.stack === 'dual4';
     if (has(spec.client, 'ipv6') && has(spec.device, 'ipv6')) return true;
     if (!(has(spec.client, 'ipv4') && has(spec.device, 'ipv4'))) return false;
   }
@@ -219,7 +221,10 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
   const gatewayOn = (side: 'client' | 'device'): boolean => spec.upnp !== 'none' && (on === 'both' || on === side);
   try {
     lab = await createLab({ client: spec.client, device: spec.device, homes, ...(spec.ipv6 ? { ipv6: true } : {}) });
-    if (spec.ipv6) removeHosts = await labHostsFile([lab.client.host, lab.device.host]);
+    if (spec.ipv6) {
+      const v4first = [lab.client, lab.device].filter((_, i) => [spec.client, spec.device][i]!.stack === 'dual4').map((s) => s.host);
+      removeHosts = await labHostsFile([lab.client.host, lab.device.host], v4first);
+    }
     const setup = await createLoopbackSetup({
       dir,
       serverAddress: ADDR.server,

@@ -18,7 +18,17 @@ import { HOMES, removeOwnNamespaces, STACKS, sweepStaleLabs, type Homes, type Si
 const STACK_PAIRS = STACKS.flatMap((c) => STACKS.map((d) => `${c}-${d}` as const));
 type StackPair = (typeof STACK_PAIRS)[number];
 /** `--ipv6`: the IPv6 dimension's pairs (beside the IPv4 lab's ipv4-ipv4). */
-const IPV6_STACK_PAIRS: readonly StackPair[] = ['dual-dual', 'ipv6-dual', 'dual-ipv6', 'ipv6-ipv6', 'ipv6-ipv4', 'ipv4-ipv6'];
+const IPV6_STACK_PAIRS: readonly StackPair[] = [
+  'dual-dual',
+  'ipv6-dual',
+  'dual-ipv6',
+  'ipv6-ipv6',
+  'ipv6-ipv4',
+  'ipv4-ipv6',
+  'dual4-dual',
+  'ipv6-dual4',
+  'ipv4-dual',
+];
 import { INBOUND_KINDS, type InboundKind } from './nat.js';
 import { UPNP_KINDS, type UpnpKind } from './upnp.js';
 import { renumberScenario } from './renumber.js';

@@ -55,8 +55,12 @@ export const ADDR6 = Object.freeze({
   device: '2a0a:e5c0:200:b::3',
 });
 
-/** A host's address families: IPv4 only (the default), IPv6 only, or both. */
-export const STACKS = ['ipv4', 'ipv6', 'dual'] as const;
+/**
+ * A host's address families: IPv4 only (the default), IPv6 only, or both; `dual4` is both with IPv4
+ * preferred for the server's name (its own /etc/gai.conf: a host whose resolver or settings pick
+ * IPv4, so it reaches the server over IPv4 though it has IPv6).
+ */
+export const STACKS = ['ipv4', 'ipv6', 'dual', 'dual4'] as const;
 export type Stack = (typeof STACKS)[number];
 
 /**
