@@ -30,9 +30,8 @@ import { deviceLanOffer, lanDialTarget } from './lan-candidate.js';
 import type { HostPort } from '../common/endpoint-parse.js';
 import { serveDeviceSession } from '../session/device-session.js';
 import { openCompanion } from '../rendezvous/companion.js';
-import { mayDial, type DialPolicy } from './address-policy.js';
-import { isIPv6 } from 'node:net';
-import { normalizeAddress } from '../protocol/address.js';
+import type { DialPolicy } from './address-policy.js';
+import { familyOf, punchTargets } from './punch-targets.js';
 
 export interface SessionContext {
   readonly identity: DeviceIdentity;
@@ -144,7 +143,12 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     // Punch only towards the address the dial policy just approved (the client's observed one), and
     // the client's companion of the other family under the same rules (P3); each from our own
     // connection of that family: the attach, or our companion (companion.ts).
-    const punches = punchTargets(told, decision.dial, { attachLocalPort, attachRemote: tls.remoteAddress ?? '', companionLocal }, ctx);
+    const punches = punchTargets(
+      told,
+      decision.dial,
+      { attachLocalPort, attachRemote: tls.remoteAddress ?? '', companionLocal },
+      ctx.holePunch ? (ctx.dialPolicy ?? null) : undefined,
+    );
     const other = punches.find((p) => familyOf(p.remote.address) !== familyOf(decision.dial.address)) ?? null;
     // The client's LAN address, only under the rules of lan-candidate.ts (P3b).
     const lan = lanDialTarget(told, decision.request, attachLocalAddress);
@@ -389,38 +393,4 @@ function settledWithin<T>(p: Promise<T | null>, ms: number): Promise<T | null> {
   return Promise.race([p, new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), ms)))]).finally(() =>
     clearTimeout(timer),
   );
-}
-
-const familyOf = (address: string): 4 | 6 => (isIPv6(normalizeAddress(address)) ? 6 : 4);
-
-/**
- * Where to punch, and from which local port: the client's observed endpoint (the dial policy
- * approved its address) and its companion of the other family (checked by the same policy, P3),
- * each from our connection to the server of that family, the attach or our companion; a family
- * we have no connection of is skipped (its port would be unknown to the client).
- */
-function punchTargets(
-  told: readonly Candidate[],
-  dial: Endpoint,
-  own: { attachLocalPort: number; attachRemote: string; companionLocal: Endpoint | null },
-  ctx: SessionContext,
-): { localPort: number; remote: Endpoint }[] {
-  if (!ctx.holePunch) return [];
-  const portFor = (family: 4 | 6): number =>
-    own.attachLocalPort && familyOf(own.attachRemote) === family
-      ? own.attachLocalPort
-      : own.companionLocal && familyOf(own.companionLocal.address) === family
-        ? own.companionLocal.port
-        : 0;
-  const out: { localPort: number; remote: Endpoint }[] = [];
-  for (const c of told) {
-    if (c.kind !== CandidateKind.PUNCH) continue;
-    const family = familyOf(c.endpoint.address);
-    if (out.some((o) => familyOf(o.remote.address) === family)) continue;
-    const approved =
-      c.endpoint.address === dial.address || (!!ctx.dialPolicy && mayDial(c.endpoint.address, ctx.dialPolicy(), own.attachRemote));
-    const localPort = portFor(family);
-    if (approved && localPort) out.push({ localPort, remote: c.endpoint });
-  }
-  return out;
 }

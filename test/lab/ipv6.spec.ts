@@ -8,6 +8,10 @@
  *   TCP simultaneous open passes both stateful firewalls), not through the server.
  * - An IPv6-only client (a mobile network without IPv4) reaches an IPv4-only device through the
  *   dual-stack server's relay.
+ * - Cross-family candidates (companion connections): a dual-stack client that reaches the server
+ *   over IPv4 (IPv4 preferred by its gai.conf) and a dual-stack device, both behind symmetric IPv4
+ *   NATs (where IPv4 alone relays), connect directly over IPv6; so does an IPv6-only client with a
+ *   dual-stack device that reaches the server over IPv4.
  * - `peerlink-agent diagnose` reports each family's reachability.
  */
 import { runCell } from '../../scripts/lab/cell.js';
@@ -62,6 +66,64 @@ labTest(
     );
   },
 );
+
+/** Counts the TCP packets router B forwards between the two hosts' IPv6 addresses (both ways). */
+async function countDirect6(router: string): Promise<void> {
+  await inNs(
+    router,
+    ['nft', '-f', '-'],
+    `table ip6 lab_count6 {\n  counter direct6 { }\n  chain count_fwd { type filter hook forward priority -150; policy accept;\n    ip6 saddr ${ADDR6.client} ip6 daddr ${ADDR6.device} meta l4proto tcp counter name direct6\n    ip6 saddr ${ADDR6.device} ip6 daddr ${ADDR6.client} meta l4proto tcp counter name direct6\n  }\n}\n`,
+  );
+}
+
+for (const c of [
+  {
+    name: 'a dual-stack client that reached the server over IPv4 and a dual-stack device, behind symmetric IPv4 NATs',
+    client: { nat: 'symmetric', stack: 'dual4' },
+    device: { nat: 'symmetric', stack: 'dual' },
+    requestFamily: 'ipv4',
+  },
+  {
+    name: 'an IPv6-only client and a dual-stack device that reached the server over IPv4',
+    client: { nat: 'port-restricted', stack: 'ipv6' },
+    device: { nat: 'port-restricted', stack: 'dual4' },
+    requestFamily: 'ipv6',
+  },
+] as const) {
+  labTest(`cross-family candidates: ${c.name} connect directly over IPv6`, async (t) => {
+    let forwarded6 = -1;
+    const requests: string[] = [];
+    const attaches: string[] = [];
+    const r = await runCell({
+      ipv6: true,
+      client: c.client,
+      device: c.device,
+      upnp: 'none',
+      peerTimeoutMs: 10_000,
+      onLine(who, l) {
+        if (who === 'server' && l.msg === 'S203 connection request received') requests.push(String(l.client));
+        if (who === 'agent' && typeof l.msg === 'string' && l.msg.startsWith('S207 request authorised'))
+          attaches.push(JSON.stringify(l.punch));
+      },
+      beforeConnect: ({ lab }) => countDirect6(lab.device.router!),
+      async afterConnect({ lab }) {
+        forwarded6 = Number(
+          /packets (\d+)/.exec(await inNs(lab.device.router!, ['nft', 'list', 'counter', 'ip6', 'lab_count6', 'direct6']))?.[1] ?? -1,
+        );
+      },
+    });
+    t.log(
+      `request from ${requests.join(', ')}; device punched ${attaches.join(', ')}; ${r.path} over ${r.pathFamily} in ${r.connectMs} ms; router B forwarded ${forwarded6} TCP packets over IPv6`,
+    );
+    t.true(r.connected, r.error ?? '');
+    // The request itself came over the family named: the IPv6 path is the companions' doing.
+    t.is(requests.length, 1);
+    t.is(requests[0]!.includes(']') || requests[0]!.split(':').length > 2 ? 'ipv6' : 'ipv4', c.requestFamily, requests[0]);
+    t.not(r.path, 'relayed via server');
+    t.is(r.pathFamily, 'ipv6');
+    t.true(forwarded6 > 0, 'the tunnel crossed router B over IPv6');
+  });
+}
 
 labTest("an IPv6-only client reaches an IPv4-only device through the dual-stack server's relay", async (t) => {
   const r = await runCell({
