@@ -209,9 +209,9 @@ async function matrix(opts: {
           }
         }
       }
-      if (!ipv6)
-        for (const row of HOME_ROWS)
-          if (opts.homes.includes(row.homes)) cells.push({ ...row, upnp: 'none', upnpOn: 'both', inbound, stacks });
+      // The same-LAN and shared-CGN rows over every pair of stacks too (IPv6 native beside the CGN).
+      for (const row of HOME_ROWS)
+        if (opts.homes.includes(row.homes)) cells.push({ ...row, upnp: 'none', upnpOn: 'both', inbound, stacks });
     }
   }
   const results: CellResult[] = new Array(cells.length);
@@ -411,7 +411,7 @@ async function main(): Promise<number> {
     return 0;
   }
   process.stderr.write(
-    'usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND --homes HOMES --inbound drop|reset --hairpin] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] [--inbound drop,reset] [--homes separate,same-lan,shared-cgn] [--client NATS] [--device NATS] [--ipv6 | --stacks CLIENT-DEVICE,... (ipv4, ipv6, dual)] | homes [--runs N] | renumber | keepalive [--minutes N]\n',
+    'usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND --homes HOMES --inbound drop|reset --hairpin] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] [--inbound drop,reset] [--homes separate,same-lan,shared-cgn] [--client NATS] [--device NATS] [--ipv6 | --stacks CLIENT-DEVICE,... (ipv4, ipv6, dual, dual4)] | homes [--runs N] | renumber | keepalive [--minutes N]\n',
   );
   return 2;
 }

@@ -53,6 +53,13 @@ export const ADDR6 = Object.freeze({
   lanB: '2a0a:e5c0:200:b::/64',
   lanBRouter: '2a0a:e5c0:200:b::1',
   device: '2a0a:e5c0:200:b::3',
+  /** The client on router B's LAN (`homes: 'same-lan'`). */
+  clientOnB: '2a0a:e5c0:200:b::11',
+  /** Inside a shared carrier-grade NAT (`homes: 'shared-cgn'`): the ISP routes each home's /64 natively. */
+  cgnInsidePrefix: '2a0a:e5c0:0:c::/64',
+  cgnInside: '2a0a:e5c0:0:c::1',
+  cgnRouterA: '2a0a:e5c0:0:c::2',
+  cgnRouterB: '2a0a:e5c0:0:c::3',
 });
 
 /**
@@ -291,37 +298,73 @@ async function lanBridge(routerNs: string, cidrAddress: string): Promise<void> {
   await run(['ip', '-n', routerNs, 'addr', 'add', cidrAddress, 'dev', 'lan0']);
 }
 
-/** A host namespace on a router's bridged LAN, as interface eth0 with `address`/24. */
-async function lanHost(routerNs: string, port: string, hostNs: string, address: string, gateway: string, created: string[]): Promise<void> {
-  await addNs(hostNs, created);
+/**
+ * A host namespace on a router's bridged LAN, as interface eth0 with `address`/24 and, given
+ * `v6` (an IPv6 lab, a host with IPv6), that address /64 with a default route via the router.
+ */
+async function lanHost(
+  routerNs: string,
+  port: string,
+  hostNs: string,
+  address: string,
+  gateway: string,
+  created: string[],
+  v6?: { stack: Stack; address: string; gateway: string },
+): Promise<void> {
+  await addNs(hostNs, created, v6 !== undefined);
   await link(routerNs, port, hostNs, 'eth0');
   await run(['ip', '-n', routerNs, 'link', 'set', port, 'master', 'lan0']);
-  await run(['ip', '-n', hostNs, 'addr', 'add', `${address}/24`, 'dev', 'eth0']);
-  await run(['ip', '-n', hostNs, 'route', 'add', 'default', 'via', gateway]);
+  if (v6?.stack !== 'ipv6') {
+    await run(['ip', '-n', hostNs, 'addr', 'add', `${address}/24`, 'dev', 'eth0']);
+    await run(['ip', '-n', hostNs, 'route', 'add', 'default', 'via', gateway]);
+  }
+  if (v6 && v6.stack !== 'ipv4') {
+    await addr6(hostNs, 'eth0', `${v6.address}/64`);
+    await run(['ip', '-n', hostNs, '-6', 'route', 'add', 'default', 'via', v6.gateway, 'dev', 'eth0']);
+  }
 }
 
-/** Client and device on router B's LAN (one bridge); router B has the device side's NAT kind. */
-async function buildSameLan(lab: { id: string; wan: string }, spec: SideSpec, created: string[]): Promise<{ client: Side; device: Side }> {
+/**
+ * Client and device on router B's LAN (one bridge); router B has the device side's NAT kind. In an
+ * IPv6 lab the LAN is also router B's /64 (hosts per their stack), firewalled as in separate homes.
+ */
+async function buildSameLan(
+  lab: { id: string; wan: string; ipv6: boolean },
+  spec: SideSpec,
+  clientSpec: SideSpec,
+  created: string[],
+): Promise<{ client: Side; device: Side }> {
   if (spec.nat === 'none' || spec.nat === 'double') throw new Error(`lab: same-lan needs a home router NAT, not ${spec.nat}`);
   const routerNs = `${lab.id}-routerb`;
-  await addNs(routerNs, created);
+  await addNs(routerNs, created, lab.ipv6);
   await lanBridge(routerNs, `${ADDR.lanRouter}/24`);
-  await lanHost(routerNs, 'lanc', `${lab.id}-client`, ADDR.client, ADDR.lanRouter, created);
-  await lanHost(routerNs, 'land', `${lab.id}-device`, ADDR.device, ADDR.lanRouter, created);
-  await router(routerNs, spec.udpTimeoutS);
-  await plugWan(lab, routerNs, 'rb', 'wan0', ADDR.routerB);
+  const v6 = (stack: Stack | undefined, address: string) =>
+    lab.ipv6 ? { stack: stack ?? 'ipv4', address, gateway: ADDR6.lanBRouter } : undefined;
+  if (lab.ipv6) await addr6(routerNs, 'lan0', `${ADDR6.lanBRouter}/64`);
+  await lanHost(routerNs, 'lanc', `${lab.id}-client`, ADDR.client, ADDR.lanRouter, created, v6(clientSpec.stack, ADDR6.clientOnB));
+  await lanHost(routerNs, 'land', `${lab.id}-device`, ADDR.device, ADDR.lanRouter, created, v6(spec.stack, ADDR6.device));
+  await router(routerNs, spec.udpTimeoutS, lab.ipv6);
+  await plugWan(lab, routerNs, 'rb', 'wan0', ADDR.routerB, lab.ipv6 ? ADDR6.routerB : undefined);
+  if (lab.ipv6) {
+    await routeHomes6(routerNs, 'wan0', ADDR6.lanB);
+    await nft(routerNs, firewall6Ruleset({ inbound: spec.inbound ?? 'drop' }));
+  }
   await nft(
     routerNs,
     natRuleset({ kind: spec.nat, lanCidr: ADDR.lanCidr, wanAddress: ADDR.routerB, lossPercent: spec.lossPercent ?? 0, ...behaviour(spec) }),
   );
-  const side = (host: string, hostAddress: string): Side => ({
+  const side = (host: string, hostAddress: string, stack: Stack | undefined, address6: string): Side => ({
     host,
     hostAddress,
     router: routerNs,
     publicAddress: ADDR.routerB,
     cgn: null,
+    ...(lab.ipv6 && (stack ?? 'ipv4') !== 'ipv4' ? { hostAddress6: address6 } : {}),
   });
-  return { client: side(`${lab.id}-client`, ADDR.client), device: side(`${lab.id}-device`, ADDR.device) };
+  return {
+    client: side(`${lab.id}-client`, ADDR.client, clientSpec.stack, ADDR6.clientOnB),
+    device: side(`${lab.id}-device`, ADDR.device, spec.stack, ADDR6.device),
+  };
 }
 
 /**
@@ -329,16 +372,25 @@ async function buildSameLan(lab: { id: string; wan: string }, spec: SideSpec, cr
  * (port-restricted, hairpinning: RFC 6888 REQ-9) whose inside is a bridge.
  */
 async function buildSharedCgn(
-  lab: { id: string; wan: string },
+  lab: { id: string; wan: string; ipv6: boolean },
   client: SideSpec,
   device: SideSpec,
   created: string[],
 ): Promise<{ client: Side; device: Side }> {
   const cgnNs = `${lab.id}-cgn`;
-  await addNs(cgnNs, created);
+  await addNs(cgnNs, created, lab.ipv6);
   await lanBridge(cgnNs, `${ADDR.cgnInside}/24`);
-  await router(cgnNs, device.udpTimeoutS);
-  await plugWan(lab, cgnNs, 'cg', 'wan0', ADDR.cgnB);
+  await router(cgnNs, device.udpTimeoutS, lab.ipv6);
+  // IPv6 is native behind the CGN (as with DS-Lite or NAT444 beside native IPv6): the ISP's router
+  // routes each home's /64. It answers on the WAN for both home routers' addresses, so the WAN's
+  // static routes (lanA via routerA, lanB via routerB) lead to it unchanged.
+  await plugWan(lab, cgnNs, 'cg', 'wan0', ADDR.cgnB, lab.ipv6 ? ADDR6.routerB : undefined);
+  if (lab.ipv6) {
+    await addr6(cgnNs, 'wan0', `${ADDR6.routerA}/64`);
+    await addr6(cgnNs, 'lan0', `${ADDR6.cgnInside}/64`);
+    await run(['ip', '-n', cgnNs, '-6', 'route', 'add', ADDR6.lanA, 'via', ADDR6.cgnRouterA, 'dev', 'lan0']);
+    await run(['ip', '-n', cgnNs, '-6', 'route', 'add', ADDR6.lanB, 'via', ADDR6.cgnRouterB, 'dev', 'lan0']);
+  }
   await nft(
     cgnNs,
     natRuleset({
@@ -355,19 +407,43 @@ async function buildSharedCgn(
     const hostNs = `${lab.id}-${side === 'a' ? 'client' : 'device'}`;
     const hostAddress = side === 'a' ? ADDR.client : ADDR.device;
     const wanAddress = side === 'a' ? ADDR.cgnOutsideRouter : ADDR.cgnOutsideRouterB;
-    await addNs(routerNs, created);
+    const stack = spec.stack ?? 'ipv4';
+    await addNs(routerNs, created, lab.ipv6);
     await link(cgnNs, `in${side}`, routerNs, 'wan0');
     await run(['ip', '-n', cgnNs, 'link', 'set', `in${side}`, 'master', 'lan0']);
     await run(['ip', '-n', routerNs, 'addr', 'add', `${wanAddress}/24`, 'dev', 'wan0']);
     await run(['ip', '-n', routerNs, 'route', 'add', 'default', 'via', ADDR.cgnInside]);
-    await addNs(hostNs, created);
+    await addNs(hostNs, created, lab.ipv6);
     await link(routerNs, 'lan0', hostNs, 'eth0');
     await run(['ip', '-n', routerNs, 'addr', 'add', `${ADDR.lanRouter}/24`, 'dev', 'lan0']);
-    await run(['ip', '-n', hostNs, 'addr', 'add', `${hostAddress}/24`, 'dev', 'eth0']);
-    await run(['ip', '-n', hostNs, 'route', 'add', 'default', 'via', ADDR.lanRouter]);
-    await router(routerNs, spec.udpTimeoutS);
+    if (stack !== 'ipv6') {
+      await run(['ip', '-n', hostNs, 'addr', 'add', `${hostAddress}/24`, 'dev', 'eth0']);
+      await run(['ip', '-n', hostNs, 'route', 'add', 'default', 'via', ADDR.lanRouter]);
+    }
+    await router(routerNs, spec.udpTimeoutS, lab.ipv6);
+    const lan6 =
+      side === 'a'
+        ? { prefix: ADDR6.lanA, router: ADDR6.lanARouter, host: ADDR6.client, wan: ADDR6.cgnRouterA }
+        : { prefix: ADDR6.lanB, router: ADDR6.lanBRouter, host: ADDR6.device, wan: ADDR6.cgnRouterB };
+    if (lab.ipv6) {
+      await addr6(routerNs, 'wan0', `${lan6.wan}/64`);
+      await run(['ip', '-n', routerNs, '-6', 'route', 'add', 'default', 'via', ADDR6.cgnInside, 'dev', 'wan0']);
+      await addr6(routerNs, 'lan0', `${lan6.router}/64`);
+      await nft(routerNs, firewall6Ruleset({ inbound: spec.inbound ?? 'drop' }));
+      if (stack !== 'ipv4') {
+        await addr6(hostNs, 'eth0', `${lan6.host}/64`);
+        await run(['ip', '-n', hostNs, '-6', 'route', 'add', 'default', 'via', lan6.router, 'dev', 'eth0']);
+      }
+    }
     await nft(routerNs, natRuleset({ kind: 'port-restricted', lanCidr: ADDR.lanCidr, wanAddress, lossPercent: 0, ...behaviour(spec) }));
-    return { host: hostNs, hostAddress, router: routerNs, publicAddress: ADDR.cgnB, cgn: cgnNs };
+    return {
+      host: hostNs,
+      hostAddress,
+      router: routerNs,
+      publicAddress: ADDR.cgnB,
+      cgn: cgnNs,
+      ...(lab.ipv6 && stack !== 'ipv4' ? { hostAddress6: lan6.host } : {}),
+    };
   };
   return { client: await home('a', client), device: await home('b', device) };
 }
@@ -444,12 +520,11 @@ export async function createLab(spec: {
       if (ipv6) await routeHomes6(server2, 'eth0', null);
     }
     const homes = spec.homes ?? 'separate';
-    if (ipv6 && homes !== 'separate') throw new Error(`lab: IPv6 is built for separate homes only, not ${homes}`);
     const { client, device } =
       homes === 'same-lan'
-        ? await buildSameLan({ id, wan }, spec.device, created)
+        ? await buildSameLan({ id, wan, ipv6 }, spec.device, spec.client, created)
         : homes === 'shared-cgn'
-          ? await buildSharedCgn({ id, wan }, spec.client, spec.device, created)
+          ? await buildSharedCgn({ id, wan, ipv6 }, spec.client, spec.device, created)
           : {
               client: await buildSide({ id, wan, ipv6 }, 'a', spec.client, created),
               device: await buildSide({ id, wan, ipv6 }, 'b', spec.device, created),

@@ -4,7 +4,9 @@
  * directly; and two different homes that both use 192.168.1.0/24 never take a LAN candidate: the
  * nftables counters in the device's and the client's namespaces count no packet to the other
  * home's private address (the same counters count the LAN dial in the same-LAN cell, so they
- * can see one).
+ * can see one). With IPv6 (dual-stack hosts, the router's /64 on the LAN; IPv6 native beside the
+ * carrier-grade NAT) both connect directly over IPv6: no address is translated, so the address the
+ * server sees is the host's own and the dial stays on the LAN, or the punch passes two firewalls.
  */
 import { runCell, type CellContext } from '../../scripts/lab/cell.js';
 import { installCounters, readCounter } from '../../scripts/lab/nft-counter.js';
@@ -56,6 +58,28 @@ labTest('two homes behind one carrier-grade NAT (both 192.168.1.0/24): connected
   t.true(r.connected, r.error ?? '');
   t.not(r.path, 'relayed via server');
 });
+
+for (const row of [
+  { homes: 'same-lan', nat: 'port-restricted', stack: 'dual' },
+  { homes: 'same-lan', nat: 'symmetric', stack: 'ipv6' },
+  { homes: 'shared-cgn', nat: 'double', stack: 'dual' },
+] as const) {
+  labTest(`IPv6, ${row.homes}, ${row.stack} hosts behind ${row.nat} IPv4: connected directly over IPv6`, async (t) => {
+    const r = await runCell({
+      ipv6: true,
+      homes: row.homes,
+      client: { nat: row.nat, stack: row.stack },
+      device: { nat: row.nat, stack: row.stack },
+      upnp: 'none',
+      peerTimeoutMs: 10_000,
+    });
+    t.log(`connected in ${r.connectMs} ms via ${r.path} over ${r.pathFamily}; registered as ${r.registrations?.join(' and ')}`);
+    t.true(r.directRequired);
+    t.true(r.connected, r.error ?? '');
+    t.not(r.path, 'relayed via server');
+    t.is(r.pathFamily, 'ipv6');
+  });
+}
 
 labTest("two different homes, both 192.168.1.0/24: no packet goes to the other home's private address", async (t) => {
   const counts = { toClient: -1, toDevice: -1 };
