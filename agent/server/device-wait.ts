@@ -94,6 +94,11 @@ export function waitForDevice(ctx: DeviceWaitContext, r: DeviceWaitRequest): Dev
       ctx.counters.inc('routedToNode');
       r.log.info({ deviceNode: r.owner }, 'S205 request routed to the node holding the device, which notifies it');
     } else r.log.info('S205 notification sent to the device mapping');
+    const other = (r.mappings ?? []).find(
+      (m) => m !== r.entry && m.node && ctx.cluster && m.node !== ctx.cluster.nodeId && m.node !== r.owner,
+    );
+    if (other)
+      r.log.info({ deviceNode: other.node }, "S205 the device's other address family is held by another node, which notifies it too");
     notifyTimer = setInterval(sendNotify, ctx.notifyRetryMs);
     deadline = setTimeout(() => resolve(null), ctx.attachTimeoutMs);
     r.socket.once('close', () => resolve(null));
@@ -108,35 +113,43 @@ export function waitForDevice(ctx: DeviceWaitContext, r: DeviceWaitRequest): Dev
   return { attached, remoteVerdict };
 }
 
-/** One notification: packet 205 to the device's mapping, or a message to the node holding it. */
+/**
+ * One notification: packet 205 to each of the device's mappings this node holds, and a message to
+ * each other node holding one (the node holding the request's entry, and the one holding the other
+ * family's mapping, issue 14): a dual-stack device whose IPv4 and IPv6 registrations went to two
+ * nodes is woken over both, since its NAT or firewall lets in each family only from its own node.
+ */
 function notifier(ctx: DeviceWaitContext, r: DeviceWaitRequest, gone: () => void): () => void {
-  // Each family's mapping this node holds (a dual-stack device is woken over both; the first
-  // notification to arrive wins, the device ignores a request it has seen). The node holding the
-  // device, when another, notifies each mapping it holds itself. Each is tagged with the key of the
-  // identity generation that registered it.
-  const mine = (r.mappings ?? [r.entry]).filter((m) => m === r.entry || !m.node || m.node === ctx.cluster?.nodeId);
+  // The first notification to arrive wins; the device ignores a request it has seen. Each is
+  // tagged with the key of the identity generation that registered it.
+  const here = ctx.cluster?.nodeId;
+  const elsewhere = (m: RegistryEntry): boolean => !!ctx.cluster && !!m.node && m.node !== here;
+  const all = r.mappings ?? [r.entry];
+  const mine = all.filter((m) => !elsewhere(m) && !(r.owner && m === r.entry));
   const targets = mine.map((m) => ({ address: m.address, port: m.port, ...(m.generation ? { generation: m.generation } : {}) }));
+  const nodes = [...new Set([...(r.owner ? [r.owner] : []), ...all.filter(elsewhere).map((m) => m.node!)])];
   return () => {
-    if (!r.owner) {
-      let sent = 0;
-      for (const target of targets) if (ctx.udp.notify(r.equipmentId, r.requestId, r.wake, target)) sent++;
-      if (sent > 0) r.log.debug({ mappings: sent }, 'S205 notification sent');
-      return;
-    }
+    let sent = 0;
+    for (const target of targets) if (ctx.udp.notify(r.equipmentId, r.requestId, r.wake, target)) sent++;
+    if (sent > 0) r.log.debug({ mappings: sent }, 'S205 notification sent');
+    if (nodes.length === 0) return;
     const cluster = ctx.cluster!;
-    cluster
-      .send(r.owner, {
-        kind: 'notify',
-        requestId: r.hex,
-        equipmentId: r.equipmentId,
-        deviceAddress: r.entry.address,
-        devicePort: r.entry.port,
-        fromNode: cluster.nodeId,
-        wake: r.wake,
-      })
-      .then((receivers) => {
-        if (receivers === 0) gone();
-      })
-      .catch((err: Error) => r.log.debug({ err: err.message }, 'routing the notification failed; retrying'));
+    for (const node of nodes) {
+      cluster
+        .send(node, {
+          kind: 'notify',
+          requestId: r.hex,
+          equipmentId: r.equipmentId,
+          deviceAddress: r.entry.address,
+          devicePort: r.entry.port,
+          fromNode: cluster.nodeId,
+          wake: r.wake,
+        })
+        .then((receivers) => {
+          // The node holding the request's entry is gone and nothing else wakes the device.
+          if (receivers === 0 && node === r.owner && targets.length === 0 && nodes.length === 1) gone();
+        })
+        .catch((err: Error) => r.log.debug({ err: err.message, node }, 'routing the notification failed; retrying'));
+    }
   };
 }

@@ -20,6 +20,7 @@ import type { NodeMessage, RequestMessage } from './node-messages.js';
 import type { RedisRegistry } from './redis-registry.js';
 import type { RegistrationEndpoint } from './registration-endpoint.js';
 import type { Registry } from './registry.js';
+import { ipv6Key } from './family-key.js';
 
 /** Requests of other nodes this node notified for, remembered to log the first notification only. */
 const NOTIFIED_REMEMBERED = 10_000;
@@ -83,7 +84,8 @@ export function createNodeRouting(o: NodeRoutingOptions): NodeRouting {
     // The address is this node's own entry for the device, not one a message names: nothing that
     // can write to Redis can make a node send datagrams to an arbitrary address.
     const requestId = m.requestId.slice(0, 12);
-    if (!o.registry.get(m.equipmentId)) {
+    // Either family's mapping (family-key.ts): a dual-stack device may have registered each at another node.
+    if (!o.registry.get(m.equipmentId) && !o.registry.get(ipv6Key(m.equipmentId))) {
       logger.debug({ requestId, equipmentId: m.equipmentId }, 'asked to notify a device not registered at this node');
       return;
     }

@@ -15,6 +15,7 @@ export interface TwoNodes {
   readonly setup: LoopbackSetup;
   readonly nodes: readonly [Program, Program];
   readonly tlsPorts: readonly [number, number];
+  readonly udpPorts: readonly [number, number];
   readonly metricsPorts: readonly [number, number];
   readonly agent: Program;
   /** `peerlink connect` arguments against node 0 or 1. */
@@ -23,7 +24,14 @@ export interface TwoNodes {
 
 export async function startTwoNodes(
   t: Scope,
-  o: { redis: RedisProcess | RedisCluster; services: Readonly<Record<string, string>>; serverExtra?: string; directDialOnly?: boolean },
+  o: {
+    redis: RedisProcess | RedisCluster;
+    services: Readonly<Record<string, string>>;
+    serverExtra?: string;
+    directDialOnly?: boolean;
+    /** Node 2's UDP bind host (e.g. "::": registrations over IPv6 as well); default as node 1's. */
+    node2UdpHost?: string;
+  },
 ): Promise<TwoNodes> {
   const dir = await tempDir(t, 'peerlink-nodes-');
   const metricsPorts = [await freePort(), await freePort()] as const;
@@ -38,6 +46,7 @@ export async function startTwoNodes(
   // Node 2: the same settings on other ports, under another node ID.
   const [udp2, tls2] = [await freePort(), await freePort()];
   const text = (await readFile(setup.serverConfig, 'utf8'))
+    .replace(`host = "127.0.0.1"\nport = ${setup.udpPort}`, `host = "${o.node2UdpHost ?? '127.0.0.1'}"\nport = ${setup.udpPort}`)
     .replace(`port = ${setup.udpPort}`, `port = ${udp2}`)
     .replace(`port = ${setup.tlsPort}`, `port = ${tls2}`)
     .replace('node_id = "node-1"', 'node_id = "node-2"')
@@ -55,6 +64,7 @@ export async function startTwoNodes(
     setup,
     nodes,
     tlsPorts,
+    udpPorts: [setup.udpPort, udp2],
     metricsPorts,
     agent,
     clientArgs: (node, service, extra = []) => [

@@ -24,7 +24,11 @@ import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startProgram } from '../../scripts/lib/program.js';
 import { loadIdentity } from '../../agent/device/identity.js';
-import { encodeRegister, REGISTER_NONCE_BYTES } from '../../agent/protocol/udp-packets.js';
+import { encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES } from '../../agent/protocol/udp-packets.js';
+import { UDP_TYPE_NOTIFY } from '../../agent/protocol/constants.js';
+import type { RemoteInfo } from 'node:dgram';
+import type { RecordingUdp } from './harness.js';
+import { registerThroughCookie } from './udp-register.js';
 
 const EXIT_DEVICE_DENIED = 26;
 /** "Within seconds": the nodes poll the shared list's change counter every second (DENY_POLL_MS). */
@@ -43,7 +47,8 @@ export function twoNodesSuite(label: string, startStore: () => Promise<RedisProc
     const echo = await echoService(ctx);
     // The patent's dial and the relay only: on loopback the reverse port would win the relay test's
     // race (the reverse and punch paths across nodes are covered by the NAT lab's two-node cells).
-    f = await startTwoNodes(ctx, { redis, services: { echo: `127.0.0.1:${echo.port}` }, directDialOnly: true });
+    // Node 2 takes registrations over IPv6 too (the dual-stack spec registers a device's IPv6 mapping there).
+    f = await startTwoNodes(ctx, { redis, services: { echo: `127.0.0.1:${echo.port}` }, directDialOnly: true, node2UdpHost: '::' });
   });
   test.after.always(() => ctx.close());
 
@@ -141,6 +146,48 @@ export function twoNodesSuite(label: string, startStore: () => Promise<RedisProc
       t.like(JSON.parse(h.body), { status: 'ok', backend: 'redis' });
     }
   });
+
+  redisSerialTest(
+    `${label}: a device's IPv4 mapping at node 1 and IPv6 mapping at node 2: a request at either node wakes it over both families`,
+    async (t) => {
+      const id = f.setup.equipmentId;
+      const identity = await loadIdentity(f.setup.identityFile);
+      // The device's IPv6 side, registered with node 2 from ::1 (through the cookie, as the registrar does).
+      const sock = createSocket({ type: 'udp6', ipv6Only: true });
+      const received: { msg: Buffer; from: RemoteInfo }[] = [];
+      sock.on('message', (msg, from) => received.push({ msg, from }));
+      await new Promise<void>((resolve) => sock.bind(0, '::1', () => resolve()));
+      t.teardown(() => sock.close());
+      const v6: RecordingUdp = {
+        socket: sock,
+        port: sock.address().port,
+        received,
+        send: (buf, to) => new Promise((resolve, reject) => sock.send(buf, to.port, '::1', (err) => (err ? reject(err) : resolve()))),
+        bytesReceived: () => received.reduce((n, r) => n + r.msg.length, 0),
+      };
+      await registerThroughCookie(v6, { port: f.udpPorts[1] }, id, identity.registrationKey);
+      const notified = (requestId: string): boolean =>
+        received.some(({ msg }) => {
+          try {
+            const p = parseUdpPacket(msg).packet;
+            return p.type === UDP_TYPE_NOTIFY && p.requestId.toString('hex').startsWith(requestId);
+          } catch {
+            return false;
+          }
+        });
+      for (const n of [0, 1] as const) {
+        const data = randomBytes(16 * 1024);
+        // The real agent (IPv4, node 1) answers; the IPv6 mapping at node 2 must be notified as well.
+        const r = await runNodeStdio(PROGRAMS.client, f.clientArgs(n, 'echo', ['--stdio']), data, (kill) => t.teardown(kill));
+        t.is(r.code, 0, `request at node ${n + 1}: ${r.stderr}`);
+        t.is(r.sha256, sha(data));
+        const asked = f.nodes[n].lines.filter((l) => l.msg === 'S203 connection request received').at(-1);
+        const requestId = String(asked!.requestId);
+        await waitUntilAsync(async () => notified(requestId), `node 2 to notify the IPv6 mapping of request ${requestId}`, 5_000);
+        t.true(notified(requestId), `request at node ${n + 1}: the IPv6 mapping was notified`);
+      }
+    },
+  );
 
   // Last: it denies the suite's device for a while (and lets it back in at the end).
   redisSerialTest(
