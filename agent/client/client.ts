@@ -243,7 +243,7 @@ export function createClient(input: ClientOptions): Client {
           seenAs,
           advertisedPort,
           won.failures,
-          won.stream.localAddress ? formatEndpoint({ address: won.stream.localAddress, port: won.stream.localPort ?? 0 }) : undefined,
+          won.stream.localAddress ? { address: won.stream.localAddress, port: won.stream.localPort ?? 0 } : undefined,
         );
       o.logger.info(
         { connectMs: Math.round(connectMs), via },
@@ -409,15 +409,19 @@ export function createClient(input: ClientOptions): Client {
     seenAs: Endpoint | undefined,
     advertisedPort: number,
     failures: readonly string[],
-    local?: string,
+    local?: Endpoint,
   ): string {
     const me = seenAs ? seenAs.address : 'our address';
     if (via === 'dial') {
+      // The device dialled our address of the other family (our companion's, at the accept port).
+      if (local && seenAs && familyOf(local.address) !== familyOf(seenAs.address))
+        return `connected directly: device dialled ${formatEndpoint(local)}`;
       return `connected directly: device dialled ${mapping ? `${mapping.externalHost}:${mapping.externalPort} (our router's mapping)` : seenAs ? formatEndpoint({ address: seenAs.address, port: advertisedPort }) : `${me}:${advertisedPort}`}`;
     }
     if (via === 'punch') {
       // Over the companion's family the server's OBSERVED (the request's) is of the other family.
-      const from = seenAs && familyOf(seenAs.address) === familyOf(to!.address) ? formatEndpoint(seenAs) : (local ?? me);
+      const from =
+        seenAs && familyOf(seenAs.address) === familyOf(to!.address) ? formatEndpoint(seenAs) : local ? formatEndpoint(local) : me;
       return `connected directly: TCP hole punch between ${from} and the device's ${formatEndpoint(to!)}`;
     }
     if (via === 'reverse') return `connected directly: we dialled the device's open port ${formatEndpoint(to!)}`;
