@@ -6,7 +6,8 @@
  *
  * Each open(): S203 over TLS to the server (certificate checked against the CA, P5), with a
  * request sealed end to end under the access key; then wait for the device's direct TLS-PSK
- * connection (S208) on the peer listener. One client serves many tunnels (e.g. --listen mode).
+ * connection (S208) on the peer listener. One client serves many tunnels (e.g. --listen mode); by
+ * default open() makes one session with the device and later open()s are streams of it.
  */
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
@@ -61,8 +62,9 @@ export interface ClientOptions {
   readonly resultTimeoutMs?: number;
   readonly peerTimeoutMs?: number;
   /**
-   * > 0: open() makes one session with the device and opens a stream on it per call (no server
-   * work while it lives), closing it after this long without a stream; 0 (default): a tunnel per open().
+   * > 0 (default SESSION_IDLE_MS): open() makes one session with the device and opens a stream on
+   * it per call (no server work while it lives), closing it after this long without a stream;
+   * 0: a tunnel per open() (a TLSSocket: what needs the channel itself, e.g. its exporter).
    */
   readonly sessionIdleMs?: number;
   readonly clock?: Clock;
@@ -86,6 +88,9 @@ const OPTION_KEYS = [
   'clock',
   'logger',
 ] as const;
+
+/** How long open()'s session is kept without a stream (the library's and `--listen`'s default). */
+export const SESSION_IDLE_MS = 30_000;
 
 /** dial: the device dialled us (S208); punch: TCP simultaneous open; reverse: we dialled the device; relay: via the server. */
 export type TunnelPath = PathKind;
@@ -143,7 +148,7 @@ function validate(input: ClientOptions) {
     mapPort: input.mapPort ?? 'off',
     resultTimeoutMs: input.resultTimeoutMs ?? DEVICE_ATTACH_TIMEOUT_MS * 2 + 2000,
     peerTimeoutMs: input.peerTimeoutMs ?? PEER_CONNECT_TIMEOUT_MS,
-    sessionIdleMs: input.sessionIdleMs ?? 0,
+    sessionIdleMs: input.sessionIdleMs ?? SESSION_IDLE_MS,
     clock: input.clock ?? systemClock,
     logger: input.logger ?? silentLogger(),
   });
@@ -428,9 +433,13 @@ function relayReason(failures: readonly string[], advertisedPort: number, me: st
   return parts.join('; ');
 }
 
-/** One tunnel, then the client is stopped when the stream closes. The API's simplest form. */
+/**
+ * One tunnel, then the client is stopped when the stream closes. The API's simplest form. It
+ * carries one connection, so it makes no session (a stream would cost a round trip more) unless
+ * options.sessionIdleMs asks for one.
+ */
 export async function connect(options: ClientOptions, signal?: AbortSignal): Promise<Tunnel> {
-  const client = createClient(options);
+  const client = createClient({ ...options, sessionIdleMs: options.sessionIdleMs ?? 0 });
   try {
     const tunnel = await client.open(signal);
     tunnel.stream.once('close', () => void client.stop());
