@@ -255,6 +255,8 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       const s = createServer({
         ...secureContextOptions(options.certPem, options.keyPem),
         allowHalfOpen: true,
+        // Frames are small request/answer exchanges: Nagle would hold one behind the peer's delayed ACK.
+        noDelay: true,
         handshakeTimeout: options.handshakeTimeoutMs,
       });
       tickets = rotateTicketKeys(s, ticketSecretFromKey(options.keyPem));
