@@ -106,10 +106,19 @@ export interface Tunnel {
   readonly reused?: boolean;
 }
 
+export interface OpenOptions {
+  /**
+   * A stream of the session is handed over once its CONNECT is sent, before the device's answer, so
+   * the first bytes written travel with it (a round trip less: `--listen` uses it). A refusal then
+   * destroys the stream with the error (e.g. SERVICE_REFUSED); the device discards what was sent.
+   */
+  readonly early?: boolean;
+}
+
 export interface Client {
   start(signal?: AbortSignal): Promise<void>;
-  /** A tunnel to the service (default: the options' service); a stream of the live session with sessionIdleMs. */
-  open(signal?: AbortSignal, service?: string): Promise<Tunnel>;
+  /** A tunnel to the service (default: the options' service); a stream of the live session unless sessionIdleMs is 0. */
+  open(signal?: AbortSignal, service?: string, options?: OpenOptions): Promise<Tunnel>;
   stop(): Promise<void>;
   /** Where the device's connection is accepted. */
   acceptAddress(): { address: string; port: number };
@@ -190,11 +199,11 @@ export function createClient(input: ClientOptions): Client {
         })
       : null;
 
-  async function open(signal?: AbortSignal, service: string = o.service): Promise<Tunnel> {
+  async function open(signal?: AbortSignal, service: string = o.service, options: OpenOptions = {}): Promise<Tunnel> {
     if (!pool || sessionsRefused) return openTunnel(service, signal);
     const t0 = performance.now();
     try {
-      const { stream, info, reused } = await pool.stream(service, signal);
+      const { stream, info, reused } = await pool.stream(service, signal, options.early === true);
       return {
         stream,
         via: info.via,
