@@ -25,6 +25,7 @@ import type { DeviceIdentity } from '../protocol/identity-file.js';
 import { OWNER_TARGET, type Authorize, type Decision } from './authorizer.js';
 import { connectService, dialClient, type DialOptions } from './dialer.js';
 import { connectToServer } from '../rendezvous/server-tls.js';
+import { joinRelayLeg } from '../rendezvous/relay-leg-join.js';
 import { racePaths, type PathAttempt, type PathKind, type PathRaceWinner } from '../paths/path-race.js';
 import { relayAtOnceReason, type MappingBehaviour } from '../paths/relay-hint.js';
 import { deviceLanOffer, lanDialTarget } from './lan-candidate.js';
@@ -62,8 +63,23 @@ export interface SessionOutcome {
   readonly bytesFromClient: number;
 }
 
-/** Meet the client at the server's relay for this request; resolves with the paired stream. */
-async function joinRelay(requestId: Buffer, ctx: SessionContext, signal: AbortSignal): Promise<TLSSocket> {
+/**
+ * Meet the client at the server's relay for this request; resolves with the paired stream: a plain
+ * leg first (rendezvous/relay-leg-join.ts, issue 15), over TLS where the server has none.
+ */
+async function joinRelay(requestId: Buffer, ctx: SessionContext, signal: AbortSignal): Promise<Duplex> {
+  const leg = await joinRelayLeg({
+    host: ctx.server.host,
+    port: ctx.server.port,
+    requestId,
+    key: ctx.identity.registrationKey,
+    role: 'device',
+    equipmentId: ctx.identity.equipmentId,
+    ...(ctx.identity.generation ? { generation: ctx.identity.generation } : {}),
+    pairTimeoutMs: RELAY_PAIR_TIMEOUT_MS,
+    signal,
+  });
+  if (leg) return leg;
   const tls = await connectToServer({ ...ctx.server, caPem: ctx.identity.caCert, signal });
   const channel = new FrameChannel(tls);
   try {
