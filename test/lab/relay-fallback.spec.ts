@@ -61,8 +61,17 @@ labTest('symmetric NAT on both sides with the server probe port: no direct path 
 });
 
 labTest('port-restricted NAT on both sides with the probe port: the hole punch keeps its head start and connects', async (t) => {
-  const r = await runCell({ client: { nat: 'port-restricted' }, device: { nat: 'port-restricted' }, upnp: 'none', probe: true });
+  const agentLines: LogLine[] = [];
+  const r = await runCell({
+    client: { nat: 'port-restricted' },
+    device: { nat: 'port-restricted' },
+    upnp: 'none',
+    probe: true,
+    onLine: (who, l) => who === 'agent' && agentLines.push(l),
+  });
   t.log(`connected in ${r.connectMs} ms via ${r.path}`);
   t.true(r.connected, r.error ?? '');
   t.is(r.path, 'TCP hole punch');
+  t.truthy(agentLines.find((l) => l.msg === 'NAT mapping behaviour learnt (server probe port)' && l.behaviour === 'endpoint-independent'));
+  t.falsy(agentLines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('no direct path can come')));
 });
