@@ -35,8 +35,8 @@ import { relayTunnel } from './relay-tunnel.js';
 import { mapTcpPort, type MappingMode, type PortMapping } from '../nat/port-mapping.js';
 import { racePaths, type PathAttempt, type PathKind } from '../paths/path-race.js';
 import { clientLanOffer, deviceLanTargets, lanPath } from './lan-candidates.js';
+import { isLanAddress } from '../nat/lan-address.js';
 import { createSessionPool } from '../session/session-pool.js';
-import { classifyAddress } from '../device/address-policy.js';
 import { PathHint } from '../paths/relay-hint.js';
 import { createPathMemory } from '../paths/path-memory.js';
 import { startClientSession } from '../session/client-session.js';
@@ -335,13 +335,12 @@ export function createClient(input: ClientOptions): Client {
 
   /**
    * What we know of our side, for the device's relay timing (agent/paths/relay-hint.ts): no
-   * inbound connection without a mapping or an advertised port from a private address (unless the
-   * server is on a private network too), and the relay's win last time from this address.
+   * inbound connection without a mapping or an advertised port from a home LAN address (unless the
+   * server is on a LAN too: a private deployment), and the relay's win last time from here.
    */
   function pathHints(localAddress: string, serverAddress: string): number {
     let hints = 0;
-    const server = classifyAddress(serverAddress);
-    if (!mapping && o.advertisePort === undefined && classifyAddress(localAddress) === 'private' && server === 'ordinary')
+    if (!mapping && o.advertisePort === undefined && isLanAddress(localAddress) && !isLanAddress(serverAddress))
       hints |= PathHint.NO_INBOUND;
     if (pathMemory.directFailed(o.equipmentId, localAddress, o.clock.now())) hints |= PathHint.DIRECT_FAILED_BEFORE;
     return hints;

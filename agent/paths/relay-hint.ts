@@ -21,7 +21,7 @@
 
 /** The client's side of the hints, bit flags in the sealed request. */
 export const PathHint = {
-  /** No port mapping, no advertised port, and a private (or shared) local address: the device's dial cannot arrive. */
+  /** No port mapping, no advertised port, and a home LAN local address (nat/lan-address.ts): the device's dial cannot arrive. */
   NO_INBOUND: 1,
   /** Every direct attempt to this device failed the last time, from the same local address (path-memory.ts). */
   DIRECT_FAILED_BEFORE: 2,
