@@ -36,7 +36,10 @@ import { relayTunnel } from './relay-tunnel.js';
 import { mapTcpPort, type MappingMode, type PortMapping } from '../nat/port-mapping.js';
 import { racePaths, type PathAttempt, type PathKind } from '../paths/path-race.js';
 import { clientLanOffer, deviceLanTargets, lanPath } from './lan-candidates.js';
+import { isLanAddress } from '../nat/lan-address.js';
 import { createSessionPool } from '../session/session-pool.js';
+import { PathHint } from '../paths/relay-hint.js';
+import { createPathMemory } from '../paths/path-memory.js';
 import { startClientSession } from '../session/client-session.js';
 import { SESSION_SERVICE, StreamRefusedError } from '../protocol/session-streams.js';
 
@@ -169,6 +172,8 @@ export function createClient(input: ClientOptions): Client {
   let accessKey: Buffer | null = o.accessKey ?? null;
   let started = false;
   let mapping: PortMapping | null = null;
+  // How the last connection to the device went, per local address: the DIRECT_FAILED_BEFORE hint.
+  const pathMemory = createPathMemory();
 
   async function ensureStarted(signal?: AbortSignal): Promise<void> {
     if (started) return;
@@ -247,6 +252,12 @@ export function createClient(input: ClientOptions): Client {
       });
       const { via, to } = won.attempt;
       const connectMs = performance.now() - t0;
+      pathMemory.record(
+        o.equipmentId,
+        answer.localAddress,
+        { relayed: via === 'relay', rushed: (answer.hints & PathHint.DIRECT_FAILED_BEFORE) !== 0 },
+        o.clock.now(),
+      );
       const path =
         lanPath(via, to, answer.lanTargets, won.stream.remoteAddress, answer.lanOffer) ??
         describePath(via, to, seenAs, advertisedPort, won.failures);
@@ -279,8 +290,10 @@ export function createClient(input: ClientOptions): Client {
       bindLocal: true,
     });
     const requestLocalPort = tls.localPort ?? 0;
+    const localAddress = tls.localAddress ?? '';
     // Our LAN address and accept port, for a device in the same home (lan-candidates.ts).
     const lanOffer = clientLanOffer(tls.localAddress, listener.address());
+    const hints = pathHints(localAddress, tls.remoteAddress ?? '');
     const channel = new FrameChannel(tls, SERVER_WENT_AWAY);
     let status: number;
     let detail: string;
@@ -291,13 +304,21 @@ export function createClient(input: ClientOptions): Client {
       // Use the server's clock so a client with a wrong clock still makes fresh requests.
       const serverNow = hello.type === FrameType.HELLO ? hello.serverTimeMs : o.clock.now();
       const sealedRequest = sealRequest(
-        { clientNonce, timestampMs: serverNow, equipmentId: o.equipmentId, service: expected.service, advertisedPort, lan: lanOffer },
+        {
+          clientNonce,
+          timestampMs: serverNow,
+          equipmentId: o.equipmentId,
+          service: expected.service,
+          advertisedPort,
+          lan: lanOffer,
+          hints,
+        },
         deriveRequestTagKey(key),
       );
       // The wake proof lets the device check the password before it does any TLS work (P9).
       const wake = makeWake(deriveWakeKey(key), o.equipmentId, clientNonce, serverNow);
       channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: o.equipmentId, advertisedPort, wake, sealedRequest });
-      o.logger.info({ equipmentId: o.equipmentId, service: expected.service, advertisedPort }, 'S203 connection request sent');
+      o.logger.info({ equipmentId: o.equipmentId, service: expected.service, advertisedPort, hints }, 'S203 connection request sent');
       let result = await channel.next(o.resultTimeoutMs, signal);
       while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) {
         if (result.type === FrameType.RELAY_OFFER) relayOffer = { requestId: result.requestId, joinToken: result.joinToken };
@@ -314,7 +335,29 @@ export function createClient(input: ClientOptions): Client {
       const code = STATUS_ERROR[status as keyof typeof STATUS_ERROR] ?? ErrorCodes.INTERNAL;
       throw new PeerlinkError(code, detail || STATUS_TEXT[status as keyof typeof STATUS_TEXT]);
     }
-    return { detail, relayOffer, candidates, requestLocalPort, lanOffer, lanTargets: deviceLanTargets(candidates, tls.localAddress) };
+    return {
+      detail,
+      relayOffer,
+      candidates,
+      requestLocalPort,
+      lanOffer,
+      lanTargets: deviceLanTargets(candidates, tls.localAddress),
+      localAddress,
+      hints,
+    };
+  }
+
+  /**
+   * What we know of our side, for the device's relay timing (agent/paths/relay-hint.ts): no
+   * inbound connection without a mapping or an advertised port from a home LAN address (unless the
+   * server is on a LAN too: a private deployment), and the relay's win last time from here.
+   */
+  function pathHints(localAddress: string, serverAddress: string): number {
+    let hints = 0;
+    if (!mapping && o.advertisePort === undefined && isLanAddress(localAddress) && !isLanAddress(serverAddress))
+      hints |= PathHint.NO_INBOUND;
+    if (pathMemory.directFailed(o.equipmentId, localAddress, o.clock.now())) hints |= PathHint.DIRECT_FAILED_BEFORE;
+    return hints;
   }
 
   /**
@@ -421,6 +464,9 @@ interface RelayOfferFrame {
 interface ServerAnswer {
   readonly detail: string;
   readonly relayOffer: RelayOfferFrame | null;
+  /** Our address on the request connection, and the path hints the request carried. */
+  readonly localAddress: string;
+  readonly hints: number;
   readonly candidates: readonly Candidate[];
   /** The local port of the request's connection (a hole punch leaves from it). */
   readonly requestLocalPort: number;
