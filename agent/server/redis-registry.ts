@@ -358,8 +358,14 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     (subOrNull as ClusterClient | null)?.refreshSlotsCache();
     if (Date.now() < fastUntilMs) fastTimer = setTimeout(fastTick, FAST_SLOTS_REFRESH_MS).unref();
   };
-  const fastRefresh = (): void => {
+  /**
+   * A lost connection to a node the client still routes slots to (a node dropped because the
+   * topology no longer lists it, as seeds are at start, is no trouble).
+   */
+  const fastRefresh = (cl: ClusterClient, lost: RedisClient | undefined): void => {
     if (stopping) return;
+    const key = lost ? `${lost.options.host}:${lost.options.port}` : '';
+    if (!cl.slots.some((nodes) => nodes?.includes(key))) return;
     fastUntilMs = Date.now() + FAST_SLOTS_REFRESH_FOR_MS;
     fastTimer ??= setTimeout(fastTick, FAST_SLOTS_REFRESH_MS).unref();
   };
@@ -507,12 +513,12 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
         sub.on('smessage', onNodeMessage);
         // A primary failed over (or the topology changed): writes acknowledged just before may be
         // lost with it (asynchronous replication), so entries are rewritten at their next registration.
-        client.on('-node', () => {
+        client.on('-node', (lost: RedisClient | undefined) => {
           writesValidSinceMs = Date.now();
-          fastRefresh();
+          fastRefresh(client as unknown as ClusterClient, lost);
         });
         // The subscriber's own lost connections: ioredis re-reads its topology once, with back-off after that.
-        sub.on('-node', fastRefresh);
+        sub.on('-node', (lost: RedisClient | undefined) => fastRefresh(sub as ClusterClient, lost));
         client.on('node error', (err: Error) => log.debug({ err: err.message }, 'redis cluster node error'));
       }
       client.defineCommand('plRecord', { numberOfKeys: 1, lua: RECORD_LUA });
