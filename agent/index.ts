@@ -1,5 +1,5 @@
 /** peerlink's importable API: the client library, the server and the agent as components. */
-export { connect, createClient, type Client, type ClientOptions, type Tunnel } from './client/client.js';
+export { connect, createClient, type Client, type ClientOptions, type OpenOptions, type Tunnel } from './client/client.js';
 export { createRendezvousServer, type RendezvousServer, type RendezvousServerOptions } from './server/server.js';
 export { createAgent, type Agent, type AgentOptions } from './device/agent.js';
 export { loadIdentity } from './device/identity.js';

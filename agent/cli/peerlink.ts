@@ -8,7 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { readSecretFile } from '../common/secret-file.js';
 import { parseArgs } from 'node:util';
-import { createClient, type Tunnel } from '../client/client.js';
+import { createClient, SESSION_IDLE_MS, type Tunnel } from '../client/client.js';
 import { createLocalForward } from '../client/local-forward.js';
 import { SESSION_MAX_STREAMS } from '../protocol/session-streams.js';
 import { parseHostPort, type HostPort } from '../common/endpoint-parse.js';
@@ -48,9 +48,6 @@ ${OWNER_USAGE}`;
 function usage(message: string): ConfigError {
   return new ConfigError([`${message}\n${USAGE}`], { code: ErrorCodes.OPTIONS_INVALID });
 }
-
-/** --listen: how long a session with no local connection is kept (--session-idle-ms). */
-const LISTEN_SESSION_IDLE_MS = 30_000;
 
 const OPTIONS = {
   server: { type: 'string' },
@@ -136,7 +133,7 @@ function checkConnect(v: Values, positionals: readonly string[]): ConnectArgs {
   if (!MAPPING_MODES.includes(mapPort))
     throw usage(`--map-port: expected one of ${MAPPING_MODES.join(', ')}, found ${JSON.stringify(v['map-port'])}`);
   const server = parseHostPort(v.server!, '--server');
-  const sessionIdleMs = v['session-idle-ms'] === undefined ? LISTEN_SESSION_IDLE_MS : Number(v['session-idle-ms']);
+  const sessionIdleMs = v['session-idle-ms'] === undefined ? SESSION_IDLE_MS : Number(v['session-idle-ms']);
   if (!(Number.isInteger(sessionIdleMs) && sessionIdleMs >= 0 && sessionIdleMs <= 86_400_000)) {
     throw usage(`--session-idle-ms: expected 0-86400000, found ${JSON.stringify(v['session-idle-ms'])}`);
   }

@@ -6,7 +6,8 @@
  *
  * Each open(): S203 over TLS to the server (certificate checked against the CA, P5), with a
  * request sealed end to end under the access key; then wait for the device's direct TLS-PSK
- * connection (S208) on the peer listener. One client serves many tunnels (e.g. --listen mode).
+ * connection (S208) on the peer listener. One client serves many tunnels (e.g. --listen mode); by
+ * default open() makes one session with the device and later open()s are streams of it.
  */
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
@@ -37,7 +38,10 @@ import { relayTunnel } from './relay-tunnel.js';
 import { mapTcpPort, type MappingMode, type PortMapping } from '../nat/port-mapping.js';
 import { racePaths, type PathAttempt, type PathKind } from '../paths/path-race.js';
 import { clientLanOffer, deviceLanTargets, lanPath } from './lan-candidates.js';
+import { isLanAddress } from '../nat/lan-address.js';
 import { createSessionPool } from '../session/session-pool.js';
+import { PathHint } from '../paths/relay-hint.js';
+import { createPathMemory } from '../paths/path-memory.js';
 import { startClientSession } from '../session/client-session.js';
 import { SESSION_SERVICE, StreamRefusedError } from '../protocol/session-streams.js';
 
@@ -63,8 +67,9 @@ export interface ClientOptions {
   readonly resultTimeoutMs?: number;
   readonly peerTimeoutMs?: number;
   /**
-   * > 0: open() makes one session with the device and opens a stream on it per call (no server
-   * work while it lives), closing it after this long without a stream; 0 (default): a tunnel per open().
+   * > 0 (default SESSION_IDLE_MS): open() makes one session with the device and opens a stream on
+   * it per call (no server work while it lives), closing it after this long without a stream;
+   * 0: a tunnel per open() (a TLSSocket: what needs the channel itself, e.g. its exporter).
    */
   readonly sessionIdleMs?: number;
   readonly clock?: Clock;
@@ -89,6 +94,9 @@ const OPTION_KEYS = [
   'logger',
 ] as const;
 
+/** How long open()'s session is kept without a stream (the library's and `--listen`'s default). */
+export const SESSION_IDLE_MS = 30_000;
+
 /** dial: the device dialled us (S208); punch: TCP simultaneous open; reverse: we dialled the device; relay: via the server. */
 export type TunnelPath = PathKind;
 
@@ -103,10 +111,19 @@ export interface Tunnel {
   readonly reused?: boolean;
 }
 
+export interface OpenOptions {
+  /**
+   * A stream of the session is handed over once its CONNECT is sent, before the device's answer, so
+   * the first bytes written travel with it (a round trip less: `--listen` uses it). A refusal then
+   * destroys the stream with the error (e.g. SERVICE_REFUSED); the device discards what was sent.
+   */
+  readonly early?: boolean;
+}
+
 export interface Client {
   start(signal?: AbortSignal): Promise<void>;
-  /** A tunnel to the service (default: the options' service); a stream of the live session with sessionIdleMs. */
-  open(signal?: AbortSignal, service?: string): Promise<Tunnel>;
+  /** A tunnel to the service (default: the options' service); a stream of the live session unless sessionIdleMs is 0. */
+  open(signal?: AbortSignal, service?: string, options?: OpenOptions): Promise<Tunnel>;
   stop(): Promise<void>;
   /** Where the device's connection is accepted. */
   acceptAddress(): { address: string; port: number };
@@ -145,7 +162,7 @@ function validate(input: ClientOptions) {
     mapPort: input.mapPort ?? 'off',
     resultTimeoutMs: input.resultTimeoutMs ?? DEVICE_ATTACH_TIMEOUT_MS * 2 + 2000,
     peerTimeoutMs: input.peerTimeoutMs ?? PEER_CONNECT_TIMEOUT_MS,
-    sessionIdleMs: input.sessionIdleMs ?? 0,
+    sessionIdleMs: input.sessionIdleMs ?? SESSION_IDLE_MS,
     clock: input.clock ?? systemClock,
     logger: input.logger ?? silentLogger(),
   });
@@ -157,6 +174,8 @@ export function createClient(input: ClientOptions): Client {
   let accessKey: Buffer | null = o.accessKey ?? null;
   let started = false;
   let mapping: PortMapping | null = null;
+  // How the last connection to the device went, per local address: the DIRECT_FAILED_BEFORE hint.
+  const pathMemory = createPathMemory();
 
   async function ensureStarted(signal?: AbortSignal): Promise<void> {
     if (started) return;
@@ -187,11 +206,11 @@ export function createClient(input: ClientOptions): Client {
         })
       : null;
 
-  async function open(signal?: AbortSignal, service: string = o.service): Promise<Tunnel> {
+  async function open(signal?: AbortSignal, service: string = o.service, options: OpenOptions = {}): Promise<Tunnel> {
     if (!pool || sessionsRefused) return openTunnel(service, signal);
     const t0 = performance.now();
     try {
-      const { stream, info, reused } = await pool.stream(service, signal);
+      const { stream, info, reused } = await pool.stream(service, signal, options.early === true);
       return {
         stream,
         via: info.via,
@@ -235,6 +254,12 @@ export function createClient(input: ClientOptions): Client {
       });
       const { via, to } = won.attempt;
       const connectMs = performance.now() - t0;
+      pathMemory.record(
+        o.equipmentId,
+        answer.localAddress,
+        { relayed: via === 'relay', rushed: (answer.hints & PathHint.DIRECT_FAILED_BEFORE) !== 0 },
+        o.clock.now(),
+      );
       const path =
         lanPath(via, to, answer.lanTargets, won.stream.remoteAddress, answer.lanOffer) ??
         describePath(
@@ -282,8 +307,10 @@ export function createClient(input: ClientOptions): Client {
       () => ({ type: FrameType.CLIENT_COMPANION, clientNonce }),
       signal,
     ).then((ep) => (companionLocal = ep));
+    const localAddress = tls.localAddress ?? '';
     // Our LAN address and accept port, for a device in the same home (lan-candidates.ts).
     const lanOffer = clientLanOffer(tls.localAddress, listener.address());
+    const hints = pathHints(localAddress, tls.remoteAddress ?? '');
     const channel = new FrameChannel(tls, SERVER_WENT_AWAY);
     let status: number;
     let detail: string;
@@ -294,13 +321,21 @@ export function createClient(input: ClientOptions): Client {
       // Use the server's clock so a client with a wrong clock still makes fresh requests.
       const serverNow = hello.type === FrameType.HELLO ? hello.serverTimeMs : o.clock.now();
       const sealedRequest = sealRequest(
-        { clientNonce, timestampMs: serverNow, equipmentId: o.equipmentId, service: expected.service, advertisedPort, lan: lanOffer },
+        {
+          clientNonce,
+          timestampMs: serverNow,
+          equipmentId: o.equipmentId,
+          service: expected.service,
+          advertisedPort,
+          lan: lanOffer,
+          hints,
+        },
         deriveRequestTagKey(key),
       );
       // The wake proof lets the device check the password before it does any TLS work (P9).
       const wake = makeWake(deriveWakeKey(key), o.equipmentId, clientNonce, serverNow);
       channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: o.equipmentId, advertisedPort, wake, sealedRequest });
-      o.logger.info({ equipmentId: o.equipmentId, service: expected.service, advertisedPort }, 'S203 connection request sent');
+      o.logger.info({ equipmentId: o.equipmentId, service: expected.service, advertisedPort, hints }, 'S203 connection request sent');
       let result = await channel.next(o.resultTimeoutMs, signal);
       while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) {
         if (result.type === FrameType.RELAY_OFFER) relayOffer = { requestId: result.requestId, joinToken: result.joinToken };
@@ -326,7 +361,22 @@ export function createClient(input: ClientOptions): Client {
       companionLocal,
       lanOffer,
       lanTargets: deviceLanTargets(candidates, tls.localAddress),
+      localAddress,
+      hints,
     };
+  }
+
+  /**
+   * What we know of our side, for the device's relay timing (agent/paths/relay-hint.ts): no
+   * inbound connection without a mapping or an advertised port from a home LAN address (unless the
+   * server is on a LAN too: a private deployment), and the relay's win last time from here.
+   */
+  function pathHints(localAddress: string, serverAddress: string): number {
+    let hints = 0;
+    if (!mapping && o.advertisePort === undefined && isLanAddress(localAddress) && !isLanAddress(serverAddress))
+      hints |= PathHint.NO_INBOUND;
+    if (pathMemory.directFailed(o.equipmentId, localAddress, o.clock.now())) hints |= PathHint.DIRECT_FAILED_BEFORE;
+    return hints;
   }
 
   /**
@@ -462,6 +512,9 @@ interface RelayOfferFrame {
 interface ServerAnswer {
   readonly detail: string;
   readonly relayOffer: RelayOfferFrame | null;
+  /** Our address on the request connection, and the path hints the request carried. */
+  readonly localAddress: string;
+  readonly hints: number;
   readonly candidates: readonly Candidate[];
   /** The local port of the request's connection (a hole punch leaves from it). */
   readonly requestLocalPort: number;
@@ -486,9 +539,13 @@ function relayReason(failures: readonly string[], advertisedPort: number, me: st
   return parts.join('; ');
 }
 
-/** One tunnel, then the client is stopped when the stream closes. The API's simplest form. */
+/**
+ * One tunnel, then the client is stopped when the stream closes. The API's simplest form. It
+ * carries one connection, so it makes no session (a stream would cost a round trip more) unless
+ * options.sessionIdleMs asks for one.
+ */
 export async function connect(options: ClientOptions, signal?: AbortSignal): Promise<Tunnel> {
-  const client = createClient(options);
+  const client = createClient({ ...options, sessionIdleMs: options.sessionIdleMs ?? 0 });
   try {
     const tunnel = await client.open(signal);
     tunnel.stream.once('close', () => void client.stop());

@@ -11,7 +11,8 @@ import type { Endpoint } from '../protocol/address.js';
 export function dialDevice(to: Endpoint, token: Buffer, timeoutMs: number, signal: AbortSignal): Promise<Socket> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(abortError(signal));
-    const s = netConnect({ host: to.address, port: to.port, allowHalfOpen: true });
+    // noDelay: the token and the TLS handshake after it are small writes (no Nagle wait between them).
+    const s = netConnect({ host: to.address, port: to.port, allowHalfOpen: true, noDelay: true });
     const timer = setTimeout(() => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `no answer within ${timeoutMs} ms`)), timeoutMs);
     const onAbort = (): void => fail(abortError(signal));
     signal.addEventListener('abort', onAbort, { once: true });

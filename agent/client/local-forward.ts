@@ -13,6 +13,7 @@ import { closeServer, listenOn } from '../common/listen.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { Counters } from '../common/counters.js';
+import { ErrorCodes } from '../common/errors.js';
 import { rejectUnknownKeys } from '../common/options.js';
 import { join } from '../common/pipe.js';
 import { createPreAuthGate } from '../common/preauth-gate.js';
@@ -93,7 +94,8 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
       if (spare && !spare.stream.destroyed) {
         tunnel = spare;
         spare = undefined;
-      } else tunnel = await o.client.open(cancel.signal);
+        // Early: the connection's first bytes go with its stream's CONNECT (a refusal ends it below).
+      } else tunnel = await o.client.open(cancel.signal, undefined, { early: true });
     } catch (err) {
       counters.inc('openFailed');
       if (!cancel.signal.aborted)
@@ -112,6 +114,13 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
       return;
     }
     counters.inc('served');
+    // An early stream the device refuses (or does not answer) ends with the reason: say it.
+    tunnel.stream.once('error', (err: Error & { code?: string }) => {
+      if (err.name === 'StreamRefusedError' || err.code === ErrorCodes.PEER_TIMEOUT) {
+        counters.inc('openFailed');
+        o.logger.error({ err: err.message, code: err.code }, 'could not open a tunnel for a local connection');
+      }
+    });
     local.resume();
     await join(local, tunnel.stream);
   }

@@ -149,7 +149,7 @@ export function createPeerListener(input: PeerListenerOptions): PeerListener {
       };
     },
     async start() {
-      const s = createServer({ allowHalfOpen: true }, onConnection);
+      const s = createServer({ allowHalfOpen: true, noDelay: true }, onConnection);
       await listenOn(s, o.port, o.host);
       server = s;
     },

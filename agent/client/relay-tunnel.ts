@@ -2,6 +2,9 @@
  * The client's side of the relay: join the server's relay for an offered request, wait to be
  * paired with the device, then run the end-to-end TLS-PSK channel over it as the TLS server
  * (as on the direct path). The relay only ever carries this channel's ciphertext (P4).
+ *
+ * First on a plain leg (rendezvous/relay-leg-join.ts, issue 15): the channel then runs on the TCP
+ * socket itself. A server without plain legs gets the TLS join as before.
  */
 import { keepTunnelAlive } from '../common/tunnel-liveness.js';
 import type { TLSSocket } from 'node:tls';
@@ -12,6 +15,7 @@ import { FrameType } from '../protocol/frames.js';
 import type { Expected } from './peer-listener.js';
 import { acceptTunnel } from './tunnel-server.js';
 import { carrierStream } from '../common/carrier.js';
+import { joinRelayLeg } from '../rendezvous/relay-leg-join.js';
 
 export async function relayTunnel(
   server: Omit<ServerTlsOptions, 'signal'>,
@@ -22,6 +26,24 @@ export async function relayTunnel(
   timeoutMs: number,
   signal: AbortSignal,
 ): Promise<TLSSocket> {
+  const leg = await joinRelayLeg({
+    host: server.host,
+    port: server.port,
+    requestId,
+    key: joinToken,
+    role: 'client',
+    pairTimeoutMs: timeoutMs,
+    signal,
+  });
+  if (leg) {
+    keepTunnelAlive(leg);
+    try {
+      return await acceptTunnel(leg, expected, timeoutMs, signal, 'through the relay');
+    } catch (err) {
+      leg.destroy();
+      throw err;
+    }
+  }
   const outer = await connectToServer({ ...server, signal });
   const onAbort = (): void => void outer.destroy();
   signal.addEventListener('abort', onAbort, { once: true });

@@ -26,6 +26,7 @@ import { createReverseListener, type ReverseListener } from './reverse-listener.
 import type { PortMapping } from '../nat/port-mapping.js';
 import { clearMappingRecord, readMappingRecord, writeMappingRecord, type MappingRecord } from '../nat/mapping-record.js';
 import { followSignal } from '../common/linked-signal.js';
+import { createMappingLearner } from '../nat/mapping-behaviour.js';
 import type { Endpoint } from '../protocol/address.js';
 import type { AgentSettings } from './settings.js';
 import type { Credential } from './credentials.js';
@@ -149,6 +150,18 @@ export function createAgent(input: AgentOptions): Agent {
           }),
         }
       : {}),
+  });
+
+  // Our NAT's mapping behaviour (with the server's probe port): whether the relay need not wait (paths/relay-hint.ts).
+  const natMapping = createMappingLearner({
+    equipmentId: identity.equipmentId,
+    ...generation,
+    registrationKey: identity.registrationKey,
+    serverHost: settings.server.host,
+    udpPort: settings.server.udpPort,
+    probePort: settings.server.probePort,
+    serverOffsetMs: () => registrar.serverNow() - clock.now(),
+    logger,
   });
 
   let sessionModule: Promise<typeof RequestSession> | null = null;
@@ -295,6 +308,7 @@ export function createAgent(input: AgentOptions): Agent {
           relayAfterMs: settings.dial.relayAfterMs,
           holePunch: settings.dial.holePunch,
           dialPolicy: () => settings.dial,
+          natMapping: () => natMapping.current(),
           ...(reverse ? { reverse } : {}),
           // Without it the request session refuses a session, as an agent from before sessions does.
           ...(settings.dial.sessions ? { services: () => settings.services } : {}),
@@ -348,9 +362,11 @@ export function createAgent(input: AgentOptions): Agent {
         mappingDone = mapReversePort(listener.port());
       }
       await registrar.start();
+      natMapping.start();
     },
     async stop() {
       aborter.abort();
+      natMapping.stop();
       clearTimeout(renewTimer);
       owner.close();
       await registrar.stop();

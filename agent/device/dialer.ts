@@ -39,9 +39,11 @@ export function dialClient(o: DialOptions): Promise<TLSSocket> {
   const identity = pskIdentity(o.clientNonce, deviceNonce);
   return new Promise((resolve, reject) => {
     if (o.signal?.aborted) return reject(abortError(o.signal));
-    const options: ConnectionOptions & { allowHalfOpen: boolean } = {
+    const options: ConnectionOptions & { allowHalfOpen: boolean; noDelay: boolean } = {
       // Half-close must cross the tunnel (Node honours it; its type definitions lag).
       allowHalfOpen: true,
+      // The handshake, the chosen byte and small exchanges: no Nagle wait behind a delayed ACK.
+      noDelay: true,
       ...(o.over ? { socket: carrierStream(o.over) } : { host: o.to.address, port: o.to.port }),
       pskCallback: () => ({ psk, identity }),
       ciphers: TUNNEL_CIPHER,

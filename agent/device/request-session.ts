@@ -16,7 +16,7 @@ import type { Endpoint } from '../protocol/address.js';
 import { announceChosen } from '../protocol/tunnel-choice.js';
 import type { ReverseListener } from './reverse-listener.js';
 import { RELAY_PAIR_TIMEOUT_MS } from '../protocol/constants.js';
-import { formatEndpoint } from '../protocol/address.js';
+import { formatEndpoint, normalizeAddress } from '../protocol/address.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } from '../protocol/frames.js';
 import { ATTACH_EXPORTER_LABEL, attachProof, equalBytes, KEY_BYTES, reverseToken } from '../protocol/keys.js';
@@ -25,7 +25,9 @@ import type { DeviceIdentity } from '../protocol/identity-file.js';
 import { OWNER_TARGET, type Authorize, type Decision } from './authorizer.js';
 import { connectService, dialClient, type DialOptions } from './dialer.js';
 import { connectToServer } from '../rendezvous/server-tls.js';
+import { joinRelayLeg } from '../rendezvous/relay-leg-join.js';
 import { racePaths, type PathAttempt, type PathKind, type PathRaceWinner } from '../paths/path-race.js';
+import { relayAtOnceReason, type MappingBehaviour } from '../paths/relay-hint.js';
 import { deviceLanOffer, lanDialTarget } from './lan-candidate.js';
 import type { HostPort } from '../common/endpoint-parse.js';
 import { serveDeviceSession } from '../session/device-session.js';
@@ -46,6 +48,8 @@ export interface SessionContext {
   /** When the relay is tried alongside (sooner if every direct path has failed). */
   readonly relayAfterMs: number;
   readonly holePunch: boolean;
+  /** Our NAT's mapping behaviour as learnt (nat/mapping-behaviour.ts); default unknown. */
+  readonly natMapping?: () => MappingBehaviour;
   /** The reverse strategy, when the agent has a listening port. */
   readonly reverse?: ReverseOffer;
   /** The allow-list, for sessions with streams (each stream names its service); without it sessions are refused. */
@@ -67,8 +71,23 @@ export interface SessionOutcome {
   readonly bytesFromClient: number;
 }
 
-/** Meet the client at the server's relay for this request; resolves with the paired stream. */
-async function joinRelay(requestId: Buffer, ctx: SessionContext, signal: AbortSignal): Promise<TLSSocket> {
+/**
+ * Meet the client at the server's relay for this request; resolves with the paired stream: a plain
+ * leg first (rendezvous/relay-leg-join.ts, issue 15), over TLS where the server has none.
+ */
+async function joinRelay(requestId: Buffer, ctx: SessionContext, signal: AbortSignal): Promise<Duplex> {
+  const leg = await joinRelayLeg({
+    host: ctx.server.host,
+    port: ctx.server.port,
+    requestId,
+    key: ctx.identity.registrationKey,
+    role: 'device',
+    equipmentId: ctx.identity.equipmentId,
+    ...(ctx.identity.generation ? { generation: ctx.identity.generation } : {}),
+    pairTimeoutMs: RELAY_PAIR_TIMEOUT_MS,
+    signal,
+  });
+  if (leg) return leg;
   const tls = await connectToServer({ ...ctx.server, caPem: ctx.identity.caCert, signal });
   const channel = new FrameChannel(tls);
   try {
@@ -89,6 +108,10 @@ async function joinRelay(requestId: Buffer, ctx: SessionContext, signal: AbortSi
     throw err;
   }
 }
+
+const isUnspecified = (a: string): boolean => a === '0.0.0.0' || a === '::';
+/** One address in either text form (a v4-mapped IPv6 address is its IPv4 address). */
+const sameAddress = (a: string, b: string): boolean => normalizeAddress(a) === normalizeAddress(b);
 
 /** What the device has to offer for the reverse strategy: its listener and the endpoints to report. */
 export interface ReverseOffer {
@@ -171,7 +194,19 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       equipmentId: ctx.identity.equipmentId,
       service: decision.request.service,
     };
+    // Where both sides' knowledge rules every direct path out, the relay need not wait (relay-hint.ts).
+    // "Where you see me from" (0.0.0.0) reaches us only when the server sees our own address (public).
+    const observed = told.find((c) => c.kind === CandidateKind.OBSERVED)?.endpoint;
+    const isPublic = observed !== undefined && sameAddress(observed.address, attachLocalAddress ?? '');
+    const atOnce = relayAtOnceReason({
+      hints: decision.request.hints ?? 0,
+      deviceListens: listen.some((e) => !isUnspecified(e.address) || isPublic),
+      lanDial: lan.dial !== null,
+      deviceMapping: ctx.natMapping?.() ?? 'unknown',
+    });
+    if (atOnce) log.info({ reason: atOnce }, 'no direct path can come: meeting the client at the relay at once');
     const won = await raceDevicePaths(requestId, ctx, {
+      relayAfterMs: atOnce ? 0 : ctx.relayAfterMs,
       channelOptions,
       punch: punches,
       otherDial: other ? { address: other.remote.address, port: decision.dial.port } : null,
@@ -335,6 +370,8 @@ function raceDevicePaths(
   requestId: Buffer,
   ctx: SessionContext,
   p: {
+    /** ctx.relayAfterMs, or 0 when no direct path can come. */
+    relayAfterMs: number;
     channelOptions: Omit<DialOptions, 'timeoutMs' | 'signal' | 'over'>;
     punch: readonly { localPort: number; remote: Endpoint }[];
     /** The client's address of the other family (its companion), at its accept port. */
@@ -376,7 +413,7 @@ function raceDevicePaths(
   }
   attempts.push({
     via: 'relay',
-    fallbackAfterMs: ctx.relayAfterMs,
+    fallbackAfterMs: p.relayAfterMs,
     start: (signal) => joinRelay(requestId, ctx, signal).then(over(signal)),
   });
   return racePaths<TLSSocket, DeviceAttempt>({

@@ -97,7 +97,7 @@ export function createReverseListener(input: ReverseListenerOptions): ReverseLis
   return {
     counters,
     async start() {
-      const s = createServer({ allowHalfOpen: true, pauseOnConnect: true }, onConnection);
+      const s = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, onConnection);
       await listenOn(s, o.port, o.host);
       s.on('error', (err) => o.logger.warn({ err: err.message }, 'reverse listener error'));
       server = s;

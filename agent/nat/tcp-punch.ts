@@ -74,6 +74,7 @@ export function punchTcp(o: PunchOptions): Promise<Socket> {
         localAddress: anyAddressFor(o.remote.address),
         localPort: o.localPort,
         allowHalfOpen: true,
+        noDelay: true,
       });
       current = s;
       s.once('connect', () => {

@@ -48,6 +48,8 @@ export const REQUEST_ID_BYTES = 16;
  * TLS connection, so an observer of the NOTIFY (which carries the request ID) cannot join as the client.
  */
 export const RELAY_JOIN_TOKEN_BYTES = 16;
+/** Each side's nonce in a plain relay leg's join (frames.ts RELAY_LEG_*). */
+export const RELAY_LEG_NONCE_BYTES = 16;
 
 // --- Timing defaults ---
 export const REGISTER_INTERVAL_MS = 25_000;

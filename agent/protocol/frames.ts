@@ -20,6 +20,14 @@
  *   RELAY_PAIRED        server -> both    (empty); from here on the connection carries the peer's bytes:
  *                                         the end-to-end TLS-PSK channel, which the relay cannot read
  *
+ * The relay without TLS to the server (issue 15, "plain legs"): on a plain TCP connection to the TLS
+ * port (its first byte is this version byte, never TLS's 0x16), both sides prove a key they share:
+ * the join token (client) or K_reg (device); keys.ts relayLegProof.
+ *   RELAY_LEG_HELLO     any -> server     role (u8: 1 client, 2 device) | id (u8 len; empty for a client)
+ *                                         | request id (16) | nonce (16)
+ *   RELAY_LEG_CHALLENGE server -> it      nonce (16) | proof (32) that the server holds the key
+ *   RELAY_LEG_JOIN      it -> server      proof (32) that the joiner holds the key; then RELAY_PAIRED
+ *
  * Path candidates, for the strategies beyond the patent's S208 (reverse dial, hole punching):
  *   CANDIDATES          count (u8, at most 8) | count x (kind (u8) | endpoint)
  *       device -> server  before DEVICE_VERDICT: LISTEN endpoints it accepts on (a router mapping,
@@ -50,6 +58,7 @@ import {
   FRAME_MAX_PAYLOAD_BYTES,
   PROTOCOL_VERSION,
   RELAY_JOIN_TOKEN_BYTES,
+  RELAY_LEG_NONCE_BYTES,
   REQUEST_ID_BYTES,
 } from './constants.js';
 import { readEndpoint, writeEndpoint, type Endpoint } from './address.js';
@@ -71,7 +80,14 @@ export const FrameType = {
   CANDIDATES: 0x13,
   CLIENT_COMPANION: 0x14,
   DEVICE_COMPANION: 0x23,
+  RELAY_LEG_HELLO: 0x33,
+  RELAY_LEG_CHALLENGE: 0x34,
+  RELAY_LEG_JOIN: 0x35,
 } as const;
+
+/** Who joins a plain relay leg (RELAY_LEG_HELLO). */
+export const RelayRole = { CLIENT: 1, DEVICE: 2 } as const;
+export type RelayRoleValue = (typeof RelayRole)[keyof typeof RelayRole];
 
 /**
  * PUNCH: the source of the peer's rendezvous connection (for TCP simultaneous open from the same local port).
@@ -134,6 +150,17 @@ export type Frame =
       readonly requestId: Buffer;
       readonly proof: Buffer;
     }
+  | {
+      readonly type: typeof FrameType.RELAY_LEG_HELLO;
+      readonly role: RelayRoleValue;
+      /** The device's identity; '' for a client. */
+      readonly equipmentId: string;
+      readonly generation?: number;
+      readonly requestId: Buffer;
+      readonly nonce: Buffer;
+    }
+  | { readonly type: typeof FrameType.RELAY_LEG_CHALLENGE; readonly nonce: Buffer; readonly proof: Buffer }
+  | { readonly type: typeof FrameType.RELAY_LEG_JOIN; readonly proof: Buffer }
   | { readonly type: typeof FrameType.CANDIDATES; readonly candidates: readonly Candidate[] };
 
 function port(r: ByteReader, field: string): number {
@@ -185,6 +212,18 @@ export function encodeFrame(f: Frame): Buffer {
       break;
     case FrameType.CLIENT_COMPANION:
       w.bytes(f.clientNonce);
+      break;
+    case FrameType.RELAY_LEG_HELLO:
+      w.u8(f.role);
+      if (f.role === RelayRole.DEVICE) w.shortString(identityName(f.equipmentId, f.generation));
+      else w.u8(0);
+      w.bytes(f.requestId).bytes(f.nonce);
+      break;
+    case FrameType.RELAY_LEG_CHALLENGE:
+      w.bytes(f.nonce).bytes(f.proof);
+      break;
+    case FrameType.RELAY_LEG_JOIN:
+      w.bytes(f.proof);
       break;
     case FrameType.CANDIDATES:
       if (f.candidates.length > CANDIDATES_MAX) throw new RangeError(`at most ${CANDIDATES_MAX} candidates`);
@@ -254,6 +293,31 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
       break;
     case FrameType.CLIENT_COMPANION:
       f = { type, clientNonce: r.bytes(NONCE_BYTES, 'clientNonce') };
+      break;
+    case FrameType.RELAY_LEG_HELLO: {
+      const role = r.u8('role');
+      if (role !== RelayRole.CLIENT && role !== RelayRole.DEVICE) throw new ProtocolError('frame.role', `expected 1-2, found ${role}`);
+      // A client's id is empty (length 0): it proves the join token, not an identity.
+      let equipmentId = '';
+      let generation = 0;
+      if (role === RelayRole.DEVICE)
+        ({ equipmentId, generation } = splitIdentityName(r.shortString('equipmentId', IDENTITY_NAME_MAX_BYTES, IDENTITY_NAME_PATTERN)));
+      else if (r.u8('equipmentId.length') !== 0) throw new ProtocolError('frame.equipmentId.length', "a client's is empty");
+      f = {
+        type,
+        role,
+        equipmentId,
+        ...(generation === 0 ? {} : { generation }),
+        requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'),
+        nonce: r.bytes(RELAY_LEG_NONCE_BYTES, 'nonce'),
+      };
+      break;
+    }
+    case FrameType.RELAY_LEG_CHALLENGE:
+      f = { type, nonce: r.bytes(RELAY_LEG_NONCE_BYTES, 'nonce'), proof: r.bytes(KEY_BYTES, 'proof') };
+      break;
+    case FrameType.RELAY_LEG_JOIN:
+      f = { type, proof: r.bytes(KEY_BYTES, 'proof') };
       break;
     case FrameType.CANDIDATES: {
       const n = r.u8('candidates.count');

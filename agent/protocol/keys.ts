@@ -124,3 +124,19 @@ export function attachProof(registrationKey: Uint8Array, requestId: Uint8Array, 
 }
 
 export const ATTACH_EXPORTER_LABEL = 'EXPORTER-peerlink-attach';
+
+/**
+ * A plain relay leg's join (frames.ts RELAY_LEG_*, issue 15): each side proves the key it shares
+ * with the other, over both nonces and the request ID, so neither proof can be replayed on another
+ * connection or reflected back (the labels differ). The key is the join token for the client (the
+ * server gave it over the client's CA-verified TLS), K_reg for the device.
+ */
+export function relayLegProof(
+  key: Uint8Array,
+  by: 'server' | 'joiner',
+  requestId: Uint8Array,
+  joinerNonce: Uint8Array,
+  serverNonce: Uint8Array,
+): Buffer {
+  return mac(key, [enc(`peerlink/v1/relay-leg/${by}\0`), requestId, joinerNonce, serverNonce], KEY_BYTES);
+}

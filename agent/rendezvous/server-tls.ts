@@ -143,9 +143,11 @@ function connectOnce(o: ServerTlsOptions): Promise<TLSSocket> {
   const timeoutMs = o.timeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
     if (o.signal?.aborted) return reject(abortError(o.signal));
-    const options: ConnectionOptions & { allowHalfOpen: boolean } = {
+    const options: ConnectionOptions & { allowHalfOpen: boolean; noDelay: boolean } = {
       // A relayed channel half-closes through this connection: a FIN must not end our writing.
       allowHalfOpen: true,
+      // Frames are small request/answer exchanges: Nagle would hold one behind the server's delayed ACK.
+      noDelay: true,
       host: o.host,
       port: o.port,
       servername: o.serverName,

@@ -25,5 +25,8 @@ export const BROKER_COUNTERS = [
   'attachedForNode',
   /** Requests for a device on the operator's deny list (issue 19). */
   'denied',
+  /** Plain relay legs (relay-leg.ts, issue 15) that proved their key, and those refused. */
+  'relayLegs',
+  'relayLegsRefused',
 ] as const;
 export type BrokerCounter = (typeof BROKER_COUNTERS)[number];

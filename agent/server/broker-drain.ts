@@ -4,7 +4,7 @@
  * requests still waiting for their device then get an answer; the last answers get a moment to
  * reach their clients; then every connection still open is closed, whatever the peers do.
  */
-import type { Server } from 'node:tls';
+import type { Server } from 'node:net';
 import type { Logger } from 'pino';
 import type { ConnectionTracker } from './connection-tracker.js';
 import type { Relay } from './relay.js';

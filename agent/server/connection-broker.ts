@@ -15,7 +15,7 @@
  */
 import { identityName } from '../protocol/identity-name.js';
 import { endThenDestroy, listenOn } from '../common/listen.js';
-import type { Socket } from 'node:net';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer, type Server, type TLSSocket, type TlsOptions } from 'node:tls';
 import { SERVER_TLS_CIPHERS } from './tls-ciphers.js';
 import { rotateTicketKeys, ticketSecretFromKey, TICKET_KEY_ROTATE_MS, type TicketKeyRotation } from './ticket-keys.js';
@@ -25,6 +25,8 @@ import { Counters } from '../common/counters.js';
 import { BROKER_COUNTERS, type BrokerCounter } from './broker-counters.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
+import { PROTOCOL_VERSION } from '../protocol/constants.js';
+import { serveRelayLeg, type RelayLegContext } from './relay-leg.js';
 import type { StatusValue } from '../protocol/status.js';
 import { PendingRequests } from './pending-requests.js';
 import { createConnectionTracker, type ConnectionKind } from './connection-tracker.js';
@@ -120,6 +122,8 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     !options.denied?.(a.equipmentId, a.generation ?? 0) &&
     proofValid(socket, identityName(a.equipmentId, a.generation), a.requestId, a.proof);
   let server: Server | null = null;
+  /** The listener: it reads each connection's first byte and hands TLS to `server` (relay-leg.ts). */
+  let front: NetServer | null = null;
   let tickets: TicketKeyRotation | null = null;
   let draining = false;
   let inFlight = 0;
@@ -234,6 +238,46 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     }
   }
 
+  const relayLeg = (socket: Socket): RelayLegContext => ({
+    relay: options.relay,
+    ...(options.relayBridge ? { relayBridge: options.relayBridge } : {}),
+    masterKey,
+    ...(options.denied ? { denied: options.denied } : {}),
+    joinTimeoutMs: options.firstFrameTimeoutMs,
+    counters,
+    identified: () => tracker.identified(socket, 'relay'),
+    logger,
+  });
+
+  /**
+   * The first byte of a new connection: a frame's version byte opens a plain relay leg; anything
+   * else (TLS starts 0x16) goes to the TLS server as before, the byte put back. It must come
+   * within the handshake deadline (P10).
+   */
+  function firstByteSwitch(raw: Socket, tls: Server): void {
+    raw.on('error', () => undefined);
+    const timer = setTimeout(() => {
+      counters.inc('handshakeTimeout');
+      raw.destroy();
+    }, options.handshakeTimeoutMs);
+    raw.once('close', () => clearTimeout(timer));
+    raw.once('data', (chunk: Buffer) => {
+      clearTimeout(timer);
+      raw.pause();
+      raw.unshift(chunk);
+      if (chunk[0] === PROTOCOL_VERSION && options.relay.plainLegs) {
+        tracker.secured(raw);
+        // Half-closed outside a relay session: nothing more to say (as onSecure does).
+        raw.once('end', () => {
+          if (tracker.kindOf(raw) !== 'relay') endThenDestroy(raw);
+        });
+        void serveRelayLeg(raw, relayLeg(raw));
+        raw.resume();
+      } else tls.emit('connection', raw);
+    });
+    raw.resume();
+  }
+
   async function serveDevice(
     channel: FrameChannel,
     socket: TLSSocket,
@@ -270,12 +314,11 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       const s = createServer({
         ...secureContextOptions(options.certPem, options.keyPem),
         allowHalfOpen: true,
+        // Frames are small request/answer exchanges: Nagle would hold one behind the peer's delayed ACK.
+        noDelay: true,
         handshakeTimeout: options.handshakeTimeoutMs,
       });
       tickets = rotateTicketKeys(s, ticketSecretFromKey(options.keyPem));
-      s.on('connection', (raw: Socket) => {
-        if (!tracker.accepted(raw)) counters.inc('unidentifiedOverCap');
-      });
       s.on('secureConnection', (sock) => void onSecure(sock));
       // With a listener here Node leaves the failed socket open (also on ERR_TLS_HANDSHAKE_TIMEOUT,
       // where it would sit in CLOSE_WAIT for good once its peer gave up): destroy it.
@@ -284,8 +327,14 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         sock.destroy();
       });
       s.on('error', (err) => logger.error({ err: err.message }, 'tls server error'));
-      await listenOn(s, options.port, options.host);
+      const f = createNetServer({ allowHalfOpen: true, pauseOnConnect: true }, (raw) => {
+        if (!tracker.accepted(raw)) return void counters.inc('unidentifiedOverCap');
+        firstByteSwitch(raw, s);
+      });
+      f.on('error', (err) => logger.error({ err: err.message }, 'tls server error'));
+      await listenOn(f, options.port, options.host);
       server = s;
+      front = f;
     },
     get inFlight() {
       return inFlight;
@@ -301,8 +350,9 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       routing?.refused(requestId.toString('hex'), reason);
     },
     async stop(graceMs = 0) {
-      const s = server;
+      const s = front;
       server = null;
+      front = null;
       tickets?.stop();
       tickets = null;
       if (!s) return;
@@ -322,7 +372,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       return tracker.counts();
     },
     address() {
-      const a = server?.address();
+      const a = front?.address();
       if (!a || typeof a === 'string') throw new Error('not started');
       return { address: a.address, port: a.port };
     },

@@ -6,7 +6,6 @@
  * left by kind and destroys it, so that closing the listener never waits on a peer.
  */
 import type { Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import { CLOSE_AFTER_END_MS, endThenDestroy } from '../common/listen.js';
 import { rejectUnknownKeys } from '../common/options.js';
 
@@ -25,11 +24,11 @@ export interface ConnectionTrackerOptions {
 export interface ConnectionTracker {
   /** A new TCP connection, before TLS. Over the cap it is destroyed at once and false returned. */
   accepted(raw: Socket): boolean;
-  /** Its TLS handshake completed: secure, not identified yet. */
-  secured(socket: TLSSocket): void;
+  /** Its TLS handshake completed (or it opened as a plain relay leg): not identified yet. */
+  secured(socket: Socket): void;
   /** Its first frame said what it is. */
-  identified(socket: TLSSocket, kind: IdentifiedKind): void;
-  kindOf(socket: TLSSocket): ConnectionKind | undefined;
+  identified(socket: Socket, kind: IdentifiedKind): void;
+  kindOf(socket: Socket): ConnectionKind | undefined;
   /** Open connections by kind (handshake: accepted, not secure yet). */
   counts(): Record<ConnectionKind, number>;
   /** Open TCP connections, whatever their kind. */
@@ -48,7 +47,7 @@ export function createConnectionTracker(input: ConnectionTrackerOptions = {}): C
     closeAfterEndMs: input.closeAfterEndMs ?? CLOSE_AFTER_END_MS,
   });
   const raw = new Set<Socket>();
-  const secure = new Map<TLSSocket, ConnectionKind>();
+  const secure = new Map<Socket, ConnectionKind>();
   // Kept as a count (not a scan of `secure`): `accepted` runs for every SYN of a flood.
   let identifiedOpen = 0;
 

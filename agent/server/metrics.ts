@@ -293,6 +293,16 @@ function requestMetrics(
       ['unidentifiedOverCap', 'unidentified_over_cap'],
     ],
   );
+  m.fromCounters(
+    'peerlink_relay_legs_total',
+    'Plain relay legs (no TLS around the end-to-end channel): joined, or refused',
+    'outcome',
+    source.broker,
+    [
+      ['relayLegs', 'joined'],
+      ['relayLegsRefused', 'refused'],
+    ],
+  );
   m.labelledGauge('peerlink_tls_connections', 'Open connections on the TLS port, by what they are so far', 'kind', () =>
     Object.entries(source.openConnections()),
   );

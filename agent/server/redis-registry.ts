@@ -33,6 +33,7 @@ import {
 } from './node-messages.js';
 import type { RecordResult, RegistryBackend, RegistryEntry } from './registry.js';
 import { isGeneration } from '../protocol/identity-name.js';
+import { keySlot } from './redis-slot.js';
 
 export type { NodeMessage, PendingRecord } from './node-messages.js';
 
@@ -78,6 +79,14 @@ export interface RedisRegistryOptions {
    * registration's ack waits, by at most this.
    */
   readonly writeBatchMs?: number;
+  /**
+   * Redis Cluster: how often (ms) the clients re-read the cluster's topology while nothing is
+   * wrong (default SLOTS_REFRESH_MS). Each read opens a connection, so at one a second it cost an
+   * idle node 3.3-3.5% of a core (npm run bench -- fleet). A lost connection to a cluster node
+   * switches to FAST_SLOTS_REFRESH_MS for FAST_SLOTS_REFRESH_FOR_MS (a failover is learnt as fast as
+   * before); MOVED and CLUSTERDOWN replies make ioredis re-read at once anyway.
+   */
+  readonly slotsRefreshMs?: number;
 }
 
 export interface RedisRegistry extends RegistryBackend {
@@ -133,19 +142,46 @@ export interface RedisRegistry extends RegistryBackend {
  * (`s` + refresh passed: the device stopped registering there) or the timestamp is more than
  * `refresh` newer than `t` (newer than anything the holder can have accepted unwritten).
  */
-const RECORD_LUA = `
-local prev = redis.call('HMGET', KEYS[1], 'a', 'p', 's', 't', 'n')
-local ts = tonumber(ARGV[4])
-if prev[4] then
-  local pt = tonumber(prev[4])
-  if pt >= ts then return '0' end
-  local refresh = tonumber(ARGV[7])
-  if prev[5] and prev[5] ~= ARGV[5] and tonumber(prev[3]) + refresh > tonumber(ARGV[3]) and ts <= pt + refresh then return 'h' end
+/** Per device in RECORD_MANY_LUA's ARGV: key, address, port, seen, timestamp, node, generation. */
+const RECORD_MANY_FIELDS = 7;
+const RECORD_FUNCTION_LUA = `
+local function record(key, a, p, s, t, n, ttl, refresh, g)
+  local prev = redis.pcall('HMGET', key, 'a', 'p', 's', 't', 'n')
+  if prev.err then return 'x' end
+  local ts = tonumber(t)
+  if prev[4] then
+    local pt = tonumber(prev[4])
+    if pt >= ts then return '0' end
+    if prev[5] and prev[5] ~= n and tonumber(prev[3]) + refresh > tonumber(s) and ts <= pt + refresh then return 'h' end
+  end
+  redis.call('HSET', key, 'a', a, 'p', p, 's', s, 't', t, 'n', n, 'g', g)
+  redis.call('PEXPIRE', key, ttl)
+  if not prev[1] then return '1' end
+  return '1|' .. prev[1] .. '|' .. prev[2] .. '|' .. prev[3] .. '|' .. prev[4] .. '|' .. (prev[5] or '')
 end
-redis.call('HSET', KEYS[1], 'a', ARGV[1], 'p', ARGV[2], 's', ARGV[3], 't', ARGV[4], 'n', ARGV[5], 'g', ARGV[8])
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-if not prev[1] then return '1' end
-return '1|' .. prev[1] .. '|' .. prev[2] .. '|' .. prev[3] .. '|' .. prev[4] .. '|' .. (prev[5] or '')
+`;
+const RECORD_LUA = `${RECORD_FUNCTION_LUA}
+local r = record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8])
+if r == 'x' then return redis.error_reply('ERR the device entry could not be read') end
+return r
+`;
+/**
+ * RECORD_LUA for several devices at once, each as if alone. KEYS[1] is the first device's key (it
+ * routes the call to its primary); ARGV: TTL, refresh, then per device its key, address, port,
+ * seen, timestamp, node, generation. The keys are in ARGV because a cluster refuses declared keys
+ * of several slots (CROSSSLOT); Redis 7's allow-cross-slot-keys lets the script reach any key of
+ * this primary. A key this primary does not serve (the topology changed) is answered 'x' and
+ * written nothing: the node sends that one alone. Returns one RECORD_LUA answer per device. One
+ * call per primary per write batch instead of one per registration: the node's per-command work
+ * (command, promise, timer, reply) is paid once per batch (npm run bench -- fleet).
+ */
+const RECORD_MANY_LUA = `#!lua flags=allow-cross-slot-keys
+${RECORD_FUNCTION_LUA}
+local ttl, refresh, out = ARGV[1], tonumber(ARGV[2]), {}
+for j = 3, #ARGV, ${RECORD_MANY_FIELDS} do
+  out[#out + 1] = record(ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], ARGV[j + 5], ttl, refresh, ARGV[j + 6])
+end
+return out
 `;
 
 /**
@@ -164,15 +200,35 @@ return 1
 `;
 
 const COMMAND_TIMEOUT_MS = 1000;
+/** Within a batch only when this many devices' writes go to one primary; fewer: one call each. */
+const RECORD_MANY_MIN = 2;
+/** After a batched call failed other than by a lost connection (an older Redis, a resharding), one call per write this long. */
+const RECORD_MANY_PAUSE_MS = 60_000;
 const RECONNECT_MAX_MS = 2000;
 /** Default of `refreshAfterMs`: an unchanged entry is rewritten once a minute (under stale_after_ms). */
 export const SHARED_REFRESH_AFTER_MS = 60_000;
 /** Default of `writeBatchMs`: far below a device's round trip to the server, and enough to gather writes at a few hundred a second. */
 export const WRITE_BATCH_MS = 5;
+/** Default of `slotsRefreshMs`: a topology change that no error reveals (resharding answers MOVED) is learnt within this. */
+export const SLOTS_REFRESH_MS = 30_000;
+/** After a cluster node's connection is lost: the topology is re-read this often (a promoted replica is learnt within it) ... */
+export const FAST_SLOTS_REFRESH_MS = 1000;
+/** ... until this long after the last lost connection (covers cluster-node-timeout and the promotion; Redis's default timeout is 15 s). */
+export const FAST_SLOTS_REFRESH_FOR_MS = 60_000;
 /** A batch goes out at once when it is this large (one pipeline per primary stays small). */
 const WRITE_BATCH_MAX = 256;
 
+/** One device's part of RECORD_MANY_LUA's ARGV: address, port, seen, timestamp, node, generation. */
+type RecordFields = readonly [string, number, number, number, string, number];
+interface QueuedWrite {
+  readonly key: string;
+  readonly fields: RecordFields;
+  readonly resolve: (r: string) => void;
+  readonly reject: (err: Error) => void;
+}
+
 interface Scripts {
+  plRecordMany(...args: (string | number)[]): Promise<string[]>;
   plRecord(key: string, a: string, p: number, s: number, t: number, n: string, ttl: number, refresh: number, g: number): Promise<string>;
   plLimit(key: string, intervalMs: number, toleranceMs: number, charge: number): Promise<number>;
 }
@@ -196,6 +252,8 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     connectTimeout: 2000,
     retryStrategy: (times: number) => Math.min(100 * times, RECONNECT_MAX_MS),
     enableAutoPipelining: o.autoPipelining ?? true,
+    // A batch's call carries keys of many slots: sent as it is, not in a pipeline (which wants one slot).
+    autoPipeliningIgnoredCommands: ['plRecordMany'],
     ...(o.username !== undefined ? { username: o.username } : {}),
     ...(o.password !== undefined ? { password: o.password } : {}),
   };
@@ -214,32 +272,102 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
   let up = false;
   let stopping = false;
   const log = o.logger.child({ component: 'redis' });
-  // Write batching (writeBatchMs): registrations' writes queued, issued together in one turn of
-  // the event loop (so auto pipelining puts them in one write per primary). Bounded by the
-  // endpoint's MAX_PENDING_REGISTRY_WRITES and WRITE_BATCH_MAX.
+  // Write batching (writeBatchMs): registrations' writes queued, then issued together: those for
+  // one primary in one RECORD_MANY_LUA call, the rest one call each in the same turn of the event
+  // loop (so auto pipelining puts them in one write per primary). Bounded by the endpoint's
+  // MAX_PENDING_REGISTRY_WRITES and WRITE_BATCH_MAX.
   const writeBatchMs = o.writeBatchMs ?? WRITE_BATCH_MS;
-  let batch: (() => void)[] = [];
+  let batch: QueuedWrite[] = [];
   let batchTimer: NodeJS.Timeout | null = null;
+  let manyPausedUntilMs = 0;
+  const recordOne = (key: string, f: RecordFields): Promise<string> =>
+    c().plRecord(key, f[0], f[1], f[2], f[3], f[4], o.forgetAfterMs, refreshAfterMs, f[5]);
+  const issueOne = (w: QueuedWrite): void => {
+    try {
+      recordOne(w.key, w.fields).then(w.resolve, w.reject);
+    } catch (err) {
+      w.reject(err as Error);
+    }
+  };
+  /** The primary (node key) that owns the key's slot, as the client knows it; undefined: unknown. */
+  const primaryOf = (key: string): string | undefined =>
+    mode === 'single' ? 'main' : (clientOrNull as ClusterClient | null)?.slots[keySlot(key)]?.[0];
+  const issueMany = (ws: QueuedWrite[]): void => {
+    const args: (string | number)[] = [1, ws[0]!.key, o.forgetAfterMs, refreshAfterMs];
+    for (const w of ws) args.push(w.key, ...w.fields);
+    c()
+      .plRecordMany(...args)
+      .then(
+        (rs) => {
+          for (let i = 0; i < ws.length; i++) {
+            const r = rs[i];
+            if (typeof r === 'string' && r !== 'x') ws[i]!.resolve(r);
+            else issueOne(ws[i]!);
+          }
+        },
+        (err: Error) => {
+          // Each write on its own then, as before batching. A script Redis refused ("ERR ...": an
+          // older Redis) is left alone for a while; a lost node, a failover or a redirection is not the script's fault.
+          if (/^ERR/.test(err.message)) {
+            manyPausedUntilMs = Date.now() + RECORD_MANY_PAUSE_MS;
+            log.warn({ err: err.message }, 'batched registry write failed: one call per write for a minute');
+          }
+          for (const w of ws) issueOne(w);
+        },
+      );
+  };
   const flushBatch = (): void => {
     if (batchTimer) clearTimeout(batchTimer);
     batchTimer = null;
     const q = batch;
     batch = [];
-    for (const issue of q) issue();
+    const groups = new Map<string, QueuedWrite[]>();
+    const many = q.length >= RECORD_MANY_MIN && Date.now() >= manyPausedUntilMs && clientOrNull !== null;
+    for (const w of q) {
+      const primary = many ? primaryOf(w.key) : undefined;
+      if (primary === undefined) issueOne(w);
+      else {
+        const g = groups.get(primary);
+        if (g) g.push(w);
+        else groups.set(primary, [w]);
+      }
+    }
+    for (const ws of groups.values()) {
+      if (ws.length >= RECORD_MANY_MIN) issueMany(ws);
+      else for (const w of ws) issueOne(w);
+    }
   };
-  const batched = <T>(issue: () => Promise<T>): Promise<T> => {
-    if (writeBatchMs <= 0) return issue();
-    return new Promise<T>((resolve, reject) => {
-      batch.push(() => {
-        try {
-          issue().then(resolve, reject);
-        } catch (err) {
-          reject(err as Error);
-        }
-      });
+  const queueWrite = (key: string, fields: RecordFields): Promise<string> => {
+    if (writeBatchMs <= 0) return recordOne(key, fields);
+    return new Promise<string>((resolve, reject) => {
+      batch.push({ key, fields, resolve, reject });
       if (batch.length >= WRITE_BATCH_MAX) flushBatch();
       else batchTimer ??= setTimeout(flushBatch, writeBatchMs).unref();
     });
+  };
+
+  // Fast topology refresh after a lost cluster node (slotsRefreshMs): both clients re-read the
+  // slots every FAST_SLOTS_REFRESH_MS until FAST_SLOTS_REFRESH_FOR_MS after the last loss, so a
+  // promoted replica is learnt within a second of its promotion, as with a 1 s periodic refresh.
+  let fastUntilMs = 0;
+  let fastTimer: NodeJS.Timeout | null = null;
+  const fastTick = (): void => {
+    fastTimer = null;
+    if (stopping || !clientOrNull) return;
+    (clientOrNull as ClusterClient).refreshSlotsCache();
+    (subOrNull as ClusterClient | null)?.refreshSlotsCache();
+    if (Date.now() < fastUntilMs) fastTimer = setTimeout(fastTick, FAST_SLOTS_REFRESH_MS).unref();
+  };
+  /**
+   * A lost connection to a node the client still routes slots to (a node dropped because the
+   * topology no longer lists it, as seeds are at start, is no trouble).
+   */
+  const fastRefresh = (cl: ClusterClient, lost: RedisClient | undefined): void => {
+    if (stopping) return;
+    const key = lost ? `${lost.options.host}:${lost.options.port}` : '';
+    if (!cl.slots.some((nodes) => nodes?.includes(key))) return;
+    fastUntilMs = Date.now() + FAST_SLOTS_REFRESH_FOR_MS;
+    fastTimer ??= setTimeout(fastTick, FAST_SLOTS_REFRESH_MS).unref();
   };
 
   const setUp = (v: boolean, why: string): void => {
@@ -298,19 +426,7 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     },
     async record(id, e): Promise<RecordResult> {
       const node = e.node ?? o.nodeId;
-      const r = await batched(() =>
-        c().plRecord(
-          deviceKey(id),
-          e.address,
-          e.port,
-          e.lastSeenMs,
-          e.lastTimestampMs,
-          node,
-          o.forgetAfterMs,
-          refreshAfterMs,
-          e.generation ?? 0,
-        ),
-      );
+      const r = await queueWrite(deviceKey(id), [e.address, e.port, e.lastSeenMs, e.lastTimestampMs, node, e.generation ?? 0]);
       if (r === '0') return { outcome: 'replayed' };
       if (r === 'h') return { outcome: 'held' };
       if (r === '1') return { outcome: 'accepted', moved: true, previous: undefined };
@@ -377,8 +493,9 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
           lazyConnect: true,
           enableOfflineQueue: false,
           enableAutoPipelining: common.enableAutoPipelining,
-          // Learn a failover quickly: a primary's replica takes over in about cluster-node-timeout.
-          slotsRefreshInterval: 1000,
+          autoPipeliningIgnoredCommands: common.autoPipeliningIgnoredCommands,
+          // Slow while all is well; a lost node connection speeds it up (fastRefresh below).
+          slotsRefreshInterval: o.slotsRefreshMs ?? SLOTS_REFRESH_MS,
           retryDelayOnFailover: 100,
           retryDelayOnClusterDown: 100,
           clusterRetryStrategy: common.retryStrategy,
@@ -396,12 +513,16 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
         sub.on('smessage', onNodeMessage);
         // A primary failed over (or the topology changed): writes acknowledged just before may be
         // lost with it (asynchronous replication), so entries are rewritten at their next registration.
-        client.on('-node', () => {
+        client.on('-node', (lost: RedisClient | undefined) => {
           writesValidSinceMs = Date.now();
+          fastRefresh(client as unknown as ClusterClient, lost);
         });
+        // The subscriber's own lost connections: ioredis re-reads its topology once, with back-off after that.
+        sub.on('-node', (lost: RedisClient | undefined) => fastRefresh(sub as ClusterClient, lost));
         client.on('node error', (err: Error) => log.debug({ err: err.message }, 'redis cluster node error'));
       }
       client.defineCommand('plRecord', { numberOfKeys: 1, lua: RECORD_LUA });
+      client.defineCommand('plRecordMany', { lua: RECORD_MANY_LUA });
       client.defineCommand('plLimit', { numberOfKeys: 1, lua: LIMIT_LUA });
       client.on('ready', () => setUp(true, 'ready'));
       client.on('close', () => setUp(false, 'connection closed'));
@@ -421,6 +542,8 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     },
     async stop() {
       stopping = true;
+      if (fastTimer) clearTimeout(fastTimer);
+      fastTimer = null;
       // Queued writes go out now (or fail, once the client is gone), none is left waiting.
       flushBatch();
       const client = clientOrNull;

@@ -46,6 +46,9 @@ import { createCookieJar, type CookieJar } from './cookie-jar.js';
 
 const sameMapping = (e: RegistryEntry, at: Endpoint): boolean => e.address === at.address && e.port === at.port;
 
+const ACCEPTED_IN_PLACE: LocalRecordResult = Object.freeze({ outcome: 'accepted', moved: false, previous: undefined });
+const REPLAYED: LocalRecordResult = Object.freeze({ outcome: 'replayed' });
+
 export const REGISTRATION_COUNTERS = [
   'accepted',
   'addressChanged',
@@ -218,6 +221,19 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
       if (!cookies.valid(reg.cookie, reg.equipmentId, observed, now)) return challenge(reg, key, now, observed, rinfo);
       return accept(reg, registry.record(id, entry), key, now, observed, rinfo);
     }
+    // Write on change, the common case: the same mapping, held by this node, written recently
+    // enough (and not before Redis was lost or a primary failed over): one compare-and-set in
+    // this node's list, no Redis. The shared entry's timestamp may lag by up to the refresh
+    // period; see RECORD_LUA for why a replay at another node still cannot take the device over (P1).
+    const shared = options.sharedWrites;
+    if (shared) {
+      const touched = registry.touchShared(id, entry, now - shared.refreshAfterMs, shared.writesValidSinceMs);
+      if (touched === 'touched') {
+        counters.inc('sharedWriteSkipped');
+        return accept(reg, ACCEPTED_IN_PLACE, key, now, observed, rinfo);
+      }
+      if (touched === 'replayed') return accept(reg, REPLAYED, key, now, observed, rinfo);
+    }
     const local = registry.get(id);
     if (local && reg.timestampMs <= local.lastTimestampMs) {
       accept(reg, { outcome: 'replayed' }, key, now, observed, rinfo);
@@ -225,26 +241,6 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     }
     if (!(local && sameMapping(local, observed)) && !cookies.valid(reg.cookie, reg.equipmentId, observed, now)) {
       return challenge(reg, key, now, observed, rinfo);
-    }
-    // Write on change: the same mapping, held by this node, written recently enough (and not
-    // before Redis was lost or a primary failed over): only this node's list is updated. The
-    // shared entry's timestamp may lag by up to the refresh period; see RECORD_LUA for why a
-    // replay at another node still cannot take the device over (P1).
-    const shared = options.sharedWrites;
-    if (
-      shared &&
-      local &&
-      local.node === undefined &&
-      local.sharedAtMs !== undefined &&
-      sameMapping(local, observed) &&
-      (local.generation ?? 0) === (reg.generation ?? 0) &&
-      now - local.sharedAtMs < shared.refreshAfterMs &&
-      local.sharedAtMs >= shared.writesValidSinceMs
-    ) {
-      counters.inc('sharedWriteSkipped');
-      registry.set(id, { ...entry, sharedAtMs: local.sharedAtMs });
-      accept(reg, { outcome: 'accepted', moved: false, previous: undefined }, key, now, observed, rinfo);
-      return;
     }
     if (pendingWrites >= MAX_PENDING_REGISTRY_WRITES) {
       counters.inc('overloaded');

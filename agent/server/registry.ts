@@ -97,7 +97,18 @@ export interface Registry extends RegistryBackend {
   sweep(olderThanMs: number): number;
   lookup(equipmentId: string): RegistryEntry | undefined;
   record(equipmentId: string, entry: RegistryEntry, mayMove?: boolean): LocalRecordResult;
+  /**
+   * Write on change's fast path, one lookup and no object: if the entry is this node's own
+   * (no `node`), at the same address, port and generation, newer than the stored timestamp, and
+   * last written to the shared list after `freshAfterMs` and at or after `validSinceMs`, store
+   * the new times (keeping when it was written) and answer 'touched'. 'replayed': the stored
+   * timestamp is not older. 'other': none of that holds; nothing changed (the caller takes the
+   * full path).
+   */
+  touchShared(equipmentId: string, entry: RegistryEntry, freshAfterMs: number, validSinceMs: number): TouchResult;
 }
+
+export type TouchResult = 'touched' | 'replayed' | 'other';
 
 /** What this node's own list answers: it holds no other node's devices, so never 'held'. */
 export type LocalRecordResult = Exclude<RecordResult, { readonly outcome: 'held' }>;
@@ -350,6 +361,21 @@ class CompactRegistry implements Registry {
     }
     this.write(slot, e, v4);
     return result;
+  }
+
+  touchShared(id: string, e: RegistryEntry, freshAfterMs: number, validSinceMs: number): TouchResult {
+    const slot = this.find(id, hashId(id));
+    if (slot < 0) return 'other';
+    const f = slot * F64_PER_SLOT;
+    if (e.lastTimestampMs <= this.f64[f + F64_STAMP]!) return 'replayed';
+    const shared = this.f64[f + F64_SHARED]!;
+    if (shared === 0 || shared <= freshAfterMs || shared < validSinceMs) return 'other';
+    if (this.nodeOf.size !== 0 && this.nodeOf.has(slot)) return 'other';
+    if (this.u8[slot * SLOT_BYTES + U8_GENERATION] !== (e.generation ?? 0)) return 'other';
+    if (!this.sameMapping(slot, e, ipv4ToU32(e.address))) return 'other';
+    this.f64[f + F64_SEEN] = e.lastSeenMs;
+    this.f64[f + F64_STAMP] = e.lastTimestampMs;
+    return 'touched';
   }
 
   /** Whether the slot already holds e's address and port (no string built for IPv4). */

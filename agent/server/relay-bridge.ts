@@ -10,6 +10,7 @@
 import { identityName } from '../protocol/identity-name.js';
 import { X509Certificate } from 'node:crypto';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { join } from '../common/pipe.js';
 import { RELAY_PAIR_TIMEOUT_MS } from '../protocol/constants.js';
@@ -34,12 +35,7 @@ export interface RelayBridge {
   offered(requestIdHex: string): void;
   /** The device joined here for a relay another node offered: bridge it; false if none is known. */
   /** `generation`: the device identity's (identity-name.ts), joined under at the other node as the device named it. */
-  bridge(
-    device: { channel: FrameChannel; socket: TLSSocket },
-    equipmentId: string,
-    requestId: Buffer,
-    generation?: number,
-  ): Promise<boolean>;
+  bridge(device: { channel: FrameChannel; socket: Socket }, equipmentId: string, requestId: Buffer, generation?: number): Promise<boolean>;
   readonly bridged: number;
   /** Offers read from Redis that did not decode (node-messages.ts), dropped. */
   readonly malformedOffers: number;

@@ -9,7 +9,7 @@
  * request ID alone, which the UDP NOTIFY carries in the clear, does not let anyone join as it.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import type { TLSSocket } from 'node:tls';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { Counters } from '../common/counters.js';
 import { RELAY_JOIN_TOKEN_BYTES } from '../protocol/constants.js';
@@ -63,6 +63,11 @@ export interface RelayLimits {
   readonly maxSessionsPerDevice: number;
   readonly maxSessionsPerSource: number;
   readonly idleTimeoutMs: number;
+  /**
+   * Accept plain relay legs (relay-leg.ts, issue 15): joins without TLS around the end-to-end channel.
+   * Off, a leg's first frame goes to TLS as before and its joiner falls back to a TLS join.
+   */
+  readonly plainLegs: boolean;
 }
 
 export const RELAY_LIMIT_KEYS: readonly (keyof RelayLimits)[] = [
@@ -73,15 +78,17 @@ export const RELAY_LIMIT_KEYS: readonly (keyof RelayLimits)[] = [
   'maxSessionsPerDevice',
   'maxSessionsPerSource',
   'idleTimeoutMs',
+  'plainLegs',
 ];
 
 /** What the broker tells the client: a token to join with, or why no relay is offered. */
 export type RelayOffer =
   { readonly ok: true; readonly joinToken: Buffer } | { readonly ok: false; readonly reason: 'per_device' | 'per_source' | 'full' };
 
+/** A joined side: its TLS connection, or a plain relay leg (relay-leg.ts, issue 15). */
 interface Side {
   readonly channel: FrameChannel;
-  readonly socket: TLSSocket;
+  readonly socket: Socket;
 }
 
 interface Slot {
@@ -98,12 +105,19 @@ interface Slot {
 export interface Relay {
   /** `clientAddress`: as observed; the per-source share is keyed by sourceKey() (IPv6 by /64). */
   offer(requestId: Buffer, equipmentId: string, clientAddress: string): RelayOffer;
-  /** A client must present the offer's token; a device has proved itself (equipmentId) already. */
-  join(role: 'client', requestId: Buffer, joinToken: Buffer, side: Side): void;
+  /**
+   * A client must present the offer's token (over TLS), or prove it holds it (a plain leg: `joinToken`
+   * is then a check of the token); a device has proved itself (equipmentId) already.
+   */
+  join(role: 'client', requestId: Buffer, joinToken: Buffer | ((token: Buffer) => boolean), side: Side): void;
   join(role: 'device', requestId: Buffer, equipmentId: string, side: Side): void;
   /** An offer for this request is waiting here. */
   has(requestId: Buffer): boolean;
+  /** The offer's join token, the key a plain client leg proves (relay-leg.ts); undefined: no such offer. */
+  clientKey(requestId: Buffer): Buffer | undefined;
   readonly active: number;
+  /** Plain legs are accepted (RelayLimits.plainLegs). */
+  readonly plainLegs: boolean;
   stop(): void;
   readonly counters: Counters<(typeof RELAY_COUNTERS)[number]>;
 }
@@ -112,8 +126,8 @@ export interface Relay {
  * Reset (RST) a relayed connection: a FIN would read as an orderly half-close and the far end
  * would wait on. Node's TLSSocket cannot reset itself; the TCP socket beneath it (_parent) can.
  */
-function reset(s: TLSSocket): void {
-  const raw = (s as TLSSocket & { _parent?: { resetAndDestroy?: () => void } })._parent;
+function reset(s: Socket): void {
+  const raw = (s as Socket & { _parent?: { resetAndDestroy?: () => void } })._parent ?? s;
   try {
     if (raw?.resetAndDestroy) raw.resetAndDestroy();
   } catch {
@@ -123,7 +137,7 @@ function reset(s: TLSSocket): void {
 }
 
 /** Copy a -> b at most `bytesPerSecond`, honouring back-pressure; returns a stop function. */
-function throttledCopy(a: TLSSocket, b: TLSSocket, bytesPerSecond: number, onBytes: (n: number) => void): void {
+function throttledCopy(a: Socket, b: Socket, bytesPerSecond: number, onBytes: (n: number) => void): void {
   let windowStart = Date.now();
   let inWindow = 0;
   let resumeTimer: NodeJS.Timeout | undefined;
@@ -161,7 +175,7 @@ function throttledCopy(a: TLSSocket, b: TLSSocket, bytesPerSecond: number, onByt
 export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers = systemTimers): Relay {
   const counters = new Counters(RELAY_COUNTERS);
   const slots = new Map<string, Slot>();
-  const live = new Set<TLSSocket>();
+  const live = new Set<Socket>();
   // Shares held (offers waiting + sessions paired), by device and by source. An entry lives only
   // while its count is above zero, so these are bounded by the offers and sessions themselves.
   const perDevice = new Map<string, number>();
@@ -237,7 +251,7 @@ export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers 
     idle.unref();
     let closed = 0;
     const onClose =
-      (s: TLSSocket, other: TLSSocket) =>
+      (s: Socket, other: Socket) =>
       (hadError: boolean): void => {
         live.delete(s);
         // Read once: resetting the other side can emit its 'close' (this handler) synchronously.
@@ -265,6 +279,7 @@ export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers 
     get active() {
       return active;
     },
+    plainLegs: limits.plainLegs,
     offer(requestId, equipmentId, clientAddress) {
       const key = requestId.toString('hex');
       const source = sourceKey(clientAddress);
@@ -302,7 +317,8 @@ export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers 
       return { ok: true, joinToken };
     },
     has: (requestId) => slots.has(requestId.toString('hex')),
-    join(role: 'client' | 'device', requestId: Buffer, proof: Buffer | string, side: Side) {
+    clientKey: (requestId) => slots.get(requestId.toString('hex'))?.joinToken,
+    join(role: 'client' | 'device', requestId: Buffer, proof: Buffer | string | ((token: Buffer) => boolean), side: Side) {
       const key = requestId.toString('hex');
       const slot = slots.get(key);
       if (!slot || (role === 'device' && proof !== slot.equipmentId) || slot[role]) {
@@ -312,7 +328,9 @@ export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers 
       }
       if (
         role === 'client' &&
-        !(Buffer.isBuffer(proof) && proof.length === slot.joinToken.length && timingSafeEqual(proof, slot.joinToken))
+        !(typeof proof === 'function'
+          ? proof(slot.joinToken)
+          : Buffer.isBuffer(proof) && proof.length === slot.joinToken.length && timingSafeEqual(proof, slot.joinToken))
       ) {
         // Someone who saw the request ID (the NOTIFY) but was not given the token: not the client.
         counters.inc('refusedToken');

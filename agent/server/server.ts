@@ -212,6 +212,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
       maxSessionsPerDevice: input.relay?.maxSessionsPerDevice ?? RELAY_MAX_SESSIONS_PER_DEVICE,
       maxSessionsPerSource: input.relay?.maxSessionsPerSource ?? RELAY_MAX_SESSIONS_PER_SOURCE,
       idleTimeoutMs: input.relay?.idleTimeoutMs ?? RELAY_IDLE_TIMEOUT_MS,
+      plainLegs: input.relay?.plainLegs ?? true,
     }),
     limits: Object.freeze({
       registrationsPerSource: input.limits?.registrationsPerSource ?? DEFAULT_LIMITS.registrationsPerSource,

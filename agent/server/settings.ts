@@ -160,6 +160,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
     'max_duration_ms',
     'join_timeout_ms',
     'max_sessions_per_device',
+    'plain_legs',
     'max_sessions_per_source',
     'idle_timeout_ms',
   ]);
@@ -265,6 +266,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
         min: 1000,
         max: 7 * 86_400_000,
       }),
+      plainLegs: c.bool(rel, 'plain_legs', 'relay.plain_legs', true),
     },
     redis:
       doc.redis === undefined

@@ -29,8 +29,13 @@ export interface ClientSessionOptions {
 }
 
 export interface ClientSession {
-  /** A stream to the device's service, or StreamRefusedError (the session stays up). */
-  open(service: string, signal?: AbortSignal): Promise<Duplex>;
+  /**
+   * A stream to the device's service, or StreamRefusedError (the session stays up). `early`: the
+   * stream is handed over as soon as its CONNECT is sent, so its first bytes travel with it (a
+   * round trip less); a refusal then destroys the stream with the StreamRefusedError (the device
+   * discards what was sent), a missing answer with PEER_TIMEOUT.
+   */
+  open(service: string, signal?: AbortSignal, early?: boolean): Promise<Duplex>;
   /** Streams open (or being opened) now. */
   active(): number;
   /** Whether new streams may be opened (not closed, not going away). */
@@ -82,7 +87,7 @@ export function startClientSession(input: ClientSessionOptions): ClientSession {
     }
   });
 
-  function open1(service: string, signal?: AbortSignal): Promise<Duplex> {
+  function open1(service: string, signal?: AbortSignal, early = false): Promise<Duplex> {
     if (signal?.aborted) return Promise.reject(abortError(signal));
     if (ended || goingAway || session.destroyed || session.closed) {
       return Promise.reject(new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, 'the session to the device has ended'));
@@ -99,6 +104,7 @@ export function startClientSession(input: ClientSessionOptions): ClientSession {
     req.once('close', () => {
       if (--open === 0 && !ended) o.onIdle?.();
     });
+    if (early) return Promise.resolve(answerLater(req, service));
     return new Promise<Duplex>((resolve, reject) => {
       const timer = setTimeout(
         () =>
@@ -136,6 +142,25 @@ export function startClientSession(input: ClientSessionOptions): ClientSession {
         resolve(req);
       });
     });
+  }
+
+  /** An early stream: the device's answer arrives while its bytes flow; a refusal or no answer ends it. */
+  function answerLater(req: ClientHttp2Stream, service: string): Duplex {
+    const timer = setTimeout(
+      () =>
+        req.destroy(
+          new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `the device did not answer the stream to ${service} within ${o.openTimeoutMs} ms`),
+        ),
+      o.openTimeoutMs,
+    );
+    timer.unref();
+    req.once('close', () => clearTimeout(timer));
+    req.once('response', (headers) => {
+      clearTimeout(timer);
+      const refusal = readStreamAnswer(headers, service);
+      if (refusal) req.destroy(refusal);
+    });
+    return req;
   }
 
   return {

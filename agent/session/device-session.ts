@@ -2,7 +2,9 @@
  * The device's end of a session with streams (agent/protocol/session-streams.ts): an HTTP/2
  * server session over the end-to-end channel. Each CONNECT stream names a service; the device
  * checks it against its allow-list as it stands now (a reload applies to the next stream),
- * connects the local service and joins the two, or refuses the stream alone. The session ends
+ * connects the local service and joins the two, or refuses the stream alone. Bytes the client
+ * sent with its CONNECT wait in the stream (within its window) until then; a refused stream's are
+ * discarded. The session ends
  * when the client closes it, when the channel breaks, when no stream was open for `idleMs`, or
  * at stop (the signal).
  */
@@ -95,6 +97,8 @@ export async function serveDeviceSession(input: DeviceSessionOptions): Promise<D
   function refuse(stream: ServerHttp2Stream, status: StatusValue, why: string, service: string): void {
     refused++;
     log.warn({ service, status }, `stream refused: ${why}`);
+    // Bytes the client sent with its CONNECT (an early stream) are discarded, never read.
+    stream.resume();
     if (!stream.destroyed) stream.respond(streamAnswer(status), { endStream: true });
   }
 

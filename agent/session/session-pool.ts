@@ -29,8 +29,8 @@ export interface SessionPoolOptions<Info> {
 export const SESSION_POOL_COUNTERS = ['sessionsOpened', 'streamsOpened', 'streamsRefused', 'idleClosed', 'sessionsLost'] as const;
 
 export interface SessionPool<Info> {
-  /** A stream to `service`; `reused`: it rode a session that was already up. */
-  stream(service: string, signal?: AbortSignal): Promise<{ stream: Duplex; info: Info; reused: boolean }>;
+  /** A stream to `service`; `reused`: it rode a session that was already up; `early`: see ClientSession.open. */
+  stream(service: string, signal?: AbortSignal, early?: boolean): Promise<{ stream: Duplex; info: Info; reused: boolean }>;
   /** Whether a session is up now. */
   live(): boolean;
   stop(): Promise<void>;
@@ -108,7 +108,7 @@ export function createSessionPool<Info>(input: SessionPoolOptions<Info>): Sessio
     });
   }
 
-  async function stream(service: string, signal?: AbortSignal): Promise<{ stream: Duplex; info: Info; reused: boolean }> {
+  async function stream(service: string, signal?: AbortSignal, early = false): Promise<{ stream: Duplex; info: Info; reused: boolean }> {
     if (aborter.signal.aborted) throw new PeerlinkError(ErrorCodes.ABORTED, 'the session pool is stopped');
     // A live session that turns out dead (it broke a moment ago) is replaced once.
     for (let attempt = 0; ; attempt++) {
@@ -116,7 +116,7 @@ export function createSessionPool<Info>(input: SessionPoolOptions<Info>): Sessio
       const s = live ?? (await waitFor(make(), signal));
       clearIdle();
       try {
-        const st = await s.session.open(service, signal);
+        const st = await s.session.open(service, signal, early);
         counters.inc('streamsOpened');
         return { stream: st, info: s.info, reused: live !== null };
       } catch (err) {

@@ -79,6 +79,8 @@ export async function crossNodeConnect(o: { rounds: number }): Promise<CrossNode
         password: setup.password,
         service: 'echo',
         accept: { host: '127.0.0.1', port: 0 },
+        // A whole rendezvous per open(): what this measures.
+        sessionIdleMs: 0,
       });
       await c.start();
       clients.push(c);

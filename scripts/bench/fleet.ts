@@ -1,5 +1,5 @@
 /**
- * npm run bench -- fleet [--quick] [--rounds R] [--out FILE] (also `npm run bench -- server --only fleet`):
+ * npm run bench -- fleet [--quick] [--rounds R] [--nodes 2,4] [--baseline DIR] [--out FILE] (also `npm run bench -- server --only fleet`):
  * N registration nodes (N = 2 and 4) over a real Redis Cluster (three primaries, one replica each;
  * scripts/lib/redis-cluster.ts), each node with its own load generator and its own devices, against
  * N in-memory nodes measured the same way in the same run (the baseline). CPU time is read from
@@ -19,6 +19,9 @@
  *     does not reach Redis.
  * The steady state of a fleet at interval I and refresh R writes one registration in
  * ceil(R / I) (I = 25 s, R = 60 s: 1 in 3), so the written and unchanged costs combine in that ratio.
+ * With --baseline DIR (another checkout, built): `writtenBefore` and `unchangedBefore` run that
+ * checkout's node (DIR/dist/scripts/bench/udp-target.js) in the same rounds, in place of
+ * writtenUnpipelined: an A/B of two builds under the same load and noise.
  * Also: the nodes' CPU while idle (fixed costs: the cluster clients' slot refreshes), and the
  * primaries' CPU per written registration.
  */
@@ -47,8 +50,19 @@ export const FIXED_PER_NODE = 1000;
 const FIXED_DEVICES_PER_NODE = 500;
 const IDLE_SECONDS = 2;
 
-export const MODES = ['memory', 'writtenUnpipelined', 'written', 'unchanged'] as const;
+export const MODES = ['memory', 'writtenUnpipelined', 'written', 'unchanged', 'writtenBefore', 'unchangedBefore'] as const;
 export type Mode = (typeof MODES)[number];
+/** The modes run: the baseline checkout's in place of the unpipelined one when there is one. */
+const modesFor = (baseline: string | undefined): readonly Mode[] =>
+  baseline === undefined
+    ? ['memory', 'writtenUnpipelined', 'written', 'unchanged']
+    : ['memory', 'written', 'writtenBefore', 'unchanged', 'unchangedBefore'];
+/** Each written mode's steady state combines with this unchanged mode. */
+const UNCHANGED_OF: Partial<Record<Mode, Mode>> = {
+  writtenUnpipelined: 'unchanged',
+  written: 'unchanged',
+  writtenBefore: 'unchangedBefore',
+};
 export const LOADS = ['saturation', 'fixed'] as const;
 export type Load = (typeof LOADS)[number];
 
@@ -88,13 +102,16 @@ async function nodesRun(o: {
   seconds: number;
   master: Buffer;
   tag: string;
+  baseline: string | undefined;
 }): Promise<RunFigure> {
   const redis = o.mode !== 'memory';
-  const refreshMs = o.mode === 'unchanged' ? SHARED_REFRESH_AFTER_MS : 0;
+  const unchanged = o.mode === 'unchanged' || o.mode === 'unchangedBefore';
+  const refreshMs = unchanged ? SHARED_REFRESH_AFTER_MS : 0;
+  const target = o.mode.endsWith('Before') ? join(o.baseline!, 'dist/scripts/bench/udp-target.js') : script('udp-target');
   const targetArgs = (i: number): string[] =>
     redis
       ? [
-          script('udp-target'),
+          target,
           'register-redis',
           o.master.toString('base64'),
           `cluster:${o.cluster.seeds.join(',')}`,
@@ -129,7 +146,7 @@ async function nodesRun(o: {
         String(fixed ? FIXED_PER_NODE : PACKETS_PER_SECOND),
         String(fixed ? FIXED_PER_NODE : 0),
         // Unchanged: every device's first two registrations (the first is written) before the clock starts.
-        String(o.mode === 'unchanged' ? 2 * (fixed ? FIXED_DEVICES_PER_NODE : DEVICES_PER_NODE) : 0),
+        String(unchanged ? 2 * (fixed ? FIXED_DEVICES_PER_NODE : DEVICES_PER_NODE) : 0),
       ]),
     );
     const lines = (await Promise.all(loads.map((l) => l.first))) as unknown as LoadLine[];
@@ -147,7 +164,7 @@ async function nodesRun(o: {
       process.stderr.write(`bench: fleet ${o.tag}: a node did not report its counters; written/skipped are incomplete\n`);
     const stats = ends.map((e) => e?.stats ?? {});
     const sum = (k: string): number => stats.reduce((s, x) => s + (x[k] ?? 0), 0);
-    if (o.mode === 'unchanged' && sum('sharedWriteSkipped') === 0)
+    if (unchanged && sum('sharedWriteSkipped') === 0)
       process.stderr.write(`bench: fleet ${o.tag}: no registration skipped Redis; the figures are not valid\n`);
     if (sum('registryUnavailable') > 0)
       process.stderr.write(
@@ -175,8 +192,10 @@ export interface FleetFigures {
   readonly refreshMs: number;
   /** Registrations written in the steady state: 1 / ceil(refresh / interval). */
   readonly writtenShare: number;
-  /** runs[N][load][mode]: one figure per round. */
-  readonly runs: Record<string, Record<Load, Record<Mode, RunFigure[]>>>;
+  /** runs[N][load][mode]: one figure per round (the modes run only). */
+  readonly runs: Record<string, Record<Load, Partial<Record<Mode, RunFigure[]>>>>;
+  /** The baseline checkout of the *Before modes, if any. */
+  readonly baseline: string | null;
   readonly crossNode: CrossNodeFigures | null;
 }
 
@@ -186,7 +205,9 @@ export async function fleetBench(o: {
   rounds: number;
   crossNode: boolean;
   quick: boolean;
+  baseline?: string;
 }): Promise<FleetFigures> {
+  const modes = modesFor(o.baseline);
   const master = randomBytes(32);
   const intervalMs = REGISTER_INTERVAL_MS;
   const refreshMs = SHARED_REFRESH_AFTER_MS;
@@ -197,16 +218,16 @@ export async function fleetBench(o: {
     const c = await startRedisCluster();
     try {
       const cluster = { seeds: c.seeds, primaryPids: await c.primaryPids() };
-      const byLoad = Object.fromEntries(LOADS.map((l) => [l, Object.fromEntries(MODES.map((m) => [m, [] as RunFigure[]]))])) as Record<
+      const byLoad = Object.fromEntries(LOADS.map((l) => [l, Object.fromEntries(modes.map((m) => [m, [] as RunFigure[]]))])) as Record<
         Load,
-        Record<Mode, RunFigure[]>
+        Partial<Record<Mode, RunFigure[]>>
       >;
       // Rounds alternate the modes: a neighbour's burst hits each mode alike, and the spread shows.
       for (let round = 0; round < o.rounds; round++) {
         for (const load of LOADS) {
-          for (const mode of MODES) {
+          for (const mode of modes) {
             const tag = `N${n}${load[0]}${mode}${round}`;
-            byLoad[load][mode].push(await nodesRun({ n, mode, load, cluster, seconds: o.seconds, master, tag }));
+            byLoad[load][mode]!.push(await nodesRun({ n, mode, load, cluster, seconds: o.seconds, master, tag, baseline: o.baseline }));
           }
         }
       }
@@ -216,7 +237,7 @@ export async function fleetBench(o: {
     }
   }
   const crossNode = o.crossNode ? await crossNodeConnect({ rounds: o.quick ? 10 : 30 }) : null;
-  return { intervalMs, refreshMs, writtenShare, runs, crossNode };
+  return { intervalMs, refreshMs, writtenShare, runs, baseline: o.baseline ?? null, crossNode };
 }
 
 const f0 = (n: number): string => (Number.isFinite(n) ? n.toFixed(0) : '-');
@@ -243,17 +264,18 @@ export function fleetReport(f: FleetFigures): string {
   for (const [n, byLoad] of Object.entries(f.runs)) {
     for (const load of LOADS) {
       const r = byLoad[load];
-      const mem = r.memory.map((x) => x.perNodeCpuSecond);
-      const ratio = (m: Mode): number[] => r[m].map((x, i) => x.perNodeCpuSecond / mem[i]!);
+      const modes = MODES.filter((m) => r[m] !== undefined);
+      const mem = r.memory!.map((x) => x.perNodeCpuSecond);
+      const ratio = (m: Mode): number[] => r[m]!.map((x, i) => x.perNodeCpuSecond / mem[i]!);
       const steadyOf = (w: Mode): number[] =>
-        r[w].map((x, i) => steady(f.writtenShare, x.perNodeCpuSecond, r.unchanged[i]!.perNodeCpuSecond));
+        r[w]!.map((x, i) => steady(f.writtenShare, x.perNodeCpuSecond, r[UNCHANGED_OF[w]!]![i]!.perNodeCpuSecond));
       const title =
         load === 'saturation' ? 'at saturation (256 outstanding per node)' : `at a fixed ${FIXED_PER_NODE} registrations/s per node`;
       out += `\n${n} nodes over a Redis Cluster (3 primaries + 3 replicas), ${title}; median (min–max) of ${mem.length} rounds:\n\n`;
       out +=
         "| mode | registrations per node CPU-s | ratio to in-memory | registrations/s, all nodes (sent) | primaries' CPU per registration (µs) | idle node CPU share |\n|---|---|---|---|---|---|\n";
-      for (const m of MODES) {
-        const x = r[m];
+      for (const m of modes) {
+        const x = r[m]!;
         out += `| ${m} | ${spread(
           x.map((y) => y.perNodeCpuSecond),
           f0,
@@ -273,13 +295,13 @@ export function fleetReport(f: FleetFigures): string {
         } |\n`;
       }
       const share = Math.round(1 / f.writtenShare);
-      for (const w of ['writtenUnpipelined', 'written'] as const) {
+      for (const w of modes.filter((m) => UNCHANGED_OF[m] !== undefined)) {
         const st = steadyOf(w);
         out += `| steady state, 1 in ${share} written (${w}), target >= 0.7 | ${spread(st, f0)} | ${spread(
           st.map((v, i) => v / mem[i]!),
           f2,
         )} | - | ${spread(
-          r[w].map((y) => y.redisUsPerRegistration * f.writtenShare),
+          r[w]!.map((y) => y.redisUsPerRegistration * f.writtenShare),
           f1,
         )} | - |\n`;
       }
@@ -305,6 +327,7 @@ export async function fleetMain(argv: readonly string[]): Promise<void> {
       rounds: { type: 'string' },
       nodes: { type: 'string' },
       'no-cross-node': { type: 'boolean' },
+      baseline: { type: 'string' },
     },
   });
   const quick = values.quick ?? false;
@@ -316,6 +339,7 @@ export async function fleetMain(argv: readonly string[]): Promise<void> {
     rounds: Number(values.rounds ?? (quick ? 1 : 3)),
     crossNode: !values['no-cross-node'],
     quick,
+    ...(values.baseline !== undefined ? { baseline: values.baseline } : {}),
   });
   process.stdout.write(fleetReport(f));
   const out = values.out ?? 'bench-fleet-results.json';

@@ -15,7 +15,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect as netConnect } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -313,10 +313,26 @@ async function endToEnd(o: {
       rounds,
     );
     const directMbps = await bestMbps(viaTcp(directPort, data), data, rounds);
-    const relayMbps = await bestMbps(viaTcp(relayPort, data), data, rounds);
+    // A/B in this run: the relay with TLS legs, as before plain legs (issue 15). Its own server has
+    // relay.plain_legs = false, so client and agent fall back to TLS joins as with an older server.
+    const before = await relayWithTlsLegs(join(dir, 'tls-legs'), echoPort);
+    stoppers.push(before.stop);
+    let relayMbps = 0;
+    let relayTlsLegsMbps = 0;
+    for (let i = 0; i < rounds; i++) {
+      // Interleaved, best of each: the machine's load drifts between rounds.
+      relayMbps = Math.max(relayMbps, await bestMbps(viaTcp(relayPort, data), data, 1));
+      relayTlsLegsMbps = Math.max(relayTlsLegsMbps, await bestMbps(viaTcp(before.port, data), data, 1));
+    }
     return {
       connect,
-      tunnel: { payloadBytes: data.length, plainTlsMbps: plainTls, directTunnelMbps: directMbps, relayedTunnelMbps: relayMbps },
+      tunnel: {
+        payloadBytes: data.length,
+        plainTlsMbps: plainTls,
+        directTunnelMbps: directMbps,
+        relayedTunnelMbps: relayMbps,
+        relayedTlsLegsMbps: relayTlsLegsMbps,
+      },
     };
   } finally {
     await Promise.all(programs.map((p) => p.stop()));
@@ -324,6 +340,33 @@ async function endToEnd(o: {
     await echo.close();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A server without plain relay legs, its agent, and a relayed `--listen` client: the relay as before issue 15. */
+async function relayWithTlsLegs(dir: string, echoPort: number): Promise<{ port: number; stop: () => Promise<void> }> {
+  await mkdir(dir, { recursive: true });
+  const setup = await createLoopbackSetup({
+    dir,
+    services: { echo: `127.0.0.1:${echoPort}` },
+    directDialOnly: true,
+    serverExtra: '[relay]\nbytes_per_second = 10000000000\nplain_legs = false',
+  });
+  const server = startProgram('server', ['--config', setup.serverConfig]);
+  await server.waitFor((l) => l.msg === 'rendezvous server listening');
+  const agent = startProgram('agent', ['--config', setup.agentConfig]);
+  await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
+  const port = await freePort();
+  const client = startProgram('client', [
+    ...connectArgs(setup, 'echo'),
+    '--session-idle-ms',
+    '0',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--advertise-port',
+    String(await freePort()),
+  ]);
+  await waitServing(client);
+  return { port, stop: () => Promise.all([client, agent, server].map((p) => p.stop())).then(() => undefined) };
 }
 
 const f0 = (n: number): string => (Number.isFinite(n) ? n.toFixed(0) : '-');
@@ -403,7 +446,7 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
     };
   };
   const tls = c.tlsConnect;
-  const t = e2e.tunnel ?? { plainTlsMbps: NaN, directTunnelMbps: NaN, relayedTunnelMbps: NaN };
+  const t = e2e.tunnel ?? { plainTlsMbps: NaN, directTunnelMbps: NaN, relayedTunnelMbps: NaN, relayedTlsLegsMbps: NaN };
   const m = (k: string, f: string): number => mem[k]?.[f] ?? NaN;
   const r = (k: string): number => reg[k] ?? NaN;
   const rows: [string, string, string, string][] = [
@@ -495,7 +538,13 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
     }),
     ['tunnel throughput: plain TLS (Mbit/s, both directions)', f0(t.plainTlsMbps!), 'baseline', '1.00'],
     ['tunnel throughput: direct tunnel', f0(t.directTunnelMbps!), 'report', f2(t.directTunnelMbps! / t.plainTlsMbps!)],
-    ['tunnel throughput: relayed tunnel', f0(t.relayedTunnelMbps!), '>= 0.7', f2(t.relayedTunnelMbps! / t.plainTlsMbps!)],
+    ['tunnel throughput: relayed tunnel (plain legs)', f0(t.relayedTunnelMbps!), '>= 0.7', f2(t.relayedTunnelMbps! / t.plainTlsMbps!)],
+    [
+      'tunnel throughput: relayed tunnel, TLS legs (before; same run)',
+      f0(t.relayedTlsLegsMbps!),
+      'report',
+      f2(t.relayedTlsLegsMbps! / t.plainTlsMbps!),
+    ],
     ['tunnel throughput: relayed / direct', '-', '>= 0.7', f2(t.relayedTunnelMbps! / t.directTunnelMbps!)],
     ['time to connect (time line runs, info logs), direct, p50 (ms)', f1(directConnectP50), 'baseline', '1.00'],
     [

@@ -97,6 +97,8 @@ export async function connectionTimelines(rounds: number): Promise<{ direct: Tim
         password: setup.password,
         service: 'echo',
         accept: { host: '127.0.0.1', port: 0 },
+        // A whole rendezvous per open(): what this measures.
+        sessionIdleMs: 0,
         logger,
         ...(advertisePort ? { advertisePort } : {}),
       });

@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLoopbackSetup, type LoopbackSetup } from '../lib/loopback-setup.js';
@@ -45,6 +45,9 @@ export const REGISTER_WAIT_MS = 30_000;
 
 export type UpnpSide = 'both' | 'client' | 'device';
 
+/** The server's probe port in a cell with `probe` (the same as diagnose's, scripts/lab/diagnose.ts). */
+export const CELL_PROBE_PORT = 7401;
+
 export interface CellSpec {
   readonly client: SideSpec;
   readonly device: SideSpec;
@@ -72,6 +75,11 @@ export interface CellSpec {
   readonly registerIntervalMs?: number;
   /** Extra server settings (TOML), e.g. relay limits. */
   readonly serverExtra?: string;
+  /**
+   * The server's UDP probe port on (LAB_PROBE_PORT) and the agent told of it: the agent learns its
+   * NAT's mapping behaviour, and where no direct path can come starts the relay at once (issue 15). Default off.
+   */
+  readonly probe?: boolean;
   /** Print each log line of the programs (trace mode). */
   readonly onLine?: (who: 'server' | 'agent' | 'client', l: LogLine) => void;
   /** Run between the device's registration and the client's connect (trace, renumbering). */
@@ -237,8 +245,19 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       directDialOnly: spec.strategies === 'patent',
       ...(spec.agentReverse ? { reverseExtra: spec.agentReverse } : {}),
       ...(spec.dialExtra ? { dialExtra: spec.dialExtra } : {}),
-      ...(spec.serverExtra ? { serverExtra: spec.serverExtra } : {}),
+      ...(spec.serverExtra || spec.probe
+        ? { serverExtra: `${spec.serverExtra ?? ''}\n${spec.probe ? `[probe]\nport = ${CELL_PROBE_PORT}\n` : ''}` }
+        : {}),
     });
+    if (spec.probe) {
+      const text = await readFile(setup.agentConfig, 'utf8');
+      if (!text.includes('server_name = "localhost"'))
+        throw new Error('lab cell: the agent settings have no server_name line to add probe_port after');
+      await writeFile(
+        setup.agentConfig,
+        text.replace('server_name = "localhost"', `server_name = "localhost"\nprobe_port = ${CELL_PROBE_PORT}`),
+      );
+    }
     // The gateways first: the agent asks its router for a mapping as it starts.
     if (spec.upnp !== 'none') {
       const kind = spec.upnp;
@@ -318,8 +337,8 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       '--stdio',
       '--accept',
       spec.ipv6 ? `[::]:${CLIENT_PORT}` : `0.0.0.0:${CLIENT_PORT}`,
-      '--advertise-port',
-      String(CLIENT_PORT),
+      // No --advertise-port: the accept port is advertised by default, and an explicit one claims a
+      // static forward (the client then does not hint that it takes no inbound connection, issue 15).
       '--peer-timeout-ms',
       String(spec.peerTimeoutMs ?? 4000),
       '--log-level',

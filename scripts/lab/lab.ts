@@ -170,6 +170,7 @@ async function matrix(opts: {
   deviceNats: readonly NatKind[];
   /** Host families, "client-device" (issue 14); "ipv4-ipv4" is the IPv4 lab, anything else an IPv6 lab. */
   stacks: readonly StackPair[];
+  probe: boolean;
 }): Promise<boolean> {
   const nats: readonly NatKind[] = NAT_KINDS;
   // Gateways on both routers for each kind, then IGDv2 on one side only (who maps matters).
@@ -231,6 +232,7 @@ async function matrix(opts: {
         homes: c.homes,
         upnp: c.upnp,
         upnpOn: c.upnpOn,
+        probe: opts.probe,
         // On lossy links: a connect may take retransmissions, and TCP through 20% loss is slow,
         // so a small payload and longer budgets (the target there is that connect succeeds).
         ...(opts.side.lossPercent ? { peerTimeoutMs: 20_000, payloadBytes: 16 * 1024, clientTimeoutMs: 90_000 } : {}),
@@ -274,6 +276,7 @@ async function main(): Promise<number> {
       runs: { type: 'string' },
       ipv6: { type: 'boolean' },
       stacks: { type: 'string' },
+      probe: { type: 'string' },
     },
   });
   if (!isRoot()) {
@@ -305,6 +308,8 @@ async function main(): Promise<number> {
   process.once('SIGTERM', stop);
   const cmd = positionals[0];
   if (cmd === 'trace') return (await trace()) ? 0 : 1;
+  // The server's probe port (the agent learns its NAT's mapping: the relay need not wait where no direct path can come).
+  const probe = listOf('probe', values.probe, ['on', 'off'] as const, ['on'])[0] === 'on';
   const side: Omit<SideSpec, 'nat'> = {
     ...(values.loss ? { lossPercent: Number(values.loss) } : {}),
     ...(values['udp-timeout'] ? { udpTimeoutS: Number(values['udp-timeout']) } : {}),
@@ -320,6 +325,7 @@ async function main(): Promise<number> {
       clientNats: listOf('client', values.client, NAT_KINDS, NAT_KINDS),
       deviceNats: listOf('device', values.device, NAT_KINDS, NAT_KINDS),
       stacks: listOf('stacks', values.stacks, STACK_PAIRS, values.ipv6 ? ['ipv4-ipv4', ...IPV6_STACK_PAIRS] : ['ipv4-ipv4']),
+      probe,
     });
     return interrupted ? 130 : 0;
   }
@@ -335,6 +341,7 @@ async function main(): Promise<number> {
       homes: listOf('homes', values.homes, HOMES, ['separate'])[0]!,
       upnp: (values.upnp ?? 'none') as UpnpKind,
       upnpOn: (values['upnp-on'] ?? 'both') as UpnpSide,
+      probe,
       onLine: (who, l) => out(`${stamp()}  ${who.padEnd(6)} ${String(l.msg)}${lineDetail(l)}`),
     });
     out(
@@ -411,7 +418,7 @@ async function main(): Promise<number> {
     return 0;
   }
   process.stderr.write(
-    'usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND --homes HOMES --inbound drop|reset --hairpin] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] [--inbound drop,reset] [--homes separate,same-lan,shared-cgn] [--client NATS] [--device NATS] [--ipv6 | --stacks CLIENT-DEVICE,... (ipv4, ipv6, dual, dual4)] | homes [--runs N] | renumber | keepalive [--minutes N]\n',
+    'usage: npm run lab -- trace | cell [--client NAT --device NAT --upnp KIND --homes HOMES --inbound drop|reset --hairpin --probe on|off] | matrix [--out FILE] [--jobs N] [--quick] [--loss PERCENT] [--udp-timeout S] [--inbound drop,reset] [--homes separate,same-lan,shared-cgn] [--client NATS] [--device NATS] [--ipv6 | --stacks CLIENT-DEVICE,... (ipv4, ipv6, dual, dual4)] [--probe on|off] | homes [--runs N] | renumber | keepalive [--minutes N]\n',
   );
   return 2;
 }

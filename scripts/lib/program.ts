@@ -35,7 +35,9 @@ export function startProgram(
   args: readonly string[],
   opts: { onLine?: (l: LogLine) => void; stdio?: SpawnOptions['stdio']; env?: NodeJS.ProcessEnv; netns?: string } = {},
 ): Program {
-  const command = [process.execPath, PROGRAMS[which], ...args];
+  // E.g. PEERLINK_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the programs a bench runs.
+  const nodeArgs = process.env.PEERLINK_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const command = [process.execPath, ...nodeArgs, PROGRAMS[which], ...args];
   // In the NAT lab, each program runs inside its host's network namespace.
   const argv = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...command] : command;
   const child = spawn(argv[0]!, argv.slice(1), {

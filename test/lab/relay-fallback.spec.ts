@@ -2,7 +2,8 @@
  * Where no direct path can exist (symmetric NAT on both sides, no UPnP: every new destination gets a
  * new random port, so neither a dial, a reverse dial nor a hole punch can meet), both ends meet at
  * the server's relay, with the end-to-end channel inside it. The device starts the relay
- * relay_after_ms after its verdict while its direct attempts go on, so the fallback is bounded.
+ * relay_after_ms after its verdict while its direct attempts go on, so the fallback is bounded; with the
+ * server's probe port it knows its NAT maps per destination and, the client taking nothing in, starts at once.
  */
 import { runCell } from '../../scripts/lab/cell.js';
 import { RELAY_AFTER_MS } from '../../agent/protocol/constants.js';
@@ -32,4 +33,45 @@ labTest('symmetric NAT on both sides, no UPnP: relayed via the server, the relay
   const startedAfterMs = Number(relay!.time) - Number(verdict!.time);
   t.log(`relay started ${startedAfterMs} ms after the verdict`);
   t.true(startedAfterMs >= RELAY_AFTER_MS - 50, `${startedAfterMs} ms`);
+});
+
+labTest('symmetric NAT on both sides with the server probe port: no direct path can come, the relay starts at once', async (t) => {
+  const agentLines: LogLine[] = [];
+  const r = await runCell({
+    client: { nat: 'symmetric' },
+    device: { nat: 'symmetric' },
+    upnp: 'none',
+    probe: true,
+    peerTimeoutMs: 10_000,
+    onLine: (who, l) => who === 'agent' && agentLines.push(l),
+  });
+  t.log(`connected in ${r.connectMs} ms via ${r.path}`);
+  t.true(r.connected, r.error ?? '');
+  t.is(r.path, 'relayed via server');
+  t.true(r.bytesVerified > 0);
+  // The agent learnt its NAT's mapping from the probe port, the client hinted that it takes nothing
+  // in (agent/paths/relay-hint.ts), so the relay began with the verdict, not relay_after_ms later.
+  t.truthy(agentLines.find((l) => l.msg === 'NAT mapping behaviour learnt (server probe port)' && l.behaviour === 'symmetric'));
+  const verdict = agentLines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('S207 request authorised'));
+  const relay = agentLines.find((l) => l.msg === 'meeting the client at the relay');
+  t.truthy(verdict && relay, 'the agent logged its verdict and the start of the relay');
+  const startedAfterMs = Number(relay!.time) - Number(verdict!.time);
+  t.log(`relay started ${startedAfterMs} ms after the verdict`);
+  t.true(startedAfterMs < RELAY_AFTER_MS / 2, `${startedAfterMs} ms`);
+});
+
+labTest('port-restricted NAT on both sides with the probe port: the hole punch keeps its head start and connects', async (t) => {
+  const agentLines: LogLine[] = [];
+  const r = await runCell({
+    client: { nat: 'port-restricted' },
+    device: { nat: 'port-restricted' },
+    upnp: 'none',
+    probe: true,
+    onLine: (who, l) => who === 'agent' && agentLines.push(l),
+  });
+  t.log(`connected in ${r.connectMs} ms via ${r.path}`);
+  t.true(r.connected, r.error ?? '');
+  t.is(r.path, 'TCP hole punch');
+  t.truthy(agentLines.find((l) => l.msg === 'NAT mapping behaviour learnt (server probe port)' && l.behaviour === 'endpoint-independent'));
+  t.falsy(agentLines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('no direct path can come')));
 });

@@ -4,6 +4,7 @@
  * the takeover rule that keeps P1 with write on change, fleet-wide limits in one bucket, and a
  * primary killed: its replica takes over and writes, lookups and messages work again by themselves.
  */
+import { spawnSync } from 'node:child_process';
 import test from 'ava';
 import { redisAvailable, redisSerialTest } from '../helpers/redis-test.js';
 import { createRedisRegistry, type NodeMessage, type RedisRegistry } from '../../agent/server/redis-registry.js';
@@ -89,6 +90,41 @@ redisSerialTest(
     t.like(await b.record('TV-3', { ...entry(old + 1, 5000, now), node: 'node-b' }), { outcome: 'accepted', moved: true });
   },
 );
+
+redisSerialTest('a write batch: one script call per primary carries its devices, each decided as if alone (P1)', async (t) => {
+  const a = await node('node-a', 'c5:', 0);
+  const b = await node('node-b', 'c5:', 1);
+  const calls = (): number =>
+    cluster.nodes
+      .filter((n) => n.running)
+      .reduce((sum, n) => {
+        const stats = spawnSync('redis-cli', ['-p', String(n.port), 'info', 'commandstats'], { encoding: 'utf8' }).stdout;
+        return sum + [...stats.matchAll(/^cmdstat_eval(?:sha)?:calls=(\d+)/gm)].reduce((s, m) => s + Number(m[1]), 0);
+      }, 0);
+  const ids = Array.from({ length: 60 }, (_, i) => `BATCH-${i}`);
+  const shards = new Set(await Promise.all(ids.map((id) => cluster.primaryFor(`c5:{d:${id}}`))));
+  t.is(shards.size, 3, 'the devices are on every primary');
+  const before = calls();
+  const now = Date.now();
+  const first = await Promise.all(ids.map((id) => a.record(id, entry(now, 4000, now))));
+  t.true(
+    first.every((r) => r.outcome === 'accepted' && r.moved),
+    JSON.stringify(first),
+  );
+  t.true(calls() - before <= 12, `60 writes in ${calls() - before} script calls`);
+  // Replays, and newer registrations at another node while node-a keeps the devices fresh, in one batch each.
+  const replayed = await Promise.all(ids.map((id) => a.record(id, entry(now, 5000, now))));
+  t.true(replayed.every((r) => r.outcome === 'replayed'));
+  const held = await Promise.all(ids.map((id) => b.record(id, { ...entry(now + 1000, 5000, now), node: 'node-b' })));
+  t.true(held.every((r) => r.outcome === 'held'));
+  const moved = await Promise.all(ids.map((id, i) => a.record(id, entry(now + 1 + (i % 2), 4000 + (i % 2), now))));
+  t.deepEqual(
+    moved.map((r) => r.outcome === 'accepted' && r.moved),
+    ids.map((_, i) => i % 2 === 1),
+    'each device decided on its own entry',
+  );
+  t.like(await b.lookup('BATCH-7'), { node: 'node-a', port: 4001, lastTimestampMs: now + 2 });
+});
 
 redisSerialTest('fleet-wide limits: two nodes share one bucket per key (GCRA in Lua, one round trip)', async (t) => {
   const a = await node('node-a', 'c3:', 0);

@@ -11,6 +11,7 @@ import {
   encodeFrame,
   FrameDecoder,
   FrameType,
+  RelayRole,
   SEALED_REQUEST_MAX_BYTES,
   type Frame,
 } from '../../agent/protocol/frames.js';
@@ -67,6 +68,22 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant(FrameType.RELAY_PAIRED) }),
   fc.record({ type: fc.constant(FrameType.CLIENT_COMPANION), clientNonce: bytesArb(16) }),
   fc.record({ type: fc.constant(FrameType.DEVICE_COMPANION), equipmentId: equipmentIdArb, requestId: bytesArb(16), proof: bytesArb(32) }),
+  fc.record({
+    type: fc.constant(FrameType.RELAY_LEG_HELLO),
+    role: fc.constant(RelayRole.CLIENT),
+    equipmentId: fc.constant(''),
+    requestId: bytesArb(16),
+    nonce: bytesArb(16),
+  }),
+  fc.record({
+    type: fc.constant(FrameType.RELAY_LEG_HELLO),
+    role: fc.constant(RelayRole.DEVICE),
+    equipmentId: equipmentIdArb,
+    requestId: bytesArb(16),
+    nonce: bytesArb(16),
+  }),
+  fc.record({ type: fc.constant(FrameType.RELAY_LEG_CHALLENGE), nonce: bytesArb(16), proof: bytesArb(32) }),
+  fc.record({ type: fc.constant(FrameType.RELAY_LEG_JOIN), proof: bytesArb(32) }),
   fc.record({
     type: fc.constant(FrameType.CANDIDATES),
     candidates: fc.array(
@@ -179,7 +196,7 @@ test('an unknown version is rejected from the header alone; an unknown type once
     const err = throwsProtocolError(t, () => new FrameDecoder().push(Buffer.of(version, FrameType.HELLO, 0, 8)), `version ${version}`);
     t.is(err?.field, 'frame.version');
   }
-  for (const type of [0, 2, 0x15, 0x24, 0x33, 0xff]) {
+  for (const type of [0, 2, 0x15, 0x24, 0x36, 0xff]) {
     t.is(throwsProtocolError(t, () => new FrameDecoder().push(Buffer.of(PROTOCOL_VERSION, type, 0, 0)))?.field, 'frame.type');
     t.is(throwsProtocolError(t, () => decodeFramePayload(type, Buffer.alloc(8)))?.field, 'frame.type');
   }

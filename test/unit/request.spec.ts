@@ -97,12 +97,14 @@ test('trailing bytes, a bad version, port 0 and a bad service name are ProtocolE
   const body = sealed.subarray(0, sealed.length - 32);
   const reseal = (b: Buffer): Buffer => Buffer.concat([b, createHmac('sha256', TAG_KEY).update(b).digest()]);
 
-  // After the port comes the optional LAN part (count 1-2, then endpoints), then nothing.
+  // After the port comes the optional LAN part (count 0-2, then endpoints; 0 only before hints),
+  // then the optional path hints (one byte, never 0), then nothing.
   t.is(throwsProtocolError(t, () => parseRequest(reseal(Buffer.concat([body, Buffer.of(0)]))))?.field, 'request.lan.count');
   t.is(
     throwsProtocolError(t, () => parseRequest(reseal(Buffer.concat([body, Buffer.of(1, 4, 192, 168, 1, 11, 0x13, 0x88, 0)]))))?.field,
-    'request',
+    'request.hints',
   );
+  t.is(throwsProtocolError(t, () => parseRequest(reseal(Buffer.concat([body, Buffer.of(0, 1, 7)]))))?.field, 'request');
 
   const v = Buffer.from(body);
   v[0] = PROTOCOL_VERSION + 1;
@@ -127,4 +129,20 @@ test('trailing bytes, a bad version, port 0 and a bad service name are ProtocolE
 test('a tag of the wrong length does not verify (and does not throw)', (t) => {
   const parsed = parseRequest(sealRequest(SAMPLE, TAG_KEY));
   t.false(verifyRequestTag({ ...parsed, tag: parsed.tag.subarray(0, 16) }, TAG_KEY));
+});
+
+test('path hints: sealed after the LAN part, absent when 0 (the layout without them is unchanged)', (t) => {
+  t.deepEqual(sealRequest({ ...SAMPLE, hints: 0 }, TAG_KEY), sealRequest(SAMPLE, TAG_KEY));
+  const alone = sealRequest({ ...SAMPLE, hints: 1 }, TAG_KEY);
+  t.is(alone.length, sealRequest(SAMPLE, TAG_KEY).length + 2, 'a LAN count of 0 and the hint byte');
+  t.deepEqual(parseRequest(alone).request, { ...SAMPLE, hints: 1 });
+  const lan = [{ address: '192.168.1.11', port: 5000 }];
+  const both = parseRequest(sealRequest({ ...SAMPLE, lan, hints: 3 }, TAG_KEY));
+  t.deepEqual(both.request, { ...SAMPLE, lan, hints: 3 });
+  t.true(verifyRequestTag(both, TAG_KEY));
+  // Under the tag: a server that sets a hint bit breaks the request.
+  const forged = Buffer.from(alone);
+  forged[forged.length - 33] = 3;
+  t.false(verifyRequestTag(parseRequest(forged), TAG_KEY));
+  t.throws(() => sealRequest({ ...SAMPLE, hints: 256 }, TAG_KEY), { instanceOf: RangeError });
 });
