@@ -25,5 +25,8 @@ export const BROKER_COUNTERS = [
   'attachedForNode',
   /** Requests for a device on the operator's deny list (issue 19). */
   'denied',
+  /** TLS handshakes on the listener: full, or resumed from a ticket (server-tls.ts on the other end). */
+  'tlsFull',
+  'tlsResumed',
 ] as const;
 export type BrokerCounter = (typeof BROKER_COUNTERS)[number];

@@ -293,6 +293,10 @@ function requestMetrics(
       ['unidentifiedOverCap', 'unidentified_over_cap'],
     ],
   );
+  m.fromCounters('peerlink_tls_handshakes_total', 'TLS handshakes on the TLS port, full or resumed (ticket)', 'kind', source.broker, [
+    ['tlsFull', 'full'],
+    ['tlsResumed', 'resumed'],
+  ]);
   m.labelledGauge('peerlink_tls_connections', 'Open connections on the TLS port, by what they are so far', 'kind', () =>
     Object.entries(source.openConnections()),
   );
