@@ -15,12 +15,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { Counters } from '../common/counters.js';
 import { rejectUnknownKeys } from '../common/options.js';
 import { createPreAuthGate } from '../common/preauth-gate.js';
-import {
-  PEER_MAX_PENDING_CONNECTIONS,
-  TLS_HANDSHAKE_TIMEOUT_MS,
-  TUNNEL_CIPHER,
-  TUNNEL_PSK_IDENTITY_PREFIX,
-} from '../protocol/constants.js';
+import { PEER_MAX_PENDING_CONNECTIONS, TLS_HANDSHAKE_TIMEOUT_MS, TUNNEL_PSK_IDENTITY_PREFIX } from '../protocol/constants.js';
+import { tunnelServerContext } from '../protocol/tunnel-tls.js';
 import { deriveTunnelPsk, NONCE_BYTES } from '../protocol/keys.js';
 
 export interface Expected {
@@ -91,9 +87,8 @@ export function createPeerListener(input: PeerListenerOptions): PeerListener {
     let matched: Expected | undefined;
     const sock = new TLSSocket(raw, {
       isServer: true,
-      ciphers: TUNNEL_CIPHER,
-      minVersion: 'TLSv1.3',
-      maxVersion: 'TLSv1.3',
+      // TLS 1.3 with TUNNEL_CIPHER only, no resumption, one context per process.
+      secureContext: tunnelServerContext(),
       pskCallback: (_socket: TLSSocket, identity: string) => {
         const ids = parsePskIdentity(identity);
         const e = ids ? expected.get(ids.clientNonce.toString('hex')) : undefined;

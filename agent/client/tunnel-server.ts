@@ -8,7 +8,8 @@ import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { Socket } from 'node:net';
-import { TUNNEL_CIPHER, TUNNEL_KEEPALIVE_MS } from '../protocol/constants.js';
+import { tunnelServerContext } from '../protocol/tunnel-tls.js';
+import { TUNNEL_KEEPALIVE_MS } from '../protocol/constants.js';
 import { pskFor, type Expected } from './peer-listener.js';
 
 export type ExpectedTunnel = Pick<Expected, 'clientNonce' | 'accessKey' | 'equipmentId' | 'service'>;
@@ -22,9 +23,8 @@ export function acceptTunnel(
 ): Promise<TLSSocket> {
   const inner = new TLSSocket(carrier, {
     isServer: true,
-    ciphers: TUNNEL_CIPHER,
-    minVersion: 'TLSv1.3',
-    maxVersion: 'TLSv1.3',
+    // TLS 1.3 with TUNNEL_CIPHER only, no resumption, one context per process.
+    secureContext: tunnelServerContext(),
     pskCallback: (_socket: TLSSocket, identity: string) => pskFor(expected, identity),
   } as ConstructorParameters<typeof TLSSocket>[1]);
   return new Promise<TLSSocket>((resolve, reject) => {

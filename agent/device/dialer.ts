@@ -12,7 +12,8 @@ import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'n
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import type { HostPort } from '../common/endpoint-parse.js';
 import type { Endpoint } from '../protocol/address.js';
-import { TUNNEL_CIPHER, TUNNEL_KEEPALIVE_MS, TUNNEL_PSK_IDENTITY_PREFIX } from '../protocol/constants.js';
+import { tunnelClientContext } from '../protocol/tunnel-tls.js';
+import { TUNNEL_KEEPALIVE_MS, TUNNEL_PSK_IDENTITY_PREFIX } from '../protocol/constants.js';
 import { deriveTunnelPsk, NONCE_BYTES } from '../protocol/keys.js';
 import { carrierStream } from '../common/carrier.js';
 
@@ -46,9 +47,8 @@ export function dialClient(o: DialOptions): Promise<TLSSocket> {
       noDelay: true,
       ...(o.over ? { socket: carrierStream(o.over) } : { host: o.to.address, port: o.to.port }),
       pskCallback: () => ({ psk, identity }),
-      ciphers: TUNNEL_CIPHER,
-      minVersion: 'TLSv1.3',
-      maxVersion: 'TLSv1.3',
+      // TLS 1.3 with TUNNEL_CIPHER only, one context per process.
+      secureContext: tunnelClientContext(),
       // Authentication is the PSK alone. A peer that declines the PSK and shows a certificate
       // (even a publicly trusted one) must be refused: Node calls this only for certificates.
       checkServerIdentity: () => new Error('the direct channel accepts only the pre-shared key, never a certificate'),

@@ -28,5 +28,8 @@ export const BROKER_COUNTERS = [
   /** Plain relay legs (relay-leg.ts, issue 15) that proved their key, and those refused. */
   'relayLegs',
   'relayLegsRefused',
+  /** TLS handshakes on the listener: full, or resumed from a ticket (server-tls.ts on the other end). */
+  'tlsFull',
+  'tlsResumed',
 ] as const;
 export type BrokerCounter = (typeof BROKER_COUNTERS)[number];

@@ -186,6 +186,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
 
   async function onSecure(socket: TLSSocket): Promise<void> {
     tracker.secured(socket);
+    counters.inc(socket.isSessionReused() ? 'tlsResumed' : 'tlsFull');
     socket.on('error', () => undefined); // reported through the channel
     // allowHalfOpen is for relayed sessions (relay.ts passes a half-close on). Anyone else who
     // half-closes has nothing more to say: close our side too, instead of sitting in CLOSE_WAIT.

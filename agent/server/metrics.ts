@@ -303,6 +303,10 @@ function requestMetrics(
       ['relayLegsRefused', 'refused'],
     ],
   );
+  m.fromCounters('peerlink_tls_handshakes_total', 'TLS handshakes on the TLS port, full or resumed (ticket)', 'kind', source.broker, [
+    ['tlsFull', 'full'],
+    ['tlsResumed', 'resumed'],
+  ]);
   m.labelledGauge('peerlink_tls_connections', 'Open connections on the TLS port, by what they are so far', 'kind', () =>
     Object.entries(source.openConnections()),
   );

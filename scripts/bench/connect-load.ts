@@ -114,6 +114,9 @@ async function main(): Promise<void> {
   );
 }
 
+// The bench stops this process with SIGTERM after its line: exit normally so --cpu-prof writes its profile.
+process.once('SIGTERM', () => process.exit(0));
+
 main().catch((err) => {
   process.stderr.write(`connect-load: ${(err as Error).stack}\n`);
   process.exit(1);

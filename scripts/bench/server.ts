@@ -39,8 +39,10 @@ const HAVE_TASKSET = spawnSync('taskset', ['--version']).status === 0 && cpus().
 
 /** argv for a node script, pinned to one core when possible (the target on 0, its load on 1). */
 function nodeArgv(core: number | null, args: readonly string[]): [string, string[]] {
-  if (core !== null && HAVE_TASKSET) return ['taskset', ['-c', String(core), process.execPath, ...args]];
-  return [process.execPath, [...args]];
+  // PEERLINK_NODE_ARGS (e.g. --cpu-prof) applies to the load generators too, as to the programs.
+  const nodeArgs = process.env.PEERLINK_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  if (core !== null && HAVE_TASKSET) return ['taskset', ['-c', String(core), process.execPath, ...nodeArgs, ...args]];
+  return [process.execPath, [...nodeArgs, ...args]];
 }
 
 interface Running {
@@ -218,6 +220,14 @@ async function memory(sizes: readonly number[]): Promise<Record<string, Record<s
   return out;
 }
 
+/** The server's TLS handshakes so far that reached the broker, from its metrics. */
+async function tlsHandshakes(port: number): Promise<{ full: number; resumed: number }> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const count = (kind: string): number =>
+    Number(new RegExp(`^peerlink_tls_handshakes_total\\{kind="${kind}"[^}]*\\} (\\d+)`, 'm').exec(text)?.[1] ?? NaN);
+  return { full: count('full'), resumed: count('resumed') };
+}
+
 async function endToEnd(o: {
   quick: boolean;
   concurrency: number;
@@ -229,6 +239,8 @@ async function endToEnd(o: {
   const echo = await startEchoServer();
   try {
     const echoPort = echo.port;
+    // The server's metrics count its TLS handshakes, full or resumed: do clients and devices resume?
+    const metricsPort = await freePort();
     const setup = await createLoopbackSetup({
       dir,
       services: { echo: `127.0.0.1:${echoPort}` },
@@ -241,6 +253,7 @@ async function endToEnd(o: {
         // they hold their share until the join deadline and must not starve the relayed throughput run.
         '[relay]\nbytes_per_second = 10000000000\nmax_sessions_per_device = 100000\nmax_sessions_per_source = 100000',
         '[limits]\nrequests_per_source_per_min = 0\nrequests_per_device_per_min = 0',
+        `[metrics]\nenabled = true\nhost = "127.0.0.1"\nport = ${metricsPort}`,
       ].join('\n'),
     });
     // A log line per request costs the server time; this measures the server, not pino. And the
@@ -283,8 +296,9 @@ async function endToEnd(o: {
       }),
     );
     const load = run(null, [script('connect-load'), job]);
-    const connect = await load.first;
+    const loaded = await load.first;
     await load.stop();
+    const connect = { ...loaded, serverTls: await tlsHandshakes(metricsPort) };
     if (!o.tunnel) return { connect };
 
     const tlsEcho = run(null, [script('tls-echo'), join(dir, 'server.pem'), join(dir, 'server.key')]);
@@ -431,6 +445,7 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
   const directConnectP50 = median(timelines.direct);
   const relayedConnectP50 = median(timelines.relayed);
   const c = e2e.connect as {
+    serverTls?: { full: number; resumed: number };
     tlsConnect: { p50Ms: number; p99Ms: number; serverCpuMsPerTlsConnect: number };
     sequential: { p50Ms: number; p99Ms: number; n: number };
     concurrent: {
@@ -512,6 +527,12 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
       f1(c.concurrent.serverCpuMsPerRequest / tls.serverCpuMsPerTlsConnect),
     ],
     ['connection requests per server CPU-second (one core)', f0(1000 / c.concurrent.serverCpuMsPerRequest), 'report', '-'],
+    [
+      'server TLS handshakes (clients and devices) in the connect runs: full / resumed',
+      `${c.serverTls?.full ?? '-'} / ${c.serverTls?.resumed ?? '-'}`,
+      'report',
+      '-',
+    ],
     [
       'agent / client CPU per request (ms)',
       `${f2(c.concurrent.agentCpuMsPerRequest)} / ${f2(c.concurrent.clientCpuMsPerRequest)}`,
