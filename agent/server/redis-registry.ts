@@ -9,6 +9,7 @@
  *                                device stops registering
  *   <prefix>{r:<request ID hex>} string (JSON) of a request waiting for its device; PX attach timeout
  *   <prefix>{o:<request ID hex>} string (JSON) of a relay offer (relay-bridge.ts, through putValue); PX join timeout
+ *   <prefix>{n:<node ID>}        liveness of one node: set every `livenessMs`, PX 5 × that; deleted at stop
  *   <prefix>n:<node ID>          pub/sub channel of one node
  * Values and messages are decoded and checked by node-messages.ts; what fails is dropped and counted.
  * The compare-and-set of a registration (newer timestamp only, P1) is one Lua script, so two nodes
@@ -87,6 +88,12 @@ export interface RedisRegistryOptions {
    * before); MOVED and CLUSTERDOWN replies make ioredis re-read at once anyway.
    */
   readonly slotsRefreshMs?: number;
+  /**
+   * How often (ms) this node renews its liveness key (default LIVENESS_MS; it lives
+   * LIVENESS_TTL_FACTOR times that). A device held by a node whose key is gone (the node died, or
+   * lost Redis) is taken over at its next registration elsewhere, however fresh its entry looks.
+   */
+  readonly livenessMs?: number;
 }
 
 export interface RedisRegistry extends RegistryBackend {
@@ -132,27 +139,34 @@ export interface RedisRegistry extends RegistryBackend {
 
 /**
  * Newest registration wins (P1), atomically. ARGV: address, port, seen (now), timestamp, node,
- * TTL, refresh (ms), identity generation. Returns '0' (not newer: replay), 'h' (held: another node holds the device
- * and keeps its entry fresh), '1' (new), or '1|' and the previous fields.
+ * TTL, refresh (ms), identity generation, and a node known dead (its liveness key is gone; '' none).
+ * Returns '0' (not newer: replay), 'h|' and the holder (held: another node holds the device and
+ * keeps its entry fresh), '1' (new), or '1|' and the previous fields.
  *
  * Write on change means the holder does not write every registration, so `t` may lag the newest
  * timestamp the holder accepted by up to `refresh` (it rewrites at least that often while the
  * device registers). A registration replayed at another node could then be newer than `t` and
  * steal the device. So another node takes over only when the holder's entry is due for refresh
  * (`s` + refresh passed: the device stopped registering there) or the timestamp is more than
- * `refresh` newer than `t` (newer than anything the holder can have accepted unwritten).
+ * `refresh` newer than `t` (newer than anything the holder can have accepted unwritten), or the
+ * holder is dead: the node calls again naming it once it finds the holder's liveness key gone
+ * (a cluster script cannot read that key: another slot). P1 still holds then: only a newer
+ * timestamp than `t` is accepted, and what the dead holder accepted unwritten is lost with it;
+ * the device's own next registration is newer than any of it and ends a replay's effect.
  */
 /** Per device in RECORD_MANY_LUA's ARGV: key, address, port, seen, timestamp, node, generation. */
 const RECORD_MANY_FIELDS = 7;
 const RECORD_FUNCTION_LUA = `
-local function record(key, a, p, s, t, n, ttl, refresh, g)
+local function record(key, a, p, s, t, n, ttl, refresh, g, dead)
   local prev = redis.pcall('HMGET', key, 'a', 'p', 's', 't', 'n')
   if prev.err then return 'x' end
   local ts = tonumber(t)
   if prev[4] then
     local pt = tonumber(prev[4])
     if pt >= ts then return '0' end
-    if prev[5] and prev[5] ~= n and tonumber(prev[3]) + refresh > tonumber(s) and ts <= pt + refresh then return 'h' end
+    if prev[5] and prev[5] ~= n and prev[5] ~= dead and tonumber(prev[3]) + refresh > tonumber(s) and ts <= pt + refresh then
+      return 'h|' .. prev[5]
+    end
   end
   redis.call('HSET', key, 'a', a, 'p', p, 's', s, 't', t, 'n', n, 'g', g)
   redis.call('PEXPIRE', key, ttl)
@@ -161,7 +175,7 @@ local function record(key, a, p, s, t, n, ttl, refresh, g)
 end
 `;
 const RECORD_LUA = `${RECORD_FUNCTION_LUA}
-local r = record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8])
+local r = record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9])
 if r == 'x' then return redis.error_reply('ERR the device entry could not be read') end
 return r
 `;
@@ -207,6 +221,10 @@ const RECORD_MANY_PAUSE_MS = 60_000;
 const RECONNECT_MAX_MS = 2000;
 /** Default of `refreshAfterMs`: an unchanged entry is rewritten once a minute (under stale_after_ms). */
 export const SHARED_REFRESH_AFTER_MS = 60_000;
+/** Default of `livenessMs`: a dead node's devices can be taken over LIVENESS_TTL_FACTOR times this after its last renewal. */
+export const LIVENESS_MS = 2000;
+/** A liveness key outlives this many missed renewals (a slow event loop, a command timeout) less one. */
+export const LIVENESS_TTL_FACTOR = 5;
 /** Default of `writeBatchMs`: far below a device's round trip to the server, and enough to gather writes at a few hundred a second. */
 export const WRITE_BATCH_MS = 5;
 /** Default of `slotsRefreshMs`: a topology change that no error reveals (resharding answers MOVED) is learnt within this. */
@@ -229,7 +247,18 @@ interface QueuedWrite {
 
 interface Scripts {
   plRecordMany(...args: (string | number)[]): Promise<string[]>;
-  plRecord(key: string, a: string, p: number, s: number, t: number, n: string, ttl: number, refresh: number, g: number): Promise<string>;
+  plRecord(
+    key: string,
+    a: string,
+    p: number,
+    s: number,
+    t: number,
+    n: string,
+    ttl: number,
+    refresh: number,
+    g: number,
+    dead: string,
+  ): Promise<string>;
   plLimit(key: string, intervalMs: number, toleranceMs: number, charge: number): Promise<number>;
 }
 type WithScripts = (RedisClient | ClusterClient) & Scripts;
@@ -280,8 +309,26 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
   let batch: QueuedWrite[] = [];
   let batchTimer: NodeJS.Timeout | null = null;
   let manyPausedUntilMs = 0;
-  const recordOne = (key: string, f: RecordFields): Promise<string> =>
-    c().plRecord(key, f[0], f[1], f[2], f[3], f[4], o.forgetAfterMs, refreshAfterMs, f[5]);
+  const recordOne = (key: string, f: RecordFields, dead = ''): Promise<string> =>
+    c().plRecord(key, f[0], f[1], f[2], f[3], f[4], o.forgetAfterMs, refreshAfterMs, f[5], dead);
+  // Liveness: this node's key, renewed on a timer while Redis answers (see livenessMs).
+  const livenessKey = (node: string): string => `${o.keyPrefix}{n:${node}}`;
+  const livenessMs = o.livenessMs ?? LIVENESS_MS;
+  let livenessTimer: NodeJS.Timeout | null = null;
+  const renewLiveness = (): void => {
+    if (!clientOrNull || stopping || !up) return;
+    clientOrNull
+      .set(livenessKey(o.nodeId), '1', 'PX', livenessMs * LIVENESS_TTL_FACTOR)
+      .catch((err: Error) => log.debug({ err: err.message }, 'liveness key not renewed'));
+  };
+  /** False only when Redis says the node's key is gone; an error counts as alive (the device stays held). */
+  const alive = (node: string): Promise<boolean> =>
+    c()
+      .exists(livenessKey(node))
+      .then(
+        (n) => n !== 0,
+        () => true,
+      );
   const issueOne = (w: QueuedWrite): void => {
     try {
       recordOne(w.key, w.fields).then(w.resolve, w.reject);
@@ -426,9 +473,12 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     },
     async record(id, e): Promise<RecordResult> {
       const node = e.node ?? o.nodeId;
-      const r = await queueWrite(deviceKey(id), [e.address, e.port, e.lastSeenMs, e.lastTimestampMs, node, e.generation ?? 0]);
+      const fields: RecordFields = [e.address, e.port, e.lastSeenMs, e.lastTimestampMs, node, e.generation ?? 0];
+      let r = await queueWrite(deviceKey(id), fields);
+      // Held by a node whose liveness key is gone: decided again, that node counting as dead.
+      if (r.startsWith('h|') && !(await alive(r.slice(2)))) r = await recordOne(deviceKey(id), fields, r.slice(2));
       if (r === '0') return { outcome: 'replayed' };
-      if (r === 'h') return { outcome: 'held' };
+      if (r.startsWith('h')) return { outcome: 'held' };
       if (r === '1') return { outcome: 'accepted', moved: true, previous: undefined };
       const [, a, p, s, t, n] = r.split('|');
       const previous = { address: a!, port: Number(p), lastSeenMs: Number(s), lastTimestampMs: Number(t), node: n ?? '' };
@@ -524,7 +574,11 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
       client.defineCommand('plRecord', { numberOfKeys: 1, lua: RECORD_LUA });
       client.defineCommand('plRecordMany', { lua: RECORD_MANY_LUA });
       client.defineCommand('plLimit', { numberOfKeys: 1, lua: LIMIT_LUA });
-      client.on('ready', () => setUp(true, 'ready'));
+      client.on('ready', () => {
+        setUp(true, 'ready');
+        renewLiveness();
+      });
+      livenessTimer = setInterval(renewLiveness, livenessMs).unref();
       client.on('close', () => setUp(false, 'connection closed'));
       client.on('error', (err: Error) => log.debug({ err: err.message }, 'redis error'));
       sub.on('error', (err: Error) => log.debug({ err: err.message }, 'redis subscriber error'));
@@ -544,10 +598,14 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
       stopping = true;
       if (fastTimer) clearTimeout(fastTimer);
       fastTimer = null;
+      if (livenessTimer) clearInterval(livenessTimer);
+      livenessTimer = null;
       // Queued writes go out now (or fail, once the client is gone), none is left waiting.
       flushBatch();
       const client = clientOrNull;
       const sub = subOrNull;
+      // Gone on purpose: other nodes take this node's devices over at their next registration.
+      await client?.del(livenessKey(o.nodeId)).catch(() => undefined);
       clientOrNull = null;
       subOrNull = null;
       await Promise.all([client?.quit().catch(() => client.disconnect()), sub?.quit().catch(() => sub.disconnect())]);
