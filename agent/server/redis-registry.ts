@@ -6,7 +6,8 @@
  * Key design (Redis Cluster-compatible: every command touches one key, hash tags pin it):
  *   <prefix>{d:<equipment ID>}   hash a=address p=port s=last seen t=last registration timestamp
  *                                n=node g=identity generation (identity-name.ts); PEXPIRE forget_after_ms, so it goes by itself when the
- *                                device stops registering
+ *                                device stops registering; x=1: `s` is the device's last registration (its holder
+ *                                marked it stale, see `staleMark`), not a write up to refresh_after_ms older
  *   <prefix>{r:<request ID hex>} string (JSON) of a request waiting for its device; PX attach timeout
  *   <prefix>{o:<request ID hex>} string (JSON) of a relay offer (relay-bridge.ts, through putValue); PX join timeout
  *   <prefix>{n:<node ID>}        liveness of one node: set every `livenessMs`, PX 5 × that; deleted at stop
@@ -32,7 +33,7 @@ import {
   type NodeMessage,
   type PendingRecord,
 } from './node-messages.js';
-import type { RecordResult, RegistryBackend, RegistryEntry } from './registry.js';
+import type { RecordResult, Registry, RegistryBackend, RegistryEntry } from './registry.js';
 import { isGeneration } from '../protocol/identity-name.js';
 import { keySlot } from './redis-slot.js';
 
@@ -94,6 +95,14 @@ export interface RedisRegistryOptions {
    * lost Redis) is taken over at its next registration elsewhere, however fresh its entry looks.
    */
   readonly livenessMs?: number;
+  /**
+   * This node's own list and `stale_after_ms`: every STALE_SCAN_MS (at most half of
+   * staleAfterMs) the node marks in Redis each device it holds that has gone stale in its own
+   * list, with its exact last registration (x=1): other nodes then call it stale at once rather
+   * than `refresh_after_ms` later (write on change lets `s` lag). One write per device that
+   * stops registering.
+   */
+  readonly staleMark?: { readonly registry: Registry; readonly staleAfterMs: number };
 }
 
 export interface RedisRegistry extends RegistryBackend {
@@ -149,7 +158,7 @@ export interface RedisRegistry extends RegistryBackend {
  * steal the device. So another node takes over only when the holder's entry is due for refresh
  * (`s` + refresh passed: the device stopped registering there) or the timestamp is more than
  * `refresh` newer than `t` (newer than anything the holder can have accepted unwritten), or the
- * holder is dead: the node calls again naming it once it finds the holder's liveness key gone
+ * holder marked it stale (x=1, its `t` exact), or the holder is dead: the node calls again naming it once it finds the holder's liveness key gone
  * (a cluster script cannot read that key: another slot). P1 still holds then: only a newer
  * timestamp than `t` is accepted, and what the dead holder accepted unwritten is lost with it;
  * the device's own next registration is newer than any of it and ends a replay's effect.
@@ -158,17 +167,18 @@ export interface RedisRegistry extends RegistryBackend {
 const RECORD_MANY_FIELDS = 7;
 const RECORD_FUNCTION_LUA = `
 local function record(key, a, p, s, t, n, ttl, refresh, g, dead)
-  local prev = redis.pcall('HMGET', key, 'a', 'p', 's', 't', 'n')
+  local prev = redis.pcall('HMGET', key, 'a', 'p', 's', 't', 'n', 'x')
   if prev.err then return 'x' end
   local ts = tonumber(t)
   if prev[4] then
     local pt = tonumber(prev[4])
     if pt >= ts then return '0' end
-    if prev[5] and prev[5] ~= n and prev[5] ~= dead and tonumber(prev[3]) + refresh > tonumber(s) and ts <= pt + refresh then
+    if prev[5] and prev[5] ~= n and prev[5] ~= dead and prev[6] ~= '1' and tonumber(prev[3]) + refresh > tonumber(s) and ts <= pt + refresh then
       return 'h|' .. prev[5]
     end
   end
   redis.call('HSET', key, 'a', a, 'p', p, 's', s, 't', t, 'n', n, 'g', g)
+  redis.call('HDEL', key, 'x')
   redis.call('PEXPIRE', key, ttl)
   if not prev[1] then return '1' end
   return '1|' .. prev[1] .. '|' .. prev[2] .. '|' .. prev[3] .. '|' .. prev[4] .. '|' .. (prev[5] or '')
@@ -213,14 +223,31 @@ if ARGV[3] == '1' then redis.call('SET', KEYS[1], tostring(tat + interval), 'PX'
 return 1
 `;
 
+/**
+ * The holder marks a device stale (see `staleMark`): KEYS[1] its entry; ARGV: node, last seen,
+ * timestamp. Only while the entry is still this node's and not newer than what this node has.
+ * `t` becomes the newest timestamp the holder accepted, so the entry no longer lags it: another
+ * node may take the device over with any newer one (RECORD_LUA: a marked entry is never held).
+ */
+const MARK_STALE_LUA = `
+local e = redis.call('HMGET', KEYS[1], 'n', 't')
+if e[1] ~= ARGV[1] or not e[2] or tonumber(e[2]) > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 's', ARGV[2], 't', ARGV[3], 'x', '1')
+return 1
+`;
+
 const COMMAND_TIMEOUT_MS = 1000;
+/** How often the node looks for devices gone stale in its own list (`staleMark`). */
+export const STALE_SCAN_MS = 5000;
+/** Marks issued per scan at most (the rest at the next): a mass outage does not flood Redis. */
+const STALE_MARKS_PER_SCAN = 2000;
 /** Within a batch only when this many devices' writes go to one primary; fewer: one call each. */
 const RECORD_MANY_MIN = 2;
 /** After a batched call failed other than by a lost connection (an older Redis, a resharding), one call per write this long. */
 const RECORD_MANY_PAUSE_MS = 60_000;
 const RECONNECT_MAX_MS = 2000;
 /** Default of `refreshAfterMs`: an unchanged entry is rewritten once a minute (under stale_after_ms). */
-export const SHARED_REFRESH_AFTER_MS = 60_000;
+export const SHARED_REFRESH_AFTER_MS = 180_000;
 /** Default of `livenessMs`: a dead node's devices can be taken over LIVENESS_TTL_FACTOR times this after its last renewal. */
 export const LIVENESS_MS = 2000;
 /** A liveness key outlives this many missed renewals (a slow event loop, a command timeout) less one. */
@@ -260,6 +287,7 @@ interface Scripts {
     dead: string,
   ): Promise<string>;
   plLimit(key: string, intervalMs: number, toleranceMs: number, charge: number): Promise<number>;
+  plMarkStale(key: string, node: string, seen: number, t: number): Promise<number>;
 }
 type WithScripts = (RedisClient | ClusterClient) & Scripts;
 
@@ -320,6 +348,30 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     clientOrNull
       .set(livenessKey(o.nodeId), '1', 'PX', livenessMs * LIVENESS_TTL_FACTOR)
       .catch((err: Error) => log.debug({ err: err.message }, 'liveness key not renewed'));
+  };
+  // Stale marks (staleMark): devices this node wrote whose own-list entry went stale; the local
+  // entry's sharedAtMs is cleared once marked (so it is not marked again, and a registration
+  // after it is written, which clears the mark).
+  let staleTimer: NodeJS.Timeout | null = null;
+  let staleScanning = false;
+  const scanStale = async (): Promise<void> => {
+    const m = o.staleMark;
+    if (!m || !clientOrNull || stopping || !up || staleScanning) return;
+    staleScanning = true;
+    try {
+      const due = m.registry.staleShared(Date.now() - m.staleAfterMs, STALE_MARKS_PER_SCAN);
+      await Promise.all(
+        due.map(async ([id, e]) => {
+          await c().plMarkStale(deviceKey(id), o.nodeId, e.lastSeenMs, e.lastTimestampMs);
+          const now = m.registry.get(id);
+          if (now && now.lastTimestampMs === e.lastTimestampMs) m.registry.set(id, { ...now, sharedAtMs: undefined });
+        }),
+      );
+    } catch (err) {
+      log.debug({ err: (err as Error).message }, 'stale marks not written; retrying at the next scan');
+    } finally {
+      staleScanning = false;
+    }
   };
   /** False only when Redis says the node's key is gone; an error counts as alive (the device stays held). */
   const alive = (node: string): Promise<boolean> =>
@@ -459,7 +511,7 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     onMessage: (l) => void messageListeners.push(l),
     malformed,
     async lookup(id): Promise<RegistryEntry | undefined> {
-      const [a, p, s, t, n, g] = await c().hmget(deviceKey(id), 'a', 'p', 's', 't', 'n', 'g');
+      const [a, p, s, t, n, g, x] = await c().hmget(deviceKey(id), 'a', 'p', 's', 't', 'n', 'g', 'x');
       if (a === null || a === undefined) return undefined;
       const generation = Number(g ?? 0);
       return {
@@ -469,6 +521,7 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
         lastTimestampMs: Number(t),
         node: n ?? '',
         ...(isGeneration(generation) && generation !== 0 ? { generation } : {}),
+        ...(x === '1' ? { lastSeenExact: true } : {}),
       };
     },
     async record(id, e): Promise<RecordResult> {
@@ -574,11 +627,16 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
       client.defineCommand('plRecord', { numberOfKeys: 1, lua: RECORD_LUA });
       client.defineCommand('plRecordMany', { lua: RECORD_MANY_LUA });
       client.defineCommand('plLimit', { numberOfKeys: 1, lua: LIMIT_LUA });
+      client.defineCommand('plMarkStale', { numberOfKeys: 1, lua: MARK_STALE_LUA });
       client.on('ready', () => {
         setUp(true, 'ready');
         renewLiveness();
       });
       livenessTimer = setInterval(renewLiveness, livenessMs).unref();
+      if (o.staleMark) {
+        const every = Math.min(STALE_SCAN_MS, Math.max(100, Math.floor(o.staleMark.staleAfterMs / 2)));
+        staleTimer = setInterval(() => void scanStale(), every).unref();
+      }
       client.on('close', () => setUp(false, 'connection closed'));
       client.on('error', (err: Error) => log.debug({ err: err.message }, 'redis error'));
       sub.on('error', (err: Error) => log.debug({ err: err.message }, 'redis subscriber error'));
@@ -600,6 +658,8 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
       fastTimer = null;
       if (livenessTimer) clearInterval(livenessTimer);
       livenessTimer = null;
+      if (staleTimer) clearInterval(staleTimer);
+      staleTimer = null;
       // Queued writes go out now (or fail, once the client is gone), none is left waiting.
       flushBatch();
       const client = clientOrNull;

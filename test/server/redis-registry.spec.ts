@@ -8,6 +8,7 @@ import { redisAvailable, redisTest } from '../helpers/redis-test.js';
 import { waitUntil } from '../helpers/harness.js';
 import { createRedisRegistry, type NodeMessage, type RedisRegistry } from '../../agent/server/redis-registry.js';
 import { silentLogger } from '../../agent/common/logger.js';
+import { createMemoryRegistry } from '../../agent/server/registry.js';
 import { startRedis, type RedisProcess } from '../../scripts/lib/redis-process.js';
 
 let redis: RedisProcess;
@@ -127,6 +128,31 @@ redisTest(
     await b.stop();
     t.like(await c.record('TV-9', entry(now + 50_000, 6000)), { outcome: 'accepted', previous: { node: 'node-b' } });
     t.like(await a.lookup('TV-9'), { node: 'node-c', port: 6000 });
+  },
+);
+
+redisTest(
+  'a device that stops registering is marked stale by its holder with its exact last registration; then any newer registration takes it (P1 exact)',
+  async (t) => {
+    const own = createMemoryRegistry();
+    const options = { url: redis.url, keyPrefix: 't10:', forgetAfterMs: 86_400_000, refreshAfterMs: 180_000, logger: silentLogger() };
+    const a = createRedisRegistry({ ...options, nodeId: 'node-a', staleMark: { registry: own, staleAfterMs: 1000 } });
+    const b = createRedisRegistry({ ...options, nodeId: 'node-b' });
+    open.push(a, b);
+    await Promise.all([a.start(), b.start()]);
+    const written = Date.now() - 500;
+    t.like(await a.record('TV-10', entry(written)), { outcome: 'accepted' });
+    // Registrations after the write, kept in the holder's own list only (write on change).
+    const last = written + 400;
+    own.set('TV-10', { ...entry(last), sharedAtMs: written });
+    t.deepEqual(await b.lookup('TV-10'), { ...entry(written), node: 'node-a' }, 'the shared entry lags: no mark yet');
+    t.deepEqual(await b.record('TV-10', entry(last, 5000)), { outcome: 'held' }, 'node-a may have accepted it unwritten');
+    await waitUntil(async () => (await b.lookup('TV-10'))?.lastSeenExact === true, 'marked stale', 5000);
+    t.deepEqual(await b.lookup('TV-10'), { ...entry(last), node: 'node-a', lastSeenExact: true });
+    t.is(own.get('TV-10')?.sharedAtMs, undefined, 'marked once: a registration after it is written again');
+    t.deepEqual(await b.record('TV-10', entry(last, 5000)), { outcome: 'replayed' }, 'the newest accepted timestamp is written now');
+    t.like(await b.record('TV-10', entry(last + 1, 5000)), { outcome: 'accepted', previous: { node: 'node-a' } });
+    t.deepEqual(await a.lookup('TV-10'), { ...entry(last + 1, 5000), node: 'node-b' }, 'a registration clears the mark');
   },
 );
 
