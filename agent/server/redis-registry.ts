@@ -6,9 +6,11 @@
  * Key design (Redis Cluster-compatible: every command touches one key, hash tags pin it):
  *   <prefix>{d:<equipment ID>}   hash a=address p=port s=last seen t=last registration timestamp
  *                                n=node g=identity generation (identity-name.ts); PEXPIRE forget_after_ms, so it goes by itself when the
- *                                device stops registering
+ *                                device stops registering; x=1: `s` is the device's last registration (its holder
+ *                                marked it stale, see `staleMark`), not a write up to refresh_after_ms older
  *   <prefix>{r:<request ID hex>} string (JSON) of a request waiting for its device; PX attach timeout
  *   <prefix>{o:<request ID hex>} string (JSON) of a relay offer (relay-bridge.ts, through putValue); PX join timeout
+ *   <prefix>{n:<node ID>}        liveness of one node: set every `livenessMs`, PX 5 × that; deleted at stop
  *   <prefix>n:<node ID>          pub/sub channel of one node
  * Values and messages are decoded and checked by node-messages.ts; what fails is dropped and counted.
  * The compare-and-set of a registration (newer timestamp only, P1) is one Lua script, so two nodes
@@ -31,7 +33,7 @@ import {
   type NodeMessage,
   type PendingRecord,
 } from './node-messages.js';
-import type { RecordResult, RegistryBackend, RegistryEntry } from './registry.js';
+import type { RecordResult, Registry, RegistryBackend, RegistryEntry } from './registry.js';
 import { isGeneration } from '../protocol/identity-name.js';
 import { keySlot } from './redis-slot.js';
 
@@ -87,6 +89,20 @@ export interface RedisRegistryOptions {
    * before); MOVED and CLUSTERDOWN replies make ioredis re-read at once anyway.
    */
   readonly slotsRefreshMs?: number;
+  /**
+   * How often (ms) this node renews its liveness key (default LIVENESS_MS; it lives
+   * LIVENESS_TTL_FACTOR times that). A device held by a node whose key is gone (the node died, or
+   * lost Redis) is taken over at its next registration elsewhere, however fresh its entry looks.
+   */
+  readonly livenessMs?: number;
+  /**
+   * This node's own list and `stale_after_ms`: every STALE_SCAN_MS (at most half of
+   * staleAfterMs) the node marks in Redis each device it holds that has gone stale in its own
+   * list, with its exact last registration (x=1): other nodes then call it stale at once rather
+   * than `refresh_after_ms` later (write on change lets `s` lag). One write per device that
+   * stops registering.
+   */
+  readonly staleMark?: { readonly registry: Registry; readonly staleAfterMs: number };
 }
 
 export interface RedisRegistry extends RegistryBackend {
@@ -132,36 +148,45 @@ export interface RedisRegistry extends RegistryBackend {
 
 /**
  * Newest registration wins (P1), atomically. ARGV: address, port, seen (now), timestamp, node,
- * TTL, refresh (ms), identity generation. Returns '0' (not newer: replay), 'h' (held: another node holds the device
- * and keeps its entry fresh), '1' (new), or '1|' and the previous fields.
+ * TTL, refresh (ms), identity generation, and a node known dead (its liveness key is gone; '' none).
+ * Returns '0' (not newer: replay), 'h|' and the holder (held: another node holds the device and
+ * keeps its entry fresh), '1' (new), or '1|' and the previous fields.
  *
  * Write on change means the holder does not write every registration, so `t` may lag the newest
  * timestamp the holder accepted by up to `refresh` (it rewrites at least that often while the
  * device registers). A registration replayed at another node could then be newer than `t` and
  * steal the device. So another node takes over only when the holder's entry is due for refresh
  * (`s` + refresh passed: the device stopped registering there) or the timestamp is more than
- * `refresh` newer than `t` (newer than anything the holder can have accepted unwritten).
+ * `refresh` newer than `t` (newer than anything the holder can have accepted unwritten), or the
+ * holder marked it stale (x=1, its `t` exact), or the holder is dead: the node calls again
+ * naming it once it finds the holder's liveness key gone (a cluster script cannot read that key:
+ * another slot). P1 still holds then: only a newer
+ * timestamp than `t` is accepted, and what the dead holder accepted unwritten is lost with it;
+ * the device's own next registration is newer than any of it and ends a replay's effect.
  */
 /** Per device in RECORD_MANY_LUA's ARGV: key, address, port, seen, timestamp, node, generation. */
 const RECORD_MANY_FIELDS = 7;
 const RECORD_FUNCTION_LUA = `
-local function record(key, a, p, s, t, n, ttl, refresh, g)
-  local prev = redis.pcall('HMGET', key, 'a', 'p', 's', 't', 'n')
+local function record(key, a, p, s, t, n, ttl, refresh, g, dead)
+  local prev = redis.pcall('HMGET', key, 'a', 'p', 's', 't', 'n', 'x')
   if prev.err then return 'x' end
   local ts = tonumber(t)
   if prev[4] then
     local pt = tonumber(prev[4])
     if pt >= ts then return '0' end
-    if prev[5] and prev[5] ~= n and tonumber(prev[3]) + refresh > tonumber(s) and ts <= pt + refresh then return 'h' end
+    if prev[5] and prev[5] ~= n and prev[5] ~= dead and prev[6] ~= '1' and tonumber(prev[3]) + refresh > tonumber(s) and ts <= pt + refresh then
+      return 'h|' .. prev[5]
+    end
   end
   redis.call('HSET', key, 'a', a, 'p', p, 's', s, 't', t, 'n', n, 'g', g)
+  redis.call('HDEL', key, 'x')
   redis.call('PEXPIRE', key, ttl)
   if not prev[1] then return '1' end
   return '1|' .. prev[1] .. '|' .. prev[2] .. '|' .. prev[3] .. '|' .. prev[4] .. '|' .. (prev[5] or '')
 end
 `;
 const RECORD_LUA = `${RECORD_FUNCTION_LUA}
-local r = record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8])
+local r = record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9])
 if r == 'x' then return redis.error_reply('ERR the device entry could not be read') end
 return r
 `;
@@ -199,14 +224,35 @@ if ARGV[3] == '1' then redis.call('SET', KEYS[1], tostring(tat + interval), 'PX'
 return 1
 `;
 
+/**
+ * The holder marks a device stale (see `staleMark`): KEYS[1] its entry; ARGV: node, last seen,
+ * timestamp. Only while the entry is still this node's and not newer than what this node has.
+ * `t` becomes the newest timestamp the holder accepted, so the entry no longer lags it: another
+ * node may take the device over with any newer one (RECORD_LUA: a marked entry is never held).
+ */
+const MARK_STALE_LUA = `
+local e = redis.call('HMGET', KEYS[1], 'n', 't')
+if e[1] ~= ARGV[1] or not e[2] or tonumber(e[2]) > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 's', ARGV[2], 't', ARGV[3], 'x', '1')
+return 1
+`;
+
 const COMMAND_TIMEOUT_MS = 1000;
+/** How often the node looks for devices gone stale in its own list (`staleMark`). */
+export const STALE_SCAN_MS = 5000;
+/** Marks issued per scan at most (the rest at the next): a mass outage does not flood Redis. */
+const STALE_MARKS_PER_SCAN = 2000;
 /** Within a batch only when this many devices' writes go to one primary; fewer: one call each. */
 const RECORD_MANY_MIN = 2;
 /** After a batched call failed other than by a lost connection (an older Redis, a resharding), one call per write this long. */
 const RECORD_MANY_PAUSE_MS = 60_000;
 const RECONNECT_MAX_MS = 2000;
-/** Default of `refreshAfterMs`: an unchanged entry is rewritten once a minute (under stale_after_ms). */
-export const SHARED_REFRESH_AFTER_MS = 60_000;
+/** Default of `refreshAfterMs`: an unchanged entry is rewritten every 3 minutes (1 registration in 8 at 25 s); safe with the liveness key and stale marks. */
+export const SHARED_REFRESH_AFTER_MS = 180_000;
+/** Default of `livenessMs`: a dead node's devices can be taken over LIVENESS_TTL_FACTOR times this after its last renewal. */
+export const LIVENESS_MS = 2000;
+/** A liveness key outlives this many missed renewals (a slow event loop, a command timeout) less one. */
+export const LIVENESS_TTL_FACTOR = 5;
 /** Default of `writeBatchMs`: far below a device's round trip to the server, and enough to gather writes at a few hundred a second. */
 export const WRITE_BATCH_MS = 5;
 /** Default of `slotsRefreshMs`: a topology change that no error reveals (resharding answers MOVED) is learnt within this. */
@@ -229,8 +275,20 @@ interface QueuedWrite {
 
 interface Scripts {
   plRecordMany(...args: (string | number)[]): Promise<string[]>;
-  plRecord(key: string, a: string, p: number, s: number, t: number, n: string, ttl: number, refresh: number, g: number): Promise<string>;
+  plRecord(
+    key: string,
+    a: string,
+    p: number,
+    s: number,
+    t: number,
+    n: string,
+    ttl: number,
+    refresh: number,
+    g: number,
+    dead: string,
+  ): Promise<string>;
   plLimit(key: string, intervalMs: number, toleranceMs: number, charge: number): Promise<number>;
+  plMarkStale(key: string, node: string, seen: number, t: number): Promise<number>;
 }
 type WithScripts = (RedisClient | ClusterClient) & Scripts;
 
@@ -280,8 +338,50 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
   let batch: QueuedWrite[] = [];
   let batchTimer: NodeJS.Timeout | null = null;
   let manyPausedUntilMs = 0;
-  const recordOne = (key: string, f: RecordFields): Promise<string> =>
-    c().plRecord(key, f[0], f[1], f[2], f[3], f[4], o.forgetAfterMs, refreshAfterMs, f[5]);
+  const recordOne = (key: string, f: RecordFields, dead = ''): Promise<string> =>
+    c().plRecord(key, f[0], f[1], f[2], f[3], f[4], o.forgetAfterMs, refreshAfterMs, f[5], dead);
+  // Liveness: this node's key, renewed on a timer while Redis answers (see livenessMs).
+  const livenessKey = (node: string): string => `${o.keyPrefix}{n:${node}}`;
+  const livenessMs = o.livenessMs ?? LIVENESS_MS;
+  let livenessTimer: NodeJS.Timeout | null = null;
+  const renewLiveness = (): void => {
+    if (!clientOrNull || stopping || !up) return;
+    clientOrNull
+      .set(livenessKey(o.nodeId), '1', 'PX', livenessMs * LIVENESS_TTL_FACTOR)
+      .catch((err: Error) => log.debug({ err: err.message }, 'liveness key not renewed'));
+  };
+  // Stale marks (staleMark): devices this node wrote whose own-list entry went stale; the local
+  // entry's sharedAtMs is cleared once marked (so it is not marked again, and a registration
+  // after it is written, which clears the mark).
+  let staleTimer: NodeJS.Timeout | null = null;
+  let staleScanning = false;
+  const scanStale = async (): Promise<void> => {
+    const m = o.staleMark;
+    if (!m || !clientOrNull || stopping || !up || staleScanning) return;
+    staleScanning = true;
+    try {
+      const due = m.registry.staleShared(Date.now() - m.staleAfterMs, STALE_MARKS_PER_SCAN);
+      await Promise.all(
+        due.map(async ([id, e]) => {
+          await c().plMarkStale(deviceKey(id), o.nodeId, e.lastSeenMs, e.lastTimestampMs);
+          const now = m.registry.get(id);
+          if (now && now.lastTimestampMs === e.lastTimestampMs) m.registry.set(id, { ...now, sharedAtMs: undefined });
+        }),
+      );
+    } catch (err) {
+      log.debug({ err: (err as Error).message }, 'stale marks not written; retrying at the next scan');
+    } finally {
+      staleScanning = false;
+    }
+  };
+  /** False only when Redis says the node's key is gone; an error counts as alive (the device stays held). */
+  const alive = (node: string): Promise<boolean> =>
+    c()
+      .exists(livenessKey(node))
+      .then(
+        (n) => n !== 0,
+        () => true,
+      );
   const issueOne = (w: QueuedWrite): void => {
     try {
       recordOne(w.key, w.fields).then(w.resolve, w.reject);
@@ -412,7 +512,7 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     onMessage: (l) => void messageListeners.push(l),
     malformed,
     async lookup(id): Promise<RegistryEntry | undefined> {
-      const [a, p, s, t, n, g] = await c().hmget(deviceKey(id), 'a', 'p', 's', 't', 'n', 'g');
+      const [a, p, s, t, n, g, x] = await c().hmget(deviceKey(id), 'a', 'p', 's', 't', 'n', 'g', 'x');
       if (a === null || a === undefined) return undefined;
       const generation = Number(g ?? 0);
       return {
@@ -422,13 +522,17 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
         lastTimestampMs: Number(t),
         node: n ?? '',
         ...(isGeneration(generation) && generation !== 0 ? { generation } : {}),
+        ...(x === '1' ? { lastSeenExact: true } : {}),
       };
     },
     async record(id, e): Promise<RecordResult> {
       const node = e.node ?? o.nodeId;
-      const r = await queueWrite(deviceKey(id), [e.address, e.port, e.lastSeenMs, e.lastTimestampMs, node, e.generation ?? 0]);
+      const fields: RecordFields = [e.address, e.port, e.lastSeenMs, e.lastTimestampMs, node, e.generation ?? 0];
+      let r = await queueWrite(deviceKey(id), fields);
+      // Held by a node whose liveness key is gone: decided again, that node counting as dead.
+      if (r.startsWith('h|') && !(await alive(r.slice(2)))) r = await recordOne(deviceKey(id), fields, r.slice(2));
       if (r === '0') return { outcome: 'replayed' };
-      if (r === 'h') return { outcome: 'held' };
+      if (r.startsWith('h')) return { outcome: 'held' };
       if (r === '1') return { outcome: 'accepted', moved: true, previous: undefined };
       const [, a, p, s, t, n] = r.split('|');
       const previous = { address: a!, port: Number(p), lastSeenMs: Number(s), lastTimestampMs: Number(t), node: n ?? '' };
@@ -524,7 +628,16 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
       client.defineCommand('plRecord', { numberOfKeys: 1, lua: RECORD_LUA });
       client.defineCommand('plRecordMany', { lua: RECORD_MANY_LUA });
       client.defineCommand('plLimit', { numberOfKeys: 1, lua: LIMIT_LUA });
-      client.on('ready', () => setUp(true, 'ready'));
+      client.defineCommand('plMarkStale', { numberOfKeys: 1, lua: MARK_STALE_LUA });
+      client.on('ready', () => {
+        setUp(true, 'ready');
+        renewLiveness();
+      });
+      livenessTimer = setInterval(renewLiveness, livenessMs).unref();
+      if (o.staleMark) {
+        const every = Math.min(STALE_SCAN_MS, Math.max(100, Math.floor(o.staleMark.staleAfterMs / 2)));
+        staleTimer = setInterval(() => void scanStale(), every).unref();
+      }
       client.on('close', () => setUp(false, 'connection closed'));
       client.on('error', (err: Error) => log.debug({ err: err.message }, 'redis error'));
       sub.on('error', (err: Error) => log.debug({ err: err.message }, 'redis subscriber error'));
@@ -544,10 +657,16 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
       stopping = true;
       if (fastTimer) clearTimeout(fastTimer);
       fastTimer = null;
+      if (livenessTimer) clearInterval(livenessTimer);
+      livenessTimer = null;
+      if (staleTimer) clearInterval(staleTimer);
+      staleTimer = null;
       // Queued writes go out now (or fail, once the client is gone), none is left waiting.
       flushBatch();
       const client = clientOrNull;
       const sub = subOrNull;
+      // Gone on purpose: other nodes take this node's devices over at their next registration.
+      await client?.del(livenessKey(o.nodeId)).catch(() => undefined);
       clientOrNull = null;
       subOrNull = null;
       await Promise.all([client?.quit().catch(() => client.disconnect()), sub?.quit().catch(() => sub.disconnect())]);

@@ -37,6 +37,11 @@ export interface RegistryEntry {
   readonly sharedAtMs?: number;
   /** The generation of the device identity that registered (identity-name.ts); absent: 0. */
   readonly generation?: number;
+  /**
+   * Shared list only: `lastSeenMs` is the device's last registration, not a write up to the
+   * refresh period older (its holder marked it stale, redis-registry.ts): no `lastSeenSlackMs`.
+   */
+  readonly lastSeenExact?: boolean;
 }
 
 export type MaybePromise<T> = T | Promise<T>;
@@ -94,6 +99,12 @@ export interface Registry extends RegistryBackend {
   /** Devices: entries, less the IPv6 mappings of devices that have an IPv4 one too. */
   readonly devices: number;
   entries(): IterableIterator<[string, RegistryEntry]>;
+  /**
+   * Up to `max` entries written to the shared list (`sharedAtMs` set) and not heard from since
+   * `olderThanMs`: the devices a node marks stale there (redis-registry.ts). Reads the arrays
+   * directly, building only what it returns (it runs every few seconds over every entry).
+   */
+  staleShared(olderThanMs: number, max: number): [string, RegistryEntry][];
   sweep(olderThanMs: number): number;
   lookup(equipmentId: string): RegistryEntry | undefined;
   record(equipmentId: string, entry: RegistryEntry, mayMove?: boolean): LocalRecordResult;
@@ -430,6 +441,21 @@ class CompactRegistry implements Registry {
 
   *entries(): IterableIterator<[string, RegistryEntry]> {
     for (let s = 0; s < this.next; s++) if (this.u8[s * SLOT_BYTES + U8_ID_LENGTH] !== 0) yield [this.idAt(s), this.read(s)];
+  }
+
+  staleShared(olderThanMs: number, max: number): [string, RegistryEntry][] {
+    const out: [string, RegistryEntry][] = [];
+    for (let s = 0; s < this.next && out.length < max; s++) {
+      if (
+        this.u8[s * SLOT_BYTES + U8_ID_LENGTH] !== 0 &&
+        this.f64[s * F64_PER_SLOT + F64_SHARED] !== 0 &&
+        this.f64[s * F64_PER_SLOT + F64_SEEN]! < olderThanMs &&
+        !this.nodeOf.has(s)
+      ) {
+        out.push([this.idAt(s), this.read(s)]);
+      }
+    }
+    return out;
   }
 
   sweep(olderThanMs: number): number {

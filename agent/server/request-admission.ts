@@ -106,9 +106,12 @@ export async function admitRequest(ctx: AdmissionContext, equipmentId: string, c
     return refuse(Status.UNKNOWN_DEVICE);
   }
   const now = ctx.clock.now();
-  // A shared entry is rewritten only every refresh period while unchanged (write on change).
-  const maxAgeMs = ctx.staleAfterMs + (shared ? (ctx.backend.lastSeenSlackMs ?? 0) : 0);
-  const fresh = [found.v4, found.v6].filter((e): e is RegistryEntry => e !== undefined && now - e.lastSeenMs <= maxAgeMs);
+  // A shared entry is rewritten only every refresh period while unchanged (write on change),
+  // unless its holder marked it stale with the exact last registration.
+  const slackMs = shared ? (ctx.backend.lastSeenSlackMs ?? 0) : 0;
+  const fresh = [found.v4, found.v6].filter(
+    (e): e is RegistryEntry => e !== undefined && now - e.lastSeenMs <= ctx.staleAfterMs + (e.lastSeenExact ? 0 : slackMs),
+  );
   if (fresh.length === 0) {
     const ageMs = now - Math.max(found.v4?.lastSeenMs ?? -Infinity, found.v6?.lastSeenMs ?? -Infinity);
     counters.inc('staleDevice');

@@ -234,6 +234,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
         keyPrefix: input.redis.keyPrefix ?? 'pl:',
         forgetAfterMs: opts.forgetAfterMs,
         logger: opts.logger,
+        staleMark: { registry: opts.registry, staleAfterMs: opts.staleAfterMs },
         ...(input.redis.commandTimeoutMs !== undefined ? { commandTimeoutMs: input.redis.commandTimeoutMs } : {}),
         ...(input.redis.username !== undefined ? { username: input.redis.username } : {}),
         ...(input.redis.password !== undefined ? { password: input.redis.password } : {}),

@@ -24,7 +24,7 @@ test('a [redis] table makes the node one of several; limits per minute become pe
   t.deepEqual(s.redis, {
     url: 'redis://10.0.0.5:6379',
     clusterNodes: undefined,
-    refreshAfterMs: 60_000,
+    refreshAfterMs: 180_000,
     nodeId: 'rdv-1',
     keyPrefix: 'pl:',
     tlsAddress: undefined,

@@ -8,6 +8,7 @@ import { redisAvailable, redisTest } from '../helpers/redis-test.js';
 import { waitUntil } from '../helpers/harness.js';
 import { createRedisRegistry, type NodeMessage, type RedisRegistry } from '../../agent/server/redis-registry.js';
 import { silentLogger } from '../../agent/common/logger.js';
+import { createMemoryRegistry } from '../../agent/server/registry.js';
 import { startRedis, type RedisProcess } from '../../scripts/lib/redis-process.js';
 
 let redis: RedisProcess;
@@ -78,8 +79,9 @@ redisTest('entries expire by themselves; every key has a hash tag (Redis Cluster
     300,
   );
   const keys = await a.client.keys('t3:*');
-  t.is(keys.length, 2);
-  for (const k of keys) t.regex(k, /^t3:\{[dr]:[^{}]+\}$/, `${k} pins its slot with a hash tag`);
+  t.is(keys.length, 3);
+  for (const k of keys) t.regex(k, /^t3:\{[dnr]:[^{}]+\}$/, `${k} pins its slot with a hash tag`);
+  t.true((await a.client.pttl('t3:{n:node-a}')) > 0, 'the liveness key expires by itself');
   const ttl = await a.client.pttl('t3:{d:TV-3}');
   t.true(ttl > 0 && ttl <= 300, `TTL ${ttl}`);
   // Redis expires them on its own clock; wait for that (the TTL asserted above bounds when), not a fixed time.
@@ -89,8 +91,70 @@ redisTest('entries expire by themselves; every key has a hash tag (Redis Cluster
     10_000,
     25,
   );
-  t.deepEqual(await a.client.keys('t3:*'), [], 'gone after forget_after_ms');
+  t.deepEqual(await a.client.keys('t3:{[dr]:*'), [], 'gone after forget_after_ms');
 });
+
+redisTest(
+  'a device whose node died is taken over at its next registration elsewhere, though its entry is fresh and long-lived (liveness key)',
+  async (t) => {
+    // Write on change with a long refresh: a live holder keeps the device against newer timestamps
+    // within it (P1, RECORD_LUA); a dead one (liveness key gone) does not.
+    const mk = async (nodeId: string): Promise<RedisRegistry> => {
+      const r = createRedisRegistry({
+        url: redis.url,
+        nodeId,
+        keyPrefix: 't9:',
+        forgetAfterMs: 86_400_000,
+        refreshAfterMs: 200_000,
+        livenessMs: 60_000, // renewed at start only: this spec removes keys itself
+        logger: silentLogger(),
+      });
+      open.push(r);
+      await r.start();
+      return r;
+    };
+    const [a, b, c] = [await mk('node-a'), await mk('node-b'), await mk('node-c')];
+    await waitUntil(async () => (await a.client.exists('t9:{n:node-a}', 't9:{n:node-b}', 't9:{n:node-c}')) === 3, 'every node live');
+    const now = Date.now();
+    t.like(await a.record('TV-9', entry(now)), { outcome: 'accepted' });
+    t.deepEqual(await b.record('TV-9', entry(now + 25_000, 5000)), { outcome: 'held' }, 'node-a is alive: held');
+    // node-a dies without stopping: its key expires (removed here rather than waited for).
+    await b.client.del('t9:{n:node-a}');
+    t.deepEqual(await b.record('TV-9', entry(now, 5000)), { outcome: 'replayed' }, 'no newer than the entry: still a replay (P1)');
+    t.like(await b.record('TV-9', entry(now + 25_000, 5000)), { outcome: 'accepted', moved: true, previous: { node: 'node-a' } });
+    t.like(await c.lookup('TV-9'), { node: 'node-b', port: 5000, lastTimestampMs: now + 25_000 });
+    t.deepEqual(await c.record('TV-9', entry(now + 50_000, 6000)), { outcome: 'held' }, 'node-b is alive: held');
+    // A node stopped on purpose removes its own key: its devices are taken over at once.
+    await b.stop();
+    t.like(await c.record('TV-9', entry(now + 50_000, 6000)), { outcome: 'accepted', previous: { node: 'node-b' } });
+    t.like(await a.lookup('TV-9'), { node: 'node-c', port: 6000 });
+  },
+);
+
+redisTest(
+  'a device that stops registering is marked stale by its holder with its exact last registration; then any newer registration takes it (P1 exact)',
+  async (t) => {
+    const own = createMemoryRegistry();
+    const options = { url: redis.url, keyPrefix: 't10:', forgetAfterMs: 86_400_000, refreshAfterMs: 180_000, logger: silentLogger() };
+    const a = createRedisRegistry({ ...options, nodeId: 'node-a', staleMark: { registry: own, staleAfterMs: 1000 } });
+    const b = createRedisRegistry({ ...options, nodeId: 'node-b' });
+    open.push(a, b);
+    await Promise.all([a.start(), b.start()]);
+    const written = Date.now() - 500;
+    t.like(await a.record('TV-10', entry(written)), { outcome: 'accepted' });
+    // Registrations after the write, kept in the holder's own list only (write on change).
+    const last = written + 400;
+    own.set('TV-10', { ...entry(last), sharedAtMs: written });
+    t.deepEqual(await b.lookup('TV-10'), { ...entry(written), node: 'node-a' }, 'the shared entry lags: no mark yet');
+    t.deepEqual(await b.record('TV-10', entry(last, 5000)), { outcome: 'held' }, 'node-a may have accepted it unwritten');
+    await waitUntil(async () => (await b.lookup('TV-10'))?.lastSeenExact === true, 'marked stale', 5000);
+    t.deepEqual(await b.lookup('TV-10'), { ...entry(last), node: 'node-a', lastSeenExact: true });
+    t.is(own.get('TV-10')?.sharedAtMs, undefined, 'marked once: a registration after it is written again');
+    t.deepEqual(await b.record('TV-10', entry(last, 5000)), { outcome: 'replayed' }, 'the newest accepted timestamp is written now');
+    t.like(await b.record('TV-10', entry(last + 1, 5000)), { outcome: 'accepted', previous: { node: 'node-a' } });
+    t.deepEqual(await a.lookup('TV-10'), { ...entry(last + 1, 5000), node: 'node-b' }, 'a registration clears the mark');
+  },
+);
 
 redisTest('a waiting request can be claimed once, whichever node tries', async (t) => {
   const a = await node('node-a', 60_000, 't4:');

@@ -12,6 +12,8 @@ import { createMemoryRegistry, type RegistryBackend, type RegistryEntry } from '
 import { recordingUdp } from '../helpers/harness.js';
 import { registerThroughCookie } from '../helpers/udp-register.js';
 import { randomBytes } from 'node:crypto';
+import { REGISTER_INTERVAL_MS } from '../../agent/protocol/constants.js';
+import { SHARED_REFRESH_AFTER_MS } from '../../agent/server/redis-registry.js';
 
 test('registrations write the shared list only on change, on refresh, or after it may have lost them', async (t) => {
   const masterKey = randomBytes(32);
@@ -70,4 +72,38 @@ test('registrations write the shared list only on change, on refresh, or after i
   t.is(writes.length, 4, 'a new mapping: written');
   t.like(writes[3], { port: moved.port, lastTimestampMs: now });
   t.is(ep.counters.get('sharedWrites'), 4);
+});
+
+test('steady state at the default refresh and registration interval: at most one registration in 7 written', async (t) => {
+  const masterKey = randomBytes(32);
+  const key = deriveRegistrationKey(masterKey, 'WOC-2');
+  let now = 1_800_000_000_000;
+  let writes = 0;
+  const backend: RegistryBackend = {
+    kind: 'redis',
+    lookup: () => undefined,
+    record: async () => ({ outcome: 'accepted', moved: ++writes === 1, previous: undefined }),
+    sweep: () => 0,
+  };
+  const ep = createRegistrationEndpoint({
+    host: '127.0.0.1',
+    port: 0,
+    masterKey,
+    registry: createMemoryRegistry(),
+    backend,
+    sharedWrites: { nodeId: 'node-a', refreshAfterMs: SHARED_REFRESH_AFTER_MS, writesValidSinceMs: 0 },
+    clock: { now: () => now },
+    logger: silentLogger(),
+  });
+  await ep.start();
+  t.teardown(() => ep.stop());
+  const device = await recordingUdp(t);
+  const registrations = 7 * 8; // 23 minutes of a device at the default interval
+  for (let i = 0; i < registrations; i++) {
+    await registerThroughCookie(device, { port: ep.address().port }, 'WOC-2', key, now);
+    now += REGISTER_INTERVAL_MS;
+  }
+  t.is(ep.counters.get('sharedWrites'), writes);
+  t.is(ep.counters.get('sharedWrites') + ep.counters.get('sharedWriteSkipped'), registrations);
+  t.true(writes * 7 <= registrations, `${writes} of ${registrations} registrations written`);
 });
