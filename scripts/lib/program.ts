@@ -33,9 +33,16 @@ export interface Program {
 export function startProgram(
   which: keyof typeof PROGRAMS,
   args: readonly string[],
-  opts: { onLine?: (l: LogLine) => void; stdio?: SpawnOptions['stdio']; env?: NodeJS.ProcessEnv; netns?: string } = {},
+  opts: {
+    onLine?: (l: LogLine) => void;
+    stdio?: SpawnOptions['stdio'];
+    env?: NodeJS.ProcessEnv;
+    netns?: string;
+    /** Flags for node itself, before the script (V8 heap flags NODE_OPTIONS does not accept). */
+    nodeArgs?: readonly string[];
+  } = {},
 ): Program {
-  const command = [process.execPath, PROGRAMS[which], ...args];
+  const command = [process.execPath, ...(opts.nodeArgs ?? []), PROGRAMS[which], ...args];
   // In the NAT lab, each program runs inside its host's network namespace.
   const argv = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...command] : command;
   const child = spawn(argv[0]!, argv.slice(1), {
