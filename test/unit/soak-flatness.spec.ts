@@ -90,8 +90,21 @@ test('a full GC before the run’s warm-up does not shorten it', (t) => {
     ),
     100_000,
   );
-  t.is(g.firstFullGcMs, 50_000);
+  t.is(g.firstFullGcMs, null, 'the one at 50 s is in the first minute');
   t.is(g.warmUpMs, 100_000);
+});
+
+test('a full GC in the first minute (start-up) does not hide the first one after it', (t) => {
+  // A full GC at 20 s (start-up garbage), then heap used climbs 9 -> 15 MiB until the next at 600 s;
+  // RSS grows with it until then and is flat after.
+  const startup = (s: number): number => (s < 20 ? 9_000 + s * 300 : heap(s));
+  const g = growthOf(
+    series(900, startup, (s) => (s < 600 ? 60_000 + s * 20 : 72_000)),
+    225_000,
+  );
+  t.is(g.firstFullGcMs, 600_000);
+  t.is(g.warmUpMs, 600_000);
+  t.deepEqual(g.problems, []);
 });
 
 test('a first full GC too close to the end to judge from leaves the run’s warm-up', (t) => {
