@@ -195,7 +195,7 @@ async function main(): Promise<number> {
     const f = r.fleet;
     for (const g of r.growth) {
       say(
-        `  ${`${r.name}: ${g.name}`.padEnd(28)} warm-up ended at ${(g.warmUpMs / 1000).toFixed(0)} s (${g.firstFullGcMs === null ? 'no full GC seen in the run: its RSS still holds what the first one would free' : `first full GC at ${(g.firstFullGcMs / 1000).toFixed(0)} s${g.warmUpMs < g.firstFullGcMs ? ', too late to judge from' : ''}`})`,
+        `  ${`${r.name}: ${g.name}`.padEnd(28)} warm-up ended at ${(g.warmUpMs / 1000).toFixed(0)} s (${g.firstFullGcMs === null ? 'no full GC after start-up: its RSS still holds what the first one would free' : `first full GC after start-up at ${(g.firstFullGcMs / 1000).toFixed(0)} s${g.warmUpMs < g.firstFullGcMs ? ', too late to judge from' : ''}`}; ${g.heapSettledMs === null ? 'heap committed not sampled' : `heap committed settled at ${(g.heapSettledMs / 1000).toFixed(0)} s${g.warmUpMs < g.heapSettledMs ? ', too late to judge from' : ''}`})`,
       );
     }
     say(

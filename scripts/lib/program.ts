@@ -33,11 +33,18 @@ export interface Program {
 export function startProgram(
   which: keyof typeof PROGRAMS,
   args: readonly string[],
-  opts: { onLine?: (l: LogLine) => void; stdio?: SpawnOptions['stdio']; env?: NodeJS.ProcessEnv; netns?: string } = {},
+  opts: {
+    onLine?: (l: LogLine) => void;
+    stdio?: SpawnOptions['stdio'];
+    env?: NodeJS.ProcessEnv;
+    netns?: string;
+    /** Flags for node itself, before the script (V8 heap flags NODE_OPTIONS does not accept). */
+    nodeArgs?: readonly string[];
+  } = {},
 ): Program {
   // E.g. PEERLINK_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the programs a bench runs.
-  const nodeArgs = process.env.PEERLINK_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-  const command = [process.execPath, ...nodeArgs, PROGRAMS[which], ...args];
+  const envNodeArgs = process.env.PEERLINK_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const command = [process.execPath, ...(opts.nodeArgs ?? []), ...envNodeArgs, PROGRAMS[which], ...args];
   // In the NAT lab, each program runs inside its host's network namespace.
   const argv = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...command] : command;
   const child = spawn(argv[0]!, argv.slice(1), {

@@ -1,6 +1,6 @@
 /**
  * A hand-written SVG of the soak's samples (no dependency): one panel per measure (RSS, descriptors,
- * heap used, live timers, event-loop delay p99), one line per program, the warm-up shaded and, for
+ * heap used and committed, the young and old generations' committed size, live timers, event-loop delay p99), one line per program, the warm-up shaded and, for
  * RSS and descriptors, the ±5% band around the post-warm-up value drawn, so a person sees at a glance
  * whether the lines stay flat.
  */
@@ -26,6 +26,8 @@ const PANELS: readonly Panel[] = [
   { title: 'open descriptors', value: (s) => s.fds, band: (g) => g.fdsBase },
   { title: 'heap used (MiB)', value: (s) => s.heapUsedKiB / 1024 },
   { title: 'heap committed (MiB)', value: (s) => s.heapTotalKiB / 1024 },
+  { title: 'young generation committed (MiB): new_space', value: (s) => (s.spaces?.new_space?.size ?? NaN) / 1024 },
+  { title: 'old generation committed (MiB): old_space', value: (s) => (s.spaces?.old_space?.size ?? NaN) / 1024 },
   { title: 'live timers', value: (s) => s.liveTimers },
   { title: 'event-loop delay p99 (ms), servers', value: (s) => s.eventLoopP99Ms },
 ];

@@ -7,7 +7,8 @@
  * during a GC or while a connection is open does not decide; for timers, the least of those samples. RSS +x% and fds +y are the largest growth over the
  * programs watched (servers and the agent).
  *
- * Each program's warm-up ends at the run's warm-up time or at its first full GC, whichever is later.
+ * Each program's warm-up ends at the run's warm-up time, at its first full GC after start-up or when its heap settled (below),
+ * whichever is latest.
  * Until V8's first mark-compact, everything a program has let go of is still held, and with it the
  * native memory of its wrappers (a TLS connection's OpenSSL objects are freed only when V8 collects
  * their JavaScript side): the agent, serving one request every few seconds, let its heap grow from
@@ -17,6 +18,15 @@
  * A full GC is seen as heap used falling by FULL_GC_DROP of its peak so far (a scavenge frees at
  * most the young generation, a few MiB). A program with no full GC in the run, or one too late to
  * leave 2 x WINDOW_SAMPLES samples after it, keeps the run's warm-up, and its line says so.
+ *
+ * Nor does a warm-up end before V8's heap has reached its working size: the first sample whose
+ * committed heap is within HEAP_SETTLED_SLACK_KIB of the largest the run saw, when that leaves a
+ * third of the judged time after it (HEAP_SETTLED_MIN_SHARE). The server's old
+ * generation, with the young one fixed (systemd/peerlink-server.service), grew 9.5 -> 13.2 MiB
+ * committed over its first ~640 s at a constant load and stayed there, heap used coming back to
+ * ~11 MiB at each full GC (docs/faults.md). A heap that grows to the end (a leak of JavaScript
+ * objects) settles too late to count, so the earlier warm-up stands and the growth is judged;
+ * growth after the heap settled (a native leak, descriptors, timers) is judged as before.
  */
 import type { Sample, Series } from './sampler.js';
 
@@ -32,12 +42,38 @@ const IN_FLIGHT_SLACK = 2;
 const TIMERS_IN_FLIGHT_SLACK = 4;
 /** Heap used falling by this share of its peak so far: a full (mark-compact) GC. */
 export const FULL_GC_DROP = 0.3;
+/** A full GC in a program's first minute is its start-up's, not the first of its steady state. */
+export const START_UP_MS = 60_000;
 
-/** When the program's heap used first fell by FULL_GC_DROP of its peak so far, or null. */
-export function firstFullGcMs(samples: readonly Sample[]): number | null {
+/** Committed heap within this of the run's largest: V8's pages come 256 KiB at a time. */
+export const HEAP_SETTLED_SLACK_KIB = 1024;
+/**
+ * The heap's settling ends a warm-up only when at least this share of the time after the run's
+ * warm-up is left after it. A heap that keeps growing (a leak) settles HEAP_SETTLED_SLACK_KIB before
+ * the end: if that is less than a third of the judged time, the earlier warm-up stands and the
+ * growth is judged; a leak slow enough to settle earlier grows under 3 MiB over the judged time,
+ * within 5% of a 60 MiB RSS from the run's warm-up too.
+ */
+const HEAP_SETTLED_MIN_SHARE = 1 / 3;
+
+/** When the program's committed heap first came within HEAP_SETTLED_SLACK_KIB of the largest in the run, or null. */
+export function heapSettledMs(samples: readonly Sample[]): number | null {
+  const known = samples.filter((s) => Number.isFinite(s.heapTotalKiB));
+  if (known.length === 0) return null;
+  const max = Math.max(...known.map((s) => s.heapTotalKiB));
+  return known.find((s) => s.heapTotalKiB >= max - HEAP_SETTLED_SLACK_KIB)!.tMs;
+}
+
+/**
+ * When the program's heap used first fell by FULL_GC_DROP of its peak so far, counting from fromMs,
+ * or null. growthOf counts from START_UP_MS: a full GC in a program's first minute frees its
+ * start-up's garbage, and the heap grows again to V8's limit before the next (the agent once: a full
+ * GC at 22 s, the next at 458 s; its RSS +6.0% from 225 s, +1.9% from 458 s; docs/faults.md).
+ */
+export function firstFullGcMs(samples: readonly Sample[], fromMs = 0): number | null {
   let peak = 0;
   for (const s of samples) {
-    if (!Number.isFinite(s.heapUsedKiB)) continue;
+    if (s.tMs < fromMs || !Number.isFinite(s.heapUsedKiB)) continue;
     if (peak > 0 && s.heapUsedKiB <= peak * (1 - FULL_GC_DROP)) return s.tMs;
     peak = Math.max(peak, s.heapUsedKiB);
   }
@@ -48,8 +84,10 @@ export interface Growth {
   readonly name: string;
   /** Where this program's warm-up ended: the run's, or its first full GC when that came later. */
   readonly warmUpMs: number;
-  /** Its first full GC, or null when the run saw none (then its RSS still holds what that would free). */
+  /** Its first full GC after start-up (START_UP_MS), or null when none (then its RSS still holds what that would free). */
   readonly firstFullGcMs: number | null;
+  /** When its committed heap reached its working size (heapSettledMs), or null when not sampled. */
+  readonly heapSettledMs: number | null;
   readonly rssBaseKiB: number;
   readonly rssEndKiB: number;
   readonly rssPct: number;
@@ -81,10 +119,14 @@ const floor = (xs: number[]): number => {
 };
 
 export function growthOf(series: Series, runWarmUpMs: number): Growth {
-  const fullGc = firstFullGcMs(series.samples);
-  // Only when enough of the run is left after it to judge; otherwise the run's warm-up stands.
-  const judgeable = fullGc !== null && series.samples.filter((s) => s.tMs >= fullGc).length >= 2 * WINDOW_SAMPLES;
-  const warmUpMs = judgeable ? Math.max(runWarmUpMs, fullGc) : runWarmUpMs;
+  const fullGc = firstFullGcMs(series.samples, Math.min(runWarmUpMs, START_UP_MS));
+  const settled = heapSettledMs(series.samples);
+  // Each only when enough of the run is left after it to judge; otherwise it does not move the warm-up.
+  const judgeable = (at: number | null): at is number =>
+    at !== null && series.samples.filter((s) => s.tMs >= at).length >= 2 * WINDOW_SAMPLES;
+  const lastMs = series.samples.at(-1)?.tMs ?? 0;
+  const settledJudgeable = judgeable(settled) && lastMs - settled >= (lastMs - runWarmUpMs) * HEAP_SETTLED_MIN_SHARE;
+  const warmUpMs = Math.max(runWarmUpMs, ...[fullGc].filter(judgeable), ...(settledJudgeable && settled !== null ? [settled] : []));
   const after = series.samples.filter((s) => s.tMs >= warmUpMs);
   const base = after.slice(0, WINDOW_SAMPLES);
   const end = after.slice(-WINDOW_SAMPLES);
@@ -112,7 +154,7 @@ export function growthOf(series: Series, runWarmUpMs: number): Growth {
   ) {
     problems.push(`${series.name}: live timers ${g.timersBase} -> ${g.timersEnd}`);
   }
-  return Object.freeze({ name: series.name, warmUpMs, firstFullGcMs: fullGc, ...g, rssPct, problems });
+  return Object.freeze({ name: series.name, warmUpMs, firstFullGcMs: fullGc, heapSettledMs: settled, ...g, rssPct, problems });
 }
 
 export interface SoakFigures {

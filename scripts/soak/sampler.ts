@@ -9,6 +9,15 @@ import { sampleProcess } from '../fuzz/process-stats.js';
 import { fetchMetrics } from '../fuzz/server-metrics.js';
 import type { Watched } from './systems.js';
 
+/** One V8 heap space (v8.getHeapSpaceStatistics()), in KiB. */
+export interface SpaceKiB {
+  /** Committed (space_size). */
+  readonly size: number;
+  readonly used: number;
+  /** Resident (physical_space_size): what of the space counts in RSS. */
+  readonly physical: number;
+}
+
 export interface Sample {
   readonly tMs: number;
   readonly rssKiB: number;
@@ -16,6 +25,10 @@ export interface Sample {
   readonly heapUsedKiB: number;
   /** What V8 has committed for the heap (young and old generations). */
   readonly heapTotalKiB: number;
+  /** Memory of C++ objects bound to JavaScript ones (process.memoryUsage().external). */
+  readonly externalKiB?: number;
+  /** Per V8 heap space with anything committed: new_space, old_space, code_space, large_object_space, ... */
+  readonly spaces?: Readonly<Record<string, SpaceKiB>>;
   readonly liveTimers: number;
   /** Servers only (NaN for the agent). */
   readonly eventLoopP99Ms: number;
@@ -26,9 +39,26 @@ export interface Series {
   readonly samples: Sample[];
 }
 
-function probe(file: string): { heapUsedBytes: number; heapTotalBytes?: number; liveTimers: number } | null {
+interface ProbeDoc {
+  heapUsedBytes: number;
+  heapTotalBytes?: number;
+  externalBytes?: number;
+  spaces?: Record<string, { size: number; used: number; physical: number }>;
+  liveTimers: number;
+}
+
+const kib = (bytes: number): number => Math.round(bytes / 1024);
+
+function spacesKiB(spaces: ProbeDoc['spaces']): Record<string, SpaceKiB> | undefined {
+  if (!spaces) return undefined;
+  const out: Record<string, SpaceKiB> = {};
+  for (const [name, sp] of Object.entries(spaces)) out[name] = { size: kib(sp.size), used: kib(sp.used), physical: kib(sp.physical) };
+  return out;
+}
+
+function probe(file: string): ProbeDoc | null {
   try {
-    return JSON.parse(readFileSync(file, 'utf8')) as { heapUsedBytes: number; heapTotalBytes?: number; liveTimers: number };
+    return JSON.parse(readFileSync(file, 'utf8')) as ProbeDoc;
   } catch {
     return null;
   }
@@ -74,7 +104,9 @@ export function createSampler(watched: readonly Watched[], intervalMs: number, t
           rssKiB: proc.rssKiB,
           fds: proc.fds,
           heapUsedKiB: p ? Math.round(p.heapUsedBytes / 1024) : NaN,
-          heapTotalKiB: p?.heapTotalBytes !== undefined ? Math.round(p.heapTotalBytes / 1024) : NaN,
+          heapTotalKiB: p?.heapTotalBytes !== undefined ? kib(p.heapTotalBytes) : NaN,
+          externalKiB: p?.externalBytes !== undefined ? kib(p.externalBytes) : NaN,
+          spaces: spacesKiB(p?.spaces),
           liveTimers: p ? p.liveTimers : NaN,
           eventLoopP99Ms: loopMs,
         });
