@@ -134,3 +134,16 @@ export function offeredLanCandidates(buf: Uint8Array): readonly Endpoint[] {
     return [];
   }
 }
+
+/**
+ * The client nonce a request carries, read without its tag (like offeredLanCandidates): the server
+ * matches the client's companion connection by it (server/companions.ts). Undefined for a malformed
+ * request.
+ */
+export function offeredClientNonce(buf: Uint8Array): Buffer | undefined {
+  try {
+    return parseRequest(buf).request.clientNonce;
+  } catch {
+    return undefined;
+  }
+}

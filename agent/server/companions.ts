@@ -15,7 +15,7 @@
 import { isIPv6 } from 'node:net';
 import type { Clock } from '../common/clock.js';
 import { normalizeAddress, type Endpoint } from '../protocol/address.js';
-import { parseRequest } from '../protocol/request.js';
+import { offeredClientNonce } from '../protocol/request.js';
 
 export const COMPANION_TTL_MS = 30_000;
 export const COMPANIONS_MAX = 4096;
@@ -77,12 +77,8 @@ export function createCompanions(clock: Clock): Companions {
     client: (nonce, seen) => clients.put(nonce.toString('hex'), seen),
     device: (requestId, seen) => devices.put(requestId.toString('hex'), seen),
     clientFor(sealedRequest, main) {
-      let nonce: Buffer;
-      try {
-        nonce = parseRequest(sealedRequest).request.clientNonce;
-      } catch {
-        return undefined;
-      }
+      const nonce = offeredClientNonce(sealedRequest);
+      if (nonce === undefined) return undefined;
       return crossFamily(main, clients.get(nonce.toString('hex')));
     },
     deviceFor: (requestId, main) => crossFamily(main, devices.get(requestId.toString('hex'))),
