@@ -189,6 +189,16 @@ async function nft(ns: string, ruleset: string): Promise<void> {
   }
 }
 
+/** A home's LAN: the router's lan0 to the host's eth0, with IPv4 on it unless the host is IPv6 only. */
+async function homeLan(routerNs: string, hostNs: string, hostAddress: string, stack: string): Promise<void> {
+  await link(routerNs, 'lan0', hostNs, 'eth0');
+  await run(['ip', '-n', routerNs, 'addr', 'add', `${ADDR.lanRouter}/24`, 'dev', 'lan0']);
+  if (stack !== 'ipv6') {
+    await run(['ip', '-n', hostNs, 'addr', 'add', `${hostAddress}/24`, 'dev', 'eth0']);
+    await run(['ip', '-n', hostNs, 'route', 'add', 'default', 'via', ADDR.lanRouter]);
+  }
+}
+
 async function router(ns: string, udpTimeoutS: number | undefined, ipv6 = false): Promise<void> {
   await inNs(ns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
   if (ipv6) await inNs(ns, ['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
@@ -229,12 +239,7 @@ async function buildSide(
   const routerNs = `${lab.id}-router${side}`;
   await addNs(routerNs, created, lab.ipv6);
   const hostAddress = side === 'a' ? ADDR.client : ADDR.device;
-  await link(routerNs, 'lan0', hostNs, 'eth0');
-  await run(['ip', '-n', routerNs, 'addr', 'add', `${ADDR.lanRouter}/24`, 'dev', 'lan0']);
-  if (stack !== 'ipv6') {
-    await run(['ip', '-n', hostNs, 'addr', 'add', `${hostAddress}/24`, 'dev', 'eth0']);
-    await run(['ip', '-n', hostNs, 'route', 'add', 'default', 'via', ADDR.lanRouter]);
-  }
+  await homeLan(routerNs, hostNs, hostAddress, stack);
   await router(routerNs, spec.udpTimeoutS, lab.ipv6);
   const lan6 =
     side === 'a'
@@ -414,12 +419,7 @@ async function buildSharedCgn(
     await run(['ip', '-n', routerNs, 'addr', 'add', `${wanAddress}/24`, 'dev', 'wan0']);
     await run(['ip', '-n', routerNs, 'route', 'add', 'default', 'via', ADDR.cgnInside]);
     await addNs(hostNs, created, lab.ipv6);
-    await link(routerNs, 'lan0', hostNs, 'eth0');
-    await run(['ip', '-n', routerNs, 'addr', 'add', `${ADDR.lanRouter}/24`, 'dev', 'lan0']);
-    if (stack !== 'ipv6') {
-      await run(['ip', '-n', hostNs, 'addr', 'add', `${hostAddress}/24`, 'dev', 'eth0']);
-      await run(['ip', '-n', hostNs, 'route', 'add', 'default', 'via', ADDR.lanRouter]);
-    }
+    await homeLan(routerNs, hostNs, hostAddress, stack);
     await router(routerNs, spec.udpTimeoutS, lab.ipv6);
     const lan6 =
       side === 'a'
