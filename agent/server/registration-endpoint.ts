@@ -72,7 +72,7 @@ export const REGISTRATION_COUNTERS = [
   /** Shared list (write on change): registrations written to Redis, and those that did not need to be. */
   'sharedWrites',
   'sharedWriteSkipped',
-  /** Not written: another node holds the device and keeps it fresh (redis-registry.ts RECORD_LUA). */
+  /** Not written: another node holds the device and keeps it fresh (redis-scripts.ts RECORD_LUA). */
   'sharedHeld',
   /** Registrations and probes of a device on the operator's deny list: dropped, nothing sent. */
   'denied',
