@@ -54,6 +54,7 @@ export function dialClient(o: DialOptions): Promise<TLSSocket> {
       checkServerIdentity: () => new Error('the direct channel accepts only the pre-shared key, never a certificate'),
     };
     const sock = tlsConnect(options);
+    sock.setNoDelay(true); // tls.connect() ignores the `noDelay` option
     const timer = setTimeout(
       () => fail(new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `no connection to the client within ${o.timeoutMs} ms`)),
       o.timeoutMs,

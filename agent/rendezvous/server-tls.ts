@@ -160,6 +160,8 @@ function connectOnce(o: ServerTlsOptions): Promise<TLSSocket> {
     const ticket = key === null ? undefined : sessions.get(key);
     if (ticket) options.session = ticket;
     const sock = tlsConnect(options);
+    // tls.connect() does not pass `noDelay` on to its socket (measured: a frame then waited 40 ms).
+    sock.setNoDelay(true);
     // TLS 1.3 sends tickets after the handshake; each replaces the last one (it is fresher).
     if (key !== null) sock.on('session', (session: Buffer) => rememberSession(key, session));
     const timer = setTimeout(

@@ -186,6 +186,9 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
 
   async function onSecure(socket: TLSSocket): Promise<void> {
     tracker.secured(socket);
+    // The server's `noDelay` option does not reach TLS sockets (measured: the forwarded request
+    // waited 42 ms behind the device's delayed ACK): set it on each.
+    socket.setNoDelay(true);
     counters.inc(socket.isSessionReused() ? 'tlsResumed' : 'tlsFull');
     socket.on('error', () => undefined); // reported through the channel
     // allowHalfOpen is for relayed sessions (relay.ts passes a half-close on). Anyone else who

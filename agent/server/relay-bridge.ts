@@ -95,6 +95,7 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
           allowHalfOpen: true,
         };
         const s = tlsConnect(options, () => {
+          s.setNoDelay(true); // tls.connect() ignores the `noDelay` option
           // Only another node of this fleet: the same certificate as ours.
           if (s.getPeerX509Certificate()?.fingerprint256 !== fingerprint) {
             s.destroy();
