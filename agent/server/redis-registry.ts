@@ -37,6 +37,7 @@ import type { RecordResult, Registry, RegistryBackend, RegistryEntry } from './r
 import { isGeneration } from '../protocol/identity-name.js';
 import { keySlot } from './redis-slot.js';
 import { RECORD_LUA, RECORD_MANY_LUA, LIMIT_LUA, MARK_STALE_LUA } from './redis-scripts.js';
+import { createWriteBatch, type RecordFields } from './redis-write-batch.js';
 
 export type { NodeMessage, PendingRecord } from './node-messages.js';
 
@@ -152,10 +153,6 @@ const COMMAND_TIMEOUT_MS = 1000;
 export const STALE_SCAN_MS = 5000;
 /** Marks issued per scan at most (the rest at the next): a mass outage does not flood Redis. */
 const STALE_MARKS_PER_SCAN = 2000;
-/** Within a batch only when this many devices' writes go to one primary; fewer: one call each. */
-const RECORD_MANY_MIN = 2;
-/** After a batched call failed other than by a lost connection (an older Redis, a resharding), one call per write this long. */
-const RECORD_MANY_PAUSE_MS = 60_000;
 const RECONNECT_MAX_MS = 2000;
 /** Default of `refreshAfterMs`: an unchanged entry is rewritten every 3 minutes (1 registration in 8 at 25 s); safe with the liveness key and stale marks. */
 export const SHARED_REFRESH_AFTER_MS = 180_000;
@@ -171,17 +168,6 @@ export const SLOTS_REFRESH_MS = 30_000;
 export const FAST_SLOTS_REFRESH_MS = 1000;
 /** ... until this long after the last lost connection (covers cluster-node-timeout and the promotion; Redis's default timeout is 15 s). */
 export const FAST_SLOTS_REFRESH_FOR_MS = 60_000;
-/** A batch goes out at once when it is this large (one pipeline per primary stays small). */
-const WRITE_BATCH_MAX = 256;
-
-/** One device's part of RECORD_MANY_LUA's ARGV: address, port, seen, timestamp, node, generation. */
-type RecordFields = readonly [string, number, number, number, string, number];
-interface QueuedWrite {
-  readonly key: string;
-  readonly fields: RecordFields;
-  readonly resolve: (r: string) => void;
-  readonly reject: (err: Error) => void;
-}
 
 interface Scripts {
   plRecordMany(...args: (string | number)[]): Promise<string[]>;
@@ -240,14 +226,6 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
   let up = false;
   let stopping = false;
   const log = o.logger.child({ component: 'redis' });
-  // Write batching (writeBatchMs): registrations' writes queued, then issued together: those for
-  // one primary in one RECORD_MANY_LUA call, the rest one call each in the same turn of the event
-  // loop (so auto pipelining puts them in one write per primary). Bounded by the endpoint's
-  // MAX_PENDING_REGISTRY_WRITES and WRITE_BATCH_MAX.
-  const writeBatchMs = o.writeBatchMs ?? WRITE_BATCH_MS;
-  let batch: QueuedWrite[] = [];
-  let batchTimer: NodeJS.Timeout | null = null;
-  let manyPausedUntilMs = 0;
   const recordOne = (key: string, f: RecordFields, dead = ''): Promise<string> =>
     c().plRecord(key, f[0], f[1], f[2], f[3], f[4], o.forgetAfterMs, refreshAfterMs, f[5], dead);
   // Liveness: this node's key, renewed on a timer while Redis answers (see livenessMs).
@@ -292,69 +270,21 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
         (n) => n !== 0,
         () => true,
       );
-  const issueOne = (w: QueuedWrite): void => {
-    try {
-      recordOne(w.key, w.fields).then(w.resolve, w.reject);
-    } catch (err) {
-      w.reject(err as Error);
-    }
-  };
   /** The primary (node key) that owns the key's slot, as the client knows it; undefined: unknown. */
   const primaryOf = (key: string): string | undefined =>
     mode === 'single' ? 'main' : (clientOrNull as ClusterClient | null)?.slots[keySlot(key)]?.[0];
-  const issueMany = (ws: QueuedWrite[]): void => {
-    const args: (string | number)[] = [1, ws[0]!.key, o.forgetAfterMs, refreshAfterMs];
-    for (const w of ws) args.push(w.key, ...w.fields);
-    c()
-      .plRecordMany(...args)
-      .then(
-        (rs) => {
-          for (let i = 0; i < ws.length; i++) {
-            const r = rs[i];
-            if (typeof r === 'string' && r !== 'x') ws[i]!.resolve(r);
-            else issueOne(ws[i]!);
-          }
-        },
-        (err: Error) => {
-          // Each write on its own then, as before batching. A script Redis refused ("ERR ...": an
-          // older Redis) is left alone for a while; a lost node, a failover or a redirection is not the script's fault.
-          if (/^ERR/.test(err.message)) {
-            manyPausedUntilMs = Date.now() + RECORD_MANY_PAUSE_MS;
-            log.warn({ err: err.message }, 'batched registry write failed: one call per write for a minute');
-          }
-          for (const w of ws) issueOne(w);
-        },
-      );
-  };
-  const flushBatch = (): void => {
-    if (batchTimer) clearTimeout(batchTimer);
-    batchTimer = null;
-    const q = batch;
-    batch = [];
-    const groups = new Map<string, QueuedWrite[]>();
-    const many = q.length >= RECORD_MANY_MIN && Date.now() >= manyPausedUntilMs && clientOrNull !== null;
-    for (const w of q) {
-      const primary = many ? primaryOf(w.key) : undefined;
-      if (primary === undefined) issueOne(w);
-      else {
-        const g = groups.get(primary);
-        if (g) g.push(w);
-        else groups.set(primary, [w]);
-      }
-    }
-    for (const ws of groups.values()) {
-      if (ws.length >= RECORD_MANY_MIN) issueMany(ws);
-      else for (const w of ws) issueOne(w);
-    }
-  };
-  const queueWrite = (key: string, fields: RecordFields): Promise<string> => {
-    if (writeBatchMs <= 0) return recordOne(key, fields);
-    return new Promise<string>((resolve, reject) => {
-      batch.push({ key, fields, resolve, reject });
-      if (batch.length >= WRITE_BATCH_MAX) flushBatch();
-      else batchTimer ??= setTimeout(flushBatch, writeBatchMs).unref();
-    });
-  };
+  // Write batching (writeBatchMs, redis-write-batch.ts).
+  const writes = createWriteBatch({
+    batchMs: o.writeBatchMs ?? WRITE_BATCH_MS,
+    recordOne: (key, f) => recordOne(key, f),
+    recordMany: (ws) => {
+      const args: (string | number)[] = [1, ws[0]!.key, o.forgetAfterMs, refreshAfterMs];
+      for (const w of ws) args.push(w.key, ...w.fields);
+      return c().plRecordMany(...args);
+    },
+    primaryOf: (key) => (clientOrNull === null ? undefined : primaryOf(key)),
+    logger: log,
+  });
 
   // Fast topology refresh after a lost cluster node (slotsRefreshMs): both clients re-read the
   // slots every FAST_SLOTS_REFRESH_MS until FAST_SLOTS_REFRESH_FOR_MS after the last loss, so a
@@ -438,7 +368,7 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     async record(id, e): Promise<RecordResult> {
       const node = e.node ?? o.nodeId;
       const fields: RecordFields = [e.address, e.port, e.lastSeenMs, e.lastTimestampMs, node, e.generation ?? 0];
-      let r = await queueWrite(deviceKey(id), fields);
+      let r = await writes.queue(deviceKey(id), fields);
       // Held by a node whose liveness key is gone: decided again, that node counting as dead.
       if (r.startsWith('h|') && !(await alive(r.slice(2)))) r = await recordOne(deviceKey(id), fields, r.slice(2));
       if (r === '0') return { outcome: 'replayed' };
@@ -572,7 +502,7 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
       if (staleTimer) clearInterval(staleTimer);
       staleTimer = null;
       // Queued writes go out now (or fail, once the client is gone), none is left waiting.
-      flushBatch();
+      writes.flush();
       const client = clientOrNull;
       const sub = subOrNull;
       // Gone on purpose: other nodes take this node's devices over at their next registration.
