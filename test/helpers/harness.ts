@@ -97,6 +97,15 @@ export async function startServer(
   return server;
 }
 
+/** `startServer` on a loopback setup's ports and keys (scripts/lib/loopback-setup.ts), stopped at teardown. */
+export function startLoopbackServer(
+  t: Cleanup,
+  setup: Pick<ServerPki, 'certPem' | 'keyPem' | 'masterKey'> & { readonly udpPort: number; readonly tlsPort: number },
+  extra: Partial<RendezvousServerOptions> = {},
+): Promise<RendezvousServer> {
+  return startServer(t, setup, { udpPort: setup.udpPort, tlsPort: setup.tlsPort, ...extra });
+}
+
 /** A UDP socket on loopback that records every datagram it receives. */
 export interface RecordingUdp {
   readonly socket: UdpSocket;

@@ -29,7 +29,16 @@ import { checkServerSettings } from '../../agent/server/settings.js';
 import { createLoopbackSetup, type LoopbackSetup } from '../../scripts/lib/loopback-setup.js';
 import { freePort } from '../../scripts/lib/free-port.js';
 import { httpGet, sample } from '../helpers/multi-node.js';
-import { createServerPki, echoService, LOOPBACK, startServer, tempDir, waitUntil, type Cleanup } from '../helpers/harness.js';
+import {
+  createServerPki,
+  echoService,
+  LOOPBACK,
+  startServer,
+  tempDir,
+  waitUntil,
+  type Cleanup,
+  startLoopbackServer,
+} from '../helpers/harness.js';
 import { secureTo } from '../helpers/hostile-sockets.js';
 import type { Timers } from '../../agent/common/timers.js';
 import { ManualClock } from '../helpers/manual-clock.js';
@@ -68,19 +77,10 @@ async function relayOnlyFlow(
     services: { echo: `${LOOPBACK}:${servicePort}` },
     directDialOnly: true,
   });
-  const server = createRendezvousServer({
-    udpHost: LOOPBACK,
-    udpPort: setup.udpPort,
-    tlsHost: LOOPBACK,
-    tlsPort: setup.tlsPort,
-    certPem: setup.certPem,
-    keyPem: setup.keyPem,
-    masterKey: setup.masterKey,
+  const server = await startLoopbackServer(t, setup, {
     relay,
     ...(timers ? { timers } : {}),
   });
-  await server.start();
-  t.teardown(() => server.stop());
   const agent = createAgent({ identity: await loadIdentity(setup.identityFile), settings: await loadAgentSettings(setup.agentConfig) });
   await agent.start();
   t.teardown(() => agent.stop());

@@ -20,7 +20,7 @@ import { createAuthorizer } from '../../agent/device/authorizer.js';
 import { loadIdentity } from '../../agent/device/identity.js';
 import { ReplayCache } from '../../agent/common/replay-cache.js';
 import { loadAgentSettings } from '../../agent/device/settings.js';
-import { createRendezvousServer } from '../../agent/server/server.js';
+
 import { loadServerSecrets, loadServerSettings } from '../../agent/server/settings.js';
 import { ErrorCodes, isPeerlinkError } from '../../agent/common/errors.js';
 import { encodeFrame, FrameDecoder, FrameType, type Frame } from '../../agent/protocol/frames.js';
@@ -38,6 +38,7 @@ import {
   tempDir,
   waitUntil,
   type Secrets,
+  startLoopbackServer,
 } from '../helpers/harness.js';
 
 const EQUIPMENT_ID = 'P2-DEVICE';
@@ -119,18 +120,9 @@ test('P2: in a full connect, no byte the server receives from the client, and no
   const servicePort = await echoService(t);
   const { setup, secrets } = await fixture(t, servicePort);
   const serverLog = memoryLogger('peerlink-server', 'debug');
-  const server = createRendezvousServer({
-    udpHost: LOOPBACK,
-    udpPort: setup.udpPort,
-    tlsHost: LOOPBACK,
-    tlsPort: setup.tlsPort,
-    certPem: setup.certPem,
-    keyPem: setup.keyPem,
-    masterKey: setup.masterKey,
+  await startLoopbackServer(t, setup, {
     logger: serverLog.logger,
   });
-  await server.start();
-  t.teardown(() => server.stop());
   const agent = createAgent({ identity: await loadIdentity(setup.identityFile), settings: await loadAgentSettings(setup.agentConfig) });
   await agent.start();
   t.teardown(() => agent.stop());

@@ -12,12 +12,21 @@ import { join } from 'node:path';
 import { createAgent } from '../../agent/device/agent.js';
 import { loadIdentity } from '../../agent/device/identity.js';
 import { loadAgentSettings } from '../../agent/device/settings.js';
-import { createRendezvousServer } from '../../agent/server/server.js';
+
 import { ownerRequest, pair, setPassword } from '../../agent/client/owner-client.js';
 import { deriveAccessKey } from '../../agent/protocol/keys.js';
 import { OWNER_STATE_FILE_NAME } from '../../agent/device/owner-state.js';
 import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
-import { echoService, findSecrets, LOOPBACK, memoryLogger, recordingProxy, tempDir, waitUntil } from '../helpers/harness.js';
+import {
+  echoService,
+  findSecrets,
+  LOOPBACK,
+  memoryLogger,
+  recordingProxy,
+  tempDir,
+  waitUntil,
+  startLoopbackServer,
+} from '../helpers/harness.js';
 
 const ID = 'P2B-DEVICE';
 const NEW_PASSWORD = 'k7Qp-Zr3x-W9mT-b2Lc-Y8vN';
@@ -28,18 +37,7 @@ test('P2: pairing and every owner control leave no password, key or client name 
   const dir = await tempDir(t, 'peerlink-p2b-');
   const setup = await createLoopbackSetup({ dir, equipmentId: ID, services: { echo: `${LOOPBACK}:${servicePort}` } });
   const serverLog = memoryLogger('peerlink-server', 'debug');
-  const server = createRendezvousServer({
-    udpHost: LOOPBACK,
-    udpPort: setup.udpPort,
-    tlsHost: LOOPBACK,
-    tlsPort: setup.tlsPort,
-    certPem: setup.certPem,
-    keyPem: setup.keyPem,
-    masterKey: setup.masterKey,
-    logger: serverLog.logger,
-  });
-  await server.start();
-  t.teardown(() => server.stop());
+  await startLoopbackServer(t, setup, { logger: serverLog.logger });
   const settings = await loadAgentSettings(setup.agentConfig);
   const agent = createAgent({ identity: await loadIdentity(setup.identityFile), settings });
   await agent.start();

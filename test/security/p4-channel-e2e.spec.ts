@@ -14,7 +14,7 @@ import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { createPeerListener, PEER_COUNTERS, type PeerListener } from '../../agent/client/peer-listener.js';
 import { dialClient } from '../../agent/device/dialer.js';
 import { connectToServer } from '../../agent/rendezvous/server-tls.js';
-import { createRendezvousServer } from '../../agent/server/server.js';
+
 import { FrameChannel } from '../../agent/protocol/frame-channel.js';
 import { FrameType } from '../../agent/protocol/frames.js';
 import { deriveAccessKey, deriveRegistrationKey, deriveRequestTagKey, deriveTunnelPsk, NONCE_BYTES } from '../../agent/protocol/keys.js';
@@ -33,6 +33,7 @@ import {
   waitUntil,
   type Cleanup,
   type ServerPki,
+  startLoopbackServer,
 } from '../helpers/harness.js';
 import { wakeFor } from '../helpers/wake.js';
 
@@ -323,17 +324,7 @@ test('P4e end to end: the real agent does not join its service to an attacker ho
   await writeFile(rootsFile, publicCa.caPem);
   const attacker = await certificateServer(t, publicCa);
 
-  const server = createRendezvousServer({
-    udpHost: LOOPBACK,
-    udpPort: setup.udpPort,
-    tlsHost: LOOPBACK,
-    tlsPort: setup.tlsPort,
-    certPem: setup.certPem,
-    keyPem: setup.keyPem,
-    masterKey: setup.masterKey,
-  });
-  await server.start();
-  t.teardown(() => server.stop());
+  await startLoopbackServer(t, setup);
   const agent = startProgram('agent', ['--config', setup.agentConfig], { env: { ...process.env, NODE_EXTRA_CA_CERTS: rootsFile } });
   t.teardown(() => agent.stop(2000));
   await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));

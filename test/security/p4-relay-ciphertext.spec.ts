@@ -10,11 +10,20 @@ import { connect } from '../../agent/client/client.js';
 import { createAgent } from '../../agent/device/agent.js';
 import { loadIdentity } from '../../agent/device/identity.js';
 import { loadAgentSettings } from '../../agent/device/settings.js';
-import { createRendezvousServer } from '../../agent/server/server.js';
+
 import { createLoopbackSetup } from '../../scripts/lib/loopback-setup.js';
 import { freePort } from '../../scripts/lib/free-port.js';
 import { createServer as netServer, connect as netConnect } from 'node:net';
-import { echoService, listenTcp, LOOPBACK, recordingProxy, recordingRelay, tempDir, waitUntil } from '../helpers/harness.js';
+import {
+  echoService,
+  listenTcp,
+  LOOPBACK,
+  recordingProxy,
+  recordingRelay,
+  tempDir,
+  waitUntil,
+  startLoopbackServer,
+} from '../helpers/harness.js';
 
 for (const legs of ['TLS', 'plain'] as const)
   test(`P4: a relayed session shows ${legs === 'TLS' ? 'the server' : 'the wire of a plain leg'} only ciphertext`, async (t) => {
@@ -24,17 +33,7 @@ for (const legs of ['TLS', 'plain'] as const)
       services: { echo: `${LOOPBACK}:${servicePort}` },
       directDialOnly: true,
     });
-    const server = createRendezvousServer({
-      udpHost: LOOPBACK,
-      udpPort: setup.udpPort,
-      tlsHost: LOOPBACK,
-      tlsPort: setup.tlsPort,
-      certPem: setup.certPem,
-      keyPem: setup.keyPem,
-      masterKey: setup.masterKey,
-    });
-    await server.start();
-    t.teardown(() => server.stop());
+    const server = await startLoopbackServer(t, setup);
     const agent = createAgent({ identity: await loadIdentity(setup.identityFile), settings: await loadAgentSettings(setup.agentConfig) });
     await agent.start();
     t.teardown(() => agent.stop());

@@ -18,8 +18,18 @@ import { ConfigError, ErrorCodes, isPeerlinkError } from '../../agent/common/err
 import { loadIdentity } from '../../agent/device/identity.js';
 import { deriveAccessKey, deriveRegistrationKey, deriveRequestTagKey } from '../../agent/protocol/keys.js';
 import { encodeRegister } from '../../agent/protocol/udp-packets.js';
-import { createRendezvousServer } from '../../agent/server/server.js';
-import { echoService, findSecrets, LOOPBACK, recordingUdp, sleep, tempDir, type Cleanup, type Secrets } from '../helpers/harness.js';
+
+import {
+  echoService,
+  findSecrets,
+  LOOPBACK,
+  recordingUdp,
+  sleep,
+  tempDir,
+  type Cleanup,
+  type Secrets,
+  startLoopbackServer,
+} from '../helpers/harness.js';
 import { runProcess, type Run } from '../helpers/run-process.js';
 
 const EQUIPMENT_ID = 'P7-DEVICE';
@@ -234,17 +244,7 @@ test('P7: the agent refuses to start with an identity file group or others can r
 
   // The real program: exits with the configuration exit code before doing anything; a real
   // server on its ports sees no registration.
-  const server = createRendezvousServer({
-    udpHost: LOOPBACK,
-    udpPort: setup.udpPort,
-    tlsHost: LOOPBACK,
-    tlsPort: setup.tlsPort,
-    certPem: setup.certPem,
-    keyPem: setup.keyPem,
-    masterKey: setup.masterKey,
-  });
-  await server.start();
-  t.teardown(() => server.stop());
+  const server = await startLoopbackServer(t, setup);
   const agent = started(t, startProgram('agent', ['--config', setup.agentConfig]));
   const code = await exitWithin(agent, 10_000);
   t.not(code, 'running', 'the agent must exit, not run');
