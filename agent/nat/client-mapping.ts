@@ -97,6 +97,8 @@ export function createClientMapping(o: ClientMappingOptions): ClientMapping {
   let last: MappingBehaviour = 'unknown';
 
   function begin(signal?: AbortSignal): MappingCheck {
+    // With a global IPv6 address there is no hint to give (a punch over IPv6 passes IPv4 NATs): nothing sent.
+    if (globalIPv6()) return { hints: () => Promise.resolve(0) };
     const startedAt = clock.now();
     const nonces = [randomBytes(CLIENT_PROBE_NONCE_BYTES), randomBytes(CLIENT_PROBE_NONCE_BYTES)] as const;
     const ports = [o.udpPort, o.probePort] as const;
@@ -121,7 +123,8 @@ export function createClientMapping(o: ClientMappingOptions): ClientMapping {
       socket.send(encodeClientProbe({ nonce: nonces[i] }), ports[i], server.address, () => undefined);
     };
     const ready = (async () => {
-      const address = isIP(o.host) ? o.host : (await lookup(o.host)).address;
+      // Without global IPv6 the request goes over IPv4: probe the server's IPv4 address.
+      const address = isIP(o.host) ? o.host : (await lookup(o.host, { family: 4 })).address;
       if (closed) return;
       server = { address: normalizeAddress(address), family: isIP(address) === 6 ? 6 : 4 };
       const s = createSocket(server.family === 6 ? { type: 'udp6', ipv6Only: true } : { type: 'udp4' });
@@ -183,7 +186,7 @@ export function createClientMapping(o: ClientMappingOptions): ClientMapping {
         unansweredAt = -Infinity;
         const behaviour: MappingBehaviour = a.port === b.port && a.address === b.address ? 'endpoint-independent' : 'symmetric';
         note(behaviour, { seen: [`${a.address}:${a.port}`, `${b.address}:${b.port}`], waitedMs });
-        if (behaviour !== 'symmetric' || family !== requestFamily || globalIPv6()) return 0;
+        if (behaviour !== 'symmetric' || family !== requestFamily) return 0;
         return PathHint.SYMMETRIC_MAPPING;
       },
     };
