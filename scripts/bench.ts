@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { createLoopbackSetup, connectArgs } from './lib/loopback-setup.js';
 import { freePort } from './lib/free-port.js';
 import { startProgram, type Program } from './lib/program.js';
+import { serverNodeFlags } from './lib/server-unit.js';
 import { bestMbps, startEchoServer, viaTcp, waitServing } from './bench/throughput.js';
 
 const PAYLOAD_BYTES = 32 * 1024 * 1024;
@@ -31,7 +32,7 @@ async function tunnelBench(): Promise<Record<string, number>> {
       // The patent's dial and the relay only, so the closed-port client below is really relayed.
       directDialOnly: true,
     });
-    const server = startProgram('server', ['--config', setup.serverConfig]);
+    const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
     programs.push(server);
     await server.waitFor((l) => l.msg === 'rendezvous server listening');
     const agent = startProgram('agent', ['--config', setup.agentConfig]);

@@ -26,6 +26,7 @@ const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca 
                 --service NAME (--listen HOST:PORT | --stdio)
                 [--accept HOST:PORT] [--advertise-port N] [--server-name NAME] [--log-level LEVEL]
                 [--peer-timeout-ms MS] [--map-port off|auto|upnp|natpmp] [--session-idle-ms MS]
+                [--probe-ports UDP,PROBE]
 
   --server          the rendezvous server's TLS endpoint
   --ca              the CA certificate that signs the server's certificate
@@ -43,6 +44,9 @@ const USAGE = `usage: ${PROGRAM} connect <equipment-id> --server HOST:PORT --ca 
                     pairing there instead of the password when there is one
   --session-idle-ms --listen: one session with the device carries a stream per local connection;
                     it closes after this long without one (default 30000; 0: a tunnel per connection)
+  --probe-ports     the server's UDP registration and probe ports (its udp.port and [probe] port, e.g.
+                    7400,7401): each request learns whether our NAT maps per destination, and where no
+                    direct path can come the relay starts at once (default: not checked)
 ${OWNER_USAGE}`;
 
 function usage(message: string): ConfigError {
@@ -70,6 +74,7 @@ const OPTIONS = {
   'keep-pairings': { type: 'boolean' },
   'drop-pairings': { type: 'boolean' },
   'session-idle-ms': { type: 'string' },
+  'probe-ports': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -85,6 +90,7 @@ interface ConnectArgs {
   readonly mapPort: MappingMode;
   readonly server: HostPort;
   readonly sessionIdleMs: number;
+  readonly probePorts: { readonly udpPort: number; readonly probePort: number } | undefined;
 }
 
 async function main(): Promise<void> {
@@ -137,7 +143,15 @@ function checkConnect(v: Values, positionals: readonly string[]): ConnectArgs {
   if (!(Number.isInteger(sessionIdleMs) && sessionIdleMs >= 0 && sessionIdleMs <= 86_400_000)) {
     throw usage(`--session-idle-ms: expected 0-86400000, found ${JSON.stringify(v['session-idle-ms'])}`);
   }
-  return { v, equipmentId, uri, advertisePort, peerTimeoutMs, mapPort, server, sessionIdleMs };
+  let probePorts: ConnectArgs['probePorts'];
+  if (v['probe-ports'] !== undefined) {
+    const m = /^(\d{1,5}),(\d{1,5})$/.exec(v['probe-ports']);
+    const [udpPort, probePort] = m ? [Number(m[1]), Number(m[2])] : [0, 0];
+    if (!(udpPort > 0 && udpPort < 65536 && probePort > 0 && probePort < 65536 && udpPort !== probePort))
+      throw usage(`--probe-ports: expected two different ports UDP,PROBE (e.g. 7400,7401), found ${JSON.stringify(v['probe-ports'])}`);
+    probePorts = { udpPort, probePort };
+  }
+  return { v, equipmentId, uri, advertisePort, peerTimeoutMs, mapPort, server, sessionIdleMs, probePorts };
 }
 
 /** The CA certificate, and the stored pairing's key or else the password (from its file, or the label's URI). */
@@ -164,7 +178,7 @@ async function loadFiles({ v, uri, equipmentId }: ConnectArgs): Promise<{ caPem:
 }
 
 async function runConnect(args: ConnectArgs, caPem: string, secret: Secret): Promise<void> {
-  const { v, equipmentId, advertisePort, peerTimeoutMs, mapPort, server, sessionIdleMs } = args;
+  const { v, equipmentId, advertisePort, peerTimeoutMs, mapPort, server, sessionIdleMs, probePorts } = args;
   const logger = createLogger({ name: PROGRAM, level: v['log-level'] ?? 'warn', destination: 2 });
   const client = createClient({
     server,
@@ -177,6 +191,7 @@ async function runConnect(args: ConnectArgs, caPem: string, secret: Secret): Pro
     ...(advertisePort ? { advertisePort } : {}),
     ...(peerTimeoutMs ? { peerTimeoutMs } : {}),
     mapPort,
+    ...(probePorts ? { probePorts } : {}),
     // --stdio carries one connection: a plain tunnel.
     sessionIdleMs: v.stdio ? 0 : sessionIdleMs,
     logger,

@@ -40,8 +40,9 @@ import { racePaths, type PathAttempt, type PathKind } from '../paths/path-race.j
 import { clientLanOffer, deviceLanTargets, lanPath } from './lan-candidates.js';
 import { isLanAddress } from '../nat/lan-address.js';
 import { createSessionPool } from '../session/session-pool.js';
-import { PathHint } from '../paths/relay-hint.js';
+import { hintsMayRush, PathHint } from '../paths/relay-hint.js';
 import { createPathMemory } from '../paths/path-memory.js';
+import { clientMappingFor, type ProbePorts } from '../nat/client-mapping.js';
 import { startClientSession } from '../session/client-session.js';
 import { SESSION_SERVICE, StreamRefusedError } from '../protocol/session-streams.js';
 
@@ -72,6 +73,8 @@ export interface ClientOptions {
    * 0: a tunnel per open() (a TLSSocket: what needs the channel itself, e.g. its exporter).
    */
   readonly sessionIdleMs?: number;
+  /** The server's UDP registration and probe ports: each request learns our NAT's mapping (nat/client-mapping.ts). */
+  readonly probePorts?: ProbePorts;
   readonly clock?: Clock;
   readonly logger?: Logger;
 }
@@ -90,6 +93,7 @@ const OPTION_KEYS = [
   'resultTimeoutMs',
   'peerTimeoutMs',
   'sessionIdleMs',
+  'probePorts',
   'clock',
   'logger',
 ] as const;
@@ -163,6 +167,7 @@ function validate(input: ClientOptions) {
     resultTimeoutMs: input.resultTimeoutMs ?? DEVICE_ATTACH_TIMEOUT_MS * 2 + 2000,
     peerTimeoutMs: input.peerTimeoutMs ?? PEER_CONNECT_TIMEOUT_MS,
     sessionIdleMs: input.sessionIdleMs ?? SESSION_IDLE_MS,
+    probePorts: input.probePorts,
     clock: input.clock ?? systemClock,
     logger: input.logger ?? silentLogger(),
   });
@@ -176,6 +181,7 @@ export function createClient(input: ClientOptions): Client {
   let mapping: PortMapping | null = null;
   // How the last connection to the device went, per local address: the DIRECT_FAILED_BEFORE hint.
   const pathMemory = createPathMemory();
+  const natMapping = clientMappingFor(o.probePorts, { host: o.server.host, logger: o.logger, clock: o.clock });
 
   async function ensureStarted(signal?: AbortSignal): Promise<void> {
     if (started) return;
@@ -257,7 +263,7 @@ export function createClient(input: ClientOptions): Client {
       pathMemory.record(
         o.equipmentId,
         answer.localAddress,
-        { relayed: via === 'relay', rushed: (answer.hints & PathHint.DIRECT_FAILED_BEFORE) !== 0 },
+        { relayed: via === 'relay', rushed: hintsMayRush(answer.hints) },
         o.clock.now(),
       );
       const path =
@@ -289,6 +295,7 @@ export function createClient(input: ClientOptions): Client {
   /** S203 to S207 with the server: the sealed request out; the relay offer, candidates and verdict back. */
   async function request(expected: Expected, advertisedPort: number, signal: AbortSignal | undefined): Promise<ServerAnswer> {
     const { clientNonce, accessKey: key } = expected;
+    const natCheck = natMapping?.begin(signal); // our NAT's mapping, learnt alongside the TLS connect
     // Bound explicitly: a hole punch leaves later from this port, whose NAT mapping the server sees.
     const tls = await connectToServer({
       host: o.server.host,
@@ -310,7 +317,7 @@ export function createClient(input: ClientOptions): Client {
     const localAddress = tls.localAddress ?? '';
     // Our LAN address and accept port, for a device in the same home (lan-candidates.ts).
     const lanOffer = clientLanOffer(tls.localAddress, listener.address());
-    const hints = pathHints(localAddress, tls.remoteAddress ?? '');
+    let hints = pathHints(localAddress, tls.remoteAddress ?? '');
     const channel = new FrameChannel(tls, SERVER_WENT_AWAY);
     let status: number;
     let detail: string;
@@ -320,6 +327,7 @@ export function createClient(input: ClientOptions): Client {
       const hello = await channel.next(o.resultTimeoutMs, signal);
       // Use the server's clock so a client with a wrong clock still makes fresh requests.
       const serverNow = hello.type === FrameType.HELLO ? hello.serverTimeMs : o.clock.now();
+      hints |= (await natCheck?.hints(familyOf(tls.remoteAddress ?? ''))) ?? 0;
       const sealedRequest = sealRequest(
         {
           clientNonce,

@@ -26,6 +26,16 @@ export const UDP_TYPE_MAPPING_CHECK = 5;
 export const UDP_TYPE_COOKIE = 6;
 /** Device -> server: "I will not wake for that request" (its wake proof failed, P9). */
 export const UDP_TYPE_REFUSE = 7;
+/**
+ * Client -> server, on the registration and the probe port: "what address do you see?", without a
+ * key (a client holds none the server knows) and without state at the server. Answered at once
+ * with a CLIENT_PROBE_ACK, smaller than the probe, to its source only; per-source limits apply (P6).
+ * A client compares the two ports' answers: its own NAT's mapping behaviour (agent/nat/client-mapping.ts).
+ */
+export const UDP_TYPE_CLIENT_PROBE = 8;
+export const UDP_TYPE_CLIENT_PROBE_ACK = 9;
+/** The client's random nonce, echoed: an off-path sender cannot forge an answer. */
+export const CLIENT_PROBE_NONCE_BYTES = 16;
 /** The cookie field of REGISTER and PROBE, and of COOKIE; all zero: none. */
 export const COOKIE_BYTES = 16;
 /** Cookies are keyed per epoch of this length; one of the current or the previous epoch is valid. */

@@ -20,6 +20,9 @@
  *   COOKIE       server -> device  header | echoed nonce (8) | server time ms (u64) | cookie (16) | tag (16):
  *                                  the answer to a REGISTER or PROBE from a source not yet shown to
  *                                  receive (return routability, P6); send it again with the cookie
+ *   CLIENT_PROBE client -> server  header | nonce (16) | zero padding to >= 64 bytes in all | 16 zero bytes
+ *                                  (no tag: a client has no key the server knows)
+ *   CLIENT_PROBE_ACK server -> client  header | echoed nonce (16) | observed endpoint | 16 zero bytes
  *
  * The ack is never longer than the registration it answers (P6). Decoding is split in two:
  * `peek*` parses the structure without a key (to find the ID), `verify*` checks the tag.
@@ -36,6 +39,9 @@ import {
   REQUEST_ID_BYTES,
   UDP_MAGIC,
   UDP_MAX_BYTES,
+  CLIENT_PROBE_NONCE_BYTES,
+  UDP_TYPE_CLIENT_PROBE,
+  UDP_TYPE_CLIENT_PROBE_ACK,
   UDP_TYPE_COOKIE,
   UDP_TYPE_MAPPING_CHECK,
   UDP_TYPE_NOTIFY,
@@ -121,7 +127,19 @@ export interface MappingCheck {
   readonly serverTimeMs: number;
 }
 
-export type UdpPacket = Register | RegisterAck | Notify | Probe | MappingCheck | Cookie | Refuse;
+/** A client's keyless "what address do you see?" (constants.ts UDP_TYPE_CLIENT_PROBE). */
+export interface ClientProbe {
+  readonly type: typeof UDP_TYPE_CLIENT_PROBE;
+  readonly nonce: Buffer;
+}
+
+export interface ClientProbeAck {
+  readonly type: typeof UDP_TYPE_CLIENT_PROBE_ACK;
+  readonly nonce: Buffer;
+  readonly observed: Endpoint;
+}
+
+export type UdpPacket = Register | RegisterAck | Notify | Probe | MappingCheck | Cookie | Refuse | ClientProbe | ClientProbeAck;
 
 /** What a sender gives: the cookie may be left out (none yet). */
 export type WithOptionalCookie<T extends { cookie: Buffer }> = Omit<T, 'type' | 'cookie'> & { readonly cookie?: Uint8Array };
@@ -222,6 +240,30 @@ export function encodeRefuse(p: Omit<Refuse, 'type'>, key: UdpKey): Buffer {
   return seal(header(UDP_TYPE_REFUSE).shortString(identityName(p.equipmentId, p.generation)).bytes(p.requestId).u8(p.reason), key);
 }
 
+/** The keyless packets end in MAC_BYTES zero bytes where the others carry their tag (one layout to parse). */
+function unsealed(w: ByteWriter): Buffer {
+  return w.zeros(MAC_BYTES).toBuffer();
+}
+
+export function encodeClientProbe(p: Omit<ClientProbe, 'type'>): Buffer {
+  if (p.nonce.length !== CLIENT_PROBE_NONCE_BYTES) throw new RangeError(`nonce must be ${CLIENT_PROBE_NONCE_BYTES} bytes`);
+  const w = header(UDP_TYPE_CLIENT_PROBE).bytes(p.nonce);
+  // Padded so that no answer is larger (P6).
+  w.zeros(REGISTER_MIN_BYTES - MAC_BYTES - w.length);
+  return unsealed(w);
+}
+
+export function encodeClientProbeAck(p: Omit<ClientProbeAck, 'type'>): Buffer {
+  const w = header(UDP_TYPE_CLIENT_PROBE_ACK).bytes(p.nonce);
+  writeEndpoint(w, p.observed);
+  return unsealed(w);
+}
+
+function zeroTrailer(datagram: Buffer): void {
+  for (let i = datagram.length - MAC_BYTES; i < datagram.length; i++)
+    if (datagram[i] !== 0) throw new ProtocolError('udp.trailer', 'must be zero (no tag)');
+}
+
 function zeroPadding(r: ByteReader): void {
   if (!r.zeros()) throw new ProtocolError('udp.padding', 'must be zero');
 }
@@ -317,6 +359,22 @@ export function parseUdpPacket(buf: Uint8Array): Parsed<UdpPacket> {
       const cookie = r.view(COOKIE_BYTES, 'cookie');
       r.end();
       packet = { type, nonce, serverTimeMs, cookie };
+      break;
+    }
+    case UDP_TYPE_CLIENT_PROBE: {
+      if (buf.length < REGISTER_MIN_BYTES) throw new ProtocolError('udp.clientProbe', `shorter than ${REGISTER_MIN_BYTES} bytes`);
+      const nonce = r.view(CLIENT_PROBE_NONCE_BYTES, 'nonce');
+      zeroPadding(r);
+      zeroTrailer(datagram);
+      packet = { type, nonce };
+      break;
+    }
+    case UDP_TYPE_CLIENT_PROBE_ACK: {
+      const nonce = r.view(CLIENT_PROBE_NONCE_BYTES, 'nonce');
+      const observed = readEndpoint(r, 'observed');
+      r.end();
+      zeroTrailer(datagram);
+      packet = { type, nonce, observed };
       break;
     }
     default:

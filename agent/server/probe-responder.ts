@@ -11,6 +11,12 @@
  * comparing the external port seen by both ports tells a symmetric NAT from an
  * endpoint-independent one.
  *
+ * Both ports also answer a client's keyless CLIENT_PROBE when the probe port is on (issue 15,
+ * agent/nat/client-mapping.ts): its source as seen, once, to that source only, in fewer bytes than
+ * the probe, with no state kept. That is what a COOKIE already is to an unproven source (the
+ * answer names nothing but the source's own address), so a spoofed probe reflects less than it
+ * cost, within the port's per-source limit, as for every other packet.
+ *
  * P6 holds: nothing is sent for a bad tag, a replayed nonce or a stale probe from a source that
  * has not echoed its cookie; the ack and the check are each smaller than the probe, and a source
  * must echo a cookie (cookie-jar.ts) before it gets an ack.
@@ -23,16 +29,24 @@ import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
 import { ReplayCache } from '../common/replay-cache.js';
 import { normalizeAddress } from '../protocol/address.js';
-import { PROBE_FLAG_CHECK_MAPPING, PROBE_WITH_CHECK_MIN_BYTES, REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE } from '../protocol/constants.js';
+import {
+  PROBE_FLAG_CHECK_MAPPING,
+  PROBE_WITH_CHECK_MIN_BYTES,
+  REGISTER_CLOCK_WINDOW_MS,
+  UDP_TYPE_CLIENT_PROBE,
+  UDP_TYPE_PROBE,
+} from '../protocol/constants.js';
 import type { Blake2sKey } from '../protocol/blake2s.js';
 import {
   AckStatus,
   deviceUdpKeys,
+  encodeClientProbeAck,
   encodeCookie,
   encodeMappingCheck,
   encodeRegisterAck,
   parseUdpPacket,
   verifyTag,
+  type ClientProbe,
   type Parsed,
   type Probe,
   type UdpPacket,
@@ -42,7 +56,17 @@ import { sourceKey, type RateLimiter } from './rate-limiter.js';
 import { mappingKey } from './family-key.js';
 import type { Registry } from './registry.js';
 
-export const PROBE_COUNTERS = ['probes', 'challenged', 'replayed', 'stale', 'badTag', 'malformed', 'rateLimited', 'mappingChecks'] as const;
+export const PROBE_COUNTERS = [
+  'probes',
+  'challenged',
+  'replayed',
+  'stale',
+  'badTag',
+  'malformed',
+  'rateLimited',
+  'mappingChecks',
+  'clientProbes',
+] as const;
 /** Probe nonces remembered at once per port (a minute's worth); when full, probes go unanswered (fail closed). */
 export const PROBE_NONCES_MAX = 100_000;
 
@@ -109,6 +133,12 @@ export function answerProbe(parsed: Parsed<UdpPacket>, from: RemoteInfo, ctx: Pr
   };
 }
 
+/** The answer to a client's keyless probe: the source as seen, smaller than the probe (P6). */
+export function answerClientProbe(parsed: Parsed<UdpPacket>, from: RemoteInfo): Buffer {
+  const probe = parsed.packet as ClientProbe;
+  return encodeClientProbeAck({ nonce: probe.nonce, observed: { address: normalizeAddress(from.address), port: from.port } });
+}
+
 /** Counts an answer's outcome; true when something is to be sent. */
 export function countProbe(
   answer: ProbeAnswer,
@@ -139,6 +169,8 @@ export function createProbeEndpoint(o: {
   seen?: ReplayCache;
   /** The operator's deny list (deny-list.ts): a denied device's probes get no answer. */
   denied?: (equipmentId: string, generation: number) => boolean;
+  /** Answer clients' keyless probes (default true: this port exists for mapping checks). */
+  clientProbes?: boolean;
 }): ProbeEndpoint {
   const counters = new Counters(PROBE_COUNTERS);
   let socket: Socket | null = null;
@@ -159,6 +191,11 @@ export function createProbeEndpoint(o: {
       parsed = parseUdpPacket(msg);
     } catch {
       counters.inc('malformed');
+      return;
+    }
+    if (parsed.packet.type === UDP_TYPE_CLIENT_PROBE && o.clientProbes !== false) {
+      counters.inc('clientProbes');
+      socket?.send(answerClientProbe(parsed, rinfo), rinfo.port, rinfo.address, () => undefined);
       return;
     }
     if (parsed.packet.type !== UDP_TYPE_PROBE) {

@@ -21,7 +21,13 @@ import { Counters } from '../common/counters.js';
 import type { ProtocolError } from '../common/errors.js';
 import { normalizeAddress } from '../protocol/address.js';
 import { identityName } from '../protocol/identity-name.js';
-import { REGISTER_CLOCK_WINDOW_MS, UDP_TYPE_PROBE, UDP_TYPE_REFUSE, UDP_TYPE_REGISTER } from '../protocol/constants.js';
+import {
+  REGISTER_CLOCK_WINDOW_MS,
+  UDP_TYPE_CLIENT_PROBE,
+  UDP_TYPE_PROBE,
+  UDP_TYPE_REFUSE,
+  UDP_TYPE_REGISTER,
+} from '../protocol/constants.js';
 import type { Wake } from '../protocol/wake.js';
 import type { Blake2sKey } from '../protocol/blake2s.js';
 import {
@@ -40,7 +46,7 @@ import type { Endpoint } from '../protocol/address.js';
 import { sourceKey, type RateLimiter } from './rate-limiter.js';
 import type { LocalRecordResult, Registry, RegistryBackend, RegistryEntry } from './registry.js';
 import { ipv6Key, mappingKey } from './family-key.js';
-import { answerProbe, PROBE_NONCES_MAX, type ProbeContext } from './probe-responder.js';
+import { answerClientProbe, answerProbe, PROBE_NONCES_MAX, type ProbeContext } from './probe-responder.js';
 import { ReplayCache } from '../common/replay-cache.js';
 import { createCookieJar, type CookieJar } from './cookie-jar.js';
 
@@ -69,6 +75,8 @@ export const REGISTRATION_COUNTERS = [
   /** Replayed nonces and stale probes from sources without a cookie: nothing sent. */
   'probesDropped',
   'mappingChecks',
+  /** Clients' keyless probes answered (with `clientProbes`: the server's probe port is on). */
+  'clientProbes',
   /** Shared list (write on change): registrations written to Redis, and those that did not need to be. */
   'sharedWrites',
   'sharedWriteSkipped',
@@ -113,6 +121,8 @@ export interface RegistrationEndpointOptions {
   readonly sharedWrites?: { readonly nodeId: string; readonly refreshAfterMs: number; readonly writesValidSinceMs: number };
   /** This node took the device over from `fromNode` in the shared list (that node should forget it). */
   readonly onTakenOver?: (equipmentId: string, fromNode: string, timestampMs: number) => void;
+  /** Answer clients' keyless probes (probe-responder.ts answerClientProbe); the server sets it with its probe port. Default off. */
+  readonly clientProbes?: boolean;
   /** Called after each accepted registration (tests, metrics). */
   readonly onRegistered?: (equipmentId: string, from: RemoteInfo) => void;
 }
@@ -171,6 +181,10 @@ export function createRegistrationEndpoint(options: RegistrationEndpointOptions)
     if ((parsed.packet.type === UDP_TYPE_PROBE || parsed.packet.type === UDP_TYPE_REGISTER) && isDenied(parsed.packet as Register)) {
       counters.inc('denied');
       return;
+    }
+    if (parsed.packet.type === UDP_TYPE_CLIENT_PROBE && options.clientProbes) {
+      counters.inc('clientProbes');
+      return reply(answerClientProbe(parsed, rinfo), rinfo);
     }
     if (parsed.packet.type === UDP_TYPE_PROBE) {
       const answer = answerProbe(parsed, rinfo, probeContext);

@@ -301,6 +301,8 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     sourceLimiter: createRateLimiter(opts.limits.registrationsPerSource, opts.clock),
     probeNonces,
     denied,
+    // With the probe port on, both ports tell a client its mapping (issue 15, nat/client-mapping.ts).
+    clientProbes: Boolean(input.probePort),
     // The device refused a request's wake proof (P9): the broker ends the request at once.
     onRefuse: (equipmentId, requestId, reason) => broker.refused(equipmentId, requestId, reason),
   });

@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { buildBundle } from '../bundle.js';
 import { createLoopbackSetup } from '../lib/loopback-setup.js';
 import { PROGRAMS, startProgram, type Program } from '../lib/program.js';
+import { serverNodeFlags } from '../lib/server-unit.js';
 
 const CLOCK_TICK_MS = 10; // USER_HZ = 100 on Linux
 const BARE_SCRIPT = "process.stdout.write('up\\n'); setInterval(() => {}, 1 << 30);";
@@ -111,7 +112,7 @@ export async function runAgentBench(argv: readonly string[]): Promise<void> {
     const bundled = join(bundle.dir, 'peerlink-agent.cjs');
     // The shipped default interval (25 s): what an appliance idles with.
     const setup = await createLoopbackSetup({ dir: join(dir, 'cfg'), services: { echo: '127.0.0.1:7' }, registerIntervalMs: 25_000 });
-    const server = startProgram('server', ['--config', setup.serverConfig]);
+    const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
     programs.push(server);
     await server.waitFor((l) => l.msg === 'rendezvous server listening');
     const node = process.execPath;

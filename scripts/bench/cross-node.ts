@@ -14,6 +14,7 @@ import { createClient, type Client } from '../../agent/client/client.js';
 import { createLoopbackSetup } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type Program } from '../lib/program.js';
+import { serverNodeFlags } from '../lib/server-unit.js';
 import { startRedisCluster } from '../lib/redis-cluster.js';
 import { startEchoServer } from './throughput.js';
 
@@ -64,7 +65,10 @@ export async function crossNodeConnect(o: { rounds: number }): Promise<CrossNode
         .replace(`port = ${setup.tlsPort}`, `port = ${tls2}`)
         .replace('node_id = "bench-1"', 'node_id = "bench-2"'),
     );
-    const nodes = [startProgram('server', ['--config', setup.serverConfig]), startProgram('server', ['--config', config2])];
+    const nodes = [
+      startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() }),
+      startProgram('server', ['--config', config2], { nodeArgs: serverNodeFlags() }),
+    ];
     programs.push(...nodes);
     await Promise.all(nodes.map((n) => n.waitFor((l) => l.msg === 'rendezvous server listening')));
     const agent = startProgram('agent', ['--config', setup.agentConfig]);

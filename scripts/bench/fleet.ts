@@ -36,6 +36,7 @@ import { REGISTER_INTERVAL_MS } from '../../agent/protocol/constants.js';
 import { SHARED_REFRESH_AFTER_MS } from '../../agent/server/redis-registry.js';
 import { cpuSeconds } from './cpu-time.js';
 import { run } from './server.js';
+import { serverNodeFlags } from '../lib/server-unit.js';
 import { crossNodeConnect, type CrossNodeFigures } from './cross-node.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -120,7 +121,8 @@ async function nodesRun(o: {
           ...(o.mode === 'writtenUnpipelined' ? ['no-pipelining'] : []),
         ]
       : [script('udp-target'), 'register', o.master.toString('base64')];
-  const targets = Array.from({ length: o.n }, (_, i) => run(null, targetArgs(i)));
+  // Each node with the server unit's node flags, as deployed.
+  const targets = Array.from({ length: o.n }, (_, i) => run(null, [...serverNodeFlags(), ...targetArgs(i)]));
   const fixed = o.load === 'fixed';
   try {
     const ready = (await Promise.all(targets.map((t) => t.first))) as { port: number; pid: number }[];

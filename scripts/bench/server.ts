@@ -25,6 +25,7 @@ import { parseArgs } from 'node:util';
 import { createLoopbackSetup, connectArgs } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type Program } from '../lib/program.js';
+import { serverNodeFlags } from '../lib/server-unit.js';
 import { startRedis } from '../lib/redis-process.js';
 import { ensureGroups } from '../lib/prerequisites.js';
 import { bestMbps, startEchoServer, viaTcp, waitServing } from './throughput.js';
@@ -105,7 +106,14 @@ async function udpRun(
   redisPid?: number,
 ): Promise<UdpFigure> {
   // With Redis: every registration written (refresh 0), the cost write on change pays when it writes (fleet.ts).
-  const target = run(0, [script('udp-target'), mode, master.toString('base64'), ...(redisUrl ? [redisUrl, '0'] : [])]);
+  // The server's registration endpoint in its own process: with the server unit's node flags.
+  const target = run(0, [
+    ...serverNodeFlags(),
+    script('udp-target'),
+    mode,
+    master.toString('base64'),
+    ...(redisUrl ? [redisUrl, '0'] : []),
+  ]);
   let registryUnavailable = 0;
   let figure: Omit<UdpFigure, 'registryUnavailable'>;
   try {
@@ -265,7 +273,7 @@ async function endToEnd(o: {
         .replace('log_level = "info"', 'log_level = "warn"')
         .replace('[dial]\n', '[dial]\nmax_concurrent = 32\n'),
     );
-    const server = startProgram('server', ['--config', setup.serverConfig]);
+    const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
     programs.push(server);
     for (let i = 0; i < 100 && server.child.exitCode === null; i++) {
       // Listening at warn level logs nothing: wait for the TLS port instead.
@@ -365,7 +373,7 @@ async function relayWithTlsLegs(dir: string, echoPort: number): Promise<{ port: 
     directDialOnly: true,
     serverExtra: '[relay]\nbytes_per_second = 10000000000\nplain_legs = false',
   });
-  const server = startProgram('server', ['--config', setup.serverConfig]);
+  const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
   await server.waitFor((l) => l.msg === 'rendezvous server listening');
   const agent = startProgram('agent', ['--config', setup.agentConfig]);
   await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));

@@ -21,6 +21,7 @@ import { closeServer, listenOn } from '../../agent/common/listen.js';
 import { createLoopbackSetup, connectArgs } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type Program } from '../lib/program.js';
+import { serverNodeFlags } from '../lib/server-unit.js';
 import { bestMbps, startEchoServer, viaTcp, waitServing } from './throughput.js';
 import { cpuSeconds } from './cpu-time.js';
 import { randomBytes } from 'node:crypto';
@@ -117,7 +118,7 @@ export async function sessionBench(o: { quick: boolean }): Promise<SessionFigure
     });
     // Logs cost time on every stream: measure the streams, not pino.
     await writeFile(setup.agentConfig, (await readFile(setup.agentConfig, 'utf8')).replace('log_level = "info"', 'log_level = "warn"'));
-    const server = startProgram('server', ['--config', setup.serverConfig]);
+    const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
     programs.push(server);
     await server.waitFor((l) => l.msg === 'rendezvous server listening');
     const agent = startProgram('agent', ['--config', setup.agentConfig]);

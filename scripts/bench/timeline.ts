@@ -21,6 +21,7 @@ import { createClient } from '../../agent/client/client.js';
 import { createLoopbackSetup } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type LogLine, type Program } from '../lib/program.js';
+import { serverNodeFlags } from '../lib/server-unit.js';
 import { startEchoServer } from './throughput.js';
 
 interface Mark {
@@ -80,7 +81,7 @@ export async function connectionTimelines(rounds: number): Promise<{ direct: Tim
         '[relay]\nmax_sessions_per_device = 100000\nmax_sessions_per_source = 100000',
       ].join('\n'),
     });
-    const server = startProgram('server', ['--config', setup.serverConfig]);
+    const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
     programs.push(server);
     await server.waitFor((l) => l.msg === 'rendezvous server listening');
     const agent = startProgram('agent', ['--config', setup.agentConfig]);

@@ -76,8 +76,9 @@ export interface CellSpec {
   /** Extra server settings (TOML), e.g. relay limits. */
   readonly serverExtra?: string;
   /**
-   * The server's UDP probe port on (LAB_PROBE_PORT) and the agent told of it: the agent learns its
-   * NAT's mapping behaviour, and where no direct path can come starts the relay at once (issue 15). Default off.
+   * The server's UDP probe port on (LAB_PROBE_PORT) and the agent and the client (--probe-ports) told
+   * of it: each learns its NAT's mapping behaviour, and where no direct path can come the relay
+   * starts at once (issue 15). Default off.
    */
   readonly probe?: boolean;
   /** Print each log line of the programs (trace mode). */
@@ -344,6 +345,8 @@ export async function runCell(spec: CellSpec): Promise<CellResult> {
       '--log-level',
       'info',
       ...(gatewayOn('client') ? ['--map-port', 'auto'] : []),
+      // The client learns its own NAT's mapping from the same two ports (nat/client-mapping.ts).
+      ...(spec.probe ? ['--probe-ports', `${SERVER_UDP_PORT},${CELL_PROBE_PORT}`] : []),
     ];
     const r = await runClient(lab.client.host, args, payload, spec.clientTimeoutMs ?? 30_000);
     await spec.afterConnect?.({ lab, setup, server, agent, restartGateway });

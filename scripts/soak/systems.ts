@@ -5,7 +5,6 @@
  * metrics listener on; the servers with the node flags of systemd/peerlink-server.service. Per-source limits are off: on loopback all simulated devices share a handful
  * of source addresses, which in the field would be ten thousand different homes.
  */
-import { readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -14,31 +13,15 @@ import { createLoopbackSetup, type LoopbackSetup } from '../lib/loopback-setup.j
 import { freePort } from '../lib/free-port.js';
 import { DIST, startProgram, type Program } from '../lib/program.js';
 import { startRedis, type RedisProcess } from '../lib/redis-process.js';
+import { serverNodeFlags } from '../lib/server-unit.js';
 
 export const ECHO_SERVICE = 'echo';
 /** The agent's own minimum interval (agent/device/settings.ts). */
 const AGENT_INTERVAL_MS = 15_000;
 const START_TIMEOUT_MS = 30_000;
 const PROBE = join(DIST, 'scripts', 'soak', 'resource-probe.js');
-/** The server's systemd unit: the soak runs the server with the node flags production runs it with. */
-export const SERVER_UNIT = join(DIST, '..', 'systemd', 'peerlink-server.service');
-
-/**
- * The flags given to node itself in a unit's ExecStart (`/usr/bin/node <flags> <script> ...`): the
- * server's fix the young generation's size (V8 would resize it with the load, a step in RSS each time).
- */
-export function nodeFlagsOfUnit(unitText: string): string[] {
-  const line = unitText.split('\n').find((l) => l.startsWith('ExecStart='));
-  if (line === undefined) throw new Error('no ExecStart= in the unit');
-  const words = line.slice('ExecStart='.length).trim().split(/\s+/);
-  if (!/(^|\/)node$/.test(words[0] ?? '')) throw new Error(`ExecStart= does not run node: ${line}`);
-  const flags: string[] = [];
-  for (const w of words.slice(1)) {
-    if (!w.startsWith('-')) break;
-    flags.push(w);
-  }
-  return flags;
-}
+// The server's systemd unit: the soak runs the server with the node flags production runs it with.
+export { SERVER_UNIT, nodeFlagsOfUnit } from '../lib/server-unit.js';
 
 export interface Watched {
   readonly name: string;
@@ -121,10 +104,10 @@ export async function startSoakSystem(o: { dir: string; nodes: 1 | 2 }): Promise
       if (!stopping.now) crashes.push(`${name} exited (${code ?? signal})`);
     });
   };
-  const serverNodeFlags = nodeFlagsOfUnit(readFileSync(SERVER_UNIT, 'utf8'));
+  const nodeArgs = serverNodeFlags();
   const servers: Watched[] = configs.map((config, i) => {
     const probeFile = join(o.dir, `probe-server-${i + 1}.json`);
-    const program = startProgram('server', ['--config', config], { env: probeEnv(probeFile), nodeArgs: serverNodeFlags });
+    const program = startProgram('server', ['--config', config], { env: probeEnv(probeFile), nodeArgs });
     const name = o.nodes === 2 ? `server node-${i + 1}` : 'server';
     watch(name, program);
     return { name, program, probeFile, metricsPort: metricsPorts[i]! };

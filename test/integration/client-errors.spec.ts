@@ -87,6 +87,23 @@ test('usage errors: exit 2 and the usage text', async (t) => {
   const r = await run(PROGRAMS.client, ['connect', 'X', '--server', '127.0.0.1:1']);
   t.is(r.code, 2);
   t.regex(r.stderr, /usage: peerlink connect/);
+  for (const bad of ['7400', '7400,7400', '7400,70000', 'a,b']) {
+    const p = await run(PROGRAMS.client, [
+      'connect',
+      'X',
+      '--server',
+      '127.0.0.1:1',
+      '--ca',
+      'c',
+      '--service',
+      's',
+      '--stdio',
+      '--probe-ports',
+      bad,
+    ]);
+    t.is(p.code, 2, bad);
+    t.regex(p.stderr, /--probe-ports: expected two different ports/);
+  }
 });
 
 test.serial('registered device that does not answer: exit 12, PEERLINK_ERR_DEVICE_NO_ANSWER', async (t) => {

@@ -75,3 +75,64 @@ labTest('port-restricted NAT on both sides with the probe port: the hole punch k
   t.truthy(agentLines.find((l) => l.msg === 'NAT mapping behaviour learnt (server probe port)' && l.behaviour === 'endpoint-independent'));
   t.falsy(agentLines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('no direct path can come')));
 });
+
+/** When the agent's relay began after its verdict (its own clock), from its log lines. */
+function relayStartedAfterMs(agentLines: readonly LogLine[]): number | null {
+  const verdict = agentLines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('S207 request authorised'));
+  const relay = agentLines.find((l) => l.msg === 'meeting the client at the relay');
+  return verdict && relay ? Number(relay.time) - Number(verdict.time) : null;
+}
+
+labTest(
+  'a symmetric client, a device it cannot reach directly: the client learns its mapping and the first connect starts the relay at once',
+  async (t) => {
+    const agentLines: LogLine[] = [];
+    const clientLines: LogLine[] = [];
+    // The device's NAT maps endpoint-independently (it hints nothing itself): only the client's own
+    // knowledge (nat/client-mapping.ts) rules the punch out; no gateway, so nothing is reachable.
+    const r = await runCell({
+      client: { nat: 'symmetric' },
+      device: { nat: 'port-restricted' },
+      upnp: 'none',
+      probe: true,
+      peerTimeoutMs: 10_000,
+      onLine: (who, l) => (who === 'agent' ? agentLines : who === 'client' ? clientLines : []).push(l),
+    });
+    t.log(`connected in ${r.connectMs} ms via ${r.path}`);
+    t.true(r.connected, r.error ?? '');
+    t.is(r.path, 'relayed via server');
+    const learnt = clientLines.find((l) => l.msg === 'our NAT mapping behaviour (server probe ports)' && l.behaviour === 'symmetric');
+    t.truthy(learnt, 'the client learnt that its NAT maps per destination');
+    t.log(`the client's check added ${String(learnt?.waitedMs)} ms to its request`);
+    t.truthy(
+      agentLines.find((l) => l.msg === 'NAT mapping behaviour learnt (server probe port)' && l.behaviour === 'endpoint-independent'),
+    );
+    const atOnce = agentLines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('no direct path can come'));
+    t.regex(String(atOnce?.reason), /the client takes no inbound connection and its NAT maps per destination/);
+    const startedAfterMs = relayStartedAfterMs(agentLines);
+    t.log(`relay started ${startedAfterMs} ms after the verdict`);
+    t.true(startedAfterMs !== null && startedAfterMs < RELAY_AFTER_MS / 2, `${startedAfterMs} ms`);
+  },
+);
+
+labTest(
+  'a symmetric client, a device that maps its reverse port: still direct (the client dials the device), no relay at once',
+  async (t) => {
+    const agentLines: LogLine[] = [];
+    const clientLines: LogLine[] = [];
+    const r = await runCell({
+      client: { nat: 'symmetric' },
+      device: { nat: 'port-restricted' },
+      upnp: 'igd2',
+      upnpOn: 'device',
+      probe: true,
+      onLine: (who, l) => (who === 'agent' ? agentLines : who === 'client' ? clientLines : []).push(l),
+    });
+    t.log(`connected in ${r.connectMs} ms via ${r.path}`);
+    t.true(r.connected, r.error ?? '');
+    t.is(r.path, 'client dialled the device');
+    // The client did learn that it is behind a symmetric NAT (so it hinted it): the device's open port wins anyway.
+    t.truthy(clientLines.find((l) => l.msg === 'our NAT mapping behaviour (server probe ports)' && l.behaviour === 'symmetric'));
+    t.falsy(agentLines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('no direct path can come')));
+  },
+);

@@ -3,18 +3,20 @@
  * probe from a source without a cookie get no answer; a fresh probe from a new source gets only a
  * cookie request; the mapping check goes only to the mapping the ID registered, never to the
  * probe's source, and only for a probe as large as the ack and the check together; the probe port
- * never sends checks.
+ * never sends checks. A client's keyless probe (issue 15) is answered only with the probe port on,
+ * to its source only, in fewer bytes, and draws nothing else.
  */
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import {
   PROBE_FLAG_CHECK_MAPPING,
+  UDP_TYPE_CLIENT_PROBE_ACK,
   UDP_TYPE_COOKIE,
   UDP_TYPE_MAPPING_CHECK,
   UDP_TYPE_REGISTER_ACK,
 } from '../../agent/protocol/constants.js';
 import { deriveRegistrationKey } from '../../agent/protocol/keys.js';
-import { encodeProbe, parseUdpPacket, verifyTag } from '../../agent/protocol/udp-packets.js';
+import { encodeClientProbe, encodeProbe, parseUdpPacket, verifyTag } from '../../agent/protocol/udp-packets.js';
 import { freePort } from '../../scripts/lib/free-port.js';
 import { createServerPki, recordingUdp, startServer, waitUntil } from '../helpers/harness.js';
 import { registerThroughCookie, udpFence } from '../helpers/udp-register.js';
@@ -90,4 +92,26 @@ test('probes: no registry change, bad tags and replays unanswered, a cookie firs
   await udpFence(device, { port: udp }, pki.masterKey);
   t.is(device.received.length, fromDevice + 1, 'no check from the probe port, none for the replay or the tampered probe');
   t.is(prober.received.length, 4);
+});
+
+test("clients' keyless probes: answered on both ports only with the probe port on, to the source, with fewer bytes; nothing else", async (t) => {
+  const probePort = await freePort();
+  const withProbe = await startServer(t, pki, { probePort });
+  const without = await startServer(t, pki);
+  const client = await recordingUdp(t);
+  const nonce = randomBytes(16);
+  const p = encodeClientProbe({ nonce });
+  for (const port of [withProbe.udpAddress().port, probePort]) await client.send(p, { port });
+  await waitUntil(() => client.received.length === 2, 'both ports answered');
+  for (const r of client.received) {
+    const a = parseUdpPacket(r.msg).packet;
+    t.is(a.type, UDP_TYPE_CLIENT_PROBE_ACK);
+    t.like(a, { nonce, observed: { address: '127.0.0.1', port: client.port } });
+    t.true(r.msg.length < p.length, 'fewer bytes than the probe (P6)');
+  }
+  t.is(withProbe.registry.size, 0, 'nothing recorded');
+  // A server without the probe port does not answer them at all.
+  await client.send(p, { port: without.udpAddress().port });
+  await udpFence(client, { port: without.udpAddress().port }, pki.masterKey);
+  t.is(client.received.length, 2, 'no answer from the server without the probe port');
 });

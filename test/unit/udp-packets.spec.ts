@@ -291,7 +291,7 @@ test('bad magic, version, type and ack status are ProtocolErrors naming the fiel
   const cases: Array<[number, number, string]> = [
     [0, 0x51, 'udp.magic'],
     [2, PROTOCOL_VERSION + 1, 'udp.version'],
-    [3, 9, 'udp.type'],
+    [3, 0x7f, 'udp.type'],
     [4, 2, 'udp.status'],
   ];
   for (const [offset, value, field] of cases) {
@@ -391,4 +391,24 @@ test('COOKIE round-trips and is smaller than the smallest registration or probe 
   t.deepEqual(parsed.packet, { type: UDP_TYPE_COOKIE, nonce, serverTimeMs: 77, cookie });
   t.true(verifyTag(parsed, key));
   t.throws(() => encodeCookie({ nonce, serverTimeMs: 77, cookie: Buffer.alloc(15) }, key), { instanceOf: RangeError });
+});
+
+test('CLIENT_PROBE and its ack round-trip; the ack (IPv6 observed, the largest) is smaller than the probe (P6); the trailer must be zero', async (t) => {
+  const { encodeClientProbe, encodeClientProbeAck } = await import('../../agent/protocol/udp-packets.js');
+  const { UDP_TYPE_CLIENT_PROBE, UDP_TYPE_CLIENT_PROBE_ACK } = await import('../../agent/protocol/constants.js');
+  const nonce = Buffer.alloc(16, 5);
+  const probe = encodeClientProbe({ nonce });
+  t.is(probe.length, REGISTER_MIN_BYTES);
+  t.deepEqual(parseUdpPacket(probe).packet, { type: UDP_TYPE_CLIENT_PROBE, nonce });
+  const observed = { address: '2001:db8::1', port: 4242 };
+  const ack = encodeClientProbeAck({ nonce, observed });
+  t.true(ack.length < probe.length, `${ack.length} < ${probe.length}`);
+  t.deepEqual(parseUdpPacket(ack).packet, { type: UDP_TYPE_CLIENT_PROBE_ACK, nonce, observed });
+  for (const bytes of [probe, ack]) {
+    const bad = Buffer.from(bytes);
+    bad[bad.length - 1] = 1;
+    t.is(throwsProtocolError(t, () => parseUdpPacket(bad))?.field, 'udp.trailer');
+  }
+  t.is(throwsProtocolError(t, () => parseUdpPacket(probe.subarray(0, REGISTER_MIN_BYTES - 1)))?.field, 'udp.clientProbe');
+  t.throws(() => encodeClientProbe({ nonce: Buffer.alloc(8) }), { instanceOf: RangeError });
 });
