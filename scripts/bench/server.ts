@@ -5,7 +5,8 @@
  *     vs a bare Node UDP echo server on the same core;
  *   - memory per registered device at 100k and 1M devices (in-memory registry);
  *   - connection requests per second end to end, p50/p99 time to connect vs one direct TLS connect;
- *   - tunnel throughput vs plain TLS, direct and through the relay;
+ *   - tunnel throughput vs plain TLS, direct and through the relay, and the CPU-seconds per GB each
+ *     process spent (the Mbit/s go with the machine's load; the work per byte much less);
  *   - a TLS handshake's cost by server key (RSA / ECDSA), full and resumed (handshake-cost.ts);
  *   - the time line of one connection, direct and relayed, and relayed vs direct time to connect (timeline.ts);
  *   - sessions with streams: a second stream vs a TCP connect, and a web page through --listen (sessions.ts).
