@@ -50,6 +50,10 @@ function copy(src: Duplex, dst: Duplex, counted: (n: number) => void): void {
   src.once('end', () => {
     if (!dst.destroyed && !dst.writableEnded) dst.end();
   });
+  // A destination that closes while its source waits for 'drain' will not drain: do not leave the source paused.
+  dst.once('close', () => {
+    if (waiting) resume();
+  });
   src.resume();
 }
 

@@ -115,3 +115,30 @@ test('a destination that does not drain pauses its source past JOIN_QUEUE_BYTES;
   t.true(src.readableFlowing === true, 'resumed once drained');
   src.destroy();
 });
+
+test('a destination that closes while its source waits for drain does not leave the source paused', async (t) => {
+  // A source whose two directions are independent (a socket): ending what is written to it leaves its reading alone.
+  const src = new Duplex({
+    read() {},
+    write(_c, _e, cb) {
+      cb();
+    },
+  });
+  const dst = sink();
+  void join(src, dst.stream);
+  const chunk = Buffer.alloc(16 * 1024, 3);
+  for (let i = 0; i < (2 * JOIN_QUEUE_BYTES) / chunk.length; i++) {
+    src.push(chunk);
+    await new Promise((r) => setImmediate(r));
+  }
+  t.false(src.readableFlowing);
+  // It ended its own direction cleanly first, so join() does not destroy the source with it.
+  dst.stream.push(null);
+  await new Promise((r) => setImmediate(r));
+  t.true(dst.stream.readableEnded);
+  dst.stream.destroy();
+  await new Promise((r) => setImmediate(r));
+  t.false(src.destroyed);
+  t.true(src.readableFlowing === true, 'the source flows on');
+  src.destroy();
+});
