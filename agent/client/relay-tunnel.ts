@@ -36,7 +36,7 @@ export async function relayTunnel(
     signal,
   });
   if (leg) {
-    keepTunnelAlive(leg);
+    // acceptTunnel watches the leg once the channel is up (a second watch would read /proc/net/tcp twice).
     try {
       return await acceptTunnel(leg, expected, timeoutMs, signal, 'through the relay');
     } catch (err) {

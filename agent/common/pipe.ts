@@ -1,12 +1,60 @@
 /**
  * Join two byte streams both ways (S209). Half-close is passed through (so `ssh` and HTTP
  * clients that shut down writing still get their answer); an error on either side destroys both.
+ *
+ * Not Readable.pipe(), for two per-byte costs (issue 15, npm run bench -- server --only tunnel):
+ * - TLS hands its plaintext over in 16 KiB chunks (one per record), several in one go: written one
+ *   by one, each is its own write(2) and TCP segment. The chunks of one tick are corked and leave
+ *   in one writev.
+ * - pipe() pauses the source as soon as 16 KiB wait in the destination and resumes it on 'drain':
+ *   at these rates that is a readStop/readStart (epoll_ctl) pair for nearly every chunk. Here the
+ *   source pauses only past JOIN_QUEUE_BYTES, still bounded per direction.
  */
 import type { Duplex } from 'node:stream';
+
+/** Bytes one direction may hold queued in its destination before its source is paused. */
+export const JOIN_QUEUE_BYTES = 256 * 1024;
 
 export interface JoinResult {
   readonly bytesAtoB: number;
   readonly bytesBtoA: number;
+}
+
+/** Copy src -> dst until src ends (then end dst); returns nothing, counts through `counted`. */
+function copy(src: Duplex, dst: Duplex, counted: (n: number) => void): void {
+  let corked = false;
+  const uncork = (): void => {
+    corked = false;
+    dst.uncork();
+  };
+  let waiting = false;
+  const resume = (): void => {
+    waiting = false;
+    src.resume();
+  };
+  src.on('data', (d: Buffer) => {
+    counted(d.length);
+    if (dst.destroyed || dst.writableEnded) return;
+    if (!corked) {
+      corked = true;
+      dst.cork();
+      process.nextTick(uncork);
+    }
+    // false: 'drain' will come (Writable promises it), so waiting for it cannot hang.
+    if (!dst.write(d) && dst.writableLength >= JOIN_QUEUE_BYTES && !waiting) {
+      waiting = true;
+      src.pause();
+      dst.once('drain', resume);
+    }
+  });
+  src.once('end', () => {
+    if (!dst.destroyed && !dst.writableEnded) dst.end();
+  });
+  // A destination that closes while its source waits for 'drain' will not drain: do not leave the source paused.
+  dst.once('close', () => {
+    if (waiting) resume();
+  });
+  src.resume();
 }
 
 export function join(a: Duplex, b: Duplex): Promise<JoinResult> {
@@ -17,10 +65,8 @@ export function join(a: Duplex, b: Duplex): Promise<JoinResult> {
     const done = (): void => {
       if (++closed === 2) resolve({ bytesAtoB: aToB, bytesBtoA: bToA });
     };
-    a.on('data', (d: Buffer) => (aToB += d.length));
-    b.on('data', (d: Buffer) => (bToA += d.length));
-    a.pipe(b);
-    b.pipe(a);
+    copy(a, b, (n) => (aToB += n));
+    copy(b, a, (n) => (bToA += n));
     const fail = (): void => {
       a.destroy();
       b.destroy();

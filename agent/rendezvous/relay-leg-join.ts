@@ -36,7 +36,8 @@ export interface RelayLegJoin {
 /** The paired socket (paused, the peer's first bytes put back), or null: join over TLS instead. */
 export async function joinRelayLeg(o: RelayLegJoin): Promise<Socket | null> {
   if (o.signal.aborted) throw abortError(o.signal);
-  const sock = connect({ host: o.host, port: o.port, allowHalfOpen: true });
+  // noDelay: the join's frames and then the end-to-end handshake are small writes (no Nagle wait).
+  const sock = connect({ host: o.host, port: o.port, allowHalfOpen: true, noDelay: true });
   sock.on('error', () => undefined); // reported through the channel
   const onAbort = (): void => void sock.destroy();
   o.signal.addEventListener('abort', onAbort, { once: true });

@@ -331,7 +331,9 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         sock.destroy();
       });
       s.on('error', (err) => logger.error({ err: err.message }, 'tls server error'));
-      const f = createNetServer({ allowHalfOpen: true, pauseOnConnect: true }, (raw) => {
+      // noDelay (net servers honour it): a plain relay leg never becomes a TLSSocket whose onSecure sets it,
+      // and its end-to-end handshake waited 40 ms behind a delayed ACK without it.
+      const f = createNetServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (raw) => {
         if (!tracker.accepted(raw)) return void counters.inc('unidentifiedOverCap');
         firstByteSwitch(raw, s);
       });

@@ -5,7 +5,8 @@
  *     vs a bare Node UDP echo server on the same core;
  *   - memory per registered device at 100k and 1M devices (in-memory registry);
  *   - connection requests per second end to end, p50/p99 time to connect vs one direct TLS connect;
- *   - tunnel throughput vs plain TLS, direct and through the relay;
+ *   - tunnel throughput vs plain TLS, direct and through the relay, and the CPU-seconds per GB each
+ *     process spent (the Mbit/s go with the machine's load; the work per byte much less);
  *   - a TLS handshake's cost by server key (RSA / ECDSA), full and resumed (handshake-cost.ts);
  *   - the time line of one connection, direct and relayed, and relayed vs direct time to connect (timeline.ts);
  *   - sessions with streams: a second stream vs a TCP connect, and a web page through --listen (sessions.ts).
@@ -16,7 +17,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +29,7 @@ import { startProgram, type Program } from '../lib/program.js';
 import { serverNodeFlags } from '../lib/server-unit.js';
 import { startRedis } from '../lib/redis-process.js';
 import { ensureGroups } from '../lib/prerequisites.js';
+import { cpuSeconds } from './cpu-time.js';
 import { bestMbps, startEchoServer, viaTcp, waitServing } from './throughput.js';
 import { handshakeCosts, type HandshakeFigure } from './handshake-cost.js';
 import { connectionTimelines, formatTimeline, medianTimeline, type Timeline } from './timeline.js';
@@ -47,6 +49,7 @@ function nodeArgv(core: number | null, args: readonly string[]): [string, string
 }
 
 interface Running {
+  readonly pid: number;
   readonly first: Promise<Record<string, unknown>>;
   stop(): Promise<Record<string, unknown> | null>;
 }
@@ -76,6 +79,7 @@ export function run(core: number | null, args: readonly string[]): Running {
     void exited.then((c) => (lines.length ? undefined : reject(new Error(`${args.join(' ')} exited ${c}: ${err}`))));
   });
   return {
+    pid: child.pid!,
     first,
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
@@ -236,11 +240,49 @@ async function tlsHandshakes(port: number): Promise<{ full: number; resumed: num
   return { full: count('full'), resumed: count('resumed') };
 }
 
+/** CPU-seconds per GB carried (both directions counted, as the Mbit/s are), by process. */
+export type CpuPerGb = Record<string, number>;
+
+/**
+ * Throughput through `open` (best of `rounds`), and the CPU each process named in `pids` (and this
+ * one, "bench": the sender, the receiver and, for tunnels, the echo service) spent over all rounds.
+ */
+async function measuredMbps(
+  open: () => Socket,
+  data: Buffer,
+  rounds: number,
+  pids: Readonly<Record<string, number>>,
+  into: { mbps: number; cpu: CpuPerGb; gb: number },
+): Promise<void> {
+  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]));
+  const self = process.cpuUsage();
+  into.mbps = Math.max(into.mbps, await bestMbps(open, data, rounds));
+  const used = process.cpuUsage(self);
+  const gb = (rounds * 2 * data.length) / 1e9;
+  const cpu: CpuPerGb = { bench: (used.user + used.system) / 1e6 };
+  for (const [k, pid] of Object.entries(pids)) cpu[k] = cpuSeconds(pid) - before[k]!;
+  // Accumulated as CPU-seconds and GB; divided when reported.
+  for (const [k, v] of Object.entries(cpu)) into.cpu[k] = (into.cpu[k] ?? 0) + v;
+  into.gb += gb;
+}
+
+const perGb = (m: { cpu: CpuPerGb; gb: number }): CpuPerGb => Object.fromEntries(Object.entries(m.cpu).map(([k, v]) => [k, v / m.gb]));
+
+const NONE = { n: 0, p50Ms: NaN, p99Ms: NaN };
+/** The connect figures when the connection-request load did not run. */
+const NO_CONNECT: Record<string, unknown> = {
+  tlsConnect: NONE,
+  sequential: NONE,
+  concurrent: { ...NONE, requestsPerSecond: NaN, concurrency: 0, failures: 0 },
+};
+
 async function endToEnd(o: {
   quick: boolean;
   concurrency: number;
+  /** The connection-request load (connect-load.ts); off, only the tunnels are measured. */
+  connect: boolean;
   tunnel: boolean;
-}): Promise<{ connect: Record<string, unknown>; tunnel?: Record<string, number> }> {
+}): Promise<{ connect: Record<string, unknown>; tunnel?: Record<string, number>; tunnelCpu?: Record<string, CpuPerGb> }> {
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-bench-server-'));
   const programs: Program[] = [];
   const stoppers: (() => Promise<unknown>)[] = [];
@@ -303,10 +345,13 @@ async function endToEnd(o: {
         agentPid: agent.child.pid,
       }),
     );
-    const load = run(null, [script('connect-load'), job]);
-    const loaded = await load.first;
-    await load.stop();
-    const connect = { ...loaded, serverTls: await tlsHandshakes(metricsPort) };
+    let connect: Record<string, unknown> = NO_CONNECT;
+    if (o.connect) {
+      const load = run(null, [script('connect-load'), job]);
+      const loaded = await load.first;
+      await load.stop();
+      connect = { ...loaded, serverTls: await tlsHandshakes(metricsPort) };
+    }
     if (!o.tunnel) return { connect };
 
     const tlsEcho = run(null, [script('tls-echo'), join(dir, 'server.pem'), join(dir, 'server.key')]);
@@ -320,41 +365,54 @@ async function endToEnd(o: {
     ];
     const directPort = await freePort();
     const relayPort = await freePort();
-    const direct = startProgram('client', [...base, '--listen', `127.0.0.1:${directPort}`]);
-    const relayed = startProgram('client', [...base, '--listen', `127.0.0.1:${relayPort}`, '--advertise-port', String(await freePort())]);
-    programs.push(direct, relayed);
-    await Promise.all([waitServing(direct), waitServing(relayed)]);
+    const directClient = startProgram('client', [...base, '--listen', `127.0.0.1:${directPort}`]);
+    const relayedClient = startProgram('client', [
+      ...base,
+      '--listen',
+      `127.0.0.1:${relayPort}`,
+      '--advertise-port',
+      String(await freePort()),
+    ]);
+    programs.push(directClient, relayedClient);
+    await Promise.all([waitServing(directClient), waitServing(relayedClient)]);
     const data = randomBytes(o.quick ? 8 * 1024 * 1024 : 32 * 1024 * 1024);
     const rounds = o.quick ? 2 : 3;
-    const plainTls = await bestMbps(
+    const fresh = (): { mbps: number; cpu: CpuPerGb; gb: number } => ({ mbps: 0, cpu: {}, gb: 0 });
+    const plainTls = fresh();
+    await measuredMbps(
       () => {
         const s = tlsConnect({ host: '127.0.0.1', port: tlsEchoPort, ca: setup.caPem, servername: 'localhost' }, () => s.end(data));
         return s;
       },
       data,
       rounds,
+      { 'tls-echo': tlsEcho.pid },
+      plainTls,
     );
-    const directMbps = await bestMbps(viaTcp(directPort, data), data, rounds);
+    const ends = { client: 0, server: server.child.pid!, agent: agent.child.pid! };
+    const direct = fresh();
+    await measuredMbps(viaTcp(directPort, data), data, rounds, { ...ends, client: directClient.child.pid! }, direct);
     // A/B in this run: the relay with TLS legs, as before plain legs (issue 15). Its own server has
     // relay.plain_legs = false, so client and agent fall back to TLS joins as with an older server.
     const before = await relayWithTlsLegs(join(dir, 'tls-legs'), echoPort);
     stoppers.push(before.stop);
-    let relayMbps = 0;
-    let relayTlsLegsMbps = 0;
+    const relay = fresh();
+    const relayTlsLegs = fresh();
     for (let i = 0; i < rounds; i++) {
       // Interleaved, best of each: the machine's load drifts between rounds.
-      relayMbps = Math.max(relayMbps, await bestMbps(viaTcp(relayPort, data), data, 1));
-      relayTlsLegsMbps = Math.max(relayTlsLegsMbps, await bestMbps(viaTcp(before.port, data), data, 1));
+      await measuredMbps(viaTcp(relayPort, data), data, 1, { ...ends, client: relayedClient.child.pid! }, relay);
+      await measuredMbps(viaTcp(before.port, data), data, 1, before.pids, relayTlsLegs);
     }
     return {
       connect,
       tunnel: {
         payloadBytes: data.length,
-        plainTlsMbps: plainTls,
-        directTunnelMbps: directMbps,
-        relayedTunnelMbps: relayMbps,
-        relayedTlsLegsMbps: relayTlsLegsMbps,
+        plainTlsMbps: plainTls.mbps,
+        directTunnelMbps: direct.mbps,
+        relayedTunnelMbps: relay.mbps,
+        relayedTlsLegsMbps: relayTlsLegs.mbps,
       },
+      tunnelCpu: { plainTls: perGb(plainTls), direct: perGb(direct), relayed: perGb(relay), relayedTlsLegs: perGb(relayTlsLegs) },
     };
   } finally {
     await Promise.all(programs.map((p) => p.stop()));
@@ -365,7 +423,10 @@ async function endToEnd(o: {
 }
 
 /** A server without plain relay legs, its agent, and a relayed `--listen` client: the relay as before issue 15. */
-async function relayWithTlsLegs(dir: string, echoPort: number): Promise<{ port: number; stop: () => Promise<void> }> {
+async function relayWithTlsLegs(
+  dir: string,
+  echoPort: number,
+): Promise<{ port: number; pids: Record<string, number>; stop: () => Promise<void> }> {
   await mkdir(dir, { recursive: true });
   const setup = await createLoopbackSetup({
     dir,
@@ -388,7 +449,11 @@ async function relayWithTlsLegs(dir: string, echoPort: number): Promise<{ port: 
     String(await freePort()),
   ]);
   await waitServing(client);
-  return { port, stop: () => Promise.all([client, agent, server].map((p) => p.stop())).then(() => undefined) };
+  return {
+    port,
+    pids: { client: client.child.pid!, server: server.child.pid!, agent: agent.child.pid! },
+    stop: () => Promise.all([client, agent, server].map((p) => p.stop())).then(() => undefined),
+  };
 }
 
 const f0 = (n: number): string => (Number.isFinite(n) ? n.toFixed(0) : '-');
@@ -407,7 +472,6 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
   const CONNECTIONS = ['handshake', 'timeline', 'connect', 'tunnel', 'sessions'];
   const want = (s: string): boolean => only === undefined || only === s || (only === 'connections' && CONNECTIONS.includes(s));
   const say = (s: string): void => void process.stderr.write(`bench: ${s}\n`);
-  const NONE = { n: 0, p50Ms: NaN, p99Ms: NaN };
   let reg: Record<string, number> = {};
   if (want('udp')) {
     say(`registrations (UDP, ${HAVE_TASKSET ? 'target on core 0, load on core 1' : 'not pinned: no taskset or one core'}) ...`);
@@ -424,12 +488,12 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
     say('memory per device (100k, 1M) ...');
     mem = await memory([100_000, 1_000_000]);
   }
-  let e2e: { connect: Record<string, unknown>; tunnel?: Record<string, number> } = {
-    connect: { tlsConnect: NONE, sequential: NONE, concurrent: { ...NONE, requestsPerSecond: NaN, concurrency: 0, failures: 0 } },
+  let e2e: { connect: Record<string, unknown>; tunnel?: Record<string, number>; tunnelCpu?: Record<string, CpuPerGb> } = {
+    connect: NO_CONNECT,
   };
   if (want('connect') || want('tunnel')) {
     say('connection requests and tunnel throughput (real server, agent and clients) ...');
-    e2e = await endToEnd({ quick, concurrency: Number(values.concurrency ?? 8), tunnel: want('tunnel') });
+    e2e = await endToEnd({ quick, concurrency: Number(values.concurrency ?? 8), connect: want('connect'), tunnel: want('tunnel') });
   }
   let handshakes: Record<string, HandshakeFigure> = {};
   if (want('handshake')) {
@@ -575,6 +639,16 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
       f2(t.relayedTlsLegsMbps! / t.plainTlsMbps!),
     ],
     ['tunnel throughput: relayed / direct', '-', '>= 0.7', f2(t.relayedTunnelMbps! / t.directTunnelMbps!)],
+    ...(['plainTls', 'direct', 'relayed', 'relayedTlsLegs'] as const).map((k): [string, string, string, string] => {
+      const cpu = e2e.tunnelCpu?.[k];
+      const total = (x: CpuPerGb | undefined): number => (x ? Object.values(x).reduce((a, b) => a + b, 0) : NaN);
+      return [
+        `tunnel CPU-seconds per GB carried, ${{ plainTls: 'plain TLS', direct: 'direct tunnel', relayed: 'relayed (plain legs)', relayedTlsLegs: 'relayed, TLS legs' }[k]}: total (${cpu ? Object.keys(cpu).join(' / ') : 'by process'})`,
+        cpu ? `${f2(total(cpu))} (${Object.values(cpu).map(f2).join(' / ')})` : '-',
+        'report',
+        f2(total(cpu) / total(e2e.tunnelCpu?.plainTls)),
+      ];
+    }),
     ['time to connect (time line runs, info logs), direct, p50 (ms)', f1(directConnectP50), 'baseline', '1.00'],
     [
       'time to connect, relayed (the device cannot dial the client), p50 (ms)',

@@ -10,6 +10,7 @@
  *   notify                  -> server "S205 notification sent", agent "S205 ... notification received"
  *   device attach           -> agent "S206 connected to the server" (its TLS), server "S206 device connected"
  *   verdict                 -> agent "S207 request authorised", server "S207 device verdict relayed", client "S207 device accepted"
+ *   relay paired            -> server "relay session paired" (relayed connections only)
  *   path race + PSK         -> agent "... channel up", client "... channel up" (open() resolves)
  *   first byte              -> one byte's echo through the tunnel
  */
@@ -40,6 +41,8 @@ export const PHASES: readonly { name: string; who: Mark['who'] | 'bench'; prefix
   { name: 'server: device attached, request forwarded', who: 'server', prefix: 'S206 device connected' },
   { name: 'agent: verdict (authorised)', who: 'agent', prefix: 'S207 request authorised' },
   { name: 'client: verdict received', who: 'client', prefix: 'S207 device accepted' },
+  // Relayed connections only ('-' on the direct ones): both legs joined, the PSK handshake runs through the relay next.
+  { name: 'server: relay paired (relayed only)', who: 'server', prefix: 'relay session paired' },
   {
     name: 'agent: path race won, PSK handshake done',
     who: 'agent',
