@@ -36,6 +36,7 @@ export interface LocalForwardOptions {
 /** Longer than a client's own worst case (the server's answer, then the peer handshake). */
 export const LOCAL_FORWARD_OPEN_TIMEOUT_MS = 60_000;
 const LOCAL_CLOSED = new Error('the local connection closed');
+const STOPPED = new Error('the local forward is stopping');
 export const LOCAL_FORWARD_COUNTERS = ['served', 'openFailed', 'overCap'] as const;
 
 export interface LocalForward {
@@ -65,7 +66,8 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
   const counters = new Counters(LOCAL_FORWARD_COUNTERS);
   const gate = createPreAuthGate({ maxPending: o.maxPending, deadlineMs: o.openTimeoutMs });
   const conns = new Set<Socket>();
-  const aborter = new AbortController();
+  // Connections still waiting for their tunnel, each with how to cancel its wait (stop() does).
+  const waiting = new Set<() => void>();
   let server: Server | null = null;
 
   async function serve(local: Socket): Promise<void> {
@@ -79,14 +81,16 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
       return;
     }
     conns.add(local);
+    let opening = true;
     local.once('close', () => {
       conns.delete(local);
-      cancel.abort(LOCAL_CLOSED); // a reason made once: the default (a DOMException) costs a stack trace per connection
+      // Only a wait is cancelled: aborting a signal nobody listens to any more still dispatches an event.
+      if (opening) cancel.abort(LOCAL_CLOSED); // a reason made once: the default (a DOMException) costs a stack trace per connection
     });
     let tunnel: Tunnel;
-    // Stopping cancels too (a listener, not AbortSignal.any: that costs a weak reference per connection).
-    const onStop = (): void => cancel.abort(aborter.signal.reason);
-    aborter.signal.addEventListener('abort', onStop, { once: true });
+    // Stopping cancels too (a set, not a listener on a shared signal nor AbortSignal.any: both cost per connection).
+    const onStop = (): void => cancel.abort(STOPPED);
+    waiting.add(onStop);
     try {
       await firstSettled;
       if (firstError) throw firstError;
@@ -106,7 +110,8 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
       local.destroy();
       return;
     } finally {
-      aborter.signal.removeEventListener('abort', onStop);
+      opening = false;
+      waiting.delete(onStop);
       admission.done();
     }
     if (local.destroyed) {
@@ -140,7 +145,7 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
     },
     address,
     async stop() {
-      aborter.abort();
+      for (const cancelWait of [...waiting]) cancelWait();
       spare?.stream.destroy();
       const s = server;
       server = null;

@@ -20,7 +20,7 @@ export const STALL_RETRANSMITS = 7;
 export const STALL_POLL_MS = 2_000;
 
 /** /proc/net/tcp's spelling of an IPv4 address and port: the address as a host-order u32 in hex. */
-function procEndpoint(address: string, port: number): string | null {
+export function procEndpoint(address: string, port: number): string | null {
   const v4 = /^(?:::ffff:)?(\d+)\.(\d+)\.(\d+)\.(\d+)$/i.exec(address);
   if (!v4) return null;
   const b = v4.slice(1, 5).map(Number);
@@ -33,19 +33,24 @@ function procEndpoint(address: string, port: number): string | null {
 }
 
 /** The socket's consecutive retransmission timeouts, or null when it is not found. */
-async function retransmits(local: string, remote: string): Promise<number | null> {
+export async function retransmits(local: string, remote: string): Promise<number | null> {
   let text: string;
   try {
     text = await readFile('/proc/net/tcp', 'utf8');
   } catch {
     return null;
   }
-  for (const line of text.split('\n')) {
-    const f = line.trim().split(/\s+/);
-    // sl local rem st tx:rx tr:when retrnsmt ...
-    if (f[1] === local && f[2] === remote) return parseInt(f[6] ?? '', 16);
-  }
-  return null;
+  // The table lists every socket of the namespace (thousands in TIME_WAIT after a web page's
+  // connections): find the one line instead of splitting them all. Fields are single-spaced.
+  const at = text.indexOf(` ${local} ${remote} `);
+  if (at < 0) return null;
+  const end = text.indexOf('\n', at);
+  const f = text
+    .slice(at, end < 0 ? undefined : end)
+    .trim()
+    .split(/\s+/);
+  // local rem st tx:rx tr:when retrnsmt ... (retrnsmt: 8 hex digits; anything else is not that table)
+  return /^[0-9A-F]{8}$/i.test(f[5] ?? '') ? parseInt(f[5]!, 16) : null;
 }
 
 /**

@@ -68,3 +68,33 @@ test('--listen: when the first tunnel fails, the connections held for it are clo
   t.is(opens, 0);
   t.is(fwd.counters.get('openFailed'), 1);
 });
+
+test('--listen: stop() cancels the tunnel requests of connections still waiting; a served connection closing cancels nothing', async (t) => {
+  const svc = await echo();
+  t.teardown(() => svc.close());
+  const signals: AbortSignal[] = [];
+  let hold = false;
+  const client = {
+    open: (signal: AbortSignal) => {
+      signals.push(signal);
+      // Held: resolves only if its signal is aborted (then rejects, as the real client does).
+      if (hold) return new Promise<Tunnel>((_r, j) => signal.addEventListener('abort', () => j(signal.reason as Error), { once: true }));
+      return svc.tunnel();
+    },
+  } as unknown as Client;
+  const fwd = createLocalForward({ client, listen: { host: LOOPBACK, port: 0 }, logger: silentLogger() });
+  const { port } = await fwd.start();
+  t.is(await roundTrip(port, 'served'), 'served');
+  t.false(signals[0]!.aborted, 'a connection that got its tunnel and closed leaves its signal alone');
+  hold = true;
+  const waiting = connect(port, LOOPBACK);
+  waiting.on('error', () => undefined);
+  await once(waiting, 'connect');
+  while (signals.length < 2) await new Promise((r) => setTimeout(r, 10));
+  t.false(signals[1]!.aborted);
+  const closed = once(waiting, 'close');
+  await fwd.stop();
+  t.true(signals[1]!.aborted, 'stop() cancelled the request of the connection still waiting');
+  await closed;
+  t.is(fwd.counters.get('openFailed'), 1);
+});
