@@ -85,7 +85,14 @@ test('agent: a valid document passes, with values and relative paths resolved', 
   const s = checkAgentSettings(agentDoc(), AGENT_FILE);
   t.is(s.identityFile, '/etc/peerlink/identity.toml');
   t.is(s.logLevel, 'debug');
-  t.deepEqual(s.server, { host: 'rv.example.net', udpPort: 7500, tlsPort: 7543, serverName: 'rv.example.net', probePort: 0 });
+  t.deepEqual(s.server, {
+    host: 'rv.example.net',
+    udpPort: 7500,
+    tlsPort: 7543,
+    serverName: 'rv.example.net',
+    probePort: 0,
+    keepIdleMs: 60_000,
+  });
   t.deepEqual(s.registration, { intervalMs: 30000, localPort: 40000 });
   t.deepEqual(s.dial, {
     allowLoopback: true,
@@ -118,7 +125,14 @@ test('agent: a valid document passes, with values and relative paths resolved', 
 test('agent: a minimal document gets the defaults', (t) => {
   const s = checkAgentSettings(minimalAgent(), AGENT_FILE);
   t.is(s.logLevel, 'info');
-  t.deepEqual(s.server, { host: 'rv.example.net', udpPort: 7400, tlsPort: 7443, serverName: 'rv.example.net', probePort: 0 });
+  t.deepEqual(s.server, {
+    host: 'rv.example.net',
+    udpPort: 7400,
+    tlsPort: 7443,
+    serverName: 'rv.example.net',
+    probePort: 0,
+    keepIdleMs: 60_000,
+  });
   t.deepEqual(s.registration, { intervalMs: 25000, localPort: 0 });
   t.deepEqual(s.dial, {
     allowLoopback: false,
@@ -288,7 +302,13 @@ test('server: a valid document passes, with relative paths resolved against the 
   });
   t.is(s.registrationMasterKeyFile, '/etc/peerlink/master.key');
   t.deepEqual(s.registry, { staleAfterMs: 90000, forgetAfterMs: 86400000, clockWindowMs: 60000 });
-  t.deepEqual(s.requests, { attachTimeoutMs: 8000, notifyRetryMs: 500, maxPendingPerDevice: 8 });
+  t.deepEqual(s.requests, {
+    attachTimeoutMs: 8000,
+    notifyRetryMs: 500,
+    maxPendingPerDevice: 8,
+    maxKeptDevices: 10_000,
+    keptIdleMs: 60_000,
+  });
 });
 
 test('server: unknown keys are rejected', (t) => {
