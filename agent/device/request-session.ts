@@ -261,7 +261,8 @@ async function attach(
     requestId,
     proof: attachProof(ctx.identity.registrationKey, requestId, exporter),
   });
-  log.info('S206 connected to the server over TLS (certificate verified against the bundled CA)');
+  if (ctx.over) log.info('S206 attach sent over the kept connection to the server (no new TLS handshake)');
+  else log.info('S206 connected to the server over TLS (certificate verified against the bundled CA)');
   let fwd = await channel.next(ctx.dialTimeoutMs, ctx.signal);
   const told: Candidate[] = [];
   while (fwd.type === FrameType.CANDIDATES && told.length < CANDIDATES_MAX) {
