@@ -300,7 +300,8 @@ export function createAgent(input: AgentOptions): Agent {
   /** A wake (S205): a UDP notification, or over the kept connection `over`. Checked alike (P9). */
   function onWake(requestId: Buffer, wake: Wake, over?: ServerConnection): void {
     const now = clock.now();
-    if (wokenFor.check(requestId, now + 60_000, now) !== 'fresh') {
+    // 'full' (a flood of requests) is let through: failing closed here would lock the owner out (P9).
+    if (wokenFor.check(requestId, now + 60_000, now) === 'replayed') {
       over?.channel.close();
       return;
     }

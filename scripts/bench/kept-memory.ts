@@ -1,14 +1,14 @@
 #!/usr/bin/env node
 /**
  * The server's memory per kept device connection (issue 15, agent/server/kept-devices.ts):
- * `npm run build && node dist/scripts/bench/kept-memory.js [N]`. A real peerlink-server (its own
+ * `npm run build && node dist/scripts/bench/kept-memory.js [N] [ROUNDS]`. A real peerlink-server (its own
  * process); this process plays N devices and their clients with the protocol's own code: each
  * device registers over UDP (through the cookie), a client asks for it, the device takes the
  * NOTIFY, attaches over TLS with its proof, refuses the request (no relay offer, no tunnel) and
  * keeps the connection (DEVICE_IDLE). The server's RSS (/proc) after registering the N devices is
- * the baseline; after the N connections are kept, the growth is divided by N; then the same for N
- * more requests to the same devices (woken over their kept connections: no growth expected).
- * Prints JSON.
+ * the baseline; after the N connections are kept, the growth is divided by N; then the same for
+ * ROUNDS more rounds of N requests to the same devices (woken over their kept connections: the
+ * growth should settle to nothing). argv: [N] [ROUNDS]. Prints JSON.
  */
 import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
@@ -136,6 +136,7 @@ async function oneRequest(setup: LoopbackSetup, d: Device): Promise<void> {
 
 async function main(): Promise<void> {
   const n = Number(process.argv[2] ?? 1000);
+  const rounds = Number(process.argv[3] ?? 3);
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-bench-kept-'));
   const devices: Device[] = [];
   const server = await (async () => {
@@ -172,9 +173,16 @@ async function main(): Promise<void> {
     await sleep(2000);
     const kept = await rssBytes(pid);
     const open = devices.filter((d) => d.kept && !d.kept.tls.destroyed).length;
-    for (let i = 1; i < n; i += BATCH) await Promise.all(devices.slice(i, i + BATCH).map((d) => oneRequest(setup, d)));
-    await sleep(2000);
-    const again = await rssBytes(pid);
+    // Rounds of requests over the kept connections: RSS per request in each (settling, not growing, if nothing leaks).
+    const perRequest: number[] = [];
+    let again = kept;
+    for (let round = 0; round < rounds; round++) {
+      for (let i = 1; i < n; i += BATCH) await Promise.all(devices.slice(i, i + BATCH).map((d) => oneRequest(setup, d)));
+      await sleep(2000);
+      const now = await rssBytes(pid);
+      perRequest.push(Math.round((now - again) / (n - 1)));
+      again = now;
+    }
     const stillOpen = devices.filter((d) => d.kept && !d.kept.tls.destroyed).length;
     process.stdout.write(
       `${JSON.stringify({
@@ -183,7 +191,7 @@ async function main(): Promise<void> {
         keptOpenAfterSecondRound: stillOpen,
         serverRssBaseMiB: +(base / 2 ** 20).toFixed(1),
         serverRssBytesPerKeptConnection: Math.round((kept - base) / (n - 1)),
-        serverRssBytesPerRequestOverKept: Math.round((again - kept) / (n - 1)),
+        serverRssBytesPerRequestOverKeptByRound: perRequest,
       })}\n`,
     );
   } finally {
