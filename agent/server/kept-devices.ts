@@ -20,8 +20,8 @@ import { FrameType, type Frame } from '../protocol/frames.js';
 import type { Wake } from '../protocol/wake.js';
 import type { BrokerCounter } from './broker-counters.js';
 
-/** Kept device connections at once, per node (server setting requests.max_kept_devices). */
-export const MAX_KEPT_DEVICES = 10_000;
+/** Kept device connections at once, per node (requests.max_kept_devices): ~60 KB of server RSS each (scripts/bench/kept-memory.ts). */
+export const MAX_KEPT_DEVICES = 2_000;
 /** The longest a kept connection stays idle at the server (requests.kept_idle_ms). */
 export const KEPT_IDLE_MAX_MS = 60_000;
 /** DEVICE_IDLE comes right after the verdict (same write); an agent that keeps nothing closes instead. */

@@ -306,7 +306,7 @@ test('server: a valid document passes, with relative paths resolved against the 
     attachTimeoutMs: 8000,
     notifyRetryMs: 500,
     maxPendingPerDevice: 8,
-    maxKeptDevices: 10_000,
+    maxKeptDevices: 2_000,
     keptIdleMs: 60_000,
   });
 });
