@@ -115,6 +115,7 @@ function serverOptions(settings: ServerSettings, secrets: ServerSecrets, logger:
     attachTimeoutMs: settings.requests.attachTimeoutMs,
     notifyRetryMs: settings.requests.notifyRetryMs,
     maxPendingPerDevice: settings.requests.maxPendingPerDevice,
+    keptDevices: { max: settings.requests.maxKeptDevices, idleMs: settings.requests.keptIdleMs },
     relay: settings.relay,
     limits: settings.limits,
     shutdownGraceMs: settings.shutdown.graceMs,

@@ -32,8 +32,21 @@ import type { AgentSettings } from './settings.js';
 import type { Credential } from './credentials.js';
 import { createOwnerAccess } from './owner-access.js';
 import type { OwnerStore } from './owner-state.js';
+import { createKeptConnection, type ServerConnection } from './kept-connection.js';
 
-export const AGENT_COUNTERS = ['sessions', 'sessionsServed', 'sessionsRefused', 'sessionsFailed', 'droppedBusy', 'wakeRefused'] as const;
+export const AGENT_COUNTERS = [
+  'sessions',
+  'sessionsServed',
+  'sessionsRefused',
+  'sessionsFailed',
+  'droppedBusy',
+  'wakeRefused',
+  /** Wakes that came over the kept connection (kept-connection.ts) instead of a UDP notification. */
+  'keptWakes',
+  /** Kept connections closed after their idle time by us, or by the server. */
+  'keptClosedIdle',
+  'keptClosedByServer',
+] as const;
 
 export interface AgentOptions {
   readonly identity: DeviceIdentity;
@@ -265,7 +278,33 @@ export function createAgent(input: AgentOptions): Agent {
     renewTimer.unref();
   }
 
+  // The attach connection kept after a request (kept-connection.ts): the next wake may come over it.
+  const kept = createKeptConnection({
+    onWake: (w, conn) => {
+      counters.inc('keptWakes');
+      logger.info(
+        { requestId: w.requestId.toString('hex').slice(0, 12) },
+        'S205 connection-request wake received over the kept connection',
+      );
+      onWake(w.requestId, w.wake, conn);
+    },
+    onClosed: (why) => counters.inc(why === 'idle' ? 'keptClosedIdle' : 'keptClosedByServer'),
+  });
+  /** Requests woken for (over UDP or the kept connection): a second wake for one is ignored, as the registrar does. */
+  const wokenFor = new ReplayCache(4096);
+
   function onNotify(requestId: Buffer, wake: Wake): void {
+    onWake(requestId, wake);
+  }
+
+  /** A wake (S205): a UDP notification, or over the kept connection `over`. Checked alike (P9). */
+  function onWake(requestId: Buffer, wake: Wake, over?: ServerConnection): void {
+    const now = clock.now();
+    // 'full' (a flood of requests) is let through: failing closed here would lock the owner out (P9).
+    if (wokenFor.check(requestId, now + 60_000, now) === 'replayed') {
+      over?.channel.close();
+      return;
+    }
     const refusal = wakeRefusal(wake);
     if (typeof refusal === 'number') {
       counters.inc('wakeRefused');
@@ -274,11 +313,14 @@ export function createAgent(input: AgentOptions): Agent {
         'notification refused before connecting: its wake proof does not verify (wrong password), is stale or was seen',
       );
       registrar.refuse(requestId, refusal);
+      // Nothing is dialled, nothing attaches: a kept connection a refused wake came over is closed.
+      over?.channel.close();
       return;
     }
     if (active.size >= settings.dial.maxConcurrent) {
       counters.inc('droppedBusy');
       logger.warn({ active: active.size }, 'too many sessions; ignoring notification');
+      over?.channel.close();
       return;
     }
     counters.inc('sessions');
@@ -315,6 +357,10 @@ export function createAgent(input: AgentOptions): Agent {
           logger,
           signal: AbortSignal.any([aborter.signal, access.signal]),
           ...(ownerSession ? { ownerSession } : {}),
+          ...(over ? { over } : {}),
+          ...(settings.server.keepIdleMs > 0 && !aborter.signal.aborted
+            ? { keep: { idleMs: settings.server.keepIdleMs, keep: (conn: ServerConnection) => keepConnection(conn) } }
+            : {}),
         }),
       )
       .then((o) => counters.inc(o.status === 0 ? 'sessionsServed' : 'sessionsRefused'))
@@ -324,6 +370,12 @@ export function createAgent(input: AgentOptions): Agent {
         access.done();
       });
     active.add(p);
+  }
+
+  function keepConnection(conn: ServerConnection): void {
+    // Not after stop(), nor once the setting was turned off (hot reload).
+    if (aborter.signal.aborted || settings.server.keepIdleMs === 0) return conn.channel.close();
+    kept.keep(conn, settings.server.keepIdleMs);
   }
 
   return {
@@ -366,6 +418,7 @@ export function createAgent(input: AgentOptions): Agent {
     },
     async stop() {
       aborter.abort();
+      kept.close();
       natMapping.stop();
       clearTimeout(renewTimer);
       owner.close();

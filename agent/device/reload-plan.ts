@@ -64,7 +64,8 @@ export function hotReloadable(running: AgentSettings, next: AgentSettings): Agen
     identityFile: running.identityFile,
     stateDir: running.stateDir,
     logLevel: running.logLevel,
-    server: running.server,
+    // server.keep_idle_ms is hot (the next request's connection is kept for the new time, or not).
+    server: { ...running.server, keepIdleMs: next.server.keepIdleMs },
     registration: running.registration,
     keepalive: running.keepalive,
     reverse: running.reverse,

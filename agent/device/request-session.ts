@@ -34,6 +34,7 @@ import { serveDeviceSession } from '../session/device-session.js';
 import { openCompanion } from '../rendezvous/companion.js';
 import type { DialPolicy } from './address-policy.js';
 import { familyOf, punchTargets } from './punch-targets.js';
+import type { ServerConnection } from './kept-connection.js';
 
 export interface SessionContext {
   readonly identity: DeviceIdentity;
@@ -60,6 +61,10 @@ export interface SessionContext {
   readonly ownerSession?: (tunnel: TLSSocket) => Promise<void>;
   /** The dial settings (P3), for the client's endpoint of the other family; without them it is not dialled. */
   readonly dialPolicy?: () => DialPolicy;
+  /** Attach over this kept connection (woken over it, kept-connection.ts) instead of a new one. */
+  readonly over?: ServerConnection;
+  /** After the verdict, keep the connection for `idleMs` (DEVICE_IDLE) and hand it to `keep`; absent: close it. */
+  readonly keep?: { readonly idleMs: number; readonly keep: (conn: ServerConnection) => void };
 }
 
 /** How long the verdict may wait for our companion connection to be under way (companion.ts). */
@@ -127,10 +132,12 @@ type Forwarded = Extract<Frame, { type: typeof FrameType.FORWARD_REQUEST }>;
 export async function runRequestSession(requestId: Buffer, ctx: SessionContext): Promise<SessionOutcome> {
   const log = ctx.logger.child({ requestId: requestId.toString('hex').slice(0, 12) });
   // Bound explicitly, so that a hole punch can later leave from the port the server observed.
-  const tls = await connectToServer({ ...ctx.server, caPem: ctx.identity.caCert, signal: ctx.signal, bindLocal: true });
+  // Woken over a kept connection: the attach goes over it, no new TLS handshake (kept-connection.ts).
+  const tls = ctx.over?.tls ?? (await connectToServer({ ...ctx.server, caPem: ctx.identity.caCert, signal: ctx.signal, bindLocal: true }));
   const attachLocalPort = tls.localPort ?? 0;
   const attachLocalAddress = tls.localAddress;
-  const channel = new FrameChannel(tls);
+  const channel = ctx.over?.channel ?? new FrameChannel(tls);
+  let kept = false;
   let service: Socket | null = null;
   // Our endpoint of the other family, for a client that shares only that one with us (companion.ts).
   const companion = ctx.holePunch
@@ -157,7 +164,9 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       verdict.status === Status.OK && ctx.reverse ? deviceLanOffer(told, attachLocalAddress, ctx.reverse.listener.port()) : [];
     // The server reads our companion when the verdict comes: give it a moment to arrive first.
     const companionLocal = verdict.status === Status.OK ? await settledWithin(companion, COMPANION_WAIT_MS) : null;
-    const listen = answer(requestId, ctx, channel, verdict.status, lanOffer);
+    const answered = answer(requestId, ctx, { tls, channel }, verdict.status, lanOffer);
+    const listen = answered.listen;
+    kept = answered.kept;
     const { decision, owner } = verdict;
     const session = decision.status === Status.OK && decision.target === null;
     if (decision.status !== Status.OK || verdict.status !== Status.OK || (!service && !owner && !session)) {
@@ -227,7 +236,7 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
     throw err;
   } finally {
     service?.destroy();
-    if (!tls.destroyed) channel.close();
+    if (!kept && !tls.destroyed) channel.close();
   }
 }
 
@@ -239,8 +248,11 @@ async function attach(
   channel: FrameChannel,
   log: Logger,
 ): Promise<{ fwd: Forwarded | null; told: Candidate[] }> {
-  const hello = await channel.next(ctx.dialTimeoutMs, ctx.signal);
-  if (hello.type === FrameType.HELLO) ctx.observeServerTime(hello.serverTimeMs, Date.now());
+  // A kept connection had its HELLO when it was opened.
+  if (!ctx.over) {
+    const hello = await channel.next(ctx.dialTimeoutMs, ctx.signal);
+    if (hello.type === FrameType.HELLO) ctx.observeServerTime(hello.serverTimeMs, Date.now());
+  }
   const exporter = tls.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
   channel.send({
     type: FrameType.DEVICE_ATTACH,
@@ -249,7 +261,8 @@ async function attach(
     requestId,
     proof: attachProof(ctx.identity.registrationKey, requestId, exporter),
   });
-  log.info('S206 connected to the server over TLS (certificate verified against the bundled CA)');
+  if (ctx.over) log.info('S206 attach sent over the kept connection to the server (no new TLS handshake)');
+  else log.info('S206 connected to the server over TLS (certificate verified against the bundled CA)');
   let fwd = await channel.next(ctx.dialTimeoutMs, ctx.signal);
   const told: Candidate[] = [];
   while (fwd.type === FrameType.CANDIDATES && told.length < CANDIDATES_MAX) {
@@ -298,14 +311,18 @@ async function decide(
   }
 }
 
-/** The verdict to the server (with our LAN and LISTEN candidates when we accept); returns the LISTEN ones. */
+/**
+ * The verdict to the server (with our LAN and LISTEN candidates when we accept); returns the LISTEN
+ * ones, and whether the connection is kept for the next request (else it is closed).
+ */
 function answer(
   requestId: Buffer,
   ctx: SessionContext,
-  channel: FrameChannel,
+  conn: ServerConnection,
   status: number,
   lanOffer: readonly Candidate[],
-): readonly Endpoint[] {
+): { listen: readonly Endpoint[]; kept: boolean } {
+  const { channel } = conn;
   const reverse = status === Status.OK ? ctx.reverse : undefined;
   const listen = reverse?.endpoints() ?? [];
   if (listen.length > 0) {
@@ -313,8 +330,13 @@ function answer(
     channel.send({ type: FrameType.CANDIDATES, candidates: candidates.slice(0, CANDIDATES_MAX) });
   }
   channel.send({ type: FrameType.DEVICE_VERDICT, requestId, status: status as typeof Status.OK });
+  if (ctx.keep && !conn.tls.destroyed) {
+    channel.send({ type: FrameType.DEVICE_IDLE, idleMs: ctx.keep.idleMs });
+    ctx.keep.keep(conn);
+    return { listen, kept: true };
+  }
   channel.close();
-  return listen;
+  return { listen, kept: false };
 }
 
 /** S209: tell the client which channel we keep, then join it to the local service until either ends. */

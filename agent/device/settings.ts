@@ -16,6 +16,7 @@ import {
 import { parseHostPort, type HostPort } from '../common/endpoint-parse.js';
 import { MAPPING_MODES, type MappingMode } from '../nat/port-mapping.js';
 import { defaultStateDir } from './replay-mark.js';
+import { DEVICE_KEEP_IDLE_MS } from './kept-connection.js';
 
 /** RFC 8085: keepalives more often than every 15 s are abusive. */
 export const MIN_REGISTER_INTERVAL_MS = 15_000;
@@ -36,6 +37,8 @@ export interface AgentSettings {
     readonly serverName: string;
     /** The server's probe port (diagnose's NAT mapping test); 0 = the server offers none. */
     readonly probePort: number;
+    /** Keep the attach connection this long after a request (kept-connection.ts); 0 = close it at once. */
+    readonly keepIdleMs: number;
   };
   readonly registration: { readonly intervalMs: number; readonly localPort: number };
   /**
@@ -89,7 +92,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
   c.unknownKeys(doc, '', TOP, (k) =>
     IDENTITY_KEYS.has(k) ? ' (identity keys belong in the factory identity file, not in settings)' : undefined,
   );
-  const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name', 'probe_port']);
+  const server = c.table(doc, 'server', 'server', ['host', 'udp_port', 'tls_port', 'server_name', 'probe_port', 'keep_idle_ms']);
   const reg = c.table(doc, 'registration', 'registration', ['interval_ms', 'local_port']);
   const ka = c.table(doc, 'keepalive', 'keepalive', ['mode', 'min_interval_ms', 'max_interval_ms']);
   const dial = c.table(doc, 'dial', 'dial', [
@@ -150,6 +153,7 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       tlsPort: c.int(server, 'tls_port', 'server.tls_port', { default: 7443, min: 1, max: 65535 }),
       serverName: c.str(server, 'server_name', 'server.server_name', { default: host }),
       probePort: c.int(server, 'probe_port', 'server.probe_port', { default: 0, min: 0, max: 65535 }),
+      keepIdleMs: c.int(server, 'keep_idle_ms', 'server.keep_idle_ms', { default: DEVICE_KEEP_IDLE_MS, min: 0, max: 600_000 }),
     },
     registration: {
       intervalMs: c.int(reg, 'interval_ms', 'registration.interval_ms', {

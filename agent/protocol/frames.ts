@@ -11,6 +11,16 @@
  *                                      | advertised port (u16) | sealed request (u16 len)             [226]
  *   DEVICE_VERDICT   device -> server  request id (16) | status (u8)                                   [S207]
  *
+ * A kept device connection (issue 15, agent/server/kept-devices.ts): after its verdict the device
+ * may keep the attach connection for a while; the next request then wakes it over that connection.
+ *   DEVICE_IDLE      device -> server  idle ms (u32): sent right after DEVICE_VERDICT; the device keeps
+ *                                      this connection for that long (the server may close it sooner)
+ *   DEVICE_WAKE      server -> device  request id (16) | server time ms (u64) | wake (40, wake.ts):
+ *                                      exactly what a NOTIFY carries [S205]; the device checks it as
+ *                                      one and answers with a DEVICE_ATTACH for that request on this
+ *                                      connection (its proof bound to this TLS session), or refuses
+ *                                      it (UDP REFUSE) and closes the connection
+ *
  * Relay, the last resort when the device's direct dial fails (beyond the patent):
  *   RELAY_OFFER         server -> client  request id (16) | join token (16): where to meet the device if no
  *                                         direct connection comes; the token is random per request and
@@ -73,6 +83,8 @@ export const FrameType = {
   DEVICE_ATTACH: 0x20,
   FORWARD_REQUEST: 0x21,
   DEVICE_VERDICT: 0x22,
+  DEVICE_IDLE: 0x24,
+  DEVICE_WAKE: 0x25,
   RELAY_OFFER: 0x12,
   RELAY_JOIN_CLIENT: 0x30,
   RELAY_JOIN_DEVICE: 0x31,
@@ -132,6 +144,8 @@ export type Frame =
       readonly sealedRequest: Buffer;
     }
   | { readonly type: typeof FrameType.DEVICE_VERDICT; readonly requestId: Buffer; readonly status: StatusValue }
+  | { readonly type: typeof FrameType.DEVICE_IDLE; readonly idleMs: number }
+  | { readonly type: typeof FrameType.DEVICE_WAKE; readonly requestId: Buffer; readonly serverTimeMs: number; readonly wake: Wake }
   | { readonly type: typeof FrameType.RELAY_OFFER; readonly requestId: Buffer; readonly joinToken: Buffer }
   | { readonly type: typeof FrameType.RELAY_JOIN_CLIENT; readonly requestId: Buffer; readonly joinToken: Buffer }
   | {
@@ -203,6 +217,12 @@ export function encodeFrame(f: Frame): Buffer {
       break;
     case FrameType.DEVICE_VERDICT:
       w.bytes(f.requestId).u8(f.status);
+      break;
+    case FrameType.DEVICE_IDLE:
+      w.u32(f.idleMs);
+      break;
+    case FrameType.DEVICE_WAKE:
+      writeWake(w.bytes(f.requestId).timeMs(f.serverTimeMs), f.wake);
       break;
     case FrameType.RELAY_OFFER:
     case FrameType.RELAY_JOIN_CLIENT:
@@ -283,6 +303,12 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
       break;
     case FrameType.DEVICE_VERDICT:
       f = { type, requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'), status: status(r) };
+      break;
+    case FrameType.DEVICE_IDLE:
+      f = { type, idleMs: r.u32('idleMs') };
+      break;
+    case FrameType.DEVICE_WAKE:
+      f = { type, requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'), serverTimeMs: r.timeMs('serverTime'), wake: readWake(r, 'wake') };
       break;
     case FrameType.RELAY_OFFER:
     case FrameType.RELAY_JOIN_CLIENT:

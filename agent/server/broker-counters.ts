@@ -31,5 +31,12 @@ export const BROKER_COUNTERS = [
   /** TLS handshakes on the listener: full, or resumed from a ticket (server-tls.ts on the other end). */
   'tlsFull',
   'tlsResumed',
+  /** New TLS connections whose first frame is DEVICE_ATTACH (a device's attach handshakes). */
+  'deviceAttachConnections',
+  /** Kept device connections (kept-devices.ts): kept after a verdict, refused at the cap, closed idle, woken over. */
+  'kept',
+  'keptOverCap',
+  'keptIdleClosed',
+  'keptWakes',
 ] as const;
 export type BrokerCounter = (typeof BROKER_COUNTERS)[number];

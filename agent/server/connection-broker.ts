@@ -31,6 +31,7 @@ import type { StatusValue } from '../protocol/status.js';
 import { PendingRequests } from './pending-requests.js';
 import { createConnectionTracker, type ConnectionKind } from './connection-tracker.js';
 import { createDeviceExchange } from './device-exchange.js';
+import { createKeptDevices, KEPT_IDLE_MAX_MS, MAX_KEPT_DEVICES, type KeptDevices } from './kept-devices.js';
 import { createCompanions } from './companions.js';
 import { normalizeAddress } from '../protocol/address.js';
 import { createNodeRouting } from './node-routing.js';
@@ -82,6 +83,8 @@ export interface ConnectionBrokerOptions {
   readonly authFailureLimiter?: RateLimiter;
   /** The operator's deny list (deny-list.ts): requests for a denied device get DEVICE_DENIED; a denied generation cannot attach. */
   readonly denied?: (equipmentId: string, generation?: number) => boolean;
+  /** Kept device connections (kept-devices.ts): at most `max` (0: none), each idle for at most `idleMs`. */
+  readonly keptDevices?: { readonly max: number; readonly idleMs: number };
   /** Timings for metrics: server-side time to connect (request to verdict), notification round trip. */
   readonly onTiming?: (what: 'connect' | 'notifyRoundTrip', ms: number, status: StatusValue) => void;
 }
@@ -94,6 +97,8 @@ export interface ConnectionBroker {
   stop(graceMs?: number): Promise<void>;
   /** Requests being served now (client conversations and device attaches). */
   readonly inFlight: number;
+  /** Idle kept device connections (kept-devices.ts). */
+  readonly keptDevices: number;
   /** Open connections on the TLS listener, by kind. */
   readonly open: Readonly<Record<ConnectionKind, number>>;
   address(): { address: string; port: number };
@@ -109,10 +114,13 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
   const pending = new PendingRequests();
   const tracker = createConnectionTracker({ maxUnidentified: options.maxUnidentifiedConnections });
   const companions = createCompanions(clock);
+  // Kept device connections (kept-devices.ts): a request wakes an idle one instead of notifying over UDP.
+  let kept: KeptDevices | undefined;
   const { exchange, deviceAttached, proofValid } = createDeviceExchange({
     masterKey,
     attachTimeoutMs: options.attachTimeoutMs,
     companions,
+    keep: (channel, device) => (kept ? kept.offer(channel, device) : channel.close()),
   });
   /** The attach proof verifies under the named generation's key, and that generation is not denied. */
   const deviceProofValid = (
@@ -165,7 +173,19 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       })
     : null;
 
+  kept = createKeptDevices({
+    maxKept: options.keptDevices?.max ?? MAX_KEPT_DEVICES,
+    maxIdleMs: options.keptDevices?.idleMs ?? KEPT_IDLE_MAX_MS,
+    attachTimeoutMs: options.attachTimeoutMs,
+    counters,
+    logger,
+    clock,
+    onAttach: (channel, socket, attach) => serveDevice(channel, socket, attach),
+    denied: options.denied,
+  });
+
   const requests = createClientRequests({
+    kept,
     admission: admissionContext,
     logger,
     counters,
@@ -211,6 +231,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       await track(requests.serve(channel, socket, first));
     } else if (first.type === FrameType.DEVICE_ATTACH) {
       tracker.identified(socket, 'device');
+      counters.inc('deviceAttachConnections');
       await track(serveDevice(channel, socket, first));
     } else if (first.type === FrameType.CLIENT_COMPANION || first.type === FrameType.DEVICE_COMPANION) {
       // Seen once, then closed: only its source address and port matter (companions.ts).
@@ -291,7 +312,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     if (p) {
       if (p.equipmentId === attach.equipmentId && deviceProofValid(socket, attach)) {
         pending.take(attach.requestId);
-        deviceAttached(channel, socket);
+        deviceAttached(channel, socket, attach);
         p.attach(channel);
         return;
       }
@@ -363,6 +384,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       tickets = null;
       if (!s) return;
       draining = true;
+      kept?.close();
       // While draining the listener stays open: devices must still attach for the requests in
       // flight; new client requests get SERVER_DEGRADED ("shutting down") instead.
       await drainAndClose(s, graceMs, {
@@ -376,6 +398,9 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     },
     get open() {
       return tracker.counts();
+    },
+    get keptDevices() {
+      return kept?.size ?? 0;
     },
     address() {
       const a = front?.address();

@@ -17,6 +17,9 @@ import { checkListenCandidates } from './candidate-check.js';
 import { clientLanForDevice, deviceLanForClient } from './lan-match.js';
 import type { Companions } from './companions.js';
 
+/** The identity a device attached with (its connection may be kept after the verdict, kept-devices.ts). */
+export type AttachedDevice = { readonly equipmentId: string; readonly generation?: number };
+
 /** With an ok verdict, the device's path candidates for the client (hole punch, reverse port). */
 export type Verdict = { readonly status: StatusValue; readonly detail?: string; readonly candidates?: readonly Candidate[] };
 
@@ -24,8 +27,8 @@ export interface DeviceExchange {
   /** The device's proof for a request, bound to this TLS session (attach and relay join). */
   /** `name`: the identity name the device attached with (identity-name.ts: the ID, or ID@generation). */
   proofValid(socket: TLSSocket, name: string, requestId: Buffer, proof: Buffer): boolean;
-  /** Note where the device's TLS connection comes from, for the exchange's candidates. */
-  deviceAttached(channel: FrameChannel, socket: TLSSocket): void;
+  /** Note where the device's TLS connection comes from, for the exchange's candidates, and whose it is. */
+  deviceAttached(channel: FrameChannel, socket: TLSSocket, device?: AttachedDevice): void;
   exchange(
     device: FrameChannel,
     requestId: Buffer,
@@ -41,9 +44,12 @@ export function createDeviceExchange(o: {
   readonly attachTimeoutMs: number;
   /** Companion connections (companions.ts): each side's endpoint of the other family, when it has one. */
   readonly companions?: Companions;
+  /** After a verdict: the device's connection, to keep if it asks (kept-devices.ts); default: closed. */
+  readonly keep?: (channel: FrameChannel, device: AttachedDevice) => void;
 }): DeviceExchange {
   /** Where each attached device's TLS connection comes from (its NAT mapping for a hole punch). */
   const deviceSeenAt = new WeakMap<FrameChannel, Endpoint>();
+  const attachedAs = new WeakMap<FrameChannel, AttachedDevice>();
 
   /** S206/S207 with an attached device: hand it the request, return its verdict. */
   async function exchange(
@@ -90,10 +96,13 @@ export function createDeviceExchange(o: {
       device.close();
       return { status: Status.DEVICE_NO_ANSWER };
     }
-    device.close();
     if (verdict.type !== FrameType.DEVICE_VERDICT || !equalBytes(verdict.requestId, requestId)) {
+      device.close();
       return { status: Status.INTERNAL, detail: 'the device answered out of turn' };
     }
+    const as = attachedAs.get(device);
+    if (o.keep && as) o.keep(device, as);
+    else device.close();
     if (verdict.status !== Status.OK) return { status: verdict.status };
     // The device's companion of the other family: a PUNCH there, and its open ports on that address
     // ("where you see me from", checked as for the attach's address).
@@ -117,8 +126,9 @@ export function createDeviceExchange(o: {
       const exporter = socket.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
       return equalBytes(attachProof(key, requestId, exporter), proof);
     },
-    deviceAttached(channel, socket) {
+    deviceAttached(channel, socket, device) {
       deviceSeenAt.set(channel, { address: normalizeAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 });
+      if (device) attachedAs.set(channel, device);
     },
     exchange,
   };

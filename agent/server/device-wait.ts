@@ -18,6 +18,7 @@ import type { PendingRequest, PendingRequests } from './pending-requests.js';
 import type { RedisRegistry } from './redis-registry.js';
 import type { RegistrationEndpoint } from './registration-endpoint.js';
 import type { RegistryEntry } from './registry.js';
+import type { KeptDevices } from './kept-devices.js';
 
 /** How the wait for the device ended; null: no answer in time, or the client left. */
 export type Attached =
@@ -39,6 +40,8 @@ export interface DeviceWaitContext {
   readonly attachTimeoutMs: number;
   /** Requests still waiting when the grace period ends: each answers when called. */
   readonly waitingForDevice: Set<() => void>;
+  /** Kept device connections (kept-devices.ts): an idle one is woken instead of the first notification. */
+  readonly kept?: Pick<KeptDevices, 'wake'>;
 }
 
 export interface DeviceWaitRequest {
@@ -69,6 +72,7 @@ export function waitForDevice(ctx: DeviceWaitContext, r: DeviceWaitRequest): Dev
   let entryInTable: PendingRequest | undefined;
   let onShutdown: (() => void) | undefined;
   let verdictFromNode: ((v: Verdict) => void) | undefined;
+  let settled = false;
   const remoteVerdict = new Promise<Verdict>((resolve) => (verdictFromNode = resolve));
   const attached = new Promise<Attached>((resolve) => {
     const p = {
@@ -89,8 +93,19 @@ export function waitForDevice(ctx: DeviceWaitContext, r: DeviceWaitRequest): Dev
       });
     }
     const sendNotify = notifier(ctx, r, () => resolve({ kind: 'gone' }));
-    sendNotify();
-    if (r.owner) {
+    // The device's kept connection, if it has an idle one here: the wake goes over it, and the
+    // notifications start only if it fails (at once) or after one retry interval (a connection
+    // dead without our knowing); the device ignores a request it was woken for already.
+    const overKept = ctx.kept?.wake(r.equipmentId, r.requestId, r.wake) ?? null;
+    if (overKept) {
+      r.log.info("S205 wake sent over the device's kept connection");
+      void overKept.then((attached) => {
+        if (!attached && !settled) sendNotify();
+      });
+    } else sendNotify();
+    if (overKept) {
+      // The notifications wait for the retry interval.
+    } else if (r.owner) {
       ctx.counters.inc('routedToNode');
       r.log.info({ deviceNode: r.owner }, 'S205 request routed to the node holding the device, which notifies it');
     } else r.log.info('S205 notification sent to the device mapping');
@@ -105,6 +120,7 @@ export function waitForDevice(ctx: DeviceWaitContext, r: DeviceWaitRequest): Dev
     onShutdown = () => resolve({ kind: 'shutdown' });
     ctx.waitingForDevice.add(onShutdown);
   }).finally(() => {
+    settled = true;
     clearInterval(notifyTimer);
     clearTimeout(deadline);
     if (onShutdown) ctx.waitingForDevice.delete(onShutdown);

@@ -303,6 +303,18 @@ function requestMetrics(
       ['relayLegsRefused', 'refused'],
     ],
   );
+  m.fromCounters(
+    'peerlink_kept_device_connections_total',
+    'Device attach connections kept after a verdict (issue 15), refused at requests.max_kept_devices, closed idle, and wakes sent over one',
+    'outcome',
+    source.broker,
+    [
+      ['kept', 'kept'],
+      ['keptOverCap', 'over_cap'],
+      ['keptIdleClosed', 'idle_closed'],
+      ['keptWakes', 'woken'],
+    ],
+  );
   m.fromCounters('peerlink_tls_handshakes_total', 'TLS handshakes on the TLS port, full or resumed (ticket)', 'kind', source.broker, [
     ['tlsFull', 'full'],
     ['tlsResumed', 'resumed'],

@@ -24,6 +24,7 @@ import {
   TLS_HANDSHAKE_TIMEOUT_MS,
 } from '../protocol/constants.js';
 import { createConnectionBroker, type ConnectionBroker } from './connection-broker.js';
+import { KEPT_IDLE_MAX_MS, MAX_KEPT_DEVICES } from './kept-devices.js';
 import { MAX_UNIDENTIFIED_CONNECTIONS } from './connection-tracker.js';
 import { createRegistrationEndpoint, type RegistrationEndpoint } from './registration-endpoint.js';
 import { createMetricsListener, type MetricsListener } from './metrics.js';
@@ -111,6 +112,8 @@ export interface RendezvousServerOptions {
   readonly attachTimeoutMs?: number;
   readonly notifyRetryMs?: number;
   readonly maxPendingPerDevice?: number;
+  /** Kept device connections (kept-devices.ts): at most `max` at once (0: none), each idle for at most `idleMs`. */
+  readonly keptDevices?: { readonly max: number; readonly idleMs: number };
   readonly relay?: Partial<RelayLimits>;
   /** This node's name among several (in Redis and in logs); default hostname/udp-port. */
   readonly nodeId?: string;
@@ -150,6 +153,7 @@ const OPTION_KEYS = [
   'attachTimeoutMs',
   'notifyRetryMs',
   'maxPendingPerDevice',
+  'keptDevices',
   'relay',
   'nodeId',
   'redis',
@@ -204,6 +208,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     attachTimeoutMs: input.attachTimeoutMs ?? DEVICE_ATTACH_TIMEOUT_MS,
     notifyRetryMs: input.notifyRetryMs ?? NOTIFY_RETRY_MS,
     maxPendingPerDevice: input.maxPendingPerDevice ?? MAX_PENDING_PER_DEVICE,
+    keptDevices: Object.freeze({ max: input.keptDevices?.max ?? MAX_KEPT_DEVICES, idleMs: input.keptDevices?.idleMs ?? KEPT_IDLE_MAX_MS }),
     relay: Object.freeze({
       maxSessions: input.relay?.maxSessions ?? RELAY_MAX_SESSIONS,
       bytesPerSecond: input.relay?.bytesPerSecond ?? RELAY_BYTES_PER_SECOND,
@@ -362,6 +367,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
     maxUnidentifiedConnections: opts.maxUnidentifiedConnections,
     maxPendingPerDevice: opts.maxPendingPerDevice,
+    keptDevices: opts.keptDevices,
     relay,
   });
   let sweeper: NodeJS.Timeout | undefined;

@@ -28,6 +28,7 @@ import {
   RELAY_MAX_SESSIONS_PER_SOURCE,
   type RelayLimits,
 } from './relay.js';
+import { KEPT_IDLE_MAX_MS, MAX_KEPT_DEVICES } from './kept-devices.js';
 import { DEFAULT_LIMITS, MAX_PENDING_PER_DEVICE, SHUTDOWN_GRACE_MS, type ServerLimits } from './server.js';
 
 export const DEFAULT_UDP_PORT = 7400;
@@ -47,7 +48,14 @@ export interface ServerSettings {
   };
   readonly registrationMasterKeyFile: string;
   readonly registry: { readonly staleAfterMs: number; readonly forgetAfterMs: number; readonly clockWindowMs: number };
-  readonly requests: { readonly attachTimeoutMs: number; readonly notifyRetryMs: number; readonly maxPendingPerDevice: number };
+  readonly requests: {
+    readonly attachTimeoutMs: number;
+    readonly notifyRetryMs: number;
+    readonly maxPendingPerDevice: number;
+    /** Kept device connections (kept-devices.ts): at most this many (0: none), each idle for at most keptIdleMs. */
+    readonly maxKeptDevices: number;
+    readonly keptIdleMs: number;
+  };
   /** The second UDP port that answers probes (diagnose's NAT test); 0 = off. */
   readonly probe: { readonly port: number };
   readonly relay: RelayLimits;
@@ -153,7 +161,13 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
   const udp = c.table(doc, 'udp', 'udp', ['host', 'port']);
   const tls = c.table(doc, 'tls', 'tls', ['host', 'port', 'cert_file', 'key_file', 'max_unidentified_connections']);
   const reg = c.table(doc, 'registry', 'registry', ['stale_after_ms', 'forget_after_ms', 'clock_window_ms']);
-  const req = c.table(doc, 'requests', 'requests', ['attach_timeout_ms', 'notify_retry_ms', 'max_pending_per_device']);
+  const req = c.table(doc, 'requests', 'requests', [
+    'attach_timeout_ms',
+    'notify_retry_ms',
+    'max_pending_per_device',
+    'max_kept_devices',
+    'kept_idle_ms',
+  ]);
   const rel = c.table(doc, 'relay', 'relay', [
     'max_sessions',
     'bytes_per_second',
@@ -236,6 +250,8 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
         min: 1,
         max: 1000,
       }),
+      maxKeptDevices: c.int(req, 'max_kept_devices', 'requests.max_kept_devices', { default: MAX_KEPT_DEVICES, min: 0, max: 1_000_000 }),
+      keptIdleMs: c.int(req, 'kept_idle_ms', 'requests.kept_idle_ms', { default: KEPT_IDLE_MAX_MS, min: 100, max: 3_600_000 }),
     },
     probe: { port: c.int(probe, 'port', 'probe.port', { default: 0, min: 0, max: 65535 }) },
     relay: {

@@ -7,8 +7,10 @@
  *
  *   client TLS + request   open() -> client "S203 connection request sent" (TLS to the server, HELLO)
  *   server: request in      -> server "S203 connection request received"
- *   notify                  -> server "S205 notification sent", agent "S205 ... notification received"
- *   device attach           -> agent "S206 connected to the server" (its TLS), server "S206 device connected"
+ *   notify                  -> server "S205 notification sent" (or "S205 wake sent" over the device's kept
+ *                              connection), agent "S205 ... notification received" (or "... wake received")
+ *   device attach           -> agent "S206 connected to the server" (its TLS; "S206 attach" over a kept
+ *                              connection), server "S206 device connected"
  *   verdict                 -> agent "S207 request authorised", server "S207 device verdict relayed", client "S207 device accepted"
  *   relay paired            -> server "relay session paired" (relayed connections only)
  *   path race + PSK         -> agent "... channel up", client "... channel up" (open() resolves)
@@ -35,9 +37,22 @@ interface Mark {
 export const PHASES: readonly { name: string; who: Mark['who'] | 'bench'; prefix: string }[] = [
   { name: 'client TLS to the server + request sent', who: 'client', prefix: 'S203 connection request sent' },
   { name: 'server: request received', who: 'server', prefix: 'S203 connection request received' },
-  { name: 'server: notification sent (UDP)', who: 'server', prefix: 'S205 notification sent' },
-  { name: 'agent: notification received', who: 'agent', prefix: 'S205 connection-request notification received' },
-  { name: 'agent: TLS to the server (device attach)', who: 'agent', prefix: 'S206 connected to the server' },
+  // With the device's kept connection (issue 15): the wake over it, and no new TLS for the attach.
+  {
+    name: 'server: notification sent (UDP, or the wake over a kept connection)',
+    who: 'server',
+    prefix: 'S205 notification sent|S205 wake sent',
+  },
+  {
+    name: 'agent: notification received',
+    who: 'agent',
+    prefix: 'S205 connection-request notification received|S205 connection-request wake received',
+  },
+  {
+    name: 'agent: device attach sent (a new TLS connection unless kept)',
+    who: 'agent',
+    prefix: 'S206 connected to the server|S206 attach',
+  },
   { name: 'server: device attached, request forwarded', who: 'server', prefix: 'S206 device connected' },
   { name: 'agent: verdict (authorised)', who: 'agent', prefix: 'S207 request authorised' },
   { name: 'client: verdict received', who: 'client', prefix: 'S207 device accepted' },

@@ -11,6 +11,7 @@ import { PROGRAMS } from '../../scripts/lib/program.js';
 import { startRunningLab } from '../../scripts/lab/running-lab.js';
 import { inNs } from '../../scripts/lab/exec.js';
 import { TUNNEL_KEEPALIVE_MS } from '../../agent/protocol/constants.js';
+import { DEVICE_KEEP_IDLE_MS } from '../../agent/device/kept-connection.js';
 import { labTest } from '../helpers/lab-test.js';
 import { figure, sleep } from '../helpers/faults.js';
 
@@ -65,8 +66,11 @@ labTest('the device vanishes mid-transfer: both ends notice within the keepalive
   figure(t, `peer vanishes mid-transfer (${path}): client notices after`, `${clientMs} ms, exit ${String(clientCode)}: ${said}`);
   const agentMs = await agentEnded;
   figure(t, 'peer vanishes mid-transfer: the agent ends the session after', agentMs === null ? 'never within the wait' : `${agentMs} ms`);
+  // The agent keeps its attach connection to the server for server.keep_idle_ms after the verdict
+  // (kept-connection.ts; the link is down, so it ends by its idle time): wait for that too.
   let fdsAfter = fds();
-  for (let i = 0; i < 50 && fdsAfter > fdsBefore; i++) {
+  const fdsBy = Date.now() + Math.max(5_000, cutAt - Date.now() + DEVICE_KEEP_IDLE_MS + 5_000);
+  while (fdsAfter > fdsBefore && Date.now() < fdsBy) {
     await sleep(100);
     fdsAfter = fds();
   }

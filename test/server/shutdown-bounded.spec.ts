@@ -46,9 +46,14 @@ test('one SIGTERM ends the server within grace + 2 s, exit 0, with what was left
     }
   });
   const inFlight = runNodeStdio(PROGRAMS.client, f.clientArgs('echo', ['--stdio']), Buffer.from('hello'), (kill) => t.teardown(kill));
-  // The second notification: the first was the relay client's request.
+  // The second request's wake (over UDP, or over the device's kept connection): the first was the relay client's request.
   let notified = 0;
-  await f.server.waitFor((l) => l.msg === 'S205 notification sent to the device mapping' && ++notified === 2, 15_000);
+  await f.server.waitFor(
+    (l) =>
+      (l.msg === 'S205 notification sent to the device mapping' || l.msg === "S205 wake sent over the device's kept connection") &&
+      ++notified === 2,
+    15_000,
+  );
 
   const target = { port: f.setup.tlsPort, caPem: f.setup.caPem, equipmentId: f.setup.equipmentId };
   const strays: StrayKind[] = [

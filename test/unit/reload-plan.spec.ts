@@ -16,7 +16,7 @@ test('hot keys apply; restart-required keys are reported and kept at their runni
     {
       ...base,
       log_level: 'debug',
-      server: { host: 'b.example', udp_port: 7401 },
+      server: { host: 'b.example', udp_port: 7401, keep_idle_ms: 0 },
       dial: { max_concurrent: 8 },
       reverse: { port_mapping: 'off' },
       services: { http: '127.0.0.1:80', ssh: '127.0.0.1:22' },
@@ -32,6 +32,7 @@ test('hot keys apply; restart-required keys are reported and kept at their runni
   ]);
   const applied = hotReloadable(running, next);
   t.is(applied.server.host, 'a.example');
+  t.is(applied.server.keepIdleMs, 0, 'server.keep_idle_ms is hot (the kept connection, kept-connection.ts)');
   t.is(applied.logLevel, 'info');
   t.is(applied.reverse.portMapping, 'auto');
   t.is(applied.dial.maxConcurrent, 8);

@@ -85,7 +85,14 @@ test('agent: a valid document passes, with values and relative paths resolved', 
   const s = checkAgentSettings(agentDoc(), AGENT_FILE);
   t.is(s.identityFile, '/etc/peerlink/identity.toml');
   t.is(s.logLevel, 'debug');
-  t.deepEqual(s.server, { host: 'rv.example.net', udpPort: 7500, tlsPort: 7543, serverName: 'rv.example.net', probePort: 0 });
+  t.deepEqual(s.server, {
+    host: 'rv.example.net',
+    udpPort: 7500,
+    tlsPort: 7543,
+    serverName: 'rv.example.net',
+    probePort: 0,
+    keepIdleMs: 60_000,
+  });
   t.deepEqual(s.registration, { intervalMs: 30000, localPort: 40000 });
   t.deepEqual(s.dial, {
     allowLoopback: true,
@@ -118,7 +125,14 @@ test('agent: a valid document passes, with values and relative paths resolved', 
 test('agent: a minimal document gets the defaults', (t) => {
   const s = checkAgentSettings(minimalAgent(), AGENT_FILE);
   t.is(s.logLevel, 'info');
-  t.deepEqual(s.server, { host: 'rv.example.net', udpPort: 7400, tlsPort: 7443, serverName: 'rv.example.net', probePort: 0 });
+  t.deepEqual(s.server, {
+    host: 'rv.example.net',
+    udpPort: 7400,
+    tlsPort: 7443,
+    serverName: 'rv.example.net',
+    probePort: 0,
+    keepIdleMs: 60_000,
+  });
   t.deepEqual(s.registration, { intervalMs: 25000, localPort: 0 });
   t.deepEqual(s.dial, {
     allowLoopback: false,
@@ -288,7 +302,13 @@ test('server: a valid document passes, with relative paths resolved against the 
   });
   t.is(s.registrationMasterKeyFile, '/etc/peerlink/master.key');
   t.deepEqual(s.registry, { staleAfterMs: 90000, forgetAfterMs: 86400000, clockWindowMs: 60000 });
-  t.deepEqual(s.requests, { attachTimeoutMs: 8000, notifyRetryMs: 500, maxPendingPerDevice: 8 });
+  t.deepEqual(s.requests, {
+    attachTimeoutMs: 8000,
+    notifyRetryMs: 500,
+    maxPendingPerDevice: 8,
+    maxKeptDevices: 2_000,
+    keptIdleMs: 60_000,
+  });
 });
 
 test('server: unknown keys are rejected', (t) => {
@@ -408,4 +428,27 @@ test('loadIdentity: refuses a 0644 (and 0640) file with PEERLINK_ERR_IDENTITY_PE
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('kept connections: server.keep_idle_ms (agent) and requests.max_kept_devices / kept_idle_ms (server) are validated', (t) => {
+  const agent = (keep_idle_ms: unknown): Record<string, unknown> => ({
+    ...minimalAgent(),
+    server: { host: 'rv.example.net', keep_idle_ms },
+  });
+  t.is(checkAgentSettings(agent(0), AGENT_FILE).server.keepIdleMs, 0, '0 turns it off');
+  t.is(checkAgentSettings(minimalAgent(), AGENT_FILE).server.keepIdleMs, 60_000);
+  t.deepEqual(
+    problemsOf(t, () => checkAgentSettings(agent(-1), AGENT_FILE)),
+    [`${AGENT_FILE}: server.keep_idle_ms: expected an integer from 0 to 600000, found number -1`],
+  );
+  problemsOf(t, () => checkAgentSettings(agent(600_001), AGENT_FILE));
+  problemsOf(t, () => checkAgentSettings(agent('60000'), AGENT_FILE));
+  const server = (requests: Record<string, unknown>): Record<string, unknown> => {
+    const doc = parse(SERVER_TOML) as Record<string, Record<string, unknown>>;
+    return { ...doc, requests: { ...doc.requests, ...requests } };
+  };
+  t.is(checkServerSettings(server({ max_kept_devices: 0 }), SERVER_FILE).requests.maxKeptDevices, 0, '0 keeps none');
+  const problems = problemsOf(t, () => checkServerSettings(server({ max_kept_devices: -1, kept_idle_ms: 10 }), SERVER_FILE));
+  t.is(problems.length, 2);
+  t.true(problems[0]!.includes('requests.max_kept_devices') && problems[1]!.includes('requests.kept_idle_ms'));
 });
