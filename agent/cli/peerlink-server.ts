@@ -115,6 +115,7 @@ function serverOptions(settings: ServerSettings, secrets: ServerSecrets, logger:
     attachTimeoutMs: settings.requests.attachTimeoutMs,
     notifyRetryMs: settings.requests.notifyRetryMs,
     maxPendingPerDevice: settings.requests.maxPendingPerDevice,
+    clientIdleMs: settings.requests.clientIdleMs,
     relay: settings.relay,
     limits: settings.limits,
     shutdownGraceMs: settings.shutdown.graceMs,

@@ -31,5 +31,9 @@ export const BROKER_COUNTERS = [
   /** TLS handshakes on the listener: full, or resumed from a ticket (server-tls.ts on the other end). */
   'tlsFull',
   'tlsResumed',
+  /** Client connections (first frame CONNECT_REQUEST); requests on one after its first; those closed idle (client-connection.ts). */
+  'clientConnections',
+  'keptClientRequests',
+  'keptClientIdleClosed',
 ] as const;
 export type BrokerCounter = (typeof BROKER_COUNTERS)[number];

@@ -25,6 +25,7 @@ import {
 } from '../protocol/constants.js';
 import { createConnectionBroker, type ConnectionBroker } from './connection-broker.js';
 import { MAX_UNIDENTIFIED_CONNECTIONS } from './connection-tracker.js';
+import { CLIENT_CONNECTION_IDLE_MS } from './client-connection.js';
 import { createRegistrationEndpoint, type RegistrationEndpoint } from './registration-endpoint.js';
 import { createMetricsListener, type MetricsListener } from './metrics.js';
 import { createRateLimiter, createSharedRateLimiter, type RateLimit, type RateLimiter } from './rate-limiter.js';
@@ -111,6 +112,8 @@ export interface RendezvousServerOptions {
   readonly attachTimeoutMs?: number;
   readonly notifyRetryMs?: number;
   readonly maxPendingPerDevice?: number;
+  /** A client's TLS connection waits this long for its next request (default CLIENT_CONNECTION_IDLE_MS; 0: one request each). */
+  readonly clientIdleMs?: number;
   readonly relay?: Partial<RelayLimits>;
   /** This node's name among several (in Redis and in logs); default hostname/udp-port. */
   readonly nodeId?: string;
@@ -150,6 +153,7 @@ const OPTION_KEYS = [
   'attachTimeoutMs',
   'notifyRetryMs',
   'maxPendingPerDevice',
+  'clientIdleMs',
   'relay',
   'nodeId',
   'redis',
@@ -204,6 +208,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     attachTimeoutMs: input.attachTimeoutMs ?? DEVICE_ATTACH_TIMEOUT_MS,
     notifyRetryMs: input.notifyRetryMs ?? NOTIFY_RETRY_MS,
     maxPendingPerDevice: input.maxPendingPerDevice ?? MAX_PENDING_PER_DEVICE,
+    clientIdleMs: input.clientIdleMs ?? CLIENT_CONNECTION_IDLE_MS,
     relay: Object.freeze({
       maxSessions: input.relay?.maxSessions ?? RELAY_MAX_SESSIONS,
       bytesPerSecond: input.relay?.bytesPerSecond ?? RELAY_BYTES_PER_SECOND,
@@ -360,6 +365,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
     maxUnidentifiedConnections: opts.maxUnidentifiedConnections,
     maxPendingPerDevice: opts.maxPendingPerDevice,
+    clientIdleMs: opts.clientIdleMs,
     relay,
   });
   let sweeper: NodeJS.Timeout | undefined;

@@ -16,6 +16,7 @@ import {
 } from '../protocol/constants.js';
 import { loadMasterKey } from '../pki/master-key.js';
 import { MAX_UNIDENTIFIED_CONNECTIONS } from './connection-tracker.js';
+import { CLIENT_CONNECTION_IDLE_MS } from './client-connection.js';
 import type { RateLimit } from './rate-limiter.js';
 import { SHARED_REFRESH_AFTER_MS } from './redis-registry.js';
 import {
@@ -47,7 +48,12 @@ export interface ServerSettings {
   };
   readonly registrationMasterKeyFile: string;
   readonly registry: { readonly staleAfterMs: number; readonly forgetAfterMs: number; readonly clockWindowMs: number };
-  readonly requests: { readonly attachTimeoutMs: number; readonly notifyRetryMs: number; readonly maxPendingPerDevice: number };
+  readonly requests: {
+    readonly attachTimeoutMs: number;
+    readonly notifyRetryMs: number;
+    readonly maxPendingPerDevice: number;
+    readonly clientIdleMs: number;
+  };
   /** The second UDP port that answers probes (diagnose's NAT test); 0 = off. */
   readonly probe: { readonly port: number };
   readonly relay: RelayLimits;
@@ -153,7 +159,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
   const udp = c.table(doc, 'udp', 'udp', ['host', 'port']);
   const tls = c.table(doc, 'tls', 'tls', ['host', 'port', 'cert_file', 'key_file', 'max_unidentified_connections']);
   const reg = c.table(doc, 'registry', 'registry', ['stale_after_ms', 'forget_after_ms', 'clock_window_ms']);
-  const req = c.table(doc, 'requests', 'requests', ['attach_timeout_ms', 'notify_retry_ms', 'max_pending_per_device']);
+  const req = c.table(doc, 'requests', 'requests', ['attach_timeout_ms', 'notify_retry_ms', 'max_pending_per_device', 'client_idle_ms']);
   const rel = c.table(doc, 'relay', 'relay', [
     'max_sessions',
     'bytes_per_second',
@@ -236,6 +242,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
         min: 1,
         max: 1000,
       }),
+      clientIdleMs: c.int(req, 'client_idle_ms', 'requests.client_idle_ms', { default: CLIENT_CONNECTION_IDLE_MS, min: 0, max: 600_000 }),
     },
     probe: { port: c.int(probe, 'port', 'probe.port', { default: 0, min: 0, max: 65535 }) },
     relay: {
