@@ -15,8 +15,11 @@ import { connectToServer, type ServerTlsOptions } from '../rendezvous/server-tls
 
 /** How long the client keeps its idle connection to the server (the `serverKeepMs` default). */
 export const SERVER_KEEP_IDLE_MS = 30_000;
-/** Idle connections kept at once: requests made in parallel each need one. */
-export const SERVER_KEEP_MAX_IDLE = 4;
+/**
+ * Idle connections kept at once: requests made in parallel each need one (a client that makes
+ * one at a time keeps one). Bounded: beyond it a connection is closed after its answer.
+ */
+export const SERVER_KEEP_MAX_IDLE = 8;
 
 /** The server's connection ends before its answer (killed, restarted): a retry will do. */
 export const SERVER_WENT_AWAY = {

@@ -92,7 +92,14 @@ async function main(): Promise<void> {
   };
   await once(); // warm-up
   const sequential: number[] = [];
+  const seq0 = { server: cpuSeconds(job.serverPid), agent: cpuSeconds(job.agentPid), client: cpuSeconds(process.pid) };
   for (let i = 0; i < job.rounds; i++) sequential.push(await once());
+  const perSequential = (now: number, before: number): number => ((now - before) * 1000) / job.rounds;
+  const sequentialCpu = {
+    serverCpuMsPerRequest: perSequential(cpuSeconds(job.serverPid), seq0.server),
+    agentCpuMsPerRequest: perSequential(cpuSeconds(job.agentPid), seq0.agent),
+    clientCpuMsPerRequest: perSequential(cpuSeconds(process.pid), seq0.client),
+  };
   const concurrent: number[] = [];
   let failures = 0;
   const until = performance.now() + job.seconds * 1000;
@@ -120,7 +127,7 @@ async function main(): Promise<void> {
   process.stdout.write(
     `${JSON.stringify({
       tlsConnect: { ...summary(tls), serverCpuMsPerTlsConnect },
-      sequential: summary(sequential),
+      sequential: { ...summary(sequential), ...sequentialCpu },
       freshClient: summary(fresh),
       concurrent: {
         ...summary(concurrent),

@@ -447,7 +447,14 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
   const c = e2e.connect as {
     serverTls?: { full: number; resumed: number };
     tlsConnect: { p50Ms: number; p99Ms: number; serverCpuMsPerTlsConnect: number };
-    sequential: { p50Ms: number; p99Ms: number; n: number };
+    sequential: {
+      p50Ms: number;
+      p99Ms: number;
+      n: number;
+      serverCpuMsPerRequest?: number;
+      agentCpuMsPerRequest?: number;
+      clientCpuMsPerRequest?: number;
+    };
     freshClient?: { p50Ms: number; p99Ms: number; n: number };
     concurrent: {
       p50Ms: number;
@@ -539,6 +546,12 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
       `${c.serverTls?.full ?? '-'} / ${c.serverTls?.resumed ?? '-'}`,
       'report',
       '-',
+    ],
+    [
+      'one request at a time: server / agent / client CPU per request (ms)',
+      `${f2(c.sequential.serverCpuMsPerRequest ?? NaN)} / ${f2(c.sequential.agentCpuMsPerRequest ?? NaN)} / ${f2(c.sequential.clientCpuMsPerRequest ?? NaN)}`,
+      'report',
+      `${f1((c.sequential.serverCpuMsPerRequest ?? NaN) / tls.serverCpuMsPerTlsConnect)} server CPU per direct TLS connect`,
     ],
     [
       'agent / client CPU per request (ms)',
