@@ -288,7 +288,7 @@ test('server: a valid document passes, with relative paths resolved against the 
   });
   t.is(s.registrationMasterKeyFile, '/etc/peerlink/master.key');
   t.deepEqual(s.registry, { staleAfterMs: 90000, forgetAfterMs: 86400000, clockWindowMs: 60000 });
-  t.deepEqual(s.requests, { attachTimeoutMs: 8000, notifyRetryMs: 500, maxPendingPerDevice: 8 });
+  t.deepEqual(s.requests, { attachTimeoutMs: 8000, notifyRetryMs: 500, maxPendingPerDevice: 8, clientIdleMs: 60000 });
 });
 
 test('server: unknown keys are rejected', (t) => {
