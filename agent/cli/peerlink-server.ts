@@ -116,6 +116,7 @@ function serverOptions(settings: ServerSettings, secrets: ServerSecrets, logger:
     notifyRetryMs: settings.requests.notifyRetryMs,
     maxPendingPerDevice: settings.requests.maxPendingPerDevice,
     keptDevices: { max: settings.requests.maxKeptDevices, idleMs: settings.requests.keptIdleMs },
+    clientIdleMs: settings.requests.clientIdleMs,
     relay: settings.relay,
     limits: settings.limits,
     shutdownGraceMs: settings.shutdown.graceMs,

@@ -18,9 +18,7 @@ import { ConfigError, ErrorCodes, isPeerlinkError, PeerlinkError } from '../comm
 import { silentLogger } from '../common/logger.js';
 import { rejectUnknownKeys, requireOption } from '../common/options.js';
 import type { HostPort } from '../common/endpoint-parse.js';
-import { connectToServer } from '../rendezvous/server-tls.js';
 import { DEVICE_ATTACH_TIMEOUT_MS, EQUIPMENT_ID_PATTERN, PEER_CONNECT_TIMEOUT_MS, SERVICE_NAME_PATTERN } from '../protocol/constants.js';
-import { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate } from '../protocol/frames.js';
 import { deriveAccessKey, deriveRequestTagKey, NONCE_BYTES, reverseToken } from '../protocol/keys.js';
 import { deriveWakeKey, makeWake } from '../protocol/wake.js';
@@ -35,6 +33,7 @@ import { sealRequest } from '../protocol/request.js';
 import { Status, STATUS_ERROR, STATUS_TEXT } from '../protocol/status.js';
 import { createPeerListener, type PeerListener } from './peer-listener.js';
 import { relayTunnel } from './relay-tunnel.js';
+import { createServerLink, KeptConnectionLost, SERVER_KEEP_IDLE_MS } from './server-link.js';
 import { mapTcpPort, type MappingMode, type PortMapping } from '../nat/port-mapping.js';
 import { racePaths, type PathAttempt, type PathKind } from '../paths/path-race.js';
 import { clientLanOffer, deviceLanTargets, lanPath } from './lan-candidates.js';
@@ -75,6 +74,11 @@ export interface ClientOptions {
   readonly sessionIdleMs?: number;
   /** The server's UDP registration and probe ports: each request learns our NAT's mapping (nat/client-mapping.ts). */
   readonly probePorts?: ProbePorts;
+  /**
+   * The connection to the rendezvous server is kept this long after a request's answer (default
+   * SERVER_KEEP_IDLE_MS), and the next request goes over it: no TLS handshake. 0: a connection per request.
+   */
+  readonly serverKeepMs?: number;
   readonly clock?: Clock;
   readonly logger?: Logger;
 }
@@ -94,9 +98,12 @@ const OPTION_KEYS = [
   'peerTimeoutMs',
   'sessionIdleMs',
   'probePorts',
+  'serverKeepMs',
   'clock',
   'logger',
 ] as const;
+
+export { SERVER_KEEP_IDLE_MS } from './server-link.js';
 
 /** How long open()'s session is kept without a stream (the library's and `--listen`'s default). */
 export const SESSION_IDLE_MS = 30_000;
@@ -152,6 +159,9 @@ function validate(input: ClientOptions) {
   if (input.sessionIdleMs !== undefined && !(Number.isInteger(input.sessionIdleMs) && input.sessionIdleMs >= 0)) {
     problems.push(`client options: sessionIdleMs: expected an integer >= 0 (0: no sessions), found ${input.sessionIdleMs}`);
   }
+  if (input.serverKeepMs !== undefined && !(Number.isInteger(input.serverKeepMs) && input.serverKeepMs >= 0)) {
+    problems.push(`client options: serverKeepMs: expected an integer >= 0 (0: a connection per request), found ${input.serverKeepMs}`);
+  }
   if (problems.length) throw new ConfigError(problems, { code: ErrorCodes.OPTIONS_INVALID });
   return Object.freeze({
     server: requireOption('client options', 'server', input.server),
@@ -168,6 +178,7 @@ function validate(input: ClientOptions) {
     peerTimeoutMs: input.peerTimeoutMs ?? PEER_CONNECT_TIMEOUT_MS,
     sessionIdleMs: input.sessionIdleMs ?? SESSION_IDLE_MS,
     probePorts: input.probePorts,
+    serverKeepMs: input.serverKeepMs ?? SERVER_KEEP_IDLE_MS,
     clock: input.clock ?? systemClock,
     logger: input.logger ?? silentLogger(),
   });
@@ -182,6 +193,13 @@ export function createClient(input: ClientOptions): Client {
   // How the last connection to the device went, per local address: the DIRECT_FAILED_BEFORE hint.
   const pathMemory = createPathMemory();
   const natMapping = clientMappingFor(o.probePorts, { host: o.server.host, logger: o.logger, clock: o.clock });
+  // The TLS connection to the server, kept between requests (server-link.ts).
+  const link = createServerLink({
+    server: { host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem },
+    keepMs: o.serverKeepMs,
+    helloTimeoutMs: o.resultTimeoutMs,
+    clock: o.clock,
+  });
 
   async function ensureStarted(signal?: AbortSignal): Promise<void> {
     if (started) return;
@@ -234,6 +252,18 @@ export function createClient(input: ClientOptions): Client {
   }
 
   async function openTunnel(service: string, signal?: AbortSignal): Promise<Tunnel & { stream: TLSSocket }> {
+    try {
+      return await openTunnelOnce(service, signal, false);
+    } catch (err) {
+      // The kept connection to the server died under the request (closed idle at the server, a
+      // restart): once more on a new one, with a new request (the device may have seen that one).
+      if (!(err instanceof KeptConnectionLost)) throw err;
+      o.logger.info('the kept connection to the server closed before its answer; requesting again on a new one');
+      return openTunnelOnce(service, signal, true);
+    }
+  }
+
+  async function openTunnelOnce(service: string, signal: AbortSignal | undefined, fresh: boolean): Promise<Tunnel & { stream: TLSSocket }> {
     await ensureStarted(signal);
     const key = accessKey!;
     const t0 = performance.now();
@@ -245,7 +275,7 @@ export function createClient(input: ClientOptions): Client {
     const peer = new Promise<TLSSocket>((r) => (resolvePeer = r));
     const unexpect = listener.expect({ ...expected, resolve: resolvePeer });
     try {
-      const answer = await request(expected, advertisedPort, signal);
+      const answer = await request(expected, advertisedPort, signal, fresh);
       const seenAs = answer.candidates.find((c) => c.kind === CandidateKind.OBSERVED)?.endpoint;
       const attempts = clientAttempts(peer, answer, expected);
       const won = await racePaths<TLSSocket, ClientAttempt>({
@@ -286,25 +316,18 @@ export function createClient(input: ClientOptions): Client {
     }
   }
 
-  /** The server's connection ends before its answer (killed, restarted): a retry will do. */
-  const SERVER_WENT_AWAY = {
-    code: ErrorCodes.SERVER_UNREACHABLE,
-    message: 'the rendezvous server closed the connection before answering (stopped or restarted?); try again',
-  } as const;
-
   /** S203 to S207 with the server: the sealed request out; the relay offer, candidates and verdict back. */
-  async function request(expected: Expected, advertisedPort: number, signal: AbortSignal | undefined): Promise<ServerAnswer> {
+  async function request(
+    expected: Expected,
+    advertisedPort: number,
+    signal: AbortSignal | undefined,
+    fresh: boolean,
+  ): Promise<ServerAnswer> {
     const { clientNonce, accessKey: key } = expected;
-    const natCheck = natMapping?.begin(signal); // our NAT's mapping, learnt alongside the TLS connect
-    // Bound explicitly: a hole punch leaves later from this port, whose NAT mapping the server sees.
-    const tls = await connectToServer({
-      host: o.server.host,
-      port: o.server.port,
-      serverName: o.serverName,
-      caPem: o.caPem,
-      signal,
-      bindLocal: true,
-    });
+    // Our NAT's mapping, learnt alongside a new TLS connect; a kept connection has no connect to hide it behind.
+    const natCheck = link.idle > 0 && !fresh ? null : natMapping?.begin(signal);
+    const conn = await link.acquire(signal, fresh);
+    const { tls, channel } = conn;
     const requestLocalPort = tls.localPort ?? 0;
     // Our endpoint of the other family, for a device that shares only that one with us (companion.ts).
     let companionLocal: Endpoint | null = null;
@@ -318,16 +341,19 @@ export function createClient(input: ClientOptions): Client {
     // Our LAN address and accept port, for a device in the same home (lan-candidates.ts).
     const lanOffer = clientLanOffer(tls.localAddress, listener.address());
     let hints = pathHints(localAddress, tls.remoteAddress ?? '');
-    const channel = new FrameChannel(tls, SERVER_WENT_AWAY);
     let status: number;
     let detail: string;
     let relayOffer: RelayOfferFrame | null = null;
     const candidates: Candidate[] = [];
+    let answered = false;
     try {
-      const hello = await channel.next(o.resultTimeoutMs, signal);
-      // Use the server's clock so a client with a wrong clock still makes fresh requests.
-      const serverNow = hello.type === FrameType.HELLO ? hello.serverTimeMs : o.clock.now();
-      hints |= (await natCheck?.hints(familyOf(tls.remoteAddress ?? ''))) ?? 0;
+      // The server's clock (its HELLO), so a client with a wrong clock still makes fresh requests.
+      const serverNow = conn.serverNow();
+      hints |= natCheck
+        ? await natCheck.hints(familyOf(tls.remoteAddress ?? ''))
+        : natMapping?.last() === 'symmetric'
+          ? PathHint.SYMMETRIC_MAPPING
+          : 0;
       const sealedRequest = sealRequest(
         {
           clientNonce,
@@ -344,7 +370,10 @@ export function createClient(input: ClientOptions): Client {
       const wake = makeWake(deriveWakeKey(key), o.equipmentId, clientNonce, serverNow);
       channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: o.equipmentId, advertisedPort, wake, sealedRequest });
       o.logger.info({ equipmentId: o.equipmentId, service: expected.service, advertisedPort, hints }, 'S203 connection request sent');
-      let result = await channel.next(o.resultTimeoutMs, signal);
+      let result = await channel.next(o.resultTimeoutMs, signal).catch((err: unknown) => {
+        if (conn.reused && isPeerlinkError(err, ErrorCodes.SERVER_UNREACHABLE)) throw new KeptConnectionLost(err);
+        throw err;
+      });
       while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) {
         if (result.type === FrameType.RELAY_OFFER) relayOffer = { requestId: result.requestId, joinToken: result.joinToken };
         else candidates.push(...result.candidates.slice(0, CANDIDATES_MAX - candidates.length));
@@ -353,8 +382,10 @@ export function createClient(input: ClientOptions): Client {
       if (result.type !== FrameType.CONNECT_RESULT) throw new PeerlinkError(ErrorCodes.PROTOCOL, 'server answered out of turn');
       status = result.status;
       detail = result.detail;
+      answered = true;
     } finally {
-      channel.close();
+      if (answered) link.release(conn);
+      else link.discard(conn);
     }
     if (status !== Status.OK) {
       const code = STATUS_ERROR[status as keyof typeof STATUS_ERROR] ?? ErrorCodes.INTERNAL;
@@ -491,6 +522,7 @@ export function createClient(input: ClientOptions): Client {
     open,
     async stop() {
       await pool?.stop();
+      link.stop();
       await mapping?.release().catch(() => undefined);
       mapping = null;
       await listener.stop();

@@ -38,5 +38,9 @@ export const BROKER_COUNTERS = [
   'keptOverCap',
   'keptIdleClosed',
   'keptWakes',
+  /** Client connections (first frame CONNECT_REQUEST); requests on one after its first; those closed idle (client-connection.ts). */
+  'clientConnections',
+  'keptClientRequests',
+  'keptClientIdleClosed',
 ] as const;
 export type BrokerCounter = (typeof BROKER_COUNTERS)[number];

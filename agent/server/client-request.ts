@@ -51,6 +51,7 @@ export interface ClientRequestContext extends Omit<DeviceWaitContext, 'waitingFo
 }
 
 export interface ClientRequests {
+  /** One request, answered when it resolves (or its client is gone); the caller closes the connection. */
   serve(client: FrameChannel, socket: TLSSocket, req: ConnectRequest): Promise<void>;
   /** Answer every request still waiting for its device (the server is shutting down); how many there were. */
   answerWaiting(): number;
@@ -74,6 +75,17 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
   const waitingForDevice = new Set<() => void>();
 
   async function serve(client: FrameChannel, socket: TLSSocket, req: ConnectRequest): Promise<void> {
+    // The connection may carry more requests (client-connection.ts): what a request hangs on it
+    // (device-wait.ts waits for its close) goes with the request.
+    const before = new Set(socket.listeners('close'));
+    try {
+      await serveOne(client, socket, req);
+    } finally {
+      for (const l of socket.listeners('close')) if (!before.has(l)) socket.off('close', l as () => void);
+    }
+  }
+
+  async function serveOne(client: FrameChannel, socket: TLSSocket, req: ConnectRequest): Promise<void> {
     counters.inc('requests');
     const r = receive(client, socket, req);
     if (ctx.draining()) {
@@ -126,8 +138,8 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
     log.info({ client: formatEndpoint(clientEndpoint), advertisedPort: req.advertisedPort }, 'S203 connection request received');
     const done = (status: StatusValue, detail?: string): void => {
       ctx.onTiming?.('connect', performance.now() - startedMs, status);
+      // The connection stays open for the client's next request (client-connection.ts closes it).
       client.send({ type: FrameType.CONNECT_RESULT, status, detail: detail ?? STATUS_TEXT[status] });
-      client.close();
     };
     return { client, socket, req, requestId, hex, clientEndpoint, log, done };
   }

@@ -38,6 +38,7 @@ import { createNodeRouting } from './node-routing.js';
 import type { RateLimiter } from './rate-limiter.js';
 import type { AdmissionContext } from './request-admission.js';
 import { createClientRequests } from './client-request.js';
+import { CLIENT_CONNECTION_IDLE_MS, CLIENT_CONNECTION_MAX_REQUESTS, createClientConnections } from './client-connection.js';
 import { drainAndClose } from './broker-drain.js';
 import type { RefuseReasonValue } from '../protocol/udp-packets.js';
 import type { RedisRegistry } from './redis-registry.js';
@@ -68,6 +69,8 @@ export interface ConnectionBrokerOptions {
   /** Connections in the handshake or before their first frame, together; past it new ones are dropped at once. */
   readonly maxUnidentifiedConnections: number;
   readonly maxPendingPerDevice: number;
+  /** A client's connection waits this long for its next request (client-connection.ts); 0: one request each. */
+  readonly clientIdleMs?: number;
   readonly relay: Relay;
   /** The shared list (Redis) when this is one node of several; default: `registry`. */
   readonly backend?: RegistryBackend;
@@ -204,6 +207,16 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     draining: () => draining,
   });
 
+  const clientConnections = createClientConnections({
+    requests,
+    counters,
+    clock,
+    idleMs: options.clientIdleMs ?? CLIENT_CONNECTION_IDLE_MS,
+    maxRequests: CLIENT_CONNECTION_MAX_REQUESTS,
+    track,
+    draining: () => draining,
+  });
+
   async function onSecure(socket: TLSSocket): Promise<void> {
     tracker.secured(socket);
     // The server's `noDelay` option does not reach TLS sockets (measured: the forwarded request
@@ -228,7 +241,8 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     }
     if (first.type === FrameType.CONNECT_REQUEST) {
       tracker.identified(socket, 'client');
-      await track(requests.serve(channel, socket, first));
+      counters.inc('clientConnections');
+      await clientConnections.serve(channel, socket, first);
     } else if (first.type === FrameType.DEVICE_ATTACH) {
       tracker.identified(socket, 'device');
       counters.inc('deviceAttachConnections');
@@ -385,6 +399,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       if (!s) return;
       draining = true;
       kept?.close();
+      clientConnections.closeIdle();
       // While draining the listener stays open: devices must still attach for the requests in
       // flight; new client requests get SERVER_DEGRADED ("shutting down") instead.
       await drainAndClose(s, graceMs, {

@@ -319,6 +319,17 @@ function requestMetrics(
     ['tlsFull', 'full'],
     ['tlsResumed', 'resumed'],
   ]);
+  m.fromCounters(
+    'peerlink_client_connections_total',
+    "Clients' TLS connections (kept between requests): opened, requests on one after its first, closed idle",
+    'event',
+    source.broker,
+    [
+      ['clientConnections', 'opened'],
+      ['keptClientRequests', 'kept_request'],
+      ['keptClientIdleClosed', 'closed_idle'],
+    ],
+  );
   m.labelledGauge('peerlink_tls_connections', 'Open connections on the TLS port, by what they are so far', 'kind', () =>
     Object.entries(source.openConnections()),
   );

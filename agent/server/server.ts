@@ -26,6 +26,7 @@ import {
 import { createConnectionBroker, type ConnectionBroker } from './connection-broker.js';
 import { KEPT_IDLE_MAX_MS, MAX_KEPT_DEVICES } from './kept-devices.js';
 import { MAX_UNIDENTIFIED_CONNECTIONS } from './connection-tracker.js';
+import { CLIENT_CONNECTION_IDLE_MS } from './client-connection.js';
 import { createRegistrationEndpoint, type RegistrationEndpoint } from './registration-endpoint.js';
 import { createMetricsListener, type MetricsListener } from './metrics.js';
 import { createRateLimiter, createSharedRateLimiter, type RateLimit, type RateLimiter } from './rate-limiter.js';
@@ -114,6 +115,8 @@ export interface RendezvousServerOptions {
   readonly maxPendingPerDevice?: number;
   /** Kept device connections (kept-devices.ts): at most `max` at once (0: none), each idle for at most `idleMs`. */
   readonly keptDevices?: { readonly max: number; readonly idleMs: number };
+  /** A client's TLS connection waits this long for its next request (default CLIENT_CONNECTION_IDLE_MS; 0: one request each). */
+  readonly clientIdleMs?: number;
   readonly relay?: Partial<RelayLimits>;
   /** This node's name among several (in Redis and in logs); default hostname/udp-port. */
   readonly nodeId?: string;
@@ -154,6 +157,7 @@ const OPTION_KEYS = [
   'notifyRetryMs',
   'maxPendingPerDevice',
   'keptDevices',
+  'clientIdleMs',
   'relay',
   'nodeId',
   'redis',
@@ -209,6 +213,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     notifyRetryMs: input.notifyRetryMs ?? NOTIFY_RETRY_MS,
     maxPendingPerDevice: input.maxPendingPerDevice ?? MAX_PENDING_PER_DEVICE,
     keptDevices: Object.freeze({ max: input.keptDevices?.max ?? MAX_KEPT_DEVICES, idleMs: input.keptDevices?.idleMs ?? KEPT_IDLE_MAX_MS }),
+    clientIdleMs: input.clientIdleMs ?? CLIENT_CONNECTION_IDLE_MS,
     relay: Object.freeze({
       maxSessions: input.relay?.maxSessions ?? RELAY_MAX_SESSIONS,
       bytesPerSecond: input.relay?.bytesPerSecond ?? RELAY_BYTES_PER_SECOND,
@@ -368,6 +373,7 @@ export function createRendezvousServer(input: RendezvousServerOptions): Rendezvo
     maxUnidentifiedConnections: opts.maxUnidentifiedConnections,
     maxPendingPerDevice: opts.maxPendingPerDevice,
     keptDevices: opts.keptDevices,
+    clientIdleMs: opts.clientIdleMs,
     relay,
   });
   let sweeper: NodeJS.Timeout | undefined;

@@ -16,6 +16,7 @@ import {
 } from '../protocol/constants.js';
 import { loadMasterKey } from '../pki/master-key.js';
 import { MAX_UNIDENTIFIED_CONNECTIONS } from './connection-tracker.js';
+import { CLIENT_CONNECTION_IDLE_MS } from './client-connection.js';
 import type { RateLimit } from './rate-limiter.js';
 import { SHARED_REFRESH_AFTER_MS } from './redis-registry.js';
 import {
@@ -55,6 +56,7 @@ export interface ServerSettings {
     /** Kept device connections (kept-devices.ts): at most this many (0: none), each idle for at most keptIdleMs. */
     readonly maxKeptDevices: number;
     readonly keptIdleMs: number;
+    readonly clientIdleMs: number;
   };
   /** The second UDP port that answers probes (diagnose's NAT test); 0 = off. */
   readonly probe: { readonly port: number };
@@ -167,6 +169,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
     'max_pending_per_device',
     'max_kept_devices',
     'kept_idle_ms',
+    'client_idle_ms',
   ]);
   const rel = c.table(doc, 'relay', 'relay', [
     'max_sessions',
@@ -252,6 +255,7 @@ export function checkServerSettings(doc: Record<string, unknown>, file: string):
       }),
       maxKeptDevices: c.int(req, 'max_kept_devices', 'requests.max_kept_devices', { default: MAX_KEPT_DEVICES, min: 0, max: 1_000_000 }),
       keptIdleMs: c.int(req, 'kept_idle_ms', 'requests.kept_idle_ms', { default: KEPT_IDLE_MAX_MS, min: 100, max: 3_600_000 }),
+      clientIdleMs: c.int(req, 'client_idle_ms', 'requests.client_idle_ms', { default: CLIENT_CONNECTION_IDLE_MS, min: 0, max: 600_000 }),
     },
     probe: { port: c.int(probe, 'port', 'probe.port', { default: 0, min: 0, max: 65535 }) },
     relay: {

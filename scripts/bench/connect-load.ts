@@ -2,14 +2,19 @@
 /**
  * Connection-request load generator (its own process), against a running server and agent:
  *   1. the floor: ROUNDS direct TLS connects to the server (full handshake, CA-verified);
- *   2. ROUNDS connection requests one after another: time to connect, from the request until the
- *      end-to-end channel is up (S203 ... S208), the client library's `connectMs`;
+ *   2. ROUNDS connection requests one after another from one client: time to connect, from the
+ *      request until the end-to-end channel is up (S203 ... S208); its connection to the server is
+ *      kept between requests (server-link.ts);
+ *   2b. the first request of a fresh client, as a new process makes it: no TLS context, no ticket,
+ *      no kept connection (a new client each round, the process's TLS caches emptied);
  *   3. CONCURRENCY requests kept in flight for SECONDS: requests per second, and their latencies.
  * argv: JSON file {tlsPort, caPem, equipmentId, password, service, rounds, concurrency, seconds}
  */
 import { readFile } from 'node:fs/promises';
 import { connect as tlsConnect } from 'node:tls';
-import { createClient } from '../../agent/client/client.js';
+import { createClient, type ClientOptions } from '../../agent/client/client.js';
+import { deriveAccessKey } from '../../agent/protocol/keys.js';
+import { forgetServerSessions } from '../../agent/rendezvous/server-tls.js';
 import { cpuSeconds } from './cpu-time.js';
 
 interface Job {
@@ -53,17 +58,30 @@ async function main(): Promise<void> {
   const tlsCpu0 = cpuSeconds(job.serverPid);
   for (let i = 0; i < job.rounds; i++) tls.push(await tlsOnce(job));
   const serverCpuMsPerTlsConnect = ((cpuSeconds(job.serverPid) - tlsCpu0) * 1000) / job.rounds;
-  const client = createClient({
+  const options: ClientOptions = {
     server: { host: '127.0.0.1', port: job.tlsPort },
     serverName: 'localhost',
     caPem: job.caPem,
     equipmentId: job.equipmentId,
-    password: job.password,
+    // Derived once (scrypt): a fresh client below should not time the password's derivation.
+    accessKey: await deriveAccessKey(job.password, job.equipmentId),
     service: job.service,
     accept: { host: '127.0.0.1', port: 0 },
     // A whole rendezvous per open(): what this measures.
     sessionIdleMs: 0,
-  });
+  };
+  const fresh: number[] = [];
+  for (let i = 0; i < Math.min(job.rounds, 30); i++) {
+    forgetServerSessions();
+    const c = createClient(options);
+    await c.start();
+    const t0 = performance.now();
+    const tunnel = await c.open(AbortSignal.timeout(30_000));
+    fresh.push(performance.now() - t0);
+    tunnel.stream.destroy();
+    await c.stop();
+  }
+  const client = createClient(options);
   await client.start();
   const once = async (): Promise<number> => {
     const t0 = performance.now();
@@ -74,7 +92,14 @@ async function main(): Promise<void> {
   };
   await once(); // warm-up
   const sequential: number[] = [];
+  const seq0 = { server: cpuSeconds(job.serverPid), agent: cpuSeconds(job.agentPid), client: cpuSeconds(process.pid) };
   for (let i = 0; i < job.rounds; i++) sequential.push(await once());
+  const perSequential = (now: number, before: number): number => ((now - before) * 1000) / job.rounds;
+  const sequentialCpu = {
+    serverCpuMsPerRequest: perSequential(cpuSeconds(job.serverPid), seq0.server),
+    agentCpuMsPerRequest: perSequential(cpuSeconds(job.agentPid), seq0.agent),
+    clientCpuMsPerRequest: perSequential(cpuSeconds(process.pid), seq0.client),
+  };
   const concurrent: number[] = [];
   let failures = 0;
   const until = performance.now() + job.seconds * 1000;
@@ -102,7 +127,8 @@ async function main(): Promise<void> {
   process.stdout.write(
     `${JSON.stringify({
       tlsConnect: { ...summary(tls), serverCpuMsPerTlsConnect },
-      sequential: summary(sequential),
+      sequential: { ...summary(sequential), ...sequentialCpu },
+      freshClient: summary(fresh),
       concurrent: {
         ...summary(concurrent),
         concurrency: job.concurrency,

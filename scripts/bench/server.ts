@@ -519,7 +519,15 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
   const c = e2e.connect as {
     serverTls?: { full: number; resumed: number };
     tlsConnect: { p50Ms: number; p99Ms: number; serverCpuMsPerTlsConnect: number };
-    sequential: { p50Ms: number; p99Ms: number; n: number };
+    sequential: {
+      p50Ms: number;
+      p99Ms: number;
+      n: number;
+      serverCpuMsPerRequest?: number;
+      agentCpuMsPerRequest?: number;
+      clientCpuMsPerRequest?: number;
+    };
+    freshClient?: { p50Ms: number; p99Ms: number; n: number };
     concurrent: {
       p50Ms: number;
       p99Ms: number;
@@ -575,10 +583,16 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
     ],
     ['direct TLS connect to the server, p50 / p99 (ms)', `${f1(tls.p50Ms)} / ${f1(tls.p99Ms)}`, 'baseline', '1.00'],
     [
-      'time to connect, one request at a time, p50 / p99 (ms)',
+      'time to connect, one request at a time (one client: its server connection kept), p50 / p99 (ms)',
       `${f1(c.sequential.p50Ms)} / ${f1(c.sequential.p99Ms)}`,
       'report',
       `${f1(c.sequential.p50Ms / tls.p50Ms)} / ${f1(c.sequential.p99Ms / tls.p99Ms)}`,
+    ],
+    [
+      "time to connect, a fresh client's first request (new process: full TLS handshake, nothing kept), p50 / p99 (ms)",
+      c.freshClient ? `${f1(c.freshClient.p50Ms)} / ${f1(c.freshClient.p99Ms)}` : '-',
+      'report',
+      c.freshClient ? `${f1(c.freshClient.p50Ms / tls.p50Ms)} / ${f1(c.freshClient.p99Ms / tls.p99Ms)}` : '-',
     ],
     [
       `time to connect, ${c.concurrent.concurrency} in flight, p50 / p99 (ms)`,
@@ -604,6 +618,12 @@ export async function serverBench(argv: readonly string[]): Promise<void> {
       `${c.serverTls?.full ?? '-'} / ${c.serverTls?.resumed ?? '-'}`,
       'report',
       '-',
+    ],
+    [
+      'one request at a time: server / agent / client CPU per request (ms)',
+      `${f2(c.sequential.serverCpuMsPerRequest ?? NaN)} / ${f2(c.sequential.agentCpuMsPerRequest ?? NaN)} / ${f2(c.sequential.clientCpuMsPerRequest ?? NaN)}`,
+      'report',
+      `${f1((c.sequential.serverCpuMsPerRequest ?? NaN) / tls.serverCpuMsPerTlsConnect)} server CPU per direct TLS connect`,
     ],
     [
       'agent / client CPU per request (ms)',

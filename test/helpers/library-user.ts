@@ -5,7 +5,7 @@
  * its own once stopped. It prints one JSON line: the round trips, whether each rode the live
  * session, and the handles still active after stop().
  *
- *   node dist/test/helpers/library-user.js '<json: server port, caPem, equipmentId, password, service, n>'
+ *   node dist/test/helpers/library-user.js '<json: server port, caPem, equipmentId, password, service, n[, sessionIdleMs]>'
  */
 import { createClient } from '../../agent/client/client.js';
 import { roundTrip } from './sessions.js';
@@ -17,6 +17,8 @@ interface Job {
   readonly password: string;
   readonly service: string;
   readonly n: number;
+  /** Passed on to createClient (0: a rendezvous per open(), over the kept server connection). */
+  readonly sessionIdleMs?: number;
 }
 
 async function main(): Promise<void> {
@@ -29,6 +31,7 @@ async function main(): Promise<void> {
     password: job.password,
     service: job.service,
     accept: { host: '127.0.0.1', port: 0 },
+    ...(job.sessionIdleMs !== undefined ? { sessionIdleMs: job.sessionIdleMs } : {}),
   });
   const answers: string[] = [];
   const reused: boolean[] = [];

@@ -308,6 +308,7 @@ test('server: a valid document passes, with relative paths resolved against the 
     maxPendingPerDevice: 8,
     maxKeptDevices: 2_000,
     keptIdleMs: 60_000,
+    clientIdleMs: 60000,
   });
 });
 
