@@ -4,11 +4,9 @@
  * of it is left active.
  */
 import test from 'ava';
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
-import { DIST } from '../../scripts/lib/program.js';
 import { SERVER_KEEP_IDLE_MS } from '../../agent/client/client.js';
 import { echoService } from '../helpers/flow.js';
+import { runLibraryUser } from '../helpers/run-library-user.js';
 import { clientConnections, startCountedFlow } from '../helpers/server-link.js';
 
 const N = 5;
@@ -21,21 +19,7 @@ test('requests over the kept server connection, then stop(): the process exits o
   const flow = await startCountedFlow(t, { services: { echo: `127.0.0.1:${echo.port}` } });
   const { tlsPort, caPem, equipmentId, password } = flow.setup;
   const job = { tlsPort, caPem, equipmentId, password, service: 'echo', n: N, sessionIdleMs: 0 };
-  const child = spawn(process.execPath, [join(DIST, 'test', 'helpers', 'library-user.js'), JSON.stringify(job)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  t.teardown(() => void child.kill('SIGKILL'));
-  let out = '';
-  const reported = new Promise<void>((resolve) =>
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      if (out.includes('\n')) resolve();
-    }),
-  );
-  const exit = new Promise<number | string>((resolve) => child.once('exit', (code) => resolve(code ?? 'killed')));
-  await Promise.race([reported, exit]);
-  const exited = await Promise.race([exit, new Promise<string>((r) => setTimeout(() => r('still running'), EXIT_WITHIN_MS).unref())]);
-  const report = JSON.parse(out.trim().split('\n').pop() ?? '{}') as { answers?: string[]; handles?: string[] };
+  const { exited, report, out } = await runLibraryUser(t, job, EXIT_WITHIN_MS);
   t.is(exited, 0, `the library user exits by itself after stop() (output: ${out})`);
   t.deepEqual(
     report.answers,
