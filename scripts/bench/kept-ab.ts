@@ -21,6 +21,7 @@ import { freePort } from '../lib/free-port.js';
 import { startProgram, type Program } from '../lib/program.js';
 import { cpuSeconds } from './cpu-time.js';
 import { startEchoServer } from './throughput.js';
+import { serverNodeFlags } from '../lib/server-unit.js';
 
 const BLOCK = 10;
 
@@ -62,7 +63,7 @@ async function side(dir: string, name: string, echoPort: number, keep: boolean):
       .replace('log_level = "info"', 'log_level = "warn"')
       .replace('[server]\n', keep ? '[server]\n' : '[server]\nkeep_idle_ms = 0\n'),
   );
-  const server = startProgram('server', ['--config', setup.serverConfig]);
+  const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
   for (let i = 0; i < 100; i++) {
     const up = await new Promise<boolean>((r) => {
       const s = netConnect(setup.tlsPort, '127.0.0.1', () => (s.destroy(), r(true)));

@@ -35,6 +35,7 @@ import { encodeRegister, parseUdpPacket, REGISTER_NONCE_BYTES } from '../../agen
 import { connectToServer } from '../../agent/rendezvous/server-tls.js';
 import { createLoopbackSetup, type LoopbackSetup } from '../lib/loopback-setup.js';
 import { startProgram } from '../lib/program.js';
+import { serverNodeFlags } from '../lib/server-unit.js';
 
 const BATCH = 25;
 
@@ -148,7 +149,7 @@ async function main(): Promise<void> {
         '[limits]\nrequests_per_source_per_min = 0\nrequests_per_device_per_min = 0\nregistrations_per_source_per_s = 0',
       ].join('\n'),
     });
-    const program = startProgram('server', ['--config', setup.serverConfig]);
+    const program = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
     return { setup, program };
   })();
   try {
