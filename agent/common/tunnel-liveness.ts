@@ -6,7 +6,8 @@
  * measured a client still hanging after 180 s). Node cannot set TCP_USER_TIMEOUT, so this watches the
  * kernel's own count of retransmission timeouts in a row for the socket (/proc/net/tcp `retrnsmt`,
  * reset by every acknowledgement) and ends the connection when it reaches STALL_RETRANSMITS: with the
- * 200 ms minimum RTO doubling each time, that is ~25 s of no acknowledgement at all. Elsewhere than
+ * 200 ms minimum RTO doubling each time, that is ~25 s of no acknowledgement at all. A host whose own
+ * link went down shows unanswered zero-window probes instead (unansweredIn below). Elsewhere than
  * Linux (no /proc/net/tcp) only keepalive applies.
  */
 import { readFile } from 'node:fs/promises';
@@ -40,6 +41,18 @@ export async function retransmits(local: string, remote: string): Promise<number
   } catch {
     return null;
   }
+  return unansweredIn(text, local, remote);
+}
+
+/**
+ * From /proc/net/tcp's text: the socket's retransmission timeouts in a row, or its unanswered
+ * zero-window probes in a row if more (null: not found). The probes count because a host whose own
+ * link went down does not retransmit: it cannot send, so the kernel arms its probe timer instead
+ * and counts the probes it could not send (measured in a network namespace with the link set down:
+ * retrnsmt 0, probes 3 -> 7 over 27 s). A peer that is alive but reads nothing answers each probe,
+ * which sets the count back to 0.
+ */
+export function unansweredIn(text: string, local: string, remote: string): number | null {
   // The table lists every socket of the namespace (thousands in TIME_WAIT after a web page's
   // connections): find the one line instead of splitting them all. Fields are single-spaced.
   const at = text.indexOf(` ${local} ${remote} `);
@@ -49,8 +62,10 @@ export async function retransmits(local: string, remote: string): Promise<number
     .slice(at, end < 0 ? undefined : end)
     .trim()
     .split(/\s+/);
-  // local rem st tx:rx tr:when retrnsmt ... (retrnsmt: 8 hex digits; anything else is not that table)
-  return /^[0-9A-F]{8}$/i.test(f[5] ?? '') ? parseInt(f[5]!, 16) : null;
+  // local rem st tx:rx tr:when retrnsmt uid timeout(probes) ... (retrnsmt: 8 hex digits; anything else is not that table)
+  if (!/^[0-9A-F]{8}$/i.test(f[5] ?? '')) return null;
+  const probes = /^\d+$/.test(f[7] ?? '') ? Number(f[7]) : 0;
+  return Math.max(parseInt(f[5]!, 16), probes);
 }
 
 /**
@@ -74,7 +89,7 @@ export function keepTunnelAlive(socket: Socket): void {
         socket.destroy(
           new PeerlinkError(
             ErrorCodes.PEER_TIMEOUT,
-            `the peer stopped acknowledging (${n} retransmissions in a row): the link to it is gone`,
+            `the peer stopped acknowledging (${n} retransmissions or probes in a row): the link to it is gone`,
           ),
         );
       }

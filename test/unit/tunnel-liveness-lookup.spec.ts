@@ -2,7 +2,7 @@ import test from 'ava';
 import { once } from 'node:events';
 import { connect, createServer, type Socket } from 'node:net';
 import { existsSync } from 'node:fs';
-import { procEndpoint, retransmits } from '../../agent/common/tunnel-liveness.js';
+import { procEndpoint, retransmits, unansweredIn } from '../../agent/common/tunnel-liveness.js';
 
 const LOOPBACK = '127.0.0.1';
 
@@ -25,4 +25,13 @@ test('the stall watch finds a live socket in /proc/net/tcp (one line looked up a
   t.is(await retransmits(local, remote), 0, 'an acknowledged connection: no retransmission timeouts');
   t.is(await retransmits(remote, local), 0, 'the accepted end too');
   t.is(await retransmits(local, procEndpoint(LOOPBACK, 1)!), null, 'a pair that does not exist is not found');
+});
+
+test('a host whose own link is down: unanswered probes count as retransmission timeouts (lines as /proc/net/tcp showed them)', (t) => {
+  const header = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n';
+  const line = (probes: number, retrnsmt = '00000000'): string =>
+    `   0: 01004D0A:D2C4 02004D0A:270F 01 00012BC8:00000000 04:00000A01 ${retrnsmt}     0        ${probes} 123456 1 0000000000000000 20 4 30 10 -1\n`;
+  t.is(unansweredIn(header + line(7), '01004D0A:D2C4', '02004D0A:270F'), 7, 'link down: retrnsmt 0, 7 probes unanswered');
+  t.is(unansweredIn(header + line(0, '00000003'), '01004D0A:D2C4', '02004D0A:270F'), 3, 'retransmission timeouts as before');
+  t.is(unansweredIn(header + line(7), '01004D0A:D2C4', '02004D0A:0001'), null, 'another socket: not found');
 });
