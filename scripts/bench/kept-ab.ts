@@ -50,19 +50,15 @@ async function side(dir: string, name: string, echoPort: number, keep: boolean):
     dir,
     services: { echo: `127.0.0.1:${echoPort}` },
     directDialOnly: true,
+    logLevel: 'warn',
     serverExtra: [
       '[relay]\nmax_sessions_per_device = 100000\nmax_sessions_per_source = 100000',
       '[limits]\nrequests_per_source_per_min = 0\nrequests_per_device_per_min = 0',
       `[metrics]\nenabled = true\nhost = "127.0.0.1"\nport = ${metricsPort}`,
     ].join('\n'),
   });
-  await writeFile(setup.serverConfig, (await readFile(setup.serverConfig, 'utf8')).replace('log_level = "info"', 'log_level = "warn"'));
-  await writeFile(
-    setup.agentConfig,
-    (await readFile(setup.agentConfig, 'utf8'))
-      .replace('log_level = "info"', 'log_level = "warn"')
-      .replace('[server]\n', keep ? '[server]\n' : '[server]\nkeep_idle_ms = 0\n'),
-  );
+  if (!keep)
+    await writeFile(setup.agentConfig, (await readFile(setup.agentConfig, 'utf8')).replace('[server]\n', '[server]\nkeep_idle_ms = 0\n'));
   const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
   for (let i = 0; i < 100; i++) {
     const up = await new Promise<boolean>((r) => {

@@ -39,6 +39,8 @@ export interface LoopbackSetupOptions {
   readonly agentServerHost?: string;
   /** Fixed ports instead of free loopback ports (the NAT lab's server has its own namespace). */
   readonly ports?: { readonly udp: number; readonly tls: number };
+  /** Both programs' log_level (default info); benches run at warn, to measure the work and not pino. */
+  readonly logLevel?: 'debug' | 'info' | 'warn' | 'error';
 }
 
 export interface LoopbackSetup {
@@ -90,7 +92,7 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
   await writeFile(
     serverConfig,
     [
-      'log_level = "info"',
+      `log_level = "${o.logLevel ?? 'info'}"`,
       'registration_master_key_file = "registration-master.key"',
       '[udp]',
       `host = "${o.listenHost ?? (loopback ? serverAddress : '0.0.0.0')}"`,
@@ -110,7 +112,7 @@ export async function createLoopbackSetup(o: LoopbackSetupOptions): Promise<Loop
     [
       'identity_file = "identity.toml"',
       'state_dir = "state"',
-      'log_level = "info"',
+      `log_level = "${o.logLevel ?? 'info'}"`,
       '[server]',
       `host = "${o.agentServerHost ?? serverAddress}"`,
       `udp_port = ${udpPort}`,

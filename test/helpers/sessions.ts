@@ -4,8 +4,9 @@
  */
 import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createClient, type Client } from '../../agent/client/client.js';
+import type { Client } from '../../agent/client/client.js';
 import { freePort } from '../../scripts/lib/free-port.js';
+import { rendezvousClient } from './server-link.js';
 import { startFlow, type Flow, type Scope } from './flow.js';
 import { httpGet } from './multi-node.js';
 import type { LoopbackSetupOptions } from '../../scripts/lib/loopback-setup.js';
@@ -46,18 +47,7 @@ export function exchange(port: number, payload: string | Buffer): Promise<string
 
 /** A library client of the flow's device whose open() reuses one session (idle after a minute). */
 export function sessionClient(t: Scope, flow: Flow, service: string): Client {
-  const client = createClient({
-    server: { host: '127.0.0.1', port: flow.setup.tlsPort },
-    serverName: 'localhost',
-    caPem: flow.setup.caPem,
-    equipmentId: flow.setup.equipmentId,
-    password: flow.setup.password,
-    service,
-    accept: { host: '127.0.0.1', port: 0 },
-    sessionIdleMs: 60_000,
-  });
-  t.teardown(() => client.stop());
-  return client;
+  return rendezvousClient(t, flow, service, { sessionIdleMs: 60_000 });
 }
 
 /** Write `text`, end, and collect what comes back until the stream ends. */
