@@ -36,16 +36,17 @@ import {
 import type { RecordResult, Registry, RegistryBackend, RegistryEntry } from './registry.js';
 import { isGeneration } from '../protocol/identity-name.js';
 import { keySlot } from './redis-slot.js';
-import { RECORD_LUA, RECORD_MANY_LUA, LIMIT_LUA, MARK_STALE_LUA } from './redis-scripts.js';
+import { createRedisClients, redisMode, type RedisConnectOptions, type WithScripts } from './redis-clients.js';
 import { createWriteBatch, type RecordFields } from './redis-write-batch.js';
 
 export type { NodeMessage, PendingRecord } from './node-messages.js';
+export { SLOTS_REFRESH_MS, FAST_SLOTS_REFRESH_MS, FAST_SLOTS_REFRESH_FOR_MS } from './redis-clients.js';
 
 /** What this node read from Redis and dropped because it did not decode (node-messages.ts). */
 export const MALFORMED_KINDS = ['message', 'pending'] as const;
 export type MalformedKind = (typeof MALFORMED_KINDS)[number];
 
-export interface RedisRegistryOptions {
+export interface RedisRegistryOptions extends RedisConnectOptions {
   /** One Redis (or a Sentinel-less primary): redis:// or rediss:// URL. Exactly one of url and clusterNodes. */
   readonly url?: string;
   /** Redis Cluster seed nodes ("host:port"); the client learns the rest of the cluster from them. */
@@ -148,12 +149,10 @@ export interface RedisRegistry extends RegistryBackend {
   readonly client: RedisClient | ClusterClient;
 }
 
-const COMMAND_TIMEOUT_MS = 1000;
 /** How often the node looks for devices gone stale in its own list (`staleMark`). */
 export const STALE_SCAN_MS = 5000;
 /** Marks issued per scan at most (the rest at the next): a mass outage does not flood Redis. */
 const STALE_MARKS_PER_SCAN = 2000;
-const RECONNECT_MAX_MS = 2000;
 /** Default of `refreshAfterMs`: an unchanged entry is rewritten every 3 minutes (1 registration in 8 at 25 s); safe with the liveness key and stale marks. */
 export const SHARED_REFRESH_AFTER_MS = 180_000;
 /** Default of `livenessMs`: a dead node's devices can be taken over LIVENESS_TTL_FACTOR times this after its last renewal. */
@@ -162,31 +161,6 @@ export const LIVENESS_MS = 2000;
 export const LIVENESS_TTL_FACTOR = 5;
 /** Default of `writeBatchMs`: far below a device's round trip to the server, and enough to gather writes at a few hundred a second. */
 export const WRITE_BATCH_MS = 5;
-/** Default of `slotsRefreshMs`: a topology change that no error reveals (resharding answers MOVED) is learnt within this. */
-export const SLOTS_REFRESH_MS = 30_000;
-/** After a cluster node's connection is lost: the topology is re-read this often (a promoted replica is learnt within it) ... */
-export const FAST_SLOTS_REFRESH_MS = 1000;
-/** ... until this long after the last lost connection (covers cluster-node-timeout and the promotion; Redis's default timeout is 15 s). */
-export const FAST_SLOTS_REFRESH_FOR_MS = 60_000;
-
-interface Scripts {
-  plRecordMany(...args: (string | number)[]): Promise<string[]>;
-  plRecord(
-    key: string,
-    a: string,
-    p: number,
-    s: number,
-    t: number,
-    n: string,
-    ttl: number,
-    refresh: number,
-    g: number,
-    dead: string,
-  ): Promise<string>;
-  plLimit(key: string, intervalMs: number, toleranceMs: number, charge: number): Promise<number>;
-  plMarkStale(key: string, node: string, seen: number, t: number): Promise<number>;
-}
-type WithScripts = (RedisClient | ClusterClient) & Scripts;
 
 /** Synchronous to build; ioredis is imported and the connections opened by `start()`. */
 export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
@@ -196,23 +170,11 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
   if (o.url !== undefined && (o.password !== undefined || o.username !== undefined)) {
     throw new Error('with url the Redis password goes in the URL (redis://user:password@host:port), not in password');
   }
-  const mode = o.url === undefined ? 'cluster' : 'single';
+  const mode = redisMode(o);
   const refreshAfterMs = Math.min(o.refreshAfterMs ?? SHARED_REFRESH_AFTER_MS, Math.floor(o.forgetAfterMs / 2));
-  const common = {
-    lazyConnect: true,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    commandTimeout: o.commandTimeoutMs ?? COMMAND_TIMEOUT_MS,
-    connectTimeout: 2000,
-    retryStrategy: (times: number) => Math.min(100 * times, RECONNECT_MAX_MS),
-    enableAutoPipelining: o.autoPipelining ?? true,
-    // A batch's call carries keys of many slots: sent as it is, not in a pipeline (which wants one slot).
-    autoPipeliningIgnoredCommands: ['plRecordMany'],
-    ...(o.username !== undefined ? { username: o.username } : {}),
-    ...(o.password !== undefined ? { password: o.password } : {}),
-  };
   let clientOrNull: WithScripts | null = null;
   let subOrNull: RedisClient | ClusterClient | null = null;
+  let stopClients: (() => void) | null = null;
   let writesValidSinceMs = 0;
   const c = (): WithScripts => {
     if (!clientOrNull) throw new Error('the Redis registry is not started');
@@ -285,30 +247,6 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     primaryOf: (key) => (clientOrNull === null ? undefined : primaryOf(key)),
     logger: log,
   });
-
-  // Fast topology refresh after a lost cluster node (slotsRefreshMs): both clients re-read the
-  // slots every FAST_SLOTS_REFRESH_MS until FAST_SLOTS_REFRESH_FOR_MS after the last loss, so a
-  // promoted replica is learnt within a second of its promotion, as with a 1 s periodic refresh.
-  let fastUntilMs = 0;
-  let fastTimer: NodeJS.Timeout | null = null;
-  const fastTick = (): void => {
-    fastTimer = null;
-    if (stopping || !clientOrNull) return;
-    (clientOrNull as ClusterClient).refreshSlotsCache();
-    (subOrNull as ClusterClient | null)?.refreshSlotsCache();
-    if (Date.now() < fastUntilMs) fastTimer = setTimeout(fastTick, FAST_SLOTS_REFRESH_MS).unref();
-  };
-  /**
-   * A lost connection to a node the client still routes slots to (a node dropped because the
-   * topology no longer lists it, as seeds are at start, is no trouble).
-   */
-  const fastRefresh = (cl: ClusterClient, lost: RedisClient | undefined): void => {
-    if (stopping) return;
-    const key = lost ? `${lost.options.host}:${lost.options.port}` : '';
-    if (!cl.slots.some((nodes) => nodes?.includes(key))) return;
-    fastUntilMs = Date.now() + FAST_SLOTS_REFRESH_FOR_MS;
-    fastTimer ??= setTimeout(fastTick, FAST_SLOTS_REFRESH_MS).unref();
-  };
 
   const setUp = (v: boolean, why: string): void => {
     if (v === up) return;
@@ -415,60 +353,13 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
       return (await c().plLimit(`${o.keyPrefix}{l:${name}:${key}}`, intervalMs, toleranceMs, charge ? 1 : 0)) === 1;
     },
     async start() {
-      const { Redis, Cluster } = await import('ioredis');
-      let client: WithScripts;
-      let sub: RedisClient | ClusterClient;
-      if (mode === 'single') {
-        client = new Redis(o.url!, common) as unknown as WithScripts;
-        sub = new Redis(o.url!, {
-          ...common,
-          enableOfflineQueue: true,
-          maxRetriesPerRequest: null,
-          commandTimeout: undefined,
-          enableAutoPipelining: false,
-        });
-        sub.on('message', onNodeMessage);
-      } else {
-        const seeds = o.clusterNodes!.map((h) => {
-          const at = /^(.*):(\d+)$/.exec(h)!;
-          return { host: at[1]!.replace(/^\[|\]$/g, ''), port: Number(at[2]) };
-        });
-        const clusterOptions = {
-          lazyConnect: true,
-          enableOfflineQueue: false,
-          enableAutoPipelining: common.enableAutoPipelining,
-          autoPipeliningIgnoredCommands: common.autoPipeliningIgnoredCommands,
-          // Slow while all is well; a lost node connection speeds it up (fastRefresh below).
-          slotsRefreshInterval: o.slotsRefreshMs ?? SLOTS_REFRESH_MS,
-          retryDelayOnFailover: 100,
-          retryDelayOnClusterDown: 100,
-          clusterRetryStrategy: common.retryStrategy,
-          redisOptions: { ...common, lazyConnect: undefined, retryStrategy: undefined },
-        };
-        client = new Cluster(seeds, clusterOptions) as unknown as WithScripts;
-        // One subscriber connection per primary (SSUBSCRIBE): this node's channel lives on one shard.
-        sub = new Cluster(seeds, {
-          ...clusterOptions,
-          enableOfflineQueue: true,
-          enableAutoPipelining: false,
-          shardedSubscribers: true,
-          redisOptions: { ...clusterOptions.redisOptions, maxRetriesPerRequest: null, commandTimeout: undefined },
-        });
-        sub.on('smessage', onNodeMessage);
-        // A primary failed over (or the topology changed): writes acknowledged just before may be
-        // lost with it (asynchronous replication), so entries are rewritten at their next registration.
-        client.on('-node', (lost: RedisClient | undefined) => {
-          writesValidSinceMs = Date.now();
-          fastRefresh(client as unknown as ClusterClient, lost);
-        });
-        // The subscriber's own lost connections: ioredis re-reads its topology once, with back-off after that.
-        sub.on('-node', (lost: RedisClient | undefined) => fastRefresh(sub as ClusterClient, lost));
-        client.on('node error', (err: Error) => log.debug({ err: err.message }, 'redis cluster node error'));
-      }
-      client.defineCommand('plRecord', { numberOfKeys: 1, lua: RECORD_LUA });
-      client.defineCommand('plRecordMany', { lua: RECORD_MANY_LUA });
-      client.defineCommand('plLimit', { numberOfKeys: 1, lua: LIMIT_LUA });
-      client.defineCommand('plMarkStale', { numberOfKeys: 1, lua: MARK_STALE_LUA });
+      const built = await createRedisClients(o, {
+        onMessage: onNodeMessage,
+        onPrimaryLost: () => (writesValidSinceMs = Date.now()),
+        log,
+      });
+      const { client, sub } = built;
+      stopClients = built.stop;
       client.on('ready', () => {
         setUp(true, 'ready');
         renewLiveness();
@@ -495,8 +386,7 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     },
     async stop() {
       stopping = true;
-      if (fastTimer) clearTimeout(fastTimer);
-      fastTimer = null;
+      stopClients?.();
       if (livenessTimer) clearInterval(livenessTimer);
       livenessTimer = null;
       if (staleTimer) clearInterval(staleTimer);
