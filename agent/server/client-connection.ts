@@ -49,9 +49,22 @@ export function createClientConnections(ctx: ClientConnectionContext): ClientCon
   async function serve(channel: FrameChannel, socket: TLSSocket, first: ConnectRequest): Promise<void> {
     let req: ConnectRequest = first;
     for (let served = 1; ; served++) {
-      await ctx.track(ctx.requests.serve(channel, socket, req));
-      if (socket.destroyed || ctx.draining() || ctx.idleMs === 0 || served >= ctx.maxRequests) break;
+      // The answer's frames (relay offer, candidates, result) and the next HELLO leave in one
+      // write: one TLS record and one segment instead of four (each cost more CPU than the
+      // frame's own work). Nothing else is written to the client while its request is served.
+      socket.cork();
+      try {
+        await ctx.track(ctx.requests.serve(channel, socket, req));
+      } catch (err) {
+        socket.uncork();
+        throw err;
+      }
+      if (socket.destroyed || ctx.draining() || ctx.idleMs === 0 || served >= ctx.maxRequests) {
+        socket.uncork();
+        break;
+      }
       channel.send({ type: FrameType.HELLO, serverTimeMs: ctx.clock.now() });
+      socket.uncork();
       let next: Frame;
       idle.add(channel);
       try {

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Counters } from '../common/counters.js';
+import { lazyChild } from '../common/lazy-child.js';
 import { formatEndpoint, normalizeAddress, type Endpoint } from '../protocol/address.js';
 import type { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Frame } from '../protocol/frames.js';
@@ -134,7 +135,7 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
     const requestId = randomBytes(16);
     const hex = requestId.toString('hex');
     const clientEndpoint = { address: normalizeAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 };
-    const log = ctx.logger.child({ requestId: hex.slice(0, 12), equipmentId: req.equipmentId });
+    const log = lazyChild(ctx.logger, { requestId: hex.slice(0, 12), equipmentId: req.equipmentId });
     log.info({ client: formatEndpoint(clientEndpoint), advertisedPort: req.advertisedPort }, 'S203 connection request received');
     const done = (status: StatusValue, detail?: string): void => {
       ctx.onTiming?.('connect', performance.now() - startedMs, status);

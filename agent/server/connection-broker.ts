@@ -219,6 +219,8 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
 
   async function onSecure(socket: TLSSocket): Promise<void> {
     tracker.secured(socket);
+    // Half-open from here on (relayed sessions pass a half-close on), not during the handshake.
+    socket.allowHalfOpen = true;
     // The server's `noDelay` option does not reach TLS sockets (measured: the forwarded request
     // waited 42 ms behind the device's delayed ACK): set it on each.
     socket.setNoDelay(true);
@@ -312,7 +314,13 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         });
         void serveRelayLeg(raw, relayLeg(raw));
         raw.resume();
-      } else tls.emit('connection', raw);
+      } else {
+        // The TLS socket takes this setting from `raw`. Half-open during the handshake, a client that
+        // closed before its Finished arrived (one that connects and closes at once) kept its
+        // connection for the whole handshake deadline (10 s): its end closes it now.
+        raw.allowHalfOpen = false;
+        tls.emit('connection', raw);
+      }
     });
     raw.resume();
   }

@@ -11,7 +11,7 @@ import { isPeerlinkError } from '../common/errors.js';
 import { normalizeAddress, type Endpoint } from '../protocol/address.js';
 import type { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } from '../protocol/frames.js';
-import { ATTACH_EXPORTER_LABEL, attachProof, deriveRegistrationKey, equalBytes, KEY_BYTES } from '../protocol/keys.js';
+import { ATTACH_EXPORTER_LABEL, attachProof, equalBytes, KEY_BYTES, registrationKeyDeriver } from '../protocol/keys.js';
 import { Status, type StatusValue } from '../protocol/status.js';
 import { checkListenCandidates } from './candidate-check.js';
 import { clientLanForDevice, deviceLanForClient } from './lan-match.js';
@@ -64,17 +64,20 @@ export function createDeviceExchange(o: {
     // The client's companion of the other family (companions.ts), as observed: a second PUNCH, last.
     const clientOther = o.companions?.clientFor(sealedRequest, clientEndpoint);
     // Where the client's request came from: the device may punch towards it from its own attach port.
-    device.send({
-      type: FrameType.CANDIDATES,
-      candidates: [
-        { kind: CandidateKind.PUNCH, endpoint: clientEndpoint },
-        ...(deviceEndpoint ? [{ kind: CandidateKind.OBSERVED, endpoint: deviceEndpoint }] : []),
-        // Only when both are seen at one public address (lan-match.ts).
-        ...clientLanForDevice(sealedRequest, clientEndpoint, deviceEndpoint),
-        ...(clientOther ? [{ kind: CandidateKind.PUNCH, endpoint: clientOther }] : []),
-      ],
-    });
-    device.send({ type: FrameType.FORWARD_REQUEST, requestId, client: clientEndpoint, advertisedPort, sealedRequest });
+    // Both frames in one write (one TLS record, one segment).
+    device.sendAll([
+      {
+        type: FrameType.CANDIDATES,
+        candidates: [
+          { kind: CandidateKind.PUNCH, endpoint: clientEndpoint },
+          ...(deviceEndpoint ? [{ kind: CandidateKind.OBSERVED, endpoint: deviceEndpoint }] : []),
+          // Only when both are seen at one public address (lan-match.ts).
+          ...clientLanForDevice(sealedRequest, clientEndpoint, deviceEndpoint),
+          ...(clientOther ? [{ kind: CandidateKind.PUNCH, endpoint: clientOther }] : []),
+        ],
+      },
+      { type: FrameType.FORWARD_REQUEST, requestId, client: clientEndpoint, advertisedPort, sealedRequest },
+    ]);
     let verdict: Frame;
     const listen: Candidate[] = [];
     const lan: Candidate[] = [];
@@ -120,9 +123,12 @@ export function createDeviceExchange(o: {
     };
   }
 
+  // The master key's block compressed once, not on every attach (keys.ts).
+  const registrationKey = registrationKeyDeriver(o.masterKey);
+
   return {
     proofValid(socket, name, requestId, proof) {
-      const key = deriveRegistrationKey(o.masterKey, name);
+      const key = registrationKey(name);
       const exporter = socket.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
       return equalBytes(attachProof(key, requestId, exporter), proof);
     },

@@ -346,9 +346,13 @@ function requestMetrics(
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [register],
   });
+  // One labelled child per status, looked up once: observe() with a label object hashes it every time.
+  const byStatus = new Map<StatusValue, { observe(v: number): void }>();
   return (what, ms, status) => {
-    if (what === 'connect') connect.observe({ status: STATUS_NAME[status] ?? String(status) }, ms / 1000);
-    else roundTrip.observe(ms / 1000);
+    if (what !== 'connect') return roundTrip.observe(ms / 1000);
+    let h = byStatus.get(status);
+    if (!h) byStatus.set(status, (h = connect.labels({ status: STATUS_NAME[status] ?? String(status) })));
+    h.observe(ms / 1000);
   };
 }
 
