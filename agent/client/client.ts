@@ -192,6 +192,10 @@ export function createClient(input: ClientOptions): Client {
   const o = validate(input);
   const listener: PeerListener = createPeerListener(o.accept);
   let accessKey: Buffer | null = o.accessKey ?? null;
+  // The request's tag key and the wake key depend on the access key alone: derived once, not per request.
+  let requestKeys: RequestKeys | null = null;
+  const keysFor = (key: Buffer): RequestKeys =>
+    requestKeys?.key === key ? requestKeys : (requestKeys = { key, tag: deriveRequestTagKey(key), wake: deriveWakeKey(key) });
   let started = false;
   let mapping: PortMapping | null = null;
   // How the last connection to the device went, per local address: the DIRECT_FAILED_BEFORE hint.
@@ -333,10 +337,10 @@ export function createClient(input: ClientOptions): Client {
           lan: lanOffer,
           hints,
         },
-        deriveRequestTagKey(key),
+        keysFor(key).tag,
       );
       // The wake proof lets the device check the password before it does any TLS work (P9).
-      const wake = makeWake(deriveWakeKey(key), o.equipmentId, clientNonce, serverNow);
+      const wake = makeWake(keysFor(key).wake, o.equipmentId, clientNonce, serverNow);
       channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: o.equipmentId, advertisedPort, wake, sealedRequest });
       o.logger.info({ equipmentId: o.equipmentId, service: expected.service, advertisedPort, hints }, 'S203 connection request sent');
       let result = await channel.next(o.resultTimeoutMs, signal).catch((err: unknown) => {
@@ -504,6 +508,12 @@ export function createClient(input: ClientOptions): Client {
 }
 
 const familyOf = (address: string): 4 | 6 => (isIPv6(normalizeAddress(address)) ? 6 : 4);
+
+interface RequestKeys {
+  readonly key: Buffer;
+  readonly tag: Buffer;
+  readonly wake: Buffer;
+}
 
 /** What the device's channel must prove (the peer listener's and tunnel server's expectation). */
 interface Expected {
