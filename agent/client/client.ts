@@ -38,12 +38,10 @@ import { mapTcpPort, type MappingMode, type PortMapping } from '../nat/port-mapp
 import { racePaths, type PathAttempt, type PathKind } from '../paths/path-race.js';
 import { clientLanOffer, deviceLanTargets, lanPath } from './lan-candidates.js';
 import { isLanAddress } from '../nat/lan-address.js';
-import { createSessionPool } from '../session/session-pool.js';
 import { hintsMayRush, PathHint } from '../paths/relay-hint.js';
 import { createPathMemory } from '../paths/path-memory.js';
 import { clientMappingFor, type ProbePorts } from '../nat/client-mapping.js';
-import { startClientSession } from '../session/client-session.js';
-import { SESSION_SERVICE, StreamRefusedError } from '../protocol/session-streams.js';
+import { createClientStreams } from './client-streams.js';
 
 export interface ClientOptions {
   /** The rendezvous server's TLS endpoint. */
@@ -135,6 +133,12 @@ export interface Client {
   start(signal?: AbortSignal): Promise<void>;
   /** A tunnel to the service (default: the options' service); a stream of the live session unless sessionIdleMs is 0. */
   open(signal?: AbortSignal, service?: string, options?: OpenOptions): Promise<Tunnel>;
+  /**
+   * A stream of the session that is up now, handed over at once as with `early` (no promise, no
+   * signal: what `--listen` does for each local connection); null when no session is up (or sessions
+   * are off): then open().
+   */
+  openLive(service?: string): Tunnel | null;
   stop(): Promise<void>;
   /** Where the device's connection is accepted. */
   acceptAddress(): { address: string; port: number };
@@ -188,6 +192,10 @@ export function createClient(input: ClientOptions): Client {
   const o = validate(input);
   const listener: PeerListener = createPeerListener(o.accept);
   let accessKey: Buffer | null = o.accessKey ?? null;
+  // The request's tag key and the wake key depend on the access key alone: derived once, not per request.
+  let requestKeys: RequestKeys | null = null;
+  const keysFor = (key: Buffer): RequestKeys =>
+    requestKeys?.key === key ? requestKeys : (requestKeys = { key, tag: deriveRequestTagKey(key), wake: deriveWakeKey(key) });
   let started = false;
   let mapping: PortMapping | null = null;
   // How the last connection to the device went, per local address: the DIRECT_FAILED_BEFORE hint.
@@ -213,43 +221,8 @@ export function createClient(input: ClientOptions): Client {
     started = true;
   }
 
-  // Sessions with streams (agent/session): one rendezvous, then a stream per open().
-  let sessionsRefused = false;
-  const pool =
-    o.sessionIdleMs > 0
-      ? createSessionPool<Tunnel>({
-          idleMs: o.sessionIdleMs,
-          logger: o.logger,
-          connect: async (signal, onIdle) => {
-            const t = await openTunnel(SESSION_SERVICE, signal);
-            return {
-              session: startClientSession({ channel: t.stream, openTimeoutMs: o.peerTimeoutMs, onIdle, logger: o.logger }),
-              info: t,
-            };
-          },
-        })
-      : null;
-
-  async function open(signal?: AbortSignal, service: string = o.service, options: OpenOptions = {}): Promise<Tunnel> {
-    if (!pool || sessionsRefused) return openTunnel(service, signal);
-    const t0 = performance.now();
-    try {
-      const { stream, info, reused } = await pool.stream(service, signal, options.early === true);
-      return {
-        stream,
-        via: info.via,
-        path: reused ? `${info.path} (a stream of the live session)` : info.path,
-        connectMs: performance.now() - t0,
-        reused,
-      };
-    } catch (err) {
-      // An old device does not know the session service: a tunnel per connection, as before.
-      if (!isPeerlinkError(err, ErrorCodes.SERVICE_REFUSED) || err instanceof StreamRefusedError) throw err;
-      sessionsRefused = true;
-      o.logger.warn('the device does not offer sessions with streams; opening a tunnel per connection');
-      return openTunnel(service, signal);
-    }
-  }
+  // Sessions with streams (agent/session): one rendezvous, then a stream per open() (client-streams.ts).
+  const streams = createClientStreams({ sessionIdleMs: o.sessionIdleMs, peerTimeoutMs: o.peerTimeoutMs, openTunnel, logger: o.logger });
 
   async function openTunnel(service: string, signal?: AbortSignal): Promise<Tunnel & { stream: TLSSocket }> {
     try {
@@ -364,10 +337,10 @@ export function createClient(input: ClientOptions): Client {
           lan: lanOffer,
           hints,
         },
-        deriveRequestTagKey(key),
+        keysFor(key).tag,
       );
       // The wake proof lets the device check the password before it does any TLS work (P9).
-      const wake = makeWake(deriveWakeKey(key), o.equipmentId, clientNonce, serverNow);
+      const wake = makeWake(keysFor(key).wake, o.equipmentId, clientNonce, serverNow);
       channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: o.equipmentId, advertisedPort, wake, sealedRequest });
       o.logger.info({ equipmentId: o.equipmentId, service: expected.service, advertisedPort, hints }, 'S203 connection request sent');
       let result = await channel.next(o.resultTimeoutMs, signal).catch((err: unknown) => {
@@ -519,9 +492,10 @@ export function createClient(input: ClientOptions): Client {
 
   return {
     start: ensureStarted,
-    open,
+    open: (signal, service = o.service, options = {}) => streams.open(service, signal, options),
+    openLive: (service = o.service) => streams.openLive(service),
     async stop() {
-      await pool?.stop();
+      await streams.stop();
       link.stop();
       await mapping?.release().catch(() => undefined);
       mapping = null;
@@ -534,6 +508,12 @@ export function createClient(input: ClientOptions): Client {
 }
 
 const familyOf = (address: string): 4 | 6 => (isIPv6(normalizeAddress(address)) ? 6 : 4);
+
+interface RequestKeys {
+  readonly key: Buffer;
+  readonly tag: Buffer;
+  readonly wake: Buffer;
+}
 
 /** What the device's channel must prove (the peer listener's and tunnel server's expectation). */
 interface Expected {

@@ -8,6 +8,9 @@
  * `maxPending` wait at once (more are dropped at once) and each waits at most `openTimeoutMs`;
  * one that closes meanwhile cancels its request. A half-close while waiting is kept (and passed on
  * once the tunnel is up): `printf 'GET / ...' | nc -N` is a legitimate client.
+ * While a session is up, a local connection gets its stream at once (client.openLive): it waits for
+ * nothing, so it takes no pending slot, deadline or cancel signal (issue 15: per connection, the
+ * abort signal alone cost about as much as the HTTP/2 stream's own set-up in the web page's profile).
  */
 import { closeServer, listenOn } from '../common/listen.js';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -58,10 +61,11 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
   });
   let spare: Tunnel | undefined;
   let firstError: Error | null = null;
+  let firstDone = false;
   // Local connections wait for this before anything else: the first tunnel up, or failed.
   const firstSettled: Promise<void> = Promise.resolve(input.first).then(
-    (t) => void (spare = t),
-    (err: Error) => void (firstError = err),
+    (t) => void ((spare = t), (firstDone = true)),
+    (err: Error) => void ((firstError = err), (firstDone = true)),
   );
   const counters = new Counters(LOCAL_FORWARD_COUNTERS);
   const gate = createPreAuthGate({ maxPending: o.maxPending, deadlineMs: o.openTimeoutMs });
@@ -72,6 +76,13 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
 
   async function serve(local: Socket): Promise<void> {
     local.on('error', () => undefined); // a reset while waiting; join() handles the rest
+    // A session up now: the stream at once, nothing to wait for.
+    const live = firstDone && !firstError && !spare ? o.client.openLive() : null;
+    if (live) {
+      conns.add(local);
+      local.once('close', () => conns.delete(local));
+      return forward(local, live);
+    }
     local.pause();
     // Cancelled when the deadline passes or the local end closes first.
     const cancel = new AbortController();
@@ -114,6 +125,11 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
       waiting.delete(onStop);
       admission.done();
     }
+    return forward(local, tunnel);
+  }
+
+  /** Join the local connection and its tunnel until both ends are done. */
+  async function forward(local: Socket, tunnel: Tunnel): Promise<void> {
     if (local.destroyed) {
       tunnel.stream.destroy();
       return;

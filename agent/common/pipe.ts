@@ -20,8 +20,11 @@ export interface JoinResult {
   readonly bytesBtoA: number;
 }
 
-/** Copy src -> dst until src ends (then end dst); returns nothing, counts through `counted`. */
-function copy(src: Duplex, dst: Duplex, counted: (n: number) => void): void {
+/**
+ * Copy src -> dst until src ends (then end dst), counting through `counted`. Returns what to call
+ * when dst closes (join's one 'close' listener per side does: a listener each costs per tunnel).
+ */
+function copy(src: Duplex, dst: Duplex, counted: (n: number) => void): () => void {
   let corked = false;
   const uncork = (): void => {
     corked = false;
@@ -50,11 +53,11 @@ function copy(src: Duplex, dst: Duplex, counted: (n: number) => void): void {
   src.once('end', () => {
     if (!dst.destroyed && !dst.writableEnded) dst.end();
   });
-  // A destination that closes while its source waits for 'drain' will not drain: do not leave the source paused.
-  dst.once('close', () => {
-    if (waiting) resume();
-  });
   src.resume();
+  // A destination that closes while its source waits for 'drain' will not drain: do not leave the source paused.
+  return () => {
+    if (waiting) resume();
+  };
 }
 
 export function join(a: Duplex, b: Duplex): Promise<JoinResult> {
@@ -65,21 +68,23 @@ export function join(a: Duplex, b: Duplex): Promise<JoinResult> {
     const done = (): void => {
       if (++closed === 2) resolve({ bytesAtoB: aToB, bytesBtoA: bToA });
     };
-    copy(a, b, (n) => (aToB += n));
-    copy(b, a, (n) => (bToA += n));
+    const intoBClosed = copy(a, b, (n) => (aToB += n));
+    const intoAClosed = copy(b, a, (n) => (bToA += n));
     const fail = (): void => {
       a.destroy();
       b.destroy();
     };
     a.once('error', fail);
     b.once('error', fail);
-    a.once('close', done);
-    b.once('close', done);
     // A side that closes without having ended cleanly (reset, destroy) takes the other with it.
     a.once('close', () => {
+      intoAClosed();
+      done();
       if (!a.readableEnded) b.destroy();
     });
     b.once('close', () => {
+      intoBClosed();
+      done();
       if (!b.readableEnded) a.destroy();
     });
   });

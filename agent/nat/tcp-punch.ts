@@ -12,9 +12,15 @@
  * next SYN leaves at once, not after a pause: the hole is then open for all but the moment it
  * takes to send the next SYN, and the two SYNs cross (measured in the NAT lab, docs/nat-lab.md).
  * PUNCH_RESET_ATTEMPTS_MAX bounds the SYNs one punch may send.
+ *
+ * A refusal from a loopback address is no router's reset: it is the peer's own kernel saying
+ * nothing is punching at that port yet, and it comes back within microseconds, so "at once" would
+ * spin (issue 15: on a one-machine setup whose device does not punch, the client made about a
+ * hundred failed connects, each with its error and stack trace, per connection request while the
+ * device's dial was on its way). There the next SYN waits PUNCH_RETRY_MS like after any other error.
  */
 import { connect, type Socket } from 'node:net';
-import { isIPv6 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
 import type { Endpoint } from '../protocol/address.js';
 
@@ -30,6 +36,12 @@ export interface PunchOptions {
   readonly signal?: AbortSignal;
 }
 
+/** 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: no router between us (see above). */
+export function isLoopbackAddress(address: string): boolean {
+  const a = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return a === '::1' || (isIPv4(a) && a.startsWith('127.'));
+}
+
 /** The unspecified local address of the remote's family (binding it sets SO_REUSEADDR via libuv). */
 export function anyAddressFor(remote: string): string {
   return isIPv6(remote) ? '::' : '0.0.0.0';
@@ -43,6 +55,7 @@ export function punchTcp(o: PunchOptions): Promise<Socket> {
     let retryNow: NodeJS.Immediate | undefined;
     let attempts = 0;
     let lastError = 'no answer';
+    const resetsAtOnce = !isLoopbackAddress(o.remote.address);
     const deadline = setTimeout(
       () =>
         fail(
@@ -93,8 +106,8 @@ export function punchTcp(o: PunchOptions): Promise<Socket> {
               `hole punch to ${o.remote.address}:${o.remote.port}: ${lastError} after ${attempts} attempts`,
             ),
           );
-        // A reset: send the next SYN at once (see above); anything else: pause.
-        if (err.code === 'ECONNREFUSED') retryNow = setImmediate(attempt);
+        // A router's reset: send the next SYN at once (see above); anything else: pause.
+        if (err.code === 'ECONNREFUSED' && resetsAtOnce) retryNow = setImmediate(attempt);
         else retry = setTimeout(attempt, PUNCH_RETRY_MS);
       });
     }

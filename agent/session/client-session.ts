@@ -36,6 +36,8 @@ export interface ClientSession {
    * discards what was sent), a missing answer with PEER_TIMEOUT.
    */
   open(service: string, signal?: AbortSignal, early?: boolean): Promise<Duplex>;
+  /** An early stream (as open's `early`), at once: nothing to wait for; TUNNEL_BROKEN when the session has ended. */
+  openEarly(service: string): Duplex;
   /** Streams open (or being opened) now. */
   active(): number;
   /** Whether new streams may be opened (not closed, not going away). */
@@ -73,6 +75,7 @@ export function startClientSession(input: ClientSessionOptions): ClientSession {
   const closed = new Promise<void>((resolve) =>
     session.once('close', () => {
       ended = true;
+      if (answerTimer) clearTimeout(answerTimer);
       resolve();
     }),
   );
@@ -87,23 +90,33 @@ export function startClientSession(input: ClientSessionOptions): ClientSession {
     }
   });
 
-  function open1(service: string, signal?: AbortSignal, early = false): Promise<Duplex> {
-    if (signal?.aborted) return Promise.reject(abortError(signal));
+  /** A CONNECT for `service` on the session, counted as open until it closes. */
+  function request(service: string): ClientHttp2Stream {
     if (ended || goingAway || session.destroyed || session.closed) {
-      return Promise.reject(new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, 'the session to the device has ended'));
+      throw new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, 'the session to the device has ended');
     }
     let req: ClientHttp2Stream;
     try {
       req = session.request({ ':method': 'CONNECT', ':authority': service }, { endStream: false });
     } catch (err) {
-      return Promise.reject(
-        new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the session to the device has ended: ${(err as Error).message}`, { cause: err }),
-      );
+      throw new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, `the session to the device has ended: ${(err as Error).message}`, { cause: err });
     }
     open++;
     req.once('close', () => {
+      unanswered.delete(req);
       if (--open === 0 && !ended) o.onIdle?.();
     });
+    return req;
+  }
+
+  function open1(service: string, signal?: AbortSignal, early = false): Promise<Duplex> {
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    let req: ClientHttp2Stream;
+    try {
+      req = request(service);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
     if (early) return Promise.resolve(answerLater(req, service));
     return new Promise<Duplex>((resolve, reject) => {
       const timer = setTimeout(
@@ -144,19 +157,35 @@ export function startClientSession(input: ClientSessionOptions): ClientSession {
     });
   }
 
+  // Early streams the device has not answered yet, oldest first: all wait openTimeoutMs, so one timer
+  // for the oldest serves them all (not a timer made and cleared per stream).
+  const unanswered = new Map<ClientHttp2Stream, { readonly service: string; readonly deadline: number }>();
+  let answerTimer: NodeJS.Timeout | null = null;
+  function armAnswerTimer(): void {
+    answerTimer = null;
+    const oldest = unanswered.values().next();
+    if (oldest.done) return;
+    answerTimer = setTimeout(expireAnswers, Math.max(0, oldest.value.deadline - performance.now()));
+    answerTimer.unref();
+  }
+  function expireAnswers(): void {
+    const now = performance.now();
+    for (const [req, w] of unanswered) {
+      if (w.deadline > now) break;
+      unanswered.delete(req);
+      req.destroy(
+        new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `the device did not answer the stream to ${w.service} within ${o.openTimeoutMs} ms`),
+      );
+    }
+    armAnswerTimer();
+  }
+
   /** An early stream: the device's answer arrives while its bytes flow; a refusal or no answer ends it. */
   function answerLater(req: ClientHttp2Stream, service: string): Duplex {
-    const timer = setTimeout(
-      () =>
-        req.destroy(
-          new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `the device did not answer the stream to ${service} within ${o.openTimeoutMs} ms`),
-        ),
-      o.openTimeoutMs,
-    );
-    timer.unref();
-    req.once('close', () => clearTimeout(timer));
+    unanswered.set(req, { service, deadline: performance.now() + o.openTimeoutMs });
+    if (!answerTimer) armAnswerTimer();
     req.once('response', (headers) => {
-      clearTimeout(timer);
+      unanswered.delete(req);
       const refusal = readStreamAnswer(headers, service);
       if (refusal) req.destroy(refusal);
     });
@@ -165,6 +194,7 @@ export function startClientSession(input: ClientSessionOptions): ClientSession {
 
   return {
     open: open1,
+    openEarly: (service) => answerLater(request(service), service),
     active: () => open,
     alive: () => !ended && !goingAway && !session.destroyed && !session.closed,
     closed,

@@ -31,6 +31,11 @@ export const SESSION_POOL_COUNTERS = ['sessionsOpened', 'streamsOpened', 'stream
 export interface SessionPool<Info> {
   /** A stream to `service`; `reused`: it rode a session that was already up; `early`: see ClientSession.open. */
   stream(service: string, signal?: AbortSignal, early?: boolean): Promise<{ stream: Duplex; info: Info; reused: boolean }>;
+  /**
+   * A stream of the session that is up now, handed over at once (early, see ClientSession.open):
+   * no promise, no signal to wait with. Null when no session is up (or it just broke): stream() then.
+   */
+  streamNow(service: string): { stream: Duplex; info: Info } | null;
   /** Whether a session is up now. */
   live(): boolean;
   stop(): Promise<void>;
@@ -131,9 +136,24 @@ export function createSessionPool<Info>(input: SessionPoolOptions<Info>): Sessio
     }
   }
 
+  function streamNow(service: string): { stream: Duplex; info: Info } | null {
+    const s = current;
+    if (aborter.signal.aborted || s === null || !s.session.alive()) return null;
+    let st: Duplex;
+    try {
+      st = s.session.openEarly(service);
+    } catch {
+      return null; // it broke a moment ago: stream() replaces it
+    }
+    clearIdle();
+    counters.inc('streamsOpened');
+    return { stream: st, info: s.info };
+  }
+
   return {
     counters,
     stream,
+    streamNow,
     live: () => current !== null && current.session.alive(),
     async stop() {
       aborter.abort();

@@ -102,6 +102,7 @@ function stuckClient(): { client: Client; opened: AbortSignal[] } {
         opened.push(signal!);
         signal!.addEventListener('abort', () => reject(new Error('aborted')), { once: true });
       }),
+    openLive: () => null,
   } as unknown as Client;
   return { client, opened };
 }

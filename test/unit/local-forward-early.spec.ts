@@ -37,7 +37,7 @@ test('--listen opens its port at once: connections made before the first tunnel 
   const svc = await echo();
   t.teardown(() => svc.close());
   let opens = 0;
-  const client = { open: () => (opens++, svc.tunnel()) } as unknown as Client;
+  const client = { open: () => (opens++, svc.tunnel()), openLive: () => null } as unknown as Client;
   let resolveFirst!: (tun: Tunnel) => void;
   const first = new Promise<Tunnel>((r) => (resolveFirst = r));
   const fwd = createLocalForward({ client, listen: { host: LOOPBACK, port: 0 }, logger: silentLogger(), first });
@@ -54,7 +54,7 @@ test('--listen opens its port at once: connections made before the first tunnel 
 
 test('--listen: when the first tunnel fails, the connections held for it are closed and nothing else is tried', async (t) => {
   let opens = 0;
-  const client = { open: () => (opens++, Promise.reject(new Error('no'))) } as unknown as Client;
+  const client = { open: () => (opens++, Promise.reject(new Error('no'))), openLive: () => null } as unknown as Client;
   let rejectFirst!: (err: Error) => void;
   const first = new Promise<Tunnel>((_r, j) => (rejectFirst = j));
   const fwd = createLocalForward({ client, listen: { host: LOOPBACK, port: 0 }, logger: silentLogger(), first });
@@ -81,6 +81,7 @@ test('--listen: stop() cancels the tunnel requests of connections still waiting;
       if (hold) return new Promise<Tunnel>((_r, j) => signal.addEventListener('abort', () => j(signal.reason as Error), { once: true }));
       return svc.tunnel();
     },
+    openLive: () => null,
   } as unknown as Client;
   const fwd = createLocalForward({ client, listen: { host: LOOPBACK, port: 0 }, logger: silentLogger() });
   const { port } = await fwd.start();
@@ -97,4 +98,41 @@ test('--listen: stop() cancels the tunnel requests of connections still waiting;
   t.true(signals[1]!.aborted, 'stop() cancelled the request of the connection still waiting');
   await closed;
   t.is(fwd.counters.get('openFailed'), 1);
+});
+
+test('--listen with a session up: each connection gets its stream at once (openLive), takes no pending slot and asks open() for nothing', async (t) => {
+  const svc = await echo();
+  t.teardown(() => svc.close());
+  // Streams of "the live session", made ahead: openLive hands them over synchronously.
+  const ready = await Promise.all([svc.tunnel(), svc.tunnel(), svc.tunnel()]);
+  let opens = 0;
+  const client = {
+    open: () => (opens++, new Promise<Tunnel>(() => undefined)), // never: a connection that waited would hang
+    openLive: () => ready.shift() ?? null,
+  } as unknown as Client;
+  // One pending slot: three connections at once would overflow it if they waited.
+  const fwd = createLocalForward({ client, listen: { host: LOOPBACK, port: 0 }, logger: silentLogger(), maxPending: 1 });
+  const { port } = await fwd.start();
+  t.teardown(() => fwd.stop());
+  t.deepEqual((await Promise.all([roundTrip(port, 'a'), roundTrip(port, 'b'), roundTrip(port, 'c')])).sort(), ['a', 'b', 'c']);
+  t.is(opens, 0);
+  t.is(fwd.counters.get('served'), 3);
+  t.is(fwd.counters.get('overCap'), 0);
+});
+
+test('--listen: stop() closes connections that got a live stream', async (t) => {
+  const svc = await echo();
+  t.teardown(() => svc.close());
+  const ready = [await svc.tunnel()];
+  const client = { open: () => new Promise<Tunnel>(() => undefined), openLive: () => ready.shift() ?? null } as unknown as Client;
+  const fwd = createLocalForward({ client, listen: { host: LOOPBACK, port: 0 }, logger: silentLogger() });
+  const { port } = await fwd.start();
+  const s = connect(port, LOOPBACK);
+  s.on('error', () => undefined);
+  await once(s, 'connect');
+  while (fwd.counters.get('served') < 1) await new Promise((r) => setTimeout(r, 5));
+  const closed = once(s, 'close');
+  await fwd.stop();
+  await closed;
+  t.pass('the connection was closed by stop()');
 });

@@ -24,20 +24,24 @@ function fakeSession(onIdle: () => void, refuse: ReadonlySet<string> = new Set()
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
   const streams: Duplex[] = [];
+  const stream = (): Duplex => {
+    if (!alive) throw new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, 'the session to the device has ended');
+    const s = new PassThrough();
+    open++;
+    s.once('close', () => {
+      if (--open === 0 && alive) onIdle();
+    });
+    streams.push(s);
+    return s;
+  };
   const f: Fake = {
     streams,
     closedHow: null,
     async open(service) {
-      if (!alive) throw new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, 'the session to the device has ended');
-      if (refuse.has(service)) throw new StreamRefusedError(Status.SERVICE_REFUSED, service);
-      const s = new PassThrough();
-      open++;
-      s.once('close', () => {
-        if (--open === 0 && alive) onIdle();
-      });
-      streams.push(s);
-      return s;
+      if (alive && refuse.has(service)) throw new StreamRefusedError(Status.SERVICE_REFUSED, service);
+      return stream();
     },
+    openEarly: () => stream(),
     active: () => open,
     alive: () => alive,
     closed,
@@ -129,4 +133,31 @@ test('stop() closes the live session and refuses new streams', async (t) => {
   t.is(s!.closedHow, 'destroy');
   const err = await t.throwsAsync(pool.stream('echo'));
   t.is((err as PeerlinkError).code, ErrorCodes.ABORTED);
+});
+
+test('streamNow: null while no session is up; then a stream of the live session at once (counted, no connect); null once it died', async (t) => {
+  const made: Fake[] = [];
+  const pool = createSessionPool<string>({
+    idleMs: 60_000,
+    logger: silentLogger(),
+    connect: async (_signal, onIdle) => {
+      const s = fakeSession(onIdle);
+      made.push(s);
+      return { session: s, info: `session ${made.length}` };
+    },
+  });
+  t.teardown(() => pool.stop());
+  t.is(pool.streamNow('echo'), null, 'no session: the caller opens one with stream()');
+  t.is(made.length, 0, 'streamNow makes no session');
+  const first = await pool.stream('echo');
+  const now = pool.streamNow('echo');
+  t.truthy(now);
+  t.is(now!.info, 'session 1');
+  t.is(made.length, 1, 'rode the live session');
+  t.is(made[0]!.streams.length, 2);
+  t.is(pool.counters.get('streamsOpened'), 2);
+  made[0]!.kill();
+  t.is(pool.streamNow('echo'), null, 'a dead session gives nothing at once');
+  first.stream.destroy();
+  now!.stream.destroy();
 });
