@@ -324,9 +324,10 @@ export function createAgent(input: AgentOptions): Agent {
       return;
     }
     counters.inc('sessions');
-    // The replay mark's fsync (P12) is the longest wait of a connection (tens of ms): start it now,
-    // while the TLS attach runs; the wake carries the request's timestamp (the client stamps both
-    // with the same server time). authorizeAndMark still awaits it before the device acts.
+    // The replay mark's fsync (P12) is the longest wait of a connection (tens of ms) when one is
+    // needed (the mark is written ahead, replay-mark.ts): start it now, while the attach runs; the
+    // wake carries the request's timestamp (the client stamps both with the same server time).
+    // authorizeAndMark still awaits it before the device acts.
     void replayMark?.accept(wake.timestampMs);
     const credential = refusal;
     // Ended when the owner takes this credential's access away (revoke, password change, reset).
@@ -424,6 +425,8 @@ export function createAgent(input: AgentOptions): Agent {
       owner.close();
       await registrar.stop();
       await Promise.allSettled([...active]);
+      // A renewal of the replay mark written ahead may still be under way (replay-mark.ts).
+      await replayMark?.flush();
       await mappingDone;
       // Remove the router's forwarding on a clean exit (the lease would otherwise linger).
       const m = mapping;
