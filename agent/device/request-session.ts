@@ -325,14 +325,21 @@ function answer(
   const { channel } = conn;
   const reverse = status === Status.OK ? ctx.reverse : undefined;
   const listen = reverse?.endpoints() ?? [];
-  if (listen.length > 0) {
-    const candidates = [...lanOffer, ...listen.map((endpoint) => ({ kind: CandidateKind.LISTEN, endpoint }))];
-    channel.send({ type: FrameType.CANDIDATES, candidates: candidates.slice(0, CANDIDATES_MAX) });
+  const keep = ctx.keep && !conn.tls.destroyed ? ctx.keep : null;
+  // The candidates, the verdict and DEVICE_IDLE in one TLS record and one write (uncork writes them as one).
+  conn.tls.cork();
+  try {
+    if (listen.length > 0) {
+      const candidates = [...lanOffer, ...listen.map((endpoint) => ({ kind: CandidateKind.LISTEN, endpoint }))];
+      channel.send({ type: FrameType.CANDIDATES, candidates: candidates.slice(0, CANDIDATES_MAX) });
+    }
+    channel.send({ type: FrameType.DEVICE_VERDICT, requestId, status: status as typeof Status.OK });
+    if (keep) channel.send({ type: FrameType.DEVICE_IDLE, idleMs: keep.idleMs });
+  } finally {
+    conn.tls.uncork();
   }
-  channel.send({ type: FrameType.DEVICE_VERDICT, requestId, status: status as typeof Status.OK });
-  if (ctx.keep && !conn.tls.destroyed) {
-    channel.send({ type: FrameType.DEVICE_IDLE, idleMs: ctx.keep.idleMs });
-    ctx.keep.keep(conn);
+  if (keep) {
+    keep.keep(conn);
     return { listen, kept: true };
   }
   channel.close();
