@@ -248,11 +248,8 @@ async function attach(
   channel: FrameChannel,
   log: Logger,
 ): Promise<{ fwd: Forwarded | null; told: Candidate[] }> {
-  // A kept connection had its HELLO when it was opened.
-  if (!ctx.over) {
-    const hello = await channel.next(ctx.dialTimeoutMs, ctx.signal);
-    if (hello.type === FrameType.HELLO) ctx.observeServerTime(hello.serverTimeMs, Date.now());
-  }
+  // The attach goes out at once, without waiting for the server's HELLO on a new connection: the
+  // server sends that only once it has our TLS Finished, a round trip after our handshake is done.
   const exporter = tls.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
   channel.send({
     type: FrameType.DEVICE_ATTACH,
@@ -264,6 +261,11 @@ async function attach(
   if (ctx.over) log.info('S206 attach sent over the kept connection to the server (no new TLS handshake)');
   else log.info('S206 connected to the server over TLS (certificate verified against the bundled CA)');
   let fwd = await channel.next(ctx.dialTimeoutMs, ctx.signal);
+  // A new connection's first frame is HELLO (a kept connection had its HELLO when it was opened).
+  if (!ctx.over && fwd.type === FrameType.HELLO) {
+    ctx.observeServerTime(fwd.serverTimeMs, Date.now());
+    fwd = await channel.next(ctx.dialTimeoutMs, ctx.signal);
+  }
   const told: Candidate[] = [];
   while (fwd.type === FrameType.CANDIDATES && told.length < CANDIDATES_MAX) {
     told.push(...fwd.candidates);
