@@ -10,7 +10,8 @@ import { silentLogger } from '../common/logger.js';
 import { rejectUnknownKeys, requireOption } from '../common/options.js';
 import { REQUEST_FRESHNESS_MS } from '../protocol/constants.js';
 import { createAuthorizer, type Decision, type Forwarded } from './authorizer.js';
-import { openReplayMark, type ReplayMark } from './replay-mark.js';
+import { openReplayMark, REPLAY_MARK_LEASE_MS, type ReplayMark } from './replay-mark.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Status } from '../protocol/status.js';
 import type { Wake } from '../protocol/wake.js';
 import { RefuseReason, type RefuseReasonValue } from '../protocol/udp-packets.js';
@@ -413,6 +414,13 @@ export function createAgent(input: AgentOptions): Agent {
         reverseListener = listener;
         logger.info({ port: listener.port() }, 'reverse port listening');
         mappingDone = mapReversePort(listener.port());
+      }
+      // Restarted within the replay mark's lease of the last request served: requests stamped
+      // before the mark are refused (P12), so register once the clock has passed it (at most the lease).
+      const ahead = Math.min((replayMark?.barrierMs ?? 0) - clock.now(), REPLAY_MARK_LEASE_MS);
+      if (ahead > 0) {
+        logger.info({ waitMs: ahead }, 'restarted within the replay mark lease: registering once it has passed');
+        await sleep(ahead, undefined, { signal: aborter.signal }).catch(() => undefined);
       }
       await registrar.start();
       natMapping.start();

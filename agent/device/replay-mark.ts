@@ -18,9 +18,10 @@
  *
  * What it costs the owner: after a restart, a request timestamped at or below the mark is refused
  * (REQUEST_REPLAYED): one made within the lease after the last request served before the restart
- * (an agent restart itself usually takes longer), or from a client whose clock is behind the clock
- * of the last client served, until its clock passes the mark; clients normally keep time within
- * seconds. A state directory that cannot be read or written is logged and the agent keeps working
+ * (an agent restarted that soon registers only once its clock has passed the mark, agent.ts, so
+ * such a request finds no device rather than a refusal), or from a client whose clock is behind
+ * the clock of the last client served, until its clock passes the mark; clients normally keep time
+ * within seconds. A state directory that cannot be read or written is logged and the agent keeps working
  * on the in-memory mark (the restart protection is then off).
  */
 import { mkdir, readFile } from 'node:fs/promises';
