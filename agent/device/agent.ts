@@ -10,7 +10,8 @@ import { silentLogger } from '../common/logger.js';
 import { rejectUnknownKeys, requireOption } from '../common/options.js';
 import { REQUEST_FRESHNESS_MS } from '../protocol/constants.js';
 import { createAuthorizer, type Decision, type Forwarded } from './authorizer.js';
-import { openReplayMark, type ReplayMark } from './replay-mark.js';
+import { openReplayMark, REPLAY_MARK_LEASE_MS, type ReplayMark } from './replay-mark.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Status } from '../protocol/status.js';
 import type { Wake } from '../protocol/wake.js';
 import { RefuseReason, type RefuseReasonValue } from '../protocol/udp-packets.js';
@@ -324,9 +325,10 @@ export function createAgent(input: AgentOptions): Agent {
       return;
     }
     counters.inc('sessions');
-    // The replay mark's fsync (P12) is the longest wait of a connection (tens of ms): start it now,
-    // while the TLS attach runs; the wake carries the request's timestamp (the client stamps both
-    // with the same server time). authorizeAndMark still awaits it before the device acts.
+    // The replay mark's fsync (P12) is the longest wait of a connection (tens of ms) when one is
+    // needed (the mark is written ahead, replay-mark.ts): start it now, while the attach runs; the
+    // wake carries the request's timestamp (the client stamps both with the same server time).
+    // authorizeAndMark still awaits it before the device acts.
     void replayMark?.accept(wake.timestampMs);
     const credential = refusal;
     // Ended when the owner takes this credential's access away (revoke, password change, reset).
@@ -413,6 +415,13 @@ export function createAgent(input: AgentOptions): Agent {
         logger.info({ port: listener.port() }, 'reverse port listening');
         mappingDone = mapReversePort(listener.port());
       }
+      // Restarted within the replay mark's lease of the last request served: requests stamped
+      // before the mark are refused (P12), so register once the clock has passed it (at most the lease).
+      const ahead = Math.min((replayMark?.barrierMs ?? 0) - clock.now(), REPLAY_MARK_LEASE_MS);
+      if (ahead > 0) {
+        logger.info({ waitMs: ahead }, 'restarted within the replay mark lease: registering once it has passed');
+        await sleep(ahead, undefined, { signal: aborter.signal }).catch(() => undefined);
+      }
       await registrar.start();
       natMapping.start();
     },
@@ -424,6 +433,8 @@ export function createAgent(input: AgentOptions): Agent {
       owner.close();
       await registrar.stop();
       await Promise.allSettled([...active]);
+      // A renewal of the replay mark written ahead may still be under way (replay-mark.ts).
+      await replayMark?.flush();
       await mappingDone;
       // Remove the router's forwarding on a clean exit (the lease would otherwise linger).
       const m = mapping;

@@ -48,6 +48,13 @@ export type Authorize = (fwd: Forwarded, serverNowMs: number, serverAddress: str
 
 export function createAuthorizer(options: AuthorizerOptions): Authorize {
   const tagKey = deriveRequestTagKey(options.accessKey);
+  // The tag key of each access key in use (the password's, each paired client's): one HKDF per key, not per request.
+  const tagKeys = new WeakMap<Buffer, Buffer>([[options.accessKey, tagKey]]);
+  const tagKeyOf = (accessKey: Buffer): Buffer => {
+    let k = tagKeys.get(accessKey);
+    if (!k) tagKeys.set(accessKey, (k = deriveRequestTagKey(accessKey)));
+    return k;
+  };
   return (fwd, now, serverAddress, accessKey) => {
     let parsed;
     try {
@@ -55,7 +62,7 @@ export function createAuthorizer(options: AuthorizerOptions): Authorize {
     } catch (err) {
       return { status: Status.BAD_REQUEST, reason: `malformed request: ${(err as Error).message}` };
     }
-    if (!verifyRequestTag(parsed, accessKey ? deriveRequestTagKey(accessKey) : tagKey))
+    if (!verifyRequestTag(parsed, accessKey ? tagKeyOf(accessKey) : tagKey))
       return { status: Status.AUTH_FAILED, reason: 'request tag does not verify (wrong password)' };
     const req = parsed.request;
     if (req.equipmentId !== options.equipmentId) return { status: Status.BAD_REQUEST, reason: `request is for ${req.equipmentId}` };

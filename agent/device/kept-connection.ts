@@ -4,8 +4,10 @@
  * request reaches it there (DEVICE_WAKE, what a UDP notification carries) without a notification
  * and without a new TLS handshake. The wake is checked exactly as a UDP one (P9: agent.ts), and
  * the attach for it is a new DEVICE_ATTACH whose proof is bound to this TLS session and the new
- * request ID. At most one connection is kept (the newest), and only while the device is in use:
- * idle for its time, it is closed (so an idle device still costs the server no connection).
+ * request ID. At most DEVICE_KEEP_MAX connections are kept (the newest; the oldest is closed past
+ * it), so that requests in flight together each find one (otherwise each but one would attach with
+ * a new TLS connection); and only while the device is in use: idle for its time, each is closed
+ * (so an idle device still costs the server no connection).
  */
 import type { TLSSocket } from 'node:tls';
 import type { FrameChannel } from '../protocol/frame-channel.js';
@@ -14,6 +16,8 @@ import { ErrorCodes, isPeerlinkError } from '../common/errors.js';
 
 /** How long a device keeps its attach connection after a request, by default (server.keep_idle_ms). */
 export const DEVICE_KEEP_IDLE_MS = 60_000;
+/** Connections kept at once: as many as requests are usually in flight together (the server keeps as many, KEPT_PER_DEVICE). */
+export const DEVICE_KEEP_MAX = 8;
 
 /** A kept connection to the server, handed to the next request's session. */
 export interface ServerConnection {
@@ -24,11 +28,13 @@ export interface ServerConnection {
 export type DeviceWake = Extract<Frame, { type: typeof FrameType.DEVICE_WAKE }>;
 
 export interface KeptConnection {
-  /** Keep `conn` (after its verdict and DEVICE_IDLE) for `idleMs`; a connection kept before is closed. */
+  /** Keep `conn` (after its verdict and DEVICE_IDLE) for `idleMs`; past DEVICE_KEEP_MAX the oldest kept is closed. */
   keep(conn: ServerConnection, idleMs: number): void;
   /** Whether a connection is kept now (idle, waiting for a wake). */
   held(): boolean;
-  /** Close the kept connection, if any. */
+  /** Connections kept now. */
+  count(): number;
+  /** Close every kept connection. */
   close(): void;
 }
 
@@ -40,38 +46,47 @@ export interface KeptConnectionOptions {
 }
 
 export function createKeptConnection(o: KeptConnectionOptions): KeptConnection {
-  let current: { conn: ServerConnection; taken: AbortController } | null = null;
+  /** Oldest first. */
+  const kept: { conn: ServerConnection; taken: AbortController }[] = [];
 
-  function release(): void {
-    const c = current;
-    current = null;
-    c?.taken.abort();
-    c?.conn.channel.close();
+  function remove(entry: (typeof kept)[number]): boolean {
+    const i = kept.indexOf(entry);
+    if (i < 0) return false;
+    kept.splice(i, 1);
+    return true;
+  }
+  function release(entry: (typeof kept)[number]): void {
+    remove(entry);
+    entry.taken.abort();
+    entry.conn.channel.close();
   }
 
   return {
     keep(conn, idleMs) {
-      release();
+      while (kept.length >= DEVICE_KEEP_MAX) release(kept[0]!);
       const entry = { conn, taken: new AbortController() };
-      current = entry;
+      kept.push(entry);
       // The idle deadline is this wait's own: nothing by then, and the connection is closed.
       conn.channel.next(idleMs, entry.taken.signal).then(
         (f) => {
           if (entry.taken.signal.aborted) return;
-          current = null;
+          remove(entry);
           if (f.type === FrameType.DEVICE_WAKE) return o.onWake(f, conn);
           o.onClosed?.('unexpected');
           conn.channel.close();
         },
         (err: unknown) => {
           if (entry.taken.signal.aborted) return;
-          current = null;
+          remove(entry);
           o.onClosed?.(isPeerlinkError(err) && err.code === ErrorCodes.PEER_TIMEOUT ? 'idle' : 'server');
           conn.channel.close();
         },
       );
     },
-    held: () => current !== null,
-    close: release,
+    held: () => kept.length > 0,
+    count: () => kept.length,
+    close() {
+      for (const e of [...kept]) release(e);
+    },
   };
 }

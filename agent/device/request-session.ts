@@ -248,11 +248,8 @@ async function attach(
   channel: FrameChannel,
   log: Logger,
 ): Promise<{ fwd: Forwarded | null; told: Candidate[] }> {
-  // A kept connection had its HELLO when it was opened.
-  if (!ctx.over) {
-    const hello = await channel.next(ctx.dialTimeoutMs, ctx.signal);
-    if (hello.type === FrameType.HELLO) ctx.observeServerTime(hello.serverTimeMs, Date.now());
-  }
+  // The attach goes out at once, without waiting for the server's HELLO on a new connection: the
+  // server sends that only once it has our TLS Finished, a round trip after our handshake is done.
   const exporter = tls.exportKeyingMaterial(KEY_BYTES, ATTACH_EXPORTER_LABEL, requestId);
   channel.send({
     type: FrameType.DEVICE_ATTACH,
@@ -264,6 +261,11 @@ async function attach(
   if (ctx.over) log.info('S206 attach sent over the kept connection to the server (no new TLS handshake)');
   else log.info('S206 connected to the server over TLS (certificate verified against the bundled CA)');
   let fwd = await channel.next(ctx.dialTimeoutMs, ctx.signal);
+  // A new connection's first frame is HELLO (a kept connection had its HELLO when it was opened).
+  if (!ctx.over && fwd.type === FrameType.HELLO) {
+    ctx.observeServerTime(fwd.serverTimeMs, Date.now());
+    fwd = await channel.next(ctx.dialTimeoutMs, ctx.signal);
+  }
   const told: Candidate[] = [];
   while (fwd.type === FrameType.CANDIDATES && told.length < CANDIDATES_MAX) {
     told.push(...fwd.candidates);
@@ -325,14 +327,21 @@ function answer(
   const { channel } = conn;
   const reverse = status === Status.OK ? ctx.reverse : undefined;
   const listen = reverse?.endpoints() ?? [];
-  if (listen.length > 0) {
-    const candidates = [...lanOffer, ...listen.map((endpoint) => ({ kind: CandidateKind.LISTEN, endpoint }))];
-    channel.send({ type: FrameType.CANDIDATES, candidates: candidates.slice(0, CANDIDATES_MAX) });
+  const keep = ctx.keep && !conn.tls.destroyed ? ctx.keep : null;
+  // The candidates, the verdict and DEVICE_IDLE in one TLS record and one write (uncork writes them as one).
+  conn.tls.cork();
+  try {
+    if (listen.length > 0) {
+      const candidates = [...lanOffer, ...listen.map((endpoint) => ({ kind: CandidateKind.LISTEN, endpoint }))];
+      channel.send({ type: FrameType.CANDIDATES, candidates: candidates.slice(0, CANDIDATES_MAX) });
+    }
+    channel.send({ type: FrameType.DEVICE_VERDICT, requestId, status: status as typeof Status.OK });
+    if (keep) channel.send({ type: FrameType.DEVICE_IDLE, idleMs: keep.idleMs });
+  } finally {
+    conn.tls.uncork();
   }
-  channel.send({ type: FrameType.DEVICE_VERDICT, requestId, status: status as typeof Status.OK });
-  if (ctx.keep && !conn.tls.destroyed) {
-    channel.send({ type: FrameType.DEVICE_IDLE, idleMs: ctx.keep.idleMs });
-    ctx.keep.keep(conn);
+  if (keep) {
+    keep.keep(conn);
     return { listen, kept: true };
   }
   channel.close();

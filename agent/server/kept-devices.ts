@@ -7,9 +7,11 @@
  * this TLS session at the server), so a kept connection lets nobody do anything new.
  *
  * One request at a time per connection: a connection taken for a wake leaves the table, and
- * comes back only after its next verdict and DEVICE_IDLE. Bounded: one connection per device,
- * at most `maxKept` in all (past it a new one is closed), each closed after its idle time (the
- * device's, at most `maxIdleMs`); a closed one leaves the table.
+ * comes back only after its next verdict and DEVICE_IDLE. A device may keep up to KEPT_PER_DEVICE,
+ * so that requests in flight together each wake one (the newest kept first) instead of all but
+ * one attaching with a new TLS connection. Bounded: KEPT_PER_DEVICE per device (past it the
+ * device's oldest is closed), at most `maxKept` in all (past it a new one is closed), each closed
+ * after its idle time (the device's, at most `maxIdleMs`); a closed one leaves the table.
  */
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
@@ -22,6 +24,11 @@ import type { BrokerCounter } from './broker-counters.js';
 
 /** Kept device connections at once, per node (requests.max_kept_devices): ~60 KB of server RSS each (scripts/bench/kept-memory.ts). */
 export const MAX_KEPT_DEVICES = 2_000;
+/**
+ * Kept connections per device: requests to one device in flight together (a web page's, a
+ * burst of `--listen` connections) each find one; ~60 KB each, counted in MAX_KEPT_DEVICES.
+ */
+export const KEPT_PER_DEVICE = 8;
 /** The longest a kept connection stays idle at the server (requests.kept_idle_ms). */
 export const KEPT_IDLE_MAX_MS = 60_000;
 /** DEVICE_IDLE comes right after the verdict (same write); an agent that keeps nothing closes instead. */
@@ -56,7 +63,7 @@ export interface KeptDevices {
    * the connection failed first (false: notify over UDP at once).
    */
   wake(equipmentId: string, requestId: Buffer, wake: Wake): Promise<boolean> | null;
-  /** Idle kept connections now. */
+  /** Idle kept connections now (all devices). */
   readonly size: number;
   /** Close every kept connection and keep no more (the server is stopping). */
   close(): void;
@@ -70,25 +77,31 @@ interface Entry {
 }
 
 export function createKeptDevices(o: KeptDevicesOptions): KeptDevices {
-  const idle = new Map<string, Entry>();
+  /** Per device, oldest first. */
+  const idle = new Map<string, Entry[]>();
+  let total = 0;
   const watched = new WeakSet<FrameChannel>();
   let closed = false;
 
   function keep(channel: FrameChannel, equipmentId: string, generation: number | undefined, idleMs: number): void {
     if (closed || o.maxKept === 0) return channel.close();
-    const old = idle.get(equipmentId);
-    if (old) {
-      // One per device: the newer connection replaces the older.
-      idle.delete(equipmentId);
+    const mine = idle.get(equipmentId) ?? [];
+    while (mine.length >= KEPT_PER_DEVICE) {
+      // Past the device's share: the newer connection replaces its oldest.
+      const old = mine[0]!;
+      drop(equipmentId, old);
       old.taken.abort();
       old.channel.close();
     }
-    if (idle.size >= o.maxKept) {
+    if (total >= o.maxKept) {
       o.counters.inc('keptOverCap');
       return channel.close();
     }
     const entry: Entry = { channel, generation, taken: new AbortController() };
-    idle.set(equipmentId, entry);
+    const list = idle.get(equipmentId) ?? [];
+    list.push(entry);
+    idle.set(equipmentId, list);
+    total++;
     o.counters.inc('kept');
     const ms = Math.min(idleMs, o.maxIdleMs);
     // The idle deadline is this wait's: a frame while idle is out of turn, nothing by then is idle.
@@ -109,14 +122,19 @@ export function createKeptDevices(o: KeptDevicesOptions): KeptDevices {
     if (!watched.has(channel)) {
       watched.add(channel);
       channel.socket.once('close', () => {
-        const e = idle.get(equipmentId);
-        if (e?.channel === channel) drop(equipmentId, e);
+        const e = idle.get(equipmentId)?.find((x) => x.channel === channel);
+        if (e) drop(equipmentId, e);
       });
     }
   }
 
   function drop(equipmentId: string, entry: Entry): void {
-    if (idle.get(equipmentId) === entry) idle.delete(equipmentId);
+    const list = idle.get(equipmentId);
+    const i = list ? list.indexOf(entry) : -1;
+    if (i < 0) return;
+    list!.splice(i, 1);
+    total--;
+    if (list!.length === 0) idle.delete(equipmentId);
   }
 
   return {
@@ -131,9 +149,10 @@ export function createKeptDevices(o: KeptDevicesOptions): KeptDevices {
       );
     },
     wake(equipmentId, requestId, wake) {
-      const entry = idle.get(equipmentId);
+      // The newest: the least likely to have been closed by the device's idle time or a NAT.
+      const entry = idle.get(equipmentId)?.at(-1);
       if (!entry) return null;
-      idle.delete(equipmentId);
+      drop(equipmentId, entry);
       entry.taken.abort();
       const { channel } = entry;
       if (channel.socket.destroyed || o.denied?.(equipmentId, entry.generation ?? 0)) {
@@ -158,14 +177,16 @@ export function createKeptDevices(o: KeptDevicesOptions): KeptDevices {
       );
     },
     get size() {
-      return idle.size;
+      return total;
     },
     close() {
       closed = true;
-      for (const [id, e] of idle) {
-        idle.delete(id);
-        e.taken.abort();
-        e.channel.close();
+      for (const [id, list] of [...idle]) {
+        for (const e of [...list]) {
+          drop(id, e);
+          e.taken.abort();
+          e.channel.close();
+        }
       }
     },
   };

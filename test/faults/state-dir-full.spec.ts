@@ -11,6 +11,8 @@ import { createLoopbackSetup, connectArgs } from '../../scripts/lib/loopback-set
 import { startProgram, type Program } from '../../scripts/lib/program.js';
 import { echoService, tempDir } from '../helpers/flow.js';
 import { figure, runClient } from '../helpers/faults.js';
+import { REPLAY_MARK_LEASE_MS } from '../../agent/device/replay-mark.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) process.stderr.write('state-dir-full.spec: SKIPPED: needs root to mount a tmpfs\n');
@@ -67,6 +69,8 @@ rootTest('state directory full, then read-only: the agent keeps serving and says
   figure(t, 'state dir has space again: the agent says', AGAIN);
 
   execFileSync('mount', ['-o', 'remount,ro', stateDir]);
+  // The mark written ahead covers requests for a while (replay-mark.ts): the next one after it needs a write.
+  await sleep(REPLAY_MARK_LEASE_MS);
   await connect('read-only 1');
   await connect('read-only 2');
   await agent.waitFor((l) => l.msg === CANNOT && agent.lines.indexOf(l) > agent.lines.findIndex((x) => x.msg === AGAIN), 10_000);

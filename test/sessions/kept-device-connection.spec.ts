@@ -2,7 +2,8 @@
  * The device keeps its attach connection for a while after a request (issue 15, kept-connection.ts
  * and agent/server/kept-devices.ts): the next requests reach it over that connection, with no UDP
  * notification and no new TLS handshake; a kept connection that dies sends the next request back
- * to the patent's path (a UDP notification), which succeeds; both sides close it once idle.
+ * to the patent's path (a UDP notification), which succeeds; both sides close it once idle. Requests
+ * in flight together each have one (up to KEPT_PER_DEVICE / DEVICE_KEEP_MAX).
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
@@ -139,6 +140,18 @@ test('10 sequential requests to one device: one device TLS attach handshake, no 
   t.is(f.server.broker.counters.get('keptWakes'), 9);
   t.is(f.agent.counters.get('keptWakes'), 9);
   await waitUntil(() => f.agent.counters.get('sessionsServed') === 10, 'the device to have served the 10 sessions');
+});
+
+test('requests in flight together: each attach connection is kept, and the next burst wakes them all (no new TLS attach)', async (t) => {
+  const f = await fixture(t);
+  await Promise.all([0, 1, 2, 3].map(() => roundTrip(f)));
+  const first = attaches(f);
+  t.true(first >= 2, `the first burst attached over ${first} TLS connections at once`);
+  await waitUntil(() => f.server.broker.keptDevices === first, 'the server keeps every one of them');
+  const wakes = f.server.broker.counters.get('keptWakes');
+  await Promise.all(Array.from({ length: first }, () => roundTrip(f)));
+  t.is(attaches(f), first, 'no new TLS attach connection for the second burst');
+  t.is(f.server.broker.counters.get('keptWakes') - wakes, first, 'each request of the burst woke a kept connection');
 });
 
 test('the kept connection cut: the next request is notified over UDP, attaches anew and succeeds', async (t) => {

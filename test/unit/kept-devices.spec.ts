@@ -1,7 +1,8 @@
 /**
  * The server's table of kept device connections (agent/server/kept-devices.ts) is bounded: never
- * more than its cap (past it a new connection is closed), one per device (a newer one replaces
- * the older), and a connection whose device never says DEVICE_IDLE is closed, not kept.
+ * more than its cap (past it a new connection is closed), KEPT_PER_DEVICE per device (a newer one
+ * replaces the oldest), and a connection whose device never says DEVICE_IDLE is closed, not kept.
+ * Requests in flight together each wake one of the device's kept connections.
  */
 import test from 'ava';
 import { once } from 'node:events';
@@ -11,7 +12,10 @@ import { silentLogger } from '../../agent/common/logger.js';
 import { FrameChannel } from '../../agent/protocol/frame-channel.js';
 import { FrameType } from '../../agent/protocol/frames.js';
 import { BROKER_COUNTERS } from '../../agent/server/broker-counters.js';
-import { createKeptDevices, type KeptDevices } from '../../agent/server/kept-devices.js';
+import { createKeptDevices, KEPT_PER_DEVICE, type KeptDevices } from '../../agent/server/kept-devices.js';
+import { randomBytes } from 'node:crypto';
+import type { Wake } from '../../agent/protocol/wake.js';
+import { MAC_BYTES, NONCE_BYTES } from '../../agent/protocol/keys.js';
 import { waitUntil } from '../helpers/harness.js';
 
 /** A connected loopback pair: the server's end as a FrameChannel, the device's end as a FrameChannel. */
@@ -74,21 +78,53 @@ test('the table never holds more than its cap; the connections past it are close
   t.false(devices[0]!.socket.destroyed);
 });
 
-test('one kept connection per device: a newer one replaces the older, which is closed', async (t) => {
+test('KEPT_PER_DEVICE kept connections per device: past it a newer one replaces the oldest, which is closed', async (t) => {
   const pair = await pairs(t);
-  const { kept, counters } = table(10);
+  const { kept, counters } = table(100);
   t.teardown(() => kept.close());
-  const a = await pair();
-  kept.offer(a.server, { equipmentId: 'DEV' });
-  a.device.send({ type: FrameType.DEVICE_IDLE, idleMs: 60_000 });
-  await waitUntil(() => counters.get('kept') === 1, 'kept');
-  const b = await pair();
-  kept.offer(b.server, { equipmentId: 'DEV' });
-  b.device.send({ type: FrameType.DEVICE_IDLE, idleMs: 60_000 });
-  await waitUntil(() => counters.get('kept') === 2, 'kept again');
-  t.is(kept.size, 1);
-  await waitUntil(() => a.device.socket.destroyed, 'the older connection closed');
-  t.false(b.device.socket.destroyed);
+  const conns: { server: FrameChannel; device: FrameChannel }[] = [];
+  for (let i = 0; i <= KEPT_PER_DEVICE; i++) {
+    const c = await pair();
+    conns.push(c);
+    kept.offer(c.server, { equipmentId: 'DEV' });
+    c.device.send({ type: FrameType.DEVICE_IDLE, idleMs: 60_000 });
+    await waitUntil(() => counters.get('kept') === i + 1, `kept ${i}`);
+  }
+  t.is(kept.size, KEPT_PER_DEVICE);
+  await waitUntil(() => conns[0]!.device.socket.destroyed, 'the oldest connection closed');
+  for (const c of conns.slice(1)) t.false(c.device.socket.destroyed);
+  // Another device has its own share.
+  const other = await pair();
+  kept.offer(other.server, { equipmentId: 'OTHER' });
+  other.device.send({ type: FrameType.DEVICE_IDLE, idleMs: 60_000 });
+  await waitUntil(() => kept.size === KEPT_PER_DEVICE + 1, 'the other device kept');
+  t.false(conns[1]!.device.socket.destroyed);
+});
+
+test("requests in flight together each wake one of the device's kept connections, newest first; none left: null (notify over UDP)", async (t) => {
+  const pair = await pairs(t);
+  const { kept, counters } = table(100);
+  t.teardown(() => kept.close());
+  const conns: { server: FrameChannel; device: FrameChannel }[] = [];
+  for (let i = 0; i < 3; i++) {
+    const c = await pair();
+    conns.push(c);
+    kept.offer(c.server, { equipmentId: 'DEV' });
+    c.device.send({ type: FrameType.DEVICE_IDLE, idleMs: 60_000 });
+    await waitUntil(() => counters.get('kept') === i + 1, `kept ${i}`);
+  }
+  const wake: Wake = { nonce: randomBytes(NONCE_BYTES), timestampMs: Date.now(), tag: randomBytes(MAC_BYTES) };
+  const woken = [0, 1, 2].map(() => kept.wake('DEV', randomBytes(16), wake));
+  t.true(woken.every((w) => w !== null));
+  t.is(kept.wake('DEV', randomBytes(16), wake), null, 'all taken');
+  t.is(kept.size, 0);
+  t.is(counters.get('keptWakes'), 3);
+  // Each connection got exactly one wake, the newest first.
+  const got = await Promise.all(conns.map((c) => c.device.next(1000)));
+  t.true(got.every((f) => f.type === FrameType.DEVICE_WAKE));
+  t.is(new Set(got.map((f) => (f.type === FrameType.DEVICE_WAKE ? f.requestId.toString('hex') : ''))).size, 3);
+  for (const c of conns) c.device.close();
+  await Promise.all(woken);
 });
 
 test('a device that does not ask to be kept (no DEVICE_IDLE) has its connection closed; cap 0 keeps none', async (t) => {
