@@ -21,14 +21,9 @@ import { type Registrar, type RegistrarStatus } from './registrar.js';
 import { createDualRegistrar } from './dual-registrar.js';
 import { createAdaptiveKeepalive } from './adaptive-keepalive.js';
 import { ReplayCache } from '../common/replay-cache.js';
-import type { ReverseOffer } from './request-session.js';
 import type * as RequestSession from './request-session.js';
-import { createReverseListener, type ReverseListener } from './reverse-listener.js';
-import type { PortMapping } from '../nat/port-mapping.js';
-import { clearMappingRecord, readMappingRecord, writeMappingRecord, type MappingRecord } from '../nat/mapping-record.js';
-import { followSignal } from '../common/linked-signal.js';
+import { createReversePort } from './reverse-port.js';
 import { createMappingLearner } from '../nat/mapping-behaviour.js';
-import type { Endpoint } from '../protocol/address.js';
 import type { AgentSettings } from './settings.js';
 import type { Credential } from './credentials.js';
 import { createOwnerAccess } from './owner-access.js';
@@ -180,104 +175,8 @@ export function createAgent(input: AgentOptions): Agent {
 
   let sessionModule: Promise<typeof RequestSession> | null = null;
   const loadSession = (): Promise<typeof RequestSession> => (sessionModule ??= import('./request-session.js'));
-  let reverseListener: ReverseListener | null = null;
-  let mapping: PortMapping | null = null;
-  let mappingDone: Promise<void> = Promise.resolve();
-  let renewTimer: NodeJS.Timeout | undefined;
-  /** The mapping on the gateway as last recorded in the state directory (a crashed run's, at start). */
-  let mappingRecord: MappingRecord | null = null;
-  /**
-   * A signal for one gateway exchange that follows the agent's: not AbortSignal.any with the agent's
-   * own signal, which on Node 20 keeps a WeakRef per call for the life of the process (linked-signal.ts).
-   */
-  async function underAgentSignal<T>(ms: number | null, f: (signal: AbortSignal) => Promise<T>): Promise<T> {
-    const c = new AbortController();
-    const unlink = followSignal(aborter.signal, c);
-    const timer = ms === null ? undefined : setTimeout(() => c.abort(new Error(`no answer within ${ms} ms`)), ms);
-    try {
-      return await f(c.signal);
-    } finally {
-      clearTimeout(timer);
-      unlink();
-    }
-  }
-  async function recordMapping(r: MappingRecord | null): Promise<void> {
-    const same = r && mappingRecord && JSON.stringify(r) === JSON.stringify(mappingRecord);
-    if (same || (r === null && mappingRecord === null)) return;
-    mappingRecord = r;
-    try {
-      if (r) await writeMappingRecord(settings.stateDir, r);
-      else await clearMappingRecord(settings.stateDir);
-    } catch (err) {
-      logger.warn(
-        { dir: settings.stateDir, err: (err as Error).message },
-        'cannot record the port mapping in the state directory: after a crash the next start cannot replace it (it lapses with its lease)',
-      );
-    }
-  }
-  const reverseOffer = (): ReverseOffer | undefined => {
-    const listener = reverseListener;
-    if (!listener) return undefined;
-    return {
-      listener,
-      endpoints: () => {
-        const out: Endpoint[] = [];
-        if (mapping) out.push({ address: mapping.externalHost, port: mapping.externalPort });
-        // "The address you see me from": right when the device has a public address itself.
-        out.push({ address: '0.0.0.0', port: listener.port() });
-        return out;
-      },
-    };
-  };
-
-  /** In the background: start-up must not wait for gateway discovery. */
-  async function mapReversePort(port: number): Promise<void> {
-    const mode = settings.reverse.portMapping;
-    if (mode === 'off') return;
-    try {
-      const { mapTcpPort } = await import('../nat/port-mapping.js');
-      const m = await underAgentSignal(null, (signal) =>
-        mapTcpPort({ port, mode, logger, signal, description: `peerlink ${identity.equipmentId}`, previous: mappingRecord }),
-      );
-      if (aborter.signal.aborted) {
-        await m?.release().catch(() => undefined);
-        return;
-      }
-      mapping = m;
-      if (m) await recordMapping(m.record);
-      if (!m) logger.info({ mode }, 'no gateway forwards the reverse port; clients reach us by the other paths');
-    } catch (err) {
-      if (!aborter.signal.aborted) logger.warn({ err: (err as Error).message }, 'port mapping failed');
-    }
-    scheduleRenewal(port);
-  }
-
-  /**
-   * Renew on a timer: the gateway may have restarted and forgotten the mapping (or have gone, or
-   * a new one appeared). A renewal that fails drops the mapping and searches again next time.
-   */
-  function scheduleRenewal(port: number): void {
-    if (aborter.signal.aborted) return;
-    renewTimer = setTimeout(() => {
-      const m = mapping;
-      const attempt = m
-        ? underAgentSignal(10_000, (signal) => m.renew(signal)).then(
-            () => logger.info({ external: `${m.externalHost}:${m.externalPort}`, via: m.via }, 'port mapping renewed'),
-            (err: Error) => {
-              if (aborter.signal.aborted) return;
-              logger.warn({ err: err.message }, 'port mapping lost; searching for a gateway again');
-              mapping = null;
-              void m.release().catch(() => undefined);
-              return mapReversePort(port).then(() => undefined);
-            },
-          )
-        : mapReversePort(port).then(() => undefined);
-      mappingDone = attempt.then(() => {
-        if (m && mapping === m) scheduleRenewal(port);
-      });
-    }, settings.reverse.mappingRenewMs);
-    renewTimer.unref();
-  }
+  // The reverse port and its forwarding on the home gateway (reverse-port.ts).
+  const reversePort = createReversePort({ settings: () => settings, equipmentId: identity.equipmentId, logger });
 
   // The attach connection kept after a request (kept-connection.ts): the next wake may come over it.
   const kept = createKeptConnection({
@@ -334,7 +233,7 @@ export function createAgent(input: AgentOptions): Agent {
     // Ended when the owner takes this credential's access away (revoke, password change, reset).
     const access = owner.track(credential);
     const ownerSession = owner.ownerSession(credential);
-    const reverse = reverseOffer();
+    const reverse = reversePort.offer();
     // Loaded at the first request, not at start-up: TLS and the session code are most of the
     // agent's start-up cost, and an appliance may go days between requests (start -> READY budget).
     const p = loadSession()
@@ -389,32 +288,7 @@ export function createAgent(input: AgentOptions): Agent {
       logger.info({ server: settings.server.host, services: [...settings.services.keys()] }, 'agent starting');
       replayMark ??= await openReplayMark({ stateDir: settings.stateDir, logger });
       owner.open(settings.stateDir);
-      if (settings.reverse.enabled && settings.reverse.portMapping !== 'off') {
-        mappingRecord = await readMappingRecord(settings.stateDir).catch((err: Error) => {
-          logger.warn(
-            { err: err.message },
-            'port mapping record unreadable: a mapping a previous run left is not replaced (it lapses with its lease)',
-          );
-          return null;
-        });
-        if (mappingRecord)
-          logger.info(
-            { via: mappingRecord.via, external: mappingRecord.externalPort, internalPort: mappingRecord.internalPort },
-            'a previous run left a port mapping: replacing it',
-          );
-      }
-      if (settings.reverse.enabled) {
-        const listener = createReverseListener({
-          port: settings.reverse.listenPort,
-          logger,
-          tokenTimeoutMs: settings.reverse.tokenTimeoutMs,
-          maxPending: settings.reverse.maxPending,
-        });
-        await listener.start();
-        reverseListener = listener;
-        logger.info({ port: listener.port() }, 'reverse port listening');
-        mappingDone = mapReversePort(listener.port());
-      }
+      await reversePort.start(aborter.signal);
       // Restarted within the replay mark's lease of the last request served: requests stamped
       // before the mark are refused (P12), so register once the clock has passed it (at most the lease).
       const ahead = Math.min((replayMark?.barrierMs ?? 0) - clock.now(), REPLAY_MARK_LEASE_MS);
@@ -429,31 +303,15 @@ export function createAgent(input: AgentOptions): Agent {
       aborter.abort();
       kept.close();
       natMapping.stop();
-      clearTimeout(renewTimer);
       owner.close();
       await registrar.stop();
       await Promise.allSettled([...active]);
       // A renewal of the replay mark written ahead may still be under way (replay-mark.ts).
       await replayMark?.flush();
-      await mappingDone;
-      // Remove the router's forwarding on a clean exit (the lease would otherwise linger).
-      const m = mapping;
-      mapping = null;
-      if (m) {
-        const removed = await m.release().then(
-          () => true,
-          (err: Error) => (logger.warn({ err: err.message }, 'could not remove the port mapping'), false),
-        );
-        if (removed) {
-          await recordMapping(null);
-          logger.info({ external: `${m.externalHost}:${m.externalPort}` }, 'port mapping removed');
-        }
-      }
-      await reverseListener?.stop();
-      reverseListener = null;
+      await reversePort.stop();
     },
-    portMapping: () => (mapping ? { externalHost: mapping.externalHost, externalPort: mapping.externalPort, via: mapping.via } : null),
-    reversePort: () => reverseListener?.port() ?? null,
+    portMapping: () => reversePort.mapping(),
+    reversePort: () => reversePort.port(),
     ownerState: () => owner.store(),
     applySettings(next) {
       settings = next;
