@@ -9,7 +9,7 @@ import { followSignal } from '../common/linked-signal.js';
 import type { PortMapping } from '../nat/port-mapping.js';
 import { clearMappingRecord, readMappingRecord, writeMappingRecord, type MappingRecord } from '../nat/mapping-record.js';
 import type { Endpoint } from '../protocol/address.js';
-import type { ReverseOffer } from './request-session.js';
+import type { ReverseOffer } from './device-paths.js';
 import { createReverseListener, type ReverseListener } from './reverse-listener.js';
 import type { AgentSettings } from './settings.js';
 
