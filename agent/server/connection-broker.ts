@@ -14,18 +14,15 @@
  * what it cannot. The device's side of the exchange is device-exchange.ts.
  */
 import { identityName } from '../protocol/identity-name.js';
-import { endThenDestroy, listenOn } from '../common/listen.js';
-import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
-import { createServer, type Server, type TLSSocket, type TlsOptions } from 'node:tls';
-import { SERVER_TLS_CIPHERS } from './tls-ciphers.js';
-import { rotateTicketKeys, ticketSecretFromKey, TICKET_KEY_ROTATE_MS, type TicketKeyRotation } from './ticket-keys.js';
+import { endThenDestroy } from '../common/listen.js';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Clock } from '../common/clock.js';
 import { Counters } from '../common/counters.js';
 import { BROKER_COUNTERS, type BrokerCounter } from './broker-counters.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
-import { PROTOCOL_VERSION } from '../protocol/constants.js';
 import { serveRelayLeg, type RelayLegContext } from './relay-leg.js';
 import type { StatusValue } from '../protocol/status.js';
 import { PendingRequests } from './pending-requests.js';
@@ -40,6 +37,7 @@ import type { AdmissionContext } from './request-admission.js';
 import { createClientRequests } from './client-request.js';
 import { CLIENT_CONNECTION_IDLE_MS, CLIENT_CONNECTION_MAX_REQUESTS, createClientConnections } from './client-connection.js';
 import { drainAndClose } from './broker-drain.js';
+import { listenBroker, type BrokerListener } from './broker-listener.js';
 import type { RefuseReasonValue } from '../protocol/udp-packets.js';
 import type { RedisRegistry } from './redis-registry.js';
 import type { RegistrationEndpoint } from './registration-endpoint.js';
@@ -132,10 +130,8 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
   ): boolean =>
     !options.denied?.(a.equipmentId, a.generation ?? 0) &&
     proofValid(socket, identityName(a.equipmentId, a.generation), a.requestId, a.proof);
-  let server: Server | null = null;
-  /** The listener: it reads each connection's first byte and hands TLS to `server` (relay-leg.ts). */
-  let front: NetServer | null = null;
-  let tickets: TicketKeyRotation | null = null;
+  /** The port: each connection's first byte sends it to TLS or to a plain relay leg (broker-listener.ts). */
+  let listener: BrokerListener | null = null;
   let draining = false;
   let inFlight = 0;
   let idle: (() => void) | null = null;
@@ -290,41 +286,6 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     logger,
   });
 
-  /**
-   * The first byte of a new connection: a frame's version byte opens a plain relay leg; anything
-   * else (TLS starts 0x16) goes to the TLS server as before, the byte put back. It must come
-   * within the handshake deadline (P10).
-   */
-  function firstByteSwitch(raw: Socket, tls: Server): void {
-    raw.on('error', () => undefined);
-    const timer = setTimeout(() => {
-      counters.inc('handshakeTimeout');
-      raw.destroy();
-    }, options.handshakeTimeoutMs);
-    raw.once('close', () => clearTimeout(timer));
-    raw.once('data', (chunk: Buffer) => {
-      clearTimeout(timer);
-      raw.pause();
-      raw.unshift(chunk);
-      if (chunk[0] === PROTOCOL_VERSION && options.relay.plainLegs) {
-        tracker.secured(raw);
-        // Half-closed outside a relay session: nothing more to say (as onSecure does).
-        raw.once('end', () => {
-          if (tracker.kindOf(raw) !== 'relay') endThenDestroy(raw);
-        });
-        void serveRelayLeg(raw, relayLeg(raw));
-        raw.resume();
-      } else {
-        // The TLS socket takes this setting from `raw`. Half-open during the handshake, a client that
-        // closed before its Finished arrived (one that connects and closes at once) kept its
-        // connection for the whole handshake deadline (10 s): its end closes it now.
-        raw.allowHalfOpen = false;
-        tls.emit('connection', raw);
-      }
-    });
-    raw.resume();
-  }
-
   async function serveDevice(
     channel: FrameChannel,
     socket: TLSSocket,
@@ -350,40 +311,23 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
   return {
     counters,
     setCertificate(certPem, keyPem) {
-      if (!server) throw new Error('not started');
-      // A new context drops the ticket keys: derive them again, from the new key (ticket-keys.ts).
-      server.setSecureContext(secureContextOptions(certPem, keyPem));
-      tickets?.stop();
-      tickets = rotateTicketKeys(server, ticketSecretFromKey(keyPem));
+      if (!listener) throw new Error('not started');
+      listener.setCertificate(certPem, keyPem);
     },
     async start() {
-      // allowHalfOpen: a relayed end-to-end channel half-closes through these connections.
-      const s = createServer({
-        ...secureContextOptions(options.certPem, options.keyPem),
-        allowHalfOpen: true,
-        // Frames are small request/answer exchanges: Nagle would hold one behind the peer's delayed ACK.
-        noDelay: true,
-        handshakeTimeout: options.handshakeTimeoutMs,
+      listener = await listenBroker({
+        certPem: options.certPem,
+        keyPem: options.keyPem,
+        port: options.port,
+        host: options.host,
+        handshakeTimeoutMs: options.handshakeTimeoutMs,
+        plainLegs: options.relay.plainLegs,
+        tracker,
+        counters,
+        logger,
+        onSecure: (sock) => void onSecure(sock),
+        onPlainLeg: (raw) => void serveRelayLeg(raw, relayLeg(raw)),
       });
-      tickets = rotateTicketKeys(s, ticketSecretFromKey(options.keyPem));
-      s.on('secureConnection', (sock) => void onSecure(sock));
-      // With a listener here Node leaves the failed socket open (also on ERR_TLS_HANDSHAKE_TIMEOUT,
-      // where it would sit in CLOSE_WAIT for good once its peer gave up): destroy it.
-      s.on('tlsClientError', (err: NodeJS.ErrnoException, sock: TLSSocket) => {
-        counters.inc(err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? 'handshakeTimeout' : 'handshakeFailed');
-        sock.destroy();
-      });
-      s.on('error', (err) => logger.error({ err: err.message }, 'tls server error'));
-      // noDelay (net servers honour it): a plain relay leg never becomes a TLSSocket whose onSecure sets it,
-      // and its end-to-end handshake waited 40 ms behind a delayed ACK without it.
-      const f = createNetServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (raw) => {
-        if (!tracker.accepted(raw)) return void counters.inc('unidentifiedOverCap');
-        firstByteSwitch(raw, s);
-      });
-      f.on('error', (err) => logger.error({ err: err.message }, 'tls server error'));
-      await listenOn(f, options.port, options.host);
-      server = s;
-      front = f;
     },
     get inFlight() {
       return inFlight;
@@ -399,12 +343,11 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       routing?.refused(requestId.toString('hex'), reason);
     },
     async stop(graceMs = 0) {
-      const s = front;
-      server = null;
-      front = null;
-      tickets?.stop();
-      tickets = null;
-      if (!s) return;
+      const l = listener;
+      listener = null;
+      if (!l) return;
+      l.stopTickets();
+      const s = l.front;
       draining = true;
       kept?.close();
       clientConnections.closeIdle();
@@ -426,22 +369,9 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       return kept?.size ?? 0;
     },
     address() {
-      const a = front?.address();
+      const a = listener?.front.address();
       if (!a || typeof a === 'string') throw new Error('not started');
       return { address: a.address, port: a.port };
     },
-  };
-}
-
-/** The TLS settings of the server's context, at start and on a certificate reload alike. */
-function secureContextOptions(certPem: string, keyPem: string): TlsOptions {
-  return {
-    cert: certPem,
-    key: keyPem,
-    minVersion: 'TLSv1.2',
-    ciphers: SERVER_TLS_CIPHERS,
-    honorCipherOrder: true,
-    // Resumption (ticket-keys.ts): the announced ticket lifetime, in seconds.
-    sessionTimeout: TICKET_KEY_ROTATE_MS / 1000,
   };
 }
