@@ -49,11 +49,9 @@ export function createKeptConnection(o: KeptConnectionOptions): KeptConnection {
   /** Oldest first. */
   const kept: { conn: ServerConnection; taken: AbortController }[] = [];
 
-  function remove(entry: (typeof kept)[number]): boolean {
+  function remove(entry: (typeof kept)[number]): void {
     const i = kept.indexOf(entry);
-    if (i < 0) return false;
-    kept.splice(i, 1);
-    return true;
+    if (i >= 0) kept.splice(i, 1);
   }
   function release(entry: (typeof kept)[number]): void {
     remove(entry);

@@ -22,7 +22,7 @@
 import { connect, type Socket } from 'node:net';
 import { isIPv4, isIPv6 } from 'node:net';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
-import type { Endpoint } from '../protocol/address.js';
+import { normalizeAddress, type Endpoint } from '../protocol/address.js';
 
 /** Pause between attempts after a refusal (an RST from the peer's router before its SYN left). */
 export const PUNCH_RETRY_MS = 150;
@@ -38,7 +38,7 @@ export interface PunchOptions {
 
 /** 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: no router between us (see above). */
 export function isLoopbackAddress(address: string): boolean {
-  const a = address.startsWith('::ffff:') ? address.slice(7) : address;
+  const a = normalizeAddress(address);
   return a === '::1' || (isIPv4(a) && a.startsWith('127.'));
 }
 

@@ -85,20 +85,14 @@ export function createKeptDevices(o: KeptDevicesOptions): KeptDevices {
 
   function keep(channel: FrameChannel, equipmentId: string, generation: number | undefined, idleMs: number): void {
     if (closed || o.maxKept === 0) return channel.close();
-    const mine = idle.get(equipmentId) ?? [];
-    while (mine.length >= KEPT_PER_DEVICE) {
-      // Past the device's share: the newer connection replaces its oldest.
-      const old = mine[0]!;
-      drop(equipmentId, old);
-      old.taken.abort();
-      old.channel.close();
-    }
+    const list = idle.get(equipmentId) ?? [];
+    // Past the device's share: the newer connection replaces its oldest.
+    while (list.length >= KEPT_PER_DEVICE) evict(equipmentId, list[0]!);
     if (total >= o.maxKept) {
       o.counters.inc('keptOverCap');
       return channel.close();
     }
     const entry: Entry = { channel, generation, taken: new AbortController() };
-    const list = idle.get(equipmentId) ?? [];
     list.push(entry);
     idle.set(equipmentId, list);
     total++;
@@ -126,6 +120,13 @@ export function createKeptDevices(o: KeptDevicesOptions): KeptDevices {
         if (e) drop(equipmentId, e);
       });
     }
+  }
+
+  /** Out of the table, its idle wait ended, the connection closed. */
+  function evict(equipmentId: string, entry: Entry): void {
+    drop(equipmentId, entry);
+    entry.taken.abort();
+    entry.channel.close();
   }
 
   function drop(equipmentId: string, entry: Entry): void {
@@ -181,13 +182,7 @@ export function createKeptDevices(o: KeptDevicesOptions): KeptDevices {
     },
     close() {
       closed = true;
-      for (const [id, list] of [...idle]) {
-        for (const e of [...list]) {
-          drop(id, e);
-          e.taken.abort();
-          e.channel.close();
-        }
-      }
+      for (const [id, list] of [...idle]) for (const e of [...list]) evict(id, e);
     },
   };
 }
