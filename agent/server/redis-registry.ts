@@ -38,9 +38,11 @@ import { isGeneration } from '../protocol/identity-name.js';
 import { keySlot } from './redis-slot.js';
 import { createRedisClients, redisMode, type RedisConnectOptions, type WithScripts } from './redis-clients.js';
 import { createWriteBatch, type RecordFields } from './redis-write-batch.js';
+import { createRedisLiveness, LIVENESS_MS } from './redis-liveness.js';
 
 export type { NodeMessage, PendingRecord } from './node-messages.js';
 export { SLOTS_REFRESH_MS, FAST_SLOTS_REFRESH_MS, FAST_SLOTS_REFRESH_FOR_MS } from './redis-clients.js';
+export { STALE_SCAN_MS, LIVENESS_MS, LIVENESS_TTL_FACTOR } from './redis-liveness.js';
 
 /** What this node read from Redis and dropped because it did not decode (node-messages.ts). */
 export const MALFORMED_KINDS = ['message', 'pending'] as const;
@@ -149,16 +151,8 @@ export interface RedisRegistry extends RegistryBackend {
   readonly client: RedisClient | ClusterClient;
 }
 
-/** How often the node looks for devices gone stale in its own list (`staleMark`). */
-export const STALE_SCAN_MS = 5000;
-/** Marks issued per scan at most (the rest at the next): a mass outage does not flood Redis. */
-const STALE_MARKS_PER_SCAN = 2000;
 /** Default of `refreshAfterMs`: an unchanged entry is rewritten every 3 minutes (1 registration in 8 at 25 s); safe with the liveness key and stale marks. */
 export const SHARED_REFRESH_AFTER_MS = 180_000;
-/** Default of `livenessMs`: a dead node's devices can be taken over LIVENESS_TTL_FACTOR times this after its last renewal. */
-export const LIVENESS_MS = 2000;
-/** A liveness key outlives this many missed renewals (a slow event loop, a command timeout) less one. */
-export const LIVENESS_TTL_FACTOR = 5;
 /** Default of `writeBatchMs`: far below a device's round trip to the server, and enough to gather writes at a few hundred a second. */
 export const WRITE_BATCH_MS = 5;
 
@@ -190,48 +184,17 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
   const log = o.logger.child({ component: 'redis' });
   const recordOne = (key: string, f: RecordFields, dead = ''): Promise<string> =>
     c().plRecord(key, f[0], f[1], f[2], f[3], f[4], o.forgetAfterMs, refreshAfterMs, f[5], dead);
-  // Liveness: this node's key, renewed on a timer while Redis answers (see livenessMs).
-  const livenessKey = (node: string): string => `${o.keyPrefix}{n:${node}}`;
-  const livenessMs = o.livenessMs ?? LIVENESS_MS;
-  let livenessTimer: NodeJS.Timeout | null = null;
-  const renewLiveness = (): void => {
-    if (!clientOrNull || stopping || !up) return;
-    clientOrNull
-      .set(livenessKey(o.nodeId), '1', 'PX', livenessMs * LIVENESS_TTL_FACTOR)
-      .catch((err: Error) => log.debug({ err: err.message }, 'liveness key not renewed'));
-  };
-  // Stale marks (staleMark): devices this node wrote whose own-list entry went stale; the local
-  // entry's sharedAtMs is cleared once marked (so it is not marked again, and a registration
-  // after it is written, which clears the mark).
-  let staleTimer: NodeJS.Timeout | null = null;
-  let staleScanning = false;
-  const scanStale = async (): Promise<void> => {
-    const m = o.staleMark;
-    if (!m || !clientOrNull || stopping || !up || staleScanning) return;
-    staleScanning = true;
-    try {
-      const due = m.registry.staleShared(Date.now() - m.staleAfterMs, STALE_MARKS_PER_SCAN);
-      await Promise.all(
-        due.map(async ([id, e]) => {
-          await c().plMarkStale(deviceKey(id), o.nodeId, e.lastSeenMs, e.lastTimestampMs);
-          const now = m.registry.get(id);
-          if (now && now.lastTimestampMs === e.lastTimestampMs) m.registry.set(id, { ...now, sharedAtMs: undefined });
-        }),
-      );
-    } catch (err) {
-      log.debug({ err: (err as Error).message }, 'stale marks not written; retrying at the next scan');
-    } finally {
-      staleScanning = false;
-    }
-  };
-  /** False only when Redis says the node's key is gone; an error counts as alive (the device stays held). */
-  const alive = (node: string): Promise<boolean> =>
-    c()
-      .exists(livenessKey(node))
-      .then(
-        (n) => n !== 0,
-        () => true,
-      );
+  // Liveness and stale marks (redis-liveness.ts).
+  const liveness = createRedisLiveness({
+    keyPrefix: o.keyPrefix,
+    nodeId: o.nodeId,
+    livenessMs: o.livenessMs ?? LIVENESS_MS,
+    ...(o.staleMark ? { staleMark: o.staleMark } : {}),
+    client: () => (stopping ? null : clientOrNull),
+    up: () => up,
+    deviceKey,
+    log,
+  });
   /** The primary (node key) that owns the key's slot, as the client knows it; undefined: unknown. */
   const primaryOf = (key: string): string | undefined =>
     mode === 'single' ? 'main' : (clientOrNull as ClusterClient | null)?.slots[keySlot(key)]?.[0];
@@ -308,7 +271,7 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
       const fields: RecordFields = [e.address, e.port, e.lastSeenMs, e.lastTimestampMs, node, e.generation ?? 0];
       let r = await writes.queue(deviceKey(id), fields);
       // Held by a node whose liveness key is gone: decided again, that node counting as dead.
-      if (r.startsWith('h|') && !(await alive(r.slice(2)))) r = await recordOne(deviceKey(id), fields, r.slice(2));
+      if (r.startsWith('h|') && !(await liveness.alive(r.slice(2)))) r = await recordOne(deviceKey(id), fields, r.slice(2));
       if (r === '0') return { outcome: 'replayed' };
       if (r.startsWith('h')) return { outcome: 'held' };
       if (r === '1') return { outcome: 'accepted', moved: true, previous: undefined };
@@ -362,13 +325,9 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
       stopClients = built.stop;
       client.on('ready', () => {
         setUp(true, 'ready');
-        renewLiveness();
+        liveness.renew();
       });
-      livenessTimer = setInterval(renewLiveness, livenessMs).unref();
-      if (o.staleMark) {
-        const every = Math.min(STALE_SCAN_MS, Math.max(100, Math.floor(o.staleMark.staleAfterMs / 2)));
-        staleTimer = setInterval(() => void scanStale(), every).unref();
-      }
+      liveness.start();
       client.on('close', () => setUp(false, 'connection closed'));
       client.on('error', (err: Error) => log.debug({ err: err.message }, 'redis error'));
       sub.on('error', (err: Error) => log.debug({ err: err.message }, 'redis subscriber error'));
@@ -387,16 +346,12 @@ export function createRedisRegistry(o: RedisRegistryOptions): RedisRegistry {
     async stop() {
       stopping = true;
       stopClients?.();
-      if (livenessTimer) clearInterval(livenessTimer);
-      livenessTimer = null;
-      if (staleTimer) clearInterval(staleTimer);
-      staleTimer = null;
       // Queued writes go out now (or fail, once the client is gone), none is left waiting.
       writes.flush();
       const client = clientOrNull;
       const sub = subOrNull;
       // Gone on purpose: other nodes take this node's devices over at their next registration.
-      await client?.del(livenessKey(o.nodeId)).catch(() => undefined);
+      await liveness.stop(client);
       clientOrNull = null;
       subOrNull = null;
       await Promise.all([client?.quit().catch(() => client.disconnect()), sub?.quit().catch(() => sub.disconnect())]);
