@@ -15,7 +15,8 @@ export interface ChannelClosed {
   readonly message: string;
 }
 import { endThenDestroy } from '../common/listen.js';
-import { encodeFrame, FrameDecoder, FrameType, type Frame } from './frames.js';
+import { FrameDecoder } from './frame-decoder.js';
+import { encodeFrame, FrameType, type Frame } from './frames.js';
 
 export class FrameChannel {
   private readonly decoder = new FrameDecoder();

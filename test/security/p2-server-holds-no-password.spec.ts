@@ -23,7 +23,8 @@ import { loadAgentSettings } from '../../agent/device/settings.js';
 
 import { loadServerSecrets, loadServerSettings } from '../../agent/server/settings.js';
 import { ErrorCodes, isPeerlinkError } from '../../agent/common/errors.js';
-import { encodeFrame, FrameDecoder, FrameType, type Frame } from '../../agent/protocol/frames.js';
+import { FrameDecoder } from '../../agent/protocol/frame-decoder.js';
+import { encodeFrame, FrameType, type Frame } from '../../agent/protocol/frames.js';
 import { deriveAccessKey, deriveRegistrationKey, deriveRequestTagKey, KEY_BYTES, mac } from '../../agent/protocol/keys.js';
 import { parseRequest, sealRequest } from '../../agent/protocol/request.js';
 import { Status } from '../../agent/protocol/status.js';

@@ -9,12 +9,12 @@ import {
   decodeFramePayload,
   DETAIL_MAX_BYTES,
   encodeFrame,
-  FrameDecoder,
   FrameType,
   RelayRole,
   SEALED_REQUEST_MAX_BYTES,
   type Frame,
 } from '../../agent/protocol/frames.js';
+import { FrameDecoder } from '../../agent/protocol/frame-decoder.js';
 import { Status, type StatusValue } from '../../agent/protocol/status.js';
 import {
   bytesArb,
