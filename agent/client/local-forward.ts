@@ -13,12 +13,12 @@
  * abort signal alone cost about as much as the HTTP/2 stream's own set-up in the web page's profile).
  */
 import { closeServer, listenOn } from '../common/listen.js';
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, Socket, type Server } from 'node:net';
 import type { Logger } from 'pino';
 import { Counters } from '../common/counters.js';
 import { ErrorCodes } from '../common/errors.js';
 import { rejectUnknownKeys } from '../common/options.js';
-import { join } from '../common/pipe.js';
+import { join, JOIN_QUEUE_BYTES, TUNNEL_JOIN_QUEUE_BYTES } from '../common/pipe.js';
 import { createPreAuthGate } from '../common/preauth-gate.js';
 import { LOCAL_FORWARD_MAX_PENDING_CONNECTIONS } from '../protocol/constants.js';
 import type { HostPort } from '../common/endpoint-parse.js';
@@ -143,7 +143,8 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
       }
     });
     local.resume();
-    await join(local, tunnel.stream);
+    // A whole tunnel (a TLS socket) gets the larger queue bound; a stream of a session the default.
+    await join(local, tunnel.stream, tunnel.stream instanceof Socket ? TUNNEL_JOIN_QUEUE_BYTES : JOIN_QUEUE_BYTES);
   }
 
   function address(): { address: string; port: number } {

@@ -8,7 +8,7 @@
 import type { Logger } from 'pino';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { join } from '../common/pipe.js';
+import { join, TUNNEL_JOIN_QUEUE_BYTES } from '../common/pipe.js';
 import { isPeerlinkError } from '../common/errors.js';
 import type { Endpoint } from '../protocol/address.js';
 import { announceChosen } from '../protocol/tunnel-choice.js';
@@ -314,7 +314,7 @@ async function forward(tunnel: TLSSocket, via: PathKind, svc: Socket, ctx: Sessi
   };
   ctx.signal.addEventListener('abort', onAbort, { once: true });
   svc.resume();
-  const r = await join(tunnel, svc);
+  const r = await join(tunnel, svc, TUNNEL_JOIN_QUEUE_BYTES);
   ctx.signal.removeEventListener('abort', onAbort);
   log.info({ bytesFromClient: r.bytesAtoB, bytesToClient: r.bytesBtoA }, 'S209 session ended');
   return { status: Status.OK, bytesToClient: r.bytesBtoA, bytesFromClient: r.bytesAtoB };

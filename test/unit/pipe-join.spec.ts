@@ -35,6 +35,12 @@ function sink(): { stream: Duplex; writes: number[]; release: () => void } {
   };
 }
 
+/** join() writes what a turn of the loop brought at the turn's end (setImmediate): wait past it. */
+const afterTurn = async (): Promise<void> => {
+  await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setImmediate(r));
+};
+
 test('bytes and half-close pass both ways, counted', async (t) => {
   // Stand-ins for sockets: push() is what their peer sent; writes are recorded.
   const fromA: Buffer[] = [];
@@ -64,13 +70,13 @@ test('bytes and half-close pass both ways, counted', async (t) => {
   outA.push(Buffer.from('device'));
   outA.push(null); // the client half-closes
   outB.push(Buffer.from('answer'));
-  await new Promise((r) => setImmediate(r));
+  await afterTurn();
   t.is(Buffer.concat(fromA).toString(), 'hello device');
   t.is(Buffer.concat(fromB).toString(), 'answer');
   t.true(outB.writableEnded, 'the half-close reached the other side');
   t.false(outA.writableEnded, 'the other direction is still open');
   outB.push(null);
-  await new Promise((r) => setImmediate(r));
+  await afterTurn();
   t.true(outA.writableEnded);
   outA.destroy();
   outB.destroy();
