@@ -28,42 +28,9 @@ import {
 } from '../protocol/mux-frames.js';
 import { StreamRefusedError } from '../protocol/session-streams.js';
 import { isStatus, Status, type StatusValue } from '../protocol/status.js';
+import { MuxStream, type MuxSink } from './mux-stream.js';
 
-/** What a stream's consumer is told. */
-export interface MuxSink {
-  /** Bytes from the peer; the consumer calls session.consumed() once they are off its hands. */
-  data(buf: Buffer): void;
-  /** The peer half-closed. */
-  end(): void;
-  /** The stream is gone (refused, reset, unanswered, or the session ended); null: we closed the session ourselves. */
-  reset(err: Error | null): void;
-  /** send() returned false before; now there is credit again. */
-  writable(): void;
-}
-
-export class MuxStream {
-  sendCredit = MUX_STREAM_WINDOW_BYTES;
-  /** What the peer may still send before we grant more. */
-  recvLeft = MUX_STREAM_WINDOW_BYTES;
-  unGranted = 0;
-  pending: Buffer[] | null = null;
-  pendingFin = false;
-  finSent = false;
-  finReceived = false;
-  done = false;
-  /** The client got the device's answer, or the device gave it. */
-  answered = false;
-  sink: MuxSink | null = null;
-  /** The device's side, until accept(): bytes that came with the open, and its FIN. */
-  early: Buffer[] | null = null;
-  /** The client's side: when the device must have answered (performance.now()), and who waits for the answer. */
-  deadline = 0;
-  onAnswered: (() => void) | null = null;
-  constructor(
-    readonly id: number,
-    readonly service: string,
-  ) {}
-}
+export { MuxStream, type MuxSink };
 
 export interface MuxSessionOptions {
   readonly channel: Duplex;
