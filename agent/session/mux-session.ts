@@ -26,7 +26,7 @@ import {
   muxOpenName,
   readMuxOpenName,
 } from '../protocol/mux-frames.js';
-import { StreamRefusedError } from '../protocol/session-streams.js';
+import { SESSION_MAX_STREAMS, StreamRefusedError } from '../protocol/session-streams.js';
 import { isStatus, Status, type StatusValue } from '../protocol/status.js';
 import { MuxStream, type MuxSink } from './mux-stream.js';
 
@@ -48,6 +48,8 @@ export interface MuxSessionOptions {
 
 export type MuxSession = ReturnType<typeof startMuxSession>;
 
+/** What may wait in the channel's buffer, unread by the peer: the streams' windows and some. */
+const MUX_MAX_QUEUED_BYTES = SESSION_MAX_STREAMS * MUX_STREAM_WINDOW_BYTES + 8 * 1024 * 1024;
 /** How long a closed session waits for the peer to end its side before the channel is cut. */
 const CLOSE_WAIT_MS = 5000;
 const BROKEN = (why: string): PeerlinkError => new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, why);
@@ -78,6 +80,13 @@ export function startMuxSession(o: MuxSessionOptions) {
     const n = outBytes;
     out = [];
     outBytes = 0;
+    // The windows bound what streams may queue (128 x 256 KiB); past that the peer is not reading
+    // what it asked for (refusals, resets, control frames): end the session rather than hold more.
+    if (channel.writableLength > MUX_MAX_QUEUED_BYTES) {
+      log.warn({ queued: channel.writableLength }, 'mux session closed: the peer does not read');
+      destroy(BROKEN('the peer does not read the session'));
+      return;
+    }
     if (bufs.length === 1) channel.write(bufs[0]);
     else if (n <= 4 * MUX_MAX_FRAME_BYTES) channel.write(Buffer.concat(bufs, n));
     else {
@@ -162,7 +171,9 @@ export function startMuxSession(o: MuxSessionOptions) {
 
   function onCredit(st: MuxStream, delta: number): void {
     st.sendCredit += delta;
-    if (st.sendCredit > 2 * MUX_MAX_STREAM_ID) throw new MuxProtocolError(`stream ${st.id}: window over 2^32`);
+    // A receiver grants back only what it took, so credit never exceeds the window: more would let a
+    // peer that does not read make us queue without bound.
+    if (st.sendCredit > MUX_STREAM_WINDOW_BYTES) throw new MuxProtocolError(`stream ${st.id}: credit over the window`);
     const pending = st.pending;
     if (!pending) return;
     while (pending.length > 0 && st.sendCredit > 0) {
@@ -229,7 +240,8 @@ export function startMuxSession(o: MuxSessionOptions) {
     },
     control(type, flags, id, value) {
       if (type === MuxType.PING) {
-        if (flags & MuxFlag.SYN) control(MuxType.PING, MuxFlag.ACK, 0, value);
+        // Answered while the peer reads what we send (a ping is optional: no queue of answers).
+        if (flags & MuxFlag.SYN && channel.writableLength < MUX_MAX_FRAME_BYTES) control(MuxType.PING, MuxFlag.ACK, 0, value);
         return;
       }
       if (type === MuxType.GO_AWAY) {

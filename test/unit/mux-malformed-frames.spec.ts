@@ -39,6 +39,7 @@ const CASES: Record<string, Buffer> = {
     ),
   ]),
   'a WINDOW_UPDATE on stream 0': muxHeader(MuxType.WINDOW_UPDATE, 0, 0, 10),
+  'credit beyond the window (bytes never sent)': muxHeader(MuxType.WINDOW_UPDATE, 0, 101, 1),
 };
 
 for (const [name, bytes] of Object.entries(CASES)) {
