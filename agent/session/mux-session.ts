@@ -66,7 +66,6 @@ export function startMuxSession(o: MuxSessionOptions) {
   /** We said GO_AWAY (close()): the session ends with its last stream. */
   let closing = false;
   let ended = false;
-  let endReason: Error | null = null;
   let out: Buffer[] = [];
   let outBytes = 0;
   let flushing = false;
@@ -299,7 +298,6 @@ export function startMuxSession(o: MuxSessionOptions) {
   function destroy(err: Error | null, now = true): void {
     if (ended) return;
     ended = true;
-    endReason = err;
     if (answerTimer) clearTimeout(answerTimer);
     const all = [...streams.values()];
     streams.clear();
@@ -317,19 +315,21 @@ export function startMuxSession(o: MuxSessionOptions) {
     try {
       reader.push(chunk);
     } catch (err) {
-      if (!(err instanceof MuxProtocolError)) throw err;
-      log.warn({ err: err.message, code: err.code }, 'mux session closed: the peer broke the framing');
-      control(MuxType.GO_AWAY, 0, 0, MuxGoAway.PROTOCOL_ERROR);
+      // A broken frame, or a fault of ours in handling one: this session ends, the process goes on.
+      const broken = err instanceof MuxProtocolError;
+      const e = err instanceof Error ? err : new Error(String(err));
+      if (broken) log.warn({ err: e.message, code: err.code }, 'mux session closed: the peer broke the framing');
+      else log.error({ err: e.message, stack: e.stack }, 'mux session closed: internal error');
+      control(MuxType.GO_AWAY, 0, 0, broken ? MuxGoAway.PROTOCOL_ERROR : MuxGoAway.INTERNAL);
       flush();
-      destroy(err);
+      destroy(e);
     }
   });
   channel.on('error', (err: Error) => log.info({ err: err.message }, 'session channel error'));
-  channel.once('close', () => destroy(endReason ?? BROKEN('the session channel closed')));
+  channel.once('close', () => destroy(BROKEN('the session channel closed')));
   channel.once('end', () => destroy(BROKEN('the peer ended the session')));
 
   return {
-    streams,
     /** The client: a new stream to `service`; its bytes may follow at once (the device holds them until it answers). */
     open(service: string, sink: MuxSink): MuxStream {
       if (ended || goneAway || nextId > MUX_MAX_STREAM_ID) throw BROKEN('the session to the device has ended');
