@@ -8,8 +8,10 @@
 import type { Logger } from 'pino';
 import { ErrorCodes, isPeerlinkError } from '../common/errors.js';
 import { rejectUnknownKeys } from '../common/options.js';
-import { SESSION_SERVICE, StreamRefusedError } from '../protocol/session-streams.js';
+import { MUX_SERVICE, SESSION_SERVICE, StreamRefusedError } from '../protocol/session-streams.js';
+import type { Socket } from 'node:net';
 import { startClientSession } from '../session/client-session.js';
+import { startMuxClientSession } from '../session/mux-client-session.js';
 import { createSessionPool, type SessionPool } from '../session/session-pool.js';
 import type { OpenOptions, Tunnel } from './client.js';
 
@@ -27,6 +29,8 @@ export interface ClientStreams {
   open(service: string, signal?: AbortSignal, options?: OpenOptions): Promise<Tunnel>;
   /** A stream of the session that is up now, handed over at once (early, see OpenOptions); null when none is up. */
   openLive(service: string): Tunnel | null;
+  /** `sock` glued to a stream of the mux session that is up now (see Client.attachLive); false: openLive() or open(). */
+  attachLive(service: string, sock: Socket, onReset: (err: Error) => void): boolean;
   stop(): Promise<void>;
 }
 
@@ -36,12 +40,27 @@ export function createClientStreams(input: ClientStreamsOptions): ClientStreams 
   rejectUnknownKeys('client streams options', input, ['sessionIdleMs', 'peerTimeoutMs', 'openTunnel', 'logger']);
   const o = Object.freeze({ ...input });
   let sessionsRefused = false;
+  // A device from before the mux refuses its service: then HTTP/2 sessions (asked once).
+  let muxRefused = false;
   const pool: SessionPool<Tunnel> | null =
     o.sessionIdleMs > 0
       ? createSessionPool<Tunnel>({
           idleMs: o.sessionIdleMs,
           logger: o.logger,
           connect: async (signal, onIdle) => {
+            if (!muxRefused) {
+              try {
+                const t = await o.openTunnel(MUX_SERVICE, signal);
+                return {
+                  session: startMuxClientSession({ channel: t.stream, openTimeoutMs: o.peerTimeoutMs, onIdle, logger: o.logger }),
+                  info: t,
+                };
+              } catch (err) {
+                if (!isPeerlinkError(err, ErrorCodes.SERVICE_REFUSED)) throw err;
+                muxRefused = true;
+                o.logger.info('the device does not offer mux sessions; asking for an HTTP/2 session');
+              }
+            }
             const t = await o.openTunnel(SESSION_SERVICE, signal);
             return {
               session: startClientSession({ channel: t.stream, openTimeoutMs: o.peerTimeoutMs, onIdle, logger: o.logger }),
@@ -73,9 +92,14 @@ export function createClientStreams(input: ClientStreamsOptions): ClientStreams 
     return { stream: got.stream, via: got.info.via, path: `${got.info.path}${LIVE}`, connectMs: 0, reused: true };
   }
 
+  function attachLive(service: string, sock: Socket, onReset: (err: Error) => void): boolean {
+    return pool !== null && !sessionsRefused && pool.attachNow(service, sock, onReset);
+  }
+
   return {
     open,
     openLive,
+    attachLive,
     stop: async () => void (await pool?.stop()),
   };
 }

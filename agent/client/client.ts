@@ -17,7 +17,7 @@ import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate } from '../pro
 import { deriveAccessKey, deriveRequestTagKey, NONCE_BYTES, reverseToken } from '../protocol/keys.js';
 import { deriveWakeKey, makeWake } from '../protocol/wake.js';
 import { formatEndpoint, normalizeAddress, type Endpoint } from '../protocol/address.js';
-import { isIPv6 } from 'node:net';
+import { isIPv6, type Socket } from 'node:net';
 import { awaitChosen } from '../protocol/tunnel-choice.js';
 import { punchTcp } from '../nat/tcp-punch.js';
 import { openCompanion } from '../rendezvous/companion.js';
@@ -74,6 +74,12 @@ export interface Client {
    * are off): then open().
    */
   openLive(service?: string): Tunnel | null;
+  /**
+   * Glue a local socket to a new stream of the session that is up now, with no Duplex in between
+   * (a mux session: what `--listen` does first); false when that cannot be done now: openLive() or
+   * open(). A refusal or a missing answer destroys `sock` and calls `onReset` with the reason.
+   */
+  attachLive(sock: Socket, onReset: (err: Error) => void, service?: string): boolean;
   stop(): Promise<void>;
   /** Where the device's connection is accepted. */
   acceptAddress(): { address: string; port: number };
@@ -387,6 +393,7 @@ export function createClient(input: ClientOptions): Client {
     start: ensureStarted,
     open: (signal, service = o.service, options = {}) => streams.open(service, signal, options),
     openLive: (service = o.service) => streams.openLive(service),
+    attachLive: (sock, onReset, service = o.service) => streams.attachLive(service, sock, onReset),
     async stop() {
       await streams.stop();
       link.stop();

@@ -76,8 +76,16 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
 
   async function serve(local: Socket): Promise<void> {
     local.on('error', () => undefined); // a reset while waiting; join() handles the rest
-    // A session up now: the stream at once, nothing to wait for.
-    const live = firstDone && !firstError && !spare ? o.client.openLive() : null;
+    const sessionUp = firstDone && !firstError && !spare;
+    // A mux session up now: the socket glued to its stream at once, no Duplex nor pipe in between.
+    if (sessionUp && o.client.attachLive(local, onStreamReset)) {
+      counters.inc('served');
+      conns.add(local);
+      local.once('close', () => conns.delete(local));
+      return;
+    }
+    // An HTTP/2 session up now: the stream at once, nothing to wait for.
+    const live = sessionUp ? o.client.openLive() : null;
     if (live) {
       conns.add(local);
       local.once('close', () => conns.delete(local));
@@ -128,6 +136,14 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
     return forward(local, tunnel);
   }
 
+  /** An early stream the device refuses (or does not answer) ends with the reason: say it. */
+  function onStreamReset(err: Error & { code?: string }): void {
+    if (err.name === 'StreamRefusedError' || err.code === ErrorCodes.PEER_TIMEOUT) {
+      counters.inc('openFailed');
+      o.logger.error({ err: err.message, code: err.code }, 'could not open a tunnel for a local connection');
+    }
+  }
+
   /** Join the local connection and its tunnel until both ends are done. */
   async function forward(local: Socket, tunnel: Tunnel): Promise<void> {
     if (local.destroyed) {
@@ -135,13 +151,7 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
       return;
     }
     counters.inc('served');
-    // An early stream the device refuses (or does not answer) ends with the reason: say it.
-    tunnel.stream.once('error', (err: Error & { code?: string }) => {
-      if (err.name === 'StreamRefusedError' || err.code === ErrorCodes.PEER_TIMEOUT) {
-        counters.inc('openFailed');
-        o.logger.error({ err: err.message, code: err.code }, 'could not open a tunnel for a local connection');
-      }
-    });
+    tunnel.stream.once('error', onStreamReset);
     local.resume();
     // A whole tunnel (a TLS socket) gets the larger queue bound; a stream of a session the default.
     await join(local, tunnel.stream, tunnel.stream instanceof Socket ? TUNNEL_JOIN_QUEUE_BYTES : JOIN_QUEUE_BYTES);

@@ -16,7 +16,7 @@ import { OWNER_SERVICE } from '../protocol/pairing.js';
 
 /** Where an OWNER_SERVICE request goes: not a socket, the agent's owner controls (owner-service.ts). */
 export const OWNER_TARGET: HostPort = Object.freeze({ host: 'peerlink.owner', port: 0 });
-import { SESSION_SERVICE } from '../protocol/session-streams.js';
+import { isSessionService } from '../protocol/session-streams.js';
 
 export interface AuthorizerOptions {
   readonly equipmentId: string;
@@ -30,7 +30,7 @@ export interface AuthorizerOptions {
 }
 
 export type Decision =
-  /** target null: a session with streams (SESSION_SERVICE); each stream is authorised by name. */
+  /** target null: a session with streams (SESSION_SERVICE or MUX_SERVICE); each stream is authorised by name. */
   | { readonly status: typeof Status.OK; readonly request: ConnectRequest; readonly target: HostPort | null; readonly dial: Endpoint }
   | { readonly status: Exclude<StatusValue, typeof Status.OK>; readonly reason: string };
 
@@ -75,8 +75,11 @@ export function createAuthorizer(options: AuthorizerOptions): Authorize {
     if (req.timestampMs <= (options.replayBarrierMs?.() ?? 0)) {
       return { status: Status.REQUEST_REPLAYED, reason: 'request is not newer than one accepted before the agent restarted' };
     }
-    const target =
-      req.service === SESSION_SERVICE ? null : req.service === OWNER_SERVICE ? OWNER_TARGET : options.services().get(req.service);
+    const target = isSessionService(req.service)
+      ? null
+      : req.service === OWNER_SERVICE
+        ? OWNER_TARGET
+        : options.services().get(req.service);
     if (target === undefined) return { status: Status.SERVICE_REFUSED, reason: `service ${req.service} is not in the allow-list` };
     if (!mayDial(fwd.client.address, options.dialPolicy(), serverAddress)) {
       return {

@@ -26,6 +26,8 @@ import { relayAtOnceReason, type MappingBehaviour } from '../paths/relay-hint.js
 import { deviceLanOffer, lanDialTarget } from './lan-candidate.js';
 import type { HostPort } from '../common/endpoint-parse.js';
 import { serveDeviceSession } from '../session/device-session.js';
+import { serveMuxDeviceSession } from '../session/mux-device-session.js';
+import { MUX_SERVICE } from '../protocol/session-streams.js';
 import { openCompanion } from '../rendezvous/companion.js';
 import type { DialPolicy } from './address-policy.js';
 import { familyOf, punchTargets } from './punch-targets.js';
@@ -178,7 +180,7 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       log,
     });
     if (owner) return await serveOwner(won.stream, owner, ctx);
-    if (session) return await serveSession(won.stream, won.attempt.via, ctx, log);
+    if (session) return await serveSession(won.stream, won.attempt.via, decision.request.service === MUX_SERVICE, ctx, log);
     const svc = service!;
     service = null;
     return await forward(won.stream, won.attempt.via, svc, ctx, log);
@@ -329,10 +331,10 @@ async function serveOwner(tunnel: TLSSocket, owner: (tunnel: TLSSocket) => Promi
   return { status: Status.OK, bytesToClient: 0, bytesFromClient: 0 };
 }
 
-/** S209 for a session: HTTP/2 over the channel, a stream per service connection (agent/session). */
-async function serveSession(tunnel: TLSSocket, via: PathKind, ctx: SessionContext, log: Logger): Promise<SessionOutcome> {
-  log.info({ via }, 'end-to-end channel up (TLS 1.3 PSK); S209 serving a session with streams');
-  const r = await serveDeviceSession({
+/** S209 for a session: our mux (or HTTP/2, for older clients) over the channel, a stream per service connection (agent/session). */
+async function serveSession(tunnel: TLSSocket, via: PathKind, mux: boolean, ctx: SessionContext, log: Logger): Promise<SessionOutcome> {
+  log.info({ via, framing: mux ? 'mux' : 'http2' }, 'end-to-end channel up (TLS 1.3 PSK); S209 serving a session with streams');
+  const r = await (mux ? serveMuxDeviceSession : serveDeviceSession)({
     channel: tunnel,
     services: ctx.services!,
     connectService,

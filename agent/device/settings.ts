@@ -4,7 +4,7 @@
  */
 import { dirname, resolve } from 'node:path';
 import { LOG_LEVELS, readTomlFile, SettingsChecker, type LogLevel } from '../common/settings-checker.js';
-import { SESSION_SERVICE } from '../protocol/session-streams.js';
+import { isSessionService } from '../protocol/session-streams.js';
 import {
   REGISTER_INTERVAL_MS,
   RELAY_AFTER_MS,
@@ -125,8 +125,8 @@ export function checkAgentSettings(doc: Record<string, unknown>, file: string, o
       c.problem(`services.${name}`, 'a service name of 1-32 characters a-z 0-9 . _ - (starting with a letter or digit)', name);
       continue;
     }
-    if (name === SESSION_SERVICE) {
-      c.problem(`services.${name}`, `another name (${SESSION_SERVICE} is what a client asks for to open a session with streams)`, name);
+    if (isSessionService(name)) {
+      c.problem(`services.${name}`, `another name (${name} is what a client asks for to open a session with streams)`, name);
       continue;
     }
     if (typeof target !== 'string') {

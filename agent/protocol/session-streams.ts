@@ -11,8 +11,12 @@
 import { ErrorCodes, PeerlinkError } from '../common/errors.js';
 import { Status, STATUS_ERROR, STATUS_TEXT, isStatus, type StatusValue } from './status.js';
 
-/** The sealed request's service for "a session, streams name their services"; no device may configure it. */
+/** The sealed request's service for "an HTTP/2 session, streams name their services"; no device may configure it. */
 export const SESSION_SERVICE = 'peerlink-session';
+/** The same over peerlink's own stream framing (mux-frames.ts); a client asks for it first. */
+export const MUX_SERVICE = 'peerlink-mux';
+/** Whether a request's service asks for a session (either framing) rather than one service. */
+export const isSessionService = (service: string): boolean => service === SESSION_SERVICE || service === MUX_SERVICE;
 /** The device's refusal of a stream: the peerlink status code, as decimal text. */
 export const STREAM_STATUS_HEADER = 'peerlink-status';
 /** Streams open at once on one session (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS, both ends). */

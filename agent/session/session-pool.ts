@@ -10,7 +10,9 @@ import type { Logger } from 'pino';
 import { abortError, ErrorCodes, isPeerlinkError, PeerlinkError } from '../common/errors.js';
 import { Counters } from '../common/counters.js';
 import { rejectUnknownKeys } from '../common/options.js';
+import type { Socket } from 'node:net';
 import type { ClientSession } from './client-session.js';
+import { isMuxClientSession } from './mux-client-session.js';
 
 /** A session made by the pool's `connect`, with how it was reached (for Tunnel.path). */
 export interface PooledSession<Info> {
@@ -36,6 +38,11 @@ export interface SessionPool<Info> {
    * no promise, no signal to wait with. Null when no session is up (or it just broke): stream() then.
    */
   streamNow(service: string): { stream: Duplex; info: Info } | null;
+  /**
+   * Glue `sock` to a stream of the mux session that is up now (mux-client-session.ts attach), at
+   * once. False when no session is up, or it is an HTTP/2 one: streamNow() or stream() then.
+   */
+  attachNow(service: string, sock: Socket, onReset: (err: Error) => void): boolean;
   /** Whether a session is up now. */
   live(): boolean;
   stop(): Promise<void>;
@@ -150,10 +157,24 @@ export function createSessionPool<Info>(input: SessionPoolOptions<Info>): Sessio
     return { stream: st, info: s.info };
   }
 
+  function attachNow(service: string, sock: Socket, onReset: (err: Error) => void): boolean {
+    const s = current;
+    if (aborter.signal.aborted || s === null || !isMuxClientSession(s.session) || !s.session.alive()) return false;
+    try {
+      s.session.attach(service, sock, onReset);
+    } catch {
+      return false; // it broke a moment ago: stream() replaces it
+    }
+    clearIdle();
+    counters.inc('streamsOpened');
+    return true;
+  }
+
   return {
     counters,
     stream,
     streamNow,
+    attachNow,
     live: () => current !== null && current.session.alive(),
     async stop() {
       aborter.abort();

@@ -103,6 +103,7 @@ function stuckClient(): { client: Client; opened: AbortSignal[] } {
         signal!.addEventListener('abort', () => reject(new Error('aborted')), { once: true });
       }),
     openLive: () => null,
+    attachLive: () => false,
   } as unknown as Client;
   return { client, opened };
 }

@@ -37,7 +37,7 @@ test('--listen opens its port at once: connections made before the first tunnel 
   const svc = await echo();
   t.teardown(() => svc.close());
   let opens = 0;
-  const client = { open: () => (opens++, svc.tunnel()), openLive: () => null } as unknown as Client;
+  const client = { open: () => (opens++, svc.tunnel()), openLive: () => null, attachLive: () => false } as unknown as Client;
   let resolveFirst!: (tun: Tunnel) => void;
   const first = new Promise<Tunnel>((r) => (resolveFirst = r));
   const fwd = createLocalForward({ client, listen: { host: LOOPBACK, port: 0 }, logger: silentLogger(), first });
@@ -54,7 +54,11 @@ test('--listen opens its port at once: connections made before the first tunnel 
 
 test('--listen: when the first tunnel fails, the connections held for it are closed and nothing else is tried', async (t) => {
   let opens = 0;
-  const client = { open: () => (opens++, Promise.reject(new Error('no'))), openLive: () => null } as unknown as Client;
+  const client = {
+    open: () => (opens++, Promise.reject(new Error('no'))),
+    openLive: () => null,
+    attachLive: () => false,
+  } as unknown as Client;
   let rejectFirst!: (err: Error) => void;
   const first = new Promise<Tunnel>((_r, j) => (rejectFirst = j));
   const fwd = createLocalForward({ client, listen: { host: LOOPBACK, port: 0 }, logger: silentLogger(), first });
@@ -82,6 +86,7 @@ test('--listen: stop() cancels the tunnel requests of connections still waiting;
       return svc.tunnel();
     },
     openLive: () => null,
+    attachLive: () => false,
   } as unknown as Client;
   const fwd = createLocalForward({ client, listen: { host: LOOPBACK, port: 0 }, logger: silentLogger() });
   const { port } = await fwd.start();
@@ -109,6 +114,7 @@ test('--listen with a session up: each connection gets its stream at once (openL
   const client = {
     open: () => (opens++, new Promise<Tunnel>(() => undefined)), // never: a connection that waited would hang
     openLive: () => ready.shift() ?? null,
+    attachLive: () => false,
   } as unknown as Client;
   // One pending slot: three connections at once would overflow it if they waited.
   const fwd = createLocalForward({ client, listen: { host: LOOPBACK, port: 0 }, logger: silentLogger(), maxPending: 1 });
@@ -124,7 +130,11 @@ test('--listen: stop() closes connections that got a live stream', async (t) => 
   const svc = await echo();
   t.teardown(() => svc.close());
   const ready = [await svc.tunnel()];
-  const client = { open: () => new Promise<Tunnel>(() => undefined), openLive: () => ready.shift() ?? null } as unknown as Client;
+  const client = {
+    open: () => new Promise<Tunnel>(() => undefined),
+    openLive: () => ready.shift() ?? null,
+    attachLive: () => false,
+  } as unknown as Client;
   const fwd = createLocalForward({ client, listen: { host: LOOPBACK, port: 0 }, logger: silentLogger() });
   const { port } = await fwd.start();
   const s = connect(port, LOOPBACK);

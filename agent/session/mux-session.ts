@@ -1,0 +1,389 @@
+/**
+ * One end of a multiplexed session (agent/protocol/mux-frames.ts) over the end-to-end channel:
+ * the stream table, per-stream credit windows, and one write queue. Streams are not Duplexes:
+ * each has a sink (its consumer's callbacks) and is fed by send()/finish(); mux-socket.ts glues a
+ * stream straight to a net.Socket, mux-duplex.ts makes a Duplex of one for library users.
+ * Frames queued while the event loop polls leave together at setImmediate, in one channel write:
+ * many streams share TLS records and system calls. Memory is bounded by the windows: a stream's
+ * receiver holds at most MUX_STREAM_WINDOW_BYTES of it, a sender's surplus stays in its source.
+ * A peer that breaks the framing gets GO_AWAY PROTOCOL_ERROR and the session ends (logged, with
+ * MuxProtocolError's code); the process goes on.
+ */
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { ErrorCodes, PeerlinkError } from '../common/errors.js';
+import {
+  MUX_GRANT_THRESHOLD_BYTES,
+  MUX_MAX_FRAME_BYTES,
+  MUX_MAX_STREAM_ID,
+  MUX_STREAM_WINDOW_BYTES,
+  MuxFlag,
+  MuxFrameReader,
+  MuxGoAway,
+  MuxProtocolError,
+  MuxType,
+  muxHeader,
+  muxOpenName,
+  readMuxOpenName,
+} from '../protocol/mux-frames.js';
+import { SESSION_MAX_STREAMS, StreamRefusedError } from '../protocol/session-streams.js';
+import { isStatus, Status, type StatusValue } from '../protocol/status.js';
+import { MuxStream, type MuxSink } from './mux-stream.js';
+
+export { MuxStream, type MuxSink };
+
+export interface MuxSessionOptions {
+  readonly channel: Duplex;
+  readonly role: 'client' | 'device';
+  readonly logger: Logger;
+  /** The device: a stream was opened (cap and name already checked); answer with accept() or refuse(). */
+  readonly onOpen?: (st: MuxStream) => void;
+  /** The device: the most streams open at once; more are refused with DEVICE_BUSY. */
+  readonly maxStreams: number;
+  /** The client: how long the device has to answer a stream. */
+  readonly openTimeoutMs?: number;
+  /** Each time the last open stream is gone. */
+  readonly onIdle?: () => void;
+}
+
+export type MuxSession = ReturnType<typeof startMuxSession>;
+
+/** What may wait in the channel's buffer, unread by the peer: the streams' windows and some. */
+const MUX_MAX_QUEUED_BYTES = SESSION_MAX_STREAMS * MUX_STREAM_WINDOW_BYTES + 8 * 1024 * 1024;
+/** How long a closed session waits for the peer to end its side before the channel is cut. */
+const CLOSE_WAIT_MS = 5000;
+const BROKEN = (why: string): PeerlinkError => new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, why);
+
+export function startMuxSession(o: MuxSessionOptions) {
+  const { channel, role, logger: log } = o;
+  const streams = new Map<number, MuxStream>();
+  // Early streams not answered yet, oldest first (all wait openTimeoutMs: one timer serves them).
+  const unanswered = new Set<MuxStream>();
+  let answerTimer: NodeJS.Timeout | null = null;
+  let nextId = 1;
+  let lastPeerId = 0;
+  let goneAway = false;
+  /** We said GO_AWAY (close()): the session ends with its last stream. */
+  let closing = false;
+  let ended = false;
+  let out: Buffer[] = [];
+  let outBytes = 0;
+  let flushing = false;
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((r) => (resolveClosed = r));
+
+  function flush(): void {
+    flushing = false;
+    if (ended || out.length === 0) return;
+    const bufs = out;
+    const n = outBytes;
+    out = [];
+    outBytes = 0;
+    // The windows bound what streams may queue (128 x 256 KiB); past that the peer is not reading
+    // what it asked for (refusals, resets, control frames): end the session rather than hold more.
+    if (channel.writableLength > MUX_MAX_QUEUED_BYTES) {
+      log.warn({ queued: channel.writableLength }, 'mux session closed: the peer does not read');
+      destroy(BROKEN('the peer does not read the session'));
+      return;
+    }
+    if (bufs.length === 1) channel.write(bufs[0]);
+    else if (n <= 4 * MUX_MAX_FRAME_BYTES) channel.write(Buffer.concat(bufs, n));
+    else {
+      channel.cork();
+      for (const b of bufs) channel.write(b);
+      channel.uncork();
+    }
+  }
+  function queue(b: Buffer): void {
+    out.push(b);
+    outBytes += b.length;
+    if (!flushing) {
+      flushing = true;
+      setImmediate(flush);
+    }
+  }
+  const control = (type: number, flags: number, id: number, value: number): void => queue(muxHeader(type, flags, id, value));
+
+  function emitData(st: MuxStream, buf: Buffer): void {
+    for (let at = 0; at < buf.length; at += MUX_MAX_FRAME_BYTES) {
+      const part = at === 0 && buf.length <= MUX_MAX_FRAME_BYTES ? buf : buf.subarray(at, at + MUX_MAX_FRAME_BYTES);
+      queue(muxHeader(MuxType.DATA, 0, st.id, part.length));
+      queue(part);
+    }
+    st.sendCredit -= buf.length;
+  }
+
+  function remove(st: MuxStream): void {
+    if (st.done) return;
+    st.done = true;
+    streams.delete(st.id);
+    unanswered.delete(st);
+    if (streams.size > 0 || ended) return;
+    if (closing) endSession();
+    else o.onIdle?.();
+  }
+  function maybeDone(st: MuxStream): void {
+    if (st.finSent && st.finReceived) remove(st);
+  }
+
+  /** Bytes for the peer on `st`; false: they did not all fit its credit (pause the source until sink.writable()). */
+  function send(st: MuxStream, buf: Buffer): boolean {
+    if (st.done || st.finSent || st.pendingFin || ended) return true;
+    if (st.pending) {
+      st.pending.push(buf);
+      return false;
+    }
+    if (buf.length <= st.sendCredit) {
+      emitData(st, buf);
+      return true;
+    }
+    const fits = st.sendCredit;
+    if (fits > 0) emitData(st, buf.subarray(0, fits));
+    st.pending = [buf.subarray(fits)];
+    return false;
+  }
+  function sendFin(st: MuxStream): void {
+    st.finSent = true;
+    queue(muxHeader(MuxType.DATA, MuxFlag.FIN, st.id, 0));
+    maybeDone(st);
+  }
+  /** No more bytes from us on `st` (after any still waiting for credit). */
+  function finish(st: MuxStream): void {
+    if (st.done || st.finSent || ended) return;
+    if (st.pending) st.pendingFin = true;
+    else sendFin(st);
+  }
+  /** End `st` both ways now; `status` tells the client why (a refusal), 0 for a plain reset. */
+  function reset(st: MuxStream, status = 0): void {
+    if (st.done) return;
+    remove(st);
+    if (!ended) control(MuxType.WINDOW_UPDATE, MuxFlag.RST, st.id, status);
+  }
+  /** The consumer took `n` bytes of `st`: grant them back (in batches). */
+  function consumed(st: MuxStream, n: number): void {
+    st.unGranted += n;
+    if (st.unGranted < MUX_GRANT_THRESHOLD_BYTES || st.done || st.finReceived || ended) return;
+    st.recvLeft += st.unGranted;
+    control(MuxType.WINDOW_UPDATE, 0, st.id, st.unGranted);
+    st.unGranted = 0;
+  }
+
+  function onCredit(st: MuxStream, delta: number): void {
+    st.sendCredit += delta;
+    // A receiver grants back only what it took, so credit never exceeds the window: more would let a
+    // peer that does not read make us queue without bound.
+    if (st.sendCredit > MUX_STREAM_WINDOW_BYTES) throw new MuxProtocolError(`stream ${st.id}: credit over the window`);
+    const pending = st.pending;
+    if (!pending) return;
+    while (pending.length > 0 && st.sendCredit > 0) {
+      const b = pending[0]!;
+      if (b.length <= st.sendCredit) {
+        pending.shift();
+        emitData(st, b);
+      } else {
+        const fits = st.sendCredit;
+        emitData(st, b.subarray(0, fits));
+        pending[0] = b.subarray(fits);
+      }
+    }
+    if (pending.length > 0) return;
+    st.pending = null;
+    if (st.pendingFin) sendFin(st);
+    if (!st.done) st.sink?.writable();
+  }
+
+  function onOpenFrame(id: number, flags: number, payload: Buffer): void {
+    if (role !== 'device') throw new MuxProtocolError('the device may not open streams');
+    if (id % 2 !== 1 || id <= lastPeerId) throw new MuxProtocolError(`stream id ${id} after ${lastPeerId}`);
+    lastPeerId = id;
+    const named = readMuxOpenName(payload);
+    if (!named) throw new MuxProtocolError(`stream ${id}: an open without a service name`);
+    const early = payload.length - named.dataOffset;
+    if (early > MUX_STREAM_WINDOW_BYTES) throw new MuxProtocolError(`stream ${id}: ${early} early bytes, over the window`);
+    const st = new MuxStream(id, named.service);
+    if (goneAway || streams.size >= o.maxStreams) {
+      // Refused at once: its bytes are never kept.
+      control(MuxType.WINDOW_UPDATE, MuxFlag.RST, id, Status.DEVICE_BUSY);
+      log.warn({ service: st.service, status: Status.DEVICE_BUSY, open: streams.size }, 'stream refused: too many streams on the session');
+      return;
+    }
+    streams.set(id, st);
+    st.recvLeft -= early;
+    st.early = early > 0 ? [payload.subarray(named.dataOffset)] : [];
+    if (flags & MuxFlag.FIN) st.finReceived = true;
+    o.onOpen!(st);
+  }
+
+  const reader = new MuxFrameReader({
+    data(id, flags, payload) {
+      if (flags & MuxFlag.SYN) return onOpenFrame(id, flags, payload);
+      const st = streams.get(id);
+      if (!st) {
+        // A stream that was ours and is gone (reset, refused): what was in flight is discarded.
+        const opened = role === 'device' ? id <= lastPeerId : id < nextId;
+        if (!opened) throw new MuxProtocolError(`DATA on stream ${id}, never opened`);
+        return;
+      }
+      if (st.finReceived) throw new MuxProtocolError(`DATA on stream ${id} after its FIN`);
+      if (payload.length > st.recvLeft) throw new MuxProtocolError(`stream ${id}: ${payload.length} bytes, over its window`);
+      st.recvLeft -= payload.length;
+      if (payload.length > 0) {
+        if (st.sink) st.sink.data(payload);
+        else st.early?.push(payload);
+      }
+      if (flags & MuxFlag.FIN) {
+        st.finReceived = true;
+        st.sink?.end();
+        maybeDone(st);
+      }
+    },
+    control(type, flags, id, value) {
+      if (type === MuxType.PING) {
+        // Answered while the peer reads what we send (a ping is optional: no queue of answers).
+        if (flags & MuxFlag.SYN && channel.writableLength < MUX_MAX_FRAME_BYTES) control(MuxType.PING, MuxFlag.ACK, 0, value);
+        return;
+      }
+      if (type === MuxType.GO_AWAY) {
+        goneAway = true;
+        if (value !== MuxGoAway.NORMAL) log.info({ code: value }, 'the peer went away with an error');
+        if (streams.size === 0 && role === 'client') destroy(BROKEN('the device closed the session'));
+        return;
+      }
+      const st = streams.get(id);
+      if (!st) return; // gone already: a late answer or grant
+      if (flags & MuxFlag.RST) {
+        remove(st);
+        const refused = role === 'client' && !st.answered && value !== Status.OK;
+        const status: StatusValue = isStatus(value) ? value : Status.INTERNAL;
+        st.sink?.reset(refused ? new StreamRefusedError(status, st.service) : BROKEN(`the stream to ${st.service} was reset by the peer`));
+        return;
+      }
+      if (flags & MuxFlag.ACK && role === 'client') {
+        st.answered = true;
+        unanswered.delete(st);
+        st.onAnswered?.();
+      }
+      if (value > 0) onCredit(st, value);
+    },
+  });
+
+  function armAnswerTimer(): void {
+    answerTimer = null;
+    const oldest = unanswered.values().next();
+    if (oldest.done) return;
+    answerTimer = setTimeout(expireAnswers, Math.max(0, oldest.value.deadline - performance.now()));
+    answerTimer.unref();
+  }
+  function expireAnswers(): void {
+    const now = performance.now();
+    for (const st of unanswered) {
+      if (st.deadline > now) break;
+      reset(st);
+      st.sink?.reset(
+        new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `the device did not answer the stream to ${st.service} within ${o.openTimeoutMs} ms`),
+      );
+    }
+    armAnswerTimer();
+  }
+
+  /** Ends our side in order (what is queued leaves first); the channel closes once the peer ends its side too. */
+  function endSession(): void {
+    flush();
+    channel.end();
+    setTimeout(() => channel.destroy(), CLOSE_WAIT_MS).unref();
+    destroy(null, false);
+  }
+
+  /** End the session: every stream's consumer is told `err`. */
+  function destroy(err: Error | null, now = true): void {
+    if (ended) return;
+    ended = true;
+    if (answerTimer) clearTimeout(answerTimer);
+    const all = [...streams.values()];
+    streams.clear();
+    unanswered.clear();
+    for (const st of all) {
+      st.done = true;
+      st.sink?.reset(err);
+    }
+    if (now) channel.destroy();
+    resolveClosed();
+  }
+
+  channel.on('data', (chunk: Buffer) => {
+    if (ended) return;
+    try {
+      reader.push(chunk);
+    } catch (err) {
+      // A broken frame, or a fault of ours in handling one: this session ends, the process goes on.
+      const broken = err instanceof MuxProtocolError;
+      const e = err instanceof Error ? err : new Error(String(err));
+      if (broken) log.warn({ err: e.message, code: err.code }, 'mux session closed: the peer broke the framing');
+      else log.error({ err: e.message, stack: e.stack }, 'mux session closed: internal error');
+      control(MuxType.GO_AWAY, 0, 0, broken ? MuxGoAway.PROTOCOL_ERROR : MuxGoAway.INTERNAL);
+      flush();
+      destroy(e);
+    }
+  });
+  channel.on('error', (err: Error) => log.info({ err: err.message }, 'session channel error'));
+  channel.once('close', () => destroy(BROKEN('the session channel closed')));
+  channel.once('end', () => destroy(BROKEN('the peer ended the session')));
+
+  return {
+    /** The client: a new stream to `service`; its bytes may follow at once (the device holds them until it answers). */
+    open(service: string, sink: MuxSink): MuxStream {
+      if (ended || goneAway || nextId > MUX_MAX_STREAM_ID) throw BROKEN('the session to the device has ended');
+      const st = new MuxStream(nextId, service);
+      nextId += 2;
+      st.sink = sink;
+      streams.set(st.id, st);
+      st.deadline = performance.now() + (o.openTimeoutMs ?? 0);
+      unanswered.add(st);
+      if (!answerTimer && o.openTimeoutMs) armAnswerTimer();
+      const name = muxOpenName(service);
+      queue(muxHeader(MuxType.DATA, MuxFlag.SYN, st.id, name.length));
+      queue(name);
+      return st;
+    },
+    /** The device: the stream is open; its early bytes (and FIN) go to `sink` now. */
+    accept(st: MuxStream, sink: MuxSink): void {
+      if (st.done) return;
+      st.answered = true;
+      st.sink = sink;
+      control(MuxType.WINDOW_UPDATE, MuxFlag.ACK, st.id, 0);
+      const early = st.early ?? [];
+      st.early = null;
+      for (const b of early) sink.data(b);
+      if (st.finReceived) {
+        sink.end();
+        maybeDone(st);
+      }
+    },
+    /** The device: refuse `st` with a peerlink status; what it sent is discarded. */
+    refuse(st: MuxStream, status: StatusValue): void {
+      st.early = null;
+      reset(st, status);
+    },
+    send,
+    finish,
+    reset,
+    consumed,
+    /** Streams open now. */
+    active: (): number => streams.size,
+    alive: (): boolean => !ended && !goneAway && nextId <= MUX_MAX_STREAM_ID,
+    closed,
+    /** No new streams (GO_AWAY); with `destroy`, end the session now. */
+    close(how: 'graceful' | 'destroy' = 'graceful'): void {
+      if (ended) return;
+      closing = true;
+      if (!goneAway) {
+        goneAway = true;
+        control(MuxType.GO_AWAY, 0, 0, MuxGoAway.NORMAL);
+      }
+      if (how === 'destroy') {
+        flush();
+        destroy(null);
+      } else if (streams.size === 0) endSession();
+    },
+  };
+}
