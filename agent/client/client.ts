@@ -13,7 +13,8 @@ import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { ErrorCodes, isPeerlinkError, PeerlinkError } from '../common/errors.js';
-import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate } from '../protocol/frames.js';
+import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } from '../protocol/frames.js';
+import { RELAY_JOIN_LEAD_MS, RENDEZVOUS_ALPN } from '../protocol/constants.js';
 import { deriveAccessKey, deriveRequestTagKey, NONCE_BYTES, reverseToken } from '../protocol/keys.js';
 import { deriveWakeKey, makeWake } from '../protocol/wake.js';
 import { formatEndpoint, normalizeAddress, type Endpoint } from '../protocol/address.js';
@@ -153,7 +154,17 @@ export function createClient(input: ClientOptions): Client {
             ErrorCodes.PEER_TIMEOUT,
             `the device accepted but no channel came up within ${o.peerTimeoutMs} ms: neither its direct connection to port ${advertisedPort}${answer.relayOffer ? ' nor the relay' : ''}${!answer.relayOffer && answer.detail !== STATUS_TEXT[Status.OK] ? ` (server: ${answer.detail})` : ''}${failures.length ? ` (${failures.join('; ')})` : ''}`,
           ),
-      });
+      }).then(
+        (w) => {
+          // Another path won: the offer we did not (or no longer) need gives its share back now.
+          if (w.attempt.via !== 'relay') answer.relayDeferred?.release();
+          return w;
+        },
+        (err: unknown) => {
+          answer.relayDeferred?.release();
+          throw err;
+        },
+      );
       const { via, to } = won.attempt;
       const connectMs = performance.now() - t0;
       pathMemory.record(
@@ -210,8 +221,10 @@ export function createClient(input: ClientOptions): Client {
     let status: number;
     let detail: string;
     let relayOffer: RelayOfferFrame | null = null;
+    let relayPlan: number | null = null;
     const candidates: Candidate[] = [];
     let answered = false;
+    let kept = false;
     try {
       // The server's clock (its HELLO), so a client with a wrong clock still makes fresh requests.
       const serverNow = conn.serverNow();
@@ -240,9 +253,14 @@ export function createClient(input: ClientOptions): Client {
         if (conn.reused && isPeerlinkError(err, ErrorCodes.SERVER_UNREACHABLE)) throw new KeptConnectionLost(err);
         throw err;
       });
-      while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) {
+      while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES || result.type === FrameType.RELAY_PLAN) {
         if (result.type === FrameType.RELAY_OFFER) relayOffer = { requestId: result.requestId, joinToken: result.joinToken };
-        else candidates.push(...result.candidates.slice(0, CANDIDATES_MAX - candidates.length));
+        else if (result.type === FrameType.RELAY_PLAN) {
+          // Only a server we agreed relay plans with sends one (an older one never does).
+          if (tls.alpnProtocol !== RENDEZVOUS_ALPN || !relayOffer || !result.requestId.equals(relayOffer.requestId))
+            throw new PeerlinkError(ErrorCodes.PROTOCOL, 'server sent a relay plan out of turn');
+          relayPlan = result.relayInMs;
+        } else candidates.push(...result.candidates.slice(0, CANDIDATES_MAX - candidates.length));
         result = await channel.next(o.resultTimeoutMs, signal);
       }
       if (result.type !== FrameType.CONNECT_RESULT) throw new PeerlinkError(ErrorCodes.PROTOCOL, 'server answered out of turn');
@@ -250,7 +268,7 @@ export function createClient(input: ClientOptions): Client {
       detail = result.detail;
       answered = true;
     } finally {
-      if (answered) link.release(conn);
+      if (answered) kept = link.release(conn);
       else link.discard(conn);
     }
     if (status !== Status.OK) {
@@ -260,6 +278,9 @@ export function createClient(input: ClientOptions): Client {
     return {
       detail,
       relayOffer,
+      // Deferred only where the offer can be released again: over this connection, kept open.
+      relayDeferred:
+        relayOffer && relayPlan !== null && kept ? { inMs: relayPlan, release: releaseOver(conn, relayOffer.requestId) } : null,
       candidates,
       requestLocalPort,
       requestFamily: familyOf(tls.remoteAddress ?? ''),
@@ -347,9 +368,13 @@ export function createClient(input: ClientOptions): Client {
     }
     if (relayOffer) {
       const server = { host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem };
+      // Told when the device joins (its RELAY_PLAN), we join just before then, not at once: a request
+      // whose direct path wins first costs the server no relay leg (without a plan: at once, as before).
+      const deferred = answer.relayDeferred;
       attempts.push({
         via: 'relay',
         to: null,
+        ...(deferred ? { fallbackAfterMs: Math.max(0, deferred.inMs - RELAY_JOIN_LEAD_MS) } : {}),
         start: (signal) =>
           relayTunnel(server, relayOffer.requestId, relayOffer.joinToken, expected, o.peerTimeoutMs, signal).then(chosen(signal)),
       });
@@ -421,10 +446,30 @@ interface RelayOfferFrame {
   readonly joinToken: Buffer;
 }
 
+/** A relay offer the server let us join later (RELAY_PLAN) and release over our kept connection. */
+interface RelayDeferred {
+  /** When the device joins, ms after its verdict (0: at once). */
+  readonly inMs: number;
+  /** RELAY_RELEASE over the connection that got the offer, once (if it is still open). */
+  readonly release: () => void;
+}
+
+/** Send RELAY_RELEASE for `requestId` over `conn`, at most once; a connection closed meanwhile sends nothing. */
+function releaseOver(conn: { readonly tls: TLSSocket; readonly channel: { send(f: Frame): void } }, requestId: Buffer): () => void {
+  let sent = false;
+  return () => {
+    if (sent || conn.tls.destroyed || !conn.tls.writable) return;
+    sent = true;
+    conn.channel.send({ type: FrameType.RELAY_RELEASE, requestId });
+  };
+}
+
 /** The server's answer to an accepted request. */
 interface ServerAnswer {
   readonly detail: string;
   readonly relayOffer: RelayOfferFrame | null;
+  /** The offer is joined only when the device's plan says (null: at once, as with an older server or device). */
+  readonly relayDeferred: RelayDeferred | null;
   /** Our address on the request connection, and the path hints the request carried. */
   readonly localAddress: string;
   readonly hints: number;

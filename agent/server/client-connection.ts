@@ -13,6 +13,7 @@ import type { Counters } from '../common/counters.js';
 import { ErrorCodes, isPeerlinkError } from '../common/errors.js';
 import type { FrameChannel } from '../protocol/frame-channel.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
+import { RENDEZVOUS_ALPN } from '../protocol/constants.js';
 import type { BrokerCounter } from './broker-counters.js';
 import type { ClientRequests } from './client-request.js';
 
@@ -33,6 +34,8 @@ export interface ClientConnectionContext {
   /** Counts a request as in flight while it is served (not while its connection waits idle). */
   readonly track: <T>(work: Promise<T>) => Promise<T>;
   readonly draining: () => boolean;
+  /** RELAY_RELEASE on this connection (relay.ts release(): only an offer made over it). */
+  readonly releaseRelay: (requestId: Buffer, socket: TLSSocket) => void;
 }
 
 export interface ClientConnections {
@@ -53,8 +56,9 @@ export function createClientConnections(ctx: ClientConnectionContext): ClientCon
       // write: one TLS record and one segment instead of four (each cost more CPU than the
       // frame's own work). Nothing else is written to the client while its request is served.
       socket.cork();
+      const keeps = !(ctx.draining() || ctx.idleMs === 0 || served >= ctx.maxRequests);
       try {
-        await ctx.track(ctx.requests.serve(channel, socket, req));
+        await ctx.track(ctx.requests.serve(channel, socket, req, keeps));
       } catch (err) {
         socket.uncork();
         throw err;
@@ -67,8 +71,15 @@ export function createClientConnections(ctx: ClientConnectionContext): ClientCon
       socket.uncork();
       let next: Frame;
       idle.add(channel);
+      // One idle deadline, whatever comes meanwhile: a release does not extend it.
+      const idleUntil = performance.now() + ctx.idleMs;
       try {
         next = await channel.next(ctx.idleMs);
+        // A client that knows relay plans frees an offer it did not need (another path won).
+        while (next.type === FrameType.RELAY_RELEASE && socket.alpnProtocol === RENDEZVOUS_ALPN) {
+          ctx.releaseRelay(next.requestId, socket);
+          next = await channel.next(Math.max(0, idleUntil - performance.now()));
+        }
       } catch (err) {
         // Idle past the bound; or the client closed it (its own idle time is shorter), or we are stopping.
         if (isPeerlinkError(err, ErrorCodes.PEER_TIMEOUT)) ctx.counters.inc('keptClientIdleClosed');

@@ -42,6 +42,10 @@ export const RELAY_COUNTERS = [
   'expired',
   /** An offer the client left unpaired (another path won): its place is free at once. */
   'withdrawn',
+  /** An offer the client released without joining (RELAY_RELEASE: another path won): its place is free at once. */
+  'released',
+  /** A RELAY_RELEASE that named no offer made over that connection (or one the client had joined). */
+  'releaseIgnored',
   'refusedFull',
   'refusedUnknown',
   /** Offers not made: the device or the client's source holds its share already (P14). */
@@ -93,6 +97,8 @@ interface Side {
 
 interface Slot {
   readonly equipmentId: string;
+  /** The client connection the offer was made over: the only one that may release it (RELAY_RELEASE). */
+  readonly offeredOn: object | undefined;
   readonly source: string;
   readonly joinToken: Buffer;
   /** Its share (per device, per source) was given back. */
@@ -104,7 +110,14 @@ interface Slot {
 
 export interface Relay {
   /** `clientAddress`: as observed; the per-source share is keyed by sourceKey() (IPv6 by /64). */
-  offer(requestId: Buffer, equipmentId: string, clientAddress: string): RelayOffer;
+  /** `offeredOn`: the client's connection, which alone may release the offer unjoined (release()). */
+  offer(requestId: Buffer, equipmentId: string, clientAddress: string, offeredOn?: object): RelayOffer;
+  /**
+   * The client says another path won (RELAY_RELEASE) on `on`: an offer made over that connection,
+   * which its client has not joined, gives its place back now (a device waiting at it is closed).
+   * Anything else is ignored: another connection cannot release someone's offer. Returns whether it did.
+   */
+  release(requestId: Buffer, on: object): boolean;
   /**
    * A client must present the offer's token (over TLS), or prove it holds it (a plain leg: `joinToken`
    * is then a check of the token); a device has proved itself (equipmentId) already.
@@ -280,7 +293,7 @@ export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers 
       return active;
     },
     plainLegs: limits.plainLegs,
-    offer(requestId, equipmentId, clientAddress) {
+    offer(requestId, equipmentId, clientAddress, offeredOn) {
       const key = requestId.toString('hex');
       const source = sourceKey(clientAddress);
       if ((perDevice.get(equipmentId) ?? 0) >= limits.maxSessionsPerDevice) {
@@ -311,10 +324,24 @@ export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers 
       }, limits.joinTimeoutMs);
       timer.unref();
       const joinToken = randomBytes(RELAY_JOIN_TOKEN_BYTES);
-      slots.set(key, { equipmentId, source, joinToken, released: false, timer });
+      slots.set(key, { equipmentId, offeredOn, source, joinToken, released: false, timer });
       add(perDevice, equipmentId, 1);
       add(perSource, source, 1);
       return { ok: true, joinToken };
+    },
+    release(requestId, on) {
+      const key = requestId.toString('hex');
+      const slot = slots.get(key);
+      if (!slot || slot.offeredOn === undefined || slot.offeredOn !== on || slot.client) {
+        counters.inc('releaseIgnored');
+        return false;
+      }
+      timers.clearTimeout(slot.timer);
+      slots.delete(key);
+      release(slot);
+      counters.inc('released');
+      slot.device?.socket.destroy();
+      return true;
     },
     has: (requestId) => slots.has(requestId.toString('hex')),
     clientKey: (requestId) => slots.get(requestId.toString('hex'))?.joinToken,
