@@ -13,8 +13,8 @@ import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { ErrorCodes, isPeerlinkError, PeerlinkError } from '../common/errors.js';
-import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } from '../protocol/frames.js';
-import { RELAY_JOIN_LEAD_MS, RENDEZVOUS_ALPN } from '../protocol/constants.js';
+import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate } from '../protocol/frames.js';
+import { RENDEZVOUS_ALPN } from '../protocol/constants.js';
 import { deriveAccessKey, deriveRequestTagKey, NONCE_BYTES, reverseToken } from '../protocol/keys.js';
 import { deriveWakeKey, makeWake } from '../protocol/wake.js';
 import { formatEndpoint, normalizeAddress, type Endpoint } from '../protocol/address.js';
@@ -28,6 +28,7 @@ import { sealRequest } from '../protocol/request.js';
 import { Status, STATUS_ERROR, STATUS_TEXT } from '../protocol/status.js';
 import { createPeerListener, type PeerListener } from './peer-listener.js';
 import { relayTunnel } from './relay-tunnel.js';
+import { createRelayPlans, type DeferredRelay } from './relay-plan.js';
 import { createServerLink, KeptConnectionLost } from './server-link.js';
 import { mapTcpPort, type PortMapping } from '../nat/port-mapping.js';
 import { racePaths, type PathAttempt, type PathKind } from '../paths/path-race.js';
@@ -94,6 +95,8 @@ export function createClient(input: ClientOptions): Client {
   let mapping: PortMapping | null = null;
   // How the last connection to the device went, per local address: the DIRECT_FAILED_BEFORE hint.
   const pathMemory = createPathMemory();
+  // Offers joined when the device's relay plan says, released if another path wins (relay-plan.ts).
+  const relayPlans = createRelayPlans();
   const natMapping = clientMappingFor(o.probePorts, { host: o.server.host, logger: o.logger, clock: o.clock });
   // The TLS connection to the server, kept between requests (server-link.ts).
   const link = createServerLink({
@@ -158,6 +161,7 @@ export function createClient(input: ClientOptions): Client {
         (w) => {
           // Another path won: the offer we did not (or no longer) need gives its share back now.
           if (w.attempt.via !== 'relay') answer.relayDeferred?.release();
+          else answer.relayDeferred?.done();
           return w;
         },
         (err: unknown) => {
@@ -205,6 +209,8 @@ export function createClient(input: ClientOptions): Client {
     const natCheck = link.idle > 0 && !fresh ? null : natMapping?.begin(signal);
     const conn = await link.acquire(signal, fresh);
     const { tls, channel } = conn;
+    // RELAY_NOW for any of our deferred offers may come on this connection at any time (relay-plan.ts).
+    relayPlans.watch(channel);
     const requestLocalPort = tls.localPort ?? 0;
     // Our endpoint of the other family, for a device that shares only that one with us (companion.ts).
     let companionLocal: Endpoint | null = null;
@@ -279,8 +285,7 @@ export function createClient(input: ClientOptions): Client {
       detail,
       relayOffer,
       // Deferred only where the offer can be released again: over this connection, kept open.
-      relayDeferred:
-        relayOffer && relayPlan !== null && kept ? { inMs: relayPlan, release: releaseOver(conn, relayOffer.requestId) } : null,
+      relayDeferred: relayOffer && relayPlan !== null && kept ? relayPlans.defer(conn, relayOffer.requestId, relayPlan) : null,
       candidates,
       requestLocalPort,
       requestFamily: familyOf(tls.remoteAddress ?? ''),
@@ -368,15 +373,17 @@ export function createClient(input: ClientOptions): Client {
     }
     if (relayOffer) {
       const server = { host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem };
-      // Told when the device joins (its RELAY_PLAN), we join just before then, not at once: a request
-      // whose direct path wins first costs the server no relay leg (without a plan: at once, as before).
+      // Told when the device joins (its RELAY_PLAN), we join just before then (or when the server says
+      // it is waiting), not at once: a request whose direct path wins first costs the server no relay
+      // leg (relay-plan.ts). Without a plan: at once, as before.
       const deferred = answer.relayDeferred;
       attempts.push({
         via: 'relay',
         to: null,
-        ...(deferred ? { fallbackAfterMs: Math.max(0, deferred.inMs - RELAY_JOIN_LEAD_MS) } : {}),
         start: (signal) =>
-          relayTunnel(server, relayOffer.requestId, relayOffer.joinToken, expected, o.peerTimeoutMs, signal).then(chosen(signal)),
+          (deferred ? deferred.due(signal) : Promise.resolve())
+            .then(() => relayTunnel(server, relayOffer.requestId, relayOffer.joinToken, expected, o.peerTimeoutMs, signal))
+            .then(chosen(signal)),
       });
     }
     return attempts;
@@ -446,30 +453,12 @@ interface RelayOfferFrame {
   readonly joinToken: Buffer;
 }
 
-/** A relay offer the server let us join later (RELAY_PLAN) and release over our kept connection. */
-interface RelayDeferred {
-  /** When the device joins, ms after its verdict (0: at once). */
-  readonly inMs: number;
-  /** RELAY_RELEASE over the connection that got the offer, once (if it is still open). */
-  readonly release: () => void;
-}
-
-/** Send RELAY_RELEASE for `requestId` over `conn`, at most once; a connection closed meanwhile sends nothing. */
-function releaseOver(conn: { readonly tls: TLSSocket; readonly channel: { send(f: Frame): void } }, requestId: Buffer): () => void {
-  let sent = false;
-  return () => {
-    if (sent || conn.tls.destroyed || !conn.tls.writable) return;
-    sent = true;
-    conn.channel.send({ type: FrameType.RELAY_RELEASE, requestId });
-  };
-}
-
 /** The server's answer to an accepted request. */
 interface ServerAnswer {
   readonly detail: string;
   readonly relayOffer: RelayOfferFrame | null;
   /** The offer is joined only when the device's plan says (null: at once, as with an older server or device). */
-  readonly relayDeferred: RelayDeferred | null;
+  readonly relayDeferred: DeferredRelay | null;
   /** Our address on the request connection, and the path hints the request carried. */
   readonly localAddress: string;
   readonly hints: number;

@@ -35,7 +35,7 @@ export interface ClientConnectionContext {
   readonly track: <T>(work: Promise<T>) => Promise<T>;
   readonly draining: () => boolean;
   /** RELAY_RELEASE on this connection (relay.ts release(): only an offer made over it). */
-  readonly releaseRelay: (requestId: Buffer, socket: TLSSocket) => void;
+  readonly releaseRelay: (requestId: Buffer, channel: FrameChannel) => void;
 }
 
 export interface ClientConnections {
@@ -50,6 +50,10 @@ export function createClientConnections(ctx: ClientConnectionContext): ClientCon
   const idle = new Set<FrameChannel>();
 
   async function serve(channel: FrameChannel, socket: TLSSocket, first: ConnectRequest): Promise<void> {
+    // A client that knows relay plans frees an offer it did not need (another path won) whenever its
+    // race ends, also while this connection serves its next request: taken as it arrives.
+    if (socket.alpnProtocol === RENDEZVOUS_ALPN)
+      channel.divert(FrameType.RELAY_RELEASE, (f) => f.type === FrameType.RELAY_RELEASE && ctx.releaseRelay(f.requestId, channel));
     let req: ConnectRequest = first;
     for (let served = 1; ; served++) {
       // The answer's frames (relay offer, candidates, result) and the next HELLO leave in one
@@ -71,15 +75,8 @@ export function createClientConnections(ctx: ClientConnectionContext): ClientCon
       socket.uncork();
       let next: Frame;
       idle.add(channel);
-      // One idle deadline, whatever comes meanwhile: a release does not extend it.
-      const idleUntil = performance.now() + ctx.idleMs;
       try {
         next = await channel.next(ctx.idleMs);
-        // A client that knows relay plans frees an offer it did not need (another path won).
-        while (next.type === FrameType.RELAY_RELEASE && socket.alpnProtocol === RENDEZVOUS_ALPN) {
-          ctx.releaseRelay(next.requestId, socket);
-          next = await channel.next(Math.max(0, idleUntil - performance.now()));
-        }
       } catch (err) {
         // Idle past the bound; or the client closed it (its own idle time is shorter), or we are stopping.
         if (isPeerlinkError(err, ErrorCodes.PEER_TIMEOUT)) ctx.counters.inc('keptClientIdleClosed');

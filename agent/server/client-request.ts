@@ -271,7 +271,7 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
       // and releases the offer over this connection when another path won first: so only a
       // connection that stays open after the answer gets the plan (RENDEZVOUS_ALPN).
       const plan = verdict.relayInMs !== undefined && r.kept && r.socket.alpnProtocol === RENDEZVOUS_ALPN ? verdict.relayInMs : undefined;
-      const offer = ctx.relay.offer(r.requestId, r.req.equipmentId, r.clientEndpoint.address, plan === undefined ? undefined : r.socket);
+      const offer = ctx.relay.offer(r.requestId, r.req.equipmentId, r.clientEndpoint.address, plan === undefined ? undefined : r.client);
       if (offer.ok) {
         ctx.relayBridge?.offered(r.hex);
         // The token goes to the client only, over this connection; the NOTIFY never carries it.

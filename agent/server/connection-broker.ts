@@ -211,7 +211,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     maxRequests: CLIENT_CONNECTION_MAX_REQUESTS,
     track,
     draining: () => draining,
-    releaseRelay: (requestId, socket) => void options.relay.release(requestId, socket),
+    releaseRelay: (requestId, channel) => void options.relay.release(requestId, channel),
   });
 
   async function onSecure(socket: TLSSocket): Promise<void> {

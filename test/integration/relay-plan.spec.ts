@@ -4,12 +4,14 @@
  * first makes no relay leg at the server, and its client releases the offer over its own request
  * connection (RELAY_RELEASE), so the device's relay share is free at once, not at the join deadline.
  * - direct wins: no client join at the server, the offer released, the share free for the next request;
- * - relayed: the client joins when the device does, the session pairs and carries bytes;
+ * - relayed: the client joins when the device does (told RELAY_NOW when the device comes sooner than
+ *   its plan said), the session pairs and carries bytes;
  * - a stranger cannot release the offer: not as a first frame, not on a connection of its own;
  * - a client that offers no ALPN (an older one) gets no plan and joins as before.
  */
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
+import { PassThrough } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { connect, type Tunnel } from '../../agent/client/client.js';
 import { createAgent } from '../../agent/device/agent.js';
@@ -109,12 +111,14 @@ test('a request whose direct path wins makes no relay join at the server, and it
   t.is(sample(m, /^peerlink_relay_sessions_total\{outcome="released"/), 3);
 });
 
-test('a relayed request still connects: the client joins when the device said it would, and the session carries bytes', async (t) => {
-  const { server, open } = await flow(t, { joinTimeoutMs: LONG_MS }, { directDialOnly: true });
+test('a relayed request still connects: the device, its dial refused, joins before its plan said, and the server tells the client to join now', async (t) => {
+  // A device that would join only after 60 s, unless every direct attempt fails sooner.
+  const { server, open } = await flow(t, { joinTimeoutMs: LONG_MS }, { directDialOnly: true, dialExtra: 'relay_after_ms = 60000' });
   // The advertised port is closed: the device's dial is refused, only the relay is left.
   const tunnel = await open(await freePort());
   t.true(tunnel.path.startsWith('relayed via server'), tunnel.path);
   t.true(await echoes(tunnel, 'through the relay'));
+  t.is(server.relay.counters.get('toldNow'), 1, 'the client was not told that the device waits at the relay');
   t.is(server.broker.counters.get('relayClientJoins'), 1);
   t.is(server.relay.counters.get('paired'), 1);
   t.is(server.relay.counters.get('released'), 0, 'a relayed request released its own offer');
@@ -151,7 +155,7 @@ test("a stranger cannot release someone else's relay offer: not as a first frame
   const port = s.tlsAddress().port;
   const requestId = randomBytes(16);
   // The offer as the server makes it for a client that knows plans: bound to that client's connection.
-  const clientsConnection = {};
+  const clientsConnection = new FrameChannel(new PassThrough());
   t.true(s.relay.offer(requestId, 'TV-1', LOOPBACK, clientsConnection).ok);
 
   // The request ID is in the clear in the NOTIFY: a stranger sends it as its first frame ...
