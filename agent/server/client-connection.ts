@@ -52,10 +52,17 @@ export function createClientConnections(ctx: ClientConnectionContext): ClientCon
   async function serve(channel: FrameChannel, socket: TLSSocket, first: ConnectRequest): Promise<void> {
     // A client that knows relay plans frees an offer it did not need (another path won) whenever its
     // race ends, also while this connection serves its next request: taken as it arrives.
+    // At most one release per request served here (each got at most one offer): a client that sends
+    // more is not one, and its connection is closed (releases skip the frame queue and its bound).
+    let served = 1;
+    let releases = 0;
     if (socket.alpnProtocol === RENDEZVOUS_ALPN)
-      channel.divert(FrameType.RELAY_RELEASE, (f) => f.type === FrameType.RELAY_RELEASE && ctx.releaseRelay(f.requestId, channel));
+      channel.divert(FrameType.RELAY_RELEASE, (f) => {
+        if (++releases > served) return void socket.destroy();
+        if (f.type === FrameType.RELAY_RELEASE) ctx.releaseRelay(f.requestId, channel);
+      });
     let req: ConnectRequest = first;
-    for (let served = 1; ; served++) {
+    for (; ; served++) {
       // The answer's frames (relay offer, candidates, result) and the next HELLO leave in one
       // write: one TLS record and one segment instead of four (each cost more CPU than the
       // frame's own work). Nothing else is written to the client while its request is served.

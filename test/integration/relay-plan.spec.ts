@@ -149,7 +149,7 @@ async function keptConnection(t: Cleanup, port: number, caPem: string): Promise<
   return { tls, channel };
 }
 
-test("a stranger cannot release someone else's relay offer: not as a first frame, not over a connection of its own", async (t) => {
+test("a stranger cannot release someone else's relay offer: not as a first frame, not over a connection of its own (nor flood releases)", async (t) => {
   const pki = createServerPki();
   const s = await startServer(t, pki, { relay: { maxSessionsPerDevice: 1, joinTimeoutMs: LONG_MS } });
   const port = s.tlsAddress().port;
@@ -169,6 +169,13 @@ test("a stranger cannot release someone else's relay offer: not as a first frame
   t.true(s.relay.has(requestId), 'the offer was released by a stranger');
   t.like(s.relay.offer(randomBytes(16), 'TV-1', LOOPBACK), { ok: false, reason: 'per_device' }, 'the share is still held');
   t.false(own.tls.destroyed, 'a release is a valid frame between requests');
+  // One release per request served on a connection (each got at most one offer): more is not a client.
+  own.channel.send({ type: FrameType.RELAY_RELEASE, requestId });
+  await waitUntil(
+    () => own.tls.destroyed || own.tls.readableEnded,
+    'the server to close a connection that releases more than it was offered',
+  );
+  t.is(s.relay.counters.get('releaseIgnored'), 1);
 
   // The client's own release, over the connection the offer was made on, frees it.
   t.true(s.relay.release(requestId, clientsConnection));
