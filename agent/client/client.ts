@@ -14,6 +14,7 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { ErrorCodes, isPeerlinkError, PeerlinkError } from '../common/errors.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate } from '../protocol/frames.js';
+import { RENDEZVOUS_ALPN } from '../protocol/constants.js';
 import { deriveAccessKey, deriveRequestTagKey, NONCE_BYTES, reverseToken } from '../protocol/keys.js';
 import { deriveWakeKey, makeWake } from '../protocol/wake.js';
 import { formatEndpoint, normalizeAddress, type Endpoint } from '../protocol/address.js';
@@ -27,6 +28,7 @@ import { sealRequest } from '../protocol/request.js';
 import { Status, STATUS_ERROR, STATUS_TEXT } from '../protocol/status.js';
 import { createPeerListener, type PeerListener } from './peer-listener.js';
 import { relayTunnel } from './relay-tunnel.js';
+import { createRelayPlans, type DeferredRelay } from './relay-plan.js';
 import { createServerLink, KeptConnectionLost } from './server-link.js';
 import { mapTcpPort, type PortMapping } from '../nat/port-mapping.js';
 import { racePaths, type PathAttempt, type PathKind } from '../paths/path-race.js';
@@ -99,6 +101,8 @@ export function createClient(input: ClientOptions): Client {
   let mapping: PortMapping | null = null;
   // How the last connection to the device went, per local address: the DIRECT_FAILED_BEFORE hint.
   const pathMemory = createPathMemory();
+  // Offers joined when the device's relay plan says, released if another path wins (relay-plan.ts).
+  const relayPlans = createRelayPlans();
   const natMapping = clientMappingFor(o.probePorts, { host: o.server.host, logger: o.logger, clock: o.clock });
   // The TLS connection to the server, kept between requests (server-link.ts).
   const link = createServerLink({
@@ -159,7 +163,18 @@ export function createClient(input: ClientOptions): Client {
             ErrorCodes.PEER_TIMEOUT,
             `the device accepted but no channel came up within ${o.peerTimeoutMs} ms: neither its direct connection to port ${advertisedPort}${answer.relayOffer ? ' nor the relay' : ''}${!answer.relayOffer && answer.detail !== STATUS_TEXT[Status.OK] ? ` (server: ${answer.detail})` : ''}${failures.length ? ` (${failures.join('; ')})` : ''}`,
           ),
-      });
+      }).then(
+        (w) => {
+          // Another path won: the offer we did not (or no longer) need gives its share back now.
+          if (w.attempt.via !== 'relay') answer.relayDeferred?.release();
+          else answer.relayDeferred?.done();
+          return w;
+        },
+        (err: unknown) => {
+          answer.relayDeferred?.release();
+          throw err;
+        },
+      );
       const { via, to } = won.attempt;
       const connectMs = performance.now() - t0;
       pathMemory.record(
@@ -200,6 +215,8 @@ export function createClient(input: ClientOptions): Client {
     const natCheck = link.idle > 0 && !fresh ? null : natMapping?.begin(signal);
     const conn = await link.acquire(signal, fresh);
     const { tls, channel } = conn;
+    // RELAY_NOW for any of our deferred offers may come on this connection at any time (relay-plan.ts).
+    relayPlans.watch(channel);
     const requestLocalPort = tls.localPort ?? 0;
     // Our endpoint of the other family, for a device that shares only that one with us (companion.ts).
     let companionLocal: Endpoint | null = null;
@@ -216,8 +233,10 @@ export function createClient(input: ClientOptions): Client {
     let status: number;
     let detail: string;
     let relayOffer: RelayOfferFrame | null = null;
+    let relayPlan: number | null = null;
     const candidates: Candidate[] = [];
     let answered = false;
+    let kept = false;
     try {
       // The server's clock (its HELLO), so a client with a wrong clock still makes fresh requests.
       const serverNow = conn.serverNow();
@@ -246,9 +265,14 @@ export function createClient(input: ClientOptions): Client {
         if (conn.reused && isPeerlinkError(err, ErrorCodes.SERVER_UNREACHABLE)) throw new KeptConnectionLost(err);
         throw err;
       });
-      while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) {
+      while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES || result.type === FrameType.RELAY_PLAN) {
         if (result.type === FrameType.RELAY_OFFER) relayOffer = { requestId: result.requestId, joinToken: result.joinToken };
-        else candidates.push(...result.candidates.slice(0, CANDIDATES_MAX - candidates.length));
+        else if (result.type === FrameType.RELAY_PLAN) {
+          // Only a server we agreed relay plans with sends one (an older one never does).
+          if (tls.alpnProtocol !== RENDEZVOUS_ALPN || !relayOffer || !result.requestId.equals(relayOffer.requestId))
+            throw new PeerlinkError(ErrorCodes.PROTOCOL, 'server sent a relay plan out of turn');
+          relayPlan = result.relayInMs;
+        } else candidates.push(...result.candidates.slice(0, CANDIDATES_MAX - candidates.length));
         result = await channel.next(o.resultTimeoutMs, signal);
       }
       if (result.type !== FrameType.CONNECT_RESULT) throw new PeerlinkError(ErrorCodes.PROTOCOL, 'server answered out of turn');
@@ -256,7 +280,7 @@ export function createClient(input: ClientOptions): Client {
       detail = result.detail;
       answered = true;
     } finally {
-      if (answered) link.release(conn);
+      if (answered) kept = link.release(conn);
       else link.discard(conn);
     }
     if (status !== Status.OK) {
@@ -266,6 +290,8 @@ export function createClient(input: ClientOptions): Client {
     return {
       detail,
       relayOffer,
+      // Deferred only where the offer can be released again: over this connection, kept open.
+      relayDeferred: relayOffer && relayPlan !== null && kept ? relayPlans.defer(conn, relayOffer.requestId, relayPlan) : null,
       candidates,
       requestLocalPort,
       requestFamily: familyOf(tls.remoteAddress ?? ''),
@@ -353,11 +379,17 @@ export function createClient(input: ClientOptions): Client {
     }
     if (relayOffer) {
       const server = { host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem };
+      // Told when the device joins (its RELAY_PLAN), we join just before then (or when the server says
+      // it is waiting), not at once: a request whose direct path wins first costs the server no relay
+      // leg (relay-plan.ts). Without a plan: at once, as before.
+      const deferred = answer.relayDeferred;
       attempts.push({
         via: 'relay',
         to: null,
         start: (signal) =>
-          relayTunnel(server, relayOffer.requestId, relayOffer.joinToken, expected, o.peerTimeoutMs, signal).then(chosen(signal)),
+          (deferred ? deferred.due(signal) : Promise.resolve())
+            .then(() => relayTunnel(server, relayOffer.requestId, relayOffer.joinToken, expected, o.peerTimeoutMs, signal))
+            .then(chosen(signal)),
       });
     }
     return attempts;
@@ -432,6 +464,8 @@ interface RelayOfferFrame {
 interface ServerAnswer {
   readonly detail: string;
   readonly relayOffer: RelayOfferFrame | null;
+  /** The offer is joined only when the device's plan says (null: at once, as with an older server or device). */
+  readonly relayDeferred: DeferredRelay | null;
   /** Our address on the request connection, and the path hints the request carried. */
   readonly localAddress: string;
   readonly hints: number;

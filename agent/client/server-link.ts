@@ -56,8 +56,8 @@ export interface LinkConnection {
 export interface ServerLink {
   /** An idle kept connection, or (none, or `fresh`) a new one once its HELLO came. */
   acquire(signal: AbortSignal | undefined, fresh: boolean): Promise<LinkConnection>;
-  /** The request on it has its answer: keep it for the next one if the server offers that, else close it. */
-  release(c: LinkConnection): void;
+  /** The request on it has its answer: keep it for the next one if the server offers that, else close it; whether kept. */
+  release(c: LinkConnection): boolean;
   /** Close it (its request failed). */
   discard(c: LinkConnection): void;
   /** Close the idle connections (the client stops). */
@@ -144,7 +144,8 @@ export function createServerLink(o: ServerLinkOptions): ServerLink {
     release(lc) {
       const c = lc as Conn;
       if (o.keepMs === 0 || c.generation !== generation || idle.length >= SERVER_KEEP_MAX_IDLE || c.tls.destroyed) {
-        return close(c);
+        close(c);
+        return false;
       }
       // The server's HELLO follows its answer at once if it keeps the connection (the channel
       // queues it; its time counts from now); an older server closes it instead. Either is seen
@@ -154,6 +155,7 @@ export function createServerLink(o: ServerLinkOptions): ServerLink {
       c.timer = setTimeout(() => close(c), o.keepMs);
       c.timer.unref();
       idle.push(c);
+      return true;
     },
     discard(lc) {
       const c = lc as Conn;

@@ -15,6 +15,7 @@ import { announceChosen } from '../protocol/tunnel-choice.js';
 import { formatEndpoint, normalizeAddress } from '../protocol/address.js';
 import { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate, type Frame } from '../protocol/frames.js';
+import { RENDEZVOUS_ALPN } from '../protocol/constants.js';
 import { ATTACH_EXPORTER_LABEL, attachProof, equalBytes, KEY_BYTES, reverseToken } from '../protocol/keys.js';
 import { Status } from '../protocol/status.js';
 import type { DeviceIdentity } from '../protocol/identity-file.js';
@@ -117,10 +118,30 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       verdict.status === Status.OK && ctx.reverse ? deviceLanOffer(told, attachLocalAddress, ctx.reverse.listener.port()) : [];
     // The server reads our companion when the verdict comes: give it a moment to arrive first.
     const companionLocal = verdict.status === Status.OK ? await settledWithin(companion, COMPANION_WAIT_MS) : null;
-    const answered = answer(requestId, ctx, { tls, channel }, verdict.status, lanOffer);
-    const listen = answered.listen;
-    kept = answered.kept;
     const { decision, owner } = verdict;
+    const accepted = verdict.status === Status.OK && decision.status === Status.OK;
+    const listen = accepted ? (ctx.reverse?.endpoints() ?? []) : [];
+    // The client's LAN address, only under the rules of lan-candidate.ts (P3b).
+    const lan =
+      decision.status === Status.OK && accepted ? lanDialTarget(told, decision.request, attachLocalAddress) : { dial: null, reason: null };
+    // Where both sides' knowledge rules every direct path out, the relay need not wait (relay-hint.ts).
+    // "Where you see me from" (0.0.0.0) reaches us only when the server sees our own address (public).
+    const observed = told.find((c) => c.kind === CandidateKind.OBSERVED)?.endpoint;
+    const isPublic = observed !== undefined && sameAddress(observed.address, attachLocalAddress ?? '');
+    const atOnce =
+      decision.status === Status.OK && accepted
+        ? relayAtOnceReason({
+            hints: decision.request.hints ?? 0,
+            deviceListens: listen.some((e) => !isUnspecified(e.address) || isPublic),
+            lanDial: lan.dial !== null,
+            deviceMapping: ctx.natMapping?.() ?? 'unknown',
+          })
+        : null;
+    const relayAfterMs = atOnce ? 0 : ctx.relayAfterMs;
+    // A server that knows relay plans passes ours on, and the client joins the relay only then (RENDEZVOUS_ALPN).
+    const plan = accepted && tls.alpnProtocol === RENDEZVOUS_ALPN ? relayAfterMs : null;
+    const answered = answer(requestId, ctx, { tls, channel }, verdict.status, lanOffer, listen, plan);
+    kept = answered.kept;
     const session = decision.status === Status.OK && decision.target === null;
     if (decision.status !== Status.OK || verdict.status !== Status.OK || (!service && !owner && !session)) {
       return { status: verdict.status, bytesToClient: 0, bytesFromClient: 0 };
@@ -135,8 +156,6 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       ctx.holePunch ? (ctx.dialPolicy ?? null) : undefined,
     );
     const other = punches.find((p) => familyOf(p.remote.address) !== familyOf(decision.dial.address)) ?? null;
-    // The client's LAN address, only under the rules of lan-candidate.ts (P3b).
-    const lan = lanDialTarget(told, decision.request, attachLocalAddress);
     if (lan.dial === null && lan.reason) log.info({ reason: lan.reason }, 'LAN candidate not dialled');
     log.info(
       {
@@ -156,19 +175,9 @@ export async function runRequestSession(requestId: Buffer, ctx: SessionContext):
       equipmentId: ctx.identity.equipmentId,
       service: decision.request.service,
     };
-    // Where both sides' knowledge rules every direct path out, the relay need not wait (relay-hint.ts).
-    // "Where you see me from" (0.0.0.0) reaches us only when the server sees our own address (public).
-    const observed = told.find((c) => c.kind === CandidateKind.OBSERVED)?.endpoint;
-    const isPublic = observed !== undefined && sameAddress(observed.address, attachLocalAddress ?? '');
-    const atOnce = relayAtOnceReason({
-      hints: decision.request.hints ?? 0,
-      deviceListens: listen.some((e) => !isUnspecified(e.address) || isPublic),
-      lanDial: lan.dial !== null,
-      deviceMapping: ctx.natMapping?.() ?? 'unknown',
-    });
     if (atOnce) log.info({ reason: atOnce }, 'no direct path can come: meeting the client at the relay at once');
     const won = await raceDevicePaths(requestId, ctx, {
-      relayAfterMs: atOnce ? 0 : ctx.relayAfterMs,
+      relayAfterMs,
       channelOptions,
       punch: punches,
       otherDial: other ? { address: other.remote.address, port: decision.dial.port } : null,
@@ -267,8 +276,8 @@ async function decide(
 }
 
 /**
- * The verdict to the server (with our LAN and LISTEN candidates when we accept); returns the LISTEN
- * ones, and whether the connection is kept for the next request (else it is closed).
+ * The verdict to the server (with our LAN and LISTEN candidates and our relay plan when we accept);
+ * returns whether the connection is kept for the next request (else it is closed).
  */
 function answer(
   requestId: Buffer,
@@ -276,10 +285,11 @@ function answer(
   conn: ServerConnection,
   status: number,
   lanOffer: readonly Candidate[],
-): { listen: readonly Endpoint[]; kept: boolean } {
+  listen: readonly Endpoint[],
+  /** When we join the relay (ms after this verdict), for a server that passes it on; null: not sent. */
+  relayInMs: number | null,
+): { kept: boolean } {
   const { channel } = conn;
-  const reverse = status === Status.OK ? ctx.reverse : undefined;
-  const listen = reverse?.endpoints() ?? [];
   const keep = ctx.keep && !conn.tls.destroyed ? ctx.keep : null;
   // The candidates, the verdict and DEVICE_IDLE in one TLS record and one write (uncork writes them as one).
   conn.tls.cork();
@@ -288,6 +298,7 @@ function answer(
       const candidates = [...lanOffer, ...listen.map((endpoint) => ({ kind: CandidateKind.LISTEN, endpoint }))];
       channel.send({ type: FrameType.CANDIDATES, candidates: candidates.slice(0, CANDIDATES_MAX) });
     }
+    if (relayInMs !== null) channel.send({ type: FrameType.RELAY_PLAN, requestId, relayInMs });
     channel.send({ type: FrameType.DEVICE_VERDICT, requestId, status: status as typeof Status.OK });
     if (keep) channel.send({ type: FrameType.DEVICE_IDLE, idleMs: keep.idleMs });
   } finally {
@@ -295,10 +306,10 @@ function answer(
   }
   if (keep) {
     keep.keep(conn);
-    return { listen, kept: true };
+    return { kept: true };
   }
   channel.close();
-  return { listen, kept: false };
+  return { kept: false };
 }
 
 /** S209: tell the client which channel we keep, then join it to the local service until either ends. */

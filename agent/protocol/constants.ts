@@ -60,6 +60,12 @@ export const REQUEST_ID_BYTES = 16;
 export const RELAY_JOIN_TOKEN_BYTES = 16;
 /** Each side's nonce in a plain relay leg's join (frames.ts RELAY_LEG_*). */
 export const RELAY_LEG_NONCE_BYTES = 16;
+/**
+ * The ALPN name of the rendezvous protocol with relay plans (issue 15): offered by clients and
+ * devices, selected by a server that knows RELAY_PLAN and RELAY_RELEASE. Either side sends those
+ * frames only on a connection where it was agreed; without it (an older peer) nothing changes.
+ */
+export const RENDEZVOUS_ALPN = 'peerlink/1+relay-plan';
 
 // --- Timing defaults ---
 export const REGISTER_INTERVAL_MS = 25_000;
@@ -97,6 +103,12 @@ export const TUNNEL_CHOSEN_BYTE = 0x01;
 export const TUNNEL_KEEPALIVE_MS = 30_000;
 /** The device starts the relay this long after the verdict while its direct attempts go on. */
 export const RELAY_AFTER_MS = 1_500;
+/**
+ * A client told when the device joins the relay (RELAY_PLAN) starts its own join this much sooner:
+ * the plan reaches it a one-way trip after the device's clock started, and its leg should be
+ * waiting when the device's arrives. A direct path that wins within this margin costs one join.
+ */
+export const RELAY_JOIN_LEAD_MS = 200;
 /** A reverse connection must name its request (the token) within this time. */
 export const REVERSE_TOKEN_TIMEOUT_MS = 5_000;
 /**

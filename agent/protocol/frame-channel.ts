@@ -24,6 +24,8 @@ export class FrameChannel {
   /** Why no more frames come: an error, or (a close) how to build one, built only when someone asks. */
   private failure: Error | (() => Error) | null = null;
   private waiter: { resolve: (f: Frame) => void; reject: (e: Error) => void } | null = null;
+  /** Frames of these types go to their handler when they arrive, whoever waits (divert()). */
+  private readonly diverted = new Map<number, (f: Frame) => void>();
 
   private readonly onData = (chunk: Buffer): void => {
     if (this.failure) return;
@@ -62,6 +64,8 @@ export class FrameChannel {
   }
 
   private deliver(f: Frame): void {
+    const divert = this.diverted.get(f.type);
+    if (divert) return divert(f);
     if (this.waiter) {
       const w = this.waiter;
       this.waiter = null;
@@ -95,6 +99,14 @@ export class FrameChannel {
     this.socket.pause();
     const rest = this.decoder.takeRest();
     if (rest.length > 0) this.socket.unshift(rest);
+  }
+
+  /**
+   * Frames of `type` go to `handler` as they arrive, never to next(): ones that may come at any time
+   * on a connection that carries other exchanges (RELAY_RELEASE, RELAY_NOW). Set again: replaced.
+   */
+  divert(type: number, handler: (f: Frame) => void): void {
+    this.diverted.set(type, handler);
   }
 
   send(frame: Frame): void {

@@ -30,6 +30,15 @@
  *   RELAY_PAIRED        server -> both    (empty); from here on the connection carries the peer's bytes:
  *                                         the end-to-end TLS-PSK channel, which the relay cannot read
  *
+ * Relay plans (issue 15), only on a connection whose ALPN is RENDEZVOUS_ALPN (constants.ts):
+ *   RELAY_PLAN          device -> server  request id (16) | relay in ms (u32): just before its ok DEVICE_VERDICT,
+ *                                         when it will join the relay (0: at once)
+ *                       server -> client  the same, just after RELAY_OFFER: join then, not before
+ *   RELAY_RELEASE       client -> server  request id (16), on the connection that got the offer, at any
+ *                                         time after its answer: another path won, the offer's share is free
+ *   RELAY_NOW           server -> client  request id (16), on that connection: the device joined the relay
+ *                                         before the client (sooner than its plan said): join now
+ *
  * The relay without TLS to the server (issue 15, "plain legs"): on a plain TCP connection to the TLS
  * port (its first byte is this version byte, never TLS's 0x16), both sides prove a key they share:
  * the join token (client) or K_reg (device); keys.ts relayLegProof.
@@ -94,6 +103,9 @@ export const FrameType = {
   RELAY_LEG_HELLO: 0x33,
   RELAY_LEG_CHALLENGE: 0x34,
   RELAY_LEG_JOIN: 0x35,
+  RELAY_PLAN: 0x36,
+  RELAY_RELEASE: 0x37,
+  RELAY_NOW: 0x38,
 } as const;
 
 /** Who joins a plain relay leg (RELAY_LEG_HELLO). */
@@ -146,6 +158,9 @@ export type Frame =
   | { readonly type: typeof FrameType.DEVICE_IDLE; readonly idleMs: number }
   | { readonly type: typeof FrameType.DEVICE_WAKE; readonly requestId: Buffer; readonly serverTimeMs: number; readonly wake: Wake }
   | { readonly type: typeof FrameType.RELAY_OFFER; readonly requestId: Buffer; readonly joinToken: Buffer }
+  | { readonly type: typeof FrameType.RELAY_PLAN; readonly requestId: Buffer; readonly relayInMs: number }
+  | { readonly type: typeof FrameType.RELAY_RELEASE; readonly requestId: Buffer }
+  | { readonly type: typeof FrameType.RELAY_NOW; readonly requestId: Buffer }
   | { readonly type: typeof FrameType.RELAY_JOIN_CLIENT; readonly requestId: Buffer; readonly joinToken: Buffer }
   | {
       readonly type: typeof FrameType.RELAY_JOIN_DEVICE;
@@ -226,6 +241,13 @@ export function encodeFrame(f: Frame): Buffer {
     case FrameType.RELAY_OFFER:
     case FrameType.RELAY_JOIN_CLIENT:
       w.bytes(f.requestId).bytes(f.joinToken);
+      break;
+    case FrameType.RELAY_PLAN:
+      w.bytes(f.requestId).u32(f.relayInMs);
+      break;
+    case FrameType.RELAY_RELEASE:
+    case FrameType.RELAY_NOW:
+      w.bytes(f.requestId);
       break;
     case FrameType.RELAY_PAIRED:
       break;
@@ -312,6 +334,13 @@ export function decodeFramePayload(type: number, payload: Uint8Array): Frame {
     case FrameType.RELAY_OFFER:
     case FrameType.RELAY_JOIN_CLIENT:
       f = { type, requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'), joinToken: r.bytes(RELAY_JOIN_TOKEN_BYTES, 'joinToken') };
+      break;
+    case FrameType.RELAY_PLAN:
+      f = { type, requestId: r.bytes(REQUEST_ID_BYTES, 'requestId'), relayInMs: r.u32('relayInMs') };
+      break;
+    case FrameType.RELAY_RELEASE:
+    case FrameType.RELAY_NOW:
+      f = { type, requestId: r.bytes(REQUEST_ID_BYTES, 'requestId') };
       break;
     case FrameType.RELAY_PAIRED:
       f = { type };

@@ -8,7 +8,7 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { connect as tlsConnect, createSecureContext, type ConnectionOptions, type SecureContext, type TLSSocket } from 'node:tls';
 import { abortError, ErrorCodes, PeerlinkError } from '../common/errors.js';
-import { TLS_HANDSHAKE_TIMEOUT_MS } from '../protocol/constants.js';
+import { RENDEZVOUS_ALPN, TLS_HANDSHAKE_TIMEOUT_MS } from '../protocol/constants.js';
 import { anyAddressFor } from '../nat/tcp-punch.js';
 
 export interface ServerTlsOptions {
@@ -154,6 +154,8 @@ function connectOnce(o: ServerTlsOptions): Promise<TLSSocket> {
       // The CA and minimum version (TLS 1.2) live in the shared context.
       secureContext: contextFor(o.caPem),
       rejectUnauthorized: true,
+      // Relay plans (RELAY_PLAN, RELAY_RELEASE) only where the server selects this; an older one ignores it.
+      ALPNProtocols: [RENDEZVOUS_ALPN],
       ...(o.localAddress ? { localAddress: o.localAddress } : o.bindLocal ? { localAddress: anyAddressFor(o.host) } : {}),
     };
     const key = o.resume === false ? null : sessionKey(o);

@@ -28,6 +28,11 @@ export const BROKER_COUNTERS = [
   /** Plain relay legs (relay-leg.ts, issue 15) that proved their key, and those refused. */
   'relayLegs',
   'relayLegsRefused',
+  /**
+   * Relay joins a client started (a plain leg's HELLO, or RELAY_JOIN_CLIENT over TLS), whatever came
+   * of them: with relay plans, none for a request whose direct path wins before the device's join.
+   */
+  'relayClientJoins',
   /** TLS handshakes on the listener: full, or resumed from a ticket (server-tls.ts on the other end). */
   'tlsFull',
   'tlsResumed',

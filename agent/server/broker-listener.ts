@@ -10,7 +10,7 @@ import { createServer as createNetServer, type Server as NetServer, type Socket 
 import { createServer, type Server, type TLSSocket, type TlsOptions } from 'node:tls';
 import { endThenDestroy, listenOn } from '../common/listen.js';
 import type { Counters } from '../common/counters.js';
-import { PROTOCOL_VERSION } from '../protocol/constants.js';
+import { PROTOCOL_VERSION, RENDEZVOUS_ALPN } from '../protocol/constants.js';
 import type { BrokerCounter } from './broker-counters.js';
 import type { ConnectionTracker } from './connection-tracker.js';
 import { SERVER_TLS_CIPHERS } from './tls-ciphers.js';
@@ -64,6 +64,8 @@ export async function listenBroker(o: BrokerListenerOptions): Promise<BrokerList
     // Frames are small request/answer exchanges: Nagle would hold one behind the peer's delayed ACK.
     noDelay: true,
     handshakeTimeout: o.handshakeTimeoutMs,
+    // Clients and devices that know relay plans say so (constants.ts RENDEZVOUS_ALPN); older ones offer no ALPN.
+    ALPNProtocols: [RENDEZVOUS_ALPN],
   });
   let tickets: TicketKeyRotation | null = rotateTicketKeys(tls, ticketSecretFromKey(o.keyPem));
   tls.on('secureConnection', (sock: TLSSocket) => o.onSecure(sock));

@@ -13,6 +13,7 @@ import type { Counters } from '../common/counters.js';
 import { ErrorCodes, isPeerlinkError } from '../common/errors.js';
 import type { FrameChannel } from '../protocol/frame-channel.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
+import { RENDEZVOUS_ALPN } from '../protocol/constants.js';
 import type { BrokerCounter } from './broker-counters.js';
 import type { ClientRequests } from './client-request.js';
 
@@ -33,6 +34,8 @@ export interface ClientConnectionContext {
   /** Counts a request as in flight while it is served (not while its connection waits idle). */
   readonly track: <T>(work: Promise<T>) => Promise<T>;
   readonly draining: () => boolean;
+  /** RELAY_RELEASE on this connection (relay.ts release(): only an offer made over it). */
+  readonly releaseRelay: (requestId: Buffer, channel: FrameChannel) => void;
 }
 
 export interface ClientConnections {
@@ -47,14 +50,26 @@ export function createClientConnections(ctx: ClientConnectionContext): ClientCon
   const idle = new Set<FrameChannel>();
 
   async function serve(channel: FrameChannel, socket: TLSSocket, first: ConnectRequest): Promise<void> {
+    // A client that knows relay plans frees an offer it did not need (another path won) whenever its
+    // race ends, also while this connection serves its next request: taken as it arrives.
+    // At most one release per request served here (each got at most one offer): a client that sends
+    // more is not one, and its connection is closed (releases skip the frame queue and its bound).
+    let served = 1;
+    let releases = 0;
+    if (socket.alpnProtocol === RENDEZVOUS_ALPN)
+      channel.divert(FrameType.RELAY_RELEASE, (f) => {
+        if (++releases > served) return void socket.destroy();
+        if (f.type === FrameType.RELAY_RELEASE) ctx.releaseRelay(f.requestId, channel);
+      });
     let req: ConnectRequest = first;
-    for (let served = 1; ; served++) {
+    for (; ; served++) {
       // The answer's frames (relay offer, candidates, result) and the next HELLO leave in one
       // write: one TLS record and one segment instead of four (each cost more CPU than the
       // frame's own work). Nothing else is written to the client while its request is served.
       socket.cork();
+      const keeps = !(ctx.draining() || ctx.idleMs === 0 || served >= ctx.maxRequests);
       try {
-        await ctx.track(ctx.requests.serve(channel, socket, req));
+        await ctx.track(ctx.requests.serve(channel, socket, req, keeps));
       } catch (err) {
         socket.uncork();
         throw err;

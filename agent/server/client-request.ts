@@ -13,6 +13,7 @@ import { formatEndpoint, normalizeAddress, type Endpoint } from '../protocol/add
 import type { FrameChannel } from '../protocol/frame-channel.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Frame } from '../protocol/frames.js';
 import { Status, STATUS_TEXT, type StatusValue } from '../protocol/status.js';
+import { RENDEZVOUS_ALPN } from '../protocol/constants.js';
 import { RefuseReason } from '../protocol/udp-packets.js';
 import type { BrokerCounter } from './broker-counters.js';
 import type { Verdict } from './device-exchange.js';
@@ -52,8 +53,11 @@ export interface ClientRequestContext extends Omit<DeviceWaitContext, 'waitingFo
 }
 
 export interface ClientRequests {
-  /** One request, answered when it resolves (or its client is gone); the caller closes the connection. */
-  serve(client: FrameChannel, socket: TLSSocket, req: ConnectRequest): Promise<void>;
+  /**
+   * One request, answered when it resolves (or its client is gone); the caller closes the connection.
+   * `kept`: the connection stays open after the answer (its client may release a relay offer on it).
+   */
+  serve(client: FrameChannel, socket: TLSSocket, req: ConnectRequest, kept: boolean): Promise<void>;
   /** Answer every request still waiting for its device (the server is shutting down); how many there were. */
   answerWaiting(): number;
 }
@@ -66,6 +70,8 @@ interface InProgress {
   readonly requestId: Buffer;
   readonly hex: string;
   readonly clientEndpoint: Endpoint;
+  /** The connection stays open after the answer (client-connection.ts). */
+  readonly kept: boolean;
   readonly log: Logger;
   readonly done: (status: StatusValue, detail?: string) => void;
 }
@@ -75,20 +81,20 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
   /** Requests still waiting for their device when the grace period ends get an answer, not just a FIN. */
   const waitingForDevice = new Set<() => void>();
 
-  async function serve(client: FrameChannel, socket: TLSSocket, req: ConnectRequest): Promise<void> {
+  async function serve(client: FrameChannel, socket: TLSSocket, req: ConnectRequest, kept: boolean): Promise<void> {
     // The connection may carry more requests (client-connection.ts): what a request hangs on it
     // (device-wait.ts waits for its close) goes with the request.
     const before = new Set(socket.listeners('close'));
     try {
-      await serveOne(client, socket, req);
+      await serveOne(client, socket, req, kept);
     } finally {
       for (const l of socket.listeners('close')) if (!before.has(l)) socket.off('close', l as () => void);
     }
   }
 
-  async function serveOne(client: FrameChannel, socket: TLSSocket, req: ConnectRequest): Promise<void> {
+  async function serveOne(client: FrameChannel, socket: TLSSocket, req: ConnectRequest, kept: boolean): Promise<void> {
     counters.inc('requests');
-    const r = receive(client, socket, req);
+    const r = receive(client, socket, req, kept);
     if (ctx.draining()) {
       counters.inc('shuttingDown');
       return r.done(Status.SERVER_DEGRADED, SHUTTING_DOWN);
@@ -130,7 +136,7 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
   }
 
   /** S203: the request's ID, its log, and the one way it is answered. */
-  function receive(client: FrameChannel, socket: TLSSocket, req: ConnectRequest): InProgress {
+  function receive(client: FrameChannel, socket: TLSSocket, req: ConnectRequest, kept: boolean): InProgress {
     const startedMs = performance.now();
     const requestId = randomBytes(16);
     const hex = requestId.toString('hex');
@@ -142,7 +148,7 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
       // The connection stays open for the client's next request (client-connection.ts closes it).
       client.send({ type: FrameType.CONNECT_RESULT, status, detail: detail ?? STATUS_TEXT[status] });
     };
-    return { client, socket, req, requestId, hex, clientEndpoint, log, done };
+    return { client, socket, req, requestId, hex, clientEndpoint, kept, log, done };
   }
 
   /**
@@ -261,11 +267,16 @@ export function createClientRequests(ctx: ClientRequestContext): ClientRequests 
       counters.inc('connected');
       // Should the device's direct dial fail, both sides may meet at the relay for this request,
       // unless the device or the client's source holds its share of the relay already (P14).
-      const offer = ctx.relay.offer(r.requestId, r.req.equipmentId, r.clientEndpoint.address);
+      // With the device's plan, a client that knows plans joins only when the device will be there,
+      // and releases the offer over this connection when another path won first: so only a
+      // connection that stays open after the answer gets the plan (RENDEZVOUS_ALPN).
+      const plan = verdict.relayInMs !== undefined && r.kept && r.socket.alpnProtocol === RENDEZVOUS_ALPN ? verdict.relayInMs : undefined;
+      const offer = ctx.relay.offer(r.requestId, r.req.equipmentId, r.clientEndpoint.address, plan === undefined ? undefined : r.client);
       if (offer.ok) {
         ctx.relayBridge?.offered(r.hex);
         // The token goes to the client only, over this connection; the NOTIFY never carries it.
         r.client.send({ type: FrameType.RELAY_OFFER, requestId: r.requestId, joinToken: offer.joinToken });
+        if (plan !== undefined) r.client.send({ type: FrameType.RELAY_PLAN, requestId: r.requestId, relayInMs: plan });
       } else {
         detail = `${STATUS_TEXT[Status.OK]}; no relay offered: ${RELAY_REFUSAL_TEXT[offer.reason]}`;
       }

@@ -211,6 +211,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
     maxRequests: CLIENT_CONNECTION_MAX_REQUESTS,
     track,
     draining: () => draining,
+    releaseRelay: (requestId, channel) => void options.relay.release(requestId, channel),
   });
 
   async function onSecure(socket: TLSSocket): Promise<void> {
@@ -254,6 +255,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
       else counters.inc('attachRejected');
       endThenDestroy(socket);
     } else if (first.type === FrameType.RELAY_JOIN_CLIENT) {
+      counters.inc('relayClientJoins');
       tracker.identified(socket, 'relay');
       options.relay.join('client', first.requestId, first.joinToken, { channel, socket });
     } else if (first.type === FrameType.RELAY_JOIN_DEVICE) {

@@ -21,7 +21,13 @@ import type { Companions } from './companions.js';
 export type AttachedDevice = { readonly equipmentId: string; readonly generation?: number };
 
 /** With an ok verdict, the device's path candidates for the client (hole punch, reverse port). */
-export type Verdict = { readonly status: StatusValue; readonly detail?: string; readonly candidates?: readonly Candidate[] };
+export type Verdict = {
+  readonly status: StatusValue;
+  readonly detail?: string;
+  readonly candidates?: readonly Candidate[];
+  /** The device's relay plan (RELAY_PLAN): it joins the relay this long after its verdict; absent: it did not say. */
+  readonly relayInMs?: number;
+};
 
 export interface DeviceExchange {
   /** The device's proof for a request, bound to this TLS session (attach and relay join). */
@@ -82,16 +88,24 @@ export function createDeviceExchange(o: {
     const listen: Candidate[] = [];
     const lan: Candidate[] = [];
     const offeredListen: Candidate[] = [];
+    let relayInMs: number | undefined;
     // One deadline for the whole exchange, from its start: frames the device sends meanwhile
     // (CANDIDATES) do not extend it, or a device could hold the request open for ever.
     const deadlineMs = performance.now() + o.attachTimeoutMs;
     const left = (): number => Math.max(0, deadlineMs - performance.now());
     try {
       verdict = await device.next(left());
-      while (verdict.type === FrameType.CANDIDATES && listen.length < CANDIDATES_MAX) {
-        listen.push(...checkListenCandidates(verdict.candidates, deviceEndpoint));
-        offeredListen.push(...verdict.candidates.slice(0, CANDIDATES_MAX - offeredListen.length));
-        if (lan.length === 0) lan.push(...deviceLanForClient(verdict.candidates, clientEndpoint, deviceEndpoint));
+      // Its candidates, and (a device that knows relay plans, once) when it will join the relay.
+      while (
+        (verdict.type === FrameType.CANDIDATES && listen.length < CANDIDATES_MAX) ||
+        (verdict.type === FrameType.RELAY_PLAN && relayInMs === undefined && equalBytes(verdict.requestId, requestId))
+      ) {
+        if (verdict.type === FrameType.RELAY_PLAN) relayInMs = verdict.relayInMs;
+        else {
+          listen.push(...checkListenCandidates(verdict.candidates, deviceEndpoint));
+          offeredListen.push(...verdict.candidates.slice(0, CANDIDATES_MAX - offeredListen.length));
+          if (lan.length === 0) lan.push(...deviceLanForClient(verdict.candidates, clientEndpoint, deviceEndpoint));
+        }
         verdict = await device.next(left());
       }
     } catch (err) {
@@ -113,6 +127,7 @@ export function createDeviceExchange(o: {
     const other = deviceOther ? checkListenCandidates(offeredListen, deviceOther) : [];
     return {
       status: verdict.status,
+      ...(relayInMs !== undefined ? { relayInMs } : {}),
       candidates: [
         ...lan,
         ...(deviceEndpoint ? [{ kind: CandidateKind.PUNCH, endpoint: deviceEndpoint }] : []),

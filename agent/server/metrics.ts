@@ -303,6 +303,11 @@ function requestMetrics(
       ['relayLegsRefused', 'refused'],
     ],
   );
+  m.counter(
+    'peerlink_relay_client_joins_total',
+    'Relay joins clients started (plain or TLS), whatever came of them: none where a direct path won before the device joined',
+    () => source.broker.get('relayClientJoins'),
+  );
   m.fromCounters(
     'peerlink_kept_device_connections_total',
     'Device attach connections kept after a verdict (issue 15), refused at requests.max_kept_devices, closed idle, and wakes sent over one',
@@ -368,6 +373,7 @@ function relayMetrics(m: MetricMakers, source: MetricsSource): void {
     ['refusedPerSource', 'refused_per_source'],
     ['refusedToken', 'refused_token'],
     ['withdrawn', 'withdrawn'],
+    ['released', 'released'],
     ['cutForDuration', 'cut_for_duration'],
     ['cutIdle', 'cut_idle'],
   ]);

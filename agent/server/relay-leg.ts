@@ -31,7 +31,7 @@ export interface RelayLegContext {
   readonly denied?: (equipmentId: string, generation: number) => boolean;
   /** For the whole join: HELLO, then the joiner's proof. */
   readonly joinTimeoutMs: number;
-  readonly counters: Counters<'relayLegs' | 'relayLegsRefused'>;
+  readonly counters: Counters<'relayLegs' | 'relayLegsRefused' | 'relayClientJoins'>;
   /** Called once the joiner said what it is (the connection tracker's "relay"). */
   readonly identified: () => void;
   readonly logger: Logger;
@@ -47,8 +47,10 @@ export async function serveRelayLeg(socket: Socket, ctx: RelayLegContext): Promi
     const hello = await channel.next(ctx.joinTimeoutMs);
     if (hello.type !== FrameType.RELAY_LEG_HELLO) return refuse();
     let key: Buffer | undefined;
-    if (hello.role === RelayRole.CLIENT) key = ctx.relay.clientKey(hello.requestId);
-    else if (!ctx.denied?.(hello.equipmentId, hello.generation ?? 0))
+    if (hello.role === RelayRole.CLIENT) {
+      ctx.counters.inc('relayClientJoins');
+      key = ctx.relay.clientKey(hello.requestId);
+    } else if (!ctx.denied?.(hello.equipmentId, hello.generation ?? 0))
       key = deriveRegistrationKey(ctx.masterKey, identityName(hello.equipmentId, hello.generation));
     // An offer this node does not hold: a client joins where it got its offer; a device may bridge.
     if (!key) return refuse();

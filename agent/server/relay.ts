@@ -14,7 +14,8 @@ import type { Logger } from 'pino';
 import { Counters } from '../common/counters.js';
 import { RELAY_JOIN_TOKEN_BYTES } from '../protocol/constants.js';
 import type { FrameChannel } from '../protocol/frame-channel.js';
-import { FrameType } from '../protocol/frames.js';
+import { FrameType, type Frame } from '../protocol/frames.js';
+import type { Writable } from 'node:stream';
 import { sourceKey } from './rate-limiter.js';
 import { systemTimers, type TimerHandle, type Timers } from '../common/timers.js';
 
@@ -42,6 +43,12 @@ export const RELAY_COUNTERS = [
   'expired',
   /** An offer the client left unpaired (another path won): its place is free at once. */
   'withdrawn',
+  /** An offer the client released without joining (RELAY_RELEASE: another path won): its place is free at once. */
+  'released',
+  /** A RELAY_RELEASE that named no offer made over that connection (or one the client had joined). */
+  'releaseIgnored',
+  /** RELAY_NOW sent: the device joined before a client that was waiting for its planned time. */
+  'toldNow',
   'refusedFull',
   'refusedUnknown',
   /** Offers not made: the device or the client's source holds its share already (P14). */
@@ -93,6 +100,11 @@ interface Side {
 
 interface Slot {
   readonly equipmentId: string;
+  /**
+   * With a relay plan: the client connection the offer was made over, the only one that may release
+   * it (RELAY_RELEASE), and the one told when the device waits first (RELAY_NOW).
+   */
+  readonly offeredOn: FrameChannel | undefined;
   readonly source: string;
   readonly joinToken: Buffer;
   /** Its share (per device, per source) was given back. */
@@ -104,7 +116,17 @@ interface Slot {
 
 export interface Relay {
   /** `clientAddress`: as observed; the per-source share is keyed by sourceKey() (IPv6 by /64). */
-  offer(requestId: Buffer, equipmentId: string, clientAddress: string): RelayOffer;
+  /**
+   * `offeredOn` (a client given the device's relay plan): its connection, which alone may release the
+   * offer unjoined (release()), and is told RELAY_NOW should the device join first.
+   */
+  offer(requestId: Buffer, equipmentId: string, clientAddress: string, offeredOn?: FrameChannel): RelayOffer;
+  /**
+   * The client says another path won (RELAY_RELEASE) on `on`: an offer made over that connection,
+   * which its client has not joined, gives its place back now (a device waiting at it is closed).
+   * Anything else is ignored: another connection cannot release someone's offer. Returns whether it did.
+   */
+  release(requestId: Buffer, on: FrameChannel): boolean;
   /**
    * A client must present the offer's token (over TLS), or prove it holds it (a plain leg: `joinToken`
    * is then a check of the token); a device has proved itself (equipmentId) already.
@@ -134,6 +156,18 @@ function reset(s: Socket): void {
     /* fall through to destroy */
   }
   s.destroy();
+}
+
+/**
+ * Send at once, even on a connection corked while it serves the client's next request
+ * (client-connection.ts): nothing of that answer is buffered before it is complete, so only this goes.
+ */
+function sendNow(channel: FrameChannel, frame: Frame): void {
+  const socket = channel.socket as Writable;
+  const corked = socket.writableCorked ?? 0;
+  for (let i = 0; i < corked; i++) socket.uncork();
+  channel.send(frame);
+  for (let i = 0; i < corked; i++) socket.cork();
 }
 
 /** Copy a -> b at most `bytesPerSecond`, honouring back-pressure; returns a stop function. */
@@ -280,7 +314,7 @@ export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers 
       return active;
     },
     plainLegs: limits.plainLegs,
-    offer(requestId, equipmentId, clientAddress) {
+    offer(requestId, equipmentId, clientAddress, offeredOn) {
       const key = requestId.toString('hex');
       const source = sourceKey(clientAddress);
       if ((perDevice.get(equipmentId) ?? 0) >= limits.maxSessionsPerDevice) {
@@ -311,10 +345,24 @@ export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers 
       }, limits.joinTimeoutMs);
       timer.unref();
       const joinToken = randomBytes(RELAY_JOIN_TOKEN_BYTES);
-      slots.set(key, { equipmentId, source, joinToken, released: false, timer });
+      slots.set(key, { equipmentId, offeredOn, source, joinToken, released: false, timer });
       add(perDevice, equipmentId, 1);
       add(perSource, source, 1);
       return { ok: true, joinToken };
+    },
+    release(requestId, on) {
+      const key = requestId.toString('hex');
+      const slot = slots.get(key);
+      if (!slot || slot.offeredOn === undefined || slot.offeredOn !== on || slot.client) {
+        counters.inc('releaseIgnored');
+        return false;
+      }
+      timers.clearTimeout(slot.timer);
+      slots.delete(key);
+      release(slot);
+      counters.inc('released');
+      slot.device?.socket.destroy();
+      return true;
     },
     has: (requestId) => slots.has(requestId.toString('hex')),
     clientKey: (requestId) => slots.get(requestId.toString('hex'))?.joinToken,
@@ -361,6 +409,12 @@ export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers 
         if (slots.get(key) === slot && slot[role] === side) side.socket.destroy();
       });
       if (slot.client && slot.device) pair(key, slot);
+      // The device came sooner than its plan said (every direct path failed): its client, waiting
+      // for the planned time, joins now.
+      else if (role === 'device' && slot.offeredOn) {
+        counters.inc('toldNow');
+        sendNow(slot.offeredOn, { type: FrameType.RELAY_NOW, requestId });
+      }
     },
     stop() {
       for (const slot of slots.values()) {

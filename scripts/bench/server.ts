@@ -304,8 +304,8 @@ async function endToEnd(o: {
       logLevel: 'warn',
       serverExtra: [
         '[requests]\nmax_pending_per_device = 64',
-        // The connect phase leaves relay offers the clients never joined (the direct path won first);
-        // they hold their share until the join deadline and must not starve the relayed throughput run.
+        // An offer a client leaves unreleased (an older client, or a connection closed before its
+        // release) holds its share until the join deadline: it must not starve the relayed throughput run.
         '[relay]\nbytes_per_second = 10000000000\nmax_sessions_per_device = 100000\nmax_sessions_per_source = 100000',
         '[limits]\nrequests_per_source_per_min = 0\nrequests_per_device_per_min = 0',
         `[metrics]\nenabled = true\nhost = "127.0.0.1"\nport = ${metricsPort}`,

@@ -186,8 +186,9 @@ export async function requestAt(
         : build.wake;
     channel.send({ type: FrameType.CONNECT_REQUEST, equipmentId: target.equipmentId, advertisedPort, wake, sealedRequest: sealed });
     let result = await channel.next(15_000);
-    // An accepted request is preceded by the server's relay offer and path candidates.
-    while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) result = await channel.next(15_000);
+    // An accepted request is preceded by the server's relay offer (and plan) and path candidates.
+    while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.RELAY_PLAN || result.type === FrameType.CANDIDATES)
+      result = await channel.next(15_000);
     if (result.type !== FrameType.CONNECT_RESULT) throw new Error(`expected CONNECT_RESULT, got frame type ${result.type}`);
     return { status: result.status, sealed };
   } finally {

@@ -356,8 +356,9 @@ test('P4e end to end: the real agent does not join its service to an attacker ho
     sealedRequest: sealed,
   });
   let result = await channel.next(15_000);
-  // An accepted request is preceded by the server's relay offer and path candidates.
-  while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.CANDIDATES) result = await channel.next(15_000);
+  // An accepted request is preceded by the server's relay offer (and plan) and path candidates.
+  while (result.type === FrameType.RELAY_OFFER || result.type === FrameType.RELAY_PLAN || result.type === FrameType.CANDIDATES)
+    result = await channel.next(15_000);
   t.true(result.type === FrameType.CONNECT_RESULT && result.status === Status.OK, 'the device authorised the genuine request');
   // The device's dial reached the attacker and the device hung up: no byte can come after that.
   await waitUntil(() => attacker.allClosed(), "the device's connection to the attacker to end", 20_000);

@@ -1,5 +1,6 @@
 /**
- * A connection request's answer leaves the server in one write: the relay offer, the path
+ * A connection request's answer leaves the server in one write: the relay offer (and the device's
+ * relay plan, for a client that knows plans), the path
  * candidates, the result and the HELLO for the next request (client-connection.ts corks the
  * connection while its request is served). Each TLS record is one 'data' event at the client, so
  * the answer arrives as one record, not four. (Each write cost the server more CPU than the
@@ -20,7 +21,7 @@ import { wakeFor } from '../helpers/wake.js';
 const scope = new Scope();
 test.after.always(() => scope.run());
 
-test("an accepted request's relay offer, candidates, result and next HELLO arrive as one TLS record", async (t) => {
+test("an accepted request's relay offer and plan, candidates, result and next HELLO arrive as one TLS record", async (t) => {
   const w = await world(scope);
   const acc = await acceptor(scope);
   const tls = await connectToServer({ host: LOOPBACK, port: w.tlsPort, serverName: 'localhost', caPem: w.caPem });
@@ -52,9 +53,9 @@ test("an accepted request's relay offer, candidates, result and next HELLO arriv
   while (frames.at(-1)!.type !== FrameType.HELLO);
   t.deepEqual(
     frames.map((f) => f.type),
-    [FrameType.RELAY_OFFER, FrameType.CANDIDATES, FrameType.CONNECT_RESULT, FrameType.HELLO],
+    [FrameType.RELAY_OFFER, FrameType.RELAY_PLAN, FrameType.CANDIDATES, FrameType.CONNECT_RESULT, FrameType.HELLO],
   );
-  const result = frames[2]!;
+  const result = frames[3]!;
   t.is(result.type === FrameType.CONNECT_RESULT ? result.status : -1, Status.OK);
   t.is(records, 1, 'the answer came in more than one TLS record (one write each)');
   channel.close();

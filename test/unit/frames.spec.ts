@@ -73,6 +73,9 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant(FrameType.RELAY_JOIN_CLIENT), requestId: bytesArb(16), joinToken: bytesArb(16) }),
   fc.record({ type: fc.constant(FrameType.RELAY_JOIN_DEVICE), equipmentId: equipmentIdArb, requestId: bytesArb(16), proof: bytesArb(32) }),
   fc.record({ type: fc.constant(FrameType.RELAY_PAIRED) }),
+  fc.record({ type: fc.constant(FrameType.RELAY_PLAN), requestId: bytesArb(16), relayInMs: fc.integer({ min: 0, max: 0xffff_ffff }) }),
+  fc.record({ type: fc.constant(FrameType.RELAY_RELEASE), requestId: bytesArb(16) }),
+  fc.record({ type: fc.constant(FrameType.RELAY_NOW), requestId: bytesArb(16) }),
   fc.record({ type: fc.constant(FrameType.CLIENT_COMPANION), clientNonce: bytesArb(16) }),
   fc.record({ type: fc.constant(FrameType.DEVICE_COMPANION), equipmentId: equipmentIdArb, requestId: bytesArb(16), proof: bytesArb(32) }),
   fc.record({
@@ -203,7 +206,7 @@ test('an unknown version is rejected from the header alone; an unknown type once
     const err = throwsProtocolError(t, () => new FrameDecoder().push(Buffer.of(version, FrameType.HELLO, 0, 8)), `version ${version}`);
     t.is(err?.field, 'frame.version');
   }
-  for (const type of [0, 2, 0x15, 0x26, 0x36, 0xff]) {
+  for (const type of [0, 2, 0x15, 0x26, 0x39, 0xff]) {
     t.is(throwsProtocolError(t, () => new FrameDecoder().push(Buffer.of(PROTOCOL_VERSION, type, 0, 0)))?.field, 'frame.type');
     t.is(throwsProtocolError(t, () => decodeFramePayload(type, Buffer.alloc(8)))?.field, 'frame.type');
   }
