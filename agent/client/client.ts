@@ -15,29 +15,34 @@ import type { TLSSocket } from 'node:tls';
 import { ErrorCodes, isPeerlinkError, PeerlinkError } from '../common/errors.js';
 import { CANDIDATES_MAX, CandidateKind, FrameType, type Candidate } from '../protocol/frames.js';
 import { RENDEZVOUS_ALPN } from '../protocol/constants.js';
-import { deriveAccessKey, deriveRequestTagKey, NONCE_BYTES, reverseToken } from '../protocol/keys.js';
+import { deriveAccessKey, deriveRequestTagKey, NONCE_BYTES } from '../protocol/keys.js';
 import { deriveWakeKey, makeWake } from '../protocol/wake.js';
-import { formatEndpoint, normalizeAddress, type Endpoint } from '../protocol/address.js';
-import { isIPv6, type Socket } from 'node:net';
-import { awaitChosen } from '../protocol/tunnel-choice.js';
-import { punchTcp } from '../nat/tcp-punch.js';
+import type { Endpoint } from '../protocol/address.js';
+import type { Socket } from 'node:net';
 import { openCompanion } from '../rendezvous/companion.js';
-import { acceptTunnel } from './tunnel-server.js';
-import { dialDevice } from './device-dial.js';
 import { sealRequest } from '../protocol/request.js';
 import { Status, STATUS_ERROR, STATUS_TEXT } from '../protocol/status.js';
 import { createPeerListener, type PeerListener } from './peer-listener.js';
-import { relayTunnel } from './relay-tunnel.js';
-import { createRelayPlans, type DeferredRelay } from './relay-plan.js';
+import { createRelayPlans } from './relay-plan.js';
 import { createServerLink, KeptConnectionLost } from './server-link.js';
 import { mapTcpPort, type PortMapping } from '../nat/port-mapping.js';
-import { racePaths, type PathAttempt, type PathKind } from '../paths/path-race.js';
+import { racePaths, type PathKind } from '../paths/path-race.js';
 import { clientLanOffer, deviceLanTargets, lanPath } from './lan-candidates.js';
 import { isLanAddress } from '../nat/lan-address.js';
 import { hintsMayRush, PathHint } from '../paths/relay-hint.js';
 import { createPathMemory } from '../paths/path-memory.js';
 import { clientMappingFor } from '../nat/client-mapping.js';
 import { createClientStreams } from './client-streams.js';
+import {
+  clientAttempts,
+  describePath,
+  familyOf,
+  type AttemptContext,
+  type ClientAttempt,
+  type Expected,
+  type RelayOfferFrame,
+  type ServerAnswer,
+} from './client-attempts.js';
 
 export { SERVER_KEEP_IDLE_MS } from './server-link.js';
 export { SESSION_IDLE_MS, type ClientOptions } from './client-options.js';
@@ -99,6 +104,14 @@ export function createClient(input: ClientOptions): Client {
     requestKeys?.key === key ? requestKeys : (requestKeys = { key, tag: deriveRequestTagKey(key), wake: deriveWakeKey(key) });
   let started = false;
   let mapping: PortMapping | null = null;
+  const attemptContext = (): AttemptContext => ({
+    server: o.server,
+    serverName: o.serverName,
+    caPem: o.caPem,
+    peerTimeoutMs: o.peerTimeoutMs,
+    logger: o.logger,
+    mapping,
+  });
   // How the last connection to the device went, per local address: the DIRECT_FAILED_BEFORE hint.
   const pathMemory = createPathMemory();
   // Offers joined when the device's relay plan says, released if another path wins (relay-plan.ts).
@@ -153,7 +166,7 @@ export function createClient(input: ClientOptions): Client {
     try {
       const answer = await request(expected, advertisedPort, signal, fresh);
       const seenAs = answer.candidates.find((c) => c.kind === CandidateKind.OBSERVED)?.endpoint;
-      const attempts = clientAttempts(peer, answer, expected);
+      const attempts = clientAttempts(attemptContext(), peer, answer, expected);
       const won = await racePaths<TLSSocket, ClientAttempt>({
         attempts,
         ...(signal ? { signal } : {}),
@@ -186,6 +199,7 @@ export function createClient(input: ClientOptions): Client {
       const path =
         lanPath(via, to, answer.lanTargets, won.stream.remoteAddress, answer.lanOffer) ??
         describePath(
+          attemptContext(),
           via,
           to,
           seenAs,
@@ -316,111 +330,6 @@ export function createClient(input: ClientOptions): Client {
     return hints;
   }
 
-  /**
-   * The client's attempts in the path race (path-race.ts), all at once: the device may dial us
-   * (S208), we punch or dial its open ports, and the relay. The device keeps the first end-to-end
-   * channel and says which (the chosen byte), so both ends keep the same one.
-   */
-  function clientAttempts(peer: Promise<TLSSocket>, answer: ServerAnswer, expected: Expected): ClientAttempt[] {
-    const { candidates, relayOffer, requestLocalPort, requestFamily, companionLocal, lanTargets } = answer;
-    // One punch per family: from the request's port, or the companion's for the other family.
-    const punches = candidates
-      .filter((c) => c.kind === CandidateKind.PUNCH)
-      .map((c) => {
-        const family = familyOf(c.endpoint.address);
-        const localPort =
-          family === requestFamily
-            ? requestLocalPort
-            : companionLocal && familyOf(companionLocal.address) === family
-              ? companionLocal.port
-              : 0;
-        return { to: c.endpoint, localPort };
-      })
-      .filter((p, i, all) => p.localPort !== 0 && all.findIndex((q) => familyOf(q.to.address) === familyOf(p.to.address)) === i);
-    const punch = punches[0]?.to;
-    // The device's LAN address first: dialled like its open port, with the same token.
-    const listen = [...lanTargets, ...candidates.filter((c) => c.kind === CandidateKind.LISTEN).map((c) => c.endpoint)];
-    o.logger.info(
-      {
-        punch: punch ? formatEndpoint(punch) : null,
-        punches: punches.map((p) => formatEndpoint(p.to)),
-        deviceListens: listen.map(formatEndpoint),
-        relay: relayOffer !== null,
-      },
-      'S207 device accepted the request; waiting for its direct connection (S208) and trying the other paths',
-    );
-    const chosen =
-      (signal: AbortSignal) =>
-      (s: TLSSocket): Promise<TLSSocket> =>
-        awaitChosen(s, o.peerTimeoutMs, signal);
-    const attempts: ClientAttempt[] = [{ via: 'dial', label: 'device dial', to: null, start: (signal) => peer.then(chosen(signal)) }];
-    for (const p of punches) {
-      attempts.push({
-        via: 'punch',
-        label: punches.length > 1 ? `hole punch to ${formatEndpoint(p.to)}` : 'hole punch',
-        to: p.to,
-        start: (signal) =>
-          punchTcp({ localPort: p.localPort, remote: p.to, timeoutMs: o.peerTimeoutMs, signal })
-            .then((sock) => acceptTunnel(sock, expected, o.peerTimeoutMs, signal, 'over the punched connection'))
-            .then(chosen(signal)),
-      });
-    }
-    const token = reverseToken(expected.accessKey, expected.clientNonce);
-    for (const ep of listen) {
-      attempts.push({
-        via: 'reverse',
-        label: `dial to the device's ${formatEndpoint(ep)}`,
-        to: ep,
-        start: (signal) =>
-          dialDevice(ep, token, o.peerTimeoutMs, signal)
-            .then((sock) => acceptTunnel(sock, expected, o.peerTimeoutMs, signal, `with ${formatEndpoint(ep)}`))
-            .then(chosen(signal)),
-      });
-    }
-    if (relayOffer) {
-      const server = { host: o.server.host, port: o.server.port, serverName: o.serverName, caPem: o.caPem };
-      // Told when the device joins (its RELAY_PLAN), we join just before then (or when the server says
-      // it is waiting), not at once: a request whose direct path wins first costs the server no relay
-      // leg (relay-plan.ts). Without a plan: at once, as before.
-      const deferred = answer.relayDeferred;
-      attempts.push({
-        via: 'relay',
-        to: null,
-        start: (signal) =>
-          (deferred ? deferred.due(signal) : Promise.resolve())
-            .then(() => relayTunnel(server, relayOffer.requestId, relayOffer.joinToken, expected, o.peerTimeoutMs, signal))
-            .then(chosen(signal)),
-      });
-    }
-    return attempts;
-  }
-
-  /** How the connection was made, for people. */
-  function describePath(
-    via: TunnelPath,
-    to: Endpoint | null,
-    seenAs: Endpoint | undefined,
-    advertisedPort: number,
-    failures: readonly string[],
-    local?: Endpoint,
-  ): string {
-    const me = seenAs ? seenAs.address : 'our address';
-    if (via === 'dial') {
-      // The device dialled our address of the other family (our companion's, at the accept port).
-      if (local && seenAs && familyOf(local.address) !== familyOf(seenAs.address))
-        return `connected directly: device dialled ${formatEndpoint(local)}`;
-      return `connected directly: device dialled ${mapping ? `${mapping.externalHost}:${mapping.externalPort} (our router's mapping)` : seenAs ? formatEndpoint({ address: seenAs.address, port: advertisedPort }) : `${me}:${advertisedPort}`}`;
-    }
-    if (via === 'punch') {
-      // Over the companion's family the server's OBSERVED (the request's) is of the other family.
-      const from =
-        seenAs && familyOf(seenAs.address) === familyOf(to!.address) ? formatEndpoint(seenAs) : local ? formatEndpoint(local) : me;
-      return `connected directly: TCP hole punch between ${from} and the device's ${formatEndpoint(to!)}`;
-    }
-    if (via === 'reverse') return `connected directly: we dialled the device's open port ${formatEndpoint(to!)}`;
-    return `relayed via server: direct attempts failed (${relayReason(failures, advertisedPort, me)}); end-to-end encrypted, the server sees ciphertext only`;
-  }
-
   return {
     start: ensureStarted,
     open: (signal, service = o.service, options = {}) => streams.open(service, signal, options),
@@ -439,58 +348,10 @@ export function createClient(input: ClientOptions): Client {
   };
 }
 
-const familyOf = (address: string): 4 | 6 => (isIPv6(normalizeAddress(address)) ? 6 : 4);
-
 interface RequestKeys {
   readonly key: Buffer;
   readonly tag: Buffer;
   readonly wake: Buffer;
-}
-
-/** What the device's channel must prove (the peer listener's and tunnel server's expectation). */
-interface Expected {
-  readonly clientNonce: Buffer;
-  readonly accessKey: Buffer;
-  readonly equipmentId: string;
-  readonly service: string;
-}
-
-interface RelayOfferFrame {
-  readonly requestId: Buffer;
-  readonly joinToken: Buffer;
-}
-
-/** The server's answer to an accepted request. */
-interface ServerAnswer {
-  readonly detail: string;
-  readonly relayOffer: RelayOfferFrame | null;
-  /** The offer is joined only when the device's plan says (null: at once, as with an older server or device). */
-  readonly relayDeferred: DeferredRelay | null;
-  /** Our address on the request connection, and the path hints the request carried. */
-  readonly localAddress: string;
-  readonly hints: number;
-  readonly candidates: readonly Candidate[];
-  /** The local port of the request's connection (a hole punch leaves from it). */
-  readonly requestLocalPort: number;
-  /** The family the request's connection used, and our companion's endpoint of the other (if any). */
-  readonly requestFamily: 4 | 6;
-  readonly companionLocal: Endpoint | null;
-  /** Our LAN candidate as sealed in the request, and the device's LAN candidate we may dial. */
-  readonly lanOffer: readonly Endpoint[];
-  readonly lanTargets: readonly Endpoint[];
-}
-
-interface ClientAttempt extends PathAttempt<TLSSocket> {
-  readonly to: Endpoint | null;
-}
-
-/** Why no direct path came up, for people: the attempts that failed, and the one that never came. */
-function relayReason(failures: readonly string[], advertisedPort: number, me: string): string {
-  const parts = [
-    `the device's dial to ${me}:${advertisedPort} did not arrive`,
-    ...failures.filter((f) => !f.startsWith('device dial') && !f.startsWith('relay')),
-  ];
-  return parts.join('; ');
 }
 
 /**
