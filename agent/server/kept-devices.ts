@@ -11,7 +11,8 @@
  * so that requests in flight together each wake one (the newest kept first) instead of all but
  * one attaching with a new TLS connection. Bounded: KEPT_PER_DEVICE per device (past it the
  * device's oldest is closed), at most `maxKept` in all (past it a new one is closed), each closed
- * after its idle time (the device's, at most `maxIdleMs`); a closed one leaves the table.
+ * after its idle time (the device's plus KEPT_IDLE_GRACE_MS, at most `maxIdleMs`); a closed one
+ * leaves the table.
  */
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
@@ -31,6 +32,13 @@ export const MAX_KEPT_DEVICES = 2_000;
 export const KEPT_PER_DEVICE = 8;
 /** The longest a kept connection stays idle at the server (requests.kept_idle_ms). */
 export const KEPT_IDLE_MAX_MS = 60_000;
+/**
+ * The server waits this much past the device's own idle time: the device closes its kept
+ * connection itself (it knows it will not answer a wake), the server's deadline is the backstop
+ * for a device that did not. Equal deadlines raced, and the server cut connections the device was
+ * about to close cleanly (seen under load in kept-device-connection.spec).
+ */
+export const KEPT_IDLE_GRACE_MS = 1_000;
 /** DEVICE_IDLE comes right after the verdict (same write); an agent that keeps nothing closes instead. */
 export const KEPT_OFFER_TIMEOUT_MS = 2_000;
 
@@ -97,7 +105,7 @@ export function createKeptDevices(o: KeptDevicesOptions): KeptDevices {
     idle.set(equipmentId, list);
     total++;
     o.counters.inc('kept');
-    const ms = Math.min(idleMs, o.maxIdleMs);
+    const ms = Math.min(idleMs + KEPT_IDLE_GRACE_MS, o.maxIdleMs);
     // The idle deadline is this wait's: a frame while idle is out of turn, nothing by then is idle.
     channel.next(ms, entry.taken.signal).then(
       () => {
