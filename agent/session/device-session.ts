@@ -51,14 +51,19 @@ export interface DeviceSessionOutcome {
 
 const KEYS = ['channel', 'services', 'connectService', 'connectTimeoutMs', 'idleMs', 'maxStreams', 'logger', 'signal'];
 
-/** Serve one session until it ends; resolves with what it carried. */
-export async function serveDeviceSession(input: DeviceSessionOptions): Promise<DeviceSessionOutcome> {
+/** The options of either kind of device session, checked and defaulted once. */
+export function deviceSessionOptions(input: DeviceSessionOptions) {
   rejectUnknownKeys('device session options', input, KEYS);
-  const o = Object.freeze({
+  return Object.freeze({
     ...input,
     idleMs: input.idleMs ?? DEVICE_SESSION_IDLE_MS,
     maxStreams: input.maxStreams ?? SESSION_MAX_STREAMS,
   });
+}
+
+/** Serve one session until it ends; resolves with what it carried. */
+export async function serveDeviceSession(input: DeviceSessionOptions): Promise<DeviceSessionOutcome> {
+  const o = deviceSessionOptions(input);
   // The chosen byte must be written before HTTP/2 takes the socket over (a write still in flight
   // on the TLS handle would complete into the HTTP/2 session's bookkeeping).
   // Streams carry small request/answer exchanges: no Nagle delay on the channel.

@@ -9,24 +9,15 @@
  * or at stop (the signal).
  */
 import type { Socket } from 'node:net';
-import { rejectUnknownKeys } from '../common/options.js';
 import { SERVICE_NAME_PATTERN, TUNNEL_CHOSEN_BYTE } from '../protocol/constants.js';
-import { SESSION_MAX_STREAMS } from '../protocol/session-streams.js';
 import { Status, type StatusValue } from '../protocol/status.js';
-import { DEVICE_SESSION_IDLE_MS, type DeviceSessionOptions, type DeviceSessionOutcome } from './device-session.js';
+import { deviceSessionOptions, type DeviceSessionOptions, type DeviceSessionOutcome } from './device-session.js';
 import { startMuxSession, type MuxStream } from './mux-session.js';
 import { socketSink, startSocketReads, type GlueCounts } from './mux-socket.js';
 
-const KEYS = ['channel', 'services', 'connectService', 'connectTimeoutMs', 'idleMs', 'maxStreams', 'logger', 'signal'];
-
 /** Serve one mux session until it ends; resolves with what it carried. */
 export async function serveMuxDeviceSession(input: DeviceSessionOptions): Promise<DeviceSessionOutcome> {
-  rejectUnknownKeys('device session options', input, KEYS);
-  const o = Object.freeze({
-    ...input,
-    idleMs: input.idleMs ?? DEVICE_SESSION_IDLE_MS,
-    maxStreams: input.maxStreams ?? SESSION_MAX_STREAMS,
-  });
+  const o = deviceSessionOptions(input);
   const log = o.logger;
   // Streams carry small request/answer exchanges: no Nagle delay on the channel.
   (o.channel as Partial<Socket>).setNoDelay?.(true);
