@@ -18,6 +18,7 @@ import { FrameType, type Frame } from '../protocol/frames.js';
 import type { Writable } from 'node:stream';
 import { sourceKey } from './rate-limiter.js';
 import { systemTimers, type TimerHandle, type Timers } from '../common/timers.js';
+import { reset, throttledCopy } from './relay-copy.js';
 
 export const RELAY_MAX_SESSIONS = 100;
 /** Per direction, per session: enough for a remote control UI, not for hosting a video farm. */
@@ -145,20 +146,6 @@ export interface Relay {
 }
 
 /**
- * Reset (RST) a relayed connection: a FIN would read as an orderly half-close and the far end
- * would wait on. Node's TLSSocket cannot reset itself; the TCP socket beneath it (_parent) can.
- */
-function reset(s: Socket): void {
-  const raw = (s as Socket & { _parent?: { resetAndDestroy?: () => void } })._parent ?? s;
-  try {
-    if (raw?.resetAndDestroy) raw.resetAndDestroy();
-  } catch {
-    /* fall through to destroy */
-  }
-  s.destroy();
-}
-
-/**
  * Send at once, even on a connection corked while it serves the client's next request
  * (client-connection.ts): nothing of that answer is buffered before it is complete, so only this goes.
  */
@@ -168,41 +155,6 @@ function sendNow(channel: FrameChannel, frame: Frame): void {
   for (let i = 0; i < corked; i++) socket.uncork();
   channel.send(frame);
   for (let i = 0; i < corked; i++) socket.cork();
-}
-
-/** Copy a -> b at most `bytesPerSecond`, honouring back-pressure; returns a stop function. */
-function throttledCopy(a: Socket, b: Socket, bytesPerSecond: number, onBytes: (n: number) => void): void {
-  let windowStart = Date.now();
-  let inWindow = 0;
-  let resumeTimer: NodeJS.Timeout | undefined;
-  a.on('data', (d: Buffer) => {
-    onBytes(d.length);
-    const now = Date.now();
-    if (now - windowStart >= 1000) {
-      windowStart = now;
-      inWindow = 0;
-    }
-    inWindow += d.length;
-    const ok = b.write(d);
-    if (inWindow >= bytesPerSecond) {
-      a.pause();
-      clearTimeout(resumeTimer);
-      resumeTimer = setTimeout(
-        () => {
-          windowStart = Date.now();
-          inWindow = 0;
-          if (ok || b.writableLength === 0) a.resume();
-          else b.once('drain', () => a.resume());
-        },
-        1000 - (now - windowStart),
-      );
-    } else if (!ok) {
-      a.pause();
-      b.once('drain', () => a.resume());
-    }
-  });
-  a.once('end', () => b.end());
-  a.once('close', () => clearTimeout(resumeTimer));
 }
 
 /** `timers` runs the join deadline and each session's duration and idle limits (default: the real clock). */
