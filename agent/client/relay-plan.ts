@@ -7,7 +7,7 @@
  */
 import type { TLSSocket } from 'node:tls';
 import { abortError } from '../common/errors.js';
-import { RELAY_JOIN_LEAD_MS } from '../protocol/constants.js';
+import { RELAY_JOIN_LEAD_MS, RELAY_PLAN_MAX_MS } from '../protocol/constants.js';
 import type { FrameChannel } from '../protocol/frame-channel.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
 
@@ -49,7 +49,9 @@ export function createRelayPlans(): RelayPlans {
         due: (signal) =>
           new Promise<void>((resolve, reject) => {
             if (signal.aborted) return reject(abortError(signal));
-            const timer = setTimeout(finish, Math.max(0, inMs - RELAY_JOIN_LEAD_MS));
+            // A plan past the relay's join deadline (or past setTimeout's range) is the server's or device's
+            // mistake: joined by RELAY_PLAN_MAX_MS at the latest.
+            const timer = setTimeout(finish, Math.max(0, Math.min(inMs, RELAY_PLAN_MAX_MS) - RELAY_JOIN_LEAD_MS));
             const onAbort = (): void => {
               clearTimeout(timer);
               reject(abortError(signal));

@@ -109,6 +109,8 @@ export const RELAY_AFTER_MS = 1_500;
  * waiting when the device's arrives. A direct path that wins within this margin costs one join.
  */
 export const RELAY_JOIN_LEAD_MS = 200;
+/** The latest a client given a relay plan joins (the server's default join deadline): a larger plan is clamped. */
+export const RELAY_PLAN_MAX_MS = 20_000;
 /** A reverse connection must name its request (the token) within this time. */
 export const REVERSE_TOKEN_TIMEOUT_MS = 5_000;
 /**

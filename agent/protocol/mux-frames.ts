@@ -90,14 +90,22 @@ const MAX_PAYLOAD_BYTES = MUX_MAX_FRAME_BYTES + 256;
  * over as a view (no copy); only frames split across chunks are assembled.
  */
 export class MuxFrameReader {
-  private partial: Buffer | null = null;
+  // A frame split across chunks: its pieces, joined once the header's length has all arrived (not
+  // at every chunk: a 64 KiB frame fed in tiny records would be copied over and over).
+  private parts: Buffer[] = [];
+  private partBytes = 0;
+  private need = MUX_HEADER_BYTES;
   constructor(private readonly handler: MuxFrameHandler) {}
 
   push(chunk: Buffer): void {
     let buf = chunk;
-    if (this.partial) {
-      buf = Buffer.concat([this.partial, chunk]);
-      this.partial = null;
+    if (this.partBytes > 0) {
+      this.parts.push(chunk);
+      this.partBytes += chunk.length;
+      if (this.partBytes < this.need) return;
+      buf = Buffer.concat(this.parts, this.partBytes);
+      this.parts = [];
+      this.partBytes = 0;
     }
     let at = 0;
     const end = buf.length;
@@ -122,6 +130,10 @@ export class MuxFrameReader {
       this.handler.control(type, flags, id, length);
     }
     // Bounded: a header was checked before its frame is waited for.
-    if (at < end) this.partial = buf.subarray(at);
+    if (at < end) {
+      this.parts = [buf.subarray(at)];
+      this.partBytes = end - at;
+      this.need = end - at >= MUX_HEADER_BYTES ? MUX_HEADER_BYTES + buf.readUInt32BE(at + 8) : MUX_HEADER_BYTES;
+    }
   }
 }

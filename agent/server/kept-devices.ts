@@ -11,7 +11,7 @@
  * so that requests in flight together each wake one (the newest kept first) instead of all but
  * one attaching with a new TLS connection. Bounded: KEPT_PER_DEVICE per device (past it the
  * device's oldest is closed), at most `maxKept` in all (past it a new one is closed), each closed
- * after its idle time (the device's plus KEPT_IDLE_GRACE_MS, at most `maxIdleMs`); a closed one
+ * after its idle time (the device's, at most `maxIdleMs`, plus KEPT_IDLE_GRACE_MS); a closed one
  * leaves the table.
  */
 import type { TLSSocket } from 'node:tls';
@@ -105,7 +105,7 @@ export function createKeptDevices(o: KeptDevicesOptions): KeptDevices {
     idle.set(equipmentId, list);
     total++;
     o.counters.inc('kept');
-    const ms = Math.min(idleMs + KEPT_IDLE_GRACE_MS, o.maxIdleMs);
+    const ms = Math.min(idleMs, o.maxIdleMs) + KEPT_IDLE_GRACE_MS;
     // The idle deadline is this wait's: a frame while idle is out of turn, nothing by then is idle.
     channel.next(ms, entry.taken.signal).then(
       () => {

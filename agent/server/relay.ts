@@ -110,6 +110,8 @@ interface Slot {
   readonly joinToken: Buffer;
   /** Its share (per device, per source) was given back. */
   released: boolean;
+  /** RELAY_NOW was sent (once: a device that joins again does not make it write more). */
+  toldNow?: boolean;
   client?: Side;
   device?: Side;
   readonly timer: TimerHandle;
@@ -363,7 +365,8 @@ export function createRelay(limits: RelayLimits, logger: Logger, timers: Timers 
       if (slot.client && slot.device) pair(key, slot);
       // The device came sooner than its plan said (every direct path failed): its client, waiting
       // for the planned time, joins now.
-      else if (role === 'device' && slot.offeredOn) {
+      else if (role === 'device' && slot.offeredOn && !slot.toldNow) {
+        slot.toldNow = true;
         counters.inc('toldNow');
         sendNow(slot.offeredOn, { type: FrameType.RELAY_NOW, requestId });
       }

@@ -51,22 +51,28 @@ export async function serveMuxDeviceSession(input: DeviceSessionOptions): Promis
     // Authorisation per stream: the allow-list as it is now.
     const target = o.services().get(st.service);
     if (!target) return refuse(st, Status.SERVICE_REFUSED, `service ${st.service} is not in the allow-list`);
-    o.connectService(target, o.connectTimeoutMs).then(
-      (svc) => {
-        if (st.done) {
-          svc.destroy(); // the client reset it (or the session ended) meanwhile
-          return;
-        }
-        svc.setNoDelay(true);
-        streams++;
-        const ref = { st };
-        session.accept(st, socketSink(session, ref, svc, counts));
-        startSocketReads(session, st, svc, counts);
-      },
-      (err: Error) => {
-        if (!st.done) refuse(st, Status.SERVICE_UNAVAILABLE, err.message);
-      },
-    );
+    o.connectService(target, o.connectTimeoutMs)
+      .then(
+        (svc) => {
+          if (st.done) {
+            svc.destroy(); // the client reset it (or the session ended) meanwhile
+            return;
+          }
+          svc.setNoDelay(true);
+          streams++;
+          const ref = { st };
+          session.accept(st, socketSink(session, ref, svc, counts));
+          startSocketReads(session, st, svc, counts);
+        },
+        (err: Error) => {
+          if (!st.done) refuse(st, Status.SERVICE_UNAVAILABLE, err.message);
+        },
+      )
+      // A fault in accepting ends that stream, never the process (an unhandled rejection would).
+      .catch((err: unknown) => {
+        log.warn({ service: st.service, err: (err as Error).message }, 'stream reset: accepting it failed');
+        if (!st.done) session.reset(st);
+      });
   }
 
   const session = startMuxSession({

@@ -5,7 +5,9 @@
  * stream straight to a net.Socket, mux-duplex.ts makes a Duplex of one for library users.
  * Frames queued while the event loop polls leave together at setImmediate, in one channel write:
  * many streams share TLS records and system calls. Memory is bounded by the windows: a stream's
- * receiver holds at most MUX_STREAM_WINDOW_BYTES of it, a sender's surplus stays in its source.
+ * receiver holds at most MUX_STREAM_WINDOW_BYTES of it, a sender's surplus stays in its source; and
+ * by pieces, as the window counts bytes, not frames: early bytes and a socket's held bytes are copied
+ * into one buffer past 16 pieces, and a socket has one write in flight (mux-socket.ts).
  * A peer that breaks the framing gets GO_AWAY PROTOCOL_ERROR and the session ends (logged, with
  * MuxProtocolError's code); the process goes on.
  */
@@ -50,6 +52,8 @@ export type MuxSession = ReturnType<typeof startMuxSession>;
 
 /** What may wait in the channel's buffer, unread by the peer: the streams' windows and some. */
 const MUX_MAX_QUEUED_BYTES = SESSION_MAX_STREAMS * MUX_STREAM_WINDOW_BYTES + 8 * 1024 * 1024;
+/** Early payloads a stream holds as separate pieces before they are copied into one. */
+const MUX_EARLY_PIECES_MAX = 16;
 /** How long a closed session waits for the peer to end its side before the channel is cut. */
 const CLOSE_WAIT_MS = 5000;
 const BROKEN = (why: string): PeerlinkError => new PeerlinkError(ErrorCodes.TUNNEL_BROKEN, why);
@@ -229,7 +233,11 @@ export function startMuxSession(o: MuxSessionOptions) {
       st.recvLeft -= payload.length;
       if (payload.length > 0) {
         if (st.sink) st.sink.data(payload);
-        else st.early?.push(payload);
+        else if (st.early) {
+          // Held until the service is connected: past a few pieces, one copy (the window counts bytes, not frames).
+          st.early.push(payload);
+          if (st.early.length >= MUX_EARLY_PIECES_MAX) st.early = [Buffer.concat(st.early)];
+        }
       }
       if (flags & MuxFlag.FIN) {
         st.finReceived = true;

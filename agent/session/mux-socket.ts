@@ -9,6 +9,9 @@
 import type { Socket } from 'node:net';
 import type { MuxSession, MuxSink, MuxStream } from './mux-session.js';
 
+/** Payloads held for one socket before they are copied into one buffer. */
+const HELD_PIECES_MAX = 16;
+
 export interface GlueCounts {
   toSocket: number;
   fromSocket: number;
@@ -26,29 +29,50 @@ export function socketSink(
   counts: GlueCounts | null,
   onReset?: (err: Error) => void,
 ): MuxSink {
-  let owed = 0;
-  let draining = false;
-  const onDrain = (): void => {
-    draining = false;
-    const n = owed;
-    owed = 0;
-    if (stRef.st) session.consumed(stRef.st, n);
+  // A turn's payloads leave in one write, and only one write is in flight at a time: a peer that
+  // sends many tiny frames to a socket whose reader stalled cannot make the socket queue one
+  // object per frame (the window counts bytes, not frames). Credit is granted back once the
+  // socket handed the bytes to the kernel, so a stalled reader holds at most one window.
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  let scheduled = false;
+  let inFlight = false;
+  let ending = false;
+  const flush = (): void => {
+    scheduled = false;
+    if (inFlight || sock.destroyed) return;
+    if (heldBytes === 0) {
+      // The FIN goes after the last held byte.
+      if (ending && !sock.writableEnded) sock.end();
+      return;
+    }
+    const n = heldBytes;
+    const b = held.length === 1 ? held[0]! : Buffer.concat(held, n);
+    held = [];
+    heldBytes = 0;
+    inFlight = true;
+    sock.write(b, (err) => {
+      inFlight = false;
+      if (err) return;
+      if (stRef.st) session.consumed(stRef.st, n);
+      if (heldBytes > 0 || ending) flush();
+    });
   };
   return {
     data(buf) {
       if (counts) counts.toSocket += buf.length;
-      if (sock.write(buf)) {
-        session.consumed(stRef.st!, buf.length);
-        return;
-      }
-      owed += buf.length;
-      if (!draining) {
-        draining = true;
-        sock.once('drain', onDrain);
+      held.push(buf);
+      heldBytes += buf.length;
+      // Views of the channel's chunks: past a few, copied into one (bounded pieces, bounded retention).
+      if (held.length >= HELD_PIECES_MAX) held = [Buffer.concat(held, heldBytes)];
+      if (!scheduled && !inFlight) {
+        scheduled = true;
+        setImmediate(flush);
       }
     },
     end() {
-      if (!sock.destroyed) sock.end();
+      ending = true;
+      if (!inFlight && !scheduled) flush();
     },
     reset(err) {
       if (err) onReset?.(err);
