@@ -61,6 +61,13 @@ export function socketSink(
   return {
     data(buf) {
       if (counts) counts.toSocket += buf.length;
+      if (!inFlight && !scheduled && heldBytes === 0 && !sock.destroyed) {
+        // Nothing waiting: out at once (no turn's delay); what follows in this turn is held.
+        held.push(buf);
+        heldBytes = buf.length;
+        flush();
+        return;
+      }
       held.push(buf);
       heldBytes += buf.length;
       // Views of the channel's chunks: past a few, copied into one (bounded pieces, bounded retention).
