@@ -21,18 +21,11 @@ const SOAK = join(PROGRAMS.provision, '..', 'soak.js');
 redisTest('90 s of 10,000 devices and steady connects: nothing lost, every connect made, lines reported', async (t) => {
   t.timeout(240_000);
   const out = await tempDir(t, 'peerlink-soak-spec-');
-  const run = await runNode(SOAK, [
-    '--minutes',
-    '1.5',
-    '--devices',
-    '10000',
-    '--interval-ms',
-    '8000',
-    '--flatness',
-    'report',
-    '--out',
-    out,
-  ]);
+  const run = await runNode(
+    SOAK,
+    ['--minutes', '1.5', '--devices', '10000', '--interval-ms', '8000', '--flatness', 'report', '--out', out],
+    { timeoutMs: 230_000 },
+  );
   t.log(run.stdout.trim().split('\n').slice(-12).join('\n'));
   const f = parseLastLine(run.stdout);
   t.truthy(f, `last line not in the form: ${run.stdout.trim().split('\n').at(-1)} ${run.stderr}`);

@@ -8,20 +8,32 @@ export interface Run {
   readonly stderr: string;
 }
 
-export function runProcess(command: string, args: readonly string[], opts: { cwd?: string } = {}): Promise<Run> {
+/**
+ * A whole-program test's child may hang (a CI run once sat 120 s on a spec with nothing to say why):
+ * past `timeoutMs` the child is killed and the run resolves with code null and a stderr line naming
+ * the command, so the test fails with a message instead of stalling the suite.
+ */
+export const RUN_PROCESS_TIMEOUT_MS = 90_000;
+
+export function runProcess(command: string, args: readonly string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { ...(opts.cwd ? { cwd: opts.cwd } : {}), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
+    const timeoutMs = opts.timeoutMs ?? RUN_PROCESS_TIMEOUT_MS;
+    const deadline = setTimeout(() => {
+      stderr += `\n[test harness] killed after ${timeoutMs} ms: ${command} ${args.join(' ')}\n`;
+      child.kill('SIGKILL');
+    }, timeoutMs);
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.on('error', (err) => (clearTimeout(deadline), reject(err)));
+    child.on('close', (code) => (clearTimeout(deadline), resolve({ code, stdout, stderr })));
   });
 }
 
 /** Run a Node script with this process's node. */
-export function runNode(script: string, args: readonly string[], opts: { cwd?: string } = {}): Promise<Run> {
+export function runNode(script: string, args: readonly string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<Run> {
   return runProcess(process.execPath, [script, ...args], opts);
 }
 

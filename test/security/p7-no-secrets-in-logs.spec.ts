@@ -103,6 +103,7 @@ function allOutput(p: Program): string {
 }
 
 test('P7: the identity file written by provisioning is 0600 (even under umask 000) and works', async (t) => {
+  t.timeout(60_000);
   const dir = await tempDir(t, 'peerlink-p7-');
   const setup = await createLoopbackSetup({ dir, equipmentId: EQUIPMENT_ID, services: { echo: `${LOOPBACK}:9` } });
   const out = join(dir, 'provisioned.toml');
@@ -231,6 +232,7 @@ test('P7: no log line of server, agent or client holds a secret (real programs, 
 });
 
 test('P7: the agent refuses to start with an identity file group or others can read (0644)', async (t) => {
+  t.timeout(60_000);
   const dir = await tempDir(t, 'peerlink-p7-');
   const setup = await createLoopbackSetup({ dir, equipmentId: EQUIPMENT_ID, services: { echo: `${LOOPBACK}:9` } });
   await chmod(setup.identityFile, 0o644);
@@ -260,6 +262,7 @@ test('P7: the agent refuses to start with an identity file group or others can r
 // IDENTITY_INVALID, so stderr carries "[PEERLINK_ERR_IDENTITY_PERMISSIONS]" (run-main.ts once
 // printed configuration errors without their code).
 test('P7: the agent names PEERLINK_ERR_IDENTITY_PERMISSIONS on stderr for a 0644 identity', async (t) => {
+  t.timeout(60_000);
   const dir = await tempDir(t, 'peerlink-p7-');
   const setup = await createLoopbackSetup({ dir, equipmentId: EQUIPMENT_ID, services: { echo: `${LOOPBACK}:9` } });
   await chmod(setup.identityFile, 0o644);
