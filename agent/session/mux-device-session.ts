@@ -14,6 +14,7 @@ import { Status, type StatusValue } from '../protocol/status.js';
 import { deviceSessionOptions, type DeviceSessionOptions, type DeviceSessionOutcome } from './device-session.js';
 import { startMuxSession, type MuxStream } from './mux-session.js';
 import { socketSink, startSocketReads, type GlueCounts } from './mux-socket.js';
+import { refusalCounter } from './session-counts.js';
 
 /** Serve one mux session until it ends; resolves with what it carried. */
 export async function serveMuxDeviceSession(input: DeviceSessionOptions): Promise<DeviceSessionOutcome> {
@@ -40,6 +41,7 @@ export async function serveMuxDeviceSession(input: DeviceSessionOptions): Promis
 
   function refuse(st: MuxStream, status: StatusValue, why: string): void {
     refused++;
+    o.count?.(refusalCounter(status));
     log.warn({ service: st.service, status }, `stream refused: ${why}`);
     session.refuse(st, status);
   }
@@ -82,6 +84,7 @@ export async function serveMuxDeviceSession(input: DeviceSessionOptions): Promis
     onOpen,
     maxStreams: o.maxStreams,
     onIdle: idle,
+    ...(o.count ? { count: o.count } : {}),
   });
   const onAbort = (): void => session.close('destroy');
   o.signal.addEventListener('abort', onAbort, { once: true });

@@ -51,6 +51,8 @@ export interface MuxSessionOptions {
   readonly openTimeoutMs?: number;
   /** Each time the last open stream is gone. */
   readonly onIdle?: () => void;
+  /** The device: a stream refused at the cap, the framing broken by the peer (session-counts.ts). */
+  readonly count?: (what: 'streamsRefusedBusy' | 'sessionProtocolErrors') => void;
 }
 
 export type MuxSession = ReturnType<typeof startMuxSession>;
@@ -189,6 +191,7 @@ export function startMuxSession(o: MuxSessionOptions) {
     if (goneAway || streams.size >= o.maxStreams) {
       // Refused at once: its bytes are never kept.
       control(MuxType.WINDOW_UPDATE, MuxFlag.RST, id, Status.DEVICE_BUSY);
+      o.count?.('streamsRefusedBusy');
       log.warn({ service: st.service, status: Status.DEVICE_BUSY, open: streams.size }, 'stream refused: too many streams on the session');
       return;
     }
@@ -312,8 +315,10 @@ export function startMuxSession(o: MuxSessionOptions) {
       // A broken frame, or a fault of ours in handling one: this session ends, the process goes on.
       const broken = err instanceof MuxProtocolError;
       const e = err instanceof Error ? err : new Error(String(err));
-      if (broken) log.warn({ err: e.message, code: err.code }, 'mux session closed: the peer broke the framing');
-      else log.error({ err: e.message, stack: e.stack }, 'mux session closed: internal error');
+      if (broken) {
+        o.count?.('sessionProtocolErrors');
+        log.warn({ err: e.message, code: err.code }, 'mux session closed: the peer broke the framing');
+      } else log.error({ err: e.message, stack: e.stack }, 'mux session closed: internal error');
       control(MuxType.GO_AWAY, 0, 0, broken ? MuxGoAway.PROTOCOL_ERROR : MuxGoAway.INTERNAL);
       flush();
       destroy(e);

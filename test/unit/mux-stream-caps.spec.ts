@@ -47,6 +47,7 @@ test('the device refuses a stream past its cap with DEVICE_BUSY; the others go o
   const again = await client.open('echo');
   t.is(await roundTrip(again, 'again'), 'again');
   t.is(refusedBusy(pair.deviceLines), 1);
+  t.deepEqual(pair.counts, { streamsRefusedBusy: 1 }, 'the refusal counted (the agent status counter)');
 });
 
 test('the client holds the 129th stream (its bytes too) until one of the 128 is gone: the device refuses none', async (t) => {
