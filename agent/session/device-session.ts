@@ -17,6 +17,7 @@ import type { HostPort } from '../common/endpoint-parse.js';
 import { rejectUnknownKeys } from '../common/options.js';
 import { SERVICE_NAME_PATTERN, TUNNEL_CHOSEN_BYTE } from '../protocol/constants.js';
 import { Status, type StatusValue } from '../protocol/status.js';
+import { createIdleClose } from './idle-close.js';
 import { refusalCounter, type SessionStreamCounter } from './session-counts.js';
 import {
   SESSION_MAX_HEADER_BYTES,
@@ -86,21 +87,8 @@ export async function serveDeviceSession(input: DeviceSessionOptions): Promise<D
   let toClient = 0;
   let fromClient = 0;
   let open = 0;
-  let idleTimer: NodeJS.Timeout | null = null;
   const log = o.logger;
-
-  function idle(): void {
-    if (idleTimer) clearTimeout(idleTimer);
-    idleTimer = setTimeout(() => {
-      log.info({ idleMs: o.idleMs }, 'session idle: closed');
-      session.close();
-    }, o.idleMs);
-    idleTimer.unref();
-  }
-  function busy(): void {
-    if (idleTimer) clearTimeout(idleTimer);
-    idleTimer = null;
-  }
+  const { idle, busy } = createIdleClose(o.idleMs, log, () => session.close());
 
   function refuse(stream: ServerHttp2Stream, status: StatusValue, why: string, service: string): void {
     refused++;

@@ -30,7 +30,11 @@ export interface MuxPair {
   readonly counts: Partial<Record<SessionStreamCounter, number>>;
 }
 
-export async function muxPair(t: Scope, services: Record<string, number>, opts: { maxStreams?: number } = {}): Promise<MuxPair> {
+export async function muxPair(
+  t: Scope,
+  services: Record<string, number>,
+  opts: { maxStreams?: number; idleMs?: number } = {},
+): Promise<MuxPair> {
   const deviceLines: Record<string, unknown>[] = [];
   const logger = pino(
     { level: 'info' },
@@ -57,6 +61,7 @@ export async function muxPair(t: Scope, services: Record<string, number>, opts: 
         signal: aborter.signal,
         count: (what) => void (counts[what] = (counts[what] ?? 0) + 1),
         ...(opts.maxStreams ? { maxStreams: opts.maxStreams } : {}),
+        ...(opts.idleMs ? { idleMs: opts.idleMs } : {}),
       }),
     );
   });
