@@ -13,7 +13,7 @@ export interface AnswerDeadlines<T> {
   clear(): void;
 }
 
-/** `waitMs` 0: nothing ever expires (a session end that answers no streams). */
+/** `waitMs` 0: nothing expires (the device's end of a session, which waits for no answers). */
 export function createAnswerDeadlines<T>(waitMs: number, onExpired: (item: T, service: string) => void): AnswerDeadlines<T> {
   // Oldest first: a Map keeps insertion order, and every deadline is its insertion time plus waitMs.
   const waiting = new Map<T, { readonly service: string; readonly deadline: number }>();
