@@ -138,7 +138,8 @@ export function createLocalForward(input: LocalForwardOptions): LocalForward {
 
   /** An early stream the device refuses (or does not answer) ends with the reason: say it. */
   function onStreamReset(err: Error & { code?: string }): void {
-    if (err.name === 'StreamRefusedError' || err.code === ErrorCodes.PEER_TIMEOUT) {
+    // DEVICE_BUSY also when no stream of the session came free in time (mux-held.ts).
+    if (err.name === 'StreamRefusedError' || err.code === ErrorCodes.PEER_TIMEOUT || err.code === ErrorCodes.DEVICE_BUSY) {
       counters.inc('openFailed');
       o.logger.error({ err: err.message, code: err.code }, 'could not open a tunnel for a local connection');
     }

@@ -28,11 +28,29 @@ export interface RelayPlans {
   defer(conn: { readonly tls: TLSSocket; readonly channel: FrameChannel }, requestId: Buffer, inMs: number): DeferredRelay;
 }
 
+/**
+ * RELAY_NOWs kept for an offer not deferred yet (the newest ones; an unclaimed one is the server's
+ * answer to a request whose race never began: a failed answer, a connection not kept).
+ */
+export const RELAY_NOW_EARLY_MAX = 16;
+
 export function createRelayPlans(): RelayPlans {
   /** Requests waiting for their join time, by request ID: an entry lives until its race ends. */
   const waiting = new Map<string, () => void>();
+  /**
+   * RELAY_NOW that came before its offer was deferred. The channel diverts it as it decodes the
+   * read that holds it, while the request, resumed by its result only after that read, has not
+   * deferred the offer yet: the server writes the answer and RELAY_NOW back to back (one chunk),
+   * or even RELAY_NOW first (sendNow flushes the answer so far). Kept here for defer() to find.
+   */
+  const early = new Set<string>();
   const onRelayNow = (f: Frame): void => {
-    if (f.type === FrameType.RELAY_NOW) waiting.get(f.requestId.toString('hex'))?.();
+    if (f.type !== FrameType.RELAY_NOW) return;
+    const key = f.requestId.toString('hex');
+    const told = waiting.get(key);
+    if (told) return told();
+    early.add(key);
+    if (early.size > RELAY_NOW_EARLY_MAX) early.delete(early.values().next().value!);
   };
   return {
     watch: (channel) => channel.divert(FrameType.RELAY_NOW, onRelayNow),
@@ -40,7 +58,8 @@ export function createRelayPlans(): RelayPlans {
       const key = requestId.toString('hex');
       let told!: () => void;
       const now = new Promise<void>((resolve) => (told = resolve));
-      waiting.set(key, told);
+      if (early.delete(key)) told();
+      else waiting.set(key, told);
       let released = false;
       const done = (): void => {
         if (waiting.get(key) === told) waiting.delete(key);

@@ -29,6 +29,7 @@ import type { Credential } from './credentials.js';
 import { createOwnerAccess } from './owner-access.js';
 import type { OwnerStore } from './owner-state.js';
 import { createKeptConnection, type ServerConnection } from './kept-connection.js';
+import { SESSION_STREAM_COUNTERS } from '../session/session-counts.js';
 
 export const AGENT_COUNTERS = [
   'sessions',
@@ -42,6 +43,8 @@ export const AGENT_COUNTERS = [
   /** Kept connections closed after their idle time by us, or by the server. */
   'keptClosedIdle',
   'keptClosedByServer',
+  /** Streams of sessions refused, by reason, and sessions whose framing the client broke (session-counts.ts). */
+  ...SESSION_STREAM_COUNTERS,
 ] as const;
 
 export interface AgentOptions {
@@ -256,6 +259,7 @@ export function createAgent(input: AgentOptions): Agent {
           // Without it the request session refuses a session, as an agent from before sessions does.
           ...(settings.dial.sessions ? { services: () => settings.services } : {}),
           logger,
+          countStream: (what) => counters.inc(what),
           signal: AbortSignal.any([aborter.signal, access.signal]),
           ...(ownerSession ? { ownerSession } : {}),
           ...(over ? { over } : {}),

@@ -28,6 +28,7 @@ import { deviceLanOffer, lanDialTarget } from './lan-candidate.js';
 import type { HostPort } from '../common/endpoint-parse.js';
 import { serveDeviceSession } from '../session/device-session.js';
 import { serveMuxDeviceSession } from '../session/mux-device-session.js';
+import type { SessionStreamCounter } from '../session/session-counts.js';
 import { MUX_SERVICE } from '../protocol/session-streams.js';
 import { openCompanion } from '../rendezvous/companion.js';
 import type { DialPolicy } from './address-policy.js';
@@ -66,6 +67,8 @@ export interface SessionContext {
   readonly over?: ServerConnection;
   /** After the verdict, keep the connection for `idleMs` (DEVICE_IDLE) and hand it to `keep`; absent: close it. */
   readonly keep?: { readonly idleMs: number; readonly keep: (conn: ServerConnection) => void };
+  /** Counts a session's stream refusals and broken framing as they happen (session-counts.ts). */
+  readonly countStream?: (what: SessionStreamCounter) => void;
 }
 
 /** How long the verdict may wait for our companion connection to be under way (companion.ts). */
@@ -352,6 +355,7 @@ async function serveSession(tunnel: TLSSocket, via: PathKind, mux: boolean, ctx:
     connectTimeoutMs: ctx.dialTimeoutMs,
     logger: log,
     signal: ctx.signal,
+    ...(ctx.countStream ? { count: ctx.countStream } : {}),
   });
   return { status: Status.OK, bytesToClient: r.bytesToClient, bytesFromClient: r.bytesFromClient };
 }

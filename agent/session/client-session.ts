@@ -17,6 +17,7 @@ import {
   SESSION_STREAM_WINDOW_BYTES,
   SESSION_WINDOW_BYTES,
 } from '../protocol/session-streams.js';
+import { createAnswerDeadlines } from './answer-deadlines.js';
 
 export interface ClientSessionOptions {
   /** The end-to-end channel, after the path-chosen byte. */
@@ -75,7 +76,7 @@ export function startClientSession(input: ClientSessionOptions): ClientSession {
   const closed = new Promise<void>((resolve) =>
     session.once('close', () => {
       ended = true;
-      if (answerTimer) clearTimeout(answerTimer);
+      unanswered.clear();
       resolve();
     }),
   );
@@ -157,33 +158,16 @@ export function startClientSession(input: ClientSessionOptions): ClientSession {
     });
   }
 
-  // Early streams the device has not answered yet, oldest first: all wait openTimeoutMs, so one timer
-  // for the oldest serves them all (not a timer made and cleared per stream).
-  const unanswered = new Map<ClientHttp2Stream, { readonly service: string; readonly deadline: number }>();
-  let answerTimer: NodeJS.Timeout | null = null;
-  function armAnswerTimer(): void {
-    answerTimer = null;
-    const oldest = unanswered.values().next();
-    if (oldest.done) return;
-    answerTimer = setTimeout(expireAnswers, Math.max(0, oldest.value.deadline - performance.now()));
-    answerTimer.unref();
-  }
-  function expireAnswers(): void {
-    const now = performance.now();
-    for (const [req, w] of unanswered) {
-      if (w.deadline > now) break;
-      unanswered.delete(req);
-      req.destroy(
-        new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `the device did not answer the stream to ${w.service} within ${o.openTimeoutMs} ms`),
-      );
-    }
-    armAnswerTimer();
-  }
+  // Early streams the device has not answered yet (answer-deadlines.ts).
+  const unanswered = createAnswerDeadlines<ClientHttp2Stream>(o.openTimeoutMs, (req, service) =>
+    req.destroy(
+      new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `the device did not answer the stream to ${service} within ${o.openTimeoutMs} ms`),
+    ),
+  );
 
   /** An early stream: the device's answer arrives while its bytes flow; a refusal or no answer ends it. */
   function answerLater(req: ClientHttp2Stream, service: string): Duplex {
-    unanswered.set(req, { service, deadline: performance.now() + o.openTimeoutMs });
-    if (!answerTimer) armAnswerTimer();
+    unanswered.add(req, service);
     req.once('response', (headers) => {
       unanswered.delete(req);
       const refusal = readStreamAnswer(headers, service);

@@ -17,6 +17,8 @@ import type { HostPort } from '../common/endpoint-parse.js';
 import { rejectUnknownKeys } from '../common/options.js';
 import { SERVICE_NAME_PATTERN, TUNNEL_CHOSEN_BYTE } from '../protocol/constants.js';
 import { Status, type StatusValue } from '../protocol/status.js';
+import { createIdleClose } from './idle-close.js';
+import { refusalCounter, type SessionStreamCounter } from './session-counts.js';
 import {
   SESSION_MAX_HEADER_BYTES,
   SESSION_MAX_STREAMS,
@@ -40,6 +42,8 @@ export interface DeviceSessionOptions {
   readonly maxStreams?: number;
   readonly logger: Logger;
   readonly signal: AbortSignal;
+  /** Counts refusals and broken framing as they happen (session-counts.ts; the agent's counters). */
+  readonly count?: (what: SessionStreamCounter) => void;
 }
 
 export interface DeviceSessionOutcome {
@@ -49,7 +53,7 @@ export interface DeviceSessionOutcome {
   readonly bytesFromClient: number;
 }
 
-const KEYS = ['channel', 'services', 'connectService', 'connectTimeoutMs', 'idleMs', 'maxStreams', 'logger', 'signal'];
+const KEYS = ['channel', 'services', 'connectService', 'connectTimeoutMs', 'idleMs', 'maxStreams', 'logger', 'signal', 'count'];
 
 /** The options of either kind of device session, checked and defaulted once. */
 export function deviceSessionOptions(input: DeviceSessionOptions) {
@@ -83,24 +87,12 @@ export async function serveDeviceSession(input: DeviceSessionOptions): Promise<D
   let toClient = 0;
   let fromClient = 0;
   let open = 0;
-  let idleTimer: NodeJS.Timeout | null = null;
   const log = o.logger;
-
-  function idle(): void {
-    if (idleTimer) clearTimeout(idleTimer);
-    idleTimer = setTimeout(() => {
-      log.info({ idleMs: o.idleMs }, 'session idle: closed');
-      session.close();
-    }, o.idleMs);
-    idleTimer.unref();
-  }
-  function busy(): void {
-    if (idleTimer) clearTimeout(idleTimer);
-    idleTimer = null;
-  }
+  const { idle, busy } = createIdleClose(o.idleMs, log, () => session.close());
 
   function refuse(stream: ServerHttp2Stream, status: StatusValue, why: string, service: string): void {
     refused++;
+    o.count?.(refusalCounter(status));
     log.warn({ service, status }, `stream refused: ${why}`);
     // Bytes the client sent with its CONNECT (an early stream) are discarded, never read.
     stream.resume();

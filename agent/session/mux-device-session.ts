@@ -14,6 +14,8 @@ import { Status, type StatusValue } from '../protocol/status.js';
 import { deviceSessionOptions, type DeviceSessionOptions, type DeviceSessionOutcome } from './device-session.js';
 import { startMuxSession, type MuxStream } from './mux-session.js';
 import { socketSink, startSocketReads, type GlueCounts } from './mux-socket.js';
+import { createIdleClose } from './idle-close.js';
+import { refusalCounter } from './session-counts.js';
 
 /** Serve one mux session until it ends; resolves with what it carried. */
 export async function serveMuxDeviceSession(input: DeviceSessionOptions): Promise<DeviceSessionOutcome> {
@@ -27,26 +29,17 @@ export async function serveMuxDeviceSession(input: DeviceSessionOptions): Promis
   let streams = 0;
   let refused = 0;
   const counts: GlueCounts = { toSocket: 0, fromSocket: 0 };
-  let idleTimer: NodeJS.Timeout | null = null;
-
-  function idle(): void {
-    if (idleTimer) clearTimeout(idleTimer);
-    idleTimer = setTimeout(() => {
-      log.info({ idleMs: o.idleMs }, 'session idle: closed');
-      session.close();
-    }, o.idleMs);
-    idleTimer.unref();
-  }
+  const { idle, busy } = createIdleClose(o.idleMs, log, () => session.close());
 
   function refuse(st: MuxStream, status: StatusValue, why: string): void {
     refused++;
+    o.count?.(refusalCounter(status));
     log.warn({ service: st.service, status }, `stream refused: ${why}`);
     session.refuse(st, status);
   }
 
   function onOpen(st: MuxStream): void {
-    if (idleTimer) clearTimeout(idleTimer);
-    idleTimer = null;
+    busy();
     if (!SERVICE_NAME_PATTERN.test(st.service)) return refuse(st, Status.BAD_REQUEST, 'not a service name');
     // Authorisation per stream: the allow-list as it is now.
     const target = o.services().get(st.service);
@@ -82,6 +75,7 @@ export async function serveMuxDeviceSession(input: DeviceSessionOptions): Promis
     onOpen,
     maxStreams: o.maxStreams,
     onIdle: idle,
+    ...(o.count ? { count: o.count } : {}),
   });
   const onAbort = (): void => session.close('destroy');
   o.signal.addEventListener('abort', onAbort, { once: true });
@@ -90,7 +84,7 @@ export async function serveMuxDeviceSession(input: DeviceSessionOptions): Promis
   try {
     await session.closed;
   } finally {
-    if (idleTimer) clearTimeout(idleTimer);
+    busy();
     o.signal.removeEventListener('abort', onAbort);
     // A graceful close ended our side and waits for the peer's (mux-session.ts cuts it after a while).
     if (!o.channel.destroyed && !o.channel.writableEnded) o.channel.destroy();

@@ -3,8 +3,7 @@
  * the stream table, per-stream credit windows, and one write queue. Streams are not Duplexes:
  * each has a sink (its consumer's callbacks) and is fed by send()/finish(); mux-socket.ts glues a
  * stream straight to a net.Socket, mux-duplex.ts makes a Duplex of one for library users.
- * Frames queued while the event loop polls leave together at setImmediate, in one channel write:
- * many streams share TLS records and system calls. Memory is bounded by the windows: a stream's
+ * Frames leave through one write queue (mux-writer.ts). Memory is bounded by the windows: a stream's
  * receiver holds at most MUX_STREAM_WINDOW_BYTES of it, a sender's surplus stays in its source; and
  * by pieces, as the window counts bytes, not frames: early bytes and a socket's held bytes are copied
  * into one buffer past 16 pieces, and a socket has one write in flight (mux-socket.ts).
@@ -28,9 +27,12 @@ import {
   muxOpenName,
   readMuxOpenName,
 } from '../protocol/mux-frames.js';
-import { SESSION_MAX_STREAMS, StreamRefusedError } from '../protocol/session-streams.js';
+import { StreamRefusedError } from '../protocol/session-streams.js';
 import { isStatus, Status, type StatusValue } from '../protocol/status.js';
+import { createAnswerDeadlines } from './answer-deadlines.js';
+import { HeldStreams, heldExpired } from './mux-held.js';
 import { MuxStream, type MuxSink } from './mux-stream.js';
+import { createMuxWriter } from './mux-writer.js';
 
 export { MuxStream, type MuxSink };
 
@@ -40,18 +42,21 @@ export interface MuxSessionOptions {
   readonly logger: Logger;
   /** The device: a stream was opened (cap and name already checked); answer with accept() or refuse(). */
   readonly onOpen?: (st: MuxStream) => void;
-  /** The device: the most streams open at once; more are refused with DEVICE_BUSY. */
+  /**
+   * The most streams open at once. The device refuses more with DEVICE_BUSY; the client holds more
+   * (not sent) until one of its open streams is gone, at most MUX_HELD_STREAMS_MAX of them.
+   */
   readonly maxStreams: number;
-  /** The client: how long the device has to answer a stream. */
+  /** The client: how long the device has to answer a stream (a held one: from its open() on). */
   readonly openTimeoutMs?: number;
   /** Each time the last open stream is gone. */
   readonly onIdle?: () => void;
+  /** The device: a stream refused at the cap, the framing broken by the peer (session-counts.ts). */
+  readonly count?: (what: 'streamsRefusedBusy' | 'sessionProtocolErrors') => void;
 }
 
 export type MuxSession = ReturnType<typeof startMuxSession>;
 
-/** What may wait in the channel's buffer, unread by the peer: the streams' windows and some. */
-const MUX_MAX_QUEUED_BYTES = SESSION_MAX_STREAMS * MUX_STREAM_WINDOW_BYTES + 8 * 1024 * 1024;
 /** Early payloads a stream holds as separate pieces before they are copied into one. */
 const MUX_EARLY_PIECES_MAX = 16;
 /** How long a closed session waits for the peer to end its side before the channel is cut. */
@@ -61,52 +66,27 @@ const BROKEN = (why: string): PeerlinkError => new PeerlinkError(ErrorCodes.TUNN
 export function startMuxSession(o: MuxSessionOptions) {
   const { channel, role, logger: log } = o;
   const streams = new Map<number, MuxStream>();
-  // Early streams not answered yet, oldest first (all wait openTimeoutMs: one timer serves them).
-  const unanswered = new Set<MuxStream>();
-  let answerTimer: NodeJS.Timeout | null = null;
+  // The client's streams not answered yet, held ones included (answer-deadlines.ts).
+  const unanswered = createAnswerDeadlines<MuxStream>(o.openTimeoutMs ?? 0, expireAnswer);
+  // The client's streams past the device's cap, oldest first: opened as slots free (mux-held.ts).
+  const held = new HeldStreams();
   let nextId = 1;
   let lastPeerId = 0;
   let goneAway = false;
   /** We said GO_AWAY (close()): the session ends with its last stream. */
   let closing = false;
   let ended = false;
-  let out: Buffer[] = [];
-  let outBytes = 0;
-  let flushing = false;
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
 
-  function flush(): void {
-    flushing = false;
-    if (ended || out.length === 0) return;
-    const bufs = out;
-    const n = outBytes;
-    out = [];
-    outBytes = 0;
-    // The windows bound what streams may queue (128 x 256 KiB); past that the peer is not reading
-    // what it asked for (refusals, resets, control frames): end the session rather than hold more.
-    if (channel.writableLength > MUX_MAX_QUEUED_BYTES) {
-      log.warn({ queued: channel.writableLength }, 'mux session closed: the peer does not read');
+  const { queue, control, flush } = createMuxWriter(
+    channel,
+    () => ended,
+    (queued) => {
+      log.warn({ queued }, 'mux session closed: the peer does not read');
       destroy(BROKEN('the peer does not read the session'));
-      return;
-    }
-    if (bufs.length === 1) channel.write(bufs[0]);
-    else if (n <= 4 * MUX_MAX_FRAME_BYTES) channel.write(Buffer.concat(bufs, n));
-    else {
-      channel.cork();
-      for (const b of bufs) channel.write(b);
-      channel.uncork();
-    }
-  }
-  function queue(b: Buffer): void {
-    out.push(b);
-    outBytes += b.length;
-    if (!flushing) {
-      flushing = true;
-      setImmediate(flush);
-    }
-  }
-  const control = (type: number, flags: number, id: number, value: number): void => queue(muxHeader(type, flags, id, value));
+    },
+  );
 
   function emitData(st: MuxStream, buf: Buffer): void {
     for (let at = 0; at < buf.length; at += MUX_MAX_FRAME_BYTES) {
@@ -120,8 +100,10 @@ export function startMuxSession(o: MuxSessionOptions) {
   function remove(st: MuxStream): void {
     if (st.done) return;
     st.done = true;
-    streams.delete(st.id);
     unanswered.delete(st);
+    if (held.delete(st)) return; // never opened: no slot freed
+    streams.delete(st.id);
+    while (held.size > 0 && streams.size < o.maxStreams && !ended && !goneAway) openHeld();
     if (streams.size > 0 || ended) return;
     if (closing) endSession();
     else o.onIdle?.();
@@ -160,8 +142,9 @@ export function startMuxSession(o: MuxSessionOptions) {
   /** End `st` both ways now; `status` tells the client why (a refusal), 0 for a plain reset. */
   function reset(st: MuxStream, status = 0): void {
     if (st.done) return;
+    // The reset goes before the open of a held stream that takes its slot (remove()): the device counts in order.
+    if (!ended && !held.has(st)) control(MuxType.WINDOW_UPDATE, MuxFlag.RST, st.id, status);
     remove(st);
-    if (!ended) control(MuxType.WINDOW_UPDATE, MuxFlag.RST, st.id, status);
   }
   /** The consumer took `n` bytes of `st`: grant them back (in batches). */
   function consumed(st: MuxStream, n: number): void {
@@ -208,6 +191,7 @@ export function startMuxSession(o: MuxSessionOptions) {
     if (goneAway || streams.size >= o.maxStreams) {
       // Refused at once: its bytes are never kept.
       control(MuxType.WINDOW_UPDATE, MuxFlag.RST, id, Status.DEVICE_BUSY);
+      o.count?.('streamsRefusedBusy');
       log.warn({ service: st.service, status: Status.DEVICE_BUSY, open: streams.size }, 'stream refused: too many streams on the session');
       return;
     }
@@ -253,6 +237,7 @@ export function startMuxSession(o: MuxSessionOptions) {
       }
       if (type === MuxType.GO_AWAY) {
         goneAway = true;
+        failHeld(BROKEN('the device closed the session'));
         if (value !== MuxGoAway.NORMAL) log.info({ code: value }, 'the peer went away with an error');
         if (streams.size === 0 && role === 'client') destroy(BROKEN('the device closed the session'));
         return;
@@ -275,24 +260,28 @@ export function startMuxSession(o: MuxSessionOptions) {
     },
   });
 
-  function armAnswerTimer(): void {
-    answerTimer = null;
-    const oldest = unanswered.values().next();
-    if (oldest.done) return;
-    answerTimer = setTimeout(expireAnswers, Math.max(0, oldest.value.deadline - performance.now()));
-    answerTimer.unref();
+  function expireAnswer(st: MuxStream, service: string): void {
+    const wasHeld = held.has(st);
+    reset(st);
+    st.sink?.reset(
+      wasHeld
+        ? heldExpired(service, o.openTimeoutMs ?? 0, o.maxStreams)
+        : new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `the device did not answer the stream to ${service} within ${o.openTimeoutMs} ms`),
+    );
   }
-  function expireAnswers(): void {
-    const now = performance.now();
-    for (const st of unanswered) {
-      if (st.deadline > now) break;
-      reset(st);
-      st.sink?.reset(
-        new PeerlinkError(ErrorCodes.PEER_TIMEOUT, `the device did not answer the stream to ${st.service} within ${o.openTimeoutMs} ms`),
-      );
-    }
-    armAnswerTimer();
+  /** The oldest held stream gets the slot that came free: its open, then what it held. */
+  function openHeld(): void {
+    const st = held.shift();
+    streams.set(st.id, st);
+    sendOpen(st);
+    onCredit(st, MUX_STREAM_WINDOW_BYTES);
   }
+  function sendOpen(st: MuxStream): void {
+    const name = muxOpenName(st.service);
+    queue(muxHeader(MuxType.DATA, MuxFlag.SYN, st.id, name.length));
+    queue(name);
+  }
+  const failHeld = (err: Error | null): void => held.failAll(err, (st) => unanswered.delete(st));
 
   /** Ends our side in order (what is queued leaves first); the channel closes once the peer ends its side too. */
   function endSession(): void {
@@ -306,10 +295,10 @@ export function startMuxSession(o: MuxSessionOptions) {
   function destroy(err: Error | null, now = true): void {
     if (ended) return;
     ended = true;
-    if (answerTimer) clearTimeout(answerTimer);
+    unanswered.clear();
+    failHeld(err);
     const all = [...streams.values()];
     streams.clear();
-    unanswered.clear();
     for (const st of all) {
       st.done = true;
       st.sink?.reset(err);
@@ -326,8 +315,10 @@ export function startMuxSession(o: MuxSessionOptions) {
       // A broken frame, or a fault of ours in handling one: this session ends, the process goes on.
       const broken = err instanceof MuxProtocolError;
       const e = err instanceof Error ? err : new Error(String(err));
-      if (broken) log.warn({ err: e.message, code: err.code }, 'mux session closed: the peer broke the framing');
-      else log.error({ err: e.message, stack: e.stack }, 'mux session closed: internal error');
+      if (broken) {
+        o.count?.('sessionProtocolErrors');
+        log.warn({ err: e.message, code: err.code }, 'mux session closed: the peer broke the framing');
+      } else log.error({ err: e.message, stack: e.stack }, 'mux session closed: internal error');
       control(MuxType.GO_AWAY, 0, 0, broken ? MuxGoAway.PROTOCOL_ERROR : MuxGoAway.INTERNAL);
       flush();
       destroy(e);
@@ -341,16 +332,17 @@ export function startMuxSession(o: MuxSessionOptions) {
     /** The client: a new stream to `service`; its bytes may follow at once (the device holds them until it answers). */
     open(service: string, sink: MuxSink): MuxStream {
       if (ended || goneAway || nextId > MUX_MAX_STREAM_ID) throw BROKEN('the session to the device has ended');
+      // The device refuses a stream past its cap (DEVICE_BUSY, its local connection closed unanswered):
+      // held here instead until one is gone (mux-held.ts).
       const st = new MuxStream(nextId, service);
+      if (streams.size >= o.maxStreams || held.size > 0) held.hold(st, streams.size);
       nextId += 2;
       st.sink = sink;
-      streams.set(st.id, st);
-      st.deadline = performance.now() + (o.openTimeoutMs ?? 0);
-      unanswered.add(st);
-      if (!answerTimer && o.openTimeoutMs) armAnswerTimer();
-      const name = muxOpenName(service);
-      queue(muxHeader(MuxType.DATA, MuxFlag.SYN, st.id, name.length));
-      queue(name);
+      unanswered.add(st, service);
+      if (!held.has(st)) {
+        streams.set(st.id, st);
+        sendOpen(st);
+      }
       return st;
     },
     /** The device: the stream is open; its early bytes (and FIN) go to `sink` now. */
@@ -376,8 +368,8 @@ export function startMuxSession(o: MuxSessionOptions) {
     finish,
     reset,
     consumed,
-    /** Streams open now. */
-    active: (): number => streams.size,
+    /** Streams open now, and held (the client's, past the cap). */
+    active: (): number => streams.size + held.size,
     alive: (): boolean => !ended && !goneAway && nextId <= MUX_MAX_STREAM_ID,
     closed,
     /** No new streams (GO_AWAY); with `destroy`, end the session now. */
@@ -388,6 +380,7 @@ export function startMuxSession(o: MuxSessionOptions) {
         goneAway = true;
         control(MuxType.GO_AWAY, 0, 0, MuxGoAway.NORMAL);
       }
+      failHeld(BROKEN('the session was closed'));
       if (how === 'destroy') {
         flush();
         destroy(null);

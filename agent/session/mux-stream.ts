@@ -31,8 +31,7 @@ export class MuxStream {
   sink: MuxSink | null = null;
   /** The device's side, until accept(): bytes that came with the open, and its FIN. */
   early: Buffer[] | null = null;
-  /** The client's side: when the device must have answered (performance.now()), and who waits for the answer. */
-  deadline = 0;
+  /** The client's side: who waits for the device's answer. */
   onAnswered: (() => void) | null = null;
   constructor(
     readonly id: number,

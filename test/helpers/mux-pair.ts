@@ -13,6 +13,7 @@ import { connectService } from '../../agent/device/dialer.js';
 import type { HostPort } from '../../agent/common/endpoint-parse.js';
 import type { DeviceSessionOutcome } from '../../agent/session/device-session.js';
 import { serveMuxDeviceSession } from '../../agent/session/mux-device-session.js';
+import type { SessionStreamCounter } from '../../agent/session/session-counts.js';
 import { startMuxClientSession, type MuxClientSession } from '../../agent/session/mux-client-session.js';
 import { silentLogger } from '../../agent/common/logger.js';
 import type { Scope } from './flow.js';
@@ -25,9 +26,15 @@ export interface MuxPair {
   readonly deviceLines: Record<string, unknown>[];
   /** The allow-list the device reads for each stream (change it to "reload"). */
   readonly services: Map<string, HostPort>;
+  /** What the device's session counted (session-counts.ts), by counter. */
+  readonly counts: Partial<Record<SessionStreamCounter, number>>;
 }
 
-export async function muxPair(t: Scope, services: Record<string, number>, opts: { maxStreams?: number } = {}): Promise<MuxPair> {
+export async function muxPair(
+  t: Scope,
+  services: Record<string, number>,
+  opts: { maxStreams?: number; idleMs?: number } = {},
+): Promise<MuxPair> {
   const deviceLines: Record<string, unknown>[] = [];
   const logger = pino(
     { level: 'info' },
@@ -40,6 +47,7 @@ export async function muxPair(t: Scope, services: Record<string, number>, opts: 
   );
   const allow = new Map<string, HostPort>(Object.entries(services).map(([k, port]) => [k, { host: '127.0.0.1', port }]));
   const aborter = new AbortController();
+  const counts: Partial<Record<SessionStreamCounter, number>> = {};
   let resolveOutcome!: (o: Promise<DeviceSessionOutcome>) => void;
   const outcome = new Promise<DeviceSessionOutcome>((r) => (resolveOutcome = r));
   const server = createServer((sock) => {
@@ -51,7 +59,9 @@ export async function muxPair(t: Scope, services: Record<string, number>, opts: 
         connectTimeoutMs: 2000,
         logger,
         signal: aborter.signal,
+        count: (what) => void (counts[what] = (counts[what] ?? 0) + 1),
         ...(opts.maxStreams ? { maxStreams: opts.maxStreams } : {}),
+        ...(opts.idleMs ? { idleMs: opts.idleMs } : {}),
       }),
     );
   });
@@ -67,7 +77,7 @@ export async function muxPair(t: Scope, services: Record<string, number>, opts: 
   if (first[0] !== TUNNEL_CHOSEN_BYTE) throw new Error('no chosen byte');
   if (first.length > 1) channel.unshift(first.subarray(1));
   channel.pause();
-  return { channel, outcome, deviceLines, services: allow };
+  return { channel, outcome, deviceLines, services: allow, counts };
 }
 
 export function muxClient(t: Scope, pair: MuxPair, openTimeoutMs = 5000): MuxClientSession {

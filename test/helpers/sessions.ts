@@ -9,14 +9,13 @@ import { freePort } from '../../scripts/lib/free-port.js';
 import { rendezvousClient } from './server-link.js';
 import { startFlow, type Flow, type Scope } from './flow.js';
 import { httpGet } from './multi-node.js';
-import type { LoopbackSetupOptions } from '../../scripts/lib/loopback-setup.js';
 
 export interface MeteredFlow extends Flow {
   /** Connection requests the server has handled (every outcome): one per rendezvous. */
   rendezvous(): Promise<number>;
 }
 
-export async function startMeteredFlow(t: Scope, opts: Omit<LoopbackSetupOptions, 'dir' | 'serverExtra'>): Promise<MeteredFlow> {
+export async function startMeteredFlow(t: Scope, opts: Omit<Parameters<typeof startFlow>[1], 'serverExtra'>): Promise<MeteredFlow> {
   const metricsPort = await freePort();
   const flow = await startFlow(t, { ...opts, serverExtra: `[metrics]\nenabled = true\nhost = "127.0.0.1"\nport = ${metricsPort}` });
   return {

@@ -5,14 +5,21 @@
  */
 import test from 'ava';
 import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ErrorCodes } from '../../agent/common/errors.js';
+import { PROGRAMS } from '../../scripts/lib/program.js';
+import { waitUntil } from '../helpers/harness.js';
+import { runNode } from '../helpers/run-process.js';
 import { echoService } from '../helpers/flow.js';
 import { roundTrip, sessionClient, startMeteredFlow } from '../helpers/sessions.js';
 
 test('a stream naming a service not allowed is refused; other streams on the same session work; a reload applies to the next stream', async (t) => {
   const echo = await echoService(t);
   const other = await echoService(t);
-  const flow = await startMeteredFlow(t, { services: { echo: `127.0.0.1:${echo.port}`, web: `127.0.0.1:${other.port}` } });
+  const flow = await startMeteredFlow(t, {
+    services: { echo: `127.0.0.1:${echo.port}`, web: `127.0.0.1:${other.port}` },
+    agentArgs: (s) => ['--state', join(s.dir, 'state.json')],
+  });
   const client = sessionClient(t, flow, 'echo');
 
   const first = await client.open();
@@ -45,4 +52,19 @@ test('a stream naming a service not allowed is refused; other streams on the sam
     refusals.map((l) => l.service),
     ['secret', 'peerlink-session', 'web'],
   );
+  // Counted, too: `peerlink-agent status` shows them (its snapshot is written every few seconds).
+  const sessions = async (): Promise<Record<string, number>> => {
+    const r = await runNode(PROGRAMS.agent, ['status', '--json', '--state', join(flow.setup.dir, 'state.json')]);
+    return r.code === 0 ? ((JSON.parse(r.stdout) as { sessions: Record<string, number> }).sessions ?? {}) : {};
+  };
+  let counted: Record<string, number> = {};
+  await waitUntil(
+    async () => ((counted = await sessions()).streamsRefusedService ?? 0) >= 3,
+    'the agent status to count the refusals',
+    15_000,
+    250,
+  ).catch(() => undefined);
+  t.is(counted.streamsRefusedService, 3, 'the refusals are not in the agent status');
+  t.is(counted.streamsRefusedBusy, 0);
+  t.is(counted.sessionProtocolErrors, 0);
 });

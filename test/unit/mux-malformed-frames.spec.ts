@@ -1,6 +1,6 @@
 /**
  * A peer that breaks the mux framing (agent/protocol/mux-frames.ts) gets GO_AWAY PROTOCOL_ERROR
- * and its session is closed, logged with PEERLINK_ERR_PROTOCOL; streams of that session are cut;
+ * and its session is closed, logged with PEERLINK_ERR_PROTOCOL and counted; streams of that session are cut;
  * the process goes on (this test process runs the device's end). Each case writes raw frames.
  */
 import test from 'ava';
@@ -64,6 +64,7 @@ for (const [name, bytes] of Object.entries(CASES)) {
       pair.deviceLines.some((l) => l.code === ErrorCodes.PROTOCOL && String(l.msg).includes('broke the framing')),
       'logged with the code',
     );
+    t.deepEqual(pair.counts, { sessionProtocolErrors: 1 }, 'counted (the agent status counter)');
     if (!svc.destroyed) await once(svc, 'close');
     t.pass('the service connection of the live stream was closed');
     // Still serving: a new session on the same process works.
