@@ -6,7 +6,8 @@
  * connection each), directly and through the port, alternating, after one warm round of each.
  * With PEERLINK_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR" the programs write profiles of the page
  * and little else (no other part runs). Prints JSON: median times, their ratio, CPU per request
- * of the client and the agent (/proc), and how many requests failed.
+ * of the client, the agent and this process (through the port, and directly; /proc), and how many
+ * requests failed.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, get, type Server } from 'node:http';
@@ -70,10 +71,17 @@ async function main(): Promise<void> {
     const cpu0 = { client: cpuSeconds(client.child.pid!), agent: cpuSeconds(agent.child.pid!) };
     const direct: number[] = [];
     const through: number[] = [];
+    // This process (the requests and the service): its CPU in the direct rounds and in the rounds through the port.
+    let benchDirect = 0;
+    let benchThrough = 0;
     let failed = 0;
     for (let i = 0; i < rounds; i++) {
+      const b0 = cpuSeconds(process.pid);
       direct.push((await page(webPort)).ms);
+      const b1 = cpuSeconds(process.pid);
       const p = await page(port);
+      benchThrough += cpuSeconds(process.pid) - b1;
+      benchDirect += b1 - b0;
       through.push(p.ms);
       failed += p.failed;
     }
@@ -86,6 +94,8 @@ async function main(): Promise<void> {
       cpuMsPerRequest: {
         client: perRequest(cpuSeconds(client.child.pid!) - cpu0.client),
         agent: perRequest(cpuSeconds(agent.child.pid!) - cpu0.agent),
+        bench: perRequest(benchThrough),
+        benchDirect: perRequest(benchDirect),
       },
       failed,
     };
