@@ -6,8 +6,10 @@
  * connection each), directly and through the port, alternating, after one warm round of each.
  * With PEERLINK_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR" the programs write profiles of the page
  * and little else (no other part runs). Prints JSON: median times, their ratio, CPU per request
- * of the client and the agent (/proc), and how many requests failed.
+ * of the client, the agent and this process (through the port, and directly; /proc), the machine's
+ * idle share while the page went through the port (/proc/stat), and how many requests failed.
  */
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, get, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -41,6 +43,12 @@ async function page(port: number): Promise<{ ms: number; failed: number }> {
   return { ms: performance.now() - t0, failed: ok.filter((x) => !x).length };
 }
 
+/** The machine's CPU ticks so far, all cores: idle (with iowait) and total (/proc/stat). */
+function machineTicks(): { idle: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  return { idle: f[3]! + f[4]!, total: f.reduce((a, b) => a + b, 0) };
+}
+
 const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main(): Promise<void> {
@@ -70,10 +78,25 @@ async function main(): Promise<void> {
     const cpu0 = { client: cpuSeconds(client.child.pid!), agent: cpuSeconds(agent.child.pid!) };
     const direct: number[] = [];
     const through: number[] = [];
+    // This process (the requests and the service): its CPU in the direct rounds and in the rounds through the port.
+    let benchDirect = 0;
+    let benchThrough = 0;
+    // The machine's idle share while the page goes through the port: the cores our three processes
+    // left unused (their own waiting) when it is high, other tenants' work when it is near 0.
+    let idleTicks = 0;
+    let allTicks = 0;
     let failed = 0;
     for (let i = 0; i < rounds; i++) {
+      const b0 = cpuSeconds(process.pid);
       direct.push((await page(webPort)).ms);
+      const b1 = cpuSeconds(process.pid);
+      const m0 = machineTicks();
       const p = await page(port);
+      const m1 = machineTicks();
+      idleTicks += m1.idle - m0.idle;
+      allTicks += m1.total - m0.total;
+      benchThrough += cpuSeconds(process.pid) - b1;
+      benchDirect += b1 - b0;
       through.push(p.ms);
       failed += p.failed;
     }
@@ -86,7 +109,10 @@ async function main(): Promise<void> {
       cpuMsPerRequest: {
         client: perRequest(cpuSeconds(client.child.pid!) - cpu0.client),
         agent: perRequest(cpuSeconds(agent.child.pid!) - cpu0.agent),
+        bench: perRequest(benchThrough),
+        benchDirect: perRequest(benchDirect),
       },
+      machineIdleShareThrough: Number((idleTicks / Math.max(1, allTicks)).toFixed(2)),
       failed,
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
