@@ -14,6 +14,7 @@ import { createLoopbackSetup, connectArgs } from './lib/loopback-setup.js';
 import { freePort } from './lib/free-port.js';
 import { startProgram, type Program } from './lib/program.js';
 import { serverNodeFlags } from './lib/server-unit.js';
+import { agentNodeFlags } from './lib/agent-unit.js';
 import { bestMbps, startEchoServer, viaTcp, waitServing } from './bench/throughput.js';
 
 const PAYLOAD_BYTES = 32 * 1024 * 1024;
@@ -35,7 +36,7 @@ async function tunnelBench(): Promise<Record<string, number>> {
     const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
     programs.push(server);
     await server.waitFor((l) => l.msg === 'rendezvous server listening');
-    const agent = startProgram('agent', ['--config', setup.agentConfig]);
+    const agent = startProgram('agent', ['--config', setup.agentConfig], { nodeArgs: agentNodeFlags() });
     programs.push(agent);
     await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
     const base = [

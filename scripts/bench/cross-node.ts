@@ -15,6 +15,7 @@ import { createLoopbackSetup } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type Program } from '../lib/program.js';
 import { serverNodeFlags } from '../lib/server-unit.js';
+import { agentNodeFlags } from '../lib/agent-unit.js';
 import { startRedisCluster } from '../lib/redis-cluster.js';
 import { startEchoServer } from './throughput.js';
 
@@ -71,7 +72,7 @@ export async function crossNodeConnect(o: { rounds: number }): Promise<CrossNode
     ];
     programs.push(...nodes);
     await Promise.all(nodes.map((n) => n.waitFor((l) => l.msg === 'rendezvous server listening')));
-    const agent = startProgram('agent', ['--config', setup.agentConfig]);
+    const agent = startProgram('agent', ['--config', setup.agentConfig], { nodeArgs: agentNodeFlags() });
     programs.push(agent);
     await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
     for (const port of [setup.tlsPort, tls2]) {

@@ -22,6 +22,7 @@ import { startProgram, type Program } from '../lib/program.js';
 import { cpuSeconds } from './cpu-time.js';
 import { startEchoServer } from './throughput.js';
 import { serverNodeFlags } from '../lib/server-unit.js';
+import { agentNodeFlags } from '../lib/agent-unit.js';
 
 const BLOCK = 10;
 
@@ -68,7 +69,7 @@ async function side(dir: string, name: string, echoPort: number, keep: boolean):
     if (up) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  const agent = startProgram('agent', ['--config', setup.agentConfig]);
+  const agent = startProgram('agent', ['--config', setup.agentConfig], { nodeArgs: agentNodeFlags() });
   return { name, setup, server, agent, metricsPort };
 }
 

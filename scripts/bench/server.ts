@@ -27,6 +27,7 @@ import { createLoopbackSetup, connectArgs } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type Program } from '../lib/program.js';
 import { serverNodeFlags } from '../lib/server-unit.js';
+import { agentNodeFlags } from '../lib/agent-unit.js';
 import { startRedis } from '../lib/redis-process.js';
 import { ensureGroups } from '../lib/prerequisites.js';
 import { cpuSeconds } from './cpu-time.js';
@@ -324,7 +325,7 @@ async function endToEnd(o: {
       if (up) break;
       await new Promise((r) => setTimeout(r, 50));
     }
-    const agent = startProgram('agent', ['--config', setup.agentConfig]);
+    const agent = startProgram('agent', ['--config', setup.agentConfig], { nodeArgs: agentNodeFlags() });
     programs.push(agent);
     await new Promise((r) => setTimeout(r, 1500)); // first registration
     const job = join(dir, 'job.json');
@@ -437,7 +438,7 @@ async function relayWithTlsLegs(
   });
   const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
   await server.waitFor((l) => l.msg === 'rendezvous server listening');
-  const agent = startProgram('agent', ['--config', setup.agentConfig]);
+  const agent = startProgram('agent', ['--config', setup.agentConfig], { nodeArgs: agentNodeFlags() });
   await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
   const port = await freePort();
   const client = startProgram('client', [

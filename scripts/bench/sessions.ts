@@ -22,6 +22,7 @@ import { createLoopbackSetup, connectArgs } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type Program } from '../lib/program.js';
 import { serverNodeFlags } from '../lib/server-unit.js';
+import { agentNodeFlags } from '../lib/agent-unit.js';
 import { bestMbps, startEchoServer, viaTcp, waitServing } from './throughput.js';
 import { cpuSeconds } from './cpu-time.js';
 import { randomBytes } from 'node:crypto';
@@ -127,7 +128,7 @@ export async function sessionBench(o: { quick: boolean }): Promise<SessionFigure
     const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
     programs.push(server);
     await server.waitFor((l) => l.msg === 'rendezvous server listening');
-    const agent = startProgram('agent', ['--config', setup.agentConfig]);
+    const agent = startProgram('agent', ['--config', setup.agentConfig], { nodeArgs: agentNodeFlags() });
     programs.push(agent);
     for (let i = 0; i < 100 && (await rendezvousCount(metricsPort).catch(() => -1)) < 0; i++) await new Promise((r) => setTimeout(r, 50));
     await new Promise((r) => setTimeout(r, 1500)); // first registration (the agent logs at warn)

@@ -25,6 +25,7 @@ import { createLoopbackSetup } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type LogLine, type Program } from '../lib/program.js';
 import { serverNodeFlags } from '../lib/server-unit.js';
+import { agentNodeFlags } from '../lib/agent-unit.js';
 import { startEchoServer } from './throughput.js';
 
 interface Mark {
@@ -102,7 +103,7 @@ export async function connectionTimelines(rounds: number): Promise<{ direct: Tim
     const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
     programs.push(server);
     await server.waitFor((l) => l.msg === 'rendezvous server listening');
-    const agent = startProgram('agent', ['--config', setup.agentConfig]);
+    const agent = startProgram('agent', ['--config', setup.agentConfig], { nodeArgs: agentNodeFlags() });
     programs.push(agent);
     await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'));
     const clientLines: LogLine[] = [];

@@ -4,7 +4,8 @@
  * `npm run build && node dist/scripts/bench/tunnel-ab.js ROUNDS MIB DIR [DIR ...]`, each DIR a
  * built checkout (its dist/ holds the programs; e.g. this one and a `git worktree` of main). For
  * each DIR a real server (plain relay legs, log level warn), its agent and a relayed `--listen`
- * client (`--session-idle-ms 0`: a tunnel per connection, as the bench's tunnel rows); one plain
+ * client (`--session-idle-ms 0`: a tunnel per connection, as the bench's tunnel rows; server and
+ * agent with their units' node flags, where that build has them); one plain
  * TLS echo (tls-echo.ts) as the baseline; one TCP echo in this process. Rounds alternate baseline,
  * DIR 1, DIR 2 ... (one unmeasured warm-up each first), so that the machine's drift falls on all.
  * Per side: median and best Mbit/s (both directions), CPU-seconds per GB carried by process
@@ -22,6 +23,7 @@ import { cpuSeconds } from './cpu-time.js';
 import type * as LoopbackSetupModule from '../lib/loopback-setup.js';
 import type * as ProgramModule from '../lib/program.js';
 import type * as ServerUnitModule from '../lib/server-unit.js';
+import type * as AgentUnitModule from '../lib/agent-unit.js';
 import type * as FreePortModule from '../lib/free-port.js';
 import { run } from './server.js';
 import { roundTrip, startEchoServer, viaTcp, waitServing } from './throughput.js';
@@ -78,6 +80,11 @@ async function main(): Promise<void> {
       const { startProgram } = (await import(join(d, 'dist/scripts/lib/program.js'))) as typeof ProgramModule;
       const { serverNodeFlags } = (await import(join(d, 'dist/scripts/lib/server-unit.js'))) as typeof ServerUnitModule;
       const { freePort } = (await import(join(d, 'dist/scripts/lib/free-port.js'))) as typeof FreePortModule;
+      // The agent unit's node flags; a build from before they existed ran its agent without any.
+      const agentFlags = await import(join(d, 'dist/scripts/lib/agent-unit.js')).then(
+        (m: typeof AgentUnitModule) => m.agentNodeFlags(),
+        () => [],
+      );
       const dir = join(root, `side-${i}`);
       await mkdir(dir);
       const setup = await createLoopbackSetup({
@@ -91,7 +98,7 @@ async function main(): Promise<void> {
       const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
       stops.push(() => server.stop());
       await new Promise((r) => setTimeout(r, 1500)); // listening (warn level logs nothing)
-      const agent = startProgram('agent', ['--config', setup.agentConfig]);
+      const agent = startProgram('agent', ['--config', setup.agentConfig], { nodeArgs: agentFlags });
       stops.push(() => agent.stop());
       await new Promise((r) => setTimeout(r, 1500)); // first registration
       const port = await freePort();

@@ -19,6 +19,7 @@ import { createLoopbackSetup, connectArgs } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
 import { startProgram, type Program } from '../lib/program.js';
 import { serverNodeFlags } from '../lib/server-unit.js';
+import { agentNodeFlags } from '../lib/agent-unit.js';
 import { cpuSeconds } from './cpu-time.js';
 import { waitServing } from './throughput.js';
 
@@ -66,7 +67,7 @@ async function main(): Promise<void> {
     const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
     programs.push(server);
     await server.waitFor((l) => l.msg === 'rendezvous server listening');
-    const agent = startProgram('agent', ['--config', setup.agentConfig]);
+    const agent = startProgram('agent', ['--config', setup.agentConfig], { nodeArgs: agentNodeFlags() });
     programs.push(agent);
     await new Promise((r) => setTimeout(r, 2000)); // its first registration
     const port = await freePort();

@@ -38,7 +38,7 @@ test('the bundled agent runs alone (no node_modules anywhere above it) and insta
       await readFile(join(REPO_ROOT, 'config/agent.example.toml'), 'utf8'),
     );
     const unit = await readFile(join(root, 'usr/lib/systemd/system/peerlink-agent.service'), 'utf8');
-    t.regex(unit, /^ExecStart=\/usr\/bin\/node \/usr\/lib\/peerlink\/peerlink-agent\.cjs /m);
+    t.regex(unit, /^ExecStart=\/usr\/bin\/node (--[\w-]+(=\S+)? )*\/usr\/lib\/peerlink\/peerlink-agent\.cjs /m);
     // a second install keeps the technician's settings
     const again = await run(join(REPO_ROOT, 'scripts', 'install'), [b.dir], { env: { ...process.env, DESTDIR: root } });
     t.regex(again.stdout, /keeping existing .*agent\.toml/);
