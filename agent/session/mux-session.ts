@@ -47,7 +47,7 @@ export interface MuxSessionOptions {
    * (not sent) until one of its open streams is gone, at most MUX_HELD_STREAMS_MAX of them.
    */
   readonly maxStreams: number;
-  /** The client: how long the device has to answer a stream (a held one: from its open() on). */
+  /** The client: how long the device has to answer a stream (a held one: held at most this long, then this long again from its open). */
   readonly openTimeoutMs?: number;
   /** Each time the last open stream is gone. */
   readonly onIdle?: () => void;
@@ -272,6 +272,8 @@ export function startMuxSession(o: MuxSessionOptions) {
   /** The oldest held stream gets the slot that came free: its open, then what it held. */
   function openHeld(): void {
     const st = held.shift();
+    // Its answer deadline starts again with the open it sends: the time held was ours, not the device's.
+    if (unanswered.delete(st)) unanswered.add(st, st.service);
     streams.set(st.id, st);
     sendOpen(st);
     onCredit(st, MUX_STREAM_WINDOW_BYTES);

@@ -33,7 +33,8 @@ export interface MuxPair {
 export async function muxPair(
   t: Scope,
   services: Record<string, number>,
-  opts: { maxStreams?: number; idleMs?: number } = {},
+  /** connectDelayMs: the device's connect to a service takes this long more (a slow service). */
+  opts: { maxStreams?: number; idleMs?: number; connectDelayMs?: number } = {},
 ): Promise<MuxPair> {
   const deviceLines: Record<string, unknown>[] = [];
   const logger = pino(
@@ -55,7 +56,10 @@ export async function muxPair(
       serveMuxDeviceSession({
         channel: sock,
         services: () => allow,
-        connectService,
+        connectService: opts.connectDelayMs
+          ? (target: HostPort, timeoutMs: number) =>
+              new Promise<void>((r) => setTimeout(r, opts.connectDelayMs)).then(() => connectService(target, timeoutMs))
+          : connectService,
         connectTimeoutMs: 2000,
         logger,
         signal: aborter.signal,

@@ -10,25 +10,41 @@ export interface Run {
 
 /**
  * A whole-program test's child may hang (a CI run once sat 120 s on a spec with nothing to say why):
- * past `timeoutMs` the child is killed and the run resolves with code null and a stderr line naming
- * the command, so the test fails with a message instead of stalling the suite.
+ * past `timeoutMs` the child's process group gets SIGTERM (a program's own clean-up runs, e.g. the
+ * soak stopping what it started), SIGKILL 3 s later, and the run resolves with code null and a
+ * stderr line naming the command, so the test fails with a message instead of stalling the suite.
  */
 export const RUN_PROCESS_TIMEOUT_MS = 90_000;
+const RUN_PROCESS_KILL_GRACE_MS = 3_000;
 
 export function runProcess(command: string, args: readonly string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { ...(opts.cwd ? { cwd: opts.cwd } : {}), stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its own process group, so that what it started goes with it.
+    const child = spawn(command, args, { ...(opts.cwd ? { cwd: opts.cwd } : {}), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let stdout = '';
     let stderr = '';
     const timeoutMs = opts.timeoutMs ?? RUN_PROCESS_TIMEOUT_MS;
+    const signalGroup = (signal: NodeJS.Signals): void => {
+      try {
+        if (child.pid) process.kill(-child.pid, signal);
+      } catch {
+        /* the group is gone */
+      }
+    };
+    let grace: NodeJS.Timeout | undefined;
     const deadline = setTimeout(() => {
       stderr += `\n[test harness] killed after ${timeoutMs} ms: ${command} ${args.join(' ')}\n`;
-      child.kill('SIGKILL');
+      signalGroup('SIGTERM');
+      grace = setTimeout(() => signalGroup('SIGKILL'), RUN_PROCESS_KILL_GRACE_MS);
     }, timeoutMs);
+    const done = (): void => {
+      clearTimeout(deadline);
+      if (grace) clearTimeout(grace);
+    };
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', (err) => (clearTimeout(deadline), reject(err)));
-    child.on('close', (code) => (clearTimeout(deadline), resolve({ code, stdout, stderr })));
+    child.on('error', (err) => (done(), reject(err)));
+    child.on('close', (code) => (done(), resolve({ code, stdout, stderr })));
   });
 }
 

@@ -90,3 +90,21 @@ test('a held stream that no slot reaches within the answer deadline fails DEVICE
   t.is(await roundTrip(open[0]!, 'still'), 'still');
   t.is(refusedBusy(pair.deviceLines), 0);
 });
+
+test('a held stream gets the whole answer deadline again from its open: the device is not blamed for the time it was held', async (t) => {
+  const echo = await echoService(t);
+  // Every stream's service connect takes 300 ms at the device; the client gives the device 1 s to answer.
+  const pair = await muxPair(t, { echo: echo.port }, { connectDelayMs: 300 });
+  const client = muxClient(t, pair, 1_000);
+  const open = await Promise.all(Array.from({ length: SESSION_MAX_STREAMS }, () => client.open('echo')));
+  const late = client.openEarly('echo');
+  const answer = roundTrip(late, 'late');
+  // Held 850 ms: counted from its open() the device would have 150 ms left, less than its 300 ms connect.
+  await new Promise((r) => setTimeout(r, 850));
+  const closed = new Promise((r) => open[0]!.once('close', r));
+  open[0]!.destroy();
+  await closed;
+  t.is(await answer, 'late');
+  t.true(client.alive());
+  t.is(refusedBusy(pair.deviceLines), 0);
+});
