@@ -169,6 +169,7 @@ export function createConnectionBroker(options: ConnectionBrokerOptions): Connec
         deviceAttached,
         exchange,
         ...(options.onTiming ? { onTiming: options.onTiming } : {}),
+        ...(options.relayBridge ? { okVerdict: options.relayBridge.expect } : {}),
       })
     : null;
 

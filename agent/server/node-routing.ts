@@ -47,6 +47,8 @@ export interface NodeRoutingOptions {
     log: Logger,
   ) => Promise<Verdict>;
   readonly onTiming?: (what: 'notifyRoundTrip', ms: number, status: typeof Status.OK) => void;
+  /** The device's ok verdict for `hex` goes to the client's node now (its relay join may come here next). */
+  readonly okVerdict?: (hex: string, equipmentId: string) => void;
 }
 
 export interface NodeRouting {
@@ -134,6 +136,8 @@ export function createNodeRouting(o: NodeRoutingOptions): NodeRouting {
       rec.sealedRequest,
       log,
     );
+    // Before the verdict leaves: the device may join the relay here before its offer exists (relay-bridge.ts).
+    if (v.status === Status.OK) o.okVerdict?.(hex, attach.equipmentId);
     await tell({ kind: 'verdict', requestId: hex, status: v.status, byNode: cluster.nodeId, candidates: v.candidates ?? [] });
     log.info({ status: v.status, clientNode }, 'S207 device verdict sent to the node holding the client');
   }

@@ -6,9 +6,15 @@
  * to that TLS session — and then copies bytes between the device and that connection. What
  * crosses both nodes is the end-to-end TLS 1.3 PSK channel: neither node can read it (P4).
  * The nodes share one server certificate; the joining node accepts exactly that certificate.
+ *
+ * The offer is recorded when the client's node answers the verdict this node sent it, while the
+ * device may join here as soon as its verdict is out (its direct dial refused at once): on a fast
+ * network its join can come first. So a device whose ok verdict this node sent on (expect()) gets
+ * its offer waited for, a bounded while, once per verdict; any other join is looked up once.
  */
 import { identityName } from '../protocol/identity-name.js';
 import { X509Certificate } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
@@ -30,7 +36,20 @@ export interface RelayBridgeOptions {
   readonly logger: Logger;
 }
 
+/** How long a device that came before its offer (expect()) waits for it to be recorded in Redis. */
+export const RELAY_OFFER_WAIT_MS = 5_000;
+/** The first look again after a miss; doubled up to the next (a few lookups in the usual case). */
+const OFFER_RETRY_FIRST_MS = 10;
+const OFFER_RETRY_MAX_MS = 250;
+/** Verdicts expected to bring a device's join (the newest ones; each waited for RELAY_OFFER_WAIT_MS at most). */
+export const RELAY_EXPECTED_MAX = 10_000;
+
 export interface RelayBridge {
+  /**
+   * This node sent the device's ok verdict for the request to the client's node, which offers the
+   * relay on it: the device's join may come before that offer is in Redis, so bridge() waits for it.
+   */
+  expect(requestIdHex: string, equipmentId: string): void;
   /** Record that this node offered a relay for the request (other nodes may bridge to it). */
   offered(requestIdHex: string): void;
   /** The device joined here for a relay another node offered: bridge it; false if none is known. */
@@ -46,7 +65,38 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
   const offerKey = (hex: string): string => `{o:${hex}}`;
   let bridged = 0;
   let malformedOffers = 0;
+  /** expect()ed requests: the device they are for, and until when its offer is waited for. */
+  const expected = new Map<string, { readonly equipmentId: string; readonly untilMs: number }>();
+
+  /** The offer for `hex` from Redis; undefined: none (yet); null: Redis did not answer. */
+  const lookup = (hex: string): Promise<string | undefined | null> => o.cluster.getValue(offerKey(hex)).catch(() => null);
+
+  /** Looks for the offer again until it is there, the wait is over, or the device leaves. */
+  async function waitForOffer(hex: string, untilMs: number, device: Socket): Promise<string | undefined | null> {
+    const left = new AbortController();
+    const onClose = (): void => left.abort();
+    device.once('close', onClose);
+    try {
+      for (let delayMs = OFFER_RETRY_FIRST_MS; ; delayMs = Math.min(delayMs * 2, OFFER_RETRY_MAX_MS)) {
+        const waitMs = Math.min(delayMs, untilMs - Date.now());
+        if (waitMs <= 0 || device.destroyed) return undefined;
+        await sleep(waitMs, undefined, { signal: left.signal });
+        const v = await lookup(hex);
+        if (v !== undefined) return v;
+      }
+    } catch {
+      return undefined; // the device left
+    } finally {
+      device.off('close', onClose);
+    }
+  }
+
   return {
+    expect(hex, equipmentId) {
+      expected.delete(hex);
+      expected.set(hex, { equipmentId, untilMs: Date.now() + RELAY_OFFER_WAIT_MS });
+      if (expected.size > RELAY_EXPECTED_MAX) expected.delete(expected.keys().next().value!);
+    },
     get bridged() {
       return bridged;
     },
@@ -69,11 +119,13 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
     async bridge(device, equipmentId, requestId, generation = 0) {
       const hex = requestId.toString('hex');
       const log = o.logger.child({ requestId: hex.slice(0, 12), equipmentId });
-      let v: string | undefined;
-      try {
-        v = await o.cluster.getValue(offerKey(hex));
-      } catch {
-        return false;
+      let v = await lookup(hex);
+      const wanted = expected.get(hex);
+      // Once per verdict: a device joining again looks once.
+      if (wanted?.equipmentId === equipmentId) expected.delete(hex);
+      if (v === undefined && wanted?.equipmentId === equipmentId) {
+        log.debug('relay across nodes: the device came before the offer; waiting for it');
+        v = await waitForOffer(hex, wanted.untilMs, device.socket);
       }
       if (!v) return false;
       let offer: RelayOffer;
