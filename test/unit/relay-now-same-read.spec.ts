@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, connect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { isPeerlinkError, ErrorCodes } from '../../agent/common/errors.js';
-import { createRelayPlans } from '../../agent/client/relay-plan.js';
+import { createRelayPlans, RELAY_NOW_EARLY_MAX } from '../../agent/client/relay-plan.js';
 import { FrameChannel } from '../../agent/protocol/frame-channel.js';
 import { encodeFrame, FrameType, type Frame } from '../../agent/protocol/frames.js';
 import { Status } from '../../agent/protocol/status.js';
@@ -102,4 +102,27 @@ test('without RELAY_NOW the join waits for the plan (this spec can tell the two 
   const deferred = plans.defer({ tls: socket as unknown as TLSSocket, channel }, requestId, PLAN_MS);
   t.false(await dueAtOnce(deferred.due));
   deferred.done();
+});
+
+test('RELAY_NOWs nobody waits for are kept only the newest RELAY_NOW_EARLY_MAX: the oldest one past it is forgotten', async (t) => {
+  const ids = Array.from({ length: RELAY_NOW_EARLY_MAX + 1 }, () => randomBytes(16));
+  const { socket, close } = await answeredInOneWrite([
+    ...ids.map((requestId): Frame => ({ type: FrameType.RELAY_NOW, requestId })),
+    { type: FrameType.HELLO, serverTimeMs: 1 },
+  ]);
+  t.teardown(close);
+  const channel = new FrameChannel(socket);
+  const plans = createRelayPlans();
+  plans.watch(channel);
+  // Every RELAY_NOW was diverted before the HELLO behind them.
+  t.is((await channel.next(5_000)).type, FrameType.HELLO);
+  const conn = { tls: socket as unknown as TLSSocket, channel };
+  const oldest = plans.defer(conn, ids[0]!, PLAN_MS);
+  t.false(await dueAtOnce(oldest.due), 'the oldest was kept past the bound');
+  oldest.done();
+  for (const id of ids.slice(1)) {
+    const kept = plans.defer(conn, id, PLAN_MS);
+    t.true(await dueAtOnce(kept.due), 'one of the newest was not kept');
+    kept.done();
+  }
 });
