@@ -55,6 +55,12 @@ async function dueAtOnce(due: (signal: AbortSignal) => Promise<void>): Promise<b
   return p;
 }
 
+/** Reads the answer frame by frame up to its result, as client.ts request() does. */
+async function untilResult(channel: FrameChannel): Promise<void> {
+  let f = await channel.next(5_000);
+  while (f.type !== FrameType.CONNECT_RESULT) f = await channel.next(5_000);
+}
+
 for (const order of ['after the result', 'before the result'] as const) {
   test(`RELAY_NOW in the same read as the answer (${order}) makes the deferred join due at once, and the frame after it still comes`, async (t) => {
     const requestId = randomBytes(16);
@@ -73,8 +79,7 @@ for (const order of ['after the result', 'before the result'] as const) {
     const plans = createRelayPlans();
     // As client.ts request(): watched before the request, the answer read frame by frame.
     plans.watch(channel);
-    let f = await channel.next(5_000);
-    while (f.type !== FrameType.CONNECT_RESULT) f = await channel.next(5_000);
+    await untilResult(channel);
     t.is(reads(), 1, 'the answer and RELAY_NOW came in one read (else this spec tests nothing)');
     const deferred = plans.defer({ tls: socket as unknown as TLSSocket, channel }, requestId, PLAN_MS);
     t.true(await dueAtOnce(deferred.due), 'RELAY_NOW was lost: the client would wait for its plan');
@@ -97,8 +102,7 @@ test('without RELAY_NOW the join waits for the plan (this spec can tell the two 
   const channel = new FrameChannel(socket);
   const plans = createRelayPlans();
   plans.watch(channel);
-  let f = await channel.next(5_000);
-  while (f.type !== FrameType.CONNECT_RESULT) f = await channel.next(5_000);
+  await untilResult(channel);
   const deferred = plans.defer({ tls: socket as unknown as TLSSocket, channel }, requestId, PLAN_MS);
   t.false(await dueAtOnce(deferred.due));
   deferred.done();
