@@ -8,6 +8,10 @@
  * and little else (no other part runs). Prints JSON: median times, their ratio, CPU per request
  * of the client, the agent and this process (through the port, and directly; /proc), the machine's
  * idle share while the page went through the port (/proc/stat), and how many requests failed.
+ * The agent runs with its systemd unit's node flags (agent-unit.ts), or with none when
+ * PEERLINK_BENCH_AGENT_FLAGS=none (to measure what a unit flag costs, e.g. `--single-threaded-gc`),
+ * and with loop-probe.ts preloaded: `agent` in the JSON gives its event-loop delay, GC pauses and
+ * heap over the measured rounds.
  */
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -17,7 +21,7 @@ import { join } from 'node:path';
 import { closeServer, listenOn } from '../../agent/common/listen.js';
 import { createLoopbackSetup, connectArgs } from '../lib/loopback-setup.js';
 import { freePort } from '../lib/free-port.js';
-import { startProgram, type Program } from '../lib/program.js';
+import { DIST, startProgram, type Program } from '../lib/program.js';
 import { serverNodeFlags } from '../lib/server-unit.js';
 import { agentNodeFlags } from '../lib/agent-unit.js';
 import { cpuSeconds } from './cpu-time.js';
@@ -67,7 +71,11 @@ async function main(): Promise<void> {
     const server = startProgram('server', ['--config', setup.serverConfig], { nodeArgs: serverNodeFlags() });
     programs.push(server);
     await server.waitFor((l) => l.msg === 'rendezvous server listening');
-    const agent = startProgram('agent', ['--config', setup.agentConfig], { nodeArgs: agentNodeFlags() });
+    const unitFlags = process.env.PEERLINK_BENCH_AGENT_FLAGS === 'none' ? [] : agentNodeFlags();
+    const agentFlags = [...unitFlags, '--import', join(DIST, 'scripts', 'bench', 'loop-probe.js')];
+    const probeFile = join(dir, 'agent-loop-probe.json');
+    const env = { ...process.env, PEERLINK_LOOP_PROBE_FILE: probeFile };
+    const agent = startProgram('agent', ['--config', setup.agentConfig], { nodeArgs: agentFlags, env });
     programs.push(agent);
     await new Promise((r) => setTimeout(r, 2000)); // its first registration
     const port = await freePort();
@@ -77,6 +85,7 @@ async function main(): Promise<void> {
     await page(port);
     await page(webPort);
     const cpu0 = { client: cpuSeconds(client.child.pid!), agent: cpuSeconds(agent.child.pid!) };
+    agent.child.kill('SIGUSR2'); // the probe's window starts here
     const direct: number[] = [];
     const through: number[] = [];
     // This process (the requests and the service): its CPU in the direct rounds and in the rounds through the port.
@@ -102,19 +111,23 @@ async function main(): Promise<void> {
       failed += p.failed;
     }
     const perRequest = (sec: number): number => Number(((sec * 1000) / (rounds * REQUESTS)).toFixed(3));
+    const agentCpu = cpuSeconds(agent.child.pid!) - cpu0.agent;
+    await agent.stop(); // the probe writes its file at exit
     const out = {
       rounds,
+      agentFlags: unitFlags.join(' '),
       directMs: Number(median(direct).toFixed(1)),
       throughMs: Number(median(through).toFixed(1)),
       ratio: Number((median(through) / median(direct)).toFixed(2)),
       cpuMsPerRequest: {
         client: perRequest(cpuSeconds(client.child.pid!) - cpu0.client),
-        agent: perRequest(cpuSeconds(agent.child.pid!) - cpu0.agent),
+        agent: perRequest(agentCpu),
         bench: perRequest(benchThrough),
         benchDirect: perRequest(benchDirect),
       },
       machineIdleShareThrough: Number((idleTicks / Math.max(1, allTicks)).toFixed(2)),
       failed,
+      agent: JSON.parse(readFileSync(probeFile, 'utf8')) as unknown,
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
   } finally {

@@ -13,6 +13,7 @@ import { createLoopbackSetup, type LoopbackSetup } from '../lib/loopback-setup.j
 import { freePort } from '../lib/free-port.js';
 import { DIST, startProgram, type Program } from '../lib/program.js';
 import { startRedis, type RedisProcess } from '../lib/redis-process.js';
+import { agentNodeFlags } from '../lib/agent-unit.js';
 import { serverNodeFlags } from '../lib/server-unit.js';
 
 export const ECHO_SERVICE = 'echo';
@@ -122,7 +123,8 @@ export async function startSoakSystem(o: { dir: string; nodes: 1 | 2 }): Promise
   try {
     await Promise.all(servers.map((s) => s.program.waitFor((l) => l.msg === 'rendezvous server listening', START_TIMEOUT_MS)));
     const probeFile = join(o.dir, 'probe-agent.json');
-    const program = startProgram('agent', ['--config', setup.agentConfig], { env: probeEnv(probeFile) });
+    // The agent unit's node flags, as production runs it (systemd/peerlink-agent.service).
+    const program = startProgram('agent', ['--config', setup.agentConfig], { env: probeEnv(probeFile), nodeArgs: agentNodeFlags() });
     watch('agent', program);
     agent = { name: 'agent', program, probeFile };
     await program.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('S202 registered'), START_TIMEOUT_MS);

@@ -2,7 +2,8 @@
  * The agent's systemd unit runs node with --single-threaded-gc (issue 15, docs/measurements.md, "The
  * agent's garbage collections": with V8's helper threads the agent made a full collection about once
  * per 40 MB relayed). The benches start their agents with the unit's flags, as they start their
- * servers with the server unit's (soak-server-flags.spec.ts), so that they measure what a device runs.
+ * servers with the server unit's (soak-server-flags.spec.ts), so that they measure what a device runs;
+ * so does the soak.
  */
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -35,4 +36,11 @@ test('the benches start every agent with the unit flags', (t) => {
     }
   }
   t.true(agents >= 9, `${agents} agent starts found`);
+});
+
+test('the soak starts its agent with the unit flags', (t) => {
+  const text = readFileSync(join(AGENT_UNIT, '..', '..', 'scripts', 'soak', 'systems.ts'), 'utf8');
+  const starts = [...text.matchAll(/startProgram\('agent',[^\n]*/g)].map((m) => m[0]);
+  t.is(starts.length, 1, starts.join('\n'));
+  t.regex(starts[0]!, /nodeArgs: agentNodeFlags\(\)/);
 });
