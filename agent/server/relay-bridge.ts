@@ -71,7 +71,12 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
   /** The offer for `hex` from Redis; undefined: none (yet); null: Redis did not answer. */
   const lookup = (hex: string): Promise<string | undefined | null> => o.cluster.getValue(offerKey(hex)).catch(() => null);
 
-  /** Looks for the offer again until it is there, the wait is over, or the device leaves. */
+  /**
+   * Looks for the offer again until it is there, the wait is over, or the device's socket is
+   * destroyed (its reset, our stop()). A device that ends its side while its socket is paused is not
+   * read, so the wait's bound (RELAY_OFFER_WAIT_MS) is what ends that one. A Redis error is a miss:
+   * looked up again (the backoff caps it at ~25 lookups).
+   */
   async function waitForOffer(hex: string, untilMs: number, device: Socket): Promise<string | undefined | null> {
     const left = new AbortController();
     const onClose = (): void => left.abort();
@@ -80,9 +85,11 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
       for (let delayMs = OFFER_RETRY_FIRST_MS; ; delayMs = Math.min(delayMs * 2, OFFER_RETRY_MAX_MS)) {
         const waitMs = Math.min(delayMs, untilMs - Date.now());
         if (waitMs <= 0 || device.destroyed) return undefined;
-        await sleep(waitMs, undefined, { signal: left.signal });
+        await sleep(waitMs, undefined, { signal: left.signal, ref: false });
         const v = await lookup(hex);
-        if (v !== undefined) return v;
+        // The device may have gone while Redis answered: its offer is not taken.
+        if (device.destroyed) return undefined;
+        if (v !== undefined && v !== null) return v;
       }
     } catch {
       return undefined; // the device left
@@ -136,7 +143,7 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
         log.debug({ field: droppedField(err), err: (err as Error).message }, 'dropped a malformed relay offer read from Redis');
         return false;
       }
-      if (offer.node === o.cluster.nodeId) return false;
+      if (offer.node === o.cluster.nodeId || device.socket.destroyed) return false;
       const tlsAt = `${offer.tlsHost.includes(':') ? `[${offer.tlsHost}]` : offer.tlsHost}:${offer.tlsPort}`;
       const upstream = await new Promise<TLSSocket | null>((resolve) => {
         // allowHalfOpen: the end-to-end channel half-closes through the bridge (as through the relay).
@@ -178,6 +185,11 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
         if (paired.type !== FrameType.RELAY_PAIRED) throw new Error('the other node answered out of turn');
       } catch (err) {
         log.warn({ node: offer.node, err: (err as Error).message }, 'relay across nodes: the other node did not pair');
+        upstream.destroy();
+        return false;
+      }
+      if (device.socket.destroyed) {
+        // It left while the other node paired it: that node's slot is freed when this leg closes.
         upstream.destroy();
         return false;
       }

@@ -17,10 +17,24 @@ export interface Run {
 export const RUN_PROCESS_TIMEOUT_MS = 90_000;
 const RUN_PROCESS_KILL_GRACE_MS = 3_000;
 
+// A child in its own group no longer gets the terminal's Ctrl-C: the groups still running go with
+// this process, however it ends.
+const liveGroups = new Set<number>();
+process.once('exit', () => {
+  for (const pid of liveGroups) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+});
+
 export function runProcess(command: string, args: readonly string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
     // Its own process group, so that what it started goes with it.
     const child = spawn(command, args, { ...(opts.cwd ? { cwd: opts.cwd } : {}), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    if (child.pid) liveGroups.add(child.pid);
     let stdout = '';
     let stderr = '';
     const timeoutMs = opts.timeoutMs ?? RUN_PROCESS_TIMEOUT_MS;
@@ -38,6 +52,7 @@ export function runProcess(command: string, args: readonly string[], opts: { cwd
       grace = setTimeout(() => signalGroup('SIGKILL'), RUN_PROCESS_KILL_GRACE_MS);
     }, timeoutMs);
     const done = (): void => {
+      if (child.pid) liveGroups.delete(child.pid);
       clearTimeout(deadline);
       if (grace) clearTimeout(grace);
     };

@@ -139,7 +139,7 @@ test('a join nobody expected, one for another device, and a second join of an ex
   t.is(node2.joins.length, 1);
 });
 
-test('a device that leaves while its offer is awaited ends the wait', async (t) => {
+test('a device whose socket is destroyed while its offer is awaited ends the wait', async (t) => {
   const requestId = randomBytes(16);
   const { cluster, gets } = fakeCluster(() => undefined);
   const bridge = bridgeOf(cluster);
@@ -147,9 +147,57 @@ test('a device that leaves while its offer is awaited ends the wait', async (t) 
   const leg = await deviceLeg(t);
   const bridged = bridge.bridge(leg, DEVICE, requestId);
   await new Promise((resolve) => setTimeout(resolve, 50));
+  // As the server's stop() or a reset does: the bridge's end of the device's leg is destroyed.
   leg.socket.destroy();
+  const atDestroy = gets();
   t.false(await bridged);
-  const after = gets();
-  await new Promise((resolve) => setTimeout(resolve, 600));
-  t.is(gets(), after, 'no lookup after the device left');
+  // Waited out to its bound instead, it would have looked ~25 times.
+  t.true(gets() <= atDestroy + 1, `looked ${gets() - atDestroy} more times after the device left`);
+});
+
+test('an offer read while the device leaves is not taken: no join at the other node', async (t) => {
+  const node2 = await clientNode(t);
+  const requestId = randomBytes(16);
+  const hex = requestId.toString('hex');
+  const leg = await deviceLeg(t);
+  let gets = 0;
+  const cluster = {
+    nodeId: 'node-1',
+    putValue: async () => undefined,
+    getValue: async () => {
+      if (++gets === 1) return undefined;
+      // The second lookup finds the offer, but the device's socket is destroyed meanwhile.
+      leg.socket.destroy();
+      return encodeRelayOffer({ node: 'node-2', tlsHost: '127.0.0.1', tlsPort: node2.port });
+    },
+  } as unknown as RedisRegistry;
+  const bridge = bridgeOf(cluster);
+  bridge.expect(hex, DEVICE);
+  t.false(await bridge.bridge(leg, DEVICE, requestId));
+  t.is(gets, 2);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.is(node2.joins.length, 0, 'the other node paired a device that had gone');
+  t.is(bridge.bridged, 0);
+});
+
+test('a Redis error while the offer is awaited is a miss: the wait goes on and bridges once the offer is there', async (t) => {
+  const node2 = await clientNode(t);
+  const requestId = randomBytes(16);
+  const hex = requestId.toString('hex');
+  let gets = 0;
+  const cluster = {
+    nodeId: 'node-1',
+    putValue: async () => undefined,
+    getValue: async () => {
+      gets++;
+      if (gets === 1) return undefined;
+      if (gets === 2) throw new Error('Command timed out');
+      return encodeRelayOffer({ node: 'node-2', tlsHost: '127.0.0.1', tlsPort: node2.port });
+    },
+  } as unknown as RedisRegistry;
+  const bridge = bridgeOf(cluster);
+  bridge.expect(hex, DEVICE);
+  t.true(await bridge.bridge(await deviceLeg(t), DEVICE, requestId));
+  t.is(gets, 3);
+  t.is(node2.joins.length, 1);
 });
