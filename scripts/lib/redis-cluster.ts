@@ -66,14 +66,33 @@ function clusterNodes(port: number, auth: readonly string[]): { port: number; fl
     });
 }
 
+/** A redis-server that exited while the cluster started (its port taken meanwhile, most likely). */
+class NodeExitedAtStart extends Error {}
+const START_ATTEMPTS = 3;
+
+/**
+ * Six redis-servers on free ports: a port found free can be taken before redis-server binds it (an
+ * outgoing connection of another spec picks the same ephemeral port), and that node exits at once.
+ * Such a start is made again on new ports (a CI run once waited 60 s on a node that had exited).
+ */
 export async function startRedisCluster(o: { primaries?: number; password?: string } = {}): Promise<RedisCluster> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startRedisClusterOnce(o);
+    } catch (err) {
+      if (!(err instanceof NodeExitedAtStart) || attempt >= START_ATTEMPTS) throw err;
+    }
+  }
+}
+
+async function startRedisClusterOnce(o: { primaries?: number; password?: string }): Promise<RedisCluster> {
   const primaries = o.primaries ?? 3;
   // With a password: every node requires it (requirepass) and replicas use it (masterauth).
   const auth = o.password === undefined ? [] : ['-a', o.password, '--no-auth-warning'];
   const cl = (port: number, args: readonly string[]): string => cli(port, args, auth);
   const count = primaries * 2;
   const dir = await mkdtemp(join(tmpdir(), 'peerlink-redis-cluster-'));
-  const procs: { port: number; child: ChildProcess | null }[] = [];
+  const procs: { port: number; child: ChildProcess | null; stderr: string[] }[] = [];
   // Never outlive the process that started them (a spec or bench that crashes).
   const killAll = (): void => {
     for (const p of procs) p.child?.kill('SIGKILL');
@@ -127,8 +146,9 @@ export async function startRedisCluster(o: { primaries?: number; password?: stri
         ],
         { stdio: ['ignore', 'ignore', 'pipe'] },
       );
-      const entry = { port, child: child as ChildProcess | null };
+      const entry = { port, child: child as ChildProcess | null, stderr: [] as string[] };
       procs.push(entry);
+      child.stderr?.on('data', (d: Buffer) => void (entry.stderr.length < 50 && entry.stderr.push(d.toString())));
       child.once('exit', () => {
         if (entry.child === child) entry.child = null;
       });
@@ -137,7 +157,11 @@ export async function startRedisCluster(o: { primaries?: number; password?: stri
         child.once('spawn', () => resolve());
       });
     }
-    for (const p of procs) await waitFor(`redis-server on ${p.port}`, () => p.child !== null && cl(p.port, ['ping']).trim() === 'PONG');
+    for (const p of procs)
+      await waitFor(`redis-server on ${p.port}`, () => {
+        if (p.child === null) throw new NodeExitedAtStart(`redis-server on ${p.port} exited at start: ${p.stderr.join('').trim()}`);
+        return cl(p.port, ['ping']).trim() === 'PONG';
+      });
     const create = spawnSync(
       'redis-cli',
       ['--cluster', 'create', ...procs.map((p) => `127.0.0.1:${p.port}`), '--cluster-replicas', '1', '--cluster-yes', ...auth],
