@@ -87,8 +87,6 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
         if (waitMs <= 0 || device.destroyed) return undefined;
         await sleep(waitMs, undefined, { signal: left.signal, ref: false });
         const v = await lookup(hex);
-        // The device may have gone while Redis answered: its offer is not taken.
-        if (device.destroyed) return undefined;
         if (v !== undefined && v !== null) return v;
       }
     } catch {
@@ -143,6 +141,7 @@ export function createRelayBridge(o: RelayBridgeOptions): RelayBridge {
         log.debug({ field: droppedField(err), err: (err as Error).message }, 'dropped a malformed relay offer read from Redis');
         return false;
       }
+      // The device may have gone while Redis answered (or while we waited): its offer is not taken.
       if (offer.node === o.cluster.nodeId || device.socket.destroyed) return false;
       const tlsAt = `${offer.tlsHost.includes(':') ? `[${offer.tlsHost}]` : offer.tlsHost}:${offer.tlsPort}`;
       const upstream = await new Promise<TLSSocket | null>((resolve) => {

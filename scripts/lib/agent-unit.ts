@@ -3,18 +3,12 @@
  * (systemd/peerlink-agent.service): the benches start their agents with them, as they start their
  * servers with the server unit's (server-unit.ts), so that what they measure is what a device runs.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DIST } from './program.js';
-import { nodeFlagsOfUnit } from './server-unit.js';
+import { unitNodeFlags } from './server-unit.js';
 
 /** The agent's systemd unit, in the checkout. */
 export const AGENT_UNIT = join(DIST, '..', 'systemd', 'peerlink-agent.service');
 
-let cached: readonly string[] | null = null;
-
 /** The agent unit's node flags (read once). */
-export function agentNodeFlags(): readonly string[] {
-  cached ??= Object.freeze(nodeFlagsOfUnit(readFileSync(AGENT_UNIT, 'utf8')));
-  return cached;
-}
+export const agentNodeFlags = unitNodeFlags(AGENT_UNIT);

@@ -25,10 +25,11 @@ export function nodeFlagsOfUnit(unitText: string): string[] {
   return flags;
 }
 
-let cached: readonly string[] | null = null;
+/** A reader of a unit's node flags: the file is read once, on first use. */
+export function unitNodeFlags(unitFile: string): () => readonly string[] {
+  let cached: readonly string[] | null = null;
+  return () => (cached ??= Object.freeze(nodeFlagsOfUnit(readFileSync(unitFile, 'utf8'))));
+}
 
 /** The server unit's node flags (read once). */
-export function serverNodeFlags(): readonly string[] {
-  cached ??= Object.freeze(nodeFlagsOfUnit(readFileSync(SERVER_UNIT, 'utf8')));
-  return cached;
-}
+export const serverNodeFlags = unitNodeFlags(SERVER_UNIT);
